@@ -1,0 +1,37 @@
+# vkafka: every command does its own set-up on a fresh machine.
+PY      := .venv/bin/python
+STACK   := $(PY) -m vkafka.devstack
+
+.PHONY: setup up down status test demo clean
+
+## setup: virtualenv, Python dependencies, Kafka jars and the Kafka CLI in .venv/bin
+setup: .venv/.installed
+	@$(STACK) install-cli
+
+.venv/.installed: setup.cfg pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+## up: 3 Kafka brokers (29092-29094) and the demo's two gateways (6969, 7969)
+up: setup
+	$(STACK) up
+
+## down: stop everything `up` started and remove its data
+down:
+	@if [ -x $(PY) ]; then $(STACK) down; else python3 -m vkafka.devstack down; fi
+
+status:
+	@if [ -x $(PY) ]; then $(STACK) status; else python3 -m vkafka.devstack status; fi
+
+## test: the whole suite (unit + integration against real Kafka and real clients)
+test: setup
+	$(PY) -m pytest tests -ra
+
+## demo: bring the stack up and run the demo scenario step by step
+demo: up
+	PATH="$(CURDIR)/.venv/bin:$$PATH" bash compose/demo.sh
+
+clean: down
+	rm -rf .venv .stack

@@ -1,0 +1,55 @@
+"""Builders of real Kafka messages (encoded with kio) for unit tests."""
+
+import datetime
+import struct
+
+from kio.schema.errors import ErrorCode
+from kio.static.primitive import i16, i32, i32Timedelta
+
+from vkafka.protocol.codec import encode_body, encode_request
+from vkafka.protocol.framing import frame
+
+NO_THROTTLE = i32Timedelta.parse(datetime.timedelta(0))
+
+
+def response_frame(correlation_id, body, flexible=True):
+    header = struct.pack(">i", correlation_id) + (b"\x00" if flexible else b"")
+    return frame(header + encode_body(body))
+
+
+def request_frame(body, version, correlation_id, client_id="test"):
+    return frame(encode_request(body, version, correlation_id, client_id))
+
+
+def metadata_request():
+    from kio.schema.metadata.v12.request import MetadataRequest
+    return MetadataRequest(topics=None, allow_auto_topic_creation=False,
+                           include_topic_authorized_operations=False)
+
+
+def metadata_response(brokers):
+    from kio.schema.metadata.v12.response import (
+        MetadataResponse, MetadataResponseBroker)
+    return MetadataResponse(
+        throttle_time=NO_THROTTLE,
+        brokers=tuple(MetadataResponseBroker(node_id=i32(n), host=h, port=i32(p))
+                      for n, h, p in brokers),
+        cluster_id="c1", controller_id=i32(1), topics=(),
+    )
+
+
+def api_versions_response(ranges):
+    from kio.schema.api_versions.v3.response import ApiVersion, ApiVersionsResponse
+    return ApiVersionsResponse(
+        error_code=ErrorCode.none, throttle_time=NO_THROTTLE,
+        api_keys=tuple(ApiVersion(api_key=i16(k), min_version=i16(lo),
+                                  max_version=i16(hi)) for k, lo, hi in ranges),
+    )
+
+
+def produce_request(acks, version=9):
+    from kio.schema.produce.v9.request import ProduceRequest
+    assert version == 9
+    return ProduceRequest(transactional_id=None, acks=i16(acks),
+                          timeout=i32Timedelta.parse(datetime.timedelta(seconds=30)),
+                          topic_data=())

@@ -1,0 +1,48 @@
+"""Kafka framing: splitting a stream into frames and refusing bad sizes."""
+
+import struct
+
+from hypothesis import given, strategies as st
+from twisted.trial import unittest
+
+from vkafka.protocol.framing import FrameDecoder, FrameError, frame
+
+
+class FrameDecoderTests(unittest.TestCase):
+    def test_whole_frames(self):
+        """Two frames in one chunk come out as two payloads."""
+        decoder = FrameDecoder()
+        self.assertEqual(decoder.feed(frame(b"abc") + frame(b"")), [b"abc", b""])
+        self.assertEqual(decoder.buffered, 0)
+
+    def test_split_frames(self):
+        """A frame cut anywhere is reassembled once its last byte arrives."""
+        data = frame(b"hello") + frame(b"world!")
+        for cut in range(len(data) + 1):
+            decoder = FrameDecoder()
+            out = decoder.feed(data[:cut]) + decoder.feed(data[cut:])
+            self.assertEqual(out, [b"hello", b"world!"])
+
+    def test_oversized_refused_before_buffering(self):
+        """A size above the limit is refused as soon as the prefix is seen."""
+        decoder = FrameDecoder(max_frame_size=10)
+        with self.assertRaises(FrameError):
+            decoder.feed(struct.pack(">i", 11))
+
+    def test_negative_size(self):
+        """A negative size prefix is refused."""
+        with self.assertRaises(FrameError):
+            FrameDecoder().feed(struct.pack(">i", -1))
+
+    @given(st.lists(st.binary(max_size=50), max_size=10), st.data())
+    def test_any_chunking(self, payloads, data):
+        """However the stream is chunked, the payloads come out intact and in order."""
+        stream = b"".join(frame(p) for p in payloads)
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=5)))
+        decoder = FrameDecoder()
+        out = []
+        start = 0
+        for cut in cuts + [len(stream)]:
+            out += decoder.feed(stream[start:cut])
+            start = cut
+        self.assertEqual(out, payloads)

@@ -1,0 +1,50 @@
+"""Request and response header parsing."""
+
+import struct
+
+from twisted.trial import unittest
+
+from vkafka.protocol.headers import (
+    HeaderError, parse_request_header, response_header_length)
+
+from .kafka_messages import metadata_request, request_frame
+
+
+class RequestHeaderTests(unittest.TestCase):
+    def test_v2_flexible(self):
+        """Metadata v12 uses header v2: client id then tagged fields."""
+        payload = request_frame(metadata_request(), 12, 77, "my-client")[4:]
+        header = parse_request_header(payload)
+        self.assertEqual((header.api_key, header.api_version, header.correlation_id,
+                          header.client_id), (3, 12, 77, "my-client"))
+        self.assertEqual(header.body_offset, 8 + 2 + len("my-client") + 1)
+
+    def test_v1_non_flexible(self):
+        """Metadata v8 uses header v1: no tagged fields."""
+        payload = struct.pack(">hhih", 3, 8, 5, 3) + b"abc" + b"rest"
+        header = parse_request_header(payload)
+        self.assertEqual(header.body_offset, 8 + 2 + 3)
+        self.assertEqual(header.client_id, "abc")
+
+    def test_null_client_id(self):
+        """A null client id (length -1) is accepted."""
+        header = parse_request_header(struct.pack(">hhih", 3, 8, 5, -1))
+        self.assertIsNone(header.client_id)
+
+    def test_truncated(self):
+        """Truncated headers raise HeaderError, never IndexError."""
+        payload = request_frame(metadata_request(), 12, 1, "client")[4:]
+        for cut in range(0, 8 + 2 + 6):
+            with self.assertRaises(HeaderError):
+                parse_request_header(payload[:cut])
+
+    def test_unknown_api(self):
+        """An API key the codec doesn't know is a HeaderError."""
+        with self.assertRaises(HeaderError):
+            parse_request_header(struct.pack(">hhih", 999, 0, 1, -1))
+
+    def test_response_header_lengths(self):
+        """Flexible responses carry tagged fields; ApiVersions never does."""
+        self.assertEqual(response_header_length(b"\x00\x00\x00\x01\x00", 3, 12), 5)
+        self.assertEqual(response_header_length(b"\x00\x00\x00\x01", 3, 8), 4)
+        self.assertEqual(response_header_length(b"\x00\x00\x00\x01\x00\x00", 18, 3), 4)

@@ -1,0 +1,3 @@
+"""vkafka: a multi-tenant Kafka gateway built on Twisted."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The admin HTTP API (Klein), served on the gateway's reactor."""

@@ -1,0 +1,86 @@
+# -*- test-case-name: tests.test_codec -*-
+"""Decode and encode request and response bodies with kio.
+
+Only APIs whose content the gateway must change are ever decoded; all other
+frames are forwarded as bytes.
+"""
+
+import io
+import struct
+
+from kio.serial import entity_reader, entity_writer
+from kio.static.constants import EntityType
+
+from .headers import (
+    HeaderError,
+    encode_request_header,
+    parse_request_header,
+    payload_class,
+    response_header_length,
+)
+
+
+class CodecError(ValueError):
+    """A body could not be decoded with the schema its header announced."""
+
+
+def _schema(api_key, api_version, entity_type):
+    cls = payload_class(api_key, api_version, entity_type)
+    if cls is None:
+        raise CodecError(f"no schema for API {api_key} v{api_version}")
+    return cls
+
+
+def decode_body(api_key, api_version, entity_type, frame, offset):
+    """Decode the body that starts at *offset* of *frame*."""
+    cls = _schema(api_key, api_version, entity_type)
+    try:
+        value, size = entity_reader(cls)(frame, offset)
+    except Exception as e:  # kio raises several types for bad bytes
+        raise CodecError(f"cannot decode {cls.__name__}: {e}") from e
+    if offset + size != len(frame):
+        raise CodecError(
+            f"{cls.__name__}: {len(frame) - offset - size} trailing bytes"
+        )
+    return value
+
+
+def encode_body(value):
+    buffer = io.BytesIO()
+    entity_writer(type(value))(buffer, value)
+    return buffer.getvalue()
+
+
+def decode_response(frame, api_key, api_version):
+    """Return (header bytes, decoded response) of a response frame."""
+    try:
+        header_end = response_header_length(frame, api_key, api_version)
+    except HeaderError as e:
+        raise CodecError(str(e)) from e
+    body = decode_body(api_key, api_version, EntityType.response, frame, header_end)
+    return bytes(frame[:header_end]), body
+
+
+def decode_request(frame):
+    """Return (parsed header, decoded request body) of a request frame."""
+    header = parse_request_header(frame)
+    body = decode_body(
+        header.api_key, header.api_version, EntityType.request, frame,
+        header.body_offset,
+    )
+    return header, body
+
+
+def encode_request(value, api_version, correlation_id, client_id="vkafka"):
+    """A whole request payload (no size prefix) for a request the gateway sends."""
+    return encode_request_header(
+        value.__api_key__, api_version, correlation_id, client_id
+    ) + encode_body(value)
+
+
+_INT16 = struct.Struct(">h")
+
+
+def error_code_at(frame, offset):
+    """The int16 found at *offset*: the top-level error code of many responses."""
+    return _INT16.unpack_from(frame, offset)[0]

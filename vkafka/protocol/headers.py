@@ -1,0 +1,161 @@
+# -*- test-case-name: tests.test_headers -*-
+"""Request and response headers.
+
+The first eight bytes of every request (api key, version, correlation id) are
+fixed; the rest of the header depends on whether the API version is
+"flexible" (header v2, with tagged fields), which kio's schemas tell us.
+"""
+
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+
+from kio.index import UnknownAPIKey, UnknownEntity, load_payload_module
+from kio.schema.index import api_key_map
+from kio.static.constants import EntityType
+
+_FIXED = struct.Struct(">hhi")
+_INT16 = struct.Struct(">h")
+_INT32 = struct.Struct(">i")
+
+API_VERSIONS = 18
+
+
+class HeaderError(ValueError):
+    """The frame does not start with a valid header."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHeader:
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+    body_offset: int
+    """Where the request body starts in the frame."""
+
+
+@lru_cache(maxsize=None)
+def payload_class(api_key, api_version, entity_type):
+    """kio's dataclass for one API's request or response at one version, or None."""
+    try:
+        module = load_payload_module(api_key, api_version, entity_type)
+    except (UnknownAPIKey, UnknownEntity):
+        return None
+    for value in vars(module).values():
+        if (
+            isinstance(value, type)
+            and getattr(value, "__type__", None) is entity_type
+            and getattr(value, "__api_key__", None) == api_key
+        ):
+            return value
+    return None
+
+
+@lru_cache(maxsize=None)
+def codec_versions(api_key):
+    """The (min, max) versions kio models for *api_key*, or None."""
+    from kio.schema.index import schema_name_map
+
+    name = api_key_map.get(api_key)
+    if name is None:
+        return None
+    versions = sorted(schema_name_map[name])
+    return versions[0], versions[-1]
+
+
+def is_flexible(api_key, api_version, entity_type=EntityType.request):
+    """Whether this API version uses the flexible (tagged-field) encoding."""
+    cls = payload_class(api_key, api_version, entity_type)
+    if cls is None:
+        raise HeaderError(f"unknown API {api_key} version {api_version}")
+    return cls.__flexible__
+
+
+def read_uvarint(buf, pos):
+    """Read an unsigned varint; return (value, new position)."""
+    value = 0
+    shift = 0
+    while True:
+        if pos >= len(buf):
+            raise HeaderError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 28:
+            raise HeaderError("varint too long")
+
+
+def skip_tagged_fields(buf, pos):
+    """Skip a tagged-field section; return the position after it."""
+    count, pos = read_uvarint(buf, pos)
+    for _ in range(count):
+        _tag, pos = read_uvarint(buf, pos)
+        size, pos = read_uvarint(buf, pos)
+        pos += size
+        if pos > len(buf):
+            raise HeaderError("truncated tagged field")
+    return pos
+
+
+def peek_request(frame):
+    """Return (api_key, api_version, correlation_id) from a request frame."""
+    if len(frame) < 8:
+        raise HeaderError(f"request frame of {len(frame)} bytes is too short")
+    return _FIXED.unpack_from(frame, 0)
+
+
+def parse_request_header(frame):
+    """Parse a request header (v1 or v2) from a frame.
+
+    :raises HeaderError: if the frame is truncated or names an API version
+        the codec does not know.
+    """
+    api_key, api_version, correlation_id = peek_request(frame)
+    pos = 8
+    if len(frame) < pos + 2:
+        raise HeaderError("truncated client id")
+    (length,) = _INT16.unpack_from(frame, pos)
+    pos += 2
+    if length < 0:
+        client_id = None
+    else:
+        if len(frame) < pos + length:
+            raise HeaderError("truncated client id")
+        client_id = bytes(frame[pos:pos + length]).decode("utf-8", "replace")
+        pos += length
+    if is_flexible(api_key, api_version):
+        pos = skip_tagged_fields(frame, pos)
+    return RequestHeader(api_key, api_version, correlation_id, client_id, pos)
+
+
+def response_header_length(frame, api_key, api_version):
+    """Length of the response header: correlation id, plus tagged fields if flexible.
+
+    ApiVersions responses always use header v0 so that a client can read the
+    answer before it knows which versions the broker speaks.
+    """
+    if api_key == API_VERSIONS or not is_flexible(
+        api_key, api_version, EntityType.response
+    ):
+        return 4
+    return skip_tagged_fields(frame, 4)
+
+
+def response_correlation_id(frame):
+    if len(frame) < 4:
+        raise HeaderError("response frame too short")
+    return _INT32.unpack_from(frame, 0)[0]
+
+
+def encode_request_header(api_key, api_version, correlation_id, client_id="vkafka"):
+    """Header bytes for a request the gateway itself sends."""
+    raw = client_id.encode()
+    out = _FIXED.pack(api_key, api_version, correlation_id)
+    out += _INT16.pack(len(raw)) + raw
+    if is_flexible(api_key, api_version):
+        out += b"\x00"
+    return out

@@ -1,0 +1,130 @@
+# -*- test-case-name: tests.test_discovery -*-
+"""The gateway's own Metadata requests, to learn broker addresses.
+
+Clients' Metadata answers also teach the topology as they pass; this is for
+start-up, for a port whose broker is not yet known, and for /health.
+"""
+
+import time
+
+from kio.schema.metadata.v12.request import MetadataRequest
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+
+from ..protocol.codec import decode_response, encode_request
+from ..protocol.framing import FrameDecoder, FrameError, frame
+from .gateway import connect
+
+METADATA = 3
+METADATA_VERSION = 12
+
+BROKERS_ONLY = MetadataRequest(
+    topics=(), allow_auto_topic_creation=False,
+    include_topic_authorized_operations=False,
+)
+
+
+def metadata_request(correlation_id=1):
+    """A framed Metadata v12 request that asks for brokers and no topics."""
+    return frame(encode_request(BROKERS_ONLY, METADATA_VERSION, correlation_id,
+                                "vkafka-discovery"))
+
+
+def parse_brokers(payload):
+    """``(node_id, host, port)`` triples from a Metadata v12 response payload."""
+    _, response = decode_response(payload, METADATA, METADATA_VERSION)
+    return [(b.node_id, b.host, b.port) for b in response.brokers]
+
+
+class _MetadataClient(protocol.Protocol):
+    def __init__(self):
+        self.done = defer.Deferred()
+        self.decoder = FrameDecoder()
+
+    def connectionMade(self):
+        self.transport.write(metadata_request())
+
+    def dataReceived(self, data):
+        try:
+            frames = self.decoder.feed(data)
+            if frames:
+                self.transport.loseConnection()
+                if not self.done.called:
+                    self.done.callback(parse_brokers(frames[0]))
+        except (FrameError, ValueError) as e:
+            self.transport.abortConnection()
+            if not self.done.called:
+                self.done.errback(e)
+
+    def connectionLost(self, reason):
+        if not self.done.called:
+            self.done.errback(reason)
+
+
+class Refresher:
+    """Learns broker addresses by asking any known broker for metadata."""
+
+    log = Logger()
+
+    def __init__(self, reactor, topology, endpoint_factory):
+        self.reactor = reactor
+        self.topology = topology
+        self.endpoint_factory = endpoint_factory
+        self.last_error = "no metadata fetched yet"
+        self.last_success = None
+        self._inflight = None
+
+    def refresh(self):
+        """Fetch metadata once (concurrent callers share one fetch)."""
+        if self._inflight is None:
+            self._inflight = self._refresh()
+            self._inflight.addBoth(self._finished)
+        d = defer.Deferred()
+        self._inflight.addBoth(lambda r: (d.callback(r), r)[1])
+        return d
+
+    def _finished(self, result):
+        self._inflight = None
+        return result
+
+    @defer.inlineCallbacks
+    def _refresh(self):
+        for host, port in self.topology.upstream_candidates(None):
+            client = _MetadataClient()
+            try:
+                yield connect(self.endpoint_factory(self.reactor, host, port), client)
+                brokers = yield client.done
+            except Exception as e:
+                self.last_error = f"{host}:{port}: {e}"
+                continue
+            self.topology.learn(brokers)
+            if self.last_success is None:
+                self.log.info("cluster reached: brokers {ids}",
+                              ids=sorted(b[0] for b in brokers))
+            self.last_success = self.reactor.seconds()
+            self.last_error = None
+            return True
+        self.log.warn("cannot reach the cluster: {why}", why=self.last_error)
+        return False
+
+
+def fetch_brokers_blocking(servers, timeout=5.0):
+    """Synchronous variant for scripts: the broker list, or None if unreachable."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    for host, port in servers:
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as s:
+                s.sendall(metadata_request())
+                decoder = FrameDecoder()
+                while time.monotonic() < deadline:
+                    data = s.recv(65536)
+                    if not data:
+                        break
+                    frames = decoder.feed(data)
+                    if frames:
+                        return parse_brokers(frames[0])
+        except (OSError, ValueError):
+            continue
+    return None

@@ -1,0 +1,95 @@
+# -*- test-case-name: tests.test_splice -*-
+"""The gateway: the port-per-broker listeners and the upstream connector."""
+
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.logger import Logger
+
+from ..protocol.framing import DEFAULT_MAX_FRAME_SIZE
+from .splice import BrokerConnection, ClientConnection
+
+
+def tcp_endpoint(reactor, host, port, timeout=10):
+    return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+
+
+class _OneShot(protocol.Factory):
+    """Hands out one prepared protocol; quiet, unlike endpoints.connectProtocol's."""
+
+    noisy = False
+
+    def __init__(self, proto):
+        self.proto = proto
+
+    def buildProtocol(self, addr):
+        return self.proto
+
+
+def connect(endpoint, proto):
+    return endpoint.connect(_OneShot(proto))
+
+
+class Gateway:
+    """Shared state of every connection: topology, rules, limits, connector."""
+
+    log = Logger()
+
+    def __init__(self, reactor, topology, rules, *,
+                 max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                 max_response_size=None, endpoint_factory=tcp_endpoint,
+                 refresher=None):
+        self.reactor = reactor
+        self.topology = topology
+        self.rules = rules
+        self.max_frame_size = max_frame_size
+        self.max_response_size = max_response_size or max(
+            max_frame_size, 1024 * 1024 * 1024)
+        self.endpoint_factory = endpoint_factory
+        self.refresher = refresher
+        self.connections = set()
+
+    def factory_for_port(self, port):
+        return ListenerFactory(self, port)
+
+    @defer.inlineCallbacks
+    def _connect(self, client):
+        node_id = self.topology.node_for_port(client.port)
+        if node_id is None or node_id not in self.topology.brokers:
+            if self.refresher is not None:
+                yield self.refresher.refresh()
+            node_id = self.topology.node_for_port(client.port)
+        client.node_id = node_id
+        last = None
+        for host, port in self.topology.upstream_candidates(node_id):
+            broker = BrokerConnection(client)
+            try:
+                yield connect(self.endpoint_factory(self.reactor, host, port), broker)
+                return broker
+            except defer.CancelledError:
+                raise
+            except Exception as e:
+                last = e
+        raise last or ConnectionError("no broker address known")
+
+    def connect_upstream(self, client):
+        """Connect *client* to its broker; returns a cancellable Deferred."""
+        d = self._connect(client)
+        d.addErrback(lambda f: None if f.check(defer.CancelledError)
+                     else client.upstream_failed(f))
+        return d
+
+
+class ListenerFactory(protocol.Factory):
+    """Accepts clients on the port that stands for one broker."""
+
+    noisy = False
+
+    def __init__(self, gateway, port):
+        self.gateway = gateway
+        self.port = port
+
+    def buildProtocol(self, addr):
+        client = ClientConnection(self.gateway, None)
+        client.port = self.port
+        client.factory = self
+        return client

@@ -1,0 +1,96 @@
+# -*- test-case-name: tests.test_topology -*-
+"""What the gateway knows of the cluster: broker addresses and the port map.
+
+Port-per-broker: the gateway listens on ``start_port .. start_port +
+port_count - 1`` and port ``start_port + (node_id - min_broker_id)`` stands
+for broker ``node_id``.  Every broker address a client sees is rewritten to
+that port on the advertised host, and a connection to that port is spliced
+to that broker.
+"""
+
+from twisted.logger import Logger
+
+
+def parse_servers(text):
+    """``"h1:p1,h2:p2"`` -> ``[("h1", p1), ("h2", p2)]``."""
+    servers = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"bad server address {item!r}: expected host:port")
+        servers.append((host.strip("[]"), int(port)))
+    if not servers:
+        raise ValueError("no bootstrap servers given")
+    return servers
+
+
+class Topology:
+    """Broker addresses learnt from metadata, and the gateway's port map."""
+
+    log = Logger()
+
+    def __init__(self, bootstrap, advertised_host, start_port, port_count,
+                 min_broker_id=None):
+        self.bootstrap = list(bootstrap)
+        self.advertised_host = advertised_host
+        self.start_port = start_port
+        self.port_count = port_count
+        self.min_broker_id = min_broker_id
+        self.brokers = {}
+        self._warned = set()
+
+    @property
+    def ports(self):
+        return range(self.start_port, self.start_port + self.port_count)
+
+    def learn(self, brokers):
+        """Record ``(node_id, host, port)`` triples seen in a broker's answer."""
+        for node_id, host, port in brokers:
+            self.brokers[node_id] = (host, port)
+        if self.min_broker_id is None and self.brokers:
+            # Fixed once, so ports never shift while the gateway runs.
+            self.min_broker_id = min(self.brokers)
+            self.log.info("port map: broker {base} on port {port}",
+                          base=self.min_broker_id, port=self.start_port)
+
+    def gateway_address(self, node_id):
+        """The (host, port) clients must use for *node_id*, or None."""
+        if self.min_broker_id is None:
+            return None
+        offset = node_id - self.min_broker_id
+        if 0 <= offset < self.port_count:
+            return self.advertised_host, self.start_port + offset
+        if node_id not in self._warned:
+            self._warned.add(node_id)
+            self.log.error(
+                "broker {node} has no gateway port (ports {first}..{last} cover "
+                "brokers {low}..{high}); raise the port count",
+                node=node_id, first=self.start_port, last=self.ports[-1],
+                low=self.min_broker_id, high=self.min_broker_id + self.port_count - 1,
+            )
+        return None
+
+    def node_for_port(self, port):
+        if self.min_broker_id is None or port not in self.ports:
+            return None
+        return self.min_broker_id + (port - self.start_port)
+
+    def upstream_candidates(self, node_id):
+        """Broker addresses to try, in order, for a connection meant for *node_id*.
+
+        The broker itself first.  Should it be unknown or down, any other
+        broker will do: Kafka brokers check leadership and coordinatorship on
+        every request and answer NOT_LEADER / NOT_COORDINATOR, which makes a
+        client refresh its metadata; so a fallback never misdelivers, and any
+        gateway port works as a bootstrap.
+        """
+        seen = []
+        if node_id is not None and node_id in self.brokers:
+            seen.append(self.brokers[node_id])
+        for address in list(self.brokers.values()) + self.bootstrap:
+            if address not in seen:
+                seen.append(address)
+        return seen

@@ -1,0 +1,1 @@
+"""Per-API rewrite rules (the one table) and, later, the tenant naming rule."""
