@@ -53,3 +53,26 @@ def produce_request(acks, version=9):
     return ProduceRequest(transactional_id=None, acks=i16(acks),
                           timeout=i32Timedelta.parse(datetime.timedelta(seconds=30)),
                           topic_data=())
+
+
+def produce_response_with_endpoints(endpoints):
+    from kio.schema.produce.v10.response import NodeEndpoint, ProduceResponse
+    return ProduceResponse(
+        responses=(), throttle_time=NO_THROTTLE,
+        node_endpoints=tuple(NodeEndpoint(node_id=i32(n), host=h, port=i32(p))
+                             for n, h, p in endpoints))
+
+
+def find_coordinator_request(keys):
+    from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
+    return FindCoordinatorRequest(key_type=0, coordinator_keys=tuple(keys))
+
+
+def find_coordinator_response(coordinators):
+    from kio.schema.find_coordinator.v4.response import (
+        Coordinator, FindCoordinatorResponse)
+    return FindCoordinatorResponse(
+        throttle_time=NO_THROTTLE,
+        coordinators=tuple(Coordinator(key=k, node_id=i32(n), host=h, port=i32(p),
+                                       error_code=ErrorCode(e), error_message=None)
+                           for k, n, h, p, e in coordinators))

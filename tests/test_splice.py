@@ -102,6 +102,38 @@ class SpliceTests(unittest.TestCase):
                           (4, "gw.example", 6972)])
         self.assertEqual(self.topology.brokers[4], ("kafka4", 9095))
 
+    def test_produce_node_endpoints_rewritten(self):
+        """KIP-951 node_endpoints in a Produce v10 response name gateway ports."""
+        from kio.schema.produce.v10.request import ProduceRequest
+        from .kafka_messages import produce_response_with_endpoints
+        import datetime
+        from kio.static.primitive import i16, i32Timedelta
+        client, transport = self.connect_client()
+        _, broker, _ = self.brokers[0]
+        client.dataReceived(request_frame(ProduceRequest(
+            transactional_id=None, acks=i16(-1),
+            timeout=i32Timedelta.parse(datetime.timedelta(seconds=1)),
+            topic_data=()), 10, 3))
+        broker.dataReceived(response_frame(3, produce_response_with_endpoints(
+            [(3, "kafka3", 9094)])))
+        _, response = decode_response(self.responses(transport)[0], 0, 10)
+        self.assertEqual([(e.node_id, e.host, e.port) for e in response.node_endpoints],
+                         [(3, "gw.example", 6971)])
+
+    def test_find_coordinator_batched_rewritten(self):
+        """FindCoordinator v4 coordinators name gateway ports; errors pass as they are."""
+        from .kafka_messages import (
+            find_coordinator_request, find_coordinator_response)
+        client, transport = self.connect_client()
+        _, broker, _ = self.brokers[0]
+        client.dataReceived(request_frame(find_coordinator_request(["a", "b"]), 4, 9))
+        broker.dataReceived(response_frame(9, find_coordinator_response(
+            [("a", 3, "kafka3", 9094, 0), ("b", -1, "", -1, 15)])))
+        _, response = decode_response(self.responses(transport)[0], 10, 4)
+        self.assertEqual(
+            [(c.key, c.node_id, c.host, c.port) for c in response.coordinators],
+            [("a", 3, "gw.example", 6971), ("b", -1, "", -1)])
+
     def test_broker_outside_port_range_dropped(self):
         """A broker with no gateway port is left out rather than leaked."""
         client, transport = self.connect_client()

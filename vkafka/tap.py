@@ -7,7 +7,8 @@ where the demo has one); a command-line option wins over the environment.
 
 import os
 
-from twisted.application import internet, service, strports
+from twisted.application import internet, service
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 from twisted.web.server import Site
 
@@ -101,12 +102,15 @@ def makeService(config, reactor=None):
                       refresher=refresher)
     top = service.MultiService()
     bind = config["bind-host"]
+
+    def listen(port, factory):
+        endpoint = serverFromString(reactor, f"tcp:{port}:interface={bind}")
+        internet.StreamServerEndpointService(endpoint, factory).setServiceParent(top)
+
     for port in topology.ports:
-        strports.service(f"tcp:{port}:interface={bind}",
-                         gateway.factory_for_port(port)).setServiceParent(top)
+        listen(port, gateway.factory_for_port(port))
     admin = AdminApp(refresher, topology)
-    strports.service(f"tcp:{config['admin-port']}:interface={bind}",
-                     Site(admin.resource())).setServiceParent(top)
+    listen(config["admin-port"], Site(admin.resource()))
     timer = internet.TimerService(config["refresh-interval"], refresher.refresh)
     timer.clock = reactor
     timer.setServiceParent(top)

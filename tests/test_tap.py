@@ -1,0 +1,84 @@
+"""twistd options: environment variables, precedence, refusal of bad settings."""
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial import unittest
+
+from vkafka.tap import Options, makeService
+from vkafka.proxy.topology import Topology
+
+
+def parse(argv, environ=None):
+    options = Options(environ or {})
+    options.parseOptions(argv)
+    return options
+
+
+class OptionsTests(unittest.TestCase):
+    def test_environment(self):
+        """The demo's environment variable names configure the gateway."""
+        options = parse([], {"KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9093",
+                             "GATEWAY_START_PORT": "7969",
+                             "GATEWAY_ADVERTISED_HOST": "gw"})
+        self.assertEqual(options["servers"], [("k1", 9092), ("k2", 9093)])
+        self.assertEqual(options["start-port"], 7969)
+        self.assertEqual(options["advertised-host"], "gw")
+
+    def test_option_wins(self):
+        """A command-line option wins over its environment variable."""
+        options = parse(["--start-port", "1234"], {"GATEWAY_START_PORT": "7969"})
+        self.assertEqual(options["start-port"], 1234)
+
+    def test_defaults(self):
+        """Without options or environment, the documented defaults hold."""
+        options = parse([])
+        self.assertEqual((options["start-port"], options["port-count"],
+                          options["admin-port"]), (6969, 6, 8888))
+
+    def test_bad_value_names_setting(self):
+        """An invalid value stops the start with a message naming the setting."""
+        e = self.assertRaises(usage.UsageError, parse, [],
+                              {"GATEWAY_START_PORT": "abc"})
+        self.assertIn("GATEWAY_START_PORT", str(e))
+        e = self.assertRaises(usage.UsageError, parse, ["--bootstrap-servers", "nope"])
+        self.assertIn("--bootstrap-servers", str(e))
+
+    def test_unsupported_security_refused(self):
+        """A security protocol not built yet is refused, not silently ignored."""
+        e = self.assertRaises(usage.UsageError, parse, [],
+                              {"GATEWAY_SECURITY_PROTOCOL": "SASL_SSL"})
+        self.assertIn("SASL_SSL", str(e))
+
+    def test_service_listens_per_port(self):
+        """makeService opens one Kafka port per configured broker slot plus admin."""
+        reactor = MemoryReactorClock()
+        service = makeService(parse(["--port-count", "4", "--start-port", "5000"]),
+                              reactor)
+        service.privilegedStartService()
+        service.startService()
+        ports = sorted(p[0] for p in reactor.tcpServers)
+        self.assertEqual(ports, [5000, 5001, 5002, 5003, 8888])
+
+
+class TopologyTests(unittest.TestCase):
+    def test_port_map(self):
+        """Port start+i stands for broker min+i; outside the range, nothing."""
+        topology = Topology([("b", 1)], "gw", 6969, 3, min_broker_id=1)
+        self.assertEqual(topology.gateway_address(3), ("gw", 6971))
+        self.assertIsNone(topology.gateway_address(4))
+        self.assertEqual(topology.node_for_port(6970), 2)
+        self.assertIsNone(topology.node_for_port(6972))
+
+    def test_min_broker_id_fixed_at_first_sight(self):
+        """Unset, the base id is the lowest seen first and does not move later."""
+        topology = Topology([("b", 1)], "gw", 6969, 3)
+        topology.learn([(2, "h2", 2), (3, "h3", 3)])
+        topology.learn([(1, "h1", 1)])
+        self.assertEqual(topology.min_broker_id, 2)
+
+    def test_candidates_prefer_own_broker(self):
+        """A port's own broker is tried first, then every other known address."""
+        topology = Topology([("boot", 1)], "gw", 6969, 3, 1)
+        topology.learn([(1, "h1", 1), (2, "h2", 2)])
+        self.assertEqual(topology.upstream_candidates(2),
+                         [("h2", 2), ("h1", 1), ("boot", 1)])
