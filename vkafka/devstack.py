@@ -30,6 +30,12 @@ HEAP = os.environ.get("VKAFKA_BROKER_HEAP", "-Xms256m -Xmx768m")
 
 # The demo's two gateways: (name, first Kafka port, admin port).
 GATEWAYS = [("gateway1", 6969, 8888), ("gateway2", 7969, 8889)]
+# The demo's gateway settings (as in its compose file), plus the token secret
+# both gateways share.  A development secret: set your own in production.
+DEMO_SECRET = os.environ.get("GATEWAY_USER_POOL_SECRET_KEY",
+                             "vkafka-local-development-secret-change-me")
+TENANT_OPTIONS = ("--security-protocol=SASL_PLAINTEXT", "--multi-tenancy=true",
+                  f"--token-secret={DEMO_SECRET}")
 
 # CLI name -> main class, as in the bin/*.sh scripts of Kafka 4.1.
 CLI_TOOLS = {
@@ -279,7 +285,7 @@ def health(admin_port):
 def start_gateways():
     for name, port, admin in GATEWAYS:
         if not running(name):
-            _spawn(name, gateway_argv(port, admin))
+            _spawn(name, gateway_argv(port, admin, extra=TENANT_OPTIONS))
     for name, port, admin in GATEWAYS:
         wait_for(lambda: (health(admin) or (0,))[0] == 200,
                  f"{name} to be ready on admin port {admin}", 60)

@@ -29,9 +29,12 @@ SETTINGS = [
     ("min-broker-id", "GATEWAY_MIN_BROKERID", None, int,
      "Broker id served on the start port (default: lowest id seen at start)"),
     ("security-protocol", "GATEWAY_SECURITY_PROTOCOL", "PLAINTEXT", str,
-     "Client-side security protocol (PLAINTEXT)"),
+     "Client-side security protocol: PLAINTEXT (passthrough) or SASL_PLAINTEXT "
+     "(virtual clusters, with multi-tenancy on)"),
     ("multi-tenancy", "GATEWAY_FEATURE_FLAGS_MULTI_TENANCY", "false", str,
-     "Virtual clusters (true/false)"),
+     "Virtual clusters (true/false); needs SASL_PLAINTEXT"),
+    ("token-secret", "GATEWAY_USER_POOL_SECRET_KEY", None, str,
+     "Secret (32+ characters) that signs tenant tokens; the same on every gateway"),
     ("max-frame-size", "GATEWAY_MAX_FRAME_SIZE", DEFAULT_MAX_FRAME_SIZE, int,
      "Largest request frame accepted from a client, in bytes"),
     ("admin-port", "GATEWAY_HTTP_PORT", 8888, int, "Port of the admin HTTP API"),
@@ -39,7 +42,8 @@ SETTINGS = [
      "Seconds between the gateway's own metadata refreshes"),
 ]
 
-SUPPORTED_SECURITY = {"PLAINTEXT"}
+SUPPORTED_SECURITY = {"PLAINTEXT", "SASL_PLAINTEXT"}
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
 class Options(usage.Options):
@@ -72,8 +76,23 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"security protocol {self['security-protocol']!r} is not supported "
                 f"yet (supported: {', '.join(sorted(SUPPORTED_SECURITY))})")
-        if str(self["multi-tenancy"]).lower() not in ("false", "0", "no"):
-            raise usage.UsageError("multi-tenancy is not supported yet")
+        tenancy = str(self["multi-tenancy"]).lower()
+        if tenancy not in _TRUE + _FALSE:
+            raise usage.UsageError(
+                f"--multi-tenancy / GATEWAY_FEATURE_FLAGS_MULTI_TENANCY: expected "
+                f"true or false, not {self['multi-tenancy']!r}")
+        self["multi-tenancy"] = tenancy in _TRUE
+        sasl = self["security-protocol"] == "SASL_PLAINTEXT"
+        if sasl != self["multi-tenancy"]:
+            raise usage.UsageError(
+                "virtual clusters need both GATEWAY_SECURITY_PROTOCOL=SASL_PLAINTEXT "
+                "and GATEWAY_FEATURE_FLAGS_MULTI_TENANCY=true; PLAINTEXT runs "
+                "without them (passthrough)")
+        if sasl and (not self["token-secret"] or len(self["token-secret"]) < 32):
+            raise usage.UsageError(
+                "--token-secret / GATEWAY_USER_POOL_SECRET_KEY: a secret of at least "
+                "32 characters is required with SASL_PLAINTEXT (the same on every "
+                "gateway)")
         for name in ("start-port", "port-count", "max-frame-size", "admin-port"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
@@ -91,15 +110,24 @@ def makeService(config, reactor=None):
     from .proxy.discovery import Refresher
     from .proxy.gateway import Gateway, tcp_endpoint
     from .proxy.topology import Topology
-    from .tenancy.rules import passthrough_rules
+    from .tenancy.rules import passthrough_rules, tenant_rules
 
+    tenancy = None
+    rules = passthrough_rules()
+    if config["multi-tenancy"]:
+        from .auth.tokens import TokenAuthority
+        from .tenancy.mode import Tenancy
+
+        tenancy = Tenancy(TokenAuthority(config["token-secret"]))
+        rules = tenant_rules()
     topology = Topology(config["servers"], config["advertised-host"],
                         config["start-port"], config["port-count"],
                         config["min-broker-id"])
-    refresher = Refresher(reactor, topology, tcp_endpoint)
-    gateway = Gateway(reactor, topology, passthrough_rules(),
+    refresher = Refresher(reactor, topology, tcp_endpoint,
+                          all_topics=tenancy is not None)
+    gateway = Gateway(reactor, topology, rules,
                       max_frame_size=config["max-frame-size"],
-                      refresher=refresher)
+                      refresher=refresher, tenancy=tenancy)
     top = service.MultiService()
     bind = config["bind-host"]
 

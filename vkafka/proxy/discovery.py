@@ -22,27 +22,40 @@ BROKERS_ONLY = MetadataRequest(
     topics=(), allow_auto_topic_creation=False,
     include_topic_authorized_operations=False,
 )
+ALL_TOPICS = MetadataRequest(
+    topics=None, allow_auto_topic_creation=False,
+    include_topic_authorized_operations=False,
+)
 
 
-def metadata_request(correlation_id=1):
-    """A framed Metadata v12 request that asks for brokers and no topics."""
-    return frame(encode_request(BROKERS_ONLY, METADATA_VERSION, correlation_id,
+def metadata_request(correlation_id=1, all_topics=False):
+    """A framed Metadata v12 request for the brokers (and every topic, if asked)."""
+    request = ALL_TOPICS if all_topics else BROKERS_ONLY
+    return frame(encode_request(request, METADATA_VERSION, correlation_id,
                                 "vkafka-discovery"))
+
+
+def parse_metadata(payload):
+    """(broker triples, {topic id: name}) from a Metadata v12 response payload."""
+    _, response = decode_response(payload, METADATA, METADATA_VERSION)
+    brokers = [(b.node_id, b.host, b.port) for b in response.brokers]
+    ids = {t.topic_id: t.name for t in response.topics if t.name and t.topic_id}
+    return brokers, ids
 
 
 def parse_brokers(payload):
     """``(node_id, host, port)`` triples from a Metadata v12 response payload."""
-    _, response = decode_response(payload, METADATA, METADATA_VERSION)
-    return [(b.node_id, b.host, b.port) for b in response.brokers]
+    return parse_metadata(payload)[0]
 
 
 class _MetadataClient(protocol.Protocol):
-    def __init__(self):
+    def __init__(self, all_topics):
         self.done = defer.Deferred()
         self.decoder = FrameDecoder()
+        self.all_topics = all_topics
 
     def connectionMade(self):
-        self.transport.write(metadata_request())
+        self.transport.write(metadata_request(all_topics=self.all_topics))
 
     def dataReceived(self, data):
         try:
@@ -50,7 +63,7 @@ class _MetadataClient(protocol.Protocol):
             if frames:
                 self.transport.loseConnection()
                 if not self.done.called:
-                    self.done.callback(parse_brokers(frames[0]))
+                    self.done.callback(parse_metadata(frames[0]))
         except (FrameError, ValueError) as e:
             self.transport.abortConnection()
             if not self.done.called:
@@ -66,7 +79,9 @@ class Refresher:
 
     log = Logger()
 
-    def __init__(self, reactor, topology, endpoint_factory):
+    def __init__(self, reactor, topology, endpoint_factory, all_topics=False):
+        self.all_topics = all_topics
+        """Also learn every topic id (tenant mode checks ids against names)."""
         self.reactor = reactor
         self.topology = topology
         self.endpoint_factory = endpoint_factory
@@ -90,14 +105,15 @@ class Refresher:
     @defer.inlineCallbacks
     def _refresh(self):
         for host, port in self.topology.upstream_candidates(None):
-            client = _MetadataClient()
+            client = _MetadataClient(self.all_topics)
             try:
                 yield connect(self.endpoint_factory(self.reactor, host, port), client)
-                brokers = yield client.done
+                brokers, ids = yield client.done
             except Exception as e:
                 self.last_error = f"{host}:{port}: {e}"
                 continue
             self.topology.learn(brokers)
+            self.topology.topic_ids.update(ids)
             if self.last_success is None:
                 self.log.info("cluster reached: brokers {ids}",
                               ids=sorted(b[0] for b in brokers))

@@ -37,7 +37,7 @@ class Gateway:
     def __init__(self, reactor, topology, rules, *,
                  max_frame_size=DEFAULT_MAX_FRAME_SIZE,
                  max_response_size=None, endpoint_factory=tcp_endpoint,
-                 refresher=None):
+                 refresher=None, tenancy=None):
         self.reactor = reactor
         self.topology = topology
         self.rules = rules
@@ -46,7 +46,10 @@ class Gateway:
             max_frame_size, 1024 * 1024 * 1024)
         self.endpoint_factory = endpoint_factory
         self.refresher = refresher
+        self.tenancy = tenancy
+        """None in passthrough mode; else a Tenancy (token authority, namespaces)."""
         self.connections = set()
+        self.auth_failures = 0
 
     def factory_for_port(self, port):
         return ListenerFactory(self, port)

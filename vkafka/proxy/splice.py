@@ -5,33 +5,44 @@ Shaped like ``twisted.protocols.portforward``: the client is paused until the
 broker connection is up, then each transport is registered as the other's
 streaming producer, so a slow reader on either side pauses the other side's
 reads instead of making the gateway buffer without bound.
+
+Every request's header is read and looked up in the rule table; in tenant
+mode the request is rewritten before it is forwarded and its response after.
+SASL is answered here.  Responses go back in request order, whether they
+come from the broker or from the gateway itself.
 """
 
 import struct
 from collections import deque
 from dataclasses import dataclass
 
+from kio.static.constants import EntityType
 from twisted.internet import protocol
 from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 
-from ..protocol.codec import CodecError, decode_response, encode_body
+from ..auth import sasl
+from ..protocol.codec import CodecError, decode_request, decode_response, encode_body
 from ..protocol.framing import FrameDecoder, FrameError, size_prefix
-from ..protocol.headers import API_VERSIONS, HeaderError, peek_request
+from ..protocol.headers import (
+    API_VERSIONS, HeaderError, is_flexible, parse_request_header, peek_request,
+    read_uvarint)
+from ..tenancy.walker import Foreign, RequestContext
 
 PRODUCE = 0
 UNSUPPORTED_VERSION = 35
 _INT16 = struct.Struct(">h")
+_INT32 = struct.Struct(">i")
+_REWRITE_ERRORS = (CodecError, HeaderError, struct.error, Foreign, ValueError,
+                   TypeError)
 
 
 def produce_expects_response(frame, api_version):
     """False for an ``acks=0`` Produce, which the broker never answers.
 
-    The acks field follows the transactional id (v3+), which follows the
-    header; reading it needs only the header's length, not a full decode.
+    The acks field follows the transactional id, which follows the header;
+    reading it needs only the header's length, not a full decode.
     """
-    from ..protocol.headers import parse_request_header, read_uvarint
-
     header = parse_request_header(frame)
     pos = header.body_offset
     if api_version >= 9:  # flexible: compact nullable string
@@ -51,6 +62,10 @@ class Pending:
     api_key: int
     api_version: int
     rule: object
+    context: object = None
+    local: bytes | None = None
+    """A response the gateway made itself, sent when its turn comes."""
+    close_after: bool = False
 
 
 class ClientConnection(protocol.Protocol):
@@ -59,6 +74,7 @@ class ClientConnection(protocol.Protocol):
     log = Logger()
     broker = None
     closed = False
+    peer = None
 
     def __init__(self, gateway, node_id):
         self.gateway = gateway
@@ -67,10 +83,17 @@ class ClientConnection(protocol.Protocol):
         self.decoder = FrameDecoder(gateway.max_frame_size)
         self.rules = gateway.rules
         self.topology = gateway.topology
+        self.tenancy = gateway.tenancy
+        self.claims = None
+        self.namespace = None
+        self.handshake_version = None
+        self.raw_sasl = False
+        self._expiry = None
 
     def connectionMade(self):
         self.transport.pauseProducing()
         self.peer = self.transport.getPeer()
+        self.gateway.connections.add(self)
         self._connecting = self.gateway.connect_upstream(self)
 
     # called by the gateway once the broker connection is up or has failed
@@ -103,6 +126,8 @@ class ClientConnection(protocol.Protocol):
             self.request_received(frame)
 
     def request_received(self, frame):
+        if self.raw_sasl:
+            return self.raw_sasl_token(frame)
         try:
             api_key, api_version, correlation_id = peek_request(frame)
         except HeaderError as e:
@@ -111,29 +136,137 @@ class ClientConnection(protocol.Protocol):
         if rule is None or not rule.min_version <= api_version <= rule.max_version:
             # Fail closed: the client was never offered this API/version.
             return self.fail(f"API {api_key} v{api_version} is not offered")
+        context = None
+        if self.tenancy is not None:
+            if rule.local:
+                return self.answer_sasl(frame, rule, api_key, api_version,
+                                        correlation_id)
+            if self.claims is None:
+                if api_key != API_VERSIONS:
+                    return self.fail(f"API {api_key} sent before authentication")
+            else:
+                if self.gateway.reactor.seconds() >= self.claims.expires_at:
+                    return self.fail("token expired; the client did not "
+                                     "re-authenticate")
+                context = RequestContext(self.namespace, self.topology.topic_ids)
+                if rule.rewrite_request is not None:
+                    try:
+                        header, request = decode_request(frame)
+                        request = rule.rewrite_request(self, context, request)
+                        frame = bytes(frame[:header.body_offset]) + encode_body(request)
+                    except _REWRITE_ERRORS as e:
+                        return self.fail(f"cannot rewrite API {api_key} "
+                                         f"v{api_version}: {e}")
         try:
             if api_key != PRODUCE or produce_expects_response(frame, api_version):
-                self.pending.append(Pending(correlation_id, api_key, api_version, rule))
+                self.pending.append(Pending(correlation_id, api_key, api_version,
+                                            rule, context))
         except (HeaderError, struct.error) as e:
             return self.fail(f"malformed produce request: {e}")
         self.broker.transport.writeSequence([size_prefix(len(frame)), frame])
 
+    # SASL, answered locally
+
+    def answer_sasl(self, frame, rule, api_key, api_version, correlation_id):
+        try:
+            header = parse_request_header(frame)
+            if api_key == sasl.SASL_HANDSHAKE:
+                request = sasl.decode_handshake(frame, header.body_offset, api_version)
+                body, ok = sasl.handshake_response(api_version, request.mechanism)
+                self.handshake_version = api_version if ok else None
+                self.answer(correlation_id, api_key, api_version, rule, body,
+                            close_after=not ok)
+                self.raw_sasl = ok and api_version == 0
+                return
+            request = sasl.decode_authenticate(frame, header.body_offset, api_version)
+        except (CodecError, HeaderError) as e:
+            return self.fail(f"malformed SASL request: {e}")
+        if self.handshake_version is None:
+            body = sasl.authenticate_response(api_version, "SaslHandshake first")
+            return self.answer(correlation_id, api_key, api_version, rule, body,
+                               close_after=True)
+        self.handshake_version = None
+        try:
+            lifetime = self.authenticated(request.auth_bytes)
+        except sasl.SaslFailure as e:
+            self.log.info("client {peer}: {why}", peer=self.peer, why=e)
+            self.gateway.auth_failures += 1
+            body = sasl.authenticate_response(api_version, str(e))
+            return self.answer(correlation_id, api_key, api_version, rule, body,
+                               close_after=True)
+        body = sasl.authenticate_response(api_version, None, lifetime * 1000)
+        self.answer(correlation_id, api_key, api_version, rule, body)
+
+    def raw_sasl_token(self, frame):
+        """SaslHandshake v0 is followed by the bare PLAIN token, answered bare."""
+        self.raw_sasl = False
+        self.handshake_version = None
+        try:
+            self.authenticated(frame)
+        except sasl.SaslFailure as e:
+            self.log.info("client {peer}: {why}", peer=self.peer, why=e)
+            self.gateway.auth_failures += 1
+            return self.fail(str(e))
+        self.pending.append(Pending(-1, -1, 0, None, local=b""))
+        self.flush_local()
+
+    def authenticated(self, auth_bytes):
+        """Check the token; set this connection's tenant; return seconds left."""
+        claims = sasl.authenticate(self.tenancy.authority, auth_bytes)
+        if self.claims is not None and (claims.vcluster, claims.username) != (
+                self.claims.vcluster, self.claims.username):
+            raise sasl.SaslFailure("re-authentication must keep the same account")
+        self.claims = claims
+        self.namespace = self.tenancy.namespace(claims.vcluster)
+        now = self.gateway.reactor.seconds()
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = self.gateway.reactor.callLater(
+            max(0, claims.expires_at - now), self.expired)
+        return max(0, claims.expires_at - now)
+
+    def expired(self):
+        self._expiry = None
+        self.fail("token expired; the client did not re-authenticate")
+
+    def answer(self, correlation_id, api_key, api_version, rule, body,
+               close_after=False):
+        header = _INT32.pack(correlation_id)
+        if is_flexible(api_key, api_version, EntityType.response):
+            header += b"\x00"
+        self.pending.append(Pending(correlation_id, api_key, api_version, rule,
+                                    local=header + body, close_after=close_after))
+        self.flush_local()
+
+    def flush_local(self):
+        """Send gateway-made responses that are next in line."""
+        while self.pending and self.pending[0].local is not None:
+            item = self.pending.popleft()
+            self.transport.writeSequence([size_prefix(len(item.local)), item.local])
+            if item.close_after:
+                self.closed = True
+                self.transport.loseConnection()
+                if self.broker is not None:
+                    self.broker.transport.loseConnection()
+                return
+
     # broker -> client
 
     def response_received(self, frame):
-        if not self.pending:
+        if not self.pending or self.pending[0].local is not None:
             return self.fail("broker sent a response nobody asked for")
         pending = self.pending.popleft()
         try:
             frame = self.rewrite_response(pending, frame)
-        except (CodecError, HeaderError, struct.error) as e:
+        except _REWRITE_ERRORS as e:
             return self.fail(
                 f"cannot rewrite response to API {pending.api_key} "
-                f"v{pending.api_version}: {e}")
+                f"v{pending.api_version}: {e!r}")
         self.transport.writeSequence([size_prefix(len(frame)), frame])
+        self.flush_local()
 
     def rewrite_response(self, pending, frame):
-        (correlation_id,) = struct.unpack_from(">i", frame, 0)
+        (correlation_id,) = _INT32.unpack_from(frame, 0)
         if correlation_id != pending.correlation_id:
             raise CodecError(
                 f"correlation id {correlation_id}, expected {pending.correlation_id}")
@@ -144,7 +277,7 @@ class ClientConnection(protocol.Protocol):
         if api_versions_downgraded(pending.api_key, frame):
             version = 0
         header, response = decode_response(frame, pending.api_key, version)
-        response = rule.rewrite_response(self, response)
+        response = rule.rewrite_response(self, pending.context, response)
         return header + encode_body(response)
 
     # lifecycle
@@ -164,6 +297,9 @@ class ClientConnection(protocol.Protocol):
 
     def connectionLost(self, reason):
         self.closed = True
+        self.gateway.connections.discard(self)
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
         if self.broker is not None:
             self.broker.transport.unregisterProducer()
             self.broker.transport.loseConnection()

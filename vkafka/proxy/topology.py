@@ -40,6 +40,8 @@ class Topology:
         self.port_count = port_count
         self.min_broker_id = min_broker_id
         self.brokers = {}
+        self.topic_ids = {}
+        """Topic id -> physical name, learnt from every answer that pairs them."""
         self._warned = set()
 
     @property

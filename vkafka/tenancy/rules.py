@@ -24,9 +24,13 @@ class Rule:
     min_version: int
     max_version: int
     rewrite_response: Callable | None = None
-    """``(context, response) -> response``, applied from *rewrite_from* on."""
+    """``(connection, request context, response) -> response``, from *rewrite_from* on."""
     rewrite_from: int = 0
     why: str = "forwarded unchanged"
+    rewrite_request: Callable | None = None
+    """``(connection, request context, request) -> request`` (tenant mode)."""
+    local: bool = False
+    """Answered by the gateway itself (SASL), never forwarded."""
 
     def needs_response_rewrite(self, version):
         return self.rewrite_response is not None and version >= self.rewrite_from
@@ -38,7 +42,7 @@ def _endpoint(topology, node_id):
     return topology.gateway_address(node_id)
 
 
-def rewrite_metadata(ctx, response):
+def rewrite_metadata(ctx, rctx, response):
     topology = ctx.topology
     topology.learn((b.node_id, b.host, b.port) for b in response.brokers)
     brokers = []
@@ -49,7 +53,7 @@ def rewrite_metadata(ctx, response):
     return replace(response, brokers=tuple(brokers))
 
 
-def rewrite_describe_cluster(ctx, response):
+def rewrite_describe_cluster(ctx, rctx, response):
     topology = ctx.topology
     topology.learn((b.broker_id, b.host, b.port) for b in response.brokers)
     brokers = []
@@ -71,7 +75,7 @@ def _rewrite_coordinator(topology, item):
     return replace(item, host=address[0], port=address[1])
 
 
-def rewrite_find_coordinator(ctx, response):
+def rewrite_find_coordinator(ctx, rctx, response):
     if hasattr(response, "coordinators"):
         return replace(response, coordinators=tuple(
             _rewrite_coordinator(ctx.topology, c) for c in response.coordinators
@@ -79,7 +83,7 @@ def rewrite_find_coordinator(ctx, response):
     return _rewrite_coordinator(ctx.topology, response)
 
 
-def rewrite_node_endpoints(ctx, response):
+def rewrite_node_endpoints(ctx, rctx, response):
     """KIP-951: Produce and Fetch name the new leader's address on errors."""
     if not response.node_endpoints:
         return response
@@ -93,7 +97,7 @@ def rewrite_node_endpoints(ctx, response):
     return replace(response, node_endpoints=tuple(endpoints))
 
 
-def rewrite_api_versions(ctx, response):
+def rewrite_api_versions(ctx, rctx, response):
     """Offer the intersection of the broker's versions and this table."""
     table = ctx.rules
     kept = []
@@ -105,7 +109,15 @@ def rewrite_api_versions(ctx, response):
         high = min(api.max_version, rule.max_version)
         if low <= high:
             kept.append(replace(api, min_version=low, max_version=high))
-    return replace(response, api_keys=tuple(kept))
+    # APIs the gateway answers itself (SASL) are offered whatever the broker says.
+    present = {api.api_key for api in kept}
+    template = response.api_keys[0] if response.api_keys else None
+    for rule in table.values():
+        if rule.local and rule.api_key not in present and template is not None:
+            kept.append(replace(template, api_key=rule.api_key,
+                                min_version=rule.min_version,
+                                max_version=rule.max_version))
+    return replace(response, api_keys=tuple(sorted(kept, key=lambda a: a.api_key)))
 
 
 # --- the table ----------------------------------------------------------------
@@ -156,3 +168,259 @@ def passthrough_rules():
     for key, (name, fn, since, why) in _REWRITTEN.items():
         table[key] = _row(key, name, fn, since, why)
     return dict(sorted(table.items()))
+
+
+# --- tenant mode ---------------------------------------------------------------
+#
+# Every row below rewrites names with the schema-driven walker (walker.py):
+# requests to physical names with unmappable names and foreign topic ids
+# replaced by decoys the broker refuses; responses back to logical names with
+# other tenants' entities dropped.  Rows with extra work name it in `why`.
+# APIs absent here (ACLs, quotas, SCRAM, reassignments, leader election, log
+# dirs, delegation tokens, features, telemetry, share and streams groups,
+# broker-to-broker and controller APIs) are refused to tenants.
+
+from kio.schema.errors import ErrorCode  # noqa: E402
+
+from ..auth.sasl import SASL_AUTHENTICATE, SASL_HANDSHAKE, VERSIONS as SASL_VERSIONS  # noqa: E402
+from .naming import GROUP, TOPIC, TRANSACTION  # noqa: E402
+from .walker import rewrite_request as walk_request  # noqa: E402
+from .walker import rewrite_response as walk_response  # noqa: E402
+
+
+def _walk_req(conn, rctx, request):
+    return walk_request(request, rctx)
+
+
+def _walk_resp(conn, rctx, response):
+    return walk_response(response, rctx)
+
+
+def _then(first, second):
+    def both(conn, rctx, message):
+        return second(conn, rctx, first(conn, rctx, message))
+    return both
+
+
+def _metadata_request(conn, rctx, request):
+    request = walk_request(request, rctx)
+    if getattr(request, "allow_auto_topic_creation", False):
+        request = replace(request, allow_auto_topic_creation=False)
+    return request
+
+
+_COORDINATOR_KINDS = {0: GROUP, 1: TRANSACTION}
+
+
+def _find_coordinator_request(conn, rctx, request):
+    kind = _COORDINATOR_KINDS.get(request.key_type)
+
+    def physical(key):
+        if kind is None:
+            return rctx.decoy_name(GROUP, key, "only group and transaction "
+                                   "coordinators are available")
+        return rctx.to_physical(kind, key)
+
+    if hasattr(request, "coordinator_keys"):
+        return replace(request, coordinator_keys=tuple(
+            physical(k) for k in request.coordinator_keys))
+    return replace(request, key=physical(request.key))
+
+
+def _find_coordinator_response(conn, rctx, response):
+    kind = _COORDINATOR_KINDS.get(rctx.custom, GROUP)
+    if hasattr(response, "coordinators"):
+        items = []
+        for c in response.coordinators:
+            found = rctx.decoy_names.get((kind, c.key)) or rctx.decoy_names.get(
+                (GROUP, c.key))
+            if found is not None:
+                items.append(replace(c, key=found[0], node_id=-1, host="", port=-1,
+                                     error_code=ErrorCode.invalid_request,
+                                     error_message=found[1]))
+            else:
+                items.append(replace(c, key=rctx.to_logical(kind, c.key)))
+        response = replace(response, coordinators=tuple(items))
+    elif rctx.refusals:
+        _, reason = next(iter(rctx.decoy_names.values()))
+        response = replace(response, node_id=-1, host="", port=-1,
+                           error_code=ErrorCode.invalid_request, error_message=reason)
+    return rewrite_find_coordinator(conn, rctx, response)
+
+
+def _remember_key_type(conn, rctx, request):
+    rctx.custom = request.key_type
+    return _find_coordinator_request(conn, rctx, request)
+
+
+# Config resources: topics and groups are renamed; brokers are read-only;
+# anything else is refused.
+RESOURCE_TOPIC, RESOURCE_BROKER, RESOURCE_BROKER_LOGGER, RESOURCE_GROUP = 2, 4, 8, 32
+_RESOURCE_KINDS = {RESOURCE_TOPIC: TOPIC, RESOURCE_GROUP: GROUP}
+
+
+def _configs_request(read_only):
+    def rewrite(conn, rctx, request):
+        resources = []
+        rctx.custom = {}
+        for r in request.resources:
+            kind = _RESOURCE_KINDS.get(r.resource_type)
+            if kind is not None:
+                resources.append(replace(r, resource_name=rctx.to_physical(
+                    kind, r.resource_name)))
+            elif read_only and r.resource_type in (RESOURCE_BROKER,
+                                                   RESOURCE_BROKER_LOGGER):
+                resources.append(r)
+            else:
+                # A decoy topic the broker refuses; restored with our error below.
+                decoy = rctx.decoy_name(TOPIC, r.resource_name, "")
+                rctx.custom[decoy] = r.resource_type
+                resources.append(replace(r, resource_type=RESOURCE_TOPIC,
+                                         resource_name=decoy))
+        return replace(request, resources=tuple(resources))
+    return rewrite
+
+
+def _configs_response(conn, rctx, response):
+    field_name = "results" if hasattr(response, "results") else "responses"
+    items = []
+    for r in getattr(response, field_name):
+        original_type = rctx.custom.get(r.resource_name)
+        if original_type is not None:
+            logical, _ = rctx.decoy_names[(TOPIC, r.resource_name)]
+            changes = dict(resource_type=original_type, resource_name=logical,
+                           error_code=ErrorCode.cluster_authorization_failed,
+                           error_message="this resource type is not available in "
+                                         "a virtual cluster")
+            if hasattr(r, "configs"):
+                changes["configs"] = ()
+            items.append(replace(r, **changes))
+            continue
+        kind = _RESOURCE_KINDS.get(r.resource_type)
+        if kind is not None:
+            found = rctx.decoy_names.get((kind, r.resource_name))
+            if found is not None:
+                r = replace(r, resource_name=found[0], error_message=found[1])
+            else:
+                r = replace(r, resource_name=rctx.to_logical(kind, r.resource_name),
+                            error_message=rctx.namespace.scrub(r.error_message))
+        items.append(r)
+    return replace(response, **{field_name: tuple(items)})
+
+
+def _heartbeat_request(conn, rctx, request):
+    request = walk_request(request, rctx)
+    if request.subscribed_topic_regex:
+        request = replace(request, subscribed_topic_regex=rctx.namespace.regex(
+            request.subscribed_topic_regex))
+    return request
+
+
+def _unconfine_regex(namespace, regex):
+    wrapped = namespace.regex("")
+    if regex and regex.startswith(wrapped[:-1]) and regex.endswith(")"):
+        return regex[len(wrapped) - 1:-1]
+    return regex
+
+
+def _group_describe_response(conn, rctx, response):
+    response = walk_response(response, rctx)
+    groups = []
+    for g in response.groups:
+        members = tuple(replace(m, subscribed_topic_regex=_unconfine_regex(
+            rctx.namespace, m.subscribed_topic_regex)) for m in g.members)
+        groups.append(replace(g, members=members))
+    return replace(response, groups=tuple(groups))
+
+
+def _list_transactions_request(conn, rctx, request):
+    rctx.custom = getattr(request, "transactional_id_pattern", None)
+    if rctx.custom is not None:
+        request = replace(request, transactional_id_pattern=None)
+    return request
+
+
+def _list_transactions_response(conn, rctx, response):
+    import re
+
+    response = walk_response(response, rctx)
+    if rctx.custom:
+        try:
+            pattern = re.compile(rctx.custom)
+        except re.error:
+            return replace(response, error_code=ErrorCode.invalid_regular_expression,
+                           transaction_states=())
+        response = replace(response, transaction_states=tuple(
+            t for t in response.transaction_states
+            if pattern.fullmatch(t.transactional_id)))
+    return response
+
+
+def _tenant_api_versions(conn, rctx, response):
+    response = rewrite_api_versions(conn, rctx, response)
+    return response
+
+
+_WALKED = {
+    2: "ListOffsets", 8: "OffsetCommit", 9: "OffsetFetch", 11: "JoinGroup",
+    12: "Heartbeat", 13: "LeaveGroup", 14: "SyncGroup", 15: "DescribeGroups",
+    16: "ListGroups", 19: "CreateTopics", 20: "DeleteTopics", 21: "DeleteRecords",
+    22: "InitProducerId", 23: "OffsetForLeaderEpoch", 24: "AddPartitionsToTxn",
+    25: "AddOffsetsToTxn", 26: "EndTxn", 28: "TxnOffsetCommit",
+    37: "CreatePartitions", 42: "DeleteGroups", 47: "OffsetDelete",
+    61: "DescribeProducers", 65: "DescribeTransactions",
+    75: "DescribeTopicPartitions",
+}
+
+
+def tenant_rules():
+    """The table for virtual clusters: api key -> Rule (request and response rewrites)."""
+    table = {key: _row(key, name, _walk_resp, 0, "names rewritten, others' dropped")
+             for key, name in _WALKED.items()}
+    for key in _WALKED:
+        table[key] = replace(table[key], rewrite_request=_walk_req)
+
+    def row(key, name, request, response, why, since=0):
+        low, high = codec_versions(key)
+        table[key] = Rule(key, name, low, high, response, since, why, request)
+
+    row(0, "Produce", _walk_req, _then(_walk_resp, _node_endpoints_from(10)),
+        "names and topic ids rewritten; KIP-951 node_endpoints rewritten")
+    row(1, "Fetch", _walk_req, _then(_walk_resp, _node_endpoints_from(16)),
+        "names (v<=12) and topic ids (v13+) checked and rewritten; node_endpoints")
+    row(3, "Metadata", _metadata_request, _then(_walk_resp, rewrite_metadata),
+        "names and ids rewritten, other tenants' topics dropped, no auto-create, "
+        "broker addresses rewritten")
+    row(10, "FindCoordinator", _remember_key_type, _find_coordinator_response,
+        "group and transaction keys rewritten (others refused); addresses rewritten")
+    row(18, "ApiVersions", None, rewrite_api_versions,
+        "versions cut to this table; SASL answered by the gateway")
+    row(32, "DescribeConfigs", _configs_request(True), _configs_response,
+        "topic and group resources renamed; brokers read-only; others refused")
+    row(33, "AlterConfigs", _configs_request(False), _configs_response,
+        "topic and group resources renamed; other resources refused")
+    row(44, "IncrementalAlterConfigs", _configs_request(False), _configs_response,
+        "topic and group resources renamed; other resources refused")
+    row(60, "DescribeCluster", None, rewrite_describe_cluster,
+        "broker addresses rewritten")
+    row(66, "ListTransactions", _list_transactions_request, _list_transactions_response,
+        "other tenants' ids dropped; the id pattern applied by the gateway")
+    row(68, "ConsumerGroupHeartbeat", _heartbeat_request, _walk_resp,
+        "names rewritten, the regex confined to the tenant's prefix, assignments "
+        "by topic id checked")
+    row(69, "ConsumerGroupDescribe", _walk_req, _group_describe_response,
+        "names and ids rewritten, the confined regex shown as the client sent it")
+    for key, (low, high) in SASL_VERSIONS.items():
+        name = "SaslHandshake" if key == SASL_HANDSHAKE else "SaslAuthenticate"
+        table[key] = Rule(key, name, low, high, None, 0,
+                          "answered by the gateway (PLAIN with a vkafka token)",
+                          None, True)
+    return dict(sorted(table.items()))
+
+
+def _node_endpoints_from(version):
+    def rewrite(conn, rctx, response):
+        if hasattr(response, "node_endpoints"):
+            return rewrite_node_endpoints(conn, rctx, response)
+        return response
+    return rewrite

@@ -1,0 +1,1 @@
+"""SASL/PLAIN termination and the tokens that name a client's virtual cluster."""

@@ -1,0 +1,136 @@
+# -*- test-case-name: tests.test_naming -*-
+"""The one naming rule: logical <-> physical names of topics, groups and transactional ids.
+
+physical = virtual cluster prefix + logical name, no separator, as in the
+demo's product (``london`` + ``londonTopic`` -> ``londonlondonTopic``).  The
+prefix defaults to the virtual cluster's name.  No other module
+concatenates prefixes.
+
+Ownership: a physical name belongs to the virtual cluster with the *longest*
+prefix it starts with, so ``lon`` never sees ``london``'s names.  A logical
+name whose physical form would belong to another virtual cluster is refused.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+TOPIC = "topic"
+GROUP = "group"
+TRANSACTION = "transactional id"
+
+MAX_TOPIC_LENGTH = 249
+MAX_ID_LENGTH = 32767  # a Kafka int16-length string
+_TOPIC_CHARS = re.compile(r"^[a-zA-Z0-9._-]+$")
+VCLUSTER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$")
+
+# The gateway's own state topics: never visible to, or creatable by, a tenant.
+GATEWAY_TOPIC_PREFIX = "_vkafka"
+
+
+class InvalidName(ValueError):
+    """A logical name that cannot be mapped; the message tells the client why."""
+
+    def __init__(self, kind, name, why):
+        super().__init__(f"{kind} {name!r}: {why}")
+        self.kind, self.name, self.why = kind, name, why
+
+
+def valid_vcluster_name(name):
+    return bool(VCLUSTER_NAME.match(name or ""))
+
+
+@dataclass
+class Prefixes:
+    """Every known virtual cluster prefix, for ownership by longest prefix."""
+
+    known: set = field(default_factory=set)
+    _cache: dict = field(default_factory=dict)
+
+    def add(self, prefix):
+        if prefix not in self.known:
+            self.known.add(prefix)
+            self._cache.clear()
+
+    def longer_than(self, prefix):
+        """Prefixes that extend *prefix*: their names are not *prefix*'s."""
+        found = self._cache.get(prefix)
+        if found is None:
+            found = self._cache[prefix] = tuple(
+                p for p in self.known if len(p) > len(prefix) and p.startswith(prefix))
+        return found
+
+
+class Namespace:
+    """One virtual cluster's view of names: maps logical <-> physical."""
+
+    def __init__(self, name, prefix, prefixes):
+        self.name = name
+        self.prefix = prefix
+        self.prefixes = prefixes
+        prefixes.add(prefix)
+        self._scrub = re.compile(
+            r"(?<![A-Za-z0-9._-])" + re.escape(prefix) + r"(?=[A-Za-z0-9._-])"
+        ) if prefix else None
+
+    @property
+    def passthrough(self):
+        return self.prefix == ""
+
+    def physical(self, kind, logical):
+        """The physical name for *logical*.
+
+        :raises InvalidName: if it is not a valid name, is too long once
+            prefixed, or would belong to another virtual cluster.
+        """
+        if logical is None:
+            return None
+        if not logical:
+            raise InvalidName(kind, logical, "empty name")
+        physical = self.prefix + logical
+        if kind == TOPIC:
+            if not _TOPIC_CHARS.match(logical) or logical in (".", ".."):
+                raise InvalidName(kind, logical,
+                                  "topic names use only [a-zA-Z0-9._-]")
+            if len(physical) > MAX_TOPIC_LENGTH:
+                raise InvalidName(
+                    kind, logical, f"longer than "
+                    f"{MAX_TOPIC_LENGTH - len(self.prefix)} characters in this "
+                    f"virtual cluster")
+            if physical.startswith(GATEWAY_TOPIC_PREFIX) or physical.startswith("__"):
+                raise InvalidName(kind, logical, "reserved for internal topics")
+        elif len(physical.encode()) > MAX_ID_LENGTH:
+            raise InvalidName(kind, logical, "too long")
+        for other in self.prefixes.longer_than(self.prefix):
+            if physical.startswith(other):
+                raise InvalidName(kind, logical,
+                                  "collides with another virtual cluster's names")
+        return physical
+
+    def logical(self, kind, physical):
+        """The logical name of *physical*, or None if it is not this tenant's."""
+        if physical is None:
+            return None
+        if not physical.startswith(self.prefix):
+            return None
+        if kind == TOPIC and (physical.startswith(GATEWAY_TOPIC_PREFIX)
+                              or physical.startswith("__")):
+            return None
+        for other in self.prefixes.longer_than(self.prefix):
+            if physical.startswith(other):
+                return None
+        logical = physical[len(self.prefix):]
+        return logical or None
+
+    def owns(self, kind, physical):
+        return self.logical(kind, physical) is not None
+
+    def scrub(self, message):
+        """Remove this tenant's prefix from names quoted in a broker's message."""
+        if not message or self._scrub is None:
+            return message
+        return self._scrub.sub("", message)
+
+    def regex(self, pattern):
+        """A broker-side regex (RE2/Java syntax) confined to this tenant's names."""
+        escaped = re.sub(r"([.\-])", r"\\\1", self.prefix)
+        return f"{escaped}(?:{pattern})"

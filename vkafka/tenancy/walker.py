@@ -1,0 +1,245 @@
+# -*- test-case-name: tests.test_walker -*-
+"""Generic rewriting of decoded Kafka messages by the names they carry.
+
+kio types every topic name, group id and transactional id field
+(``TopicName``, ``GroupId``, ``TransactionalId``), and topic ids are
+``uuid`` fields named ``topic_id``.  So one walker, driven by the schema's
+types, rewrites requests to physical names and responses back to logical
+names for every API, instead of a hand-written handler per API and version.
+
+Requests: a name that cannot be mapped (invalid, too long, another tenant's)
+and a topic id that is not the tenant's are replaced by *decoys*: a topic
+name with a character Kafka refuses, a random topic id.  The broker then
+answers with its own per-API error (INVALID_TOPIC_EXCEPTION,
+UNKNOWN_TOPIC_ID, ...) and touches nothing; the response walk puts the
+client's own name or id back and our explanation in the error message.
+
+Responses: entities that name something the tenant does not own are dropped
+from their list (that is how listing APIs are filtered); names are mapped
+back to logical; broker error messages are scrubbed of the prefix.
+"""
+
+import dataclasses
+import types
+import typing
+import uuid
+from functools import lru_cache
+
+from kio.schema.types import GroupId, TopicName, TransactionalId
+
+from .naming import GROUP, TOPIC, TRANSACTION, InvalidName
+
+ZERO_UUID = uuid.UUID(int=0)
+_KINDS = {TopicName: TOPIC, GroupId: GROUP, TransactionalId: TRANSACTION}
+_NAME, _ID, _NESTED, _MESSAGE = "name", "id", "nested", "message"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FieldPlan:
+    name: str
+    role: str          # _NAME, _ID, _NESTED or _MESSAGE
+    kind: str | None   # TOPIC, GROUP, TRANSACTION for names
+    many: bool         # a tuple of values
+
+
+def _unwrap(hint):
+    """(base type, is a tuple) of a field's type hint, Optional removed."""
+    many = False
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else hint
+        origin = typing.get_origin(hint)
+    if origin is tuple:
+        many = True
+        hint = typing.get_args(hint)[0]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint = [a for a in typing.get_args(hint) if a is not type(None)][0]
+    return hint, many
+
+
+@lru_cache(maxsize=None)
+def plan(cls):
+    """The fields of *cls* that the walker must visit (empty: skip the subtree)."""
+    hints = typing.get_type_hints(cls)
+    result = []
+    for f in dataclasses.fields(cls):
+        base, many = _unwrap(hints[f.name])
+        if base in _KINDS:
+            result.append(FieldPlan(f.name, _NAME, _KINDS[base], many))
+        elif base is uuid.UUID and f.name == "topic_id":
+            result.append(FieldPlan(f.name, _ID, TOPIC, many))
+        elif dataclasses.is_dataclass(base) and plan(base):
+            result.append(FieldPlan(f.name, _NESTED, None, many))
+        elif f.name == "error_message" and base is str:
+            result.append(FieldPlan(f.name, _MESSAGE, None, False))
+    return tuple(result)
+
+
+class Foreign(Exception):
+    """Raised inside a response walk: this entity is not the tenant's."""
+
+
+class RequestContext:
+    """What one request's rewrite left for its response: decoys and reasons."""
+
+    __slots__ = ("namespace", "topic_ids", "decoy_names", "decoy_ids", "refusals",
+                 "custom")
+
+    def __init__(self, namespace, topic_ids):
+        self.namespace = namespace
+        self.topic_ids = topic_ids
+        self.decoy_names = {}  # (kind, decoy) -> (logical, reason)
+        self.decoy_ids = {}    # decoy uuid -> client's uuid
+        self.refusals = 0
+        self.custom = None
+
+    # requests
+
+    def to_physical(self, kind, logical):
+        try:
+            return self.namespace.physical(kind, logical)
+        except InvalidName as e:
+            return self.decoy_name(kind, logical, str(e))
+
+    def decoy_name(self, kind, logical, reason):
+        decoy = f"!vkafka-refused-{len(self.decoy_names)}"
+        if kind != TOPIC:
+            decoy = f"{decoy}!"  # still never anybody's name: no tenant prefix starts with '!'
+        self.decoy_names[(kind, decoy)] = (logical, reason)
+        self.refusals += 1
+        return decoy
+
+    def check_topic_id(self, topic_id):
+        if topic_id is None or topic_id == ZERO_UUID:
+            return topic_id
+        physical = self.topic_ids.get(topic_id)
+        if physical is not None and self.namespace.owns(TOPIC, physical):
+            return topic_id
+        decoy = uuid.uuid4()
+        self.decoy_ids[decoy] = topic_id
+        return decoy
+
+    # responses
+
+    def to_logical(self, kind, physical):
+        if physical is None or physical == "":
+            return physical
+        refused = self.decoy_names.get((kind, physical))
+        if refused is not None:
+            return refused[0]
+        logical = self.namespace.logical(kind, physical)
+        if logical is None:
+            raise Foreign(physical)
+        return logical
+
+    def restore_topic_id(self, topic_id):
+        if topic_id is None or topic_id == ZERO_UUID:
+            return topic_id
+        original = self.decoy_ids.get(topic_id)
+        if original is not None:
+            return original
+        physical = self.topic_ids.get(topic_id)
+        if physical is None or not self.namespace.owns(TOPIC, physical):
+            raise Foreign(topic_id)
+        return topic_id
+
+
+def rewrite_request(value, ctx):
+    """*value* with every logical name made physical and every topic id checked."""
+    changes = {}
+    for fp in plan(type(value)):
+        current = getattr(value, fp.name)
+        if current is None:
+            continue
+        if fp.role == _NAME:
+            new = (tuple(ctx.to_physical(fp.kind, v) for v in current) if fp.many
+                   else ctx.to_physical(fp.kind, current))
+        elif fp.role == _ID:
+            new = (tuple(ctx.check_topic_id(v) for v in current) if fp.many
+                   else ctx.check_topic_id(current))
+        elif fp.role == _NESTED:
+            new = (tuple(rewrite_request(v, ctx) for v in current) if fp.many
+                   else rewrite_request(current, ctx))
+        else:
+            continue
+        if _changed(new, current, fp):
+            changes[fp.name] = new
+    return dataclasses.replace(value, **changes) if changes else value
+
+
+def rewrite_response(value, ctx):
+    """*value* with names made logical; entities of other tenants dropped.
+
+    :raises Foreign: if *value* itself names something not the tenant's.
+    """
+    changes = {}
+    fields = plan(type(value))
+    learn_name = learn_id = None
+    for fp in fields:
+        current = getattr(value, fp.name)
+        if current is None:
+            continue
+        if fp.role == _NAME:
+            if fp.kind == TOPIC and not fp.many:
+                learn_name = current
+            if fp.many:
+                new = []
+                for v in current:
+                    try:
+                        new.append(ctx.to_logical(fp.kind, v))
+                    except Foreign:
+                        pass
+                new = tuple(new)
+            else:
+                new = ctx.to_logical(fp.kind, current)
+        elif fp.role == _ID:
+            if not fp.many:
+                learn_id = current
+            new = (tuple(_keep(ctx.restore_topic_id, current)) if fp.many
+                   else current)  # single ids are restored below
+        elif fp.role == _NESTED:
+            if fp.many:
+                new = tuple(_keep(lambda v: rewrite_response(v, ctx), current))
+            else:
+                new = rewrite_response(current, ctx)
+        else:  # _MESSAGE
+            new = ctx.namespace.scrub(current)
+        if _changed(new, current, fp):
+            changes[fp.name] = new
+    if learn_id is not None and learn_id != ZERO_UUID:
+        if learn_name and not learn_name.startswith("!") and learn_id not in ctx.decoy_ids:
+            ctx.topic_ids[learn_id] = learn_name
+        if learn_name is None or learn_id in ctx.decoy_ids:
+            changes["topic_id"] = ctx.restore_topic_id(learn_id)
+    refusal = _refusal_reason(ctx, value, fields)
+    if refusal is not None and "error_message" in {f.name for f in fields}:
+        changes["error_message"] = refusal
+    return dataclasses.replace(value, **changes) if changes else value
+
+
+def _changed(new, current, fp):
+    if fp.role != _NESTED:
+        return new != current
+    if not fp.many:
+        return new is not current
+    return len(new) != len(current) or any(a is not b for a, b in zip(new, current))
+
+
+def _keep(fn, values):
+    for v in values:
+        try:
+            yield fn(v)
+        except Foreign:
+            pass
+
+
+def _refusal_reason(ctx, value, fields):
+    if not ctx.refusals:
+        return None
+    for fp in fields:
+        if fp.role == _NAME and not fp.many:
+            found = ctx.decoy_names.get((fp.kind, getattr(value, fp.name)))
+            if found is not None:
+                return found[1]
+    return None
