@@ -1,0 +1,66 @@
+"""A raw Kafka protocol client for tests: sends exactly what a test builds.
+
+No client library filters or retries anything, so tests can send what a
+hostile client would.
+"""
+
+import socket
+
+from vkafka.protocol.codec import decode_response, encode_request
+from vkafka.protocol.framing import FrameDecoder, frame
+
+
+class RawClient:
+    def __init__(self, host, port, timeout=15):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.decoder = FrameDecoder()
+        self.frames = []
+        self.correlation_id = 0
+
+    def send(self, body, version):
+        """Send one request; return its correlation id."""
+        self.correlation_id += 1
+        self.sock.sendall(frame(encode_request(body, version, self.correlation_id,
+                                               "raw-test")))
+        return self.correlation_id
+
+    def send_bytes(self, payload):
+        self.sock.sendall(frame(payload))
+
+    def receive_frame(self):
+        """The next response frame, or None if the gateway closed the connection."""
+        while not self.frames:
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                return None
+            if not data:
+                return None
+            self.frames.extend(self.decoder.feed(data))
+        return self.frames.pop(0)
+
+    def request(self, body, version):
+        """Send a request and decode its response (None if the connection closed)."""
+        self.send(body, version)
+        payload = self.receive_frame()
+        if payload is None:
+            return None
+        _, response = decode_response(payload, body.__api_key__, version)
+        return response
+
+    def closed(self):
+        """True once the gateway has closed the connection."""
+        return self.receive_frame() is None
+
+    def sasl_plain(self, username, password):
+        """SaslHandshake v1 + SaslAuthenticate v2; return the authenticate response."""
+        from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
+        from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
+
+        handshake = self.request(SaslHandshakeRequest(mechanism="PLAIN"), 1)
+        assert handshake.error_code == 0, handshake
+        token = b"\x00" + username.encode() + b"\x00" + password.encode()
+        return self.request(SaslAuthenticateRequest(auth_bytes=token), 2)
+
+    def close(self):
+        self.sock.close()

@@ -1,0 +1,315 @@
+"""Virtual clusters through the gateway with real clients (SASL/PLAIN tokens).
+
+The demo's london and paris tenants, plus isolation of consumer groups and
+transactional ids per client library, and the KIP-848 consumer protocol.
+"""
+
+import asyncio
+import os
+import tempfile
+import time
+
+from twisted.trial import unittest
+
+from vkafka import devstack
+from vkafka.auth.tokens import TokenAuthority
+
+from . import stack
+
+AUTHORITY = TokenAuthority(devstack.DEMO_SECRET)
+
+
+def token(vcluster, username="sa", lifetime=3600):
+    return AUTHORITY.issue(vcluster, username, lifetime)
+
+
+class TenantGatewayTestCase(unittest.TestCase):
+    """One SASL_PLAINTEXT multi-tenant gateway for the class."""
+
+    start_port = 25969
+    admin_port = 28893
+
+    @classmethod
+    def setUpClass(cls):
+        stack.ensure_cluster()
+        cls.gateway = stack.GatewayProcess(cls.start_port, cls.admin_port,
+                                           devstack.TENANT_OPTIONS).start()
+        cls.bootstrap = cls.gateway.bootstrap
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gateway.stop()
+
+    def vcluster(self, name=None):
+        """A fresh virtual cluster name, so test runs never meet each other."""
+        return name or stack.unique("vc").replace("-", "")
+
+    def properties(self, vcluster, username="sa"):
+        """A Java client properties file for *vcluster*, as the demo writes it."""
+        handle, path = tempfile.mkstemp(suffix=".properties")
+        with os.fdopen(handle, "w") as f:
+            f.write(f"bootstrap.servers={self.bootstrap}\n"
+                    "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n"
+                    "sasl.jaas.config=org.apache.kafka.common.security.plain."
+                    f"PlainLoginModule required username='{username}' "
+                    f"password='{token(vcluster, username)}';\n")
+        self.addCleanup(os.unlink, path)
+        return path
+
+    def confluent_config(self, vcluster, **extra):
+        return {"bootstrap.servers": self.bootstrap,
+                "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                "sasl.username": "sa", "sasl.password": token(vcluster), **extra}
+
+    def create_topic(self, vcluster, topic, partitions=3, replication=3):
+        from confluent_kafka.admin import AdminClient, NewTopic
+        admin = AdminClient(self.confluent_config(vcluster))
+        admin.create_topics([NewTopic(topic, partitions, replication)])[topic].result(30)
+
+    def physical_topics(self):
+        return set(stack.cli("kafka-topics", "--bootstrap-server", stack.BOOTSTRAP,
+                             "--list").split())
+
+
+class DemoTests(TenantGatewayTestCase):
+    def test_demo_london_and_paris(self):
+        """The demo's steps with the Java CLI: each tenant sees only its own topic."""
+        london, paris = self.vcluster(), self.vcluster()
+        lp, pp = self.properties(london), self.properties(paris)
+        for props, topic in ((lp, "londonTopic"), (pp, "parisTopic")):
+            out = stack.cli("kafka-topics", "--bootstrap-server", self.bootstrap,
+                            "--command-config", props, "--replication-factor", "1",
+                            "--partitions", "1", "--create", "--if-not-exists",
+                            "--topic", topic)
+            self.assertIn(f"Created topic {topic}.", out)
+        listed = {}
+        for name, props in ((london, lp), (paris, pp)):
+            listed[name] = stack.cli("kafka-topics", "--bootstrap-server",
+                                     self.bootstrap, "--command-config", props,
+                                     "--list").split()
+        self.assertEqual(listed, {london: ["londonTopic"], paris: ["parisTopic"]})
+        physical = self.physical_topics()
+        self.assertIn(f"{london}londonTopic", physical)
+        self.assertIn(f"{paris}parisTopic", physical)
+
+        for props, topic, text in ((lp, "londonTopic", "Hello from London"),
+                                   (pp, "parisTopic", "Bonjour depuis Paris")):
+            stack.cli("kafka-console-producer", "--bootstrap-server", self.bootstrap,
+                      "--producer.config", props, "--topic", topic,
+                      input=f'{{"message": "{text}"}}\n')
+            out = stack.cli("kafka-console-consumer", "--bootstrap-server",
+                            self.bootstrap, "--consumer.config", props, "--topic",
+                            topic, "--from-beginning", "--max-messages", "1",
+                            "--timeout-ms", "30000")
+            self.assertEqual(out.strip(), f'{{"message": "{text}"}}')
+
+    def test_paris_cannot_read_london_topic(self):
+        """A topic named like another tenant's resolves inside the caller's own cluster."""
+        london, paris = self.vcluster(), self.vcluster()
+        self.create_topic(london, "secret", 1, 1)
+        out = stack.cli("kafka-topics", "--bootstrap-server", self.bootstrap,
+                        "--command-config", self.properties(paris), "--describe",
+                        "--topic", "secret", check=False)
+        self.assertNotIn(london, out)
+        self.assertNotIn("PartitionCount", out)
+
+
+class GroupIsolationTests(TenantGatewayTestCase):
+    """The same group id in two virtual clusters: two independent groups."""
+
+    RECORDS = {0: 300, 1: 500}
+
+    def setUp(self):
+        self.tenants = [self.vcluster(), self.vcluster()]
+        from confluent_kafka import Producer
+        for index, vc in enumerate(self.tenants):
+            self.create_topic(vc, "orders")
+            producer = Producer(self.confluent_config(vc))
+            for i in range(self.RECORDS[index]):
+                producer.produce("orders", value=f"{vc}-{i}".encode())
+            self.assertEqual(producer.flush(30), 0)
+
+    def assertIsolated(self, consumed, committed):
+        """Each tenant read exactly its own records and committed its own offsets."""
+        for index, vc in enumerate(self.tenants):
+            self.assertEqual(sorted(consumed[index]),
+                             sorted(f"{vc}-{i}" for i in range(self.RECORDS[index])))
+            self.assertEqual(committed[index], self.RECORDS[index])
+
+    def test_confluent_kafka(self):
+        """confluent-kafka: group "shared" in two tenants."""
+        from confluent_kafka import Consumer, TopicPartition
+        consumed, committed = {}, {}
+        for index, vc in enumerate(self.tenants):
+            consumer = Consumer(self.confluent_config(
+                vc, **{"group.id": "shared", "auto.offset.reset": "earliest",
+                       "enable.auto.commit": False}))
+            consumer.subscribe(["orders"])
+            values = []
+            try:
+                def drained():
+                    values.extend(m.value().decode() for m in consumer.consume(500, 1.0)
+                                  if m.error() is None)
+                    return len(values) >= self.RECORDS[index]
+                stack.wait_until(drained, "records", 60, interval=0)
+                consumer.commit(asynchronous=False)
+                offsets = consumer.committed(
+                    [TopicPartition("orders", p) for p in range(3)], timeout=30)
+            finally:
+                consumer.close()
+            consumed[index] = values
+            committed[index] = sum(max(tp.offset, 0) for tp in offsets)
+        self.assertIsolated(consumed, committed)
+
+    def test_kafka_python(self):
+        """kafka-python: group "shared" in two tenants."""
+        from kafka import KafkaConsumer, TopicPartition
+        consumed, committed = {}, {}
+        for index, vc in enumerate(self.tenants):
+            consumer = KafkaConsumer(
+                "orders", bootstrap_servers=self.bootstrap, group_id="shared",
+                auto_offset_reset="earliest", enable_auto_commit=False,
+                security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                sasl_plain_username="sa", sasl_plain_password=token(vc))
+            values = []
+            try:
+                def drained():
+                    for records in consumer.poll(1000).values():
+                        values.extend(r.value.decode() for r in records)
+                    return len(values) >= self.RECORDS[index]
+                stack.wait_until(drained, "records", 60, interval=0)
+                consumer.commit()
+                offsets = [consumer.committed(TopicPartition("orders", p)) or 0
+                           for p in range(3)]
+            finally:
+                consumer.close()
+            consumed[index] = values
+            committed[index] = sum(offsets)
+        self.assertIsolated(consumed, committed)
+
+    def test_aiokafka(self):
+        """aiokafka: group "shared" in two tenants."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        async def run(index, vc):
+            consumer = AIOKafkaConsumer(
+                "orders", bootstrap_servers=self.bootstrap, group_id="shared",
+                auto_offset_reset="earliest", enable_auto_commit=False,
+                security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                sasl_plain_username="sa", sasl_plain_password=token(vc))
+            await consumer.start()
+            values = []
+            try:
+                async def drain():
+                    while len(values) < self.RECORDS[index]:
+                        for records in (await consumer.getmany(timeout_ms=1000)).values():
+                            values.extend(r.value.decode() for r in records)
+                await asyncio.wait_for(drain(), 60)
+                await consumer.commit()
+                offsets = [await consumer.committed(TopicPartition("orders", p)) or 0
+                           for p in range(3)]
+            finally:
+                await consumer.stop()
+            return values, sum(offsets)
+
+        consumed, committed = {}, {}
+        for index, vc in enumerate(self.tenants):
+            consumed[index], committed[index] = asyncio.run(run(index, vc))
+        self.assertIsolated(consumed, committed)
+
+    def test_java_classic_and_kip848(self):
+        """The Java consumer, classic and KIP-848 protocols: group "shared" per tenant."""
+        for protocol, group in (("classic", "shared"), ("consumer", "shared848")):
+            consumed, committed = {}, {}
+            for index, vc in enumerate(self.tenants):
+                props = self.properties(vc)
+                out = stack.cli("kafka-console-consumer", "--bootstrap-server",
+                                self.bootstrap, "--consumer.config", props,
+                                "--consumer-property", f"group.protocol={protocol}",
+                                "--topic", "orders", "--group", group,
+                                "--from-beginning", "--max-messages",
+                                str(self.RECORDS[index]), "--timeout-ms", "60000")
+                consumed[index] = out.split()
+                described = stack.cli("kafka-consumer-groups", "--bootstrap-server",
+                                      self.bootstrap, "--command-config", props,
+                                      "--describe", "--group", group)
+                self.assertNotIn(vc, described)
+                rows = [line.split() for line in described.splitlines()
+                        if line.startswith(group + " ")]
+                committed[index] = sum(int(r[3]) for r in rows)
+            self.assertIsolated(consumed, committed)
+
+    def test_confluent_kip848(self):
+        """confluent-kafka with group.protocol=consumer inside a tenant."""
+        from confluent_kafka import Consumer
+        vc = self.tenants[1]
+        consumer = Consumer(self.confluent_config(
+            vc, **{"group.id": "kip848", "group.protocol": "consumer",
+                   "auto.offset.reset": "earliest"}))
+        consumer.subscribe(["orders"])
+        values = []
+        try:
+            def drained():
+                values.extend(m.value().decode() for m in consumer.consume(500, 1.0)
+                              if m.error() is None)
+                return len(values) >= self.RECORDS[1]
+            stack.wait_until(drained, "records over KIP-848", 90, interval=0)
+        finally:
+            consumer.close()
+        self.assertEqual(sorted(values),
+                         sorted(f"{vc}-{i}" for i in range(self.RECORDS[1])))
+
+
+class TransactionIsolationTests(TenantGatewayTestCase):
+    def test_same_transactional_id_in_two_tenants(self):
+        """confluent-kafka: "tx" in london never fences "tx" in paris."""
+        from confluent_kafka import Consumer, Producer
+        tenants = [self.vcluster(), self.vcluster()]
+        producers = []
+        for vc in tenants:
+            self.create_topic(vc, "payments", 1, 3)
+            producers.append(Producer(self.confluent_config(
+                vc, **{"transactional.id": "tx"})))
+        for p in producers:
+            p.init_transactions(30)
+        for index, p in enumerate(producers):  # interleaved: a shared id would fence
+            p.begin_transaction()
+            for i in range(10):
+                p.produce("payments", value=f"{index}-{i}".encode())
+        for p in producers:
+            p.commit_transaction(30)
+        for index, vc in enumerate(tenants):
+            consumer = Consumer(self.confluent_config(
+                vc, **{"group.id": "reader", "auto.offset.reset": "earliest",
+                       "isolation.level": "read_committed"}))
+            consumer.subscribe(["payments"])
+            values = []
+            try:
+                def drained():
+                    values.extend(m.value().decode() for m in consumer.consume(100, 1.0)
+                                  if m.error() is None)
+                    return len(values) >= 10
+                stack.wait_until(drained, "committed records", 60, interval=0)
+            finally:
+                consumer.close()
+            self.assertEqual(sorted(values), sorted(f"{index}-{i}" for i in range(10)))
+
+    def test_java_transactions(self):
+        """Java producer: the same transactional id in two tenants, read_committed."""
+        tenants = [self.vcluster(), self.vcluster()]
+        for vc in tenants:
+            self.create_topic(vc, "ledger", 3, 3)
+            props = self.properties(vc)
+            out = stack.cli("kafka-producer-perf-test", "--topic", "ledger",
+                            "--num-records", "2000", "--record-size", "50",
+                            "--throughput", "-1", "--producer.config", props,
+                            "--transactional-id", "same-tx",
+                            "--transaction-duration-ms", "200")
+            self.assertIn("2000 records sent", out)
+        for vc in tenants:
+            out = stack.cli("kafka-console-consumer", "--bootstrap-server",
+                            self.bootstrap, "--consumer.config", self.properties(vc),
+                            "--topic", "ledger", "--from-beginning",
+                            "--isolation-level", "read_committed",
+                            "--max-messages", "2000", "--timeout-ms", "60000")
+            self.assertEqual(len(out.splitlines()), 2000)
