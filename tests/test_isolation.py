@@ -1,0 +1,295 @@
+"""Forbidden paths, sent with a raw protocol client so no library filters them.
+
+Each test asserts the exact error and that nothing of another tenant leaks:
+not its names, not its topic ids.
+"""
+
+import datetime
+import uuid
+
+from kio.schema.errors import ErrorCode
+from kio.static.primitive import i8, i16, i32, i32Timedelta, i64
+
+from vkafka.auth.tokens import TokenAuthority
+
+from . import stack
+from .rawclient import RawClient
+from .test_tenants import AUTHORITY, TenantGatewayTestCase, token
+
+SECONDS = i32Timedelta.parse(datetime.timedelta(seconds=10))
+
+
+def metadata(names=None, ids=None, auto_create=False):
+    from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
+    topics = None
+    if names is not None or ids is not None:
+        topics = tuple(MetadataRequestTopic(topic_id=None, name=n) for n in names or ()) + \
+            tuple(MetadataRequestTopic(topic_id=i, name=None) for i in ids or ())
+    return MetadataRequest(topics=topics, allow_auto_topic_creation=auto_create,
+                           include_topic_authorized_operations=False)
+
+
+class IsolationTests(TenantGatewayTestCase):
+    start_port = 26069
+    admin_port = 28894
+
+    def client(self, vcluster, username="sa", port=None):
+        raw = RawClient("localhost", port or self.start_port)
+        self.addCleanup(raw.close)
+        answer = raw.sasl_plain(username, token(vcluster, username))
+        self.assertEqual(answer.error_code, ErrorCode.none, answer.error_message)
+        return raw
+
+    def coordinator(self, vcluster, group):
+        """A raw client of *vcluster* connected to *group*'s coordinator."""
+        from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
+        raw = self.client(vcluster)
+        [found] = raw.request(FindCoordinatorRequest(
+            key_type=i8(0), coordinator_keys=(group,)), 4).coordinators
+        self.assertEqual((found.error_code, found.key, found.host),
+                         (ErrorCode.none, group, "localhost"))
+        return self.client(vcluster, port=found.port)
+
+    def setUp(self):
+        """london owns topic "secret" and group "lg" with committed offsets."""
+        from confluent_kafka import Consumer, Producer
+        self.london, self.paris = self.vcluster(), self.vcluster()
+        self.create_topic(self.london, "secret", 1, 1)
+        self.create_topic(self.paris, "mine", 1, 1)
+        producer = Producer(self.confluent_config(self.london))
+        producer.produce("secret", value=b"london data")
+        self.assertEqual(producer.flush(30), 0)
+        consumer = Consumer(self.confluent_config(
+            self.london, **{"group.id": "lg", "auto.offset.reset": "earliest"}))
+        consumer.subscribe(["secret"])
+        try:
+            stack.wait_until(lambda: consumer.poll(1.0) is not None, "london's record")
+            consumer.commit(asynchronous=False)
+        finally:
+            consumer.close()
+        raw = self.client(self.london)
+        [topic] = raw.request(metadata(["secret"]), 12).topics
+        self.london_id = topic.topic_id
+        self.assertNotEqual(self.london_id, uuid.UUID(int=0))
+
+    def assertNoLeak(self, response):
+        self.assertNotIn(self.london, repr(response))
+
+    def test_metadata_by_foreign_topic_id(self):
+        """Metadata by london's topic id, from paris: UNKNOWN_TOPIC_ID, no name."""
+        paris = self.client(self.paris)
+        [topic] = paris.request(metadata(ids=[self.london_id]), 12).topics
+        self.assertEqual(topic.error_code, ErrorCode.unknown_topic_id)
+        self.assertIsNone(topic.name)
+        self.assertEqual(topic.topic_id, self.london_id)
+
+    def test_all_topics_metadata_lists_only_own(self):
+        """An all-topics Metadata request from paris lists paris's topics only."""
+        paris = self.client(self.paris)
+        response = paris.request(metadata(), 12)
+        self.assertEqual([t.name for t in response.topics], ["mine"])
+        self.assertNotIn(self.london_id, [t.topic_id for t in response.topics])
+
+    def test_fetch_by_foreign_topic_id(self):
+        """Fetch v17 by london's topic id, from paris: UNKNOWN_TOPIC_ID, no records."""
+        from kio.schema.fetch.v17.request import FetchPartition, FetchRequest, FetchTopic
+        paris = self.client(self.paris)
+        response = paris.request(FetchRequest(
+            max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=100)),
+            min_bytes=i32(1), forgotten_topics_data=(),
+            topics=(FetchTopic(topic_id=self.london_id, partitions=(
+                FetchPartition(partition=i32(0), fetch_offset=i64(0),
+                               partition_max_bytes=i32(1 << 20)),)),)), 17)
+        [topic] = response.responses
+        self.assertEqual(topic.topic_id, self.london_id)
+        self.assertEqual(topic.partitions[0].error_code, ErrorCode.unknown_topic_id)
+        self.assertFalse(topic.partitions[0].records)
+
+    def test_delete_by_foreign_topic_id(self):
+        """DeleteTopics by london's topic id, from paris: UNKNOWN_TOPIC_ID; topic stays."""
+        from kio.schema.delete_topics.v6.request import DeleteTopicsRequest, DeleteTopicState
+        paris = self.client(self.paris)
+        [result] = paris.request(DeleteTopicsRequest(
+            topics=(DeleteTopicState(name=None, topic_id=self.london_id),),
+            timeout=SECONDS), 6).responses
+        self.assertEqual(result.error_code, ErrorCode.unknown_topic_id)
+        self.assertIsNone(result.name)
+        self.assertIn(f"{self.london}secret", self.physical_topics())
+
+    def test_describe_and_alter_foreign_topic_by_name(self):
+        """Describe/alter configs of london's topic by any name, from paris: unknown."""
+        from kio.schema.describe_configs.v4.request import (
+            DescribeConfigsRequest, DescribeConfigsResource)
+        from kio.schema.incremental_alter_configs.v1.request import (
+            AlterableConfig, AlterConfigsResource, IncrementalAlterConfigsRequest)
+        paris = self.client(self.paris)
+        for name in ("secret", f"{self.london}secret"):
+            [result] = paris.request(DescribeConfigsRequest(resources=(
+                DescribeConfigsResource(resource_type=i8(2), resource_name=name),)),
+                4).results
+            self.assertEqual(result.error_code, ErrorCode.unknown_topic_or_partition)
+            self.assertEqual(result.resource_name, name)
+            self.assertNoLeak(result.error_message)
+            [result] = paris.request(IncrementalAlterConfigsRequest(
+                resources=(AlterConfigsResource(
+                    resource_type=i8(2), resource_name=name, configs=(
+                        AlterableConfig(name="retention.ms", config_operation=i8(0),
+                                        value="1"),)),),
+                validate_only=False), 1).responses
+            self.assertEqual(result.error_code, ErrorCode.unknown_topic_or_partition)
+
+    def test_broker_configs_read_only(self):
+        """Broker configs: describe works, alter is CLUSTER_AUTHORIZATION_FAILED."""
+        from kio.schema.describe_configs.v4.request import (
+            DescribeConfigsRequest, DescribeConfigsResource)
+        from kio.schema.incremental_alter_configs.v1.request import (
+            AlterableConfig, AlterConfigsResource, IncrementalAlterConfigsRequest)
+        paris = self.client(self.paris)
+        [result] = paris.request(DescribeConfigsRequest(resources=(
+            DescribeConfigsResource(resource_type=i8(4), resource_name="1"),)),
+            4).results
+        self.assertEqual(result.error_code, ErrorCode.none)
+        [result] = paris.request(IncrementalAlterConfigsRequest(
+            resources=(AlterConfigsResource(
+                resource_type=i8(4), resource_name="1", configs=(
+                    AlterableConfig(name="log.cleaner.threads", config_operation=i8(0),
+                                    value="2"),)),),
+            validate_only=True), 1).responses
+        self.assertEqual(result.error_code, ErrorCode.cluster_authorization_failed)
+        self.assertEqual((result.resource_type, result.resource_name), (4, "1"))
+
+    def test_groups_invisible(self):
+        """paris can't list, describe, fetch offsets of, or delete london's group."""
+        from kio.schema.delete_groups.v2.request import DeleteGroupsRequest
+        from kio.schema.describe_groups.v5.request import DescribeGroupsRequest
+        from kio.schema.list_groups.v5.request import ListGroupsRequest
+        from kio.schema.offset_fetch.v9.request import (
+            OffsetFetchRequest, OffsetFetchRequestGroup)
+        def list_groups(vcluster):
+            """ListGroups is answered per broker: ask all three, as AdminClient does."""
+            found = []
+            for node in range(3):
+                raw = self.client(vcluster, port=self.start_port + node)
+                found += [g.group_id for g in raw.request(
+                    ListGroupsRequest(states_filter=(), types_filter=()), 5).groups]
+            return found
+        self.assertEqual(list_groups(self.paris), [])
+        self.assertEqual(list_groups(self.london), ["lg"])
+        paris = self.coordinator(self.paris, "lg")
+        london = self.coordinator(self.london, "lg")
+
+        [group] = paris.request(DescribeGroupsRequest(
+            groups=("lg",), include_authorized_operations=False), 5).groups
+        self.assertEqual((group.group_id, group.group_state, group.members),
+                         ("lg", "Dead", ()))
+        [group] = paris.request(OffsetFetchRequest(groups=(OffsetFetchRequestGroup(
+            group_id="lg", member_id=None, member_epoch=i32(-1), topics=None),),
+            require_stable=False), 9).groups
+        self.assertEqual(group.topics, ())
+        [result] = paris.request(DeleteGroupsRequest(groups_names=("lg",)), 2).results
+        self.assertEqual(result.group_id, "lg")
+        self.assertEqual(result.error_code, ErrorCode.group_id_not_found)
+        # london's group and offsets are untouched
+        [group] = london.request(OffsetFetchRequest(groups=(OffsetFetchRequestGroup(
+            group_id="lg", member_id=None, member_epoch=i32(-1), topics=None),),
+            require_stable=False), 9).groups
+        self.assertEqual([(t.name, t.partitions[0].committed_offset)
+                          for t in group.topics], [("secret", 1)])
+
+    def test_regex_subscription_confined(self):
+        """KIP-848 regex ".*" from paris is assigned paris's topics only."""
+        from kio.schema.consumer_group_heartbeat.v1.request import (
+            ConsumerGroupHeartbeatRequest)
+        paris = self.coordinator(self.paris, "regex-group")
+        [mine] = paris.request(metadata(["mine"]), 12).topics
+        member, epoch, assigned = str(uuid.uuid4()), 0, set()
+        request = ConsumerGroupHeartbeatRequest(
+            group_id="regex-group", member_id=member, member_epoch=i32(0),
+            rebalance_timeout=i32Timedelta.parse(datetime.timedelta(seconds=30)),
+            subscribed_topic_names=(), subscribed_topic_regex=".*",
+            topic_partitions=())
+
+        def heartbeat():
+            nonlocal request
+            response = paris.request(request, 1)
+            self.assertEqual(response.error_code, ErrorCode.none, response.error_message)
+            request = ConsumerGroupHeartbeatRequest(
+                group_id="regex-group", member_id=member,
+                member_epoch=response.member_epoch, topic_partitions=None)
+            if response.assignment is not None:
+                assigned.update(t.topic_id for t in response.assignment.topic_partitions)
+            return assigned
+        stack.wait_until(heartbeat, "an assignment", 60, interval=0.5)
+        self.assertEqual(assigned, {mine.topic_id})
+
+    def test_unoffered_api_closes(self):
+        """An API a tenant is never offered (DescribeAcls) closes the connection."""
+        from kio.schema.describe_acls.v3.request import DescribeAclsRequest
+        paris = self.client(self.paris)
+        paris.send(DescribeAclsRequest(
+            resource_type_filter=i8(1), resource_name_filter=None,
+            pattern_type_filter=i8(1), principal_filter=None, host_filter=None,
+            operation=i8(1), permission_type=i8(1)), 3)
+        self.assertTrue(paris.closed())
+
+    def test_api_versions_offers_only_table(self):
+        """ApiVersions before auth offers SASL and the tenant table, nothing else."""
+        from kio.schema.api_versions.v3.request import ApiVersionsRequest
+        from vkafka.tenancy.rules import tenant_rules
+        raw = RawClient("localhost", self.start_port)
+        self.addCleanup(raw.close)
+        response = raw.request(ApiVersionsRequest(client_software_name="raw",
+                                                  client_software_version="1"), 3)
+        offered = {a.api_key for a in response.api_keys}
+        self.assertEqual(offered, set(tenant_rules()))
+        self.assertNotIn(29, offered)
+
+    def test_request_before_authentication_closes(self):
+        """Metadata before SASL is refused: the connection is closed, nothing answered."""
+        raw = RawClient("localhost", self.start_port)
+        self.addCleanup(raw.close)
+        self.assertIsNone(raw.request(metadata(), 12))
+
+    def test_bad_tokens(self):
+        """Expired, forged, malformed tokens and a wrong username: error 58 saying which."""
+        forged = TokenAuthority("x" * 40).issue(self.paris, "sa", 3600)
+        cases = [
+            ("sa", AUTHORITY.issue(self.paris, "sa", 1), "expired"),
+            ("sa", forged, "signature"),
+            ("sa", "not-a-jwt", "malformed"),
+            ("other", token(self.paris, "sa"), "username"),
+        ]
+        for username, password, reason in cases:
+            if reason == "expired":
+                # Let the 1 s token lapse: a deadline on the token, not on the gateway.
+                expiry = int(password and AUTHORITY.clock()) + 2
+                stack.wait_until(lambda: AUTHORITY.clock() >= expiry, "expiry", 5)
+            raw = RawClient("localhost", self.start_port)
+            self.addCleanup(raw.close)
+            answer = raw.sasl_plain(username, password)
+            self.assertEqual(answer.error_code, ErrorCode.sasl_authentication_failed)
+            self.assertIn(reason, answer.error_message)
+            self.assertTrue(raw.closed())
+
+    def test_names_colliding_with_another_prefix(self):
+        """In "ab", topic "xTopic" would be "abxTopic", owned by virtual cluster "abx": refused."""
+        from kio.schema.create_topics.v7.request import CreatableTopic, CreateTopicsRequest
+        short = self.vcluster()
+        longer = short + "x"
+        self.client(longer)  # the gateway now knows the longer prefix
+        raw = self.client(short)
+        [result] = raw.request(CreateTopicsRequest(topics=(CreatableTopic(
+            name="xTopic", num_partitions=i32(1), replication_factor=i16(1),
+            assignments=(), configs=()),), timeout=SECONDS, validate_only=False),
+            7).topics
+        self.assertEqual(result.name, "xTopic")
+        self.assertEqual(result.error_code, ErrorCode.invalid_topic_exception)
+        self.assertIn("collides", result.error_message)
+        self.assertNotIn(f"{short}xTopic", self.physical_topics())
+
+    def test_metadata_never_auto_creates(self):
+        """allow_auto_topic_creation=true from a tenant creates nothing."""
+        paris = self.client(self.paris)
+        [topic] = paris.request(metadata(["ghost"], auto_create=True), 12).topics
+        self.assertEqual(topic.error_code, ErrorCode.unknown_topic_or_partition)
+        self.assertNotIn(f"{self.paris}ghost", self.physical_topics())
