@@ -69,7 +69,7 @@ class Namespace:
         self.prefixes = prefixes
         prefixes.add(prefix)
         self._scrub = re.compile(
-            r"(?<![A-Za-z0-9._-])" + re.escape(prefix) + r"(?=[A-Za-z0-9._-])"
+            r"(?<![A-Za-z0-9._-])" + re.escape(prefix) + r"(?=[A-Za-z0-9_-])"
         ) if prefix else None
 
     @property

@@ -1,0 +1,177 @@
+"""Tenant mode on in-memory transports: SASL, rewriting, expiry, ordering."""
+
+import struct
+
+from kio.schema.errors import ErrorCode
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial import unittest
+
+from vkafka.auth.tokens import TokenAuthority
+from vkafka.protocol.codec import decode_request, decode_response
+from vkafka.protocol.framing import FrameDecoder, frame
+from vkafka.proxy.gateway import Gateway
+from vkafka.proxy.topology import Topology
+from vkafka.tenancy.mode import Tenancy
+from vkafka.tenancy.rules import tenant_rules
+
+from .kafka_messages import metadata_response, request_frame, response_frame
+from .test_splice import BROKERS, FakeEndpoint
+
+SECRET = "k" * 32
+
+
+def handshake(version=1):
+    from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
+    return request_frame(SaslHandshakeRequest(mechanism="PLAIN"), version, 1)
+
+
+def authenticate(username, password, correlation_id=2):
+    from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
+    token = b"\x00" + username.encode() + b"\x00" + password.encode()
+    return request_frame(SaslAuthenticateRequest(auth_bytes=token), 2, correlation_id)
+
+
+def metadata_for(names, correlation_id):
+    from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
+    return request_frame(MetadataRequest(
+        topics=None if names is None else tuple(
+            MetadataRequestTopic(topic_id=None, name=n) for n in names),
+        allow_auto_topic_creation=True, include_topic_authorized_operations=False),
+        12, correlation_id)
+
+
+class TenantSpliceTests(unittest.TestCase):
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(1_000_000)
+        self.attempts, self.refused, self.brokers = [], set(), []
+        self.authority = TokenAuthority(SECRET, self.reactor.seconds)
+        self.topology = Topology([("kafka1", 9092)], "gw", 6969, 3, 1)
+        self.topology.learn(BROKERS)
+        self.gateway = Gateway(
+            self.reactor, self.topology, tenant_rules(),
+            endpoint_factory=lambda r, h, p: FakeEndpoint(self, h, p),
+            tenancy=Tenancy(self.authority))
+        self.client = self.gateway.factory_for_port(6969).buildProtocol(None)
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.4", 5))
+        self.client.makeConnection(self.transport)
+        _, self.broker, self.broker_transport = self.brokers[0]
+
+    def responses(self):
+        return FrameDecoder().feed(self.transport.value())
+
+    def login(self, vcluster="london", lifetime=600):
+        self.client.dataReceived(handshake())
+        self.client.dataReceived(authenticate(
+            "sa", self.authority.issue(vcluster, "sa", lifetime)))
+        _, auth = decode_response(self.responses()[1], 36, 2)
+        self.transport.clear()
+        return auth
+
+    def test_successful_login_reports_lifetime(self):
+        """SaslAuthenticate succeeds and reports the token's remaining lifetime."""
+        auth = self.login(lifetime=600)
+        self.assertEqual(auth.error_code, ErrorCode.none)
+        self.assertEqual(auth.session_lifetime.total_seconds(), 600)
+        self.assertEqual(self.broker_transport.value(), b"")  # SASL never forwarded
+
+    def test_request_before_authentication_closes(self):
+        """Anything but ApiVersions/SASL before authentication closes the connection."""
+        self.client.dataReceived(metadata_for(None, 5))
+        self.assertTrue(self.transport.disconnected)
+        self.assertEqual(self.broker_transport.value(), b"")
+
+    def test_bad_token_answered_then_closed(self):
+        """A bad token gets SASL_AUTHENTICATION_FAILED with the reason, then close."""
+        self.client.dataReceived(handshake())
+        self.client.dataReceived(authenticate("sa", "garbage"))
+        _, auth = decode_response(self.responses()[1], 36, 2)
+        self.assertEqual(auth.error_code, ErrorCode.sasl_authentication_failed)
+        self.assertIn("malformed", auth.error_message)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.gateway.auth_failures, 1)
+
+    def test_unsupported_mechanism(self):
+        """A mechanism other than PLAIN is refused with the list of mechanisms."""
+        from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
+        self.client.dataReceived(request_frame(
+            SaslHandshakeRequest(mechanism="SCRAM-SHA-512"), 1, 1))
+        _, answer = decode_response(self.responses()[0], 17, 1)
+        self.assertEqual((answer.error_code, answer.mechanisms),
+                         (ErrorCode.unsupported_sasl_mechanism, ("PLAIN",)))
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_handshake_v0_raw_token(self):
+        """SaslHandshake v0 is followed by a bare token, answered by an empty frame."""
+        self.client.dataReceived(handshake(version=0))
+        token = self.authority.issue("london", "sa", 60)
+        self.client.dataReceived(frame(b"\x00sa\x00" + token.encode()))
+        self.assertEqual(self.responses()[1], b"")
+        self.client.dataReceived(metadata_for(["t"], 3))
+        _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        self.assertEqual(request.topics[0].name, "londont")
+
+    def test_names_rewritten_both_ways(self):
+        """Metadata asks for londont; the answer says t and hides paris's topic."""
+        import uuid
+        from dataclasses import replace
+        from kio.schema.metadata.v12.response import MetadataResponseTopic
+        self.login()
+        self.client.dataReceived(metadata_for(None, 3))
+        _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        self.assertIsNone(request.topics)
+        self.assertFalse(request.allow_auto_topic_creation)
+        ids = [uuid.uuid4(), uuid.uuid4()]
+        topics = tuple(MetadataResponseTopic(error_code=ErrorCode.none, name=n,
+                                             topic_id=i, partitions=())
+                       for n, i in zip(["londont", "parist"], ids))
+        response = replace(metadata_response(BROKERS), topics=topics)
+        self.broker.dataReceived(response_frame(3, response))
+        _, answer = decode_response(self.responses()[0], 3, 12)
+        self.assertEqual([(t.name, t.topic_id) for t in answer.topics], [("t", ids[0])])
+        self.assertNotIn(b"paris", self.transport.value())
+        self.assertEqual(self.topology.topic_ids[ids[0]], "londont")
+
+    def test_invalid_name_becomes_decoy(self):
+        """An unmappable name never reaches the broker as anybody's name."""
+        self.login()
+        self.client.dataReceived(metadata_for(["bad name!"], 3))
+        _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        self.assertTrue(request.topics[0].name.startswith("!vkafka-refused"))
+
+    def test_expired_token_closes_connection(self):
+        """When the token expires and the client hasn't re-authenticated, close."""
+        self.login(lifetime=30)
+        self.reactor.advance(29)
+        self.assertFalse(self.transport.disconnecting)
+        self.reactor.advance(2)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_reauthentication_extends_session(self):
+        """Re-authenticating (KIP-368) with a fresh token keeps the connection open."""
+        self.login(lifetime=30)
+        self.reactor.advance(20)
+        self.login(lifetime=30)
+        self.reactor.advance(20)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_reauthentication_cannot_switch_tenant(self):
+        """Re-authenticating into another virtual cluster is refused."""
+        self.login("london")
+        self.client.dataReceived(handshake())
+        self.client.dataReceived(authenticate(
+            "sa", self.authority.issue("paris", "sa", 60)))
+        _, auth = decode_response(self.responses()[1], 36, 2)
+        self.assertEqual(auth.error_code, ErrorCode.sasl_authentication_failed)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_local_answers_wait_their_turn(self):
+        """A SASL answer made locally is sent after earlier broker responses."""
+        self.login()
+        self.client.dataReceived(metadata_for(["t"], 10))
+        self.client.dataReceived(handshake())
+        self.assertEqual(self.transport.value(), b"")  # waits behind Metadata
+        self.broker.dataReceived(response_frame(10, metadata_response(BROKERS)))
+        ids = [struct.unpack(">i", f[:4])[0] for f in self.responses()]
+        self.assertEqual(ids, [10, 1])
