@@ -35,7 +35,8 @@ GATEWAYS = [("gateway1", 6969, 8888), ("gateway2", 7969, 8889)]
 DEMO_SECRET = os.environ.get("GATEWAY_USER_POOL_SECRET_KEY",
                              "vkafka-local-development-secret-change-me")
 TENANT_OPTIONS = ("--security-protocol=SASL_PLAINTEXT", "--multi-tenancy=true",
-                  f"--token-secret={DEMO_SECRET}")
+                  f"--token-secret={DEMO_SECRET}",
+                  "--admin-users=admin:conduktor", "--admin-allow-plain=true")
 
 # CLI name -> main class, as in the bin/*.sh scripts of Kafka 4.1.
 CLI_TOOLS = {

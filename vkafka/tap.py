@@ -38,9 +38,30 @@ SETTINGS = [
     ("max-frame-size", "GATEWAY_MAX_FRAME_SIZE", DEFAULT_MAX_FRAME_SIZE, int,
      "Largest request frame accepted from a client, in bytes"),
     ("admin-port", "GATEWAY_HTTP_PORT", 8888, int, "Port of the admin HTTP API"),
+    ("admin-users", "GATEWAY_ADMIN_API_USERS", None, str,
+     "Admin users, name:bcrypt-hash[:ro],... (none: a random admin password is logged)"),
+    ("admin-allow-plain", "GATEWAY_ADMIN_ALLOW_PLAIN_PASSWORDS", "false", str,
+     "Accept plain-text admin passwords in --admin-users (true/false; demos only)"),
+    ("state-topic", "GATEWAY_STATE_TOPIC", "_vkafka_state", str,
+     "Compacted topic that holds the gateways' shared state"),
     ("refresh-interval", "GATEWAY_METADATA_REFRESH_SECONDS", 30.0, float,
      "Seconds between the gateway's own metadata refreshes"),
 ]
+
+class StoreService(service.Service):
+    """Starts and stops the state store with the gateway."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def startService(self):
+        super().startService()
+        self.store.start()
+
+    def stopService(self):
+        super().stopService()
+        self.store.stop()
+
 
 SUPPORTED_SECURITY = {"PLAINTEXT", "SASL_PLAINTEXT"}
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
@@ -96,6 +117,20 @@ class Options(usage.Options):
         for name in ("start-port", "port-count", "max-frame-size", "admin-port"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
+        allow_plain = str(self["admin-allow-plain"]).lower()
+        if allow_plain not in _TRUE + _FALSE:
+            raise usage.UsageError("--admin-allow-plain: expected true or false")
+        self["admin-allow-plain"] = allow_plain in _TRUE
+        from .admin.users import parse_users
+        try:
+            self["users"] = parse_users(self["admin-users"], self["admin-allow-plain"])
+        except ValueError as e:
+            raise usage.UsageError(f"--admin-users / GATEWAY_ADMIN_API_USERS: {e}")
+        from .tenancy.naming import GATEWAY_TOPIC_PREFIX, valid_topic_name
+        if not (valid_topic_name(self["state-topic"])
+                and self["state-topic"].startswith(GATEWAY_TOPIC_PREFIX)):
+            raise usage.UsageError(f"--state-topic: must be a topic name starting "
+                                   f"with {GATEWAY_TOPIC_PREFIX}")
         from .proxy.topology import parse_servers
         try:
             self["servers"] = parse_servers(self["bootstrap-servers"])
@@ -106,7 +141,8 @@ class Options(usage.Options):
 def makeService(config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
-    from .admin.app import AdminApp
+    from .admin.app import admin_root
+    from .admin.users import UserChecker, generated_admin
     from .proxy.discovery import Refresher
     from .proxy.gateway import Gateway, tcp_endpoint
     from .proxy.topology import Topology
@@ -118,7 +154,7 @@ def makeService(config, reactor=None):
         from .auth.tokens import TokenAuthority
         from .tenancy.mode import Tenancy
 
-        tenancy = Tenancy(TokenAuthority(config["token-secret"]))
+        tenancy = Tenancy(TokenAuthority(config["token-secret"], reactor.seconds))
         rules = tenant_rules()
     topology = Topology(config["servers"], config["advertised-host"],
                         config["start-port"], config["port-count"],
@@ -137,8 +173,30 @@ def makeService(config, reactor=None):
 
     for port in topology.ports:
         listen(port, gateway.factory_for_port(port))
-    admin = AdminApp(refresher, topology)
-    listen(config["admin-port"], Site(admin.resource()))
+
+    state = store = None
+    if tenancy is not None:
+        from .state.kafka import KafkaStore
+        from .state.model import GatewayState
+
+        store = KafkaStore(reactor, topology, tcp_endpoint, topic=config["state-topic"])
+        state = GatewayState(store, tenancy.authority, tenancy.vclusters,
+                             reactor.seconds)
+        state.revoked_listeners.append(gateway.close_revoked)
+        StoreService(store).setServiceParent(top)
+
+    def health():
+        details = {"brokers": sorted(topology.brokers)}
+        if refresher.last_error is not None or not topology.brokers:
+            return f"cannot reach the Kafka cluster: {refresher.last_error}", details
+        if store is not None:
+            details["state"] = {"entries": len(store.data), "offset": store.offset}
+            if not store.ready.called:
+                return f"gateway state not loaded: {store.last_error}", details
+        return None, details
+
+    users = config["users"] or generated_admin()
+    listen(config["admin-port"], Site(admin_root(state, UserChecker(users), health)))
     timer = internet.TimerService(config["refresh-interval"], refresher.refresh)
     timer.clock = reactor
     timer.setServiceParent(top)

@@ -1,27 +1,240 @@
 # -*- test-case-name: tests.test_admin -*-
-"""The admin app.  So far: ``GET /health``, used by ``make up`` and by operators."""
+"""The admin REST API (Klein), mounted at ``/admin`` behind HTTP basic auth.
+
+Every error is JSON ``{"error": ..., "message": ...}`` with a 4xx status (503
+when the state store cannot take writes); bad input never causes a 500.
+"""
 
 import json
+from functools import wraps
 
 from klein import Klein
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
+from twisted.web.resource import IResource, Resource
+from zope.interface import implementer
+
+from ..auth.tokens import MAX_LIFETIME
+from ..state.model import StateError
+from ..state.store import StoreUnavailable
+from ..tenancy.naming import MAX_TOPIC_LENGTH, valid_topic_name
+from .openapi import document
+
+log = Logger()
+DEFAULT_LIFETIME = 90 * 24 * 3600
+V1 = "/vclusters/v1"
+
+
+class BadRequest(Exception):
+    def __init__(self, message, error="bad_request"):
+        super().__init__(message)
+        self.message, self.error = message, error
+
+
+def _json(request, status, body):
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json")
+    return json.dumps(body).encode()
+
+
+def endpoint(write=False):
+    """Wrap a handler: JSON in and out, errors mapped to statuses, never a 500."""
+    def decorate(fn):
+        @wraps(fn)
+        @defer.inlineCallbacks
+        def wrapper(self, request, **kwargs):
+            if write and self.user.read_only:
+                return _json(request, 403, {"error": "forbidden", "message":
+                             f"user {self.user.name!r} is read-only"})
+            try:
+                result = yield fn(self, request, **kwargs)
+            except BadRequest as e:
+                return _json(request, 400, {"error": e.error, "message": e.message})
+            except StateError as e:
+                return _json(request, e.status, {"error": e.error, "message": e.message})
+            except StoreUnavailable as e:
+                return _json(request, 503, {"error": "unavailable", "message": str(e)})
+            except Exception:
+                log.failure("admin API {path} failed", path=request.path)
+                return _json(request, 500, {"error": "internal",
+                                            "message": "internal error, see the log"})
+            status, body = result if isinstance(result, tuple) else (200, result)
+            if status == 204:
+                request.setResponseCode(204)
+                return b""
+            return _json(request, status, body)
+        return wrapper
+    return decorate
+
+
+def read_body(request, fields):
+    """The JSON object body, checked against ``{name: (type, required)}``."""
+    raw = request.content.read() if request.content is not None else b""
+    if not raw.strip():
+        body = {}
+    else:
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("the body is not valid JSON", "bad_json")
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", "bad_json")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}", "unknown_field")
+    for name, (kind, required) in fields.items():
+        if name not in body:
+            if required:
+                raise BadRequest(f"missing field {name!r}", "missing_field")
+            continue
+        value = body[name]
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise BadRequest(f"{name!r} must be an integer", "bad_field")
+        if kind is not int and not isinstance(value, kind):
+            raise BadRequest(f"{name!r} must be a {kind.__name__}", "bad_field")
+    return body
+
+
+def check_topic_name(name, what):
+    if not valid_topic_name(name):
+        raise BadRequest(f"invalid {what} {name!r}: 1-{MAX_TOPIC_LENGTH} of "
+                         "[a-zA-Z0-9._-]", "invalid_name")
 
 
 class AdminApp:
+    """The routes, bound to one authenticated user."""
+
     app = Klein()
 
-    def __init__(self, refresher, topology):
-        self.refresher = refresher
-        self.topology = topology
+    def __init__(self, state, user):
+        self.state = state
+        self.user = user
 
-    @app.route("/health", methods=["GET"])
-    def health(self, request):
-        request.setHeader("Content-Type", "application/json")
-        if self.refresher.last_error is None and self.topology.brokers:
-            body = {"status": "ready", "brokers": sorted(self.topology.brokers)}
-        else:
-            request.setResponseCode(503)
-            body = {"status": "not ready", "reason": self.refresher.last_error}
-        return json.dumps(body)
+    @app.route(f"{V1}", methods=["GET"])
+    @endpoint()
+    def list_vclusters(self, request):
+        return defer.succeed({"vclusters": [
+            self.state.describe(name) for name in sorted(self.state.clusters)]})
 
-    def resource(self):
-        return self.app.resource()
+    @app.route(f"{V1}/vcluster/<vcluster>", methods=["GET"])
+    @endpoint()
+    def show_vcluster(self, request, vcluster):
+        return defer.succeed(self.state.describe(vcluster))
+
+    @app.route(f"{V1}/vcluster/<vcluster>", methods=["DELETE"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def delete_vcluster(self, request, vcluster):
+        yield self.state.delete_vcluster(vcluster)
+        return 204, None
+
+    @app.route(f"{V1}/vcluster/<vcluster>/username", methods=["GET"])
+    @endpoint()
+    def list_accounts(self, request, vcluster):
+        self.state.vcluster(vcluster)
+        return defer.succeed({"serviceAccounts": self.state.accounts_of(vcluster)})
+
+    @app.route(f"{V1}/vcluster/<vcluster>/username/<username>", methods=["POST"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def create_account(self, request, vcluster, username):
+        body = read_body(request, {"lifeTimeSeconds": (int, False)})
+        lifetime = body.get("lifeTimeSeconds", DEFAULT_LIFETIME)
+        if not 1 <= lifetime <= MAX_LIFETIME:
+            raise BadRequest(f"lifeTimeSeconds must be 1..{MAX_LIFETIME}", "bad_field")
+        token = yield self.state.create_account(vcluster, username, lifetime)
+        return {"token": token}
+
+    @app.route(f"{V1}/vcluster/<vcluster>/username/<username>/revoke",
+               methods=["POST"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def revoke(self, request, vcluster, username):
+        read_body(request, {})
+        yield self.state.revoke(vcluster, username)
+        return {"vcluster": vcluster, "username": username, "revoked": True}
+
+    @app.route(f"{V1}/vcluster/<vcluster>/topics", methods=["GET"])
+    @endpoint()
+    def list_mappings(self, request, vcluster):
+        self.state.vcluster(vcluster)
+        return defer.succeed({"topicMappings": self.state.mappings_of(vcluster)})
+
+    @app.route(f"{V1}/vcluster/<vcluster>/topics/<topic>", methods=["POST"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def put_mapping(self, request, vcluster, topic):
+        body = read_body(request, {"physicalTopicName": (str, True),
+                                   "readOnly": (bool, False),
+                                   "concentrated": (bool, False)})
+        check_topic_name(topic, "logical topic name")
+        check_topic_name(body["physicalTopicName"], "physical topic name")
+        mapping = yield self.state.put_mapping(vcluster, topic, {
+            "physicalTopicName": body["physicalTopicName"],
+            "readOnly": body.get("readOnly", False),
+            "concentrated": body.get("concentrated", False)})
+        return mapping
+
+    @app.route(f"{V1}/vcluster/<vcluster>/topics/<topic>", methods=["DELETE"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def delete_mapping(self, request, vcluster, topic):
+        yield self.state.delete_mapping(vcluster, topic)
+        return 204, None
+
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi(self, request):
+        return _json(request, 200, document())
+
+    @app.handle_errors(Exception)
+    def unexpected(self, request, failure):
+        from werkzeug.exceptions import MethodNotAllowed, NotFound
+        if failure.check(NotFound):
+            return _json(request, 404, {"error": "not_found",
+                                        "message": "no such endpoint"})
+        if failure.check(MethodNotAllowed):
+            return _json(request, 405, {"error": "method_not_allowed",
+                                        "message": "method not allowed here"})
+        log.failure("admin API error", failure)
+        return _json(request, 500, {"error": "internal", "message": "internal error"})
+
+
+@implementer(IRealm)
+class AdminRealm:
+    def __init__(self, state):
+        self.state = state
+
+    def requestAvatar(self, avatar_id, mind, *interfaces):
+        if IResource not in interfaces:
+            raise NotImplementedError()
+        return IResource, AdminApp(self.state, avatar_id).app.resource(), lambda: None
+
+
+class Health(Resource):
+    """``GET /health``: 200 when the gateway can serve, 503 with the reason if not."""
+
+    isLeaf = True
+
+    def __init__(self, check):
+        super().__init__()
+        self.check = check
+
+    def render_GET(self, request):
+        reason, details = self.check()
+        if reason is None:
+            return _json(request, 200, {"status": "ready", **details})
+        return _json(request, 503, {"status": "not ready", "reason": reason, **details})
+
+
+def admin_root(state, checker, health_check):
+    """The admin port's resource tree: /health open, /admin/* behind basic auth."""
+    root = Resource()
+    root.putChild(b"health", Health(health_check))
+    if state is None:  # passthrough mode: no virtual clusters to administer
+        return root
+    portal = Portal(AdminRealm(state), [checker])
+    root.putChild(b"admin", HTTPAuthSessionWrapper(
+        portal, [BasicCredentialFactory(b"vkafka admin")]))
+    return root

@@ -51,8 +51,11 @@ class Revocations:
         self._before[(vcluster, username)] = at
 
     def is_revoked(self, claims):
-        before = self._before.get((claims.vcluster, claims.username))
-        return before is not None and claims.issued_at <= before
+        for username in (claims.username, "*"):  # "*": the whole virtual cluster
+            before = self._before.get((claims.vcluster, username))
+            if before is not None and claims.issued_at <= before:
+                return True
+        return False
 
 
 class TokenAuthority:
@@ -73,7 +76,8 @@ class TokenAuthority:
         if not 0 < lifetime_seconds <= MAX_LIFETIME:
             raise ValueError(f"lifetime must be 1..{MAX_LIFETIME} seconds")
         now = self.clock()
-        claims = {"vcluster": vcluster, "username": username, "iat": int(now),
+        # iat keeps milliseconds: a revocation must not catch a token minted just after it.
+        claims = {"vcluster": vcluster, "username": username, "iat": round(now, 3),
                   "exp": int(now + lifetime_seconds), "jti": uuid.uuid4().hex}
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 

@@ -51,6 +51,14 @@ class Gateway:
         self.connections = set()
         self.auth_failures = 0
 
+    def close_revoked(self, vcluster, username):
+        """Close open connections whose token a revocation now refuses."""
+        for conn in list(self.connections):
+            claims = conn.claims
+            if claims is not None and claims.vcluster == vcluster and \
+                    self.tenancy.authority.revocations.is_revoked(claims):
+                conn.fail(f"token of {claims.username!r} in {vcluster!r} revoked")
+
     def factory_for_port(self, port):
         return ListenerFactory(self, port)
 

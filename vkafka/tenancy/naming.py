@@ -35,6 +35,12 @@ class InvalidName(ValueError):
         self.kind, self.name, self.why = kind, name, why
 
 
+def valid_topic_name(name):
+    """A valid physical Kafka topic name."""
+    return (bool(name) and len(name) <= MAX_TOPIC_LENGTH
+            and bool(_TOPIC_CHARS.match(name)) and name not in (".", ".."))
+
+
 def valid_vcluster_name(name):
     return bool(VCLUSTER_NAME.match(name or ""))
 

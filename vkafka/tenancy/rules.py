@@ -44,6 +44,13 @@ def _endpoint(topology, node_id):
 
 def rewrite_metadata(ctx, rctx, response):
     topology = ctx.topology
+    if rctx is None:  # passthrough: the gateway's own state topics stay hidden
+        from .naming import GATEWAY_TOPIC_PREFIX
+        if any(t.name and t.name.startswith(GATEWAY_TOPIC_PREFIX)
+               for t in response.topics):
+            response = replace(response, topics=tuple(
+                t for t in response.topics
+                if not (t.name and t.name.startswith(GATEWAY_TOPIC_PREFIX))))
     topology.learn((b.node_id, b.host, b.port) for b in response.brokers)
     brokers = []
     for broker in response.brokers:
@@ -147,7 +154,8 @@ _FORWARDED = {
 _REWRITTEN = {
     0: ("Produce", rewrite_node_endpoints, 10, "KIP-951 node_endpoints rewritten"),
     1: ("Fetch", rewrite_node_endpoints, 16, "KIP-951 node_endpoints rewritten"),
-    3: ("Metadata", rewrite_metadata, 0, "broker addresses rewritten"),
+    3: ("Metadata", rewrite_metadata, 0,
+        "broker addresses rewritten; the gateway's state topics hidden"),
     10: ("FindCoordinator", rewrite_find_coordinator, 0,
          "coordinator addresses rewritten"),
     18: ("ApiVersions", rewrite_api_versions, 0,

@@ -1,0 +1,126 @@
+"""The admin API's OpenAPI 3 document, served at ``/admin/openapi.json``.
+
+A test checks it against the Klein routes and exercises every documented
+response, so the document and the code cannot drift apart.
+"""
+
+V1 = "/admin/vclusters/v1"
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _responses(ok, *errors):
+    out = {}
+    for status, text, schema in ok:
+        entry = {"description": text}
+        if schema is not None:
+            entry["content"] = {"application/json": {"schema": schema}}
+        out[str(status)] = entry
+    descriptions = {400: "Bad input", 401: "Missing or wrong credentials",
+                    403: "Read-only user", 404: "Unknown virtual cluster or mapping",
+                    409: "Conflict", 503: "The state store cannot take writes"}
+    for status in (401,) + errors:
+        out[str(status)] = {"description": descriptions[status], "content": {
+            "application/json" if status != 401 else "text/plain":
+                {"schema": _ERROR if status != 401 else {"type": "string"}}}}
+    return out
+
+
+def _params(*names):
+    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+            for n in names]
+
+
+def document():
+    vc = {"$ref": "#/components/schemas/VirtualCluster"}
+    mapping = {"$ref": "#/components/schemas/TopicMapping"}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "vkafka admin API", "version": "1"},
+        "components": {
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "message"],
+                          "properties": {"error": {"type": "string"},
+                                         "message": {"type": "string"}}},
+                "VirtualCluster": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "prefix": {"type": "string"},
+                    "createdAt": {"type": "number"},
+                    "serviceAccounts": {"type": "array", "items": {"type": "string"}},
+                    "topicMappings": {"type": "array", "items": mapping}}},
+                "TopicMapping": {"type": "object", "properties": {
+                    "logicalTopicName": {"type": "string"},
+                    "physicalTopicName": {"type": "string"},
+                    "readOnly": {"type": "boolean"},
+                    "concentrated": {"type": "boolean"}}},
+            },
+        },
+        "security": [{"basic": []}],
+        "paths": {
+            "/health": {"get": {
+                "summary": "Readiness of this gateway (no credentials needed)",
+                "security": [],
+                "responses": {"200": {"description": "Ready"},
+                              "503": {"description": "Not ready, with the reason"}}}},
+            "/admin/openapi.json": {"get": {
+                "summary": "This document",
+                "responses": _responses([(200, "The OpenAPI document",
+                                          {"type": "object"})])}},
+            V1: {"get": {
+                "summary": "List virtual clusters",
+                "responses": _responses([(200, "Virtual clusters", {
+                    "type": "object", "properties": {
+                        "vclusters": {"type": "array", "items": vc}}})])}},
+            f"{V1}/vcluster/{{vcluster}}": {
+                "parameters": _params("vcluster"),
+                "get": {"summary": "Show a virtual cluster",
+                        "responses": _responses([(200, "The virtual cluster", vc)],
+                                                404)},
+                "delete": {"summary": "Delete a virtual cluster (revokes its tokens, "
+                                      "removes accounts and mappings; topics stay)",
+                           "responses": _responses([(204, "Deleted", None)],
+                                                   403, 404, 503)}},
+            f"{V1}/vcluster/{{vcluster}}/username": {
+                "parameters": _params("vcluster"),
+                "get": {"summary": "List service accounts",
+                        "responses": _responses([(200, "Service accounts",
+                                                  {"type": "object"})], 404)}},
+            f"{V1}/vcluster/{{vcluster}}/username/{{username}}": {
+                "parameters": _params("vcluster", "username"),
+                "post": {"summary": "Create the virtual cluster if needed and the "
+                                    "service account; issue a token",
+                         "requestBody": {"content": {"application/json": {"schema": {
+                             "type": "object", "additionalProperties": False,
+                             "properties": {"lifeTimeSeconds": {
+                                 "type": "integer", "minimum": 1}}}}}},
+                         "responses": _responses([(200, "A token", {
+                             "type": "object", "properties": {
+                                 "token": {"type": "string"}}})], 400, 403, 503)}},
+            f"{V1}/vcluster/{{vcluster}}/username/{{username}}/revoke": {
+                "parameters": _params("vcluster", "username"),
+                "post": {"summary": "Revoke every token issued so far to the account "
+                                    "(open connections are closed)",
+                         "responses": _responses([(200, "Revoked", {"type": "object"})],
+                                                 403, 404, 503)}},
+            f"{V1}/vcluster/{{vcluster}}/topics": {
+                "parameters": _params("vcluster"),
+                "get": {"summary": "List topic mappings",
+                        "responses": _responses([(200, "Mappings", {"type": "object"})],
+                                                404)}},
+            f"{V1}/vcluster/{{vcluster}}/topics/{{topic}}": {
+                "parameters": _params("vcluster", "topic"),
+                "post": {"summary": "Map a logical topic onto a physical topic",
+                         "requestBody": {"content": {"application/json": {"schema": {
+                             "type": "object", "additionalProperties": False,
+                             "required": ["physicalTopicName"],
+                             "properties": {
+                                 "physicalTopicName": {"type": "string"},
+                                 "readOnly": {"type": "boolean"},
+                                 "concentrated": {"type": "boolean"}}}}}},
+                         "responses": _responses([(200, "The mapping", mapping)],
+                                                 400, 403, 503)},
+                "delete": {"summary": "Remove a mapping (the physical topic stays)",
+                           "responses": _responses([(204, "Removed", None)],
+                                                   403, 404, 503)}},
+        },
+    }

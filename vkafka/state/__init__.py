@@ -1,0 +1,1 @@
+"""Gateway state (virtual clusters, accounts, revocations, mappings) and where it lives."""

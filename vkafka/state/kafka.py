@@ -1,0 +1,327 @@
+# -*- test-case-name: tests.test_state_kafka -*-
+"""The Kafka-backed store: one compacted topic that every gateway follows.
+
+Each gateway writes with Produce (acks=all) and reads the topic from offset 0
+with long-polling Fetch requests, on the gateway's own reactor.  Keys are
+strings, values JSON (None is a tombstone).  A write's Deferred fires once
+this gateway's reader has applied it, so an admin call answers only after
+its change is in force here; other gateways apply it within one poll
+(``poll_ms``, 200 ms by default).
+"""
+
+import datetime
+import io
+import json
+
+from kio.records.readers import read_batch
+from kio.records.schema import NewRecordBatch, Record
+from kio.records.writers import write_batch
+from kio.schema.errors import ErrorCode
+from kio.static.primitive import i8, i16, i32, i32Timedelta, i64
+from twisted.internet import defer, protocol, task
+from twisted.internet.error import ConnectionLost
+from twisted.logger import Logger
+
+from ..protocol.codec import CodecError, decode_response, encode_request
+from ..protocol.framing import FrameDecoder, FrameError, frame
+from ..proxy.gateway import connect
+from .store import StoreUnavailable
+
+STATE_TOPIC = "_vkafka_state"
+
+
+class KafkaConnection(protocol.Protocol):
+    """A minimal Kafka client connection: requests out, decoded responses back."""
+
+    def __init__(self, client_id="vkafka-state"):
+        self.client_id = client_id
+        self.decoder = FrameDecoder()
+        self.pending = {}
+        self.correlation_id = 0
+        self.connected = False
+
+    def connectionMade(self):
+        self.connected = True
+
+    def request(self, body, version):
+        self.correlation_id += 1
+        d = defer.Deferred()
+        self.pending[self.correlation_id] = (d, body.__api_key__, version)
+        self.transport.write(frame(encode_request(body, version, self.correlation_id,
+                                                  self.client_id)))
+        return d
+
+    def dataReceived(self, data):
+        try:
+            frames = self.decoder.feed(data)
+        except FrameError:
+            self.transport.abortConnection()
+            return
+        for payload in frames:
+            correlation_id = int.from_bytes(payload[:4], "big", signed=True)
+            entry = self.pending.pop(correlation_id, None)
+            if entry is None:
+                continue
+            d, api_key, version = entry
+            try:
+                _, response = decode_response(payload, api_key, version)
+            except CodecError as e:
+                d.errback(e)
+            else:
+                d.callback(response)
+
+    def connectionLost(self, reason):
+        self.connected = False
+        pending, self.pending = self.pending, {}
+        for d, _, _ in pending.values():
+            d.errback(ConnectionLost(reason.getErrorMessage()))
+
+
+def _ms(value):
+    return i32Timedelta.parse(datetime.timedelta(milliseconds=value))
+
+
+def encode_record(key, value):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    record = Record(attributes=i8(0), timestamp=now, offset=i64(0),
+                    key=key.encode(), headers=(),
+                    value=None if value is None else json.dumps(value).encode())
+    buffer = io.BytesIO()
+    write_batch(buffer, NewRecordBatch(producer_id=i64(-1), producer_epoch=i16(-1),
+                                       base_sequence=i32(-1), attributes=i16(0),
+                                       records=(record,)))
+    return buffer.getvalue()
+
+
+def decode_records(data):
+    """(offset, key, value) of every whole record in fetched bytes."""
+    out = []
+    view = memoryview(data or b"")
+    pos = 0
+    while len(view) - pos >= 12:
+        length = int.from_bytes(view[pos + 8:pos + 12], "big")
+        if pos + 12 + length > len(view):
+            break  # a partial batch at the end of a fetch
+        batch, size = read_batch(view, pos)
+        pos += size
+        for record in batch.records:
+            if record.key is None:
+                continue
+            value = None if record.value is None else json.loads(record.value)
+            out.append((record.offset, record.key.decode(), value))
+    return out
+
+
+class KafkaStore:
+    """Gateway state in a compacted Kafka topic, followed by every gateway."""
+
+    log = Logger()
+
+    def __init__(self, reactor, topology, endpoint_factory, topic=STATE_TOPIC,
+                 poll_ms=200):
+        self.reactor = reactor
+        self.topology = topology
+        self.endpoint_factory = endpoint_factory
+        self.topic = topic
+        self.poll_ms = poll_ms
+        self.data = {}
+        self.subscribers = []
+        self.offset = 0
+        self.high_watermark = None
+        self.ready = defer.Deferred()
+        self.last_error = "state not loaded yet"
+        self._waiters = []
+        self._running = False
+        self._leader = None
+        self._writer = None
+
+    # reading
+
+    def subscribe(self, callback):
+        self.subscribers.append(callback)
+        for key, value in self.data.items():
+            callback(key, value)
+
+    def start(self):
+        self._running = True
+        self._loop = self._follow()
+        self._loop.addErrback(lambda f: self.log.failure("state reader died", f))
+
+    def stop(self):
+        self._running = False
+        for conn in (self._writer, getattr(self, "_reader", None)):
+            if conn is not None and conn.connected:
+                conn.transport.loseConnection()
+
+    @defer.inlineCallbacks
+    def _follow(self):
+        delay = 0.2
+        while self._running:
+            try:
+                leader = yield self._find_leader(create=True)
+                reader = self._reader = KafkaConnection("vkafka-state-reader")
+                yield connect(self.endpoint_factory(self.reactor, *leader), reader)
+                delay = 0.2
+                while self._running:
+                    yield self._fetch_once(reader)
+            except Exception as e:
+                if not self._running:
+                    return
+                self.last_error = f"state topic {self.topic}: {e}"
+                self._leader = None
+                self.log.warn("{error}; retrying in {delay:.1f}s",
+                              error=self.last_error, delay=delay)
+                yield task.deferLater(self.reactor, delay, lambda: None)
+                delay = min(delay * 2, 5.0)
+
+    @defer.inlineCallbacks
+    def _fetch_once(self, reader):
+        from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
+
+        response = yield reader.request(FetchRequest(
+            max_wait=_ms(self.poll_ms), min_bytes=i32(1), max_bytes=i32(16 << 20),
+            topics=(FetchTopic(topic=self.topic, partitions=(FetchPartition(
+                partition=i32(0), fetch_offset=i64(self.offset),
+                partition_max_bytes=i32(16 << 20)),)),),
+            forgotten_topics_data=()), 12)
+        [topic] = response.responses
+        [part] = topic.partitions
+        if part.error_code == ErrorCode.offset_out_of_range:
+            self.offset = max(part.log_start_offset, 0)
+            return
+        if part.error_code != ErrorCode.none:
+            raise RuntimeError(f"fetch error {part.error_code.name}")
+        for offset, key, value in decode_records(part.records):
+            if offset < self.offset:
+                continue
+            self._apply(key, value)
+            self.offset = offset + 1
+        self.high_watermark = part.high_watermark
+        self.last_error = None
+        if not self.ready.called and self.offset >= part.high_watermark:
+            self.log.info("state loaded: {n} entries from {topic}", n=len(self.data),
+                          topic=self.topic)
+            self.ready.callback(None)
+        self._wake()
+
+    def _apply(self, key, value):
+        if value is None:
+            self.data.pop(key, None)
+        else:
+            self.data[key] = value
+        for callback in self.subscribers:
+            try:
+                callback(key, value)
+            except Exception:
+                self.log.failure("state subscriber failed on {key}", key=key)
+
+    def _wake(self):
+        waiting = []
+        for offset, d in self._waiters:
+            if self.offset > offset:
+                d.callback(None)
+            else:
+                waiting.append((offset, d))
+        self._waiters = waiting
+
+    # writing
+
+    @defer.inlineCallbacks
+    def put(self, key, value):
+        """Write *key* = *value*; fires once applied here.  StoreUnavailable if not."""
+        from kio.schema.produce.v9.request import (
+            PartitionProduceData, ProduceRequest, TopicProduceData)
+
+        try:
+            writer = yield self._writer_connection()
+            response = yield writer.request(ProduceRequest(
+                acks=i16(-1), timeout=_ms(5000), topic_data=(TopicProduceData(
+                    name=self.topic, partition_data=(PartitionProduceData(
+                        index=i32(0), records=encode_record(key, value)),)),)), 9)
+        except Exception as e:
+            self._leader = None
+            raise StoreUnavailable(f"cannot write gateway state: {e}")
+        [part] = response.responses[0].partition_responses
+        if part.error_code != ErrorCode.none:
+            self._leader = None
+            if self._writer is not None and self._writer.connected:
+                self._writer.transport.loseConnection()
+            raise StoreUnavailable(
+                f"cannot write gateway state: {part.error_code.name}")
+        d = defer.Deferred()
+        self._waiters.append((part.base_offset, d))
+        self._wake()
+        timeout = self.reactor.callLater(
+            10, lambda: d.called or d.errback(StoreUnavailable(
+                "write accepted but not read back within 10s")))
+        yield d
+        if timeout.active():
+            timeout.cancel()
+
+    @defer.inlineCallbacks
+    def _writer_connection(self):
+        if self._writer is not None and self._writer.connected:
+            return self._writer
+        leader = yield self._find_leader(create=False)
+        writer = KafkaConnection("vkafka-state-writer")
+        yield connect(self.endpoint_factory(self.reactor, *leader), writer)
+        self._writer = writer
+        return writer
+
+    # topic and leader
+
+    @defer.inlineCallbacks
+    def _find_leader(self, create):
+        from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
+
+        if self._leader is not None:
+            return self._leader
+        last = None
+        for address in self.topology.upstream_candidates(None):
+            conn = KafkaConnection("vkafka-state-admin")
+            try:
+                yield connect(self.endpoint_factory(self.reactor, *address), conn)
+                for _ in range(50):
+                    meta = yield conn.request(MetadataRequest(
+                        topics=(MetadataRequestTopic(topic_id=None, name=self.topic),),
+                        allow_auto_topic_creation=False,
+                        include_topic_authorized_operations=False), 12)
+                    self.topology.learn((b.node_id, b.host, b.port) for b in meta.brokers)
+                    [topic] = meta.topics
+                    if topic.error_code == ErrorCode.unknown_topic_or_partition:
+                        if not create:
+                            raise StoreUnavailable(f"{self.topic} does not exist")
+                        yield self._create_topic(conn, len(meta.brokers))
+                    elif topic.error_code == ErrorCode.none and topic.partitions:
+                        leader = topic.partitions[0].leader_id
+                        if leader in self.topology.brokers:
+                            self._leader = self.topology.brokers[leader]
+                            return self._leader
+                    yield task.deferLater(self.reactor, 0.2, lambda: None)
+                raise StoreUnavailable(f"{self.topic} has no leader")
+            except Exception as e:
+                last = e
+            finally:
+                if conn.connected:
+                    conn.transport.loseConnection()
+        raise StoreUnavailable(str(last) if last else "no broker known")
+
+    @defer.inlineCallbacks
+    def _create_topic(self, conn, brokers):
+        from kio.schema.create_topics.v7.request import (
+            CreatableTopic, CreatableTopicConfig, CreateTopicsRequest)
+
+        replication = max(1, min(3, brokers))
+        response = yield conn.request(CreateTopicsRequest(topics=(CreatableTopic(
+            name=self.topic, num_partitions=i32(1), replication_factor=i16(replication),
+            assignments=(), configs=(
+                CreatableTopicConfig(name="cleanup.policy", value="compact"),
+                CreatableTopicConfig(name="min.insync.replicas",
+                                     value=str(min(2, replication))),
+            )),), timeout=_ms(10000), validate_only=False), 7)
+        [result] = response.topics
+        if result.error_code not in (ErrorCode.none, ErrorCode.topic_already_exists):
+            raise StoreUnavailable(f"cannot create {self.topic}: "
+                                   f"{result.error_code.name} {result.error_message}")
+        self.log.info("created state topic {topic} (replication {r})",
+                      topic=self.topic, r=replication)

@@ -1,0 +1,166 @@
+# -*- test-case-name: tests.test_state -*-
+"""What the gateway state means: virtual clusters, accounts, revocations, mappings.
+
+Keys in the store:
+
+- ``vcluster/<vc>`` -> ``{"name", "prefix", "createdAt"}``
+- ``account/<vc>/<username>`` -> ``{"vcluster", "username", "createdAt"}``
+- ``revocation/<vc>/<username>`` -> ``{"revokedAt"}``; username ``*`` is every account
+- ``mapping/<vc>/<logical topic>`` -> ``{"logicalTopicName", "physicalTopicName",
+  "readOnly", "concentrated"}``
+
+Every change, made here or by another gateway, flows through ``apply`` so
+all gateways converge on the same view.
+"""
+
+from twisted.internet import defer
+
+from ..tenancy.naming import valid_vcluster_name
+
+ALL_ACCOUNTS = "*"
+
+
+class StateError(Exception):
+    """A command that conflicts with the state; ``status`` is the HTTP status."""
+
+    def __init__(self, status, error, message):
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+
+
+class GatewayState:
+    """The state every gateway follows, and the commands the admin API runs."""
+
+    def __init__(self, store, authority, vclusters, clock):
+        self.store = store
+        self.authority = authority
+        self.vclusters = vclusters
+        self.clock = clock
+        self.clusters = {}
+        self.accounts = {}
+        self.mappings = {}
+        self.revoked_listeners = []
+        store.subscribe(self.apply)
+
+    # following the store
+
+    def apply(self, key, value):
+        kind, _, rest = key.partition("/")
+        if kind == "vcluster":
+            if value is None:
+                self.clusters.pop(rest, None)
+            else:
+                self.clusters[rest] = value
+                self.vclusters.define(rest, value.get("prefix"))
+        elif kind == "account":
+            vc, _, username = rest.partition("/")
+            if value is None:
+                self.accounts.pop((vc, username), None)
+            else:
+                self.accounts[(vc, username)] = value
+        elif kind == "revocation":
+            vc, _, username = rest.partition("/")
+            if value is not None:
+                self.authority.revocations.revoke(vc, username, value["revokedAt"])
+                for listener in self.revoked_listeners:
+                    listener(vc, username)
+        elif kind == "mapping":
+            vc, _, logical = rest.partition("/")
+            if value is None:
+                self.mappings.pop((vc, logical), None)
+            else:
+                self.mappings[(vc, logical)] = value
+
+    # queries
+
+    def vcluster(self, name):
+        found = self.clusters.get(name)
+        if found is None:
+            raise StateError(404, "not_found", f"virtual cluster {name!r} does not exist")
+        return found
+
+    def accounts_of(self, vc):
+        return sorted((v for (c, _), v in self.accounts.items() if c == vc),
+                      key=lambda a: a["username"])
+
+    def mappings_of(self, vc):
+        return sorted((v for (c, _), v in self.mappings.items() if c == vc),
+                      key=lambda m: m["logicalTopicName"])
+
+    def describe(self, name):
+        cluster = self.vcluster(name)
+        return {**cluster,
+                "serviceAccounts": [a["username"] for a in self.accounts_of(name)],
+                "topicMappings": self.mappings_of(name)}
+
+    # commands
+
+    @defer.inlineCallbacks
+    def ensure_vcluster(self, name, prefix=None):
+        if not valid_vcluster_name(name):
+            raise StateError(400, "invalid_name",
+                             f"invalid virtual cluster name {name!r}: use 1-64 of "
+                             "[a-zA-Z0-9_-], starting with a letter or digit")
+        existing = self.clusters.get(name)
+        if existing is not None:
+            if prefix is not None and prefix != existing["prefix"]:
+                raise StateError(409, "conflict",
+                                 f"virtual cluster {name!r} exists with prefix "
+                                 f"{existing['prefix']!r}")
+            return existing
+        prefix = name if prefix is None else prefix
+        for other, info in self.clusters.items():
+            if info["prefix"] == prefix:
+                raise StateError(409, "conflict",
+                                 f"prefix {prefix!r} is used by {other!r}")
+        value = {"name": name, "prefix": prefix, "createdAt": self.clock()}
+        yield self.store.put(f"vcluster/{name}", value)
+        return value
+
+    @defer.inlineCallbacks
+    def create_account(self, vc, username, lifetime):
+        """Create the virtual cluster if needed and the account; return a token."""
+        if not username or len(username) > 255 or "/" in username or username == "*":
+            raise StateError(400, "invalid_name", f"invalid username {username!r}")
+        yield self.ensure_vcluster(vc)
+        if (vc, username) not in self.accounts:
+            yield self.store.put(f"account/{vc}/{username}", {
+                "vcluster": vc, "username": username, "createdAt": self.clock()})
+        return self.authority.issue(vc, username, lifetime)
+
+    @defer.inlineCallbacks
+    def revoke(self, vc, username):
+        self.vcluster(vc)
+        if username != ALL_ACCOUNTS and (vc, username) not in self.accounts:
+            raise StateError(404, "not_found",
+                             f"service account {username!r} does not exist in {vc!r}")
+        yield self.store.put(f"revocation/{vc}/{username}",
+                             {"revokedAt": self.clock()})
+
+    @defer.inlineCallbacks
+    def delete_vcluster(self, vc):
+        """Revoke every token, remove accounts and mappings, then the cluster."""
+        self.vcluster(vc)
+        yield self.revoke(vc, ALL_ACCOUNTS)
+        for (c, username) in list(self.accounts):
+            if c == vc:
+                yield self.store.put(f"account/{vc}/{username}", None)
+        for (c, logical) in list(self.mappings):
+            if c == vc:
+                yield self.store.put(f"mapping/{vc}/{logical}", None)
+        yield self.store.put(f"vcluster/{vc}", None)
+
+    @defer.inlineCallbacks
+    def put_mapping(self, vc, logical, mapping):
+        yield self.ensure_vcluster(vc)
+        value = {"logicalTopicName": logical, **mapping}
+        yield self.store.put(f"mapping/{vc}/{logical}", value)
+        return value
+
+    @defer.inlineCallbacks
+    def delete_mapping(self, vc, logical):
+        self.vcluster(vc)
+        if (vc, logical) not in self.mappings:
+            raise StateError(404, "not_found",
+                             f"no mapping for topic {logical!r} in {vc!r}")
+        yield self.store.put(f"mapping/{vc}/{logical}", None)
