@@ -7,6 +7,8 @@ STACK   := $(PY) -m vkafka.devstack
 ## setup: virtualenv, Python dependencies, Kafka jars and the Kafka CLI in .venv/bin
 setup: .venv/.installed
 	@$(STACK) install-cli
+	@command -v jq >/dev/null || { echo "installing jq (the demo's admin calls use it)"; \
+	    apt-get update -qq && apt-get install -y -qq jq >/dev/null; }
 
 .venv/.installed: setup.cfg pyproject.toml
 	python3 -m venv .venv

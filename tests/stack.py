@@ -35,6 +35,14 @@ def ensure_cluster():
     return BOOTSTRAP
 
 
+def delete_topics(names):
+    """Remove topics a test created directly on the cluster."""
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    for future in admin.delete_topics(list(names)).values():
+        future.result(30)
+
+
 def unique(prefix="t"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

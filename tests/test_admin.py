@@ -1,0 +1,290 @@
+"""The admin API with treq's StubTreq: no sockets, every documented status."""
+
+import json
+
+import bcrypt
+from treq.testing import StubTreq
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from vkafka.admin.app import AdminApp, admin_root
+from vkafka.admin.openapi import document
+from vkafka.admin.users import UserChecker, parse_users
+from vkafka.auth.tokens import TokenAuthority
+from vkafka.state.model import GatewayState
+from vkafka.state.store import MemoryStore
+from vkafka.tenancy.vclusters import VirtualClusters
+
+BASE = "http://gw/admin/vclusters/v1"
+ADMIN = ("admin", "conduktor")
+VIEWER = ("viewer", "look")
+
+
+class Clock:
+    now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+def make_api(ready=True):
+    clock = Clock()
+    store = MemoryStore()
+    authority = TokenAuthority("z" * 32, clock)
+    state = GatewayState(store, authority, VirtualClusters(), clock)
+    hashed = bcrypt.hashpw(b"look", bcrypt.gensalt(4)).decode()
+    users = parse_users(f"admin:conduktor,viewer:{hashed}:ro", allow_plain=True)
+    checker = UserChecker(users, run_blocking=lambda f, *a: f(*a))
+    health = (lambda: (None, {"brokers": [1]})) if ready else (
+        lambda: ("cannot reach the Kafka cluster: refused", {"brokers": []}))
+    return StubTreq(admin_root(state, checker, health)), state, store, authority
+
+
+class AdminApiTests(unittest.TestCase):
+    def setUp(self):
+        self.http, self.state, self.store, self.authority = make_api()
+
+    @defer.inlineCallbacks
+    def call(self, method, url, body=None, auth=ADMIN, raw=None):
+        data = raw if raw is not None else (None if body is None else json.dumps(body))
+        response = yield self.http.request(method, url, data=data, auth=auth)
+        content = yield response.content()
+        parsed = None
+        if response.headers.getRawHeaders(b"content-type", [b""])[0].startswith(
+                b"application/json") and content:
+            parsed = json.loads(content)
+        return response.code, parsed
+
+    @defer.inlineCallbacks
+    def test_demo_create_account(self):
+        """The demo's call creates the cluster and account and answers a token."""
+        code, body = yield self.call("POST", f"{BASE}/vcluster/london/username/sa",
+                                     {"lifeTimeSeconds": 7776000})
+        self.assertEqual(code, 200)
+        claims = self.authority.verify("sa", body["token"])
+        self.assertEqual((claims.vcluster, claims.expires_at - claims.issued_at),
+                         ("london", 7776000))
+        code, body = yield self.call("GET", f"{BASE}/vcluster/london")
+        self.assertEqual((code, body["prefix"], body["serviceAccounts"]),
+                         (200, "london", ["sa"]))
+
+    @defer.inlineCallbacks
+    def test_demo_mapping(self):
+        """The demo's mapping call answers the mapping as the demo shows."""
+        code, body = yield self.call(
+            "POST", f"{BASE}/vcluster/london/topics/existingLondonTopic",
+            {"physicalTopicName": "existingLondonTopic", "readOnly": False,
+             "concentrated": False})
+        self.assertEqual((code, body), (200, {
+            "logicalTopicName": "existingLondonTopic",
+            "physicalTopicName": "existingLondonTopic",
+            "readOnly": False, "concentrated": False}))
+        code, body = yield self.call("GET", f"{BASE}/vcluster/london/topics")
+        self.assertEqual([m["logicalTopicName"] for m in body["topicMappings"]],
+                         ["existingLondonTopic"])
+        code, _ = yield self.call(
+            "DELETE", f"{BASE}/vcluster/london/topics/existingLondonTopic")
+        self.assertEqual(code, 204)
+        code, body = yield self.call(
+            "DELETE", f"{BASE}/vcluster/london/topics/existingLondonTopic")
+        self.assertEqual((code, body["error"]), (404, "not_found"))
+
+    @defer.inlineCallbacks
+    def test_unauthorized(self):
+        """No credentials or wrong ones: 401."""
+        for auth in (None, ("admin", "wrong"), ("nobody", "x")):
+            code, _ = yield self.call("GET", BASE, auth=auth)
+            self.assertEqual(code, 401)
+
+    @defer.inlineCallbacks
+    def test_read_only_user(self):
+        """A read-only user reads (bcrypt hash) but gets 403 on writes."""
+        code, _ = yield self.call("GET", BASE, auth=VIEWER)
+        self.assertEqual(code, 200)
+        code, body = yield self.call("POST", f"{BASE}/vcluster/x/username/sa", {},
+                                     auth=VIEWER)
+        self.assertEqual((code, body["error"]), (403, "forbidden"))
+
+    @defer.inlineCallbacks
+    def test_bad_input(self):
+        """Bad JSON, unknown fields, bad types, invalid names, bad lifetimes: 400 JSON."""
+        cases = [
+            (f"{BASE}/vcluster/london/username/sa", None, b"{nope", "bad_json"),
+            (f"{BASE}/vcluster/london/username/sa", None, b"[1]", "bad_json"),
+            (f"{BASE}/vcluster/london/username/sa", {"lifetime": 5}, None,
+             "unknown_field"),
+            (f"{BASE}/vcluster/london/username/sa", {"lifeTimeSeconds": "5"}, None,
+             "bad_field"),
+            (f"{BASE}/vcluster/london/username/sa", {"lifeTimeSeconds": 0}, None,
+             "bad_field"),
+            (f"{BASE}/vcluster/london/username/sa", {"lifeTimeSeconds": 10 ** 12},
+             None, "bad_field"),
+            (f"{BASE}/vcluster/bad.name/username/sa", {}, None, "invalid_name"),
+            (f"{BASE}/vcluster/london/topics/t", {}, None, "missing_field"),
+            (f"{BASE}/vcluster/london/topics/t", {"physicalTopicName": "a b"}, None,
+             "invalid_name"),
+            (f"{BASE}/vcluster/london/topics/t", {"physicalTopicName": "p",
+                                                  "readOnly": "yes"}, None,
+             "bad_field"),
+        ]
+        for url, body, raw, error in cases:
+            code, answer = yield self.call("POST", url, body, raw=raw)
+            self.assertEqual((code, answer["error"]), (400, error), url)
+            self.assertTrue(answer["message"])
+
+    @defer.inlineCallbacks
+    def test_not_found(self):
+        """Unknown virtual cluster, account, mapping or endpoint: 404 JSON."""
+        for method, url in [("GET", f"{BASE}/vcluster/nope"),
+                            ("DELETE", f"{BASE}/vcluster/nope"),
+                            ("GET", f"{BASE}/vcluster/nope/username"),
+                            ("GET", f"{BASE}/vcluster/nope/topics"),
+                            ("POST", f"{BASE}/vcluster/nope/username/sa/revoke"),
+                            ("GET", "http://gw/admin/nothing")]:
+            code, body = yield self.call(method, url)
+            self.assertEqual((code, body["error"]), (404, "not_found"), url)
+
+    @defer.inlineCallbacks
+    def test_revoke_and_delete(self):
+        """Revocation refuses older tokens; deleting a cluster refuses all of them."""
+        _, body = yield self.call("POST", f"{BASE}/vcluster/london/username/sa", {})
+        old = body["token"]
+        code, _ = yield self.call("POST", f"{BASE}/vcluster/london/username/sa/revoke")
+        self.assertEqual(code, 200)
+        self.assertRaises(Exception, self.authority.verify, "sa", old)
+        Clock.now += 1
+        _, body = yield self.call("POST", f"{BASE}/vcluster/london/username/sa", {})
+        self.authority.verify("sa", body["token"])
+        code, _ = yield self.call("DELETE", f"{BASE}/vcluster/london")
+        self.assertEqual(code, 204)
+        self.assertRaises(Exception, self.authority.verify, "sa", body["token"])
+        code, _ = yield self.call("GET", f"{BASE}/vcluster/london")
+        self.assertEqual(code, 404)
+
+    @defer.inlineCallbacks
+    def test_prefix_conflict(self):
+        """A virtual cluster whose prefix another one uses: 409."""
+        yield self.state.ensure_vcluster("a", prefix="shared")
+        from vkafka.state.model import StateError
+        try:
+            yield self.state.ensure_vcluster("b", prefix="shared")
+        except StateError as e:
+            self.assertEqual(e.status, 409)
+        else:
+            self.fail("no conflict")
+
+    @defer.inlineCallbacks
+    def test_store_unavailable(self):
+        """The store refusing writes: 503 with a message, reads still work."""
+        self.store.available = False
+        code, body = yield self.call("POST", f"{BASE}/vcluster/london/username/sa", {})
+        self.assertEqual((code, body["error"]), (503, "unavailable"))
+        code, _ = yield self.call("GET", BASE)
+        self.assertEqual(code, 200)
+
+    @defer.inlineCallbacks
+    def test_health(self):
+        """/health needs no credentials: 200 when ready, 503 with the reason if not."""
+        code, body = yield self.call("GET", "http://gw/health", auth=None)
+        self.assertEqual((code, body["status"]), (200, "ready"))
+        self.http = make_api(ready=False)[0]
+        code, body = yield self.call("GET", "http://gw/health", auth=None)
+        self.assertEqual(code, 503)
+        self.assertIn("cannot reach", body["reason"])
+
+    @defer.inlineCallbacks
+    def test_openapi_served(self):
+        """/admin/openapi.json is the document."""
+        code, body = yield self.call("GET", "http://gw/admin/openapi.json")
+        self.assertEqual((code, body), (200, document()))
+
+
+class OpenApiTests(unittest.TestCase):
+    def test_routes_match_document(self):
+        """Every Klein route is documented and every documented path is routed."""
+        routed = {("/health", "get")}
+        for rule in AdminApp.app.url_map.iter_rules():
+            path = "/admin" + rule.rule.replace("<", "{").replace(">", "}")
+            for method in rule.methods - {"HEAD", "OPTIONS"}:
+                routed.add((path, method.lower()))
+        documented = {(path, method) for path, item in document()["paths"].items()
+                      for method in item if method != "parameters"}
+        self.assertEqual(routed, documented)
+
+    def test_documented_responses_exist(self):
+        """Each documented (path, method, status) is produced by a request here."""
+        http, state, store, _ = make_api()
+        documented = {(path, method, status)
+                      for path, item in document()["paths"].items()
+                      for method, op in item.items() if method != "parameters"
+                      for status in op["responses"]}
+        seen = set()
+
+        @defer.inlineCallbacks
+        def run():
+            V1 = "/admin/vclusters/v1"
+            vc, user, topic = f"{V1}/vcluster/{{vcluster}}", \
+                f"{V1}/vcluster/{{vcluster}}/username/{{username}}", \
+                f"{V1}/vcluster/{{vcluster}}/topics/{{topic}}"
+            scenarios = [
+                ("/health", "get", "/health", None, None),
+                ("/admin/openapi.json", "get", "/admin/openapi.json", None, ADMIN),
+                (V1, "get", V1, None, ADMIN),
+                (user, "post", f"{V1}/vcluster/lon/username/sa", {}, ADMIN),
+                (user, "post", f"{V1}/vcluster/lon/username/sa", {"x": 1}, ADMIN),
+                (user, "post", f"{V1}/vcluster/lon/username/sa", {}, VIEWER),
+                (vc, "get", f"{V1}/vcluster/lon", None, ADMIN),
+                (vc, "get", f"{V1}/vcluster/none", None, ADMIN),
+                (f"{vc}/username", "get", f"{V1}/vcluster/lon/username", None, ADMIN),
+                (f"{vc}/username", "get", f"{V1}/vcluster/no/username", None, ADMIN),
+                (f"{vc}/topics", "get", f"{V1}/vcluster/lon/topics", None, ADMIN),
+                (f"{vc}/topics", "get", f"{V1}/vcluster/no/topics", None, ADMIN),
+                (topic, "post", f"{V1}/vcluster/lon/topics/t",
+                 {"physicalTopicName": "p"}, ADMIN),
+                (topic, "post", f"{V1}/vcluster/lon/topics/t", {}, ADMIN),
+                (topic, "post", f"{V1}/vcluster/lon/topics/t", {}, VIEWER),
+                (topic, "delete", f"{V1}/vcluster/lon/topics/t", None, ADMIN),
+                (topic, "delete", f"{V1}/vcluster/lon/topics/t", None, ADMIN),
+                (topic, "delete", f"{V1}/vcluster/lon/topics/t", None, VIEWER),
+                (f"{user}/revoke", "post", f"{V1}/vcluster/lon/username/sa/revoke",
+                 None, ADMIN),
+                (f"{user}/revoke", "post", f"{V1}/vcluster/lon/username/x/revoke",
+                 None, ADMIN),
+                (f"{user}/revoke", "post", f"{V1}/vcluster/lon/username/sa/revoke",
+                 None, VIEWER),
+                (vc, "delete", f"{V1}/vcluster/lon", None, VIEWER),
+                (vc, "delete", f"{V1}/vcluster/lon", None, ADMIN),
+                (vc, "delete", f"{V1}/vcluster/lon", None, ADMIN),
+            ]
+            for path, method, url, body, auth in scenarios:
+                for who in ([auth] if auth is None else [auth, ("admin", "bad")]):
+                    response = yield http.request(
+                        method.upper(), "http://gw" + url, auth=who,
+                        data=None if body is None else json.dumps(body))
+                    yield response.content()
+                    seen.add((path, method, str(response.code)))
+            store.available = False
+            for path, method, url, body in [
+                    (user, "post", f"{V1}/vcluster/new/username/sa", {}),
+                    (topic, "post", f"{V1}/vcluster/lon2/topics/t",
+                     {"physicalTopicName": "p"})]:
+                response = yield http.request(method.upper(), "http://gw" + url,
+                                              auth=ADMIN, data=json.dumps(body))
+                seen.add((path, method, str(response.code)))
+            store.available = True
+            yield state.create_account("gone", "sa", 60)
+            yield state.put_mapping("gone", "t", {"physicalTopicName": "p",
+                                                  "readOnly": False,
+                                                  "concentrated": False})
+            store.available = False
+            for path, method, url in [(f"{user}/revoke", "post",
+                                       f"{V1}/vcluster/gone/username/sa/revoke"),
+                                      (vc, "delete", f"{V1}/vcluster/gone"),
+                                      (topic, "delete", f"{V1}/vcluster/gone/topics/t")]:
+                response = yield http.request(method.upper(), "http://gw" + url,
+                                              auth=ADMIN)
+                seen.add((path, method, str(response.code)))
+            seen.add(("/health", "get", "503"))  # covered by AdminApiTests.test_health
+
+        run()
+        self.assertEqual(documented - seen, set())
