@@ -31,8 +31,10 @@ status:
 test: setup
 	$(PY) -m pytest tests -ra
 
-## demo: bring the stack up and run the demo scenario step by step
-demo: up
+## demo: a fresh stack (down, up), then the demo scenario step by step
+demo: setup
+	$(STACK) down
+	$(STACK) up
 	PATH="$(CURDIR)/.venv/bin:$$PATH" bash compose/demo.sh
 
 clean: down

@@ -23,6 +23,8 @@ step() {
 # The demo's messages are not valid JSON ({"message: "..."}), so its `| jq`
 # prints nothing but an error, exactly as in the demo's recorded output.
 JQ_NOTE="as in the demo: its message is not valid JSON, so jq rejects it; the consumer read 1 message"
+# --timeout-ms ends every console consumer with a TimeoutException and exit 1.
+CONSUMER_NOTE="the consumer stops after --timeout-ms, as in the demo"
 
 step "Listing topics in \`kafka1\`" 'kafka-topics \
     --bootstrap-server localhost:29092,localhost:29093,localhost:29094 \
@@ -86,6 +88,99 @@ step "Consuming from \`parisTopic\`" 'kafka-console-consumer \
     --topic parisTopic \
     --from-beginning \
     --timeout-ms 5000 | jq' "$JQ_NOTE"
+
+step "Creating topic \`existingLondonTopic\` on \`kafka1\`" 'kafka-topics \
+    --bootstrap-server localhost:29092,localhost:29093,localhost:29094 \
+    --replication-factor 1 \
+    --partitions 1 \
+    --create --if-not-exists \
+    --topic existingLondonTopic'
+
+step "Producing 1message in \`existingLondonTopic\`" 'echo '"'"'{"message: "Hello from London"}'"'"' | \
+    kafka-console-producer \
+        --bootstrap-server localhost:29092,localhost:29093,localhost:29094 \
+        --topic existingLondonTopic'
+
+step "Mapping \`existingLondonTopic\` into \`london\`" 'curl \
+  --silent \
+  --user admin:conduktor \
+  --request POST localhost:8888/admin/vclusters/v1/vcluster/london/topics/existingLondonTopic \
+  --header '"'"'Content-Type: application/json'"'"' \
+  --data-raw '"'"'{
+      "physicalTopicName": "existingLondonTopic",
+      "readOnly": false,
+      "concentrated": false
+    }'"'"' | jq'
+
+step "Listing topics in \`london\`" 'kafka-topics \
+    --bootstrap-server localhost:6969 \
+    --command-config london-sa.properties \
+    --list'
+
+step "Creating topic \`existingSharedTopic\` on \`kafka1\`" 'kafka-topics \
+    --bootstrap-server localhost:29092,localhost:29093,localhost:29094 \
+    --replication-factor 1 \
+    --partitions 1 \
+    --create --if-not-exists \
+    --topic existingSharedTopic'
+
+step "Producing 1message in \`existingSharedTopic\`" 'echo '"'"'{"message": "Existing shared message"}'"'"' | \
+    kafka-console-producer \
+        --bootstrap-server localhost:29092,localhost:29093,localhost:29094 \
+        --topic existingSharedTopic'
+
+step "Mapping \`existingSharedTopic\` into \`london\`" 'curl \
+  --silent \
+  --request POST localhost:8888/admin/vclusters/v1/vcluster/london/topics/existingSharedTopic \
+  --user admin:conduktor \
+  --header '"'"'Content-Type: application/json'"'"' \
+  --data-raw '"'"'{
+    "physicalTopicName": "existingSharedTopic",
+    "readOnly": false,
+    "concentrated": false
+  }'"'"' | jq'
+
+step "Listing topics in \`london\`" 'kafka-topics \
+    --bootstrap-server localhost:6969 \
+    --command-config london-sa.properties \
+    --list'
+
+step "Consuming from \`existingLondonTopic\`" 'kafka-console-consumer \
+    --bootstrap-server localhost:6969 \
+    --consumer.config london-sa.properties \
+    --topic existingLondonTopic \
+    --from-beginning \
+    --timeout-ms 5000 | jq' "$JQ_NOTE"
+
+step "Consuming from \`existingSharedTopic\` in \`london\`" 'kafka-console-consumer \
+    --bootstrap-server localhost:6969 \
+    --consumer.config london-sa.properties \
+    --topic existingSharedTopic \
+    --from-beginning \
+    --timeout-ms 5000 | jq' "$CONSUMER_NOTE"
+
+step "Mapping \`existingSharedTopic\` into \`paris\`" 'curl \
+  --silent \
+  --user admin:conduktor \
+  --request POST localhost:8888/admin/vclusters/v1/vcluster/paris/topics/existingSharedTopic \
+  --header '"'"'Content-Type: application/json'"'"' \
+  --data-raw '"'"'{
+    "physicalTopicName": "existingSharedTopic",
+    "readOnly": false,
+    "concentrated": false
+  }'"'"' | jq'
+
+step "Listing topics in \`paris\`" 'kafka-topics \
+    --bootstrap-server localhost:6969 \
+    --command-config paris-sa.properties \
+    --list'
+
+step "Consuming from \`existingSharedTopic\` in \`paris\`" 'kafka-console-consumer \
+    --bootstrap-server localhost:6969 \
+    --consumer.config paris-sa.properties \
+    --topic existingSharedTopic \
+    --from-beginning \
+    --timeout-ms 5000 | jq' "$CONSUMER_NOTE"
 
 step "Listing topics in \`kafka1\` (the physical names)" 'kafka-topics \
     --bootstrap-server localhost:29092,localhost:29093,localhost:29094 \

@@ -35,6 +35,13 @@ def ensure_cluster():
     return BOOTSTRAP
 
 
+def create_topic(name, partitions=1, replication=3):
+    """Create a topic directly on the cluster (not through a gateway)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    admin.create_topics([NewTopic(name, partitions, replication)])[name].result(30)
+
+
 def delete_topics(names):
     """Remove topics a test created directly on the cluster."""
     from confluent_kafka.admin import AdminClient

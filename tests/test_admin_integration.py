@@ -63,8 +63,11 @@ class SharedStateTests(unittest.TestCase):
                                      {"lifeTimeSeconds": 3600})
         self.assertEqual(code, 200)
         token = body["token"]
+        physical = stack.unique("mapped")
+        yield threads.deferToThread(stack.create_topic, physical)
+        self.addCleanup(stack.delete_topics, [physical])
         code, mapping = yield self.post(self.a, f"/vcluster/{vc}/topics/mapped",
-                                        {"physicalTopicName": "somewhere"})
+                                        {"physicalTopicName": physical})
         self.assertEqual(code, 200)
 
         # minted through A, accepted by B
@@ -116,6 +119,16 @@ class DemoTests(unittest.TestCase):
         if not all(devstack.running(name) for name, _, _ in devstack.GATEWAYS):
             devstack.start_gateways()
             self.addCleanup(devstack.stop_gateways)
+        # A clean slate for london and paris, as on a fresh stack.
+        import urllib.request
+        for vc in ("london", "paris"):
+            request = urllib.request.Request(
+                f"http://localhost:8888/admin/vclusters/v1/vcluster/{vc}",
+                method="DELETE", headers={"Authorization": "Basic YWRtaW46Y29uZHVrdG9y"})
+            try:
+                urllib.request.urlopen(request, timeout=10)
+            except urllib.error.HTTPError as e:
+                self.assertEqual(e.code, 404)
 
     def test_demo_script(self):
         """compose/demo.sh runs every step with the outputs the demo shows."""
@@ -134,3 +147,14 @@ class DemoTests(unittest.TestCase):
         self.assertEqual(paris[0].split("```")[-1].split(), ["parisTopic"])
         self.assertIn("londonlondonTopic", sections[-1])
         self.assertIn("parisparisTopic", sections[-1])
+        # the mapped topics, as the demo shows them
+        self.assertEqual(london[-1].split("```")[-1].split(),
+                         ["existingLondonTopic", "existingSharedTopic", "londonTopic"])
+        self.assertEqual(paris[-1].split("```")[-1].split(),
+                         ["existingSharedTopic", "parisTopic"])
+        shared = [s for s in sections if s.startswith("Consuming from `existingShared")]
+        self.assertEqual(len(shared), 2)
+        for section in shared:
+            self.assertIn('"message": "Existing shared message"', section)
+        mapping = [s for s in sections if s.startswith("Mapping `existingLondonTopic`")]
+        self.assertIn('"logicalTopicName": "existingLondonTopic"', mapping[0])

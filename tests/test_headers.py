@@ -48,3 +48,13 @@ class RequestHeaderTests(unittest.TestCase):
         self.assertEqual(response_header_length(b"\x00\x00\x00\x01\x00", 3, 12), 5)
         self.assertEqual(response_header_length(b"\x00\x00\x00\x01", 3, 8), 4)
         self.assertEqual(response_header_length(b"\x00\x00\x00\x01\x00\x00", 18, 3), 4)
+
+
+class LenientRequestTests(unittest.TestCase):
+    def test_librdkafka_metadata_v13_trailing_bytes(self):
+        """librdkafka's Metadata v13 carries 3 bytes past the schema; brokers ignore
+        them, and so does the gateway (captured from confluent-kafka 2.16)."""
+        from vkafka.protocol.codec import decode_request
+        frame = bytes.fromhex("0003000d00000005000772646b61666b610000000000010000")
+        header, request = decode_request(frame)
+        self.assertEqual((header.client_id, request.topics), ("rdkafka", None))

@@ -183,6 +183,8 @@ def makeService(config, reactor=None):
         state = GatewayState(store, tenancy.authority, tenancy.vclusters,
                              reactor.seconds)
         state.revoked_listeners.append(gateway.close_revoked)
+        gateway.state = state
+        state.topic_exists = refresher.topic_exists
         StoreService(store).setServiceParent(top)
 
     def health():

@@ -32,13 +32,17 @@ def _schema(api_key, api_version, entity_type):
 
 
 def decode_body(api_key, api_version, entity_type, frame, offset):
-    """Decode the body that starts at *offset* of *frame*."""
+    """Decode the body that starts at *offset* of *frame*.
+
+    Trailing bytes after a request are ignored, as Kafka brokers do (librdkafka
+    sends three after Metadata v13); a response must be consumed exactly.
+    """
     cls = _schema(api_key, api_version, entity_type)
     try:
         value, size = entity_reader(cls)(frame, offset)
     except Exception as e:  # kio raises several types for bad bytes
         raise CodecError(f"cannot decode {cls.__name__}: {e}") from e
-    if offset + size != len(frame):
+    if entity_type is EntityType.response and offset + size != len(frame):
         raise CodecError(
             f"{cls.__name__}: {len(frame) - offset - size} trailing bytes"
         )

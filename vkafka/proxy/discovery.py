@@ -7,7 +7,7 @@ start-up, for a port whose broker is not yet known, and for /health.
 
 import time
 
-from kio.schema.metadata.v12.request import MetadataRequest
+from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
@@ -101,6 +101,31 @@ class Refresher:
     def _finished(self, result):
         self._inflight = None
         return result
+
+    @defer.inlineCallbacks
+    def topic_exists(self, name):
+        """Whether the cluster has topic *name* (asks a broker now)."""
+        from ..state.kafka import KafkaConnection
+        from ..state.store import StoreUnavailable
+
+        for host, port in self.topology.upstream_candidates(None):
+            conn = KafkaConnection("vkafka-admin")
+            try:
+                yield connect(self.endpoint_factory(self.reactor, host, port), conn)
+                response = yield conn.request(MetadataRequest(
+                    topics=(MetadataRequestTopic(topic_id=None, name=name),),
+                    allow_auto_topic_creation=False,
+                    include_topic_authorized_operations=False), METADATA_VERSION)
+            except Exception:
+                continue
+            finally:
+                if conn.connected:
+                    conn.transport.loseConnection()
+            [topic] = response.topics
+            if topic.error_code == 0 and topic.topic_id:
+                self.topology.topic_ids[topic.topic_id] = name
+            return topic.error_code == 0
+        raise StoreUnavailable("cannot reach the cluster to check the topic")
 
     @defer.inlineCallbacks
     def _refresh(self):

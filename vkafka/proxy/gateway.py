@@ -47,6 +47,8 @@ class Gateway:
         self.endpoint_factory = endpoint_factory
         self.refresher = refresher
         self.tenancy = tenancy
+        self.state = None
+        """The shared gateway state (tenant mode), set by the service maker."""
         """None in passthrough mode; else a Tenancy (token authority, namespaces)."""
         self.connections = set()
         self.auth_failures = 0
@@ -58,6 +60,15 @@ class Gateway:
             if claims is not None and claims.vcluster == vcluster and \
                     self.tenancy.authority.revocations.is_revoked(claims):
                 conn.fail(f"token of {claims.username!r} in {vcluster!r} revoked")
+
+    def forget_alias(self, namespace, logical):
+        """A tenant deleted an aliased topic: remove the mapping, keep the topic."""
+        namespace.remove_alias(logical)
+        if self.state is not None:
+            d = self.state.delete_mapping(namespace.name, logical)
+            d.addErrback(lambda f: self.log.error(
+                "could not remove mapping {vc}/{topic}: {why}", vc=namespace.name,
+                topic=logical, why=f.getErrorMessage()))
 
     def factory_for_port(self, port):
         return ListenerFactory(self, port)

@@ -148,7 +148,8 @@ class ClientConnection(protocol.Protocol):
                 if self.gateway.reactor.seconds() >= self.claims.expires_at:
                     return self.fail("token expired; the client did not "
                                      "re-authenticate")
-                context = RequestContext(self.namespace, self.topology.topic_ids)
+                context = RequestContext(self.namespace, self.topology.topic_ids,
+                                         rule.write)
                 if rule.rewrite_request is not None:
                     try:
                         header, request = decode_request(frame)

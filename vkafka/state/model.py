@@ -40,6 +40,8 @@ class GatewayState:
         self.accounts = {}
         self.mappings = {}
         self.revoked_listeners = []
+        self.topic_exists = None
+        """``physical name -> Deferred[bool]``; None skips the check (unit tests)."""
         store.subscribe(self.apply)
 
     # following the store
@@ -66,10 +68,14 @@ class GatewayState:
                     listener(vc, username)
         elif kind == "mapping":
             vc, _, logical = rest.partition("/")
+            namespace = self.vclusters.namespace(vc)
             if value is None:
                 self.mappings.pop((vc, logical), None)
+                namespace.remove_alias(logical)
             else:
                 self.mappings[(vc, logical)] = value
+                namespace.set_alias(logical, value["physicalTopicName"],
+                                    bool(value.get("readOnly")))
 
     # queries
 
@@ -152,6 +158,22 @@ class GatewayState:
 
     @defer.inlineCallbacks
     def put_mapping(self, vc, logical, mapping):
+        physical = mapping["physicalTopicName"]
+        owner = self.vclusters.owner(physical)
+        if owner is not None:
+            raise StateError(409, "conflict",
+                             f"{physical!r} is in virtual cluster {owner!r}'s namespace; "
+                             "map only topics outside every virtual cluster's prefix")
+        for (c, other), existing in self.mappings.items():
+            if c == vc and other != logical and existing["physicalTopicName"] == physical:
+                raise StateError(409, "conflict",
+                                 f"{physical!r} is already mapped in {vc!r} as {other!r}")
+        if self.topic_exists is not None:
+            exists = yield self.topic_exists(physical)
+            if not exists:
+                raise StateError(404, "not_found",
+                                 f"physical topic {physical!r} does not exist; "
+                                 "create it on the cluster first")
         yield self.ensure_vcluster(vc)
         value = {"logicalTopicName": logical, **mapping}
         yield self.store.put(f"mapping/{vc}/{logical}", value)

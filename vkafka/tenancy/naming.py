@@ -66,14 +66,29 @@ class Prefixes:
         return found
 
 
+@dataclass(frozen=True)
+class Alias:
+    """A logical topic mapped onto an existing physical topic (admin API)."""
+    logical: str
+    physical: str
+    read_only: bool = False
+
+
 class Namespace:
-    """One virtual cluster's view of names: maps logical <-> physical."""
+    """One virtual cluster's view of names: maps logical <-> physical.
+
+    Topics follow the prefix rule unless an alias maps the logical name onto
+    an existing physical topic; an aliased logical name hides the prefixed
+    topic of the same name.
+    """
 
     def __init__(self, name, prefix, prefixes):
         self.name = name
         self.prefix = prefix
         self.prefixes = prefixes
         prefixes.add(prefix)
+        self.aliases = {}   # logical -> Alias
+        self.aliased = {}   # physical -> Alias
         self._scrub = re.compile(
             r"(?<![A-Za-z0-9._-])" + re.escape(prefix) + r"(?=[A-Za-z0-9_-])"
         ) if prefix else None
@@ -81,6 +96,25 @@ class Namespace:
     @property
     def passthrough(self):
         return self.prefix == ""
+
+    def set_alias(self, logical, physical, read_only=False):
+        self.remove_alias(logical)
+        alias = Alias(logical, physical, read_only)
+        self.aliases[logical] = alias
+        self.aliased[physical] = alias
+
+    def remove_alias(self, logical):
+        old = self.aliases.pop(logical, None)
+        if old is not None:
+            self.aliased.pop(old.physical, None)
+
+    def alias_for_physical(self, physical):
+        return self.aliased.get(physical)
+
+    def read_only(self, kind, logical):
+        """True for a read-only alias: no produce, delete or config change."""
+        alias = self.aliases.get(logical) if kind == TOPIC else None
+        return alias is not None and alias.read_only
 
     def physical(self, kind, logical):
         """The physical name for *logical*.
@@ -92,6 +126,8 @@ class Namespace:
             return None
         if not logical:
             raise InvalidName(kind, logical, "empty name")
+        if kind == TOPIC and logical in self.aliases:
+            return self.aliases[logical].physical
         physical = self.prefix + logical
         if kind == TOPIC:
             if not _TOPIC_CHARS.match(logical) or logical in (".", ".."):
@@ -116,6 +152,10 @@ class Namespace:
         """The logical name of *physical*, or None if it is not this tenant's."""
         if physical is None:
             return None
+        if kind == TOPIC:
+            alias = self.aliased.get(physical)
+            if alias is not None:
+                return alias.logical
         if not physical.startswith(self.prefix):
             return None
         if kind == TOPIC and (physical.startswith(GATEWAY_TOPIC_PREFIX)
@@ -125,6 +165,8 @@ class Namespace:
             if physical.startswith(other):
                 return None
         logical = physical[len(self.prefix):]
+        if kind == TOPIC and logical in self.aliases:
+            return None  # hidden by an alias of the same logical name
         return logical or None
 
     def owns(self, kind, physical):

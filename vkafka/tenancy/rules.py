@@ -31,6 +31,8 @@ class Rule:
     """``(connection, request context, request) -> request`` (tenant mode)."""
     local: bool = False
     """Answered by the gateway itself (SASL), never forwarded."""
+    write: bool = False
+    """Changes topics: read-only aliases are refused (TOPIC_AUTHORIZATION_FAILED)."""
 
     def needs_response_rewrite(self, version):
         return self.rewrite_response is not None and version >= self.rewrite_from
@@ -188,6 +190,8 @@ def passthrough_rules():
 # dirs, delegation tokens, features, telemetry, share and streams groups,
 # broker-to-broker and controller APIs) are refused to tenants.
 
+import uuid  # noqa: E402
+
 from kio.schema.errors import ErrorCode  # noqa: E402
 
 from ..auth.sasl import SASL_AUTHENTICATE, SASL_HANDSHAKE, VERSIONS as SASL_VERSIONS  # noqa: E402
@@ -295,7 +299,7 @@ def _configs_response(conn, rctx, response):
     for r in getattr(response, field_name):
         original_type = rctx.custom.get(r.resource_name)
         if original_type is not None:
-            logical, _ = rctx.decoy_names[(TOPIC, r.resource_name)]
+            logical = rctx.decoy_names[(TOPIC, r.resource_name)][0]
             changes = dict(resource_type=original_type, resource_name=logical,
                            error_code=ErrorCode.cluster_authorization_failed,
                            error_message="this resource type is not available in "
@@ -309,6 +313,10 @@ def _configs_response(conn, rctx, response):
             found = rctx.decoy_names.get((kind, r.resource_name))
             if found is not None:
                 r = replace(r, resource_name=found[0], error_message=found[1])
+                if found[2] is not None:
+                    r = replace(r, error_code=ErrorCode(found[2]))
+                    if hasattr(r, "configs"):
+                        r = replace(r, configs=())
             else:
                 r = replace(r, resource_name=rctx.to_logical(kind, r.resource_name),
                             error_message=rctx.namespace.scrub(r.error_message))
@@ -372,7 +380,7 @@ def _tenant_api_versions(conn, rctx, response):
 _WALKED = {
     2: "ListOffsets", 8: "OffsetCommit", 9: "OffsetFetch", 11: "JoinGroup",
     12: "Heartbeat", 13: "LeaveGroup", 14: "SyncGroup", 15: "DescribeGroups",
-    16: "ListGroups", 19: "CreateTopics", 20: "DeleteTopics", 21: "DeleteRecords",
+    16: "ListGroups", 19: "CreateTopics", 21: "DeleteRecords",
     22: "InitProducerId", 23: "OffsetForLeaderEpoch", 24: "AddPartitionsToTxn",
     25: "AddOffsetsToTxn", 26: "EndTxn", 28: "TxnOffsetCommit",
     37: "CreatePartitions", 42: "DeleteGroups", 47: "OffsetDelete",
@@ -418,12 +426,65 @@ def tenant_rules():
         "by topic id checked")
     row(69, "ConsumerGroupDescribe", _walk_req, _group_describe_response,
         "names and ids rewritten, the confined regex shown as the client sent it")
+    row(20, "DeleteTopics", _delete_topics_request, _delete_topics_response,
+        "names and ids rewritten; deleting an alias removes the mapping, never "
+        "the shared topic")
+    for key in (0, 20, 21, 33, 37, 44):  # these change topics
+        table[key] = replace(table[key], write=True)
     for key, (low, high) in SASL_VERSIONS.items():
         name = "SaslHandshake" if key == SASL_HANDSHAKE else "SaslAuthenticate"
         table[key] = Rule(key, name, low, high, None, 0,
                           "answered by the gateway (PLAIN with a vkafka token)",
                           None, True)
     return dict(sorted(table.items()))
+
+
+def _delete_topics_request(conn, rctx, request):
+    """DeleteTopics of an alias removes the mapping; the physical topic stays."""
+    namespace = rctx.namespace
+    removed = []
+
+    def alias_of(name, topic_id):
+        if name is not None:
+            alias = namespace.aliases.get(name)
+        else:
+            physical = rctx.topic_ids.get(topic_id)
+            alias = physical and namespace.alias_for_physical(physical)
+        if alias is None or alias.read_only:
+            return None  # read-only aliases are refused by the walker (write=True)
+        removed.append((name, topic_id, alias))
+        return alias
+
+    if hasattr(request, "topics"):
+        kept = tuple(t for t in request.topics if alias_of(t.name, t.topic_id) is None)
+        request = replace(request, topics=kept)
+    else:
+        kept = tuple(n for n in request.topic_names if alias_of(n, None) is None)
+        request = replace(request, topic_names=kept)
+    rctx.custom = removed
+    for _, _, alias in removed:
+        conn.gateway.forget_alias(namespace, alias.logical)
+    return walk_request(request, rctx)
+
+
+def _delete_topics_response(conn, rctx, response):
+    response = walk_response(response, rctx)
+    if not rctx.custom:
+        return response
+    from kio.index import load_payload_module
+    from kio.static.constants import EntityType
+
+    module = load_payload_module(20, response.__version__, EntityType.response)
+    result = module.DeletableTopicResult
+    extra = []
+    for name, topic_id, alias in rctx.custom:
+        fields = {"name": name or alias.logical, "error_code": ErrorCode.none}
+        if "topic_id" in result.__dataclass_fields__:
+            fields["topic_id"] = topic_id or uuid.UUID(int=0)
+        if "error_message" in result.__dataclass_fields__:
+            fields["error_message"] = None
+        extra.append(result(**fields))
+    return replace(response, responses=response.responses + tuple(extra))
 
 
 def _node_endpoints_from(version):

@@ -18,7 +18,9 @@ class VirtualClusters:
             raise ValueError(f"invalid virtual cluster name {name!r}")
         prefix = name if prefix is None else prefix
         self._configured[name] = prefix
-        self._namespaces.pop(name, None)
+        existing = self._namespaces.get(name)
+        if existing is not None and existing.prefix != prefix:
+            del self._namespaces[name]
         self.prefixes.add(prefix)
         return self.namespace(name)
 
@@ -28,6 +30,16 @@ class VirtualClusters:
             prefix = self._configured.get(name, name)
             namespace = self._namespaces[name] = Namespace(name, prefix, self.prefixes)
         return namespace
+
+    def owner(self, physical):
+        """The virtual cluster whose prefix owns *physical*, or None."""
+        best = None
+        for name in set(self._configured) | set(self._namespaces):
+            prefix = self._configured.get(name, name)
+            if prefix and physical.startswith(prefix) and (
+                    best is None or len(prefix) > len(best[1])):
+                best = (name, prefix)
+        return best and best[0]
 
     def names(self):
         return sorted(set(self._configured) | set(self._namespaces))

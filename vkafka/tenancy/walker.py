@@ -30,6 +30,8 @@ from kio.schema.types import GroupId, TopicName, TransactionalId
 from .naming import GROUP, TOPIC, TRANSACTION, InvalidName
 
 ZERO_UUID = uuid.UUID(int=0)
+TOPIC_AUTHORIZATION_FAILED = 29
+READ_ONLY_REASON = "topic {!r} is read-only in this virtual cluster"
 _KINDS = {TopicName: TOPIC, GroupId: GROUP, TransactionalId: TRANSACTION}
 _NAME, _ID, _NESTED, _MESSAGE = "name", "id", "nested", "message"
 
@@ -84,29 +86,34 @@ class RequestContext:
     """What one request's rewrite left for its response: decoys and reasons."""
 
     __slots__ = ("namespace", "topic_ids", "decoy_names", "decoy_ids", "refusals",
-                 "custom")
+                 "custom", "write")
 
-    def __init__(self, namespace, topic_ids):
+    def __init__(self, namespace, topic_ids, write=False):
         self.namespace = namespace
         self.topic_ids = topic_ids
-        self.decoy_names = {}  # (kind, decoy) -> (logical, reason)
-        self.decoy_ids = {}    # decoy uuid -> client's uuid
+        self.decoy_names = {}  # (kind, decoy) -> (logical, reason, error code)
+        self.decoy_ids = {}    # decoy uuid -> (client's uuid, reason, error code)
         self.refusals = 0
         self.custom = None
+        self.write = write
+        """The request changes topics: read-only aliases are refused."""
 
     # requests
 
     def to_physical(self, kind, logical):
+        if self.write and self.namespace.read_only(kind, logical):
+            return self.decoy_name(kind, logical, READ_ONLY_REASON.format(logical),
+                                   TOPIC_AUTHORIZATION_FAILED)
         try:
             return self.namespace.physical(kind, logical)
         except InvalidName as e:
             return self.decoy_name(kind, logical, str(e))
 
-    def decoy_name(self, kind, logical, reason):
+    def decoy_name(self, kind, logical, reason, code=None):
         decoy = f"!vkafka-refused-{len(self.decoy_names)}"
         if kind != TOPIC:
             decoy = f"{decoy}!"  # still never anybody's name: no tenant prefix starts with '!'
-        self.decoy_names[(kind, decoy)] = (logical, reason)
+        self.decoy_names[(kind, decoy)] = (logical, reason, code)
         self.refusals += 1
         return decoy
 
@@ -114,10 +121,17 @@ class RequestContext:
         if topic_id is None or topic_id == ZERO_UUID:
             return topic_id
         physical = self.topic_ids.get(topic_id)
-        if physical is not None and self.namespace.owns(TOPIC, physical):
-            return topic_id
+        logical = None if physical is None else self.namespace.logical(TOPIC, physical)
+        if logical is not None:
+            if not (self.write and self.namespace.read_only(TOPIC, logical)):
+                return topic_id
+            refusal = (READ_ONLY_REASON.format(logical), TOPIC_AUTHORIZATION_FAILED)
+        else:
+            refusal = (None, None)
         decoy = uuid.uuid4()
-        self.decoy_ids[decoy] = topic_id
+        self.decoy_ids[decoy] = (topic_id, *refusal)
+        if refusal[1] is not None:
+            self.refusals += 1
         return decoy
 
     # responses
@@ -138,7 +152,7 @@ class RequestContext:
             return topic_id
         original = self.decoy_ids.get(topic_id)
         if original is not None:
-            return original
+            return original[0]
         physical = self.topic_ids.get(topic_id)
         if physical is None or not self.namespace.owns(TOPIC, physical):
             raise Foreign(topic_id)
@@ -212,10 +226,14 @@ def rewrite_response(value, ctx):
             ctx.topic_ids[learn_id] = learn_name
         if learn_name is None or learn_id in ctx.decoy_ids:
             changes["topic_id"] = ctx.restore_topic_id(learn_id)
-    refusal = _refusal_reason(ctx, value, fields)
-    if refusal is not None and "error_message" in {f.name for f in fields}:
-        changes["error_message"] = refusal
-    return dataclasses.replace(value, **changes) if changes else value
+    value = dataclasses.replace(value, **changes) if changes else value
+    if ctx.refusals:
+        reason, code = _refusal(ctx, changes, learn_id, fields, value)
+        if code is not None:
+            value = _with_error(value, code, reason)
+        elif reason is not None and hasattr(value, "error_message"):
+            value = dataclasses.replace(value, error_message=reason)
+    return value
 
 
 def _changed(new, current, fp):
@@ -234,12 +252,33 @@ def _keep(fn, values):
             pass
 
 
-def _refusal_reason(ctx, value, fields):
-    if not ctx.refusals:
-        return None
+def _refusal(ctx, changes, learn_id, fields, value):
+    """(reason, error code) if this entity stands for a refused name or id."""
     for fp in fields:
         if fp.role == _NAME and not fp.many:
-            found = ctx.decoy_names.get((fp.kind, getattr(value, fp.name)))
-            if found is not None:
-                return found[1]
-    return None
+            # the name was restored to the client's: look the decoy up by it
+            for (kind, _), (logical, reason, code) in ctx.decoy_names.items():
+                if kind == fp.kind and logical == getattr(value, fp.name) and \
+                        fp.name in changes:
+                    return reason, code
+    if learn_id is not None and learn_id in ctx.decoy_ids:
+        _, reason, code = ctx.decoy_ids[learn_id]
+        return reason, code
+    return None, None
+
+
+def _with_error(value, code, reason):
+    """*value* with every error code in it set to *code* (and the message)."""
+    changes = {}
+    for f in dataclasses.fields(value):
+        current = getattr(value, f.name)
+        if f.name == "error_code":
+            changes["error_code"] = type(current)(code) if current is not None else code
+        elif f.name == "error_message" and reason is not None:
+            changes["error_message"] = reason
+        elif dataclasses.is_dataclass(current):
+            changes[f.name] = _with_error(current, code, reason)
+        elif isinstance(current, tuple) and current and dataclasses.is_dataclass(
+                current[0]):
+            changes[f.name] = tuple(_with_error(v, code, reason) for v in current)
+    return dataclasses.replace(value, **changes)
