@@ -6,7 +6,6 @@ or Maven is a failure that says what is missing, never a skip.
 """
 
 import atexit
-import os
 import subprocess
 import sys
 import tempfile

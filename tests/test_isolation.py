@@ -202,7 +202,7 @@ class IsolationTests(TenantGatewayTestCase):
             ConsumerGroupHeartbeatRequest)
         paris = self.coordinator(self.paris, "regex-group")
         [mine] = paris.request(metadata(["mine"]), 12).topics
-        member, epoch, assigned = str(uuid.uuid4()), 0, set()
+        member, assigned = str(uuid.uuid4()), set()
         request = ConsumerGroupHeartbeatRequest(
             group_id="regex-group", member_id=member, member_epoch=i32(0),
             rebalance_timeout=i32Timedelta.parse(datetime.timedelta(seconds=30)),

@@ -5,8 +5,6 @@ import json
 import treq
 from twisted.internet import defer, threads
 
-from vkafka import devstack
-
 from . import stack
 from .test_tenants import TenantGatewayTestCase
 
@@ -16,13 +14,6 @@ ADMIN = ("admin", "conduktor")
 class MappingTests(TenantGatewayTestCase):
     start_port = 26169
     admin_port = 28897
-
-    @classmethod
-    def setUpClass(cls):
-        stack.ensure_cluster()
-        cls.gateway = stack.GatewayProcess(cls.start_port, cls.admin_port,
-                                           devstack.TENANT_OPTIONS).start()
-        cls.bootstrap = cls.gateway.bootstrap
 
     def setUp(self):
         self.physical = stack.unique("existing")

@@ -7,7 +7,6 @@ transactional ids per client library, and the KIP-848 consumer protocol.
 import asyncio
 import os
 import tempfile
-import time
 
 from twisted.trial import unittest
 

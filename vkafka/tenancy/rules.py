@@ -194,7 +194,7 @@ import uuid  # noqa: E402
 
 from kio.schema.errors import ErrorCode  # noqa: E402
 
-from ..auth.sasl import SASL_AUTHENTICATE, SASL_HANDSHAKE, VERSIONS as SASL_VERSIONS  # noqa: E402
+from ..auth.sasl import SASL_HANDSHAKE, VERSIONS as SASL_VERSIONS  # noqa: E402
 from .naming import GROUP, TOPIC, TRANSACTION  # noqa: E402
 from .walker import rewrite_request as walk_request  # noqa: E402
 from .walker import rewrite_response as walk_response  # noqa: E402
