@@ -97,7 +97,11 @@ class GatewayProcess:
         self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE)
-        wait_until(self._ready, f"gateway on {self.start_port} to be ready", 60)
+        try:
+            wait_until(self._ready, f"gateway on {self.start_port} to be ready", 60)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _ready(self):

@@ -162,6 +162,17 @@ class AdminApiTests(unittest.TestCase):
         self.assertEqual(code, 404)
 
     @defer.inlineCallbacks
+    def test_configured_prefix(self):
+        """A virtual cluster created with its own prefix renames with that prefix."""
+        code, body = yield self.call("POST", f"{BASE}/vcluster/paris", {"prefix": "fr_"})
+        self.assertEqual((code, body["prefix"]), (200, "fr_"))
+        from vkafka.tenancy.naming import TOPIC
+        self.assertEqual(self.state.vclusters.namespace("paris").physical(TOPIC, "t"),
+                         "fr_t")
+        code, body = yield self.call("POST", f"{BASE}/vcluster/paris", {"prefix": "x_"})
+        self.assertEqual((code, body["error"]), (409, "conflict"))
+
+    @defer.inlineCallbacks
     def test_prefix_conflict(self):
         """A virtual cluster whose prefix another one uses: 409."""
         yield self.state.ensure_vcluster("a", prefix="shared")
@@ -233,6 +244,10 @@ class OpenApiTests(unittest.TestCase):
                 (user, "post", f"{V1}/vcluster/lon/username/sa", {}, ADMIN),
                 (user, "post", f"{V1}/vcluster/lon/username/sa", {"x": 1}, ADMIN),
                 (user, "post", f"{V1}/vcluster/lon/username/sa", {}, VIEWER),
+                (vc, "post", f"{V1}/vcluster/pre", {"prefix": "p_"}, ADMIN),
+                (vc, "post", f"{V1}/vcluster/pre", {"prefix": "other_"}, ADMIN),
+                (vc, "post", f"{V1}/vcluster/pre", {"prefix": "_bad"}, ADMIN),
+                (vc, "post", f"{V1}/vcluster/pre", {}, VIEWER),
                 (vc, "get", f"{V1}/vcluster/lon", None, ADMIN),
                 (vc, "get", f"{V1}/vcluster/none", None, ADMIN),
                 (f"{vc}/username", "get", f"{V1}/vcluster/lon/username", None, ADMIN),
@@ -265,6 +280,7 @@ class OpenApiTests(unittest.TestCase):
                     seen.add((path, method, str(response.code)))
             store.available = False
             for path, method, url, body in [
+                    (vc, "post", f"{V1}/vcluster/new2", {}),
                     (user, "post", f"{V1}/vcluster/new/username/sa", {}),
                     (topic, "post", f"{V1}/vcluster/lon2/topics/t",
                      {"physicalTopicName": "p"})]:

@@ -41,7 +41,7 @@ def metadata_for(names, correlation_id):
         12, correlation_id)
 
 
-class TenantSpliceTests(unittest.TestCase):
+class TenantSpliceBase(unittest.TestCase):
     def setUp(self):
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_000_000)
@@ -69,6 +69,8 @@ class TenantSpliceTests(unittest.TestCase):
         self.transport.clear()
         return auth
 
+
+class TenantSpliceTests(TenantSpliceBase):
     def test_successful_login_reports_lifetime(self):
         """SaslAuthenticate succeeds and reports the token's remaining lifetime."""
         auth = self.login(lifetime=600)
@@ -175,3 +177,79 @@ class TenantSpliceTests(unittest.TestCase):
         self.broker.dataReceived(response_frame(10, metadata_response(BROKERS)))
         ids = [struct.unpack(">i", f[:4])[0] for f in self.responses()]
         self.assertEqual(ids, [10, 1])
+
+
+class LimitTests(TenantSpliceBase):
+    """Limits against hostile clients (in-memory, no sockets)."""
+
+    def test_unauthenticated_deadline(self):
+        """A client that never authenticates is dropped after the timeout."""
+        self.reactor.advance(self.gateway.authentication_timeout + 0.1)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_authenticated_client_has_no_deadline(self):
+        """Authenticating in time cancels the deadline."""
+        self.login(lifetime=3600)
+        self.reactor.advance(self.gateway.authentication_timeout + 1)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_large_frame_before_authentication(self):
+        """Before authentication frames over 1 MiB are refused at the size prefix."""
+        self.client.dataReceived(struct.pack(">i", 2 * 1024 * 1024))
+        self.assertTrue(self.transport.disconnected)
+
+    def test_connections_per_ip(self):
+        """Past the per-address limit, new connections are refused; closing frees one."""
+        from twisted.python.failure import Failure
+        from twisted.internet.error import ConnectionDone
+        self.gateway.max_connections_per_ip = 2
+        factory = self.gateway.factory_for_port(6969)
+        addr = IPv4Address("TCP", "1.2.3.4", 9)
+        first = factory.buildProtocol(addr)
+        self.assertIsNotNone(factory.buildProtocol(addr))
+        self.assertIsNone(factory.buildProtocol(addr))
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "5.6.7.8", 9)))
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(factory.buildProtocol(addr))
+
+
+class FuzzTests(TenantSpliceBase):
+    """Property-based hostile input: arbitrary frame sequences never raise."""
+
+    def test_random_frames_never_raise(self):
+        """Any frames, before or after login, end forwarded, answered or closed."""
+        from hypothesis import HealthCheck, given, settings, strategies as st
+
+        @settings(max_examples=150, deadline=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(st.booleans(), st.lists(st.binary(max_size=64), max_size=6))
+        def check(login, payloads):
+            self.setUp()
+            if login:
+                self.login()
+            for payload in payloads:
+                self.client.dataReceived(frame(payload))
+            self.assertLessEqual(self.client.decoder.buffered, 4 + 64)
+
+        check()
+
+    def test_valid_header_random_body(self):
+        """Valid headers of every offered API with random bodies never raise."""
+        import random
+        rnd = random.Random(11)
+        rules = tenant_rules()
+        self.login()
+        for key, rule in rules.items():
+            for version in (rule.min_version, rule.max_version):
+                for _ in range(3):
+                    self.setUp()
+                    self.login()
+                    body = bytes(rnd.randrange(256) for _ in range(rnd.randrange(40)))
+                    header = struct.pack(">hhih", key, version, 7, 1) + b"x"
+                    from vkafka.protocol.headers import is_flexible
+                    if is_flexible(key, version):
+                        header += b"\x00"
+                    self.client.dataReceived(frame(header + body))
+                    self.assertTrue(self.transport.disconnected
+                                    or self.broker_transport.value()
+                                    or self.transport.value())

@@ -293,6 +293,78 @@ class TransactionIsolationTests(TenantGatewayTestCase):
                 consumer.close()
             self.assertEqual(sorted(values), sorted(f"{index}-{i}" for i in range(10)))
 
+    def read_committed(self, vc, topic, count):
+        """The values a read_committed confluent consumer sees in *topic*."""
+        from confluent_kafka import Consumer
+        consumer = Consumer(self.confluent_config(
+            vc, **{"group.id": "reader", "auto.offset.reset": "earliest",
+                   "isolation.level": "read_committed"}))
+        consumer.subscribe([topic])
+        values = []
+        try:
+            def drained():
+                values.extend(m.value().decode() for m in consumer.consume(100, 1.0)
+                              if m.error() is None)
+                return len(values) >= count
+            stack.wait_until(drained, "committed records", 60, interval=0)
+        finally:
+            consumer.close()
+        return sorted(values)
+
+    def test_kafka_python_transactions(self):
+        """kafka-python: the same transactional id in two tenants, interleaved."""
+        from kafka import KafkaProducer
+        tenants = [self.vcluster(), self.vcluster()]
+        producers = []
+        for vc in tenants:
+            self.create_topic(vc, "kp-tx", 1, 3)
+            producers.append(KafkaProducer(
+                bootstrap_servers=self.bootstrap, transactional_id="tx",
+                security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                sasl_plain_username="sa", sasl_plain_password=token(vc)))
+        for p in producers:
+            p.init_transactions()
+        for index, p in enumerate(producers):
+            p.begin_transaction()
+            for i in range(10):
+                p.send("kp-tx", value=f"{index}-{i}".encode())
+        for p in producers:
+            p.commit_transaction()
+            p.close()
+        for index, vc in enumerate(tenants):
+            self.assertEqual(self.read_committed(vc, "kp-tx", 10),
+                             sorted(f"{index}-{i}" for i in range(10)))
+
+    def test_aiokafka_transactions(self):
+        """aiokafka: the same transactional id in two tenants, interleaved."""
+        from aiokafka import AIOKafkaProducer
+        tenants = [self.vcluster(), self.vcluster()]
+        for vc in tenants:
+            self.create_topic(vc, "aio-tx", 1, 3)
+
+        async def run():
+            producers = [AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, transactional_id="tx",
+                security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                sasl_plain_username="sa", sasl_plain_password=token(vc))
+                for vc in tenants]
+            for p in producers:
+                await p.start()
+            try:
+                for index, p in enumerate(producers):
+                    await p.begin_transaction()
+                    for i in range(10):
+                        await p.send("aio-tx", value=f"{index}-{i}".encode())
+                for p in producers:
+                    await p.commit_transaction()
+            finally:
+                for p in producers:
+                    await p.stop()
+        asyncio.run(run())
+        for index, vc in enumerate(tenants):
+            self.assertEqual(self.read_committed(vc, "aio-tx", 10),
+                             sorted(f"{index}-{i}" for i in range(10)))
+
     def test_java_transactions(self):
         """Java producer: the same transactional id in two tenants, read_committed."""
         tenants = [self.vcluster(), self.vcluster()]

@@ -42,6 +42,12 @@ SETTINGS = [
      "Admin users, name:bcrypt-hash[:ro],... (none: a random admin password is logged)"),
     ("admin-allow-plain", "GATEWAY_ADMIN_ALLOW_PLAIN_PASSWORDS", "false", str,
      "Accept plain-text admin passwords in --admin-users (true/false; demos only)"),
+    ("authentication-timeout", "GATEWAY_AUTHENTICATION_TIMEOUT_SECONDS", 10.0, float,
+     "Seconds a client has to authenticate before it is disconnected"),
+    ("unauthenticated-frame-size", "GATEWAY_UNAUTHENTICATED_MAX_FRAME_SIZE", 1048576,
+     int, "Largest frame accepted before authentication, in bytes"),
+    ("max-connections-per-ip", "GATEWAY_MAX_CONNECTIONS_PER_IP", 1000, int,
+     "Open Kafka connections allowed from one client address"),
     ("state-topic", "GATEWAY_STATE_TOPIC", "_vkafka_state", str,
      "Compacted topic that holds the gateways' shared state"),
     ("refresh-interval", "GATEWAY_METADATA_REFRESH_SECONDS", 30.0, float,
@@ -114,7 +120,9 @@ class Options(usage.Options):
                 "--token-secret / GATEWAY_USER_POOL_SECRET_KEY: a secret of at least "
                 "32 characters is required with SASL_PLAINTEXT (the same on every "
                 "gateway)")
-        for name in ("start-port", "port-count", "max-frame-size", "admin-port"):
+        for name in ("start-port", "port-count", "max-frame-size", "admin-port",
+                     "authentication-timeout", "unauthenticated-frame-size",
+                     "max-connections-per-ip"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         allow_plain = str(self["admin-allow-plain"]).lower()
@@ -163,13 +171,18 @@ def makeService(config, reactor=None):
                           all_topics=tenancy is not None)
     gateway = Gateway(reactor, topology, rules,
                       max_frame_size=config["max-frame-size"],
-                      refresher=refresher, tenancy=tenancy)
+                      refresher=refresher, tenancy=tenancy,
+                      authentication_timeout=config["authentication-timeout"],
+                      unauthenticated_frame_size=config["unauthenticated-frame-size"],
+                      max_connections_per_ip=config["max-connections-per-ip"])
     top = service.MultiService()
     bind = config["bind-host"]
 
     def listen(port, factory):
         endpoint = serverFromString(reactor, f"tcp:{port}:interface={bind}")
-        internet.StreamServerEndpointService(endpoint, factory).setServiceParent(top)
+        svc = internet.StreamServerEndpointService(endpoint, factory)
+        svc._raiseSynchronously = True  # a port in use stops the start (as strports)
+        svc.setServiceParent(top)
 
     for port in topology.ports:
         listen(port, gateway.factory_for_port(port))

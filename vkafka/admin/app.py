@@ -97,6 +97,11 @@ def read_body(request, fields):
     return body
 
 
+def valid_prefix(prefix):
+    return 0 < len(prefix) <= 64 and valid_topic_name(prefix) and \
+        not prefix.startswith("_")
+
+
 def check_topic_name(name, what):
     if not valid_topic_name(name):
         raise BadRequest(f"invalid {what} {name!r}: 1-{MAX_TOPIC_LENGTH} of "
@@ -122,6 +127,18 @@ class AdminApp:
     @endpoint()
     def show_vcluster(self, request, vcluster):
         return defer.succeed(self.state.describe(vcluster))
+
+    @app.route(f"{V1}/vcluster/<vcluster>", methods=["POST"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def create_vcluster(self, request, vcluster):
+        body = read_body(request, {"prefix": (str, False)})
+        prefix = body.get("prefix")
+        if prefix is not None and not valid_prefix(prefix):
+            raise BadRequest(f"invalid prefix {prefix!r}: 1-64 of [a-zA-Z0-9._-], "
+                             "not starting with '_'", "invalid_name")
+        yield self.state.ensure_vcluster(vcluster, prefix)
+        return self.state.describe(vcluster)
 
     @app.route(f"{V1}/vcluster/<vcluster>", methods=["DELETE"])
     @endpoint(write=True)

@@ -76,6 +76,13 @@ def document():
                 "get": {"summary": "Show a virtual cluster",
                         "responses": _responses([(200, "The virtual cluster", vc)],
                                                 404)},
+                "post": {"summary": "Create a virtual cluster, optionally with a "
+                                    "prefix other than its name",
+                         "requestBody": {"content": {"application/json": {"schema": {
+                             "type": "object", "additionalProperties": False,
+                             "properties": {"prefix": {"type": "string"}}}}}},
+                         "responses": _responses([(200, "The virtual cluster", vc)],
+                                                 400, 403, 409, 503)},
                 "delete": {"summary": "Delete a virtual cluster (revokes its tokens, "
                                       "removes accounts and mappings; topics stay)",
                            "responses": _responses([(204, "Deleted", None)],

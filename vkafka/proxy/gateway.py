@@ -37,7 +37,8 @@ class Gateway:
     def __init__(self, reactor, topology, rules, *,
                  max_frame_size=DEFAULT_MAX_FRAME_SIZE,
                  max_response_size=None, endpoint_factory=tcp_endpoint,
-                 refresher=None, tenancy=None):
+                 refresher=None, tenancy=None, authentication_timeout=10.0,
+                 unauthenticated_frame_size=1024 * 1024, max_connections_per_ip=1000):
         self.reactor = reactor
         self.topology = topology
         self.rules = rules
@@ -52,6 +53,11 @@ class Gateway:
         """None in passthrough mode; else a Tenancy (token authority, namespaces)."""
         self.connections = set()
         self.auth_failures = 0
+        self.authentication_timeout = authentication_timeout
+        self.unauthenticated_frame_size = unauthenticated_frame_size
+        self.max_connections_per_ip = max_connections_per_ip
+        self.per_ip = {}
+        self.refused_connections = 0
 
     def close_revoked(self, vcluster, username):
         """Close open connections whose token a revocation now refuses."""
@@ -69,6 +75,29 @@ class Gateway:
             d.addErrback(lambda f: self.log.error(
                 "could not remove mapping {vc}/{topic}: {why}", vc=namespace.name,
                 topic=logical, why=f.getErrorMessage()))
+
+    def admit(self, addr):
+        """Count a new connection from *addr*; False if its host is over the limit."""
+        host = getattr(addr, "host", None)
+        count = self.per_ip.get(host, 0)
+        if count >= self.max_connections_per_ip:
+            self.refused_connections += 1
+            if self.refused_connections % 1000 == 1:  # one line per burst, not a flood
+                self.log.warn("refusing connections from {host}: {n} open (limit "
+                              "{limit}); {total} refused so far", host=host, n=count,
+                              limit=self.max_connections_per_ip,
+                              total=self.refused_connections)
+            return False
+        self.per_ip[host] = count + 1
+        return True
+
+    def connection_closed(self, client):
+        host = client.admitted_host
+        count = self.per_ip.get(host, 0) - 1
+        if count > 0:
+            self.per_ip[host] = count
+        else:
+            self.per_ip.pop(host, None)
 
     def factory_for_port(self, port):
         return ListenerFactory(self, port)
@@ -111,7 +140,10 @@ class ListenerFactory(protocol.Factory):
         self.port = port
 
     def buildProtocol(self, addr):
+        if not self.gateway.admit(addr):
+            return None  # Twisted closes the connection at once
         client = ClientConnection(self.gateway, None)
+        client.admitted_host = getattr(addr, "host", None)
         client.port = self.port
         client.factory = self
         return client

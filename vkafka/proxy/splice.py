@@ -75,6 +75,7 @@ class ClientConnection(protocol.Protocol):
     broker = None
     closed = False
     peer = None
+    admitted_host = None
 
     def __init__(self, gateway, node_id):
         self.gateway = gateway
@@ -94,7 +95,21 @@ class ClientConnection(protocol.Protocol):
         self.transport.pauseProducing()
         self.peer = self.transport.getPeer()
         self.gateway.connections.add(self)
+        if self.tenancy is not None:
+            # Until authenticated: small frames only, and a deadline (slow-loris).
+            self.decoder.max_frame_size = min(self.gateway.max_frame_size,
+                                              self.gateway.unauthenticated_frame_size)
+            self._auth_deadline = self.gateway.reactor.callLater(
+                self.gateway.authentication_timeout, self.authentication_timed_out)
         self._connecting = self.gateway.connect_upstream(self)
+
+    _auth_deadline = None
+
+    def authentication_timed_out(self):
+        self._auth_deadline = None
+        if self.claims is None:
+            self.fail(f"not authenticated within "
+                      f"{self.gateway.authentication_timeout:g}s")
 
     # called by the gateway once the broker connection is up or has failed
 
@@ -219,6 +234,10 @@ class ClientConnection(protocol.Protocol):
             raise sasl.SaslFailure("re-authentication must keep the same account")
         self.claims = claims
         self.namespace = self.tenancy.namespace(claims.vcluster)
+        self.decoder.max_frame_size = self.gateway.max_frame_size
+        if self._auth_deadline is not None and self._auth_deadline.active():
+            self._auth_deadline.cancel()
+        self._auth_deadline = None
         now = self.gateway.reactor.seconds()
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
@@ -299,8 +318,10 @@ class ClientConnection(protocol.Protocol):
     def connectionLost(self, reason):
         self.closed = True
         self.gateway.connections.discard(self)
-        if self._expiry is not None and self._expiry.active():
-            self._expiry.cancel()
+        self.gateway.connection_closed(self)
+        for timer in (self._expiry, self._auth_deadline):
+            if timer is not None and timer.active():
+                timer.cancel()
         if self.broker is not None:
             self.broker.transport.unregisterProducer()
             self.broker.transport.loseConnection()
