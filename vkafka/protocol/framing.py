@@ -23,27 +23,54 @@ def size_prefix(length):
     return _SIZE.pack(length)
 
 
+def send_frame(transport, payload):
+    """Write *payload* framed, reusing the received bytes when they are whole."""
+    if isinstance(payload, memoryview):
+        whole = payload.obj
+        if isinstance(whole, bytes) and len(whole) == len(payload) + 4:
+            transport.write(whole)  # the frame as it arrived, prefix included
+            return
+        payload = payload.tobytes()
+    transport.writeSequence([_SIZE.pack(len(payload)), payload])
+
+
 class FrameDecoder:
     """Cut a byte stream into frames, refusing any frame above a limit.
 
     The limit is checked as soon as a size prefix is seen, so an oversized
-    frame is refused before its bytes are buffered.
+    frame is refused before its bytes are buffered.  Chunks of a large frame
+    are kept in a list and joined once, when the frame is complete, instead of
+    being appended to a growing buffer.
     """
 
     def __init__(self, max_frame_size=DEFAULT_MAX_FRAME_SIZE):
         self.max_frame_size = max_frame_size
-        self._buffer = bytearray()
+        self._chunks = []
+        self._buffered = 0
+        self._need = None  # size of the frame being received, once known
 
     def feed(self, data):
-        """Add *data*; return the list of complete frame payloads (prefix removed).
+        """Add *data*; return the complete frame payloads (prefix removed).
+
+        Payloads are memoryviews of the received bytes; ``send_frame`` writes
+        one that fills its buffer without copying it again.
 
         :raises FrameError: on a negative or oversized size prefix.
         """
-        buf = self._buffer
-        buf += data
+        if not data:
+            return []
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._need is not None and self._buffered < 4 + self._need:
+            return []  # the common case for a large frame: wait, copy nothing
+        if self._need is None and self._buffered < 4:
+            return []
+        buf = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        view = memoryview(buf)
         frames = []
         pos = 0
         available = len(buf)
+        self._need = None
         while available - pos >= 4:
             (size,) = _SIZE.unpack_from(buf, pos)
             if size < 0 or size > self.max_frame_size:
@@ -52,14 +79,16 @@ class FrameDecoder:
                 )
             end = pos + 4 + size
             if end > available:
+                self._need = size
                 break
-            frames.append(bytes(buf[pos + 4:end]))
+            frames.append(view[pos + 4:end])  # a view: no copy
             pos = end
-        if pos:
-            del buf[:pos]
+        rest = bytes(view[pos:]) if pos else buf
+        self._chunks = [rest] if rest else []
+        self._buffered = len(rest)
         return frames
 
     @property
     def buffered(self):
         """Bytes received but not yet part of a complete frame."""
-        return len(self._buffer)
+        return self._buffered

@@ -33,6 +33,9 @@ class Rule:
     """Answered by the gateway itself (SASL), never forwarded."""
     write: bool = False
     """Changes topics: read-only aliases are refused (TOPIC_AUTHORIZATION_FAILED)."""
+    passes_as_bytes: Callable | None = None
+    """``(frame, body offset, version, request context) -> bool``: True when this
+    response needs no rewrite and is forwarded without decoding (hot path)."""
 
     def needs_response_rewrite(self, version):
         return self.rewrite_response is not None and version >= self.rewrite_from
@@ -167,6 +170,19 @@ _REWRITTEN = {
 }
 
 
+def fetch_passes_as_bytes(frame, offset, version, rctx):
+    """Fetch v13+ names topics by id only: unless a decoy id must be restored or
+    node_endpoints rewritten, the response goes back as it came (passthrough
+    mode: any version without node_endpoints)."""
+    from ..protocol.fastpath import fetch_top_level_tags_empty
+
+    if rctx is not None and (version < 13 or rctx.decoy_ids):
+        return False
+    if version < 12:
+        return True  # not flexible: no node_endpoints field at all
+    return fetch_top_level_tags_empty(frame, offset, version)
+
+
 def _row(api_key, name, rewrite=None, rewrite_from=0, why="forwarded unchanged"):
     low, high = codec_versions(api_key)
     return Rule(api_key, name, low, high, rewrite, rewrite_from, why)
@@ -177,6 +193,7 @@ def passthrough_rules():
     table = {key: _row(key, name) for key, name in _FORWARDED.items()}
     for key, (name, fn, since, why) in _REWRITTEN.items():
         table[key] = _row(key, name, fn, since, why)
+    table[1] = replace(table[1], passes_as_bytes=fetch_passes_as_bytes)
     return dict(sorted(table.items()))
 
 
@@ -403,7 +420,9 @@ def tenant_rules():
     row(0, "Produce", _walk_req, _then(_walk_resp, _node_endpoints_from(10)),
         "names and topic ids rewritten; KIP-951 node_endpoints rewritten")
     row(1, "Fetch", _walk_req, _then(_walk_resp, _node_endpoints_from(16)),
-        "names (v<=12) and topic ids (v13+) checked and rewritten; node_endpoints")
+        "names (v<=12) and topic ids (v13+) checked and rewritten; node_endpoints; "
+        "v13+ responses forwarded as bytes unless something in them must change")
+    table[1] = replace(table[1], passes_as_bytes=fetch_passes_as_bytes)
     row(3, "Metadata", _metadata_request, _then(_walk_resp, rewrite_metadata),
         "names and ids rewritten, other tenants' topics dropped, no auto-create, "
         "broker addresses rewritten")
