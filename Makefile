@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 STACK   := $(PY) -m vkafka.devstack
 
-.PHONY: setup up down status test demo clean
+.PHONY: setup up down status test demo bench clean
 
 ## setup: virtualenv, Python dependencies, Kafka jars and the Kafka CLI in .venv/bin
 setup: .venv/.installed
@@ -36,6 +36,10 @@ demo: setup
 	$(STACK) down
 	$(STACK) up
 	PATH="$(CURDIR)/.venv/bin:$$PATH" bash compose/demo.sh
+
+## bench: gateway vs direct Kafka in one run; writes docs/benchmarks.md and .png
+bench: setup
+	$(PY) bench/bench.py $(BENCH_ARGS)
 
 clean: down
 	rm -rf .venv .stack

@@ -135,6 +135,24 @@ class TenantSpliceTests(TenantSpliceBase):
         self.assertNotIn(b"paris", self.transport.value())
         self.assertEqual(self.topology.topic_ids[ids[0]], "londont")
 
+    def test_all_topics_metadata_asks_by_name(self):
+        """With a fresh listing, all-topics Metadata asks only for the tenant's topics."""
+        self.topology.learn_listing({"londona", "londonb", "parisc"},
+                                    self.reactor.seconds())
+        self.login()
+        self.client.dataReceived(metadata_for(None, 3))
+        _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        self.assertEqual([t.name for t in request.topics], ["londona", "londonb"])
+
+    def test_stale_listing_asks_for_all(self):
+        """Without a fresh listing the request stays all-topics and refreshes it."""
+        self.topology.learn_listing({"londona"}, self.reactor.seconds())
+        self.reactor.advance(3)
+        self.login()
+        self.client.dataReceived(metadata_for(None, 3))
+        _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        self.assertIsNone(request.topics)
+
     def test_invalid_name_becomes_decoy(self):
         """An unmappable name never reaches the broker as anybody's name."""
         self.login()

@@ -139,6 +139,8 @@ class Refresher:
                 continue
             self.topology.learn(brokers)
             self.topology.topic_ids.update(ids)
+            if self.all_topics:
+                self.topology.learn_listing(ids.values(), self.reactor.seconds())
             if self.last_success is None:
                 self.log.info("cluster reached: brokers {ids}",
                               ids=sorted(b[0] for b in brokers))

@@ -42,6 +42,11 @@ class Topology:
         self.brokers = {}
         self.topic_ids = {}
         """Topic id -> physical name, learnt from every answer that pairs them."""
+        self.topic_names = set()
+        """Every physical topic name, from full listings and creations seen."""
+        self.listing_at = None
+        """When a full topic listing last replaced ``topic_names``."""
+        self.names_version = 0
         self._warned = set()
 
     @property
@@ -57,6 +62,23 @@ class Topology:
             self.min_broker_id = min(self.brokers)
             self.log.info("port map: broker {base} on port {port}",
                           base=self.min_broker_id, port=self.start_port)
+
+    def learn_listing(self, names, now):
+        """A full listing of the cluster's topics (all-topics Metadata)."""
+        names = set(names)
+        if names != self.topic_names:
+            self.topic_names = names
+            self.names_version += 1
+        self.listing_at = now
+
+    def learn_topic(self, name, exists=True):
+        """One topic seen created (or deleted) through this gateway."""
+        if exists and name not in self.topic_names:
+            self.topic_names.add(name)
+            self.names_version += 1
+        elif not exists and name in self.topic_names:
+            self.topic_names.discard(name)
+            self.names_version += 1
 
     def gateway_address(self, node_id):
         """The (host, port) clients must use for *node_id*, or None."""

@@ -231,11 +231,72 @@ def _then(first, second):
     return both
 
 
+LISTING_MAX_AGE = 2.0
+"""Seconds a full topic listing serves tenants' all-topics Metadata requests."""
+
+
+def _tenant_topics(topology, namespace):
+    """The tenant's physical topic names, cached until the topic set changes."""
+    key = (topology.names_version, len(namespace.aliases),
+           len(namespace.prefixes.known))
+    cached = getattr(namespace, "_listing", None)
+    if cached is None or cached[0] != key:
+        names = sorted(n for n in topology.topic_names if namespace.owns(TOPIC, n))
+        names += sorted(a.physical for a in namespace.aliases.values()
+                        if a.physical not in names)
+        cached = namespace._listing = (key, tuple(names))
+    return cached[1]
+
+
 def _metadata_request(conn, rctx, request):
+    """All-topics requests cost O(the tenant's topics): they become a request for
+    the tenant's topics by name, from a listing at most LISTING_MAX_AGE old; with
+    no fresh listing, one all-topics request refreshes it."""
+    if request.topics is None:
+        topology = conn.topology
+        now = conn.gateway.reactor.seconds()
+        if topology.listing_at is not None and now - topology.listing_at < LISTING_MAX_AGE:
+            from kio.index import load_payload_module
+            from kio.static.constants import EntityType
+            module = load_payload_module(3, request.__version__, EntityType.request)
+            fields = module.MetadataRequestTopic.__dataclass_fields__
+            names = _tenant_topics(topology, rctx.namespace)
+            make = (lambda n: module.MetadataRequestTopic(name=n, topic_id=None)) \
+                if "topic_id" in fields else (lambda n: module.MetadataRequestTopic(name=n))
+            rctx.custom = "by-name"
+            request = replace(request, topics=tuple(make(n) for n in names))
+            return replace(request, allow_auto_topic_creation=False) \
+                if hasattr(request, "allow_auto_topic_creation") else request
+        rctx.custom = "listing"
     request = walk_request(request, rctx)
     if getattr(request, "allow_auto_topic_creation", False):
         request = replace(request, allow_auto_topic_creation=False)
     return request
+
+
+def _metadata_response(conn, rctx, response):
+    if rctx.custom == "listing":
+        conn.topology.learn_listing(
+            (t.name for t in response.topics if t.name and t.error_code == 0),
+            conn.gateway.reactor.seconds())
+    elif rctx.custom == "by-name":
+        # topics deleted since the listing: forget them, don't show them
+        gone = [t for t in response.topics
+                if t.error_code == ErrorCode.unknown_topic_or_partition]
+        for t in gone:
+            conn.topology.learn_topic(t.name, exists=False)
+        if gone:
+            response = replace(response, topics=tuple(
+                t for t in response.topics
+                if t.error_code != ErrorCode.unknown_topic_or_partition))
+    return rewrite_metadata(conn, rctx, walk_response(response, rctx))
+
+
+def _create_topics_response(conn, rctx, response):
+    for t in response.topics:
+        if t.error_code == 0:
+            conn.topology.learn_topic(t.name)
+    return walk_response(response, rctx)
 
 
 _COORDINATOR_KINDS = {0: GROUP, 1: TRANSACTION}
@@ -423,9 +484,12 @@ def tenant_rules():
         "names (v<=12) and topic ids (v13+) checked and rewritten; node_endpoints; "
         "v13+ responses forwarded as bytes unless something in them must change")
     table[1] = replace(table[1], passes_as_bytes=fetch_passes_as_bytes)
-    row(3, "Metadata", _metadata_request, _then(_walk_resp, rewrite_metadata),
+    row(3, "Metadata", _metadata_request, _metadata_response,
         "names and ids rewritten, other tenants' topics dropped, no auto-create, "
-        "broker addresses rewritten")
+        "broker addresses rewritten; all-topics requests ask for the tenant's "
+        "topics by name (listing at most 2 s old)")
+    row(19, "CreateTopics", _walk_req, _create_topics_response,
+        "names rewritten (invalid or colliding names refused); creations learnt")
     row(10, "FindCoordinator", _remember_key_type, _find_coordinator_response,
         "group and transaction keys rewritten (others refused); addresses rewritten")
     row(18, "ApiVersions", None, rewrite_api_versions,
@@ -487,6 +551,9 @@ def _delete_topics_request(conn, rctx, request):
 
 
 def _delete_topics_response(conn, rctx, response):
+    for t in response.responses:
+        if t.error_code == 0 and t.name:
+            conn.topology.learn_topic(t.name, exists=False)
     response = walk_response(response, rctx)
     if not rctx.custom:
         return response

@@ -1,0 +1,31 @@
+"""`make bench` keeps working: the whole benchmark at a tiny size."""
+
+import importlib.util
+from pathlib import Path
+
+from twisted.trial import unittest
+
+from . import stack
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class BenchTests(unittest.TestCase):
+    def test_tiny_bench(self):
+        """bench/bench.py runs every measure and writes the report and the plot."""
+        stack.ensure_cluster()
+        spec = importlib.util.spec_from_file_location("bench", ROOT / "bench" / "bench.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        out = Path(self.mktemp())
+        code = bench.main(["--records", "3000", "--rounds", "1",
+                           "--latency-messages", "50", "--metadata-topics", "40",
+                           "--metadata-vclusters", "4", "--metadata-requests", "5",
+                           "--connections", "20", "--out", str(out)])
+        self.assertEqual(code, 0)
+        report = (out / "benchmarks.md").read_text()
+        for measure in ("producer throughput", "consumer throughput",
+                        "end-to-end latency", "all-topics metadata",
+                        "memory per authenticated connection", "CPU seconds per GB"):
+            self.assertIn(measure, report)
+        self.assertGreater((out / "benchmarks.png").stat().st_size, 1000)
