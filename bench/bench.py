@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -71,6 +70,9 @@ class Gateway:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"bench gateway did not start; see {self.logfile}")
             time.sleep(0.3)
+        time.sleep(0.5)
+        if self.process.poll() is not None:  # another process answered /health
+            raise RuntimeError(f"bench gateway exited; see {self.logfile}")
 
     def cpu_seconds(self):
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1]
@@ -331,9 +333,8 @@ the gateway run is a tenant over SASL/PLAIN, so the rewrite path is measured.
 
 ## Where the targets stand
 
-See the section below the table in the committed copy for the analysis of misses;
-`make bench` rewrites the table and the plot, the analysis is kept in
-`docs/performance.md`.
+`make bench` rewrites this page and the plot; which targets are missed, by how
+much, and what the profile shows is left are in `docs/performance.md`.
 """)
 
 

@@ -76,6 +76,20 @@ class SharedStateTests(unittest.TestCase):
         raw_a, answer = yield threads.deferToThread(self.authenticate, self.a, vc, token)
         self.assertEqual(answer.error_code, ErrorCode.none)
 
+        # A's /metrics, parsed as Prometheus does, has this tenant's series
+        from prometheus_client.parser import text_string_to_metric_families
+        from .test_isolation import metadata
+        answer = yield threads.deferToThread(raw_a.request, metadata(), 12)
+        self.assertEqual([t.name for t in answer.topics], ["mapped"])
+        response = yield treq.get(f"http://localhost:{self.a.admin_port}/metrics",
+                                  persistent=False)
+        text = yield response.text()
+        series = {(s.name, s.labels.get("vcluster"), s.labels.get("direction")): s.value
+                  for f in text_string_to_metric_families(text) for s in f.samples}
+        self.assertEqual(series[("vkafka_connections", vc, None)], 1)
+        self.assertGreater(series[("vkafka_bytes_total", vc, "in")], 0)
+        self.assertGreater(series[("vkafka_bytes_total", vc, "out")], 0)
+
         # revoked through B: A refuses new logins and closes the open one
         code, _ = yield self.post(self.b, f"/vcluster/{vc}/username/sa/revoke")
         self.assertEqual(code, 200)

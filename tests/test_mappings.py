@@ -11,7 +11,9 @@ from .test_tenants import TenantGatewayTestCase
 ADMIN = ("admin", "conduktor")
 
 
-class MappingTests(TenantGatewayTestCase):
+class MappingBase(TenantGatewayTestCase):
+    """A tenant gateway and one fresh physical topic with 5 records."""
+
     start_port = 26169
     admin_port = 28897
 
@@ -66,6 +68,9 @@ class MappingTests(TenantGatewayTestCase):
         admin = AdminClient(self.confluent_config(vc))
         return sorted(admin.list_topics(timeout=10).topics)
 
+
+
+class MappingTests(MappingBase):
     @defer.inlineCallbacks
     def test_shared_topic_in_two_clusters(self):
         """One physical topic in two virtual clusters: both list and read it, groups apart."""
@@ -137,3 +142,43 @@ class MappingTests(TenantGatewayTestCase):
         code, body = yield self.admin("POST", f"/vcluster/{vc}/topics/y", {
             "physicalTopicName": f"{vc}something"})
         self.assertEqual((code, body["error"]), (409, "conflict"))
+
+
+class AdminCliTests(MappingBase):
+    """`vkafka` subcommands over the admin API (treq), against a real gateway."""
+
+    start_port = 26269
+    admin_port = 28898
+
+    def vkafka(self, *args, check=True):
+        import subprocess
+        result = subprocess.run(
+            [str(stack.BIN / "vkafka"), f"--admin-url=http://localhost:{self.admin_port}",
+             "--admin-user=admin:conduktor", *args],
+            capture_output=True, text=True, timeout=60)
+        if check:
+            self.assertEqual(result.returncode, 0, result.stderr)
+        return result
+
+    def test_cli_create_map_revoke(self):
+        """create + properties file, map, show, revoke: each as the API does it."""
+        vc = self.vcluster()
+        props = self.mktemp()
+        out = self.vkafka("vcluster", "create", vc, "--username", "sa",
+                          "--lifetime", "1h", "--properties", props,
+                          "--bootstrap", self.bootstrap).stdout
+        self.assertIn("wrote", out)
+        self.vkafka("map", vc, "mapped", "--physical", self.physical, "--read-only")
+        shown = self.vkafka("vcluster", "show", vc).stdout
+        self.assertIn('"physicalTopicName": "%s"' % self.physical, shown)
+        listed = stack.cli("kafka-topics", "--bootstrap-server", self.bootstrap,
+                           "--command-config", props, "--list").split()
+        self.assertEqual(listed, ["mapped"])
+        self.vkafka("revoke", vc, "sa")
+        refused = stack.cli("kafka-topics", "--bootstrap-server", self.bootstrap,
+                            "--command-config", props, "--list", check=False,
+                            timeout=120)
+        self.assertNotIn("mapped", refused)
+        missing = self.vkafka("vcluster", "show", "no-such-vc", check=False)
+        self.assertEqual(missing.returncode, 2)
+        self.assertIn("404", missing.stderr)

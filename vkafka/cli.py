@@ -1,35 +1,156 @@
-"""The ``vkafka`` command line.  So far: ``vkafka token`` mints a tenant token."""
+"""The ``vkafka`` command line: tokens, and the admin API over HTTP (treq).
+
+    vkafka token --vcluster london --username sa --lifetime 90d
+    vkafka vcluster create london --username sa --lifetime 90d --properties london-sa.properties
+    vkafka vcluster list | show london | delete london
+    vkafka map london existingLondonTopic --physical existingLondonTopic [--read-only]
+    vkafka revoke london sa
+"""
 
 import argparse
+import json
 import os
 import sys
 
 from .auth.tokens import TokenAuthority, parse_duration
 
+PROPERTIES = """bootstrap.servers={bootstrap}
+security.protocol=SASL_PLAINTEXT
+sasl.mechanism=PLAIN
+sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username='{username}' password='{token}';
+"""
 
-def main(argv=None):
+
+class CliError(Exception):
+    pass
+
+
+def _parser():
     parser = argparse.ArgumentParser(prog="vkafka", description="vkafka tools")
+    parser.add_argument("--admin-url", default=os.environ.get(
+        "VKAFKA_ADMIN_URL", "http://localhost:8888"), help="[VKAFKA_ADMIN_URL]")
+    parser.add_argument("--admin-user", default=os.environ.get(
+        "VKAFKA_ADMIN_USER", "admin:conduktor"),
+        help="name:password for the admin API [VKAFKA_ADMIN_USER]")
     commands = parser.add_subparsers(dest="command", required=True)
-    token = commands.add_parser(
-        "token", help="mint a token for a virtual cluster's service account")
+
+    token = commands.add_parser("token", help="mint a token locally with the secret")
     token.add_argument("--vcluster", required=True)
     token.add_argument("--username", required=True)
-    token.add_argument("--lifetime", default="90d",
-                       help="e.g. 3600, 12h, 90d (default 90d)")
+    token.add_argument("--lifetime", default="90d", help="e.g. 3600, 12h, 90d")
     token.add_argument("--secret", default=os.environ.get("GATEWAY_USER_POOL_SECRET_KEY"),
                        help="signing secret [GATEWAY_USER_POOL_SECRET_KEY]")
-    args = parser.parse_args(argv)
+
+    vcluster = commands.add_parser("vcluster", help="virtual clusters (admin API)")
+    vc_commands = vcluster.add_subparsers(dest="action", required=True)
+    create = vc_commands.add_parser("create", help="create a cluster and an account")
+    create.add_argument("name")
+    create.add_argument("--username", default="sa")
+    create.add_argument("--lifetime", default="90d")
+    create.add_argument("--prefix")
+    create.add_argument("--properties", help="write a client properties file here")
+    create.add_argument("--bootstrap", default="localhost:6969")
+    vc_commands.add_parser("list")
+    for action in ("show", "delete"):
+        vc_commands.add_parser(action).add_argument("name")
+
+    mapping = commands.add_parser("map", help="map an existing topic into a cluster")
+    mapping.add_argument("vcluster")
+    mapping.add_argument("topic")
+    mapping.add_argument("--physical", required=True)
+    mapping.add_argument("--read-only", action="store_true")
+
+    revoke = commands.add_parser("revoke", help="revoke an account's tokens")
+    revoke.add_argument("vcluster")
+    revoke.add_argument("username")
+    return parser
+
+
+def _call(reactor, args, method, path, body=None):
+    import treq
+
+    user, _, password = args.admin_user.partition(":")
+    url = f"{args.admin_url.rstrip('/')}/admin/vclusters/v1{path}"
+    response = yield treq.request(method, url, auth=(user, password),
+                                  data=None if body is None else json.dumps(body).encode(),
+                                  headers={b"Content-Type": [b"application/json"]})
+    text = yield response.text()
+    if response.code >= 400:
+        raise CliError(f"{method} {path}: HTTP {response.code} {text.strip()}")
+    return json.loads(text) if text else None
+
+
+def _admin(reactor, args):
+    from twisted.internet import defer
+
+    call = defer.inlineCallbacks(_call)
+    if args.command == "vcluster" and args.action == "create":
+        if args.prefix:
+            yield call(reactor, args, "POST", f"/vcluster/{args.name}",
+                       {"prefix": args.prefix})
+        answer = yield call(reactor, args, "POST",
+                            f"/vcluster/{args.name}/username/{args.username}",
+                            {"lifeTimeSeconds": parse_duration(args.lifetime)})
+        if args.properties:
+            with open(args.properties, "w") as f:
+                f.write(PROPERTIES.format(bootstrap=args.bootstrap,
+                                          username=args.username,
+                                          token=answer["token"]))
+            print(f"wrote {args.properties}")
+        else:
+            print(answer["token"])
+        return
+    if args.command == "vcluster":
+        path = "" if args.action == "list" else f"/vcluster/{args.name}"
+        method = "DELETE" if args.action == "delete" else "GET"
+        answer = yield call(reactor, args, method, path)
+    elif args.command == "map":
+        answer = yield call(reactor, args, "POST", f"/vcluster/{args.vcluster}/topics/"
+                            f"{args.topic}", {"physicalTopicName": args.physical,
+                                              "readOnly": args.read_only,
+                                              "concentrated": False})
+    else:
+        answer = yield call(reactor, args, "POST",
+                            f"/vcluster/{args.vcluster}/username/{args.username}/revoke")
+    print(json.dumps(answer, indent=2) if answer is not None else "done")
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
     try:
-        if not args.secret:
-            raise ValueError("no secret: pass --secret or set "
-                             "GATEWAY_USER_POOL_SECRET_KEY")
-        authority = TokenAuthority(args.secret)
-        print(authority.issue(args.vcluster, args.username,
-                              parse_duration(args.lifetime)))
-    except ValueError as e:
-        print(f"vkafka token: {e}", file=sys.stderr)
+        if args.command == "token":
+            if not args.secret:
+                raise ValueError("no secret: pass --secret or set "
+                                 "GATEWAY_USER_POOL_SECRET_KEY")
+            print(TokenAuthority(args.secret).issue(
+                args.vcluster, args.username, parse_duration(args.lifetime)))
+            return 0
+        from twisted.internet import defer
+        failures = []
+
+        def run(reactor):
+            d = defer.inlineCallbacks(_admin)(reactor, args)
+            d.addErrback(lambda f: failures.append(f.value))
+            return d
+        _react(run)
+        if failures:
+            raise failures[0]
+    except (ValueError, CliError, ConnectionError, OSError) as e:
+        print(f"vkafka: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # e.g. connection refused from treq
+        print(f"vkafka: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _react(run):
+    """Run *run* on the global reactor once (task.react would exit the process)."""
+    from twisted.internet import reactor
+
+    d = run(reactor)
+    d.addBoth(lambda _: reactor.callLater(0, reactor.stop))
+    reactor.run()
 
 
 if __name__ == "__main__":

@@ -167,6 +167,9 @@ def makeService(config, reactor=None):
     topology = Topology(config["servers"], config["advertised-host"],
                         config["start-port"], config["port-count"],
                         config["min-broker-id"])
+    from .metrics import Metrics, MetricsResource
+
+    metrics = Metrics()
     refresher = Refresher(reactor, topology, tcp_endpoint,
                           all_topics=tenancy is not None)
     gateway = Gateway(reactor, topology, rules,
@@ -174,7 +177,8 @@ def makeService(config, reactor=None):
                       refresher=refresher, tenancy=tenancy,
                       authentication_timeout=config["authentication-timeout"],
                       unauthenticated_frame_size=config["unauthenticated-frame-size"],
-                      max_connections_per_ip=config["max-connections-per-ip"])
+                      max_connections_per_ip=config["max-connections-per-ip"],
+                      metrics=metrics)
     top = service.MultiService()
     bind = config["bind-host"]
 
@@ -210,8 +214,16 @@ def makeService(config, reactor=None):
                 return f"gateway state not loaded: {store.last_error}", details
         return None, details
 
+    def refresh_state_metrics():
+        if store is not None:
+            metrics.state_entries.set(len(store.data))
+            if store.high_watermark is not None:
+                metrics.state_lag.set(max(0, store.high_watermark - store.offset))
+
     users = config["users"] or generated_admin()
-    listen(config["admin-port"], Site(admin_root(state, UserChecker(users), health)))
+    root = admin_root(state, UserChecker(users), health)
+    root.putChild(b"metrics", MetricsResource(metrics, refresh_state_metrics))
+    listen(config["admin-port"], Site(root))
     timer = internet.TimerService(config["refresh-interval"], refresher.refresh)
     timer.clock = reactor
     timer.setServiceParent(top)

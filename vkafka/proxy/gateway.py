@@ -38,7 +38,8 @@ class Gateway:
                  max_frame_size=DEFAULT_MAX_FRAME_SIZE,
                  max_response_size=None, endpoint_factory=tcp_endpoint,
                  refresher=None, tenancy=None, authentication_timeout=10.0,
-                 unauthenticated_frame_size=1024 * 1024, max_connections_per_ip=1000):
+                 unauthenticated_frame_size=1024 * 1024, max_connections_per_ip=1000,
+                 metrics=None):
         self.reactor = reactor
         self.topology = topology
         self.rules = rules
@@ -58,6 +59,7 @@ class Gateway:
         self.max_connections_per_ip = max_connections_per_ip
         self.per_ip = {}
         self.refused_connections = 0
+        self.metrics = metrics
 
     def close_revoked(self, vcluster, username):
         """Close open connections whose token a revocation now refuses."""
@@ -76,12 +78,19 @@ class Gateway:
                 "could not remove mapping {vc}/{topic}: {why}", vc=namespace.name,
                 topic=logical, why=f.getErrorMessage()))
 
+    def count_auth_failure(self):
+        self.auth_failures += 1
+        if self.metrics is not None:
+            self.metrics.auth_failures.inc()
+
     def admit(self, addr):
         """Count a new connection from *addr*; False if its host is over the limit."""
         host = getattr(addr, "host", None)
         count = self.per_ip.get(host, 0)
         if count >= self.max_connections_per_ip:
             self.refused_connections += 1
+            if self.metrics is not None:
+                self.metrics.refused.inc()
             if self.refused_connections % 1000 == 1:  # one line per burst, not a flood
                 self.log.warn("refusing connections from {host}: {n} open (limit "
                               "{limit}); {total} refused so far", host=host, n=count,

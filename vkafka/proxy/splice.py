@@ -66,6 +66,7 @@ class Pending:
     local: bytes | None = None
     """A response the gateway made itself, sent when its turn comes."""
     close_after: bool = False
+    sent: float = 0.0
 
 
 class ClientConnection(protocol.Protocol):
@@ -90,12 +91,14 @@ class ClientConnection(protocol.Protocol):
         self.handshake_version = None
         self.raw_sasl = False
         self._expiry = None
+        self.metrics = None
 
     def connectionMade(self):
         _large_reads(self.transport)
         self.transport.pauseProducing()
         self.peer = self.transport.getPeer()
         self.gateway.connections.add(self)
+        self._set_metrics_label(None if self.tenancy is not None else "-")
         if self.tenancy is not None:
             # Until authenticated: small frames only, and a deadline (slow-loris).
             self.decoder.max_frame_size = min(self.gateway.max_frame_size,
@@ -105,6 +108,17 @@ class ClientConnection(protocol.Protocol):
         self._connecting = self.gateway.connect_upstream(self)
 
     _auth_deadline = None
+
+    def _set_metrics_label(self, vcluster):
+        """Count this connection under *vcluster* (None: not authenticated yet)."""
+        metrics = self.gateway.metrics
+        if metrics is None:
+            return
+        if self.metrics is not None:
+            metrics.connections.labels(self.metrics.vcluster).dec()
+        label = vcluster or "unauthenticated"
+        self.metrics = metrics.for_connection(label)
+        metrics.connections.labels(label).inc()
 
     def authentication_timed_out(self):
         self._auth_deadline = None
@@ -174,10 +188,12 @@ class ClientConnection(protocol.Protocol):
                     except _REWRITE_ERRORS as e:
                         return self.fail(f"cannot rewrite API {api_key} "
                                          f"v{api_version}: {e}")
+        if self.metrics is not None:
+            self.metrics.request(rule.name, len(frame) + 4)
         try:
             if api_key != PRODUCE or produce_expects_response(frame, api_version):
                 self.pending.append(Pending(correlation_id, api_key, api_version,
-                                            rule, context))
+                                            rule, context, sent=self.gateway.reactor.seconds()))
         except (HeaderError, struct.error) as e:
             return self.fail(f"malformed produce request: {e}")
         send_frame(self.broker.transport, frame)
@@ -207,7 +223,7 @@ class ClientConnection(protocol.Protocol):
             lifetime = self.authenticated(request.auth_bytes)
         except sasl.SaslFailure as e:
             self.log.info("client {peer}: {why}", peer=self.peer, why=e)
-            self.gateway.auth_failures += 1
+            self.gateway.count_auth_failure()
             body = sasl.authenticate_response(api_version, str(e))
             return self.answer(correlation_id, api_key, api_version, rule, body,
                                close_after=True)
@@ -222,7 +238,7 @@ class ClientConnection(protocol.Protocol):
             self.authenticated(frame)
         except sasl.SaslFailure as e:
             self.log.info("client {peer}: {why}", peer=self.peer, why=e)
-            self.gateway.auth_failures += 1
+            self.gateway.count_auth_failure()
             return self.fail(str(e))
         self.pending.append(Pending(-1, -1, 0, None, local=b""))
         self.flush_local()
@@ -233,6 +249,8 @@ class ClientConnection(protocol.Protocol):
         if self.claims is not None and (claims.vcluster, claims.username) != (
                 self.claims.vcluster, self.claims.username):
             raise sasl.SaslFailure("re-authentication must keep the same account")
+        if self.claims is None:
+            self._set_metrics_label(claims.vcluster)
         self.claims = claims
         self.namespace = self.tenancy.namespace(claims.vcluster)
         self.decoder.max_frame_size = self.gateway.max_frame_size
@@ -284,6 +302,9 @@ class ClientConnection(protocol.Protocol):
                 f"cannot rewrite response to API {pending.api_key} "
                 f"v{pending.api_version}: {e!r}")
         send_frame(self.transport, frame)
+        if self.metrics is not None:
+            self.metrics.response(pending.rule.name, len(frame) + 4,
+                                  self.gateway.reactor.seconds() - pending.sent)
         self.flush_local()
 
     def rewrite_response(self, pending, frame):
@@ -324,6 +345,9 @@ class ClientConnection(protocol.Protocol):
         self.closed = True
         self.gateway.connections.discard(self)
         self.gateway.connection_closed(self)
+        if self.metrics is not None:
+            self.gateway.metrics.connections.labels(self.metrics.vcluster).dec()
+            self.metrics = None
         for timer in (self._expiry, self._auth_deadline):
             if timer is not None and timer.active():
                 timer.cancel()
