@@ -227,4 +227,16 @@ def makeService(config, reactor=None):
     timer = internet.TimerService(config["refresh-interval"], refresher.refresh)
     timer.clock = reactor
     timer.setServiceParent(top)
+    RefresherService(refresher).setServiceParent(top)
     return top
+
+
+class RefresherService(service.Service):
+    """Cancels the refresher's pending retry when the gateway stops."""
+
+    def __init__(self, refresher):
+        self.refresher = refresher
+
+    def stopService(self):
+        super().stopService()
+        self.refresher.stop()

@@ -88,6 +88,11 @@ class Refresher:
         self.last_error = "no metadata fetched yet"
         self.last_success = None
         self._inflight = None
+        self.retry_delay = 1.0
+        """After a failed refresh, retry this soon (doubling up to 30 s) rather than
+        waiting for the periodic one: a gateway started before its cluster becomes
+        ready as soon as the cluster is."""
+        self._retry = None
 
     def refresh(self):
         """Fetch metadata once (concurrent callers share one fetch)."""
@@ -146,9 +151,17 @@ class Refresher:
                               ids=sorted(b[0] for b in brokers))
             self.last_success = self.reactor.seconds()
             self.last_error = None
+            self.retry_delay = 1.0
             return True
         self.log.warn("cannot reach the cluster: {why}", why=self.last_error)
+        if self._retry is None or not self._retry.active():
+            self._retry = self.reactor.callLater(self.retry_delay, self.refresh)
+            self.retry_delay = min(self.retry_delay * 2, 30.0)
         return False
+
+    def stop(self):
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
 
 
 def fetch_brokers_blocking(servers, timeout=5.0):
