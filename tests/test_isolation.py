@@ -29,7 +29,9 @@ def metadata(names=None, ids=None, auto_create=False):
                            include_topic_authorized_operations=False)
 
 
-class IsolationTests(TenantGatewayTestCase):
+class IsolationBase(TenantGatewayTestCase):
+    """london owns topic "secret" and group "lg"; paris owns topic "mine"."""
+
     start_port = 26069
     admin_port = 28894
 
@@ -74,6 +76,9 @@ class IsolationTests(TenantGatewayTestCase):
 
     def assertNoLeak(self, response):
         self.assertNotIn(self.london, repr(response))
+
+
+class IsolationTests(IsolationBase):
 
     def test_metadata_by_foreign_topic_id(self):
         """Metadata by london's topic id, from paris: UNKNOWN_TOPIC_ID, no name."""
@@ -293,3 +298,124 @@ class IsolationTests(TenantGatewayTestCase):
         [topic] = paris.request(metadata(["ghost"], auto_create=True), 12).topics
         self.assertEqual(topic.error_code, ErrorCode.unknown_topic_or_partition)
         self.assertNotIn(f"{self.paris}ghost", self.physical_topics())
+
+
+ADMIN_APIS = {
+    30: "CreateAcls", 31: "DeleteAcls", 34: "AlterReplicaLogDirs",
+    35: "DescribeLogDirs", 38: "CreateDelegationToken", 43: "ElectLeaders",
+    45: "AlterPartitionReassignments", 46: "ListPartitionReassignments",
+    48: "DescribeClientQuotas", 49: "AlterClientQuotas",
+    50: "DescribeUserScramCredentials", 51: "AlterUserScramCredentials",
+    55: "DescribeQuorum", 57: "UpdateFeatures", 67: "AllocateProducerIds",
+    27: "WriteTxnMarkers", 72: "PushTelemetry", 76: "ShareGroupHeartbeat",
+}
+
+
+class MoreIsolationTests(IsolationBase):
+    """Admin APIs and write paths aimed at another tenant's resources."""
+
+    start_port = 26369
+    admin_port = 28901
+
+    def test_cluster_admin_apis_close(self):
+        """Every cluster-administration API, sent raw after login, closes the connection."""
+        import struct
+        from vkafka.protocol.framing import frame
+        for key, name in ADMIN_APIS.items():
+            paris = self.client(self.paris)
+            paris.sock.sendall(frame(struct.pack(">hhih", key, 0, 9, 1) + b"x" + b"\0" * 8))
+            self.assertTrue(paris.closed(), name)
+
+    def test_write_paths_on_foreign_topic(self):
+        """DeleteRecords, CreatePartitions, ListOffsets, DescribeProducers on london's
+        topic from paris: unknown topic; london's data untouched."""
+        from kio.schema.create_partitions.v3.request import (
+            CreatePartitionsRequest, CreatePartitionsTopic)
+        from kio.schema.delete_records.v2.request import (
+            DeleteRecordsPartition, DeleteRecordsRequest, DeleteRecordsTopic)
+        from kio.schema.describe_producers.v0.request import (
+            DescribeProducersRequest, TopicRequest)
+        from kio.schema.list_offsets.v9.request import (
+            ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic)
+        paris = self.client(self.paris)
+        for name in ("secret", f"{self.london}secret"):
+            [topic] = paris.request(DeleteRecordsRequest(topics=(DeleteRecordsTopic(
+                name=name, partitions=(DeleteRecordsPartition(
+                    partition_index=i32(0), offset=i64(1)),)),), timeout=SECONDS),
+                2).topics
+            self.assertEqual(topic.name, name)
+            self.assertEqual(topic.partitions[0].error_code,
+                             ErrorCode.unknown_topic_or_partition)
+            [result] = paris.request(CreatePartitionsRequest(topics=(
+                CreatePartitionsTopic(name=name, count=i32(5), assignments=None),),
+                timeout=SECONDS, validate_only=False), 3).results
+            self.assertEqual(result.error_code, ErrorCode.unknown_topic_or_partition)
+            self.assertNoLeak(result.error_message)
+            [topic] = paris.request(ListOffsetsRequest(
+                replica_id=i32(-1), isolation_level=i8(0), topics=(ListOffsetsTopic(
+                    name=name, partitions=(ListOffsetsPartition(
+                        partition_index=i32(0), timestamp=i64(-1)),)),)), 9).topics
+            self.assertEqual(topic.partitions[0].error_code,
+                             ErrorCode.unknown_topic_or_partition)
+            [topic] = paris.request(DescribeProducersRequest(topics=(TopicRequest(
+                name=name, partition_indexes=(i32(0),)),)), 0).topics
+            self.assertEqual(topic.name, name)
+            self.assertNotEqual(topic.partitions[0].error_code, ErrorCode.none)
+        # london's record is still there: low watermark 0, high 1, one partition
+        from confluent_kafka import Consumer, TopicPartition
+        consumer = Consumer({"bootstrap.servers": stack.BOOTSTRAP, "group.id": "wm"})
+        try:
+            self.assertEqual(consumer.get_watermark_offsets(
+                TopicPartition(f"{self.london}secret", 0), timeout=10), (0, 1))
+            self.assertEqual(len(consumer.list_topics(
+                f"{self.london}secret", timeout=10).topics[
+                    f"{self.london}secret"].partitions), 1)
+        finally:
+            consumer.close()
+
+    def test_transactions_invisible(self):
+        """DescribeTransactions of a london id from paris: not found; ListTransactions
+        and FindCoordinator for share groups refused or empty."""
+        from confluent_kafka import Producer
+        from kio.schema.describe_transactions.v0.request import (
+            DescribeTransactionsRequest)
+        from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
+        from kio.schema.list_transactions.v1.request import ListTransactionsRequest
+        producer = Producer(self.confluent_config(self.london,
+                                                  **{"transactional.id": "ltx"}))
+        producer.init_transactions(30)
+        paris = self.coordinator_for_txn(self.paris, "ltx")
+        [state] = paris.request(DescribeTransactionsRequest(
+            transactional_ids=("ltx",)), 0).transaction_states
+        self.assertEqual(state.transactional_id, "ltx")
+        self.assertEqual(state.error_code, ErrorCode.transactional_id_not_found)
+        listed = paris.request(ListTransactionsRequest(
+            state_filters=(), producer_id_filters=(), duration_filter=i64(-1)), 1)
+        self.assertEqual(listed.transaction_states, ())
+        [found] = paris.request(FindCoordinatorRequest(
+            key_type=i8(2), coordinator_keys=("share",)), 4).coordinators
+        self.assertEqual(found.error_code, ErrorCode.invalid_request)
+        self.assertEqual(found.key, "share")
+
+    def coordinator_for_txn(self, vcluster, txn):
+        from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
+        raw = self.client(vcluster)
+        [found] = raw.request(FindCoordinatorRequest(
+            key_type=i8(1), coordinator_keys=(txn,)), 4).coordinators
+        self.assertEqual(found.error_code, ErrorCode.none)
+        return self.client(vcluster, port=found.port)
+
+    def test_describe_topic_partitions_cursor(self):
+        """DescribeTopicPartitions with a cursor naming london's topic, from paris:
+        nothing of london's comes back."""
+        from kio.schema.describe_topic_partitions.v0.request import (
+            Cursor, DescribeTopicPartitionsRequest, TopicRequest)
+        paris = self.client(self.paris)
+        response = paris.request(DescribeTopicPartitionsRequest(
+            topics=(TopicRequest(name="secret"), TopicRequest(name="mine")),
+            response_partition_limit=i32(100),
+            cursor=Cursor(topic_name="secret", partition_index=i32(0))), 0)
+        self.assertNoLeak(response)
+        for topic in response.topics:
+            if topic.name == "secret":
+                self.assertEqual(topic.error_code, ErrorCode.unknown_topic_or_partition)
