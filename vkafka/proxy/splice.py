@@ -180,7 +180,15 @@ class ClientConnection(protocol.Protocol):
                                      "re-authenticate")
                 context = RequestContext(self.namespace, self.topology.topic_ids,
                                          rule.write)
-                if rule.rewrite_request is not None:
+                if rule.rewrite_frame is not None:
+                    try:
+                        header = parse_request_header(frame)
+                        frame = rule.rewrite_frame(self, context, frame,
+                                                   header.body_offset, api_version)
+                    except _REWRITE_ERRORS as e:
+                        return self.fail(f"cannot rewrite API {api_key} "
+                                         f"v{api_version}: {e}")
+                elif rule.rewrite_request is not None:
                     try:
                         header, request = decode_request(frame)
                         request = rule.rewrite_request(self, context, request)

@@ -33,6 +33,10 @@ class Rule:
     """Answered by the gateway itself (SASL), never forwarded."""
     write: bool = False
     """Changes topics: read-only aliases are refused (TOPIC_AUTHORIZATION_FAILED)."""
+    rewrite_frame: Callable | None = None
+    """``(connection, request context, frame, body offset, version) -> frame``:
+    rewrites the request without decoding it (hot path); used instead of
+    *rewrite_request*."""
     passes_as_bytes: Callable | None = None
     """``(frame, body offset, version, request context) -> bool``: True when this
     response needs no rewrite and is forwarded without decoding (hot path)."""
@@ -246,6 +250,17 @@ def _tenant_topics(topology, namespace):
                         if a.physical not in names)
         cached = namespace._listing = (key, tuple(names))
     return cached[1]
+
+
+def _produce_frame(conn, rctx, frame, body_offset, version):
+    """Produce: topics and transactional id renamed by slicing; records untouched."""
+    from ..protocol.produce import rewrite_produce
+
+    return rewrite_produce(
+        frame, body_offset, version,
+        topic_name=lambda name: rctx.to_physical(TOPIC, name),
+        topic_id=rctx.check_topic_id,
+        transactional_id=lambda txn: rctx.to_physical(TRANSACTION, txn))
 
 
 def _metadata_request(conn, rctx, request):
@@ -479,7 +494,9 @@ def tenant_rules():
         table[key] = Rule(key, name, low, high, response, since, why, request)
 
     row(0, "Produce", _walk_req, _then(_walk_resp, _node_endpoints_from(10)),
-        "names and topic ids rewritten; KIP-951 node_endpoints rewritten")
+        "names and topic ids rewritten by slicing (records untouched); KIP-951 "
+        "node_endpoints rewritten")
+    table[0] = replace(table[0], rewrite_frame=_produce_frame)
     row(1, "Fetch", _walk_req, _then(_walk_resp, _node_endpoints_from(16)),
         "names (v<=12) and topic ids (v13+) checked and rewritten; node_endpoints; "
         "v13+ responses forwarded as bytes unless something in them must change")

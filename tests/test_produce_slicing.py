@@ -1,0 +1,60 @@
+"""Produce renaming by slicing gives exactly what the codec would (every version)."""
+
+import dataclasses
+import datetime
+import importlib
+import uuid
+
+from kio.static.primitive import i16, i32, i32Timedelta
+from twisted.trial import unittest
+
+from vkafka.protocol.codec import decode_request, encode_body, encode_request
+from vkafka.protocol.headers import parse_request_header
+from vkafka.protocol.produce import rewrite_produce
+
+IDS = [uuid.uuid4(), uuid.uuid4()]
+
+
+def produce(version, txn="tx"):
+    m = importlib.import_module(f"kio.schema.produce.v{version}.request")
+    partitions = tuple(m.PartitionProduceData(index=i32(p), records=b"batch%d" % p * 50)
+                       for p in range(3))
+    key = {"topic_id": IDS[0]} if version >= 13 else {"name": "orders"}
+    key2 = {"topic_id": IDS[1]} if version >= 13 else {"name": "other"}
+    return m.ProduceRequest(
+        transactional_id=txn, acks=i16(-1),
+        timeout=i32Timedelta.parse(datetime.timedelta(seconds=30)),
+        topic_data=(m.TopicProduceData(partition_data=partitions, **key),
+                    m.TopicProduceData(partition_data=partitions[:1], **key2)))
+
+
+class ProduceSlicingTests(unittest.TestCase):
+    def test_matches_codec(self):
+        """For v3..v13, with and without a transactional id, slicing == decode/encode."""
+        for version in range(3, 14):
+            for txn in ("tx", None):
+                frame = encode_request(produce(version, txn), version, 5, "c")
+                header = parse_request_header(frame)
+                out = rewrite_produce(frame, header.body_offset, version,
+                                      topic_name=lambda n: "vc" + n,
+                                      topic_id=lambda i: IDS[1] if i == IDS[0] else i,
+                                      transactional_id=lambda t: "vc" + t)
+                _, request = decode_request(frame)
+                expected = dataclasses.replace(
+                    request,
+                    transactional_id=None if txn is None else "vctx",
+                    topic_data=tuple(
+                        dataclasses.replace(t, **(
+                            {"topic_id": IDS[1] if t.topic_id == IDS[0] else t.topic_id}
+                            if version >= 13 else {"name": "vc" + t.name}))
+                        for t in request.topic_data))
+                self.assertEqual(out, frame[:header.body_offset] + encode_body(expected),
+                                 version)
+
+    def test_truncated_raises(self):
+        """A truncated request raises, so the connection is closed, never forwarded."""
+        frame = encode_request(produce(9), 9, 5, "c")
+        header = parse_request_header(frame)
+        with self.assertRaises(Exception):
+            rewrite_produce(frame[:-40], header.body_offset, 9, lambda n: n,
+                            lambda i: i, lambda t: t)

@@ -1,0 +1,114 @@
+# -*- test-case-name: tests.test_produce_slicing -*-
+"""Rename the topics and transactional id of a Produce request by slicing.
+
+Record batches are most of a Produce request and must reach the broker
+untouched; decoding them into objects and encoding them again (what a
+generic codec does) costs two copies and an object per partition.  This
+walks the request by lengths and rebuilds only the small parts that change.
+"""
+
+import struct
+import uuid
+
+from .headers import HeaderError, read_uvarint
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+
+
+def _uvarint(value):
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _skip_tags(frame, pos):
+    count, pos = read_uvarint(frame, pos)
+    for _ in range(count):
+        _, pos = read_uvarint(frame, pos)
+        size, pos = read_uvarint(frame, pos)
+        pos += size
+    return pos
+
+
+def _read_string(frame, pos, flexible):
+    """(value or None, position after it)."""
+    if flexible:
+        length, pos = read_uvarint(frame, pos)
+        if length == 0:
+            return None, pos
+        end = pos + length - 1
+    else:
+        (length,) = _I16.unpack_from(frame, pos)
+        pos += 2
+        if length < 0:
+            return None, pos
+        end = pos + length
+    if end > len(frame):
+        raise HeaderError("truncated string")
+    return bytes(frame[pos:end]).decode("utf-8"), end
+
+
+def _string(value, flexible):
+    if value is None:
+        return b"\x00" if flexible else _I16.pack(-1)
+    raw = value.encode("utf-8")
+    return (_uvarint(len(raw) + 1) if flexible else _I16.pack(len(raw))) + raw
+
+
+def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transactional_id):
+    """The request frame with names rewritten; record bytes are copied as they are.
+
+    *topic_name*, *topic_id* and *transactional_id* map the client's value to the
+    value to send (v13+ names topics by id).
+    """
+    flexible = version >= 9
+    pieces = [frame[:body_offset]]
+    txn, pos = _read_string(frame, body_offset, flexible)
+    pieces.append(_string(transactional_id(txn) if txn is not None else None, flexible))
+    pieces.append(frame[pos:pos + 6])  # acks, timeout
+    pos += 6
+    if flexible:
+        count, pos = read_uvarint(frame, pos)
+        topics = count - 1
+        pieces.append(_uvarint(count))
+    else:
+        (topics,) = _I32.unpack_from(frame, pos)
+        pieces.append(frame[pos:pos + 4])
+        pos += 4
+    for _ in range(max(topics, 0)):
+        if version >= 13:
+            pieces.append(topic_id(uuid.UUID(bytes=bytes(frame[pos:pos + 16]))).bytes)
+            pos += 16
+        else:
+            name, pos = _read_string(frame, pos, flexible)
+            pieces.append(_string(topic_name(name), flexible))
+        start = pos  # the partitions, copied as they are
+        if flexible:
+            partitions, pos = read_uvarint(frame, pos)
+            partitions -= 1
+        else:
+            (partitions,) = _I32.unpack_from(frame, pos)
+            pos += 4
+        for _ in range(max(partitions, 0)):
+            pos += 4  # index
+            if flexible:
+                size, pos = read_uvarint(frame, pos)
+                pos += max(size - 1, 0)
+                pos = _skip_tags(frame, pos)
+            else:
+                (size,) = _I32.unpack_from(frame, pos)
+                pos += 4 + max(size, 0)
+        if flexible:
+            pos = _skip_tags(frame, pos)
+        if pos > len(frame):
+            raise HeaderError("truncated produce request")
+        pieces.append(frame[start:pos])
+    pieces.append(frame[pos:])  # top-level tagged fields
+    return b"".join(pieces)
