@@ -304,3 +304,28 @@ class OpenApiTests(unittest.TestCase):
 
         run()
         self.assertEqual(documented - seen, set())
+
+
+class AuditTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_writes_are_audited_as_json(self):
+        """Each admin write is an audit event, serialisable as a JSON line."""
+        import io
+        from twisted.logger import globalLogPublisher, jsonFileLogObserver
+        events, buffer = [], io.StringIO()
+        observer = jsonFileLogObserver(buffer, recordSeparator="")
+
+        def capture(event):
+            if event.get("audit"):
+                events.append(event)
+                observer(event)
+        globalLogPublisher.addObserver(capture)
+        self.addCleanup(globalLogPublisher.removeObserver, capture)
+        http = make_api()[0]
+        response = yield http.request("POST", f"{BASE}/vcluster/london/username/sa",
+                                      data=b"{}", auth=ADMIN)
+        yield response.content()
+        self.assertEqual([(e["user"], e["method"], e["status"]) for e in events],
+                         [("admin", "POST", 200)])
+        line = json.loads(buffer.getvalue().splitlines()[0])
+        self.assertEqual(line["path"], "/admin/vclusters/v1/vcluster/london/username/sa")

@@ -33,6 +33,12 @@ class BadRequest(Exception):
         self.message, self.error = message, error
 
 
+def audit(user, request, status):
+    """One audit event per admin write that took effect."""
+    log.info("audit: {user} {method} {path} -> {status}", audit=True, user=user,
+             method=request.method.decode(), path=request.path.decode(), status=status)
+
+
 def _json(request, status, body):
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
@@ -61,6 +67,8 @@ def endpoint(write=False):
                 return _json(request, 500, {"error": "internal",
                                             "message": "internal error, see the log"})
             status, body = result if isinstance(result, tuple) else (200, result)
+            if write:
+                audit(self.user.name, request, status)
             if status == 204:
                 request.setResponseCode(204)
                 return b""
