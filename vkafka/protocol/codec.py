@@ -6,7 +6,6 @@ frames are forwarded as bytes.
 """
 
 import io
-import struct
 
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
@@ -80,11 +79,3 @@ def encode_request(value, api_version, correlation_id, client_id="vkafka"):
     return encode_request_header(
         value.__api_key__, api_version, correlation_id, client_id
     ) + encode_body(value)
-
-
-_INT16 = struct.Struct(">h")
-
-
-def error_code_at(frame, offset):
-    """The int16 found at *offset*: the top-level error code of many responses."""
-    return _INT16.unpack_from(frame, offset)[0]

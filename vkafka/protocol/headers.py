@@ -16,7 +16,6 @@ from kio.static.constants import EntityType
 
 _FIXED = struct.Struct(">hhi")
 _INT16 = struct.Struct(">h")
-_INT32 = struct.Struct(">i")
 
 API_VERSIONS = 18
 
@@ -143,12 +142,6 @@ def response_header_length(frame, api_key, api_version):
     ):
         return 4
     return skip_tagged_fields(frame, 4)
-
-
-def response_correlation_id(frame):
-    if len(frame) < 4:
-        raise HeaderError("response frame too short")
-    return _INT32.unpack_from(frame, 0)[0]
 
 
 def encode_request_header(api_key, api_version, correlation_id, client_id="vkafka"):

@@ -465,11 +465,6 @@ def _list_transactions_response(conn, rctx, response):
     return response
 
 
-def _tenant_api_versions(conn, rctx, response):
-    response = rewrite_api_versions(conn, rctx, response)
-    return response
-
-
 _WALKED = {
     2: "ListOffsets", 8: "OffsetCommit", 9: "OffsetFetch", 11: "JoinGroup",
     12: "Heartbeat", 13: "LeaveGroup", 14: "SyncGroup", 15: "DescribeGroups",
