@@ -74,3 +74,52 @@ class BrokerLossTests(GatewayTestCase):
             consumer.close()
         self.assertEqual(sorted(seen), sorted(acked))
         self.assertNotIn("Traceback", self.gateway.log())
+
+
+class BrokerJoinTests(GatewayTestCase):
+    start_port = 24169
+    admin_port = 28902
+
+    def test_broker_joins(self):
+        """A 4th broker joins: the gateway serves it on its port (start + 3) without a
+        restart; a topic that lives only on it is produced and consumed."""
+        from confluent_kafka import Consumer, Producer
+        from confluent_kafka.admin import AdminClient
+
+        devstack.start_broker(4)
+        self.addCleanup(self.remove_broker)
+        stack.wait_until(lambda: 4 in devstack.brokers_up(), "broker 4 to join", 120)
+        topic = stack.unique("joined")
+        stack.cli("kafka-topics", "--bootstrap-server", self.bootstrap, "--create",
+                  "--topic", topic, "--replica-assignment", "4")
+        self.topic = topic
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        metadata = stack.wait_until(
+            lambda: (lambda m: m if 4 in m.brokers else None)(admin.list_topics(timeout=10)),
+            "broker 4 in the gateway's metadata", 60)
+        self.assertEqual((metadata.brokers[4].host, metadata.brokers[4].port),
+                         ("localhost", self.start_port + 3))
+        producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all"})
+        for i in range(100):
+            producer.produce(topic, value=b"j%d" % i)
+        self.assertEqual(producer.flush(30), 0)
+        consumer = Consumer({"bootstrap.servers": self.bootstrap,
+                             "group.id": stack.unique("g"),
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([topic])
+        got = []
+        try:
+            def drained():
+                got.extend(m for m in consumer.consume(100, 1.0) if m.error() is None)
+                return len(got) >= 100
+            stack.wait_until(drained, "100 records from broker 4", 60, interval=0)
+        finally:
+            consumer.close()
+        self.assertEqual(len(got), 100)
+
+    def remove_broker(self):
+        if getattr(self, "topic", None):
+            stack.delete_topics([self.topic])
+        devstack.stop("kafka4")
+        import shutil
+        shutil.rmtree(devstack.STACK / "kafka4", ignore_errors=True)

@@ -24,6 +24,8 @@ LIBS = STACK / "kafka" / "libs"
 CLUSTER_ID = "dmthYWZrYS1zdGFjay0wMQ"  # any 22-char base64 uuid; fixed for repeatability
 
 NODES = {1: 29092, 2: 29093, 3: 29094}
+EXTRA_NODES = {4: 29095}
+"""Broker-only nodes a test may add at runtime (a broker joining the cluster)."""
 CONTROLLER_PORT = {1: 39092, 2: 39093, 3: 39094}
 BOOTSTRAP = ",".join(f"localhost:{p}" for p in NODES.values())
 HEAP = os.environ.get("VKAFKA_BROKER_HEAP", "-Xms256m -Xmx768m")
@@ -156,13 +158,15 @@ def _spawn(name, argv, env=None):
 def _broker_config(node_id):
     directory = STACK / f"kafka{node_id}"
     voters = ",".join(f"{n}@localhost:{p}" for n, p in CONTROLLER_PORT.items())
+    port = NODES.get(node_id) or EXTRA_NODES[node_id]
+    extra = node_id in EXTRA_NODES
     props = {
-        "process.roles": "broker,controller",
+        "process.roles": "broker" if extra else "broker,controller",
         "node.id": node_id,
         "controller.quorum.voters": voters,
-        "listeners": f"PLAINTEXT://localhost:{NODES[node_id]},"
-                     f"CONTROLLER://localhost:{CONTROLLER_PORT[node_id]}",
-        "advertised.listeners": f"PLAINTEXT://localhost:{NODES[node_id]}",
+        "listeners": f"PLAINTEXT://localhost:{port}" + (
+            "" if extra else f",CONTROLLER://localhost:{CONTROLLER_PORT[node_id]}"),
+        "advertised.listeners": f"PLAINTEXT://localhost:{port}",
         "inter.broker.listener.name": "PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -256,10 +260,10 @@ def start_cluster():
 
 
 def stop_cluster(wipe=True):
-    for node_id in NODES:
+    for node_id in list(NODES) + list(EXTRA_NODES):
         stop(f"kafka{node_id}")
     if wipe:
-        for node_id in NODES:
+        for node_id in list(NODES) + list(EXTRA_NODES):
             shutil.rmtree(STACK / f"kafka{node_id}", ignore_errors=True)
 
 
