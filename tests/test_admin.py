@@ -329,3 +329,14 @@ class AuditTests(unittest.TestCase):
                          [("admin", "POST", 200)])
         line = json.loads(buffer.getvalue().splitlines()[0])
         self.assertEqual(line["path"], "/admin/vclusters/v1/vcluster/london/username/sa")
+
+
+class ReferenceDocTests(unittest.TestCase):
+    def test_reference_matches_document(self):
+        """docs/admin-api-reference.md is what the OpenAPI document generates."""
+        from pathlib import Path
+        from vkafka.admin.openapi import markdown_reference
+        path = Path(__file__).resolve().parent.parent / "docs" / "admin-api-reference.md"
+        self.assertEqual(path.read_text(), markdown_reference(),
+                         "regenerate: python -m vkafka.admin.openapi > "
+                         "docs/admin-api-reference.md")
