@@ -43,6 +43,28 @@ class OptionsTests(unittest.TestCase):
         e = self.assertRaises(usage.UsageError, parse, ["--bootstrap-servers", "nope"])
         self.assertIn("--bootstrap-servers", str(e))
 
+    def test_config_file_precedence(self):
+        """A YAML file sets options; the environment and the command line win over it."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("start-port: 5969\nadvertised-host: from-file\nport-count: 4\n")
+        options = parse(["--config", path, "--port-count", "9"],
+                        {"GATEWAY_ADVERTISED_HOST": "from-env"})
+        self.assertEqual((options["start-port"], options["advertised-host"],
+                          options["port-count"]), (5969, "from-env", 9))
+
+    def test_config_file_errors_name_the_setting(self):
+        """An unknown key or a bad value in the file stops the start, naming it."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("start-prot: 1\n")
+        e = self.assertRaises(usage.UsageError, parse, ["--config", path])
+        self.assertIn("start-prot", str(e))
+        with open(path, "w") as f:
+            f.write("start-port: soon\n")
+        e = self.assertRaises(usage.UsageError, parse, [], {"GATEWAY_CONFIG_FILE": path})
+        self.assertIn("start-port in", str(e))
+
     def test_unsupported_security_refused(self):
         """A security protocol not built yet is refused, not silently ignored."""
         e = self.assertRaises(usage.UsageError, parse, [],

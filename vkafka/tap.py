@@ -80,18 +80,40 @@ class Options(usage.Options):
     optParameters = [
         [name, None, None, f"{text} [{env}] (default: {default})"]
         for name, env, default, _, text in SETTINGS
-    ]
+    ] + [["config", None, None, "YAML file of settings (keys are the option names); "
+          "command line > environment > this file > defaults [GATEWAY_CONFIG_FILE]"]]
 
     def __init__(self, environ=None):
         super().__init__()
         self.environ = os.environ if environ is None else environ
 
+    def _config_file(self):
+        path = self["config"] or self.environ.get("GATEWAY_CONFIG_FILE")
+        if not path:
+            return {}, None
+        import yaml
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise usage.UsageError(f"--config {path}: {e}")
+        if not isinstance(data, dict):
+            raise usage.UsageError(f"--config {path}: expected a mapping of settings")
+        unknown = sorted(set(data) - {name for name, *_ in SETTINGS})
+        if unknown:
+            raise usage.UsageError(f"--config {path}: unknown setting(s) "
+                                   f"{', '.join(map(str, unknown))}")
+        return data, path
+
     def postOptions(self):
+        from_file, path = self._config_file()
         for name, env, default, convert, _ in SETTINGS:
             raw = self[name]
             source = f"--{name}"
             if raw is None and env in self.environ:
                 raw, source = self.environ[env], env
+            if raw is None and name in from_file:
+                raw, source = str(from_file[name]), f"{name} in {path}"
             if raw is None:
                 self[name] = default
                 continue
