@@ -10,7 +10,7 @@ walks the request by lengths and rebuilds only the small parts that change.
 import struct
 import uuid
 
-from .headers import HeaderError, read_uvarint
+from .headers import HeaderError, read_uvarint, skip_tagged_fields
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -26,15 +26,6 @@ def _uvarint(value):
         else:
             out.append(byte)
             return bytes(out)
-
-
-def _skip_tags(frame, pos):
-    count, pos = read_uvarint(frame, pos)
-    for _ in range(count):
-        _, pos = read_uvarint(frame, pos)
-        size, pos = read_uvarint(frame, pos)
-        pos += size
-    return pos
 
 
 def _read_string(frame, pos, flexible):
@@ -101,12 +92,12 @@ def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transacti
             if flexible:
                 size, pos = read_uvarint(frame, pos)
                 pos += max(size - 1, 0)
-                pos = _skip_tags(frame, pos)
+                pos = skip_tagged_fields(frame, pos)
             else:
                 (size,) = _I32.unpack_from(frame, pos)
                 pos += 4 + max(size, 0)
         if flexible:
-            pos = _skip_tags(frame, pos)
+            pos = skip_tagged_fields(frame, pos)
         if pos > len(frame):
             raise HeaderError("truncated produce request")
         pieces.append(frame[start:pos])
