@@ -23,11 +23,15 @@ sys.path.insert(0, str(ROOT))
 
 from vkafka import devstack  # noqa: E402
 from vkafka.auth.tokens import TokenAuthority  # noqa: E402
+from vkafka.tenancy.naming import TOPIC  # noqa: E402
+from vkafka.tenancy.vclusters import VirtualClusters  # noqa: E402
 
 BIN = Path(sys.executable).parent
 GATEWAY_PORT, ADMIN_PORT = 21969, 28980
 VCLUSTER, LOGICAL = "benchvc", "bench"
-PHYSICAL = VCLUSTER + LOGICAL
+_NAMES = VirtualClusters().namespace(VCLUSTER)
+PHYSICAL = _NAMES.physical(TOPIC, LOGICAL)
+PHYSICAL_LATENCY = _NAMES.physical(TOPIC, "lat")
 
 
 def tool(name, *args, timeout=3600):
@@ -121,7 +125,7 @@ def consume(direct, records, props):
 
 def latency(direct, messages, props):
     args = [devstack.BOOTSTRAP if direct else gateway_bootstrap(),
-            VCLUSTER + "lat" if direct else "lat", str(messages), "all", "1024"]
+            PHYSICAL_LATENCY if direct else "lat", str(messages), "all", "1024"]
     if not direct:
         args.append(props)
     out = tool("kafka-e2e-latency", *args)
@@ -213,7 +217,7 @@ def main(argv=None):
     work = Path(tempfile.mkdtemp(prefix="vkafka-bench-"))
     props = properties(token, work / "tenant.properties")
     recreate(PHYSICAL, 6, 3)
-    recreate(VCLUSTER + "lat", 1, 3)
+    recreate(PHYSICAL_LATENCY, 1, 3)
     gateway = Gateway(devstack.DEMO_SECRET)
     results = {"produce": {"direct": [], "gateway": []},
                "consume": {"direct": [], "gateway": []},

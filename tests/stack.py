@@ -79,6 +79,17 @@ def wait_until(predicate, what, timeout=60.0, interval=0.2):
         time.sleep(interval)
 
 
+def drain(consumer, count, what, timeout=60):
+    """Poll a subscribed confluent-kafka consumer until *count* records; return them."""
+    got = []
+
+    def enough():
+        got.extend(m for m in consumer.consume(500, 1.0) if m.error() is None)
+        return len(got) >= count
+    wait_until(enough, what, timeout, interval=0)
+    return got
+
+
 class GatewayProcess:
     """A ``twistd -n vkafka`` subprocess in front of the test cluster."""
 

@@ -237,13 +237,8 @@ class TwoGatewaysTests(GatewayTestCase):
                              "group.id": stack.unique("g"),
                              "auto.offset.reset": "earliest"})
         consumer.subscribe([topic])
-        got = []
         try:
-            def drained():
-                got.extend(m for m in consumer.consume(100, 1.0) if m.error() is None)
-                return len(got) >= 100
-            stack.wait_until(drained, "100 records through the second gateway", 60,
-                             interval=0)
+            got = stack.drain(consumer, 100, "100 records through the second gateway")
         finally:
             consumer.close()
         self.assertEqual(len(got), 100)

@@ -62,14 +62,9 @@ class BrokerLossTests(GatewayTestCase):
                              "group.id": stack.unique("g"),
                              "auto.offset.reset": "earliest"})
         consumer.subscribe([topic])
-        seen = []
         try:
-            def drained():
-                seen.extend(m.value() for m in consumer.consume(1000, 1.0)
-                            if m.error() is None)
-                return len(seen) >= len(acked)
-            stack.wait_until(drained, f"{len(acked)} acknowledged records", 120,
-                             interval=0)
+            seen = [m.value() for m in stack.drain(
+                consumer, len(acked), f"{len(acked)} acknowledged records", 120)]
         finally:
             consumer.close()
         self.assertEqual(sorted(seen), sorted(acked))
@@ -107,12 +102,8 @@ class BrokerJoinTests(GatewayTestCase):
                              "group.id": stack.unique("g"),
                              "auto.offset.reset": "earliest"})
         consumer.subscribe([topic])
-        got = []
         try:
-            def drained():
-                got.extend(m for m in consumer.consume(100, 1.0) if m.error() is None)
-                return len(got) >= 100
-            stack.wait_until(drained, "100 records from broker 4", 60, interval=0)
+            got = stack.drain(consumer, 100, "100 records from broker 4")
         finally:
             consumer.close()
         self.assertEqual(len(got), 100)

@@ -262,7 +262,7 @@ class GroupIsolationTests(TenantGatewayTestCase):
 class TransactionIsolationTests(TenantGatewayTestCase):
     def test_same_transactional_id_in_two_tenants(self):
         """confluent-kafka: "tx" in london never fences "tx" in paris."""
-        from confluent_kafka import Consumer, Producer
+        from confluent_kafka import Producer
         tenants = [self.vcluster(), self.vcluster()]
         producers = []
         for vc in tenants:
@@ -278,20 +278,8 @@ class TransactionIsolationTests(TenantGatewayTestCase):
         for p in producers:
             p.commit_transaction(30)
         for index, vc in enumerate(tenants):
-            consumer = Consumer(self.confluent_config(
-                vc, **{"group.id": "reader", "auto.offset.reset": "earliest",
-                       "isolation.level": "read_committed"}))
-            consumer.subscribe(["payments"])
-            values = []
-            try:
-                def drained():
-                    values.extend(m.value().decode() for m in consumer.consume(100, 1.0)
-                                  if m.error() is None)
-                    return len(values) >= 10
-                stack.wait_until(drained, "committed records", 60, interval=0)
-            finally:
-                consumer.close()
-            self.assertEqual(sorted(values), sorted(f"{index}-{i}" for i in range(10)))
+            self.assertEqual(self.read_committed(vc, "payments", 10),
+                             sorted(f"{index}-{i}" for i in range(10)))
 
     def read_committed(self, vc, topic, count):
         """The values a read_committed confluent consumer sees in *topic*."""
@@ -300,16 +288,11 @@ class TransactionIsolationTests(TenantGatewayTestCase):
             vc, **{"group.id": "reader", "auto.offset.reset": "earliest",
                    "isolation.level": "read_committed"}))
         consumer.subscribe([topic])
-        values = []
         try:
-            def drained():
-                values.extend(m.value().decode() for m in consumer.consume(100, 1.0)
-                              if m.error() is None)
-                return len(values) >= count
-            stack.wait_until(drained, "committed records", 60, interval=0)
+            return sorted(m.value().decode() for m in stack.drain(
+                consumer, count, "committed records"))
         finally:
             consumer.close()
-        return sorted(values)
 
     def test_kafka_python_transactions(self):
         """kafka-python: the same transactional id in two tenants, interleaved."""

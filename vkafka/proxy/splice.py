@@ -37,14 +37,13 @@ _REWRITE_ERRORS = (CodecError, HeaderError, struct.error, Foreign, ValueError,
                    TypeError)
 
 
-def produce_expects_response(frame, api_version):
+def produce_expects_response(frame, api_version, body_offset=None):
     """False for an ``acks=0`` Produce, which the broker never answers.
 
     The acks field follows the transactional id, which follows the header;
     reading it needs only the header's length, not a full decode.
     """
-    header = parse_request_header(frame)
-    pos = header.body_offset
+    pos = parse_request_header(frame).body_offset if body_offset is None else body_offset
     if api_version >= 9:  # flexible: compact nullable string
         length, pos = read_uvarint(frame, pos)
         pos += max(length - 1, 0)
@@ -166,7 +165,7 @@ class ClientConnection(protocol.Protocol):
         if rule is None or not rule.min_version <= api_version <= rule.max_version:
             # Fail closed: the client was never offered this API/version.
             return self.fail(f"API {api_key} v{api_version} is not offered")
-        context = None
+        context = body_offset = None
         if self.tenancy is not None:
             if rule.local:
                 return self.answer_sasl(frame, rule, api_key, api_version,
@@ -182,9 +181,9 @@ class ClientConnection(protocol.Protocol):
                                          rule.write)
                 if rule.rewrite_frame is not None:
                     try:
-                        header = parse_request_header(frame)
+                        body_offset = parse_request_header(frame).body_offset
                         frame = rule.rewrite_frame(self, context, frame,
-                                                   header.body_offset, api_version)
+                                                   body_offset, api_version)
                     except _REWRITE_ERRORS as e:
                         return self.fail(f"cannot rewrite API {api_key} "
                                          f"v{api_version}: {e}")
@@ -199,7 +198,8 @@ class ClientConnection(protocol.Protocol):
         if self.metrics is not None:
             self.metrics.request(rule.name, len(frame) + 4)
         try:
-            if api_key != PRODUCE or produce_expects_response(frame, api_version):
+            if api_key != PRODUCE or produce_expects_response(frame, api_version,
+                                                              body_offset):
                 self.pending.append(Pending(correlation_id, api_key, api_version,
                                             rule, context, sent=self.gateway.reactor.seconds()))
         except (HeaderError, struct.error) as e:

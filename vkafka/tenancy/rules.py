@@ -7,12 +7,19 @@ rewrite it needs; every other request is forwarded as bytes.  ApiVersions
 answers are cut down to exactly this table.
 """
 
+import uuid
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from kio.schema.errors import ErrorCode
+
 from twisted.logger import Logger
 
+from ..auth.sasl import SASL_HANDSHAKE, VERSIONS as SASL_VERSIONS
 from ..protocol.headers import codec_versions
+from .naming import GROUP, TOPIC, TRANSACTION
+from .walker import rewrite_request as walk_request
+from .walker import rewrite_response as walk_response
 
 log = Logger()
 
@@ -211,14 +218,6 @@ def passthrough_rules():
 # dirs, delegation tokens, features, telemetry, share and streams groups,
 # broker-to-broker and controller APIs) are refused to tenants.
 
-import uuid  # noqa: E402
-
-from kio.schema.errors import ErrorCode  # noqa: E402
-
-from ..auth.sasl import SASL_HANDSHAKE, VERSIONS as SASL_VERSIONS  # noqa: E402
-from .naming import GROUP, TOPIC, TRANSACTION  # noqa: E402
-from .walker import rewrite_request as walk_request  # noqa: E402
-from .walker import rewrite_response as walk_response  # noqa: E402
 
 
 def _walk_req(conn, rctx, request):
@@ -318,6 +317,7 @@ _COORDINATOR_KINDS = {0: GROUP, 1: TRANSACTION}
 
 
 def _find_coordinator_request(conn, rctx, request):
+    rctx.custom = request.key_type  # the response's keys are renamed by this kind
     kind = _COORDINATOR_KINDS.get(request.key_type)
 
     def physical(key):
@@ -351,11 +351,6 @@ def _find_coordinator_response(conn, rctx, response):
         response = replace(response, node_id=-1, host="", port=-1,
                            error_code=ErrorCode.invalid_request, error_message=reason)
     return rewrite_find_coordinator(conn, rctx, response)
-
-
-def _remember_key_type(conn, rctx, request):
-    rctx.custom = request.key_type
-    return _find_coordinator_request(conn, rctx, request)
 
 
 # Config resources: topics and groups are renamed; brokers are read-only;
@@ -488,11 +483,11 @@ def tenant_rules():
         low, high = codec_versions(key)
         table[key] = Rule(key, name, low, high, response, since, why, request)
 
-    row(0, "Produce", _walk_req, _then(_walk_resp, _node_endpoints_from(10)),
+    row(0, "Produce", _walk_req, _then(_walk_resp, _node_endpoints),
         "names and topic ids rewritten by slicing (records untouched); KIP-951 "
         "node_endpoints rewritten")
     table[0] = replace(table[0], rewrite_frame=_produce_frame)
-    row(1, "Fetch", _walk_req, _then(_walk_resp, _node_endpoints_from(16)),
+    row(1, "Fetch", _walk_req, _then(_walk_resp, _node_endpoints),
         "names (v<=12) and topic ids (v13+) checked and rewritten; node_endpoints; "
         "v13+ responses forwarded as bytes unless something in them must change")
     table[1] = replace(table[1], passes_as_bytes=fetch_passes_as_bytes)
@@ -502,7 +497,7 @@ def tenant_rules():
         "topics by name (listing at most 2 s old)")
     row(19, "CreateTopics", _walk_req, _create_topics_response,
         "names rewritten (invalid or colliding names refused); creations learnt")
-    row(10, "FindCoordinator", _remember_key_type, _find_coordinator_response,
+    row(10, "FindCoordinator", _find_coordinator_request, _find_coordinator_response,
         "group and transaction keys rewritten (others refused); addresses rewritten")
     row(18, "ApiVersions", None, rewrite_api_versions,
         "versions cut to this table; SASL answered by the gateway")
@@ -585,12 +580,11 @@ def _delete_topics_response(conn, rctx, response):
     return replace(response, responses=response.responses + tuple(extra))
 
 
-def _node_endpoints_from(version):
-    def rewrite(conn, rctx, response):
-        if hasattr(response, "node_endpoints"):
-            return rewrite_node_endpoints(conn, rctx, response)
-        return response
-    return rewrite
+def _node_endpoints(conn, rctx, response):
+    """KIP-951 addresses, in the versions that carry them."""
+    if hasattr(response, "node_endpoints"):
+        return rewrite_node_endpoints(conn, rctx, response)
+    return response
 
 
 def markdown_table():
