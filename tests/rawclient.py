@@ -11,8 +11,13 @@ from vkafka.protocol.framing import FrameDecoder, frame
 
 
 class RawClient:
-    def __init__(self, host, port, timeout=15):
+    def __init__(self, host, port, timeout=15, tls=None, server_hostname=None):
+        """*tls*: an ``ssl.SSLContext`` to wrap the connection in (SNI: the
+        *server_hostname*, which need not resolve)."""
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock,
+                                        server_hostname=server_hostname or host)
         self.decoder = FrameDecoder()
         self.frames = []
         self.correlation_id = 0

@@ -192,18 +192,70 @@ def _broker_config(node_id):
 def start_broker(node_id):
     if running(f"kafka{node_id}"):
         return
+    directory, config = _broker_config(node_id)
+    _start_node(f"kafka{node_id}", directory, config)
+
+
+# A one-node cluster with a listener per security protocol, for the TLS tests:
+# protocol -> port.  Its users are SASL/PLAIN users of every SASL listener.
+SECURE_PORTS = {"PLAINTEXT": 29392, "SSL": 29393, "SASL_PLAINTEXT": 29394,
+                "SASL_SSL": 29395, "CONTROLLER": 29396}
+SECURE_USERS = {"admin": "admin-secret", "vkafka": "vkafka-secret"}
+SECURE_CLUSTER_ID = "dmthYWZrYS1zZWN1cmUtMQ"
+
+
+def start_secure_broker(keystore, truststore):
+    """Start (or restart) the secure node with a PEM key store and trust store."""
+    stop("kafka-secure")
+    directory = STACK / "kafka-secure"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    users = " ".join(f'user_{u}="{p}"' for u, p in SECURE_USERS.items())
+    jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="admin" password="{SECURE_USERS["admin"]}" {users};')
+    listeners = ",".join(f"{name}://localhost:{port}"
+                         for name, port in SECURE_PORTS.items())
+    props = {
+        "process.roles": "broker,controller", "node.id": 1,
+        "controller.quorum.voters": f"1@localhost:{SECURE_PORTS['CONTROLLER']}",
+        "listeners": listeners,
+        "advertised.listeners": ",".join(
+            f"{n}://localhost:{p}" for n, p in SECURE_PORTS.items() if n != "CONTROLLER"),
+        "listener.security.protocol.map": ",".join(
+            f"{n}:{'PLAINTEXT' if n == 'CONTROLLER' else n}" for n in SECURE_PORTS),
+        "inter.broker.listener.name": "PLAINTEXT",
+        "controller.listener.names": "CONTROLLER",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": jaas,
+        "ssl.keystore.type": "PEM", "ssl.keystore.location": keystore,
+        "ssl.truststore.type": "PEM", "ssl.truststore.location": truststore,
+        "log.dirs": directory / "data", "auto.create.topics.enable": "false",
+        "group.initial.rebalance.delay.ms": 0,
+        "offsets.topic.replication.factor": 1, "offsets.topic.num.partitions": 3,
+        "transaction.state.log.replication.factor": 1,
+        "transaction.state.log.min.isr": 1, "num.partitions": 1,
+        "num.network.threads": 2, "num.io.threads": 2,
+    }
+    config = directory / "server.properties"
+    config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    _start_node("kafka-secure", directory, config, SECURE_CLUSTER_ID)
+    servers = f"localhost:{SECURE_PORTS['PLAINTEXT']}"
+    wait_for(lambda: brokers_up(servers) == [1], f"the secure broker on {servers}", 90)
+
+
+def _start_node(name, directory, config, cluster_id=CLUSTER_ID):
     java = require_java()
     ensure_jars()
-    directory, config = _broker_config(node_id)
     log4j = directory / "log4j2.xml"
     _log4j(log4j, "WARN")
     classpath = f"{LIBS}/*"
     if not (directory / "data" / "meta.properties").exists():
         subprocess.run(
             [java, "-Xmx256m", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath,
-             "kafka.tools.StorageTool", "format", "-t", CLUSTER_ID, "-c", str(config)],
+             "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
             check=True, stdout=subprocess.DEVNULL)
-    _spawn(f"kafka{node_id}", [
+    _spawn(name, [
         java, *HEAP.split(), "-XX:+UseG1GC", "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={log4j}",
         f"-Dkafka.logs.dir={directory / 'logs'}",
@@ -260,9 +312,11 @@ def start_cluster():
 
 
 def stop_cluster(wipe=True):
+    stop("kafka-secure")
     for node_id in list(NODES) + list(EXTRA_NODES):
         stop(f"kafka{node_id}")
     if wipe:
+        shutil.rmtree(STACK / "kafka-secure", ignore_errors=True)
         for node_id in list(NODES) + list(EXTRA_NODES):
             shutil.rmtree(STACK / f"kafka{node_id}", ignore_errors=True)
 

@@ -8,7 +8,7 @@ where the demo has one); a command-line option wins over the environment.
 import os
 
 from twisted.application import internet, service
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.python import usage
 from twisted.web.server import Site
 
@@ -29,10 +29,35 @@ SETTINGS = [
     ("min-broker-id", "GATEWAY_MIN_BROKERID", None, int,
      "Broker id served on the start port (default: lowest id seen at start)"),
     ("security-protocol", "GATEWAY_SECURITY_PROTOCOL", "PLAINTEXT", str,
-     "Client-side security protocol: PLAINTEXT (passthrough) or SASL_PLAINTEXT "
-     "(virtual clusters, with multi-tenancy on)"),
+     "Client-side security protocol: PLAINTEXT or SSL (passthrough), SASL_PLAINTEXT "
+     "or SASL_SSL (virtual clusters, with multi-tenancy on)"),
     ("multi-tenancy", "GATEWAY_FEATURE_FLAGS_MULTI_TENANCY", "false", str,
-     "Virtual clusters (true/false); needs SASL_PLAINTEXT"),
+     "Virtual clusters (true/false); needs SASL_PLAINTEXT or SASL_SSL"),
+    ("ssl-certificate", "GATEWAY_SSL_CERTIFICATE_FILE", None, str,
+     "PEM certificate chain (leaf first) of the SSL/SASL_SSL client listeners"),
+    ("ssl-key", "GATEWAY_SSL_KEY_FILE", None, str,
+     "PEM private key of --ssl-certificate"),
+    ("routing", "GATEWAY_ROUTING_MECHANISM", "port", str,
+     "port: one port per broker; sni: one TLS port, the broker chosen by the "
+     "host name the client asks for (needs SSL or SASL_SSL)"),
+    ("sni-host-pattern", "GATEWAY_SNI_HOST_PATTERN", None, str,
+     "With --routing sni: advertised broker host names, {id} standing for the "
+     "broker id (default: broker{id}.<advertised host>)"),
+    ("backend-security-protocol", "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", str,
+     "How the gateway connects to brokers: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"),
+    ("backend-ssl-ca-file", "KAFKA_SSL_CA_FILE", None, str,
+     "PEM CA certificates that sign the brokers' certificates (default: the "
+     "system's trust store)"),
+    ("backend-ssl-check-hostname", "KAFKA_SSL_CHECK_HOSTNAME", "true", str,
+     "Verify that a broker's certificate names the host connected to (true/false)"),
+    ("backend-ssl-certificate", "KAFKA_SSL_CERTIFICATE_FILE", None, str,
+     "PEM client certificate the gateway shows brokers (mutual TLS)"),
+    ("backend-ssl-key", "KAFKA_SSL_KEY_FILE", None, str,
+     "PEM private key of --backend-ssl-certificate"),
+    ("backend-sasl-username", "KAFKA_SASL_USERNAME", None, str,
+     "The gateway's own SASL/PLAIN user on the brokers"),
+    ("backend-sasl-password", "KAFKA_SASL_PASSWORD", None, str,
+     "The gateway's own SASL/PLAIN password on the brokers"),
     ("token-secret", "GATEWAY_USER_POOL_SECRET_KEY", None, str,
      "Secret (32+ characters) that signs tenant tokens; the same on every gateway"),
     ("max-frame-size", "GATEWAY_MAX_FRAME_SIZE", DEFAULT_MAX_FRAME_SIZE, int,
@@ -69,8 +94,15 @@ class StoreService(service.Service):
         self.store.stop()
 
 
-SUPPORTED_SECURITY = {"PLAINTEXT", "SASL_PLAINTEXT"}
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _flag(options, name):
+    value = str(options[name]).lower()
+    if value not in _TRUE + _FALSE:
+        raise usage.UsageError(f"--{name}: expected true or false, not "
+                               f"{options[name]!r}")
+    return value in _TRUE
 
 
 class Options(usage.Options):
@@ -121,36 +153,13 @@ class Options(usage.Options):
                 self[name] = convert(raw)
             except ValueError:
                 raise usage.UsageError(f"{source}: invalid value {raw!r}")
-        if self["security-protocol"] not in SUPPORTED_SECURITY:
-            raise usage.UsageError(
-                f"security protocol {self['security-protocol']!r} is not supported "
-                f"yet (supported: {', '.join(sorted(SUPPORTED_SECURITY))})")
-        tenancy = str(self["multi-tenancy"]).lower()
-        if tenancy not in _TRUE + _FALSE:
-            raise usage.UsageError(
-                f"--multi-tenancy / GATEWAY_FEATURE_FLAGS_MULTI_TENANCY: expected "
-                f"true or false, not {self['multi-tenancy']!r}")
-        self["multi-tenancy"] = tenancy in _TRUE
-        sasl = self["security-protocol"] == "SASL_PLAINTEXT"
-        if sasl != self["multi-tenancy"]:
-            raise usage.UsageError(
-                "virtual clusters need both GATEWAY_SECURITY_PROTOCOL=SASL_PLAINTEXT "
-                "and GATEWAY_FEATURE_FLAGS_MULTI_TENANCY=true; PLAINTEXT runs "
-                "without them (passthrough)")
-        if sasl and (not self["token-secret"] or len(self["token-secret"]) < 32):
-            raise usage.UsageError(
-                "--token-secret / GATEWAY_USER_POOL_SECRET_KEY: a secret of at least "
-                "32 characters is required with SASL_PLAINTEXT (the same on every "
-                "gateway)")
+        self._check_security()
         for name in ("start-port", "port-count", "max-frame-size", "admin-port",
                      "authentication-timeout", "unauthenticated-frame-size",
                      "max-connections-per-ip"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
-        allow_plain = str(self["admin-allow-plain"]).lower()
-        if allow_plain not in _TRUE + _FALSE:
-            raise usage.UsageError("--admin-allow-plain: expected true or false")
-        self["admin-allow-plain"] = allow_plain in _TRUE
+        self["admin-allow-plain"] = _flag(self, "admin-allow-plain")
         from .admin.users import parse_users
         try:
             self["users"] = parse_users(self["admin-users"], self["admin-allow-plain"])
@@ -167,6 +176,55 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--bootstrap-servers: {e}")
 
+    def _check_security(self):
+        """Client and broker side security; certificates are loaded now, so a
+        bad file stops the start with the setting's name."""
+        from .proxy import security
+
+        protocol = self["security-protocol"]
+        if protocol not in security.SECURITY_PROTOCOLS:
+            raise usage.UsageError(
+                f"--security-protocol / GATEWAY_SECURITY_PROTOCOL: {protocol!r} is "
+                f"not one of {', '.join(security.SECURITY_PROTOCOLS)}")
+        self["multi-tenancy"] = _flag(self, "multi-tenancy")
+        sasl = security.uses_sasl(protocol)
+        if sasl != self["multi-tenancy"]:
+            raise usage.UsageError(
+                "virtual clusters need GATEWAY_SECURITY_PROTOCOL=SASL_PLAINTEXT or "
+                "SASL_SSL and GATEWAY_FEATURE_FLAGS_MULTI_TENANCY=true; PLAINTEXT "
+                "and SSL run without them (passthrough)")
+        if sasl and (not self["token-secret"] or len(self["token-secret"]) < 32):
+            raise usage.UsageError(
+                f"--token-secret / GATEWAY_USER_POOL_SECRET_KEY: a secret of at least "
+                f"32 characters is required with {protocol} (the same on every "
+                f"gateway)")
+        try:
+            self["server-tls"] = None
+            if security.uses_tls(protocol):
+                if not (self["ssl-certificate"] and self["ssl-key"]):
+                    raise usage.UsageError(
+                        f"--ssl-certificate and --ssl-key (GATEWAY_SSL_CERTIFICATE_FILE, "
+                        f"GATEWAY_SSL_KEY_FILE) are required with {protocol}")
+                self["server-tls"] = security.server_tls_options(
+                    self["ssl-certificate"], self["ssl-key"])
+            if self["routing"] not in ("port", "sni"):
+                raise usage.UsageError(f"--routing: expected port or sni, not "
+                                       f"{self['routing']!r}")
+            self["sni"] = None
+            if self["routing"] == "sni":
+                if self["server-tls"] is None:
+                    raise usage.UsageError("--routing sni needs an SSL or SASL_SSL "
+                                           "--security-protocol")
+                self["sni"] = security.SniRouter(
+                    self["sni-host-pattern"] or f"broker{{id}}.{self['advertised-host']}")
+            self["backend"] = security.BackendSecurity(
+                self["backend-security-protocol"], self["backend-ssl-ca-file"],
+                _flag(self, "backend-ssl-check-hostname"),
+                self["backend-ssl-certificate"], self["backend-ssl-key"],
+                self["backend-sasl-username"], self["backend-sasl-password"])
+        except security.SecurityConfigError as e:
+            raise usage.UsageError(str(e))
+
 
 def makeService(config, reactor=None):
     if reactor is None:
@@ -174,7 +232,7 @@ def makeService(config, reactor=None):
     from .admin.app import admin_root
     from .admin.users import UserChecker, generated_admin
     from .proxy.discovery import Refresher
-    from .proxy.gateway import Gateway, tcp_endpoint
+    from .proxy.gateway import Gateway
     from .proxy.topology import Topology
     from .tenancy.rules import passthrough_rules, tenant_rules
 
@@ -188,11 +246,12 @@ def makeService(config, reactor=None):
         rules = tenant_rules()
     topology = Topology(config["servers"], config["advertised-host"],
                         config["start-port"], config["port-count"],
-                        config["min-broker-id"])
+                        config["min-broker-id"], sni=config["sni"])
+    upstream = config["backend"].endpoint
     from .metrics import Metrics, MetricsResource
 
     metrics = Metrics()
-    refresher = Refresher(reactor, topology, tcp_endpoint,
+    refresher = Refresher(reactor, topology, upstream,
                           all_topics=tenancy is not None)
     gateway = Gateway(reactor, topology, rules,
                       max_frame_size=config["max-frame-size"],
@@ -200,25 +259,28 @@ def makeService(config, reactor=None):
                       authentication_timeout=config["authentication-timeout"],
                       unauthenticated_frame_size=config["unauthenticated-frame-size"],
                       max_connections_per_ip=config["max-connections-per-ip"],
-                      metrics=metrics)
+                      metrics=metrics, endpoint_factory=upstream)
     top = service.MultiService()
     bind = config["bind-host"]
 
-    def listen(port, factory):
-        endpoint = serverFromString(reactor, f"tcp:{port}:interface={bind}")
+    def listen(port, factory, tls=None):
+        if tls is None:
+            endpoint = TCP4ServerEndpoint(reactor, port, interface=bind)
+        else:
+            endpoint = SSL4ServerEndpoint(reactor, port, tls, interface=bind)
         svc = internet.StreamServerEndpointService(endpoint, factory)
         svc._raiseSynchronously = True  # a port in use stops the start (as strports)
         svc.setServiceParent(top)
 
     for port in topology.ports:
-        listen(port, gateway.factory_for_port(port))
+        listen(port, gateway.factory_for_port(port), config["server-tls"])
 
     state = store = None
     if tenancy is not None:
         from .state.kafka import KafkaStore
         from .state.model import GatewayState
 
-        store = KafkaStore(reactor, topology, tcp_endpoint, topic=config["state-topic"])
+        store = KafkaStore(reactor, topology, upstream, topic=config["state-topic"])
         state = GatewayState(store, tenancy.authority, tenancy.vclusters,
                              reactor.seconds)
         state.revoked_listeners.append(gateway.close_revoked)

@@ -113,11 +113,11 @@ class Gateway:
 
     @defer.inlineCallbacks
     def _connect(self, client):
-        node_id = self.topology.node_for_port(client.port)
+        node_id = self.topology.node_for(client.port, client.server_name)
         if node_id is None or node_id not in self.topology.brokers:
             if self.refresher is not None:
                 yield self.refresher.refresh()
-            node_id = self.topology.node_for_port(client.port)
+            node_id = self.topology.node_for(client.port, client.server_name)
         client.node_id = node_id
         last = None
         for host, port in self.topology.upstream_candidates(node_id):

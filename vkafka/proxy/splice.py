@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from kio.static.constants import EntityType
 from twisted.internet import protocol
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..auth import sasl
 from ..protocol.codec import CodecError, decode_request, decode_response, encode_body
@@ -28,6 +30,7 @@ from ..protocol.headers import (
     API_VERSIONS, HeaderError, is_flexible, parse_request_header, peek_request,
     read_uvarint, response_header_length)
 from ..tenancy.walker import Foreign, RequestContext
+from .security import server_name
 
 PRODUCE = 0
 UNSUPPORTED_VERSION = 35
@@ -68,6 +71,7 @@ class Pending:
     sent: float = 0.0
 
 
+@implementer(IHandshakeListener)
 class ClientConnection(protocol.Protocol):
     """The gateway's side of a Kafka client's connection."""
 
@@ -76,6 +80,10 @@ class ClientConnection(protocol.Protocol):
     closed = False
     peer = None
     admitted_host = None
+    server_name = None
+    """The TLS SNI host name the client asked for (SNI routing only)."""
+    _connecting = None
+    _early = None
 
     def __init__(self, gateway, node_id):
         self.gateway = gateway
@@ -94,7 +102,6 @@ class ClientConnection(protocol.Protocol):
 
     def connectionMade(self):
         _large_reads(self.transport)
-        self.transport.pauseProducing()
         self.peer = self.transport.getPeer()
         self.gateway.connections.add(self)
         self._set_metrics_label(None if self.tenancy is not None else "-")
@@ -104,7 +111,20 @@ class ClientConnection(protocol.Protocol):
                                               self.gateway.unauthenticated_frame_size)
             self._auth_deadline = self.gateway.reactor.callLater(
                 self.gateway.authentication_timeout, self.authentication_timed_out)
+        if self.topology.sni is None:
+            self._connect()
+        # else handshakeCompleted connects, once the SNI name says which broker
+
+    def _connect(self):
+        self.transport.pauseProducing()
         self._connecting = self.gateway.connect_upstream(self)
+
+    def handshakeCompleted(self):
+        """TLS is up; with SNI routing the host name picks the broker."""
+        if self.topology.sni is not None and self._connecting is None \
+                and not self.closed:
+            self.server_name = server_name(self.transport)
+            self._connect()
 
     _auth_deadline = None
 
@@ -135,6 +155,9 @@ class ClientConnection(protocol.Protocol):
         self.transport.registerProducer(broker.transport, True)
         broker.transport.registerProducer(self.transport, True)
         self.transport.resumeProducing()
+        early, self._early = self._early, None
+        for data in early or ():
+            self.dataReceived(data)
 
     def upstream_failed(self, reason):
         self.log.warn("client {peer}: no broker reachable for node {node}: {why}",
@@ -145,6 +168,11 @@ class ClientConnection(protocol.Protocol):
     # client -> broker
 
     def dataReceived(self, data):
+        if self.broker is None:
+            # Only with TLS: bytes decrypted in the read that finished the
+            # handshake, before the pause took effect.  At most one read.
+            self._early = (self._early or []) + [data]
+            return
         try:
             frames = self.decoder.feed(data)
         except FrameError as e:
@@ -362,7 +390,7 @@ class ClientConnection(protocol.Protocol):
         if self.broker is not None:
             self.broker.transport.unregisterProducer()
             self.broker.transport.loseConnection()
-        elif getattr(self, "_connecting", None) is not None:
+        elif self._connecting is not None:
             self._connecting.cancel()
 
 

@@ -33,8 +33,10 @@ class Topology:
     log = Logger()
 
     def __init__(self, bootstrap, advertised_host, start_port, port_count,
-                 min_broker_id=None):
+                 min_broker_id=None, sni=None):
         self.bootstrap = list(bootstrap)
+        self.sni = sni
+        """A SniRouter when one TLS port serves every broker, chosen by host name."""
         self.advertised_host = advertised_host
         self.start_port = start_port
         self.port_count = port_count
@@ -51,6 +53,8 @@ class Topology:
 
     @property
     def ports(self):
+        if self.sni is not None:
+            return range(self.start_port, self.start_port + 1)
         return range(self.start_port, self.start_port + self.port_count)
 
     def learn(self, brokers):
@@ -82,6 +86,8 @@ class Topology:
 
     def gateway_address(self, node_id):
         """The (host, port) clients must use for *node_id*, or None."""
+        if self.sni is not None:
+            return self.sni.host_for(node_id), self.start_port
         if self.min_broker_id is None:
             return None
         offset = node_id - self.min_broker_id
@@ -96,6 +102,12 @@ class Topology:
                 low=self.min_broker_id, high=self.min_broker_id + self.port_count - 1,
             )
         return None
+
+    def node_for(self, port, server_name=None):
+        """The broker a client connection stands for: by SNI name or by port."""
+        if self.sni is not None:
+            return self.sni.node_for(server_name)
+        return self.node_for_port(port)
 
     def node_for_port(self, port):
         if self.min_broker_id is None or port not in self.ports:
