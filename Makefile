@@ -9,6 +9,8 @@ setup: .venv/.installed
 	@$(STACK) install-cli
 	@command -v jq >/dev/null || { echo "installing jq (the demo's admin calls use it)"; \
 	    apt-get update -qq && apt-get install -y -qq jq >/dev/null; }
+	@command -v chromium >/dev/null || { echo "installing chromium (the dashboard's browser test uses it)"; \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 .venv/.installed: setup.cfg pyproject.toml
 	python3 -m venv .venv

@@ -240,6 +240,8 @@ class OpenApiTests(unittest.TestCase):
             scenarios = [
                 ("/health", "get", "/health", None, None),
                 ("/admin/openapi.json", "get", "/admin/openapi.json", None, ADMIN),
+                ("/admin/dashboard", "get", "/admin/dashboard", None, ADMIN),
+                ("/admin/dashboard.json", "get", "/admin/dashboard.json", None, ADMIN),
                 (V1, "get", V1, None, ADMIN),
                 (user, "post", f"{V1}/vcluster/lon/username/sa", {}, ADMIN),
                 (user, "post", f"{V1}/vcluster/lon/username/sa", {"x": 1}, ADMIN),

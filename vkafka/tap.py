@@ -305,7 +305,13 @@ def makeService(config, reactor=None):
                 metrics.state_lag.set(max(0, store.high_watermark - store.offset))
 
     users = config["users"] or generated_admin()
-    root = admin_root(state, UserChecker(users), health)
+    dashboard = None
+    if state is not None:
+        from .admin.dashboard import Dashboard
+
+        dashboard = Dashboard(state, metrics, topology, reactor)
+        dashboard.setServiceParent(top)
+    root = admin_root(state, UserChecker(users), health, dashboard)
     root.putChild(b"metrics", MetricsResource(metrics, refresh_state_metrics))
     listen(config["admin-port"], Site(root))
     timer = internet.TimerService(config["refresh-interval"], refresher.refresh)

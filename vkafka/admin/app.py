@@ -20,6 +20,7 @@ from ..auth.tokens import MAX_LIFETIME
 from ..state.model import StateError
 from ..state.store import StoreUnavailable
 from ..tenancy.naming import MAX_TOPIC_LENGTH, valid_topic_name
+from .dashboard import Dashboard, render_page
 from .openapi import document
 
 log = Logger()
@@ -121,9 +122,10 @@ class AdminApp:
 
     app = Klein()
 
-    def __init__(self, state, user):
+    def __init__(self, state, user, dashboard=None):
         self.state = state
         self.user = user
+        self.dashboard = dashboard
 
     @app.route(f"{V1}", methods=["GET"])
     @endpoint()
@@ -209,6 +211,16 @@ class AdminApp:
         yield self.state.delete_mapping(vcluster, topic)
         return 204, None
 
+    @app.route("/dashboard", methods=["GET"])
+    def dashboard_page(self, request):
+        return render_page(request)
+
+    @app.route("/dashboard.json", methods=["GET"])
+    @endpoint()
+    def dashboard_snapshot(self, request):
+        request.setHeader(b"Cache-Control", b"no-store")
+        return defer.succeed(self.dashboard.snapshot())
+
     @app.route("/openapi.json", methods=["GET"])
     def openapi(self, request):
         return _json(request, 200, document())
@@ -228,13 +240,15 @@ class AdminApp:
 
 @implementer(IRealm)
 class AdminRealm:
-    def __init__(self, state):
+    def __init__(self, state, dashboard=None):
         self.state = state
+        self.dashboard = dashboard or Dashboard(state)
 
     def requestAvatar(self, avatar_id, mind, *interfaces):
         if IResource not in interfaces:
             raise NotImplementedError()
-        return IResource, AdminApp(self.state, avatar_id).app.resource(), lambda: None
+        app = AdminApp(self.state, avatar_id, self.dashboard)
+        return IResource, app.app.resource(), lambda: None
 
 
 class Health(Resource):
@@ -253,13 +267,17 @@ class Health(Resource):
         return _json(request, 503, {"status": "not ready", "reason": reason, **details})
 
 
-def admin_root(state, checker, health_check):
-    """The admin port's resource tree: /health open, /admin/* behind basic auth."""
+def admin_root(state, checker, health_check, dashboard=None):
+    """The admin port's resource tree: /health open, /admin/* behind basic auth.
+
+    *dashboard* (a Dashboard) feeds /admin/dashboard; without one the page
+    shows the state only, with no traffic.
+    """
     root = Resource()
     root.putChild(b"health", Health(health_check))
     if state is None:  # passthrough mode: no virtual clusters to administer
         return root
-    portal = Portal(AdminRealm(state), [checker])
+    portal = Portal(AdminRealm(state, dashboard), [checker])
     root.putChild(b"admin", HTTPAuthSessionWrapper(
         portal, [BasicCredentialFactory(b"vkafka admin")]))
     return root

@@ -53,6 +53,31 @@ def document():
                     "physicalTopicName": {"type": "string"},
                     "readOnly": {"type": "boolean"},
                     "concentrated": {"type": "boolean"}}},
+                "Traffic": {"type": "object", "properties": {
+                    "name": {"type": "string"},
+                    "connections": {"type": "integer"},
+                    "bytesInPerSecond": {"type": "number"},
+                    "bytesOutPerSecond": {"type": "number"},
+                    "requestsPerSecond": {"type": "number"},
+                    "requestsPerSecondByApi": {"type": "object",
+                                               "additionalProperties": {
+                                                   "type": "number"}}}},
+                "DashboardSnapshot": {"type": "object", "properties": {
+                    "time": {"type": "number"},
+                    "rateSeconds": {"type": "number", "nullable": True,
+                                    "description": "Seconds the rates average "
+                                                   "over (null until two samples)"},
+                    "totals": {"type": "object"},
+                    "vclusters": {"type": "array", "items": {"allOf": [
+                        {"$ref": "#/components/schemas/Traffic"},
+                        {"type": "object", "properties": {
+                            "prefix": {"type": "string"},
+                            "serviceAccounts": {"type": "array",
+                                                "items": {"type": "string"}},
+                            "topics": {"type": "array", "items": {"type": "string"}},
+                            "mappings": {"type": "array", "items": mapping}}}]}},
+                    "other": {"type": "array", "items": {
+                        "$ref": "#/components/schemas/Traffic"}}}},
             },
         },
         "security": [{"basic": []}],
@@ -66,6 +91,18 @@ def document():
                 "summary": "This document",
                 "responses": _responses([(200, "The OpenAPI document",
                                           {"type": "object"})])}},
+            "/admin/dashboard": {"get": {
+                "summary": "The operator dashboard: an HTML page that polls "
+                           "/admin/dashboard.json every 2 s",
+                "responses": {"200": {"description": "The page", "content": {
+                                  "text/html": {"schema": {"type": "string"}}}},
+                              **_responses([])}}},
+            "/admin/dashboard.json": {"get": {
+                "summary": "Virtual clusters with their topics, mappings, open "
+                           "connections and throughput (rates over the last "
+                           "few seconds)",
+                "responses": _responses([(200, "The snapshot", {
+                    "$ref": "#/components/schemas/DashboardSnapshot"})])}},
             V1: {"get": {
                 "summary": "List virtual clusters",
                 "responses": _responses([(200, "Virtual clusters", {
