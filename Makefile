@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 STACK   := $(PY) -m vkafka.devstack
 
-.PHONY: setup up down status test demo bench clean
+.PHONY: setup up down status test demo bench reliability clean
 
 ## setup: virtualenv, Python dependencies, Kafka jars and the Kafka CLI in .venv/bin
 setup: .venv/.installed
@@ -42,6 +42,10 @@ demo: setup
 ## bench: gateway vs direct Kafka in one run; writes docs/benchmarks.md and .png
 bench: setup
 	$(PY) bench/bench.py $(BENCH_ARGS)
+
+## reliability: faults, load and hostile input against real gateways; writes docs/reliability.md
+reliability: setup
+	$(PY) reliability/run.py $(RELIABILITY_ARGS)
 
 clean: down
 	rm -rf .venv .stack

@@ -1,0 +1,94 @@
+"""One tenant's load for `make reliability`: N producers and M consumers in one
+process, through the gateway, reporting exact counts as one JSON line.
+
+Every value is ``<vcluster>:<producer>:<sequence>``, so a record from another
+tenant is recognised by its prefix, and a lost or duplicated one by its key.
+"""
+
+import argparse
+import json
+import threading
+import time
+
+
+def main(argv=None):
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--vcluster", required=True)
+    p.add_argument("--token", required=True)
+    p.add_argument("--producers", type=int, default=5)
+    p.add_argument("--consumers", type=int, default=5)
+    p.add_argument("--records", type=int, default=1000, help="per producer")
+    p.add_argument("--topic", default="load")
+    p.add_argument("--timeout", type=float, default=300)
+    args = p.parse_args(argv)
+
+    config = {"bootstrap.servers": args.bootstrap, "security.protocol": "SASL_PLAINTEXT",
+              "sasl.mechanism": "PLAIN", "sasl.username": "sa",
+              "sasl.password": args.token}
+    admin = AdminClient(config)
+    admin.create_topics([NewTopic(args.topic, 6, 3)])[args.topic].result(60)
+
+    expected = args.producers * args.records
+    lock = threading.Lock()
+    seen, duplicates, foreign, failed = set(), 0, 0, 0
+    acked = [0] * args.producers
+    done = threading.Event()
+    deadline = time.monotonic() + args.timeout
+
+    def produce(index):
+        producer = Producer({**config, "acks": "all", "enable.idempotence": True,
+                             "linger.ms": 5})
+
+        def report(err, msg):
+            nonlocal failed
+            if err is None:
+                acked[index] += 1
+            else:
+                with lock:
+                    failed += 1
+        for i in range(args.records):
+            producer.produce(args.topic, key=str(i),
+                             value=f"{args.vcluster}:{index}:{i}", on_delivery=report)
+            producer.poll(0)
+        producer.flush(args.timeout)
+
+    def consume(index):
+        nonlocal duplicates, foreign
+        consumer = Consumer({**config, "group.id": "load-group",
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([args.topic])
+        while not done.is_set() and time.monotonic() < deadline:
+            for m in consumer.consume(500, 0.5):
+                if m.error() is not None:
+                    continue
+                value = m.value().decode()
+                with lock:
+                    if not value.startswith(f"{args.vcluster}:"):
+                        foreign += 1
+                    elif value in seen:
+                        duplicates += 1
+                    else:
+                        seen.add(value)
+                    if len(seen) >= expected:
+                        done.set()
+        consumer.close()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(args.consumers)]
+    threads += [threading.Thread(target=produce, args=(i,)) for i in range(args.producers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"vcluster": args.vcluster, "expected": expected,
+                      "acked": sum(acked), "failed": failed, "consumed": len(seen),
+                      "duplicates": duplicates, "foreign": foreign,
+                      "seconds": round(time.monotonic() - started, 1)}))
+
+
+if __name__ == "__main__":
+    main()
