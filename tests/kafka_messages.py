@@ -76,3 +76,64 @@ def find_coordinator_response(coordinators):
         coordinators=tuple(Coordinator(key=k, node_id=i32(n), host=h, port=i32(p),
                                        error_code=ErrorCode(e), error_message=None)
                            for k, n, h, p, e in coordinators))
+
+
+def record_batch(count, value=b"v" * 20):
+    """One v2 record batch (with its CRC, as a broker checks it) of *count* records."""
+    import io
+
+    from kio.records.schema import NewRecordBatch, Record
+    from kio.records.writers import write_batch
+    from kio.static.primitive import i8, i64
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    records = tuple(Record(attributes=i8(0), timestamp=now, offset=i64(i), key=None,
+                           value=value, headers=()) for i in range(count))
+    buffer = io.BytesIO()
+    write_batch(buffer, NewRecordBatch(producer_id=i64(-1), producer_epoch=i16(-1),
+                                       base_sequence=i32(-1), attributes=i16(0),
+                                       records=records))
+    return buffer.getvalue()
+
+
+def produce_records(topic, records, acks=-1, version=9):
+    """A Produce request of *records* bytes to partition 0 of *topic* (a name,
+    or a topic id from v13)."""
+    import importlib
+    m = importlib.import_module(f"kio.schema.produce.v{version}.request")
+    key = {"topic_id": topic} if version >= 13 else {"name": topic}
+    return m.ProduceRequest(
+        transactional_id=None, acks=i16(acks),
+        timeout=i32Timedelta.parse(datetime.timedelta(seconds=30)),
+        topic_data=(m.TopicProduceData(partition_data=(
+            m.PartitionProduceData(index=i32(0), records=records),), **key),))
+
+
+def fetch_request(topic, offset=0, version=12):
+    """A Fetch request of partition 0 of *topic* (a name, or a topic id from v13)
+    from *offset*."""
+    import importlib
+
+    from kio.static.primitive import i8, i64
+    m = importlib.import_module(f"kio.schema.fetch.v{version}.request")
+    fields = m.FetchPartition.__dataclass_fields__
+    partition = {"partition": i32(0), "fetch_offset": i64(offset),
+                 "partition_max_bytes": i32(1 << 20)}
+    for name, value in (("current_leader_epoch", i32(-1)),
+                        ("log_start_offset", i64(-1)),
+                        ("last_fetched_epoch", i32(-1))):
+        if name in fields:
+            partition[name] = value
+    request = {"max_wait": i32Timedelta.parse(datetime.timedelta(milliseconds=500)),
+               "min_bytes": i32(1), "max_bytes": i32(1 << 20),
+               "isolation_level": i8(0),
+               "topics": (m.FetchTopic(partitions=(m.FetchPartition(**partition),),
+                                       **({"topic_id": topic} if version >= 13
+                                          else {"topic": topic})),)}
+    request_fields = m.FetchRequest.__dataclass_fields__
+    for name, value in (("replica_id", i32(-1)), ("session_id", i32(0)),
+                        ("session_epoch", i32(-1)), ("forgotten_topics_data", ()),
+                        ("rack_id", "")):
+        if name in request_fields:
+            request[name] = value
+    return m.FetchRequest(**{k: v for k, v in request.items() if k in request_fields})

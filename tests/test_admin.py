@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from vkafka.admin.app import AdminApp, admin_root
 from vkafka.admin.openapi import document
-from vkafka.admin.users import UserChecker, parse_users
+from vkafka.admin.users import LoginThrottle, UserChecker, parse_users
 from vkafka.auth.tokens import TokenAuthority
 from vkafka.state.model import GatewayState
 from vkafka.state.store import MemoryStore
@@ -27,7 +27,7 @@ class Clock:
         return self.now
 
 
-def make_api(ready=True):
+def make_api(ready=True, throttle=None):
     clock = Clock()
     store = MemoryStore()
     authority = TokenAuthority("z" * 32, clock)
@@ -37,7 +37,9 @@ def make_api(ready=True):
     checker = UserChecker(users, run_blocking=lambda f, *a: f(*a))
     health = (lambda: (None, {"brokers": [1]})) if ready else (
         lambda: ("cannot reach the Kafka cluster: refused", {"brokers": []}))
-    return StubTreq(admin_root(state, checker, health)), state, store, authority
+    root = admin_root(state, checker, health,
+                      throttle=LoginThrottle(clock) if throttle is None else throttle)
+    return StubTreq(root), state, store, authority
 
 
 class AdminApiTests(unittest.TestCase):
@@ -204,6 +206,17 @@ class AdminApiTests(unittest.TestCase):
         self.assertIn("cannot reach", body["reason"])
 
     @defer.inlineCallbacks
+    def test_method_not_allowed(self):
+        """A method a path does not take: 405 JSON with Allow (never a 5xx)."""
+        for url, allowed in [("http://gw/health", b"GET, HEAD"),
+                             (BASE, b"GET, HEAD")]:
+            response = yield self.http.request("TRACE", url, auth=ADMIN)
+            body = json.loads((yield response.content()))
+            self.assertEqual((response.code, body["error"]),
+                             (405, "method_not_allowed"), url)
+            self.assertEqual(response.headers.getRawHeaders(b"allow"), [allowed])
+
+    @defer.inlineCallbacks
     def test_openapi_served(self):
         """/admin/openapi.json is the document."""
         code, body = yield self.call("GET", "http://gw/admin/openapi.json")
@@ -230,6 +243,7 @@ class OpenApiTests(unittest.TestCase):
                       for method, op in item.items() if method != "parameters"
                       for status in op["responses"]}
         seen = set()
+        state.topic_exists = lambda name: defer.succeed(name != "missing")
 
         @defer.inlineCallbacks
         def run():
@@ -269,6 +283,13 @@ class OpenApiTests(unittest.TestCase):
                  None, ADMIN),
                 (f"{user}/revoke", "post", f"{V1}/vcluster/lon/username/sa/revoke",
                  None, VIEWER),
+                (f"{user}/revoke", "post", f"{V1}/vcluster/lon/username/sa/revoke",
+                 {"x": 1}, ADMIN),
+                (user, "post", f"{V1}/vcluster/p_/username/sa", {}, ADMIN),
+                (topic, "post", f"{V1}/vcluster/lon/topics/u",
+                 {"physicalTopicName": "lonx"}, ADMIN),
+                (topic, "post", f"{V1}/vcluster/lon/topics/u",
+                 {"physicalTopicName": "missing"}, ADMIN),
                 (vc, "delete", f"{V1}/vcluster/lon", None, VIEWER),
                 (vc, "delete", f"{V1}/vcluster/lon", None, ADMIN),
                 (vc, "delete", f"{V1}/vcluster/lon", None, ADMIN),
@@ -303,9 +324,145 @@ class OpenApiTests(unittest.TestCase):
                                               auth=ADMIN)
                 seen.add((path, method, str(response.code)))
             seen.add(("/health", "get", "503"))  # covered by AdminApiTests.test_health
+            for _ in range(3):  # three wrong passwords: this address must wait
+                response = yield http.request("GET", "http://gw" + V1,
+                                              auth=("admin", "bad"))
+                yield response.content()
+            for path, method, _ in documented:
+                if path == "/health":
+                    continue
+                url = path.replace("{vcluster}", "lon").replace(
+                    "{username}", "sa").replace("{topic}", "t")
+                response = yield http.request(method.upper(), "http://gw" + url,
+                                              auth=ADMIN)
+                yield response.content()
+                seen.add((path, method, str(response.code)))
 
         run()
         self.assertEqual(documented - seen, set())
+
+
+class LoginThrottleTests(unittest.TestCase):
+    """Repeated wrong admin passwords slow their source down (injected clock)."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.now = 1000.0  # an instance attribute: other tests keep theirs
+        self.throttle = LoginThrottle(self.clock, free=3, base=1.0, cap=8.0,
+                                      forget_after=900.0, max_sources=4)
+
+    def test_backoff_doubles_up_to_the_cap(self):
+        """Two failures are free; then 1, 2, 4, 8, 8 s."""
+        delays = [self.throttle.failed("10.0.0.1") for _ in range(7)]
+        self.assertEqual(delays, [0, 0, 1, 2, 4, 8, 8])
+        self.assertEqual(self.throttle.wait("10.0.0.1"), 8)
+        self.clock.now += 5
+        self.assertEqual(self.throttle.wait("10.0.0.1"), 3)
+        self.clock.now += 3
+        self.assertEqual(self.throttle.wait("10.0.0.1"), 0)
+
+    def test_success_resets(self):
+        """A successful login forgets the source's failures."""
+        for _ in range(4):
+            self.throttle.failed("10.0.0.1")
+        self.throttle.succeeded("10.0.0.1")
+        self.assertEqual(self.throttle.wait("10.0.0.1"), 0)
+        self.assertEqual(self.throttle.failed("10.0.0.1"), 0)
+
+    def test_sources_are_separate(self):
+        """One address's failures do not slow another down."""
+        for _ in range(5):
+            self.throttle.failed("10.0.0.1")
+        self.assertEqual(self.throttle.wait("10.0.0.2"), 0)
+        self.assertEqual(self.throttle.failed("10.0.0.2"), 0)
+
+    def test_quiet_period_forgets(self):
+        """After forget_after seconds without a failure, the count starts over."""
+        for _ in range(5):
+            self.throttle.failed("10.0.0.1")
+        self.clock.now += 901
+        self.assertEqual(self.throttle.failed("10.0.0.1"), 0)
+
+    def test_table_is_bounded(self):
+        """A flood of addresses keeps at most max_sources entries (oldest go first)."""
+        for i in range(100):
+            self.throttle.failed(f"10.0.1.{i}")
+        self.assertEqual(len(self.throttle), 4)
+        self.assertEqual(self.throttle.failed("10.0.1.99"), 0)  # still known: 2nd
+        self.assertEqual(self.throttle.failed("10.0.1.0"), 0)  # evicted: 1st again
+
+
+class CountingChecker:
+    """Wraps a checker to count the password checks that actually ran."""
+
+    def __init__(self, checker):
+        self.checker, self.checks = checker, 0
+        self.credentialInterfaces = checker.credentialInterfaces
+
+    def requestAvatarId(self, creds):
+        self.checks += 1
+        return self.checker.requestAvatarId(creds)
+
+
+class ThrottledApiTests(unittest.TestCase):
+    """The admin API answers 429 with Retry-After to an address that must wait."""
+
+    def setUp(self):
+        from zope.interface import directlyProvides
+        from twisted.cred.checkers import ICredentialsChecker
+        self.clock = Clock()
+        self.clock.now = 5000.0
+        self.throttle = LoginThrottle(self.clock)
+        users = parse_users("admin:conduktor", allow_plain=True)
+        self.checker = CountingChecker(UserChecker(users))
+        directlyProvides(self.checker, ICredentialsChecker)
+        state = GatewayState(MemoryStore(), TokenAuthority("z" * 32, self.clock),
+                             VirtualClusters(), self.clock)
+        self.http = StubTreq(admin_root(state, self.checker, lambda: (None, {}),
+                                        throttle=self.throttle))
+
+    @defer.inlineCallbacks
+    def get(self, auth):
+        response = yield self.http.get(BASE, auth=auth)
+        content = yield response.content()
+        return response, content
+
+    @defer.inlineCallbacks
+    def test_wrong_passwords_then_429(self):
+        """Three wrong passwords: 401s, then 429 JSON with Retry-After; no check runs."""
+        for _ in range(3):
+            response, _ = yield self.get(("admin", "guess"))
+            self.assertEqual(response.code, 401)
+        checks = self.checker.checks
+        for auth in (("admin", "guess"), ADMIN, None):
+            response, content = yield self.get(auth)
+            self.assertEqual(response.code, 429)
+            self.assertEqual(response.headers.getRawHeaders(b"retry-after"), [b"1"])
+            self.assertEqual(json.loads(content)["error"], "too_many_attempts")
+        self.assertEqual(self.checker.checks, checks)  # refused before any check
+
+    @defer.inlineCallbacks
+    def test_wait_then_success_resets(self):
+        """After Retry-After seconds the right password works and clears the count."""
+        for _ in range(4):
+            self.clock.now += 10
+            yield self.get(("admin", "guess"))
+        response, _ = yield self.get(ADMIN)
+        self.assertEqual(response.headers.getRawHeaders(b"retry-after"), [b"2"])
+        self.clock.now += 2
+        response, _ = yield self.get(ADMIN)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.throttle.wait("127.0.0.1"), 0)
+        response, _ = yield self.get(("admin", "guess"))
+        self.assertEqual(response.code, 401)  # a fresh start: free again
+
+    @defer.inlineCallbacks
+    def test_no_credentials_is_not_a_failure(self):
+        """Requests without credentials (the browser's first try) count nothing."""
+        for _ in range(10):
+            response, _ = yield self.get(None)
+            self.assertEqual(response.code, 401)
+        self.assertEqual(len(self.throttle), 0)
 
 
 class AuditTests(unittest.TestCase):

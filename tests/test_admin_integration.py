@@ -78,17 +78,41 @@ class SharedStateTests(unittest.TestCase):
 
         # A's /metrics, parsed as Prometheus does, has this tenant's series
         from prometheus_client.parser import text_string_to_metric_families
+        from .kafka_messages import fetch_request, produce_records, record_batch
         from .test_isolation import metadata
         answer = yield threads.deferToThread(raw_a.request, metadata(), 12)
         self.assertEqual([t.name for t in answer.topics], ["mapped"])
+        # 3 records produced and fetched back, on a second connection to A that
+        # reaches the partition's leader
+        leader = answer.topics[0].partitions[0].leader_id
+        port = {b.node_id: b.port for b in answer.brokers}[leader]
+
+        def produce_and_fetch():
+            raw = RawClient("localhost", port)
+            self.addCleanup(raw.close)
+            self.assertEqual(raw.sasl_plain("sa", token).error_code, ErrorCode.none)
+            return (raw.request(produce_records("mapped", record_batch(3)), 9),
+                    raw.request(fetch_request("mapped", version=12), 12))
+        produced, fetched = yield threads.deferToThread(produce_and_fetch)
+        self.assertEqual(produced.responses[0].partition_responses[0].error_code,
+                         ErrorCode.none)
+        self.assertEqual(fetched.responses[0].partitions[0].error_code, ErrorCode.none)
         response = yield treq.get(f"http://localhost:{self.a.admin_port}/metrics",
                                   persistent=False)
         text = yield response.text()
+        samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
         series = {(s.name, s.labels.get("vcluster"), s.labels.get("direction")): s.value
-                  for f in text_string_to_metric_families(text) for s in f.samples}
-        self.assertEqual(series[("vkafka_connections", vc, None)], 1)
+                  for s in samples}
+        self.assertEqual(series[("vkafka_connections", vc, None)], 2)
         self.assertGreater(series[("vkafka_bytes_total", vc, "in")], 0)
         self.assertGreater(series[("vkafka_bytes_total", vc, "out")], 0)
+        self.assertEqual(series[("vkafka_records_total", vc, "in")], 3)
+        self.assertEqual(series[("vkafka_records_total", vc, "out")], 3)
+        responses = {(s.labels["api"], s.labels["error"]): s.value for s in samples
+                     if s.name == "vkafka_responses_total"
+                     and s.labels["vcluster"] == vc}
+        self.assertEqual(responses, {("Metadata", "none"): 1, ("Produce", "none"): 1,
+                                     ("Fetch", "none"): 1})
 
         # revoked through B: A refuses new logins and closes the open one
         code, _ = yield self.post(self.b, f"/vcluster/{vc}/username/sa/revoke")

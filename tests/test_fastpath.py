@@ -8,44 +8,82 @@ from kio.static.primitive import i32, i32Timedelta, i64
 from twisted.trial import unittest
 
 from vkafka.protocol.codec import encode_body
-from vkafka.protocol.fastpath import fetch_top_level_tags_empty
+from vkafka.protocol.fastpath import scan_fetch
+
+from .kafka_messages import record_batch
+
+BATCHES = record_batch(3) + record_batch(4)
+"""Two whole batches: 7 records."""
 
 
-def fetch_response(version, endpoints=(), records=b"r" * 300):
+def fetch_response(version, endpoints=(), records=BATCHES, errors=(0, 0), top_error=0,
+                   topic=None):
+    """An encoded Fetch response body: two entries of *topic* (a name before v13,
+    an id from v13; default "t" or a random id), a partition per error code."""
     import importlib
     m = importlib.import_module(f"kio.schema.fetch.v{version}.response")
-    partition = m.PartitionData(
-        partition_index=i32(0), error_code=ErrorCode.none, high_watermark=i64(5),
-        last_stable_offset=i64(5), log_start_offset=i64(0), aborted_transactions=(
-            m.AbortedTransaction(producer_id=i64(1), first_offset=i64(2)),),
-        preferred_read_replica=i32(-1), records=records)
-    topic_kw = {"topic_id": uuid.uuid4()} if version >= 13 else {"topic": "t"}
-    topic = m.FetchableTopicResponse(partitions=(partition, partition), **topic_kw)
-    kw = {}
+    fields = m.PartitionData.__dataclass_fields__
+
+    def partition(error):
+        kw = dict(partition_index=i32(0), error_code=ErrorCode(error),
+                  high_watermark=i64(5), last_stable_offset=i64(5),
+                  log_start_offset=i64(0), preferred_read_replica=i32(-1),
+                  aborted_transactions=(m.AbortedTransaction(producer_id=i64(1),
+                                                             first_offset=i64(2)),),
+                  records=records)
+        return m.PartitionData(**{k: v for k, v in kw.items() if k in fields})
+    topic_kw = {"topic_id": topic or uuid.uuid4()} if version >= 13 else \
+        {"topic": topic or "t"}
+    topic = m.FetchableTopicResponse(partitions=tuple(map(partition, errors)),
+                                     **topic_kw)
+    kw = {"throttle_time": i32Timedelta.parse(datetime.timedelta(0)),
+          "error_code": ErrorCode(top_error), "session_id": i32(0),
+          "responses": (topic, topic)}
     if version >= 16:
         kw["node_endpoints"] = tuple(m.NodeEndpoint(node_id=i32(n), host="h",
                                                     port=i32(1)) for n in endpoints)
     return encode_body(m.FetchResponse(
-        throttle_time=i32Timedelta.parse(datetime.timedelta(0)),
-        error_code=ErrorCode.none, session_id=i32(0), responses=(topic, topic), **kw))
+        **{k: v for k, v in kw.items() if k in m.FetchResponse.__dataclass_fields__}))
 
 
 class FetchScanTests(unittest.TestCase):
     def test_no_node_endpoints(self):
-        """Without node_endpoints the scan says: pass as bytes (v12 to v18)."""
-        for version in (12, 13, 16, 17, 18):
-            self.assertTrue(fetch_top_level_tags_empty(fetch_response(version), 0,
-                                                       version), version)
+        """Without node_endpoints the scan says: pass as bytes (v4 to v18)."""
+        for version in range(4, 19):
+            self.assertTrue(scan_fetch(fetch_response(version), 0, version).tags_empty,
+                            version)
 
     def test_node_endpoints_detected(self):
         """node_endpoints present: the scan says the response must be rewritten."""
         for version in (16, 17, 18):
             body = fetch_response(version, endpoints=(2,))
-            self.assertFalse(fetch_top_level_tags_empty(body, 0, version))
+            self.assertFalse(scan_fetch(body, 0, version).tags_empty)
+
+    def test_records_and_errors(self):
+        """Every version: records of every partition's whole batches; the first
+        non-zero error, the top-level one (v7+) before the partitions'."""
+        for version in range(4, 19):
+            scan = scan_fetch(fetch_response(version), 0, version)
+            self.assertEqual((scan.error, scan.records), (0, 4 * 7), version)
+            body = fetch_response(version, errors=(0, 6, 3), top_error=0)
+            self.assertEqual(scan_fetch(body, 0, version).error, 6, version)
+            if version >= 7:
+                body = fetch_response(version, errors=(6,), top_error=71)
+                self.assertEqual(scan_fetch(body, 0, version).error, 71, version)
+
+    def test_partial_last_batch_not_counted(self):
+        """A batch cut at the fetch's byte limit is skipped, the whole ones counted."""
+        body = fetch_response(17, records=BATCHES[:-10])
+        self.assertEqual(scan_fetch(body, 0, 17).records, 4 * 3)
 
     def test_null_records_and_truncation(self):
-        """Null records scan fine; a truncated response raises, never passes."""
-        body = fetch_response(17, records=None)
-        self.assertTrue(fetch_top_level_tags_empty(body, 0, 17))
-        with self.assertRaises(Exception):
-            fetch_top_level_tags_empty(body[:-5], 0, 17)
+        """Null records scan fine; a truncated or overlong response raises, never
+        passes."""
+        for version in (11, 17):
+            body = fetch_response(version, records=None)
+            scan = scan_fetch(body, 0, version)
+            self.assertEqual((scan.records, scan.tags_empty), (0, True))
+            with self.assertRaises(Exception):
+                scan_fetch(body[:-5], 0, version)
+        with self.assertRaises(ValueError):
+            scan_fetch(fetch_response(11) + b"\0", 0, 11)

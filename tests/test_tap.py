@@ -71,6 +71,45 @@ class OptionsTests(unittest.TestCase):
                               {"GATEWAY_SECURITY_PROTOCOL": "SASL_SSL"})
         self.assertIn("SASL_SSL", str(e))
 
+    def test_previous_token_secrets(self):
+        """GATEWAY_USER_POOL_PREVIOUS_SECRET_KEYS lets the gateway accept tokens of
+        former secrets; new ones are signed with the current secret."""
+        from vkafka.auth.tokens import TokenAuthority
+        old, older = "o" * 32, "p" * 32
+        options = parse([], {"GATEWAY_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                             "GATEWAY_FEATURE_FLAGS_MULTI_TENANCY": "true",
+                             "GATEWAY_USER_POOL_SECRET_KEY": "n" * 32,
+                             "GATEWAY_USER_POOL_PREVIOUS_SECRET_KEYS":
+                                 f" {old}, {older},"})
+        self.assertEqual(options["previous-secrets"], (old, older))
+        clock = MemoryReactorClock()
+        service = makeService(options, clock)
+        authority = next(s.factory.gateway.tenancy.authority for s in service
+                         if hasattr(s, "factory") and hasattr(s.factory, "gateway"))
+        for secret in (old, older):
+            token = TokenAuthority(secret, clock.seconds).issue("london", "sa", 60)
+            self.assertEqual(authority.verify("sa", token).vcluster, "london")
+        TokenAuthority("n" * 32, clock.seconds).verify(
+            "sa", authority.issue("london", "sa", 60))
+        self.assertEqual(parse([])["previous-secrets"], ())
+
+    def test_config_file_lists(self):
+        """A YAML list is the comma-separated form (secrets, servers)."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"previous-token-secrets:\n  - {'o' * 32}\n  - {'p' * 32}\n"
+                    f"bootstrap-servers: [k1:9092, k2:9093]\n")
+        options = parse(["--config", path])
+        self.assertEqual(options["previous-secrets"], ("o" * 32, "p" * 32))
+        self.assertEqual(options["servers"], [("k1", 9092), ("k2", 9093)])
+
+    def test_short_previous_token_secret_refused(self):
+        """A previous secret under 32 characters stops the start, naming the setting."""
+        e = self.assertRaises(usage.UsageError, parse,
+                              ["--previous-token-secrets", "p" * 32 + ",short"])
+        self.assertIn("--previous-token-secrets", str(e))
+        self.assertIn("secret 2", str(e))
+
     def test_service_listens_per_port(self):
         """makeService opens one Kafka port per configured broker slot plus admin."""
         reactor = MemoryReactorClock()
@@ -80,6 +119,17 @@ class OptionsTests(unittest.TestCase):
         service.startService()
         ports = sorted(p[0] for p in reactor.tcpServers)
         self.assertEqual(ports, [5000, 5001, 5002, 5003, 8888])
+
+
+class ReferenceTests(unittest.TestCase):
+    def test_docs_match_code(self):
+        """docs/configuration.md is exactly what the SETTINGS table generates."""
+        from pathlib import Path
+
+        from vkafka.tap import markdown_settings
+        path = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+        self.assertEqual(path.read_text(), markdown_settings(),
+                         "regenerate: python -m vkafka.tap > docs/configuration.md")
 
 
 class TopologyTests(unittest.TestCase):

@@ -271,3 +271,79 @@ class FuzzTests(TenantSpliceBase):
                     self.assertTrue(self.transport.disconnected
                                     or self.broker_transport.value()
                                     or self.transport.value())
+
+    def test_heartbeat_v0_has_no_regex(self):
+        """ConsumerGroupHeartbeat v0 (no regex field) is rewritten, not crashed on.
+
+        Found by tests/fuzz_gateway.py: the rewrite read a v1-only field.
+        """
+        from kio.schema.consumer_group_heartbeat.v0.request import (
+            ConsumerGroupHeartbeatRequest)
+        from kio.static.primitive import i32
+        self.login()
+        self.client.dataReceived(request_frame(ConsumerGroupHeartbeatRequest(
+            group_id="g", member_id="m", member_epoch=i32(0),
+            subscribed_topic_names=("t",), topic_partitions=None), 0, 3))
+        _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        self.assertEqual((request.group_id, request.subscribed_topic_names),
+                         ("londong", ("londont",)))
+
+    def test_find_coordinator_v0_is_a_group(self):
+        """FindCoordinator v0 (no key type: always a group) has its key renamed.
+
+        Found by tests/fuzz_gateway.py: the rewrite read a v1+ field.
+        """
+        from kio.schema.find_coordinator.v0.request import FindCoordinatorRequest
+        self.login()
+        self.client.dataReceived(request_frame(FindCoordinatorRequest(key="g"), 0, 3))
+        _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        self.assertEqual(request.key, "londong")
+
+    def test_coordinator_without_gateway_port(self):
+        """A coordinator on a broker past the port range is answered as unavailable.
+
+        Found by tests/fuzz_gateway.py: the rewrite set an int error code,
+        which the encoder refused with an exception out of dataReceived.
+        """
+        from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
+        from kio.schema.find_coordinator.v4.response import (
+            Coordinator, FindCoordinatorResponse)
+        from kio.static.primitive import i8, i32
+        from .kafka_messages import NO_THROTTLE
+        self.login()
+        self.client.dataReceived(request_frame(FindCoordinatorRequest(
+            key_type=i8(0), coordinator_keys=("g",)), 4, 3))
+        self.broker.dataReceived(response_frame(3, FindCoordinatorResponse(
+            throttle_time=NO_THROTTLE, coordinators=(Coordinator(
+                key="londong", node_id=i32(50), host="kafka50", port=i32(9092),
+                error_code=ErrorCode.none, error_message=None),))))
+        _, answer = decode_response(self.responses()[0], 10, 4)
+        [coordinator] = answer.coordinators
+        self.assertEqual((coordinator.key, coordinator.node_id, coordinator.error_code),
+                         ("g", -1, ErrorCode.coordinator_not_available))
+
+    def test_huge_compact_array_refused(self):
+        """A compact array of 2**32 elements is refused before kio reads it.
+
+        Found by tests/fuzz_gateway.py: kio's native reader then tries to
+        allocate that many slots and the whole process aborts, so the decode
+        runs in a subprocess here.
+        """
+        import subprocess
+        import sys
+        from kio.schema.metadata.v12.request import MetadataRequest
+        from vkafka.protocol.lengths import LengthError, check
+        huge = b"\x80\x80\x80\x80\x10" + b"\x00" * 8  # topics: uvarint 2**32
+        self.assertRaises(LengthError, check, MetadataRequest, huge, 0)
+        valid = request_frame(MetadataRequest(
+            topics=(), allow_auto_topic_creation=False,
+            include_topic_authorized_operations=False), 12, 3)[4:]
+        crafted = valid[:-4] + huge  # the header, then the hostile body
+        script = ("import sys\n"
+                  "from vkafka.protocol.codec import CodecError, decode_request\n"
+                  "try:\n    decode_request(sys.stdin.buffer.read())\n"
+                  "except CodecError as e:\n    print('refused:', e)\n")
+        run = subprocess.run([sys.executable, "-c", script], input=crafted,
+                             capture_output=True, timeout=60)
+        self.assertEqual(run.returncode, 0, run.stderr[-2000:])  # not an abort
+        self.assertIn(b"refused:", run.stdout)

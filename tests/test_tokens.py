@@ -69,3 +69,48 @@ class TokenTests(unittest.TestCase):
         self.assertEqual([parse_duration(d) for d in ("90d", "12h", "30m", "45s", "7")],
                          [7776000, 43200, 1800, 45, 7])
         self.assertRaises(ValueError, parse_duration, "soon")
+
+
+class RotationTests(unittest.TestCase):
+    """Rotating the secret: the new one signs, previous ones still verify."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.old = TokenAuthority("o" * 32, self.clock)
+        self.rotated = TokenAuthority("n" * 32, self.clock,
+                                      previous_secrets=("o" * 32, "p" * 32))
+
+    def test_previous_secret_verifies(self):
+        """A token signed with a previous secret is still accepted, with its claims."""
+        claims = self.rotated.verify("sa", self.old.issue("london", "sa", 90))
+        self.assertEqual((claims.vcluster, claims.username), ("london", "sa"))
+
+    def test_new_tokens_signed_with_current(self):
+        """New tokens are signed with the current secret only: a gateway that
+        knows only the new secret accepts them, one that knows only the old refuses."""
+        token = self.rotated.issue("london", "sa", 90)
+        TokenAuthority("n" * 32, self.clock).verify("sa", token)
+        e = self.assertRaises(TokenError, self.old.verify, "sa", token)
+        self.assertIn("signature", str(e))
+
+    def test_other_secret_still_forged(self):
+        """A secret in neither list is refused as forged."""
+        token = TokenAuthority("x" * 32, self.clock).issue("london", "sa", 90)
+        e = self.assertRaises(TokenError, self.rotated.verify, "sa", token)
+        self.assertIn("signature", str(e))
+
+    def test_checks_still_apply(self):
+        """Expiry and revocation apply to tokens of previous secrets too."""
+        token = self.old.issue("london", "sa", 90)
+        self.rotated.revocations.revoke("london", "sa", self.clock.now)
+        e = self.assertRaises(TokenError, self.rotated.verify, "sa", token)
+        self.assertIn("revoked", str(e))
+        self.clock.now += 90
+        e = self.assertRaises(TokenError, TokenAuthority(
+            "n" * 32, self.clock, previous_secrets=("o" * 32,)).verify, "sa", token)
+        self.assertIn("expired", str(e))
+
+    def test_short_previous_secret_refused(self):
+        """A previous secret shorter than 32 characters is refused like a current one."""
+        self.assertRaises(ValueError, TokenAuthority, "n" * 32,
+                          previous_secrets=("short",))

@@ -3,9 +3,11 @@
 
 One registry per gateway (not the library's global one), so tests and several
 gateways in one process never mix series.  Connections cache their labelled
-children, so the hot path pays one increment per frame.
+children, so the hot path pays one increment per frame.  What each series
+counts, precisely, is in docs/operations.md.
 """
 
+from kio.schema.errors import ErrorCode
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from twisted.web.resource import Resource
@@ -23,6 +25,12 @@ class Metrics:
         self.bytes = Counter("vkafka_bytes", "Kafka frame bytes through the gateway "
                              "(in: from clients, out: to clients)",
                              ["vcluster", "direction"], registry=r)
+        self.records = Counter("vkafka_records", "Records in the record batches of "
+                               "Produce requests (in) and Fetch responses (out)",
+                               ["vcluster", "direction"], registry=r)
+        self.responses = Counter("vkafka_responses", "Broker responses sent to "
+                                 "clients, by the first error code in them",
+                                 ["vcluster", "api", "error"], registry=r)
         self.latency = Histogram("vkafka_request_latency_seconds",
                                  "Time from forwarding a request to its response "
                                  "reaching the client", ["api"], registry=r,
@@ -51,31 +59,57 @@ class Metrics:
 class ConnectionMetrics:
     """The labelled children one connection uses, looked up once."""
 
-    __slots__ = ("metrics", "vcluster", "bytes_in", "bytes_out", "_requests",
-                 "_latency")
+    __slots__ = ("metrics", "vcluster", "bytes_in", "bytes_out", "records_in",
+                 "records_out", "_requests", "_latency", "_responses")
 
     def __init__(self, metrics, vcluster):
         self.metrics = metrics
         self.vcluster = vcluster
         self.bytes_in = metrics.bytes.labels(vcluster, "in")
         self.bytes_out = metrics.bytes.labels(vcluster, "out")
+        self.records_in = metrics.records.labels(vcluster, "in")
+        self.records_out = metrics.records.labels(vcluster, "out")
         self._requests = {}
         self._latency = {}
+        self._responses = {}
 
-    def request(self, api_name, size):
+    def request(self, api_name, size, records=0):
         child = self._requests.get(api_name)
         if child is None:
             child = self._requests[api_name] = self.metrics.requests.labels(
                 self.vcluster, api_name)
         child.inc()
         self.bytes_in.inc(size)
+        if records:
+            self.records_in.inc(records)
 
-    def response(self, api_name, size, seconds):
+    def response(self, api_name, size, seconds, error=None, records=0):
+        """*error*: the response's first error code (0: none), or None when the
+        gateway forwarded it without reading it (then it is not counted)."""
         self.bytes_out.inc(size)
         child = self._latency.get(api_name)
         if child is None:
             child = self._latency[api_name] = self.metrics.latency.labels(api_name)
         child.observe(seconds)
+        if records:
+            self.records_out.inc(records)
+        if error is not None:
+            child = self._responses.get((api_name, error))
+            if child is None:
+                child = self._responses[(api_name, error)] = \
+                    self.metrics.responses.labels(self.vcluster, api_name,
+                                                  error_name(error))
+            child.inc()
+
+
+def error_name(code):
+    """kio's name of a Kafka error code (``none``, ``not_leader_or_follower``...);
+    codes this Kafka version does not define are ``unknown``, so the label's
+    values stay a fixed, small set."""
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return "unknown"
 
 
 class MetricsResource(Resource):

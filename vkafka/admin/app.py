@@ -3,12 +3,16 @@
 
 Every error is JSON ``{"error": ..., "message": ...}`` with a 4xx status (503
 when the state store cannot take writes); bad input never causes a 500.
+An address that keeps failing to log in gets 429 with ``Retry-After``.
 """
 
 import json
+import math
+import time
 from functools import wraps
 
 from klein import Klein
+from twisted.cred import error as cred_error
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -22,6 +26,7 @@ from ..state.store import StoreUnavailable
 from ..tenancy.naming import MAX_TOPIC_LENGTH, valid_topic_name
 from .dashboard import Dashboard, render_page
 from .openapi import document
+from .users import LoginThrottle
 
 log = Logger()
 DEFAULT_LIFETIME = 90 * 24 * 3600
@@ -232,6 +237,8 @@ class AdminApp:
             return _json(request, 404, {"error": "not_found",
                                         "message": "no such endpoint"})
         if failure.check(MethodNotAllowed):
+            allowed = sorted(failure.value.valid_methods or ())
+            request.setHeader(b"Allow", ", ".join(allowed).encode())
             return _json(request, 405, {"error": "method_not_allowed",
                                         "message": "method not allowed here"})
         log.failure("admin API error", failure)
@@ -260,6 +267,13 @@ class Health(Resource):
         super().__init__()
         self.check = check
 
+    def render(self, request):
+        if request.method not in (b"GET", b"HEAD"):  # not Twisted's 501 "Huh?"
+            request.setHeader(b"Allow", b"GET, HEAD")
+            return _json(request, 405, {"error": "method_not_allowed",
+                                        "message": "GET /health only"})
+        return super().render(request)
+
     def render_GET(self, request):
         reason, details = self.check()
         if reason is None:
@@ -267,17 +281,101 @@ class Health(Resource):
         return _json(request, 503, {"status": "not ready", "reason": reason, **details})
 
 
-def admin_root(state, checker, health_check, dashboard=None):
+def client_host(request):
+    """The address a request came from (the TCP peer; no proxy header is trusted)."""
+    return getattr(request.getClientAddress(), "host", None)
+
+
+class SourcedBasicCredentialFactory(BasicCredentialFactory):
+    """Basic auth credentials that also carry the client's address."""
+
+    def decode(self, response, request):
+        credentials = super().decode(response, request)
+        credentials.source = client_host(request)
+        return credentials
+
+
+class ThrottledPortal:
+    """A portal that tells the throttle how each password login ended."""
+
+    def __init__(self, portal, throttle):
+        self.portal, self.throttle = portal, throttle
+
+    def login(self, credentials, mind, *interfaces):
+        source = getattr(credentials, "source", None)
+        d = self.portal.login(credentials, mind, *interfaces)
+        if source is None:  # anonymous: a challenge, not a guess
+            return d
+
+        def succeeded(result):
+            self.throttle.succeeded(source)
+            return result
+
+        def failed(failure):
+            if failure.check(cred_error.LoginFailed):
+                self.throttle.failed(source)
+            return failure
+        return d.addCallbacks(succeeded, failed)
+
+
+class TooManyAttempts(Resource):
+    """429 with Retry-After: this address must wait before its next login."""
+
+    isLeaf = True
+
+    def __init__(self, wait):
+        super().__init__()
+        self.wait = max(1, math.ceil(wait))
+
+    def render(self, request):
+        request.setHeader(b"Retry-After", str(self.wait).encode())
+        return _json(request, 429, {
+            "error": "too_many_attempts",
+            "message": f"too many failed logins from this address; retry in "
+                       f"{self.wait} s"})
+
+
+@implementer(IResource)
+class LoginGuard:
+    """In front of basic auth: refuse an address that must wait, check nothing."""
+
+    isLeaf = False
+
+    def __init__(self, wrapped, throttle):
+        self.wrapped, self.throttle = wrapped, throttle
+
+    def _refusal(self, request):
+        wait = self.throttle.wait(client_host(request))
+        return TooManyAttempts(wait) if wait > 0 else None
+
+    def getChildWithDefault(self, path, request):
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        return self.wrapped.getChildWithDefault(path, request)
+
+    def render(self, request):
+        refusal = self._refusal(request)
+        return (self.wrapped if refusal is None else refusal).render(request)
+
+    def putChild(self, path, child):
+        raise NotImplementedError("the admin API's children are Klein routes")
+
+
+def admin_root(state, checker, health_check, dashboard=None, throttle=None):
     """The admin port's resource tree: /health open, /admin/* behind basic auth.
 
     *dashboard* (a Dashboard) feeds /admin/dashboard; without one the page
-    shows the state only, with no traffic.
+    shows the state only, with no traffic.  *throttle* (a LoginThrottle)
+    slows down addresses whose logins keep failing.
     """
     root = Resource()
     root.putChild(b"health", Health(health_check))
     if state is None:  # passthrough mode: no virtual clusters to administer
         return root
-    portal = Portal(AdminRealm(state, dashboard), [checker])
-    root.putChild(b"admin", HTTPAuthSessionWrapper(
-        portal, [BasicCredentialFactory(b"vkafka admin")]))
+    if throttle is None:
+        throttle = LoginThrottle(time.monotonic)
+    portal = ThrottledPortal(Portal(AdminRealm(state, dashboard), [checker]), throttle)
+    root.putChild(b"admin", LoginGuard(HTTPAuthSessionWrapper(
+        portal, [SourcedBasicCredentialFactory(b"vkafka admin")]), throttle))
     return root

@@ -4,6 +4,8 @@ A test checks it against the Klein routes and exercises every documented
 response, so the document and the code cannot drift apart.
 """
 
+from ..auth.tokens import MAX_LIFETIME
+
 V1 = "/admin/vclusters/v1"
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -17,17 +19,33 @@ def _responses(ok, *errors):
             entry["content"] = {"application/json": {"schema": schema}}
         out[str(status)] = entry
     descriptions = {400: "Bad input", 401: "Missing or wrong credentials",
-                    403: "Read-only user", 404: "Unknown virtual cluster or mapping",
-                    409: "Conflict", 503: "The state store cannot take writes"}
-    for status in (401,) + errors:
+                    403: "Read-only user", 404: "Unknown virtual cluster, account, mapping or "
+                    "physical topic",
+                    409: "Conflict (a name or prefix already in use)", 429: "Too many failed logins from this address: "
+                    "retry after Retry-After seconds",
+                    503: "The state store cannot take writes"}
+    for status in (401, 429) + errors:  # 401 is twisted.web.guard's own page
         out[str(status)] = {"description": descriptions[status], "content": {
-            "application/json" if status != 401 else "text/plain":
+            "application/json" if status != 401 else "text/html":
                 {"schema": _ERROR if status != 401 else {"type": "string"}}}}
+    out["429"]["headers"] = {"Retry-After": {
+        "description": "Seconds to wait before the next login is checked",
+        "schema": {"type": "integer", "minimum": 1}}}
     return out
 
 
+# What the code accepts (vkafka.tenancy.naming, vkafka.state.model): a name
+# outside these is refused with 400, or is 404 where it names something.
+_TOPIC = {"type": "string", "pattern": r"^(?!\.{1,2}$)[a-zA-Z0-9._-]{1,249}$"}
+_NAMES = {
+    "vcluster": {"type": "string", "pattern": "^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$"},
+    "username": {"type": "string", "pattern": r"^(?!\*$)[^/]{1,255}$"},
+    "topic": _TOPIC,
+}
+
+
 def _params(*names):
-    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+    return [{"name": n, "in": "path", "required": True, "schema": _NAMES[n]}
             for n in names]
 
 
@@ -117,7 +135,10 @@ def document():
                                     "prefix other than its name",
                          "requestBody": {"content": {"application/json": {"schema": {
                              "type": "object", "additionalProperties": False,
-                             "properties": {"prefix": {"type": "string"}}}}}},
+                             "properties": {"prefix": {
+                                 "type": "string",
+                                 "pattern": r"^(?!\.{1,2}$)[a-zA-Z0-9.-]"
+                                            r"[a-zA-Z0-9._-]{0,63}$"}}}}}},
                          "responses": _responses([(200, "The virtual cluster", vc)],
                                                  400, 403, 409, 503)},
                 "delete": {"summary": "Delete a virtual cluster (revokes its tokens, "
@@ -136,16 +157,18 @@ def document():
                          "requestBody": {"content": {"application/json": {"schema": {
                              "type": "object", "additionalProperties": False,
                              "properties": {"lifeTimeSeconds": {
-                                 "type": "integer", "minimum": 1}}}}}},
+                                 "type": "integer", "minimum": 1,
+                                 "maximum": MAX_LIFETIME}}}}}},
                          "responses": _responses([(200, "A token", {
                              "type": "object", "properties": {
-                                 "token": {"type": "string"}}})], 400, 403, 503)}},
+                                 "token": {"type": "string"}}})],
+                             400, 403, 409, 503)}},
             f"{V1}/vcluster/{{vcluster}}/username/{{username}}/revoke": {
                 "parameters": _params("vcluster", "username"),
                 "post": {"summary": "Revoke every token issued so far to the account "
                                     "(open connections are closed)",
                          "responses": _responses([(200, "Revoked", {"type": "object"})],
-                                                 403, 404, 503)}},
+                                                 400, 403, 404, 503)}},
             f"{V1}/vcluster/{{vcluster}}/topics": {
                 "parameters": _params("vcluster"),
                 "get": {"summary": "List topic mappings",
@@ -154,15 +177,16 @@ def document():
             f"{V1}/vcluster/{{vcluster}}/topics/{{topic}}": {
                 "parameters": _params("vcluster", "topic"),
                 "post": {"summary": "Map a logical topic onto a physical topic",
-                         "requestBody": {"content": {"application/json": {"schema": {
+                         "requestBody": {"required": True,
+                                         "content": {"application/json": {"schema": {
                              "type": "object", "additionalProperties": False,
                              "required": ["physicalTopicName"],
                              "properties": {
-                                 "physicalTopicName": {"type": "string"},
+                                 "physicalTopicName": _TOPIC,
                                  "readOnly": {"type": "boolean"},
                                  "concentrated": {"type": "boolean"}}}}}},
                          "responses": _responses([(200, "The mapping", mapping)],
-                                                 400, 403, 503)},
+                                                 400, 403, 404, 409, 503)},
                 "delete": {"summary": "Remove a mapping (the physical topic stays)",
                            "responses": _responses([(204, "Removed", None)],
                                                    403, 404, 503)}},

@@ -5,11 +5,13 @@ Users come from configuration as ``name:secret[:ro]`` items.  A secret is a
 bcrypt hash (``$2b$...``); a plain password is accepted only when the
 configuration allows it (the demo's ``admin:conduktor``).  bcrypt is slow on
 purpose, so checks run off the reactor thread and successes are cached.
+Repeated failures from one address slow that address down (``LoginThrottle``).
 """
 
 import hashlib
 import hmac
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import bcrypt
@@ -92,3 +94,52 @@ class UserChecker:
         return defer.maybeDeferred(
             self.run_blocking, bcrypt.checkpw, password, user.secret.encode()
         ).addCallback(checked)
+
+
+class LoginThrottle:
+    """Per source address: after a few failed logins, make it wait, doubling.
+
+    Password guessing then costs time instead of only a request, and a
+    source that is waiting is refused before any (bcrypt) check runs, so
+    parallel guesses gain nothing.  The table of sources is an LRU with a
+    cap, so a flood of addresses costs bounded memory; a success or a quiet
+    period forgets a source.
+    """
+
+    def __init__(self, clock, free=3, base=1.0, cap=8.0, forget_after=900.0,
+                 max_sources=10_000):
+        self.clock = clock
+        self.free, self.base, self.cap = free, base, cap
+        self.forget_after = forget_after
+        self.max_sources = max_sources
+        self._sources = OrderedDict()  # source -> (failures, last failure, until)
+
+    def wait(self, source):
+        """Seconds *source* must still wait before its next login is checked."""
+        entry = self._sources.get(source)
+        return 0.0 if entry is None else max(0.0, entry[2] - self.clock())
+
+    def failed(self, source):
+        """Count a failed login; return how long *source* must now wait."""
+        now = self.clock()
+        failures, last, _ = self._sources.pop(source, (0, now, now))
+        if now - last > self.forget_after:
+            failures = 0
+        failures += 1
+        delay = 0.0
+        if failures >= self.free:
+            delay = min(self.cap, self.base * 2 ** min(failures - self.free, 32))
+        self._sources[source] = (failures, now, now + delay)
+        while len(self._sources) > self.max_sources:
+            self._sources.popitem(last=False)
+        if failures == self.free:
+            log.warn("admin API: {n} failed logins in a row from {source}; slowing "
+                     "it down (up to {cap:g} s between attempts)", n=failures,
+                     source=source, cap=self.cap)
+        return delay
+
+    def succeeded(self, source):
+        self._sources.pop(source, None)
+
+    def __len__(self):
+        return len(self._sources)

@@ -59,12 +59,17 @@ class Revocations:
 
 
 class TokenAuthority:
-    """Issues and verifies tokens with one shared secret."""
+    """Issues tokens with one shared secret; verifies them with it or with a
+    previous secret, so the secret can be rotated without refusing the tokens
+    clients hold (docs/operations.md)."""
 
-    def __init__(self, secret, clock=time.time, revocations=None):
-        if not secret or len(secret) < 32:
-            raise ValueError("the token secret must be at least 32 characters")
+    def __init__(self, secret, clock=time.time, revocations=None, previous_secrets=()):
+        for value in (secret, *previous_secrets):
+            if not value or len(value) < 32:
+                raise ValueError("the token secret must be at least 32 characters")
         self.secret = secret
+        self.verifying = (secret, *(s for s in previous_secrets if s != secret))
+        """The current secret first: it verifies nearly every token."""
         self.clock = clock
         self.revocations = revocations or Revocations()
 
@@ -84,10 +89,7 @@ class TokenAuthority:
     def verify(self, username, token):
         """The token's claims, or TokenError saying why it is refused."""
         try:
-            raw = jwt.decode(token, self.secret, algorithms=[ALGORITHM],
-                             options={"verify_exp": False, "verify_iat": False,
-                                      "require": ["exp", "iat", "vcluster",
-                                                  "username"]})
+            raw = self._decode(token)
         except jwt.InvalidSignatureError:
             raise TokenError("token signature is invalid (forged, or signed with "
                              "another secret)")
@@ -110,3 +112,15 @@ class TokenAuthority:
         if self.revocations.is_revoked(claims):
             raise TokenError("token has been revoked")
         return claims
+
+    def _decode(self, token):
+        """The claims of a token signed with any verifying secret."""
+        for secret in self.verifying:
+            try:
+                return jwt.decode(token, secret, algorithms=[ALGORITHM],
+                                  options={"verify_exp": False, "verify_iat": False,
+                                           "require": ["exp", "iat", "vcluster",
+                                                       "username"]})
+            except jwt.InvalidSignatureError as e:
+                refused = e
+        raise refused

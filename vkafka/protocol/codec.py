@@ -10,6 +10,7 @@ import io
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
+from . import lengths
 from .headers import (
     HeaderError,
     encode_request_header,
@@ -37,6 +38,11 @@ def decode_body(api_key, api_version, entity_type, frame, offset):
     sends three after Metadata v13); a response must be consumed exactly.
     """
     cls = _schema(api_key, api_version, entity_type)
+    if entity_type is EntityType.request:  # from clients: untrusted
+        try:
+            lengths.check(cls, frame, offset)
+        except lengths.LengthError as e:
+            raise CodecError(f"cannot decode {cls.__name__}: {e}") from e
     try:
         value, size = entity_reader(cls)(frame, offset)
     except Exception as e:  # kio raises several types for bad bytes

@@ -1,40 +1,96 @@
 # -*- test-case-name: tests.test_fastpath -*-
-"""Cheap structural scans that let big responses pass as bytes.
+"""A cheap structural scan that lets big responses pass as bytes.
 
 A Fetch response is mostly record batches.  When nothing in it needs
-rewriting, the gateway must not decode and re-encode it; these scans walk
-its structure by lengths alone (no copy) to find out.
+rewriting, the gateway must not decode and re-encode it; this scan walks
+its structure by lengths alone (no copy) to find out, and on the way reads
+what metrics want: the first error code and the number of records.
 """
 
+import struct
+from dataclasses import dataclass
+
 from .headers import read_uvarint, skip_tagged_fields
+from .records import count_records
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
 
 
-def fetch_top_level_tags_empty(frame, offset, version):
-    """True if a flexible (v12+) Fetch response has no top-level tagged fields.
+@dataclass(frozen=True, slots=True)
+class Scan:
+    error: int
+    """The first non-zero error code (top level, then partitions in order), or 0."""
+    records: int
+    """Records in the whole record batches (a partial last batch is not counted)."""
+    tags_empty: bool
+    """No top-level tagged fields: the only one is KIP-951's ``node_endpoints``,
+    sent when a partition's leader moved (always True before v12)."""
 
-    The only top-level tagged field is KIP-951's ``node_endpoints``, sent when
-    a partition's leader moved; without it, v13+ responses name topics by id
-    only and need no rewrite.  *offset* is where the body starts.
+
+def _array_length(frame, pos, flexible):
+    """(entries, position after the length); null arrays have none."""
+    if flexible:
+        count, pos = read_uvarint(frame, pos)
+        return count - 1, pos
+    return _I32.unpack_from(frame, pos)[0], pos + 4
+
+
+def scan_fetch(frame, offset, version):
+    """Scan a Fetch response (v4 to v18) whose body starts at *offset*.
+
+    Raises ValueError or struct.error if the response is truncated or has
+    bytes after its end, so a malformed response never passes as bytes.
     """
-    pos = offset + 4 + 2 + 4  # throttle_time, error_code, session_id
-    topics, pos = read_uvarint(frame, pos)
-    for _ in range(max(topics - 1, 0)):
+    flexible = version >= 12
+    pos = offset + 4  # throttle_time
+    error = 0
+    if version >= 7:
+        (error,) = _I16.unpack_from(frame, pos)
+        pos += 2 + 4  # error_code, session_id
+    records = 0
+    topics, pos = _array_length(frame, pos, flexible)
+    for _ in range(max(topics, 0)):
         if version >= 13:
             pos += 16  # topic_id
-        else:
+        elif flexible:
             length, pos = read_uvarint(frame, pos)
             pos += max(length - 1, 0)
-        partitions, pos = read_uvarint(frame, pos)
-        for _ in range(max(partitions - 1, 0)):
-            pos += 4 + 2 + 8 + 8 + 8  # index, error, high watermark, LSO, log start
-            aborted, pos = read_uvarint(frame, pos)
-            for _ in range(max(aborted - 1, 0)):
-                pos = skip_tagged_fields(frame, pos + 16)
-            pos += 4  # preferred_read_replica
-            length, pos = read_uvarint(frame, pos)
-            pos += max(length - 1, 0)  # records, untouched
+        else:
+            pos += 2 + max(_I16.unpack_from(frame, pos)[0], 0)
+        partitions, pos = _array_length(frame, pos, flexible)
+        for _ in range(max(partitions, 0)):
+            if not error:
+                (error,) = _I16.unpack_from(frame, pos + 4)
+            # index, error, high watermark, last stable offset, log start offset
+            pos += 4 + 2 + 8 + 8 + (8 if version >= 5 else 0)
+            aborted, pos = _array_length(frame, pos, flexible)
+            if flexible:
+                for _ in range(max(aborted, 0)):
+                    pos = skip_tagged_fields(frame, pos + 16)
+            else:
+                pos += 16 * max(aborted, 0)
+            if version >= 11:
+                pos += 4  # preferred_read_replica
+            if flexible:
+                length, pos = read_uvarint(frame, pos)
+                length -= 1
+            else:
+                (length,) = _I32.unpack_from(frame, pos)
+                pos += 4
+            if length > 0:  # the records, untouched
+                if pos + length > len(frame):
+                    raise ValueError("truncated fetch response")
+                records += count_records(frame, pos, pos + length)
+                pos += length
+            if flexible:
+                pos = skip_tagged_fields(frame, pos)
+        if flexible:
             pos = skip_tagged_fields(frame, pos)
-        pos = skip_tagged_fields(frame, pos)
+    if not flexible:
+        if pos != len(frame):
+            raise ValueError(f"fetch response: {len(frame) - pos} bytes unaccounted for")
+        return Scan(error, records, True)
     if pos >= len(frame):
         raise ValueError("truncated fetch response")
-    return frame[pos] == 0 and pos + 1 == len(frame)
+    return Scan(error, records, frame[pos] == 0 and pos + 1 == len(frame))

@@ -71,6 +71,18 @@ def is_flexible(api_key, api_version, entity_type=EntityType.request):
     return cls.__flexible__
 
 
+def write_uvarint(value):
+    """An unsigned varint (compact lengths and tagged-field counts)."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if not value:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
 def read_uvarint(buf, pos):
     """Read an unsigned varint; return (value, new position)."""
     value = 0

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_produce_slicing -*-
-"""Rename the topics and transactional id of a Produce request by slicing.
+"""Walk a Produce request by lengths: rename by slicing, read acks and records.
 
 Record batches are most of a Produce request and must reach the broker
 untouched; decoding them into objects and encoding them again (what a
@@ -10,22 +10,11 @@ walks the request by lengths and rebuilds only the small parts that change.
 import struct
 import uuid
 
-from .headers import HeaderError, read_uvarint, skip_tagged_fields
+from .headers import HeaderError, read_uvarint, skip_tagged_fields, write_uvarint
+from .records import count_records
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
-
-
-def _uvarint(value):
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _read_string(frame, pos, flexible):
@@ -50,7 +39,7 @@ def _string(value, flexible):
     if value is None:
         return b"\x00" if flexible else _I16.pack(-1)
     raw = value.encode("utf-8")
-    return (_uvarint(len(raw) + 1) if flexible else _I16.pack(len(raw))) + raw
+    return (write_uvarint(len(raw) + 1) if flexible else _I16.pack(len(raw))) + raw
 
 
 def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transactional_id):
@@ -68,7 +57,7 @@ def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transacti
     if flexible:
         count, pos = read_uvarint(frame, pos)
         topics = count - 1
-        pieces.append(_uvarint(count))
+        pieces.append(write_uvarint(count))
     else:
         (topics,) = _I32.unpack_from(frame, pos)
         pieces.append(frame[pos:pos + 4])
@@ -81,25 +70,74 @@ def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transacti
             name, pos = _read_string(frame, pos, flexible)
             pieces.append(_string(topic_name(name), flexible))
         start = pos  # the partitions, copied as they are
-        if flexible:
-            partitions, pos = read_uvarint(frame, pos)
-            partitions -= 1
-        else:
-            (partitions,) = _I32.unpack_from(frame, pos)
-            pos += 4
-        for _ in range(max(partitions, 0)):
-            pos += 4  # index
-            if flexible:
-                size, pos = read_uvarint(frame, pos)
-                pos += max(size - 1, 0)
-                pos = skip_tagged_fields(frame, pos)
-            else:
-                (size,) = _I32.unpack_from(frame, pos)
-                pos += 4 + max(size, 0)
-        if flexible:
-            pos = skip_tagged_fields(frame, pos)
-        if pos > len(frame):
-            raise HeaderError("truncated produce request")
+        pos, _ = _partitions(frame, pos, flexible, False)
         pieces.append(frame[start:pos])
     pieces.append(frame[pos:])  # top-level tagged fields
     return b"".join(pieces)
+
+
+def _partitions(frame, pos, flexible, counted):
+    """Walk one topic's partitions: (position after them, records in them if
+    *counted*, else 0)."""
+    records = 0
+    if flexible:
+        partitions, pos = read_uvarint(frame, pos)
+        partitions -= 1
+    else:
+        (partitions,) = _I32.unpack_from(frame, pos)
+        pos += 4
+    for _ in range(max(partitions, 0)):
+        pos += 4  # index
+        if flexible:
+            size, pos = read_uvarint(frame, pos)
+            size -= 1
+        else:
+            (size,) = _I32.unpack_from(frame, pos)
+            pos += 4
+        if size > 0:
+            if counted:
+                records += count_records(frame, pos, min(pos + size, len(frame)))
+            pos += size
+        if flexible:
+            pos = skip_tagged_fields(frame, pos)
+    if flexible:
+        pos = skip_tagged_fields(frame, pos)
+    if pos > len(frame):
+        raise HeaderError("truncated produce request")
+    return pos, records
+
+
+def scan_produce(frame, body_offset, version):
+    """(acks, records) of a Produce request, read by lengths.
+
+    ``acks=0`` gets no response; *records* counts the records of its whole
+    batches (from the batch headers, nothing decoded).
+    """
+    flexible = version >= 9
+    if flexible:  # transactional id: compact nullable string
+        length, pos = read_uvarint(frame, body_offset)
+        pos += max(length - 1, 0)
+    else:
+        (length,) = _I16.unpack_from(frame, body_offset)
+        pos = body_offset + 2 + max(length, 0)
+    (acks,) = _I16.unpack_from(frame, pos)
+    pos += 6  # acks, timeout
+    if flexible:
+        topics, pos = read_uvarint(frame, pos)
+        topics -= 1
+    else:
+        (topics,) = _I32.unpack_from(frame, pos)
+        pos += 4
+    records = 0
+    for _ in range(max(topics, 0)):
+        if version >= 13:
+            pos += 16  # topic id
+        elif flexible:
+            length, pos = read_uvarint(frame, pos)
+            pos += max(length - 1, 0)
+        else:
+            (length,) = _I16.unpack_from(frame, pos)
+            pos += 2 + max(length, 0)
+        pos, count = _partitions(frame, pos, flexible, True)
+        records += count
+    return acks, records

@@ -25,10 +25,12 @@ from zope.interface import implementer
 
 from ..auth import sasl
 from ..protocol.codec import CodecError, decode_request, decode_response, encode_body
+from ..protocol.errors import first_error
 from ..protocol.framing import FrameDecoder, FrameError, send_frame, size_prefix
 from ..protocol.headers import (
     API_VERSIONS, HeaderError, is_flexible, parse_request_header, peek_request,
-    read_uvarint, response_header_length)
+    response_header_length)
+from ..protocol.produce import scan_produce
 from ..tenancy.walker import Foreign, RequestContext
 from .security import server_name
 
@@ -38,23 +40,6 @@ _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
 _REWRITE_ERRORS = (CodecError, HeaderError, struct.error, Foreign, ValueError,
                    TypeError)
-
-
-def produce_expects_response(frame, api_version, body_offset=None):
-    """False for an ``acks=0`` Produce, which the broker never answers.
-
-    The acks field follows the transactional id, which follows the header;
-    reading it needs only the header's length, not a full decode.
-    """
-    pos = parse_request_header(frame).body_offset if body_offset is None else body_offset
-    if api_version >= 9:  # flexible: compact nullable string
-        length, pos = read_uvarint(frame, pos)
-        pos += max(length - 1, 0)
-    else:
-        (length,) = _INT16.unpack_from(frame, pos)
-        pos += 2 + max(length, 0)
-    (acks,) = _INT16.unpack_from(frame, pos)
-    return acks != 0
 
 
 @dataclass(slots=True)
@@ -223,15 +208,19 @@ class ClientConnection(protocol.Protocol):
                     except _REWRITE_ERRORS as e:
                         return self.fail(f"cannot rewrite API {api_key} "
                                          f"v{api_version}: {e}")
+        acks = records = 0
+        if api_key == PRODUCE:
+            try:
+                if body_offset is None:
+                    body_offset = parse_request_header(frame).body_offset
+                acks, records = scan_produce(frame, body_offset, api_version)
+            except (HeaderError, struct.error) as e:
+                return self.fail(f"malformed produce request: {e}")
         if self.metrics is not None:
-            self.metrics.request(rule.name, len(frame) + 4)
-        try:
-            if api_key != PRODUCE or produce_expects_response(frame, api_version,
-                                                              body_offset):
-                self.pending.append(Pending(correlation_id, api_key, api_version,
-                                            rule, context, sent=self.gateway.reactor.seconds()))
-        except (HeaderError, struct.error) as e:
-            return self.fail(f"malformed produce request: {e}")
+            self.metrics.request(rule.name, len(frame) + 4, records)
+        if api_key != PRODUCE or acks != 0:  # acks=0: the broker never answers
+            self.pending.append(Pending(correlation_id, api_key, api_version, rule,
+                                        context, sent=self.gateway.reactor.seconds()))
         send_frame(self.broker.transport, frame)
 
     # SASL, answered locally
@@ -332,7 +321,7 @@ class ClientConnection(protocol.Protocol):
             return self.fail("broker sent a response nobody asked for")
         pending = self.pending.popleft()
         try:
-            frame = self.rewrite_response(pending, frame)
+            frame, error, records = self.rewrite_response(pending, frame)
         except _REWRITE_ERRORS as e:
             return self.fail(
                 f"cannot rewrite response to API {pending.api_key} "
@@ -340,27 +329,34 @@ class ClientConnection(protocol.Protocol):
         send_frame(self.transport, frame)
         if self.metrics is not None:
             self.metrics.response(pending.rule.name, len(frame) + 4,
-                                  self.gateway.reactor.seconds() - pending.sent)
+                                  self.gateway.reactor.seconds() - pending.sent,
+                                  error, records)
         self.flush_local()
 
     def rewrite_response(self, pending, frame):
+        """(frame for the client, its first error code or None if not read,
+        records in it)."""
         (correlation_id,) = _INT32.unpack_from(frame, 0)
         if correlation_id != pending.correlation_id:
             raise CodecError(
                 f"correlation id {correlation_id}, expected {pending.correlation_id}")
         rule = pending.rule
-        if not rule.needs_response_rewrite(pending.api_version):
-            return frame
         version = pending.api_version
-        if rule.passes_as_bytes is not None and rule.passes_as_bytes(
-                frame, response_header_length(frame, pending.api_key, version),
-                version, pending.context):
-            return frame
+        scan = None
+        if rule.scan_response is not None:
+            scan = rule.scan_response(
+                frame, response_header_length(frame, pending.api_key, version), version)
+        if not rule.needs_response_rewrite(version) or (
+                rule.passes_as_bytes is not None
+                and rule.passes_as_bytes(scan, version, pending.context)):
+            return (frame, None, 0) if scan is None else (frame, scan.error, scan.records)
         if api_versions_downgraded(pending.api_key, frame):
             version = 0
         header, response = decode_response(frame, pending.api_key, version)
         response = rule.rewrite_response(self, pending.context, response)
-        return header + encode_body(response)
+        error = first_error(response) if self.metrics is not None else None
+        return (header + encode_body(response), error,
+                0 if scan is None else scan.records)
 
     # lifecycle
 

@@ -16,6 +16,7 @@ from kio.schema.errors import ErrorCode
 from twisted.logger import Logger
 
 from ..auth.sasl import SASL_HANDSHAKE, VERSIONS as SASL_VERSIONS
+from ..protocol.fastpath import scan_fetch
 from ..protocol.headers import codec_versions
 from .naming import GROUP, TOPIC, TRANSACTION
 from .walker import rewrite_request as walk_request
@@ -44,9 +45,13 @@ class Rule:
     """``(connection, request context, frame, body offset, version) -> frame``:
     rewrites the request without decoding it (hot path); used instead of
     *rewrite_request*."""
+    scan_response: Callable | None = None
+    """``(frame, body offset, version) -> fastpath.Scan``: reads a big response by
+    lengths (hot path) for *passes_as_bytes* and the metrics (its first error
+    code, its records)."""
     passes_as_bytes: Callable | None = None
-    """``(frame, body offset, version, request context) -> bool``: True when this
-    response needs no rewrite and is forwarded without decoding (hot path)."""
+    """``(scan, version, request context) -> bool``: True when this response needs
+    no rewrite and is forwarded without decoding (hot path); needs *scan_response*."""
 
     def needs_response_rewrite(self, version):
         return self.rewrite_response is not None and version >= self.rewrite_from
@@ -93,8 +98,8 @@ def _rewrite_coordinator(topology, item):
     topology.learn([(item.node_id, item.host, item.port)])
     address = _endpoint(topology, item.node_id)
     if address is None:
-        return replace(item, node_id=-1, host="", port=-1,
-                       error_code=15)  # COORDINATOR_NOT_AVAILABLE: client retries
+        return replace(item, node_id=-1, host="", port=-1,  # the client retries
+                       error_code=ErrorCode.coordinator_not_available)
     return replace(item, host=address[0], port=address[1])
 
 
@@ -181,17 +186,13 @@ _REWRITTEN = {
 }
 
 
-def fetch_passes_as_bytes(frame, offset, version, rctx):
+def fetch_passes_as_bytes(scan, version, rctx):
     """Fetch v13+ names topics by id only: unless a decoy id must be restored or
     node_endpoints rewritten, the response goes back as it came (passthrough
     mode: any version without node_endpoints)."""
-    from ..protocol.fastpath import fetch_top_level_tags_empty
-
     if rctx is not None and (version < 13 or rctx.decoy_ids):
         return False
-    if version < 12:
-        return True  # not flexible: no node_endpoints field at all
-    return fetch_top_level_tags_empty(frame, offset, version)
+    return scan.tags_empty  # before v12 (not flexible) no node_endpoints at all
 
 
 def _row(api_key, name, rewrite=None, rewrite_from=0, why="forwarded unchanged"):
@@ -204,7 +205,8 @@ def passthrough_rules():
     table = {key: _row(key, name) for key, name in _FORWARDED.items()}
     for key, (name, fn, since, why) in _REWRITTEN.items():
         table[key] = _row(key, name, fn, since, why)
-    table[1] = replace(table[1], passes_as_bytes=fetch_passes_as_bytes)
+    table[1] = replace(table[1], scan_response=scan_fetch,
+                       passes_as_bytes=fetch_passes_as_bytes)
     return dict(sorted(table.items()))
 
 
@@ -317,8 +319,9 @@ _COORDINATOR_KINDS = {0: GROUP, 1: TRANSACTION}
 
 
 def _find_coordinator_request(conn, rctx, request):
-    rctx.custom = request.key_type  # the response's keys are renamed by this kind
-    kind = _COORDINATOR_KINDS.get(request.key_type)
+    key_type = getattr(request, "key_type", 0)  # v0 has groups only
+    rctx.custom = key_type  # the response's keys are renamed by this kind
+    kind = _COORDINATOR_KINDS.get(key_type)
 
     def physical(key):
         if kind is None:
@@ -414,9 +417,9 @@ def _configs_response(conn, rctx, response):
 
 def _heartbeat_request(conn, rctx, request):
     request = walk_request(request, rctx)
-    if request.subscribed_topic_regex:
-        request = replace(request, subscribed_topic_regex=rctx.namespace.regex(
-            request.subscribed_topic_regex))
+    regex = getattr(request, "subscribed_topic_regex", None)  # v1+ only
+    if regex:
+        request = replace(request, subscribed_topic_regex=rctx.namespace.regex(regex))
     return request
 
 
@@ -490,7 +493,8 @@ def tenant_rules():
     row(1, "Fetch", _walk_req, _then(_walk_resp, _node_endpoints),
         "names (v<=12) and topic ids (v13+) checked and rewritten; node_endpoints; "
         "v13+ responses forwarded as bytes unless something in them must change")
-    table[1] = replace(table[1], passes_as_bytes=fetch_passes_as_bytes)
+    table[1] = replace(table[1], scan_response=scan_fetch,
+                       passes_as_bytes=fetch_passes_as_bytes)
     row(3, "Metadata", _metadata_request, _metadata_response,
         "names and ids rewritten, other tenants' topics dropped, no auto-create, "
         "broker addresses rewritten; all-topics requests ask for the tenant's "
