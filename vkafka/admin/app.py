@@ -200,13 +200,20 @@ class AdminApp:
     def put_mapping(self, request, vcluster, topic):
         body = read_body(request, {"physicalTopicName": (str, True),
                                    "readOnly": (bool, False),
-                                   "concentrated": (bool, False)})
+                                   "concentrated": (bool, False),
+                                   "partitions": (int, False)})
         check_topic_name(topic, "logical topic name")
         check_topic_name(body["physicalTopicName"], "physical topic name")
+        if not 1 <= body.get("partitions", 1) <= 1_000_000:
+            raise BadRequest("'partitions' must be 1 to the physical topic's "
+                             "partitions", "bad_field")
+        if not body.get("concentrated"):
+            body.pop("partitions", None)  # a plain alias has the topic's partitions
         mapping = yield self.state.put_mapping(vcluster, topic, {
             "physicalTopicName": body["physicalTopicName"],
             "readOnly": body.get("readOnly", False),
-            "concentrated": body.get("concentrated", False)})
+            "concentrated": body.get("concentrated", False),
+            **({"partitions": body["partitions"]} if "partitions" in body else {})})
         return mapping
 
     @app.route(f"{V1}/vcluster/<vcluster>/topics/<topic>", methods=["DELETE"])

@@ -70,7 +70,10 @@ def document():
                     "logicalTopicName": {"type": "string"},
                     "physicalTopicName": {"type": "string"},
                     "readOnly": {"type": "boolean"},
-                    "concentrated": {"type": "boolean"}}},
+                    "concentrated": {"type": "boolean"},
+                    "partitions": {"type": "integer", "description":
+                                   "Concentrated mappings: the logical topic's "
+                                   "partitions (at most the physical topic's)"}}},
                 "Traffic": {"type": "object", "properties": {
                     "name": {"type": "string"},
                     "connections": {"type": "integer"},
@@ -184,7 +187,16 @@ def document():
                              "properties": {
                                  "physicalTopicName": _TOPIC,
                                  "readOnly": {"type": "boolean"},
-                                 "concentrated": {"type": "boolean"}}}}}},
+                                 "concentrated": {"type": "boolean", "description":
+                                                  "Share the physical topic with "
+                                                  "other logical topics (see "
+                                                  "docs/concentration.md)"},
+                                 "partitions": {"type": "integer", "minimum": 1,
+                                                "description": "Concentrated "
+                                                "mappings only (ignored otherwise): "
+                                                "the logical topic's partitions, at "
+                                                "most the physical topic's",
+                                                "maximum": 1000000}}}}}},
                          "responses": _responses([(200, "The mapping", mapping)],
                                                  400, 403, 404, 409, 503)},
                 "delete": {"summary": "Remove a mapping (the physical topic stays)",

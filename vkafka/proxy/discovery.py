@@ -109,7 +109,8 @@ class Refresher:
 
     @defer.inlineCallbacks
     def topic_exists(self, name):
-        """Whether the cluster has topic *name* (asks a broker now)."""
+        """How many partitions topic *name* has (0: it does not exist); asks a
+        broker now."""
         from ..state.kafka import KafkaConnection
         from ..state.store import StoreUnavailable
 
@@ -129,7 +130,7 @@ class Refresher:
             [topic] = response.topics
             if topic.error_code == 0 and topic.topic_id:
                 self.topology.topic_ids[topic.topic_id] = name
-            return topic.error_code == 0
+            return len(topic.partitions) if topic.error_code == 0 else 0
         raise StoreUnavailable("cannot reach the cluster to check the topic")
 
     @defer.inlineCallbacks

@@ -31,10 +31,14 @@ from ..protocol.headers import (
     API_VERSIONS, HeaderError, is_flexible, parse_request_header, peek_request,
     response_header_length)
 from ..protocol.produce import scan_produce
+from ..tenancy import concentration
 from ..tenancy.walker import Foreign, RequestContext
 from .security import server_name
 
 PRODUCE = 0
+FETCH = 1
+METADATA = 3
+OFFSET_FETCH = 9
 UNSUPPORTED_VERSION = 35
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
@@ -67,6 +71,9 @@ class ClientConnection(protocol.Protocol):
     admitted_host = None
     server_name = None
     """The TLS SNI host name the client asked for (SNI routing only)."""
+    concentrated_fetches = None
+    """Physical topic (name or id) -> (virtual name, alias) of the concentrated
+    topics this connection's fetch session reads (tenancy/concentration.py)."""
     _connecting = None
     _early = None
 
@@ -208,6 +215,16 @@ class ClientConnection(protocol.Protocol):
                     except _REWRITE_ERRORS as e:
                         return self.fail(f"cannot rewrite API {api_key} "
                                          f"v{api_version}: {e}")
+                if api_key in (METADATA, OFFSET_FETCH):
+                    # all-topics requests: the concentrated topics are among them
+                    context.concentrated.update(self.namespace.concentrated())
+                if context.concentrated:
+                    try:
+                        frame = self.concentrate(context, frame)
+                        body_offset = None
+                    except _REWRITE_ERRORS as e:  # Refused, BatchError: ValueErrors
+                        return self.fail(f"concentrated topics, API {api_key} "
+                                         f"v{api_version}: {e}")
         acks = records = 0
         if api_key == PRODUCE:
             try:
@@ -222,6 +239,12 @@ class ClientConnection(protocol.Protocol):
             self.pending.append(Pending(correlation_id, api_key, api_version, rule,
                                         context, sent=self.gateway.reactor.seconds()))
         send_frame(self.broker.transport, frame)
+
+    def concentrate(self, context, frame):
+        """The request with concentrated topics swapped for their physical one."""
+        header, request = decode_request(frame)
+        request = concentration.rewrite_request(self, context, header.api_key, request)
+        return bytes(frame[:header.body_offset]) + encode_body(request)
 
     # SASL, answered locally
 
@@ -342,6 +365,10 @@ class ClientConnection(protocol.Protocol):
                 f"correlation id {correlation_id}, expected {pending.correlation_id}")
         rule = pending.rule
         version = pending.api_version
+        if pending.context is not None and (
+                pending.context.concentration is not None or (
+                    pending.api_key == FETCH and self.concentrated_fetches)):
+            return self.deconcentrate(pending, frame)
         scan = None
         if rule.scan_response is not None:
             scan = rule.scan_response(
@@ -357,6 +384,16 @@ class ClientConnection(protocol.Protocol):
         error = first_error(response) if self.metrics is not None else None
         return (header + encode_body(response), error,
                 0 if scan is None else scan.records)
+
+    def deconcentrate(self, pending, frame):
+        """A response to a request that named concentrated topics: the layer's
+        reverse, then the tenant's rewrite (never forwarded as bytes)."""
+        header, response = decode_response(frame, pending.api_key, pending.api_version)
+        response = concentration.rewrite_response(self, pending.context, pending.api_key,
+                                                  response)
+        if pending.rule.needs_response_rewrite(pending.api_version):
+            response = pending.rule.rewrite_response(self, pending.context, response)
+        return header + encode_body(response), first_error(response), 0
 
     # lifecycle
 

@@ -75,7 +75,9 @@ class GatewayState:
             else:
                 self.mappings[(vc, logical)] = value
                 namespace.set_alias(logical, value["physicalTopicName"],
-                                    bool(value.get("readOnly")))
+                                    bool(value.get("readOnly")),
+                                    bool(value.get("concentrated")),
+                                    value.get("partitions"))
 
     # queries
 
@@ -164,16 +166,26 @@ class GatewayState:
             raise StateError(409, "conflict",
                              f"{physical!r} is in virtual cluster {owner!r}'s namespace; "
                              "map only topics outside every virtual cluster's prefix")
+        concentrated = bool(mapping.get("concentrated"))
         for (c, other), existing in self.mappings.items():
-            if c == vc and other != logical and existing["physicalTopicName"] == physical:
+            if c == vc and other != logical and existing["physicalTopicName"] == physical \
+                    and not (concentrated and existing.get("concentrated")):
                 raise StateError(409, "conflict",
-                                 f"{physical!r} is already mapped in {vc!r} as {other!r}")
+                                 f"{physical!r} is already mapped in {vc!r} as {other!r}"
+                                 " (only concentrated mappings share a topic)")
         if self.topic_exists is not None:
-            exists = yield self.topic_exists(physical)
-            if not exists:
+            partitions = yield self.topic_exists(physical)
+            if not partitions:
                 raise StateError(404, "not_found",
                                  f"physical topic {physical!r} does not exist; "
                                  "create it on the cluster first")
+            if concentrated:
+                wanted = mapping.get("partitions") or partitions
+                if wanted > partitions:
+                    raise StateError(400, "bad_field",
+                                     f"a concentrated topic has at most the {partitions} "
+                                     f"partitions of {physical!r}, not {wanted}")
+                mapping = {**mapping, "partitions": wanted}
         yield self.ensure_vcluster(vc)
         value = {"logicalTopicName": logical, **mapping}
         yield self.store.put(f"mapping/{vc}/{logical}", value)

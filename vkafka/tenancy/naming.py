@@ -68,10 +68,22 @@ class Prefixes:
 
 @dataclass(frozen=True)
 class Alias:
-    """A logical topic mapped onto an existing physical topic (admin API)."""
+    """A logical topic mapped onto an existing physical topic (admin API).
+
+    A *concentrated* alias shares its physical topic (*target*) with other
+    logical topics: the rest of the gateway sees it under a virtual physical
+    name (*physical*, made by the prefix rule), and only the concentration
+    layer (tenancy/concentration.py) knows the topic the broker has.
+    """
     logical: str
     physical: str
     read_only: bool = False
+    target: str | None = None
+    partitions: int | None = None
+
+    @property
+    def concentrated(self):
+        return self.target is not None
 
 
 class Namespace:
@@ -97,16 +109,25 @@ class Namespace:
     def passthrough(self):
         return self.prefix == ""
 
-    def set_alias(self, logical, physical, read_only=False):
+    def set_alias(self, logical, physical, read_only=False, concentrated=False,
+                  partitions=None):
         self.remove_alias(logical)
-        alias = Alias(logical, physical, read_only)
+        if concentrated:
+            alias = Alias(logical, self.prefix + logical, read_only, physical,
+                          partitions)
+        else:
+            alias = Alias(logical, physical, read_only)
         self.aliases[logical] = alias
-        self.aliased[physical] = alias
+        self.aliased[alias.physical] = alias
 
     def remove_alias(self, logical):
         old = self.aliases.pop(logical, None)
         if old is not None:
             self.aliased.pop(old.physical, None)
+
+    def concentrated(self):
+        """Virtual name -> Alias of this tenant's concentrated topics."""
+        return {a.physical: a for a in self.aliases.values() if a.concentrated}
 
     def alias_for_physical(self, physical):
         return self.aliased.get(physical)

@@ -277,6 +277,10 @@ def _metadata_request(conn, rctx, request):
             module = load_payload_module(3, request.__version__, EntityType.request)
             fields = module.MetadataRequestTopic.__dataclass_fields__
             names = _tenant_topics(topology, rctx.namespace)
+            for name in names:
+                alias = rctx.namespace.alias_for_physical(name)
+                if alias is not None and alias.concentrated:
+                    rctx.concentrated[name] = alias
             make = (lambda n: module.MetadataRequestTopic(name=n, topic_id=None)) \
                 if "topic_id" in fields else (lambda n: module.MetadataRequestTopic(name=n))
             rctx.custom = "by-name"

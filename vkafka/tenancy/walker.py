@@ -86,7 +86,7 @@ class RequestContext:
     """What one request's rewrite left for its response: decoys and reasons."""
 
     __slots__ = ("namespace", "topic_ids", "decoy_names", "decoy_ids", "refusals",
-                 "custom", "write")
+                 "custom", "write", "concentrated", "concentration")
 
     def __init__(self, namespace, topic_ids, write=False):
         self.namespace = namespace
@@ -95,6 +95,10 @@ class RequestContext:
         self.decoy_ids = {}    # decoy uuid -> (client's uuid, reason, error code)
         self.refusals = 0
         self.custom = None
+        self.concentrated = {}
+        """Virtual name -> Alias of the concentrated topics this request names."""
+        self.concentration = None
+        """What the concentration layer left for the response (an Exchange)."""
         self.write = write
         """The request changes topics: read-only aliases are refused."""
 
@@ -105,9 +109,17 @@ class RequestContext:
             return self.decoy_name(kind, logical, READ_ONLY_REASON.format(logical),
                                    TOPIC_AUTHORIZATION_FAILED)
         try:
-            return self.namespace.physical(kind, logical)
+            physical = self.namespace.physical(kind, logical)
         except InvalidName as e:
             return self.decoy_name(kind, logical, str(e))
+        if kind == TOPIC:
+            self._note_concentrated(logical, physical)
+        return physical
+
+    def _note_concentrated(self, logical, physical):
+        alias = self.namespace.aliases.get(logical)
+        if alias is not None and alias.concentrated:
+            self.concentrated[physical] = alias
 
     def decoy_name(self, kind, logical, reason, code=None):
         decoy = f"!vkafka-refused-{len(self.decoy_names)}"
@@ -124,6 +136,7 @@ class RequestContext:
         logical = None if physical is None else self.namespace.logical(TOPIC, physical)
         if logical is not None:
             if not (self.write and self.namespace.read_only(TOPIC, logical)):
+                self._note_concentrated(logical, physical)
                 return topic_id
             refusal = (READ_ONLY_REASON.format(logical), TOPIC_AUTHORIZATION_FAILED)
         else:

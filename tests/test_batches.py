@@ -1,0 +1,151 @@
+"""Record batch codec: checked against kio's independent reader and writer."""
+
+import datetime
+import gzip
+import io
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kio.records.readers import read_batch
+from kio.records.schema import NewRecordBatch, Record as KioRecord, RecordHeader
+from kio.records.writers import write_new_batch
+from kio.static.primitive import TZAwareMicros, i8, i16, i32, i64
+from twisted.trial import unittest
+
+from vkafka.protocol import batches
+
+NOW = datetime.datetime(2026, 11, 24, tzinfo=datetime.timezone.utc)
+
+
+def kio_batch(values, base_offset=100, headers=()):
+    records = tuple(KioRecord(
+        attributes=i8(0), timestamp=TZAwareMicros.parse(NOW + datetime.timedelta(
+            milliseconds=i)), offset=i64(base_offset + i), key=key, value=value,
+        headers=tuple(RecordHeader(key=k, value=v) for k, v in headers))
+        for i, (key, value) in enumerate(values))
+    buffer = io.BytesIO()
+    write_new_batch(buffer, NewRecordBatch(producer_id=i64(7), producer_epoch=i16(1),
+                                           base_sequence=i32(3), attributes=i16(0),
+                                           records=records))
+    return buffer.getvalue()
+
+
+class BatchTests(unittest.TestCase):
+    def test_decode_kio_batch(self):
+        raw = kio_batch([(b"k1", b"v1"), (None, b"v2"), (b"k3", None)],
+                        headers=[(b"h", b"x")])
+        [(offset, size)], end = batches.whole_batches(raw, 0, len(raw))
+        self.assertEqual((offset, size, end), (0, len(raw), len(raw)))
+        batch = batches.decode(raw, 0, size)
+        self.assertEqual(batch.base_offset, 100)
+        self.assertEqual([(r.key, r.value, r.offset_delta) for r in batch.records],
+                         [(b"k1", b"v1", 0), (None, b"v2", 1), (b"k3", None, 2)])
+        self.assertEqual(batch.records[0].headers, [(b"h", b"x")])
+
+    def test_encode_round_trip_is_kio_readable(self):
+        """Rewritten records get a CRC and length kio's reader accepts."""
+        raw = kio_batch([(b"k", b"v" * 50), (b"k2", b"w")])
+        batch = batches.decode(raw, 0, len(raw))
+        for r in batch.records:
+            r.key = b"london.orders\x00" + r.key
+            r.headers.append((b"vkafka.topic", b"londonorders"))
+        out = batches.encode(batch)
+        parsed, size = read_batch(out, 0)
+        self.assertEqual(size, len(out))
+        self.assertEqual(parsed.base_offset, 100)
+        self.assertEqual(parsed.producer_id, 7)
+        self.assertEqual([r.key for r in parsed.records],
+                         [b"london.orders\x00k", b"london.orders\x00k2"])
+        self.assertEqual([r.offset for r in parsed.records], [100, 101])
+        # and back
+        again = batches.decode(out, 0, len(out))
+        self.assertEqual(again.records[1].headers, [(b"vkafka.topic", b"londonorders")])
+
+    def test_unchanged_batch_encodes_identically(self):
+        raw = kio_batch([(b"a", b"b"), (b"c", b"d")], headers=[(b"x", None)])
+        self.assertEqual(batches.encode(batches.decode(raw, 0, len(raw))), raw)
+
+    def test_gzip_batch(self):
+        raw = bytearray(kio_batch([(b"a", b"1"), (b"b", b"2")]))
+        records = bytes(raw[61:])
+        packed = gzip.compress(records)
+        fields = list(batches.HEADER.unpack_from(raw, 0))
+        fields[1] = 49 + len(packed)
+        fields[5] |= 1
+        compressed = batches.HEADER.pack(*fields) + packed
+        batch = batches.decode(compressed, 0, len(compressed))
+        self.assertEqual([r.value for r in batch.records], [b"1", b"2"])
+        out = batches.encode(batch)
+        self.assertEqual(read_batch(out, 0)[0].attributes & 7, 0)
+
+    def test_other_codecs_refused(self):
+        raw = bytearray(kio_batch([(b"a", b"1")]))
+        struct.pack_into(">h", raw, 21, 4)  # zstd
+        e = self.assertRaises(batches.BatchError, batches.decode, bytes(raw), 0, len(raw))
+        self.assertIn("zstd", str(e))
+
+    def test_emptied_batch_keeps_offset_range(self):
+        raw = kio_batch([(b"a", b"1"), (b"b", b"2"), (b"c", b"3")])
+        empty = batches.emptied(raw, 0)
+        parsed, _ = read_batch(empty, 0)
+        self.assertEqual((parsed.base_offset, parsed.last_offset_delta,
+                          len(parsed.records)), (100, 2, 0))
+
+    def test_partial_batch_left_out(self):
+        raw = kio_batch([(b"a", b"1")])
+        data = raw + raw[:30]
+        found, end = batches.whole_batches(data, 0, len(data))
+        self.assertEqual((found, end), ([(0, len(raw))], len(raw)))
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.tuples(st.none() | st.binary(max_size=40),
+                              st.none() | st.binary(max_size=200)), min_size=1,
+                    max_size=20))
+    def test_round_trip_property(self, values):
+        raw = kio_batch(values)
+        self.assertEqual(batches.encode(batches.decode(raw, 0, len(raw))), raw)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(min_size=61, max_size=400))
+    def test_garbage_raises_batch_error_only(self, data):
+        data = bytearray(data)
+        data[16] = 2
+        try:
+            batches.decode(bytes(data), 0, len(data))
+        except batches.BatchError:
+            pass
+
+
+class TaggingTests(unittest.TestCase):
+    """Concentrated topics: records tagged on produce, untagged or emptied on fetch."""
+
+    def test_tag_then_untag(self):
+        from vkafka.tenancy import concentration
+        raw = kio_batch([(b"k", b"v"), (None, b"w")], headers=[(b"app", b"1")])
+        tagged = concentration.tag_records(raw, "londonorders", 2)
+        batch = batches.decode(tagged, 0, len(tagged))
+        self.assertEqual(batch.records[0].key, b"londonorders\x00k")
+        self.assertIn((b"vkafka.topic", b"londonorders"), batch.records[1].headers)
+        self.assertEqual(batch.fields[9:12], [-1, -1, -1])  # producer id cleared
+        # as stored by the broker, at offset 500, with another topic's batch after
+        stored = bytearray(tagged)
+        struct.pack_into(">q", stored, 0, 500)
+        other = concentration.tag_records(kio_batch([(b"x", b"y")]), "londonpayments", 2)
+        both = bytes(stored) + other
+        mine = concentration.untag_records(both, "londonorders")
+        found, end = batches.whole_batches(mine, 0, len(mine))
+        self.assertEqual(len(found), 2)
+        first = batches.decode(mine, *found[0])
+        self.assertEqual([(r.key, r.value, r.headers) for r in first.records],
+                         [(b"k", b"v", [(b"app", b"1")]), (None, b"w", [(b"app", b"1")])])
+        self.assertEqual(first.base_offset, 500)
+        second = read_batch(mine, found[1][0])[0]
+        self.assertEqual((len(second.records), second.last_offset_delta), (0, 0))
+
+    def test_transactional_batches_refused(self):
+        from vkafka.tenancy import concentration
+        raw = bytearray(kio_batch([(b"k", b"v")]))
+        struct.pack_into(">h", raw, 21, 0x10)
+        self.assertRaises(concentration.Refused, concentration.tag_records, bytes(raw),
+                          "v", 0)

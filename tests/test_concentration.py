@@ -1,0 +1,253 @@
+"""Concentrated topics: several logical topics in one physical topic, through
+a real gateway, with confluent-kafka, the Java CLI and a compacted topic."""
+
+import base64
+import json
+import re
+import time
+import urllib.request
+
+from twisted.trial import unittest
+
+from vkafka import devstack
+from vkafka.auth.tokens import TokenAuthority
+
+from . import stack
+
+AUTHORITY = TokenAuthority(devstack.DEMO_SECRET)
+PORT, ADMIN_PORT = 23169, 28984
+
+
+def admin(method, path, body=None):
+    request = urllib.request.Request(
+        f"http://localhost:{ADMIN_PORT}/admin/vclusters/v1{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Basic " + base64.b64encode(b"admin:conduktor").decode()})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+class ConcentratedTopicTests(unittest.TestCase):
+    timeout = 400
+
+    @classmethod
+    def setUpClass(cls):
+        from confluent_kafka.admin import AdminClient, NewTopic
+        stack.ensure_cluster()
+        cls.state_topic = stack.unique("_vkafka_state_conc").replace("-", "_")
+        cls.gateway = stack.GatewayProcess(PORT, ADMIN_PORT, (
+            *devstack.TENANT_OPTIONS, f"--state-topic={cls.state_topic}")).start()
+        cls.physical = stack.unique("concentrated")
+        cls.compacted = stack.unique("concentrated-compact")
+        direct = AdminClient({"bootstrap.servers": stack.BOOTSTRAP})
+        futures = direct.create_topics([
+            NewTopic(cls.physical, 3, 3),
+            NewTopic(cls.compacted, 1, 3, config={
+                "cleanup.policy": "compact", "segment.ms": "1000",
+                "min.cleanable.dirty.ratio": "0.001", "min.compaction.lag.ms": "0",
+                "delete.retention.ms": "0"})])
+        for future in futures.values():
+            future.result(30)
+
+    def setUp(self):
+        self.vc = stack.unique("conc").replace("-", "")
+        self.token = AUTHORITY.issue(self.vc, "sa", 3600)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gateway.stop()
+        stack.delete_topics([cls.physical, cls.compacted, cls.state_topic])
+
+    def config(self, **extra):
+        return {"bootstrap.servers": self.gateway.bootstrap,
+                "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                "sasl.username": "sa", "sasl.password": self.token, **extra}
+
+    def concentrate(self, logical, physical, partitions=None):
+        body = {"physicalTopicName": physical, "concentrated": True}
+        if partitions:
+            body["partitions"] = partitions
+        code, answer = admin("POST", f"/vcluster/{self.vc}/topics/{logical}", body)
+        self.assertEqual(code, 200, answer)
+        return answer
+
+    def produce(self, topic, values, keys=None):
+        from confluent_kafka import Producer
+        producer = Producer(self.config(acks="all"))
+        for i, value in enumerate(values):
+            producer.produce(topic, value=value, key=None if keys is None else keys[i])
+        self.assertEqual(producer.flush(30), 0)
+
+    def consume(self, topic, count, group):
+        from confluent_kafka import Consumer
+        consumer = Consumer(self.config(**{"group.id": group,
+                                           "auto.offset.reset": "earliest"}))
+        consumer.subscribe([topic])
+        try:
+            got = stack.drain(consumer, count, f"{count} records of {topic}")
+            # nothing more arrives: the other logical topics' records stay out
+            extra = [m for m in consumer.consume(100, 2.0) if m.error() is None]
+            consumer.commit(asynchronous=False)
+        finally:
+            consumer.close()
+        return got + extra
+
+    def java_properties(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n"
+                    "sasl.jaas.config=org.apache.kafka.common.security.plain."
+                    f"PlainLoginModule required username='sa' password='{self.token}';\n")
+        return path
+
+    def test_three_logical_topics_in_one(self):
+        """orders, payments, clicks in one 3-partition topic: each consumer
+        group gets exactly its topic's records (confluent-kafka and the Java
+        CLI), untagged; kafka-consumer-groups shows offsets and lag per topic."""
+        for logical in ("orders", "payments", "clicks"):
+            self.assertEqual(self.concentrate(logical, self.physical)["partitions"], 3)
+        listing = stack.cli("kafka-topics", "--bootstrap-server", self.gateway.bootstrap,
+                            "--command-config", self.java_properties(), "--list")
+        self.assertEqual([t for t in listing.split() if not t.startswith("_")],
+                         ["clicks", "orders", "payments"])
+
+        self.produce("orders", [b"order-%d" % i for i in range(300)],
+                     [b"k%d" % (i % 10) for i in range(300)])
+        self.produce("payments", [b"payment-%d" % i for i in range(200)])
+        props = self.java_properties()
+        stack.cli("kafka-console-producer", "--bootstrap-server", self.gateway.bootstrap,
+                  "--producer.config", props, "--topic", "clicks",
+                  input="".join(f"click-{i}\n" for i in range(150)))
+
+        orders = self.consume("orders", 300, "g-orders")
+        self.assertEqual(sorted(m.value() for m in orders),
+                         sorted(b"order-%d" % i for i in range(300)))
+        self.assertEqual({m.key() for m in orders}, {b"k%d" % i for i in range(10)})
+        self.assertEqual({m.topic() for m in orders}, {"orders"})
+        self.assertFalse(any(m.headers() for m in orders))
+        payments = self.consume("payments", 200, "g-payments")
+        self.assertEqual(sorted(m.value() for m in payments),
+                         sorted(b"payment-%d" % i for i in range(200)))
+
+        out = stack.cli("kafka-console-consumer", "--bootstrap-server",
+                        self.gateway.bootstrap, "--consumer.config", props,
+                        "--topic", "clicks", "--group", "g-clicks", "--from-beginning",
+                        "--max-messages", "150", "--timeout-ms", "30000")
+        self.assertEqual(sorted(out.split()), sorted(f"click-{i}" for i in range(150)))
+
+        # Offsets and lag per logical topic, as the stock tool shows them: the
+        # log end is the physical partition's; the committed offset is past
+        # every record of the topic (the Java consumer commits its fetch
+        # position, which may be past the other topics' batches; librdkafka the
+        # offset after the last record it delivered), and lag = end - current
+        # (docs/concentration.md).
+        ends = self.physical_ends()
+        for group, topic in (("g-clicks", "clicks"), ("g-orders", "orders")):
+            last = self.last_offsets(f"{self.vc}{topic}")
+            described = stack.cli("kafka-consumer-groups", "--bootstrap-server",
+                                  self.gateway.bootstrap, "--command-config", props,
+                                  "--describe", "--group", group)
+            rows = [line.split() for line in described.splitlines()
+                    if line.startswith(group)]
+            self.assertEqual({r[1] for r in rows}, {topic}, described)
+            self.assertEqual(sorted(int(r[2]) for r in rows), [0, 1, 2], described)
+            for row in rows:
+                partition, current, end, lag = (int(row[2]), int(row[3]), int(row[4]),
+                                                int(row[5]))
+                self.assertEqual((end, lag), (ends[partition], end - current), described)
+                if partition in last:  # every record of the topic was consumed
+                    self.assertLessEqual(last[partition] + 1, current, described)
+                    self.assertLessEqual(current, end, described)
+                if topic == "orders" and partition in last:  # librdkafka: after the last read
+                    self.assertEqual(current, last[partition] + 1, described)
+        self.assertNotIn("Traceback", self.gateway.log())
+
+    def physical_ends(self):
+        from confluent_kafka import Consumer, TopicPartition
+        consumer = Consumer({"bootstrap.servers": stack.BOOTSTRAP, "group.id": "peek"})
+        try:
+            return {p: consumer.get_watermark_offsets(
+                TopicPartition(self.physical, p), timeout=10)[1] for p in range(3)}
+        finally:
+            consumer.close()
+
+    def last_offsets(self, tag):
+        """Per partition, the physical offset of the last record tagged *tag*."""
+        from confluent_kafka import Consumer
+        ends = self.physical_ends()
+        consumer = Consumer({"bootstrap.servers": stack.BOOTSTRAP,
+                             "group.id": stack.unique("peek"),
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([self.physical])
+        last, seen = {}, {}
+        try:
+            def done():
+                for m in consumer.consume(500, 1.0):
+                    if m.error() is None:
+                        seen[m.partition()] = m.offset()
+                        if (b"vkafka.topic", tag.encode()) in (m.headers() or []):
+                            last[m.partition()] = m.offset()
+                return all(seen.get(p, -1) + 1 >= ends[p] for p in ends)
+            stack.wait_until(done, "the physical topic read to its end", 60, interval=0)
+        finally:
+            consumer.close()
+        return last
+
+    def test_partitions_bounded_by_physical(self):
+        """A concentrated topic may have fewer partitions, never more."""
+        code, body = admin("POST", f"/vcluster/{self.vc}/topics/toomany", {
+            "physicalTopicName": self.physical, "concentrated": True, "partitions": 4})
+        self.assertEqual(code, 400, body)
+        self.assertIn("at most the 3 partitions", body["message"])
+        self.concentrate("narrow", self.physical, partitions=2)
+        from confluent_kafka.admin import AdminClient
+        topics = AdminClient(self.config()).list_topics(timeout=10).topics
+        self.assertEqual(sorted(topics["narrow"].partitions), [0, 1])
+
+    def test_compaction_keeps_logical_topics_apart(self):
+        """Two logical topics in one compacted topic, the same keys in both:
+        after compaction each keeps its own latest value per key."""
+        self.concentrate("kv1", self.compacted)
+        self.concentrate("kv2", self.compacted)
+        self.produce("kv1", [b"a1", b"b1", b"a2"], [b"a", b"b", b"a"])
+        self.produce("kv2", [b"A1", b"A2"], [b"a", b"a"])
+        time.sleep(1.5)  # segment.ms: the next record rolls the segment
+        self.produce("kv2", [b"roll"], [b"roll"])
+
+        def compacted():
+            from confluent_kafka import Consumer
+            consumer = Consumer({"bootstrap.servers": stack.BOOTSTRAP,
+                                 "group.id": stack.unique("peek"),
+                                 "auto.offset.reset": "earliest"})
+            consumer.subscribe([self.compacted])
+            try:
+                seen = stack.drain(consumer, 1, "the compacted topic", 30)
+                seen += [m for m in consumer.consume(100, 2.0) if m.error() is None]
+            finally:
+                consumer.close()
+            return len(seen) <= 4 and seen
+        stack.wait_until(compacted, "compaction of the physical topic", 120, interval=2)
+
+        kv1 = self.consume("kv1", 2, stack.unique("c1"))
+        kv2 = self.consume("kv2", 2, stack.unique("c2"))
+        self.assertEqual(sorted((m.key(), m.value()) for m in kv1),
+                         [(b"a", b"a2"), (b"b", b"b1")])
+        self.assertEqual(sorted((m.key(), m.value()) for m in kv2),
+                         [(b"a", b"A2"), (b"roll", b"roll")])
+
+    def test_unsupported_api_refused(self):
+        """An API the concentration layer has no rule for is refused, never
+        sent to the shared topic (DeleteRecords here)."""
+        from confluent_kafka import TopicPartition
+        from confluent_kafka.admin import AdminClient
+        self.concentrate("guarded", self.physical)
+        admin_client = AdminClient(self.config())
+        future = admin_client.delete_records([TopicPartition("guarded", 0, 1)],
+                                             request_timeout=10)
+        with self.assertRaises(Exception):
+            list(future.values())[0].result(30)
+        self.assertRegex(self.gateway.log(), re.compile(
+            r"API 21 is not available on concentrated topics"))
