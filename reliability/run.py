@@ -561,11 +561,12 @@ def run_atheris(seconds):
 
 def run_schemathesis():
     """schemathesis against the admin API's own OpenAPI document."""
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q",
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s",
                              str(ROOT / "tests" / "test_admin_schemathesis.py")],
                             capture_output=True, text=True, timeout=900, cwd=ROOT)
     check(result.returncode == 0, f"schemathesis failed: {result.stdout[-3000:]}")
-    return {"summary": result.stdout.strip().splitlines()[-1]}
+    lines = [line for line in result.stdout.splitlines() if "schemathesis:" in line]
+    return {"summary": lines[-1].strip() if lines else result.stdout.strip()[-200:]}
 
 
 def write_report(results, out):
@@ -575,6 +576,14 @@ def write_report(results, out):
              "the same scenarios at a small size (tests/test_reliability.py).", "",
              f"Machine: {platform.node()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}; run took {results.get('seconds', '?')} s.",
+             "",
+             "Every scenario fails the run if its check fails: acknowledged records "
+             "are all consumed (counted and checksummed), no tenant reads another's "
+             "record, the gateways stay up. Memory bounds: under load, each "
+             "gateway's peak RSS in the last round is at most 10% + 16 MB above "
+             "the first round's; under hostile input, growth stays below 64 MB. "
+             "The cross-tenant attack catalogue (each attack a test) is in "
+             "docs/security.md.",
              ""]
     for name, figures in results.items():
         if name == "seconds":
