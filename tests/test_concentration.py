@@ -3,7 +3,6 @@ a real gateway, with confluent-kafka, the Java CLI and a compacted topic."""
 
 import base64
 import json
-import re
 import time
 import urllib.request
 
@@ -238,16 +237,60 @@ class ConcentratedTopicTests(unittest.TestCase):
         self.assertEqual(sorted((m.key(), m.value()) for m in kv2),
                          [(b"a", b"A2"), (b"roll", b"roll")])
 
-    def test_unsupported_api_refused(self):
-        """An API the concentration layer has no rule for is refused, never
-        sent to the shared topic (DeleteRecords here)."""
-        from confluent_kafka import TopicPartition
-        from confluent_kafka.admin import AdminClient
+    def test_unsupported_apis_refused_with_kafka_errors(self):
+        """APIs the concentration layer has no rule for never reach the shared
+        topic: the client gets a Kafka error that says why."""
+        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka.admin import (AdminClient, AlterConfigOpType,
+                                           ConfigEntry, ConfigResource, NewTopic)
         self.concentrate("guarded", self.physical)
-        admin_client = AdminClient(self.config())
-        future = admin_client.delete_records([TopicPartition("guarded", 0, 1)],
-                                             request_timeout=10)
-        with self.assertRaises(Exception):
+        client = AdminClient(self.config())
+        future = client.delete_records([TopicPartition("guarded", 0, 1)],
+                                       request_timeout=15)
+        with self.assertRaises(KafkaException) as caught:
             list(future.values())[0].result(30)
-        self.assertRegex(self.gateway.log(), re.compile(
-            r"API 21 is not available on concentrated topics"))
+        self.assertIn("INVALID_REQUEST", str(caught.exception))  # no message field
+        resource = ConfigResource("topic", "guarded", incremental_configs=[ConfigEntry(
+            "retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])
+        with self.assertRaises(KafkaException) as caught:
+            client.incremental_alter_configs([resource])[resource].result(30)
+        self.assertIn("not changeable per logical topic", str(caught.exception))
+        with self.assertRaises(KafkaException) as caught:
+            client.create_topics([NewTopic("guarded", 1, 1)])["guarded"].result(30)
+        self.assertIn("TOPIC_ALREADY_EXISTS", str(caught.exception))
+        # the physical topic is untouched: no records deleted, retention unchanged
+        direct = AdminClient({"bootstrap.servers": stack.BOOTSTRAP})
+        physical = ConfigResource("topic", self.physical)
+        configs = direct.describe_configs([physical])[physical].result(30)
+        self.assertNotEqual(configs["retention.ms"].value, "1000")
+
+    def test_physical_topic_created_when_asked(self):
+        """A mapping to a missing topic is 404, unless "create" asks for it;
+        a creation the broker refuses is a 400 with the broker's reason."""
+        from confluent_kafka.admin import AdminClient, ConfigResource
+        physical = stack.unique("created")
+        self.addCleanup(stack.delete_topics, [physical])
+        path = f"/vcluster/{self.vc}/topics/made"
+        code, body = admin("POST", path, {"physicalTopicName": physical,
+                                          "concentrated": True})
+        self.assertEqual(code, 404, body)
+        self.assertIn('"create"', body["message"])
+        code, body = admin("POST", path, {"physicalTopicName": physical,
+                                          "concentrated": True, "create": {
+                                              "partitions": 2, "configs": {
+                                                  "cleanup.policy": "nonsense"}}})
+        self.assertEqual(code, 400, body)
+        self.assertIn("INVALID_CONFIG", body["message"])
+        code, body = admin("POST", path, {"physicalTopicName": physical,
+                                          "concentrated": True, "create": {
+                                              "partitions": 2, "configs": {
+                                                  "cleanup.policy": "compact"}}})
+        self.assertEqual((code, body["partitions"]), (200, 2), body)
+        direct = AdminClient({"bootstrap.servers": stack.BOOTSTRAP})
+        self.assertEqual(len(direct.list_topics(physical, timeout=10)
+                             .topics[physical].partitions), 2)
+        resource = ConfigResource("topic", physical)
+        configs = direct.describe_configs([resource])[resource].result(30)
+        self.assertEqual(configs["cleanup.policy"].value, "compact")
+        self.produce("made", [b"x"], [b"k"])
+        self.assertEqual([m.value() for m in self.consume("made", 1, "g-made")], [b"x"])

@@ -330,6 +330,7 @@ def makeService(config, reactor=None):
         state.revoked_listeners.append(gateway.close_revoked)
         gateway.state = state
         state.topic_exists = refresher.topic_exists
+        state.create_topic = refresher.create_topic
         StoreService(store).setServiceParent(top)
 
     def health():

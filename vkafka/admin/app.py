@@ -122,6 +122,23 @@ def check_topic_name(name, what):
                          "[a-zA-Z0-9._-]", "invalid_name")
 
 
+def check_create(create):
+    """The ``create`` object of a mapping: the physical topic to make if missing."""
+    unknown = sorted(set(create) - {"partitions", "replicationFactor", "configs"})
+    if unknown:
+        raise BadRequest(f"unknown field(s) in 'create': {', '.join(unknown)}",
+                         "unknown_field")
+    for name, high in (("partitions", 100000), ("replicationFactor", 32)):
+        value = create.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise BadRequest(f"'create.{name}' must be an integer 1..{high}", "bad_field")
+    configs = create.get("configs", {})
+    if not isinstance(configs, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in configs.items()):
+        raise BadRequest("'create.configs' must map config names to strings",
+                         "bad_field")
+
+
 class AdminApp:
     """The routes, bound to one authenticated user."""
 
@@ -201,7 +218,8 @@ class AdminApp:
         body = read_body(request, {"physicalTopicName": (str, True),
                                    "readOnly": (bool, False),
                                    "concentrated": (bool, False),
-                                   "partitions": (int, False)})
+                                   "partitions": (int, False),
+                                   "create": (dict, False)})
         check_topic_name(topic, "logical topic name")
         check_topic_name(body["physicalTopicName"], "physical topic name")
         if not 1 <= body.get("partitions", 1) <= 1_000_000:
@@ -209,11 +227,15 @@ class AdminApp:
                              "partitions", "bad_field")
         if not body.get("concentrated"):
             body.pop("partitions", None)  # a plain alias has the topic's partitions
+        create = body.get("create")
+        if create is not None:
+            check_create(create)
         mapping = yield self.state.put_mapping(vcluster, topic, {
             "physicalTopicName": body["physicalTopicName"],
             "readOnly": body.get("readOnly", False),
             "concentrated": body.get("concentrated", False),
-            **({"partitions": body["partitions"]} if "partitions" in body else {})})
+            **({"partitions": body["partitions"]} if "partitions" in body else {}),
+            **({"create": create} if create is not None else {})})
         return mapping
 
     @app.route(f"{V1}/vcluster/<vcluster>/topics/<topic>", methods=["DELETE"])

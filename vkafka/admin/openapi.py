@@ -191,6 +191,20 @@ def document():
                                                   "Share the physical topic with "
                                                   "other logical topics (see "
                                                   "docs/concentration.md)"},
+                                 "create": {
+                                     "type": "object", "additionalProperties": False,
+                                     "description": "Create the physical topic if "
+                                     "it does not exist",
+                                     "properties": {
+                                         "partitions": {"type": "integer",
+                                                        "minimum": 1,
+                                                        "maximum": 100000},
+                                         "replicationFactor": {"type": "integer",
+                                                               "minimum": 1,
+                                                               "maximum": 32},
+                                         "configs": {"type": "object",
+                                                     "additionalProperties": {
+                                                         "type": "string"}}}},
                                  "partitions": {"type": "integer", "minimum": 1,
                                                 "description": "Concentrated "
                                                 "mappings only (ignored otherwise): "

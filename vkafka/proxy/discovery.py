@@ -134,6 +134,44 @@ class Refresher:
         raise StoreUnavailable("cannot reach the cluster to check the topic")
 
     @defer.inlineCallbacks
+    def create_topic(self, name, partitions, replication=None, configs=None):
+        """Create topic *name* (replication: at most 3, at most the brokers).
+        Fires with None, or the broker's refusal as text."""
+        import datetime
+
+        from kio.schema.create_topics.v7.request import (
+            CreatableTopic, CreatableTopicConfig, CreateTopicsRequest)
+        from kio.static.primitive import i16, i32, i32Timedelta
+
+        from ..state.kafka import KafkaConnection
+        from ..state.store import StoreUnavailable
+
+        replication = replication or max(1, min(3, len(self.topology.brokers)))
+        request = CreateTopicsRequest(topics=(CreatableTopic(
+            name=name, num_partitions=i32(partitions), replication_factor=i16(replication),
+            assignments=(), configs=tuple(
+                CreatableTopicConfig(name=k, value=v)
+                for k, v in sorted((configs or {}).items()))),),
+            timeout=i32Timedelta.parse(datetime.timedelta(seconds=10)),
+            validate_only=False)
+        for host, port in self.topology.upstream_candidates(None):
+            conn = KafkaConnection("vkafka-admin")
+            try:
+                yield connect(self.endpoint_factory(self.reactor, host, port), conn)
+                response = yield conn.request(request, 7)
+            except Exception:
+                continue
+            finally:
+                if conn.connected:
+                    conn.transport.loseConnection()
+            [result] = response.topics
+            if result.error_code != 0:
+                return f"{result.error_code.name.upper()} {result.error_message or ''}".strip()
+            self.topology.learn_topic(name)
+            return None
+        raise StoreUnavailable("cannot reach the cluster to create the topic")
+
+    @defer.inlineCallbacks
     def _refresh(self):
         for host, port in self.topology.upstream_candidates(None):
             client = _MetadataClient(self.all_topics)

@@ -41,7 +41,11 @@ class GatewayState:
         self.mappings = {}
         self.revoked_listeners = []
         self.topic_exists = None
-        """``physical name -> Deferred[bool]``; None skips the check (unit tests)."""
+        self.create_topic = None
+        """``(name, partitions, replication, configs)`` -> Deferred(None or the
+        broker's refusal): creates a physical topic a mapping asks for."""
+        """``physical name -> Deferred[partitions, 0 if missing]``; None skips
+        the check (unit tests)."""
         store.subscribe(self.apply)
 
     # following the store
@@ -160,6 +164,8 @@ class GatewayState:
 
     @defer.inlineCallbacks
     def put_mapping(self, vc, logical, mapping):
+        mapping = dict(mapping)
+        create = mapping.pop("create", None)
         physical = mapping["physicalTopicName"]
         owner = self.vclusters.owner(physical)
         if owner is not None:
@@ -175,10 +181,19 @@ class GatewayState:
                                  " (only concentrated mappings share a topic)")
         if self.topic_exists is not None:
             partitions = yield self.topic_exists(physical)
+            if not partitions and create is not None and self.create_topic is not None:
+                partitions = create.get("partitions", 1)
+                refusal = yield self.create_topic(physical, partitions,
+                                                  create.get("replicationFactor"),
+                                                  create.get("configs"))
+                if refusal is not None:
+                    raise StateError(400, "bad_request",
+                                     f"cannot create {physical!r}: {refusal}")
             if not partitions:
                 raise StateError(404, "not_found",
-                                 f"physical topic {physical!r} does not exist; "
-                                 "create it on the cluster first")
+                                 f"physical topic {physical!r} does not exist; create "
+                                 "it on the cluster first, or ask for it with "
+                                 "\"create\"")
             if concentrated:
                 wanted = mapping.get("partitions") or partitions
                 if wanted > partitions:

@@ -29,6 +29,8 @@ import struct
 import uuid
 
 from ..protocol import batches
+from . import walker
+from .naming import TOPIC
 
 TAG = b"vkafka.topic"
 PARTITION_TAG = b"vkafka.partition"
@@ -85,11 +87,11 @@ class Exchange:
 # --- requests -------------------------------------------------------------------
 
 def rewrite_request(conn, rctx, api_key, request):
-    """*request* with concentrated topics swapped for their physical topic."""
+    """*request* with concentrated topics swapped for their physical topic;
+    in APIs this layer has no rule for, they become decoys the broker refuses
+    and the client gets a Kafka error saying why (fail closed)."""
     if api_key not in SUPPORTED:
-        names = ", ".join(sorted(a.logical for a in rctx.concentrated.values()))
-        raise Refused(f"API {api_key} is not available on concentrated topics "
-                      f"({names})")
+        return _refuse(rctx, api_key, request)
     exchange = rctx.concentration = Exchange()
     topic_ids = conn.topology.topic_ids
     if api_key == 32:
@@ -108,6 +110,54 @@ def rewrite_request(conn, rctx, api_key, request):
             if api_key == 3:
                 changes[field] = _unique(changes[field])
     return dataclasses.replace(request, **changes)
+
+
+INVALID_CONFIG, INVALID_REQUEST, TOPIC_ALREADY_EXISTS = 40, 42, 36
+_REFUSALS = {
+    19: ("{} is a concentrated topic: it exists", TOPIC_ALREADY_EXISTS),
+    33: ("{}'s configuration is its physical topic's (concentrated): not "
+         "changeable per logical topic", INVALID_CONFIG),
+    44: ("{}'s configuration is its physical topic's (concentrated): not "
+         "changeable per logical topic", INVALID_CONFIG),
+}
+
+
+class _Refuser:
+    """A walker context that turns concentrated names and ids into decoys."""
+
+    def __init__(self, rctx, api_key):
+        self.rctx = rctx
+        self.reason, self.code = _REFUSALS.get(api_key, (
+            f"{{}} is a concentrated topic: API {api_key} is not available on it",
+            INVALID_REQUEST))
+
+    def _why(self, alias):
+        return self.reason.format(repr(alias.logical))
+
+    def to_physical(self, kind, name):
+        alias = self.rctx.concentrated.get(name) if kind == TOPIC else None
+        if alias is None:
+            return name
+        return self.rctx.decoy_name(TOPIC, alias.logical, self._why(alias), self.code)
+
+    def check_topic_id(self, topic_id):
+        alias = self.rctx.concentrated.get(self.rctx.topic_ids.get(topic_id))
+        if alias is None:
+            return topic_id
+        decoy = uuid.uuid4()
+        self.rctx.decoy_ids[decoy] = (topic_id, self._why(alias), self.code)
+        self.rctx.refusals += 1
+        return decoy
+
+
+def _refuse(rctx, api_key, request):
+    refuser = _Refuser(rctx, api_key)
+    if api_key in (33, 44):  # config resources name topics as plain strings
+        return dataclasses.replace(request, resources=tuple(
+            dataclasses.replace(r, resource_name=refuser.to_physical(
+                TOPIC, r.resource_name)) if r.resource_type == 2 else r
+            for r in request.resources))
+    return walker.rewrite_request(request, refuser)
 
 
 def _unique(topics):
