@@ -251,6 +251,8 @@ class OpenApiTests(unittest.TestCase):
             vc, user, topic = f"{V1}/vcluster/{{vcluster}}", \
                 f"{V1}/vcluster/{{vcluster}}/username/{{username}}", \
                 f"{V1}/vcluster/{{vcluster}}/topics/{{topic}}"
+            rules = f"{V1}/vcluster/{{vcluster}}/concentration-rules"
+            rule = f"{rules}/{{rule}}"
             scenarios = [
                 ("/health", "get", "/health", None, None),
                 ("/admin/openapi.json", "get", "/admin/openapi.json", None, ADMIN),
@@ -290,6 +292,24 @@ class OpenApiTests(unittest.TestCase):
                  {"physicalTopicName": "lonx"}, ADMIN),
                 (topic, "post", f"{V1}/vcluster/lon/topics/u",
                  {"physicalTopicName": "missing"}, ADMIN),
+                (rules, "get", f"{V1}/vcluster/lon/concentration-rules", None, ADMIN),
+                (rules, "get", f"{V1}/vcluster/no/concentration-rules", None, ADMIN),
+                (rule, "post", f"{V1}/vcluster/lon/concentration-rules/r",
+                 {"pattern": "orders-.*", "physicalTopicName": "conc"}, ADMIN),
+                (rule, "post", f"{V1}/vcluster/lon/concentration-rules/r",
+                 {"pattern": "(", "physicalTopicName": "conc"}, ADMIN),
+                (rule, "post", f"{V1}/vcluster/lon/concentration-rules/r",
+                 {"pattern": "x", "physicalTopicName": "missing"}, ADMIN),
+                (rule, "post", f"{V1}/vcluster/lon/concentration-rules/r",
+                 {"pattern": "x", "physicalTopicName": "lonx"}, ADMIN),
+                (rule, "post", f"{V1}/vcluster/lon/concentration-rules/r",
+                 {"pattern": "x", "physicalTopicName": "conc"}, VIEWER),
+                (rule, "delete", f"{V1}/vcluster/lon/concentration-rules/r", None,
+                 ADMIN),
+                (rule, "delete", f"{V1}/vcluster/lon/concentration-rules/r", None,
+                 ADMIN),
+                (rule, "delete", f"{V1}/vcluster/lon/concentration-rules/r", None,
+                 VIEWER),
                 (vc, "delete", f"{V1}/vcluster/lon", None, VIEWER),
                 (vc, "delete", f"{V1}/vcluster/lon", None, ADMIN),
                 (vc, "delete", f"{V1}/vcluster/lon", None, ADMIN),
@@ -306,7 +326,9 @@ class OpenApiTests(unittest.TestCase):
                     (vc, "post", f"{V1}/vcluster/new2", {}),
                     (user, "post", f"{V1}/vcluster/new/username/sa", {}),
                     (topic, "post", f"{V1}/vcluster/lon2/topics/t",
-                     {"physicalTopicName": "p"})]:
+                     {"physicalTopicName": "p"}),
+                    (rule, "post", f"{V1}/vcluster/lon2/concentration-rules/r",
+                     {"pattern": "x", "physicalTopicName": "p"})]:
                 response = yield http.request(method.upper(), "http://gw" + url,
                                               auth=ADMIN, data=json.dumps(body))
                 seen.add((path, method, str(response.code)))
@@ -315,11 +337,14 @@ class OpenApiTests(unittest.TestCase):
             yield state.put_mapping("gone", "t", {"physicalTopicName": "p",
                                                   "readOnly": False,
                                                   "concentrated": False})
+            yield state.put_rule("gone", "r", {"pattern": "x", "physicalTopicName": "p"})
             store.available = False
             for path, method, url in [(f"{user}/revoke", "post",
                                        f"{V1}/vcluster/gone/username/sa/revoke"),
                                       (vc, "delete", f"{V1}/vcluster/gone"),
-                                      (topic, "delete", f"{V1}/vcluster/gone/topics/t")]:
+                                      (topic, "delete", f"{V1}/vcluster/gone/topics/t"),
+                                      (rule, "delete",
+                                       f"{V1}/vcluster/gone/concentration-rules/r")]:
                 response = yield http.request(method.upper(), "http://gw" + url,
                                               auth=ADMIN)
                 seen.add((path, method, str(response.code)))
@@ -332,7 +357,7 @@ class OpenApiTests(unittest.TestCase):
                 if path == "/health":
                     continue
                 url = path.replace("{vcluster}", "lon").replace(
-                    "{username}", "sa").replace("{topic}", "t")
+                    "{username}", "sa").replace("{topic}", "t").replace("{rule}", "r")
                 response = yield http.request(method.upper(), "http://gw" + url,
                                               auth=ADMIN)
                 yield response.content()

@@ -294,3 +294,41 @@ class ConcentratedTopicTests(unittest.TestCase):
         self.assertEqual(configs["cleanup.policy"].value, "compact")
         self.produce("made", [b"x"], [b"k"])
         self.assertEqual([m.value() for m in self.consume("made", 1, "g-made")], [b"x"])
+
+    def test_concentration_rules_make_topics(self):
+        """With a rule, CreateTopics of a matching name (the Java CLI here)
+        makes a concentrated topic in the physical topic of its cleanup policy;
+        keys other than cleanup.policy are refused; other names are created."""
+        code, body = admin("POST", f"/vcluster/{self.vc}/concentration-rules/events", {
+            "pattern": "events-.*", "physicalTopicName": self.physical,
+            "physicalTopicNameCompacted": self.compacted})
+        self.assertEqual(code, 200, body)
+        props = self.java_properties()
+
+        def create(topic, *extra, check=True):
+            return stack.cli("kafka-topics", "--bootstrap-server", self.gateway.bootstrap,
+                             "--command-config", props, "--create", "--topic", topic,
+                             *extra, check=check)
+        self.assertIn("Created topic events-a.", create("events-a", "--partitions", "2"))
+        create("events-b", "--config", "cleanup.policy=compact")
+        out = stack.cli("kafka-topics", "--bootstrap-server", self.gateway.bootstrap,
+                        "--command-config", props, "--create", "--topic", "events-c",
+                        "--config", "retention.ms=1000", check=False)
+        self.assertNotIn("Created topic", out)
+        create("other")
+        self.addCleanup(stack.delete_topics, [f"{self.vc}other"])
+
+        code, body = admin("GET", f"/vcluster/{self.vc}/topics")
+        mappings = {m["logicalTopicName"]: (m["physicalTopicName"], m["partitions"])
+                    for m in body["topicMappings"]}
+        self.assertEqual(mappings, {"events-a": (self.physical, 2),
+                                    "events-b": (self.compacted, 1)})
+        listing = stack.cli("kafka-topics", "--bootstrap-server", self.gateway.bootstrap,
+                            "--command-config", props, "--list")
+        self.assertEqual([t for t in listing.split() if not t.startswith("_")],
+                         ["events-a", "events-b", "other"])
+        self.produce("events-a", [b"e%d" % i for i in range(20)],
+                     [b"%d" % i for i in range(20)])
+        got = self.consume("events-a", 20, "g-events")
+        self.assertEqual(sorted(m.value() for m in got), sorted(b"e%d" % i for i in range(20)))
+        self.assertEqual({m.partition() for m in got} <= {0, 1}, True)

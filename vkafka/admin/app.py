@@ -238,6 +238,38 @@ class AdminApp:
             **({"create": create} if create is not None else {})})
         return mapping
 
+    @app.route(f"{V1}/vcluster/<vcluster>/concentration-rules", methods=["GET"])
+    @endpoint()
+    def list_rules(self, request, vcluster):
+        self.state.vcluster(vcluster)
+        return defer.succeed({"concentrationRules": self.state.rules_of(vcluster)})
+
+    @app.route(f"{V1}/vcluster/<vcluster>/concentration-rules/<rule>", methods=["POST"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def put_rule(self, request, vcluster, rule):
+        body = read_body(request, {"pattern": (str, True),
+                                   "physicalTopicName": (str, True),
+                                   "physicalTopicNameCompacted": (str, False),
+                                   "physicalTopicNameCompactedDeleted": (str, False)})
+        check_topic_name(rule, "rule name")
+        if not 1 <= len(body["pattern"]) <= 1000:
+            raise BadRequest("'pattern' must be 1 to 1000 characters", "bad_field")
+        for field in ("physicalTopicName", "physicalTopicNameCompacted",
+                      "physicalTopicNameCompactedDeleted"):
+            if field in body:
+                check_topic_name(body[field], field)
+        result = yield self.state.put_rule(vcluster, rule, body)
+        return result
+
+    @app.route(f"{V1}/vcluster/<vcluster>/concentration-rules/<rule>",
+               methods=["DELETE"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def delete_rule(self, request, vcluster, rule):
+        yield self.state.delete_rule(vcluster, rule)
+        return 204, None
+
     @app.route(f"{V1}/vcluster/<vcluster>/topics/<topic>", methods=["DELETE"])
     @endpoint(write=True)
     @defer.inlineCallbacks

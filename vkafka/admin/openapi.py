@@ -41,6 +41,7 @@ _NAMES = {
     "vcluster": {"type": "string", "pattern": "^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$"},
     "username": {"type": "string", "pattern": r"^(?!\*$)[^/]{1,255}$"},
     "topic": _TOPIC,
+    "rule": _TOPIC,
 }
 
 
@@ -214,6 +215,34 @@ def document():
                          "responses": _responses([(200, "The mapping", mapping)],
                                                  400, 403, 404, 409, 503)},
                 "delete": {"summary": "Remove a mapping (the physical topic stays)",
+                           "responses": _responses([(204, "Removed", None)],
+                                                   403, 404, 503)}},
+            f"{V1}/vcluster/{{vcluster}}/concentration-rules": {
+                "parameters": _params("vcluster"),
+                "get": {"summary": "List concentration rules",
+                        "responses": _responses([(200, "Rules", {"type": "object"})],
+                                                404)}},
+            f"{V1}/vcluster/{{vcluster}}/concentration-rules/{{rule}}": {
+                "parameters": _params("vcluster", "rule"),
+                "post": {"summary": "A concentration rule: CreateTopics of a logical "
+                                    "name matching the pattern makes a concentrated "
+                                    "topic in the physical topic of its cleanup "
+                                    "policy",
+                         "requestBody": {"required": True,
+                                         "content": {"application/json": {"schema": {
+                             "type": "object", "additionalProperties": False,
+                             "required": ["pattern", "physicalTopicName"],
+                             "properties": {
+                                 "pattern": {"type": "string", "format": "regex",
+                                             "minLength": 1,
+                                             "maxLength": 1000},
+                                 "physicalTopicName": _TOPIC,
+                                 "physicalTopicNameCompacted": _TOPIC,
+                                 "physicalTopicNameCompactedDeleted": _TOPIC}}}}},
+                         "responses": _responses([(200, "The rule", {"type": "object"})],
+                                                 400, 403, 404, 409, 503)},
+                "delete": {"summary": "Remove a concentration rule (topics made by it "
+                                      "stay)",
                            "responses": _responses([(204, "Removed", None)],
                                                    403, 404, 503)}},
         },

@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from kio.static.constants import EntityType
-from twisted.internet import protocol
+from twisted.internet import defer, protocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
@@ -58,6 +58,8 @@ class Pending:
     """A response the gateway made itself, sent when its turn comes."""
     close_after: bool = False
     sent: float = 0.0
+    waiting: bool = False
+    """Its response is being rewritten asynchronously (responses behind it wait)."""
 
 
 @implementer(IHandshakeListener)
@@ -340,20 +342,44 @@ class ClientConnection(protocol.Protocol):
     # broker -> client
 
     def response_received(self, frame):
-        if not self.pending or self.pending[0].local is not None:
-            return self.fail("broker sent a response nobody asked for")
-        pending = self.pending.popleft()
+        pending = self.pending[0] if self.pending else None
+        if pending is None or pending.local is not None or pending.waiting:
+            # the head is answered by the gateway (maybe asynchronously): this
+            # response is for the first request still waiting for the broker
+            pending = next((p for p in self.pending
+                            if p.local is None and not p.waiting), None)
+            if pending is None:
+                return self.fail("broker sent a response nobody asked for")
         try:
-            frame, error, records = self.rewrite_response(pending, frame)
+            result = self.rewrite_response(pending, frame)
         except _REWRITE_ERRORS as e:
             return self.fail(
                 f"cannot rewrite response to API {pending.api_key} "
                 f"v{pending.api_version}: {e!r}")
-        send_frame(self.transport, frame)
+        if isinstance(result, defer.Deferred):  # e.g. CreateTopics by a rule
+            pending.waiting = True
+            result.addCallbacks(
+                lambda r: self.response_ready(pending, r),
+                lambda f: self.fail(f"cannot rewrite response to API "
+                                    f"{pending.api_key}: {f.getErrorMessage()}"))
+            return
+        self.response_ready(pending, result)
+
+    def response_ready(self, pending, result):
+        """Send a rewritten response now if it is next in line, else in turn."""
+        if self.closed:
+            return
+        frame, error, records = result
+        pending.waiting = False
         if self.metrics is not None:
             self.metrics.response(pending.rule.name, len(frame) + 4,
                                   self.gateway.reactor.seconds() - pending.sent,
                                   error, records)
+        if self.pending[0] is pending:
+            self.pending.popleft()
+            send_frame(self.transport, frame)
+        else:
+            pending.local = bytes(frame)
         self.flush_local()
 
     def rewrite_response(self, pending, frame):
@@ -381,9 +407,12 @@ class ClientConnection(protocol.Protocol):
             version = 0
         header, response = decode_response(frame, pending.api_key, version)
         response = rule.rewrite_response(self, pending.context, response)
+        records = 0 if scan is None else scan.records
+        if isinstance(response, defer.Deferred):
+            return response.addCallback(
+                lambda r: (header + encode_body(r), first_error(r), records))
         error = first_error(response) if self.metrics is not None else None
-        return (header + encode_body(response), error,
-                0 if scan is None else scan.records)
+        return header + encode_body(response), error, records
 
     def deconcentrate(self, pending, frame):
         """A response to a request that named concentrated topics: the layer's

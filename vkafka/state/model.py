@@ -7,17 +7,24 @@ Keys in the store:
 - ``account/<vc>/<username>`` -> ``{"vcluster", "username", "createdAt"}``
 - ``revocation/<vc>/<username>`` -> ``{"revokedAt"}``; username ``*`` is every account
 - ``mapping/<vc>/<logical topic>`` -> ``{"logicalTopicName", "physicalTopicName",
-  "readOnly", "concentrated"}``
+  "readOnly", "concentrated", "partitions"}``
+- ``rule/<vc>/<name>`` -> ``{"name", "pattern", "physicalTopicName",
+  "physicalTopicNameCompacted", "physicalTopicNameCompactedDeleted"}``
 
 Every change, made here or by another gateway, flows through ``apply`` so
 all gateways converge on the same view.
 """
 
+import re
+
 from twisted.internet import defer
 
-from ..tenancy.naming import valid_vcluster_name
+from ..tenancy.naming import ConcentrationRule, valid_vcluster_name
 
 ALL_ACCOUNTS = "*"
+RULE_TARGETS = {"delete": "physicalTopicName", "compact": "physicalTopicNameCompacted",
+                "compact,delete": "physicalTopicNameCompactedDeleted"}
+"""A concentration rule's physical topic for each cleanup policy."""
 
 
 class StateError(Exception):
@@ -40,12 +47,13 @@ class GatewayState:
         self.accounts = {}
         self.mappings = {}
         self.revoked_listeners = []
+        self.rules = {}
         self.topic_exists = None
+        """``physical name -> Deferred[partitions, 0 if missing]``; None skips
+        the check (unit tests)."""
         self.create_topic = None
         """``(name, partitions, replication, configs)`` -> Deferred(None or the
         broker's refusal): creates a physical topic a mapping asks for."""
-        """``physical name -> Deferred[partitions, 0 if missing]``; None skips
-        the check (unit tests)."""
         store.subscribe(self.apply)
 
     # following the store
@@ -70,6 +78,17 @@ class GatewayState:
                 self.authority.revocations.revoke(vc, username, value["revokedAt"])
                 for listener in self.revoked_listeners:
                     listener(vc, username)
+        elif kind == "rule":
+            vc, _, name = rest.partition("/")
+            namespace = self.vclusters.namespace(vc)
+            if value is None:
+                self.rules.pop((vc, name), None)
+                namespace.remove_rule(name)
+            else:
+                self.rules[(vc, name)] = value
+                namespace.set_rule(ConcentrationRule(name, value["pattern"], tuple(
+                    (policy, value[field]) for policy, field in RULE_TARGETS.items()
+                    if value.get(field))))
         elif kind == "mapping":
             vc, _, logical = rest.partition("/")
             namespace = self.vclusters.namespace(vc)
@@ -160,7 +179,47 @@ class GatewayState:
         for (c, logical) in list(self.mappings):
             if c == vc:
                 yield self.store.put(f"mapping/{vc}/{logical}", None)
+        for (c, name) in list(self.rules):
+            if c == vc:
+                yield self.store.put(f"rule/{vc}/{name}", None)
         yield self.store.put(f"vcluster/{vc}", None)
+
+    def rules_of(self, vc):
+        return sorted((v for (c, _), v in self.rules.items() if c == vc),
+                      key=lambda r: r["name"])
+
+    @defer.inlineCallbacks
+    def put_rule(self, vc, name, rule):
+        """A concentration rule: CreateTopics of a matching name makes a
+        concentrated topic in the physical topic of its cleanup policy."""
+        try:
+            re.compile(rule["pattern"])
+        except re.error as e:
+            raise StateError(400, "bad_field", f"invalid pattern: {e}")
+        for field in RULE_TARGETS.values():
+            physical = rule.get(field)
+            if physical is None:
+                continue
+            owner = self.vclusters.owner(physical)
+            if owner is not None:
+                raise StateError(409, "conflict",
+                                 f"{physical!r} is in virtual cluster {owner!r}'s "
+                                 "namespace")
+            if self.topic_exists is not None and not (
+                    yield self.topic_exists(physical)):
+                raise StateError(404, "not_found",
+                                 f"physical topic {physical!r} does not exist")
+        yield self.ensure_vcluster(vc)
+        value = {"name": name, **rule}
+        yield self.store.put(f"rule/{vc}/{name}", value)
+        return value
+
+    @defer.inlineCallbacks
+    def delete_rule(self, vc, name):
+        self.vcluster(vc)
+        if (vc, name) not in self.rules:
+            raise StateError(404, "not_found", f"no concentration rule {name!r} in {vc!r}")
+        yield self.store.put(f"rule/{vc}/{name}", None)
 
     @defer.inlineCallbacks
     def put_mapping(self, vc, logical, mapping):

@@ -28,7 +28,11 @@ import dataclasses
 import struct
 import uuid
 
+from twisted.internet import defer
+
 from ..protocol import batches
+from ..state.model import StateError
+from ..state.store import StoreUnavailable
 from . import walker
 from .naming import TOPIC
 
@@ -113,6 +117,7 @@ def rewrite_request(conn, rctx, api_key, request):
 
 
 INVALID_CONFIG, INVALID_REQUEST, TOPIC_ALREADY_EXISTS = 40, 42, 36
+INVALID_PARTITIONS, REQUEST_TIMED_OUT = 37, 7
 _REFUSALS = {
     19: ("{} is a concentrated topic: it exists", TOPIC_ALREADY_EXISTS),
     33: ("{}'s configuration is its physical topic's (concentrated): not "
@@ -258,6 +263,50 @@ def tag_records(records, virtual, partition):
                 r.key = prefix + r.key
         out.append(batches.encode(batch))
     return b"".join(out)
+
+
+# --- concentration rules: CreateTopics ----------------------------------------
+
+def create_by_rule(conn, rctx, rule, topic, validate_only):
+    """A CreateTopics entry a concentration rule matches: a concentrated mapping
+    in the shared state instead of a topic.  Fires with (error code, message,
+    partitions).  Only cleanup.policy can be set: it picks the physical topic;
+    every other key would apply to the whole physical topic, so it is refused."""
+    configs = {c.name: c.value for c in topic.configs or ()}
+    others = sorted(set(configs) - {"cleanup.policy"})
+    if others:
+        return defer.succeed((INVALID_CONFIG, f"only cleanup.policy can be set on a "
+                              f"concentrated topic (rule {rule.name!r}), not "
+                              f"{', '.join(others)}", -1))
+    policy = configs.get("cleanup.policy")
+    target = rule.target(policy)
+    if target is None:
+        return defer.succeed((INVALID_CONFIG, f"concentration rule {rule.name!r} has "
+                              f"no physical topic for cleanup.policy="
+                              f"{policy or 'delete'}", -1))
+    partitions = topic.num_partitions if topic.num_partitions > 0 else None
+    state = conn.gateway.state
+
+    @defer.inlineCallbacks
+    def run():
+        try:
+            if validate_only:
+                count = (yield state.topic_exists(target)) if state.topic_exists else 0
+                if partitions and count and partitions > count:
+                    return (INVALID_PARTITIONS, f"at most the {count} partitions of "
+                            f"{target!r}", -1)
+                return 0, None, partitions or count or -1
+            value = yield state.put_mapping(rctx.namespace.name, topic.name, {
+                "physicalTopicName": target, "readOnly": False, "concentrated": True,
+                **({"partitions": partitions} if partitions else {})})
+            return 0, None, value.get("partitions", -1)
+        except StateError as e:
+            code = {400: INVALID_PARTITIONS, 409: TOPIC_ALREADY_EXISTS}.get(
+                e.status, INVALID_REQUEST)
+            return code, e.message, -1
+        except StoreUnavailable as e:
+            return REQUEST_TIMED_OUT, f"cannot record the topic: {e}", -1
+    return run()
 
 
 # --- responses ------------------------------------------------------------------

@@ -86,6 +86,22 @@ class Alias:
         return self.target is not None
 
 
+@dataclass(frozen=True)
+class ConcentrationRule:
+    """CreateTopics of a logical name matching *pattern* makes a concentrated
+    topic in the physical topic *targets* gives for its cleanup policy."""
+    name: str
+    pattern: str
+    targets: tuple  # ((cleanup policy, physical topic), ...)
+
+    def matches(self, logical):
+        return re.fullmatch(self.pattern, logical) is not None
+
+    def target(self, policy):
+        policy = ",".join(sorted(p.strip() for p in (policy or "delete").split(",")))
+        return dict(self.targets).get(policy)
+
+
 class Namespace:
     """One virtual cluster's view of names: maps logical <-> physical.
 
@@ -101,6 +117,7 @@ class Namespace:
         prefixes.add(prefix)
         self.aliases = {}   # logical -> Alias
         self.aliased = {}   # physical -> Alias
+        self.rules = {}     # name -> ConcentrationRule
         self._scrub = re.compile(
             r"(?<![A-Za-z0-9._-])" + re.escape(prefix) + r"(?=[A-Za-z0-9_-])"
         ) if prefix else None
@@ -124,6 +141,19 @@ class Namespace:
         old = self.aliases.pop(logical, None)
         if old is not None:
             self.aliased.pop(old.physical, None)
+
+    def set_rule(self, rule):
+        self.rules[rule.name] = rule
+
+    def remove_rule(self, name):
+        self.rules.pop(name, None)
+
+    def rule_for(self, logical):
+        """The first concentration rule (by name) whose pattern matches."""
+        for name in sorted(self.rules):
+            if self.rules[name].matches(logical):
+                return self.rules[name]
+        return None
 
     def concentrated(self):
         """Virtual name -> Alias of this tenant's concentrated topics."""

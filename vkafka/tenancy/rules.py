@@ -12,13 +12,16 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from kio.schema.errors import ErrorCode
+from kio.static.primitive import i16, i32
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..auth.sasl import SASL_HANDSHAKE, VERSIONS as SASL_VERSIONS
 from ..protocol.fastpath import scan_fetch
 from ..protocol.headers import codec_versions
 from .naming import GROUP, TOPIC, TRANSACTION
+from .walker import ZERO_UUID
 from .walker import rewrite_request as walk_request
 from .walker import rewrite_response as walk_response
 
@@ -312,11 +315,54 @@ def _metadata_response(conn, rctx, response):
     return rewrite_metadata(conn, rctx, walk_response(response, rctx))
 
 
+def _create_topics_request(conn, rctx, request):
+    """Names a concentration rule matches become concentrated topics (a mapping
+    in the shared state), never topics on the cluster; the rest are created."""
+    namespace = rctx.namespace
+    if not namespace.rules:
+        return walk_request(request, rctx)
+    from .concentration import create_by_rule
+
+    kept, planned = [], []
+    for t in request.topics:
+        rule = None if t.name in namespace.aliases else namespace.rule_for(t.name)
+        if rule is None:
+            kept.append(t)
+        else:
+            planned.append((t.name, create_by_rule(conn, rctx, rule, t,
+                                                   request.validate_only)))
+    rctx.custom = planned
+    return walk_request(replace(request, topics=tuple(kept)), rctx)
+
+
 def _create_topics_response(conn, rctx, response):
     for t in response.topics:
         if t.error_code == 0:
             conn.topology.learn_topic(t.name)
-    return walk_response(response, rctx)
+    response = walk_response(response, rctx)
+    if not rctx.custom:
+        return response
+    import typing
+
+    from .concentration import synthetic_id
+
+    names = [name for name, _ in rctx.custom]
+    result = typing.get_args(typing.get_type_hints(type(response))["topics"])[0]
+    fields = result.__dataclass_fields__
+
+    def merge(outcomes):
+        extra = []
+        for name, (_, (code, message, partitions)) in zip(names, outcomes):
+            alias = rctx.namespace.aliases.get(name)
+            values = {"name": name, "error_code": ErrorCode(code),
+                      "error_message": message, "topic_config_error_code": i16(0),
+                      "num_partitions": i32(partitions), "replication_factor": i16(-1),
+                      "configs": (), "topic_id": synthetic_id(alias.physical)
+                      if code == 0 and alias is not None else ZERO_UUID}
+            extra.append(result(**{k: v for k, v in values.items() if k in fields}))
+        return replace(response, topics=response.topics + tuple(extra))
+    return defer.DeferredList([d for _, d in rctx.custom],
+                              fireOnOneErrback=True).addCallback(merge)
 
 
 _COORDINATOR_KINDS = {0: GROUP, 1: TRANSACTION}
@@ -503,8 +549,9 @@ def tenant_rules():
         "names and ids rewritten, other tenants' topics dropped, no auto-create, "
         "broker addresses rewritten; all-topics requests ask for the tenant's "
         "topics by name (listing at most 2 s old)")
-    row(19, "CreateTopics", _walk_req, _create_topics_response,
-        "names rewritten (invalid or colliding names refused); creations learnt")
+    row(19, "CreateTopics", _create_topics_request, _create_topics_response,
+        "names rewritten (invalid or colliding names refused); creations learnt; "
+        "names a concentration rule matches become concentrated topics")
     row(10, "FindCoordinator", _find_coordinator_request, _find_coordinator_response,
         "group and transaction keys rewritten (others refused); addresses rewritten")
     row(18, "ApiVersions", None, rewrite_api_versions,
