@@ -131,9 +131,12 @@ class TaggingTests(unittest.TestCase):
         # as stored by the broker, at offset 500, with another topic's batch after
         stored = bytearray(tagged)
         struct.pack_into(">q", stored, 0, 500)
-        other = concentration.tag_records(kio_batch([(b"x", b"y")]), "londonpayments", 2)
-        both = bytes(stored) + other
-        mine = concentration.untag_records(both, "londonorders")
+        other = bytearray(concentration.tag_records(kio_batch([(b"x", b"y")]),
+                                                    "londonpayments", 2))
+        struct.pack_into(">q", other, 0, 502)
+        both = bytes(stored) + bytes(other)
+        mine, gap = concentration.untag_records(both, "londonorders")
+        self.assertEqual(gap, (502, 503))  # the other topic's batch: offset 502
         found, end = batches.whole_batches(mine, 0, len(mine))
         self.assertEqual(len(found), 2)
         first = batches.decode(mine, *found[0])

@@ -97,11 +97,10 @@ def rewrite_request(conn, rctx, api_key, request):
     if api_key not in SUPPORTED:
         return _refuse(rctx, api_key, request)
     exchange = rctx.concentration = Exchange()
-    topic_ids = conn.topology.topic_ids
     if api_key == 32:
         return _describe_configs_request(rctx, exchange, request)
     if api_key == 9:
-        return _offset_fetch_request(rctx, exchange, topic_ids, request)
+        return _offset_fetch_request(conn, rctx, exchange, request)
     if api_key == 3 and request.topics is None:  # all topics: each is in its target
         for virtual, alias in rctx.concentrated.items():
             exchange.by_physical.setdefault(alias.target, []).append((virtual, alias))
@@ -109,7 +108,7 @@ def rewrite_request(conn, rctx, api_key, request):
     for field in _LISTS[api_key]:
         items = getattr(request, field, None)
         if items is not None:
-            changes[field] = tuple(_request_topic(rctx, exchange, topic_ids, api_key, t)
+            changes[field] = tuple(_request_topic(conn, rctx, exchange, api_key, t)
                                    for t in items)
             if api_key == 3:
                 changes[field] = _unique(changes[field])
@@ -183,7 +182,8 @@ def _alias_for(rctx, field, value):
     return virtual, rctx.concentrated.get(virtual)
 
 
-def _request_topic(rctx, exchange, topic_ids, api_key, topic):
+def _request_topic(conn, rctx, exchange, api_key, topic):
+    topic_ids = conn.topology.topic_ids
     field, value = _ident(topic)
     virtual, alias = _alias_for(rctx, field, value)
     if alias is None:
@@ -210,8 +210,11 @@ def _request_topic(rctx, exchange, topic_ids, api_key, topic):
             if api_key == 0:
                 p = dataclasses.replace(p, records=tag_records(p.records, virtual, index))
             elif api_key == 8:
-                p = dataclasses.replace(p, committed_metadata=MARKER + virtual + "\x00"
-                                        + (p.committed_metadata or ""))
+                p = dataclasses.replace(
+                    p, committed_offset=type(p.committed_offset)(committed_offset(
+                        conn, virtual, index, p.committed_offset)),
+                    committed_metadata=MARKER + virtual + "\x00"
+                    + (p.committed_metadata or ""))
             kept.append(p)
         changes["partitions" if hasattr(topic, "partitions") else "partition_data"] = \
             tuple(kept)
@@ -230,11 +233,11 @@ def _describe_configs_request(rctx, exchange, request):
     return dataclasses.replace(request, resources=tuple(resources))
 
 
-def _offset_fetch_request(rctx, exchange, topic_ids, request):
+def _offset_fetch_request(conn, rctx, exchange, request):
     def topics(items):
         if items is None:
             return None
-        return _unique(tuple(_request_topic(rctx, exchange, topic_ids, 3, t)
+        return _unique(tuple(_request_topic(conn, rctx, exchange, 3, t)
                              for t in items))
     if hasattr(request, "groups"):
         return dataclasses.replace(request, groups=tuple(
@@ -359,19 +362,32 @@ def _response_topic(conn, api_key, topic, ident, virtual, alias):
         changes["partitions"] = tuple(p for p in topic.partitions
                                       if p.partition_index < alias.partitions)
     elif api_key == 1:
-        changes["partitions"] = tuple(
-            dataclasses.replace(p, records=untag_records(p.records, virtual))
-            if p.records else p for p in topic.partitions)
+        partitions = []
+        for p in topic.partitions:
+            if p.records:
+                records, gap = untag_records(p.records, virtual)
+                if gap is not None:
+                    _learn_gap(conn, (virtual, p.partition_index), gap)
+                p = dataclasses.replace(p, records=records)
+            partitions.append(p)
+        changes["partitions"] = tuple(partitions)
     return dataclasses.replace(topic, **changes)
 
 
 def untag_records(records, virtual):
-    """Fetch: the logical topic's batches untagged; others emptied."""
+    """Fetch: the logical topic's batches untagged; others emptied.  Returns
+    (records, gap): gap is the offset range (start, end) after the topic's last
+    batch here that holds none of its records, or None."""
     found, end = batches.whole_batches(records, 0, len(records))
     tag, prefix = virtual.encode(), virtual.encode() + b"\x00"
     out = []
+    gap_start = gap_end = None
     for offset, size in found:
-        (attributes,) = struct.unpack_from(">h", records, offset + 21)
+        base, attributes, last_delta = (struct.unpack_from(">q", records, offset)[0],
+                                        *struct.unpack_from(">hi", records, offset + 21))
+        gap_end = base + last_delta + 1
+        if gap_start is None:
+            gap_start = base  # until a batch of the topic says otherwise
         if attributes & batches.CONTROL:
             out.append(bytes(records[offset:offset + size]))
             continue
@@ -388,8 +404,31 @@ def untag_records(records, virtual):
             if r.key is not None and r.key.startswith(prefix):
                 r.key = r.key[len(prefix):]
         out.append(batches.encode(batch))
+        gap_start = gap_end
     out.append(bytes(records[end:]))  # a partial last batch: the client refetches
-    return b"".join(out)
+    gap = (gap_start, gap_end) if gap_start is not None and gap_start < gap_end else None
+    return b"".join(out), gap
+
+
+def _learn_gap(conn, key, gap):
+    """Remember, per logical topic partition, the latest offset range known to
+    hold none of its records (the log never changes below its end)."""
+    gaps = conn.gateway.__dict__.setdefault("concentration_gaps", {})
+    old = gaps.get(key)
+    if old is not None and gap[0] <= old[1] and gap[1] >= old[0]:
+        gap = (min(gap[0], old[0]), max(gap[1], old[1]))
+    if old is None or gap[1] >= old[1]:
+        gaps[key] = gap
+
+
+def committed_offset(conn, virtual, partition, offset):
+    """A commit inside a range with none of the topic's records moves to its
+    end: a consumer that read everything (librdkafka commits the offset after
+    the last record it was given) then shows lag 0."""
+    gap = conn.gateway.__dict__.get("concentration_gaps", {}).get((virtual, partition))
+    if gap is not None and gap[0] <= offset < gap[1]:
+        return gap[1]
+    return offset
 
 
 def _describe_configs_result(exchange, result):
