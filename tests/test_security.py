@@ -169,3 +169,31 @@ class TlsOptionsTests(unittest.TestCase):
     def test_unknown_client_protocol(self):
         e = self.assertRaises(usage.UsageError, self.parse, "--security-protocol=TLS")
         self.assertIn("GATEWAY_SECURITY_PROTOCOL", str(e))
+
+
+class AdminTlsOptionTests(unittest.TestCase):
+    def setUp(self):
+        self.ca = ThrowawayCA(self.mktemp())
+        self.cert, self.key, _ = self.ca.issue("gw", ["localhost"])
+
+    def test_admin_tls_needs_certificate(self):
+        options = Options({})
+        e = self.assertRaises(usage.UsageError, options.parseOptions,
+                              ["--admin-tls=true"])
+        self.assertIn("--admin-tls", str(e))
+
+    def test_admin_tls_keeps_kafka_plaintext(self):
+        """HTTPS on the admin port does not turn the Kafka ports to TLS."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from vkafka.tap import makeService
+        options = Options({})
+        options.parseOptions(["--admin-tls=true", f"--ssl-certificate={self.cert}",
+                              f"--ssl-key={self.key}", "--port-count=1"])
+        service = makeService(options, MemoryReactorClock())
+        kinds = {type(s.endpoint).__name__ for s in service
+                 if hasattr(s, "endpoint")}
+        self.assertEqual(kinds, {"TCP4ServerEndpoint", "SSL4ServerEndpoint"})
+        admin = [s for s in service if hasattr(s, "endpoint")
+                 and s.endpoint._port == options["admin-port"]]
+        self.assertEqual(type(admin[0].endpoint).__name__, "SSL4ServerEndpoint")

@@ -267,3 +267,37 @@ class SniRoutingTests(unittest.TestCase):
         self.assertEqual(result.stdout.split("\n")[0], "600 [0, 1, 2]")
         self.assertNotIn("Traceback", self.gateway.log())
 
+
+
+class AdminTlsTests(unittest.TestCase):
+    """The admin port over HTTPS with the gateway's certificate."""
+
+    timeout = 120
+
+    def test_health_and_metrics_over_https(self):
+        import urllib.request
+        stack.ensure_cluster()
+        directory = Path(tempfile.mkdtemp(prefix="vkafka-admin-tls-"))
+        ca = ThrowawayCA(directory)
+        cert, key, _ = ca.issue("gateway", ["localhost"])
+        gateway = stack.GatewayProcess(27069, 28911, (
+            "--admin-tls=true", f"--ssl-certificate={cert}", f"--ssl-key={key}"))
+        gateway.process = subprocess.Popen(gateway.argv, stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL)
+        self.addCleanup(gateway.stop)
+        context = ssl.create_default_context(cafile=str(ca.ca_file))
+
+        def healthy():
+            try:
+                with urllib.request.urlopen("https://localhost:28911/health",
+                                            context=context, timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+        stack.wait_until(healthy, "/health over HTTPS", 60)
+        with urllib.request.urlopen("https://localhost:28911/metrics",
+                                    context=context, timeout=5) as r:
+            self.assertIn(b"vkafka_connections", r.read())
+        # plain HTTP is not served on that port
+        self.assertIsNone(devstack.health(28911))

@@ -66,6 +66,9 @@ SETTINGS = [
     ("max-frame-size", "GATEWAY_MAX_FRAME_SIZE", DEFAULT_MAX_FRAME_SIZE, int,
      "Largest request frame accepted from a client, in bytes"),
     ("admin-port", "GATEWAY_HTTP_PORT", 8888, int, "Port of the admin HTTP API"),
+    ("admin-tls", "GATEWAY_HTTP_TLS", "false", str,
+     "Serve the admin port (API, /health, /metrics, dashboard) over HTTPS with "
+     "--ssl-certificate and --ssl-key (true/false)"),
     ("admin-users", "GATEWAY_ADMIN_API_USERS", None, str,
      "Admin users, name:bcrypt-hash[:ro],... (none: a random admin password is logged)"),
     ("admin-allow-plain", "GATEWAY_ADMIN_ALLOW_PLAIN_PASSWORDS", "false", str,
@@ -241,13 +244,15 @@ class Options(usage.Options):
                     f"--previous-token-secrets / GATEWAY_USER_POOL_PREVIOUS_SECRET_KEYS:"
                     f" secret {i} is shorter than 32 characters")
         self["previous-secrets"] = previous
+        self["admin-tls"] = _flag(self, "admin-tls")
         try:
             self["server-tls"] = None
-            if security.uses_tls(protocol):
+            if security.uses_tls(protocol) or self["admin-tls"]:
                 if not (self["ssl-certificate"] and self["ssl-key"]):
                     raise usage.UsageError(
                         f"--ssl-certificate and --ssl-key (GATEWAY_SSL_CERTIFICATE_FILE, "
-                        f"GATEWAY_SSL_KEY_FILE) are required with {protocol}")
+                        f"GATEWAY_SSL_KEY_FILE) are required with "
+                        f"{protocol if security.uses_tls(protocol) else '--admin-tls'}")
                 self["server-tls"] = security.server_tls_options(
                     self["ssl-certificate"], self["ssl-key"])
             if self["routing"] not in ("port", "sni"):
@@ -255,7 +260,7 @@ class Options(usage.Options):
                                        f"{self['routing']!r}")
             self["sni"] = None
             if self["routing"] == "sni":
-                if self["server-tls"] is None:
+                if not security.uses_tls(protocol):
                     raise usage.UsageError("--routing sni needs an SSL or SASL_SSL "
                                            "--security-protocol")
                 self["sni"] = security.SniRouter(
@@ -317,7 +322,9 @@ def makeService(config, reactor=None):
         svc.setServiceParent(top)
 
     for port in topology.ports:
-        listen(port, gateway.factory_for_port(port), config["server-tls"])
+        listen(port, gateway.factory_for_port(port),
+               config["server-tls"] if config["security-protocol"] in ("SSL", "SASL_SSL")
+               else None)
 
     state = store = None
     if tenancy is not None:
@@ -358,7 +365,8 @@ def makeService(config, reactor=None):
         dashboard.setServiceParent(top)
     root = admin_root(state, UserChecker(users), health, dashboard)
     root.putChild(b"metrics", MetricsResource(metrics, refresh_state_metrics))
-    listen(config["admin-port"], Site(root))
+    listen(config["admin-port"], Site(root),
+           config["server-tls"] if config["admin-tls"] else None)
     timer = internet.TimerService(config["refresh-interval"], refresher.refresh)
     timer.clock = reactor
     timer.setServiceParent(top)
