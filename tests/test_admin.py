@@ -187,6 +187,27 @@ class AdminApiTests(unittest.TestCase):
             self.fail("no conflict")
 
     @defer.inlineCallbacks
+    def test_concentrated_and_plain_never_share_a_topic(self):
+        """A plain mapping would show every tenant's tagged records: 409 both ways."""
+        code, _ = yield self.call("POST", f"{BASE}/vcluster/a/topics/x",
+                                  {"physicalTopicName": "conc", "concentrated": True})
+        self.assertEqual(code, 200)
+        code, body = yield self.call("POST", f"{BASE}/vcluster/b/topics/y",
+                                     {"physicalTopicName": "conc"})
+        self.assertEqual(code, 409)
+        self.assertIn("concentrated topics", body["message"])
+        code, _ = yield self.call("POST", f"{BASE}/vcluster/b/topics/z",
+                                  {"physicalTopicName": "plain"})
+        self.assertEqual(code, 200)
+        for path, body in ((f"{BASE}/vcluster/a/topics/w",
+                            {"physicalTopicName": "plain", "concentrated": True}),
+                           (f"{BASE}/vcluster/a/concentration-rules/r",
+                            {"pattern": "e-.*", "physicalTopicName": "plain"})):
+            code, answer = yield self.call("POST", path, body)
+            self.assertEqual(code, 409, answer)
+            self.assertIn("a plain mapping", answer["message"])
+
+    @defer.inlineCallbacks
     def test_store_unavailable(self):
         """The store refusing writes: 503 with a message, reads still work."""
         self.store.available = False
@@ -328,7 +349,7 @@ class OpenApiTests(unittest.TestCase):
                     (topic, "post", f"{V1}/vcluster/lon2/topics/t",
                      {"physicalTopicName": "p"}),
                     (rule, "post", f"{V1}/vcluster/lon2/concentration-rules/r",
-                     {"pattern": "x", "physicalTopicName": "p"})]:
+                     {"pattern": "x", "physicalTopicName": "q"})]:
                 response = yield http.request(method.upper(), "http://gw" + url,
                                               auth=ADMIN, data=json.dumps(body))
                 seen.add((path, method, str(response.code)))
@@ -337,7 +358,7 @@ class OpenApiTests(unittest.TestCase):
             yield state.put_mapping("gone", "t", {"physicalTopicName": "p",
                                                   "readOnly": False,
                                                   "concentrated": False})
-            yield state.put_rule("gone", "r", {"pattern": "x", "physicalTopicName": "p"})
+            yield state.put_rule("gone", "r", {"pattern": "x", "physicalTopicName": "q"})
             store.available = False
             for path, method, url in [(f"{user}/revoke", "post",
                                        f"{V1}/vcluster/gone/username/sa/revoke"),

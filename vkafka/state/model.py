@@ -184,6 +184,19 @@ class GatewayState:
                 yield self.store.put(f"rule/{vc}/{name}", None)
         yield self.store.put(f"vcluster/{vc}", None)
 
+    def _check_sharing(self, physical, concentrated, key=None):
+        """A physical topic holds concentrated topics or is mapped plainly, never
+        both: a plain mapping would show every tenant's tagged records."""
+        for other, existing in self.mappings.items():
+            if other != key and existing["physicalTopicName"] == physical and \
+                    bool(existing.get("concentrated")) != concentrated:
+                kind = "concentrated topics" if existing.get("concentrated") else \
+                    "a plain mapping"
+                raise StateError(409, "conflict",
+                                 f"{physical!r} already holds {kind} ({other[0]}/"
+                                 f"{other[1]}); a topic is either concentrated or "
+                                 "mapped plainly")
+
     def rules_of(self, vc):
         return sorted((v for (c, _), v in self.rules.items() if c == vc),
                       key=lambda r: r["name"])
@@ -205,6 +218,7 @@ class GatewayState:
                 raise StateError(409, "conflict",
                                  f"{physical!r} is in virtual cluster {owner!r}'s "
                                  "namespace")
+            self._check_sharing(physical, True)
             if self.topic_exists is not None and not (
                     yield self.topic_exists(physical)):
                 raise StateError(404, "not_found",
@@ -232,6 +246,7 @@ class GatewayState:
                              f"{physical!r} is in virtual cluster {owner!r}'s namespace; "
                              "map only topics outside every virtual cluster's prefix")
         concentrated = bool(mapping.get("concentrated"))
+        self._check_sharing(physical, concentrated, (vc, logical))
         for (c, other), existing in self.mappings.items():
             if c == vc and other != logical and existing["physicalTopicName"] == physical \
                     and not (concentrated and existing.get("concentrated")):
