@@ -81,7 +81,7 @@ class ConcentratedTopicTests(unittest.TestCase):
         self.assertEqual(producer.flush(30), 0)
 
     def consume(self, topic, count, group):
-        from confluent_kafka import Consumer
+        from confluent_kafka import Consumer, KafkaError, KafkaException
         consumer = Consumer(self.config(**{"group.id": group,
                                            "auto.offset.reset": "earliest"}))
         consumer.subscribe([topic])
@@ -89,7 +89,11 @@ class ConcentratedTopicTests(unittest.TestCase):
             got = stack.drain(consumer, count, f"{count} records of {topic}")
             # nothing more arrives: the other logical topics' records stay out
             extra = [m for m in consumer.consume(100, 2.0) if m.error() is None]
-            consumer.commit(asynchronous=False)
+            try:
+                consumer.commit(asynchronous=False)
+            except KafkaException as e:  # auto-commit got there first: nothing new
+                if e.args[0].code() != KafkaError._NO_OFFSET:
+                    raise
         finally:
             consumer.close()
         return got + extra
@@ -153,7 +157,9 @@ class ConcentratedTopicTests(unittest.TestCase):
             rows = [line.split() for line in described.splitlines()
                     if line.startswith(group)]
             self.assertEqual({r[1] for r in rows}, {topic}, described)
-            self.assertEqual(sorted(int(r[2]) for r in rows), [0, 1, 2], described)
+            partitions = {int(r[2]) for r in rows}
+            self.assertLessEqual(set(last), partitions, described)  # all it read
+            self.assertLessEqual(partitions, {0, 1, 2}, described)
             for row in rows:
                 partition, current, end, lag = (int(row[2]), int(row[3]), int(row[4]),
                                                 int(row[5]))
