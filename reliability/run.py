@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from vkafka import devstack  # noqa: E402
 from vkafka.auth.tokens import TokenAuthority  # noqa: E402
+from tests import stack  # noqa: E402
+from tests.stack import wait_until  # noqa: E402
 
 AUTHORITY = TokenAuthority(devstack.DEMO_SECRET)
 # (first Kafka port, admin port) of the gateways this runner starts
@@ -40,17 +42,6 @@ class ReliabilityError(AssertionError):
 def check(condition, message):
     if not condition:
         raise ReliabilityError(message)
-
-
-def wait_until(predicate, what, timeout=60.0, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise ReliabilityError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 def unique(prefix):
@@ -207,7 +198,7 @@ def leader_kill(gateway, records_after=1000):
     config = client_config(gateway.bootstrap, vc)
     create_topic(config, "orders")
     direct = AdminClient({"bootstrap.servers": devstack.BOOTSTRAP})
-    physical = f"{vc}orders"
+    physical = stack.physical_topic(vc, "orders")
     leader = direct.list_topics(physical, timeout=10).topics[physical].partitions[0].leader
     producing = Producing(config, "orders")
     try:

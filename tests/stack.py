@@ -49,6 +49,13 @@ def delete_topics(names):
         future.result(30)
 
 
+def physical_topic(vcluster, logical):
+    """The broker's name of a tenant's topic, by the one naming rule."""
+    from vkafka.tenancy.naming import TOPIC
+    from vkafka.tenancy.vclusters import VirtualClusters
+    return VirtualClusters().namespace(vcluster).physical(TOPIC, logical)
+
+
 def unique(prefix="t"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

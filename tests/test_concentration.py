@@ -150,7 +150,7 @@ class ConcentratedTopicTests(unittest.TestCase):
         # records, maybe before reading some partition (docs/concentration.md).
         ends = self.physical_ends()
         for group, topic in (("g-clicks", "clicks"), ("g-orders", "orders")):
-            last = self.last_offsets(f"{self.vc}{topic}")
+            last = self.last_offsets(stack.physical_topic(self.vc, topic))
             described = stack.cli("kafka-consumer-groups", "--bootstrap-server",
                                   self.gateway.bootstrap, "--command-config", props,
                                   "--describe", "--group", group)
@@ -323,7 +323,7 @@ class ConcentratedTopicTests(unittest.TestCase):
                         "--config", "retention.ms=1000", check=False)
         self.assertNotIn("Created topic", out)
         create("other")
-        self.addCleanup(stack.delete_topics, [f"{self.vc}other"])
+        self.addCleanup(stack.delete_topics, [stack.physical_topic(self.vc, "other")])
 
         code, body = admin("GET", f"/vcluster/{self.vc}/topics")
         mappings = {m["logicalTopicName"]: (m["physicalTopicName"], m["partitions"])

@@ -109,7 +109,8 @@ class SecureBrokerTests(unittest.TestCase):
 
         # The physical topic on the broker carries the tenant's prefix.
         direct = AdminClient({"bootstrap.servers": f"localhost:{SECURE['PLAINTEXT']}"})
-        self.assertIn(f"{vc}orders", direct.list_topics(timeout=10).topics)
+        self.assertIn(stack.physical_topic(vc, "orders"),
+                      direct.list_topics(timeout=10).topics)
 
         # The Java CLI, with a PEM trust store.
         props = self.dir / f"{vc}.properties"

@@ -10,7 +10,7 @@ what metrics want: the first error code and the number of records.
 import struct
 from dataclasses import dataclass
 
-from .headers import read_uvarint, skip_tagged_fields
+from .headers import read_length, skip_string, skip_tagged_fields
 from .records import count_records
 
 _I16 = struct.Struct(">h")
@@ -28,14 +28,6 @@ class Scan:
     sent when a partition's leader moved (always True before v12)."""
 
 
-def _array_length(frame, pos, flexible):
-    """(entries, position after the length); null arrays have none."""
-    if flexible:
-        count, pos = read_uvarint(frame, pos)
-        return count - 1, pos
-    return _I32.unpack_from(frame, pos)[0], pos + 4
-
-
 def scan_fetch(frame, offset, version):
     """Scan a Fetch response (v4 to v18) whose body starts at *offset*.
 
@@ -49,22 +41,16 @@ def scan_fetch(frame, offset, version):
         (error,) = _I16.unpack_from(frame, pos)
         pos += 2 + 4  # error_code, session_id
     records = 0
-    topics, pos = _array_length(frame, pos, flexible)
+    topics, pos = read_length(frame, pos, flexible)
     for _ in range(max(topics, 0)):
-        if version >= 13:
-            pos += 16  # topic_id
-        elif flexible:
-            length, pos = read_uvarint(frame, pos)
-            pos += max(length - 1, 0)
-        else:
-            pos += 2 + max(_I16.unpack_from(frame, pos)[0], 0)
-        partitions, pos = _array_length(frame, pos, flexible)
+        pos = pos + 16 if version >= 13 else skip_string(frame, pos, flexible)
+        partitions, pos = read_length(frame, pos, flexible)
         for _ in range(max(partitions, 0)):
             if not error:
                 (error,) = _I16.unpack_from(frame, pos + 4)
             # index, error, high watermark, last stable offset, log start offset
             pos += 4 + 2 + 8 + 8 + (8 if version >= 5 else 0)
-            aborted, pos = _array_length(frame, pos, flexible)
+            aborted, pos = read_length(frame, pos, flexible)
             if flexible:
                 for _ in range(max(aborted, 0)):
                     pos = skip_tagged_fields(frame, pos + 16)
@@ -72,12 +58,7 @@ def scan_fetch(frame, offset, version):
                 pos += 16 * max(aborted, 0)
             if version >= 11:
                 pos += 4  # preferred_read_replica
-            if flexible:
-                length, pos = read_uvarint(frame, pos)
-                length -= 1
-            else:
-                (length,) = _I32.unpack_from(frame, pos)
-                pos += 4
+            length, pos = read_length(frame, pos, flexible)
             if length > 0:  # the records, untouched
                 if pos + length > len(frame):
                     raise ValueError("truncated fetch response")

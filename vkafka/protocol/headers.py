@@ -100,6 +100,26 @@ def read_uvarint(buf, pos):
             raise HeaderError("varint too long")
 
 
+_INT32 = struct.Struct(">i")
+
+
+def read_length(buf, pos, flexible):
+    """(length, position after it) of an array or bytes field: a compact
+    (uvarint + 1) length in flexible versions, else an int32; -1 is null."""
+    if flexible:
+        count, pos = read_uvarint(buf, pos)
+        return count - 1, pos
+    return _INT32.unpack_from(buf, pos)[0], pos + 4
+
+
+def skip_string(buf, pos, flexible):
+    """The position after a (nullable) string field."""
+    if flexible:
+        length, pos = read_uvarint(buf, pos)
+        return pos + max(length - 1, 0)
+    return pos + 2 + max(_INT16.unpack_from(buf, pos)[0], 0)
+
+
 def skip_tagged_fields(buf, pos):
     """Skip a tagged-field section; return the position after it."""
     count, pos = read_uvarint(buf, pos)

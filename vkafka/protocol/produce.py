@@ -10,7 +10,9 @@ walks the request by lengths and rebuilds only the small parts that change.
 import struct
 import uuid
 
-from .headers import HeaderError, read_uvarint, skip_tagged_fields, write_uvarint
+from .headers import (
+    HeaderError, read_length, read_uvarint, skip_string, skip_tagged_fields,
+    write_uvarint)
 from .records import count_records
 
 _I16 = struct.Struct(">h")
@@ -80,20 +82,9 @@ def _partitions(frame, pos, flexible, counted):
     """Walk one topic's partitions: (position after them, records in them if
     *counted*, else 0)."""
     records = 0
-    if flexible:
-        partitions, pos = read_uvarint(frame, pos)
-        partitions -= 1
-    else:
-        (partitions,) = _I32.unpack_from(frame, pos)
-        pos += 4
+    partitions, pos = read_length(frame, pos, flexible)
     for _ in range(max(partitions, 0)):
-        pos += 4  # index
-        if flexible:
-            size, pos = read_uvarint(frame, pos)
-            size -= 1
-        else:
-            (size,) = _I32.unpack_from(frame, pos)
-            pos += 4
+        size, pos = read_length(frame, pos + 4, flexible)  # after the index
         if size > 0:
             if counted:
                 records += count_records(frame, pos, min(pos + size, len(frame)))
@@ -114,30 +105,12 @@ def scan_produce(frame, body_offset, version):
     batches (from the batch headers, nothing decoded).
     """
     flexible = version >= 9
-    if flexible:  # transactional id: compact nullable string
-        length, pos = read_uvarint(frame, body_offset)
-        pos += max(length - 1, 0)
-    else:
-        (length,) = _I16.unpack_from(frame, body_offset)
-        pos = body_offset + 2 + max(length, 0)
+    pos = skip_string(frame, body_offset, flexible)  # transactional id
     (acks,) = _I16.unpack_from(frame, pos)
-    pos += 6  # acks, timeout
-    if flexible:
-        topics, pos = read_uvarint(frame, pos)
-        topics -= 1
-    else:
-        (topics,) = _I32.unpack_from(frame, pos)
-        pos += 4
+    topics, pos = read_length(frame, pos + 6, flexible)  # after acks, timeout
     records = 0
     for _ in range(max(topics, 0)):
-        if version >= 13:
-            pos += 16  # topic id
-        elif flexible:
-            length, pos = read_uvarint(frame, pos)
-            pos += max(length - 1, 0)
-        else:
-            (length,) = _I16.unpack_from(frame, pos)
-            pos += 2 + max(length, 0)
+        pos = pos + 16 if version >= 13 else skip_string(frame, pos, flexible)
         pos, count = _partitions(frame, pos, flexible, True)
         records += count
     return acks, records

@@ -108,9 +108,8 @@ class Refresher:
         return result
 
     @defer.inlineCallbacks
-    def topic_exists(self, name):
-        """How many partitions topic *name* has (0: it does not exist); asks a
-        broker now."""
+    def _ask(self, request, version, what):
+        """The answer of the first broker that answers *request*."""
         from ..state.kafka import KafkaConnection
         from ..state.store import StoreUnavailable
 
@@ -118,20 +117,28 @@ class Refresher:
             conn = KafkaConnection("vkafka-admin")
             try:
                 yield connect(self.endpoint_factory(self.reactor, host, port), conn)
-                response = yield conn.request(MetadataRequest(
-                    topics=(MetadataRequestTopic(topic_id=None, name=name),),
-                    allow_auto_topic_creation=False,
-                    include_topic_authorized_operations=False), METADATA_VERSION)
+                response = yield conn.request(request, version)
             except Exception:
                 continue
             finally:
                 if conn.connected:
                     conn.transport.loseConnection()
-            [topic] = response.topics
-            if topic.error_code == 0 and topic.topic_id:
-                self.topology.topic_ids[topic.topic_id] = name
-            return len(topic.partitions) if topic.error_code == 0 else 0
-        raise StoreUnavailable("cannot reach the cluster to check the topic")
+            return response
+        raise StoreUnavailable(f"cannot reach the cluster to {what}")
+
+    @defer.inlineCallbacks
+    def topic_exists(self, name):
+        """How many partitions topic *name* has (0: it does not exist); asks a
+        broker now."""
+        response = yield self._ask(MetadataRequest(
+            topics=(MetadataRequestTopic(topic_id=None, name=name),),
+            allow_auto_topic_creation=False,
+            include_topic_authorized_operations=False), METADATA_VERSION,
+            "check the topic")
+        [topic] = response.topics
+        if topic.error_code == 0 and topic.topic_id:
+            self.topology.topic_ids[topic.topic_id] = name
+        return len(topic.partitions) if topic.error_code == 0 else 0
 
     @defer.inlineCallbacks
     def create_topic(self, name, partitions, replication=None, configs=None):
@@ -143,33 +150,19 @@ class Refresher:
             CreatableTopic, CreatableTopicConfig, CreateTopicsRequest)
         from kio.static.primitive import i16, i32, i32Timedelta
 
-        from ..state.kafka import KafkaConnection
-        from ..state.store import StoreUnavailable
-
         replication = replication or max(1, min(3, len(self.topology.brokers)))
-        request = CreateTopicsRequest(topics=(CreatableTopic(
+        response = yield self._ask(CreateTopicsRequest(topics=(CreatableTopic(
             name=name, num_partitions=i32(partitions), replication_factor=i16(replication),
             assignments=(), configs=tuple(
                 CreatableTopicConfig(name=k, value=v)
                 for k, v in sorted((configs or {}).items()))),),
             timeout=i32Timedelta.parse(datetime.timedelta(seconds=10)),
-            validate_only=False)
-        for host, port in self.topology.upstream_candidates(None):
-            conn = KafkaConnection("vkafka-admin")
-            try:
-                yield connect(self.endpoint_factory(self.reactor, host, port), conn)
-                response = yield conn.request(request, 7)
-            except Exception:
-                continue
-            finally:
-                if conn.connected:
-                    conn.transport.loseConnection()
-            [result] = response.topics
-            if result.error_code != 0:
-                return f"{result.error_code.name.upper()} {result.error_message or ''}".strip()
-            self.topology.learn_topic(name)
-            return None
-        raise StoreUnavailable("cannot reach the cluster to create the topic")
+            validate_only=False), 7, "create the topic")
+        [result] = response.topics
+        if result.error_code != 0:
+            return f"{result.error_code.name.upper()} {result.error_message or ''}".strip()
+        self.topology.learn_topic(name)
+        return None
 
     @defer.inlineCallbacks
     def _refresh(self):

@@ -60,6 +60,9 @@ class Gateway:
         self.per_ip = {}
         self.refused_connections = 0
         self.metrics = metrics
+        self.concentration_gaps = {}
+        """(virtual topic, partition) -> offsets known to hold none of its
+        records (tenancy/concentration.py)."""
 
     def close_revoked(self, vcluster, username):
         """Close open connections whose token a revocation now refuses."""

@@ -37,8 +37,6 @@ from .security import server_name
 
 PRODUCE = 0
 FETCH = 1
-METADATA = 3
-OFFSET_FETCH = 9
 UNSUPPORTED_VERSION = 35
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
@@ -217,9 +215,6 @@ class ClientConnection(protocol.Protocol):
                     except _REWRITE_ERRORS as e:
                         return self.fail(f"cannot rewrite API {api_key} "
                                          f"v{api_version}: {e}")
-                if api_key in (METADATA, OFFSET_FETCH):
-                    # all-topics requests: the concentrated topics are among them
-                    context.concentrated.update(self.namespace.concentrated())
                 if context.concentrated:
                     try:
                         frame = self.concentrate(context, frame)

@@ -413,7 +413,7 @@ def untag_records(records, virtual):
 def _learn_gap(conn, key, gap):
     """Remember, per logical topic partition, the latest offset range known to
     hold none of its records (the log never changes below its end)."""
-    gaps = conn.gateway.__dict__.setdefault("concentration_gaps", {})
+    gaps = conn.gateway.concentration_gaps
     old = gaps.get(key)
     if old is not None and gap[0] <= old[1] and gap[1] >= old[0]:
         gap = (min(gap[0], old[0]), max(gap[1], old[1]))
@@ -425,7 +425,7 @@ def committed_offset(conn, virtual, partition, offset):
     """A commit inside a range with none of the topic's records moves to its
     end: a consumer that read everything (librdkafka commits the offset after
     the last record it was given) then shows lag 0."""
-    gap = conn.gateway.__dict__.get("concentration_gaps", {}).get((virtual, partition))
+    gap = conn.gateway.concentration_gaps.get((virtual, partition))
     if gap is not None and gap[0] <= offset < gap[1]:
         return gap[1]
     return offset

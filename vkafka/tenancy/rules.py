@@ -272,6 +272,7 @@ def _metadata_request(conn, rctx, request):
     the tenant's topics by name, from a listing at most LISTING_MAX_AGE old; with
     no fresh listing, one all-topics request refreshes it."""
     if request.topics is None:
+        rctx.note_concentrated(rctx.namespace.concentrated())  # among "all topics"
         topology = conn.topology
         now = conn.gateway.reactor.seconds()
         if topology.listing_at is not None and now - topology.listing_at < LISTING_MAX_AGE:
@@ -280,10 +281,6 @@ def _metadata_request(conn, rctx, request):
             module = load_payload_module(3, request.__version__, EntityType.request)
             fields = module.MetadataRequestTopic.__dataclass_fields__
             names = _tenant_topics(topology, rctx.namespace)
-            for name in names:
-                alias = rctx.namespace.alias_for_physical(name)
-                if alias is not None and alias.concentrated:
-                    rctx.concentrated[name] = alias
             make = (lambda n: module.MetadataRequestTopic(name=n, topic_id=None)) \
                 if "topic_id" in fields else (lambda n: module.MetadataRequestTopic(name=n))
             rctx.custom = "by-name"
@@ -313,6 +310,12 @@ def _metadata_response(conn, rctx, response):
                 t for t in response.topics
                 if t.error_code != ErrorCode.unknown_topic_or_partition))
     return rewrite_metadata(conn, rctx, walk_response(response, rctx))
+
+
+def _offset_fetch_request(conn, rctx, request):
+    """Offsets of every topic (null topics) include concentrated topics'."""
+    rctx.note_concentrated(rctx.namespace.concentrated())
+    return walk_request(request, rctx)
 
 
 def _create_topics_request(conn, rctx, request):
@@ -549,6 +552,9 @@ def tenant_rules():
         "names and ids rewritten, other tenants' topics dropped, no auto-create, "
         "broker addresses rewritten; all-topics requests ask for the tenant's "
         "topics by name (listing at most 2 s old)")
+    row(9, "OffsetFetch", _offset_fetch_request, _walk_resp,
+        "names rewritten, others' dropped; concentrated topics' offsets split by "
+        "logical topic")
     row(19, "CreateTopics", _create_topics_request, _create_topics_response,
         "names rewritten (invalid or colliding names refused); creations learnt; "
         "names a concentration rule matches become concentrated topics")

@@ -24,12 +24,14 @@ import types
 import typing
 import uuid
 from functools import lru_cache
+from types import MappingProxyType
 
 from kio.schema.types import GroupId, TopicName, TransactionalId
 
 from .naming import GROUP, TOPIC, TRANSACTION, InvalidName
 
 ZERO_UUID = uuid.UUID(int=0)
+_NONE = MappingProxyType({})  # no concentrated topics: no dict per request
 TOPIC_AUTHORIZATION_FAILED = 29
 READ_ONLY_REASON = "topic {!r} is read-only in this virtual cluster"
 _KINDS = {TopicName: TOPIC, GroupId: GROUP, TransactionalId: TRANSACTION}
@@ -95,8 +97,9 @@ class RequestContext:
         self.decoy_ids = {}    # decoy uuid -> (client's uuid, reason, error code)
         self.refusals = 0
         self.custom = None
-        self.concentrated = {}
-        """Virtual name -> Alias of the concentrated topics this request names."""
+        self.concentrated = _NONE
+        """Virtual name -> Alias of the concentrated topics this request names
+        (filled by ``note_concentrated``)."""
         self.concentration = None
         """What the concentration layer left for the response (an Exchange)."""
         self.write = write
@@ -119,7 +122,15 @@ class RequestContext:
     def _note_concentrated(self, logical, physical):
         alias = self.namespace.aliases.get(logical)
         if alias is not None and alias.concentrated:
-            self.concentrated[physical] = alias
+            self.note_concentrated({physical: alias})
+
+    def note_concentrated(self, aliases):
+        """Send this request through the concentration layer for *aliases*
+        (virtual name -> Alias)."""
+        if aliases:
+            if self.concentrated is _NONE:
+                self.concentrated = {}
+            self.concentrated.update(aliases)
 
     def decoy_name(self, kind, logical, reason, code=None):
         decoy = f"!vkafka-refused-{len(self.decoy_names)}"
