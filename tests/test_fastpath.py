@@ -1,4 +1,4 @@
-"""The Fetch fast path: a structural scan agrees with a full decode."""
+"""The Fetch and Produce fast paths: a structural scan agrees with a full decode."""
 
 import datetime
 import uuid
@@ -8,7 +8,7 @@ from kio.static.primitive import i32, i32Timedelta, i64
 from twisted.trial import unittest
 
 from vkafka.protocol.codec import encode_body
-from vkafka.protocol.fastpath import scan_fetch
+from vkafka.protocol.fastpath import scan_fetch, scan_produce_response
 
 from .kafka_messages import record_batch
 
@@ -87,3 +87,67 @@ class FetchScanTests(unittest.TestCase):
                 scan_fetch(body[:-5], 0, version)
         with self.assertRaises(ValueError):
             scan_fetch(fetch_response(11) + b"\0", 0, 11)
+
+
+def produce_response(version, errors=(0, 0), message=None, record_errors=(),
+                     endpoints=(), topics=None):
+    """An encoded Produce response body: *topics* (default two: "t" before v13,
+    random ids from v13), a partition per error code, the last with *message* and
+    *record_errors*."""
+    import importlib
+    m = importlib.import_module(f"kio.schema.produce.v{version}.response")
+    fields = m.PartitionProduceResponse.__dataclass_fields__
+
+    def partition(i, error):
+        last = i == len(errors) - 1
+        kw = dict(index=i32(i), error_code=ErrorCode(error), base_offset=i64(7),
+                  log_append_time=None, log_start_offset=i64(0),
+                  record_errors=tuple(m.BatchIndexAndErrorMessage(
+                      batch_index=i32(b), batch_index_error_message=None)
+                      for b in record_errors) if last else (),
+                  error_message=message if last else None)
+        return m.PartitionProduceResponse(**{k: v for k, v in kw.items() if k in fields})
+
+    parts = tuple(partition(i, e) for i, e in enumerate(errors))
+    if topics is None:
+        topics = (uuid.uuid4(), uuid.uuid4()) if version >= 13 else ("t", "t")
+    topics = tuple(m.TopicProduceResponse(
+        partition_responses=parts, **{"topic_id" if version >= 13 else "name": t})
+        for t in topics)
+    kw = {"responses": topics, "throttle_time": i32Timedelta.parse(datetime.timedelta(0))}
+    if version >= 10:
+        kw["node_endpoints"] = tuple(m.NodeEndpoint(node_id=i32(n), host="h",
+                                                    port=i32(1)) for n in endpoints)
+    return encode_body(m.ProduceResponse(
+        **{k: v for k, v in kw.items() if k in m.ProduceResponse.__dataclass_fields__}))
+
+
+class ProduceScanTests(unittest.TestCase):
+    def test_plain_responses_pass(self):
+        """No node_endpoints, no messages: pass as bytes, first error read (v3-v13)."""
+        for version in range(3, 14):
+            scan = scan_produce_response(produce_response(version), 0, version)
+            self.assertEqual((scan.error, scan.tags_empty), (0, True), version)
+            scan = scan_produce_response(produce_response(version, errors=(0, 6)), 0,
+                                         version)
+            self.assertEqual((scan.error, scan.tags_empty), (6, True), version)
+
+    def test_what_must_be_rewritten(self):
+        """node_endpoints (v10+), an error message or record errors (v8+): decoded."""
+        for version in range(10, 14):
+            body = produce_response(version, endpoints=(2,))
+            self.assertFalse(scan_produce_response(body, 0, version).tags_empty)
+        for version in range(8, 14):
+            for body in (produce_response(version, errors=(0, 87), message="x"),
+                         produce_response(version, errors=(0, 87), record_errors=(1,))):
+                self.assertFalse(scan_produce_response(body, 0, version).tags_empty,
+                                 version)
+
+    def test_truncation_raises(self):
+        """A truncated or overlong response raises, never passes."""
+        for version in (8, 13):
+            body = produce_response(version)
+            with self.assertRaises(Exception):
+                scan_produce_response(body[:-3], 0, version)
+        with self.assertRaises(ValueError):
+            scan_produce_response(produce_response(8) + b"\0", 0, 8)

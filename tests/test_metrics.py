@@ -143,7 +143,7 @@ class MetricsTests(TenantSpliceBase):
 class PassthroughMetricsTests(unittest.TestCase):
     def test_records_counted_in_passthrough(self):
         """Without virtual clusters records are counted too (label "-"); a
-        Produce v9 response, forwarded unread, is not in vkafka_responses_total."""
+        Produce v9 response, forwarded as bytes, is counted from its scan."""
         self.attempts, self.refused, self.brokers = [], set(), []
         topology = Topology([("kafka1", 9092)], "gw", 6969, 3, 1)
         topology.learn(BROKERS)
@@ -167,6 +167,7 @@ class PassthroughMetricsTests(unittest.TestCase):
                                 (("direction", "out"), ("vcluster", "-")))], 14)
         self.assertEqual({k: v for k, v in found.items()
                           if k[0] == "vkafka_responses_total"},
-                         {("vkafka_responses_total", (("api", "Fetch"),
+                         {("vkafka_responses_total", (("api", api),
                                                       ("error", "none"),
-                                                      ("vcluster", "-"))): 1})
+                                                      ("vcluster", "-"))): 1
+                          for api in ("Produce", "Fetch")})

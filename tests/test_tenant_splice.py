@@ -347,3 +347,70 @@ class FuzzTests(TenantSpliceBase):
                              capture_output=True, timeout=60)
         self.assertEqual(run.returncode, 0, run.stderr[-2000:])  # not an abort
         self.assertIn(b"refused:", run.stdout)
+
+
+class ProduceResponseTests(TenantSpliceBase):
+    """Produce v13 answers name topics by id: forwarded as bytes unless a decoy
+    or node_endpoints must change (fastpath.scan_produce_response)."""
+
+    def produce(self, version, topic, correlation_id):
+        import datetime
+        import importlib
+
+        from kio.static.primitive import i16, i32, i32Timedelta
+
+        from .kafka_messages import record_batch, request_frame
+        m = importlib.import_module(f"kio.schema.produce.v{version}.request")
+        key = {"topic_id": topic} if version >= 13 else {"name": topic}
+        self.client.dataReceived(request_frame(m.ProduceRequest(
+            transactional_id=None, acks=i16(-1),
+            timeout=i32Timedelta.parse(datetime.timedelta(seconds=1)),
+            topic_data=(m.TopicProduceData(partition_data=(m.PartitionProduceData(
+                index=i32(0), records=record_batch(2)),), **key),)),
+            version, correlation_id))
+
+    def answer(self, version, topic, correlation_id, endpoints=()):
+        from .test_fastpath import produce_response
+        body = produce_response(version, errors=(0,), endpoints=endpoints,
+                                topics=(topic,))
+        raw = frame(struct.pack(">i", correlation_id) + b"\x00" + body)
+        self.broker.dataReceived(raw)
+        return raw
+
+    def test_v13_passes_as_bytes(self):
+        """The tenant's own topic id: the broker's bytes reach the client as they are."""
+        import uuid
+        own = uuid.uuid4()
+        self.topology.topic_ids[own] = "londont"
+        self.login()
+        self.produce(13, own, 5)
+        raw = self.answer(13, own, 5)
+        self.assertEqual(self.transport.value(), raw)
+
+    def test_v13_with_endpoints_rewritten(self):
+        """node_endpoints name brokers: decoded and rewritten to gateway ports."""
+        import uuid
+        own = uuid.uuid4()
+        self.topology.topic_ids[own] = "londont"
+        self.login()
+        self.produce(13, own, 5)
+        raw = self.answer(13, own, 5, endpoints=(2,))
+        self.assertNotEqual(self.transport.value(), raw)
+        _, response = decode_response(self.responses()[0], 0, 13)
+        self.assertEqual([(e.host, e.port) for e in response.node_endpoints],
+                         [("gw", 6970)])
+
+    def test_foreign_id_still_refused(self):
+        """Another tenant's topic id becomes a decoy; its answer is decoded and the
+        client sees UNKNOWN_TOPIC_ID for its own id, not the broker's bytes."""
+        import uuid
+        foreign = uuid.uuid4()
+        self.topology.topic_ids[foreign] = "parist"
+        self.login()
+        self.produce(13, foreign, 5)
+        _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        decoy = request.topic_data[0].topic_id
+        self.assertNotEqual(decoy, foreign)
+        self.answer(13, decoy, 5)
+        _, response = decode_response(self.responses()[0], 0, 13)
+        self.assertEqual(response.responses[0].topic_id, foreign)

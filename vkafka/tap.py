@@ -83,6 +83,9 @@ SETTINGS = [
      "Compacted topic that holds the gateways' shared state"),
     ("refresh-interval", "GATEWAY_METADATA_REFRESH_SECONDS", 30.0, float,
      "Seconds between the gateway's own metadata refreshes"),
+    ("metadata-cache", "GATEWAY_METADATA_CACHE_SECONDS", 1.0, float,
+     "Seconds a tenant's all-topics Metadata answer is reused (0: never); topic and "
+     "mapping changes seen by this gateway end it sooner"),
 ]
 
 
@@ -308,7 +311,8 @@ def makeService(config, reactor=None):
                       authentication_timeout=config["authentication-timeout"],
                       unauthenticated_frame_size=config["unauthenticated-frame-size"],
                       max_connections_per_ip=config["max-connections-per-ip"],
-                      metrics=metrics, endpoint_factory=upstream)
+                      metrics=metrics, endpoint_factory=upstream,
+                      metadata_cache_seconds=config["metadata-cache"])
     top = service.MultiService()
     bind = config["bind-host"]
 

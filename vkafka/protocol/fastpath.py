@@ -68,10 +68,50 @@ def scan_fetch(frame, offset, version):
                 pos = skip_tagged_fields(frame, pos)
         if flexible:
             pos = skip_tagged_fields(frame, pos)
+    return _end(frame, pos, flexible, error, records, "fetch")
+
+
+def scan_produce_response(frame, offset, version):
+    """Scan a Produce response (v3 to v13) whose body starts at *offset*.
+
+    Here ``tags_empty`` means "nothing the tenant rewrite would touch besides
+    names": no ``node_endpoints`` and no error message or record error, whose
+    text could name physical topics (such a response is decoded, so the scan
+    stops there).  Raises like ``scan_fetch``.
+    """
+    flexible = version >= 9
+    error = 0
+    topics, pos = read_length(frame, offset, flexible)
+    for _ in range(max(topics, 0)):
+        pos = pos + 16 if version >= 13 else skip_string(frame, pos, flexible)
+        partitions, pos = read_length(frame, pos, flexible)
+        for _ in range(max(partitions, 0)):
+            if not error:
+                (error,) = _I16.unpack_from(frame, pos + 4)
+            # index, error, base offset, log append time, log start offset
+            pos += 4 + 2 + 8 + 8 + (8 if version >= 5 else 0)
+            if version >= 8:
+                record_errors, pos = read_length(frame, pos, flexible)
+                null_message = frame[pos] == 0 if flexible else \
+                    _I16.unpack_from(frame, pos)[0] == -1
+                if record_errors > 0 or not null_message:
+                    return Scan(error, 0, False)
+                pos += 1 if flexible else 2
+            if flexible:
+                pos = skip_tagged_fields(frame, pos)  # current_leader: ids only
+        if flexible:
+            pos = skip_tagged_fields(frame, pos)
+    pos += 4  # throttle time
+    return _end(frame, pos, flexible, error, 0, "produce")
+
+
+def _end(frame, pos, flexible, error, records, api):
+    """The Scan of a response whose last field ends at *pos*: only its top-level
+    tagged fields may follow (flexible versions), and nothing after them."""
     if not flexible:
         if pos != len(frame):
-            raise ValueError(f"fetch response: {len(frame) - pos} bytes unaccounted for")
+            raise ValueError(f"{api} response: {len(frame) - pos} bytes unaccounted for")
         return Scan(error, records, True)
     if pos >= len(frame):
-        raise ValueError("truncated fetch response")
+        raise ValueError(f"truncated {api} response")
     return Scan(error, records, frame[pos] == 0 and pos + 1 == len(frame))

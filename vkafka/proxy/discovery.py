@@ -103,6 +103,11 @@ class Refresher:
         self._inflight.addBoth(lambda r: (d.callback(r), r)[1])
         return d
 
+    def refresh_listing(self):
+        """Fetch a new topic listing in the background, unless one is on its way."""
+        if self.all_topics and self._inflight is None:
+            self.refresh()
+
     def _finished(self, result):
         self._inflight = None
         return result

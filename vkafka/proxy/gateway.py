@@ -6,6 +6,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.logger import Logger
 
 from ..protocol.framing import DEFAULT_MAX_FRAME_SIZE
+from ..tenancy.metadata_cache import MetadataAnswers
 from .splice import BrokerConnection, ClientConnection
 
 
@@ -39,7 +40,7 @@ class Gateway:
                  max_response_size=None, endpoint_factory=tcp_endpoint,
                  refresher=None, tenancy=None, authentication_timeout=10.0,
                  unauthenticated_frame_size=1024 * 1024, max_connections_per_ip=1000,
-                 metrics=None):
+                 metrics=None, metadata_cache_seconds=1.0):
         self.reactor = reactor
         self.topology = topology
         self.rules = rules
@@ -60,6 +61,7 @@ class Gateway:
         self.per_ip = {}
         self.refused_connections = 0
         self.metrics = metrics
+        self.metadata_answers = MetadataAnswers(metadata_cache_seconds)
         self.concentration_gaps = {}
         """(virtual topic, partition) -> offsets known to hold none of its
         records (tenancy/concentration.py)."""

@@ -211,6 +211,10 @@ class ClientConnection(protocol.Protocol):
                     try:
                         header, request = decode_request(frame)
                         request = rule.rewrite_request(self, context, request)
+                        if context.answer is not None:
+                            return self.answer_kept(correlation_id, api_key,
+                                                    api_version, rule, context.answer,
+                                                    len(frame) + 4)
                         frame = bytes(frame[:header.body_offset]) + encode_body(request)
                     except _REWRITE_ERRORS as e:
                         return self.fail(f"cannot rewrite API {api_key} "
@@ -322,6 +326,13 @@ class ClientConnection(protocol.Protocol):
                                     local=header + body, close_after=close_after))
         self.flush_local()
 
+    def answer_kept(self, correlation_id, api_key, api_version, rule, body, size):
+        """Answer with a body the gateway kept from an earlier response."""
+        if self.metrics is not None:
+            self.metrics.request(rule.name, size, 0)
+            self.metrics.response(rule.name, len(body) + 8, 0.0, None, 0)
+        self.answer(correlation_id, api_key, api_version, rule, body)
+
     def flush_local(self):
         """Send gateway-made responses that are next in line."""
         while self.pending and self.pending[0].local is not None:
@@ -407,7 +418,15 @@ class ClientConnection(protocol.Protocol):
             return response.addCallback(
                 lambda r: (header + encode_body(r), first_error(r), records))
         error = first_error(response) if self.metrics is not None else None
-        return header + encode_body(response), error, records
+        return header + self._encoded(pending.context, response), error, records
+
+    @staticmethod
+    def _encoded(context, response):
+        """The rewritten response's body, offered for reuse when the rule asked."""
+        body = encode_body(response)
+        if context is not None and context.on_answer is not None:
+            context.on_answer(body)
+        return body
 
     def deconcentrate(self, pending, frame):
         """A response to a request that named concentrated topics: the layer's
@@ -417,7 +436,7 @@ class ClientConnection(protocol.Protocol):
                                                   response)
         if pending.rule.needs_response_rewrite(pending.api_version):
             response = pending.rule.rewrite_response(self, pending.context, response)
-        return header + encode_body(response), first_error(response), 0
+        return header + self._encoded(pending.context, response), first_error(response), 0
 
     # lifecycle
 

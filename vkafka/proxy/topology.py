@@ -49,6 +49,7 @@ class Topology:
         self.listing_at = None
         """When a full topic listing last replaced ``topic_names``."""
         self.names_version = 0
+        """Bumped whenever the topic set (or a partition count) is seen to change."""
         self._warned = set()
 
     @property
@@ -83,6 +84,10 @@ class Topology:
         elif not exists and name in self.topic_names:
             self.topic_names.discard(name)
             self.names_version += 1
+
+    def topics_changed(self):
+        """Topics changed in a way names do not show (partitions added)."""
+        self.names_version += 1
 
     def gateway_address(self, node_id):
         """The (host, port) clients must use for *node_id*, or None."""

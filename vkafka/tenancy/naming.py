@@ -118,6 +118,8 @@ class Namespace:
         self.aliases = {}   # logical -> Alias
         self.aliased = {}   # physical -> Alias
         self.rules = {}     # name -> ConcentrationRule
+        self.version = 0
+        """Bumped by every mapping or rule change (cached answers depend on them)."""
         self._scrub = re.compile(
             r"(?<![A-Za-z0-9._-])" + re.escape(prefix) + r"(?=[A-Za-z0-9_-])"
         ) if prefix else None
@@ -136,17 +138,21 @@ class Namespace:
             alias = Alias(logical, physical, read_only)
         self.aliases[logical] = alias
         self.aliased[alias.physical] = alias
+        self.version += 1
 
     def remove_alias(self, logical):
         old = self.aliases.pop(logical, None)
         if old is not None:
             self.aliased.pop(old.physical, None)
+            self.version += 1
 
     def set_rule(self, rule):
         self.rules[rule.name] = rule
+        self.version += 1
 
     def remove_rule(self, name):
-        self.rules.pop(name, None)
+        if self.rules.pop(name, None) is not None:
+            self.version += 1
 
     def rule_for(self, logical):
         """The first concentration rule (by name) whose pattern matches."""

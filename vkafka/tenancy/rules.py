@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..auth.sasl import SASL_HANDSHAKE, VERSIONS as SASL_VERSIONS
-from ..protocol.fastpath import scan_fetch
+from ..protocol.fastpath import scan_fetch, scan_produce_response
 from ..protocol.headers import codec_versions
 from .naming import GROUP, TOPIC, TRANSACTION
 from .walker import ZERO_UUID
@@ -189,10 +189,10 @@ _REWRITTEN = {
 }
 
 
-def fetch_passes_as_bytes(scan, version, rctx):
-    """Fetch v13+ names topics by id only: unless a decoy id must be restored or
-    node_endpoints rewritten, the response goes back as it came (passthrough
-    mode: any version without node_endpoints)."""
+def passes_as_bytes(scan, version, rctx):
+    """Fetch and Produce v13+ name topics by id only: unless a decoy id must be
+    restored, node_endpoints rewritten or an error message read, the response
+    goes back as it came (passthrough mode: any version without them)."""
     if rctx is not None and (version < 13 or rctx.decoy_ids):
         return False
     return scan.tags_empty  # before v12 (not flexible) no node_endpoints at all
@@ -209,7 +209,9 @@ def passthrough_rules():
     for key, (name, fn, since, why) in _REWRITTEN.items():
         table[key] = _row(key, name, fn, since, why)
     table[1] = replace(table[1], scan_response=scan_fetch,
-                       passes_as_bytes=fetch_passes_as_bytes)
+                       passes_as_bytes=passes_as_bytes)
+    table[0] = replace(table[0], scan_response=scan_produce_response,
+                       passes_as_bytes=passes_as_bytes)
     return dict(sorted(table.items()))
 
 
@@ -245,8 +247,7 @@ LISTING_MAX_AGE = 2.0
 
 def _tenant_topics(topology, namespace):
     """The tenant's physical topic names, cached until the topic set changes."""
-    key = (topology.names_version, len(namespace.aliases),
-           len(namespace.prefixes.known))
+    key = (topology.names_version, namespace.version, len(namespace.prefixes.known))
     cached = getattr(namespace, "_listing", None)
     if cached is None or cached[0] != key:
         names = sorted(n for n in topology.topic_names if namespace.owns(TOPIC, n))
@@ -269,13 +270,23 @@ def _produce_frame(conn, rctx, frame, body_offset, version):
 
 def _metadata_request(conn, rctx, request):
     """All-topics requests cost O(the tenant's topics): they become a request for
-    the tenant's topics by name, from a listing at most LISTING_MAX_AGE old; with
-    no fresh listing, one all-topics request refreshes it."""
+    the tenant's topics by name, from a listing at most LISTING_MAX_AGE old (past
+    half that age a new one is fetched in the background); with no fresh
+    listing, one all-topics request refreshes it.  Answers are reused for a
+    moment (metadata_cache.py)."""
     if request.topics is None:
-        rctx.note_concentrated(rctx.namespace.concentrated())  # among "all topics"
-        topology = conn.topology
-        now = conn.gateway.reactor.seconds()
+        topology, namespace, gateway = conn.topology, rctx.namespace, conn.gateway
+        now = gateway.reactor.seconds()
+        rctx.answer = gateway.metadata_answers.get(topology, namespace, request, now)
+        if rctx.answer is not None:
+            return request  # answered by the gateway, never forwarded
+        rctx.on_answer = gateway.metadata_answers.keeper(topology, namespace, request,
+                                                         now)
+        rctx.note_concentrated(namespace.concentrated())  # among "all topics"
         if topology.listing_at is not None and now - topology.listing_at < LISTING_MAX_AGE:
+            if now - topology.listing_at >= LISTING_MAX_AGE / 2 and \
+                    gateway.refresher is not None:
+                gateway.refresher.refresh_listing()  # meanwhile, this one serves
             from kio.index import load_payload_module
             from kio.static.constants import EntityType
             module = load_payload_module(3, request.__version__, EntityType.request)
@@ -310,6 +321,13 @@ def _metadata_response(conn, rctx, response):
                 t for t in response.topics
                 if t.error_code != ErrorCode.unknown_topic_or_partition))
     return rewrite_metadata(conn, rctx, walk_response(response, rctx))
+
+
+def _repartitioned(conn, rctx, response):
+    """CreatePartitions: answers that show the old partition count are stale."""
+    if any(r.error_code == 0 for r in response.results):
+        conn.topology.topics_changed()
+    return response
 
 
 def _offset_fetch_request(conn, rctx, request):
@@ -541,17 +559,21 @@ def tenant_rules():
 
     row(0, "Produce", _walk_req, _then(_walk_resp, _node_endpoints),
         "names and topic ids rewritten by slicing (records untouched); KIP-951 "
-        "node_endpoints rewritten")
-    table[0] = replace(table[0], rewrite_frame=_produce_frame)
+        "node_endpoints rewritten; v13+ responses forwarded as bytes unless "
+        "something in them must change")
+    table[0] = replace(table[0], rewrite_frame=_produce_frame,
+                       scan_response=scan_produce_response,
+                       passes_as_bytes=passes_as_bytes)
     row(1, "Fetch", _walk_req, _then(_walk_resp, _node_endpoints),
         "names (v<=12) and topic ids (v13+) checked and rewritten; node_endpoints; "
         "v13+ responses forwarded as bytes unless something in them must change")
     table[1] = replace(table[1], scan_response=scan_fetch,
-                       passes_as_bytes=fetch_passes_as_bytes)
+                       passes_as_bytes=passes_as_bytes)
     row(3, "Metadata", _metadata_request, _metadata_response,
         "names and ids rewritten, other tenants' topics dropped, no auto-create, "
         "broker addresses rewritten; all-topics requests ask for the tenant's "
-        "topics by name (listing at most 2 s old)")
+        "topics by name (listing at most 2 s old); their answers reused for up to "
+        "--metadata-cache seconds")
     row(9, "OffsetFetch", _offset_fetch_request, _walk_resp,
         "names rewritten, others' dropped; concentrated topics' offsets split by "
         "logical topic")
@@ -580,6 +602,7 @@ def tenant_rules():
     row(20, "DeleteTopics", _delete_topics_request, _delete_topics_response,
         "names and ids rewritten; deleting an alias removes the mapping, never "
         "the shared topic")
+    table[37] = replace(table[37], rewrite_response=_then(_walk_resp, _repartitioned))
     for key in (0, 20, 21, 33, 37, 44):  # these change topics
         table[key] = replace(table[key], write=True)
     for key, (low, high) in SASL_VERSIONS.items():

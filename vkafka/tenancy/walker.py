@@ -88,7 +88,8 @@ class RequestContext:
     """What one request's rewrite left for its response: decoys and reasons."""
 
     __slots__ = ("namespace", "topic_ids", "decoy_names", "decoy_ids", "refusals",
-                 "custom", "write", "concentrated", "concentration")
+                 "custom", "write", "concentrated", "concentration", "answer",
+                 "on_answer")
 
     def __init__(self, namespace, topic_ids, write=False):
         self.namespace = namespace
@@ -102,6 +103,11 @@ class RequestContext:
         (filled by ``note_concentrated``)."""
         self.concentration = None
         """What the concentration layer left for the response (an Exchange)."""
+        self.answer = None
+        """A response body the gateway sends itself instead of forwarding
+        (a cached Metadata answer)."""
+        self.on_answer = None
+        """Called with the rewritten response body, to keep it for reuse."""
         self.write = write
         """The request changes topics: read-only aliases are refused."""
 

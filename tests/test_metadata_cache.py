@@ -1,0 +1,169 @@
+"""Tenants' all-topics Metadata answers, reused for a moment (metadata_cache.py)."""
+
+import uuid
+from dataclasses import replace
+
+from kio.schema.errors import ErrorCode
+from kio.schema.metadata.v12.response import MetadataResponseTopic
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
+from vkafka.protocol.codec import decode_request, decode_response
+from vkafka.protocol.framing import FrameDecoder
+
+from .kafka_messages import metadata_response, response_frame
+from .test_splice import BROKERS
+from .test_tenant_splice import TenantSpliceBase, authenticate, handshake, metadata_for
+
+
+class FakeRefresher:
+    all_topics = True
+
+    def __init__(self):
+        self.listings = 0
+
+    def refresh_listing(self):
+        self.listings += 1
+
+
+class MetadataCacheTests(TenantSpliceBase):
+    def setUp(self):
+        super().setUp()
+        self.topology.learn_listing({"londona", "londonb", "parisc"},
+                                    self.reactor.seconds())
+        self.login()
+
+    def forwarded(self):
+        """The requests the broker has received so far."""
+        return [decode_request(f)[1] for f in FrameDecoder().feed(
+            self.broker_transport.value())]
+
+    def answer(self, correlation_id, names=("londona", "londonb")):
+        """The broker answers the latest request with *names*."""
+        topics = tuple(MetadataResponseTopic(
+            error_code=ErrorCode.none, name=n, topic_id=uuid.uuid4(), partitions=())
+            for n in names)
+        self.broker.dataReceived(response_frame(
+            correlation_id, replace(metadata_response(BROKERS), topics=topics)))
+
+    def answers(self):
+        return [decode_response(f, 3, 12) for f in self.responses()]
+
+    def ask_and_answer(self, correlation_id):
+        self.client.dataReceived(metadata_for(None, correlation_id))
+        if len(self.forwarded()) > self.asked:
+            self.asked += 1
+            self.answer(correlation_id)
+
+    asked = 0
+
+    def test_second_request_answered_by_the_gateway(self):
+        """Within the TTL, the same request is answered without the broker, with
+        its own correlation id and the same topics."""
+        self.ask_and_answer(3)
+        self.reactor.advance(0.5)
+        self.client.dataReceived(metadata_for(None, 4))
+        self.assertEqual(len(self.forwarded()), 1)
+        (h1, first), (h2, second) = self.answers()
+        self.assertEqual((h1[:4], h2[:4]), (b"\0\0\0\3", b"\0\0\0\4"))
+        self.assertEqual(first, second)
+        self.assertEqual([t.name for t in second.topics], ["a", "b"])
+
+    def test_expires(self):
+        """After the TTL the broker is asked again."""
+        self.ask_and_answer(3)
+        self.reactor.advance(1.01)
+        self.ask_and_answer(4)
+        self.assertEqual(len(self.forwarded()), 2)
+
+    def test_topic_change_ends_it(self):
+        """A topic created (or a partition added) through the gateway: asked again."""
+        self.ask_and_answer(3)
+        self.topology.learn_topic("londonc")
+        self.ask_and_answer(4)
+        self.assertEqual(len(self.forwarded()), 2)
+        self.assertIn("londonc", [t.name for t in self.forwarded()[1].topics])
+        self.topology.topics_changed()
+        self.ask_and_answer(5)
+        self.assertEqual(len(self.forwarded()), 3)
+
+    def test_mapping_change_ends_it(self):
+        """A mapping added to the tenant: asked again."""
+        self.ask_and_answer(3)
+        self.client.namespace.set_alias("shared", "parisc", read_only=True)
+        self.ask_and_answer(4)
+        self.assertEqual(len(self.forwarded()), 2)
+        self.assertIn("parisc", [t.name for t in self.forwarded()[1].topics])
+
+    def test_named_topics_always_forwarded(self):
+        """Requests that name topics never come from the cache."""
+        self.ask_and_answer(3)
+        self.client.dataReceived(metadata_for(["a"], 4))
+        self.assertEqual(len(self.forwarded()), 2)
+
+    def test_other_tenant_never_sees_it(self):
+        """Another virtual cluster's all-topics request goes to the broker."""
+        self.ask_and_answer(3)
+        other = self.gateway.factory_for_port(6969).buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.4", 6))
+        other.makeConnection(transport)
+        _, _, broker_transport = self.brokers[-1]
+        other.dataReceived(handshake())
+        other.dataReceived(authenticate("sa", self.authority.issue("paris", "sa", 60)))
+        other.dataReceived(metadata_for(None, 3))
+        _, request = decode_request(FrameDecoder().feed(broker_transport.value())[0])
+        self.assertEqual([t.name for t in request.topics], ["parisc"])
+        self.assertNotIn(b"londona", transport.value())
+
+    def test_disabled(self):
+        """--metadata-cache 0: every request goes to the broker."""
+        self.gateway.metadata_answers.ttl = 0
+        self.ask_and_answer(3)
+        self.ask_and_answer(4)
+        self.assertEqual(len(self.forwarded()), 2)
+
+    def test_change_while_asking_is_not_kept(self):
+        """An answer asked for before a change is not kept after it."""
+        self.client.dataReceived(metadata_for(None, 3))
+        self.topology.learn_topic("londonc")
+        self.answer(3)
+        self.client.dataReceived(metadata_for(None, 4))
+        self.assertEqual(len(self.forwarded()), 2)
+
+    def test_listing_renewed_in_the_background(self):
+        """Past half its age the listing is renewed in the background, while the
+        current one still answers."""
+        self.gateway.refresher = refresher = FakeRefresher()
+        self.gateway.metadata_answers.ttl = 0
+        self.reactor.advance(0.5)
+        self.ask_and_answer(3)
+        self.assertEqual(refresher.listings, 0)
+        self.reactor.advance(0.6)
+        self.ask_and_answer(4)
+        self.assertEqual(refresher.listings, 1)
+        self.assertEqual([t.name for t in self.forwarded()[1].topics],
+                         ["londona", "londonb"])  # by name, from this listing
+
+    def test_create_partitions_ends_it(self):
+        """Partitions added through the gateway: the next answer is the broker's."""
+        import datetime
+
+        from kio.schema.create_partitions.v3.request import (
+            CreatePartitionsRequest, CreatePartitionsTopic)
+        from kio.schema.create_partitions.v3.response import (
+            CreatePartitionsResponse, CreatePartitionsTopicResult)
+        from kio.static.primitive import i32, i32Timedelta
+
+        from .kafka_messages import request_frame
+        self.ask_and_answer(3)
+        self.asked += 1
+        self.client.dataReceived(request_frame(CreatePartitionsRequest(
+            topics=(CreatePartitionsTopic(name="a", count=i32(4), assignments=None),),
+            timeout=i32Timedelta.parse(datetime.timedelta(seconds=5)),
+            validate_only=False), 3, 4))
+        self.broker.dataReceived(response_frame(4, CreatePartitionsResponse(
+            throttle_time=i32Timedelta.parse(datetime.timedelta(0)),
+            results=(CreatePartitionsTopicResult(name="londona",
+                                                 error_code=ErrorCode.none),))))
+        self.ask_and_answer(5)
+        self.assertEqual(len(self.forwarded()), 3)

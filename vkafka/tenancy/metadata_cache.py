@@ -1,0 +1,53 @@
+# -*- test-case-name: tests.test_metadata_cache -*-
+"""Tenants' all-topics Metadata answers, reused for a short while.
+
+Listing tools and librdkafka ask for every topic again and again.  Each answer
+costs a broker round trip (whose own p99 is several ms on a busy broker) and a
+decode and re-encode of the tenant's topics (kio encodes ~100 topics in ~1 ms),
+so the rewritten answer is kept per tenant, per version and flags, for *ttl*
+seconds.  It is dropped sooner when anything it was made from changes: the
+topic set the gateway knows (creations, deletions, partition changes through
+this gateway, a new cluster listing), or the tenant's mappings and rules.
+Requests naming topics are never answered from here.
+"""
+
+
+class MetadataAnswers:
+    """Rewritten Metadata response bodies for all-topics requests."""
+
+    def __init__(self, ttl=1.0):
+        self.ttl = ttl
+        self._answers = {}  # (vcluster, version, flags) -> (made of, expires, body)
+
+    @staticmethod
+    def _key(namespace, request):
+        return (namespace.name, request.__version__,
+                getattr(request, "include_cluster_authorized_operations", False),
+                getattr(request, "include_topic_authorized_operations", False))
+
+    @staticmethod
+    def _made_of(topology, namespace):
+        return (topology.names_version, namespace.version,
+                len(namespace.prefixes.known))
+
+    def get(self, topology, namespace, request, now):
+        """The kept body answering *request*, or None."""
+        if self.ttl <= 0:
+            return None
+        kept = self._answers.get(self._key(namespace, request))
+        if kept is None or kept[1] <= now or kept[0] != self._made_of(topology, namespace):
+            return None
+        return kept[2]
+
+    def keeper(self, topology, namespace, request, now):
+        """A callable that keeps the body of the answer to *request* (asked at *now*);
+        None when answers are not kept."""
+        if self.ttl <= 0:
+            return None
+        key = self._key(namespace, request)
+        made_of = self._made_of(topology, namespace)
+
+        def keep(body):
+            if made_of == self._made_of(topology, namespace):  # nothing moved meanwhile
+                self._answers[key] = (made_of, now + self.ttl, bytes(body))
+        return keep
