@@ -10,7 +10,7 @@ what metrics want: the first error code and the number of records.
 import struct
 from dataclasses import dataclass
 
-from .headers import read_length, skip_string, skip_tagged_fields
+from .headers import read_length, skip_string, skip_tagged_fields, write_uvarint
 from .records import count_records
 
 _I16 = struct.Struct(">h")
@@ -26,6 +26,8 @@ class Scan:
     tags_empty: bool
     """No top-level tagged fields: the only one is KIP-951's ``node_endpoints``,
     sent when a partition's leader moved (always True before v12)."""
+    tags_at: int = -1
+    """Where the top-level tagged fields start (flexible versions; else -1)."""
 
 
 def scan_fetch(frame, offset, version):
@@ -112,6 +114,24 @@ def _end(frame, pos, flexible, error, records, api):
         if pos != len(frame):
             raise ValueError(f"{api} response: {len(frame) - pos} bytes unaccounted for")
         return Scan(error, records, True)
-    if pos >= len(frame):
-        raise ValueError(f"truncated {api} response")
-    return Scan(error, records, frame[pos] == 0 and pos + 1 == len(frame))
+    if skip_tagged_fields(frame, pos) != len(frame):
+        raise ValueError(f"{api} response: bytes after its tagged fields")
+    return Scan(error, records, frame[pos] == 0, pos)
+
+
+UNUSED_TAGS = (127, 16383)
+"""Top-level tags no Fetch version the gateway offers defines (1- and 2-byte)."""
+
+
+def neutral_tags(length):
+    """A top-level tagged-field section of exactly *length* bytes (at least 3)
+    holding one field with an unused tag, which clients skip: it stands in for
+    fields the gateway cannot rewrite in place without changing the frame's size
+    (``node_endpoints`` of a response already partly forwarded)."""
+    for tag in UNUSED_TAGS:
+        tag_bytes = write_uvarint(tag)
+        for width in (1, 2, 3):
+            size = length - 1 - len(tag_bytes) - width
+            if size >= 0 and len(write_uvarint(size)) == width:
+                return b"\x01" + tag_bytes + write_uvarint(size) + bytes(size)
+    raise ValueError(f"no tagged-field section of {length} bytes")

@@ -89,6 +89,18 @@ class FrameDecoder:
         return frames
 
     @property
+    def partial_size(self):
+        """The size of the frame being received (prefix seen, bytes missing), or None."""
+        return self._need
+
+    def take(self):
+        """Hand over the bytes of the frame being received, its prefix included,
+        and forget them: the caller consumes the rest of that frame itself."""
+        chunks = self._chunks
+        self._chunks, self._buffered, self._need = [], 0, None
+        return chunks
+
+    @property
     def buffered(self):
         """Bytes received but not yet part of a complete frame."""
         return self._buffered

@@ -26,6 +26,7 @@ from zope.interface import implementer
 from ..auth import sasl
 from ..protocol.codec import CodecError, decode_request, decode_response, encode_body
 from ..protocol.errors import first_error
+from ..protocol.fastpath import Scan, neutral_tags
 from ..protocol.framing import FrameDecoder, FrameError, send_frame, size_prefix
 from ..protocol.headers import (
     API_VERSIONS, HeaderError, is_flexible, parse_request_header, peek_request,
@@ -93,7 +94,7 @@ class ClientConnection(protocol.Protocol):
         self.metrics = None
 
     def connectionMade(self):
-        _large_reads(self.transport)
+        _tune(self.transport)
         self.peer = self.transport.getPeer()
         self.gateway.connections.add(self)
         self._set_metrics_label(None if self.tenancy is not None else "-")
@@ -388,6 +389,57 @@ class ClientConnection(protocol.Protocol):
             pending.local = bytes(frame)
         self.flush_local()
 
+    def stream_response(self, decoder):
+        """A Streamed for the large response *decoder* has begun, or None when it
+        must be whole before it is forwarded (a rewrite may change it)."""
+        head = self.pending[0] if self.pending else None
+        if head is None or head.api_key != FETCH or head.local is not None \
+                or head.waiting or decoder.buffered < 8:
+            return None
+        context = head.context
+        if context is not None and (context.concentration is not None
+                                    or self.concentrated_fetches):
+            return None
+        rule = head.rule
+        if rule.scan_response is None or rule.passes_as_bytes is None or \
+                not rule.passes_as_bytes(_PASSES, head.api_version, context):
+            return None
+        chunks = decoder.take()
+        first = chunks[0] if len(chunks[0]) >= 8 else b"".join(chunks)
+        (correlation_id,) = _INT32.unpack_from(first, 4)
+        if correlation_id != head.correlation_id:
+            self.fail(f"broker answered correlation id {correlation_id}, expected "
+                      f"{head.correlation_id}")
+            return None
+        (size,) = _INT32.unpack_from(first, 0)
+        return Streamed(self, head, chunks, size + 4)
+
+    def stream_finished(self, streamed):
+        """The streamed response is whole: check it, send its tail, go on."""
+        pending = streamed.pending
+        whole = streamed.whole()
+        frame = memoryview(whole)[4:]
+        version = pending.api_version
+        try:
+            scan = pending.rule.scan_response(
+                frame, response_header_length(frame, FETCH, version), version)
+        except _REWRITE_ERRORS as e:
+            return self.fail(f"malformed Fetch response (partly forwarded): {e}")
+        tail = whole
+        if not scan.tags_empty:
+            at = scan.tags_at + 4
+            if at < streamed.sent:
+                return self.fail("Fetch response tagged fields larger than "
+                                 f"{HOLD_BACK} bytes; cannot rewrite them")
+            tail = whole[:at] + neutral_tags(len(whole) - at)
+        self.transport.write(tail[streamed.sent:])
+        self.pending.popleft()
+        if self.metrics is not None:
+            self.metrics.response(pending.rule.name, len(whole),
+                                  self.gateway.reactor.seconds() - pending.sent,
+                                  scan.error, scan.records)
+        self.flush_local()
+
     def rewrite_response(self, pending, frame):
         """(frame for the client, its first error code or None if not read,
         records in it)."""
@@ -472,12 +524,90 @@ class ClientConnection(protocol.Protocol):
 
 READ_SIZE = 1 << 20
 
+STREAM_FROM = 256 * 1024
+"""Responses this big that pass as bytes are forwarded as they arrive
+(cut-through) rather than once whole: store-and-forward of multi-MiB Fetch
+responses doubled their transfer time and halved consumer throughput."""
 
-def _large_reads(transport):
-    """Read up to 1 MiB per call instead of Twisted's 64 KiB: a Fetch response of
-    several MiB then costs a few reads, not dozens (fewer calls, fewer chunks)."""
+HOLD_BACK = 64 * 1024
+"""The last bytes of a streamed response, kept until it is whole: its top-level
+tagged fields (KIP-951 node_endpoints, broker addresses) are in them."""
+
+_PASSES = Scan(0, 0, True)
+"""What a response's scan says when nothing in it needs rewriting."""
+
+
+class Streamed:
+    """A large Fetch response forwarded to the client while it arrives.
+
+    Its bytes go out as received, except the last HOLD_BACK.  Once whole it is
+    scanned like any response (records and error for the metrics, malformed
+    framing closes the connection); if it carries node_endpoints, they are
+    replaced in the held-back tail by an unused tag of the same length
+    (fastpath.neutral_tags), so the client refreshes metadata instead of
+    learning broker addresses.
+    """
+
+    def __init__(self, client, pending, chunks, total):
+        self.client = client
+        self.pending = pending
+        self.total = total  # prefix included
+        self.limit = total - HOLD_BACK
+        self.chunks = []
+        self.received = 0
+        self.sent = 0
+        self._next = 0      # first chunk not wholly written
+        self._offset = 0    # bytes of it already written
+        for chunk in chunks:
+            self.chunks.append(chunk)
+            self.received += len(chunk)
+        self._forward()
+
+    def feed(self, data):
+        """Take *data*: the bytes after this response once it is whole (maybe
+        b""), None while it is not."""
+        if self.client.closed:
+            return None
+        room = self.total - self.received
+        rest = b""
+        if len(data) > room:
+            data, rest = data[:room], data[room:]
+        self.chunks.append(data)
+        self.received += len(data)
+        self._forward()
+        if self.received < self.total:
+            return None
+        self.client.stream_finished(self)
+        return None if self.client.closed else rest
+
+    def _forward(self):
+        write = self.client.transport.write
+        while self._next < len(self.chunks) and self.sent < self.limit:
+            chunk = self.chunks[self._next]
+            end = min(len(chunk), self._offset + self.limit - self.sent)
+            whole = self._offset == 0 and end == len(chunk)
+            write(chunk if whole else bytes(memoryview(chunk)[self._offset:end]))
+            self.sent += end - self._offset
+            if end == len(chunk):
+                self._next, self._offset = self._next + 1, 0
+            else:
+                self._offset = end
+
+    def whole(self):
+        return b"".join(self.chunks)
+
+
+def _tune(transport):
+    """TCP_NODELAY, as Kafka's clients and brokers set it: with Nagle's algorithm
+    the last segment of every request and response waited for the peer's
+    delayed ACK.  And reads of up to 1 MiB per call instead of Twisted's 64 KiB:
+    a Fetch response of several MiB then costs a few reads, not dozens."""
     if hasattr(transport, "bufferSize"):
         transport.bufferSize = READ_SIZE
+    for tcp in (transport, getattr(transport, "transport", None)):  # TLS wraps TCP
+        if hasattr(tcp, "setTcpNoDelay"):
+            tcp.setTcpNoDelay(True)
+            break
 
 
 def api_versions_downgraded(api_key, frame):
@@ -492,15 +622,23 @@ class BrokerConnection(protocol.Protocol):
 
     log = Logger()
 
+    streamed = None
+    """The large response being forwarded as it arrives (Streamed), if any."""
+
     def __init__(self, client):
         self.client = client
         self.decoder = FrameDecoder(client.gateway.max_response_size)
 
     def connectionMade(self):
-        _large_reads(self.transport)
+        _tune(self.transport)
         self.client.upstream_ready(self)
 
     def dataReceived(self, data):
+        if self.streamed is not None:
+            data = self.streamed.feed(data)
+            if data is None:
+                return
+            self.streamed = None
         try:
             frames = self.decoder.feed(data)
         except FrameError as e:
@@ -509,6 +647,9 @@ class BrokerConnection(protocol.Protocol):
             if self.client.closed:
                 return
             self.client.response_received(frame)
+        size = self.decoder.partial_size
+        if size is not None and size >= STREAM_FROM and not self.client.closed:
+            self.streamed = self.client.stream_response(self.decoder)
 
     def connectionLost(self, reason):
         client = self.client

@@ -1,0 +1,169 @@
+"""Large Fetch responses forwarded as they arrive (splice.Streamed)."""
+
+import struct
+import uuid
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial import unittest
+
+from vkafka.metrics import Metrics
+from vkafka.protocol.fastpath import neutral_tags, scan_fetch
+from vkafka.protocol.framing import FrameDecoder, frame
+from vkafka.proxy.gateway import Gateway
+from vkafka.proxy.splice import HOLD_BACK, STREAM_FROM
+from vkafka.proxy.topology import Topology
+from vkafka.tenancy.rules import passthrough_rules
+
+from .kafka_messages import fetch_request, record_batch, request_frame
+from .test_fastpath import fetch_response
+from .test_splice import BROKERS, FakeEndpoint
+from .test_tenant_splice import TenantSpliceBase, metadata_for
+
+BIG = b"".join(record_batch(10, b"v" * 1000) for _ in range(40))
+"""400 records in 40 batches, about 400 KB: above STREAM_FROM."""
+
+
+def fetch_frame(correlation_id, version, **kw):
+    header = struct.pack(">i", correlation_id) + (b"\x00" if version >= 12 else b"")
+    return frame(header + fetch_response(version, **kw))
+
+
+def pieces(data, size=50_000):
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+class PassthroughStreamingTests(unittest.TestCase):
+    def setUp(self):
+        self.attempts, self.refused, self.brokers = [], set(), []
+        topology = Topology([("kafka1", 9092)], "gw", 6969, 3, 1)
+        topology.learn(BROKERS)
+        self.metrics = Metrics()
+        self.gateway = Gateway(MemoryReactorClock(), topology, passthrough_rules(),
+                               endpoint_factory=lambda r, h, p: FakeEndpoint(self, h, p),
+                               metrics=self.metrics)
+        self.client = self.gateway.factory_for_port(6969).buildProtocol(None)
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.4", 5))
+        self.client.makeConnection(self.transport)
+        _, self.broker, _ = self.brokers[-1]
+
+    def test_forwarded_while_it_arrives(self):
+        """The client has most of the response before its end reached the
+        gateway; in the end it has the broker's bytes exactly."""
+        self.assertGreater(len(BIG), STREAM_FROM)
+        self.client.dataReceived(request_frame(fetch_request("t", version=12), 12, 4))
+        raw = fetch_frame(4, 12, records=BIG, errors=(0,))
+        parts = pieces(raw)
+        for part in parts[:-1]:
+            self.broker.dataReceived(part)
+        self.assertGreater(len(self.transport.value()), len(raw) - len(parts[-1])
+                           - HOLD_BACK - 1)
+        self.assertEqual(raw[:len(self.transport.value())], self.transport.value())
+        self.broker.dataReceived(parts[-1])
+        self.assertEqual(self.transport.value(), raw)
+        self.assertFalse(self.client.pending)
+
+    def test_next_response_follows(self):
+        """Bytes after the streamed response (the next one) are framed as usual."""
+        self.client.dataReceived(request_frame(fetch_request("t", version=12), 12, 4))
+        self.client.dataReceived(request_frame(fetch_request("t", version=12), 12, 5))
+        first = fetch_frame(4, 12, records=BIG, errors=(0,))
+        second = fetch_frame(5, 12, records=record_batch(2), errors=(0,))
+        for part in pieces(first + second, 70_001):
+            self.broker.dataReceived(part)
+        self.assertEqual(FrameDecoder(1 << 30).feed(self.transport.value()),
+                         [memoryview(first)[4:], memoryview(second)[4:]])
+
+    def test_node_endpoints_neutralised(self):
+        """node_endpoints found at the end: replaced by an unused tag of the same
+        length, so the frame size already sent stays true and no broker address
+        reaches the client."""
+        self.client.dataReceived(request_frame(fetch_request(uuid.uuid4(), version=17),
+                                               17, 4))
+        raw = fetch_frame(4, 17, records=BIG, errors=(6,), endpoints=(2,))
+        for part in pieces(raw):
+            self.broker.dataReceived(part)
+        out = self.transport.value()
+        self.assertEqual(len(out), len(raw))
+        scan = scan_fetch(memoryview(raw)[4:], 5, 17)
+        at = scan.tags_at + 4
+        self.assertEqual(out[:at], raw[:at])
+        self.assertEqual(out[at:], neutral_tags(len(raw) - at))
+        self.assertNotEqual(out[at:], raw[at:])
+
+    def test_metrics(self):
+        """A streamed response is counted like any: its records (two topic entries
+        of 400) and its first error."""
+        self.client.dataReceived(request_frame(fetch_request("t", version=12), 12, 4))
+        for part in pieces(fetch_frame(4, 12, records=BIG, errors=(0,))):
+            self.broker.dataReceived(part)
+        found = {(m.name, s.name, tuple(sorted(s.labels.items()))): s.value
+                 for m in self.metrics.registry.collect() for s in m.samples}
+        self.assertEqual(found[("vkafka_records", "vkafka_records_total",
+                                (("direction", "out"), ("vcluster", "-")))], 800)
+
+    def test_malformed_closes(self):
+        """A response that turns out malformed once whole closes the connection."""
+        self.client.dataReceived(request_frame(fetch_request("t", version=12), 12, 4))
+        raw = bytearray(fetch_frame(4, 12, records=BIG, errors=(0,)))
+        raw[-1] = 7  # a tagged-field count claiming fields that are not there
+        for part in pieces(bytes(raw)):
+            self.broker.dataReceived(part)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_wrong_correlation_id_closes(self):
+        self.client.dataReceived(request_frame(fetch_request("t", version=12), 12, 4))
+        for part in pieces(fetch_frame(9, 12, records=BIG, errors=(0,))):
+            self.broker.dataReceived(part)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.transport.value(), b"")
+
+
+class TenantStreamingTests(TenantSpliceBase):
+    def test_own_topic_id_streamed(self):
+        """Fetch v17 of the tenant's own topic id: forwarded as it arrives."""
+        own = uuid.uuid4()
+        self.topology.topic_ids[own] = "londont"
+        self.login()
+        self.client.dataReceived(request_frame(fetch_request(own, version=17), 17, 5))
+        raw = fetch_frame(5, 17, records=BIG, errors=(0,), topic=own)
+        parts = pieces(raw)
+        for part in parts[:-1]:
+            self.broker.dataReceived(part)
+        self.assertGreater(len(self.transport.value()), STREAM_FROM)
+        self.broker.dataReceived(parts[-1])
+        self.assertEqual(self.transport.value(), raw)
+
+    def test_decoy_waits_for_the_whole_response(self):
+        """Another tenant's topic id became a decoy: the response is rewritten, so
+        nothing is forwarded before it is whole."""
+        foreign = uuid.uuid4()
+        self.topology.topic_ids[foreign] = "parist"
+        self.login()
+        self.client.dataReceived(request_frame(fetch_request(foreign, version=17), 17, 5))
+        raw = fetch_frame(5, 17, records=BIG, errors=(0,), topic=uuid.uuid4())
+        for part in pieces(raw)[:-1]:
+            self.broker.dataReceived(part)
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_local_answer_waits_its_turn(self):
+        """A cached Metadata answer for a later request goes out after the
+        streamed response, never inside it."""
+        self.topology.learn_listing({"londona"}, self.reactor.seconds())
+        own = uuid.uuid4()
+        self.topology.topic_ids[own] = "londont"
+        self.login()
+        self.client.dataReceived(metadata_for(None, 3))
+        from .test_metadata_cache import MetadataCacheTests
+        MetadataCacheTests.answer(self, 3, names=("londona",))
+        self.transport.clear()
+        self.client.dataReceived(request_frame(fetch_request(own, version=17), 17, 5))
+        raw = fetch_frame(5, 17, records=BIG, errors=(0,), topic=own)
+        parts = pieces(raw)
+        self.broker.dataReceived(parts[0])
+        self.client.dataReceived(metadata_for(None, 6))  # answered from the cache
+        for part in parts[1:]:
+            self.broker.dataReceived(part)
+        frames = FrameDecoder(1 << 30).feed(self.transport.value())
+        self.assertEqual([struct.unpack_from(">i", f)[0] for f in frames], [5, 6])
+        self.assertEqual(bytes(frames[0]), raw[4:])
