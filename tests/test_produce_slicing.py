@@ -10,7 +10,7 @@ from twisted.trial import unittest
 
 from vkafka.protocol.codec import decode_request, encode_body, encode_request
 from vkafka.protocol.headers import parse_request_header
-from vkafka.protocol.produce import rewrite_produce
+from vkafka.protocol.produce import rewrite_produce, scan_produce
 
 IDS = [uuid.uuid4(), uuid.uuid4()]
 
@@ -35,7 +35,7 @@ class ProduceSlicingTests(unittest.TestCase):
             for txn in ("tx", None):
                 frame = encode_request(produce(version, txn), version, 5, "c")
                 header = parse_request_header(frame)
-                out = rewrite_produce(frame, header.body_offset, version,
+                out, acks, records = rewrite_produce(frame, header.body_offset, version,
                                       topic_name=lambda n: "vc" + n,
                                       topic_id=lambda i: IDS[1] if i == IDS[0] else i,
                                       transactional_id=lambda t: "vc" + t)
@@ -50,6 +50,8 @@ class ProduceSlicingTests(unittest.TestCase):
                         for t in request.topic_data))
                 self.assertEqual(out, frame[:header.body_offset] + encode_body(expected),
                                  version)
+                self.assertEqual((acks, records),
+                                 scan_produce(frame, header.body_offset, version))
 
     def test_truncated_raises(self):
         """A truncated request raises, so the connection is closed, never forwarded."""

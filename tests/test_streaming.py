@@ -167,3 +167,65 @@ class TenantStreamingTests(TenantSpliceBase):
         frames = FrameDecoder(1 << 30).feed(self.transport.value())
         self.assertEqual([struct.unpack_from(">i", f)[0] for f in frames], [5, 6])
         self.assertEqual(bytes(frames[0]), raw[4:])
+
+
+class WriteNowTests(unittest.TestCase):
+    """splice.write_now: plain TCP with nothing queued sends at once; anything
+    else goes through Twisted's queue, in order.  A socketpair, no reactor."""
+
+    def transport(self):
+        import socket
+
+        from twisted.internet import tcp
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        transport = tcp.Server.__new__(tcp.Server)
+        transport.socket, transport.connected, transport.disconnecting = ours, True, False
+        transport._tempDataLen, transport.dataBuffer, transport.offset = 0, b"", 0
+        transport.queued = []
+        transport.write = transport.queued.append
+        return transport, theirs
+
+    def test_sent_at_once(self):
+        from vkafka.proxy.splice import write_now
+        transport, peer = self.transport()
+        write_now(transport, b"hello")
+        self.assertEqual(peer.recv(10), b"hello")
+        self.assertEqual(transport.queued, [])
+
+    def test_queued_behind_queued_bytes(self):
+        """Bytes already queued go first: the new ones queue behind them."""
+        from vkafka.proxy.splice import write_now
+        transport, peer = self.transport()
+        transport._tempDataLen = 3
+        write_now(transport, b"later")
+        self.assertEqual(transport.queued, [b"later"])
+        peer.setblocking(False)
+        with self.assertRaises(BlockingIOError):
+            peer.recv(10)
+
+    def test_rest_queued_when_socket_full(self):
+        """What the socket does not take is queued, nothing lost or reordered."""
+        from vkafka.proxy.splice import write_now
+        transport, peer = self.transport()
+        data = bytes(range(256)) * 40_000  # ~10 MB: more than a socket buffer
+        write_now(transport, data)
+        [rest] = transport.queued
+        self.assertGreater(len(rest), 0)
+        received = b""
+        peer.settimeout(5)
+        while len(received) < len(data) - len(rest):
+            received += peer.recv(1 << 20)
+        self.assertEqual(received + rest, data)
+
+    def test_tls_and_other_transports_queue(self):
+        from vkafka.proxy.splice import write_now
+        transport = StringTransport()
+        write_now(transport, b"x")
+        self.assertEqual(transport.value(), b"x")
+        tls, peer = self.transport()
+        tls.TLS = True
+        write_now(tls, b"secret")
+        self.assertEqual(tls.queued, [b"secret"])

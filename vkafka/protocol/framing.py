@@ -23,15 +23,14 @@ def size_prefix(length):
     return _SIZE.pack(length)
 
 
-def send_frame(transport, payload):
-    """Write *payload* framed, reusing the received bytes when they are whole."""
+def framed(payload):
+    """*payload* with its size prefix as one bytes object, reusing the received
+    bytes when they are whole (a memoryview of a frame as it arrived)."""
     if isinstance(payload, memoryview):
         whole = payload.obj
         if isinstance(whole, bytes) and len(whole) == len(payload) + 4:
-            transport.write(whole)  # the frame as it arrived, prefix included
-            return
-        payload = payload.tobytes()
-    transport.writeSequence([_SIZE.pack(len(payload)), payload])
+            return whole  # the frame as it arrived, prefix included
+    return b"".join((_SIZE.pack(len(payload)), payload))
 
 
 class FrameDecoder:
@@ -52,7 +51,7 @@ class FrameDecoder:
     def feed(self, data):
         """Add *data*; return the complete frame payloads (prefix removed).
 
-        Payloads are memoryviews of the received bytes; ``send_frame`` writes
+        Payloads are memoryviews of the received bytes; ``framed`` returns
         one that fills its buffer without copying it again.
 
         :raises FrameError: on a negative or oversized size prefix.

@@ -85,6 +85,8 @@ def write_uvarint(value):
 
 def read_uvarint(buf, pos):
     """Read an unsigned varint; return (value, new position)."""
+    if pos < len(buf) and buf[pos] < 0x80:  # one byte: nearly every length
+        return buf[pos], pos + 1
     value = 0
     shift = 0
     while True:
@@ -122,6 +124,8 @@ def skip_string(buf, pos, flexible):
 
 def skip_tagged_fields(buf, pos):
     """Skip a tagged-field section; return the position after it."""
+    if pos < len(buf) and buf[pos] == 0:  # none: nearly every section
+        return pos + 1
     count, pos = read_uvarint(buf, pos)
     for _ in range(count):
         _tag, pos = read_uvarint(buf, pos)

@@ -45,7 +45,8 @@ def _string(value, flexible):
 
 
 def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transactional_id):
-    """The request frame with names rewritten; record bytes are copied as they are.
+    """``(frame, acks, records)``: the request frame with names rewritten, record
+    bytes copied as they are; and what ``scan_produce`` reads, from the same walk.
 
     *topic_name*, *topic_id* and *transactional_id* map the client's value to the
     value to send (v13+ names topics by id).
@@ -55,7 +56,9 @@ def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transacti
     txn, pos = _read_string(frame, body_offset, flexible)
     pieces.append(_string(transactional_id(txn) if txn is not None else None, flexible))
     pieces.append(frame[pos:pos + 6])  # acks, timeout
+    (acks,) = _I16.unpack_from(frame, pos)
     pos += 6
+    records = 0
     if flexible:
         count, pos = read_uvarint(frame, pos)
         topics = count - 1
@@ -72,10 +75,11 @@ def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transacti
             name, pos = _read_string(frame, pos, flexible)
             pieces.append(_string(topic_name(name), flexible))
         start = pos  # the partitions, copied as they are
-        pos, _ = _partitions(frame, pos, flexible, False)
+        pos, count = _partitions(frame, pos, flexible, True)
+        records += count
         pieces.append(frame[start:pos])
     pieces.append(frame[pos:])  # top-level tagged fields
-    return b"".join(pieces)
+    return b"".join(pieces), acks, records
 
 
 def _partitions(frame, pos, flexible, counted):

@@ -258,14 +258,17 @@ def _tenant_topics(topology, namespace):
 
 
 def _produce_frame(conn, rctx, frame, body_offset, version):
-    """Produce: topics and transactional id renamed by slicing; records untouched."""
+    """Produce: topics and transactional id renamed by slicing; records untouched
+    (acks and the record count, read on the way, are left in the context)."""
     from ..protocol.produce import rewrite_produce
 
-    return rewrite_produce(
+    frame, acks, records = rewrite_produce(
         frame, body_offset, version,
         topic_name=lambda name: rctx.to_physical(TOPIC, name),
         topic_id=rctx.check_topic_id,
         transactional_id=lambda txn: rctx.to_physical(TRANSACTION, txn))
+    rctx.produced = (acks, records)
+    return frame
 
 
 def _metadata_request(conn, rctx, request):

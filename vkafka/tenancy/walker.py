@@ -89,7 +89,7 @@ class RequestContext:
 
     __slots__ = ("namespace", "topic_ids", "decoy_names", "decoy_ids", "refusals",
                  "custom", "write", "concentrated", "concentration", "answer",
-                 "on_answer")
+                 "on_answer", "produced")
 
     def __init__(self, namespace, topic_ids, write=False):
         self.namespace = namespace
@@ -108,6 +108,8 @@ class RequestContext:
         (a cached Metadata answer)."""
         self.on_answer = None
         """Called with the rewritten response body, to keep it for reuse."""
+        self.produced = None
+        """(acks, records) of a Produce request, read while it was rewritten."""
         self.write = write
         """The request changes topics: read-only aliases are refused."""
 
