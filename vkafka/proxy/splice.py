@@ -420,7 +420,7 @@ class ClientConnection(protocol.Protocol):
     def stream_finished(self, streamed):
         """The streamed response is whole: check it, send its tail, go on."""
         pending = streamed.pending
-        whole = streamed.whole()
+        whole = streamed.buffer
         frame = memoryview(whole)[4:]
         version = pending.api_version
         try:
@@ -428,14 +428,13 @@ class ClientConnection(protocol.Protocol):
                 frame, response_header_length(frame, FETCH, version), version)
         except _REWRITE_ERRORS as e:
             return self.fail(f"malformed Fetch response (partly forwarded): {e}")
-        tail = whole
         if not scan.tags_empty:
             at = scan.tags_at + 4
             if at < streamed.sent:
                 return self.fail("Fetch response tagged fields larger than "
                                  f"{HOLD_BACK} bytes; cannot rewrite them")
-            tail = whole[:at] + neutral_tags(len(whole) - at)
-        write_now(self.transport, tail[streamed.sent:])
+            whole[at:] = neutral_tags(len(whole) - at)
+        write_now(self.transport, bytes(whole[streamed.sent:]))
         self.pending.popleft()
         if self.metrics is not None:
             self.metrics.response(pending.rule.name, len(whole),
@@ -543,8 +542,9 @@ _PASSES = Scan(0, 0, True)
 class Streamed:
     """A large Fetch response forwarded to the client while it arrives.
 
-    Its bytes go out as received, except the last HOLD_BACK.  Once whole it is
-    scanned like any response (records and error for the metrics, malformed
+    Its bytes go out as received, except the last HOLD_BACK, and are copied
+    into one buffer as they come (so no join of megabytes delays the tail).
+    Once whole it is scanned like any response (records and error for the metrics, malformed
     framing closes the connection); if it carries node_endpoints, they are
     replaced in the held-back tail by an unused tag of the same length
     (fastpath.neutral_tags), so the client refreshes metadata instead of
@@ -556,15 +556,19 @@ class Streamed:
         self.pending = pending
         self.total = total  # prefix included
         self.limit = total - HOLD_BACK
-        self.chunks = []
+        self.buffer = bytearray(total)
+        self.chunks = []    # received, not wholly written yet
         self.received = 0
         self.sent = 0
-        self._next = 0      # first chunk not wholly written
-        self._offset = 0    # bytes of it already written
+        self._offset = 0    # bytes of chunks[0] already written
         for chunk in chunks:
-            self.chunks.append(chunk)
-            self.received += len(chunk)
+            self._add(chunk)
         self._forward()
+
+    def _add(self, chunk):
+        self.buffer[self.received:self.received + len(chunk)] = chunk
+        self.received += len(chunk)
+        self.chunks.append(chunk)
 
     def feed(self, data):
         """Take *data*: the bytes after this response once it is whole (maybe
@@ -575,8 +579,7 @@ class Streamed:
         rest = b""
         if len(data) > room:
             data, rest = data[:room], data[room:]
-        self.chunks.append(data)
-        self.received += len(data)
+        self._add(data)
         self._forward()
         if self.received < self.total:
             return None
@@ -585,20 +588,18 @@ class Streamed:
 
     def _forward(self):
         transport = self.client.transport
-        while self._next < len(self.chunks) and self.sent < self.limit:
-            chunk = self.chunks[self._next]
+        while self.chunks and self.sent < self.limit:
+            chunk = self.chunks[0]
             end = min(len(chunk), self._offset + self.limit - self.sent)
             whole = self._offset == 0 and end == len(chunk)
             write_now(transport,
                       chunk if whole else bytes(memoryview(chunk)[self._offset:end]))
             self.sent += end - self._offset
             if end == len(chunk):
-                self._next, self._offset = self._next + 1, 0
+                self.chunks.pop(0)
+                self._offset = 0
             else:
                 self._offset = end
-
-    def whole(self):
-        return b"".join(self.chunks)
 
 
 def write_now(transport, data):
