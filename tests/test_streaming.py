@@ -101,6 +101,9 @@ class PassthroughStreamingTests(unittest.TestCase):
                  for m in self.metrics.registry.collect() for s in m.samples}
         self.assertEqual(found[("vkafka_records", "vkafka_records_total",
                                 (("direction", "out"), ("vcluster", "-")))], 800)
+        self.assertEqual(found[("vkafka_streamed_responses",
+                                "vkafka_streamed_responses_total",
+                                (("vcluster", "-"),))], 1)
 
     def test_malformed_closes(self):
         """A response that turns out malformed once whole closes the connection."""

@@ -31,6 +31,9 @@ class Metrics:
         self.responses = Counter("vkafka_responses", "Broker responses sent to "
                                  "clients, by the first error code in them",
                                  ["vcluster", "api", "error"], registry=r)
+        self.streamed = Counter("vkafka_streamed_responses", "Large responses "
+                                "forwarded while they arrived (cut-through Fetch)",
+                                ["vcluster"], registry=r)
         self.latency = Histogram("vkafka_request_latency_seconds",
                                  "Time from forwarding a request to its response "
                                  "reaching the client", ["api"], registry=r,
@@ -60,7 +63,7 @@ class ConnectionMetrics:
     """The labelled children one connection uses, looked up once."""
 
     __slots__ = ("metrics", "vcluster", "bytes_in", "bytes_out", "records_in",
-                 "records_out", "_requests", "_latency", "_responses")
+                 "records_out", "streamed", "_requests", "_latency", "_responses")
 
     def __init__(self, metrics, vcluster):
         self.metrics = metrics
@@ -69,6 +72,7 @@ class ConnectionMetrics:
         self.bytes_out = metrics.bytes.labels(vcluster, "out")
         self.records_in = metrics.records.labels(vcluster, "in")
         self.records_out = metrics.records.labels(vcluster, "out")
+        self.streamed = metrics.streamed.labels(vcluster)
         self._requests = {}
         self._latency = {}
         self._responses = {}

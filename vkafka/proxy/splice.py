@@ -437,6 +437,7 @@ class ClientConnection(protocol.Protocol):
         write_now(self.transport, bytes(whole[streamed.sent:]))
         self.pending.popleft()
         if self.metrics is not None:
+            self.metrics.streamed.inc()
             self.metrics.response(pending.rule.name, len(whole),
                                   self.gateway.reactor.seconds() - pending.sent,
                                   scan.error, scan.records)
