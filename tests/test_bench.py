@@ -29,4 +29,7 @@ class BenchTests(unittest.TestCase):
                         "answer cache off", "memory per authenticated connection",
                         "CPU seconds per GB"):
             self.assertIn(measure, report)
+        for target in ("Producer throughput", "Consumer throughput", "End-to-end p99",
+                       "Tenant metadata p99", "Memory per connection"):
+            self.assertRegex(report, rf"- {target}[^:]*: (met|missed by)")
         self.assertGreater((out / "benchmarks.png").stat().st_size, 1000)
