@@ -371,18 +371,20 @@ def standing(r):
             return f"- {name}: met ({value:.2f} of direct, target 0.95)."
         return (f"- {name}: missed by {(0.95 - value) * 100:.0f} points "
                 f"({value:.2f} of direct, target 0.95).")
+    def limit(value, most, unit):
+        return "met" if value <= most else f"missed by {value - most:.1f} {unit}"
+
     added = r["added_p99_ms"]
     p99 = r["metadata_ms"]["gateway"][1]
     kb = r["kb_per_connection"]
     return "\n".join([
         ratio("Producer throughput", r["produce_ratio"]),
         ratio("Consumer throughput", r["consume_ratio"]),
-        f"- End-to-end p99 added: {'met' if added <= 1 else f'missed by {added - 1:.1f} ms'}"
-        f" (+{added:.1f} ms, target +1 ms; the tool reports whole milliseconds).",
+        f"- End-to-end p99 added: {limit(added, 1, 'ms')} (+{added:.1f} ms, target "
+        "+1 ms; the tool reports whole milliseconds).",
         f"- Tenant metadata p99 at {r['metadata_topics']:,} topics: "
-        f"{'met' if p99 <= 5 else f'missed by {p99 - 5:.1f} ms'} ({p99:.1f} ms, target 5 ms).",
-        f"- Memory per connection: {'met' if kb <= 64 else f'missed by {kb - 64:.1f} KB'}"
-        f" ({kb:.1f} KB, target 64 KB).",
+        f"{limit(p99, 5, 'ms')} ({p99:.1f} ms, target 5 ms).",
+        f"- Memory per connection: {limit(kb, 64, 'KB')} ({kb:.1f} KB, target 64 KB).",
     ])
 
 

@@ -545,11 +545,11 @@ class Streamed:
 
     Its bytes go out as received, except the last HOLD_BACK, and are copied
     into one buffer as they come (so no join of megabytes delays the tail).
-    Once whole it is scanned like any response (records and error for the metrics, malformed
-    framing closes the connection); if it carries node_endpoints, they are
-    replaced in the held-back tail by an unused tag of the same length
-    (fastpath.neutral_tags), so the client refreshes metadata instead of
-    learning broker addresses.
+    Once whole it is scanned like any response (records and error for the
+    metrics; malformed framing closes the connection).  If it carries
+    node_endpoints, they are replaced in the held-back tail by an unused tag of
+    the same length (fastpath.neutral_tags), so the client refreshes metadata
+    instead of learning broker addresses.
     """
 
     def __init__(self, client, pending, chunks, total):
