@@ -187,6 +187,7 @@ class WriteNowTests(unittest.TestCase):
         transport = tcp.Server.__new__(tcp.Server)
         transport.socket, transport.connected, transport.disconnecting = ours, True, False
         transport._tempDataLen, transport.dataBuffer, transport.offset = 0, b"", 0
+        transport._writeDisconnected = False
         transport.queued = []
         transport.write = transport.queued.append
         return transport, theirs

@@ -615,7 +615,8 @@ def write_now(transport, data):
     the order and reports the error.  TLS and wrapped transports always queue.
     """
     if type(transport) in _PLAIN_TCP and not transport.TLS and transport.connected \
-            and not transport.disconnecting and not transport._tempDataLen \
+            and not transport.disconnecting and not transport._writeDisconnected \
+            and not transport._tempDataLen \
             and transport.offset == len(transport.dataBuffer):
         try:
             sent = transport.socket.send(data)
