@@ -53,6 +53,19 @@ class ProduceSlicingTests(unittest.TestCase):
                 self.assertEqual((acks, records),
                                  scan_produce(frame, header.body_offset, version))
 
+    def test_unchanged_request_not_copied(self):
+        """v13 with the tenant's own ids and no transactional id: the very same
+        frame comes back (nothing to rename, nothing copied)."""
+        frame = memoryview(encode_request(produce(13), 13, 5, "c"))
+        header = parse_request_header(frame)
+        out, acks, records = rewrite_produce(frame, header.body_offset, 13,
+                                             lambda n: n, lambda i: i, lambda t: t)
+        self.assertIs(out, frame)
+        self.assertEqual((acks, records), scan_produce(frame, header.body_offset, 13))
+        renamed, _, _ = rewrite_produce(frame, header.body_offset, 13, lambda n: n,
+                                        lambda i: IDS[1], lambda t: t)
+        self.assertIsNot(renamed, frame)
+
     def test_truncated_raises(self):
         """A truncated request raises, so the connection is closed, never forwarded."""
         frame = encode_request(produce(9), 9, 5, "c")

@@ -49,12 +49,15 @@ def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transacti
     bytes copied as they are; and what ``scan_produce`` reads, from the same walk.
 
     *topic_name*, *topic_id* and *transactional_id* map the client's value to the
-    value to send (v13+ names topics by id).
+    value to send (v13+ names topics by id).  When they change nothing (v13+, the
+    tenant's own topic ids, no transactional id) the request is returned as it
+    came, not copied.
     """
     flexible = version >= 9
     pieces = [frame[:body_offset]]
     txn, pos = _read_string(frame, body_offset, flexible)
     pieces.append(_string(transactional_id(txn) if txn is not None else None, flexible))
+    changed = pieces[-1] != frame[body_offset:pos]
     pieces.append(frame[pos:pos + 6])  # acks, timeout
     (acks,) = _I16.unpack_from(frame, pos)
     pos += 6
@@ -69,17 +72,20 @@ def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transacti
         pos += 4
     for _ in range(max(topics, 0)):
         if version >= 13:
-            pieces.append(topic_id(uuid.UUID(bytes=bytes(frame[pos:pos + 16]))).bytes)
+            raw = bytes(frame[pos:pos + 16])
+            pieces.append(topic_id(uuid.UUID(bytes=raw)).bytes)
             pos += 16
+            changed = changed or pieces[-1] != raw
         else:
             name, pos = _read_string(frame, pos, flexible)
             pieces.append(_string(topic_name(name), flexible))
+            changed = True
         start = pos  # the partitions, copied as they are
         pos, count = _partitions(frame, pos, flexible, True)
         records += count
         pieces.append(frame[start:pos])
     pieces.append(frame[pos:])  # top-level tagged fields
-    return b"".join(pieces), acks, records
+    return (b"".join(pieces) if changed else frame), acks, records
 
 
 def _partitions(frame, pos, flexible, counted):
