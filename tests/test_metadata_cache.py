@@ -7,6 +7,7 @@ from kio.schema.errors import ErrorCode
 from kio.schema.metadata.v12.response import MetadataResponseTopic
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
 
 from vkafka.protocol.codec import decode_request, decode_response
 from vkafka.protocol.framing import FrameDecoder
@@ -167,3 +168,44 @@ class MetadataCacheTests(TenantSpliceBase):
                                                  error_code=ErrorCode.none),))))
         self.ask_and_answer(5)
         self.assertEqual(len(self.forwarded()), 3)
+
+
+class RefresherTests(unittest.TestCase):
+    """The gateway's own listing: decoded off the reactor thread (run_blocking)."""
+
+    def refresh(self, all_topics):
+        from twisted.internet import defer
+        from twisted.internet.testing import MemoryReactorClock
+
+        from vkafka.proxy.discovery import Refresher
+        from vkafka.proxy.topology import Topology
+        from .test_splice import FakeEndpoint
+        self.attempts, self.refused, self.brokers = [], set(), []
+        topology = Topology([("kafka1", 9092)], "gw", 6969, 3, 1)
+        calls = []
+
+        def run_blocking(f, *args):
+            calls.append(f.__name__)
+            return defer.succeed(f(*args))
+        refresher = Refresher(MemoryReactorClock(), topology,
+                              lambda r, h, p: FakeEndpoint(self, h, p),
+                              all_topics=all_topics, run_blocking=run_blocking)
+        done = refresher.refresh()
+        _, proto, _ = self.brokers[-1]
+        topic = MetadataResponseTopic(error_code=ErrorCode.none, name="t1",
+                                      topic_id=uuid.uuid4(), partitions=())
+        proto.dataReceived(response_frame(1, replace(metadata_response(BROKERS),
+                                                     topics=(topic,))))
+        self.assertEqual(self.successResultOf(done), True)
+        return topology, calls
+
+    def test_all_topics_decoded_by_run_blocking(self):
+        topology, calls = self.refresh(all_topics=True)
+        self.assertEqual(calls, ["parse_metadata"])
+        self.assertEqual(topology.topic_names, {"t1"})
+        self.assertEqual(sorted(topology.brokers), [1, 2, 3])
+
+    def test_brokers_only_decoded_inline(self):
+        topology, calls = self.refresh(all_topics=False)
+        self.assertEqual(calls, [])
+        self.assertEqual(sorted(topology.brokers), [1, 2, 3])
