@@ -412,7 +412,7 @@ PROFILE = """py-spy on the gateway during the consumer run spends 37% of its
 samples in the kernel's `recv` and 19% in `send`, 12% copying streamed bytes and
 12% waiting in `epoll`; no Python function takes more than 1%. The gateway's
 ~1.1 CPU-s per GB consumed comes out of the two cores the direct run already
-fills with the broker and the consumer, which puts the consumer ratio near
+fills with the broker and the consumer, which puts the consumer ratio at best near
 2 / (2 + 0.4) = 0.83 on this machine; only moving record bytes without copying
 them through the process (splice(2)) would remove most of it."""
 
