@@ -17,6 +17,15 @@ from .test_splice import BROKERS
 from .test_tenant_splice import TenantSpliceBase, authenticate, handshake, metadata_for
 
 
+def metadata_answer(correlation_id, names):
+    """A broker's Metadata v12 answer naming *names* (fresh topic ids)."""
+    topics = tuple(MetadataResponseTopic(
+        error_code=ErrorCode.none, name=n, topic_id=uuid.uuid4(), partitions=())
+        for n in names)
+    return response_frame(correlation_id,
+                          replace(metadata_response(BROKERS), topics=topics))
+
+
 class FakeRefresher:
     all_topics = True
 
@@ -41,11 +50,7 @@ class MetadataCacheTests(TenantSpliceBase):
 
     def answer(self, correlation_id, names=("londona", "londonb")):
         """The broker answers the latest request with *names*."""
-        topics = tuple(MetadataResponseTopic(
-            error_code=ErrorCode.none, name=n, topic_id=uuid.uuid4(), partitions=())
-            for n in names)
-        self.broker.dataReceived(response_frame(
-            correlation_id, replace(metadata_response(BROKERS), topics=topics)))
+        self.broker.dataReceived(metadata_answer(correlation_id, names))
 
     def answers(self):
         return [decode_response(f, 3, 12) for f in self.responses()]
@@ -192,10 +197,7 @@ class RefresherTests(unittest.TestCase):
                               all_topics=all_topics, run_blocking=run_blocking)
         done = refresher.refresh()
         _, proto, _ = self.brokers[-1]
-        topic = MetadataResponseTopic(error_code=ErrorCode.none, name="t1",
-                                      topic_id=uuid.uuid4(), partitions=())
-        proto.dataReceived(response_frame(1, replace(metadata_response(BROKERS),
-                                                     topics=(topic,))))
+        proto.dataReceived(metadata_answer(1, ("t1",)))
         self.assertEqual(self.successResultOf(done), True)
         return topology, calls
 

@@ -9,24 +9,20 @@ from twisted.trial import unittest
 
 from vkafka.metrics import Metrics
 from vkafka.protocol.fastpath import neutral_tags, scan_fetch
-from vkafka.protocol.framing import FrameDecoder, frame
+from vkafka.protocol.framing import FrameDecoder
 from vkafka.proxy.gateway import Gateway
 from vkafka.proxy.splice import HOLD_BACK, STREAM_FROM
 from vkafka.proxy.topology import Topology
 from vkafka.tenancy.rules import passthrough_rules
 
 from .kafka_messages import fetch_request, record_batch, request_frame
-from .test_fastpath import fetch_response
+from .test_metrics import fetch_frame
 from .test_splice import BROKERS, FakeEndpoint
+from .test_metadata_cache import metadata_answer
 from .test_tenant_splice import TenantSpliceBase, metadata_for
 
 BIG = b"".join(record_batch(10, b"v" * 1000) for _ in range(40))
 """400 records in 40 batches, about 400 KB: above STREAM_FROM."""
-
-
-def fetch_frame(correlation_id, version, **kw):
-    header = struct.pack(">i", correlation_id) + (b"\x00" if version >= 12 else b"")
-    return frame(header + fetch_response(version, **kw))
 
 
 def pieces(data, size=50_000):
@@ -157,8 +153,7 @@ class TenantStreamingTests(TenantSpliceBase):
         self.topology.topic_ids[own] = "londont"
         self.login()
         self.client.dataReceived(metadata_for(None, 3))
-        from .test_metadata_cache import MetadataCacheTests
-        MetadataCacheTests.answer(self, 3, names=("londona",))
+        self.broker.dataReceived(metadata_answer(3, ("londona",)))
         self.transport.clear()
         self.client.dataReceived(request_frame(fetch_request(own, version=17), 17, 5))
         raw = fetch_frame(5, 17, records=BIG, errors=(0,), topic=own)

@@ -27,7 +27,7 @@ from ..auth import sasl
 from ..protocol.codec import CodecError, decode_request, decode_response, encode_body
 from ..protocol.errors import first_error
 from ..protocol.fastpath import Scan, neutral_tags
-from ..protocol.framing import FrameDecoder, FrameError, framed, size_prefix
+from ..protocol.framing import FrameDecoder, FrameError, framed
 from ..protocol.headers import (
     API_VERSIONS, HeaderError, is_flexible, parse_request_header, peek_request,
     response_header_length)
@@ -341,7 +341,7 @@ class ClientConnection(protocol.Protocol):
         """Send gateway-made responses that are next in line."""
         while self.pending and self.pending[0].local is not None:
             item = self.pending.popleft()
-            write_now(self.transport, size_prefix(len(item.local)) + item.local)
+            write_now(self.transport, framed(item.local))
             if item.close_after:
                 self.closed = True
                 self.transport.loseConnection()
@@ -399,13 +399,11 @@ class ClientConnection(protocol.Protocol):
         if head is None or head.api_key != FETCH or head.local is not None \
                 or head.waiting or decoder.buffered < 8:
             return None
-        context = head.context
-        if context is not None and (context.concentration is not None
-                                    or self.concentrated_fetches):
+        if self.concentrated(head):
             return None
         rule = head.rule
         if rule.scan_response is None or rule.passes_as_bytes is None or \
-                not rule.passes_as_bytes(_PASSES, head.api_version, context):
+                not rule.passes_as_bytes(_PASSES, head.api_version, head.context):
             return None
         chunks = decoder.take()
         first = chunks[0] if len(chunks[0]) >= 8 else b"".join(chunks)
@@ -452,9 +450,7 @@ class ClientConnection(protocol.Protocol):
                 f"correlation id {correlation_id}, expected {pending.correlation_id}")
         rule = pending.rule
         version = pending.api_version
-        if pending.context is not None and (
-                pending.context.concentration is not None or (
-                    pending.api_key == FETCH and self.concentrated_fetches)):
+        if self.concentrated(pending):
             return self.deconcentrate(pending, frame)
         scan = None
         if rule.scan_response is not None:
@@ -482,6 +478,15 @@ class ClientConnection(protocol.Protocol):
         if context is not None and context.on_answer is not None:
             context.on_answer(body)
         return body
+
+    def concentrated(self, pending):
+        """Whether the response to *pending* goes through the concentration
+        layer (it named concentrated topics, or is a Fetch of a session that
+        reads some): such a response is never forwarded as bytes."""
+        context = pending.context
+        return context is not None and (
+            context.concentration is not None
+            or (pending.api_key == FETCH and bool(self.concentrated_fetches)))
 
     def deconcentrate(self, pending, frame):
         """A response to a request that named concentrated topics: the layer's

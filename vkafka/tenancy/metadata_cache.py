@@ -12,6 +12,13 @@ Requests naming topics are never answered from here.
 """
 
 
+def made_of(topology, namespace):
+    """What a tenant's view of the topics is derived from: the topic set the
+    gateway knows (and partition counts), the tenant's mappings and rules, and
+    the known prefixes (ownership is by longest prefix).  Equal keys, same view."""
+    return (topology.names_version, namespace.version, len(namespace.prefixes.known))
+
+
 class MetadataAnswers:
     """Rewritten Metadata response bodies for all-topics requests."""
 
@@ -25,17 +32,12 @@ class MetadataAnswers:
                 getattr(request, "include_cluster_authorized_operations", False),
                 getattr(request, "include_topic_authorized_operations", False))
 
-    @staticmethod
-    def _made_of(topology, namespace):
-        return (topology.names_version, namespace.version,
-                len(namespace.prefixes.known))
-
     def get(self, topology, namespace, request, now):
         """The kept body answering *request*, or None."""
         if self.ttl <= 0:
             return None
         kept = self._answers.get(self._key(namespace, request))
-        if kept is None or kept[1] <= now or kept[0] != self._made_of(topology, namespace):
+        if kept is None or kept[1] <= now or kept[0] != made_of(topology, namespace):
             return None
         return kept[2]
 
@@ -45,9 +47,9 @@ class MetadataAnswers:
         if self.ttl <= 0:
             return None
         key = self._key(namespace, request)
-        made_of = self._made_of(topology, namespace)
+        source = made_of(topology, namespace)
 
         def keep(body):
-            if made_of == self._made_of(topology, namespace):  # nothing moved meanwhile
-                self._answers[key] = (made_of, now + self.ttl, bytes(body))
+            if source == made_of(topology, namespace):  # nothing moved meanwhile
+                self._answers[key] = (source, now + self.ttl, bytes(body))
         return keep

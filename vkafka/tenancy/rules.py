@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from ..auth.sasl import SASL_HANDSHAKE, VERSIONS as SASL_VERSIONS
 from ..protocol.fastpath import scan_fetch, scan_produce_response
 from ..protocol.headers import codec_versions
+from .metadata_cache import made_of
 from .naming import GROUP, TOPIC, TRANSACTION
 from .walker import ZERO_UUID
 from .walker import rewrite_request as walk_request
@@ -247,7 +248,7 @@ LISTING_MAX_AGE = 2.0
 
 def _tenant_topics(topology, namespace):
     """The tenant's physical topic names, cached until the topic set changes."""
-    key = (topology.names_version, namespace.version, len(namespace.prefixes.known))
+    key = made_of(topology, namespace)
     cached = getattr(namespace, "_listing", None)
     if cached is None or cached[0] != key:
         names = sorted(n for n in topology.topic_names if namespace.owns(TOPIC, n))
