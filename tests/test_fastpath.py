@@ -1,6 +1,8 @@
 """The Fetch and Produce fast paths: a structural scan agrees with a full decode."""
 
 import datetime
+import random
+import struct
 import uuid
 
 from kio.schema.errors import ErrorCode
@@ -8,7 +10,7 @@ from kio.static.primitive import i32, i32Timedelta, i64
 from twisted.trial import unittest
 
 from vkafka.protocol.codec import encode_body
-from vkafka.protocol.fastpath import scan_fetch, scan_produce_response
+from vkafka.protocol.fastpath import FetchStream, scan_fetch, scan_produce_response
 
 from .kafka_messages import record_batch
 
@@ -87,6 +89,75 @@ class FetchScanTests(unittest.TestCase):
                 scan_fetch(body[:-5], 0, version)
         with self.assertRaises(ValueError):
             scan_fetch(fetch_response(11) + b"\0", 0, 11)
+
+
+def framed_fetch(version, body):
+    """A whole Fetch response frame: size prefix, header (v1 from v12), *body*."""
+    frame = struct.pack(">i", 7) + (b"\0" if version >= 12 else b"") + body
+    return struct.pack(">i", len(frame)) + frame
+
+
+def cut(data, rng):
+    """*data* in chunks of random sizes, from one byte to most of it: headers,
+    lengths and batch headers land across chunk boundaries."""
+    chunks, at = [], 0
+    while at < len(data):
+        size = rng.choice((1, 2, 3, 7, 60, 61, 62, 200, 5000, 1 << 20))
+        chunks.append(data[at:at + size])
+        at += size
+    return chunks
+
+
+def stream_scan(version, chunks):
+    stream = FetchStream(version)
+    for chunk in chunks:
+        stream.feed(chunk)
+    return stream.finish()
+
+
+class FetchStreamTests(unittest.TestCase):
+    """The scan of a response as it arrives agrees with scan_fetch, however
+    its bytes are cut."""
+
+    def test_agrees_with_scan_fetch(self):
+        rng = random.Random(7)
+        many = b"".join(record_batch(rng.randint(1, 5)) for _ in range(20))
+        cases = (dict(), dict(endpoints=(1, 2)), dict(records=many),
+                 dict(records=many + many[:70]), dict(errors=(0, 3)),
+                 dict(errors=(6,), top_error=71), dict(records=None))
+        for version in range(4, 19):
+            for kw in cases:
+                whole = framed_fetch(version, fetch_response(version, **kw))
+                header = 4 + (1 if version >= 12 else 0)
+                want = scan_fetch(whole[4:], header, version)
+                want = (want.error, want.records, want.tags_empty,
+                        want.tags_at + 4 if want.tags_at >= 0 else -1)
+                for _ in range(10):
+                    got = stream_scan(version, cut(whole, rng))
+                    self.assertEqual((got.error, got.records, got.tags_empty,
+                                      got.tags_at), want, (version, kw))
+
+    def test_malformed_raises(self):
+        """Truncated, overlong, or with a records length past its end: raises."""
+        for version in (11, 17):
+            whole = framed_fetch(version, fetch_response(version))
+            with self.assertRaises(ValueError):
+                stream_scan(version, [whole[:-1]])
+            with self.assertRaises(ValueError):
+                stream_scan(version, [whole, b"\0"])
+        whole = framed_fetch(17, fetch_response(17, records=None))
+        with self.assertRaises(ValueError):  # 127 tagged fields announced, 25 there
+            stream_scan(17, [whole[:-1], b"\x7f", b"\0" * 50])
+
+    def test_keeps_no_records(self):
+        """Megabytes of records pass through chunk by chunk and are not kept."""
+        batches = record_batch(15, b"x" * 1024) * 200
+        whole = framed_fetch(17, fetch_response(17, records=batches))
+        stream = FetchStream(17)
+        for at in range(0, len(whole), 1 << 20):
+            stream.feed(whole[at:at + (1 << 20)])
+            self.assertLess(len(stream._carry) + len(stream._head), 61)
+        self.assertEqual(stream.finish().records, 2 * 2 * 200 * 15)
 
 
 def produce_response(version, errors=(0, 0), message=None, record_errors=(),

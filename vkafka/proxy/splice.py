@@ -26,7 +26,7 @@ from zope.interface import implementer
 from ..auth import sasl
 from ..protocol.codec import CodecError, decode_request, decode_response, encode_body
 from ..protocol.errors import first_error
-from ..protocol.fastpath import Scan, neutral_tags
+from ..protocol.fastpath import FetchStream, Scan, neutral_tags
 from ..protocol.framing import FrameDecoder, FrameError, framed
 from ..protocol.headers import (
     API_VERSIONS, HeaderError, is_flexible, parse_request_header, peek_request,
@@ -418,25 +418,22 @@ class ClientConnection(protocol.Protocol):
     def stream_finished(self, streamed):
         """The streamed response is whole: check it, send its tail, go on."""
         pending = streamed.pending
-        whole = streamed.buffer
-        frame = memoryview(whole)[4:]
-        version = pending.api_version
         try:
-            scan = pending.rule.scan_response(
-                frame, response_header_length(frame, FETCH, version), version)
+            scan = streamed.scan.finish()
         except _REWRITE_ERRORS as e:
             return self.fail(f"malformed Fetch response (partly forwarded): {e}")
+        tail = streamed.tail()
         if not scan.tags_empty:
-            at = scan.tags_at + 4
+            at = scan.tags_at
             if at < streamed.sent:
                 return self.fail("Fetch response tagged fields larger than "
                                  f"{HOLD_BACK} bytes; cannot rewrite them")
-            whole[at:] = neutral_tags(len(whole) - at)
-        write_now(self.transport, bytes(whole[streamed.sent:]))
+            tail = tail[:at - streamed.sent] + neutral_tags(streamed.total - at)
+        write_now(self.transport, tail)
         self.pending.popleft()
         if self.metrics is not None:
             self.metrics.streamed.inc()
-            self.metrics.response(pending.rule.name, len(whole),
+            self.metrics.response(pending.rule.name, streamed.total,
                                   self.gateway.reactor.seconds() - pending.sent,
                                   scan.error, scan.records)
         self.flush_local()
@@ -548,13 +545,12 @@ _PASSES = Scan(0, 0, True)
 class Streamed:
     """A large Fetch response forwarded to the client while it arrives.
 
-    Its bytes go out as received, except the last HOLD_BACK, and are copied
-    into one buffer as they come (so no join of megabytes delays the tail).
-    Once whole it is scanned like any response (records and error for the
-    metrics; malformed framing closes the connection).  If it carries
-    node_endpoints, they are replaced in the held-back tail by an unused tag of
-    the same length (fastpath.neutral_tags), so the client refreshes metadata
-    instead of learning broker addresses.
+    Its bytes go out as received, except the last HOLD_BACK, and are scanned as
+    they pass (fastpath.FetchStream: records and error for the metrics;
+    malformed framing closes the connection), so the response is never copied
+    or held whole.  If it carries node_endpoints, they are replaced in the
+    held-back tail by an unused tag of the same length (fastpath.neutral_tags),
+    so the client refreshes metadata instead of learning broker addresses.
     """
 
     def __init__(self, client, pending, chunks, total):
@@ -562,19 +558,25 @@ class Streamed:
         self.pending = pending
         self.total = total  # prefix included
         self.limit = total - HOLD_BACK
-        self.buffer = bytearray(total)
+        self.scan = FetchStream(pending.api_version)
         self.chunks = []    # received, not wholly written yet
         self.received = 0
         self.sent = 0
         self._offset = 0    # bytes of chunks[0] already written
         for chunk in chunks:
-            self._add(chunk)
+            if not self._add(chunk):
+                return
         self._forward()
 
     def _add(self, chunk):
-        self.buffer[self.received:self.received + len(chunk)] = chunk
+        try:
+            self.scan.feed(chunk)
+        except _REWRITE_ERRORS as e:
+            self.client.fail(f"malformed Fetch response (partly forwarded): {e}")
+            return False
         self.received += len(chunk)
         self.chunks.append(chunk)
+        return True
 
     def feed(self, data):
         """Take *data*: the bytes after this response once it is whole (maybe
@@ -585,12 +587,17 @@ class Streamed:
         rest = b""
         if len(data) > room:
             data, rest = data[:room], data[room:]
-        self._add(data)
+        if not self._add(data):
+            return None
         self._forward()
         if self.received < self.total:
             return None
         self.client.stream_finished(self)
         return None if self.client.closed else rest
+
+    def tail(self):
+        """The bytes received and not sent yet."""
+        return b"".join(self.chunks)[self._offset:]
 
     def _forward(self):
         transport = self.client.transport
@@ -598,8 +605,7 @@ class Streamed:
             chunk = self.chunks[0]
             end = min(len(chunk), self._offset + self.limit - self.sent)
             whole = self._offset == 0 and end == len(chunk)
-            write_now(transport,
-                      chunk if whole else bytes(memoryview(chunk)[self._offset:end]))
+            write_now(transport, chunk if whole else memoryview(chunk)[self._offset:end])
             self.sent += end - self._offset
             if end == len(chunk):
                 self.chunks.pop(0)
@@ -609,7 +615,7 @@ class Streamed:
 
 
 def write_now(transport, data):
-    """Write *data*; on a plain TCP connection with nothing queued, try the
+    """Write *data* (bytes or a memoryview of bytes); on a plain TCP connection with nothing queued, try the
     socket at once.
 
     Twisted's ``write`` only queues: the send waits for the next reactor turn,
@@ -630,7 +636,7 @@ def write_now(transport, data):
         if sent == len(data):
             return
         data = data[sent:]
-    transport.write(data)
+    transport.write(bytes(data))  # a memoryview's bytes are copied only here
 
 
 _PLAIN_TCP = (tcp.Server, tcp.Client)
