@@ -1,5 +1,7 @@
 """Large Fetch responses forwarded as they arrive (splice.Streamed)."""
 
+import resource
+import socket
 import struct
 import uuid
 
@@ -11,7 +13,7 @@ from vkafka.metrics import Metrics
 from vkafka.protocol.fastpath import neutral_tags, scan_fetch
 from vkafka.protocol.framing import FrameDecoder
 from vkafka.proxy.gateway import Gateway
-from vkafka.proxy.splice import HOLD_BACK, STREAM_FROM
+from vkafka.proxy.splice import HOLD_BACK, READ_SIZE, STREAM_FROM, tune_allocator
 from vkafka.proxy.topology import Topology
 from vkafka.tenancy.rules import passthrough_rules
 
@@ -228,3 +230,27 @@ class WriteNowTests(unittest.TestCase):
         tls.TLS = True
         write_now(tls, b"secret")
         self.assertEqual(tls.queued, [b"secret"])
+
+
+class AllocatorTests(unittest.TestCase):
+    def test_reads_map_no_fresh_pages(self):
+        """Once tuned, a READ_SIZE read that gets a 31 KB Produce request takes
+        no page faults: its buffer comes from the heap.  Untuned, glibc maps it
+        afresh (about 9 faults a read, plus mmap, mremap and munmap)."""
+        self.assertTrue(tune_allocator())
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        request = b"x" * 31000
+
+        def reads(count):
+            for _ in range(count):
+                a.sendall(request)
+                got = 0
+                while got < len(request):
+                    got += len(b.recv(READ_SIZE))
+        reads(50)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        reads(500)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        self.assertLess(faults, 100)

@@ -286,6 +286,7 @@ def makeService(config, reactor=None):
     from .proxy.discovery import Refresher
     from .proxy.gateway import Gateway
     from .proxy.topology import Topology
+    from .proxy.splice import tune_allocator
     from .tenancy.rules import passthrough_rules, tenant_rules
 
     tenancy = None
@@ -307,6 +308,7 @@ def makeService(config, reactor=None):
     # Threads (the listing decode, bcrypt) hand the GIL back to the reactor
     # within 1 ms instead of Python's default 5 ms.
     sys.setswitchinterval(0.001)
+    tune_allocator()  # no per-read mmap of read buffers
     refresher = Refresher(reactor, topology, upstream,
                           all_topics=tenancy is not None)
     gateway = Gateway(reactor, topology, rules,
