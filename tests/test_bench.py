@@ -32,4 +32,6 @@ class BenchTests(unittest.TestCase):
         for target in ("Producer throughput", "Consumer throughput", "End-to-end p99",
                        "Tenant metadata p99", "Memory per connection"):
             self.assertRegex(report, rf"- {target}[^:]*: (met|missed by)")
+        for side in ("Producer", "Consumer"):  # round by round, both sides
+            self.assertRegex(report, rf"- {side}, MB/s: direct [\d.]+; gateway [\d.]+")
         self.assertGreater((out / "benchmarks.png").stat().st_size, 1000)
