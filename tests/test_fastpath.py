@@ -10,7 +10,9 @@ from kio.static.primitive import i32, i32Timedelta, i64
 from twisted.trial import unittest
 
 from vkafka.protocol.codec import encode_body
-from vkafka.protocol.fastpath import FetchStream, scan_fetch, scan_produce_response
+from vkafka.protocol.codec import decode_body
+from vkafka.protocol.fastpath import (
+    FetchStream, rename_produce_response, scan_fetch, scan_produce_response)
 
 from .kafka_messages import record_batch
 
@@ -222,3 +224,23 @@ class ProduceScanTests(unittest.TestCase):
                 scan_produce_response(body[:-3], 0, version)
         with self.assertRaises(ValueError):
             scan_produce_response(produce_response(8) + b"\0", 0, 8)
+
+
+class ProduceRenameTests(unittest.TestCase):
+    def test_names_swapped_rest_kept(self):
+        """v3-v12: each topic name replaced (longer or shorter), every other field
+        as it was; None as soon as a name has no logical one."""
+        from kio.static.constants import EntityType
+        for version in range(3, 13):
+            body = produce_response(version, errors=(0, 6), topics=("pa", "pb"))
+            renamed = rename_produce_response(
+                body, 0, version, {"pa": "a-much-longer-name", "pb": ""}.get)
+            before = decode_body(0, version, EntityType.response, body, 0)
+            after = decode_body(0, version, EntityType.response, renamed, 0)
+            self.assertEqual([t.name for t in after.responses],
+                             ["a-much-longer-name", ""], version)
+            self.assertEqual([t.partition_responses for t in after.responses],
+                             [t.partition_responses for t in before.responses])
+            self.assertEqual(after.throttle_time, before.throttle_time)
+            self.assertIsNone(rename_produce_response(body, 0, version,
+                                                      {"pa": "a"}.get))

@@ -414,3 +414,61 @@ class ProduceResponseTests(TenantSpliceBase):
         self.answer(13, decoy, 5)
         _, response = decode_response(self.responses()[0], 0, 13)
         self.assertEqual(response.responses[0].topic_id, foreign)
+
+    def count_decodes(self):
+        """The api keys of the responses the splice decodes from now on."""
+        from vkafka.proxy import splice
+        seen = []
+
+        def spy(frame, api_key, version):
+            seen.append(api_key)
+            return decode_response(frame, api_key, version)
+        self.patch(splice, "decode_response", spy)
+        return seen
+
+    def test_names_renamed_by_slicing(self):
+        """Before v13 (librdkafka sends v10): the physical name in the answer is
+        swapped by slicing, and the client gets exactly what decoding, walking
+        and re-encoding would have sent."""
+        from vkafka.protocol.codec import encode_body
+        from vkafka.tenancy.walker import RequestContext
+
+        from .test_fastpath import produce_response
+        for version in (3, 8, 9, 10, 12):
+            self.setUp()
+            self.login()
+            self.produce(version, "t", 7)
+            _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+            self.assertEqual(request.topic_data[0].name, "londont")
+            body = produce_response(version, errors=(0, 6), topics=("londont",))
+            raw = struct.pack(">i", 7) + (b"\x00" if version >= 9 else b"") + body
+            decoded = self.count_decodes()
+            self.broker.dataReceived(frame(raw))
+            self.assertEqual(decoded, [], version)  # sliced, not decoded
+            header, response = decode_response(raw, 0, version)
+            walked = self.client.rules[0].rewrite_response(
+                self.client, RequestContext(self.client.namespace, {}), response)
+            self.assertEqual(walked.responses[0].name, "t")
+            self.assertEqual(bytes(self.responses()[0]), header + encode_body(walked),
+                             version)
+
+    def test_slicing_gives_way_to_decoding(self):
+        """A name not the tenant's, or an error message: decoded, as before (the
+        foreign topic dropped, the message scrubbed of the prefix)."""
+        self.login()
+        self.produce(10, "t", 7)
+        decoded = self.count_decodes()
+        self.answer(10, "parist", 7)
+        self.assertEqual(decoded, [0])
+        _, response = decode_response(self.responses()[0], 0, 10)
+        self.assertEqual(response.responses, ())
+        self.transport.clear()
+        from .test_fastpath import produce_response
+        self.produce(10, "t", 8)
+        body = produce_response(10, errors=(87,), message="bad in londont",
+                                topics=("londont",))
+        self.broker.dataReceived(frame(struct.pack(">i", 8) + b"\x00" + body))
+        _, response = decode_response(self.responses()[0], 0, 10)
+        self.assertEqual(response.responses[0].name, "t")
+        self.assertNotIn("londont", response.responses[0].partition_responses[0]
+                         .error_message)

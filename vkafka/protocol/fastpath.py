@@ -10,7 +10,9 @@ what metrics want: the first error code and the number of records.
 import struct
 from dataclasses import dataclass
 
-from .headers import read_length, skip_string, skip_tagged_fields, write_uvarint
+from .headers import (
+    read_length, read_string, skip_string, skip_tagged_fields, write_string,
+    write_uvarint)
 from .records import count_records
 
 _I16 = struct.Struct(">h")
@@ -86,25 +88,59 @@ def scan_produce_response(frame, offset, version):
     topics, pos = read_length(frame, offset, flexible)
     for _ in range(max(topics, 0)):
         pos = pos + 16 if version >= 13 else skip_string(frame, pos, flexible)
-        partitions, pos = read_length(frame, pos, flexible)
-        for _ in range(max(partitions, 0)):
-            if not error:
-                (error,) = _I16.unpack_from(frame, pos + 4)
-            # index, error, base offset, log append time, log start offset
-            pos += 4 + 2 + 8 + 8 + (8 if version >= 5 else 0)
-            if version >= 8:
-                record_errors, pos = read_length(frame, pos, flexible)
-                null_message = frame[pos] == 0 if flexible else \
-                    _I16.unpack_from(frame, pos)[0] == -1
-                if record_errors > 0 or not null_message:
-                    return Scan(error, 0, False)
-                pos += 1 if flexible else 2
-            if flexible:
-                pos = skip_tagged_fields(frame, pos)  # current_leader: ids only
-        if flexible:
-            pos = skip_tagged_fields(frame, pos)
+        pos, first, clean = _produce_partitions(frame, pos, version, flexible)
+        error = error or first
+        if not clean:
+            return Scan(error, 0, False)
     pos += 4  # throttle time
     return _end(frame, pos, flexible, error, 0, "produce")
+
+
+def rename_produce_response(frame, offset, version, logical):
+    """A Produce response before v13 (topics by name) with each name replaced by
+    ``logical(name)``, by slicing: the partitions are copied as they are.  None
+    if *logical* gives None for a name (the decoding rewrite then drops that
+    topic).  Only for a response whose scan found nothing else to rewrite
+    (``scan_produce_response(...).tags_empty``): kio's decode and re-encode cost
+    ~50 us, and librdkafka, kafka-python and aiokafka produce before v13."""
+    flexible = version >= 9
+    topics, pos = read_length(frame, offset, flexible)
+    pieces = [frame[:pos]]
+    for _ in range(max(topics, 0)):
+        name, after = read_string(frame, pos, flexible)
+        new = None if name is None else logical(name)
+        if new is None:
+            return None
+        pieces.append(write_string(new, flexible))
+        pos = _produce_partitions(frame, after, version, flexible)[0]
+        pieces.append(frame[after:pos])
+    pieces.append(frame[pos:])  # throttle time, top-level tags
+    return b"".join(pieces)
+
+
+def _produce_partitions(frame, pos, version, flexible):
+    """One topic's partitions in a Produce response: (position after them, their
+    first error code, clean).  Not clean: a record error or an error message
+    (the walk stops there)."""
+    error = 0
+    partitions, pos = read_length(frame, pos, flexible)
+    for _ in range(max(partitions, 0)):
+        if not error:
+            (error,) = _I16.unpack_from(frame, pos + 4)
+        # index, error, base offset, log append time, log start offset
+        pos += 4 + 2 + 8 + 8 + (8 if version >= 5 else 0)
+        if version >= 8:
+            record_errors, pos = read_length(frame, pos, flexible)
+            null_message = frame[pos] == 0 if flexible else \
+                _I16.unpack_from(frame, pos)[0] == -1
+            if record_errors > 0 or not null_message:
+                return pos, error, False
+            pos += 1 if flexible else 2
+        if flexible:
+            pos = skip_tagged_fields(frame, pos)  # current_leader: ids only
+    if flexible:
+        pos = skip_tagged_fields(frame, pos)
+    return pos, error, True
 
 
 def _end(frame, pos, flexible, error, records, api):

@@ -122,6 +122,32 @@ def skip_string(buf, pos, flexible):
     return pos + 2 + max(_INT16.unpack_from(buf, pos)[0], 0)
 
 
+def read_string(frame, pos, flexible):
+    """(a nullable string's value or None, position after it)."""
+    if flexible:
+        length, pos = read_uvarint(frame, pos)
+        if length == 0:
+            return None, pos
+        end = pos + length - 1
+    else:
+        (length,) = _INT16.unpack_from(frame, pos)
+        pos += 2
+        if length < 0:
+            return None, pos
+        end = pos + length
+    if end > len(frame):
+        raise HeaderError("truncated string")
+    return bytes(frame[pos:end]).decode("utf-8"), end
+
+
+def write_string(value, flexible):
+    """A nullable string field, compact in flexible versions."""
+    if value is None:
+        return b"\x00" if flexible else _INT16.pack(-1)
+    raw = value.encode("utf-8")
+    return (write_uvarint(len(raw) + 1) if flexible else _INT16.pack(len(raw))) + raw
+
+
 def skip_tagged_fields(buf, pos):
     """Skip a tagged-field section; return the position after it."""
     if pos < len(buf) and buf[pos] == 0:  # none: nearly every section

@@ -11,37 +11,12 @@ import struct
 import uuid
 
 from .headers import (
-    HeaderError, read_length, read_uvarint, skip_string, skip_tagged_fields,
-    write_uvarint)
+    HeaderError, read_length, read_string, read_uvarint, skip_string,
+    skip_tagged_fields, write_string, write_uvarint)
 from .records import count_records
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
-
-
-def _read_string(frame, pos, flexible):
-    """(value or None, position after it)."""
-    if flexible:
-        length, pos = read_uvarint(frame, pos)
-        if length == 0:
-            return None, pos
-        end = pos + length - 1
-    else:
-        (length,) = _I16.unpack_from(frame, pos)
-        pos += 2
-        if length < 0:
-            return None, pos
-        end = pos + length
-    if end > len(frame):
-        raise HeaderError("truncated string")
-    return bytes(frame[pos:end]).decode("utf-8"), end
-
-
-def _string(value, flexible):
-    if value is None:
-        return b"\x00" if flexible else _I16.pack(-1)
-    raw = value.encode("utf-8")
-    return (write_uvarint(len(raw) + 1) if flexible else _I16.pack(len(raw))) + raw
 
 
 def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transactional_id):
@@ -55,8 +30,8 @@ def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transacti
     """
     flexible = version >= 9
     pieces = [frame[:body_offset]]
-    txn, pos = _read_string(frame, body_offset, flexible)
-    pieces.append(_string(transactional_id(txn) if txn is not None else None, flexible))
+    txn, pos = read_string(frame, body_offset, flexible)
+    pieces.append(write_string(transactional_id(txn) if txn is not None else None, flexible))
     changed = pieces[-1] != frame[body_offset:pos]
     pieces.append(frame[pos:pos + 6])  # acks, timeout
     (acks,) = _I16.unpack_from(frame, pos)
@@ -77,8 +52,8 @@ def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transacti
             pos += 16
             changed = changed or pieces[-1] != raw
         else:
-            name, pos = _read_string(frame, pos, flexible)
-            pieces.append(_string(topic_name(name), flexible))
+            name, pos = read_string(frame, pos, flexible)
+            pieces.append(write_string(topic_name(name), flexible))
             changed = True
         start = pos  # the partitions, copied as they are
         pos, count = _partitions(frame, pos, flexible, True)

@@ -453,12 +453,16 @@ class ClientConnection(protocol.Protocol):
             return self.deconcentrate(pending, frame)
         scan = None
         if rule.scan_response is not None:
-            scan = rule.scan_response(
-                frame, response_header_length(frame, pending.api_key, version), version)
+            offset = response_header_length(frame, pending.api_key, version)
+            scan = rule.scan_response(frame, offset, version)
         if not rule.needs_response_rewrite(version) or (
                 rule.passes_as_bytes is not None
                 and rule.passes_as_bytes(scan, version, pending.context)):
             return (frame, None, 0) if scan is None else (frame, scan.error, scan.records)
+        if rule.rename_response is not None and pending.context is not None:
+            renamed = rule.rename_response(frame, offset, version, scan, pending.context)
+            if renamed is not None:
+                return renamed, scan.error, scan.records
         if api_versions_downgraded(pending.api_key, frame):
             version = 0
         header, response = decode_response(frame, pending.api_key, version)

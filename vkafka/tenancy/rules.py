@@ -56,6 +56,10 @@ class Rule:
     passes_as_bytes: Callable | None = None
     """``(scan, version, request context) -> bool``: True when this response needs
     no rewrite and is forwarded without decoding (hot path); needs *scan_response*."""
+    rename_response: Callable | None = None
+    """``(frame, body offset, version, scan, request context) -> frame or None``:
+    the response with its names made logical by slicing, when nothing else in it
+    must change; None: decode it (hot path); needs *scan_response*."""
 
     def needs_response_rewrite(self, version):
         return self.rewrite_response is not None and version >= self.rewrite_from
@@ -256,6 +260,21 @@ def _tenant_topics(topology, namespace):
                         if a.physical not in names)
         cached = namespace._listing = (key, tuple(names))
     return cached[1]
+
+
+def _produce_response_names(frame, offset, version, scan, rctx):
+    """Produce before v13 names topics.  With no decoy in the request and nothing
+    but names to change (no node_endpoints, error message or record error), the
+    names are swapped by slicing: what the walker would do, without kio's
+    decode and re-encode (76 -> 33 us per request and response, in-process, for
+    librdkafka's v10).  A name that is not the tenant's: decoded (and dropped)."""
+    if version >= 13 or not scan.tags_empty or rctx.decoy_names or rctx.decoy_ids:
+        return None
+    from ..protocol.fastpath import rename_produce_response
+
+    namespace = rctx.namespace
+    return rename_produce_response(frame, offset, version,
+                                   lambda name: namespace.logical(TOPIC, name))
 
 
 def _produce_frame(conn, rctx, frame, body_offset, version):
@@ -563,11 +582,12 @@ def tenant_rules():
 
     row(0, "Produce", _walk_req, _then(_walk_resp, _node_endpoints),
         "names and topic ids rewritten by slicing (records untouched); KIP-951 "
-        "node_endpoints rewritten; v13+ responses forwarded as bytes unless "
-        "something in them must change")
+        "node_endpoints rewritten; v13+ responses forwarded as bytes, older ones "
+        "renamed by slicing, unless something else in them must change")
     table[0] = replace(table[0], rewrite_frame=_produce_frame,
                        scan_response=scan_produce_response,
-                       passes_as_bytes=passes_as_bytes)
+                       passes_as_bytes=passes_as_bytes,
+                       rename_response=_produce_response_names)
     row(1, "Fetch", _walk_req, _then(_walk_resp, _node_endpoints),
         "names (v<=12) and topic ids (v13+) checked and rewritten; node_endpoints; "
         "v13+ responses forwarded as bytes unless something in them must change")
