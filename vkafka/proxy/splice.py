@@ -451,7 +451,7 @@ class ClientConnection(protocol.Protocol):
         version = pending.api_version
         if self.concentrated(pending):
             return self.deconcentrate(pending, frame)
-        scan = None
+        scan = offset = None
         if rule.scan_response is not None:
             offset = response_header_length(frame, pending.api_key, version)
             scan = rule.scan_response(frame, offset, version)
