@@ -459,13 +459,15 @@ than 1% (a large Fetch response is scanned as it passes, never copied or held
 whole). What is left, ~0.9-1.0 CPU-s per GB consumed, is the two kernel copies of
 every byte that any userland proxy makes, plus loopback TCP. The direct run
 already keeps the two cores ~90% busy with the brokers and the consumer, so the
-gateway's CPU comes out of the consumer's share: 0.73-0.93 over this session's
+gateway's CPU comes out of the consumer's share: 0.73-0.90 over this session's
 runs. Moving the bytes with splice(2) instead of recv/send saved only ~0.1 CPU-s
 per GB when measured alone; spare cores (or several gateway processes on a
-bigger machine) are what close the rest. The end-to-end p99 is decided by 15-28 ms
-stalls every 4-8 s that the direct runs show too: 0.3-0.8% of the messages land
-near the p99, so a run's p99 depends on how many stalls it caught; below them the
-gateway adds 0.4-0.6 ms (p50 and p90), three passes of 20-50 us of Python each."""
+bigger machine) are what close the rest. The end-to-end p99: the brokers here
+stall for 15-28 ms every 4-8 s, in direct runs too, which puts 0.3-0.8% of the
+messages near the p99. Below the stalls the gateway adds 0.3-0.6 ms (three passes
+of a reactor wake-up and 20-50 us of Python each); at the p99 it added +0.77 to
++1.69 ms over this session's 10,000-message rounds, more than the stalls explain.
+That remainder was not isolated (docs/performance.md, next steps)."""
 
 
 def standing(r):
