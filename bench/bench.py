@@ -190,8 +190,9 @@ def gateway_bootstrap():
     return f"localhost:{GATEWAY_PORT}"
 
 
-def metadata_latencies(direct, token, requests):
-    """Latencies (ms) of all-topics Metadata requests, as a tenant or direct."""
+def all_topics_client(direct, token):
+    """(a raw client, as the tenant of *token* or direct, and an all-topics
+    Metadata v12 request for it)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from rawclient import RawClient
     from kio.schema.metadata.v12.request import MetadataRequest
@@ -200,8 +201,13 @@ def metadata_latencies(direct, token, requests):
     else:
         raw = RawClient("localhost", GATEWAY_PORT)
         raw.sasl_plain("sa", token)
-    request = MetadataRequest(topics=None, allow_auto_topic_creation=False,
-                              include_topic_authorized_operations=False)
+    return raw, MetadataRequest(topics=None, allow_auto_topic_creation=False,
+                                include_topic_authorized_operations=False)
+
+
+def metadata_latencies(direct, token, requests):
+    """Latencies (ms) of all-topics Metadata requests, as a tenant or direct."""
+    raw, request = all_topics_client(direct, token)
     out = []
     for _ in range(requests):
         t0 = time.perf_counter()
@@ -237,13 +243,7 @@ def ensure_metadata_topics(total, vclusters):
 def tenant_sees(token, topics):
     """Poll (deadline 60 s) until the gateway's all-topics answer to the tenant
     of *token* names *topics* topics: its listing has taken them in."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from rawclient import RawClient
-    from kio.schema.metadata.v12.request import MetadataRequest
-    raw = RawClient("localhost", GATEWAY_PORT)
-    raw.sasl_plain("sa", token)
-    request = MetadataRequest(topics=None, allow_auto_topic_creation=False,
-                              include_topic_authorized_operations=False)
+    raw, request = all_topics_client(False, token)
     deadline = time.monotonic() + 60
     try:
         while len(raw.request(request, 12).topics) < topics:
@@ -401,9 +401,8 @@ def write_report(r, out):
          f"{r['produce_ratio']:.2f}", ">= 0.95"),
         ("consumer throughput (MB/s)", f"{r['consume_mb_s']['direct']:.1f}",
          f"{r['consume_mb_s']['gateway']:.1f}", f"{r['consume_ratio']:.2f}", ">= 0.95"),
-        (f"end-to-end latency at {LATENCY_RATE} msg/s"
-         + (f", {r['latency_messages']:,} a round" if "latency_messages" in r else "")
-         + ", p50 / p99 / p99.9 (ms)",
+        (f"end-to-end latency at {LATENCY_RATE} msg/s, {r['latency_messages']:,} a "
+         "round, p50 / p99 / p99.9 (ms)",
          " / ".join(f"{x:.2f}" for x in lat["direct"]),
          " / ".join(f"{x:.2f}" for x in lat["gateway"]),
          f"p99 {r['added_p99_ms']:+.2f} ms", "<= +1 ms at p99"),

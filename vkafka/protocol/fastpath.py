@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .headers import (
     read_length, read_string, skip_string, skip_tagged_fields, write_string,
     write_uvarint)
-from .records import count_records
+from .records import count_records, walk_batches
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -155,28 +155,6 @@ def _end(frame, pos, flexible, error, records, api):
     return Scan(error, records, frame[pos] == 0, pos)
 
 
-def walk_batches(buf, pos, end, limit, _int32=_I32.unpack_from):
-    """Count the records of the v2 batches at ``buf[pos:end]`` in a records
-    region that ends at *limit* (which may lie past *end*: the region goes on in
-    later bytes).  Returns (records, position of the first batch not walked,
-    whether counting may go on there).  The walk stops, for good, at a batch
-    that ends past *limit* (a partial last batch is not counted) or that is not
-    a whole v2 batch, as ``count_records`` does; it pauses when fewer than a
-    header's 61 bytes are left before *end* (the position may then lie past
-    *end*: the batch ends in later bytes)."""
-    records = 0
-    while end - pos >= 61:  # a whole header
-        length = _int32(buf, pos + 8)[0]
-        after = pos + 12 + length
-        if length < 49 or after > limit or buf[pos + 16] != 2:
-            return records, pos, False
-        count = _int32(buf, pos + 57)[0]
-        if count > 0:
-            records += count
-        pos = after
-    return records, pos, limit - pos >= 61
-
-
 _SKIP, _BYTES, _RECORDS, _MARK, _END = range(5)
 """What FetchStream's walk asks for next: skip n bytes, the next n bytes, a
 records region of n bytes, note where the top-level tags start, the end."""
@@ -190,6 +168,9 @@ class FetchStream:
     whole response is never held in one buffer, so its records are neither
     copied nor kept.  Positions count from the frame's size prefix.  ``feed``
     and ``finish`` raise ValueError or struct.error where ``scan_fetch`` would.
+    ``scan_fetch`` stays for whole frames, the common case: for a small
+    response it takes 7 us where this takes 26 us (tests hold the two to the
+    same answers).
     """
 
     def __init__(self, version):

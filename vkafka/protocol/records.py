@@ -22,25 +22,35 @@ OVERHEAD = LENGTH_AT + 4
 """A batch's whole size is this plus its batchLength."""
 
 
-def count_records(buf, start, end, _int32=_I32.unpack_from):
+def count_records(buf, start, end):
     """Records in the v2 batches of ``buf[start:end]``, walked from the start.
 
     A partial batch at the end (a Fetch response cut at its byte limit) is
     not counted; the walk stops at anything that is not a whole v2 batch
     (legacy magic 0/1 message sets, which Kafka 4 no longer writes, or
     garbage), so each step covers at least 61 bytes however hostile the
-    bytes.  A negative count counts as none.  About 0.3 us a batch: the
-    offsets are literals, the unpacker a local.
+    bytes.  A negative count counts as none.  About 0.3 us a batch.
     """
+    return walk_batches(buf, start, end, end)[0]
+
+
+def walk_batches(buf, pos, end, limit, _int32=_I32.unpack_from):
+    """``count_records`` for a records region that ends at *limit*, which may
+    lie past *end* (the region goes on in later bytes: fastpath.FetchStream).
+    Returns (records, position of the first batch not walked, whether counting
+    may go on there).  The walk stops for good at a batch that ends past *limit*
+    or is not a whole v2 batch; it pauses when fewer than a header's bytes are
+    left before *end* (the position may then lie past *end*: that batch ends in
+    later bytes).  The offsets are literals and the unpacker a local: this is
+    the per-batch loop of every Produce request and Fetch response."""
     records = 0
-    pos = start
     while end - pos >= 61:  # HEADER
         length = _int32(buf, pos + 8)[0]  # LENGTH_AT
         after = pos + 12 + length  # OVERHEAD
-        if length < 49 or after > end or buf[pos + 16] != 2:  # MAGIC_AT
-            break
+        if length < 49 or after > limit or buf[pos + 16] != 2:  # MAGIC_AT
+            return records, pos, False
         count = _int32(buf, pos + 57)[0]  # COUNT_AT
         if count > 0:
             records += count
         pos = after
-    return records
+    return records, pos, limit - pos >= 61

@@ -625,7 +625,9 @@ class Streamed:
 
     def tail(self):
         """The bytes received and not sent yet."""
-        return b"".join(self.chunks)[self._offset:]
+        if not self.chunks:
+            return b""
+        return b"".join([memoryview(self.chunks[0])[self._offset:], *self.chunks[1:]])
 
     def _forward(self):
         transport = self.client.transport
