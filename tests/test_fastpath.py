@@ -12,7 +12,8 @@ from twisted.trial import unittest
 from vkafka.protocol.codec import encode_body
 from vkafka.protocol.codec import decode_body
 from vkafka.protocol.fastpath import (
-    FetchStream, rename_produce_response, scan_fetch, scan_produce_response)
+    FetchStream, fetch_request_ids, rename_produce_response, scan_fetch,
+    scan_produce_response)
 
 from .kafka_messages import record_batch
 
@@ -244,3 +245,62 @@ class ProduceRenameTests(unittest.TestCase):
             self.assertEqual(after.throttle_time, before.throttle_time)
             self.assertIsNone(rename_produce_response(body, 0, version,
                                                       {"pa": "a"}.get))
+
+
+def fetch_request(version, ids=(), forgotten=(), replica=-1, rack="r1", partitions=2):
+    """A Fetch request (v13+) for topics *ids*, forgetting *forgotten*."""
+    import importlib
+
+    from kio.static.primitive import i8
+    m = importlib.import_module(f"kio.schema.fetch.v{version}.request")
+    who = {"replica_id": i32(replica)} if version <= 14 else \
+        {"replica_state": m.ReplicaState(replica_id=i32(replica), replica_epoch=i64(3))}
+    return m.FetchRequest(
+        **who, max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=500)),
+        min_bytes=i32(1), max_bytes=i32(1 << 20), isolation_level=i8(1),
+        session_id=i32(7), session_epoch=i32(2), rack_id=rack,
+        topics=tuple(m.FetchTopic(topic_id=t, partitions=tuple(
+            m.FetchPartition(partition=i32(p), fetch_offset=i64(100 * p),
+                             partition_max_bytes=i32(1 << 20))
+            for p in range(partitions))) for t in ids),
+        forgotten_topics_data=tuple(m.ForgottenTopic(topic_id=t, partitions=(i32(0), i32(4)))
+                                    for t in forgotten))
+
+
+class FetchRequestIdsTests(unittest.TestCase):
+    """fastpath.fetch_request_ids: where a Fetch request v13+ names topics."""
+
+    def scan(self, version, request):
+        from vkafka.protocol.headers import parse_request_header
+
+        from .kafka_messages import request_frame
+        raw = request_frame(request, version, 9)[4:]
+        return raw, fetch_request_ids(raw, parse_request_header(raw).body_offset, version)
+
+    def test_ids_and_replica_found_in_every_version(self):
+        for version in range(13, 19):
+            ids, forgotten = [uuid.uuid4() for _ in range(3)], [uuid.uuid4()]
+            for replica in (-1, 2):
+                raw, (found, positions) = self.scan(version, fetch_request(
+                    version, ids, forgotten, replica))
+                self.assertEqual(found, replica, version)
+                self.assertEqual([uuid.UUID(bytes=raw[at:at + 16]) for at in positions],
+                                 ids + forgotten, version)
+
+    def test_empty_request(self):
+        """An incremental fetch with nothing changed names no topic."""
+        self.assertEqual(self.scan(16, fetch_request(16))[1], (-1, []))
+
+    def test_malformed_raises(self):
+        from vkafka.protocol.headers import HeaderError, parse_request_header
+        raw, _ = self.scan(17, fetch_request(17, [uuid.uuid4()], [uuid.uuid4()]))
+        offset = parse_request_header(raw).body_offset
+        for bad in [raw[:n] for n in range(offset, len(raw))] + [raw + b"\x00"]:
+            with self.assertRaises((ValueError, struct.error, HeaderError)):
+                fetch_request_ids(bad, offset, 17)
+        # an array count far beyond the bytes left: refused before any loop
+        huge = raw[:offset + 21] + bytes([0xff, 0xff, 0xff, 0x7f])
+        with self.assertRaises(ValueError):
+            fetch_request_ids(huge, offset, 16)
+        with self.assertRaises(ValueError):
+            fetch_request_ids(raw, offset, 12)  # names, not ids

@@ -110,6 +110,22 @@ class IsolationTests(IsolationBase):
         self.assertEqual(topic.partitions[0].error_code, ErrorCode.unknown_topic_id)
         self.assertFalse(topic.partitions[0].records)
 
+    def test_fetch_as_replica_refused(self):
+        """Fetch v17 as replica 1 (a follower broker's request) on paris's own
+        topic: the gateway closes the connection; no records, nothing forwarded."""
+        from kio.schema.fetch.v17.request import (
+            FetchPartition, FetchRequest, FetchTopic, ReplicaState)
+        paris = self.client(self.paris)
+        [mine] = paris.request(metadata(["mine"]), 12).topics
+        response = paris.request(FetchRequest(
+            replica_state=ReplicaState(replica_id=i32(1), replica_epoch=i64(1)),
+            max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=100)),
+            min_bytes=i32(1), forgotten_topics_data=(),
+            topics=(FetchTopic(topic_id=mine.topic_id, partitions=(
+                FetchPartition(partition=i32(0), fetch_offset=i64(0),
+                               partition_max_bytes=i32(1 << 20)),)),)), 17)
+        self.assertIsNone(response)
+
     def test_delete_by_foreign_topic_id(self):
         """DeleteTopics by london's topic id, from paris: UNKNOWN_TOPIC_ID; topic stays."""
         from kio.schema.delete_topics.v6.request import DeleteTopicsRequest, DeleteTopicState

@@ -3,6 +3,7 @@
 import struct
 
 from kio.schema.errors import ErrorCode
+from kio.static.primitive import i32, i64
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
@@ -472,3 +473,91 @@ class ProduceResponseTests(TenantSpliceBase):
         self.assertEqual(response.responses[0].name, "t")
         self.assertNotIn("londont", response.responses[0].partition_responses[0]
                          .error_message)
+
+
+class FetchRequestTests(TenantSpliceBase):
+    """Fetch v13+ requests name topics by id: checked where they lie and
+    forwarded as they came (rules._fetch_frame); fetches as a replica refused."""
+
+    def setUp(self):
+        import uuid
+        super().setUp()
+        self.own, self.foreign = uuid.uuid4(), uuid.uuid4()
+        self.topology.topic_ids[self.own] = "londont"
+        self.topology.topic_ids[self.foreign] = "parist"
+        self.login()
+
+    def fetch(self, version, ids=(), forgotten=(), replica=-1):
+        from .test_fastpath import fetch_request
+        raw = request_frame(fetch_request(version, ids, forgotten, replica), version, 5)
+        self.broker_transport.clear()
+        self.client.dataReceived(raw)
+        return raw
+
+    def count_request_decodes(self):
+        from vkafka.proxy import splice
+        seen = []
+
+        def spy(frame):
+            seen.append(frame)
+            return decode_request(frame)
+        self.patch(splice, "decode_request", spy)
+        return seen
+
+    def test_own_ids_forwarded_as_they_came(self):
+        decoded = self.count_request_decodes()
+        for version in range(13, 19):
+            raw = self.fetch(version, [self.own], [self.own])
+            self.assertEqual(self.broker_transport.value(), raw, version)
+        self.assertEqual(decoded, [])
+
+    def test_foreign_id_becomes_decoy_in_place(self):
+        """Another tenant's id, in topics or forgotten topics: swapped for a decoy
+        (the same bytes otherwise), as the walker would; the answer about the
+        decoy reaches the client as UNKNOWN_TOPIC_ID for its own id."""
+        from .test_fastpath import fetch_response
+        for ids, forgotten in (([self.own, self.foreign], []), ([self.own], [self.foreign])):
+            raw = self.fetch(16, ids, forgotten)
+            sent = self.broker_transport.value()
+            self.assertEqual(len(sent), len(raw))
+            _, request = decode_request(FrameDecoder().feed(sent)[0])
+            _, original = decode_request(FrameDecoder().feed(raw)[0])
+            sent_ids = [t.topic_id for t in request.topics] + \
+                [t.topic_id for t in request.forgotten_topics_data]
+            self.assertIn(self.own, sent_ids)
+            self.assertNotIn(self.foreign, sent_ids)
+            self.assertEqual(request.topics[0].partitions, original.topics[0].partitions)
+            self.assertEqual(request.rack_id, original.rack_id)
+        self.setUp()
+        self.fetch(16, [self.foreign])
+        _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        decoy = request.topics[0].topic_id
+        self.transport.clear()
+        body = fetch_response(16, topic=decoy, errors=(ErrorCode.unknown_topic_id,) * 2)
+        self.broker.dataReceived(frame(struct.pack(">i", 5) + b"\x00" + body))
+        _, response = decode_response(self.responses()[0], 1, 16)
+        self.assertEqual({t.topic_id for t in response.responses}, {self.foreign})
+
+    def test_replica_fetch_refused(self):
+        """replica_id (v<=14) or replica_state (v15+) >= 0: a broker's request.
+        Refused on the sliced path and the decoded one (v12): closed, not sent."""
+        for version in (12, 14, 15, 17):
+            self.setUp()
+            self.fetch(version, [self.own] if version >= 13 else [], replica=2)
+            self.assertEqual(self.broker_transport.value(), b"", version)
+            self.assertTrue(self.transport.disconnecting, version)
+
+    def test_names_still_decoded_before_v13(self):
+        from .test_fastpath import fetch_request
+        from kio.schema.fetch.v12.request import FetchPartition, FetchTopic
+        request = fetch_request(12)
+        request = type(request)(**{**{f: getattr(request, f) for f in (
+            "replica_id", "max_wait", "min_bytes", "max_bytes", "isolation_level",
+            "session_id", "session_epoch", "rack_id", "forgotten_topics_data")},
+            "topics": (FetchTopic(topic="t", partitions=(FetchPartition(
+                partition=i32(0), fetch_offset=i64(0),
+                partition_max_bytes=i32(1 << 20)),)),)})
+        self.broker_transport.clear()
+        self.client.dataReceived(request_frame(request, 12, 5))
+        _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        self.assertEqual(sent.topics[0].topic, "londont")

@@ -11,8 +11,8 @@ import struct
 from dataclasses import dataclass
 
 from .headers import (
-    read_length, read_string, skip_string, skip_tagged_fields, write_string,
-    write_uvarint)
+    read_length, read_string, read_uvarint, skip_string, skip_tagged_fields,
+    write_string, write_uvarint)
 from .records import count_records, walk_batches
 
 _I16 = struct.Struct(">h")
@@ -141,6 +141,57 @@ def _produce_partitions(frame, pos, version, flexible):
     if flexible:
         pos = skip_tagged_fields(frame, pos)
     return pos, error, True
+
+
+def fetch_request_ids(frame, offset, version):
+    """Where a Fetch request v13+ (topics by id) whose body starts at *offset*
+    names topics: (its replica id, the positions of its 16-byte topic ids, in
+    ``topics`` then ``forgotten_topics_data``).  Walked by lengths: a consumer's
+    long poll is checked without kio's decode and re-encode, the gateway's
+    costliest step per Fetch request.  Raises ValueError or struct.error if
+    the request is truncated or has bytes after its end."""
+    if version < 13:
+        raise ValueError(f"fetch request v{version} names topics by name")
+    pos, end, ids = offset, len(frame), []
+    replica = -1
+    if version <= 14:
+        (replica,) = _I32.unpack_from(frame, pos)
+        pos += 4
+    pos += 4 + 4 + 4 + 1 + 4 + 4  # max wait, min/max bytes, isolation, session
+    topics, pos = _count(frame, pos, 18)
+    for _ in range(topics):
+        ids.append(pos)
+        partitions, pos = _count(frame, pos + 16, 33)
+        for _ in range(partitions):
+            # partition, leader epoch, offset, last epoch, log start, max bytes
+            pos = skip_tagged_fields(frame, pos + 32)
+        pos = skip_tagged_fields(frame, pos)
+    forgotten, pos = _count(frame, pos, 18)
+    for _ in range(forgotten):
+        ids.append(pos)
+        partitions, pos = _count(frame, pos + 16, 4)
+        pos = skip_tagged_fields(frame, pos + 4 * partitions)
+    pos = skip_string(frame, pos, True)  # rack id
+    count, pos = read_uvarint(frame, pos)
+    for _ in range(count):  # top-level tags: replica_state is tag 1 from v15
+        tag, pos = read_uvarint(frame, pos)
+        size, pos = read_uvarint(frame, pos)
+        if tag == 1 and version >= 15:
+            (replica,) = _I32.unpack_from(frame, pos)
+        pos += size
+    if pos != end or any(at + 16 > end for at in ids):
+        raise ValueError("fetch request: truncated or bytes after its end")
+    return replica, ids
+
+
+def _count(frame, pos, least):
+    """A compact array's length and the position after it; an array that could
+    not fit in the bytes left (each entry at least *least* bytes) raises."""
+    count, pos = read_uvarint(frame, pos)
+    count -= 1
+    if count < 0 or count * least > len(frame) - pos:
+        raise ValueError("fetch request: array longer than the request")
+    return count, pos
 
 
 def _end(frame, pos, flexible, error, records, api):

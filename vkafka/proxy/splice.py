@@ -202,15 +202,19 @@ class ClientConnection(protocol.Protocol):
                                      "re-authenticate")
                 context = RequestContext(self.namespace, self.topology.topic_ids,
                                          rule.write)
+                rewritten = None
                 if rule.rewrite_frame is not None:
                     try:
                         body_offset = parse_request_header(frame).body_offset
-                        frame = rule.rewrite_frame(self, context, frame,
-                                                   body_offset, api_version)
+                        rewritten = rule.rewrite_frame(self, context, frame,
+                                                       body_offset, api_version)
                     except _REWRITE_ERRORS as e:
                         return self.fail(f"cannot rewrite API {api_key} "
                                          f"v{api_version}: {e}")
+                if rewritten is not None:
+                    frame = rewritten
                 elif rule.rewrite_request is not None:
+                    body_offset = None
                     try:
                         header, request = decode_request(frame)
                         request = rule.rewrite_request(self, context, request)

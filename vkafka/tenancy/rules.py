@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..auth.sasl import SASL_HANDSHAKE, VERSIONS as SASL_VERSIONS
-from ..protocol.fastpath import scan_fetch, scan_produce_response
+from ..protocol.fastpath import fetch_request_ids, scan_fetch, scan_produce_response
 from ..protocol.headers import codec_versions
 from .metadata_cache import made_of
 from .naming import GROUP, TOPIC, TRANSACTION
@@ -48,7 +48,7 @@ class Rule:
     rewrite_frame: Callable | None = None
     """``(connection, request context, frame, body offset, version) -> frame``:
     rewrites the request without decoding it (hot path); used instead of
-    *rewrite_request*."""
+    *rewrite_request*, unless it declines with None."""
     scan_response: Callable | None = None
     """``(frame, body offset, version) -> fastpath.Scan``: reads a big response by
     lengths (hot path) for *passes_as_bytes* and the metrics (its first error
@@ -289,6 +289,42 @@ def _produce_frame(conn, rctx, frame, body_offset, version):
         transactional_id=lambda txn: rctx.to_physical(TRANSACTION, txn))
     rctx.produced = (acks, records)
     return frame
+
+
+def _consumer_only(replica):
+    """A Fetch as a replica (id >= 0) is a follower broker's: it reads records
+    not yet committed and moves the leader's view of that follower.  A tenant's
+    is refused (the connection is closed, the reason logged)."""
+    if replica >= 0:
+        raise ValueError(f"a Fetch as replica {replica} is a broker's request; refused")
+
+
+def _fetch_request(conn, rctx, request):
+    """Fetch, decoded (before v13, or when ``_fetch_frame`` declines): names
+    made physical, topic ids checked by the walker."""
+    state = getattr(request, "replica_state", None)
+    _consumer_only(request.replica_id if state is None else state.replica_id)
+    return walk_request(request, rctx)
+
+
+def _fetch_frame(conn, rctx, frame, body_offset, version):
+    """Fetch v13+ names topics by id only: each id is checked where it lies, and
+    the request goes on as it came (a foreign id swapped in place for a decoy,
+    as the walker would).  A consumer's long poll thus costs no decode and
+    re-encode.  Before v13 (names): None, so it is decoded and walked."""
+    if version < 13:
+        return None
+    replica, positions = fetch_request_ids(frame, body_offset, version)
+    _consumer_only(replica)
+    out = None
+    for at in positions:
+        topic_id = uuid.UUID(bytes=bytes(frame[at:at + 16]))
+        checked = rctx.check_topic_id(topic_id)
+        if checked != topic_id:
+            if out is None:
+                out = bytearray(frame)
+            out[at:at + 16] = checked.bytes
+    return frame if out is None else bytes(out)
 
 
 def _metadata_request(conn, rctx, request):
@@ -588,10 +624,12 @@ def tenant_rules():
                        scan_response=scan_produce_response,
                        passes_as_bytes=passes_as_bytes,
                        rename_response=_produce_response_names)
-    row(1, "Fetch", _walk_req, _then(_walk_resp, _node_endpoints),
-        "names (v<=12) and topic ids (v13+) checked and rewritten; node_endpoints; "
-        "v13+ responses forwarded as bytes unless something in them must change")
-    table[1] = replace(table[1], scan_response=scan_fetch,
+    row(1, "Fetch", _fetch_request, _then(_walk_resp, _node_endpoints),
+        "names (v<=12) and topic ids (v13+) checked and rewritten (v13+ requests "
+        "by slicing: ids checked in place); fetches as a replica refused; "
+        "node_endpoints; v13+ responses forwarded as bytes unless something in "
+        "them must change")
+    table[1] = replace(table[1], rewrite_frame=_fetch_frame, scan_response=scan_fetch,
                        passes_as_bytes=passes_as_bytes)
     row(3, "Metadata", _metadata_request, _metadata_response,
         "names and ids rewritten, other tenants' topics dropped, no auto-create, "
