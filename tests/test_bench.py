@@ -34,4 +34,5 @@ class BenchTests(unittest.TestCase):
             self.assertRegex(report, rf"- {target}[^:]*: (met|missed by)")
         for side in ("Producer", "Consumer"):  # round by round, both sides
             self.assertRegex(report, rf"- {side}, MB/s: direct [\d.]+; gateway [\d.]+")
+        self.assertRegex(report, r"- End-to-end p99, ms: direct [\d.]+; gateway [\d.]+")
         self.assertGreater((out / "benchmarks.png").stat().st_size, 1000)
