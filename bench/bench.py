@@ -514,21 +514,24 @@ What the profile shows is left: {PROFILE}
 """)
 
 
-PROFILE = """py-spy on the gateway during the consumer run puts 45% of its
-samples in the kernel's `recv` and 30% in `send`; no Python function takes more
-than 1% (a large Fetch response is scanned as it passes, never copied or held
-whole). What is left, ~0.9-1.0 CPU-s per GB consumed, is the two kernel copies of
-every byte that any userland proxy makes, plus loopback TCP. The direct run
-already keeps the two cores ~90% busy with the brokers and the consumer, so the
-gateway's CPU comes out of the consumer's share: 0.73-0.90 over this session's
-runs. Moving the bytes with splice(2) instead of recv/send saved only ~0.1 CPU-s
-per GB when measured alone; spare cores (or several gateway processes on a
-bigger machine) are what close the rest. The end-to-end p99: the brokers here
-stall for 15-28 ms every 4-8 s, in direct runs too, which puts 0.3-0.8% of the
-messages near the p99. Below the stalls the gateway adds 0.3-0.6 ms (three passes
-of a reactor wake-up and 20-50 us of Python each); at the p99 it added +0.77 to
-+1.69 ms over this session's 10,000-message rounds, more than the stalls explain.
-That remainder was not isolated (docs/performance.md, next steps)."""
+PROFILE = """The consumer: py-spy on the gateway puts 45% of its samples in
+the kernel's `recv` and 30% in `send`; no Python function takes more than 1% (a
+large Fetch response is scanned as it passes, never copied or held whole). What
+is left, ~0.9-1.0 CPU-s per GB consumed, is the two kernel copies of every byte
+that any userland proxy makes, plus loopback TCP. The direct run already keeps
+the two cores ~90% busy with the brokers and the consumer, so the gateway's CPU
+comes out of the consumer's share. splice(2) instead of recv/send saved only
+~0.1 CPU-s per GB when measured alone. The producer: perf puts ~64% of the
+gateway's cycles in the Python interpreter and ~30% in the kernel, about 160 us
+per 31 KB request and its response (29 us in-process on warm caches; the rest
+is the two socket calls and caches shared with the brokers' JVMs): 5-5.7 CPU-s
+per GB, taken from a machine the direct run already keeps 1.96 cores busy. The
+end-to-end latency: a pass through the gateway (packet in to packet out, from
+tcpdump) takes 130-220 us at the median and 400-560 us at the p99, and a
+message's path has two (its Produce request, the Fetch response); the brokers
+here stall for 15-28 ms every 4-8 s, which the paths' taking turns every 1,000
+messages spreads over both. Spare cores (or several gateway processes on a
+bigger machine) are what close the throughput gaps."""
 
 
 def standing(r):
