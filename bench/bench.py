@@ -456,9 +456,9 @@ def write_report(r, out):
     rows = [
         ("producer throughput (MB/s, 1 KB, acks=all, 6 partitions RF3)",
          f"{r['produce_mb_s']['direct']:.1f}", f"{r['produce_mb_s']['gateway']:.1f}",
-         f"{r['produce_ratio']:.2f}", ">= 0.95"),
+         f"{r['produce_ratio']:.3f}", ">= 0.95"),
         ("consumer throughput (MB/s)", f"{r['consume_mb_s']['direct']:.1f}",
-         f"{r['consume_mb_s']['gateway']:.1f}", f"{r['consume_ratio']:.2f}", ">= 0.95"),
+         f"{r['consume_mb_s']['gateway']:.1f}", f"{r['consume_ratio']:.3f}", ">= 0.95"),
         (f"end-to-end latency at {LATENCY_RATE} msg/s, {r['rounds']} x "
          f"{r['latency_messages']:,} messages each way (the paths taking turns every "
          f"{LATENCY_SEGMENT:,}), p50 / p99 / p99.9 (ms)",
@@ -538,9 +538,9 @@ def standing(r):
     """One line per target: met, or missed and by how much (this run's figures)."""
     def ratio(name, value):
         if value >= 0.95:
-            return f"- {name}: met ({value:.2f} of direct, target 0.95)."
-        return (f"- {name}: missed by {(0.95 - value) * 100:.0f} points "
-                f"({value:.2f} of direct, target 0.95).")
+            return f"- {name}: met ({value:.3f} of direct, target 0.95)."
+        return (f"- {name}: missed by {(0.95 - value) * 100:.1f} points "
+                f"({value:.3f} of direct, target 0.95).")
     def limit(value, most, unit):
         return "met" if value <= most else f"missed by {value - most:.1f} {unit}"
 
