@@ -171,3 +171,44 @@ class PassthroughMetricsTests(unittest.TestCase):
                                                       ("error", "none"),
                                                       ("vcluster", "-"))): 1
                           for api in ("Produce", "Fetch")})
+
+
+class PlainSeriesTests(unittest.TestCase):
+    """The per-request series are plain numbers (metrics.Tally, Timings) that read
+    on scrape as prometheus_client's Counter and Histogram would."""
+
+    def test_histogram_buckets_are_le(self):
+        metrics = Metrics()
+        timing = metrics.latency.labels("Produce")
+        for seconds in (0.0005, 0.0007, 0.001, 11.0):
+            timing.observe(seconds)
+        found = samples(metrics)
+
+        def bucket(le):
+            return found[("vkafka_request_latency_seconds_bucket",
+                          (("api", "Produce"), ("le", le)))]
+        self.assertEqual(bucket("0.0005"), 1)  # a value on a bound counts in it
+        self.assertEqual(bucket("0.001"), 3)
+        self.assertEqual(bucket("10.0"), 3)
+        self.assertEqual(bucket("+Inf"), 4)
+        self.assertEqual(found[("vkafka_request_latency_seconds_count",
+                                (("api", "Produce"),))], 4)
+        self.assertAlmostEqual(found[("vkafka_request_latency_seconds_sum",
+                                      (("api", "Produce"),))], 11.0022)
+
+    def test_counters_add_up_per_label(self):
+        metrics = Metrics()
+        london = metrics.for_connection("london")
+        for _ in range(3):
+            london.request("Produce", 100, records=2)
+        metrics.for_connection("london").response("Produce", 10, 0.001, error=6)
+        found = samples(metrics)
+        self.assertEqual(found[("vkafka_requests_total",
+                                (("api", "Produce"), ("vcluster", "london")))], 3)
+        self.assertEqual(found[("vkafka_bytes_total",
+                                (("direction", "in"), ("vcluster", "london")))], 300)
+        self.assertEqual(found[("vkafka_records_total",
+                                (("direction", "in"), ("vcluster", "london")))], 6)
+        self.assertEqual(found[("vkafka_responses_total", (
+            ("api", "Produce"), ("error", "not_leader_or_follower"),
+            ("vcluster", "london")))], 1)
