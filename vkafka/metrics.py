@@ -40,6 +40,8 @@ class Count:
 class Tally:
     """A labelled counter family in plain numbers, collected on scrape."""
 
+    child = Count
+
     def __init__(self, name, documentation, labelnames, registry):
         self.name, self.documentation, self.labelnames = name, documentation, labelnames
         self._children = {}
@@ -48,7 +50,7 @@ class Tally:
     def labels(self, *values):
         child = self._children.get(values)
         if child is None:
-            child = self._children[values] = Count()
+            child = self._children[values] = self.child()
         return child
 
     def describe(self):
@@ -79,11 +81,7 @@ class Timing:
 class Timings(Tally):
     """A labelled histogram family (LATENCY_BUCKETS) in plain numbers."""
 
-    def labels(self, *values):
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = Timing()
-        return child
+    child = Timing
 
     def describe(self):
         return [HistogramMetricFamily(self.name, self.documentation,
