@@ -49,8 +49,8 @@ def admin_client():
 
 
 def recreate(name, partitions, replication, replicas=None):
-    """(Re)create topic *name*; *replicas*: its one partition's brokers, leader
-    first (instead of letting the controller place it)."""
+    """(Re)create topic *name*; *replicas*: each partition's brokers, leader
+    first, *replication* of them (instead of letting the controller place them)."""
     from confluent_kafka.admin import NewTopic
     admin = admin_client()
     if name in admin.list_topics(timeout=10).topics:
@@ -61,7 +61,8 @@ def recreate(name, partitions, replication, replicas=None):
                 raise RuntimeError(f"{name} not deleted")
             time.sleep(0.5)
     topic = NewTopic(name, partitions, replication) if replicas is None else \
-        NewTopic(name, num_partitions=1, replica_assignment=[list(replicas)])
+        NewTopic(name, num_partitions=partitions,
+                 replica_assignment=[list(replicas)] * partitions)
     admin.create_topics([topic])[name].result(60)
 
 

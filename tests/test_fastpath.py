@@ -298,7 +298,7 @@ class FetchRequestIdsTests(unittest.TestCase):
         for bad in [raw[:n] for n in range(offset, len(raw))] + [raw + b"\x00"]:
             with self.assertRaises((ValueError, struct.error, HeaderError)):
                 fetch_request_ids(bad, offset, 17)
-        # an array count far beyond the bytes left: refused before any loop
+        # an array count far beyond the bytes left: refused at the first read past them
         huge = raw[:offset + 21] + bytes([0xff, 0xff, 0xff, 0x7f])
         with self.assertRaises(ValueError):
             fetch_request_ids(huge, offset, 16)

@@ -548,15 +548,14 @@ class FetchRequestTests(TenantSpliceBase):
             self.assertTrue(self.transport.disconnecting, version)
 
     def test_names_still_decoded_before_v13(self):
-        from .test_fastpath import fetch_request
+        from dataclasses import replace
+
         from kio.schema.fetch.v12.request import FetchPartition, FetchTopic
-        request = fetch_request(12)
-        request = type(request)(**{**{f: getattr(request, f) for f in (
-            "replica_id", "max_wait", "min_bytes", "max_bytes", "isolation_level",
-            "session_id", "session_epoch", "rack_id", "forgotten_topics_data")},
-            "topics": (FetchTopic(topic="t", partitions=(FetchPartition(
-                partition=i32(0), fetch_offset=i64(0),
-                partition_max_bytes=i32(1 << 20)),)),)})
+
+        from .test_fastpath import fetch_request
+        request = replace(fetch_request(12), topics=(FetchTopic(topic="t", partitions=(
+            FetchPartition(partition=i32(0), fetch_offset=i64(0),
+                           partition_max_bytes=i32(1 << 20)),)),))
         self.broker_transport.clear()
         self.client.dataReceived(request_frame(request, 12, 5))
         _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])

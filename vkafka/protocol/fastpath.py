@@ -158,18 +158,18 @@ def fetch_request_ids(frame, offset, version):
         (replica,) = _I32.unpack_from(frame, pos)
         pos += 4
     pos += 4 + 4 + 4 + 1 + 4 + 4  # max wait, min/max bytes, isolation, session
-    topics, pos = _count(frame, pos, 18)
+    topics, pos = _count(frame, pos)
     for _ in range(topics):
         ids.append(pos)
-        partitions, pos = _count(frame, pos + 16, 33)
+        partitions, pos = _count(frame, pos + 16)
         for _ in range(partitions):
             # partition, leader epoch, offset, last epoch, log start, max bytes
             pos = skip_tagged_fields(frame, pos + 32)
         pos = skip_tagged_fields(frame, pos)
-    forgotten, pos = _count(frame, pos, 18)
+    forgotten, pos = _count(frame, pos)
     for _ in range(forgotten):
         ids.append(pos)
-        partitions, pos = _count(frame, pos + 16, 4)
+        partitions, pos = _count(frame, pos + 16)
         pos = skip_tagged_fields(frame, pos + 4 * partitions)
     pos = skip_string(frame, pos, True)  # rack id
     count, pos = read_uvarint(frame, pos)
@@ -179,18 +179,18 @@ def fetch_request_ids(frame, offset, version):
         if tag == 1 and version >= 15:
             (replica,) = _I32.unpack_from(frame, pos)
         pos += size
-    if pos != end or any(at + 16 > end for at in ids):
+    if pos != end:
         raise ValueError("fetch request: truncated or bytes after its end")
     return replica, ids
 
 
-def _count(frame, pos, least):
-    """A compact array's length and the position after it; an array that could
-    not fit in the bytes left (each entry at least *least* bytes) raises."""
-    count, pos = read_uvarint(frame, pos)
-    count -= 1
-    if count < 0 or count * least > len(frame) - pos:
-        raise ValueError("fetch request: array longer than the request")
+def _count(frame, pos):
+    """A compact array's length and the position after it; null (not allowed
+    here) raises.  Every entry is read past, so a length larger than the bytes
+    left raises at the first read beyond them: no long walk."""
+    count, pos = read_length(frame, pos, True)
+    if count < 0:
+        raise ValueError("fetch request: null array")
     return count, pos
 
 
