@@ -187,6 +187,7 @@ class WriteNowTests(unittest.TestCase):
         transport._writeDisconnected = False
         transport.queued = []
         transport.write = transport.queued.append
+        transport.writeSequence = transport.queued.extend
         return transport, theirs
 
     def test_sent_at_once(self):
@@ -230,6 +231,86 @@ class WriteNowTests(unittest.TestCase):
         tls.TLS = True
         write_now(tls, b"secret")
         self.assertEqual(tls.queued, [b"secret"])
+
+
+class CountingSocket:
+    """A socket that notes its send calls (sendmsg: how many pieces)."""
+
+    def __init__(self, sock):
+        self.sock, self.calls = sock, []
+
+    def send(self, data):
+        self.calls.append("send")
+        return self.sock.send(data)
+
+    def sendmsg(self, buffers):
+        self.calls.append(len(buffers))
+        return self.sock.sendmsg(buffers)
+
+
+class OutboxTests(unittest.TestCase):
+    """splice.Outbox: writes held during a read go out in one sendmsg, in order;
+    what the socket does not take is queued behind, nothing lost."""
+
+    transport = WriteNowTests.transport
+
+    def outbox(self):
+        from vkafka.proxy.splice import Outbox
+        transport, peer = self.transport()
+        transport.socket = CountingSocket(transport.socket)
+        return Outbox(transport), transport, peer
+
+    def receive(self, peer, size):
+        peer.settimeout(5)
+        received = b""
+        while len(received) < size:
+            received += peer.recv(1 << 20)
+        return received
+
+    def test_held_writes_sent_in_one_call(self):
+        outbox, transport, peer = self.outbox()
+        outbox.hold()
+        outbox.write_frame(memoryview(b"xxrequest-one")[2:])  # a slice: prefix + view
+        outbox.write(b"raw")
+        outbox.write_frame(b"two")
+        peer.setblocking(False)
+        with self.assertRaises(BlockingIOError):
+            peer.recv(10)  # nothing sent while held
+        outbox.release()
+        self.assertEqual(transport.socket.calls, [5])
+        expected = b"\0\0\0\x0brequest-one" + b"raw" + b"\0\0\0\x03two"
+        self.assertEqual(self.receive(peer, len(expected)), expected)
+        self.assertEqual(transport.queued, [])
+
+    def test_not_held_sent_at_once(self):
+        outbox, transport, peer = self.outbox()
+        outbox.write_frame(b"one")
+        self.assertEqual(transport.socket.calls, ["send"])
+        self.assertEqual(self.receive(peer, 7), b"\0\0\0\x03one")
+
+    def test_rest_queued_in_order(self):
+        outbox, transport, peer = self.outbox()
+        parts = [bytes([i]) * 300_000 for i in range(40)]  # 12 MB: more than fits
+        outbox.hold()
+        for part in parts:
+            outbox.write(memoryview(part))
+        outbox.release()
+        data = b"".join(parts)
+        rest = b"".join(transport.queued)
+        self.assertGreater(len(rest), 0)
+        self.assertEqual(self.receive(peer, len(data) - len(rest)) + rest, data)
+
+    def test_more_pieces_than_one_call_takes(self):
+        """More pieces than IOV_BATCH: several sendmsg calls, all in order."""
+        from vkafka.proxy.splice import IOV_BATCH
+        outbox, transport, peer = self.outbox()
+        parts = [b"%05d" % i for i in range(3 * IOV_BATCH)]
+        outbox.hold()
+        for part in parts:
+            outbox.write(part)
+        outbox.release()
+        self.assertEqual(transport.socket.calls, [IOV_BATCH] * 3)
+        self.assertEqual(self.receive(peer, 5 * len(parts)), b"".join(parts))
 
 
 class AllocatorTests(unittest.TestCase):

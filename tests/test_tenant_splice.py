@@ -1,6 +1,7 @@
 """Tenant mode on in-memory transports: SASL, rewriting, expiry, ordering."""
 
 import struct
+import uuid
 
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i64
@@ -350,31 +351,40 @@ class FuzzTests(TenantSpliceBase):
         self.assertIn(b"refused:", run.stdout)
 
 
+def produce_frame(version, topic, correlation_id):
+    """A framed Produce request for one partition of *topic* (an id from v13)."""
+    import datetime
+    import importlib
+
+    from kio.static.primitive import i16, i32, i32Timedelta
+
+    from .kafka_messages import record_batch, request_frame
+    m = importlib.import_module(f"kio.schema.produce.v{version}.request")
+    key = {"topic_id": topic} if version >= 13 else {"name": topic}
+    return request_frame(m.ProduceRequest(
+        transactional_id=None, acks=i16(-1),
+        timeout=i32Timedelta.parse(datetime.timedelta(seconds=1)),
+        topic_data=(m.TopicProduceData(partition_data=(m.PartitionProduceData(
+            index=i32(0), records=record_batch(2)),), **key),)),
+        version, correlation_id)
+
+
+def produce_answer(version, topic, correlation_id, endpoints=()):
+    """The broker's framed answer to ``produce_frame``: no error."""
+    from .test_fastpath import produce_response
+    body = produce_response(version, errors=(0,), endpoints=endpoints, topics=(topic,))
+    return frame(struct.pack(">i", correlation_id) + b"\x00" + body)
+
+
 class ProduceResponseTests(TenantSpliceBase):
     """Produce v13 answers name topics by id: forwarded as bytes unless a decoy
     or node_endpoints must change (fastpath.scan_produce_response)."""
 
     def produce(self, version, topic, correlation_id):
-        import datetime
-        import importlib
-
-        from kio.static.primitive import i16, i32, i32Timedelta
-
-        from .kafka_messages import record_batch, request_frame
-        m = importlib.import_module(f"kio.schema.produce.v{version}.request")
-        key = {"topic_id": topic} if version >= 13 else {"name": topic}
-        self.client.dataReceived(request_frame(m.ProduceRequest(
-            transactional_id=None, acks=i16(-1),
-            timeout=i32Timedelta.parse(datetime.timedelta(seconds=1)),
-            topic_data=(m.TopicProduceData(partition_data=(m.PartitionProduceData(
-                index=i32(0), records=record_batch(2)),), **key),)),
-            version, correlation_id))
+        self.client.dataReceived(produce_frame(version, topic, correlation_id))
 
     def answer(self, version, topic, correlation_id, endpoints=()):
-        from .test_fastpath import produce_response
-        body = produce_response(version, errors=(0,), endpoints=endpoints,
-                                topics=(topic,))
-        raw = frame(struct.pack(">i", correlation_id) + b"\x00" + body)
+        raw = produce_answer(version, topic, correlation_id, endpoints)
         self.broker.dataReceived(raw)
         return raw
 
@@ -560,3 +570,55 @@ class FetchRequestTests(TenantSpliceBase):
         self.client.dataReceived(request_frame(request, 12, 5))
         _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
         self.assertEqual(sent.topics[0].topic, "londont")
+
+
+class CountingTransport(StringTransport):
+    """Notes each write call (an Outbox's release is one call per read), and
+    each write made after the connection was told to close."""
+
+    calls = late = 0
+
+    def write(self, data):
+        self.calls += 1
+        self.late += self.disconnecting
+        super().write(data)
+
+    def writeSequence(self, seq):
+        self.write(b"".join(seq))
+
+
+class OneSendPerReadTests(TenantSpliceBase):
+    """The frames of one read leave in one write per socket (splice.Outbox),
+    byte for byte and in order; a close still sends what came before it."""
+
+    def setUp(self):
+        super().setUp()
+        self.own = uuid.uuid4()
+        self.topology.topic_ids[self.own] = "londont"
+        self.login()
+        self.broker_transport.clear()
+        for side in (self.client.outbox, self.client.upstream):
+            side.transport.__class__ = CountingTransport
+
+    def test_requests_of_one_read(self):
+        requests = [produce_frame(13, self.own, c) for c in (5, 6, 7)]
+        self.client.dataReceived(b"".join(requests))
+        self.assertEqual(self.broker_transport.value(), b"".join(requests))
+        self.assertEqual(self.broker_transport.calls, 1)
+
+    def test_responses_of_one_read(self):
+        self.client.dataReceived(b"".join(produce_frame(13, self.own, c) for c in (5, 6)))
+        answers = [produce_answer(13, self.own, c) for c in (5, 6)]
+        self.broker.dataReceived(b"".join(answers))
+        self.assertEqual(self.transport.value(), b"".join(answers))
+        self.assertEqual(self.transport.calls, 1)
+
+    def test_frames_before_a_refused_one_still_sent(self):
+        """A read whose second frame closes the connection: the first still
+        reaches the broker, as if each had been sent on its own."""
+        good = produce_frame(13, self.own, 5)
+        unoffered = frame(struct.pack(">hhih", 999, 0, 6, -1))  # API 999: closes
+        self.client.dataReceived(good + unoffered)
+        self.assertEqual(self.broker_transport.value(), good)
+        self.assertEqual(self.broker_transport.late, 0)  # sent before the close
+        self.assertTrue(self.transport.disconnected)

@@ -23,14 +23,22 @@ def size_prefix(length):
     return _SIZE.pack(length)
 
 
-def framed(payload):
-    """*payload* with its size prefix as one bytes object, reusing the received
-    bytes when they are whole (a memoryview of a frame as it arrived)."""
+def frame_parts(payload):
+    """*payload* with its size prefix, as the pieces to send: the received bytes
+    when the payload is a memoryview of a whole frame as it arrived (prefix
+    included), else the prefix and the payload, neither copied."""
     if isinstance(payload, memoryview):
         whole = payload.obj
         if isinstance(whole, bytes) and len(whole) == len(payload) + 4:
-            return whole  # the frame as it arrived, prefix included
-    return b"".join((_SIZE.pack(len(payload)), payload))
+            return (whole,)
+    return (_SIZE.pack(len(payload)), payload)
+
+
+def framed(payload):
+    """*payload* with its size prefix as one bytes object (copied only when
+    ``frame_parts`` has two pieces)."""
+    parts = frame_parts(payload)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class FrameDecoder:

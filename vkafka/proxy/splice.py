@@ -29,7 +29,7 @@ from ..auth import sasl
 from ..protocol.codec import CodecError, decode_request, decode_response, encode_body
 from ..protocol.errors import first_error
 from ..protocol.fastpath import FetchStream, Scan, neutral_tags
-from ..protocol.framing import FrameDecoder, FrameError, framed
+from ..protocol.framing import FrameDecoder, FrameError, frame_parts, framed
 from ..protocol.headers import (
     API_VERSIONS, HeaderError, is_flexible, parse_request_header, peek_request,
     response_header_length)
@@ -79,6 +79,10 @@ class ClientConnection(protocol.Protocol):
     topics this connection's fetch session reads (tenancy/concentration.py)."""
     _connecting = None
     _early = None
+    outbox = None
+    """Outbox: what goes to the client."""
+    upstream = None
+    """Outbox: what goes to the broker, once connected."""
 
     def __init__(self, gateway, node_id):
         self.gateway = gateway
@@ -97,6 +101,7 @@ class ClientConnection(protocol.Protocol):
 
     def connectionMade(self):
         _tune(self.transport)
+        self.outbox = Outbox(self.transport)
         self.peer = self.transport.getPeer()
         self.gateway.connections.add(self)
         self._set_metrics_label(None if self.tenancy is not None else "-")
@@ -147,6 +152,7 @@ class ClientConnection(protocol.Protocol):
             broker.transport.loseConnection()
             return
         self.broker = broker
+        self.upstream = Outbox(broker.transport)
         self.transport.registerProducer(broker.transport, True)
         broker.transport.registerProducer(self.transport, True)
         self.transport.resumeProducing()
@@ -172,10 +178,20 @@ class ClientConnection(protocol.Protocol):
             frames = self.decoder.feed(data)
         except FrameError as e:
             return self.fail(f"bad framing: {e}")
-        for frame in frames:
-            if self.closed:
-                return
-            self.request_received(frame)
+        self.outbox.held = self.upstream.held = True  # one send per socket
+        try:
+            for frame in frames:
+                if self.closed:
+                    return
+                self.request_received(frame)
+        finally:
+            self.flush()
+
+    def flush(self):
+        """Send what this read's frames left in the outboxes."""
+        self.outbox.release()
+        if self.upstream is not None:
+            self.upstream.release()
 
     def request_received(self, frame):
         if self.raw_sasl:
@@ -249,7 +265,7 @@ class ClientConnection(protocol.Protocol):
         if api_key != PRODUCE or acks != 0:  # acks=0: the broker never answers
             self.pending.append(Pending(correlation_id, api_key, api_version, rule,
                                         context, sent=self.gateway.reactor.seconds()))
-        write_now(self.broker.transport, framed(frame))
+        self.upstream.write_frame(frame)
 
     def concentrate(self, context, frame):
         """The request with concentrated topics swapped for their physical one."""
@@ -347,9 +363,10 @@ class ClientConnection(protocol.Protocol):
         """Send gateway-made responses that are next in line."""
         while self.pending and self.pending[0].local is not None:
             item = self.pending.popleft()
-            write_now(self.transport, framed(item.local))
+            self.outbox.write_frame(item.local)
             if item.close_after:
                 self.closed = True
+                self.flush()
                 self.transport.loseConnection()
                 if self.broker is not None:
                     self.broker.transport.loseConnection()
@@ -393,7 +410,7 @@ class ClientConnection(protocol.Protocol):
                                   error, records)
         if self.pending[0] is pending:
             self.pending.popleft()
-            write_now(self.transport, framed(frame))
+            self.outbox.write_frame(frame)
         else:
             pending.local = bytes(frame)
         self.flush_local()
@@ -435,7 +452,7 @@ class ClientConnection(protocol.Protocol):
                 return self.fail("Fetch response tagged fields larger than "
                                  f"{HOLD_BACK} bytes; cannot rewrite them")
             tail = tail[:at - streamed.sent] + neutral_tags(streamed.total - at)
-        write_now(self.transport, tail)
+        self.outbox.write(tail)
         self.pending.popleft()
         if self.metrics is not None:
             self.metrics.streamed.inc()
@@ -516,6 +533,7 @@ class ClientConnection(protocol.Protocol):
         if self.closed:
             return
         self.closed = True
+        self.flush()  # earlier frames of this read go first, as they came
         self.transport.abortConnection()
         if self.broker is not None:
             self.broker.transport.loseConnection()
@@ -634,12 +652,12 @@ class Streamed:
         return b"".join([memoryview(self.chunks[0])[self._offset:], *self.chunks[1:]])
 
     def _forward(self):
-        transport = self.client.transport
+        outbox = self.client.outbox
         while self.chunks and self.sent < self.limit:
             chunk = self.chunks[0]
             end = min(len(chunk), self._offset + self.limit - self.sent)
             whole = self._offset == 0 and end == len(chunk)
-            write_now(transport, chunk if whole else memoryview(chunk)[self._offset:end])
+            outbox.write(chunk if whole else memoryview(chunk)[self._offset:end])
             self.sent += end - self._offset
             if end == len(chunk):
                 self.chunks.pop(0)
@@ -649,8 +667,8 @@ class Streamed:
 
 
 def write_now(transport, data):
-    """Write *data* (bytes or a memoryview of bytes); on a plain TCP connection with nothing queued, try the
-    socket at once.
+    """Write *data* (bytes or a memoryview of bytes); on a plain TCP connection
+    with nothing queued, try the socket at once.
 
     Twisted's ``write`` only queues: the send waits for the next reactor turn,
     and registering and unregistering the socket for writability costs two
@@ -659,10 +677,7 @@ def write_now(transport, data):
     socket does not take (or any error) is left to Twisted's queue, which keeps
     the order and reports the error.  TLS and wrapped transports always queue.
     """
-    if type(transport) in _PLAIN_TCP and not transport.TLS and transport.connected \
-            and not transport.disconnecting and not transport._writeDisconnected \
-            and not transport._tempDataLen \
-            and transport.offset == len(transport.dataBuffer):
+    if _sendable(transport):
         try:
             sent = transport.socket.send(data)
         except OSError:
@@ -671,6 +686,93 @@ def write_now(transport, data):
             return
         data = data[sent:]
     transport.write(bytes(data))  # a memoryview's bytes are copied only here
+
+
+def write_all(transport, parts):
+    """``write_now`` for several pieces (bytes or memoryviews), in one
+    ``sendmsg`` per IOV_BATCH of them; the rest, from the first piece the
+    socket did not take whole, is left to Twisted's queue in order."""
+    if _sendable(transport):
+        while parts:
+            batch = parts[:IOV_BATCH]
+            try:
+                sent = transport.socket.sendmsg(batch)
+            except OSError:
+                sent = 0
+            taken = 0
+            for part in batch:
+                if sent < len(part):
+                    break
+                sent -= len(part)
+                taken += 1
+            parts = parts[taken:]
+            if taken < len(batch):
+                if sent:
+                    parts[0] = memoryview(parts[0])[sent:]
+                break
+    if parts:
+        transport.writeSequence([bytes(part) for part in parts])
+
+
+IOV_BATCH = 256
+"""Pieces per sendmsg, well under the kernel's IOV_MAX (1024)."""
+
+
+def _sendable(transport):
+    """A plain TCP socket, open, with nothing queued in Twisted ahead of us."""
+    return type(transport) in _PLAIN_TCP and not transport.TLS \
+        and transport.connected and not transport.disconnecting \
+        and not transport._writeDisconnected and not transport._tempDataLen \
+        and transport.offset == len(transport.dataBuffer)
+
+
+class Outbox:
+    """Everything the gateway sends on one connection, gathered while one read
+    is handled and then sent in one call.
+
+    A read often carries several frames: a producer's pipelined requests, or a
+    burst of responses when a partition's high watermark moves.  Sent one by
+    one, each cost a send and a wake-up of the peer (a third of a producer
+    run's sends).  Between ``hold`` and ``release`` writes are kept in order;
+    ``release`` sends them with one ``sendmsg``.  Frames are kept as their
+    prefix and payload, so a rewritten or sliced frame is not joined either.
+    Every write to the connection goes through its Outbox, which keeps the
+    order; whoever closes the connection releases it first.
+    """
+
+    __slots__ = ("transport", "parts", "held")
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.parts = []
+        self.held = False
+
+    def write(self, data):
+        if self.held:
+            self.parts.append(data)
+        else:
+            write_now(self.transport, data)
+
+    def write_frame(self, payload):
+        """*payload* with its size prefix."""
+        if self.held:
+            self.parts.extend(frame_parts(payload))
+        else:
+            write_now(self.transport, framed(payload))
+
+    def hold(self):
+        self.held = True
+
+    def release(self):
+        """Stop holding; send what was held."""
+        self.held = False
+        parts = self.parts
+        if parts:
+            self.parts = []
+            if len(parts) == 1:
+                write_now(self.transport, parts[0])
+            else:
+                write_all(self.transport, parts)
 
 
 _PLAIN_TCP = (tcp.Server, tcp.Client)
@@ -713,6 +815,14 @@ class BrokerConnection(protocol.Protocol):
         self.client.upstream_ready(self)
 
     def dataReceived(self, data):
+        outbox = self.client.outbox
+        outbox.held = True  # the responses in this read: one send to the client
+        try:
+            self._received(data)
+        finally:
+            outbox.release()
+
+    def _received(self, data):
         if self.streamed is not None:
             data = self.streamed.feed(data)
             if data is None:
