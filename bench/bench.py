@@ -519,24 +519,27 @@ What the profile shows is left: {PROFILE}
 """)
 
 
-PROFILE = """The consumer: py-spy on the gateway puts 45% of its samples in
-the kernel's `recv` and 30% in `send`; no Python function takes more than 1% (a
-large Fetch response is scanned as it passes, never copied or held whole). What
-is left, ~0.9-1.0 CPU-s per GB consumed, is the two kernel copies of every byte
-that any userland proxy makes, plus loopback TCP. The direct run already keeps
-the two cores ~90% busy with the brokers and the consumer, so the gateway's CPU
-comes out of the consumer's share. splice(2) instead of recv/send saved only
-~0.1 CPU-s per GB when measured alone. The producer: perf puts ~64% of the
-gateway's cycles in the Python interpreter and ~30% in the kernel, about 160 us
-per 31 KB request and its response (29 us in-process on warm caches; the rest
-is the two socket calls and caches shared with the brokers' JVMs): 5-5.7 CPU-s
-per GB, taken from a machine the direct run already keeps 1.96 cores busy. The
-end-to-end latency: a pass through the gateway (packet in to packet out, from
-tcpdump) takes 130-220 us at the median and 400-560 us at the p99, and a
-message's path has two (its Produce request, the Fetch response); the brokers
-here stall for 15-28 ms every 4-8 s, which the paths' taking turns every 1,000
-messages spreads over both. Spare cores (or several gateway processes on a
-bigger machine) are what close the throughput gaps."""
+PROFILE = """The consumer: perf puts ~64% of the gateway's cycles in the
+kernel (the two copies of every byte that any userland proxy makes, 25%;
+waking the peers and loopback TCP most of the rest) and py-spy no Python
+function above ~1% (a large Fetch response is scanned as it passes, never
+copied or held whole): ~0.9-1.0 CPU-s per GB consumed. The direct run already
+keeps the two cores ~90% busy with the brokers and the consumer, so the
+gateway's CPU comes out of the consumer's share; the group join through the
+gateway adds 20-110 ms, the rest of the gap is in the data phase. splice(2)
+instead of recv/send saved only ~0.1 CPU-s per GB when measured alone. The
+producer: perf puts ~68% of the gateway's cycles in the Python interpreter,
+spread over ~30 small steps per request, and ~28% in the kernel, about 130-160
+us per 31 KB request and its response (~31 us in-process on warm caches; the
+rest is the reactor, the socket calls and caches shared with the brokers'
+JVMs): 4.3-5.7 CPU-s per GB, taken from a machine the direct run already keeps
+1.96 cores busy. A read's frames now leave in one send per socket (a third of
+the sends gone). The end-to-end latency: a pass through the gateway (packet
+in to packet out, from tcpdump) takes 130-220 us at the median and 400-560 us
+at the p99, and a message's path has two (its Produce request, the Fetch
+response); the brokers here stall for 15-28 ms every 4-8 s, which the paths'
+taking turns every 1,000 messages spreads over both. Spare cores (or several
+gateway processes on a bigger machine) are what close the throughput gaps."""
 
 
 def standing(r):
