@@ -178,7 +178,8 @@ class ClientConnection(protocol.Protocol):
             frames = self.decoder.feed(data)
         except FrameError as e:
             return self.fail(f"bad framing: {e}")
-        self.outbox.held = self.upstream.held = True  # one send per socket
+        self.outbox.hold()  # one send per socket for this read's frames
+        self.upstream.hold()
         try:
             for frame in frames:
                 if self.closed:
@@ -816,7 +817,7 @@ class BrokerConnection(protocol.Protocol):
 
     def dataReceived(self, data):
         outbox = self.client.outbox
-        outbox.held = True  # the responses in this read: one send to the client
+        outbox.hold()  # the responses in this read: one send to the client
         try:
             self._received(data)
         finally:
