@@ -5,7 +5,7 @@ import struct
 from hypothesis import given, strategies as st
 from twisted.trial import unittest
 
-from vkafka.protocol.framing import FrameDecoder, FrameError, frame
+from vkafka.protocol.framing import FrameDecoder, FrameError, frame, frame_parts
 
 
 class FrameDecoderTests(unittest.TestCase):
@@ -28,6 +28,19 @@ class FrameDecoderTests(unittest.TestCase):
         decoder = FrameDecoder(max_frame_size=10)
         with self.assertRaises(FrameError):
             decoder.feed(struct.pack(">i", 11))
+
+    def test_one_whole_frame_not_copied(self):
+        """A read that is exactly one frame: its payload is a view of the read,
+        which is then sent as it came (frame_parts gives the read itself)."""
+        data = frame(b"request")
+        [payload] = FrameDecoder().feed(data)
+        self.assertIs(payload.obj, data)
+        self.assertEqual(frame_parts(payload), (data,))
+
+    def test_oversized_whole_frame_refused(self):
+        """The whole-frame shortcut keeps the size limit."""
+        with self.assertRaises(FrameError):
+            FrameDecoder(max_frame_size=10).feed(frame(b"x" * 11))
 
     def test_negative_size(self):
         """A negative size prefix is refused."""

@@ -5,7 +5,7 @@ import struct
 from twisted.trial import unittest
 
 from vkafka.protocol.headers import (
-    HeaderError, parse_request_header, response_header_length)
+    HeaderError, parse_request_header, request_body_offset, response_header_length)
 
 from .kafka_messages import metadata_request, request_frame
 
@@ -37,6 +37,21 @@ class RequestHeaderTests(unittest.TestCase):
         for cut in range(0, 8 + 2 + 6):
             with self.assertRaises(HeaderError):
                 parse_request_header(payload[:cut])
+
+    def test_body_offset_alone(self):
+        """request_body_offset (the forwarding path's) agrees with the full parse,
+        and refuses the same truncations."""
+        frames = [request_frame(metadata_request(), 12, 77, "my-client")[4:],
+                  struct.pack(">hhih", 3, 8, 5, 3) + b"abc" + b"rest",
+                  struct.pack(">hhih", 3, 8, 5, -1)]
+        for frame in frames:
+            self.assertEqual(request_body_offset(frame),
+                             parse_request_header(frame).body_offset)
+        for cut in range(0, 8 + 2 + len("my-client") + 1):
+            with self.assertRaises(HeaderError):
+                request_body_offset(frames[0][:cut])
+        with self.assertRaises(HeaderError):
+            request_body_offset(struct.pack(">hhih", 999, 0, 1, -1))
 
     def test_unknown_api(self):
         """An API key the codec doesn't know is a HeaderError."""

@@ -66,6 +66,10 @@ class FrameDecoder:
         """
         if not data:
             return []
+        if not self._chunks and len(data) >= 4:  # nothing pending: one whole frame?
+            (size,) = _SIZE.unpack_from(data, 0)
+            if size == len(data) - 4 and size <= self.max_frame_size:
+                return [memoryview(data)[4:]]  # most reads of requests and answers
         self._chunks.append(data)
         self._buffered += len(data)
         if self._need is not None and self._buffered < 4 + self._need:

@@ -176,21 +176,26 @@ def parse_request_header(frame):
         the codec does not know.
     """
     api_key, api_version, correlation_id = peek_request(frame)
-    pos = 8
-    if len(frame) < pos + 2:
+    body_offset = request_body_offset(frame)
+    (length,) = _INT16.unpack_from(frame, 8)
+    client_id = None if length < 0 else \
+        bytes(frame[10:10 + length]).decode("utf-8", "replace")
+    return RequestHeader(api_key, api_version, correlation_id, client_id, body_offset)
+
+
+def request_body_offset(frame):
+    """Where a request frame's body starts: ``parse_request_header``'s
+    body_offset without decoding the client id (the forwarding path's need)."""
+    if len(frame) < 10:
         raise HeaderError("truncated client id")
-    (length,) = _INT16.unpack_from(frame, pos)
-    pos += 2
-    if length < 0:
-        client_id = None
-    else:
-        if len(frame) < pos + length:
-            raise HeaderError("truncated client id")
-        client_id = bytes(frame[pos:pos + length]).decode("utf-8", "replace")
-        pos += length
+    api_key, api_version, _ = _FIXED.unpack_from(frame, 0)
+    (length,) = _INT16.unpack_from(frame, 8)
+    pos = 10 + max(length, 0)
+    if pos > len(frame):
+        raise HeaderError("truncated client id")
     if is_flexible(api_key, api_version):
         pos = skip_tagged_fields(frame, pos)
-    return RequestHeader(api_key, api_version, correlation_id, client_id, pos)
+    return pos
 
 
 def response_header_length(frame, api_key, api_version):

@@ -11,8 +11,8 @@ import struct
 import uuid
 
 from .headers import (
-    HeaderError, read_length, read_string, read_uvarint, skip_string,
-    skip_tagged_fields, write_string, write_uvarint)
+    HeaderError, read_length, read_string, skip_string, skip_tagged_fields,
+    write_string)
 from .records import count_records
 
 _I16 = struct.Struct(">h")
@@ -25,42 +25,42 @@ def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transacti
 
     *topic_name*, *topic_id* and *transactional_id* map the client's value to the
     value to send (v13+ names topics by id).  When they change nothing (v13+, the
-    tenant's own topic ids, no transactional id) the request is returned as it
-    came, not copied.
+    tenant's own topic ids, no transactional id or one that maps to itself) the
+    request is returned as it came: the walk builds pieces only from the first
+    change on, so the common case allocates nothing per topic or partition.
     """
     flexible = version >= 9
-    pieces = [frame[:body_offset]]
+    edits = []  # (start, end, bytes to put there), in order
     txn, pos = read_string(frame, body_offset, flexible)
-    pieces.append(write_string(transactional_id(txn) if txn is not None else None, flexible))
-    changed = pieces[-1] != frame[body_offset:pos]
-    pieces.append(frame[pos:pos + 6])  # acks, timeout
+    if txn is not None:
+        field = write_string(transactional_id(txn), flexible)
+        if field != frame[body_offset:pos]:
+            edits.append((body_offset, pos, field))
     (acks,) = _I16.unpack_from(frame, pos)
-    pos += 6
+    topics, pos = read_length(frame, pos + 6, flexible)  # after acks, timeout
     records = 0
-    if flexible:
-        count, pos = read_uvarint(frame, pos)
-        topics = count - 1
-        pieces.append(write_uvarint(count))
-    else:
-        (topics,) = _I32.unpack_from(frame, pos)
-        pieces.append(frame[pos:pos + 4])
-        pos += 4
     for _ in range(max(topics, 0)):
         if version >= 13:
             raw = bytes(frame[pos:pos + 16])
-            pieces.append(topic_id(uuid.UUID(bytes=raw)).bytes)
+            client_id = uuid.UUID(bytes=raw)
+            sent = topic_id(client_id)
+            if sent != client_id:
+                edits.append((pos, pos + 16, sent.bytes))
             pos += 16
-            changed = changed or pieces[-1] != raw
         else:
+            start = pos
             name, pos = read_string(frame, pos, flexible)
-            pieces.append(write_string(topic_name(name), flexible))
-            changed = True
-        start = pos  # the partitions, copied as they are
+            edits.append((start, pos, write_string(topic_name(name), flexible)))
         pos, count = _partitions(frame, pos, flexible, True)
         records += count
-        pieces.append(frame[start:pos])
-    pieces.append(frame[pos:])  # top-level tagged fields
-    return (b"".join(pieces) if changed else frame), acks, records
+    if not edits:
+        return frame, acks, records
+    pieces, copied = [], 0
+    for start, end, field in edits:
+        pieces += (frame[copied:start], field)
+        copied = end
+    pieces.append(frame[copied:])
+    return b"".join(pieces), acks, records
 
 
 def _partitions(frame, pos, flexible, counted):

@@ -32,7 +32,7 @@ from ..protocol.fastpath import FetchStream, Scan, neutral_tags
 from ..protocol.framing import FrameDecoder, FrameError, frame_parts, framed
 from ..protocol.headers import (
     API_VERSIONS, HeaderError, is_flexible, parse_request_header, peek_request,
-    response_header_length)
+    request_body_offset, response_header_length)
 from ..protocol.produce import scan_produce
 from ..tenancy import concentration
 from ..tenancy.walker import Foreign, RequestContext
@@ -222,7 +222,7 @@ class ClientConnection(protocol.Protocol):
                 rewritten = None
                 if rule.rewrite_frame is not None:
                     try:
-                        body_offset = parse_request_header(frame).body_offset
+                        body_offset = request_body_offset(frame)
                         rewritten = rule.rewrite_frame(self, context, frame,
                                                        body_offset, api_version)
                     except _REWRITE_ERRORS as e:
@@ -257,7 +257,7 @@ class ClientConnection(protocol.Protocol):
                     acks, records = context.produced  # read by the rewrite
                 else:
                     if body_offset is None:
-                        body_offset = parse_request_header(frame).body_offset
+                        body_offset = request_body_offset(frame)
                     acks, records = scan_produce(frame, body_offset, api_version)
             except (HeaderError, struct.error) as e:
                 return self.fail(f"malformed produce request: {e}")

@@ -18,8 +18,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..auth.sasl import SASL_HANDSHAKE, VERSIONS as SASL_VERSIONS
-from ..protocol.fastpath import fetch_request_ids, scan_fetch, scan_produce_response
+from ..protocol.fastpath import (
+    fetch_request_ids, rename_produce_response, scan_fetch, scan_produce_response)
 from ..protocol.headers import codec_versions
+from ..protocol.produce import rewrite_produce
 from .metadata_cache import made_of
 from .naming import GROUP, TOPIC, TRANSACTION
 from .walker import ZERO_UUID
@@ -270,8 +272,6 @@ def _produce_response_names(frame, offset, version, scan, rctx):
     librdkafka's v10).  A name that is not the tenant's: decoded (and dropped)."""
     if version >= 13 or not scan.tags_empty or rctx.decoy_names or rctx.decoy_ids:
         return None
-    from ..protocol.fastpath import rename_produce_response
-
     namespace = rctx.namespace
     return rename_produce_response(frame, offset, version,
                                    lambda name: namespace.logical(TOPIC, name))
@@ -280,8 +280,6 @@ def _produce_response_names(frame, offset, version, scan, rctx):
 def _produce_frame(conn, rctx, frame, body_offset, version):
     """Produce: topics and transactional id renamed by slicing; records untouched
     (acks and the record count, read on the way, are left in the context)."""
-    from ..protocol.produce import rewrite_produce
-
     frame, acks, records = rewrite_produce(
         frame, body_offset, version,
         topic_name=lambda name: rctx.to_physical(TOPIC, name),
