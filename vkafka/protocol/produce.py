@@ -26,8 +26,9 @@ def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transacti
     *topic_name*, *topic_id* and *transactional_id* map the client's value to the
     value to send (v13+ names topics by id).  When they change nothing (v13+, the
     tenant's own topic ids, no transactional id or one that maps to itself) the
-    request is returned as it came: the walk builds pieces only from the first
-    change on, so the common case allocates nothing per topic or partition.
+    request is returned as it came: the walk only notes what changes, and the
+    frame is cut and joined only if something does, so the common case
+    allocates nothing per topic or partition.
     """
     flexible = version >= 9
     edits = []  # (start, end, bytes to put there), in order
@@ -42,9 +43,9 @@ def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transacti
     for _ in range(max(topics, 0)):
         if version >= 13:
             raw = bytes(frame[pos:pos + 16])
-            client_id = uuid.UUID(bytes=raw)
-            sent = topic_id(client_id)
-            if sent != client_id:
+            given = uuid.UUID(bytes=raw)
+            sent = topic_id(given)
+            if sent != given:
                 edits.append((pos, pos + 16, sent.bytes))
             pos += 16
         else:
