@@ -19,35 +19,43 @@ _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 
 
-def rewrite_produce(frame, body_offset, version, topic_name, topic_id, transactional_id):
+def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
+                    transactional_id=None):
     """``(frame, acks, records)``: the request frame with names rewritten, record
-    bytes copied as they are; and what ``scan_produce`` reads, from the same walk.
+    bytes copied as they are; and the request's acks and record count, from the
+    same walk.
 
     *topic_name*, *topic_id* and *transactional_id* map the client's value to the
-    value to send (v13+ names topics by id).  When they change nothing (v13+, the
-    tenant's own topic ids, no transactional id or one that maps to itself) the
-    request is returned as it came: the walk only notes what changes, and the
-    frame is cut and joined only if something does, so the common case
-    allocates nothing per topic or partition.
+    value to send (v13+ names topics by id); None leaves that field as it is,
+    unread.  When they change nothing (v13+, the tenant's own topic ids, no
+    transactional id or one that maps to itself) the request is returned as it
+    came: the walk only notes what changes, and the frame is cut and joined only
+    if something does, so the common case allocates nothing per topic or
+    partition.
     """
     flexible = version >= 9
     edits = []  # (start, end, bytes to put there), in order
-    txn, pos = read_string(frame, body_offset, flexible)
-    if txn is not None:
-        field = write_string(transactional_id(txn), flexible)
-        if field != frame[body_offset:pos]:
-            edits.append((body_offset, pos, field))
+    if transactional_id is None:
+        pos = skip_string(frame, body_offset, flexible)
+    else:
+        txn, pos = read_string(frame, body_offset, flexible)
+        if txn is not None:
+            field = write_string(transactional_id(txn), flexible)
+            if field != frame[body_offset:pos]:
+                edits.append((body_offset, pos, field))
     (acks,) = _I16.unpack_from(frame, pos)
     topics, pos = read_length(frame, pos + 6, flexible)  # after acks, timeout
     records = 0
     for _ in range(max(topics, 0)):
         if version >= 13:
-            raw = bytes(frame[pos:pos + 16])
-            given = uuid.UUID(bytes=raw)
-            sent = topic_id(given)
-            if sent != given:
-                edits.append((pos, pos + 16, sent.bytes))
+            if topic_id is not None:
+                given = uuid.UUID(bytes=bytes(frame[pos:pos + 16]))
+                sent = topic_id(given)
+                if sent != given:
+                    edits.append((pos, pos + 16, sent.bytes))
             pos += 16
+        elif topic_name is None:
+            pos = skip_string(frame, pos, flexible)
         else:
             start = pos
             name, pos = read_string(frame, pos, flexible)
@@ -85,18 +93,10 @@ def _partitions(frame, pos, flexible, counted):
 
 
 def scan_produce(frame, body_offset, version):
-    """(acks, records) of a Produce request, read by lengths.
+    """(acks, records) of a Produce request, read by lengths (``rewrite_produce``
+    changing nothing).
 
     ``acks=0`` gets no response; *records* counts the records of its whole
     batches (from the batch headers, nothing decoded).
     """
-    flexible = version >= 9
-    pos = skip_string(frame, body_offset, flexible)  # transactional id
-    (acks,) = _I16.unpack_from(frame, pos)
-    topics, pos = read_length(frame, pos + 6, flexible)  # after acks, timeout
-    records = 0
-    for _ in range(max(topics, 0)):
-        pos = pos + 16 if version >= 13 else skip_string(frame, pos, flexible)
-        pos, count = _partitions(frame, pos, flexible, True)
-        records += count
-    return acks, records
+    return rewrite_produce(frame, body_offset, version)[1:]
