@@ -284,6 +284,7 @@ def makeService(config, reactor=None):
     from .admin.app import admin_root
     from .admin.users import UserChecker, generated_admin
     from .proxy.discovery import Refresher
+    from .proxy.dispatch import lean_dispatch
     from .proxy.gateway import Gateway
     from .proxy.topology import Topology
     from .proxy.splice import tune_allocator
@@ -309,6 +310,7 @@ def makeService(config, reactor=None):
     # within 1 ms instead of Python's default 5 ms.
     sys.setswitchinterval(0.001)
     tune_allocator()  # no per-read mmap of read buffers
+    lean_dispatch(reactor)  # no logging context pushed per socket event
     refresher = Refresher(reactor, topology, upstream,
                           all_topics=tenancy is not None)
     gateway = Gateway(reactor, topology, rules,
