@@ -527,14 +527,16 @@ copied or held whole): ~0.9-1.0 CPU-s per GB consumed. The direct run already
 keeps the two cores ~90% busy with the brokers and the consumer, so the
 gateway's CPU comes out of the consumer's share; the group join through the
 gateway adds 20-110 ms, the rest of the gap is in the data phase. splice(2)
-instead of recv/send saved only ~0.1 CPU-s per GB when measured alone. The
+instead of recv/send saved only ~0.1 CPU-s per GB when measured alone; longer
+runs, larger socket buffers, fewer larger reads and real-time priority did not
+narrow the gap (docs/performance.md, session 7). The
 producer: perf puts ~68% of the gateway's cycles in the Python interpreter,
 spread over ~30 small steps per request, and ~28% in the kernel, about 110-140
 us per 31 KB request and its response (22 us in-process on warm caches; the
 rest is the reactor, the socket calls and caches shared with the brokers'
-JVMs): 3.6-5 CPU-s per GB, taken from a machine the direct run already keeps
+JVMs): 3.2-5 CPU-s per GB, taken from a machine the direct run already keeps
 1.96 cores busy. A read's frames leave in one send per socket (a third of the
-sends gone). The end-to-end latency: a pass through the gateway (packet
+sends gone), and the reactor's loop pushes no logging context per event (-12%). The end-to-end latency: a pass through the gateway (packet
 in to packet out, from tcpdump) takes 130-220 us at the median and 400-560 us
 at the p99, and a message's path has two (its Produce request, the Fetch
 response); the brokers here stall for 15-28 ms every 4-8 s, which the paths'
