@@ -120,13 +120,22 @@ def produce(direct, records, props):
 
 
 def consume(direct, records, props):
+    """(MB.sec of the whole run, the group join included: what the bench
+    compares; the run's detail: its join, its data phase alone and the
+    consumer's own average fetch latency, which say where a gap is)."""
     args = ["--bootstrap-server", devstack.BOOTSTRAP if direct else gateway_bootstrap(),
             "--topic", PHYSICAL if direct else LOGICAL, "--messages", str(records),
-            "--timeout", "60000"]
+            "--timeout", "60000", "--print-metrics"]
     if not direct:
         args += ["--consumer.config", props]
-    last = tool("kafka-consumer-perf-test", *args).strip().splitlines()[-1]
-    return float(last.split(",")[3])  # MB.sec
+    lines = tool("kafka-consumer-perf-test", *args).splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("start.time"))
+    fields = [f.strip() for f in lines[header + 1].split(",")]
+    latency = next(line for line in lines if line.startswith(
+        "consumer-fetch-manager-metrics:fetch-latency-avg:{client-id="))
+    return float(fields[3]), {"join_ms": float(fields[6]),
+                              "data_mb_s": float(fields[8]),
+                              "fetch_latency_ms": float(latency.rsplit(":", 1)[1])}
 
 
 LATENCY_RATE = 200
@@ -365,7 +374,8 @@ def main(argv=None):
     recreate(DIRECT_LATENCY, 1, 3, LATENCY_REPLICAS)
     gateway = Gateway(devstack.DEMO_SECRET)
     results = {"produce": {"direct": [], "gateway": []},
-               "consume": {"direct": [], "gateway": []}}
+               "consume": {"direct": [], "gateway": []},
+               "consume_detail": {"direct": [], "gateway": []}}
     try:
         # Memory first, on a fresh gateway: later runs leave freed buffers that
         # the allocator would hand to new connections, hiding their cost.
@@ -375,9 +385,13 @@ def main(argv=None):
             order = (True, False) if round_ % 2 == 0 else (False, True)
             for measure, run in (("produce", produce), ("consume", consume)):
                 for direct in order:
+                    side = "direct" if direct else "gateway"
                     before = gateway.cpu_seconds()
-                    results[measure]["direct" if direct else "gateway"].append(
-                        run(direct, args.records, props))
+                    value = run(direct, args.records, props)
+                    if measure == "consume":
+                        value, detail = value
+                        results["consume_detail"][side].append(detail)
+                    results[measure][side].append(value)
                     if not direct:
                         cpu[measure] += gateway.cpu_seconds() - before
         moved = args.rounds * args.records * 1024  # each way, through the gateway
@@ -435,6 +449,8 @@ def summarize(results, md, topics, per_connection, cpu, moved, args):
         "cpu_s_per_gb_produced": cpu["produce"] / (moved / 2**30),
         "cpu_s_per_gb_consumed": cpu["consume"] / (moved / 2**30),
         "rounds_mb_s": {k: results[k] for k in ("produce", "consume")},
+        "consume_detail": {side: {k: statistics.median(d[k] for d in v) for k in v[0]}
+                           for side, v in results["consume_detail"].items()},
     }
 
 
@@ -486,6 +502,16 @@ def write_report(r, out):
         f"gateway {' / '.join(f'{x:.1f}' for x in sides['gateway'])}"
         for name, sides in (("Producer", r["rounds_mb_s"]["produce"]),
                             ("Consumer", r["rounds_mb_s"]["consume"])))
+    detail = r.get("consume_detail")  # reports from before session 7 lack it
+    if detail:
+        rounds += ("\n- Consumer, medians: group join (ms) direct "
+                   f"{detail['direct']['join_ms']:.0f}, gateway {detail['gateway']['join_ms']:.0f}; "
+                   f"data phase alone (MB/s) direct {detail['direct']['data_mb_s']:.1f}, "
+                   f"gateway {detail['gateway']['data_mb_s']:.1f} (ratio "
+                   f"{detail['gateway']['data_mb_s'] / detail['direct']['data_mb_s']:.3f}); "
+                   f"the consumer's average fetch latency (ms) direct "
+                   f"{detail['direct']['fetch_latency_ms']:.2f}, gateway "
+                   f"{detail['gateway']['fetch_latency_ms']:.2f}")
     rounds += "\n- End-to-end p99, ms: " + "; ".join(
         f"{side} {' / '.join(f'{x[1]:.2f}' for x in r['latency_rounds_ms'][side])}"
         for side in ("direct", "gateway"))

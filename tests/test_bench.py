@@ -35,4 +35,8 @@ class BenchTests(unittest.TestCase):
         for side in ("Producer", "Consumer"):  # round by round, both sides
             self.assertRegex(report, rf"- {side}, MB/s: direct [\d.]+; gateway [\d.]+")
         self.assertRegex(report, r"- End-to-end p99, ms: direct [\d.]+; gateway [\d.]+")
+        self.assertRegex(report, r"- Consumer, medians: group join \(ms\) direct \d+, "
+                                 r"gateway \d+; data phase alone \(MB/s\) direct [\d.]+, "
+                                 r"gateway [\d.]+ \(ratio [\d.]+\); the consumer's average "
+                                 r"fetch latency \(ms\) direct [\d.]+, gateway [\d.]+")
         self.assertGreater((out / "benchmarks.png").stat().st_size, 1000)
