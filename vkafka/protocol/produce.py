@@ -16,7 +16,6 @@ from .headers import (
 from .records import count_records
 
 _I16 = struct.Struct(">h")
-_I32 = struct.Struct(">i")
 
 
 def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
@@ -60,7 +59,7 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
             start = pos
             name, pos = read_string(frame, pos, flexible)
             edits.append((start, pos, write_string(topic_name(name), flexible)))
-        pos, count = _partitions(frame, pos, flexible, True)
+        pos, count = _partitions(frame, pos, flexible)
         records += count
     if not edits:
         return frame, acks, records
@@ -72,16 +71,14 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
     return b"".join(pieces), acks, records
 
 
-def _partitions(frame, pos, flexible, counted):
-    """Walk one topic's partitions: (position after them, records in them if
-    *counted*, else 0)."""
+def _partitions(frame, pos, flexible):
+    """Walk one topic's partitions: (position after them, records in them)."""
     records = 0
     partitions, pos = read_length(frame, pos, flexible)
     for _ in range(max(partitions, 0)):
         size, pos = read_length(frame, pos + 4, flexible)  # after the index
         if size > 0:
-            if counted:
-                records += count_records(frame, pos, min(pos + size, len(frame)))
+            records += count_records(frame, pos, min(pos + size, len(frame)))
             pos += size
         if flexible:
             pos = skip_tagged_fields(frame, pos)
