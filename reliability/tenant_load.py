@@ -31,6 +31,7 @@ def main(argv=None):
               "sasl.password": args.token}
     admin = AdminClient(config)
     admin.create_topics([NewTopic(args.topic, 6, 3)])[args.topic].result(60)
+    visible(admin, args.topic, 6, time.monotonic() + 60)
 
     expected = args.producers * args.records
     lock = threading.Lock()
@@ -58,8 +59,12 @@ def main(argv=None):
 
     def consume(index):
         nonlocal duplicates, foreign
+        # A subscribed topic the group leader's metadata lacks when it assigns
+        # is looked up again only at this interval (5 min by default): a broker
+        # still applying the creation would leave the group nothing to read.
         consumer = Consumer({**config, "group.id": "load-group",
-                             "auto.offset.reset": "earliest"})
+                             "auto.offset.reset": "earliest",
+                             "topic.metadata.refresh.interval.ms": 5000})
         consumer.subscribe([args.topic])
         while not done.is_set() and time.monotonic() < deadline:
             for m in consumer.consume(500, 0.5):
@@ -88,6 +93,21 @@ def main(argv=None):
                       "acked": sum(acked), "failed": failed, "consumed": len(seen),
                       "duplicates": duplicates, "foreign": foreign,
                       "seconds": round(time.monotonic() - started, 1)}))
+
+
+def visible(admin, topic, partitions, deadline):
+    """Wait until the brokers list *topic* with all its partitions led: its
+    creation is acknowledged before every broker has applied it."""
+    while True:
+        found = admin.list_topics(topic, timeout=10).topics.get(topic)
+        if found is not None and found.error is None and \
+                len(found.partitions) == partitions and \
+                all(p.leader >= 0 for p in found.partitions.values()):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic} not listed with {partitions} led "
+                               f"partitions: {found}")
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":
