@@ -2,7 +2,9 @@
 
 Starts what it needs (the local cluster, one tenant gateway), then alternates
 direct and through-the-gateway runs of the stock Kafka perf tools for a tenant
-authenticated with SASL/PLAIN, so the rewrite path is what is measured.
+authenticated with SASL/PLAIN, so the rewrite path is what is measured.  A
+third path, through a bare TCP forwarder (bench/forwarder.py), takes its turn
+in every round: what a proxy process that does nothing costs on this machine.
 Writes docs/benchmarks.md and docs/benchmarks.png (or --out DIR).
 """
 
@@ -66,6 +68,40 @@ def recreate(name, partitions, replication, replicas=None):
     admin.create_topics([topic])[name].result(60)
 
 
+def _cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]
+    utime, stime = fields.split()[11:13]
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+class Forwarder:
+    """bench/forwarder.py in front of the brokers' HOP listeners."""
+
+    def __init__(self):
+        pairs = [f"{advertised}:{listener}"
+                 for listener, advertised in devstack.FORWARDED.values()]
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "forwarder.py"), *pairs],
+            stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while devstack.brokers_up(forwarder_bootstrap()) != sorted(devstack.NODES):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    "the bare forwarder does not reach the brokers' HOP listeners "
+                    f"(devstack.FORWARDED) through {forwarder_bootstrap()}; brokers "
+                    "started before the listener existed need a restart: make down up")
+            time.sleep(0.3)
+
+    def cpu_seconds(self):
+        return _cpu_seconds(self.process.pid)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(15)
+
+
 class Gateway:
     def __init__(self, token_secret, *options):
         self.logfile = Path(tempfile.mkdtemp(prefix="vkafka-bench-")) / "gateway.log"
@@ -85,9 +121,7 @@ class Gateway:
             raise RuntimeError(f"bench gateway exited; see {self.logfile}")
 
     def cpu_seconds(self):
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1]
-        utime, stime = fields.split()[11:13]
-        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+        return _cpu_seconds(self.process.pid)
 
     def rss_kb(self):
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -107,26 +141,36 @@ def properties(token, path):
     return str(path)
 
 
-def produce(direct, records, props):
-    args = ["--topic", PHYSICAL if direct else LOGICAL, "--num-records", str(records),
+PATHS = ("direct", "forwarder", "gateway")
+
+
+def bootstrap(path):
+    return {"direct": devstack.BOOTSTRAP, "forwarder": forwarder_bootstrap(),
+            "gateway": gateway_bootstrap()}[path]
+
+
+def produce(path, records, props):
+    """MB/s of one kafka-producer-perf-test run on *path* (one of PATHS)."""
+    tenant = path == "gateway"
+    args = ["--topic", LOGICAL if tenant else PHYSICAL, "--num-records", str(records),
             "--record-size", "1024", "--throughput", "-1", "--producer-props",
-            f"bootstrap.servers={devstack.BOOTSTRAP if direct else gateway_bootstrap()}",
-            "acks=all"]
-    if not direct:
+            f"bootstrap.servers={bootstrap(path)}", "acks=all"]
+    if tenant:
         args += ["--producer.config", props]
     last = tool("kafka-producer-perf-test", *args).strip().splitlines()[-1]
     match = re.search(r"\(([\d.]+) MB/sec\)", last)
     return float(match.group(1))
 
 
-def consume(direct, records, props):
+def consume(path, records, props):
     """(MB.sec of the whole run, the group join included: what the bench
     compares; the run's detail: its join, its data phase alone and the
     consumer's own average fetch latency, which say where a gap is)."""
-    args = ["--bootstrap-server", devstack.BOOTSTRAP if direct else gateway_bootstrap(),
-            "--topic", PHYSICAL if direct else LOGICAL, "--messages", str(records),
+    tenant = path == "gateway"
+    args = ["--bootstrap-server", bootstrap(path),
+            "--topic", LOGICAL if tenant else PHYSICAL, "--messages", str(records),
             "--timeout", "60000", "--print-metrics"]
-    if not direct:
+    if tenant:
         args += ["--consumer.config", props]
     lines = tool("kafka-consumer-perf-test", *args).splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("start.time"))
@@ -260,6 +304,11 @@ def gateway_bootstrap():
     return f"localhost:{GATEWAY_PORT}"
 
 
+def forwarder_bootstrap():
+    return ",".join(f"localhost:{advertised}"
+                    for _, advertised in devstack.FORWARDED.values())
+
+
 def all_topics_client(direct, token):
     """(a raw client, as the tenant of *token* or direct, and an all-topics
     Metadata v12 request for it)."""
@@ -373,27 +422,29 @@ def main(argv=None):
     recreate(PHYSICAL_LATENCY, 1, 3, LATENCY_REPLICAS)
     recreate(DIRECT_LATENCY, 1, 3, LATENCY_REPLICAS)
     gateway = Gateway(devstack.DEMO_SECRET)
-    results = {"produce": {"direct": [], "gateway": []},
-               "consume": {"direct": [], "gateway": []},
-               "consume_detail": {"direct": [], "gateway": []}}
+    forwarder = None
+    results = {k: {side: [] for side in PATHS}
+               for k in ("produce", "consume", "consume_detail")}
     try:
+        forwarder = Forwarder()
         # Memory first, on a fresh gateway: later runs leave freed buffers that
         # the allocator would hand to new connections, hiding their cost.
         per_connection = connections_memory(gateway, token, args.connections)
-        cpu = {"produce": 0.0, "consume": 0.0}  # gateway CPU-s in its own runs
+        # CPU-s of the gateway and the forwarder in their own runs
+        cpu = {side: {"produce": 0.0, "consume": 0.0} for side in PATHS[1:]}
+        hop = {"gateway": gateway, "forwarder": forwarder}
         for round_ in range(args.rounds):
-            order = (True, False) if round_ % 2 == 0 else (False, True)
+            order = PATHS[round_ % 3:] + PATHS[:round_ % 3]  # each path leads in turn
             for measure, run in (("produce", produce), ("consume", consume)):
-                for direct in order:
-                    side = "direct" if direct else "gateway"
-                    before = gateway.cpu_seconds()
-                    value = run(direct, args.records, props)
+                for side in order:
+                    before = hop[side].cpu_seconds() if side in hop else 0.0
+                    value = run(side, args.records, props)
                     if measure == "consume":
                         value, detail = value
                         results["consume_detail"][side].append(detail)
                     results[measure][side].append(value)
-                    if not direct:
-                        cpu[measure] += gateway.cpu_seconds() - before
+                    if side in hop:
+                        cpu[side][measure] += hop[side].cpu_seconds() - before
         moved = args.rounds * args.records * 1024  # each way, through the gateway
         results["latency"] = latency(args.rounds, args.latency_messages, token)
         topics = ensure_metadata_topics(args.metadata_topics, args.metadata_vclusters)
@@ -403,6 +454,8 @@ def main(argv=None):
               "gateway": metadata_latencies(False, md_token, args.metadata_requests)}
     finally:
         gateway.stop()
+        if forwarder is not None:
+            forwarder.stop()
     # The same requests with the answer cache off: what each one costs when the
     # broker is asked (the first answer after a change, or --metadata-cache=0).
     uncached = Gateway(devstack.DEMO_SECRET, "--metadata-cache=0")
@@ -418,8 +471,9 @@ def main(argv=None):
 
 
 def summarize(results, md, topics, per_connection, cpu, moved, args):
-    """The report: medians, ratios, each round's throughput, gateway CPU per GB
-    (*cpu*: seconds in its produce and consume runs; *moved*: bytes each way)."""
+    """The report: medians, ratios, each round's throughput, CPU per GB of the
+    gateway and the forwarder (*cpu*: seconds in their own produce and consume
+    runs; *moved*: bytes each way)."""
     med = {k: {side: statistics.median(v) for side, v in results[k].items()}
            for k in ("produce", "consume")}
     # Like the throughputs, the medians of the rounds: one stretch of broker
@@ -438,6 +492,10 @@ def summarize(results, md, topics, per_connection, cpu, moved, args):
         "produce_mb_s": med["produce"], "consume_mb_s": med["consume"],
         "produce_ratio": med["produce"]["gateway"] / med["produce"]["direct"],
         "consume_ratio": med["consume"]["gateway"] / med["consume"]["direct"],
+        "forwarder_ratio": {k: med[k]["forwarder"] / med[k]["direct"]
+                            for k in ("produce", "consume")},
+        "forwarder_cpu_s_per_gb": {k: v / (moved / 2**30)
+                                   for k, v in cpu["forwarder"].items()},
         "latency_ms": lat,
         "added_p99_ms": lat["gateway"][1] - lat["direct"][1],
         "latency_rounds_ms": rounds,
@@ -445,9 +503,9 @@ def summarize(results, md, topics, per_connection, cpu, moved, args):
         "metadata_ms": {side: (percentile(v, 50), percentile(v, 99))
                         for side, v in md.items()},
         "kb_per_connection": per_connection, "connections": args.connections,
-        "cpu_s_per_gb": sum(cpu.values()) / (2 * moved / 2**30),
-        "cpu_s_per_gb_produced": cpu["produce"] / (moved / 2**30),
-        "cpu_s_per_gb_consumed": cpu["consume"] / (moved / 2**30),
+        "cpu_s_per_gb": sum(cpu["gateway"].values()) / (2 * moved / 2**30),
+        "cpu_s_per_gb_produced": cpu["gateway"]["produce"] / (moved / 2**30),
+        "cpu_s_per_gb_consumed": cpu["gateway"]["consume"] / (moved / 2**30),
         "rounds_mb_s": {k: results[k] for k in ("produce", "consume")},
         "consume_detail": {side: {k: statistics.median(d[k] for d in v) for k in v[0]}
                            for side, v in results["consume_detail"].items()},
@@ -463,13 +521,20 @@ def write_report(r, out):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3))
     names = ["produce", "consume"]
-    ratios = [r["produce_ratio"], r["consume_ratio"]]
-    ax.bar(names, ratios, color=["#4c72b0", "#55a868"])
+    forwarder = r.get("forwarder_ratio")  # reports from before session 8 lack it
+    width = 0.38 if forwarder else 0.6
+    at = [i - width / 2 if forwarder else i for i in range(2)]
+    ax.bar(at, [r["produce_ratio"], r["consume_ratio"]], width, color="#4c72b0",
+           label="vkafka")
+    if forwarder:
+        ax.bar([i + width for i in at], [forwarder[k] for k in names], width,
+               color="#bbbbbb", label="bare TCP forwarder")
+    ax.set_xticks(range(2), names)
     ax.axhline(0.95, color="red", linestyle="--", label="target 0.95")
-    ax.set_ylim(0, 1.2)
-    ax.set_ylabel("gateway / direct")
-    ax.set_title("vkafka throughput relative to direct Kafka")
-    ax.legend()
+    ax.set_ylim(0, 1.45)
+    ax.set_ylabel("through / direct")
+    ax.set_title("Throughput relative to direct Kafka, same run")
+    ax.legend(loc="upper center", ncol=3, fontsize="small")
     fig.tight_layout()
     fig.savefig(out / "benchmarks.png")
     lat = r["latency_ms"]
@@ -498,10 +563,23 @@ def write_report(r, out):
          f"{r['cpu_s_per_gb_consumed']:.2f})", "", ""),
     ]
     rounds = "\n".join(
-        f"- {name}, MB/s: direct {' / '.join(f'{x:.1f}' for x in sides['direct'])}; "
-        f"gateway {' / '.join(f'{x:.1f}' for x in sides['gateway'])}"
+        f"- {name}, MB/s: " + "; ".join(
+            f"{side} {' / '.join(f'{x:.1f}' for x in values)}"
+            for side, values in ((k, sides.get(k)) for k in ("direct", "gateway",
+                                                             "forwarder")) if values)
         for name, sides in (("Producer", r["rounds_mb_s"]["produce"]),
                             ("Consumer", r["rounds_mb_s"]["consume"])))
+    if forwarder:
+        mb_s, cpu = (r["produce_mb_s"], r["consume_mb_s"]), r["forwarder_cpu_s_per_gb"]
+        rounds += (
+            "\n- Bare TCP forwarder (bench/forwarder.py: bytes copied both ways, "
+            "no Kafka logic), medians: producer "
+            f"{mb_s[0]['forwarder']:.1f} MB/s ({forwarder['produce']:.3f} of direct), "
+            f"consumer {mb_s[1]['forwarder']:.1f} MB/s ({forwarder['consume']:.3f}); "
+            f"its CPU-s per GB produced / consumed {cpu['produce']:.2f} / "
+            f"{cpu['consume']:.2f}. The gateway against it: producer "
+            f"{mb_s[0]['gateway'] / mb_s[0]['forwarder']:.3f}, consumer "
+            f"{mb_s[1]['gateway'] / mb_s[1]['forwarder']:.3f}")
     detail = r.get("consume_detail")  # reports from before session 7 lack it
     if detail:
         rounds += ("\n- Consumer, medians: group join (ms) direct "
@@ -572,11 +650,19 @@ gateway processes on a bigger machine) are what close the throughput gaps."""
 
 def standing(r):
     """One line per target: met, or missed and by how much (this run's figures)."""
-    def ratio(name, value):
+    forwarder = r.get("forwarder_ratio")
+
+    def ratio(name, value, measure):
         if value >= 0.95:
             return f"- {name}: met ({value:.3f} of direct, target 0.95)."
-        return (f"- {name}: missed by {(0.95 - value) * 100:.1f} points "
+        line = (f"- {name}: missed by {(0.95 - value) * 100:.1f} points "
                 f"({value:.3f} of direct, target 0.95).")
+        if forwarder:
+            floor = forwarder[measure]
+            line += f" A bare TCP forwarder reached {floor:.3f} in this run"
+            line += (": below the target too, so on this machine a proxy process"
+                     " that does nothing misses it." if floor < 0.95 else ".")
+        return line
     def limit(value, most, unit):
         return "met" if value <= most else f"missed by {value - most:.1f} {unit}"
 
@@ -584,8 +670,8 @@ def standing(r):
     p99 = r["metadata_ms"]["gateway"][1]
     kb = r["kb_per_connection"]
     return "\n".join([
-        ratio("Producer throughput", r["produce_ratio"]),
-        ratio("Consumer throughput", r["consume_ratio"]),
+        ratio("Producer throughput", r["produce_ratio"], "produce"),
+        ratio("Consumer throughput", r["consume_ratio"], "consume"),
         f"- End-to-end p99 added: {limit(added, 1, 'ms')} ({added:+.2f} ms, target "
         "+1 ms).",
         f"- Tenant metadata p99 at {r['metadata_topics']:,} topics: "

@@ -35,6 +35,14 @@ class BenchTests(unittest.TestCase):
         for side in ("Producer", "Consumer"):  # round by round, both sides
             self.assertRegex(report, rf"- {side}, MB/s: direct [\d.]+; gateway [\d.]+")
         self.assertRegex(report, r"- End-to-end p99, ms: direct [\d.]+; gateway [\d.]+")
+        for side in ("Producer", "Consumer"):  # the bare forwarder took its turns
+            self.assertRegex(report, rf"- {side}, MB/s: direct [\d.]+; gateway [\d.]+; "
+                                     r"forwarder [\d.]+")
+        self.assertRegex(report, r"- Bare TCP forwarder \(bench/forwarder.py: [^)]*\), "
+                                 r"medians: producer [\d.]+ MB/s \([\d.]+ of direct\), "
+                                 r"consumer [\d.]+ MB/s \([\d.]+\); its CPU-s per GB "
+                                 r"produced / consumed [\d.]+ / [\d.]+\. The gateway "
+                                 r"against it: producer [\d.]+, consumer [\d.]+")
         self.assertRegex(report, r"- Consumer, medians: group join \(ms\) direct \d+, "
                                  r"gateway \d+; data phase alone \(MB/s\) direct [\d.]+, "
                                  r"gateway [\d.]+ \(ratio [\d.]+\); the consumer's average "

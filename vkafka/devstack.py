@@ -27,6 +27,12 @@ NODES = {1: 29092, 2: 29093, 3: 29094}
 EXTRA_NODES = {4: 29095}
 """Broker-only nodes a test may add at runtime (a broker joining the cluster)."""
 CONTROLLER_PORT = {1: 39092, 2: 39093, 3: 39094}
+FORWARDED = {n: (port + 100, port + 200) for n, port in NODES.items()}
+"""node -> (its HOP listener, the address that listener advertises).  `make
+bench` puts a bare TCP forwarder (bench/forwarder.py) on the advertised ports
+in front of the listeners, so a client bootstrapped through the forwarder
+stays behind it: the cost of a proxy process that does nothing, measured in
+the same run as the gateway."""
 BOOTSTRAP = ",".join(f"localhost:{p}" for p in NODES.values())
 HEAP = os.environ.get("VKAFKA_BROKER_HEAP", "-Xms256m -Xmx768m")
 
@@ -165,11 +171,14 @@ def _broker_config(node_id):
         "node.id": node_id,
         "controller.quorum.voters": voters,
         "listeners": f"PLAINTEXT://localhost:{port}" + (
-            "" if extra else f",CONTROLLER://localhost:{CONTROLLER_PORT[node_id]}"),
-        "advertised.listeners": f"PLAINTEXT://localhost:{port}",
+            "" if extra else f",CONTROLLER://localhost:{CONTROLLER_PORT[node_id]}"
+                             f",HOP://localhost:{FORWARDED[node_id][0]}"),
+        "advertised.listeners": f"PLAINTEXT://localhost:{port}" + (
+            "" if extra else f",HOP://localhost:{FORWARDED[node_id][1]}"),
         "inter.broker.listener.name": "PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map":
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,HOP:PLAINTEXT",
         "log.dirs": directory / "data",
         "auto.create.topics.enable": "false",
         "group.initial.rebalance.delay.ms": 0,
