@@ -640,7 +640,11 @@ gateway's CPU comes out of the consumer's share; the group join through the
 gateway adds 20-110 ms, the rest of the gap is in the data phase. splice(2)
 instead of recv/send saved only ~0.1 CPU-s per GB when measured alone; longer
 runs, larger socket buffers, fewer larger reads and real-time priority did not
-narrow the gap (docs/performance.md, session 7). The
+narrow the gap (docs/performance.md, session 7). The bare forwarder above
+makes the same syscalls with the same system time; the gateway's excess over
+it is user time, 0.25-0.3 CPU-s per GB: the scan of each streamed Fetch
+response (records counted for the metrics, framing checked) 0.05-0.08, the
+rest ~20 us of reactor and splice per read (session 8). The
 producer: perf puts ~68% of the gateway's cycles in the Python interpreter,
 spread over ~30 small steps per request, and ~28% in the kernel, about 110-140
 us per 31 KB request and its response (22 us in-process on warm caches; the
