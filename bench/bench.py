@@ -430,16 +430,17 @@ def main(argv=None):
         # Memory first, on a fresh gateway: later runs leave freed buffers that
         # the allocator would hand to new connections, hiding their cost.
         per_connection = connections_memory(gateway, token, args.connections)
-        # CPU-s of the gateway and the forwarder in their own runs
-        cpu = {side: {"produce": 0.0, "consume": 0.0} for side in PATHS[1:]}
+        # The proxy processes, and the CPU-s each spends in its own runs
         hop = {"gateway": gateway, "forwarder": forwarder}
+        cpu = {side: {"produce": 0.0, "consume": 0.0} for side in hop}
         # A warm-up, not counted: each path once, a tenth of a round.  The first
         # round otherwise ran on cold brokers (page cache, JIT; direct producer
         # rounds of 22 MB/s against 40) and a gateway yet to load the codec of
         # each API its clients use; whichever path came first paid for it.
+        warm_up = max(args.records // 10, 1)
         for side in PATHS:
-            produce(side, max(args.records // 10, 1), props)
-            consume(side, max(args.records // 10, 1), props)
+            produce(side, warm_up, props)
+            consume(side, warm_up, props)
         for round_ in range(args.rounds):
             order = PATHS[round_ % 3:] + PATHS[:round_ % 3]  # each path leads in turn
             for measure, run in (("produce", produce), ("consume", consume)):
