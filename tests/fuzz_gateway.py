@@ -243,6 +243,28 @@ def kio_would_abort(pending, payload):
 
 # ---- the world one input plays in -------------------------------------------
 
+def broker_api_versions():
+    """What the gateway's refresh learns from ApiVersions: every key the codec
+    has, at every version (the rule table cuts it down)."""
+    import datetime
+
+    from kio.schema.api_versions.v3.response import ApiVersion, ApiVersionsResponse
+    from kio.static.primitive import i16, i32Timedelta
+    from vkafka.protocol.headers import codec_versions
+    from kio.schema.index import api_key_map
+    keys = []
+    for key in sorted(api_key_map):
+        try:
+            low, high = codec_versions(key)
+        except Exception:
+            continue
+        keys.append(ApiVersion(api_key=i16(key), min_version=i16(low),
+                               max_version=i16(high)))
+    from kio.schema.errors import ErrorCode
+    return ApiVersionsResponse(error_code=ErrorCode.none, api_keys=tuple(keys),
+                               throttle_time=i32Timedelta.parse(datetime.timedelta(0)))
+
+
 class FakeEndpoint:
     """Connects at once to a StringTransport: the broker side of the splice."""
 
@@ -341,6 +363,8 @@ class Harness:
         if fdp.ConsumeBool():
             topology.learn_listing({"londont", "londonu", "parist", "physical.shared"},
                                    START)
+        if fdp.ConsumeIntInRange(0, 7):  # else: the brokers' versions not learnt yet
+            topology.api_versions = broker_api_versions()
         self.gateway = Gateway(
             self.reactor, topology, self.rules,
             endpoint_factory=lambda reactor, host, port: FakeEndpoint(self),
@@ -365,20 +389,26 @@ class Harness:
             raise Invariant("logged failure: " + event["log_failure"].getTraceback())
         # Open, a decoder holds at most one frame in the making.  A connection
         # closed on bad framing may keep the one chunk it refused until freed.
-        client, broker = self.client.decoder, self.broker.decoder
+        if self.broker is not None and self.client.claims is None:
+            raise Invariant("a broker connection was opened before authentication")
+        client = self.client.decoder
+        broker = self.broker.decoder if self.broker is not None else None
         slack = self.largest_chunk if self.client.closed else 0
         if client.buffered > client.max_frame_size + 4 + slack:
             raise Invariant(f"client decoder holds {client.buffered} bytes "
                             f"(limit {client.max_frame_size})")
-        if broker.buffered > broker.max_frame_size + 4 + slack:
+        if broker is not None and broker.buffered > broker.max_frame_size + 4 + slack:
             raise Invariant(f"broker decoder holds {broker.buffered} bytes")
         stats = self.stats
         if not self.client.closed:
             stats.client_buffer = max(stats.client_buffer, client.buffered)
-            stats.broker_buffer = max(stats.broker_buffer, broker.buffered)
+            if broker is not None:
+                stats.broker_buffer = max(stats.broker_buffer, broker.buffered)
         stats.pending = max(stats.pending, len(self.client.pending))
-        sent = self.broker_transport.value()
-        self.broker_transport.clear()
+        sent = b""
+        if self.broker_transport is not None:
+            sent = self.broker_transport.value()
+            self.broker_transport.clear()
         answered = self.transport.value()
         self.transport.clear()
         if closed_before and (sent or answered):
@@ -514,6 +544,8 @@ class Harness:
 
     def answer(self, fdp):
         """The broker answers the oldest forwarded request (or something else)."""
+        if self.broker is None:
+            return  # none is open before the first request after authentication
         from kio.static.constants import EntityType
         from vkafka.protocol.framing import frame
         from vkafka.protocol.headers import payload_class, is_flexible

@@ -56,6 +56,21 @@ def physical_topic(vcluster, logical):
     return VirtualClusters().namespace(vcluster).physical(TOPIC, logical)
 
 
+ADMIN_AUTH = ("admin", "conduktor")
+"""The admin user of devstack.TENANT_OPTIONS."""
+
+
+def scrape(url, auth=ADMIN_AUTH, context=None, timeout=10):
+    """GET an admin-port URL with basic auth, as Prometheus scrapes /metrics
+    (it answers nothing but /health without credentials); return the text."""
+    import base64
+    import urllib.request
+    request = urllib.request.Request(url, headers={
+        "Authorization": "Basic " + base64.b64encode(":".join(auth).encode()).decode()})
+    with urllib.request.urlopen(request, context=context, timeout=timeout) as r:
+        return r.read().decode()
+
+
 def unique(prefix="t"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

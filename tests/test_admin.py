@@ -27,14 +27,19 @@ class Clock:
         return self.now
 
 
+def make_checker():
+    """ADMIN (plain password) and VIEWER (read-only, bcrypt), checked inline."""
+    hashed = bcrypt.hashpw(b"look", bcrypt.gensalt(4)).decode()
+    users = parse_users(f"admin:conduktor,viewer:{hashed}:ro", allow_plain=True)
+    return UserChecker(users, run_blocking=lambda f, *a: f(*a))
+
+
 def make_api(ready=True, throttle=None):
     clock = Clock()
     store = MemoryStore()
     authority = TokenAuthority("z" * 32, clock)
     state = GatewayState(store, authority, VirtualClusters(), clock)
-    hashed = bcrypt.hashpw(b"look", bcrypt.gensalt(4)).decode()
-    users = parse_users(f"admin:conduktor,viewer:{hashed}:ro", allow_plain=True)
-    checker = UserChecker(users, run_blocking=lambda f, *a: f(*a))
+    checker = make_checker()
     health = (lambda: (None, {"brokers": [1]})) if ready else (
         lambda: ("cannot reach the Kafka cluster: refused", {"brokers": []}))
     root = admin_root(state, checker, health,

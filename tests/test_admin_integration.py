@@ -98,7 +98,7 @@ class SharedStateTests(unittest.TestCase):
                          ErrorCode.none)
         self.assertEqual(fetched.responses[0].partitions[0].error_code, ErrorCode.none)
         response = yield treq.get(f"http://localhost:{self.a.admin_port}/metrics",
-                                  persistent=False)
+                                  auth=ADMIN, persistent=False)
         text = yield response.text()
         samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
         series = {(s.name, s.labels.get("vcluster"), s.labels.get("direction")): s.value

@@ -8,7 +8,6 @@ gateway's metrics must show that responses were streamed.
 """
 
 import hashlib
-import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -46,9 +45,7 @@ class LargeFetchTests(TenantGatewayTestCase):
         assert producer.flush(60) == 0, "records not delivered"
 
     def streamed(self):
-        with urllib.request.urlopen(
-                f"http://localhost:{self.admin_port}/metrics", timeout=10) as r:
-            text = r.read().decode()
+        text = stack.scrape(f"http://localhost:{self.admin_port}/metrics")
         return sum(s.value for f in text_string_to_metric_families(text)
                    for s in f.samples
                    if s.name == "vkafka_streamed_responses_total"

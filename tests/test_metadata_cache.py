@@ -113,10 +113,10 @@ class MetadataCacheTests(TenantSpliceBase):
         other = self.gateway.factory_for_port(6969).buildProtocol(None)
         transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.4", 6))
         other.makeConnection(transport)
-        _, _, broker_transport = self.brokers[-1]
         other.dataReceived(handshake())
         other.dataReceived(authenticate("sa", self.authority.issue("paris", "sa", 60)))
         other.dataReceived(metadata_for(None, 3))
+        _, _, broker_transport = self.brokers[-1]  # opened by that request
         _, request = decode_request(FrameDecoder().feed(broker_transport.value())[0])
         self.assertEqual([t.name for t in request.topics], ["parisc"])
         self.assertNotIn(b"londona", transport.value())

@@ -62,7 +62,7 @@ class MetricsTests(TenantSpliceBase):
         self.client = self.gateway.factory_for_port(6969).buildProtocol(None)
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.4", 5))
         self.client.makeConnection(self.transport)
-        _, self.broker, self.broker_transport = self.brokers[-1]
+        self.brokers.clear()  # the broker side opens after login (base properties)
 
     def test_per_tenant_series(self):
         """Requests, bytes, latency and connections are labelled by virtual cluster."""
@@ -212,3 +212,43 @@ class PlainSeriesTests(unittest.TestCase):
         self.assertEqual(found[("vkafka_responses_total", (
             ("api", "Produce"), ("error", "not_leader_or_follower"),
             ("vcluster", "london")))], 1)
+
+
+class MetricsAccessTests(unittest.TestCase):
+    """/metrics names every tenant and its traffic: admin credentials only."""
+
+    def make(self, with_state=True):
+        """The admin port of make_api's users, serving *metrics* at /metrics."""
+        from treq.testing import StubTreq
+
+        from vkafka.admin.app import admin_root
+        from vkafka.admin.users import LoginThrottle
+        from vkafka.metrics import MetricsResource
+
+        from .test_admin import Clock, make_checker, make_api
+        metrics = Metrics()
+        metrics.for_connection("london").request("Produce", 100)
+        state = make_api()[1] if with_state else None
+        return StubTreq(admin_root(state, make_checker(), lambda: (None, {}),
+                                   throttle=LoginThrottle(Clock()),
+                                   metrics=MetricsResource(metrics)))
+
+    def get(self, http, path, auth=None):
+        response = self.successResultOf(http.get("http://gw" + path, auth=auth))
+        return response.code, self.successResultOf(response.content())
+
+    def test_credentials_needed(self):
+        """Without (or with wrong) credentials /metrics is 401 and shows no
+        tenant; /health stays open; admin and read-only users scrape it."""
+        for with_state in (True, False):  # tenant and passthrough modes
+            http = self.make(with_state)
+            for auth in (None, ("admin", "wrong")):
+                code, body = self.get(http, "/metrics", auth)
+                self.assertEqual(code, 401)
+                self.assertNotIn(b"london", body)
+            self.assertEqual(self.get(http, "/health")[0], 200)
+            for auth in (("admin", "conduktor"), ("viewer", "look")):
+                code, body = self.get(http, "/metrics", auth)
+                self.assertEqual(code, 200)
+                self.assertIn(b'vkafka_requests_total{api="Produce",vcluster="london"}',
+                              body)

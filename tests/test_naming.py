@@ -1,4 +1,4 @@
-"""The naming rule and ownership by longest prefix."""
+"""The naming rule; overlapping prefixes own nothing."""
 
 from twisted.trial import unittest
 
@@ -10,7 +10,7 @@ class NamingTests(unittest.TestCase):
     def setUp(self):
         self.vclusters = VirtualClusters()
         self.london = self.vclusters.namespace("london")
-        self.lon = self.vclusters.namespace("lon")
+        self.paris = self.vclusters.namespace("paris")
 
     def test_prefix_without_separator(self):
         """london + londonTopic -> londonlondonTopic, for topics, groups and txn ids."""
@@ -20,14 +20,29 @@ class NamingTests(unittest.TestCase):
             self.assertEqual(self.london.logical(kind, "londonlondonTopic"),
                              "londonTopic")
 
-    def test_longest_prefix_owns(self):
-        """"londonX" belongs to london, never to lon."""
-        self.assertIsNone(self.lon.logical(TOPIC, "londonX"))
-        self.assertEqual(self.lon.logical(TOPIC, "lonX"), "X")
+    def test_overlapping_own_nothing(self):
+        """lon and london overlap: neither owns "londonX" nor "lonX" (no guessing)."""
+        lon = self.vclusters.namespace("lon")
+        for ns in (lon, self.london):
+            for physical in ("londonX", "lonX"):
+                self.assertIsNone(ns.logical(TOPIC, physical))
 
-    def test_collision_refused(self):
-        """lon may not create "donX": its physical name is london's."""
-        e = self.assertRaises(InvalidName, self.lon.physical, TOPIC, "donX")
+    def test_overlapping_create_refused(self):
+        """lon may not create "donX" (london's physical name) nor anything else."""
+        lon = self.vclusters.namespace("lon")
+        for logical in ("donX", "X"):
+            e = self.assertRaises(InvalidName, lon.physical, TOPIC, logical)
+            self.assertIn("unavailable", str(e))
+
+    def test_longest_prefix_guard(self):
+        """Below the overlap rule, a namespace still yields to a longer prefix."""
+        from vkafka.tenancy.naming import Namespace, Prefixes
+        prefixes = Prefixes()
+        lon, _ = Namespace("lon", "lon", prefixes), Namespace("london", "london",
+                                                              prefixes)
+        self.assertIsNone(lon.logical(TOPIC, "londonX"))
+        self.assertEqual(lon.logical(TOPIC, "lonX"), "X")
+        e = self.assertRaises(InvalidName, lon.physical, TOPIC, "donX")
         self.assertIn("collides", str(e))
 
     def test_limits(self):
@@ -51,10 +66,3 @@ class NamingTests(unittest.TestCase):
             self.london.scrub("Topic 'londonlondonTopic' already exists in london."),
             "Topic 'londonTopic' already exists in london.")
 
-    def test_regex_confined(self):
-        """A tenant's regex is anchored under its prefix."""
-        import re
-        regex = re.compile(self.lon.regex("a.*"))
-        self.assertTrue(regex.fullmatch("lonabc"))
-        self.assertFalse(regex.fullmatch("xlonabc"))
-        self.assertFalse(regex.fullmatch("abc"))

@@ -1,10 +1,11 @@
 """Tenant mode on in-memory transports: SASL, rewriting, expiry, ordering."""
 
+import datetime
 import struct
 import uuid
 
 from kio.schema.errors import ErrorCode
-from kio.static.primitive import i32, i64
+from kio.static.primitive import i16, i32, i32Timedelta, i64
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
@@ -58,7 +59,18 @@ class TenantSpliceBase(unittest.TestCase):
         self.client = self.gateway.factory_for_port(6969).buildProtocol(None)
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.4", 5))
         self.client.makeConnection(self.transport)
-        _, self.broker, self.broker_transport = self.brokers[0]
+        self._unconnected = StringTransport()
+
+    @property
+    def broker(self):
+        """The broker side, once the first request after authentication
+        opened it (tenant mode opens none before)."""
+        return self.brokers[0][1]
+
+    @property
+    def broker_transport(self):
+        """What reached the broker (nothing while no connection is open)."""
+        return self.brokers[0][2] if self.brokers else self._unconnected
 
     def responses(self):
         return FrameDecoder().feed(self.transport.value())
@@ -79,6 +91,74 @@ class TenantSpliceTests(TenantSpliceBase):
         self.assertEqual(auth.error_code, ErrorCode.none)
         self.assertEqual(auth.session_lifetime.total_seconds(), 600)
         self.assertEqual(self.broker_transport.value(), b"")  # SASL never forwarded
+
+    def test_no_broker_connection_before_authentication(self):
+        """Tenant mode opens no broker connection for a client that has not
+        authenticated: ApiVersions is answered by the gateway (from the brokers'
+        answer its refresh learnt, cut to the rule table), SASL too; the first
+        request after login opens it and is forwarded."""
+        from kio.schema.api_versions.v3.request import ApiVersionsRequest
+        from kio.schema.api_versions.v3.response import ApiVersion, ApiVersionsResponse
+        self.topology.api_versions = ApiVersionsResponse(
+            error_code=ErrorCode.none, throttle_time=i32Timedelta.parse(
+                datetime.timedelta(0)),
+            api_keys=(ApiVersion(api_key=i16(3), min_version=i16(0),
+                                 max_version=i16(12)),
+                      ApiVersion(api_key=i16(49), min_version=i16(0),
+                                 max_version=i16(1))))
+        self.client.dataReceived(request_frame(ApiVersionsRequest(
+            client_software_name="t", client_software_version="1"), 3, 1))
+        self.assertEqual(self.attempts, [])
+        answer = self.responses()[0]
+        self.assertEqual(answer[4:6], b"\x00\x00")  # header v0: no tag buffer
+        _, versions = decode_response(answer, 18, 3)
+        offered = {a.api_key: (a.min_version, a.max_version) for a in versions.api_keys}
+        self.assertEqual(offered[3], (0, 12))
+        self.assertNotIn(49, offered)  # AlterClientQuotas: not in the table
+        self.assertIn(36, offered)  # SASL: answered by the gateway
+        self.transport.clear()
+        self.login()
+        self.assertEqual(self.attempts, [])
+        raw = metadata_for(["t"], 3)
+        self.client.dataReceived(raw)
+        self.assertEqual(len(self.attempts), 1)
+        _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        self.assertEqual([t.name for t in sent.topics], ["londont"])
+
+    def test_api_versions_unknown_closes(self):
+        """Before the gateway's refresh has learnt the brokers' versions it cannot
+        answer ApiVersions truthfully: the connection is closed, not guessed at."""
+        from kio.schema.api_versions.v3.request import ApiVersionsRequest
+        self.client.dataReceived(request_frame(ApiVersionsRequest(
+            client_software_name="t", client_software_version="1"), 3, 1))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.attempts, [])
+
+    def test_connections_per_vcluster_capped(self):
+        """Past --max-connections-per-vcluster a login is refused with a SASL
+        error naming the limit; a connection that closes frees its place."""
+        self.gateway.max_connections_per_vcluster = 1
+        self.login()
+        other = self.gateway.factory_for_port(6969).buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.4", 6))
+        other.makeConnection(transport)
+        other.dataReceived(handshake())
+        other.dataReceived(authenticate("sa", self.authority.issue("london", "sa", 60)))
+        _, auth = decode_response(FrameDecoder().feed(transport.value())[1], 36, 2)
+        self.assertEqual(auth.error_code, ErrorCode.sasl_authentication_failed)
+        self.assertIn("too many connections", auth.error_message)
+        self.client.connectionLost(None)
+        self.assertEqual(self.gateway.per_vcluster, {})
+
+    def test_decoded_request_size_limited(self):
+        """A request the gateway would decode on its event loop is refused past
+        --max-decoded-request (Metadata: a quarter of it): closed, not sent."""
+        self.login()
+        self.gateway.max_decoded_request = 4 * 1000
+        names = [f"topic{i:05d}" for i in range(200)]  # ~2.4 KB: over 1,000
+        self.client.dataReceived(metadata_for(names, 3))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.broker_transport.value(), b"")
 
     def test_request_before_authentication_closes(self):
         """Anything but ApiVersions/SASL before authentication closes the connection."""
@@ -496,6 +576,9 @@ class FetchRequestTests(TenantSpliceBase):
         self.topology.topic_ids[self.own] = "londont"
         self.topology.topic_ids[self.foreign] = "parist"
         self.login()
+        from vkafka.tenancy.sessions import FetchSessions
+        self.client.fetch_sessions = FetchSessions()
+        self.client.fetch_sessions.created(7)  # the session fetch_request names
 
     def fetch(self, version, ids=(), forgotten=(), replica=-1):
         from .test_fastpath import fetch_request
@@ -548,6 +631,72 @@ class FetchRequestTests(TenantSpliceBase):
         _, response = decode_response(self.responses()[0], 1, 16)
         self.assertEqual({t.topic_id for t in response.responses}, {self.foreign})
 
+    def test_foreign_session_incremental_answered_here(self):
+        """An incremental fetch of a session this connection does not own (another
+        tenant's, or none at all) is answered FETCH_SESSION_ID_NOT_FOUND by the
+        gateway: nothing reaches the broker, so ids cannot be probed."""
+        from .test_fastpath import fetch_request
+        for version in (12, 13, 17):
+            self.setUp()
+            self.client.fetch_sessions = None  # owns no session
+            request = fetch_request(version, [self.own] if version >= 13 else [])
+            self.transport.clear()
+            self.broker_transport.clear()
+            self.client.dataReceived(request_frame(request, version, 5))
+            self.assertEqual(self.broker_transport.value(), b"", version)
+            _, response = decode_response(self.responses()[0], 1, version)
+            self.assertEqual(response.error_code,
+                             ErrorCode.fetch_session_id_not_found, version)
+            self.assertEqual((response.session_id, response.responses), (0, ()))
+
+    def test_foreign_session_full_fetch_unbound(self):
+        """A full fetch (epoch 0 or -1) naming a session not its own would close
+        that session on the broker: it goes on with session id 0 instead."""
+        from dataclasses import replace
+
+        from .test_fastpath import fetch_request
+        for version, epoch in ((13, 0), (17, -1), (12, 0)):
+            self.setUp()
+            request = replace(fetch_request(version, [self.own] if version >= 13
+                                            else []),
+                              session_id=i32(99), session_epoch=i32(epoch))
+            self.broker_transport.clear()
+            self.client.dataReceived(request_frame(request, version, 5))
+            _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+            self.assertEqual((sent.session_id, sent.session_epoch), (0, epoch), version)
+
+    def test_session_from_response_is_owned(self):
+        """The session id in a response (forwarded as bytes or not) becomes this
+        connection's: its next incremental fetch is forwarded."""
+        from dataclasses import replace
+
+        from .test_fastpath import fetch_request, fetch_response
+        self.client.fetch_sessions = None
+        first = replace(fetch_request(17, [self.own]), session_id=i32(0),
+                        session_epoch=i32(0))
+        self.client.dataReceived(request_frame(first, 17, 5))
+        body = bytearray(fetch_response(17, topic=self.own))
+        body[6:10] = struct.pack(">i", 4242)  # session_id after throttle, error
+        self.broker.dataReceived(frame(struct.pack(">i", 5) + b"\x00" + bytes(body)))
+        self.assertIn(4242, self.client.fetch_sessions)
+        self.broker_transport.clear()
+        then = replace(fetch_request(17, [self.own]), session_id=i32(4242),
+                       session_epoch=i32(1))
+        raw = request_frame(then, 17, 6)
+        self.client.dataReceived(raw)
+        self.assertEqual(self.broker_transport.value(), raw)
+
+    def test_response_with_foreign_topic_id_not_passed_as_bytes(self):
+        """A v13+ response that names a topic id not the tenant's (an alias removed
+        while a session read it) is decoded and the foreign topic dropped."""
+        from .test_fastpath import fetch_request, fetch_response
+        self.client.dataReceived(request_frame(fetch_request(17, [self.own]), 17, 5))
+        self.transport.clear()
+        body = fetch_response(17, topic=self.foreign)
+        self.broker.dataReceived(frame(struct.pack(">i", 5) + b"\x00" + body))
+        _, response = decode_response(self.responses()[0], 1, 17)
+        self.assertEqual(response.responses, ())
+
     def test_replica_fetch_refused(self):
         """replica_id (v<=14) or replica_state (v15+) >= 0: a broker's request.
         Refused on the sliced path and the decoded one (v12): closed, not sent."""
@@ -596,6 +745,7 @@ class OneSendPerReadTests(TenantSpliceBase):
         self.own = uuid.uuid4()
         self.topology.topic_ids[self.own] = "londont"
         self.login()
+        self.client._connect()  # as the first request after login would
         self.broker_transport.clear()
         for side in (self.client.outbox, self.client.upstream):
             side.transport.__class__ = CountingTransport
@@ -622,3 +772,75 @@ class OneSendPerReadTests(TenantSpliceBase):
         self.assertEqual(self.broker_transport.value(), good)
         self.assertEqual(self.broker_transport.late, 0)  # sent before the close
         self.assertTrue(self.transport.disconnected)
+
+
+class HeartbeatTests(TenantSpliceBase):
+    """KIP-848 heartbeats: the regex matched by the gateway, assignments by id."""
+
+    def setUp(self):
+        super().setUp()
+        self.topology.learn_listing({"londonorders", "londonother", "parisorders"},
+                                    self.reactor.seconds())
+        self.login()
+
+    def heartbeat(self, regex, correlation_id, member="m1"):
+        from kio.schema.consumer_group_heartbeat.v1.request import (
+            ConsumerGroupHeartbeatRequest)
+        self.broker_transport.clear()
+        self.client.dataReceived(request_frame(ConsumerGroupHeartbeatRequest(
+            group_id="g", member_id=member, member_epoch=i32(0 if regex else 1),
+            rebalance_timeout=i32Timedelta.parse(datetime.timedelta(seconds=30)),
+            subscribed_topic_names=None, subscribed_topic_regex=regex,
+            topic_partitions=None), 1, correlation_id))
+        _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        return sent
+
+    def answer(self, correlation_id, topic_id):
+        from kio.schema.consumer_group_heartbeat.v1.response import (
+            Assignment, ConsumerGroupHeartbeatResponse, TopicPartitions)
+        self.transport.clear()
+        self.broker.dataReceived(response_frame(correlation_id, ConsumerGroupHeartbeatResponse(
+            throttle_time=i32Timedelta.parse(datetime.timedelta(0)),
+            error_code=ErrorCode.none, error_message=None, member_id="m1",
+            member_epoch=i32(2), heartbeat_interval=i32Timedelta.parse(
+                datetime.timedelta(seconds=5)),
+            assignment=Assignment(topic_partitions=(TopicPartitions(
+                topic_id=topic_id, partitions=(i32(0),)),)))))
+
+    def test_regex_sent_as_alternation_and_kept_current(self):
+        """The broker gets the exact alternation of the tenant's matching topics,
+        never the tenant's pattern; a later heartbeat without a regex carries a
+        new alternation once the tenant's topics changed, and none otherwise."""
+        sent = self.heartbeat("^ord.*$", 3)
+        self.assertEqual(sent.subscribed_topic_regex, "^(?:londonorders)$")
+        self.assertEqual(self.heartbeat(None, 4).subscribed_topic_regex, None)
+        self.topology.learn_topic("londonorders2")
+        self.assertEqual(self.heartbeat(None, 5).subscribed_topic_regex,
+                         "^(?:londonorders|londonorders2)$")
+
+    def test_unknown_assigned_id_waits_for_a_listing(self):
+        """An assignment naming a topic id the gateway has not learnt yet is held
+        until a listing (asked for at once) says whose it is, then passed."""
+        from twisted.internet import defer
+        new_id = uuid.uuid4()
+        listing = defer.Deferred()
+
+        class Refresher:
+            asked = 0
+
+            def refresh(self):
+                self.asked += 1
+                return listing
+
+            def refresh_listing(self):
+                pass
+        self.gateway.refresher = refresher = Refresher()
+        self.reactor.advance(5)  # the listing is older than a second
+        self.heartbeat("^ord.*$", 3)
+        self.answer(3, new_id)
+        self.assertEqual((refresher.asked, self.transport.value()), (1, b""))
+        self.topology.topic_ids[new_id] = "londonorders"  # what the listing learns
+        listing.callback(True)
+        _, response = decode_response(self.responses()[0], 68, 1)
+        self.assertEqual([t.topic_id for t in response.assignment.topic_partitions],
+                         [new_id])

@@ -276,13 +276,15 @@ class AdminTlsTests(unittest.TestCase):
     timeout = 120
 
     def test_health_and_metrics_over_https(self):
+        import urllib.error
         import urllib.request
         stack.ensure_cluster()
         directory = Path(tempfile.mkdtemp(prefix="vkafka-admin-tls-"))
         ca = ThrowawayCA(directory)
         cert, key, _ = ca.issue("gateway", ["localhost"])
         gateway = stack.GatewayProcess(27069, 28911, (
-            "--admin-tls=true", f"--ssl-certificate={cert}", f"--ssl-key={key}"))
+            "--admin-tls=true", f"--ssl-certificate={cert}", f"--ssl-key={key}",
+            "--admin-users=admin:conduktor", "--admin-allow-plain=true"))
         gateway.process = subprocess.Popen(gateway.argv, stdin=subprocess.DEVNULL,
                                            stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL)
@@ -297,8 +299,11 @@ class AdminTlsTests(unittest.TestCase):
             except OSError:
                 return False
         stack.wait_until(healthy, "/health over HTTPS", 60)
-        with urllib.request.urlopen("https://localhost:28911/metrics",
-                                    context=context, timeout=5) as r:
-            self.assertIn(b"vkafka_connections", r.read())
+        self.assertIn("vkafka_connections", stack.scrape(
+            "https://localhost:28911/metrics", context=context))
+        with self.assertRaises(urllib.error.HTTPError) as refused:  # no credentials
+            urllib.request.urlopen("https://localhost:28911/metrics",
+                                   context=context, timeout=5)
+        self.assertEqual(refused.exception.code, 401)
         # plain HTTP is not served on that port
         self.assertIsNone(devstack.health(28911))

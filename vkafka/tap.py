@@ -80,6 +80,12 @@ SETTINGS = [
      int, "Largest frame accepted before authentication, in bytes"),
     ("max-connections-per-ip", "GATEWAY_MAX_CONNECTIONS_PER_IP", 1000, int,
      "Open Kafka connections allowed from one client address"),
+    ("max-connections-per-vcluster", "GATEWAY_MAX_CONNECTIONS_PER_VCLUSTER", 1000, int,
+     "Authenticated Kafka connections allowed per virtual cluster, on this gateway"),
+    ("max-decoded-request", "GATEWAY_MAX_DECODED_REQUEST_SIZE", 1048576, int,
+     "Largest tenant request the gateway decodes and rewrites on its event loop, in "
+     "bytes (Produce and Fetch are sliced, not decoded; Metadata is held to a "
+     "quarter of this); larger ones close the connection"),
     ("state-topic", "GATEWAY_STATE_TOPIC", "_vkafka_state", str,
      "Compacted topic that holds the gateways' shared state"),
     ("refresh-interval", "GATEWAY_METADATA_REFRESH_SECONDS", 30.0, float,
@@ -198,7 +204,8 @@ class Options(usage.Options):
         self._check_security()
         for name in ("start-port", "port-count", "max-frame-size", "admin-port",
                      "authentication-timeout", "unauthenticated-frame-size",
-                     "max-connections-per-ip"):
+                     "max-connections-per-ip", "max-connections-per-vcluster",
+                     "max-decoded-request"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         self["admin-allow-plain"] = _flag(self, "admin-allow-plain")
@@ -319,6 +326,9 @@ def makeService(config, reactor=None):
                       authentication_timeout=config["authentication-timeout"],
                       unauthenticated_frame_size=config["unauthenticated-frame-size"],
                       max_connections_per_ip=config["max-connections-per-ip"],
+                      max_connections_per_vcluster=config[
+                          "max-connections-per-vcluster"],
+                      max_decoded_request=config["max-decoded-request"],
                       metrics=metrics, endpoint_factory=upstream,
                       metadata_cache_seconds=config["metadata-cache"])
     top = service.MultiService()
@@ -347,6 +357,7 @@ def makeService(config, reactor=None):
         state = GatewayState(store, tenancy.authority, tenancy.vclusters,
                              reactor.seconds)
         state.revoked_listeners.append(gateway.close_revoked)
+        tenancy.vclusters.unavailable_listeners.append(gateway.close_unavailable)
         gateway.state = state
         state.topic_exists = refresher.topic_exists
         state.create_topic = refresher.create_topic
@@ -375,8 +386,8 @@ def makeService(config, reactor=None):
 
         dashboard = Dashboard(state, metrics, topology, reactor)
         dashboard.setServiceParent(top)
-    root = admin_root(state, UserChecker(users), health, dashboard)
-    root.putChild(b"metrics", MetricsResource(metrics, refresh_state_metrics))
+    root = admin_root(state, UserChecker(users), health, dashboard,
+                      metrics=MetricsResource(metrics, refresh_state_metrics))
     listen(config["admin-port"], Site(root),
            config["server-tls"] if config["admin-tls"] else None)
     timer = internet.TimerService(config["refresh-interval"], refresher.refresh)

@@ -65,7 +65,8 @@ def endpoint(write=False):
             except BadRequest as e:
                 return _json(request, 400, {"error": e.error, "message": e.message})
             except StateError as e:
-                return _json(request, e.status, {"error": e.error, "message": e.message})
+                return _json(request, e.status, {**e.details, "error": e.error,
+                                                 "message": e.message})
             except StoreUnavailable as e:
                 return _json(request, 503, {"error": "unavailable", "message": str(e)})
             except Exception:
@@ -319,6 +320,19 @@ class AdminRealm:
         return IResource, app.app.resource(), lambda: None
 
 
+@implementer(IRealm)
+class ResourceRealm:
+    """Any admin user, read-only ones too, gets one resource (``/metrics``)."""
+
+    def __init__(self, resource):
+        self.resource = resource
+
+    def requestAvatar(self, avatar_id, mind, *interfaces):
+        if IResource not in interfaces:
+            raise NotImplementedError()
+        return IResource, self.resource, lambda: None
+
+
 class Health(Resource):
     """``GET /health``: 200 when the gateway can serve, 503 with the reason if not."""
 
@@ -423,8 +437,11 @@ class LoginGuard:
         raise NotImplementedError("the admin API's children are Klein routes")
 
 
-def admin_root(state, checker, health_check, dashboard=None, throttle=None):
-    """The admin port's resource tree: /health open, /admin/* behind basic auth.
+def admin_root(state, checker, health_check, dashboard=None, throttle=None,
+               metrics=None):
+    """The admin port's resource tree: /health open, everything else behind
+    basic auth: /admin/* and *metrics* (a resource) at /metrics, whose series
+    name every virtual cluster and its traffic.
 
     *dashboard* (a Dashboard) feeds /admin/dashboard; without one the page
     shows the state only, with no traffic.  *throttle* (a LoginThrottle)
@@ -432,11 +449,16 @@ def admin_root(state, checker, health_check, dashboard=None, throttle=None):
     """
     root = Resource()
     root.putChild(b"health", Health(health_check))
-    if state is None:  # passthrough mode: no virtual clusters to administer
-        return root
     if throttle is None:
         throttle = LoginThrottle(time.monotonic)
-    portal = ThrottledPortal(Portal(AdminRealm(state, dashboard), [checker]), throttle)
-    root.putChild(b"admin", LoginGuard(HTTPAuthSessionWrapper(
-        portal, [SourcedBasicCredentialFactory(b"vkafka admin")]), throttle))
+
+    def guarded(realm):
+        portal = ThrottledPortal(Portal(realm, [checker]), throttle)
+        return LoginGuard(HTTPAuthSessionWrapper(
+            portal, [SourcedBasicCredentialFactory(b"vkafka admin")]), throttle)
+    if metrics is not None:
+        root.putChild(b"metrics", guarded(ResourceRealm(metrics)))
+    if state is None:  # passthrough mode: no virtual clusters to administer
+        return root
+    root.putChild(b"admin", guarded(AdminRealm(state, dashboard)))
     return root

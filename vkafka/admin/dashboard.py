@@ -159,7 +159,8 @@ class Dashboard(service.Service):
         names = sorted(self.state.clusters)
         namespaces = [vclusters.namespace(name) for name in names]
         key = (self.topology.names_version, len(vclusters.prefixes.known),
-               tuple((name, ns.prefix, frozenset(ns.aliases.values()))
+               tuple((name, ns.prefix, ns.unavailable,
+                      frozenset(ns.aliases.values()))
                      for name, ns in zip(names, namespaces)))
         if key != self._topics_key:
             physical = list(self.topology.topic_names)

@@ -21,7 +21,9 @@ def _responses(ok, *errors):
     descriptions = {400: "Bad input", 401: "Missing or wrong credentials",
                     403: "Read-only user", 404: "Unknown virtual cluster, account, mapping or "
                     "physical topic",
-                    409: "Conflict (a name or prefix already in use)", 429: "Too many failed logins from this address: "
+                    409: "Conflict (a prefix overlapping another virtual cluster's, "
+                         "a topic in a virtual cluster's namespace, a name in use); "
+                         "`vcluster` names the other virtual cluster", 429: "Too many failed logins from this address: "
                     "retry after Retry-After seconds",
                     503: "The state store cannot take writes"}
     for status in (401, 429) + errors:  # 401 is twisted.web.guard's own page
@@ -61,7 +63,11 @@ def document():
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "message"],
                           "properties": {"error": {"type": "string"},
-                                         "message": {"type": "string"}}},
+                                         "message": {"type": "string"},
+                                         "vcluster": {
+                                             "type": "string", "description":
+                                             "409: the virtual cluster the "
+                                             "request conflicts with"}}},
                 "VirtualCluster": {"type": "object", "properties": {
                     "name": {"type": "string"}, "prefix": {"type": "string"},
                     "createdAt": {"type": "number"},

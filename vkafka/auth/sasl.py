@@ -41,12 +41,22 @@ def parse_plain(auth_bytes):
 
 
 def authenticate(authority, auth_bytes):
-    """Claims of a valid PLAIN token, else SaslFailure with the reason."""
+    """Claims of a valid PLAIN token, else SaslFailure with the reason.
+
+    A valid token is still refused if the authority's ``admission`` (set by
+    tenancy.mode.Tenancy) says its virtual cluster cannot be served: before
+    the connection has claims or a namespace.
+    """
     username, password = parse_plain(auth_bytes)
     try:
-        return authority.verify(username, password)
+        claims = authority.verify(username, password)
     except TokenError as e:
         raise SaslFailure(f"Authentication failed: {e}")
+    admission = getattr(authority, "admission", None)
+    refusal = admission(claims.vcluster) if admission is not None else None
+    if refusal is not None:
+        raise SaslFailure(f"Authentication failed: {refusal}")
+    return claims
 
 
 def handshake_response(version, mechanism):

@@ -72,6 +72,9 @@ class TokenAuthority:
         """The current secret first: it verifies nearly every token."""
         self.clock = clock
         self.revocations = revocations or Revocations()
+        self.admission = None
+        """``vcluster -> reason or None``: why sasl.authenticate must refuse a
+        valid token of that virtual cluster (set by tenancy.mode.Tenancy)."""
 
     def issue(self, vcluster, username, lifetime_seconds):
         if not valid_vcluster_name(vcluster):

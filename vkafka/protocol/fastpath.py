@@ -8,7 +8,7 @@ what metrics want: the first error code and the number of records.
 """
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .headers import (
     read_length, read_string, read_uvarint, skip_string, skip_tagged_fields,
@@ -17,6 +17,8 @@ from .records import count_records, walk_batches
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
+_I16_I32 = struct.Struct(">hi")
+_I32_I32 = struct.Struct(">ii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,12 @@ class Scan:
     sent when a partition's leader moved (always True before v12)."""
     tags_at: int = -1
     """Where the top-level tagged fields start (flexible versions; else -1)."""
+    session_id: int = 0
+    """Fetch (v7+): the fetch session the broker made or kept for this
+    connection; connection-bound state (tenancy/sessions.py)."""
+    topic_ids: tuple = ()
+    """Fetch v13+: the 16-byte topic ids the response carries, so a response
+    forwarded as bytes is still checked for topics that are not the tenant's."""
 
 
 def scan_fetch(frame, offset, version):
@@ -40,14 +48,19 @@ def scan_fetch(frame, offset, version):
     """
     flexible = version >= 12
     pos = offset + 4  # throttle_time
-    error = 0
+    error = session = 0
     if version >= 7:
-        (error,) = _I16.unpack_from(frame, pos)
+        error, session = _I16_I32.unpack_from(frame, pos)
         pos += 2 + 4  # error_code, session_id
     records = 0
+    ids = []
     topics, pos = read_length(frame, pos, flexible)
     for _ in range(max(topics, 0)):
-        pos = pos + 16 if version >= 13 else skip_string(frame, pos, flexible)
+        if version >= 13:
+            ids.append(bytes(frame[pos:pos + 16]))
+            pos += 16
+        else:
+            pos = skip_string(frame, pos, flexible)
         partitions, pos = read_length(frame, pos, flexible)
         for _ in range(max(partitions, 0)):
             if not error:
@@ -72,7 +85,10 @@ def scan_fetch(frame, offset, version):
                 pos = skip_tagged_fields(frame, pos)
         if flexible:
             pos = skip_tagged_fields(frame, pos)
-    return _end(frame, pos, flexible, error, records, "fetch")
+    scan = _end(frame, pos, flexible, error, records, "fetch")
+    if session or ids:
+        scan = replace(scan, session_id=session, topic_ids=tuple(ids))
+    return scan
 
 
 def scan_produce_response(frame, offset, version):
@@ -184,6 +200,18 @@ def fetch_request_ids(frame, offset, version):
     return replica, ids
 
 
+def fetch_session(frame, offset, version):
+    """(session id, session epoch, position of the id) of a Fetch request v7+
+    whose body starts at *offset* (KIP-227): read in place, so the gateway can
+    check the session is this connection's without decoding the request."""
+    if version < 7:
+        return 0, -1, -1
+    pos = offset + (4 if version <= 14 else 0)  # replica id, until v15
+    pos += 4 + 4 + 4 + 1  # max wait, min bytes, max bytes, isolation level
+    session, epoch = _I32_I32.unpack_from(frame, pos)
+    return session, epoch, pos
+
+
 def _count(frame, pos):
     """A compact array's length and the position after it; null (not allowed
     here) raises.  Every entry is read past, so a length larger than the bytes
@@ -224,9 +252,14 @@ class FetchStream:
     same answers).
     """
 
-    def __init__(self, version):
+    def __init__(self, version, check_id=None):
         self.at = 0            # bytes fed so far
         self.error = 0
+        self.session_id = 0
+        self.topic_ids = []
+        self._check_id = check_id
+        """Called with each 16-byte topic id as it arrives, before any of that
+        topic's bytes are forwarded; raises ValueError for a foreign one."""
         self.records = 0
         self.tags_at = -1
         self.tags_empty = True
@@ -316,7 +349,8 @@ class FetchStream:
         """The Scan of the response, once all its bytes were fed."""
         if self._want[0] != _END:
             raise ValueError("truncated fetch response")
-        return Scan(self.error, self.records, self.tags_empty, self.tags_at)
+        return Scan(self.error, self.records, self.tags_empty, self.tags_at,
+                    self.session_id, tuple(self.topic_ids))
 
     def _walk(self, version):
         """The response's structure, as scan_fetch reads it, one need at a time."""
@@ -326,10 +360,13 @@ class FetchStream:
             yield from self._tags()  # response header v1
         head = yield _BYTES, 10 if version >= 7 else 4
         if version >= 7:
-            (self.error,) = _I16.unpack_from(head, 4)
+            self.error, self.session_id = _I16_I32.unpack_from(head, 4)
         for _ in range(max((yield from self._length()), 0)):
             if version >= 13:
-                yield _SKIP, 16
+                topic_id = yield _BYTES, 16
+                if self._check_id is not None:
+                    self._check_id(topic_id)
+                self.topic_ids.append(topic_id)
             else:
                 yield _SKIP, max((yield from self._length(string=True)), 0)
             for _ in range(max((yield from self._length()), 0)):

@@ -8,16 +8,20 @@ start-up, for a port whose broker is not yet known, and for /health.
 import gc
 import time
 
+from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
+from .. import __version__
 from ..protocol.codec import decode_response, encode_request
 from ..protocol.framing import FrameDecoder, FrameError, frame
 from .gateway import connect
 
 METADATA = 3
 METADATA_VERSION = 12
+API_VERSIONS = 18
+API_VERSIONS_VERSION = 3
 
 BROKERS_ONLY = MetadataRequest(
     topics=(), allow_auto_topic_creation=False,
@@ -65,14 +69,32 @@ def parse_brokers(payload):
     return parse_metadata(payload)[0]
 
 
+def api_versions_request(correlation_id=1):
+    """A framed ApiVersions request: what the brokers offer, for the answer the
+    gateway gives tenants before they authenticate (no broker connection
+    is opened for a client until then)."""
+    return frame(encode_request(ApiVersionsRequest(
+        client_software_name="vkafka", client_software_version=__version__),
+        API_VERSIONS_VERSION, correlation_id, "vkafka-discovery"))
+
+
+def parse_api_versions(payload):
+    _, response = decode_response(payload, API_VERSIONS, API_VERSIONS_VERSION)
+    if response.error_code != 0:
+        raise ValueError(f"ApiVersions: error {response.error_code}")
+    return response
+
+
 class _MetadataClient(protocol.Protocol):
-    def __init__(self, all_topics):
+    """Sends one request, takes its one response (``done``), hangs up."""
+
+    def __init__(self, all_topics, request=None):
         self.done = defer.Deferred()
         self.decoder = FrameDecoder()
-        self.all_topics = all_topics
+        self.request = request or metadata_request(all_topics=all_topics)
 
     def connectionMade(self):
-        self.transport.write(metadata_request(all_topics=self.all_topics))
+        self.transport.write(self.request)
 
     def dataReceived(self, data):
         try:
@@ -211,6 +233,7 @@ class Refresher:
             self.topology.topic_ids.update(ids)
             if self.all_topics:
                 self.topology.learn_listing(ids.values(), self.reactor.seconds())
+                self._learn_api_versions(host, port)
             if self.last_success is None:
                 self.log.info("cluster reached: brokers {ids}",
                               ids=sorted(b[0] for b in brokers))
@@ -223,6 +246,19 @@ class Refresher:
             self._retry = self.reactor.callLater(self.retry_delay, self.refresh)
             self.retry_delay = min(self.retry_delay * 2, 30.0)
         return False
+
+    def _learn_api_versions(self, host, port):
+        """Ask the broker just reached what it offers (in the background)."""
+        client = _MetadataClient(False, api_versions_request())
+
+        def learnt(payload):
+            self.topology.api_versions = parse_api_versions(payload)
+
+        def failed(failure):
+            self.log.warn("ApiVersions from {host}:{port}: {why}", host=host,
+                          port=port, why=failure.getErrorMessage())
+        connect(self.endpoint_factory(self.reactor, host, port), client).addCallback(
+            lambda _: client.done).addCallback(learnt).addErrback(failed)
 
     def stop(self):
         if self._retry is not None and self._retry.active():

@@ -7,6 +7,7 @@ from twisted.logger import Logger
 
 from ..protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from ..tenancy.metadata_cache import MetadataAnswers
+from ..tenancy.patterns import RegexSubscriptions
 from .splice import BrokerConnection, ClientConnection
 
 
@@ -40,7 +41,8 @@ class Gateway:
                  max_response_size=None, endpoint_factory=tcp_endpoint,
                  refresher=None, tenancy=None, authentication_timeout=10.0,
                  unauthenticated_frame_size=1024 * 1024, max_connections_per_ip=1000,
-                 metrics=None, metadata_cache_seconds=1.0):
+                 metrics=None, metadata_cache_seconds=1.0,
+                 max_connections_per_vcluster=1000, max_decoded_request=1024 * 1024):
         self.reactor = reactor
         self.topology = topology
         self.rules = rules
@@ -59,9 +61,16 @@ class Gateway:
         self.unauthenticated_frame_size = unauthenticated_frame_size
         self.max_connections_per_ip = max_connections_per_ip
         self.per_ip = {}
+        self.max_connections_per_vcluster = max_connections_per_vcluster
+        self.per_vcluster = {}
+        """Authenticated connections per virtual cluster (tenant mode)."""
+        self.max_decoded_request = max_decoded_request
+        """Largest tenant request decoded on the reactor (Metadata: a quarter)."""
         self.refused_connections = 0
         self.metrics = metrics
         self.metadata_answers = MetadataAnswers(metadata_cache_seconds)
+        self.regex_subscriptions = RegexSubscriptions()
+        """KIP-848 members' regex subscriptions (tenancy/patterns.py)."""
         self.concentration_gaps = {}
         """(virtual topic, partition) -> offsets known to hold none of its
         records (tenancy/concentration.py)."""
@@ -73,6 +82,15 @@ class Gateway:
             if claims is not None and claims.vcluster == vcluster and \
                     self.tenancy.authority.revocations.is_revoked(claims):
                 conn.fail(f"token of {claims.username!r} in {vcluster!r} revoked")
+
+    def close_unavailable(self, vcluster, reason):
+        """Close open connections of a virtual cluster the gateway stopped
+        serving (its names overlap another's): they would reconnect, and be
+        refused at login with *reason*."""
+        for conn in list(self.connections):
+            claims = conn.claims
+            if claims is not None and claims.vcluster == vcluster:
+                conn.fail(reason)
 
     def forget_alias(self, namespace, logical):
         """A tenant deleted an aliased topic: remove the mapping, keep the topic."""
@@ -104,6 +122,22 @@ class Gateway:
             return False
         self.per_ip[host] = count + 1
         return True
+
+    def admit_tenant(self, vcluster):
+        """Count one more authenticated connection of *vcluster*; False when
+        it is at its limit (one tenant cannot take every connection)."""
+        count = self.per_vcluster.get(vcluster, 0)
+        if count >= self.max_connections_per_vcluster:
+            return False
+        self.per_vcluster[vcluster] = count + 1
+        return True
+
+    def tenant_closed(self, vcluster):
+        count = self.per_vcluster.get(vcluster, 0) - 1
+        if count > 0:
+            self.per_vcluster[vcluster] = count
+        else:
+            self.per_vcluster.pop(vcluster, None)
 
     def connection_closed(self, client):
         host = client.admitted_host

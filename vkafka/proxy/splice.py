@@ -35,11 +35,13 @@ from ..protocol.headers import (
     request_body_offset, response_header_length)
 from ..protocol.produce import scan_produce
 from ..tenancy import concentration
+from ..tenancy.rules import local_api_versions
 from ..tenancy.walker import Foreign, RequestContext
 from .security import server_name
 
 PRODUCE = 0
 FETCH = 1
+METADATA = 3
 UNSUPPORTED_VERSION = 35
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
@@ -75,6 +77,10 @@ class ClientConnection(protocol.Protocol):
     server_name = None
     """The TLS SNI host name the client asked for (SNI routing only)."""
     concentrated_fetches = None
+    fetch_sessions = None
+    counted_as = None
+    """The virtual cluster whose connection count this connection is in."""
+    """The fetch sessions the broker made for this connection (tenant mode)."""
     """Physical topic (name or id) -> (virtual name, alias) of the concentrated
     topics this connection's fetch session reads (tenancy/concentration.py)."""
     _connecting = None
@@ -111,9 +117,11 @@ class ClientConnection(protocol.Protocol):
                                               self.gateway.unauthenticated_frame_size)
             self._auth_deadline = self.gateway.reactor.callLater(
                 self.gateway.authentication_timeout, self.authentication_timed_out)
-        if self.topology.sni is None:
+        if self.topology.sni is None and self.tenancy is None:
             self._connect()
-        # else handshakeCompleted connects, once the SNI name says which broker
+        # else handshakeCompleted connects, once the SNI name says which broker;
+        # in tenant mode the first request after authentication does (no
+        # broker connection for a client that never authenticates).
 
     def _connect(self):
         self.transport.pauseProducing()
@@ -124,7 +132,20 @@ class ClientConnection(protocol.Protocol):
         if self.topology.sni is not None and self._connecting is None \
                 and not self.closed:
             self.server_name = server_name(self.transport)
-            self._connect()
+            if self.tenancy is None:
+                self._connect()
+
+    _held = None
+    """Tenant mode: requests that came after authentication, while the broker
+    connection they need was being opened, in order."""
+
+    def _hold_until_connected(self, frame):
+        if self._held is None:
+            self._held = [frame]
+            if self._connecting is None:
+                self._connect()  # upstream_ready sends what is held
+        else:
+            self._held.append(frame)
 
     _auth_deadline = None
 
@@ -159,6 +180,17 @@ class ClientConnection(protocol.Protocol):
         early, self._early = self._early, None
         for data in early or ():
             self.dataReceived(data)
+        held, self._held = self._held, None
+        if held:
+            self.outbox.hold()
+            self.upstream.hold()
+            try:
+                for frame in held:
+                    if self.closed:
+                        return
+                    self.request_received(frame)
+            finally:
+                self.flush()
 
     def upstream_failed(self, reason):
         self.log.warn("client {peer}: no broker reachable for node {node}: {why}",
@@ -169,7 +201,7 @@ class ClientConnection(protocol.Protocol):
     # client -> broker
 
     def dataReceived(self, data):
-        if self.broker is None:
+        if self.broker is None and self.tenancy is None:
             # Only with TLS: bytes decrypted in the read that finished the
             # handshake, before the pause took effect.  At most one read.
             self._early = (self._early or []) + [data]
@@ -179,11 +211,15 @@ class ClientConnection(protocol.Protocol):
         except FrameError as e:
             return self.fail(f"bad framing: {e}")
         self.outbox.hold()  # one send per socket for this read's frames
-        self.upstream.hold()
+        if self.upstream is not None:
+            self.upstream.hold()
         try:
             for frame in frames:
                 if self.closed:
                     return
+                if self._held is not None:  # behind a request waiting to connect
+                    self._held.append(frame)
+                    continue
                 self.request_received(frame)
         finally:
             self.flush()
@@ -210,9 +246,13 @@ class ClientConnection(protocol.Protocol):
             if rule.local:
                 return self.answer_sasl(frame, rule, api_key, api_version,
                                         correlation_id)
+            if api_key == API_VERSIONS:
+                return self.answer_api_versions(frame, rule, api_version,
+                                                correlation_id)
             if self.claims is None:
-                if api_key != API_VERSIONS:
-                    return self.fail(f"API {api_key} sent before authentication")
+                return self.fail(f"API {api_key} sent before authentication")
+            elif self.upstream is None:  # the first request after authentication
+                return self._hold_until_connected(frame)
             else:
                 if self.gateway.reactor.seconds() >= self.claims.expires_at:
                     return self.fail("token expired; the client did not "
@@ -228,10 +268,21 @@ class ClientConnection(protocol.Protocol):
                     except _REWRITE_ERRORS as e:
                         return self.fail(f"cannot rewrite API {api_key} "
                                          f"v{api_version}: {e}")
+                if context.answer is not None:  # e.g. a fetch session not its own
+                    return self.answer_kept(correlation_id, api_key, api_version,
+                                            rule, context.answer, len(frame) + 4)
                 if rewritten is not None:
                     frame = rewritten
                 elif rule.rewrite_request is not None:
                     body_offset = None
+                    limit = self.gateway.max_decoded_request
+                    if api_key == METADATA:
+                        limit //= 4  # names only: ~10,000 topics in 256 KiB
+                    if len(frame) > limit:
+                        return self.fail(
+                            f"API {api_key} v{api_version} request of {len(frame)} "
+                            f"bytes: over the {limit} bytes the gateway decodes "
+                            "(--max-decoded-request)")
                     try:
                         header, request = decode_request(frame)
                         request = rule.rewrite_request(self, context, request)
@@ -273,6 +324,17 @@ class ClientConnection(protocol.Protocol):
         header, request = decode_request(frame)
         request = concentration.rewrite_request(self, context, header.api_key, request)
         return bytes(frame[:header.body_offset]) + encode_body(request)
+
+    def answer_api_versions(self, frame, rule, api_version, correlation_id):
+        """Tenant mode: ApiVersions is answered by the gateway, from the brokers'
+        answer its refresh learnt, cut to the rule table."""
+        body = local_api_versions(self, api_version)
+        if body is None:
+            return self.fail("the brokers' API versions are not known yet "
+                             "(the gateway has not reached the cluster)")
+        if self.metrics is not None:
+            self.metrics.request(rule.name, len(frame) + 4, 0)
+        self.answer(correlation_id, API_VERSIONS, api_version, rule, body)
 
     # SASL, answered locally
 
@@ -326,6 +388,11 @@ class ClientConnection(protocol.Protocol):
                 self.claims.vcluster, self.claims.username):
             raise sasl.SaslFailure("re-authentication must keep the same account")
         if self.claims is None:
+            if not self.gateway.admit_tenant(claims.vcluster):
+                raise sasl.SaslFailure(
+                    f"too many connections for this virtual cluster (limit "
+                    f"{self.gateway.max_connections_per_vcluster} per gateway)")
+            self.counted_as = claims.vcluster
             self._set_metrics_label(claims.vcluster)
         self.claims = claims
         self.namespace = self.tenancy.namespace(claims.vcluster)
@@ -347,7 +414,9 @@ class ClientConnection(protocol.Protocol):
     def answer(self, correlation_id, api_key, api_version, rule, body,
                close_after=False):
         header = _INT32.pack(correlation_id)
-        if is_flexible(api_key, api_version, EntityType.response):
+        # ApiVersions answers keep header v0 at every version (KIP-511)
+        if api_key != API_VERSIONS and is_flexible(api_key, api_version,
+                                                   EntityType.response):
             header += b"\x00"
         self.pending.append(Pending(correlation_id, api_key, api_version, rule,
                                     local=header + body, close_after=close_after))
@@ -446,6 +515,8 @@ class ClientConnection(protocol.Protocol):
             scan = streamed.scan.finish()
         except _REWRITE_ERRORS as e:
             return self.fail(f"malformed Fetch response (partly forwarded): {e}")
+        if pending.rule.observe is not None:
+            pending.rule.observe(pending.context, scan)
         tail = streamed.tail()
         if not scan.tags_empty:
             at = scan.tags_at
@@ -477,6 +548,8 @@ class ClientConnection(protocol.Protocol):
         if rule.scan_response is not None:
             offset = response_header_length(frame, pending.api_key, version)
             scan = rule.scan_response(frame, offset, version)
+            if rule.observe is not None:
+                rule.observe(pending.context, scan)
         if not rule.needs_response_rewrite(version) or (
                 rule.passes_as_bytes is not None
                 and rule.passes_as_bytes(scan, version, pending.context)):
@@ -543,6 +616,9 @@ class ClientConnection(protocol.Protocol):
         self.closed = True
         self.gateway.connections.discard(self)
         self.gateway.connection_closed(self)
+        if self.counted_as is not None:
+            self.gateway.tenant_closed(self.counted_as)
+            self.counted_as = None
         if self.metrics is not None:
             self.gateway.metrics.connections.labels(self.metrics.vcluster).dec()
             self.metrics = None
@@ -609,7 +685,9 @@ class Streamed:
         self.pending = pending
         self.total = total  # prefix included
         self.limit = total - HOLD_BACK
-        self.scan = FetchStream(pending.api_version)
+        context = pending.context
+        self.scan = FetchStream(pending.api_version, None if context is None
+                                else context.check_streamed_id)
         self.chunks = []    # received, not wholly written yet
         self.received = 0
         self.sent = 0

@@ -47,6 +47,9 @@ class Topology:
         self.topic_names = set()
         """Every physical topic name, from full listings and creations seen."""
         self.listing_at = None
+        self.api_versions = None
+        """The brokers' ApiVersions answer (v3, decoded), learnt by the gateway's
+        own refresh: tenants are answered from it before they authenticate."""
         """When a full topic listing last replaced ``topic_names``."""
         self.names_version = 0
         """Bumped whenever the topic set (or a partition count) is seen to change."""

@@ -19,7 +19,7 @@ import re
 
 from twisted.internet import defer
 
-from ..tenancy.naming import ConcentrationRule, valid_vcluster_name
+from ..tenancy.naming import ConcentrationRule, inside, valid_vcluster_name
 
 ALL_ACCOUNTS = "*"
 RULE_TARGETS = {"delete": "physicalTopicName", "compact": "physicalTopicNameCompacted",
@@ -28,11 +28,13 @@ RULE_TARGETS = {"delete": "physicalTopicName", "compact": "physicalTopicNameComp
 
 
 class StateError(Exception):
-    """A command that conflicts with the state; ``status`` is the HTTP status."""
+    """A command that conflicts with the state; ``status`` is the HTTP status;
+    ``details`` go into the JSON body too (a 409 names the other virtual cluster)."""
 
-    def __init__(self, status, error, message):
+    def __init__(self, status, error, message, details=None):
         super().__init__(message)
         self.status, self.error, self.message = status, error, message
+        self.details = details or {}
 
 
 class GatewayState:
@@ -63,6 +65,7 @@ class GatewayState:
         if kind == "vcluster":
             if value is None:
                 self.clusters.pop(rest, None)
+                self.vclusters.remove(rest)
             else:
                 self.clusters[rest] = value
                 self.vclusters.define(rest, value.get("prefix"))
@@ -140,13 +143,36 @@ class GatewayState:
                                  f"{existing['prefix']!r}")
             return existing
         prefix = name if prefix is None else prefix
-        for other, info in self.clusters.items():
-            if info["prefix"] == prefix:
-                raise StateError(409, "conflict",
-                                 f"prefix {prefix!r} is used by {other!r}")
+        self._check_overlap(name, prefix)
         value = {"name": name, "prefix": prefix, "createdAt": self.clock()}
         yield self.store.put(f"vcluster/{name}", value)
         return value
+
+    def _check_overlap(self, name, prefix):
+        """A new virtual cluster's namespace overlaps no other's (naming.overlap),
+        and holds no topic another virtual cluster maps: else a name, and the
+        data under it, would change hands."""
+        # Every virtual cluster of the state is known there, and so are those
+        # this gateway met through tokens only.
+        others = self.vclusters.overlapping(prefix, exclude=name)
+        if others:
+            other = others[0]
+            theirs = self.vclusters.prefix_of(other)
+            raise StateError(409, "conflict",
+                             f"prefix {prefix!r} of {name!r} overlaps virtual cluster "
+                             f"{other!r} (prefix {theirs!r}): one's names start with "
+                             "the other's, counting '.' and '_' as one (Kafka's "
+                             "collision rule); choose another prefix",
+                             {"vcluster": other})
+        mapped = [(vc, m["physicalTopicName"]) for (vc, _), m in self.mappings.items()]
+        mapped += [(vc, r[field]) for (vc, _), r in self.rules.items()
+                   for field in RULE_TARGETS.values() if r.get(field)]
+        for vc, physical in sorted(mapped):
+            if vc != name and inside(prefix, physical):
+                raise StateError(409, "conflict",
+                                 f"prefix {prefix!r} of {name!r} would hold "
+                                 f"{physical!r}, which virtual cluster {vc!r} maps; "
+                                 "choose another prefix", {"vcluster": vc})
 
     @defer.inlineCallbacks
     def create_account(self, vc, username, lifetime):
@@ -217,7 +243,7 @@ class GatewayState:
             if owner is not None:
                 raise StateError(409, "conflict",
                                  f"{physical!r} is in virtual cluster {owner!r}'s "
-                                 "namespace")
+                                 "namespace", {"vcluster": owner})
             self._check_sharing(physical, True)
             if self.topic_exists is not None and not (
                     yield self.topic_exists(physical)):
@@ -244,7 +270,8 @@ class GatewayState:
         if owner is not None:
             raise StateError(409, "conflict",
                              f"{physical!r} is in virtual cluster {owner!r}'s namespace; "
-                             "map only topics outside every virtual cluster's prefix")
+                             "map only topics outside every virtual cluster's prefix "
+                             "('.' and '_' count as one)", {"vcluster": owner})
         concentrated = bool(mapping.get("concentrated"))
         self._check_sharing(physical, concentrated, (vc, logical))
         for (c, other), existing in self.mappings.items():

@@ -6,9 +6,13 @@ demo's product (``london`` + ``londonTopic`` -> ``londonlondonTopic``).  The
 prefix defaults to the virtual cluster's name.  No other module
 concatenates prefixes.
 
-Ownership: a physical name belongs to the virtual cluster with the *longest*
-prefix it starts with, so ``lon`` never sees ``london``'s names.  A logical
-name whose physical form would belong to another virtual cluster is refused.
+Namespaces never overlap: two virtual clusters whose prefixes, with ``.``
+read as ``_`` (Kafka's collision rule for topic names), start one another
+(``team``/``teamA``, ``acme``/``acme.eu``) cannot both be served, since one
+admin action would otherwise move names, and data, from one to the other
+(``overlap``; enforced by tenancy/vclusters.py and state/model.py).  A
+namespace caught in an overlap anyway is *unavailable*: it owns nothing.
+Ownership among the rest is still by longest prefix, as a second guard.
 """
 
 import re
@@ -45,6 +49,33 @@ def valid_vcluster_name(name):
     return bool(VCLUSTER_NAME.match(name or ""))
 
 
+def folded(name):
+    """*name* as Kafka compares topics for collisions: '.' and '_' are one."""
+    return name.replace(".", "_")
+
+
+def overlap(prefix, other):
+    """Two prefixes overlap when, folded, one starts the other (equal included):
+    a name of one could then be, or collide with, a name of the other."""
+    a, b = folded(prefix), folded(other)
+    return a.startswith(b) or b.startswith(a)
+
+
+def inside(prefix, physical):
+    """*physical* lies in *prefix*'s namespace, or would collide with a name there."""
+    return folded(physical).startswith(folded(prefix))
+
+
+def overlap_reason(vcluster):
+    """What a client of an overlapping virtual cluster is told (no other name)."""
+    return (f"virtual cluster {vcluster} is unavailable: its names overlap another "
+            "virtual cluster's; ask the operator")
+
+
+_COLLISION = re.compile(r"collides with existing topic: ([A-Za-z0-9._-]+)")
+"""Kafka's CreateTopics refusal quotes the physical topic it collides with."""
+
+
 @dataclass
 class Prefixes:
     """Every known virtual cluster prefix, for ownership by longest prefix."""
@@ -55,6 +86,11 @@ class Prefixes:
     def add(self, prefix):
         if prefix not in self.known:
             self.known.add(prefix)
+            self._cache.clear()
+
+    def discard(self, prefix):
+        if prefix in self.known:
+            self.known.discard(prefix)
             self._cache.clear()
 
     def longer_than(self, prefix):
@@ -120,7 +156,11 @@ class Namespace:
         self.rules = {}     # name -> ConcentrationRule
         self.version = 0
         """Bumped by every mapping or rule change (cached answers depend on them)."""
+        self.unavailable = None
+        """Why this namespace is not served (it overlaps another), or None.  While
+        set it owns no name at all: an overlap has no right answer."""
         self._scrub = re.compile(
+            _COLLISION.pattern + "|"
             r"(?<![A-Za-z0-9._-])" + re.escape(prefix) + r"(?=[A-Za-z0-9_-])"
         ) if prefix else None
 
@@ -181,6 +221,8 @@ class Namespace:
         """
         if logical is None:
             return None
+        if self.unavailable is not None:
+            raise InvalidName(kind, logical, self.unavailable)
         if not logical:
             raise InvalidName(kind, logical, "empty name")
         if kind == TOPIC and logical in self.aliases:
@@ -207,7 +249,7 @@ class Namespace:
 
     def logical(self, kind, physical):
         """The logical name of *physical*, or None if it is not this tenant's."""
-        if physical is None:
+        if physical is None or self.unavailable is not None:
             return None
         if kind == TOPIC:
             alias = self.aliased.get(physical)
@@ -230,12 +272,18 @@ class Namespace:
         return self.logical(kind, physical) is not None
 
     def scrub(self, message):
-        """Remove this tenant's prefix from names quoted in a broker's message."""
+        """A broker's message with this tenant's prefix removed from quoted names,
+        and the topic a new one collides with named only if it is this tenant's
+        (Kafka names it physically, and it may be another tenant's)."""
         if not message or self._scrub is None:
             return message
-        return self._scrub.sub("", message)
+        return self._scrub.sub(self._scrubbed, message)
 
-    def regex(self, pattern):
-        """A broker-side regex (RE2/Java syntax) confined to this tenant's names."""
-        escaped = re.sub(r"([.\-])", r"\\\1", self.prefix)
-        return f"{escaped}(?:{pattern})"
+    def _scrubbed(self, match):
+        collided = match.group(1)
+        if collided is None:
+            return ""  # this tenant's prefix
+        logical = self.logical(TOPIC, collided)
+        if logical is None:
+            return "collides with an existing topic"
+        return f"collides with existing topic: {logical}"

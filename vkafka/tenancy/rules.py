@@ -7,28 +7,38 @@ rewrite it needs; every other request is forwarded as bytes.  ApiVersions
 answers are cut down to exactly this table.
 """
 
+import datetime
+import typing
 import uuid
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from kio.index import load_payload_module
 from kio.schema.errors import ErrorCode
-from kio.static.primitive import i16, i32
+from kio.static.constants import EntityType
+from kio.static.primitive import i16, i32, i32Timedelta
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..auth.sasl import SASL_HANDSHAKE, VERSIONS as SASL_VERSIONS
+from ..protocol.codec import encode_body
 from ..protocol.fastpath import (
-    fetch_request_ids, rename_produce_response, scan_fetch, scan_produce_response)
+    fetch_request_ids, fetch_session, rename_produce_response, scan_fetch,
+    scan_produce_response)
 from ..protocol.headers import codec_versions
 from ..protocol.produce import rewrite_produce
 from .metadata_cache import made_of
-from .naming import GROUP, TOPIC, TRANSACTION
+from . import consumer_protocol as _cp
+from .naming import GROUP, TOPIC, TRANSACTION, InvalidName
+from .patterns import InvalidPattern, alternation, fullmatch, names_of
+from .sessions import FETCH_SESSION_ID_NOT_FOUND, FetchSessions
 from .walker import ZERO_UUID
 from .walker import rewrite_request as walk_request
 from .walker import rewrite_response as walk_response
 
 log = Logger()
+_NO_THROTTLE = i32Timedelta.parse(datetime.timedelta(0))
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,9 @@ class Rule:
     """``(frame, body offset, version, scan, request context) -> frame or None``:
     the response with its names made logical by slicing, when nothing else in it
     must change; None: decode it (hot path); needs *scan_response*."""
+    observe: Callable | None = None
+    """``(request context, scan)``: connection-bound state a response creates
+    (fetch sessions), read from its scan however the response is forwarded."""
 
     def needs_response_rewrite(self, version):
         return self.rewrite_response is not None and version >= self.rewrite_from
@@ -158,6 +171,42 @@ def rewrite_api_versions(ctx, rctx, response):
     return replace(response, api_keys=tuple(sorted(kept, key=lambda a: a.api_key)))
 
 
+def local_api_versions(conn, version):
+    """The ApiVersions answer body for a tenant at *version*, made by the
+    gateway from the brokers' own answer (learnt by its refresh) cut to this
+    table: tenants are answered before any broker connection is opened for
+    them (that waits for authentication).  None if the brokers' answer is not
+    known yet."""
+    known = conn.topology.api_versions
+    if known is None:
+        return None
+
+    module = load_payload_module(18, version, EntityType.response)
+    response = _convert(known, module)
+    return encode_body(rewrite_api_versions(conn, None, response))
+
+
+def _convert(value, module):
+    """A kio entity as the class of the same name in *module* (another version
+    of the same message): fields it lacks are left out, fields it adds take
+    their defaults."""
+    import dataclasses
+
+    cls = getattr(module, type(value).__name__)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if not hasattr(value, f.name):
+            continue
+        current = getattr(value, f.name)
+        if dataclasses.is_dataclass(current):
+            current = _convert(current, module)
+        elif isinstance(current, tuple) and current and dataclasses.is_dataclass(
+                current[0]):
+            current = tuple(_convert(v, module) for v in current)
+        values[f.name] = current
+    return cls(**values)
+
+
 # --- the table ----------------------------------------------------------------
 
 # Client-facing APIs forwarded as bytes in passthrough mode: their requests and
@@ -202,6 +251,8 @@ def passes_as_bytes(scan, version, rctx):
     goes back as it came (passthrough mode: any version without them)."""
     if rctx is not None and (version < 13 or rctx.decoy_ids):
         return False
+    if rctx is not None and not all(map(rctx.owns_topic_id, scan.topic_ids)):
+        return False  # decoded: the walk drops topics that are not the tenant's
     return scan.tags_empty  # before v12 (not flexible) no node_endpoints at all
 
 
@@ -297,11 +348,50 @@ def _consumer_only(replica):
         raise ValueError(f"a Fetch as replica {replica} is a broker's request; refused")
 
 
+def _fetch_sessions(conn, rctx, session_id, epoch, version):
+    """Check the fetch session a request names against the connection's own
+    (tenancy/sessions.py): 'forward', 'unbind' or 'refuse' (answered here)."""
+    if conn.fetch_sessions is None:
+        conn.fetch_sessions = FetchSessions()
+    rctx.sessions = conn.fetch_sessions
+    action = rctx.sessions.check(session_id, epoch)
+    if action == "refuse":
+        rctx.answer = _fetch_error(version, FETCH_SESSION_ID_NOT_FOUND)
+    return action
+
+
+def _fetch_error(version, code):
+    """A Fetch response body with a top-level error and nothing else."""
+    module = load_payload_module(1, version, EntityType.response)
+    return encode_body(module.FetchResponse(
+        throttle_time=_NO_THROTTLE, error_code=ErrorCode(code), session_id=i32(0),
+        responses=()))
+
+
+def _fetch_observe(rctx, scan):
+    if rctx is not None and rctx.sessions is not None:
+        rctx.sessions.created(scan.session_id)
+
+
+def _fetch_response(conn, rctx, response):
+    """Fetch, decoded: sessions noted, names and ids walked, node_endpoints."""
+    if rctx.sessions is not None:
+        rctx.sessions.created(getattr(response, "session_id", 0))
+    return _node_endpoints(conn, rctx, walk_response(response, rctx))
+
+
 def _fetch_request(conn, rctx, request):
-    """Fetch, decoded (before v13, or when ``_fetch_frame`` declines): names
-    made physical, topic ids checked by the walker."""
+    """Fetch, decoded (before v13, or when ``_fetch_frame`` declines): the
+    session checked, names made physical, topic ids checked by the walker."""
     state = getattr(request, "replica_state", None)
     _consumer_only(request.replica_id if state is None else state.replica_id)
+    if request.__version__ >= 7:
+        action = _fetch_sessions(conn, rctx, request.session_id,
+                                 request.session_epoch, request.__version__)
+        if action == "refuse":
+            return request
+        if action == "unbind":
+            request = replace(request, session_id=i32(0))
     return walk_request(request, rctx)
 
 
@@ -315,6 +405,13 @@ def _fetch_frame(conn, rctx, frame, body_offset, version):
     replica, positions = fetch_request_ids(frame, body_offset, version)
     _consumer_only(replica)
     out = None
+    session_id, epoch, at = fetch_session(frame, body_offset, version)
+    action = _fetch_sessions(conn, rctx, session_id, epoch, version)
+    if action == "refuse":
+        return frame
+    if action == "unbind":
+        out = bytearray(frame)
+        out[at:at + 4] = bytes(4)
     for at in positions:
         topic_id = uuid.UUID(bytes=bytes(frame[at:at + 16]))
         checked = rctx.check_topic_id(topic_id)
@@ -344,8 +441,6 @@ def _metadata_request(conn, rctx, request):
             if now - topology.listing_at >= LISTING_MAX_AGE / 2 and \
                     gateway.refresher is not None:
                 gateway.refresher.refresh_listing()  # meanwhile, this one serves
-            from kio.index import load_payload_module
-            from kio.static.constants import EntityType
             module = load_payload_module(3, request.__version__, EntityType.request)
             fields = module.MetadataRequestTopic.__dataclass_fields__
             names = _tenant_topics(topology, rctx.namespace)
@@ -378,6 +473,48 @@ def _metadata_response(conn, rctx, response):
                 t for t in response.topics
                 if t.error_code != ErrorCode.unknown_topic_or_partition))
     return rewrite_metadata(conn, rctx, walk_response(response, rctx))
+
+
+def _describe_topic_partitions_request(conn, rctx, request):
+    """KIP-966 pages by cursor through every topic the broker has.  A tenant
+    pages only through its own: an all-topics request becomes a request for
+    the tenant's topics by name, and its cursor only says where to start in
+    that list (a cursor naming a topic that is not the tenant's, or no topic,
+    starts at the next of the tenant's names, as a missing topic would)."""
+    if request.topics:
+        return walk_request(request, rctx)
+    namespace, topology, gateway = rctx.namespace, conn.topology, conn.gateway
+    if gateway.refresher is not None and (topology.listing_at is None or
+            gateway.reactor.seconds() - topology.listing_at >= LISTING_MAX_AGE):
+        gateway.refresher.refresh_listing()  # for the next page or request
+    names = list(_tenant_topics(topology, namespace))
+    cursor = request.cursor
+    if cursor is not None:
+        try:
+            start = namespace.physical(TOPIC, cursor.topic_name)
+        except InvalidName:
+            start = namespace.prefix + cursor.topic_name
+        names = [n for n in names if n >= start]
+        if start not in names:
+            cursor = None
+        else:
+            cursor = replace(cursor, topic_name=start)
+    if not names:  # no topics at all would mean every topic to the broker
+        module = load_payload_module(75, request.__version__, EntityType.response)
+        rctx.answer = encode_body(module.DescribeTopicPartitionsResponse(
+            throttle_time=_NO_THROTTLE, topics=(), next_cursor=None))
+        return request
+    rctx.custom = "by-name"
+    make = typing.get_args(typing.get_type_hints(type(request))["topics"])[0]
+    return replace(request, cursor=cursor, topics=tuple(make(name=n) for n in names))
+
+
+def _describe_topic_partitions_response(conn, rctx, response):
+    if rctx.custom == "by-name":  # topics deleted since the listing
+        response = replace(response, topics=tuple(
+            t for t in response.topics
+            if t.error_code != ErrorCode.unknown_topic_or_partition))
+    return walk_response(response, rctx)
 
 
 def _repartitioned(conn, rctx, response):
@@ -468,19 +605,19 @@ def _find_coordinator_response(conn, rctx, response):
     if hasattr(response, "coordinators"):
         items = []
         for c in response.coordinators:
-            found = rctx.decoy_names.get((kind, c.key)) or rctx.decoy_names.get(
-                (GROUP, c.key))
+            found = rctx.refusal(kind, c.key) or rctx.refusal(GROUP, c.key)
             if found is not None:
-                items.append(replace(c, key=found[0], node_id=-1, host="", port=-1,
-                                     error_code=ErrorCode.invalid_request,
-                                     error_message=found[1]))
+                items.append(replace(c, key=found.logical, node_id=-1, host="",
+                                     port=-1, error_code=ErrorCode.invalid_request,
+                                     error_message=found.reason))
             else:
                 items.append(replace(c, key=rctx.to_logical(kind, c.key)))
         response = replace(response, coordinators=tuple(items))
     elif rctx.refusals:
-        _, reason = next(iter(rctx.decoy_names.values()))
+        _, found = next(rctx.all_refusals())
         response = replace(response, node_id=-1, host="", port=-1,
-                           error_code=ErrorCode.invalid_request, error_message=reason)
+                           error_code=ErrorCode.invalid_request,
+                           error_message=found.reason)
     return rewrite_find_coordinator(conn, rctx, response)
 
 
@@ -490,85 +627,209 @@ RESOURCE_TOPIC, RESOURCE_BROKER, RESOURCE_BROKER_LOGGER, RESOURCE_GROUP = 2, 4, 
 _RESOURCE_KINDS = {RESOURCE_TOPIC: TOPIC, RESOURCE_GROUP: GROUP}
 
 
+TENANT_BROKER_CONFIGS = frozenset((
+    "auto.create.topics.enable", "compression.type", "default.replication.factor",
+    "delete.topic.enable", "group.consumer.heartbeat.interval.ms",
+    "group.consumer.session.timeout.ms", "group.max.session.timeout.ms",
+    "group.min.session.timeout.ms", "log.cleanup.policy", "log.message.timestamp.type",
+    "log.retention.bytes", "log.retention.hours", "log.retention.minutes",
+    "log.retention.ms", "log.segment.bytes", "message.max.bytes",
+    "min.insync.replicas", "num.partitions", "offsets.retention.minutes",
+    "transaction.max.timeout.ms", "unclean.leader.election.enable",
+))
+"""The broker configs a tenant may read (DescribeConfigs on a BROKER resource):
+the defaults its topics and clients inherit.  Never listeners, addresses,
+paths, quorum voters, security settings or secrets: every other key (and
+synonym) is dropped from the answer."""
+
+_NOT_AVAILABLE = (ErrorCode.cluster_authorization_failed,
+                  "this resource type is not available in a virtual cluster")
+
+
 def _configs_request(read_only):
     def rewrite(conn, rctx, request):
         resources = []
         rctx.custom = {}
         for r in request.resources:
             kind = _RESOURCE_KINDS.get(r.resource_type)
+            refusal = _NOT_AVAILABLE
             if kind is not None:
-                resources.append(replace(r, resource_name=rctx.to_physical(
-                    kind, r.resource_name)))
-            elif read_only and r.resource_type in (RESOURCE_BROKER,
-                                                   RESOURCE_BROKER_LOGGER):
-                resources.append(r)
-            else:
-                # A decoy topic the broker refuses; restored with our error below.
-                decoy = rctx.decoy_name(TOPIC, r.resource_name, "")
-                rctx.custom[decoy] = r.resource_type
-                resources.append(replace(r, resource_type=RESOURCE_TOPIC,
-                                         resource_name=decoy))
+                physical = rctx.to_physical(kind, r.resource_name)
+                if kind == TOPIC or physical != "":
+                    resources.append(replace(r, resource_name=physical))
+                    continue
+                # A refused group: never "" on the broker (it would be a group
+                # config of its own), but the refused-resource path below.
+                found = rctx.refusal(GROUP, "")
+                refusal = (ErrorCode(found.code or ErrorCode.invalid_group_id),
+                           found.reason)
+            elif read_only and r.resource_type == RESOURCE_BROKER:
+                resources.append(r)  # the answer is cut to TENANT_BROKER_CONFIGS
+                continue
+            # A decoy topic the broker refuses; restored with our error below.
+            decoy = rctx.decoy_name(TOPIC, r.resource_name, "")
+            rctx.custom[decoy] = (r.resource_type, *refusal)
+            resources.append(replace(r, resource_type=RESOURCE_TOPIC,
+                                     resource_name=decoy))
         return replace(request, resources=tuple(resources))
     return rewrite
+
+
+def _broker_configs(result):
+    """A BROKER resource's configs cut to TENANT_BROKER_CONFIGS."""
+    if not hasattr(result, "configs"):
+        return result
+    kept = []
+    for c in result.configs:
+        if c.name in TENANT_BROKER_CONFIGS:
+            if getattr(c, "synonyms", None):
+                c = replace(c, synonyms=tuple(
+                    s for s in c.synonyms if s.name in TENANT_BROKER_CONFIGS))
+            kept.append(c)
+    return replace(result, configs=tuple(kept))
 
 
 def _configs_response(conn, rctx, response):
     field_name = "results" if hasattr(response, "results") else "responses"
     items = []
     for r in getattr(response, field_name):
-        original_type = rctx.custom.get(r.resource_name)
-        if original_type is not None:
-            logical = rctx.decoy_names[(TOPIC, r.resource_name)][0]
+        refused = rctx.custom.get(r.resource_name)
+        if refused is not None:
+            original_type, code, message = refused
+            logical = rctx.refusal(TOPIC, r.resource_name).logical
             changes = dict(resource_type=original_type, resource_name=logical,
-                           error_code=ErrorCode.cluster_authorization_failed,
-                           error_message="this resource type is not available in "
-                                         "a virtual cluster")
+                           error_code=code, error_message=message)
             if hasattr(r, "configs"):
                 changes["configs"] = ()
             items.append(replace(r, **changes))
             continue
         kind = _RESOURCE_KINDS.get(r.resource_type)
         if kind is not None:
-            found = rctx.decoy_names.get((kind, r.resource_name))
+            found = rctx.refusal(kind, r.resource_name)
             if found is not None:
-                r = replace(r, resource_name=found[0], error_message=found[1])
-                if found[2] is not None:
-                    r = replace(r, error_code=ErrorCode(found[2]))
+                r = replace(r, resource_name=found.logical, error_message=found.reason)
+                if found.code is not None:
+                    r = replace(r, error_code=ErrorCode(found.code))
                     if hasattr(r, "configs"):
                         r = replace(r, configs=())
             else:
                 r = replace(r, resource_name=rctx.to_logical(kind, r.resource_name),
                             error_message=rctx.namespace.scrub(r.error_message))
+        elif r.resource_type == RESOURCE_BROKER:
+            r = _broker_configs(replace(r, error_message=None
+                                        if r.error_code == 0 else r.error_message))
         items.append(r)
     return replace(response, **{field_name: tuple(items)})
 
 
 def _heartbeat_request(conn, rctx, request):
+    """KIP-848: names walked; a regex subscription is matched by the gateway
+    over the tenant's logical topic names (tenancy/patterns.py) and the broker
+    gets the exact alternation of the matching physical names, kept current
+    at each heartbeat."""
     request = walk_request(request, rctx)
-    regex = getattr(request, "subscribed_topic_regex", None)  # v1+ only
-    if regex:
-        request = replace(request, subscribed_topic_regex=rctx.namespace.regex(regex))
+    if not hasattr(request, "subscribed_topic_regex"):  # v0: no regex
+        return request
+    subscriptions = conn.gateway.regex_subscriptions
+    key = (rctx.namespace.name, request.group_id, request.member_id)
+    if request.member_epoch < 0:  # leaving
+        subscriptions.forget(key)
+        return request
+    regex = request.subscribed_topic_regex
+    if regex is not None:
+        if regex == "":
+            subscriptions.forget(key)
+            return request
+        subscriptions.subscribe(key, regex)
+    topology, namespace = conn.topology, rctx.namespace
+    found = subscriptions.broker_regex(
+        key, made_of(topology, namespace), lambda: _logical_topics(topology, namespace))
+    if found is not None and (regex is not None or found[1]):
+        request = replace(request, subscribed_topic_regex=found[0])
     return request
 
 
-def _unconfine_regex(namespace, regex):
-    wrapped = namespace.regex("")
-    if regex and regex.startswith(wrapped[:-1]) and regex.endswith(")"):
-        return regex[len(wrapped) - 1:-1]
-    return regex
+IDS_REFRESH_INTERVAL = 1.0
+"""Seconds between listings asked for because a response named unknown ids."""
+
+
+def _topic_ids_in(value, found):
+    """Every topic id in a decoded message (nested entities included)."""
+    import dataclasses
+    for f in dataclasses.fields(value):
+        current = getattr(value, f.name)
+        if f.name == "topic_id" and isinstance(current, uuid.UUID):
+            found.add(current)
+        elif dataclasses.is_dataclass(current):
+            _topic_ids_in(current, found)
+        elif isinstance(current, tuple) and current and dataclasses.is_dataclass(
+                current[0]):
+            for v in current:
+                _topic_ids_in(v, found)
+    return found
+
+
+def _ids_known_first(rewrite):
+    """KIP-848 assignments name topics by id only.  An id the gateway has not
+    learnt yet (a topic created through another gateway, or directly, since
+    its last listing) would be dropped as not the tenant's, and the member
+    would wait for the gateway's next refresh (30 s) to be assigned it: the
+    gateway asks for a listing first (at most one a second), then rewrites."""
+    def first(conn, rctx, response):
+        ids = _topic_ids_in(response, set())
+        ids.discard(ZERO_UUID)
+        refresher, topology = conn.gateway.refresher, conn.topology
+        now = conn.gateway.reactor.seconds()
+        if refresher is None or all(i in rctx.topic_ids for i in ids) or (
+                topology.listing_at is not None
+                and now - topology.listing_at < IDS_REFRESH_INTERVAL):
+            return rewrite(conn, rctx, response)
+        return refresher.refresh().addCallback(
+            lambda _: rewrite(conn, rctx, response))
+    return first
+
+
+def _logical_topics(topology, namespace):
+    """The tenant's topics: logical name -> physical name."""
+    names = {}
+    for physical in _tenant_topics(topology, namespace):
+        logical = namespace.logical(TOPIC, physical)
+        if logical is not None:
+            names[logical] = physical
+    return names
 
 
 def _group_describe_response(conn, rctx, response):
+    """Members' regexes shown as the client sent them (or, for a member this
+    gateway does not know, the logical names our alternation holds)."""
     response = walk_response(response, rctx)
+    subscriptions, namespace = conn.gateway.regex_subscriptions, rctx.namespace
+
+    def shown(group, member):
+        regex = member.subscribed_topic_regex
+        if not regex:
+            return regex
+        original = subscriptions.pattern((namespace.name, group, member.member_id))
+        if original is not None:
+            return original
+        names = names_of(regex)
+        if names is None:
+            return None
+        logical = [n for n in map(lambda p: namespace.logical(TOPIC, p), names) if n]
+        return alternation(logical)
+
     groups = []
     for g in response.groups:
-        members = tuple(replace(m, subscribed_topic_regex=_unconfine_regex(
-            rctx.namespace, m.subscribed_topic_regex)) for m in g.members)
+        physical = rctx.to_physical(GROUP, g.group_id) if g.group_id else ""
+        members = tuple(replace(m, subscribed_topic_regex=shown(physical, m))
+                        for m in g.members)
         groups.append(replace(g, members=members))
     return replace(response, groups=tuple(groups))
 
 
 def _list_transactions_request(conn, rctx, request):
+    """The id pattern is applied by the gateway (RE2, linear time) to the
+    tenant's logical ids; the broker lists without it."""
     rctx.custom = getattr(request, "transactional_id_pattern", None)
     if rctx.custom is not None:
         request = replace(request, transactional_id_pattern=None)
@@ -576,18 +837,16 @@ def _list_transactions_request(conn, rctx, request):
 
 
 def _list_transactions_response(conn, rctx, response):
-    import re
-
     response = walk_response(response, rctx)
     if rctx.custom:
         try:
-            pattern = re.compile(rctx.custom)
-        except re.error:
+            kept = set(fullmatch(rctx.custom, [t.transactional_id
+                                               for t in response.transaction_states]))
+        except InvalidPattern:
             return replace(response, error_code=ErrorCode.invalid_regular_expression,
                            transaction_states=())
         response = replace(response, transaction_states=tuple(
-            t for t in response.transaction_states
-            if pattern.fullmatch(t.transactional_id)))
+            t for t in response.transaction_states if t.transactional_id in kept))
     return response
 
 
@@ -622,13 +881,15 @@ def tenant_rules():
                        scan_response=scan_produce_response,
                        passes_as_bytes=passes_as_bytes,
                        rename_response=_produce_response_names)
-    row(1, "Fetch", _fetch_request, _then(_walk_resp, _node_endpoints),
+    row(1, "Fetch", _fetch_request, _fetch_response,
         "names (v<=12) and topic ids (v13+) checked and rewritten (v13+ requests "
-        "by slicing: ids checked in place); fetches as a replica refused; "
-        "node_endpoints; v13+ responses forwarded as bytes unless something in "
-        "them must change")
+        "by slicing: ids checked in place); fetch sessions bound to the "
+        "connection that made them (others: FETCH_SESSION_ID_NOT_FOUND, or a "
+        "full fetch without the session); fetches as a replica refused; "
+        "node_endpoints; v13+ responses forwarded as bytes when every topic id "
+        "in them is the tenant's and nothing else must change")
     table[1] = replace(table[1], rewrite_frame=_fetch_frame, scan_response=scan_fetch,
-                       passes_as_bytes=passes_as_bytes)
+                       passes_as_bytes=passes_as_bytes, observe=_fetch_observe)
     row(3, "Metadata", _metadata_request, _metadata_response,
         "names and ids rewritten, other tenants' topics dropped, no auto-create, "
         "broker addresses rewritten; all-topics requests ask for the tenant's "
@@ -645,20 +906,44 @@ def tenant_rules():
     row(18, "ApiVersions", None, rewrite_api_versions,
         "versions cut to this table; SASL answered by the gateway")
     row(32, "DescribeConfigs", _configs_request(True), _configs_response,
-        "topic and group resources renamed; brokers read-only; others refused")
+        "topic and group resources renamed; brokers read-only and cut to an "
+        "allow-list (no listeners, addresses, paths, voters, secrets); others "
+        "(BROKER_LOGGER, ...) refused")
     row(33, "AlterConfigs", _configs_request(False), _configs_response,
         "topic and group resources renamed; other resources refused")
     row(44, "IncrementalAlterConfigs", _configs_request(False), _configs_response,
         "topic and group resources renamed; other resources refused")
+    row(75, "DescribeTopicPartitions", _describe_topic_partitions_request,
+        _describe_topic_partitions_response,
+        "names rewritten; paging (the cursor) only through the tenant's own "
+        "topics: an all-topics request asks for them by name")
     row(60, "DescribeCluster", None, rewrite_describe_cluster,
         "broker addresses rewritten")
     row(66, "ListTransactions", _list_transactions_request, _list_transactions_response,
-        "other tenants' ids dropped; the id pattern applied by the gateway")
-    row(68, "ConsumerGroupHeartbeat", _heartbeat_request, _walk_resp,
-        "names rewritten, the regex confined to the tenant's prefix, assignments "
-        "by topic id checked")
-    row(69, "ConsumerGroupDescribe", _walk_req, _group_describe_response,
-        "names and ids rewritten, the confined regex shown as the client sent it")
+        "other tenants' ids dropped; the id pattern applied by the gateway (RE2)")
+    row(68, "ConsumerGroupHeartbeat", _heartbeat_request,
+        _ids_known_first(_walk_resp),
+        "names rewritten; a regex subscription matched by the gateway (RE2) over "
+        "the tenant's topics and sent as the exact alternation of their physical "
+        "names, kept current; assignments by topic id checked (unknown ids: a "
+        "listing first)")
+    row(69, "ConsumerGroupDescribe", _walk_req,
+        _ids_known_first(_group_describe_response),
+        "names and ids rewritten, the regex shown as the client sent it")
+    row(11, "JoinGroup", _cp.join_group_request,
+        _then(_walk_resp, _cp.join_group_response),
+        "names rewritten; \"consumer\" protocol subscriptions (read by the broker) "
+        "made physical, the leader's copies logical (others' topics dropped); "
+        "unreadable ones or foreign names refused: INCONSISTENT_GROUP_PROTOCOL")
+    row(14, "SyncGroup", _cp.sync_group_request,
+        _then(_walk_resp, _cp.sync_group_response),
+        "names rewritten; assignments the broker could read as the consumer "
+        "protocol made physical, the member's logical (others' topics dropped); "
+        "unreadable \"consumer\" ones or foreign names refused: "
+        "INCONSISTENT_GROUP_PROTOCOL")
+    table[15] = replace(table[15], rewrite_response=_then(
+        _walk_resp, _cp.describe_groups_response), why="names rewritten, others' "
+        "dropped; \"consumer\" members' subscriptions and assignments made logical")
     row(20, "DeleteTopics", _delete_topics_request, _delete_topics_response,
         "names and ids rewritten; deleting an alias removes the mapping, never "
         "the shared topic")
@@ -670,7 +955,8 @@ def tenant_rules():
         table[key] = Rule(key, name, low, high, None, 0,
                           "answered by the gateway (PLAIN with a vkafka token)",
                           None, True)
-    return dict(sorted(table.items()))
+    from .fields import classified  # versions with an unclassified field: not offered
+    return classified(dict(sorted(table.items())))
 
 
 def _delete_topics_request(conn, rctx, request):
@@ -708,8 +994,6 @@ def _delete_topics_response(conn, rctx, response):
     response = walk_response(response, rctx)
     if not rctx.custom:
         return response
-    from kio.index import load_payload_module
-    from kio.static.constants import EntityType
 
     module = load_payload_module(20, response.__version__, EntityType.response)
     result = module.DeletableTopicResult
@@ -755,7 +1039,8 @@ def markdown_table():
             return f"v{rule.min_version}-{rule.max_version}: {rule.why}"
         lines.append(f"| {key} | {name} | {cell(passthrough.get(key))} | "
                      f"{cell(tenant.get(key))} |")
-    return "\n".join(lines) + "\n"
+    from .fields import markdown  # then each tenant API's fields and their classes
+    return "\n".join(lines) + "\n" + markdown()
 
 
 if __name__ == "__main__":

@@ -80,6 +80,15 @@ def plan(cls):
     return tuple(result)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a name in a request was not forwarded: the client's own name, our
+    explanation and the Kafka error code to answer with (None: the broker's)."""
+    logical: str
+    reason: str | None
+    code: int | None = None
+
+
 class Foreign(Exception):
     """Raised inside a response walk: this entity is not the tenant's."""
 
@@ -89,12 +98,12 @@ class RequestContext:
 
     __slots__ = ("namespace", "topic_ids", "decoy_names", "decoy_ids", "refusals",
                  "custom", "write", "concentrated", "concentration", "answer",
-                 "on_answer", "produced")
+                 "on_answer", "produced", "sessions")
 
     def __init__(self, namespace, topic_ids, write=False):
         self.namespace = namespace
         self.topic_ids = topic_ids
-        self.decoy_names = {}  # (kind, decoy) -> (logical, reason, error code)
+        self.decoy_names = {}  # (kind, decoy) -> Refusal (ids: a list of them)
         self.decoy_ids = {}    # decoy uuid -> (client's uuid, reason, error code)
         self.refusals = 0
         self.custom = None
@@ -112,6 +121,8 @@ class RequestContext:
         """(acks, records) of a Produce request, read while it was rewritten."""
         self.write = write
         """The request changes topics: read-only aliases are refused."""
+        self.sessions = None
+        """Fetch: the connection's FetchSessions (tenancy/sessions.py)."""
 
     # requests
 
@@ -141,12 +152,40 @@ class RequestContext:
             self.concentrated.update(aliases)
 
     def decoy_name(self, kind, logical, reason, code=None):
-        decoy = f"!vkafka-refused-{len(self.decoy_names)}"
-        if kind != TOPIC:
-            decoy = f"{decoy}!"  # still never anybody's name: no tenant prefix starts with '!'
-        self.decoy_names[(kind, decoy)] = (logical, reason, code)
+        """A name the broker refuses without creating or touching anything.
+
+        Topics: a name with '!', which Kafka never accepts as a topic name.
+        Group and transactional ids: the empty string, which every group and
+        transaction API refuses (INVALID_GROUP_ID, INVALID_REQUEST).  Neither is
+        a valid name, so two tenants' refused requests never meet on one
+        physical group, transaction or topic."""
+        refusal = Refusal(logical, reason, code)
+        if kind == TOPIC:
+            decoy = f"!vkafka-refused-{len(self.decoy_names)}"
+            self.decoy_names[(kind, decoy)] = refusal
+        else:
+            decoy = ""
+            self.decoy_names.setdefault((kind, decoy), []).append(refusal)
         self.refusals += 1
         return decoy
+
+    def refusal(self, kind, name):
+        """The Refusal a decoy *name* of *kind* stands for, or None.  Several
+        refused ids share the decoy "": they are handed out in turn (responses
+        list entries in request order)."""
+        found = self.decoy_names.get((kind, name))
+        if isinstance(found, list):
+            if len(found) > 1:
+                found.append(found.pop(0))
+                return found[-1]
+            return found[0]
+        return found
+
+    def all_refusals(self):
+        """(kind, Refusal) of every refused name."""
+        for (kind, _), found in self.decoy_names.items():
+            for refusal in (found if isinstance(found, list) else (found,)):
+                yield kind, refusal
 
     def check_topic_id(self, topic_id):
         if topic_id is None or topic_id == ZERO_UUID:
@@ -168,12 +207,26 @@ class RequestContext:
 
     # responses
 
+    def owns_topic_id(self, raw):
+        """Whether the 16-byte topic id *raw* names one of the tenant's topics."""
+        physical = self.topic_ids.get(uuid.UUID(bytes=bytes(raw)))
+        return physical is not None and self.namespace.owns(TOPIC, physical)
+
+    def check_streamed_id(self, raw):
+        """FetchStream's check: a foreign topic id stops the response before
+        any of that topic's bytes are forwarded."""
+        if not self.owns_topic_id(raw):
+            raise ValueError("a fetch response names a topic that is not the "
+                             "tenant's")
+
     def to_logical(self, kind, physical):
-        if physical is None or physical == "":
+        if physical is None:
             return physical
-        refused = self.decoy_names.get((kind, physical))
+        refused = self.refusal(kind, physical)
         if refused is not None:
-            return refused[0]
+            return refused.logical
+        if physical == "":
+            return physical
         logical = self.namespace.logical(kind, physical)
         if logical is None:
             raise Foreign(physical)
@@ -289,10 +342,10 @@ def _refusal(ctx, changes, learn_id, fields, value):
     for fp in fields:
         if fp.role == _NAME and not fp.many:
             # the name was restored to the client's: look the decoy up by it
-            for (kind, _), (logical, reason, code) in ctx.decoy_names.items():
-                if kind == fp.kind and logical == getattr(value, fp.name) and \
-                        fp.name in changes:
-                    return reason, code
+            for kind, refusal in ctx.all_refusals():
+                if kind == fp.kind and refusal.logical == getattr(value, fp.name) \
+                        and fp.name in changes:
+                    return refusal.reason, refusal.code
     if learn_id is not None and learn_id in ctx.decoy_ids:
         _, reason, code = ctx.decoy_ids[learn_id]
         return reason, code

@@ -1,0 +1,73 @@
+"""Tenant patterns are matched by the gateway, with RE2 (tenancy/patterns.py)."""
+
+from twisted.trial import unittest
+
+from vkafka.tenancy import patterns
+from vkafka.tenancy.patterns import RegexSubscriptions
+
+
+TOPICS = {"orders": "acmeorders", "orders.eu": "acmeorders.eu",
+          "payments": "acmepayments", "xorders": "acmexorders"}
+
+
+class PatternTests(unittest.TestCase):
+    def test_anchored_and_unanchored_alike(self):
+        """The whole name must match, as the broker's RE2J matches(): '^orders.*$'
+        and 'orders.*' pick the same topics, 'rders' none."""
+        for pattern in ("^orders.*$", "orders.*", "(orders|orders\\.eu)"):
+            self.assertEqual(patterns.fullmatch(pattern, TOPICS),
+                             ["orders", "orders.eu"], pattern)
+        self.assertEqual(patterns.fullmatch("rders", TOPICS), [])
+
+    def test_alternation_is_exact(self):
+        """The broker gets an anchored alternation of exactly the matching
+        physical names ('.' escaped): no pattern of the tenant's reaches it."""
+        regex = patterns.alternation(["acmeorders", "acmeorders.eu"])
+        self.assertEqual(regex, "^(?:acmeorders|acmeorders\\.eu)$")
+        import re2
+        compiled = re2.compile(regex)
+        self.assertTrue(compiled.fullmatch("acmeorders.eu"))
+        self.assertFalse(compiled.fullmatch("acmeordersXeu"))
+        self.assertFalse(compiled.search("otheracmeorders"))
+        self.assertEqual(patterns.names_of(regex), ["acmeorders", "acmeorders.eu"])
+        self.assertEqual(patterns.alternation([]), patterns.NOTHING)
+        self.assertEqual(patterns.names_of(patterns.NOTHING), [])
+
+    def test_escape_attempt_is_just_a_pattern(self):
+        """')|(' cannot escape anything: it is matched over the tenant's own
+        logical names (here: invalid, so the broker's own error comes back)."""
+        subs = RegexSubscriptions()
+        subs.subscribe("m", ")|(.*")
+        self.assertEqual(subs.broker_regex("m", 1, lambda: TOPICS),
+                         (patterns.INVALID, True))
+        subs.subscribe("n", ".*|other.*")
+        regex, _ = subs.broker_regex("n", 1, lambda: TOPICS)
+        self.assertEqual(sorted(patterns.names_of(regex)), sorted(TOPICS.values()))
+
+    def test_catastrophic_pattern_is_linear(self):
+        """'(a+)+b' over a 32 KB id: RE2 answers (no backtracking); the test
+        asserts the answer, not a time."""
+        self.assertEqual(patterns.fullmatch("(a+)+b", ["a" * 32767]), [])
+        self.assertEqual(patterns.fullmatch("(a+)+b", ["a" * 32766 + "b"]),
+                         ["a" * 32766 + "b"])
+
+    def test_invalid_pattern(self):
+        with self.assertRaises(patterns.InvalidPattern):
+            patterns.fullmatch("(", ["x"])
+
+    def test_subscription_kept_current(self):
+        """A member's regex is re-evaluated when the tenant's topics change
+        (the made-of key): the new alternation is 'changed' once."""
+        subs = RegexSubscriptions()
+        subs.subscribe(("acme", "g", "m1"), "^orders.*$")
+        first, changed = subs.broker_regex(("acme", "g", "m1"), 1, lambda: TOPICS)
+        self.assertTrue(changed)
+        self.assertEqual(subs.broker_regex(("acme", "g", "m1"), 1, lambda: TOPICS),
+                         (first, False))
+        more = dict(TOPICS, **{"orders2": "acmeorders2"})
+        regex, changed = subs.broker_regex(("acme", "g", "m1"), 2, lambda: more)
+        self.assertTrue(changed)
+        self.assertIn("acmeorders2", patterns.names_of(regex))
+        subs.forget(("acme", "g", "m1"))
+        self.assertIsNone(subs.broker_regex(("acme", "g", "m1"), 2, lambda: more))
+        self.assertIsNone(subs.pattern(("acme", "g", "m1")))

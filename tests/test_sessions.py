@@ -1,0 +1,39 @@
+"""Fetch sessions are connection-bound (tenancy/sessions.py)."""
+
+from twisted.trial import unittest
+
+from vkafka.tenancy.sessions import FetchSessions
+
+
+class FetchSessionsTests(unittest.TestCase):
+    def test_unknown_session_is_never_forwarded(self):
+        """An incremental fetch (epoch > 0) of a session the connection does not
+        own is refused; a full fetch of one (epoch 0 opens anew, -1 closes)
+        goes on without it, so it cannot close another connection's session."""
+        sessions = FetchSessions()
+        self.assertEqual(sessions.check(1234, 3), "refuse")
+        self.assertEqual(sessions.check(1234, 0), "unbind")
+        self.assertEqual(sessions.check(1234, -1), "unbind")
+        self.assertEqual(sessions.check(0, -1), "forward")
+        self.assertEqual(sessions.check(0, 0), "forward")
+
+    def test_own_session_forwarded_until_closed(self):
+        """A session the broker made for this connection is forwarded; a full
+        fetch naming it closes it, after which it is not this connection's."""
+        sessions = FetchSessions()
+        sessions.created(77)
+        self.assertEqual(sessions.check(77, 5), "forward")
+        self.assertEqual(sessions.check(77, -1), "forward")
+        self.assertNotIn(77, sessions)
+        self.assertEqual(sessions.check(77, 6), "refuse")
+
+    def test_bounded(self):
+        """At most LIMIT sessions are remembered; the oldest are forgotten."""
+        sessions = FetchSessions()
+        for session in range(1, FetchSessions.LIMIT + 11):
+            sessions.created(session)
+        self.assertEqual(len(sessions), FetchSessions.LIMIT)
+        self.assertNotIn(1, sessions)
+        self.assertIn(FetchSessions.LIMIT + 10, sessions)
+        sessions.created(0)  # no session: nothing to own
+        self.assertEqual(len(sessions), FetchSessions.LIMIT)

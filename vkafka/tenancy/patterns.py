@@ -1,0 +1,116 @@
+# -*- test-case-name: tests.test_patterns -*-
+"""Tenant patterns, evaluated by the gateway over the tenant's own names.
+
+A pattern a tenant sends is never handed to the broker: wrapping it in the
+tenant's prefix (``prefix(?:pattern)``) can be escaped (``)|(``) and breaks
+every anchored pattern (``^orders.*$``).  Instead the gateway matches it
+itself, with the broker's semantics (RE2, as the broker's RE2J: linear time
+whatever the pattern, and a whole-name match), against the tenant's
+*logical* names, and sends the broker only what it computed: for KIP-848
+subscriptions an exact, anchored alternation of the matching physical names.
+"""
+
+from collections import OrderedDict
+
+import re2
+
+NOTHING = "^!$"
+"""A broker regex that matches no topic ('!' is never in a topic name)."""
+
+INVALID = "("
+"""A broker regex the broker refuses (INVALID_REGULAR_EXPRESSION): sent for a
+pattern RE2 refused, so the client gets the broker's own answer."""
+
+_OPTIONS = re2.Options()
+_OPTIONS.max_mem = 8 << 20  # bounded memory per compiled pattern
+_OPTIONS.log_errors = False  # a tenant's bad pattern is answered, not logged
+
+
+class InvalidPattern(ValueError):
+    """A pattern RE2 cannot compile (or too large)."""
+
+
+def compile_pattern(pattern):
+    """*pattern* compiled with RE2; raises InvalidPattern."""
+    try:
+        return re2.compile(pattern, options=_OPTIONS)
+    except re2.error as e:
+        raise InvalidPattern(f"invalid regular expression: {e}") from None
+
+
+def fullmatch(pattern, names):
+    """The names among *names* the whole of which *pattern* matches."""
+    compiled = compile_pattern(pattern)
+    return [n for n in names if compiled.fullmatch(n) is not None]
+
+
+def alternation(physical_names):
+    """An anchored RE2 pattern matching exactly *physical_names* (topic
+    names: only '.' needs escaping), or NOTHING."""
+    if not physical_names:
+        return NOTHING
+    return "^(?:" + "|".join(n.replace(".", "\\.") for n in sorted(physical_names)) + ")$"
+
+
+def names_of(alternation_pattern):
+    """The names an ``alternation`` holds (None if it is not one of ours)."""
+    if alternation_pattern == NOTHING:
+        return []
+    if not (alternation_pattern.startswith("^(?:") and alternation_pattern.endswith(")$")):
+        return None
+    return [n.replace("\\.", ".") for n in alternation_pattern[4:-2].split("|")]
+
+
+class RegexSubscriptions:
+    """KIP-848 members subscribed by regex, per (tenant, group, member).
+
+    Clients send ``SubscribedTopicRegex`` only when it changes, so the
+    gateway remembers each member's pattern and, on each of its heartbeats,
+    sends a new alternation when the tenant's matching topics changed: a
+    topic created later that matches is assigned at the member's next
+    heartbeat after the gateway learns of it.
+    """
+
+    LIMIT = 100_000
+    """Members remembered at most (the oldest forgotten first)."""
+
+    def __init__(self):
+        self._members = OrderedDict()  # key -> [pattern, last sent]
+        self._matches = {}             # (pattern, made of) -> alternation
+
+    def subscribe(self, key, pattern):
+        self._members[key] = [pattern, None]
+        self._members.move_to_end(key)
+        while len(self._members) > self.LIMIT:
+            self._members.popitem(last=False)
+
+    def forget(self, key):
+        self._members.pop(key, None)
+
+    def pattern(self, key):
+        entry = self._members.get(key)
+        return None if entry is None else entry[0]
+
+    def broker_regex(self, key, made_of, topics):
+        """(the alternation to send for *key*'s pattern over the tenant's
+        topics, whether it differs from the last one sent); None if *key*
+        subscribed by no pattern here.  *topics()*: the tenant's topics,
+        logical -> physical; *made_of*: a key that changes with them."""
+        entry = self._members.get(key)
+        if entry is None:
+            return None
+        pattern = entry[0]
+        cache_key = (pattern, made_of)
+        regex = self._matches.get(cache_key)
+        if regex is None:
+            try:
+                names = topics()
+                regex = alternation([names[n] for n in fullmatch(pattern, names)])
+            except InvalidPattern:
+                regex = INVALID
+            if len(self._matches) > 10_000:
+                self._matches.clear()
+            self._matches[cache_key] = regex
+        changed = regex != entry[1]
+        entry[1] = regex
+        return regex, changed

@@ -1,0 +1,58 @@
+# -*- test-case-name: tests.test_sessions -*-
+"""Fetch sessions (KIP-227) are connection-bound state.
+
+A broker's fetch session ids are broker-wide: any connection that names one
+reads, moves or closes that session.  So a tenant's connection may name
+only the sessions the broker made for it, on that connection; any other id
+is treated exactly as an id that does not exist, without reaching the
+broker: an incremental fetch is answered FETCH_SESSION_ID_NOT_FOUND by the
+gateway, and a full fetch (epoch 0 or -1, which would close the named
+session) goes on with session id 0.  Ids cannot be probed for either: an
+existing foreign id and a made-up one get the same answer from the same
+place.
+"""
+
+from collections import OrderedDict
+
+FETCH_SESSION_ID_NOT_FOUND = 70
+INITIAL_EPOCH, FINAL_EPOCH = 0, -1
+
+
+class FetchSessions:
+    """The fetch session ids one client connection owns."""
+
+    LIMIT = 32
+    """A client keeps one session per broker connection; a few spare for
+    sessions replaced while responses were in flight.  The oldest go first."""
+
+    __slots__ = ("_ids",)
+
+    def __init__(self):
+        self._ids = OrderedDict()
+
+    def __contains__(self, session_id):
+        return session_id in self._ids
+
+    def __len__(self):
+        return len(self._ids)
+
+    def check(self, session_id, epoch):
+        """What to do with a Fetch naming *session_id* at *epoch*:
+        ``"forward"``, ``"unbind"`` (a full fetch naming a session this
+        connection does not own: forward it with session id 0) or
+        ``"refuse"`` (an incremental fetch of such a session: answer
+        FETCH_SESSION_ID_NOT_FOUND)."""
+        if session_id == 0 or session_id in self._ids:
+            if session_id and epoch in (INITIAL_EPOCH, FINAL_EPOCH):
+                self._ids.pop(session_id, None)  # the broker closes it
+            return "forward"
+        if epoch in (INITIAL_EPOCH, FINAL_EPOCH):
+            return "unbind"
+        return "refuse"
+
+    def created(self, session_id):
+        """The broker answered with *session_id*: this connection owns it."""
+        if session_id and session_id not in self._ids:
+            self._ids[session_id] = None
+            while len(self._ids) > self.LIMIT:
+                self._ids.popitem(last=False)
