@@ -135,6 +135,22 @@ class TenantStreamingTests(TenantSpliceBase):
         self.broker.dataReceived(parts[-1])
         self.assertEqual(self.transport.value(), raw)
 
+    def test_foreign_topic_id_stops_the_stream(self):
+        """A streamed response naming a topic that is not the tenant's (a mapping
+        removed while its fetch session read it): the connection is closed
+        before any byte of that topic is forwarded."""
+        own, foreign = uuid.uuid4(), uuid.uuid4()
+        self.topology.topic_ids[own] = "londont"
+        self.topology.topic_ids[foreign] = "parist"
+        self.login()
+        self.client.dataReceived(request_frame(fetch_request(own, version=17), 17, 5))
+        raw = fetch_frame(5, 17, records=BIG, errors=(0,), topic=foreign)
+        for part in pieces(raw):
+            self.broker.dataReceived(part)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertNotIn(foreign.bytes, self.transport.value())
+        self.assertNotIn(BIG[:1000], self.transport.value())
+
     def test_decoy_waits_for_the_whole_response(self):
         """Another tenant's topic id became a decoy: the response is rewritten, so
         nothing is forwarded before it is whole."""

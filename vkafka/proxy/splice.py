@@ -77,12 +77,12 @@ class ClientConnection(protocol.Protocol):
     server_name = None
     """The TLS SNI host name the client asked for (SNI routing only)."""
     concentrated_fetches = None
-    fetch_sessions = None
-    counted_as = None
-    """The virtual cluster whose connection count this connection is in."""
-    """The fetch sessions the broker made for this connection (tenant mode)."""
     """Physical topic (name or id) -> (virtual name, alias) of the concentrated
     topics this connection's fetch session reads (tenancy/concentration.py)."""
+    fetch_sessions = None
+    """The fetch sessions the broker made for this connection (tenant mode)."""
+    counted_as = None
+    """The virtual cluster whose connection count this connection is in."""
     _connecting = None
     _early = None
     outbox = None
