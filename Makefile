@@ -1,6 +1,6 @@
 # vkafka: every command does its own set-up on a fresh machine.
 PY      := .venv/bin/python
-STACK   := $(PY) -m vkafka.devstack
+STACK   := $(PY) compose/devstack.py
 
 .PHONY: setup up down status test demo bench reliability clean
 
@@ -24,10 +24,10 @@ up: setup
 
 ## down: stop everything `up` started and remove its data
 down:
-	@if [ -x $(PY) ]; then $(STACK) down; else python3 -m vkafka.devstack down; fi
+	@if [ -x $(PY) ]; then $(STACK) down; else python3 compose/devstack.py down; fi
 
 status:
-	@if [ -x $(PY) ]; then $(STACK) status; else python3 -m vkafka.devstack status; fi
+	@if [ -x $(PY) ]; then $(STACK) status; else python3 compose/devstack.py status; fi
 
 ## test: the whole suite (unit + integration against real Kafka and real clients)
 test: setup

@@ -24,13 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vkafka import devstack  # noqa: E402
+from tests.stack import devstack  # noqa: E402  (compose/devstack.py)
 from vkafka.auth.tokens import TokenAuthority  # noqa: E402
 from vkafka.tenancy.naming import TOPIC  # noqa: E402
 from vkafka.tenancy.vclusters import VirtualClusters  # noqa: E402
 
 BIN = Path(sys.executable).parent
-GATEWAY_PORT, ADMIN_PORT = 21969, 28980
+GATEWAY_PORT, ADMIN_PORT = devstack.free_ports(6), devstack.free_ports(1)
 VCLUSTER, LOGICAL = "benchvc", "bench"
 _NAMES = VirtualClusters().namespace(VCLUSTER)
 PHYSICAL = _NAMES.physical(TOPIC, LOGICAL)
@@ -112,13 +112,12 @@ class Gateway:
                                         stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
-        while (devstack.health(ADMIN_PORT) or (0,))[0] != 200:
+        # ready: /health 200 on a port this very process holds
+        while not (devstack.listening(self.process.pid, ADMIN_PORT) and
+                   (devstack.health(ADMIN_PORT) or (0,))[0] == 200):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"bench gateway did not start; see {self.logfile}")
             time.sleep(0.3)
-        time.sleep(0.5)
-        if self.process.poll() is not None:  # another process answered /health
-            raise RuntimeError(f"bench gateway exited; see {self.logfile}")
 
     def cpu_seconds(self):
         return _cpu_seconds(self.process.pid)

@@ -15,7 +15,7 @@ import sys
 import threading
 
 CHUNK = 1024 * 1024
-"""Bytes asked for per read, as the gateway asks (splice.READ_SIZE)."""
+"""Bytes asked for per read, as the gateway asks (tuning.READ_SIZE)."""
 
 
 def pump(source, sink):

@@ -6,7 +6,7 @@ tree as the gateway's admin port, a ``MemoryStore``-backed state and the
 demo's plain user ``admin:conduktor``.  Prints ``listening on <url>`` once
 it accepts connections; stops on its own after ``--lifetime`` seconds.
 
-    .venv/bin/python tests/admin_server.py --ports 28960-28969 --lifetime 300
+    .venv/bin/python tests/admin_server.py --lifetime 300   # any free port
 """
 
 import argparse
@@ -17,8 +17,8 @@ import time
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ports", default="28960-28969",
-                        help="first-last: the first free one is used")
+    parser.add_argument("--ports", default="0",
+                        help="first-last: the first free one is used; 0: any free port")
     parser.add_argument("--lifetime", type=float, default=300.0)
     args = parser.parse_args(argv)
 
@@ -40,13 +40,13 @@ def main(argv=None):
     root = admin_root(state, checker, lambda: (None, {"brokers": [1]}))
     site = Site(root)
     site.noisy = False
-    first, last = (int(p) for p in args.ports.split("-"))
+    first, last = (int(p) for p in (args.ports + "-" + args.ports).split("-")[:2])
     for port in range(first, last + 1):
         try:
-            reactor.listenTCP(port, site, interface="127.0.0.1")
+            listening = reactor.listenTCP(port, site, interface="127.0.0.1")
         except CannotListenError:
             continue
-        print(f"listening on http://127.0.0.1:{port}", flush=True)
+        print(f"listening on http://127.0.0.1:{listening.getHost().port}", flush=True)
         break
     else:
         print(f"no free port in {args.ports}", flush=True)

@@ -1,8 +1,9 @@
 """An admin port with two busy virtual clusters, in memory, for the dashboard tests.
 
-``python -m tests.dashboard_server PORT`` serves it on 127.0.0.1:PORT (user
-``admin``, password ``dashpw``) with steady fake traffic, and prints
-``ready`` once it listens; the browser test drives Chromium against it.
+``python -m tests.dashboard_server [PORT]`` serves it on 127.0.0.1:PORT (user
+``admin``, password ``dashpw``; PORT 0 or none: any free port) with steady
+fake traffic, and prints ``ready PORT`` once it listens; the browser test
+drives Chromium against it.
 No Kafka is involved: the state is a MemoryStore, the traffic goes straight
 into the gateway's Metrics.
 """
@@ -84,10 +85,11 @@ def main(port):
     task.LoopingCall(traffic(metrics)).start(0.1)
     checker = UserChecker(parse_users(f"{USER}:{PASSWORD}", allow_plain=True))
     root = admin_root(state, checker, lambda: (None, {}), dashboard)
-    reactor.listenTCP(port, Site(root), interface="127.0.0.1")
-    reactor.callWhenRunning(lambda: print("ready", flush=True))
+    listening = reactor.listenTCP(port, Site(root), interface="127.0.0.1")
+    reactor.callWhenRunning(
+        lambda: print(f"ready {listening.getHost().port}", flush=True))
     reactor.run()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 0)

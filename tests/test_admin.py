@@ -1,5 +1,6 @@
 """The admin API with treq's StubTreq: no sockets, every documented status."""
 
+import copy
 import json
 
 import bcrypt
@@ -7,8 +8,9 @@ from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from vkafka.admin.app import AdminApp, admin_root
-from vkafka.admin.openapi import document
+from vkafka.admin.app import DEFAULT_LIFETIME, AdminApp, admin_root, document_path
+from vkafka.admin.openapi import V1 as V1_PATH
+from vkafka.admin.openapi import Contract, SchemaValidator, document, python_regex
 from vkafka.admin.users import LoginThrottle, UserChecker, parse_users
 from vkafka.auth.tokens import TokenAuthority
 from vkafka.state.model import GatewayState
@@ -114,30 +116,48 @@ class AdminApiTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_bad_input(self):
-        """Bad JSON, unknown fields, bad types, invalid names, bad lifetimes: 400 JSON."""
+        """Bad JSON, unknown fields, bad types, invalid names, bad lifetimes: 400
+        JSON naming the field (none for a body that is not a JSON object)."""
+        user = f"{BASE}/vcluster/london/username/sa"
+        topics = f"{BASE}/vcluster/london/topics"
         cases = [
-            (f"{BASE}/vcluster/london/username/sa", None, b"{nope", "bad_json"),
-            (f"{BASE}/vcluster/london/username/sa", None, b"[1]", "bad_json"),
-            (f"{BASE}/vcluster/london/username/sa", {"lifetime": 5}, None,
-             "unknown_field"),
-            (f"{BASE}/vcluster/london/username/sa", {"lifeTimeSeconds": "5"}, None,
-             "bad_field"),
-            (f"{BASE}/vcluster/london/username/sa", {"lifeTimeSeconds": 0}, None,
-             "bad_field"),
-            (f"{BASE}/vcluster/london/username/sa", {"lifeTimeSeconds": 10 ** 12},
-             None, "bad_field"),
-            (f"{BASE}/vcluster/bad.name/username/sa", {}, None, "invalid_name"),
-            (f"{BASE}/vcluster/london/topics/t", {}, None, "missing_field"),
-            (f"{BASE}/vcluster/london/topics/t", {"physicalTopicName": "a b"}, None,
-             "invalid_name"),
-            (f"{BASE}/vcluster/london/topics/t", {"physicalTopicName": "p",
-                                                  "readOnly": "yes"}, None,
-             "bad_field"),
+            (user, None, b"{nope", "bad_json", None),
+            (user, None, b"[1]", "bad_json", None),
+            (user, None, b"[" * 100000, "bad_json", None),  # was a 500
+            (user, {"lifetime": 5}, None, "unknown_field", "lifetime"),
+            (user, {"lifeTimeSeconds": "5"}, None, "bad_field", "lifeTimeSeconds"),
+            (user, {"lifeTimeSeconds": 5.0}, None, "bad_field", "lifeTimeSeconds"),
+            (user, {"lifeTimeSeconds": True}, None, "bad_field", "lifeTimeSeconds"),
+            (user, {"lifeTimeSeconds": 0}, None, "bad_field", "lifeTimeSeconds"),
+            (user, {"lifeTimeSeconds": 10 ** 12}, None, "bad_field", "lifeTimeSeconds"),
+            (user, {"lifetime": 5, "lifeTimeSeconds": "x"}, None, "unknown_field",
+             "lifetime"),  # unknown fields first, as always
+            (f"{BASE}/vcluster/bad.name/username/sa", {}, None, "invalid_name",
+             "vcluster"),
+            (f"{topics}/t", {}, None, "missing_field", "physicalTopicName"),
+            (f"{topics}/t", {"physicalTopicName": "a b"}, None, "invalid_name",
+             "physicalTopicName"),
+            (f"{topics}/t", {"physicalTopicName": "p", "readOnly": "yes"}, None,
+             "bad_field", "readOnly"),
+            (f"{topics}/..", {"physicalTopicName": "p"}, None, "invalid_name", "topic"),
+            (f"{topics}/t", {"physicalTopicName": "p", "create": {"x": 1}}, None,
+             "unknown_field", "create.x"),
+            (f"{topics}/t", {"physicalTopicName": "p", "create": {"partitions": 0}},
+             None, "bad_field", "create.partitions"),
+            (f"{topics}/t", {"physicalTopicName": "p", "create": {"configs": {"a": 1}}},
+             None, "bad_field", "create.configs.a"),
+            (f"{BASE}/vcluster/pre", {"prefix": "_bad"}, None, "invalid_name", "prefix"),
+            (f"{BASE}/vcluster/london/concentration-rules/r",
+             {"pattern": "", "physicalTopicName": "p"}, None, "bad_field", "pattern"),
+            (f"{user}/revoke", {"x": 1}, None, "unknown_field", "x"),
         ]
-        for url, body, raw, error in cases:
+        for url, body, raw, error, field in cases:
             code, answer = yield self.call("POST", url, body, raw=raw)
-            self.assertEqual((code, answer["error"]), (400, error), url)
+            self.assertEqual((code, answer["error"], answer.get("field")),
+                             (400, error, field), (url, body))
             self.assertTrue(answer["message"])
+            if field is not None:  # the message says which field too, and why
+                self.assertIn(field.rsplit(".", 1)[-1], answer["message"])
 
     @defer.inlineCallbacks
     def test_not_found(self):
@@ -391,6 +411,216 @@ class OpenApiTests(unittest.TestCase):
 
         run()
         self.assertEqual(documented - seen, set())
+
+
+def body_operations(doc):
+    """(path, method) of every operation of *doc* with a JSON request body."""
+    return [(path, method) for path, item in doc["paths"].items()
+            for method, op in item.items() if method != "parameters"
+            and "application/json" in op.get("requestBody", {}).get("content", {})]
+
+
+def body_schema(doc, path, method):
+    return doc["paths"][path][method]["requestBody"]["content"]["application/json"][
+        "schema"]
+
+
+def request_url(path):
+    """The URL of the document's *path* with valid names in its parameters."""
+    return "http://gw" + path.replace("{vcluster}", "lon").replace(
+        "{username}", "sa").replace("{topic}", "t").replace("{rule}", "r")
+
+
+def keywords(doc, schema):
+    """Every keyword *schema* and its subschemas use ($refs into *doc* followed)."""
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/"):
+        for part in ref[2:].split("/"):
+            doc = doc[part.replace("~1", "/").replace("~0", "~")]
+        return keywords(doc, doc)
+    found = set(schema)
+    subs = [*schema.get("properties", {}).values(),
+            *schema.get("patternProperties", {}).values(),
+            *(schema[k] for k in ("items", "additionalProperties", "not")
+              if isinstance(schema.get(k), dict)),
+            *(s for k in ("allOf", "anyOf", "oneOf") for s in schema.get(k, ()))]
+    for sub in subs:
+        found |= keywords(doc, sub)
+    return found
+
+
+class ContractTests(unittest.TestCase):
+    """Requests are validated by the served document itself (openapi.Contract),
+    so there is no second, hand-written validator to drift from it: changing
+    the document changes what the API accepts, with app.py untouched."""
+
+    def setUp(self):
+        self.http, self.state, _, self.authority = make_api()
+
+    def use(self, doc):
+        """Serve, and validate requests by, *doc* instead of the shipped one."""
+        self.patch(AdminApp, "contract", Contract(doc))
+
+    @defer.inlineCallbacks
+    def post(self, path, body, raw=None):
+        response = yield self.http.request(
+            "POST", request_url(path) if path.startswith("/") else path, auth=ADMIN,
+            data=raw if raw is not None else json.dumps(body))
+        return response.code, json.loads((yield response.content()))
+
+    def test_every_route_has_its_operation(self):
+        """Each Klein route is checked by the document's operation for it."""
+        for rule in AdminApp.app.url_map.iter_rules():
+            for method in rule.methods - {"OPTIONS"}:
+                self.assertIsNotNone(AdminApp.contract.operation(
+                    document_path(rule.endpoint), method), rule)
+
+    def test_request_schemas_are_json_schema(self):
+        """Every schema the contract checks is valid draft 4 (OpenAPI 3.0's
+        dialect) and uses none of OpenAPI's own keywords, which jsonschema
+        would ignore; an operation taking a body documents its 400."""
+        doc = document()
+        checked = [body_schema(doc, path, method) for path, method in
+                   body_operations(doc)]
+        for (path, method), operation in AdminApp.contract.operations.items():
+            item = doc["paths"][path]
+            for param in [*item.get("parameters", ()),
+                          *item[method].get("parameters", ())]:
+                if param["name"] in operation.params:
+                    checked.append(param["schema"])
+            if operation.body is not None:
+                self.assertIn("400", item[method]["responses"], (path, method))
+        self.assertGreaterEqual(len(checked), 10)
+        for schema in checked:
+            SchemaValidator.check_schema(schema)
+            self.assertEqual(keywords(doc, schema) & {
+                "nullable", "discriminator", "readOnly", "writeOnly"}, set(), schema)
+
+    @defer.inlineCallbacks
+    def test_every_request_body_is_validated_by_its_schema(self):
+        """A field the document makes required is required by every operation
+        with a body: each one is checked against its own schema."""
+        doc = copy.deepcopy(document())
+        operations = body_operations(doc)
+        self.assertEqual(len(operations), 5)
+        for path, method in operations:
+            schema = body_schema(doc, path, method)
+            schema["properties"]["mustHave"] = {"type": "string"}
+            schema["required"] = ["mustHave", *schema.get("required", ())]
+        self.use(doc)
+        for path, method in operations:
+            code, answer = yield self.post(path, {})
+            self.assertEqual((code, answer["error"], answer.get("field")),
+                             (400, "missing_field", "mustHave"), path)
+
+    @defer.inlineCallbacks
+    def test_every_checked_path_parameter_is_validated_by_its_schema(self):
+        """A path parameter's schema in the document is what the writes check."""
+        doc = copy.deepcopy(document())
+        for path, method in body_operations(doc):
+            doc["paths"][path][method]["requestBody"]["content"]["application/json"][
+                "schema"] = {"type": "object"}
+            for param in doc["paths"][path]["parameters"]:
+                param["schema"] = {"type": "string", "pattern": "^only$"}
+        self.use(doc)
+        for path, method in body_operations(doc):
+            code, answer = yield self.post(path, {})
+            self.assertEqual((code, answer["error"], answer.get("field")),
+                             (400, "invalid_name", "vcluster"), path)
+            self.assertIn("^only$", answer["message"])
+
+    @defer.inlineCallbacks
+    def test_a_field_added_to_the_document_is_accepted(self):
+        """Add a field to the document's schemas: it is accepted, with its own
+        rules, and the document served is the one that validates."""
+        account = f"{BASE}/vcluster/lon/username/sa"
+        code, answer = yield self.post(account, {"comment": "hi"})
+        self.assertEqual((code, answer["error"]), (400, "unknown_field"))
+        doc = copy.deepcopy(document())
+        for path, method in body_operations(doc):
+            body_schema(doc, path, method)["properties"]["comment"] = {
+                "type": "string", "maxLength": 10}
+        self.use(doc)
+        code, answer = yield self.post(account, {"lifeTimeSeconds": 60, "comment": "hi"})
+        self.assertEqual(code, 200)
+        self.authority.verify("sa", answer["token"])
+        code, answer = yield self.post(f"{BASE}/vcluster/lon/topics/t",
+                                       {"physicalTopicName": "p", "comment": "hi"})
+        self.assertEqual((code, answer["physicalTopicName"]), (200, "p"))
+        code, answer = yield self.post(account, {"comment": "x" * 11})
+        self.assertEqual((code, answer["error"], answer["field"]),
+                         (400, "bad_field", "comment"))
+        for path, method in body_operations(doc):
+            code, answer = yield self.post(path, {"comment": "hi"})
+            self.assertNotEqual(answer.get("error"), "unknown_field", path)
+        response = yield self.http.get("http://gw/admin/openapi.json", auth=ADMIN)
+        self.assertEqual(json.loads((yield response.content())), doc)
+
+    @defer.inlineCallbacks
+    def test_a_rule_changed_in_the_document_is_enforced(self):
+        """Tighten a limit in the document: the API refuses what it now excludes."""
+        doc = copy.deepcopy(document())
+        body_schema(doc, f"{V1_PATH}/vcluster/{{vcluster}}/username/{{username}}",
+                    "post")["properties"]["lifeTimeSeconds"]["maximum"] = 60
+        self.use(doc)
+        code, answer = yield self.post(f"{BASE}/vcluster/lon/username/sa",
+                                       {"lifeTimeSeconds": 7776000})
+        self.assertEqual((code, answer["error"], answer["field"]),
+                         (400, "bad_field", "lifeTimeSeconds"))
+        self.assertIn("maximum of 60", answer["message"])
+
+    @defer.inlineCallbacks
+    def test_demo_calls_and_defaults(self):
+        """The demo's calls as before; no body, or {}, is the default lifetime."""
+        for raw in (b"", b"{}", b" \n"):
+            code, answer = yield self.post(f"{BASE}/vcluster/london/username/sa",
+                                           None, raw=raw)
+            self.assertEqual(code, 200, raw)
+            claims = self.authority.verify("sa", answer["token"])
+            self.assertEqual(claims.expires_at - claims.issued_at, DEFAULT_LIFETIME)
+        code, answer = yield self.post(
+            f"{BASE}/vcluster/london/topics/existingLondonTopic",
+            {"physicalTopicName": "existingLondonTopic", "readOnly": True,
+             "concentrated": False, "partitions": 3})  # ignored: not concentrated
+        self.assertEqual((code, answer), (200, {
+            "logicalTopicName": "existingLondonTopic",
+            "physicalTopicName": "existingLondonTopic",
+            "readOnly": True, "concentrated": False}))
+
+    def test_patterns_are_ecma_262(self):
+        """The document's patterns mean what OpenAPI says (ECMA-262): ``$`` is
+        the end of the text, not also before a final newline as in Python."""
+        self.assertIsNone(python_regex("^a$").search("a\n"))
+        self.assertIsNotNone(python_regex("^a$").search("a"))
+        self.assertIsNone(python_regex(r"^(?!\.$)[.a]+$").search(".\n"))
+        self.assertIsNotNone(python_regex(r"^[$]\$$").search("$$"))
+        self.assertIsNone(python_regex(r"^\d$").search("\u0663"))  # ASCII digits
+
+    @defer.inlineCallbacks
+    def test_names_ending_in_a_newline_are_refused(self):
+        """``london\\n`` is not a virtual cluster name (the old check took it,
+        and the cluster it made then held ``london``'s namespace: 409)."""
+        code, answer = yield self.post(f"{BASE}/vcluster/london%0A/username/sa", {})
+        self.assertEqual((code, answer["error"], answer["field"]),
+                         (400, "invalid_name", "vcluster"))
+        code, answer = yield self.post(f"{BASE}/vcluster/london/topics/t",
+                                       {"physicalTopicName": "p\n"})
+        self.assertEqual((code, answer["field"]), (400, "physicalTopicName"))
+        code, _ = yield self.post(f"{BASE}/vcluster/london/username/sa", {})
+        self.assertEqual(code, 200)
+        self.assertEqual(sorted(self.state.clusters), ["london"])
+
+    @defer.inlineCallbacks
+    def test_revoking_account_star_is_refused(self):
+        """``*`` is no username (the document's pattern): revoking it is a 400,
+        where the old code passed it on and revoked every account's tokens."""
+        code, answer = yield self.post(f"{BASE}/vcluster/london/username/sa", {})
+        token = answer["token"]
+        code, answer = yield self.post(f"{BASE}/vcluster/london/username/*/revoke",
+                                       None, raw=b"")
+        self.assertEqual((code, answer["error"], answer["field"]),
+                         (400, "invalid_name", "username"))
+        self.authority.verify("sa", token)
 
 
 class LoginThrottleTests(unittest.TestCase):

@@ -1,6 +1,8 @@
-"""`make bench` keeps working: the whole benchmark at a tiny size."""
+"""`make bench` keeps working: the whole benchmark at a tiny size, and the
+verdict on each target is the right one for the figures it is given."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 from twisted.trial import unittest
@@ -8,15 +10,103 @@ from twisted.trial import unittest
 from . import stack
 
 ROOT = Path(__file__).resolve().parent.parent
+TARGET = re.compile(
+    r"- (?P<name>[^:]+): (?P<verdict>met|missed by [\d.]+ \w+) "
+    r"\((?P<value>[+-]?[\d.]+)( of direct| ms| KB)?, target \+?(?P<target>[\d.]+)")
+AT_MOST = ("End-to-end p99 added", "Tenant metadata p99", "Memory per connection")
+"""Targets that are limits (met at or below); the others are ratios to direct."""
 
 
-class BenchTests(unittest.TestCase):
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "bench" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def figures(**changes):
+    """The figures ``bench.standing`` reads, every target met unless changed."""
+    return {"produce_ratio": 0.97, "consume_ratio": 0.96, "added_p99_ms": 0.4,
+            "metadata_ms": {"gateway": (1.0, 3.5, 4.0)}, "metadata_topics": 10_000,
+            "kb_per_connection": 40.0, "forwarder_ratio": None, **changes}
+
+
+class VerdictMixin:
+    def assertVerdicts(self, report):
+        """Each target line says met exactly when its own figure meets the target."""
+        found = {m["name"]: m for m in TARGET.finditer(report)}
+        self.assertEqual(len(found), 5, report)
+        for name, m in found.items():
+            value, target = float(m["value"]), float(m["target"])
+            if abs(value - target) < 0.01:
+                continue  # printed rounded: too close to the target to tell
+            met = value <= target if name.startswith(AT_MOST) else value >= target
+            self.assertEqual(m["verdict"] == "met", met, m.group(0))
+
+
+class StandingTests(VerdictMixin, unittest.TestCase):
+    """``standing``: met or missed (and by how much) for the figures fed in."""
+
+    def setUp(self):
+        self.standing = load_bench().standing
+
+    def lines(self, **changes):
+        return dict(line.split(": ", 1)
+                    for line in self.standing(figures(**changes)).splitlines())
+
+    def test_all_met(self):
+        lines = self.lines()
+        self.assertEqual(len(lines), 5)
+        for name, verdict in lines.items():
+            self.assertTrue(verdict.startswith("met ("), f"{name}: {verdict}")
+
+    def test_each_missed(self):
+        lines = self.lines(produce_ratio=0.90, consume_ratio=0.5, added_p99_ms=2.5,
+                           metadata_ms={"gateway": (1.0, 7.3, 9.0)},
+                           kb_per_connection=100.0)
+        self.assertEqual(lines, {
+            "- Producer throughput":
+                "missed by 5.0 points (0.900 of direct, target 0.95).",
+            "- Consumer throughput":
+                "missed by 45.0 points (0.500 of direct, target 0.95).",
+            "- End-to-end p99 added": "missed by 1.5 ms (+2.50 ms, target +1 ms).",
+            "- Tenant metadata p99 at 10,000 topics":
+                "missed by 2.3 ms (7.3 ms, target 5 ms).",
+            "- Memory per connection": "missed by 36.0 KB (100.0 KB, target 64 KB).",
+        })
+
+    def test_bounds_are_met(self):
+        """Exactly on a target is met: at least 0.95 of direct, at most a limit."""
+        lines = self.lines(produce_ratio=0.95, added_p99_ms=1.0,
+                           metadata_ms={"gateway": (1.0, 5.0, 5.0)},
+                           kb_per_connection=64.0)
+        for name, verdict in lines.items():
+            self.assertTrue(verdict.startswith("met ("), f"{name}: {verdict}")
+
+    def test_verdicts_checked(self):
+        """The check the tiny bench applies to its report reads every line, and
+        fails on a verdict that does not fit its figure."""
+        report = self.standing(figures(produce_ratio=0.5, added_p99_ms=3.0))
+        self.assertVerdicts(report)
+        self.assertVerdicts(self.standing(figures()))
+        with self.assertRaises(self.failureException):
+            self.assertVerdicts(report.replace("missed by 45.0 points", "met"))
+
+    def test_forwarder_floor(self):
+        """A missed ratio says whether a bare forwarder missed it too."""
+        lines = self.lines(produce_ratio=0.80, consume_ratio=0.90,
+                           forwarder_ratio={"produce": 0.85, "consume": 0.97})
+        self.assertIn("A bare TCP forwarder reached 0.850 in this run: below the "
+                      "target too", lines["- Producer throughput"])
+        self.assertTrue(lines["- Consumer throughput"].endswith(
+            "A bare TCP forwarder reached 0.970 in this run."))
+
+
+class BenchTests(VerdictMixin, unittest.TestCase):
     def test_tiny_bench(self):
         """bench/bench.py runs every measure and writes the report and the plot."""
         stack.ensure_cluster()
-        spec = importlib.util.spec_from_file_location("bench", ROOT / "bench" / "bench.py")
-        bench = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(bench)
+        bench = load_bench()
         out = Path(self.mktemp())
         code = bench.main(["--records", "3000", "--rounds", "1",
                            "--latency-messages", "50", "--metadata-topics", "40",
@@ -32,6 +122,7 @@ class BenchTests(unittest.TestCase):
         for target in ("Producer throughput", "Consumer throughput", "End-to-end p99",
                        "Tenant metadata p99", "Memory per connection"):
             self.assertRegex(report, rf"- {target}[^:]*: (met|missed by)")
+        self.assertVerdicts(report)
         for side in ("Producer", "Consumer"):  # round by round, both sides
             self.assertRegex(report, rf"- {side}, MB/s: direct [\d.]+; gateway [\d.]+")
         self.assertRegex(report, r"- End-to-end p99, ms: direct [\d.]+; gateway [\d.]+")

@@ -8,18 +8,19 @@ import urllib.request
 
 from twisted.trial import unittest
 
-from vkafka import devstack
 from vkafka.auth.tokens import TokenAuthority
 
 from . import stack
+from .stack import devstack
 
 AUTHORITY = TokenAuthority(devstack.DEMO_SECRET)
-PORT, ADMIN_PORT = 23169, 28984
 
 
 def admin(method, path, body=None):
+    """An admin API call to the class's gateway: (status, JSON body)."""
+    port = ConcentratedTopicTests.gateway.admin_port
     request = urllib.request.Request(
-        f"http://localhost:{ADMIN_PORT}/admin/vclusters/v1{path}", method=method,
+        f"http://localhost:{port}/admin/vclusters/v1{path}", method=method,
         data=None if body is None else json.dumps(body).encode(),
         headers={"Authorization": "Basic " + base64.b64encode(b"admin:conduktor").decode()})
     try:
@@ -37,7 +38,7 @@ class ConcentratedTopicTests(unittest.TestCase):
         from confluent_kafka.admin import AdminClient, NewTopic
         stack.ensure_cluster()
         cls.state_topic = stack.unique("_vkafka_state_conc").replace("-", "_")
-        cls.gateway = stack.GatewayProcess(PORT, ADMIN_PORT, (
+        cls.gateway = stack.GatewayProcess((
             *devstack.TENANT_OPTIONS, f"--state-topic={cls.state_topic}")).start()
         cls.physical = stack.unique("concentrated")
         cls.compacted = stack.unique("concentrated-compact")
@@ -318,10 +319,12 @@ class ConcentratedTopicTests(unittest.TestCase):
                              *extra, check=check)
         self.assertIn("Created topic events-a.", create("events-a", "--partitions", "2"))
         create("events-b", "--config", "cleanup.policy=compact")
-        out = stack.cli("kafka-topics", "--bootstrap-server", self.gateway.bootstrap,
-                        "--command-config", props, "--create", "--topic", "events-c",
-                        "--config", "retention.ms=1000", check=False)
-        self.assertNotIn("Created topic", out)
+        refused = stack.run_cli("kafka-topics", "--bootstrap-server", self.gateway.bootstrap,
+                                "--command-config", props, "--create", "--topic",
+                                "events-c", "--config", "retention.ms=1000")
+        self.assertEqual(refused.returncode, 1, refused.stdout)
+        self.assertIn("only cleanup.policy can be set", refused.stdout + refused.stderr)
+        self.assertNotIn("Created topic", refused.stdout)
         create("other")
         self.addCleanup(stack.delete_topics, [stack.physical_topic(self.vc, "other")])
 

@@ -426,10 +426,11 @@ class RowTests(Base):
         """rules.py routes JoinGroup, SyncGroup and DescribeGroups through here."""
         from vkafka.tenancy.rules import tenant_rules
         table = tenant_rules()
-        self.assertIs(table[11].rewrite_request, cp.join_group_request)
         self.assertIs(table[14].rewrite_request, cp.sync_group_request)
         ctx = self.ctx()
-        table[11].rewrite_request(None, ctx, join_request(9, "g", "consumer", [b"x"]))
+        sent = table[11].rewrite_request(None, ctx, join_request(9, "g", "consumer",
+                                                                 [b"x"]))
+        self.assertEqual(sent.group_id, "")  # refused: a join the broker refuses
         response = table[11].rewrite_response(None, ctx, join_response(9, []))
         self.assertEqual(response.error_code, ErrorCode.inconsistent_group_protocol)
         response = table[15].rewrite_response(None, self.ctx(), _described(
@@ -466,9 +467,6 @@ class ConsumerProtocolKafkaTests(IsolationBase):
     """paris joins its own groups naming london's physical topic in the consumer
     protocol; neither the gateway's answers nor the broker's group state ever
     give paris london's topic or partitions."""
-
-    start_port = 27469
-    admin_port = 28921
 
     def setUp(self):
         """london owns topic "secret" (1 partition); paris owns "mine" (2)."""

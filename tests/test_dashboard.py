@@ -7,11 +7,9 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from tests import dashboard_server as demo
+from tests import stack
 from vkafka.admin.app import admin_root
 from vkafka.admin.dashboard import Dashboard, Throughput
 from vkafka.admin.users import UserChecker, parse_users
@@ -214,7 +213,6 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--virtual-time-budget=7000"]
 HEADER_COLOUR = (0x14, 0x21, 0x3d)  # --head in the page's style
-PORTS = range(28950, 28960)
 
 
 def chromium():
@@ -227,30 +225,20 @@ def chromium():
     return path
 
 
-def free_port():
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
-
-
 class BrowserTests(unittest.TestCase):
     """The real admin resource on a real port, rendered by headless Chromium."""
 
     def setUp(self):
         self.browser = chromium()
-        self.port = free_port()
+        # port 0: the server takes whatever port is free and says which
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "tests.dashboard_server", str(self.port)],
+            [sys.executable, "-m", "tests.dashboard_server", "0"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.addCleanup(self._stop_server)
         line = self.server.stdout.readline()
-        self.assertEqual(line.strip(), "ready", f"dashboard server failed: {line}"
+        self.assertRegex(line.strip(), r"^ready \d+$", f"dashboard server failed: {line}"
                          f"{self.server.stdout.read() if self.server.poll() else ''}")
+        self.port = int(line.split()[1])
         self.wait_for_rates()
 
     def _stop_server(self):
@@ -268,13 +256,11 @@ class BrowserTests(unittest.TestCase):
             f"http://127.0.0.1:{self.port}/admin/dashboard.json", headers={
                 "Authorization": "Basic " + base64.b64encode(
                     f"{demo.USER}:{demo.PASSWORD}".encode()).decode()})
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+
+        def rates():
             with urllib.request.urlopen(request, timeout=5) as response:
-                if json.load(response)["rateSeconds"] is not None:
-                    return
-            time.sleep(0.2)
-        self.fail("the dashboard server never reported rates")
+                return json.load(response)["rateSeconds"] is not None
+        stack.wait_until(rates, "the dashboard server to report rates", 15)
 
     def run_chromium(self, *args):
         profile = tempfile.mkdtemp(prefix="vkafka-chromium-")

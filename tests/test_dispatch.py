@@ -1,4 +1,4 @@
-"""The lean per-event dispatch (vkafka/proxy/dispatch.py), on a private epoll
+"""The lean per-event dispatch (vkafka/tuning.py), on a private epoll
 reactor instance (never the global one) over loopback sockets."""
 
 import socket
@@ -13,7 +13,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from vkafka.proxy.dispatch import lean_dispatch
+from vkafka.tuning import lean_dispatch
 
 
 class Echo(protocol.Protocol):

@@ -17,24 +17,42 @@ PARTITIONS = 3
 
 
 class GatewayTestCase(unittest.TestCase):
-    """Starts one gateway subprocess for the class, in front of the test cluster."""
+    """Starts one gateway subprocess for the class, on free ports, in front of
+    the shared test cluster, or of a cluster of the class's own when
+    *private_cluster* (tests that stop or add brokers)."""
 
-    start_port = 26969
-    admin_port = 28888
+    private_cluster = False
+    extra_node_ids = ()
 
     @classmethod
     def setUpClass(cls):
-        stack.ensure_cluster()
-        cls.gateway = stack.GatewayProcess(cls.start_port, cls.admin_port).start()
+        if cls.private_cluster:
+            cls.cluster = stack.private_cluster(cls.extra_node_ids)
+        else:
+            stack.ensure_cluster()
+            cls.cluster = stack.devstack.DEFAULT
+        try:
+            cls.gateway = stack.GatewayProcess(cluster=cls.cluster).start()
+        except BaseException:
+            cls.discard_cluster()
+            raise
+        cls.start_port, cls.admin_port = cls.gateway.start_port, cls.gateway.admin_port
         cls.bootstrap = cls.gateway.bootstrap
 
     @classmethod
     def tearDownClass(cls):
         cls.gateway.stop()
+        cls.discard_cluster()
+
+    @classmethod
+    def discard_cluster(cls):
+        if cls.private_cluster:
+            stack.discard(cls.cluster)
 
     def assertNoBrokerAddress(self, text):
         """Nothing a client printed names a real broker port."""
-        self.assertIsNone(re.search(r":2909[234]\b", text), text[:2000])
+        ports = "|".join(str(p) for p in self.cluster.nodes.values())
+        self.assertIsNone(re.search(rf":({ports})\b", text), text[:2000])
 
 
 class ConfluentKafkaTests(GatewayTestCase):
@@ -216,15 +234,12 @@ class JavaCliTests(GatewayTestCase):
 
 
 class TwoGatewaysTests(GatewayTestCase):
-    start_port = 22969
-    admin_port = 28890
-
     def test_side_by_side(self):
         """Two gateways on different ports serve the same cluster at once."""
         from confluent_kafka import Consumer, Producer
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        other = stack.GatewayProcess(23969, 28891).start()
+        other = stack.GatewayProcess().start()
         self.addCleanup(other.stop)
         topic = stack.unique("two")
         admin = AdminClient({"bootstrap.servers": self.bootstrap})

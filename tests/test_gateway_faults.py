@@ -1,17 +1,15 @@
-"""Topology changes through the gateway: a broker leaves and comes back."""
+"""Topology changes through the gateway: a broker leaves and comes back, a
+broker joins.  Each class runs on a cluster of its own: stopping a broker of
+the shared one would fail whatever else runs against it."""
 
 import threading
-import time
-
-from vkafka import devstack
 
 from . import stack
 from .test_gateway_clients import GatewayTestCase
 
 
 class BrokerLossTests(GatewayTestCase):
-    start_port = 24969
-    admin_port = 28892
+    private_cluster = True
 
     def test_broker_stopped_while_producing(self):
         """Stop a broker mid-produce (acks=all): every acknowledged record is consumed once."""
@@ -40,13 +38,13 @@ class BrokerLossTests(GatewayTestCase):
                 producer.produce(topic, value=b"m%06d" % i, on_delivery=report)
                 producer.poll(0)
                 i += 1
-                time.sleep(0.002)
+                stop_producing.wait(0.002)  # a steady rate, not a flood
 
         worker = threading.Thread(target=produce)
         worker.start()
         try:
             stack.wait_until(lambda: len(acked) > 500, "records acked before the stop")
-            devstack.stop(f"kafka{victim}")
+            self.cluster.stop_broker(victim)
             count = len(acked)
             stack.wait_until(lambda: len(acked) > count + 1000,
                              "records acked with a broker down", 120)
@@ -54,8 +52,8 @@ class BrokerLossTests(GatewayTestCase):
             stop_producing.set()
             worker.join()
             self.assertEqual(producer.flush(120), 0)
-            devstack.start_broker(victim)
-            devstack.wait_cluster()
+            self.cluster.start_broker(victim)
+            self.cluster.wait()
         self.assertEqual(failed, [])
 
         consumer = Consumer({"bootstrap.servers": self.bootstrap,
@@ -72,8 +70,8 @@ class BrokerLossTests(GatewayTestCase):
 
 
 class BrokerJoinTests(GatewayTestCase):
-    start_port = 24169
-    admin_port = 28902
+    private_cluster = True
+    extra_node_ids = (4,)
 
     def test_broker_joins(self):
         """A 4th broker joins: the gateway serves it on its port (start + 3) without a
@@ -81,9 +79,9 @@ class BrokerJoinTests(GatewayTestCase):
         from confluent_kafka import Consumer, Producer
         from confluent_kafka.admin import AdminClient
 
-        devstack.start_broker(4)
+        self.cluster.start_broker(4)
         self.addCleanup(self.remove_broker)
-        stack.wait_until(lambda: 4 in devstack.brokers_up(), "broker 4 to join", 120)
+        stack.wait_until(lambda: 4 in self.cluster.brokers_up(), "broker 4 to join", 120)
         topic = stack.unique("joined")
         stack.cli("kafka-topics", "--bootstrap-server", self.bootstrap, "--create",
                   "--topic", topic, "--replica-assignment", "4")
@@ -110,7 +108,5 @@ class BrokerJoinTests(GatewayTestCase):
 
     def remove_broker(self):
         if getattr(self, "topic", None):
-            stack.delete_topics([self.topic])
-        devstack.stop("kafka4")
-        import shutil
-        shutil.rmtree(devstack.STACK / "kafka4", ignore_errors=True)
+            stack.delete_topics([self.topic], self.cluster.bootstrap)
+        self.cluster.remove_broker(4)

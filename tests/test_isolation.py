@@ -32,9 +32,6 @@ def metadata(names=None, ids=None, auto_create=False):
 class IsolationBase(TenantGatewayTestCase):
     """london owns topic "secret" and group "lg"; paris owns topic "mine"."""
 
-    start_port = 26069
-    admin_port = 28894
-
     def client(self, vcluster, username="sa", port=None):
         raw = RawClient("localhost", port or self.start_port)
         self.addCleanup(raw.close)
@@ -339,9 +336,6 @@ ADMIN_APIS = {
 
 class MoreIsolationTests(IsolationBase):
     """Admin APIs and write paths aimed at another tenant's resources."""
-
-    start_port = 26369
-    admin_port = 28901
 
     def test_cluster_admin_apis_close(self):
         """Every cluster-administration API, sent raw after login, closes the connection."""

@@ -33,9 +33,6 @@ def fetch(topic_id=None, session=0, epoch=-1, version=17):
 
 
 class IsolationClassTests(IsolationBase):
-    start_port = 27669
-    admin_port = 28930
-
     def leader_client(self, vcluster, topic):
         """A raw client of *vcluster* on the gateway port of *topic*'s leader."""
         raw = self.client(vcluster)
@@ -162,15 +159,22 @@ class IsolationClassTests(IsolationBase):
         self.assertIn((None, 1000, ["mine"]), seen)
 
     def test_refused_group_ids_never_meet(self):
-        """A group id the gateway refuses becomes a name the broker refuses too
-        (the empty string): two tenants' refused requests never meet on one
-        physical group, and no group is created for them."""
+        """A group id the gateway refuses (here the empty one) reaches the
+        broker as a name no tenant can produce, unique to the request, or as a
+        request the broker refuses: two tenants' refused commits and joins never
+        meet on one physical group, and no group or offset is created for them
+        (Kafka itself would take a simple offset commit for group "")."""
+        from kio.schema.join_group.v9.request import JoinGroupRequest
         from kio.schema.offset_commit.v9.request import (
             OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic)
         before = set(stack.cli("kafka-consumer-groups", "--bootstrap-server",
                                stack.BOOTSTRAP, "--list").split())
-        for vcluster in (self.london, self.paris):
-            client = self.client(vcluster)
+        ten = i32Timedelta.parse(datetime.timedelta(seconds=10))
+        # every node: each refused request gets a new decoy, whose coordinator
+        # may be any of them
+        for vcluster, node in [(v, n) for v in (self.london, self.paris)
+                               for n in range(3)]:
+            client = self.client(vcluster, port=self.start_port + node)
             topic = "secret" if vcluster == self.london else "mine"
             answer = client.request(OffsetCommitRequest(
                 group_id="", generation_id_or_member_epoch=i32(-1), member_id="",
@@ -182,9 +186,35 @@ class IsolationClassTests(IsolationBase):
             [t] = answer.topics
             self.assertEqual(t.name, topic)
             self.assertNotEqual(t.partitions[0].error_code, ErrorCode.none)
+            joined = client.request(JoinGroupRequest(
+                group_id="", session_timeout=ten, rebalance_timeout=ten, member_id="",
+                group_instance_id=None, protocol_type="consumer", protocols=(),
+                reason=None), 9)
+            self.assertNotEqual(joined.error_code, ErrorCode.none)
         after = set(stack.cli("kafka-consumer-groups", "--bootstrap-server",
                               stack.BOOTSTRAP, "--list").split())
         self.assertFalse({g for g in after - before if "vkafka" in g or "!" in g})
+        self.assertEqual(self.committed_on_broker(""), set())
+
+    def committed_on_broker(self, group):
+        """This run's physical topics with offsets committed in *group*, asked
+        of the broker directly."""
+        from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
+        from kio.schema.offset_fetch.v9.request import (
+            OffsetFetchRequest, OffsetFetchRequestGroup)
+
+        from .rawclient import RawClient
+        raw = RawClient("localhost", 29092)
+        self.addCleanup(raw.close)
+        [found] = raw.request(FindCoordinatorRequest(
+            key_type=i8(0), coordinator_keys=(group,)), 4).coordinators
+        coordinator = RawClient("localhost", found.port)
+        self.addCleanup(coordinator.close)
+        [answer] = coordinator.request(OffsetFetchRequest(groups=(OffsetFetchRequestGroup(
+            group_id=group, member_id=None, member_epoch=i32(-1), topics=None),),
+            require_stable=False), 9).groups
+        return {t.name for t in answer.topics
+                if t.name.startswith((self.london, self.paris))}
 
     def test_broker_configs_allow_list(self):
         """Broker configs are cut to an allow-list: never listeners, voters,
@@ -272,17 +302,10 @@ class BrokerSideRegexTests(IsolationBase):
     """A real KIP-848 consumer (librdkafka, group.protocol=consumer) subscribed
     with an anchored broker-side regex, through two gateways."""
 
-    start_port = 27769
-    admin_port = 28931
-    second_port = 27869
-    second_admin = 28932
-
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        from vkafka import devstack
-        cls.second = stack.GatewayProcess(cls.second_port, cls.second_admin,
-                                          devstack.TENANT_OPTIONS).start()
+        cls.second = stack.GatewayProcess(stack.devstack.TENANT_OPTIONS).start()
 
     @classmethod
     def tearDownClass(cls):
@@ -308,7 +331,7 @@ class BrokerSideRegexTests(IsolationBase):
             self.create_topic(self.london, name, 2, 1)
         self.create_topic(self.paris, "orders1", 1, 1)
         members = [self.consumer(self.london, "rx", port)
-                   for port in (self.start_port, self.second_port)]
+                   for port in (self.start_port, self.second.start_port)]
 
         def assigned():
             found = set()

@@ -1,7 +1,7 @@
 """Large Fetch responses through a tenant gateway, with stock clients.
 
 Responses of 256 KiB or more that pass as bytes are forwarded while they
-arrive (splice.Streamed).  16 MB of 1 KB records, produced through the gateway,
+arrive (streaming.Streamed).  16 MB of 1 KB records, produced through the gateway,
 are read back by confluent-kafka (Fetch by topic id) and the Java console
 consumer; every record must come back exactly, in partition order, and the
 gateway's metrics must show that responses were streamed.
@@ -24,9 +24,6 @@ def value(i):
 
 
 class LargeFetchTests(TenantGatewayTestCase):
-    start_port = 23569
-    admin_port = 28985
-
     @classmethod
     def setUpClass(cls):
         super().setUpClass()

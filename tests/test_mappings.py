@@ -14,9 +14,6 @@ ADMIN = ("admin", "conduktor")
 class MappingBase(TenantGatewayTestCase):
     """A tenant gateway and one fresh physical topic with 5 records."""
 
-    start_port = 26169
-    admin_port = 28897
-
     def setUp(self):
         self.physical = stack.unique("existing")
         from confluent_kafka import Producer
@@ -147,9 +144,6 @@ class MappingTests(MappingBase):
 class AdminCliTests(MappingBase):
     """`vkafka` subcommands over the admin API (treq), against a real gateway."""
 
-    start_port = 26269
-    admin_port = 28898
-
     def vkafka(self, *args, check=True):
         import subprocess
         result = subprocess.run(
@@ -175,10 +169,11 @@ class AdminCliTests(MappingBase):
                            "--command-config", props, "--list").split()
         self.assertEqual(listed, ["mapped"])
         self.vkafka("revoke", vc, "sa")
-        refused = stack.cli("kafka-topics", "--bootstrap-server", self.bootstrap,
-                            "--command-config", props, "--list", check=False,
-                            timeout=120)
-        self.assertNotIn("mapped", refused)
+        refused = stack.run_cli("kafka-topics", "--bootstrap-server", self.bootstrap,
+                                "--command-config", props, "--list", timeout=120)
+        self.assertEqual(refused.returncode, 1, refused.stdout)
+        self.assertIn("token has been revoked", refused.stdout + refused.stderr)
+        self.assertNotIn("mapped", refused.stdout)
         missing = self.vkafka("vcluster", "show", "no-such-vc", check=False)
         self.assertEqual(missing.returncode, 2)
         self.assertIn("404", missing.stderr)

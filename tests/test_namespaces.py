@@ -11,6 +11,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from vkafka.auth.tokens import TokenAuthority
+from vkafka.names import overlap
 from vkafka.protocol.codec import decode_response
 from vkafka.protocol.framing import FrameDecoder
 from vkafka.proxy.gateway import Gateway
@@ -18,7 +19,7 @@ from vkafka.proxy.topology import Topology
 from vkafka.state.model import GatewayState
 from vkafka.state.store import MemoryStore
 from vkafka.tenancy.mode import Tenancy
-from vkafka.tenancy.naming import TOPIC, InvalidName, overlap
+from vkafka.tenancy.naming import TOPIC, InvalidName
 from vkafka.tenancy.rules import tenant_rules
 from vkafka.tenancy.vclusters import VirtualClusters
 

@@ -19,9 +19,6 @@ RECORD = b"team's own record"
 
 
 class OverlapIntegrationTests(TenantGatewayTestCase):
-    start_port = 27269
-    admin_port = 28920
-
     def admin(self, method, path, body=None):
         """(status, JSON body) of an admin API call as admin:conduktor."""
         request = urllib.request.Request(

@@ -189,7 +189,8 @@ class AdminTlsOptionTests(unittest.TestCase):
         from vkafka.tap import makeService
         options = Options({})
         options.parseOptions(["--admin-tls=true", f"--ssl-certificate={self.cert}",
-                              f"--ssl-key={self.key}", "--port-count=1"])
+                              f"--ssl-key={self.key}", "--port-count=1",
+                              "--tuning=false"])
         service = makeService(options, MemoryReactorClock())
         kinds = {type(s.endpoint).__name__ for s in service
                  if hasattr(s, "endpoint")}

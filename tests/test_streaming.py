@@ -1,4 +1,4 @@
-"""Large Fetch responses forwarded as they arrive (splice.Streamed)."""
+"""Large Fetch responses forwarded as they arrive (streaming.Streamed)."""
 
 import resource
 import socket
@@ -13,7 +13,8 @@ from vkafka.metrics import Metrics
 from vkafka.protocol.fastpath import neutral_tags, scan_fetch
 from vkafka.protocol.framing import FrameDecoder
 from vkafka.proxy.gateway import Gateway
-from vkafka.proxy.splice import HOLD_BACK, READ_SIZE, STREAM_FROM, tune_allocator
+from vkafka.proxy.streaming import HOLD_BACK, STREAM_FROM
+from vkafka.tuning import READ_SIZE, tune_allocator
 from vkafka.proxy.topology import Topology
 from vkafka.tenancy.rules import passthrough_rules
 
@@ -186,7 +187,7 @@ class TenantStreamingTests(TenantSpliceBase):
 
 
 class WriteNowTests(unittest.TestCase):
-    """splice.write_now: plain TCP with nothing queued sends at once; anything
+    """outbox.write_now: plain TCP with nothing queued sends at once; anything
     else goes through Twisted's queue, in order.  A socketpair, no reactor."""
 
     def transport(self):
@@ -207,7 +208,7 @@ class WriteNowTests(unittest.TestCase):
         return transport, theirs
 
     def test_sent_at_once(self):
-        from vkafka.proxy.splice import write_now
+        from vkafka.proxy.outbox import write_now
         transport, peer = self.transport()
         write_now(transport, b"hello")
         self.assertEqual(peer.recv(10), b"hello")
@@ -215,7 +216,7 @@ class WriteNowTests(unittest.TestCase):
 
     def test_queued_behind_queued_bytes(self):
         """Bytes already queued go first: the new ones queue behind them."""
-        from vkafka.proxy.splice import write_now
+        from vkafka.proxy.outbox import write_now
         transport, peer = self.transport()
         transport._tempDataLen = 3
         write_now(transport, b"later")
@@ -226,7 +227,7 @@ class WriteNowTests(unittest.TestCase):
 
     def test_rest_queued_when_socket_full(self):
         """What the socket does not take is queued, nothing lost or reordered."""
-        from vkafka.proxy.splice import write_now
+        from vkafka.proxy.outbox import write_now
         transport, peer = self.transport()
         data = bytes(range(256)) * 40_000  # ~10 MB: more than a socket buffer
         write_now(transport, data)
@@ -239,7 +240,7 @@ class WriteNowTests(unittest.TestCase):
         self.assertEqual(received + rest, data)
 
     def test_tls_and_other_transports_queue(self):
-        from vkafka.proxy.splice import write_now
+        from vkafka.proxy.outbox import write_now
         transport = StringTransport()
         write_now(transport, b"x")
         self.assertEqual(transport.value(), b"x")
@@ -265,13 +266,13 @@ class CountingSocket:
 
 
 class OutboxTests(unittest.TestCase):
-    """splice.Outbox: writes held during a read go out in one sendmsg, in order;
+    """outbox.Outbox: writes held during a read go out in one sendmsg, in order;
     what the socket does not take is queued behind, nothing lost."""
 
     transport = WriteNowTests.transport
 
     def outbox(self):
-        from vkafka.proxy.splice import Outbox
+        from vkafka.proxy.outbox import Outbox
         transport, peer = self.transport()
         transport.socket = CountingSocket(transport.socket)
         return Outbox(transport), transport, peer
@@ -318,7 +319,7 @@ class OutboxTests(unittest.TestCase):
 
     def test_more_pieces_than_one_call_takes(self):
         """More pieces than IOV_BATCH: several sendmsg calls, all in order."""
-        from vkafka.proxy.splice import IOV_BATCH
+        from vkafka.proxy.outbox import IOV_BATCH
         outbox, transport, peer = self.outbox()
         parts = [b"%05d" % i for i in range(3 * IOV_BATCH)]
         outbox.hold()

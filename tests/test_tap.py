@@ -83,6 +83,7 @@ class OptionsTests(unittest.TestCase):
                                  f" {old}, {older},"})
         self.assertEqual(options["previous-secrets"], (old, older))
         clock = MemoryReactorClock()
+        options["tuning"] = False  # never the process-wide tuning under test
         service = makeService(options, clock)
         authority = next(s.factory.gateway.tenancy.authority for s in service
                          if hasattr(s, "factory") and hasattr(s.factory, "gateway"))
@@ -113,7 +114,8 @@ class OptionsTests(unittest.TestCase):
     def test_service_listens_per_port(self):
         """makeService opens one Kafka port per configured broker slot plus admin."""
         reactor = MemoryReactorClock()
-        service = makeService(parse(["--port-count", "4", "--start-port", "5000"]),
+        service = makeService(parse(["--port-count", "4", "--start-port", "5000",
+                                     "--tuning", "false"]),
                               reactor)
         service.privilegedStartService()
         service.startService()

@@ -507,14 +507,14 @@ class ProduceResponseTests(TenantSpliceBase):
         self.assertEqual(response.responses[0].topic_id, foreign)
 
     def count_decodes(self):
-        """The api keys of the responses the splice decodes from now on."""
-        from vkafka.proxy import splice
+        """The api keys of the responses the gateway decodes from now on."""
+        from vkafka.filters import responses
         seen = []
 
         def spy(frame, api_key, version):
             seen.append(api_key)
             return decode_response(frame, api_key, version)
-        self.patch(splice, "decode_response", spy)
+        self.patch(responses, "decode_response", spy)
         return seen
 
     def test_names_renamed_by_slicing(self):
@@ -588,13 +588,13 @@ class FetchRequestTests(TenantSpliceBase):
         return raw
 
     def count_request_decodes(self):
-        from vkafka.proxy import splice
+        from vkafka.filters import tenant
         seen = []
 
         def spy(frame):
             seen.append(frame)
             return decode_request(frame)
-        self.patch(splice, "decode_request", spy)
+        self.patch(tenant, "decode_request", spy)
         return seen
 
     def test_own_ids_forwarded_as_they_came(self):
@@ -844,3 +844,21 @@ class HeartbeatTests(TenantSpliceBase):
         _, response = decode_response(self.responses()[0], 68, 1)
         self.assertEqual([t.topic_id for t in response.assignment.topic_partitions],
                          [new_id])
+
+
+class EmptyIdTests(unittest.TestCase):
+    def test_physical_empty_group_is_nobodys(self):
+        """A physical group or transactional id "" (Kafka takes a simple offset
+        commit for group "") belongs to no tenant: listings drop it."""
+        from kio.schema.list_groups.v5.response import ListedGroup, ListGroupsResponse
+
+        from vkafka.tenancy.vclusters import VirtualClusters
+        from vkafka.tenancy.walker import RequestContext, rewrite_response
+        namespace = VirtualClusters().namespace("london")
+        response = ListGroupsResponse(
+            throttle_time=i32Timedelta.parse(datetime.timedelta(0)),
+            error_code=ErrorCode.none, groups=tuple(
+                ListedGroup(group_id=g, protocol_type="consumer", group_state="Empty",
+                            group_type="classic") for g in ("", "londong", "parisg")))
+        seen = rewrite_response(response, RequestContext(namespace, {}))
+        self.assertEqual([g.group_id for g in seen.groups], ["g"])

@@ -10,10 +10,10 @@ import tempfile
 
 from twisted.trial import unittest
 
-from vkafka import devstack
 from vkafka.auth.tokens import TokenAuthority
 
 from . import stack
+from .stack import devstack
 
 AUTHORITY = TokenAuthority(devstack.DEMO_SECRET)
 
@@ -23,16 +23,13 @@ def token(vcluster, username="sa", lifetime=3600):
 
 
 class TenantGatewayTestCase(unittest.TestCase):
-    """One SASL_PLAINTEXT multi-tenant gateway for the class."""
-
-    start_port = 25969
-    admin_port = 28893
+    """One SASL_PLAINTEXT multi-tenant gateway for the class, on free ports."""
 
     @classmethod
     def setUpClass(cls):
         stack.ensure_cluster()
-        cls.gateway = stack.GatewayProcess(cls.start_port, cls.admin_port,
-                                           devstack.TENANT_OPTIONS).start()
+        cls.gateway = stack.GatewayProcess(devstack.TENANT_OPTIONS).start()
+        cls.start_port, cls.admin_port = cls.gateway.start_port, cls.gateway.admin_port
         cls.bootstrap = cls.gateway.bootstrap
 
     @classmethod
@@ -106,11 +103,17 @@ class DemoTests(TenantGatewayTestCase):
         """A topic named like another tenant's resolves inside the caller's own cluster."""
         london, paris = self.vcluster(), self.vcluster()
         self.create_topic(london, "secret", 1, 1)
-        out = stack.cli("kafka-topics", "--bootstrap-server", self.bootstrap,
-                        "--command-config", self.properties(paris), "--describe",
-                        "--topic", "secret", check=False)
-        self.assertNotIn(london, out)
-        self.assertNotIn("PartitionCount", out)
+        describe = ("kafka-topics", "--bootstrap-server", self.bootstrap, "--describe",
+                    "--topic", "secret", "--command-config")
+        own = stack.cli(*describe, self.properties(london))  # the owner sees it
+        self.assertIn("Topic: secret", own)
+        self.assertIn("PartitionCount: 1", own)
+        self.assertNotIn(london, own)  # by its logical name only
+        theirs = stack.run_cli(*describe, self.properties(paris))
+        self.assertNotEqual(theirs.returncode, 0, theirs.stdout)
+        self.assertIn("Topic 'secret' does not exist", theirs.stderr)
+        self.assertNotIn(london, theirs.stdout + theirs.stderr)
+        self.assertNotIn("PartitionCount", theirs.stdout)
 
 
 class GroupIsolationTests(TenantGatewayTestCase):

@@ -3,6 +3,7 @@ security protocol, gateways with SSL/SASL_SSL listeners and secured backends,
 and SNI routing, through confluent-kafka and the Java CLI."""
 
 import json
+import shutil
 import ssl
 import subprocess
 import sys
@@ -13,27 +14,22 @@ from pathlib import Path
 from kio.schema.metadata.v12.request import MetadataRequest
 from twisted.trial import unittest
 
-from vkafka import devstack
 from vkafka.auth.tokens import TokenAuthority
 
 from . import stack
 from .certs import ThrowawayCA
 from .rawclient import RawClient
+from .stack import devstack
 
-SECURE = devstack.SECURE_PORTS
 GATEWAY_USER, GATEWAY_PASSWORD = "vkafka", devstack.SECURE_USERS["vkafka"]
 SNI_NAMES = ["bootstrap.vkafka.test"] + [f"broker{n}.vkafka.test" for n in devstack.NODES]
-
-
-def secure_servers(protocol):
-    return f"--bootstrap-servers=localhost:{SECURE[protocol]}"
 
 
 def wait_health(gateway, status, text, timeout=60):
     """Poll /health until it answers *status* with *text* in its body."""
     def check():
-        if gateway.process.poll() is not None:
-            raise AssertionError(f"gateway exited: {gateway.log()[-2000:]}")
+        if not gateway.answering():
+            return None
         answer = devstack.health(gateway.admin_port)
         return answer if answer and answer[0] == status and \
             text in json.dumps(answer[1]) else None
@@ -55,20 +51,22 @@ class SecureBrokerTests(unittest.TestCase):
         _, _, keystore = cls.ca.issue("broker", ["localhost"])
         cls.gw_cert, cls.gw_key, _ = cls.ca.issue(
             "gateway", ["localhost", "127.0.0.1", "*.vkafka.test"])
-        devstack.start_secure_broker(keystore, cls.ca.ca_file)
+        cls.secure = stack.secure_broker(keystore, cls.ca.ca_file, cls.dir / "broker")
 
     @classmethod
     def tearDownClass(cls):
-        devstack.stop("kafka-secure")
+        devstack.stop_secure_broker(cls.dir / "broker")
+        shutil.rmtree(cls.dir, ignore_errors=True)
 
-    def gateway(self, port, admin, *options, ready=True):
-        gateway = stack.GatewayProcess(port, admin, options)
+    def servers(self, protocol):
+        return f"--bootstrap-servers=localhost:{self.secure[protocol]}"
+
+    def gateway(self, *options, ready=True):
+        gateway = stack.GatewayProcess(options)
         if ready:
             gateway.start()
         else:
-            gateway.process = subprocess.Popen(gateway.argv, stdin=subprocess.DEVNULL,
-                                               stdout=subprocess.DEVNULL,
-                                               stderr=subprocess.PIPE)
+            gateway.spawn()
         self.addCleanup(gateway.stop)
         return gateway
 
@@ -85,7 +83,7 @@ class SecureBrokerTests(unittest.TestCase):
         from confluent_kafka.admin import AdminClient, NewTopic
 
         gateway = self.gateway(
-            26469, 28905, secure_servers("SSL"), *self.client_tls(),
+            self.servers("SSL"), *self.client_tls(),
             "--backend-security-protocol=SSL", f"--backend-ssl-ca-file={self.ca.ca_file}")
         vc = stack.unique("tls").replace("-", "")
         token = TokenAuthority(devstack.DEMO_SECRET).issue(vc, "sa", 3600)
@@ -108,7 +106,7 @@ class SecureBrokerTests(unittest.TestCase):
                          sorted(f"tls-{i}" for i in range(1000)))
 
         # The physical topic on the broker carries the tenant's prefix.
-        direct = AdminClient({"bootstrap.servers": f"localhost:{SECURE['PLAINTEXT']}"})
+        direct = AdminClient({"bootstrap.servers": f"localhost:{self.secure['PLAINTEXT']}"})
         self.assertIn(stack.physical_topic(vc, "orders"),
                       direct.list_topics(timeout=10).topics)
 
@@ -136,11 +134,10 @@ class SecureBrokerTests(unittest.TestCase):
         from confluent_kafka import Consumer, Producer
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        for port, admin, backend in ((26569, 28906, "SASL_PLAINTEXT"),
-                                     (26669, 28907, "SASL_SSL")):
+        for backend in ("SASL_PLAINTEXT", "SASL_SSL"):
             with self.subTest(backend=backend):
                 gateway = self.gateway(
-                    port, admin, secure_servers(backend),
+                    self.servers(backend),
                     f"--backend-security-protocol={backend}",
                     f"--backend-ssl-ca-file={self.ca.ca_file}",
                     f"--backend-sasl-username={GATEWAY_USER}",
@@ -166,7 +163,7 @@ class SecureBrokerTests(unittest.TestCase):
     def test_wrong_backend_password_not_ready(self):
         """Credentials the broker refuses: /health is 503 naming the SASL refusal."""
         gateway = self.gateway(
-            26769, 28908, secure_servers("SASL_PLAINTEXT"),
+            self.servers("SASL_PLAINTEXT"),
             "--backend-security-protocol=SASL_PLAINTEXT",
             f"--backend-sasl-username={GATEWAY_USER}", "--backend-sasl-password=wrong",
             ready=False)
@@ -176,20 +173,19 @@ class SecureBrokerTests(unittest.TestCase):
     def test_broker_host_name_verified(self):
         """A broker certificate that does not name the address connected to is
         refused (service-identity); turning the check off accepts the chain."""
-        servers = f"--bootstrap-servers=127.0.0.1:{SECURE['SSL']}"
+        servers = f"--bootstrap-servers=127.0.0.1:{self.secure['SSL']}"
         ca = f"--backend-ssl-ca-file={self.ca.ca_file}"
-        gateway = self.gateway(26869, 28909, servers, "--backend-security-protocol=SSL",
-                               ca, ready=False)
-        _, body = wait_health(gateway, 503, f"127.0.0.1:{SECURE['SSL']}:")
+        gateway = self.gateway(servers, "--backend-security-protocol=SSL", ca, ready=False)
+        _, body = wait_health(gateway, 503, f"127.0.0.1:{self.secure['SSL']}:")
         self.assertRegex(body["reason"], r"(?i)certificate|verif|hostname")
         gateway.stop()
-        self.gateway(26869, 28909, servers, "--backend-security-protocol=SSL", ca,
+        self.gateway(servers, "--backend-security-protocol=SSL", ca,
                      "--backend-ssl-check-hostname=false")
 
     def test_untrusted_client_certificate_chain_refused_by_clients(self):
         """A client that does not trust the gateway's CA fails the TLS handshake."""
         gateway = self.gateway(
-            26469, 28905, secure_servers("SSL"), *self.client_tls(),
+            self.servers("SSL"), *self.client_tls(),
             "--backend-security-protocol=SSL", f"--backend-ssl-ca-file={self.ca.ca_file}")
         context = ssl.create_default_context()  # system CAs: not our test CA
         with self.assertRaises(ssl.SSLCertVerificationError):
@@ -206,7 +202,7 @@ class SniRoutingTests(unittest.TestCase):
         self.dir = Path(tempfile.mkdtemp(prefix="vkafka-sni-"))
         self.ca = ThrowawayCA(self.dir)
         cert, key, _ = self.ca.issue("gateway", ["*.vkafka.test", "localhost"])
-        self.gateway = stack.GatewayProcess(26969, 28910, (
+        self.gateway = stack.GatewayProcess((
             "--security-protocol=SSL", f"--ssl-certificate={cert}", f"--ssl-key={key}",
             "--routing=sni", "--advertised-host=bootstrap.vkafka.test",
             "--sni-host-pattern=broker{id}.vkafka.test")).start()
@@ -215,14 +211,15 @@ class SniRoutingTests(unittest.TestCase):
     def test_metadata_advertises_sni_names(self):
         """Every broker is advertised as its SNI name on the one TLS port."""
         context = ssl.create_default_context(cafile=str(self.ca.ca_file))
-        raw = RawClient("127.0.0.1", 26969, tls=context,
+        raw = RawClient("127.0.0.1", self.gateway.start_port, tls=context,
                         server_hostname="bootstrap.vkafka.test")
         self.addCleanup(raw.close)
         answer = raw.request(MetadataRequest(topics=[], allow_auto_topic_creation=False,
                                              include_topic_authorized_operations=False),
                              12)
         self.assertEqual(sorted((b.host, b.port) for b in answer.brokers),
-                         [(f"broker{n}.vkafka.test", 26969) for n in devstack.NODES])
+                         [(f"broker{n}.vkafka.test", self.gateway.start_port)
+                          for n in devstack.NODES])
 
     def test_confluent_kafka_through_sni(self):
         """A 3-partition RF3 topic (leaders on all brokers) produced and consumed
@@ -240,7 +237,7 @@ class SniRoutingTests(unittest.TestCase):
         script.write_text(textwrap.dedent(f"""
             import time
             from confluent_kafka import Consumer, Producer
-            config = {{"bootstrap.servers": "bootstrap.vkafka.test:26969",
+            config = {{"bootstrap.servers": "bootstrap.vkafka.test:{self.gateway.start_port}",
                        "security.protocol": "SSL", "ssl.ca.location": {str(self.ca.ca_file)!r}}}
             p = Producer({{**config, "acks": "all"}})
             for i in range(600):
@@ -282,28 +279,28 @@ class AdminTlsTests(unittest.TestCase):
         directory = Path(tempfile.mkdtemp(prefix="vkafka-admin-tls-"))
         ca = ThrowawayCA(directory)
         cert, key, _ = ca.issue("gateway", ["localhost"])
-        gateway = stack.GatewayProcess(27069, 28911, (
+        gateway = stack.GatewayProcess((
             "--admin-tls=true", f"--ssl-certificate={cert}", f"--ssl-key={key}",
-            "--admin-users=admin:conduktor", "--admin-allow-plain=true"))
-        gateway.process = subprocess.Popen(gateway.argv, stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL)
+            "--admin-users=admin:conduktor", "--admin-allow-plain=true")).spawn()
         self.addCleanup(gateway.stop)
         context = ssl.create_default_context(cafile=str(ca.ca_file))
+        admin = f"https://localhost:{gateway.admin_port}"
 
         def healthy():
+            if not gateway.answering():
+                return False
             try:
-                with urllib.request.urlopen("https://localhost:28911/health",
+                with urllib.request.urlopen(f"{admin}/health",
                                             context=context, timeout=2) as r:
                     return r.status == 200
             except OSError:
                 return False
         stack.wait_until(healthy, "/health over HTTPS", 60)
         self.assertIn("vkafka_connections", stack.scrape(
-            "https://localhost:28911/metrics", context=context))
+            f"{admin}/metrics", context=context))
         with self.assertRaises(urllib.error.HTTPError) as refused:  # no credentials
-            urllib.request.urlopen("https://localhost:28911/metrics",
+            urllib.request.urlopen(f"{admin}/metrics",
                                    context=context, timeout=5)
         self.assertEqual(refused.exception.code, 401)
         # plain HTTP is not served on that port
-        self.assertIsNone(devstack.health(28911))
+        self.assertIsNone(devstack.health(gateway.admin_port))

@@ -6,14 +6,16 @@ where the demo has one); a command-line option wins over the environment.
 """
 
 import os
-import sys
 
 from twisted.application import internet, service
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
 from .protocol.framing import DEFAULT_MAX_FRAME_SIZE
+
+log = Logger(namespace="vkafka.tap")
 
 # option name, environment variable, default, converter, help
 SETTINGS = [
@@ -86,6 +88,9 @@ SETTINGS = [
      "Largest tenant request the gateway decodes and rewrites on its event loop, in "
      "bytes (Produce and Fetch are sliced, not decoded; Metadata is held to a "
      "quarter of this); larger ones close the connection"),
+    ("tuning", "GATEWAY_PROCESS_TUNING", "true", str,
+     "Apply the process-wide tuning of vkafka/tuning.py (GIL switch interval, "
+     "allocator, lean epoll dispatch) (true/false; tests run without it)"),
     ("state-topic", "GATEWAY_STATE_TOPIC", "_vkafka_state", str,
      "Compacted topic that holds the gateways' shared state"),
     ("refresh-interval", "GATEWAY_METADATA_REFRESH_SECONDS", 30.0, float,
@@ -209,12 +214,13 @@ class Options(usage.Options):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         self["admin-allow-plain"] = _flag(self, "admin-allow-plain")
+        self["tuning"] = _flag(self, "tuning")
         from .admin.users import parse_users
         try:
             self["users"] = parse_users(self["admin-users"], self["admin-allow-plain"])
         except ValueError as e:
             raise usage.UsageError(f"--admin-users / GATEWAY_ADMIN_API_USERS: {e}")
-        from .tenancy.naming import GATEWAY_TOPIC_PREFIX, valid_topic_name
+        from .names import GATEWAY_TOPIC_PREFIX, valid_topic_name
         if not (valid_topic_name(self["state-topic"])
                 and self["state-topic"].startswith(GATEWAY_TOPIC_PREFIX)):
             raise usage.UsageError(f"--state-topic: must be a topic name starting "
@@ -291,10 +297,8 @@ def makeService(config, reactor=None):
     from .admin.app import admin_root
     from .admin.users import UserChecker, generated_admin
     from .proxy.discovery import Refresher
-    from .proxy.dispatch import lean_dispatch
     from .proxy.gateway import Gateway
     from .proxy.topology import Topology
-    from .proxy.splice import tune_allocator
     from .tenancy.rules import passthrough_rules, tenant_rules
 
     tenancy = None
@@ -313,11 +317,10 @@ def makeService(config, reactor=None):
     from .metrics import Metrics, MetricsResource
 
     metrics = Metrics()
-    # Threads (the listing decode, bcrypt) hand the GIL back to the reactor
-    # within 1 ms instead of Python's default 5 ms.
-    sys.setswitchinterval(0.001)
-    tune_allocator()  # no per-read mmap of read buffers
-    lean_dispatch(reactor)  # no logging context pushed per socket event
+    if config["tuning"]:
+        from . import tuning
+        log.info("process tuning applied: {applied}",
+                 applied=", ".join(tuning.apply(reactor)))
     refresher = Refresher(reactor, topology, upstream,
                           all_topics=tenancy is not None)
     gateway = Gateway(reactor, topology, rules,

@@ -4,12 +4,18 @@
 Every error is JSON ``{"error": ..., "message": ...}`` with a 4xx status (503
 when the state store cannot take writes); bad input never causes a 500.
 An address that keeps failing to log in gets 429 with ``Retry-After``.
+
+Request bodies and path parameters are checked by the served OpenAPI
+document itself (``openapi.Contract``: a 400 naming the ``field``); the
+handlers here keep only what a schema cannot say, and the state store the
+checks against other state (conflicts: 409).
 """
 
 import json
 import math
+import re
 import time
-from functools import wraps
+from functools import lru_cache, wraps
 
 from klein import Klein
 from twisted.cred import error as cred_error
@@ -20,23 +26,16 @@ from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
-from ..auth.tokens import MAX_LIFETIME
 from ..state.model import StateError
 from ..state.store import StoreUnavailable
-from ..tenancy.naming import MAX_TOPIC_LENGTH, valid_topic_name
 from .dashboard import Dashboard, render_page
-from .openapi import document
+from .openapi import Contract, InvalidRequest, document
 from .users import LoginThrottle
 
 log = Logger()
 DEFAULT_LIFETIME = 90 * 24 * 3600
 V1 = "/vclusters/v1"
-
-
-class BadRequest(Exception):
-    def __init__(self, message, error="bad_request"):
-        super().__init__(message)
-        self.message, self.error = message, error
+MOUNT = "/admin"  # where admin_root mounts the app: its paths' prefix in the document
 
 
 def audit(user, request, status):
@@ -51,8 +50,21 @@ def _json(request, status, body):
     return json.dumps(body).encode()
 
 
+@lru_cache(maxsize=None)
+def document_path(endpoint_name):
+    """The document's path of the Klein route named *endpoint_name*."""
+    rule = next(rule for rule in AdminApp.app.url_map.iter_rules()
+                if rule.endpoint == endpoint_name)
+    return MOUNT + re.sub(r"<(?:[^:>]*:)?([^>]+)>", r"{\1}", rule.rule)
+
+
 def endpoint(write=False):
-    """Wrap a handler: JSON in and out, errors mapped to statuses, never a 500."""
+    """Wrap a handler: JSON in and out, errors mapped to statuses, never a 500.
+
+    The request is first checked by the document's operation for this route
+    and method (``AdminApp.contract``); the handler of an operation with a
+    request body gets the checked body as ``body``.
+    """
     def decorate(fn):
         @wraps(fn)
         @defer.inlineCallbacks
@@ -61,9 +73,15 @@ def endpoint(write=False):
                 return _json(request, 403, {"error": "forbidden", "message":
                              f"user {self.user.name!r} is read-only"})
             try:
+                operation = self.contract.operation(document_path(fn.__name__),
+                                                    request.method)
+                body = operation.check(kwargs, request.content.read()
+                                       if request.content is not None else b"")
+                if operation.body is not None:
+                    kwargs["body"] = body
                 result = yield fn(self, request, **kwargs)
-            except BadRequest as e:
-                return _json(request, 400, {"error": e.error, "message": e.message})
+            except InvalidRequest as e:
+                return _json(request, 400, e.body())
             except StateError as e:
                 return _json(request, e.status, {**e.details, "error": e.error,
                                                  "message": e.message})
@@ -84,66 +102,13 @@ def endpoint(write=False):
     return decorate
 
 
-def read_body(request, fields):
-    """The JSON object body, checked against ``{name: (type, required)}``."""
-    raw = request.content.read() if request.content is not None else b""
-    if not raw.strip():
-        body = {}
-    else:
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("the body is not valid JSON", "bad_json")
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object", "bad_json")
-    unknown = sorted(set(body) - set(fields))
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}", "unknown_field")
-    for name, (kind, required) in fields.items():
-        if name not in body:
-            if required:
-                raise BadRequest(f"missing field {name!r}", "missing_field")
-            continue
-        value = body[name]
-        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise BadRequest(f"{name!r} must be an integer", "bad_field")
-        if kind is not int and not isinstance(value, kind):
-            raise BadRequest(f"{name!r} must be a {kind.__name__}", "bad_field")
-    return body
-
-
-def valid_prefix(prefix):
-    return 0 < len(prefix) <= 64 and valid_topic_name(prefix) and \
-        not prefix.startswith("_")
-
-
-def check_topic_name(name, what):
-    if not valid_topic_name(name):
-        raise BadRequest(f"invalid {what} {name!r}: 1-{MAX_TOPIC_LENGTH} of "
-                         "[a-zA-Z0-9._-]", "invalid_name")
-
-
-def check_create(create):
-    """The ``create`` object of a mapping: the physical topic to make if missing."""
-    unknown = sorted(set(create) - {"partitions", "replicationFactor", "configs"})
-    if unknown:
-        raise BadRequest(f"unknown field(s) in 'create': {', '.join(unknown)}",
-                         "unknown_field")
-    for name, high in (("partitions", 100000), ("replicationFactor", 32)):
-        value = create.get(name, 1)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-            raise BadRequest(f"'create.{name}' must be an integer 1..{high}", "bad_field")
-    configs = create.get("configs", {})
-    if not isinstance(configs, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in configs.items()):
-        raise BadRequest("'create.configs' must map config names to strings",
-                         "bad_field")
-
-
 class AdminApp:
     """The routes, bound to one authenticated user."""
 
     app = Klein()
+    # The served document and the request checks are one object: a field
+    # added to the document is accepted (a test swaps in another document).
+    contract = Contract(document())
 
     def __init__(self, state, user, dashboard=None):
         self.state = state
@@ -164,13 +129,8 @@ class AdminApp:
     @app.route(f"{V1}/vcluster/<vcluster>", methods=["POST"])
     @endpoint(write=True)
     @defer.inlineCallbacks
-    def create_vcluster(self, request, vcluster):
-        body = read_body(request, {"prefix": (str, False)})
-        prefix = body.get("prefix")
-        if prefix is not None and not valid_prefix(prefix):
-            raise BadRequest(f"invalid prefix {prefix!r}: 1-64 of [a-zA-Z0-9._-], "
-                             "not starting with '_'", "invalid_name")
-        yield self.state.ensure_vcluster(vcluster, prefix)
+    def create_vcluster(self, request, vcluster, body):
+        yield self.state.ensure_vcluster(vcluster, body.get("prefix"))
         return self.state.describe(vcluster)
 
     @app.route(f"{V1}/vcluster/<vcluster>", methods=["DELETE"])
@@ -189,11 +149,8 @@ class AdminApp:
     @app.route(f"{V1}/vcluster/<vcluster>/username/<username>", methods=["POST"])
     @endpoint(write=True)
     @defer.inlineCallbacks
-    def create_account(self, request, vcluster, username):
-        body = read_body(request, {"lifeTimeSeconds": (int, False)})
+    def create_account(self, request, vcluster, username, body):
         lifetime = body.get("lifeTimeSeconds", DEFAULT_LIFETIME)
-        if not 1 <= lifetime <= MAX_LIFETIME:
-            raise BadRequest(f"lifeTimeSeconds must be 1..{MAX_LIFETIME}", "bad_field")
         token = yield self.state.create_account(vcluster, username, lifetime)
         return {"token": token}
 
@@ -201,8 +158,7 @@ class AdminApp:
                methods=["POST"])
     @endpoint(write=True)
     @defer.inlineCallbacks
-    def revoke(self, request, vcluster, username):
-        read_body(request, {})
+    def revoke(self, request, vcluster, username, body):
         yield self.state.revoke(vcluster, username)
         return {"vcluster": vcluster, "username": username, "revoked": True}
 
@@ -215,28 +171,16 @@ class AdminApp:
     @app.route(f"{V1}/vcluster/<vcluster>/topics/<topic>", methods=["POST"])
     @endpoint(write=True)
     @defer.inlineCallbacks
-    def put_mapping(self, request, vcluster, topic):
-        body = read_body(request, {"physicalTopicName": (str, True),
-                                   "readOnly": (bool, False),
-                                   "concentrated": (bool, False),
-                                   "partitions": (int, False),
-                                   "create": (dict, False)})
-        check_topic_name(topic, "logical topic name")
-        check_topic_name(body["physicalTopicName"], "physical topic name")
-        if not 1 <= body.get("partitions", 1) <= 1_000_000:
-            raise BadRequest("'partitions' must be 1 to the physical topic's "
-                             "partitions", "bad_field")
-        if not body.get("concentrated"):
-            body.pop("partitions", None)  # a plain alias has the topic's partitions
-        create = body.get("create")
-        if create is not None:
-            check_create(create)
+    def put_mapping(self, request, vcluster, topic, body):
+        concentrated = body.get("concentrated", False)
         mapping = yield self.state.put_mapping(vcluster, topic, {
             "physicalTopicName": body["physicalTopicName"],
             "readOnly": body.get("readOnly", False),
-            "concentrated": body.get("concentrated", False),
-            **({"partitions": body["partitions"]} if "partitions" in body else {}),
-            **({"create": create} if create is not None else {})})
+            "concentrated": concentrated,
+            # a plain alias has the physical topic's partitions: ignored there
+            **({"partitions": body["partitions"]}
+               if concentrated and "partitions" in body else {}),
+            **({"create": body["create"]} if "create" in body else {})})
         return mapping
 
     @app.route(f"{V1}/vcluster/<vcluster>/concentration-rules", methods=["GET"])
@@ -248,18 +192,7 @@ class AdminApp:
     @app.route(f"{V1}/vcluster/<vcluster>/concentration-rules/<rule>", methods=["POST"])
     @endpoint(write=True)
     @defer.inlineCallbacks
-    def put_rule(self, request, vcluster, rule):
-        body = read_body(request, {"pattern": (str, True),
-                                   "physicalTopicName": (str, True),
-                                   "physicalTopicNameCompacted": (str, False),
-                                   "physicalTopicNameCompactedDeleted": (str, False)})
-        check_topic_name(rule, "rule name")
-        if not 1 <= len(body["pattern"]) <= 1000:
-            raise BadRequest("'pattern' must be 1 to 1000 characters", "bad_field")
-        for field in ("physicalTopicName", "physicalTopicNameCompacted",
-                      "physicalTopicNameCompactedDeleted"):
-            if field in body:
-                check_topic_name(body[field], field)
+    def put_rule(self, request, vcluster, rule, body):
         result = yield self.state.put_rule(vcluster, rule, body)
         return result
 
@@ -290,7 +223,7 @@ class AdminApp:
 
     @app.route("/openapi.json", methods=["GET"])
     def openapi(self, request):
-        return _json(request, 200, document())
+        return _json(request, 200, self.contract.document)
 
     @app.handle_errors(Exception)
     def unexpected(self, request, failure):

@@ -1,8 +1,21 @@
-"""The admin API's OpenAPI 3 document, served at ``/admin/openapi.json``.
+"""The admin API's OpenAPI 3 document, served at ``/admin/openapi.json``, and
+the request checks made from it (``Contract``).
 
-A test checks it against the Klein routes and exercises every documented
-response, so the document and the code cannot drift apart.
+The document is the one statement of what the API accepts: ``Contract``
+validates each request's path parameters and JSON body against the
+document's own schemas with ``jsonschema``, so there is no second, hand-written
+validator to keep in step.  Tests check it against the Klein routes and
+exercise every documented response.
 """
+
+import functools
+import json
+import re
+from urllib.parse import quote
+
+from jsonschema import Draft4Validator, ValidationError, validators
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT4
 
 from ..auth.tokens import MAX_LIFETIME
 
@@ -64,6 +77,11 @@ def document():
                 "Error": {"type": "object", "required": ["error", "message"],
                           "properties": {"error": {"type": "string"},
                                          "message": {"type": "string"},
+                                         "field": {
+                                             "type": "string", "description":
+                                             "400: the body field (dotted when "
+                                             "nested) or path parameter at "
+                                             "fault"},
                                          "vcluster": {
                                              "type": "string", "description":
                                              "409: the virtual cluster the "
@@ -177,6 +195,10 @@ def document():
                 "parameters": _params("vcluster", "username"),
                 "post": {"summary": "Revoke every token issued so far to the account "
                                     "(open connections are closed)",
+                         "requestBody": {"description": "None, or an empty object",
+                                         "content": {"application/json": {"schema": {
+                             "type": "object", "additionalProperties": False,
+                             "properties": {}}}}},
                          "responses": _responses([(200, "Revoked", {"type": "object"})],
                                                  400, 403, 404, 503)}},
             f"{V1}/vcluster/{{vcluster}}/topics": {
@@ -255,13 +277,220 @@ def document():
     }
 
 
+DOCUMENT_URI = "urn:vkafka:admin:openapi"
+
+
+class InvalidRequest(ValueError):
+    """Input the document refuses: a 400 whose body names the field and why."""
+
+    def __init__(self, error, message, field=None):
+        super().__init__(message)
+        self.error, self.message, self.field = error, message, field
+
+    def body(self):
+        return {"error": self.error, "message": self.message,
+                **({} if self.field is None else {"field": self.field})}
+
+
+@functools.lru_cache(maxsize=None)
+def python_regex(pattern):
+    """*pattern*, an ECMA-262 regex as OpenAPI's ``pattern`` is, for Python's re.
+
+    Python's ``$`` also matches before a final newline, so ``"topic\\n"``
+    would pass ``^[a-z]+$``; ECMA-262's (no multiline flag) matches at the end
+    of the text only, which is Python's ``\\Z``.  ``\\d`` and ``\\w`` are ASCII
+    there, hence ``re.ASCII``.
+    """
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "$":
+            c = r"\Z"
+        out.append(c)
+        i += 1
+    return re.compile("".join(out), re.ASCII)
+
+
+def _pattern(validator, pattern, instance, schema):
+    """JSON Schema's ``pattern`` keyword, with ECMA-262's ``$`` (python_regex)."""
+    if validator.is_type(instance, "string") and \
+            not python_regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# OpenAPI 3.0's Schema Object is a JSON Schema draft 4 dialect (an integer is
+# never 1.0, exclusiveMinimum is a boolean).  Its own keywords (nullable,
+# discriminator, ...) would be ignored: a test keeps them out of request schemas.
+SchemaValidator = validators.extend(Draft4Validator, {"pattern": _pattern})
+
+# The error code of a refusal, by the JSON Schema keyword that failed (every
+# pattern in the document is a name's); anything else is "bad_field".
+ERRORS = {"additionalProperties": "unknown_field", "required": "missing_field",
+          "pattern": "invalid_name"}
+# When a body breaks several rules, the one reported: the shallowest, then
+# unknown fields, missing fields, wrong types, the rest (as the API always did).
+_RANK = {"additionalProperties": 0, "required": 1, "type": 2}
+
+
+def _fragment(*parts):
+    """A JSON pointer (RFC 6901) to *parts* of the document, as a URI fragment."""
+    return "#" + quote("".join(
+        "/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts), safe="/~")
+
+
+def _dotted(parts):
+    return ".".join(str(p) for p in parts)
+
+
+def _first(errors):
+    return min(errors, default=None, key=lambda e: (
+        len(e.absolute_path), _RANK.get(e.validator, 3),
+        [str(p) for p in e.absolute_path], e.validator))
+
+
+def _refusal(e):
+    """The InvalidRequest for a body's jsonschema error *e*: which field, why."""
+    at = list(e.absolute_path)
+    where = f" in {_dotted(at)!r}" if at else ""
+    if e.validator == "additionalProperties":
+        schema = e.schema
+        unknown = sorted(name for name in e.instance
+                         if name not in schema.get("properties", {}) and not any(
+                             python_regex(p).search(name)
+                             for p in schema.get("patternProperties", {})))
+        return InvalidRequest(ERRORS[e.validator], f"unknown field(s){where}: "
+                              f"{', '.join(unknown)}", _dotted(at + unknown[:1]))
+    if e.validator == "required":
+        missing = [name for name in e.validator_value if name not in e.instance]
+        field = _dotted(at + missing[:1])
+        return InvalidRequest(ERRORS[e.validator], f"missing field {field!r}", field)
+    if not at:
+        return InvalidRequest("bad_json", f"the body must be a JSON {e.validator_value}"
+                              if e.validator == "type" else f"the body: {e.message}")
+    field = _dotted(at)
+    return InvalidRequest(ERRORS.get(e.validator, "bad_field"), f"{field!r}: {e.message}",
+                          field)
+
+
+class Operation:
+    """One operation's checks: its JSON body and its path parameters, each
+    against its schema in the document (a ``$ref`` into the document, so that
+    references to ``components`` resolve)."""
+
+    def __init__(self, body, params):
+        self.body, self.params = body, params
+
+    def check(self, params, raw):
+        """The JSON body (None if the operation takes none), or InvalidRequest.
+
+        No body is an empty object, as it always was; the body is checked
+        before the path."""
+        body = None
+        if self.body is not None:
+            try:
+                body = json.loads(raw) if raw.strip() else {}
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                raise InvalidRequest("bad_json", "the body is not valid JSON")
+            e = _first(self.body.iter_errors(body))
+            if e is not None:
+                raise _refusal(e)
+        for name, validator in self.params.items():
+            e = _first(validator.iter_errors(params[name]))
+            if e is not None:
+                raise InvalidRequest("invalid_name", f"invalid {name}: {e.message}",
+                                     name)
+        return body
+
+
+class Contract:
+    """What the document accepts, by operation (path, method): the one request
+    validator, made from the document alone.
+
+    A documented JSON request body is validated against its schema.  Path
+    parameters are validated where the operation documents 400 (bad input):
+    the writes that name what they create; a read or delete of a name that
+    cannot exist answers 404 from the state.
+    """
+
+    def __init__(self, doc):
+        self.document = doc
+        registry = Registry().with_resource(DOCUMENT_URI, Resource.from_contents(
+            doc, default_specification=DRAFT4))
+
+        def validator(*parts):
+            return SchemaValidator({"$ref": DOCUMENT_URI + _fragment(*parts)},
+                                   registry=registry)
+        self.operations = {}
+        for path, item in doc["paths"].items():
+            for method, op in item.items():
+                if method == "parameters":
+                    continue
+                body = None
+                if "application/json" in op.get("requestBody", {}).get("content", {}):
+                    body = validator("paths", path, method, "requestBody", "content",
+                                     "application/json", "schema")
+                params = {}
+                if "400" in op["responses"]:
+                    for where in (("parameters",), (method, "parameters")):
+                        listed = item if len(where) == 1 else op
+                        for i, param in enumerate(listed.get("parameters", ())):
+                            if param["in"] == "path" and "schema" in param:
+                                params[param["name"]] = validator(
+                                    "paths", path, *where, i, "schema")
+                self.operations[(path, method)] = Operation(body, params)
+
+    def operation(self, path, method):
+        """The checks of the document's *path* (a template) for an HTTP *method*."""
+        method = method.decode() if isinstance(method, bytes) else method
+        method = "get" if method.upper() == "HEAD" else method.lower()
+        return self.operations[(path, method)]
+
+
+def _rules(schema):
+    """What a schema accepts, in a few words, for the reference: the rules
+    ``Contract`` enforces, read from the same place."""
+    words = [schema.get("type", "any")]
+    if "minimum" in schema or "maximum" in schema:
+        words.append(f"{schema.get('minimum', '')}..{schema.get('maximum', '')}")
+    if "minLength" in schema or "maxLength" in schema:
+        words.append(f"{schema.get('minLength', 0)}..{schema.get('maxLength', '')} "
+                     "characters")
+    if "pattern" in schema:
+        words.append(f"`{schema['pattern']}`")
+    if "format" in schema:
+        words.append(schema["format"])
+    if isinstance(schema.get("additionalProperties"), dict):
+        words.append(f"of {_rules(schema['additionalProperties'])}")
+    if schema.get("properties"):
+        words.append("{" + _fields(schema) + "}")
+    return ", ".join(words)
+
+
+def _fields(schema):
+    required = schema.get("required", ())
+    return "; ".join(f"`{name}`{' (required)' if name in required else ''}: "
+                     f"{_rules(spec)}" for name, spec in schema["properties"].items())
+
+
 def markdown_reference():
     """docs/admin-api-reference.md, generated from the document (no drift)."""
     doc = document()
+    contract = Contract(doc)
     lines = ["# Admin API reference", "",
              "Generated by `python -m vkafka.admin.openapi` from the OpenAPI document "
-             "served at `/admin/openapi.json`; a test fails if they disagree.", ""]
+             "served at `/admin/openapi.json`; a test fails if they disagree. "
+             "Request bodies and the path parameters listed are validated against "
+             "that document: a 400 names the `field` and why.", ""]
     for path, item in doc["paths"].items():
+        params = {p["name"]: p for p in item.get("parameters", ())}
         for method, op in item.items():
             if method == "parameters":
                 continue
@@ -269,11 +498,15 @@ def markdown_reference():
             lines.append("")
             lines.append(op["summary"])
             lines.append("")
+            checked = contract.operation(path, method).params
+            if checked:
+                lines.append("Path: " + "; ".join(
+                    f"`{name}`: {_rules(params[name]['schema'])}" for name in checked))
+                lines.append("")
             body = op.get("requestBody", {}).get("content", {}).get(
-                "application/json", {}).get("schema", {}).get("properties")
-            if body:
-                lines.append("Body: " + ", ".join(
-                    f"`{name}` ({spec['type']})" for name, spec in body.items()))
+                "application/json", {}).get("schema", {})
+            if body.get("properties"):
+                lines.append(f"Body: {_fields(body)}")
                 lines.append("")
             lines.append("| status | meaning |")
             lines.append("|---|---|")

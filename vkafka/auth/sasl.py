@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sasl -*-
+# -*- test-case-name: tests.test_tenant_splice,tests.test_security -*-
 """SASL/PLAIN, answered by the gateway itself (the brokers never see it).
 
 Handles SaslHandshake v0 (then a raw token frame) and v1 (then

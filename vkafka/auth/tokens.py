@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from ..tenancy.naming import valid_vcluster_name
+from ..names import valid_vcluster_name
 
 ALGORITHM = "HS256"
 MAX_LIFETIME = 10 * 365 * 24 * 3600

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from crc32c import crc32c
 
+from .framing import Malformed
+
 HEADER = struct.Struct(">qiibIhiqqqhii")
 """base offset, batch length, leader epoch, magic, crc, attributes, last offset
 delta, base timestamp, max timestamp, producer id, producer epoch, base
@@ -26,7 +28,7 @@ CONTROL = 0x20
 CODECS = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 
 
-class BatchError(ValueError):
+class BatchError(Malformed):
     """A batch this gateway cannot take apart (wrong magic, codec, bytes)."""
 
 

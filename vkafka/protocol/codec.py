@@ -1,11 +1,15 @@
-# -*- test-case-name: tests.test_codec -*-
+# -*- test-case-name: tests.test_tenant_splice,tests.test_headers,tests.test_records -*-
 """Decode and encode request and response bodies with kio.
 
 Only APIs whose content the gateway must change are ever decoded; all other
 frames are forwarded as bytes.
 """
 
+import dataclasses
 import io
+import types
+import typing
+from functools import lru_cache
 
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
@@ -18,9 +22,10 @@ from .headers import (
     payload_class,
     response_header_length,
 )
+from .framing import Malformed
 
 
-class CodecError(ValueError):
+class CodecError(Malformed):
     """A body could not be decoded with the schema its header announced."""
 
 
@@ -51,7 +56,48 @@ def decode_body(api_key, api_version, entity_type, frame, offset):
         raise CodecError(
             f"{cls.__name__}: {len(frame) - offset - size} trailing bytes"
         )
+    if entity_type is EntityType.request:
+        _no_null_arrays(value, 2)
     return value
+
+
+@lru_cache(maxsize=None)
+def _arrays(cls):
+    """(names of the array fields the schema says are never null, names of
+    the fields holding entities) of an entity class."""
+    hints = typing.get_type_hints(cls)
+    required, nested = [], []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if typing.get_origin(hint) is tuple:
+            required.append(f.name)
+            inner = typing.get_args(hint)[0]
+            if dataclasses.is_dataclass(inner):
+                nested.append(f.name)
+        elif typing.get_origin(hint) in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            if args and (dataclasses.is_dataclass(args[0]) or (
+                    typing.get_origin(args[0]) is tuple
+                    and dataclasses.is_dataclass(typing.get_args(args[0])[0]))):
+                nested.append(f.name)
+    return tuple(required), tuple(nested)
+
+
+def _no_null_arrays(value, depth):
+    """kio reads a null where the schema allows none (a hostile client's
+    length of -1) as None; refuse it here, two levels deep (the levels the
+    rules iterate), so no rule meets a None it was never promised."""
+    required, nested = _arrays(type(value))
+    for name in required:
+        if getattr(value, name) is None:
+            raise CodecError(f"{type(value).__name__}.{name}: null, which the "
+                             "schema does not allow")
+    if depth > 1:
+        for name in nested:
+            current = getattr(value, name)
+            for item in (current if isinstance(current, tuple) else (current,)):
+                if item is not None:
+                    _no_null_arrays(item, depth - 1)
 
 
 def encode_body(value):

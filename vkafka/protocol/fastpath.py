@@ -10,6 +10,7 @@ what metrics want: the first error code and the number of records.
 import struct
 from dataclasses import dataclass, replace
 
+from .framing import Malformed
 from .headers import (
     read_length, read_string, read_uvarint, skip_string, skip_tagged_fields,
     write_string, write_uvarint)
@@ -78,7 +79,7 @@ def scan_fetch(frame, offset, version):
             length, pos = read_length(frame, pos, flexible)
             if length > 0:  # the records, untouched
                 if pos + length > len(frame):
-                    raise ValueError("truncated fetch response")
+                    raise Malformed("truncated fetch response")
                 records += count_records(frame, pos, pos + length)
                 pos += length
             if flexible:
@@ -167,7 +168,7 @@ def fetch_request_ids(frame, offset, version):
     costliest step per Fetch request.  Raises ValueError or struct.error if
     the request is truncated or has bytes after its end."""
     if version < 13:
-        raise ValueError(f"fetch request v{version} names topics by name")
+        raise Malformed(f"fetch request v{version} names topics by name")
     pos, end, ids = offset, len(frame), []
     replica = -1
     if version <= 14:
@@ -196,7 +197,7 @@ def fetch_request_ids(frame, offset, version):
             (replica,) = _I32.unpack_from(frame, pos)
         pos += size
     if pos != end:
-        raise ValueError("fetch request: truncated or bytes after its end")
+        raise Malformed("fetch request: truncated or bytes after its end")
     return replica, ids
 
 
@@ -218,7 +219,7 @@ def _count(frame, pos):
     left raises at the first read beyond them: no long walk."""
     count, pos = read_length(frame, pos, True)
     if count < 0:
-        raise ValueError("fetch request: null array")
+        raise Malformed("fetch request: null array")
     return count, pos
 
 
@@ -227,10 +228,10 @@ def _end(frame, pos, flexible, error, records, api):
     tagged fields may follow (flexible versions), and nothing after them."""
     if not flexible:
         if pos != len(frame):
-            raise ValueError(f"{api} response: {len(frame) - pos} bytes unaccounted for")
+            raise Malformed(f"{api} response: {len(frame) - pos} bytes unaccounted for")
         return Scan(error, records, True)
     if skip_tagged_fields(frame, pos) != len(frame):
-        raise ValueError(f"{api} response: bytes after its tagged fields")
+        raise Malformed(f"{api} response: bytes after its tagged fields")
     return Scan(error, records, frame[pos] == 0, pos)
 
 
@@ -308,7 +309,7 @@ class FetchStream:
                 self.tags_empty = chunk[pos] == 0
                 self._next(None, base + pos)
             else:
-                raise ValueError("fetch response: bytes after its end")
+                raise Malformed("fetch response: bytes after its end")
         self.at = base + end
 
     def _next(self, value, at):
@@ -348,7 +349,7 @@ class FetchStream:
     def finish(self):
         """The Scan of the response, once all its bytes were fed."""
         if self._want[0] != _END:
-            raise ValueError("truncated fetch response")
+            raise Malformed("truncated fetch response")
         return Scan(self.error, self.records, self.tags_empty, self.tags_at,
                     self.session_id, tuple(self.topic_ids))
 
@@ -410,7 +411,7 @@ class FetchStream:
                 return value
             shift += 7
             if shift > 28:
-                raise ValueError("varint too long")
+                raise Malformed("varint too long")
 
     def _tags(self):
         for _ in range((yield from self._uvarint())):
@@ -433,4 +434,4 @@ def neutral_tags(length):
             size = length - 1 - len(tag_bytes) - width
             if size >= 0 and len(write_uvarint(size)) == width:
                 return b"\x01" + tag_bytes + write_uvarint(size) + bytes(size)
-    raise ValueError(f"no tagged-field section of {length} bytes")
+    raise Malformed(f"no tagged-field section of {length} bytes")

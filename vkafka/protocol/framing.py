@@ -9,7 +9,13 @@ DEFAULT_MAX_FRAME_SIZE = 100 * 1024 * 1024
 """Kafka's own default for ``socket.request.max.bytes`` (100 MiB)."""
 
 
-class FrameError(ValueError):
+class Malformed(ValueError):
+    """Bytes that are not the Kafka message they claim to be (from a client or
+    a broker): the connection is closed.  Every protocol error is one, so the
+    splice catches exactly these, and a bug (any other exception) surfaces."""
+
+
+class FrameError(Malformed):
     """The stream is not valid Kafka framing; the connection must be closed."""
 
 

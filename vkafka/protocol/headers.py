@@ -14,13 +14,15 @@ from kio.index import UnknownAPIKey, UnknownEntity, load_payload_module
 from kio.schema.index import api_key_map
 from kio.static.constants import EntityType
 
+from .framing import Malformed
+
 _FIXED = struct.Struct(">hhi")
 _INT16 = struct.Struct(">h")
 
 API_VERSIONS = 18
 
 
-class HeaderError(ValueError):
+class HeaderError(Malformed):
     """The frame does not start with a valid header."""
 
 
@@ -137,7 +139,10 @@ def read_string(frame, pos, flexible):
         end = pos + length
     if end > len(frame):
         raise HeaderError("truncated string")
-    return bytes(frame[pos:end]).decode("utf-8"), end
+    try:
+        return bytes(frame[pos:end]).decode("utf-8"), end
+    except UnicodeDecodeError as e:
+        raise HeaderError(f"a string that is not UTF-8: {e.reason}") from None
 
 
 def write_string(value, flexible):

@@ -22,6 +22,8 @@ import types
 import typing
 from functools import lru_cache
 
+from .framing import Malformed
+
 _MAYBE_HUGE = re.compile(rb"[\x80-\xff]{4}[\x10-\x7f]")
 MAX_ELEMENTS = 2**31 - 1
 """Kafka's own limit (a Java int)."""
@@ -35,7 +37,7 @@ _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
 
 
-class LengthError(ValueError):
+class LengthError(Malformed):
     """An array or string length no valid Kafka message has."""
 
 

@@ -1,26 +1,26 @@
-# -*- test-case-name: tests.test_discovery -*-
+# -*- test-case-name: tests.test_metadata_cache,tests.test_gateway_recovery -*-
 """The gateway's own Metadata requests, to learn broker addresses.
 
 Clients' Metadata answers also teach the topology as they pass; this is for
 start-up, for a port whose broker is not yet known, and for /health.
 """
 
-import gc
-import time
 
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
-from twisted.internet import defer, protocol
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from .. import __version__
-from ..protocol.codec import decode_response, encode_request
-from ..protocol.framing import FrameDecoder, FrameError, frame
-from .gateway import connect
+from ..client import (
+    Connector, Unreachable, ask_blocking, create_topic, default_replication, refusal,
+    try_each)
+from ..protocol.codec import decode_response
+from ..state.store import StoreUnavailable
+from ..tuning import collector_held
 
 METADATA = 3
 METADATA_VERSION = 12
-API_VERSIONS = 18
 API_VERSIONS_VERSION = 3
 
 BROKERS_ONLY = MetadataRequest(
@@ -33,13 +33,6 @@ ALL_TOPICS = MetadataRequest(
 )
 
 
-def metadata_request(correlation_id=1, all_topics=False):
-    """A framed Metadata v12 request for the brokers (and every topic, if asked)."""
-    request = ALL_TOPICS if all_topics else BROKERS_ONLY
-    return frame(encode_request(request, METADATA_VERSION, correlation_id,
-                                "vkafka-discovery"))
-
-
 def parse_metadata(payload):
     """(broker triples, {topic id: name}) from a Metadata v12 response payload."""
     _, response = decode_response(payload, METADATA, METADATA_VERSION)
@@ -49,68 +42,23 @@ def parse_metadata(payload):
 
 
 def parse_listing(payload):
-    """``parse_metadata`` for the all-topics listing, with Python's cyclic GC held
-    off while it runs.  kio builds some ten objects per topic, nearly all freed
-    (by reference counting) as soon as the names and ids are read; but at 10,000
-    topics that burst used to trigger a full collection of the whole heap,
-    28-47 ms during which the decode thread held the GIL and every connection
-    waited.  Held off, the burst is gone before the collector looks."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    """``parse_metadata`` for the all-topics listing (run off the reactor
+    thread), with Python's cyclic collector held off while it runs
+    (``tuning.collector_held`` says why)."""
+    with collector_held():
         return parse_metadata(payload)
-    finally:
-        if enabled:
-            gc.enable()
 
 
-def parse_brokers(payload):
-    """``(node_id, host, port)`` triples from a Metadata v12 response payload."""
-    return parse_metadata(payload)[0]
+API_VERSIONS_REQUEST = ApiVersionsRequest(
+    client_software_name="vkafka", client_software_version=__version__)
+"""What the brokers offer, for the answer the gateway gives tenants before they
+authenticate (no broker connection is opened for a client until then)."""
 
 
-def api_versions_request(correlation_id=1):
-    """A framed ApiVersions request: what the brokers offer, for the answer the
-    gateway gives tenants before they authenticate (no broker connection
-    is opened for a client until then)."""
-    return frame(encode_request(ApiVersionsRequest(
-        client_software_name="vkafka", client_software_version=__version__),
-        API_VERSIONS_VERSION, correlation_id, "vkafka-discovery"))
-
-
-def parse_api_versions(payload):
-    _, response = decode_response(payload, API_VERSIONS, API_VERSIONS_VERSION)
+def checked_api_versions(response):
     if response.error_code != 0:
         raise ValueError(f"ApiVersions: error {response.error_code}")
     return response
-
-
-class _MetadataClient(protocol.Protocol):
-    """Sends one request, takes its one response (``done``), hangs up."""
-
-    def __init__(self, all_topics, request=None):
-        self.done = defer.Deferred()
-        self.decoder = FrameDecoder()
-        self.request = request or metadata_request(all_topics=all_topics)
-
-    def connectionMade(self):
-        self.transport.write(self.request)
-
-    def dataReceived(self, data):
-        try:
-            frames = self.decoder.feed(data)
-            if frames:
-                self.transport.loseConnection()
-                if not self.done.called:
-                    self.done.callback(bytes(frames[0]))
-        except (FrameError, ValueError) as e:
-            self.transport.abortConnection()
-            if not self.done.called:
-                self.done.errback(e)
-
-    def connectionLost(self, reason):
-        if not self.done.called:
-            self.done.errback(reason)
 
 
 class Refresher:
@@ -133,6 +81,7 @@ class Refresher:
         self.reactor = reactor
         self.topology = topology
         self.endpoint_factory = endpoint_factory
+        self.connector = Connector(reactor, endpoint_factory, "vkafka-discovery")
         self.last_error = "no metadata fetched yet"
         self.last_success = None
         self._inflight = None
@@ -161,33 +110,24 @@ class Refresher:
         return result
 
     @defer.inlineCallbacks
-    def _ask(self, request, version, what):
-        """The answer of the first broker that answers *request*."""
-        from ..state.kafka import KafkaConnection
-        from ..state.store import StoreUnavailable
-
-        for host, port in self.topology.upstream_candidates(None):
-            conn = KafkaConnection("vkafka-admin")
-            try:
-                yield connect(self.endpoint_factory(self.reactor, host, port), conn)
-                response = yield conn.request(request, version)
-            except Exception:
-                continue
-            finally:
-                if conn.connected:
-                    conn.transport.loseConnection()
-            return response
-        raise StoreUnavailable(f"cannot reach the cluster to {what}")
+    def _on_any(self, use, what):
+        """``use(client)`` on a connection to the first broker that lets it."""
+        try:
+            return (yield self.connector.first(
+                self.topology.upstream_candidates(None), use))
+        except Unreachable as e:
+            raise StoreUnavailable(f"cannot reach the cluster to {what}: {e}")
 
     @defer.inlineCallbacks
     def topic_exists(self, name):
         """How many partitions topic *name* has (0: it does not exist); asks a
         broker now."""
-        response = yield self._ask(MetadataRequest(
+        request = MetadataRequest(
             topics=(MetadataRequestTopic(topic_id=None, name=name),),
             allow_auto_topic_creation=False,
-            include_topic_authorized_operations=False), METADATA_VERSION,
-            "check the topic")
+            include_topic_authorized_operations=False)
+        response = yield self._on_any(
+            lambda client: client.request(request, METADATA_VERSION), "check the topic")
         [topic] = response.topics
         if topic.error_code == 0 and topic.topic_id:
             self.topology.topic_ids[topic.topic_id] = name
@@ -197,38 +137,34 @@ class Refresher:
     def create_topic(self, name, partitions, replication=None, configs=None):
         """Create topic *name* (replication: at most 3, at most the brokers).
         Fires with None, or the broker's refusal as text."""
-        import datetime
-
-        from kio.schema.create_topics.v7.request import (
-            CreatableTopic, CreatableTopicConfig, CreateTopicsRequest)
-        from kio.static.primitive import i16, i32, i32Timedelta
-
-        replication = replication or max(1, min(3, len(self.topology.brokers)))
-        response = yield self._ask(CreateTopicsRequest(topics=(CreatableTopic(
-            name=name, num_partitions=i32(partitions), replication_factor=i16(replication),
-            assignments=(), configs=tuple(
-                CreatableTopicConfig(name=k, value=v)
-                for k, v in sorted((configs or {}).items()))),),
-            timeout=i32Timedelta.parse(datetime.timedelta(seconds=10)),
-            validate_only=False), 7, "create the topic")
-        [result] = response.topics
+        replication = replication or default_replication(len(self.topology.brokers))
+        result = yield self._on_any(lambda client: create_topic(
+            client, name, partitions, replication, configs), "create the topic")
         if result.error_code != 0:
-            return f"{result.error_code.name.upper()} {result.error_message or ''}".strip()
+            return refusal(result)
         self.topology.learn_topic(name)
         return None
 
     @defer.inlineCallbacks
+    def _fetch(self, host, port):
+        """(host, port, brokers, topic ids) from *host*; an all-topics answer is
+        fetched as bytes and decoded by ``run_blocking``."""
+        request = ALL_TOPICS if self.all_topics else BROKERS_ONLY
+        payload = yield self.connector.ask(host, port, request, METADATA_VERSION,
+                                           raw=True)
+        brokers, ids = yield (self.run_blocking(parse_listing, payload)
+                              if self.all_topics else parse_metadata(payload))
+        return host, port, brokers, ids
+
+    @defer.inlineCallbacks
     def _refresh(self):
-        for host, port in self.topology.upstream_candidates(None):
-            client = _MetadataClient(self.all_topics)
-            try:
-                yield connect(self.endpoint_factory(self.reactor, host, port), client)
-                payload = yield client.done
-                brokers, ids = yield (self.run_blocking(parse_listing, payload)
-                                      if self.all_topics else parse_metadata(payload))
-            except Exception as e:
-                self.last_error = f"{host}:{port}: {e}"
-                continue
+        try:
+            host, port, brokers, ids = yield try_each(
+                self.topology.upstream_candidates(None), self._fetch)
+        except Unreachable as e:
+            if e.errors:
+                self.last_error = str(e)
+        else:
             self.topology.learn(brokers)
             self.topology.topic_ids.update(ids)
             if self.all_topics:
@@ -249,16 +185,14 @@ class Refresher:
 
     def _learn_api_versions(self, host, port):
         """Ask the broker just reached what it offers (in the background)."""
-        client = _MetadataClient(False, api_versions_request())
-
-        def learnt(payload):
-            self.topology.api_versions = parse_api_versions(payload)
+        def learnt(response):
+            self.topology.api_versions = checked_api_versions(response)
 
         def failed(failure):
             self.log.warn("ApiVersions from {host}:{port}: {why}", host=host,
                           port=port, why=failure.getErrorMessage())
-        connect(self.endpoint_factory(self.reactor, host, port), client).addCallback(
-            lambda _: client.done).addCallback(learnt).addErrback(failed)
+        self.connector.ask(host, port, API_VERSIONS_REQUEST, API_VERSIONS_VERSION
+                           ).addCallback(learnt).addErrback(failed)
 
     def stop(self):
         if self._retry is not None and self._retry.active():
@@ -266,22 +200,10 @@ class Refresher:
 
 
 def fetch_brokers_blocking(servers, timeout=5.0):
-    """Synchronous variant for scripts: the broker list, or None if unreachable."""
-    import socket
-
-    deadline = time.monotonic() + timeout
-    for host, port in servers:
-        try:
-            with socket.create_connection((host, port), timeout=timeout) as s:
-                s.sendall(metadata_request())
-                decoder = FrameDecoder()
-                while time.monotonic() < deadline:
-                    data = s.recv(65536)
-                    if not data:
-                        break
-                    frames = decoder.feed(data)
-                    if frames:
-                        return parse_brokers(frames[0])
-        except (OSError, ValueError):
-            continue
-    return None
+    """Synchronous variant for scripts (devstack waits for brokers with it, no
+    reactor running): the broker triples, or None if unreachable."""
+    response = ask_blocking(servers, BROKERS_ONLY, METADATA_VERSION, timeout,
+                            "vkafka-discovery")
+    if response is None:
+        return None
+    return [(b.node_id, b.host, b.port) for b in response.brokers]

@@ -2,33 +2,13 @@
 """The gateway: the port-per-broker listeners and the upstream connector."""
 
 from twisted.internet import defer, protocol
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.logger import Logger
 
+from ..client import Unreachable, connect, tcp_endpoint, try_each
 from ..protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from ..tenancy.metadata_cache import MetadataAnswers
 from ..tenancy.patterns import RegexSubscriptions
 from .splice import BrokerConnection, ClientConnection
-
-
-def tcp_endpoint(reactor, host, port, timeout=10):
-    return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-
-
-class _OneShot(protocol.Factory):
-    """Hands out one prepared protocol; quiet, unlike endpoints.connectProtocol's."""
-
-    noisy = False
-
-    def __init__(self, proto):
-        self.proto = proto
-
-    def buildProtocol(self, addr):
-        return self.proto
-
-
-def connect(endpoint, proto):
-    return endpoint.connect(_OneShot(proto))
 
 
 class Gateway:
@@ -158,17 +138,13 @@ class Gateway:
                 yield self.refresher.refresh()
             node_id = self.topology.node_for(client.port, client.server_name)
         client.node_id = node_id
-        last = None
-        for host, port in self.topology.upstream_candidates(node_id):
-            broker = BrokerConnection(client)
-            try:
-                yield connect(self.endpoint_factory(self.reactor, host, port), broker)
-                return broker
-            except defer.CancelledError:
-                raise
-            except Exception as e:
-                last = e
-        raise last or ConnectionError("no broker address known")
+        try:
+            return (yield try_each(
+                self.topology.upstream_candidates(node_id),
+                lambda host, port: connect(self.endpoint_factory(self.reactor, host, port),
+                                           BrokerConnection(client))))
+        except Unreachable as e:
+            raise e.last or e
 
     def connect_upstream(self, client):
         """Connect *client* to its broker; returns a cancellable Deferred."""

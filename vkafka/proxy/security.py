@@ -15,22 +15,19 @@ splice never sees the exchange.
 """
 
 import re
-import struct
 from dataclasses import dataclass
 
-from kio.schema.errors import ErrorCode
-from kio.static.constants import EntityType
 from OpenSSL import crypto
 from twisted.internet import defer, protocol, ssl
-from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.endpoints import wrapClientTLS
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.protocols.policies import ProtocolWrapper
+from twisted.python import failure
 
-from ..protocol.codec import CodecError, decode_response, encode_request
-from ..protocol.framing import FrameDecoder, FrameError, size_prefix
-from ..protocol.headers import payload_class
+from ..client import (
+    KafkaClientProtocol, ProtocolError, SaslError, sasl_plain_login, tcp_endpoint)
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
                        re.S)
 
@@ -144,17 +141,13 @@ class BackendSecurity:
 
     def endpoint(self, reactor, host, port, timeout=10):
         """A client endpoint to one broker, secured as configured."""
-        endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+        endpoint = tcp_endpoint(reactor, host, port, timeout=timeout)
         if uses_tls(self.protocol):
             endpoint = wrapClientTLS(self.tls_options(host), endpoint)
         if uses_sasl(self.protocol):
             endpoint = SaslPlainEndpoint(endpoint, self.sasl_username,
                                          self.sasl_password)
         return endpoint
-
-
-class SaslError(ConnectionError):
-    """The broker refused the gateway's own SASL authentication."""
 
 
 class SaslPlainEndpoint:
@@ -200,7 +193,8 @@ class _SaslFactory(protocol.Factory):
 
     def __init__(self, factory, username, password, done):
         self.factory = factory
-        self.token = b"\x00" + username.encode() + b"\x00" + password.encode()
+        self.username = username
+        self.password = password
         self.done = done
 
     def buildProtocol(self, addr):
@@ -217,53 +211,48 @@ class _SaslFactory(protocol.Factory):
 
 
 class _SaslAuthenticator(ProtocolWrapper):
-    """SaslHandshake v1 then SaslAuthenticate v2, before the wrapped protocol runs."""
+    """Logs in with the internal client (``client.sasl_plain_login``) on the raw
+    connection, then hands it to the wrapped protocol: with nothing pending and
+    no byte buffered, so the splice sees the connection as a fresh one."""
 
     authenticated = False
 
     def __init__(self, factory, wrapped):
         super().__init__(factory, wrapped)
-        self.decoder = FrameDecoder(1024 * 1024)
-        self.step = SASL_HANDSHAKE
+        self.login = KafkaClientProtocol("vkafka", max_frame_size=1024 * 1024)
 
     def makeConnection(self, transport):
         protocol.Protocol.makeConnection(self, transport)  # wrapped waits for auth
 
     def connectionMade(self):
-        self._send(SASL_HANDSHAKE, 1, mechanism="PLAIN")
-
-    def _send(self, api_key, version, **fields):
-        request = payload_class(api_key, version, EntityType.request)(**fields)
-        payload = encode_request(request, version, correlation_id=api_key)
-        self.transport.writeSequence([size_prefix(len(payload)), payload])
+        self.login.makeConnection(self.transport)
+        sasl_plain_login(self.login, self.factory.username,
+                         self.factory.password).addCallbacks(self._accepted,
+                                                              self._failed)
 
     def dataReceived(self, data):
         if self.authenticated:
             return self.wrappedProtocol.dataReceived(data)
-        try:
-            frames = self.decoder.feed(data)
-            for frame in frames:
-                self._answer(frame)
-        except (FrameError, CodecError, struct.error, SaslError) as e:
-            self._fail(e if isinstance(e, SaslError) else SaslError(
-                f"bad SASL answer from the broker: {e}"))
+        self.login.dataReceived(data)
 
-    def _answer(self, frame):
-        version = 1 if self.step == SASL_HANDSHAKE else 2
-        _, response = decode_response(frame, self.step, version)
-        if response.error_code != ErrorCode.none:
-            message = getattr(response, "error_message", None) or ""
-            raise SaslError(f"broker refused the gateway's SASL/PLAIN login "
-                            f"({response.error_code.name.upper()}) {message}".strip())
-        if self.step == SASL_HANDSHAKE:
-            self.step = SASL_AUTHENTICATE
-            self._send(SASL_AUTHENTICATE, 2, auth_bytes=self.factory.token)
-            return
+    def _accepted(self, _):
+        try:
+            self.login.release()
+        except ProtocolError:
+            return self._failed(failure.Failure())
         self.authenticated = True
         self.wrappedProtocol.makeConnection(self)
         self.factory.done.callback(self.wrappedProtocol)
 
-    def _fail(self, error):
+    def _failed(self, reason):
+        if reason.check(SaslError):
+            error = reason.value
+        elif reason.check(ConnectionLost, ConnectionDone):
+            error = SaslError(f"broker closed the connection during SASL: "
+                              f"{reason.getErrorMessage()}")
+        else:
+            error = SaslError(f"bad SASL answer from the broker: "
+                              f"{reason.getErrorMessage()}")
         if not self.factory.done.called:
             self.factory.done.errback(error)
         self.transport.abortConnection()
@@ -271,10 +260,7 @@ class _SaslAuthenticator(ProtocolWrapper):
     def connectionLost(self, reason):
         if self.authenticated:
             return super().connectionLost(reason)
-        if not self.factory.done.called:
-            self.factory.done.errback(SaslError(
-                f"broker closed the connection during SASL: "
-                f"{reason.getErrorMessage()}"))
+        self.login.connectionLost(reason)  # fails the login: see _failed
 
 
 class SniRouter:

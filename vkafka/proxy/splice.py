@@ -12,41 +12,39 @@ SASL is answered here.  Responses go back in request order, whether they
 come from the broker or from the gateway itself.
 """
 
-import ctypes
-import ctypes.util
 import struct
 from collections import deque
 from dataclasses import dataclass
 
 from kio.static.constants import EntityType
-from twisted.internet import defer, protocol, tcp
+from twisted.internet import defer, protocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..auth import sasl
-from ..protocol.codec import CodecError, decode_request, decode_response, encode_body
-from ..protocol.errors import first_error
-from ..protocol.fastpath import FetchStream, Scan, neutral_tags
-from ..protocol.framing import FrameDecoder, FrameError, frame_parts, framed
+from ..auth.sasl import (
+    SASL_HANDSHAKE, SaslFailure, decode_authenticate, decode_handshake)
+from ..filters.responses import goes_through_concentration, rewrite_response
+from ..filters.sasl import SaslTerminator
+from ..filters.tenant import REWRITE_ERRORS, rewrite_request
+from ..protocol.codec import CodecError
+from ..protocol.fastpath import neutral_tags
+from ..protocol.framing import FrameDecoder, FrameError
 from ..protocol.headers import (
     API_VERSIONS, HeaderError, is_flexible, parse_request_header, peek_request,
-    request_body_offset, response_header_length)
+    request_body_offset)
 from ..protocol.produce import scan_produce
-from ..tenancy import concentration
 from ..tenancy.rules import local_api_versions
-from ..tenancy.walker import Foreign, RequestContext
+from .outbox import Outbox, tune_socket
 from .security import server_name
+from .streaming import HOLD_BACK, PASSES, STREAM_FROM, Streamed
 
 PRODUCE = 0
 FETCH = 1
 METADATA = 3
-UNSUPPORTED_VERSION = 35
-_INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
-_REWRITE_ERRORS = (CodecError, HeaderError, struct.error, Foreign, ValueError,
-                   TypeError)
+_REWRITE_ERRORS = REWRITE_ERRORS
 
 
 @dataclass(slots=True)
@@ -98,15 +96,24 @@ class ClientConnection(protocol.Protocol):
         self.rules = gateway.rules
         self.topology = gateway.topology
         self.tenancy = gateway.tenancy
-        self.claims = None
-        self.namespace = None
-        self.handshake_version = None
-        self.raw_sasl = False
+        self.sasl = None if self.tenancy is None else SaslTerminator(
+            self.tenancy, gateway.admit_tenant,
+            f"limit {gateway.max_connections_per_vcluster} per gateway",
+            gateway.reactor.seconds)
         self._expiry = None
         self.metrics = None
 
+    @property
+    def claims(self):
+        """The token's claims once authenticated (tenant mode), else None."""
+        return None if self.sasl is None else self.sasl.claims
+
+    @property
+    def namespace(self):
+        return None if self.sasl is None else self.sasl.namespace
+
     def connectionMade(self):
-        _tune(self.transport)
+        tune_socket(self.transport)
         self.outbox = Outbox(self.transport)
         self.peer = self.transport.getPeer()
         self.gateway.connections.add(self)
@@ -231,7 +238,7 @@ class ClientConnection(protocol.Protocol):
             self.upstream.release()
 
     def request_received(self, frame):
-        if self.raw_sasl:
+        if self.sasl is not None and self.sasl.raw_token_next:
             return self.raw_sasl_token(frame)
         try:
             api_key, api_version, correlation_id = peek_request(frame)
@@ -253,54 +260,14 @@ class ClientConnection(protocol.Protocol):
                 return self.fail(f"API {api_key} sent before authentication")
             elif self.upstream is None:  # the first request after authentication
                 return self._hold_until_connected(frame)
-            else:
-                if self.gateway.reactor.seconds() >= self.claims.expires_at:
-                    return self.fail("token expired; the client did not "
-                                     "re-authenticate")
-                context = RequestContext(self.namespace, self.topology.topic_ids,
-                                         rule.write)
-                rewritten = None
-                if rule.rewrite_frame is not None:
-                    try:
-                        body_offset = request_body_offset(frame)
-                        rewritten = rule.rewrite_frame(self, context, frame,
-                                                       body_offset, api_version)
-                    except _REWRITE_ERRORS as e:
-                        return self.fail(f"cannot rewrite API {api_key} "
-                                         f"v{api_version}: {e}")
-                if context.answer is not None:  # e.g. a fetch session not its own
-                    return self.answer_kept(correlation_id, api_key, api_version,
-                                            rule, context.answer, len(frame) + 4)
-                if rewritten is not None:
-                    frame = rewritten
-                elif rule.rewrite_request is not None:
-                    body_offset = None
-                    limit = self.gateway.max_decoded_request
-                    if api_key == METADATA:
-                        limit //= 4  # names only: ~10,000 topics in 256 KiB
-                    if len(frame) > limit:
-                        return self.fail(
-                            f"API {api_key} v{api_version} request of {len(frame)} "
-                            f"bytes: over the {limit} bytes the gateway decodes "
-                            "(--max-decoded-request)")
-                    try:
-                        header, request = decode_request(frame)
-                        request = rule.rewrite_request(self, context, request)
-                        if context.answer is not None:
-                            return self.answer_kept(correlation_id, api_key,
-                                                    api_version, rule, context.answer,
-                                                    len(frame) + 4)
-                        frame = bytes(frame[:header.body_offset]) + encode_body(request)
-                    except _REWRITE_ERRORS as e:
-                        return self.fail(f"cannot rewrite API {api_key} "
-                                         f"v{api_version}: {e}")
-                if context.concentrated:
-                    try:
-                        frame = self.concentrate(context, frame)
-                        body_offset = None
-                    except _REWRITE_ERRORS as e:  # Refused, BatchError: ValueErrors
-                        return self.fail(f"concentrated topics, API {api_key} "
-                                         f"v{api_version}: {e}")
+            outcome = rewrite_request(self, rule, frame, api_key, api_version)
+            if outcome.refused is not None:
+                return self.fail(outcome.refused)
+            if outcome.answer is not None:
+                return self.answer_kept(correlation_id, api_key, api_version, rule,
+                                        outcome.answer, len(frame) + 4)
+            frame, context, body_offset = (outcome.frame, outcome.context,
+                                           outcome.body_offset)
         acks = records = 0
         if api_key == PRODUCE:
             try:
@@ -319,12 +286,6 @@ class ClientConnection(protocol.Protocol):
                                         context, sent=self.gateway.reactor.seconds()))
         self.upstream.write_frame(frame)
 
-    def concentrate(self, context, frame):
-        """The request with concentrated topics swapped for their physical one."""
-        header, request = decode_request(frame)
-        request = concentration.rewrite_request(self, context, header.api_key, request)
-        return bytes(frame[:header.body_offset]) + encode_body(request)
-
     def answer_api_versions(self, frame, rule, api_version, correlation_id):
         """Tenant mode: ApiVersions is answered by the gateway, from the brokers'
         answer its refresh learnt, cut to the rule table."""
@@ -339,73 +300,55 @@ class ClientConnection(protocol.Protocol):
     # SASL, answered locally
 
     def answer_sasl(self, frame, rule, api_key, api_version, correlation_id):
+        """SaslHandshake and SaslAuthenticate, answered by the gateway
+        (filters/sasl.py holds the state)."""
         try:
             header = parse_request_header(frame)
-            if api_key == sasl.SASL_HANDSHAKE:
-                request = sasl.decode_handshake(frame, header.body_offset, api_version)
-                body, ok = sasl.handshake_response(api_version, request.mechanism)
-                self.handshake_version = api_version if ok else None
-                self.answer(correlation_id, api_key, api_version, rule, body,
-                            close_after=not ok)
-                self.raw_sasl = ok and api_version == 0
-                return
-            request = sasl.decode_authenticate(frame, header.body_offset, api_version)
+            if api_key == SASL_HANDSHAKE:
+                request = decode_handshake(frame, header.body_offset, api_version)
+                body, ok = self.sasl.handshake(api_version, request.mechanism)
+                return self.answer(correlation_id, api_key, api_version, rule, body,
+                                   close_after=not ok)
+            request = decode_authenticate(frame, header.body_offset, api_version)
         except (CodecError, HeaderError) as e:
             return self.fail(f"malformed SASL request: {e}")
-        if self.handshake_version is None:
-            body = sasl.authenticate_response(api_version, "SaslHandshake first")
-            return self.answer(correlation_id, api_key, api_version, rule, body,
-                               close_after=True)
-        self.handshake_version = None
-        try:
-            lifetime = self.authenticated(request.auth_bytes)
-        except sasl.SaslFailure as e:
-            self.log.info("client {peer}: {why}", peer=self.peer, why=e)
+        first = self.sasl.claims is None
+        body, failure = self.sasl.authenticate(api_version, request.auth_bytes)
+        if failure is not None:
+            self.log.info("client {peer}: {why}", peer=self.peer, why=failure)
             self.gateway.count_auth_failure()
-            body = sasl.authenticate_response(api_version, str(e))
             return self.answer(correlation_id, api_key, api_version, rule, body,
                                close_after=True)
-        body = sasl.authenticate_response(api_version, None, lifetime * 1000)
+        self.authenticated(first)
         self.answer(correlation_id, api_key, api_version, rule, body)
 
     def raw_sasl_token(self, frame):
         """SaslHandshake v0 is followed by the bare PLAIN token, answered bare."""
-        self.raw_sasl = False
-        self.handshake_version = None
+        first = self.sasl.claims is None
         try:
-            self.authenticated(frame)
-        except sasl.SaslFailure as e:
+            self.sasl.accept(bytes(frame))
+        except SaslFailure as e:
             self.log.info("client {peer}: {why}", peer=self.peer, why=e)
             self.gateway.count_auth_failure()
             return self.fail(str(e))
+        self.authenticated(first)
         self.pending.append(Pending(-1, -1, 0, None, local=b""))
         self.flush_local()
 
-    def authenticated(self, auth_bytes):
-        """Check the token; set this connection's tenant; return seconds left."""
-        claims = sasl.authenticate(self.tenancy.authority, auth_bytes)
-        if self.claims is not None and (claims.vcluster, claims.username) != (
-                self.claims.vcluster, self.claims.username):
-            raise sasl.SaslFailure("re-authentication must keep the same account")
-        if self.claims is None:
-            if not self.gateway.admit_tenant(claims.vcluster):
-                raise sasl.SaslFailure(
-                    f"too many connections for this virtual cluster (limit "
-                    f"{self.gateway.max_connections_per_vcluster} per gateway)")
-            self.counted_as = claims.vcluster
+    def authenticated(self, first):
+        """A login (or re-login) succeeded: full frames, no login deadline, a
+        timer for the token's expiry; the first counts under its tenant."""
+        claims = self.sasl.claims
+        if first:
+            self.counted_as = self.sasl.admitted
             self._set_metrics_label(claims.vcluster)
-        self.claims = claims
-        self.namespace = self.tenancy.namespace(claims.vcluster)
         self.decoder.max_frame_size = self.gateway.max_frame_size
-        if self._auth_deadline is not None and self._auth_deadline.active():
-            self._auth_deadline.cancel()
+        for timer in (self._auth_deadline, self._expiry):
+            if timer is not None and timer.active():
+                timer.cancel()
         self._auth_deadline = None
-        now = self.gateway.reactor.seconds()
-        if self._expiry is not None and self._expiry.active():
-            self._expiry.cancel()
         self._expiry = self.gateway.reactor.callLater(
-            max(0, claims.expires_at - now), self.expired)
-        return max(0, claims.expires_at - now)
+            max(0, claims.expires_at - self.gateway.reactor.seconds()), self.expired)
 
     def expired(self):
         self._expiry = None
@@ -454,7 +397,7 @@ class ClientConnection(protocol.Protocol):
             if pending is None:
                 return self.fail("broker sent a response nobody asked for")
         try:
-            result = self.rewrite_response(pending, frame)
+            result = rewrite_response(self, pending, frame)
         except _REWRITE_ERRORS as e:
             return self.fail(
                 f"cannot rewrite response to API {pending.api_key} "
@@ -492,11 +435,11 @@ class ClientConnection(protocol.Protocol):
         if head is None or head.api_key != FETCH or head.local is not None \
                 or head.waiting or decoder.buffered < 8:
             return None
-        if self.concentrated(head):
+        if goes_through_concentration(self, head):
             return None
         rule = head.rule
         if rule.scan_response is None or rule.passes_as_bytes is None or \
-                not rule.passes_as_bytes(_PASSES, head.api_version, head.context):
+                not rule.passes_as_bytes(PASSES, head.api_version, head.context):
             return None
         chunks = decoder.take()
         first = chunks[0] if len(chunks[0]) >= 8 else b"".join(chunks)
@@ -532,69 +475,6 @@ class ClientConnection(protocol.Protocol):
                                   self.gateway.reactor.seconds() - pending.sent,
                                   scan.error, scan.records)
         self.flush_local()
-
-    def rewrite_response(self, pending, frame):
-        """(frame for the client, its first error code or None if not read,
-        records in it)."""
-        (correlation_id,) = _INT32.unpack_from(frame, 0)
-        if correlation_id != pending.correlation_id:
-            raise CodecError(
-                f"correlation id {correlation_id}, expected {pending.correlation_id}")
-        rule = pending.rule
-        version = pending.api_version
-        if self.concentrated(pending):
-            return self.deconcentrate(pending, frame)
-        scan = offset = None
-        if rule.scan_response is not None:
-            offset = response_header_length(frame, pending.api_key, version)
-            scan = rule.scan_response(frame, offset, version)
-            if rule.observe is not None:
-                rule.observe(pending.context, scan)
-        if not rule.needs_response_rewrite(version) or (
-                rule.passes_as_bytes is not None
-                and rule.passes_as_bytes(scan, version, pending.context)):
-            return (frame, None, 0) if scan is None else (frame, scan.error, scan.records)
-        if rule.rename_response is not None and pending.context is not None:
-            renamed = rule.rename_response(frame, offset, version, scan, pending.context)
-            if renamed is not None:
-                return renamed, scan.error, scan.records
-        if api_versions_downgraded(pending.api_key, frame):
-            version = 0
-        header, response = decode_response(frame, pending.api_key, version)
-        response = rule.rewrite_response(self, pending.context, response)
-        records = 0 if scan is None else scan.records
-        if isinstance(response, defer.Deferred):
-            return response.addCallback(
-                lambda r: (header + encode_body(r), first_error(r), records))
-        error = first_error(response) if self.metrics is not None else None
-        return header + self._encoded(pending.context, response), error, records
-
-    @staticmethod
-    def _encoded(context, response):
-        """The rewritten response's body, offered for reuse when the rule asked."""
-        body = encode_body(response)
-        if context is not None and context.on_answer is not None:
-            context.on_answer(body)
-        return body
-
-    def concentrated(self, pending):
-        """Whether the response to *pending* goes through the concentration
-        layer (it named concentrated topics, or is a Fetch of a session that
-        reads some): such a response is never forwarded as bytes."""
-        context = pending.context
-        return context is not None and (
-            context.concentration is not None
-            or (pending.api_key == FETCH and bool(self.concentrated_fetches)))
-
-    def deconcentrate(self, pending, frame):
-        """A response to a request that named concentrated topics: the layer's
-        reverse, then the tenant's rewrite (never forwarded as bytes)."""
-        header, response = decode_response(frame, pending.api_key, pending.api_version)
-        response = concentration.rewrite_response(self, pending.context, pending.api_key,
-                                                  response)
-        if pending.rule.needs_response_rewrite(pending.api_version):
-            response = pending.rule.rewrite_response(self, pending.context, response)
-        return header + self._encoded(pending.context, response), first_error(response), 0
 
     # lifecycle
 
@@ -632,251 +512,6 @@ class ClientConnection(protocol.Protocol):
             self._connecting.cancel()
 
 
-READ_SIZE = 1 << 20
-"""Bytes asked for per socket read (Twisted's default is 64 KiB)."""
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-
-
-def tune_allocator():
-    """Keep read buffers on glibc's heap; True if it applied (glibc only).
-
-    Each read allocates a READ_SIZE buffer and shrinks it to what arrived.  At
-    that size glibc maps fresh pages for it and unmaps them after: an mmap,
-    page faults, an mremap and a munmap per read, about 20 us, most of the
-    gateway's system time on the Produce path.  Raising the mmap threshold
-    above READ_SIZE, and the trim threshold with it so freed heap is not given
-    back after every read, makes a read cost what a 64 KiB one does.  The price:
-    up to 32 MiB of freed heap kept for reuse."""
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, 4 * READ_SIZE)) and \
-        bool(mallopt(_M_TRIM_THRESHOLD, 32 * READ_SIZE))
-
-
-STREAM_FROM = 256 * 1024
-"""Responses this big that pass as bytes are forwarded as they arrive
-(cut-through) rather than once whole: store-and-forward of multi-MiB Fetch
-responses doubled their transfer time and halved consumer throughput."""
-
-HOLD_BACK = 64 * 1024
-"""The last bytes of a streamed response, kept until it is whole: its top-level
-tagged fields (KIP-951 node_endpoints, broker addresses) are in them."""
-
-_PASSES = Scan(0, 0, True)
-"""What a response's scan says when nothing in it needs rewriting."""
-
-
-class Streamed:
-    """A large Fetch response forwarded to the client while it arrives.
-
-    Its bytes go out as received, except the last HOLD_BACK, and are scanned as
-    they pass (fastpath.FetchStream: records and error for the metrics;
-    malformed framing closes the connection), so the response is never copied
-    or held whole.  If it carries node_endpoints, they are replaced in the
-    held-back tail by an unused tag of the same length (fastpath.neutral_tags),
-    so the client refreshes metadata instead of learning broker addresses.
-    """
-
-    def __init__(self, client, pending, chunks, total):
-        self.client = client
-        self.pending = pending
-        self.total = total  # prefix included
-        self.limit = total - HOLD_BACK
-        context = pending.context
-        self.scan = FetchStream(pending.api_version, None if context is None
-                                else context.check_streamed_id)
-        self.chunks = []    # received, not wholly written yet
-        self.received = 0
-        self.sent = 0
-        self._offset = 0    # bytes of chunks[0] already written
-        for chunk in chunks:
-            if not self._add(chunk):
-                return
-        self._forward()
-
-    def _add(self, chunk):
-        try:
-            self.scan.feed(chunk)
-        except _REWRITE_ERRORS as e:
-            self.client.fail(f"malformed Fetch response (partly forwarded): {e}")
-            return False
-        self.received += len(chunk)
-        self.chunks.append(chunk)
-        return True
-
-    def feed(self, data):
-        """Take *data*: the bytes after this response once it is whole (maybe
-        b""), None while it is not."""
-        if self.client.closed:
-            return None
-        room = self.total - self.received
-        rest = b""
-        if len(data) > room:
-            data, rest = data[:room], data[room:]
-        if not self._add(data):
-            return None
-        self._forward()
-        if self.received < self.total:
-            return None
-        self.client.stream_finished(self)
-        return None if self.client.closed else rest
-
-    def tail(self):
-        """The bytes received and not sent yet."""
-        if not self.chunks:
-            return b""
-        return b"".join([memoryview(self.chunks[0])[self._offset:], *self.chunks[1:]])
-
-    def _forward(self):
-        outbox = self.client.outbox
-        while self.chunks and self.sent < self.limit:
-            chunk = self.chunks[0]
-            end = min(len(chunk), self._offset + self.limit - self.sent)
-            whole = self._offset == 0 and end == len(chunk)
-            outbox.write(chunk if whole else memoryview(chunk)[self._offset:end])
-            self.sent += end - self._offset
-            if end == len(chunk):
-                self.chunks.pop(0)
-                self._offset = 0
-            else:
-                self._offset = end
-
-
-def write_now(transport, data):
-    """Write *data* (bytes or a memoryview of bytes); on a plain TCP connection
-    with nothing queued, try the socket at once.
-
-    Twisted's ``write`` only queues: the send waits for the next reactor turn,
-    and registering and unregistering the socket for writability costs two
-    epoll_ctl calls per write.  A request or response usually fits the socket
-    buffer whole, so sending it here saves that turn and those calls; what the
-    socket does not take (or any error) is left to Twisted's queue, which keeps
-    the order and reports the error.  TLS and wrapped transports always queue.
-    """
-    if _sendable(transport):
-        try:
-            sent = transport.socket.send(data)
-        except OSError:
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(bytes(data))  # a memoryview's bytes are copied only here
-
-
-def write_all(transport, parts):
-    """``write_now`` for several pieces (bytes or memoryviews), in one
-    ``sendmsg`` per IOV_BATCH of them; the rest, from the first piece the
-    socket did not take whole, is left to Twisted's queue in order."""
-    if _sendable(transport):
-        while parts:
-            batch = parts[:IOV_BATCH]
-            try:
-                sent = transport.socket.sendmsg(batch)
-            except OSError:
-                sent = 0
-            taken = 0
-            for part in batch:
-                if sent < len(part):
-                    break
-                sent -= len(part)
-                taken += 1
-            parts = parts[taken:]
-            if taken < len(batch):
-                if sent:
-                    parts[0] = memoryview(parts[0])[sent:]
-                break
-    if parts:
-        transport.writeSequence([bytes(part) for part in parts])
-
-
-IOV_BATCH = 256
-"""Pieces per sendmsg, well under the kernel's IOV_MAX (1024)."""
-
-
-def _sendable(transport):
-    """A plain TCP socket, open, with nothing queued in Twisted ahead of us."""
-    return type(transport) in _PLAIN_TCP and not transport.TLS \
-        and transport.connected and not transport.disconnecting \
-        and not transport._writeDisconnected and not transport._tempDataLen \
-        and transport.offset == len(transport.dataBuffer)
-
-
-class Outbox:
-    """Everything the gateway sends on one connection, gathered while one read
-    is handled and then sent in one call.
-
-    A read often carries several frames: a producer's pipelined requests, or a
-    burst of responses when a partition's high watermark moves.  Sent one by
-    one, each cost a send and a wake-up of the peer (a third of a producer
-    run's sends).  Between ``hold`` and ``release`` writes are kept in order;
-    ``release`` sends them with one ``sendmsg``.  Frames are kept as their
-    prefix and payload, so a rewritten or sliced frame is not joined either.
-    Every write to the connection goes through its Outbox, which keeps the
-    order; whoever closes the connection releases it first.
-    """
-
-    __slots__ = ("transport", "parts", "held")
-
-    def __init__(self, transport):
-        self.transport = transport
-        self.parts = []
-        self.held = False
-
-    def write(self, data):
-        if self.held:
-            self.parts.append(data)
-        else:
-            write_now(self.transport, data)
-
-    def write_frame(self, payload):
-        """*payload* with its size prefix."""
-        if self.held:
-            self.parts.extend(frame_parts(payload))
-        else:
-            write_now(self.transport, framed(payload))
-
-    def hold(self):
-        self.held = True
-
-    def release(self):
-        """Stop holding; send what was held."""
-        self.held = False
-        parts = self.parts
-        if parts:
-            self.parts = []
-            if len(parts) == 1:
-                write_now(self.transport, parts[0])
-            else:
-                write_all(self.transport, parts)
-
-
-_PLAIN_TCP = (tcp.Server, tcp.Client)
-
-
-def _tune(transport):
-    """TCP_NODELAY, as Kafka's clients and brokers set it: with Nagle's algorithm
-    the last segment of every request and response waited for the peer's
-    delayed ACK.  And reads of up to 1 MiB per call instead of Twisted's 64 KiB:
-    a Fetch response of several MiB then costs a few reads, not dozens."""
-    if hasattr(transport, "bufferSize"):
-        transport.bufferSize = READ_SIZE
-    for handle in (transport, getattr(transport, "transport", None)):  # TLS wraps TCP
-        if hasattr(handle, "setTcpNoDelay"):
-            handle.setTcpNoDelay(True)
-            break
-
-
-def api_versions_downgraded(api_key, frame):
-    """An ApiVersions answer to a too-new request comes back at v0 (KIP-511)."""
-    if api_key != API_VERSIONS or len(frame) < 6:
-        return False
-    return _INT16.unpack_from(frame, 4)[0] == UNSUPPORTED_VERSION
-
-
 class BrokerConnection(protocol.Protocol):
     """The gateway's connection to one broker, on behalf of one client."""
 
@@ -890,7 +525,7 @@ class BrokerConnection(protocol.Protocol):
         self.decoder = FrameDecoder(client.gateway.max_response_size)
 
     def connectionMade(self):
-        _tune(self.transport)
+        tune_socket(self.transport)
         self.client.upstream_ready(self)
 
     def dataReceived(self, data):

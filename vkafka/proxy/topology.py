@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_topology -*-
+# -*- test-case-name: tests.test_tap,tests.test_splice -*-
 """What the gateway knows of the cluster: broker addresses and the port map.
 
 Port-per-broker: the gateway listens on ``start_port .. start_port +

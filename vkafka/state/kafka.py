@@ -18,63 +18,13 @@ from kio.records.schema import NewRecordBatch, Record
 from kio.records.writers import write_batch
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i8, i16, i32, i32Timedelta, i64
-from twisted.internet import defer, protocol, task
-from twisted.internet.error import ConnectionLost
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from ..protocol.codec import CodecError, decode_response, encode_request
-from ..protocol.framing import FrameDecoder, FrameError, frame
-from ..proxy.gateway import connect
+from ..client import Connector, Unreachable, create_topic, default_replication, refusal
 from .store import StoreUnavailable
 
 STATE_TOPIC = "_vkafka_state"
-
-
-class KafkaConnection(protocol.Protocol):
-    """A minimal Kafka client connection: requests out, decoded responses back."""
-
-    def __init__(self, client_id="vkafka-state"):
-        self.client_id = client_id
-        self.decoder = FrameDecoder()
-        self.pending = {}
-        self.correlation_id = 0
-        self.connected = False
-
-    def connectionMade(self):
-        self.connected = True
-
-    def request(self, body, version):
-        self.correlation_id += 1
-        d = defer.Deferred()
-        self.pending[self.correlation_id] = (d, body.__api_key__, version)
-        self.transport.write(frame(encode_request(body, version, self.correlation_id,
-                                                  self.client_id)))
-        return d
-
-    def dataReceived(self, data):
-        try:
-            frames = self.decoder.feed(data)
-        except FrameError:
-            self.transport.abortConnection()
-            return
-        for payload in frames:
-            correlation_id = int.from_bytes(payload[:4], "big", signed=True)
-            entry = self.pending.pop(correlation_id, None)
-            if entry is None:
-                continue
-            d, api_key, version = entry
-            try:
-                _, response = decode_response(payload, api_key, version)
-            except CodecError as e:
-                d.errback(e)
-            else:
-                d.callback(response)
-
-    def connectionLost(self, reason):
-        self.connected = False
-        pending, self.pending = self.pending, {}
-        for d, _, _ in pending.values():
-            d.errback(ConnectionLost(reason.getErrorMessage()))
 
 
 def _ms(value):
@@ -122,6 +72,7 @@ class KafkaStore:
         self.reactor = reactor
         self.topology = topology
         self.endpoint_factory = endpoint_factory
+        self.connector = Connector(reactor, endpoint_factory, "vkafka-state")
         self.topic = topic
         self.poll_ms = poll_ms
         self.data = {}
@@ -150,8 +101,8 @@ class KafkaStore:
     def stop(self):
         self._running = False
         for conn in (self._writer, getattr(self, "_reader", None)):
-            if conn is not None and conn.connected:
-                conn.transport.loseConnection()
+            if conn is not None:
+                conn.close()
 
     @defer.inlineCallbacks
     def _follow(self):
@@ -159,8 +110,10 @@ class KafkaStore:
         while self._running:
             try:
                 leader = yield self._find_leader(create=True)
-                reader = self._reader = KafkaConnection("vkafka-state-reader")
-                yield connect(self.endpoint_factory(self.reactor, *leader), reader)
+                reader = self._reader = yield self.connector.open(
+                    *leader, client_id="vkafka-state-reader")
+                if not self._running:
+                    reader.close()  # stopped while it connected
                 delay = 0.2
                 while self._running:
                     yield self._fetch_once(reader)
@@ -244,8 +197,8 @@ class KafkaStore:
         [part] = response.responses[0].partition_responses
         if part.error_code != ErrorCode.none:
             self._leader = None
-            if self._writer is not None and self._writer.connected:
-                self._writer.transport.loseConnection()
+            if self._writer is not None:
+                self._writer.close()
             raise StoreUnavailable(
                 f"cannot write gateway state: {part.error_code.name}")
         d = defer.Deferred()
@@ -263,8 +216,7 @@ class KafkaStore:
         if self._writer is not None and self._writer.connected:
             return self._writer
         leader = yield self._find_leader(create=False)
-        writer = KafkaConnection("vkafka-state-writer")
-        yield connect(self.endpoint_factory(self.reactor, *leader), writer)
+        writer = yield self.connector.open(*leader, client_id="vkafka-state-writer")
         self._writer = writer
         return writer
 
@@ -272,56 +224,47 @@ class KafkaStore:
 
     @defer.inlineCallbacks
     def _find_leader(self, create):
-        from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
-
         if self._leader is not None:
             return self._leader
-        last = None
-        for address in self.topology.upstream_candidates(None):
-            conn = KafkaConnection("vkafka-state-admin")
-            try:
-                yield connect(self.endpoint_factory(self.reactor, *address), conn)
-                for _ in range(50):
-                    meta = yield conn.request(MetadataRequest(
-                        topics=(MetadataRequestTopic(topic_id=None, name=self.topic),),
-                        allow_auto_topic_creation=False,
-                        include_topic_authorized_operations=False), 12)
-                    self.topology.learn((b.node_id, b.host, b.port) for b in meta.brokers)
-                    [topic] = meta.topics
-                    if topic.error_code == ErrorCode.unknown_topic_or_partition:
-                        if not create:
-                            raise StoreUnavailable(f"{self.topic} does not exist")
-                        yield self._create_topic(conn, len(meta.brokers))
-                    elif topic.error_code == ErrorCode.none and topic.partitions:
-                        leader = topic.partitions[0].leader_id
-                        if leader in self.topology.brokers:
-                            self._leader = self.topology.brokers[leader]
-                            return self._leader
-                    yield task.deferLater(self.reactor, 0.2, lambda: None)
-                raise StoreUnavailable(f"{self.topic} has no leader")
-            except Exception as e:
-                last = e
-            finally:
-                if conn.connected:
-                    conn.transport.loseConnection()
-        raise StoreUnavailable(str(last) if last else "no broker known")
+        try:
+            self._leader = yield self.connector.first(
+                self.topology.upstream_candidates(None),
+                lambda conn: self._ask_leader(conn, create))
+        except Unreachable as e:
+            raise StoreUnavailable(str(e.last) if e.last else str(e))
+        return self._leader
+
+    @defer.inlineCallbacks
+    def _ask_leader(self, conn, create):
+        """The state topic's leader (created first if *create* and missing),
+        asked on *conn* until the topic has one."""
+        from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
+
+        for _ in range(50):
+            meta = yield conn.request(MetadataRequest(
+                topics=(MetadataRequestTopic(topic_id=None, name=self.topic),),
+                allow_auto_topic_creation=False,
+                include_topic_authorized_operations=False), 12)
+            self.topology.learn((b.node_id, b.host, b.port) for b in meta.brokers)
+            [topic] = meta.topics
+            if topic.error_code == ErrorCode.unknown_topic_or_partition:
+                if not create:
+                    raise StoreUnavailable(f"{self.topic} does not exist")
+                yield self._create_topic(conn, len(meta.brokers))
+            elif topic.error_code == ErrorCode.none and topic.partitions:
+                leader = topic.partitions[0].leader_id
+                if leader in self.topology.brokers:
+                    return self.topology.brokers[leader]
+            yield task.deferLater(self.reactor, 0.2, lambda: None)
+        raise StoreUnavailable(f"{self.topic} has no leader")
 
     @defer.inlineCallbacks
     def _create_topic(self, conn, brokers):
-        from kio.schema.create_topics.v7.request import (
-            CreatableTopic, CreatableTopicConfig, CreateTopicsRequest)
-
-        replication = max(1, min(3, brokers))
-        response = yield conn.request(CreateTopicsRequest(topics=(CreatableTopic(
-            name=self.topic, num_partitions=i32(1), replication_factor=i16(replication),
-            assignments=(), configs=(
-                CreatableTopicConfig(name="cleanup.policy", value="compact"),
-                CreatableTopicConfig(name="min.insync.replicas",
-                                     value=str(min(2, replication))),
-            )),), timeout=_ms(10000), validate_only=False), 7)
-        [result] = response.topics
+        replication = default_replication(brokers)
+        result = yield create_topic(conn, self.topic, 1, replication, {
+            "cleanup.policy": "compact",
+            "min.insync.replicas": str(min(2, replication))})
         if result.error_code not in (ErrorCode.none, ErrorCode.topic_already_exists):
-            raise StoreUnavailable(f"cannot create {self.topic}: "
-                                   f"{result.error_code.name} {result.error_message}")
+            raise StoreUnavailable(f"cannot create {self.topic}: {refusal(result)}")
         self.log.info("created state topic {topic} (replication {r})",
                       topic=self.topic, r=replication)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_state -*-
+# -*- test-case-name: tests.test_admin,tests.test_namespaces -*-
 """What the gateway state means: virtual clusters, accounts, revocations, mappings.
 
 Keys in the store:
@@ -19,7 +19,7 @@ import re
 
 from twisted.internet import defer
 
-from ..tenancy.naming import ConcentrationRule, inside, valid_vcluster_name
+from ..names import ConcentrationRule, inside, valid_vcluster_name
 
 ALL_ACCOUNTS = "*"
 RULE_TARGETS = {"delete": "physicalTopicName", "compact": "physicalTopicNameCompacted",
@@ -149,7 +149,7 @@ class GatewayState:
         return value
 
     def _check_overlap(self, name, prefix):
-        """A new virtual cluster's namespace overlaps no other's (naming.overlap),
+        """A new virtual cluster's namespace overlaps no other's (names.overlap),
         and holds no topic another virtual cluster maps: else a name, and the
         data under it, would change hands."""
         # Every virtual cluster of the state is known there, and so are those

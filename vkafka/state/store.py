@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_state -*-
+# -*- test-case-name: tests.test_admin,tests.test_namespaces -*-
 """The store interface: a key -> JSON value map that every gateway follows.
 
 Writes return a Deferred that fires once the write has been applied to this

@@ -34,6 +34,7 @@ from ..protocol import batches
 from ..state.model import StateError
 from ..state.store import StoreUnavailable
 from . import walker
+from .walker import Rejected
 from .naming import TOPIC
 
 TAG = b"vkafka.topic"
@@ -50,7 +51,7 @@ _RESPONSE_LISTS = {0: "responses", 1: "responses", 2: "topics", 3: "topics",
                    8: "topics"}
 
 
-class Refused(ValueError):
+class Refused(Rejected, ValueError):
     """A request this layer will not send on a concentrated topic's behalf."""
 
 

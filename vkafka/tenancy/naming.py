@@ -10,25 +10,21 @@ Namespaces never overlap: two virtual clusters whose prefixes, with ``.``
 read as ``_`` (Kafka's collision rule for topic names), start one another
 (``team``/``teamA``, ``acme``/``acme.eu``) cannot both be served, since one
 admin action would otherwise move names, and data, from one to the other
-(``overlap``; enforced by tenancy/vclusters.py and state/model.py).  A
-namespace caught in an overlap anyway is *unavailable*: it owns nothing.
+(``vkafka.names.overlap``; enforced by tenancy/vclusters.py and state/model.py).
+A namespace caught in an overlap anyway is *unavailable*: it owns nothing.
 Ownership among the rest is still by longest prefix, as a second guard.
 """
 
 import re
 from dataclasses import dataclass, field
 
+from ..names import GATEWAY_TOPIC_PREFIX, MAX_TOPIC_LENGTH, TOPIC_CHARS
+
 TOPIC = "topic"
 GROUP = "group"
 TRANSACTION = "transactional id"
 
-MAX_TOPIC_LENGTH = 249
 MAX_ID_LENGTH = 32767  # a Kafka int16-length string
-_TOPIC_CHARS = re.compile(r"^[a-zA-Z0-9._-]+$")
-VCLUSTER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$")
-
-# The gateway's own state topics: never visible to, or creatable by, a tenant.
-GATEWAY_TOPIC_PREFIX = "_vkafka"
 
 
 class InvalidName(ValueError):
@@ -37,33 +33,6 @@ class InvalidName(ValueError):
     def __init__(self, kind, name, why):
         super().__init__(f"{kind} {name!r}: {why}")
         self.kind, self.name, self.why = kind, name, why
-
-
-def valid_topic_name(name):
-    """A valid physical Kafka topic name."""
-    return (bool(name) and len(name) <= MAX_TOPIC_LENGTH
-            and bool(_TOPIC_CHARS.match(name)) and name not in (".", ".."))
-
-
-def valid_vcluster_name(name):
-    return bool(VCLUSTER_NAME.match(name or ""))
-
-
-def folded(name):
-    """*name* as Kafka compares topics for collisions: '.' and '_' are one."""
-    return name.replace(".", "_")
-
-
-def overlap(prefix, other):
-    """Two prefixes overlap when, folded, one starts the other (equal included):
-    a name of one could then be, or collide with, a name of the other."""
-    a, b = folded(prefix), folded(other)
-    return a.startswith(b) or b.startswith(a)
-
-
-def inside(prefix, physical):
-    """*physical* lies in *prefix*'s namespace, or would collide with a name there."""
-    return folded(physical).startswith(folded(prefix))
 
 
 def overlap_reason(vcluster):
@@ -120,22 +89,6 @@ class Alias:
     @property
     def concentrated(self):
         return self.target is not None
-
-
-@dataclass(frozen=True)
-class ConcentrationRule:
-    """CreateTopics of a logical name matching *pattern* makes a concentrated
-    topic in the physical topic *targets* gives for its cleanup policy."""
-    name: str
-    pattern: str
-    targets: tuple  # ((cleanup policy, physical topic), ...)
-
-    def matches(self, logical):
-        return re.fullmatch(self.pattern, logical) is not None
-
-    def target(self, policy):
-        policy = ",".join(sorted(p.strip() for p in (policy or "delete").split(",")))
-        return dict(self.targets).get(policy)
 
 
 class Namespace:
@@ -229,7 +182,7 @@ class Namespace:
             return self.aliases[logical].physical
         physical = self.prefix + logical
         if kind == TOPIC:
-            if not _TOPIC_CHARS.match(logical) or logical in (".", ".."):
+            if not TOPIC_CHARS.match(logical) or logical in (".", ".."):
                 raise InvalidName(kind, logical,
                                   "topic names use only [a-zA-Z0-9._-]")
             if len(physical) > MAX_TOPIC_LENGTH:

@@ -33,7 +33,7 @@ from . import consumer_protocol as _cp
 from .naming import GROUP, TOPIC, TRANSACTION, InvalidName
 from .patterns import InvalidPattern, alternation, fullmatch, names_of
 from .sessions import FETCH_SESSION_ID_NOT_FOUND, FetchSessions
-from .walker import ZERO_UUID
+from .walker import ZERO_UUID, Rejected
 from .walker import rewrite_request as walk_request
 from .walker import rewrite_response as walk_response
 
@@ -345,7 +345,7 @@ def _consumer_only(replica):
     not yet committed and moves the leader's view of that follower.  A tenant's
     is refused (the connection is closed, the reason logged)."""
     if replica >= 0:
-        raise ValueError(f"a Fetch as replica {replica} is a broker's request; refused")
+        raise Rejected(f"a Fetch as replica {replica} is a broker's request; refused")
 
 
 def _fetch_sessions(conn, rctx, session_id, epoch, version):
@@ -655,12 +655,12 @@ def _configs_request(read_only):
             refusal = _NOT_AVAILABLE
             if kind is not None:
                 physical = rctx.to_physical(kind, r.resource_name)
-                if kind == TOPIC or physical != "":
+                found = rctx.refusal(kind, physical) if kind == GROUP else None
+                if found is None:
                     resources.append(replace(r, resource_name=physical))
                     continue
-                # A refused group: never "" on the broker (it would be a group
-                # config of its own), but the refused-resource path below.
-                found = rctx.refusal(GROUP, "")
+                # A refused group: never on the broker (altering it would make a
+                # group config of its own), but the refused-resource path below.
                 refusal = (ErrorCode(found.code or ErrorCode.invalid_group_id),
                            found.reason)
             elif read_only and r.resource_type == RESOURCE_BROKER:
@@ -722,12 +722,37 @@ def _configs_response(conn, rctx, response):
     return replace(response, **{field_name: tuple(items)})
 
 
+def _unknown_id_created(field, kind):
+    """A request for which the broker creates what an unknown *field* names
+    (a join, a KIP-848 heartbeat, a new transactional producer): a refused id
+    goes as the empty string, which the broker refuses, creating nothing."""
+    def rewrite(conn, rctx, request):
+        value = getattr(request, field, None)
+        if value and rctx.refusal(kind, value) is not None:
+            request = replace(request, **{field: rctx.empty_decoy(kind, value)})
+        return request
+    return rewrite
+
+
+def _commit_needs_a_group(conn, rctx, request):
+    """A simple offset commit (generation -1) creates the group it names; a
+    refused group id is sent with generation 0 instead, which the broker
+    answers as for a group that does not exist (GROUP_ID_NOT_FOUND or
+    ILLEGAL_GENERATION), creating nothing."""
+    if rctx.refusal(GROUP, request.group_id) is not None:
+        for name in ("generation_id_or_member_epoch", "generation_id"):
+            if getattr(request, name, 0) < 0:
+                request = replace(request, **{name: i32(0)})
+    return request
+
+
 def _heartbeat_request(conn, rctx, request):
     """KIP-848: names walked; a regex subscription is matched by the gateway
     over the tenant's logical topic names (tenancy/patterns.py) and the broker
     gets the exact alternation of the matching physical names, kept current
     at each heartbeat."""
-    request = walk_request(request, rctx)
+    request = _unknown_id_created("group_id", GROUP)(
+        conn, rctx, walk_request(request, rctx))
     if not hasattr(request, "subscribed_topic_regex"):  # v0: no regex
         return request
     subscriptions = conn.gateway.regex_subscriptions
@@ -930,7 +955,8 @@ def tenant_rules():
     row(69, "ConsumerGroupDescribe", _walk_req,
         _ids_known_first(_group_describe_response),
         "names and ids rewritten, the regex shown as the client sent it")
-    row(11, "JoinGroup", _cp.join_group_request,
+    row(11, "JoinGroup", _then(_cp.join_group_request,
+                               _unknown_id_created("group_id", GROUP)),
         _then(_walk_resp, _cp.join_group_response),
         "names rewritten; \"consumer\" protocol subscriptions (read by the broker) "
         "made physical, the leader's copies logical (others' topics dropped); "
@@ -948,6 +974,11 @@ def tenant_rules():
         "names and ids rewritten; deleting an alias removes the mapping, never "
         "the shared topic")
     table[37] = replace(table[37], rewrite_response=_then(_walk_resp, _repartitioned))
+    table[22] = replace(table[22], rewrite_request=_then(
+        _walk_req, _unknown_id_created("transactional_id", TRANSACTION)))
+    for key in (8, 28):  # OffsetCommit, TxnOffsetCommit
+        table[key] = replace(table[key], rewrite_request=_then(
+            _walk_req, _commit_needs_a_group))
     for key in (0, 20, 21, 33, 37, 44):  # these change topics
         table[key] = replace(table[key], write=True)
     for key, (low, high) in SASL_VERSIONS.items():

@@ -4,7 +4,7 @@
 Known are the virtual clusters of the shared state (``define``) and those
 this gateway met implicitly, through a token naming a virtual cluster the
 state does not have (``namespace``).  Any two known ones that overlap
-(naming.overlap) are both unavailable: the gateway will not guess which one
+(names.overlap) are both unavailable: the gateway will not guess which one
 a name belongs to.  A newcomer that would overlap a known one is refused
 before it becomes known (``unavailable``), so a token cannot take a served
 virtual cluster down.
@@ -15,8 +15,8 @@ from collections import Counter
 
 from twisted.logger import Logger
 
-from .naming import (Namespace, Prefixes, folded, inside, overlap,
-                     overlap_reason, valid_vcluster_name)
+from ..names import folded, inside, overlap, valid_vcluster_name
+from .naming import Namespace, Prefixes, overlap_reason
 
 log = Logger()
 
@@ -87,7 +87,7 @@ class VirtualClusters:
 
     def overlapping(self, prefix, exclude=None):
         """The known virtual clusters (but *exclude*) whose prefixes overlap
-        *prefix* (naming.overlap), sorted.  Candidates come from an index:
+        *prefix* (names.overlap), sorted.  Candidates come from an index:
         those its folded form starts with, and those starting with it (a run
         of the sorted folded prefixes)."""
         key = folded(prefix)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_walker -*-
+# -*- test-case-name: tests.test_tenant_splice,tests.test_consumer_protocol,tests.test_fields -*-
 """Generic rewriting of decoded Kafka messages by the names they carry.
 
 kio types every topic name, group id and transactional id field
@@ -89,6 +89,13 @@ class Refusal:
     code: int | None = None
 
 
+class Rejected(Exception):
+    """A request or response the tenant rules will not pass, nor answer in
+    Kafka's terms: the connection is closed with this reason.  Only these
+    (and malformed bytes) close a connection quietly; any other exception is
+    a bug and surfaces."""
+
+
 class Foreign(Exception):
     """Raised inside a response walk: this entity is not the tenant's."""
 
@@ -152,27 +159,36 @@ class RequestContext:
             self.concentrated.update(aliases)
 
     def decoy_name(self, kind, logical, reason, code=None):
-        """A name the broker refuses without creating or touching anything.
+        """A name no tenant can produce, standing for a refused one.
 
         Topics: a name with '!', which Kafka never accepts as a topic name.
-        Group and transactional ids: the empty string, which every group and
-        transaction API refuses (INVALID_GROUP_ID, INVALID_REQUEST).  Neither is
-        a valid name, so two tenants' refused requests never meet on one
-        physical group, transaction or topic."""
+        Group and transactional ids: '!vkafka-refused-<random>!', unique to
+        this request (no tenant prefix starts with '!'), so two tenants'
+        refused requests never meet on one physical group or transaction.
+        Where an unknown id would make the broker create state (a join, a
+        simple offset commit, a new transactional producer), the rule turns
+        it into a request the broker refuses (``empty_decoy``)."""
         refusal = Refusal(logical, reason, code)
         if kind == TOPIC:
             decoy = f"!vkafka-refused-{len(self.decoy_names)}"
-            self.decoy_names[(kind, decoy)] = refusal
         else:
-            decoy = ""
-            self.decoy_names.setdefault((kind, decoy), []).append(refusal)
+            decoy = f"!vkafka-refused-{uuid.uuid4().hex}!"
+        self.decoy_names[(kind, decoy)] = refusal
         self.refusals += 1
         return decoy
 
+    def empty_decoy(self, kind, decoy):
+        """The decoy *decoy* as the empty string, which JoinGroup,
+        ConsumerGroupHeartbeat and InitProducerId refuse (INVALID_GROUP_ID,
+        INVALID_REQUEST) where any other unknown id would be created."""
+        refusal = self.decoy_names.pop((kind, decoy))
+        self.decoy_names.setdefault((kind, ""), []).append(refusal)
+        return ""
+
     def refusal(self, kind, name):
-        """The Refusal a decoy *name* of *kind* stands for, or None.  Several
-        refused ids share the decoy "": they are handed out in turn (responses
-        list entries in request order)."""
+        """The Refusal a decoy *name* of *kind* stands for, or None (refused
+        ids made empty are handed out in turn: responses list entries in
+        request order)."""
         found = self.decoy_names.get((kind, name))
         if isinstance(found, list):
             if len(found) > 1:
@@ -216,7 +232,7 @@ class RequestContext:
         """FetchStream's check: a foreign topic id stops the response before
         any of that topic's bytes are forwarded."""
         if not self.owns_topic_id(raw):
-            raise ValueError("a fetch response names a topic that is not the "
+            raise Rejected("a fetch response names a topic that is not the "
                              "tenant's")
 
     def to_logical(self, kind, physical):
@@ -225,8 +241,8 @@ class RequestContext:
         refused = self.refusal(kind, physical)
         if refused is not None:
             return refused.logical
-        if physical == "":
-            return physical
+        if physical == "" and kind == TOPIC:
+            return physical  # no topic (a Metadata answer by id)
         logical = self.namespace.logical(kind, physical)
         if logical is None:
             raise Foreign(physical)

@@ -1,0 +1,94 @@
+# -*- test-case-name: tests.test_tenant_splice -*-
+"""A broker's response made ready for the client, as the request's rule says.
+
+Most responses pass as bytes (nothing in them to rewrite, or a structural
+scan finds nothing: Fetch and Produce v13+); some are renamed by slicing
+(older Produce); the rest are decoded, rewritten (names back to logical,
+other tenants' entities dropped, broker addresses made the gateway's) and
+encoded.  Responses to requests that named concentrated topics go through
+the concentration layer's reverse first.
+"""
+
+import struct
+
+from twisted.internet import defer
+
+from ..protocol.codec import CodecError, decode_response, encode_body
+from ..protocol.errors import first_error
+from ..protocol.headers import API_VERSIONS, response_header_length
+from ..tenancy import concentration
+
+FETCH = 1
+UNSUPPORTED_VERSION = 35
+_INT16 = struct.Struct(">h")
+_INT32 = struct.Struct(">i")
+
+
+def rewrite_response(conn, pending, frame):
+    """(frame for the client, its first error code or None if not read,
+    records in it)."""
+    (correlation_id,) = _INT32.unpack_from(frame, 0)
+    if correlation_id != pending.correlation_id:
+        raise CodecError(
+            f"correlation id {correlation_id}, expected {pending.correlation_id}")
+    rule = pending.rule
+    version = pending.api_version
+    if goes_through_concentration(conn, pending):
+        return _deconcentrate(conn, pending, frame)
+    scan = offset = None
+    if rule.scan_response is not None:
+        offset = response_header_length(frame, pending.api_key, version)
+        scan = rule.scan_response(frame, offset, version)
+        if rule.observe is not None:
+            rule.observe(pending.context, scan)
+    if not rule.needs_response_rewrite(version) or (
+            rule.passes_as_bytes is not None
+            and rule.passes_as_bytes(scan, version, pending.context)):
+        return (frame, None, 0) if scan is None else (frame, scan.error, scan.records)
+    if rule.rename_response is not None and pending.context is not None:
+        renamed = rule.rename_response(frame, offset, version, scan, pending.context)
+        if renamed is not None:
+            return renamed, scan.error, scan.records
+    if api_versions_downgraded(pending.api_key, frame):
+        version = 0
+    header, response = decode_response(frame, pending.api_key, version)
+    response = rule.rewrite_response(conn, pending.context, response)
+    records = 0 if scan is None else scan.records
+    if isinstance(response, defer.Deferred):
+        return response.addCallback(
+            lambda r: (header + encode_body(r), first_error(r), records))
+    error = first_error(response) if conn.metrics is not None else None
+    return header + _encoded(pending.context, response), error, records
+
+def _encoded(context, response):
+    """The rewritten response's body, offered for reuse when the rule asked."""
+    body = encode_body(response)
+    if context is not None and context.on_answer is not None:
+        context.on_answer(body)
+    return body
+
+def goes_through_concentration(conn, pending):
+    """Whether the response to *pending* goes through the concentration
+    layer (it named concentrated topics, or is a Fetch of a session that
+    reads some): such a response is never forwarded as bytes."""
+    context = pending.context
+    return context is not None and (
+        context.concentration is not None
+        or (pending.api_key == FETCH and bool(conn.concentrated_fetches)))
+
+def _deconcentrate(conn, pending, frame):
+    """A response to a request that named concentrated topics: the layer's
+    reverse, then the tenant's rewrite (never forwarded as bytes)."""
+    header, response = decode_response(frame, pending.api_key, pending.api_version)
+    response = concentration.rewrite_response(conn, pending.context, pending.api_key,
+                                              response)
+    if pending.rule.needs_response_rewrite(pending.api_version):
+        response = pending.rule.rewrite_response(conn, pending.context, response)
+    return header + _encoded(pending.context, response), first_error(response), 0
+
+
+def api_versions_downgraded(api_key, frame):
+    """An ApiVersions answer to a too-new request comes back at v0 (KIP-511)."""
+    if api_key != API_VERSIONS or len(frame) < 6:
+        return False
+    return _INT16.unpack_from(frame, 4)[0] == UNSUPPORTED_VERSION
