@@ -71,24 +71,26 @@ class RegexSubscriptions:
     heartbeat after the gateway learns of it.
     """
 
-    LIMIT = 100_000
-    """Members remembered at most (the oldest forgotten first)."""
+    LIMIT = 10_000
+    """Members remembered per tenant (its oldest forgotten first): one tenant's
+    made-up member ids never push out another tenant's members."""
 
     def __init__(self):
-        self._members = OrderedDict()  # key -> [pattern, last sent]
+        self._members = {}  # tenant -> OrderedDict: key -> [pattern, last sent]
         self._matches = {}             # (pattern, made of) -> alternation
 
     def subscribe(self, key, pattern):
-        self._members[key] = [pattern, None]
-        self._members.move_to_end(key)
-        while len(self._members) > self.LIMIT:
-            self._members.popitem(last=False)
+        members = self._members.setdefault(key[0], OrderedDict())
+        members[key] = [pattern, None]
+        members.move_to_end(key)
+        while len(members) > self.LIMIT:
+            members.popitem(last=False)
 
     def forget(self, key):
-        self._members.pop(key, None)
+        self._members.get(key[0], {}).pop(key, None)
 
     def pattern(self, key):
-        entry = self._members.get(key)
+        entry = self._members.get(key[0], {}).get(key)
         return None if entry is None else entry[0]
 
     def broker_regex(self, key, made_of, topics):
@@ -96,7 +98,7 @@ class RegexSubscriptions:
         topics, whether it differs from the last one sent); None if *key*
         subscribed by no pattern here.  *topics()*: the tenant's topics,
         logical -> physical; *made_of*: a key that changes with them."""
-        entry = self._members.get(key)
+        entry = self._members.get(key[0], {}).get(key)
         if entry is None:
             return None
         pattern = entry[0]
