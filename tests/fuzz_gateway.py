@@ -404,7 +404,7 @@ class Harness:
             stats.client_buffer = max(stats.client_buffer, client.buffered)
             if broker is not None:
                 stats.broker_buffer = max(stats.broker_buffer, broker.buffered)
-        stats.pending = max(stats.pending, len(self.client.pending))
+        stats.pending = max(stats.pending, len(self.client.sequencer))
         sent = b""
         if self.broker_transport is not None:
             sent = self.broker_transport.value()
@@ -549,7 +549,7 @@ class Harness:
         from kio.static.constants import EntityType
         from vkafka.protocol.framing import frame
         from vkafka.protocol.headers import payload_class, is_flexible
-        waiting = [p for p in self.client.pending if p.local is None]
+        waiting = [p for p in self.client.sequencer.pending if p.local is None]
         w = Writer(fdp)
         if waiting and fdp.ConsumeIntInRange(0, 7):
             head = waiting[0]

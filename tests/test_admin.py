@@ -299,6 +299,7 @@ class OpenApiTests(unittest.TestCase):
                 f"{V1}/vcluster/{{vcluster}}/topics/{{topic}}"
             rules = f"{V1}/vcluster/{{vcluster}}/concentration-rules"
             rule = f"{rules}/{{rule}}"
+            limits = f"{vc}/limits"
             scenarios = [
                 ("/health", "get", "/health", None, None),
                 ("/admin/openapi.json", "get", "/admin/openapi.json", None, ADMIN),
@@ -356,6 +357,17 @@ class OpenApiTests(unittest.TestCase):
                  ADMIN),
                 (rule, "delete", f"{V1}/vcluster/lon/concentration-rules/r", None,
                  VIEWER),
+                (limits, "get", f"{V1}/vcluster/lon/limits", None, ADMIN),
+                (limits, "get", f"{V1}/vcluster/no/limits", None, ADMIN),
+                (limits, "post", f"{V1}/vcluster/lon/limits",
+                 {"capacity": {"topics": 1}}, ADMIN),
+                (limits, "post", f"{V1}/vcluster/lon/limits",
+                 {"capacity": {"topics": -1}}, ADMIN),
+                (limits, "post", f"{V1}/vcluster/lon/limits", {}, VIEWER),
+                (limits, "post", f"{V1}/vcluster/no/limits", {}, ADMIN),
+                (limits, "delete", f"{V1}/vcluster/lon/limits", None, ADMIN),
+                (limits, "delete", f"{V1}/vcluster/lon/limits", None, VIEWER),
+                (limits, "delete", f"{V1}/vcluster/no/limits", None, ADMIN),
                 (vc, "delete", f"{V1}/vcluster/lon", None, VIEWER),
                 (vc, "delete", f"{V1}/vcluster/lon", None, ADMIN),
                 (vc, "delete", f"{V1}/vcluster/lon", None, ADMIN),
@@ -390,10 +402,14 @@ class OpenApiTests(unittest.TestCase):
                                       (vc, "delete", f"{V1}/vcluster/gone"),
                                       (topic, "delete", f"{V1}/vcluster/gone/topics/t"),
                                       (rule, "delete",
-                                       f"{V1}/vcluster/gone/concentration-rules/r")]:
+                                       f"{V1}/vcluster/gone/concentration-rules/r"),
+                                      (limits, "delete", f"{V1}/vcluster/gone/limits")]:
                 response = yield http.request(method.upper(), "http://gw" + url,
                                               auth=ADMIN)
                 seen.add((path, method, str(response.code)))
+            response = yield http.request("POST", f"http://gw{V1}/vcluster/gone/limits",
+                                          auth=ADMIN, data=b"{}")
+            seen.add((limits, "post", str(response.code)))
             seen.add(("/health", "get", "503"))  # covered by AdminApiTests.test_health
             for _ in range(3):  # three wrong passwords: this address must wait
                 response = yield http.request("GET", "http://gw" + V1,
@@ -502,7 +518,7 @@ class ContractTests(unittest.TestCase):
         with a body: each one is checked against its own schema."""
         doc = copy.deepcopy(document())
         operations = body_operations(doc)
-        self.assertEqual(len(operations), 5)
+        self.assertEqual(len(operations), 6)
         for path, method in operations:
             schema = body_schema(doc, path, method)
             schema["properties"]["mustHave"] = {"type": "string"}

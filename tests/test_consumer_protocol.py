@@ -17,7 +17,7 @@ from vkafka.tenancy import consumer_protocol as cp
 from vkafka.tenancy.consumer_protocol import ASSIGNMENT, SUBSCRIPTION
 from vkafka.tenancy.naming import Namespace, Prefixes
 from vkafka.tenancy.vclusters import VirtualClusters
-from vkafka.tenancy.walker import RequestContext
+from vkafka.tenancy.context import RequestContext
 
 SECONDS = i32Timedelta.parse(datetime.timedelta(seconds=10))
 

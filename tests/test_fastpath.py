@@ -12,8 +12,8 @@ from twisted.trial import unittest
 from vkafka.protocol.codec import encode_body
 from vkafka.protocol.codec import decode_body
 from vkafka.protocol.fastpath import (
-    FetchStream, fetch_request_ids, rename_produce_response, scan_fetch,
-    scan_produce_response)
+    fetch_request_ids, rename_produce_response, scan_fetch, scan_produce_response)
+from vkafka.protocol.fetch_stream import FetchStream
 
 from .kafka_messages import record_batch
 

@@ -12,7 +12,7 @@ import uuid
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i8, i32, i32Timedelta, i64
 
-from vkafka.tenancy.rules import TENANT_BROKER_CONFIGS
+from vkafka.tenancy.rules.configs import TENANT_BROKER_CONFIGS
 
 from . import stack
 from .test_isolation import IsolationBase, metadata

@@ -171,7 +171,7 @@ class LayerTests(unittest.TestCase):
     def test_graph_is_read(self):
         """The graph sees real edges (guards the other tests against reading
         nothing): the splice imports the rule table, the store the client."""
-        self.assertIn("vkafka.tenancy.rules", self.graph["vkafka.proxy.splice"])
+        self.assertIn("vkafka.tenancy.rules.addresses", self.graph["vkafka.proxy.splice"])
         self.assertIn("vkafka.client", self.graph["vkafka.state.kafka"])
 
     def test_no_module_cycles(self):

@@ -139,7 +139,7 @@ class MetadataCacheTests(TenantSpliceBase):
     def test_listing_renewed_in_the_background(self):
         """Past half its age the listing is renewed in the background, while the
         current one still answers."""
-        self.gateway.refresher = refresher = FakeRefresher()
+        self.gateway.refresher = self.client.services.refresher = refresher = FakeRefresher()
         self.gateway.metadata_answers.ttl = 0
         self.reactor.advance(0.5)
         self.ask_and_answer(3)

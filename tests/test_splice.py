@@ -164,9 +164,9 @@ class SpliceTests(unittest.TestCase):
         """An acks=0 Produce is forwarded and not waited for; acks=1 is."""
         client, _ = self.connect_client()
         client.dataReceived(request_frame(produce_request(acks=0), 9, 1))
-        self.assertEqual(len(client.pending), 0)
+        self.assertEqual(len(client.sequencer), 0)
         client.dataReceived(request_frame(produce_request(acks=1), 9, 2))
-        self.assertEqual([p.correlation_id for p in client.pending], [2])
+        self.assertEqual([p.correlation_id for p in client.sequencer.pending], [2])
 
     def test_unoffered_api_closes(self):
         """A request for an API not in the table closes that connection."""
@@ -184,7 +184,7 @@ class SpliceTests(unittest.TestCase):
         self.assertTrue(bad_transport.disconnected)
         good.dataReceived(request_frame(metadata_request(), 12, 1))
         self.assertFalse(good_transport.disconnecting)
-        self.assertEqual(len(good.pending), 1)
+        self.assertEqual(len(good.sequencer), 1)
 
     def test_garbage_never_raises(self):
         """Random bytes close the connection without an exception escaping."""

@@ -60,7 +60,7 @@ class PassthroughStreamingTests(unittest.TestCase):
         self.assertEqual(raw[:len(self.transport.value())], self.transport.value())
         self.broker.dataReceived(parts[-1])
         self.assertEqual(self.transport.value(), raw)
-        self.assertFalse(self.client.pending)
+        self.assertEqual(len(self.client.sequencer), 0)
 
     def test_next_response_follows(self):
         """Bytes after the streamed response (the next one) are framed as usual."""

@@ -522,7 +522,7 @@ class ProduceResponseTests(TenantSpliceBase):
         swapped by slicing, and the client gets exactly what decoding, walking
         and re-encoding would have sent."""
         from vkafka.protocol.codec import encode_body
-        from vkafka.tenancy.walker import RequestContext
+        from vkafka.tenancy.context import RequestContext
 
         from .test_fastpath import produce_response
         for version in (3, 8, 9, 10, 12):
@@ -567,7 +567,7 @@ class ProduceResponseTests(TenantSpliceBase):
 
 class FetchRequestTests(TenantSpliceBase):
     """Fetch v13+ requests name topics by id: checked where they lie and
-    forwarded as they came (rules._fetch_frame); fetches as a replica refused."""
+    forwarded as they came (rules/records.py, fetch_frame); fetches as a replica refused."""
 
     def setUp(self):
         import uuid
@@ -577,8 +577,8 @@ class FetchRequestTests(TenantSpliceBase):
         self.topology.topic_ids[self.foreign] = "parist"
         self.login()
         from vkafka.tenancy.sessions import FetchSessions
-        self.client.fetch_sessions = FetchSessions()
-        self.client.fetch_sessions.created(7)  # the session fetch_request names
+        self.client.services.fetch_sessions = FetchSessions()
+        self.client.services.fetch_sessions.created(7)  # the session fetch_request names
 
     def fetch(self, version, ids=(), forgotten=(), replica=-1):
         from .test_fastpath import fetch_request
@@ -638,7 +638,7 @@ class FetchRequestTests(TenantSpliceBase):
         from .test_fastpath import fetch_request
         for version in (12, 13, 17):
             self.setUp()
-            self.client.fetch_sessions = None  # owns no session
+            self.client.services.fetch_sessions = None  # owns no session
             request = fetch_request(version, [self.own] if version >= 13 else [])
             self.transport.clear()
             self.broker_transport.clear()
@@ -671,14 +671,14 @@ class FetchRequestTests(TenantSpliceBase):
         from dataclasses import replace
 
         from .test_fastpath import fetch_request, fetch_response
-        self.client.fetch_sessions = None
+        self.client.services.fetch_sessions = None
         first = replace(fetch_request(17, [self.own]), session_id=i32(0),
                         session_epoch=i32(0))
         self.client.dataReceived(request_frame(first, 17, 5))
         body = bytearray(fetch_response(17, topic=self.own))
         body[6:10] = struct.pack(">i", 4242)  # session_id after throttle, error
         self.broker.dataReceived(frame(struct.pack(">i", 5) + b"\x00" + bytes(body)))
-        self.assertIn(4242, self.client.fetch_sessions)
+        self.assertIn(4242, self.client.services.fetch_sessions)
         self.broker_transport.clear()
         then = replace(fetch_request(17, [self.own]), session_id=i32(4242),
                        session_epoch=i32(1))
@@ -834,7 +834,7 @@ class HeartbeatTests(TenantSpliceBase):
 
             def refresh_listing(self):
                 pass
-        self.gateway.refresher = refresher = Refresher()
+        self.gateway.refresher = self.client.services.refresher = refresher = Refresher()
         self.reactor.advance(5)  # the listing is older than a second
         self.heartbeat("^ord.*$", 3)
         self.answer(3, new_id)
@@ -853,7 +853,8 @@ class EmptyIdTests(unittest.TestCase):
         from kio.schema.list_groups.v5.response import ListedGroup, ListGroupsResponse
 
         from vkafka.tenancy.vclusters import VirtualClusters
-        from vkafka.tenancy.walker import RequestContext, rewrite_response
+        from vkafka.tenancy.context import RequestContext
+        from vkafka.tenancy.walker import rewrite_response
         namespace = VirtualClusters().namespace("london")
         response = ListGroupsResponse(
             throttle_time=i32Timedelta.parse(datetime.timedelta(0)),

@@ -5,6 +5,9 @@
     vkafka vcluster list | show london | delete london
     vkafka map london existingLondonTopic --physical existingLondonTopic [--read-only]
     vkafka revoke london sa
+    vkafka limits get --vcluster london
+    vkafka limits set --vcluster london '{"capacity": {"topics": 10}}'   # or --file limits.json
+    vkafka limits delete --vcluster london
 """
 
 import argparse
@@ -63,7 +66,31 @@ def _parser():
     revoke = commands.add_parser("revoke", help="revoke an account's tokens")
     revoke.add_argument("vcluster")
     revoke.add_argument("username")
+
+    limits = commands.add_parser("limits", help="a virtual cluster's limits "
+                                 "(docs/governance.md)")
+    limit_commands = limits.add_subparsers(dest="action", required=True)
+    for action in ("get", "set", "delete"):
+        limit_commands.add_parser(action).add_argument("--vcluster", required=True)
+    given = limit_commands.choices["set"].add_mutually_exclusive_group(required=True)
+    given.add_argument("limits", nargs="?", help="the limits as JSON (replace all)")
+    given.add_argument("--file", help="read the JSON limits from this file ('-': stdin)")
     return parser
+
+
+def _limits_body(args):
+    """The JSON body of ``limits set``: the argument or the file's content."""
+    if args.file is None:
+        text, source = args.limits, "the limits argument"
+    elif args.file == "-":
+        text, source = sys.stdin.read(), "stdin"
+    else:
+        with open(args.file) as f:
+            text, source = f.read(), args.file
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise CliError(f"{source} is not JSON: {e}") from None
 
 
 def _call(reactor, args, method, path, body=None):
@@ -104,6 +131,10 @@ def _admin(reactor, args):
         path = "" if args.action == "list" else f"/vcluster/{args.name}"
         method = "DELETE" if args.action == "delete" else "GET"
         answer = yield call(reactor, args, method, path)
+    elif args.command == "limits":
+        method = {"get": "GET", "set": "POST", "delete": "DELETE"}[args.action]
+        answer = yield call(reactor, args, method, f"/vcluster/{args.vcluster}/limits",
+                            _limits_body(args) if args.action == "set" else None)
     elif args.command == "map":
         answer = yield call(reactor, args, "POST", f"/vcluster/{args.vcluster}/topics/"
                             f"{args.topic}", {"physicalTopicName": args.physical,

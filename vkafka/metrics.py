@@ -132,6 +132,15 @@ class Metrics:
         self.state_lag = Gauge("vkafka_state_lag_records",
                                "Records of the state topic not yet applied here",
                                registry=r)
+        self.throttled = Tally("vkafka_throttle_seconds", "Seconds clients were "
+                               "throttled by their virtual cluster's rates",
+                               ["vcluster"], r)
+        self.rate_share = Gauge("vkafka_rate_share", "This gateway's share of a "
+                                "virtual cluster's rate limit", ["vcluster", "rate"],
+                                registry=r)
+        self.rate_fallback = Gauge("vkafka_rate_share_fallback", "1 when this gateway "
+                                   "cannot publish its rates and takes an equal "
+                                   "share of each limit", registry=r)
 
     def for_connection(self, vcluster):
         return ConnectionMetrics(self, vcluster)

@@ -6,6 +6,7 @@ where the demo has one); a command-line option wins over the environment.
 """
 
 import os
+import socket
 
 from twisted.application import internet, service
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
@@ -142,6 +143,22 @@ class StoreService(service.Service):
     def stopService(self):
         super().stopService()
         self.store.stop()
+
+
+class RateSharesService(service.Service):
+    """Splits tenants' rate limits with the other gateways every second."""
+
+    def __init__(self, shares, reactor):
+        self.shares = shares
+        self.reactor = reactor
+
+    def startService(self):
+        super().startService()
+        self.shares.start(self.reactor)
+
+    def stopService(self):
+        super().stopService()
+        self.shares.stop()
 
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
@@ -297,6 +314,7 @@ def makeService(config, reactor=None):
     from .admin.app import admin_root
     from .admin.users import UserChecker, generated_admin
     from .proxy.discovery import Refresher
+    from .filters.shares import RateShares
     from .proxy.gateway import Gateway
     from .proxy.topology import Topology
     from .tenancy.rules import passthrough_rules, tenant_rules
@@ -365,6 +383,10 @@ def makeService(config, reactor=None):
         state.topic_exists = refresher.topic_exists
         state.create_topic = refresher.create_topic
         StoreService(store).setServiceParent(top)
+        gateway.rate_shares = RateShares(
+            f"{socket.gethostname()}:{config['start-port']}", state, reactor.seconds,
+            metrics)
+        RateSharesService(gateway.rate_shares, reactor).setServiceParent(top)
 
     def health():
         details = {"brokers": sorted(topology.brokers)}

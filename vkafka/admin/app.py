@@ -211,6 +211,26 @@ class AdminApp:
         yield self.state.delete_mapping(vcluster, topic)
         return 204, None
 
+    @app.route(f"{V1}/vcluster/<vcluster>/limits", methods=["GET"])
+    @endpoint()
+    def show_limits(self, request, vcluster):
+        self.state.vcluster(vcluster)
+        return defer.succeed(self.state.limits_of(vcluster).to_json())
+
+    @app.route(f"{V1}/vcluster/<vcluster>/limits", methods=["POST"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def put_limits(self, request, vcluster, body):
+        limits = yield self.state.put_limits(vcluster, body)
+        return limits.to_json()
+
+    @app.route(f"{V1}/vcluster/<vcluster>/limits", methods=["DELETE"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def delete_limits(self, request, vcluster):
+        yield self.state.delete_limits(vcluster)
+        return 204, None
+
     @app.route("/dashboard", methods=["GET"])
     def dashboard_page(self, request):
         return render_page(request)

@@ -18,6 +18,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
 from ..auth.tokens import MAX_LIFETIME
+from ..state.limits import Limits
 
 V1 = "/admin/vclusters/v1"
 
@@ -68,6 +69,7 @@ def _params(*names):
 def document():
     vc = {"$ref": "#/components/schemas/VirtualCluster"}
     mapping = {"$ref": "#/components/schemas/TopicMapping"}
+    limits = {"$ref": "#/components/schemas/Limits"}
     return {
         "openapi": "3.0.3",
         "info": {"title": "vkafka admin API", "version": "1"},
@@ -90,7 +92,9 @@ def document():
                     "name": {"type": "string"}, "prefix": {"type": "string"},
                     "createdAt": {"type": "number"},
                     "serviceAccounts": {"type": "array", "items": {"type": "string"}},
-                    "topicMappings": {"type": "array", "items": mapping}}},
+                    "topicMappings": {"type": "array", "items": mapping},
+                    "limits": limits}},
+                "Limits": Limits.json_schema(),
                 "TopicMapping": {"type": "object", "properties": {
                     "logicalTopicName": {"type": "string"},
                     "physicalTopicName": {"type": "string"},
@@ -273,6 +277,22 @@ def document():
                                       "stay)",
                            "responses": _responses([(204, "Removed", None)],
                                                    403, 404, 503)}},
+            f"{V1}/vcluster/{{vcluster}}/limits": {
+                "parameters": _params("vcluster"),
+                "get": {"summary": "The virtual cluster's limits (`{}`: none; see "
+                                   "docs/governance.md)",
+                        "responses": _responses([(200, "The limits", limits)], 404)},
+                "post": {"summary": "Replace every limit of the virtual cluster by "
+                                    "the body's (an absent field is no limit; `{}` "
+                                    "removes them all); in force on every gateway "
+                                    "as it reads the state",
+                         "requestBody": {"required": True, "content": {
+                             "application/json": {"schema": Limits.json_schema()}}},
+                         "responses": _responses([(200, "The limits now", limits)],
+                                                 400, 403, 404, 503)},
+                "delete": {"summary": "Remove every limit of the virtual cluster",
+                           "responses": _responses([(204, "Removed", None)],
+                                                   403, 404, 503)}},
         },
     }
 
@@ -385,16 +405,18 @@ class Operation:
     against its schema in the document (a ``$ref`` into the document, so that
     references to ``components`` resolve)."""
 
-    def __init__(self, body, params):
-        self.body, self.params = body, params
+    def __init__(self, body, params, required=False):
+        self.body, self.params, self.required = body, params, required
 
     def check(self, params, raw):
         """The JSON body (None if the operation takes none), or InvalidRequest.
 
-        No body is an empty object, as it always was; the body is checked
-        before the path."""
+        No body is an empty object, as it always was, unless the document
+        says the body is required; the body is checked before the path."""
         body = None
         if self.body is not None:
+            if self.required and not raw.strip():
+                raise InvalidRequest("bad_json", "a JSON body is required")
             try:
                 body = json.loads(raw) if raw.strip() else {}
             except (ValueError, UnicodeDecodeError, RecursionError):
@@ -445,7 +467,8 @@ class Contract:
                             if param["in"] == "path" and "schema" in param:
                                 params[param["name"]] = validator(
                                     "paths", path, *where, i, "schema")
-                self.operations[(path, method)] = Operation(body, params)
+                self.operations[(path, method)] = Operation(
+                    body, params, op.get("requestBody", {}).get("required", False))
 
     def operation(self, path, method):
         """The checks of the document's *path* (a template) for an HTTP *method*."""

@@ -24,23 +24,32 @@ _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
 
 
-def rewrite_response(conn, pending, frame):
-    """(frame for the client, its first error code or None if not read,
-    records in it)."""
+def rewrite_response(services, pending, frame, counted=True):
+    """(frame for the client, its first error code or None if not read or not
+    *counted*, records in it)."""
     (correlation_id,) = _INT32.unpack_from(frame, 0)
     if correlation_id != pending.correlation_id:
         raise CodecError(
             f"correlation id {correlation_id}, expected {pending.correlation_id}")
-    rule = pending.rule
-    version = pending.api_version
-    if goes_through_concentration(conn, pending):
-        return _deconcentrate(conn, pending, frame)
+    if goes_through_concentration(services, pending):
+        return _deconcentrate(services, pending, frame)
+    rule, version = pending.rule, pending.api_version
     scan = offset = None
     if rule.scan_response is not None:
         offset = response_header_length(frame, pending.api_key, version)
         scan = rule.scan_response(frame, offset, version)
         if rule.observe is not None:
             rule.observe(pending.context, scan)
+    sliced = _without_decoding(pending, frame, offset, scan)
+    if sliced is not None:
+        return sliced
+    return _decoded(services, pending, frame, scan, counted)
+
+
+def _without_decoding(pending, frame, offset, scan):
+    """The response as bytes, or renamed by slicing, when the rule allows it
+    (the hot path); None when it must be decoded."""
+    rule, version = pending.rule, pending.api_version
     if not rule.needs_response_rewrite(version) or (
             rule.passes_as_bytes is not None
             and rule.passes_as_bytes(scan, version, pending.context)):
@@ -49,16 +58,22 @@ def rewrite_response(conn, pending, frame):
         renamed = rule.rename_response(frame, offset, version, scan, pending.context)
         if renamed is not None:
             return renamed, scan.error, scan.records
-    if api_versions_downgraded(pending.api_key, frame):
-        version = 0
+    return None
+
+
+def _decoded(services, pending, frame, scan, counted):
+    """Decode, rewrite by the rule (maybe asynchronously: a Deferred), encode."""
+    version = 0 if api_versions_downgraded(pending.api_key, frame) \
+        else pending.api_version
     header, response = decode_response(frame, pending.api_key, version)
-    response = rule.rewrite_response(conn, pending.context, response)
+    response = pending.rule.rewrite_response(services, pending.context, response)
     records = 0 if scan is None else scan.records
     if isinstance(response, defer.Deferred):
         return response.addCallback(
             lambda r: (header + encode_body(r), first_error(r), records))
-    error = first_error(response) if conn.metrics is not None else None
+    error = first_error(response) if counted else None
     return header + _encoded(pending.context, response), error, records
+
 
 def _encoded(context, response):
     """The rewritten response's body, offered for reuse when the rule asked."""
@@ -67,23 +82,23 @@ def _encoded(context, response):
         context.on_answer(body)
     return body
 
-def goes_through_concentration(conn, pending):
+def goes_through_concentration(services, pending):
     """Whether the response to *pending* goes through the concentration
     layer (it named concentrated topics, or is a Fetch of a session that
     reads some): such a response is never forwarded as bytes."""
     context = pending.context
     return context is not None and (
         context.concentration is not None
-        or (pending.api_key == FETCH and bool(conn.concentrated_fetches)))
+        or (pending.api_key == FETCH and bool(services.concentrated_fetches)))
 
-def _deconcentrate(conn, pending, frame):
+def _deconcentrate(services, pending, frame):
     """A response to a request that named concentrated topics: the layer's
     reverse, then the tenant's rewrite (never forwarded as bytes)."""
     header, response = decode_response(frame, pending.api_key, pending.api_version)
-    response = concentration.rewrite_response(conn, pending.context, pending.api_key,
+    response = concentration.rewrite_response(services, pending.context, pending.api_key,
                                               response)
     if pending.rule.needs_response_rewrite(pending.api_version):
-        response = pending.rule.rewrite_response(conn, pending.context, response)
+        response = pending.rule.rewrite_response(services, pending.context, response)
     return header + _encoded(pending.context, response), first_error(response), 0
 
 

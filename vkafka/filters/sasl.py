@@ -18,6 +18,7 @@ This object holds the phase and the claims; the connection does the I/O
 from enum import Enum
 
 from ..auth import sasl
+from ..protocol.headers import parse_request_header
 
 
 class Phase(Enum):
@@ -46,6 +47,19 @@ class SaslTerminator:
     @property
     def raw_token_next(self):
         return self.phase is Phase.RAW
+
+    def answer(self, frame, api_key, api_version):
+        """The gateway's answer to a SaslHandshake or SaslAuthenticate *frame*:
+        (response body, failure or None, close the connection after it).
+        Raises CodecError or HeaderError when the request is malformed."""
+        offset = parse_request_header(frame).body_offset
+        if api_key == sasl.SASL_HANDSHAKE:
+            request = sasl.decode_handshake(frame, offset, api_version)
+            body, ok = self.handshake(api_version, request.mechanism)
+            return body, None, not ok
+        request = sasl.decode_authenticate(frame, offset, api_version)
+        body, failure = self.authenticate(api_version, request.auth_bytes)
+        return body, failure, failure is not None
 
     def handshake(self, api_version, mechanism):
         """(response body, ok): ok=False closes the connection after it."""

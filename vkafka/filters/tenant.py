@@ -12,11 +12,13 @@ forward a frame, answer with a body the rules made, or close the connection.
 import struct
 from dataclasses import dataclass
 
+from twisted.internet import defer
+
 from ..protocol.codec import decode_request, encode_body
 from ..protocol.framing import Malformed
 from ..protocol.headers import request_body_offset
 from ..tenancy import concentration
-from ..tenancy.walker import Foreign, Rejected, RequestContext
+from ..tenancy.context import Foreign, Rejected, RequestContext
 
 METADATA = 3
 REWRITE_ERRORS = (Malformed, struct.error, Foreign, Rejected)
@@ -27,58 +29,82 @@ reason); anything else is a bug and surfaces as one."""
 @dataclass(slots=True)
 class Outcome:
     """What to do with a request: forward *frame* (its body at *body_offset*,
-    None if not known), answer with *answer* (a body), or close for *refused*."""
+    None if not known), answer with *answer* (a body), close for *refused*,
+    or wait for *later*."""
     frame: object = None
     context: RequestContext = None
     body_offset: int | None = None
     answer: bytes | None = None
     refused: str | None = None
+    later: object = None
+    """A Deferred firing with the Outcome, when the rule must ask first (a
+    capacity limit checked against a fresh topic listing); the connection's
+    later requests wait for it, in order."""
 
 
-def decode_limit(gateway, api_key):
+def decode_limit(max_decoded_request, api_key):
     """Bytes of a request the gateway decodes on its event loop: Metadata is
     names only, ~10,000 topics in a quarter of the limit."""
-    limit = gateway.max_decoded_request
-    return limit // 4 if api_key == METADATA else limit
+    return max_decoded_request // 4 if api_key == METADATA else max_decoded_request
 
 
-def rewrite_request(conn, rule, frame, api_key, api_version):
-    """The Outcome of an authenticated tenant's request *frame* under *rule*."""
-    claims = conn.claims
-    if conn.gateway.reactor.seconds() >= claims.expires_at:
+def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
+                    api_version):
+    """The Outcome of an authenticated tenant's request *frame* under *rule*;
+    *login* is the connection's SASL state (its claims and namespace)."""
+    if services.clock.seconds() >= login.claims.expires_at:
         return Outcome(refused="token expired; the client did not re-authenticate")
     what = f"API {api_key} v{api_version}"
-    context = RequestContext(conn.namespace, conn.topology.topic_ids, rule.write)
-    body_offset = rewritten = None
+    context = RequestContext(login.namespace, services.topology.topic_ids, rule.write)
     try:
         if rule.rewrite_frame is not None:
             body_offset = request_body_offset(frame)
-            rewritten = rule.rewrite_frame(conn, context, frame, body_offset,
+            rewritten = rule.rewrite_frame(services, context, frame, body_offset,
                                            api_version)
-        if context.answer is not None:  # e.g. a fetch session not its own
-            return Outcome(context=context, answer=context.answer)
-        if rewritten is not None:
-            frame = rewritten
-        elif rule.rewrite_request is not None:
-            body_offset = None
-            limit = decode_limit(conn.gateway, api_key)
-            if len(frame) > limit:
-                return Outcome(refused=f"{what} request of {len(frame)} bytes: over "
-                                       f"the {limit} bytes the gateway decodes "
-                                       "(--max-decoded-request)")
-            header, request = decode_request(frame)
-            request = rule.rewrite_request(conn, context, request)
-            if context.answer is not None:
+            if context.answer is not None:  # e.g. a fetch session not its own
                 return Outcome(context=context, answer=context.answer)
-            frame = bytes(frame[:header.body_offset]) + encode_body(request)
+            if rewritten is not None:
+                return _concentrated(services, context, api_key, rewritten,
+                                     body_offset, what)
+        if rule.rewrite_request is None:
+            return Outcome(frame=frame, context=context)
+        limit = decode_limit(max_decoded_request, api_key)
+        if len(frame) > limit:
+            return Outcome(refused=f"{what} request of {len(frame)} bytes: over "
+                                   f"the {limit} bytes the gateway decodes "
+                                   "(--max-decoded-request)")
+        header, request = decode_request(frame)
+        request = rule.rewrite_request(services, context, request)
     except REWRITE_ERRORS as e:
         return Outcome(refused=f"cannot rewrite {what}: {e}")
-    if context.concentrated:
-        try:
-            header, request = decode_request(frame)
-            request = concentration.rewrite_request(conn, context, api_key, request)
-            frame = bytes(frame[:header.body_offset]) + encode_body(request)
-            body_offset = None
-        except REWRITE_ERRORS as e:  # Refused, BatchError
-            return Outcome(refused=f"concentrated topics, {what}: {e}")
-    return Outcome(frame=frame, context=context, body_offset=body_offset)
+    head = bytes(frame[:header.body_offset])
+    if isinstance(request, defer.Deferred):  # the rule must ask first
+        return Outcome(context=context, later=request.addCallback(
+            lambda r: _encoded(services, context, api_key, head, r, what)))
+    return _encoded(services, context, api_key, head, request, what)
+
+
+def _encoded(services, context, api_key, head, request, what):
+    """The Outcome of a rewritten, decoded request: its frame, or the answer
+    the rule made instead."""
+    if context.answer is not None:
+        return Outcome(context=context, answer=context.answer)
+    try:
+        frame = head + encode_body(request)
+    except REWRITE_ERRORS as e:
+        return Outcome(refused=f"cannot rewrite {what}: {e}")
+    return _concentrated(services, context, api_key, frame, None, what)
+
+
+def _concentrated(services, context, api_key, frame, body_offset, what):
+    """The request through the concentration layer if it names concentrated
+    topics (then decoded once more)."""
+    if not context.concentrated:
+        return Outcome(frame=frame, context=context, body_offset=body_offset)
+    try:
+        header, request = decode_request(frame)
+        request = concentration.rewrite_request(services, context, api_key, request)
+        frame = bytes(frame[:header.body_offset]) + encode_body(request)
+    except REWRITE_ERRORS as e:  # Refused, BatchError
+        return Outcome(refused=f"concentrated topics, {what}: {e}")
+    return Outcome(frame=frame, context=context)

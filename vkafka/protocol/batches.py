@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from crc32c import crc32c
 
 from .framing import Malformed
+from .headers import HeaderError, read_uvarint
 
 HEADER = struct.Struct(">qiibIhiqqqhii")
 """base offset, batch length, leader epoch, magic, crc, attributes, last offset
@@ -57,18 +58,12 @@ def _varint(value):
 
 
 def _read_varint(buf, pos):
-    value = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise BatchError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (value >> 1) ^ -(value & 1), pos
-        shift += 7
-        if shift > 63:
-            raise BatchError("varint too long")
+    """A signed (zigzag) varint or varlong of a record; BatchError if bad."""
+    try:
+        value, pos = read_uvarint(buf, pos, 63)
+    except HeaderError as e:
+        raise BatchError(str(e)) from None
+    return (value >> 1) ^ -(value & 1), pos
 
 
 def _read_bytes(buf, pos):

@@ -85,8 +85,9 @@ def write_uvarint(value):
         out.append(byte | 0x80)
 
 
-def read_uvarint(buf, pos):
-    """Read an unsigned varint; return (value, new position)."""
+def read_uvarint(buf, pos, max_shift=28):
+    """Read an unsigned varint; return (value, new position).  *max_shift* 28
+    reads up to 32 bits (the protocol's lengths), 63 up to 64 (varlongs)."""
     if pos < len(buf) and buf[pos] < 0x80:  # one byte: nearly every length
         return buf[pos], pos + 1
     value = 0
@@ -100,7 +101,7 @@ def read_uvarint(buf, pos):
         if not byte & 0x80:
             return value, pos
         shift += 7
-        if shift > 28:
+        if shift > max_shift:
             raise HeaderError("varint too long")
 
 
@@ -201,6 +202,16 @@ def request_body_offset(frame):
     if is_flexible(api_key, api_version):
         pos = skip_tagged_fields(frame, pos)
     return pos
+
+
+def response_header(api_key, api_version, correlation_id):
+    """The header of a response the gateway makes itself; ApiVersions answers
+    keep header v0 at every version (KIP-511)."""
+    header = struct.pack(">i", correlation_id)
+    if api_key != API_VERSIONS and is_flexible(api_key, api_version,
+                                               EntityType.response):
+        header += b"\x00"
+    return header
 
 
 def response_header_length(frame, api_key, api_version):

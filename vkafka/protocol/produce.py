@@ -11,7 +11,8 @@ import struct
 import uuid
 
 from .headers import (
-    HeaderError, read_length, read_string, skip_string, skip_tagged_fields,
+    HeaderError, read_length, read_string, request_body_offset, skip_string,
+    skip_tagged_fields,
     write_string)
 from .records import count_records
 
@@ -94,6 +95,9 @@ def scan_produce(frame, body_offset, version):
     changing nothing).
 
     ``acks=0`` gets no response; *records* counts the records of its whole
-    batches (from the batch headers, nothing decoded).
+    batches (from the batch headers, nothing decoded).  *body_offset* None:
+    read from the header.
     """
+    if body_offset is None:
+        body_offset = request_body_offset(frame)
     return rewrite_produce(frame, body_offset, version)[1:]

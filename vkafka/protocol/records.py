@@ -36,7 +36,7 @@ def count_records(buf, start, end):
 
 def walk_batches(buf, pos, end, limit, _int32=_I32.unpack_from):
     """``count_records`` for a records region that ends at *limit*, which may
-    lie past *end* (the region goes on in later bytes: fastpath.FetchStream).
+    lie past *end* (the region goes on in later bytes: fetch_stream.FetchStream).
     Returns (records, position of the first batch not walked, whether counting
     may go on there).  The walk stops for good at a batch that ends past *limit*
     or is not a whole v2 batch; it pauses when fewer than a header's bytes are

@@ -34,11 +34,14 @@ ALL_TOPICS = MetadataRequest(
 
 
 def parse_metadata(payload):
-    """(broker triples, {topic id: name}) from a Metadata v12 response payload."""
+    """(broker triples, {topic id: name}, {name: partition count}) from a
+    Metadata v12 response payload."""
     _, response = decode_response(payload, METADATA, METADATA_VERSION)
     brokers = [(b.node_id, b.host, b.port) for b in response.brokers]
     ids = {t.topic_id: t.name for t in response.topics if t.name and t.topic_id}
-    return brokers, ids
+    counts = {t.name: len(t.partitions) for t in response.topics
+              if t.name and t.error_code == 0}
+    return brokers, ids, counts
 
 
 def parse_listing(payload):
@@ -152,14 +155,14 @@ class Refresher:
         request = ALL_TOPICS if self.all_topics else BROKERS_ONLY
         payload = yield self.connector.ask(host, port, request, METADATA_VERSION,
                                            raw=True)
-        brokers, ids = yield (self.run_blocking(parse_listing, payload)
-                              if self.all_topics else parse_metadata(payload))
-        return host, port, brokers, ids
+        brokers, ids, counts = yield (self.run_blocking(parse_listing, payload)
+                                      if self.all_topics else parse_metadata(payload))
+        return host, port, brokers, ids, counts
 
     @defer.inlineCallbacks
     def _refresh(self):
         try:
-            host, port, brokers, ids = yield try_each(
+            host, port, brokers, ids, counts = yield try_each(
                 self.topology.upstream_candidates(None), self._fetch)
         except Unreachable as e:
             if e.errors:
@@ -168,7 +171,8 @@ class Refresher:
             self.topology.learn(brokers)
             self.topology.topic_ids.update(ids)
             if self.all_topics:
-                self.topology.learn_listing(ids.values(), self.reactor.seconds())
+                self.topology.learn_listing(ids.values(), self.reactor.seconds(),
+                                            counts)
                 self._learn_api_versions(host, port)
             if self.last_success is None:
                 self.log.info("cluster reached: brokers {ids}",

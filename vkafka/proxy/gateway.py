@@ -8,7 +8,9 @@ from ..client import Unreachable, connect, tcp_endpoint, try_each
 from ..protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from ..tenancy.metadata_cache import MetadataAnswers
 from ..tenancy.patterns import RegexSubscriptions
-from .splice import BrokerConnection, ClientConnection
+from ..tenancy.services import Services
+from .broker import BrokerConnection
+from .splice import ClientConnection
 
 
 class Gateway:
@@ -33,6 +35,8 @@ class Gateway:
         self.refresher = refresher
         self.tenancy = tenancy
         self.state = None
+        self.rate_shares = None
+        """Tenants' rate limits on this gateway (filters/shares.py), tenant mode."""
         """The shared gateway state (tenant mode), set by the service maker."""
         """None in passthrough mode; else a Tenancy (token authority, namespaces)."""
         self.connections = set()
@@ -53,7 +57,14 @@ class Gateway:
         """KIP-848 members' regex subscriptions (tenancy/patterns.py)."""
         self.concentration_gaps = {}
         """(virtual topic, partition) -> offsets known to hold none of its
-        records (tenancy/concentration.py)."""
+        records (tenancy/concentration/)."""
+
+    def services(self):
+        """What the rules of one new client connection may use (not the gateway)."""
+        return Services(self.topology, self.reactor, self.rules, self.refresher,
+                        self.metadata_answers, self.regex_subscriptions, self.state,
+                        self.concentration_gaps, self.forget_alias,
+                        None if self.state is None else self.state.limits_of)
 
     def close_revoked(self, vcluster, username):
         """Close open connections whose token a revocation now refuses."""
@@ -109,23 +120,18 @@ class Gateway:
         count = self.per_vcluster.get(vcluster, 0)
         if count >= self.max_connections_per_vcluster:
             return False
+        limit = None if self.state is None else \
+            self.state.limits_of(vcluster).capacity.connections
+        if limit is not None and count >= limit:  # this gateway's count (for now)
+            return False
         self.per_vcluster[vcluster] = count + 1
         return True
 
     def tenant_closed(self, vcluster):
-        count = self.per_vcluster.get(vcluster, 0) - 1
-        if count > 0:
-            self.per_vcluster[vcluster] = count
-        else:
-            self.per_vcluster.pop(vcluster, None)
+        _one_less(self.per_vcluster, vcluster)
 
     def connection_closed(self, client):
-        host = client.admitted_host
-        count = self.per_ip.get(host, 0) - 1
-        if count > 0:
-            self.per_ip[host] = count
-        else:
-            self.per_ip.pop(host, None)
+        _one_less(self.per_ip, client.admitted_host)
 
     def factory_for_port(self, port):
         return ListenerFactory(self, port)
@@ -152,6 +158,15 @@ class Gateway:
         d.addErrback(lambda f: None if f.check(defer.CancelledError)
                      else client.upstream_failed(f))
         return d
+
+
+def _one_less(counts, key):
+    """Count one less for *key*; at zero it is forgotten (no unbounded map)."""
+    count = counts.get(key, 0) - 1
+    if count > 0:
+        counts[key] = count
+    else:
+        counts.pop(key, None)
 
 
 class ListenerFactory(protocol.Factory):

@@ -7,60 +7,33 @@ streaming producer, so a slow reader on either side pauses the other side's
 reads instead of making the gateway buffer without bound.
 
 Every request's header is read and looked up in the rule table; in tenant
-mode the request is rewritten before it is forwarded and its response after.
-SASL is answered here.  Responses go back in request order, whether they
-come from the broker or from the gateway itself.
+mode the filters run on it: SASL termination (filters/sasl.py), the tenant
+rewrite (filters/tenant.py) and, on the way back, the response rewrite
+(filters/responses.py).  The sequencer (sequencer.py) sends responses back in
+request order, whether the broker or the gateway made them.
 """
 
 import struct
-from collections import deque
-from dataclasses import dataclass
 
-from kio.static.constants import EntityType
 from twisted.internet import defer, protocol
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..auth.sasl import (
-    SASL_HANDSHAKE, SaslFailure, decode_authenticate, decode_handshake)
-from ..filters.responses import goes_through_concentration, rewrite_response
-from ..filters.sasl import SaslTerminator
+from ..filters.responses import rewrite_response
 from ..filters.tenant import REWRITE_ERRORS, rewrite_request
-from ..protocol.codec import CodecError
-from ..protocol.fastpath import neutral_tags
 from ..protocol.framing import FrameDecoder, FrameError
 from ..protocol.headers import (
-    API_VERSIONS, HeaderError, is_flexible, parse_request_header, peek_request,
-    request_body_offset)
+    API_VERSIONS, HeaderError, peek_request, response_header)
 from ..protocol.produce import scan_produce
-from ..tenancy.rules import local_api_versions
+from ..tenancy.rules.addresses import local_api_versions
+from .login import Login
 from .outbox import Outbox, tune_socket
 from .security import server_name
-from .streaming import HOLD_BACK, PASSES, STREAM_FROM, Streamed
+from .sequencer import Pending, Sequencer
+from .valve import Valve
 
 PRODUCE = 0
-FETCH = 1
-METADATA = 3
-_INT32 = struct.Struct(">i")
-_REWRITE_ERRORS = REWRITE_ERRORS
-
-
-@dataclass(slots=True)
-class Pending:
-    """A request awaiting its response, with what is needed to rewrite it."""
-    correlation_id: int
-    api_key: int
-    api_version: int
-    rule: object
-    context: object = None
-    local: bytes | None = None
-    """A response the gateway made itself, sent when its turn comes."""
-    close_after: bool = False
-    sent: float = 0.0
-    waiting: bool = False
-    """Its response is being rewritten asynchronously (responses behind it wait)."""
 
 
 @implementer(IHandshakeListener)
@@ -74,11 +47,6 @@ class ClientConnection(protocol.Protocol):
     admitted_host = None
     server_name = None
     """The TLS SNI host name the client asked for (SNI routing only)."""
-    concentrated_fetches = None
-    """Physical topic (name or id) -> (virtual name, alias) of the concentrated
-    topics this connection's fetch session reads (tenancy/concentration.py)."""
-    fetch_sessions = None
-    """The fetch sessions the broker made for this connection (tenant mode)."""
     counted_as = None
     """The virtual cluster whose connection count this connection is in."""
     _connecting = None
@@ -91,16 +59,15 @@ class ClientConnection(protocol.Protocol):
     def __init__(self, gateway, node_id):
         self.gateway = gateway
         self.node_id = node_id
-        self.pending = deque()
+        self.sequencer = Sequencer(self._write_response, self._close_after_answer)
         self.decoder = FrameDecoder(gateway.max_frame_size)
         self.rules = gateway.rules
         self.topology = gateway.topology
         self.tenancy = gateway.tenancy
-        self.sasl = None if self.tenancy is None else SaslTerminator(
-            self.tenancy, gateway.admit_tenant,
-            f"limit {gateway.max_connections_per_vcluster} per gateway",
-            gateway.reactor.seconds)
-        self._expiry = None
+        self.services = gateway.services()
+        """What the rules may use (tenancy/services.py): never this connection."""
+        self.login = None if self.tenancy is None else Login(self, gateway)
+        self.sasl = None if self.login is None else self.login.sasl
         self.metrics = None
 
     @property
@@ -112,9 +79,15 @@ class ClientConnection(protocol.Protocol):
     def namespace(self):
         return None if self.sasl is None else self.sasl.namespace
 
+    valve = None
+    """Valve: the client's reads, held for backpressure, connecting or a throttle."""
+    rates = None
+    """The virtual cluster's TenantRates on this gateway (filters/throttle.py)."""
+
     def connectionMade(self):
         tune_socket(self.transport)
         self.outbox = Outbox(self.transport)
+        self.valve = Valve(self.transport)
         self.peer = self.transport.getPeer()
         self.gateway.connections.add(self)
         self._set_metrics_label(None if self.tenancy is not None else "-")
@@ -122,8 +95,7 @@ class ClientConnection(protocol.Protocol):
             # Until authenticated: small frames only, and a deadline (slow-loris).
             self.decoder.max_frame_size = min(self.gateway.max_frame_size,
                                               self.gateway.unauthenticated_frame_size)
-            self._auth_deadline = self.gateway.reactor.callLater(
-                self.gateway.authentication_timeout, self.authentication_timed_out)
+            self.login.start()
         if self.topology.sni is None and self.tenancy is None:
             self._connect()
         # else handshakeCompleted connects, once the SNI name says which broker;
@@ -131,7 +103,7 @@ class ClientConnection(protocol.Protocol):
         # broker connection for a client that never authenticates).
 
     def _connect(self):
-        self.transport.pauseProducing()
+        self.valve.hold("connecting")
         self._connecting = self.gateway.connect_upstream(self)
 
     def handshakeCompleted(self):
@@ -154,8 +126,6 @@ class ClientConnection(protocol.Protocol):
         else:
             self._held.append(frame)
 
-    _auth_deadline = None
-
     def _set_metrics_label(self, vcluster):
         """Count this connection under *vcluster* (None: not authenticated yet)."""
         metrics = self.gateway.metrics
@@ -167,11 +137,15 @@ class ClientConnection(protocol.Protocol):
         self.metrics = metrics.for_connection(label)
         metrics.connections.labels(label).inc()
 
-    def authentication_timed_out(self):
-        self._auth_deadline = None
-        if self.claims is None:
-            self.fail(f"not authenticated within "
-                      f"{self.gateway.authentication_timeout:g}s")
+    def logged_in(self, claims, admitted):
+        """A login (or re-login) succeeded: full frames; the first login
+        (*admitted*: its virtual cluster) counts this connection under it."""
+        if admitted is not None:
+            self.counted_as = admitted
+            self._set_metrics_label(claims.vcluster)
+            if self.gateway.rate_shares is not None:
+                self.rates = self.gateway.rate_shares.tenant(claims.vcluster)
+        self.decoder.max_frame_size = self.gateway.max_frame_size
 
     # called by the gateway once the broker connection is up or has failed
 
@@ -182,22 +156,30 @@ class ClientConnection(protocol.Protocol):
         self.broker = broker
         self.upstream = Outbox(broker.transport)
         self.transport.registerProducer(broker.transport, True)
-        broker.transport.registerProducer(self.transport, True)
-        self.transport.resumeProducing()
+        broker.transport.registerProducer(self.valve, True)
+        self.valve.release("connecting")
         early, self._early = self._early, None
         for data in early or ():
             self.dataReceived(data)
         held, self._held = self._held, None
         if held:
-            self.outbox.hold()
-            self.upstream.hold()
-            try:
-                for frame in held:
-                    if self.closed:
-                        return
+            self._replay(held)
+
+    def _replay(self, frames):
+        """Requests that waited (for the broker connection, or for a rule that
+        asked first), in order; any that must wait again are held again."""
+        self.outbox.hold()
+        self.upstream.hold()
+        try:
+            for frame in frames:
+                if self.closed:
+                    return
+                if self._held is not None:
+                    self._held.append(frame)
+                else:
                     self.request_received(frame)
-            finally:
-                self.flush()
+        finally:
+            self.flush()
 
     def upstream_failed(self, reason):
         self.log.warn("client {peer}: no broker reachable for node {node}: {why}",
@@ -238,8 +220,10 @@ class ClientConnection(protocol.Protocol):
             self.upstream.release()
 
     def request_received(self, frame):
+        """One request from the client: checked against the rule table (fail
+        closed), through the tenant filters in tenant mode, then forwarded."""
         if self.sasl is not None and self.sasl.raw_token_next:
-            return self.raw_sasl_token(frame)
+            return self.login.raw_token(frame)
         try:
             api_key, api_version, correlation_id = peek_request(frame)
         except HeaderError as e:
@@ -248,157 +232,119 @@ class ClientConnection(protocol.Protocol):
         if rule is None or not rule.min_version <= api_version <= rule.max_version:
             # Fail closed: the client was never offered this API/version.
             return self.fail(f"API {api_key} v{api_version} is not offered")
-        context = body_offset = None
-        if self.tenancy is not None:
-            if rule.local:
-                return self.answer_sasl(frame, rule, api_key, api_version,
-                                        correlation_id)
-            if api_key == API_VERSIONS:
-                return self.answer_api_versions(frame, rule, api_version,
-                                                correlation_id)
-            if self.claims is None:
-                return self.fail(f"API {api_key} sent before authentication")
-            elif self.upstream is None:  # the first request after authentication
-                return self._hold_until_connected(frame)
-            outcome = rewrite_request(self, rule, frame, api_key, api_version)
-            if outcome.refused is not None:
-                return self.fail(outcome.refused)
-            if outcome.answer is not None:
-                return self.answer_kept(correlation_id, api_key, api_version, rule,
-                                        outcome.answer, len(frame) + 4)
-            frame, context, body_offset = (outcome.frame, outcome.context,
-                                           outcome.body_offset)
+        if self.tenancy is None:
+            return self.forward(frame, Pending(correlation_id, api_key, api_version,
+                                               rule))
+        self.tenant_request(frame, Pending(correlation_id, api_key, api_version, rule))
+
+    def tenant_request(self, frame, request):
+        """A tenant's request: answered here (SASL, ApiVersions, what the rules
+        answer), held until the broker connection is up, or rewritten."""
+        if request.rule.local:
+            return self.login.answer(frame, request)
+        if request.api_key == API_VERSIONS:
+            return self.answer_api_versions(frame, request)
+        if self.claims is None:
+            return self.fail(f"API {request.api_key} sent before authentication")
+        if self.upstream is None:  # the first request after authentication
+            return self._hold_until_connected(frame)
+        outcome = rewrite_request(self.services, self.sasl,
+                                  self.gateway.max_decoded_request, request.rule,
+                                  frame, request.api_key, request.api_version)
+        if outcome.later is not None:
+            return self._wait_for(outcome.later, request, len(frame) + 4)
+        self.rewritten(outcome, request, len(frame) + 4)
+
+    def rewritten(self, outcome, request, size):
+        """Forward the rewritten request, answer it, or close (*size*: the
+        client's frame, for the metrics)."""
+        if outcome.refused is not None:
+            return self.fail(outcome.refused)
+        if outcome.answer is not None:
+            return self.answer_kept(request, outcome.answer, size)
+        request.context = outcome.context
+        self.forward(outcome.frame, request, outcome.body_offset)
+
+    def _wait_for(self, later, request, size):
+        """A rule asks before it rewrites: the requests after this one wait
+        (in order) until its Outcome is known."""
+        self._held = []
+
+        def ready(outcome):
+            held, self._held = self._held, None
+            if self.closed:
+                return
+            self.rewritten(outcome, request, size)
+            self._replay(held)
+        later.addCallbacks(ready, lambda f: self.fail(
+            f"cannot rewrite API {request.api_key}: {f.getErrorMessage()}"))
+
+    def forward(self, frame, request, body_offset=None):
+        """Send *frame* to the broker; its response is owed in turn (unless it
+        is a Produce with acks=0, which the broker never answers)."""
         acks = records = 0
-        if api_key == PRODUCE:
+        if request.api_key == PRODUCE:
             try:
-                if context is not None and context.produced is not None:
-                    acks, records = context.produced  # read by the rewrite
-                else:
-                    if body_offset is None:
-                        body_offset = request_body_offset(frame)
-                    acks, records = scan_produce(frame, body_offset, api_version)
+                acks, records = request.context.produced if request.context \
+                    is not None and request.context.produced is not None else \
+                    scan_produce(frame, body_offset, request.api_version)
             except (HeaderError, struct.error) as e:
                 return self.fail(f"malformed produce request: {e}")
         if self.metrics is not None:
-            self.metrics.request(rule.name, len(frame) + 4, records)
-        if api_key != PRODUCE or acks != 0:  # acks=0: the broker never answers
-            self.pending.append(Pending(correlation_id, api_key, api_version, rule,
-                                        context, sent=self.gateway.reactor.seconds()))
+            self.metrics.request(request.rule.name, len(frame) + 4, records)
+        if self.rates is not None and self.rates.limited:
+            request.throttle = self.rates.request(request.api_key, len(frame) + 4)
+            self.hold_reads(request.throttle)
+        if request.api_key != PRODUCE or acks != 0:
+            request.sent = self.gateway.reactor.seconds()
+            self.sequencer.forwarded(request)
         self.upstream.write_frame(frame)
 
-    def answer_api_versions(self, frame, rule, api_version, correlation_id):
+    def answer_api_versions(self, frame, request):
         """Tenant mode: ApiVersions is answered by the gateway, from the brokers'
         answer its refresh learnt, cut to the rule table."""
-        body = local_api_versions(self, api_version)
+        body = local_api_versions(self.services, request.api_version)
         if body is None:
             return self.fail("the brokers' API versions are not known yet "
                              "(the gateway has not reached the cluster)")
         if self.metrics is not None:
-            self.metrics.request(rule.name, len(frame) + 4, 0)
-        self.answer(correlation_id, API_VERSIONS, api_version, rule, body)
+            self.metrics.request(request.rule.name, len(frame) + 4, 0)
+        self.answer(request, body)
 
-    # SASL, answered locally
+    def answer(self, request, body, close_after=False):
+        """Answer *request* with *body*, made by the gateway, in its turn."""
+        request.close_after = close_after
+        self.sequencer.answered(request, response_header(
+            request.api_key, request.api_version, request.correlation_id) + body)
 
-    def answer_sasl(self, frame, rule, api_key, api_version, correlation_id):
-        """SaslHandshake and SaslAuthenticate, answered by the gateway
-        (filters/sasl.py holds the state)."""
-        try:
-            header = parse_request_header(frame)
-            if api_key == SASL_HANDSHAKE:
-                request = decode_handshake(frame, header.body_offset, api_version)
-                body, ok = self.sasl.handshake(api_version, request.mechanism)
-                return self.answer(correlation_id, api_key, api_version, rule, body,
-                                   close_after=not ok)
-            request = decode_authenticate(frame, header.body_offset, api_version)
-        except (CodecError, HeaderError) as e:
-            return self.fail(f"malformed SASL request: {e}")
-        first = self.sasl.claims is None
-        body, failure = self.sasl.authenticate(api_version, request.auth_bytes)
-        if failure is not None:
-            self.log.info("client {peer}: {why}", peer=self.peer, why=failure)
-            self.gateway.count_auth_failure()
-            return self.answer(correlation_id, api_key, api_version, rule, body,
-                               close_after=True)
-        self.authenticated(first)
-        self.answer(correlation_id, api_key, api_version, rule, body)
-
-    def raw_sasl_token(self, frame):
-        """SaslHandshake v0 is followed by the bare PLAIN token, answered bare."""
-        first = self.sasl.claims is None
-        try:
-            self.sasl.accept(bytes(frame))
-        except SaslFailure as e:
-            self.log.info("client {peer}: {why}", peer=self.peer, why=e)
-            self.gateway.count_auth_failure()
-            return self.fail(str(e))
-        self.authenticated(first)
-        self.pending.append(Pending(-1, -1, 0, None, local=b""))
-        self.flush_local()
-
-    def authenticated(self, first):
-        """A login (or re-login) succeeded: full frames, no login deadline, a
-        timer for the token's expiry; the first counts under its tenant."""
-        claims = self.sasl.claims
-        if first:
-            self.counted_as = self.sasl.admitted
-            self._set_metrics_label(claims.vcluster)
-        self.decoder.max_frame_size = self.gateway.max_frame_size
-        for timer in (self._auth_deadline, self._expiry):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._auth_deadline = None
-        self._expiry = self.gateway.reactor.callLater(
-            max(0, claims.expires_at - self.gateway.reactor.seconds()), self.expired)
-
-    def expired(self):
-        self._expiry = None
-        self.fail("token expired; the client did not re-authenticate")
-
-    def answer(self, correlation_id, api_key, api_version, rule, body,
-               close_after=False):
-        header = _INT32.pack(correlation_id)
-        # ApiVersions answers keep header v0 at every version (KIP-511)
-        if api_key != API_VERSIONS and is_flexible(api_key, api_version,
-                                                   EntityType.response):
-            header += b"\x00"
-        self.pending.append(Pending(correlation_id, api_key, api_version, rule,
-                                    local=header + body, close_after=close_after))
-        self.flush_local()
-
-    def answer_kept(self, correlation_id, api_key, api_version, rule, body, size):
+    def answer_kept(self, request, body, size):
         """Answer with a body the gateway kept from an earlier response."""
         if self.metrics is not None:
-            self.metrics.request(rule.name, size, 0)
-            self.metrics.response(rule.name, len(body) + 8, 0.0, None, 0)
-        self.answer(correlation_id, api_key, api_version, rule, body)
+            self.metrics.request(request.rule.name, size, 0)
+            self.metrics.response(request.rule.name, len(body) + 8, 0.0, None, 0)
+        self.answer(request, body)
 
-    def flush_local(self):
-        """Send gateway-made responses that are next in line."""
-        while self.pending and self.pending[0].local is not None:
-            item = self.pending.popleft()
-            self.outbox.write_frame(item.local)
-            if item.close_after:
-                self.closed = True
-                self.flush()
-                self.transport.loseConnection()
-                if self.broker is not None:
-                    self.broker.transport.loseConnection()
-                return
+    def _write_response(self, frame):
+        self.outbox.write_frame(frame)
+
+    def _close_after_answer(self):
+        """A response that ends the connection (a failed login) went out."""
+        self.closed = True
+        self.flush()
+        self.transport.loseConnection()
+        if self.broker is not None:
+            self.broker.transport.loseConnection()
 
     # broker -> client
 
     def response_received(self, frame):
-        pending = self.pending[0] if self.pending else None
-        if pending is None or pending.local is not None or pending.waiting:
-            # the head is answered by the gateway (maybe asynchronously): this
-            # response is for the first request still waiting for the broker
-            pending = next((p for p in self.pending
-                            if p.local is None and not p.waiting), None)
-            if pending is None:
-                return self.fail("broker sent a response nobody asked for")
+        pending = self.sequencer.awaiting_broker()
+        if pending is None:
+            return self.fail("broker sent a response nobody asked for")
         try:
-            result = rewrite_response(self, pending, frame)
-        except _REWRITE_ERRORS as e:
+            result = rewrite_response(self.services, pending, frame,
+                                      self.metrics is not None)
+        except REWRITE_ERRORS as e:
             return self.fail(
                 f"cannot rewrite response to API {pending.api_key} "
                 f"v{pending.api_version}: {e!r}")
@@ -416,65 +362,23 @@ class ClientConnection(protocol.Protocol):
         if self.closed:
             return
         frame, error, records = result
-        pending.waiting = False
+        if self.rates is not None and self.rates.limited:
+            frame, delay = self.rates.response(pending, frame)
+            self.hold_reads(delay)
         if self.metrics is not None:
             self.metrics.response(pending.rule.name, len(frame) + 4,
                                   self.gateway.reactor.seconds() - pending.sent,
                                   error, records)
-        if self.pending[0] is pending:
-            self.pending.popleft()
-            self.outbox.write_frame(frame)
-        else:
-            pending.local = bytes(frame)
-        self.flush_local()
+        self.sequencer.ready(pending, frame)
 
-    def stream_response(self, decoder):
-        """A Streamed for the large response *decoder* has begun, or None when it
-        must be whole before it is forwarded (a rewrite may change it)."""
-        head = self.pending[0] if self.pending else None
-        if head is None or head.api_key != FETCH or head.local is not None \
-                or head.waiting or decoder.buffered < 8:
-            return None
-        if goes_through_concentration(self, head):
-            return None
-        rule = head.rule
-        if rule.scan_response is None or rule.passes_as_bytes is None or \
-                not rule.passes_as_bytes(PASSES, head.api_version, head.context):
-            return None
-        chunks = decoder.take()
-        first = chunks[0] if len(chunks[0]) >= 8 else b"".join(chunks)
-        (correlation_id,) = _INT32.unpack_from(first, 4)
-        if correlation_id != head.correlation_id:
-            self.fail(f"broker answered correlation id {correlation_id}, expected "
-                      f"{head.correlation_id}")
-            return None
-        (size,) = _INT32.unpack_from(first, 0)
-        return Streamed(self, head, chunks, size + 4)
-
-    def stream_finished(self, streamed):
-        """The streamed response is whole: check it, send its tail, go on."""
-        pending = streamed.pending
-        try:
-            scan = streamed.scan.finish()
-        except _REWRITE_ERRORS as e:
-            return self.fail(f"malformed Fetch response (partly forwarded): {e}")
-        if pending.rule.observe is not None:
-            pending.rule.observe(pending.context, scan)
-        tail = streamed.tail()
-        if not scan.tags_empty:
-            at = scan.tags_at
-            if at < streamed.sent:
-                return self.fail("Fetch response tagged fields larger than "
-                                 f"{HOLD_BACK} bytes; cannot rewrite them")
-            tail = tail[:at - streamed.sent] + neutral_tags(streamed.total - at)
-        self.outbox.write(tail)
-        self.pending.popleft()
-        if self.metrics is not None:
-            self.metrics.streamed.inc()
-            self.metrics.response(pending.rule.name, streamed.total,
-                                  self.gateway.reactor.seconds() - pending.sent,
-                                  scan.error, scan.records)
-        self.flush_local()
+    def hold_reads(self, seconds):
+        """A throttled tenant: read nothing more from this client for
+        *seconds* (KIP-219: the broker mutes the channel the same way)."""
+        if seconds > 0:
+            if self.metrics is not None:
+                self.gateway.metrics.throttled.labels(
+                    self.metrics.vcluster).value += seconds
+            self.valve.hold_for("throttle", seconds, self.gateway.reactor)
 
     # lifecycle
 
@@ -502,64 +406,12 @@ class ClientConnection(protocol.Protocol):
         if self.metrics is not None:
             self.gateway.metrics.connections.labels(self.metrics.vcluster).dec()
             self.metrics = None
-        for timer in (self._expiry, self._auth_deadline):
-            if timer is not None and timer.active():
-                timer.cancel()
+        if self.login is not None:
+            self.login.stop()
+        if self.valve is not None:
+            self.valve.stop()
         if self.broker is not None:
             self.broker.transport.unregisterProducer()
             self.broker.transport.loseConnection()
         elif self._connecting is not None:
             self._connecting.cancel()
-
-
-class BrokerConnection(protocol.Protocol):
-    """The gateway's connection to one broker, on behalf of one client."""
-
-    log = Logger()
-
-    streamed = None
-    """The large response being forwarded as it arrives (Streamed), if any."""
-
-    def __init__(self, client):
-        self.client = client
-        self.decoder = FrameDecoder(client.gateway.max_response_size)
-
-    def connectionMade(self):
-        tune_socket(self.transport)
-        self.client.upstream_ready(self)
-
-    def dataReceived(self, data):
-        outbox = self.client.outbox
-        outbox.hold()  # the responses in this read: one send to the client
-        try:
-            self._received(data)
-        finally:
-            outbox.release()
-
-    def _received(self, data):
-        if self.streamed is not None:
-            data = self.streamed.feed(data)
-            if data is None:
-                return
-            self.streamed = None
-        try:
-            frames = self.decoder.feed(data)
-        except FrameError as e:
-            return self.client.fail(f"broker framing: {e}")
-        for frame in frames:
-            if self.client.closed:
-                return
-            self.client.response_received(frame)
-        size = self.decoder.partial_size
-        if size is not None and size >= STREAM_FROM and not self.client.closed:
-            self.streamed = self.client.stream_response(self.decoder)
-
-    def connectionLost(self, reason):
-        client = self.client
-        if not client.closed:
-            if not reason.check(ConnectionDone):
-                self.log.info("client {peer}: broker connection lost: {why}",
-                              peer=client.peer, why=reason.getErrorMessage())
-            client.transport.unregisterProducer()
-            client.closed = True
-            client.transport.loseConnection()

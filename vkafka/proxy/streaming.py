@@ -8,9 +8,11 @@ cut through, scanned as it passes and never held whole.
 
 import struct
 
-from ..protocol.fastpath import FetchStream, Scan
+from ..filters.responses import goes_through_concentration
+from ..protocol.fastpath import Scan, neutral_tags
+from ..protocol.fetch_stream import FetchStream
 from ..protocol.framing import Malformed
-from ..tenancy.walker import Rejected
+from ..tenancy.context import Rejected
 
 STREAM_FROM = 256 * 1024
 """Responses this big that pass as bytes are forwarded as they arrive
@@ -24,12 +26,36 @@ tagged fields (KIP-951 node_endpoints, broker addresses) are in them."""
 PASSES = Scan(0, 0, True)
 """What a response's scan says when nothing in it needs rewriting."""
 
+_HEAD = struct.Struct(">ii")
+
+
+def stream_for(client, decoder):
+    """A Streamed for the large response *decoder* has begun for *client*, or
+    None when it must be whole before it is forwarded: a rewrite may change
+    it, or a rate limit must write its throttle time first."""
+    head = client.sequencer.streamable()
+    if head is None or decoder.buffered < 8 or client.rates is not None and \
+            client.rates.limited or goes_through_concentration(client.services, head):
+        return None
+    rule = head.rule
+    if rule.scan_response is None or rule.passes_as_bytes is None or \
+            not rule.passes_as_bytes(PASSES, head.api_version, head.context):
+        return None
+    chunks = decoder.take()
+    first = chunks[0] if len(chunks[0]) >= 8 else b"".join(chunks)
+    size, correlation_id = _HEAD.unpack_from(first, 0)
+    if correlation_id != head.correlation_id:
+        client.fail(f"broker answered correlation id {correlation_id}, "
+                    f"expected {head.correlation_id}")
+        return None
+    return Streamed(client, head, chunks, size + 4)
+
 
 class Streamed:
     """A large Fetch response forwarded to the client while it arrives.
 
     Its bytes go out as received, except the last HOLD_BACK, and are scanned as
-    they pass (fastpath.FetchStream: records and error for the metrics;
+    they pass (fetch_stream.FetchStream: records and error for the metrics;
     malformed framing closes the connection), so the response is never copied
     or held whole.  If it carries node_endpoints, they are replaced in the
     held-back tail by an unused tag of the same length (fastpath.neutral_tags),
@@ -77,14 +103,44 @@ class Streamed:
         self._forward()
         if self.received < self.total:
             return None
-        self.client.stream_finished(self)
+        self._finished()
         return None if self.client.closed else rest
+
+    def _finished(self):
+        """Whole: check it, send its tail, let the responses behind it go."""
+        client, pending = self.client, self.pending
+        try:
+            tail, scan = self.finish()
+        except (Malformed, Rejected, struct.error) as e:
+            return client.fail(f"malformed Fetch response (partly forwarded): {e}")
+        if pending.rule.observe is not None:
+            pending.rule.observe(pending.context, scan)
+        client.outbox.write(tail)
+        if client.metrics is not None:
+            client.metrics.streamed.inc()
+            client.metrics.response(pending.rule.name, self.total,
+                                    client.gateway.reactor.seconds() - pending.sent,
+                                    scan.error, scan.records)
+        client.sequencer.streamed()
 
     def tail(self):
         """The bytes received and not sent yet."""
         if not self.chunks:
             return b""
         return b"".join([memoryview(self.chunks[0])[self._offset:], *self.chunks[1:]])
+
+    def finish(self):
+        """(the bytes still to send, the whole response's Scan) once it is
+        whole; its tagged fields neutralised.  Raises Malformed."""
+        scan = self.scan.finish()
+        tail = self.tail()
+        if not scan.tags_empty:
+            at = scan.tags_at
+            if at < self.sent:
+                raise Malformed("Fetch response tagged fields larger than "
+                                f"{HOLD_BACK} bytes; cannot rewrite them")
+            tail = tail[:at - self.sent] + neutral_tags(self.total - at)
+        return tail, scan
 
     def _forward(self):
         outbox = self.client.outbox

@@ -46,6 +46,9 @@ class Topology:
         """Topic id -> physical name, learnt from every answer that pairs them."""
         self.topic_names = set()
         """Every physical topic name, from full listings and creations seen."""
+        self.partitions = {}
+        """Physical topic name -> its partition count, from the same (capacity
+        limits, tenancy/policy.py)."""
         self.listing_at = None
         self.api_versions = None
         """The brokers' ApiVersions answer (v3, decoded), learnt by the gateway's
@@ -71,16 +74,23 @@ class Topology:
             self.log.info("port map: broker {base} on port {port}",
                           base=self.min_broker_id, port=self.start_port)
 
-    def learn_listing(self, names, now):
-        """A full listing of the cluster's topics (all-topics Metadata)."""
+    def learn_listing(self, names, now, partitions=None):
+        """A full listing of the cluster's topics (all-topics Metadata), with
+        their partition counts if known."""
+        if partitions is not None:
+            self.partitions = dict(partitions)
         names = set(names)
         if names != self.topic_names:
             self.topic_names = names
             self.names_version += 1
         self.listing_at = now
 
-    def learn_topic(self, name, exists=True):
+    def learn_topic(self, name, exists=True, partitions=None):
         """One topic seen created (or deleted) through this gateway."""
+        if not exists:
+            self.partitions.pop(name, None)
+        elif partitions is not None and partitions > 0:
+            self.partitions[name] = partitions
         if exists and name not in self.topic_names:
             self.topic_names.add(name)
             self.names_version += 1

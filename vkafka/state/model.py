@@ -10,6 +10,8 @@ Keys in the store:
   "readOnly", "concentrated", "partitions"}``
 - ``rule/<vc>/<name>`` -> ``{"name", "pattern", "physicalTopicName",
   "physicalTopicNameCompacted", "physicalTopicNameCompactedDeleted"}``
+- ``limits/<vc>`` -> ``{"capacity", "topicPolicy", "rates"}``: the JSON form of
+  ``limits.Limits`` (no record: no limits)
 
 Every change, made here or by another gateway, flows through ``apply`` so
 all gateways converge on the same view.
@@ -18,8 +20,13 @@ all gateways converge on the same view.
 import re
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from ..names import ConcentrationRule, inside, valid_vcluster_name
+from .limits import InvalidLimits, Limits
+from .policy import Holdings, new_topic
+
+log = Logger()
 
 ALL_ACCOUNTS = "*"
 RULE_TARGETS = {"delete": "physicalTopicName", "compact": "physicalTopicNameCompacted",
@@ -50,6 +57,14 @@ class GatewayState:
         self.mappings = {}
         self.revoked_listeners = []
         self.rules = {}
+        self.limits = {}
+        """vc -> Limits, for the virtual clusters that have some."""
+        self.limits_listeners = []
+        self.rate_reports = {}
+        """(gateway id, vc) -> what that gateway last observed of the tenant's
+        rates (filters/shares.py splits the limits by it)."""
+        """``(vc, Limits)`` callables, called as each ``limits/<vc>`` record is
+        applied (``Limits.NONE`` when deleted): gateways change limits live."""
         self.topic_exists = None
         """``physical name -> Deferred[partitions, 0 if missing]``; None skips
         the check (unit tests)."""
@@ -61,49 +76,89 @@ class GatewayState:
     # following the store
 
     def apply(self, key, value):
+        """A record of the state topic (None: deleted), applied to memory."""
         kind, _, rest = key.partition("/")
-        if kind == "vcluster":
-            if value is None:
-                self.clusters.pop(rest, None)
-                self.vclusters.remove(rest)
-            else:
-                self.clusters[rest] = value
-                self.vclusters.define(rest, value.get("prefix"))
-        elif kind == "account":
-            vc, _, username = rest.partition("/")
-            if value is None:
-                self.accounts.pop((vc, username), None)
-            else:
-                self.accounts[(vc, username)] = value
-        elif kind == "revocation":
-            vc, _, username = rest.partition("/")
-            if value is not None:
-                self.authority.revocations.revoke(vc, username, value["revokedAt"])
-                for listener in self.revoked_listeners:
-                    listener(vc, username)
-        elif kind == "rule":
-            vc, _, name = rest.partition("/")
-            namespace = self.vclusters.namespace(vc)
-            if value is None:
-                self.rules.pop((vc, name), None)
-                namespace.remove_rule(name)
-            else:
-                self.rules[(vc, name)] = value
-                namespace.set_rule(ConcentrationRule(name, value["pattern"], tuple(
-                    (policy, value[field]) for policy, field in RULE_TARGETS.items()
-                    if value.get(field))))
-        elif kind == "mapping":
-            vc, _, logical = rest.partition("/")
-            namespace = self.vclusters.namespace(vc)
-            if value is None:
-                self.mappings.pop((vc, logical), None)
-                namespace.remove_alias(logical)
-            else:
-                self.mappings[(vc, logical)] = value
-                namespace.set_alias(logical, value["physicalTopicName"],
-                                    bool(value.get("readOnly")),
-                                    bool(value.get("concentrated")),
-                                    value.get("partitions"))
+        handler = self._APPLIERS.get(kind)
+        if handler is not None:  # kinds a newer gateway wrote are ignored
+            handler(self, rest, value)
+
+    def _apply_vcluster(self, name, value):
+        if value is None:
+            self.clusters.pop(name, None)
+            self.vclusters.remove(name)
+        else:
+            self.clusters[name] = value
+            self.vclusters.define(name, value.get("prefix"))
+
+    def _apply_account(self, rest, value):
+        vc, _, username = rest.partition("/")
+        if value is None:
+            self.accounts.pop((vc, username), None)
+        else:
+            self.accounts[(vc, username)] = value
+
+    def _apply_revocation(self, rest, value):
+        vc, _, username = rest.partition("/")
+        if value is not None:
+            self.authority.revocations.revoke(vc, username, value["revokedAt"])
+            for listener in self.revoked_listeners:
+                listener(vc, username)
+
+    def _apply_rule(self, rest, value):
+        vc, _, name = rest.partition("/")
+        namespace = self.vclusters.namespace(vc)
+        if value is None:
+            self.rules.pop((vc, name), None)
+            namespace.remove_rule(name)
+        else:
+            self.rules[(vc, name)] = value
+            namespace.set_rule(ConcentrationRule(name, value["pattern"], tuple(
+                (policy, value[field]) for policy, field in RULE_TARGETS.items()
+                if value.get(field))))
+
+    def _apply_mapping(self, rest, value):
+        vc, _, logical = rest.partition("/")
+        namespace = self.vclusters.namespace(vc)
+        if value is None:
+            self.mappings.pop((vc, logical), None)
+            namespace.remove_alias(logical)
+        else:
+            self.mappings[(vc, logical)] = value
+            namespace.set_alias(logical, value["physicalTopicName"],
+                                bool(value.get("readOnly")),
+                                bool(value.get("concentrated")),
+                                value.get("partitions"))
+
+    def _apply_limits(self, vc, value):
+        if value is None:
+            self.limits.pop(vc, None)
+            limits = Limits.NONE
+        else:
+            try:  # a newer gateway's fields are left out, not refused
+                limits = Limits.from_json(value, ignore_unknown=True)
+            except InvalidLimits as e:
+                log.warn("limits of {vc} not applied, the previous ones stay: "
+                         "{error}", vc=vc, error=str(e))
+                return
+            self.limits[vc] = limits
+        for listener in self.limits_listeners:
+            listener(vc, limits)
+
+    def _apply_rate(self, rest, value):
+        gateway, _, vc = rest.partition("/")
+        if value is None:
+            self.rate_reports.pop((gateway, vc), None)
+        elif isinstance(value, dict):
+            self.rate_reports[(gateway, vc)] = value
+
+    def report_rate(self, gateway, vc, value):
+        """Publish what *gateway* observed of *vc*'s rates (a Deferred)."""
+        return self.store.put(f"rate/{gateway}/{vc}", value)
+
+    _APPLIERS = {"vcluster": _apply_vcluster, "account": _apply_account,
+                 "revocation": _apply_revocation, "rule": _apply_rule,
+                 "mapping": _apply_mapping, "limits": _apply_limits,
+                 "rate": _apply_rate}
 
     # queries
 
@@ -121,11 +176,16 @@ class GatewayState:
         return sorted((v for (c, _), v in self.mappings.items() if c == vc),
                       key=lambda m: m["logicalTopicName"])
 
+    def limits_of(self, vc):
+        """The Limits of *vc* (``Limits.NONE`` if it has none)."""
+        return self.limits.get(vc, Limits.NONE)
+
     def describe(self, name):
         cluster = self.vcluster(name)
         return {**cluster,
                 "serviceAccounts": [a["username"] for a in self.accounts_of(name)],
-                "topicMappings": self.mappings_of(name)}
+                "topicMappings": self.mappings_of(name),
+                "limits": self.limits_of(name).to_json()}
 
     # commands
 
@@ -208,6 +268,10 @@ class GatewayState:
         for (c, name) in list(self.rules):
             if c == vc:
                 yield self.store.put(f"rule/{vc}/{name}", None)
+        yield self.store.put(f"limits/{vc}", None)  # even one this version refused
+        for (gateway, c) in list(self.rate_reports):
+            if c == vc:
+                yield self.store.put(f"rate/{gateway}/{vc}", None)
         yield self.store.put(f"vcluster/{vc}", None)
 
     def _check_sharing(self, physical, concentrated, key=None):
@@ -284,6 +348,7 @@ class GatewayState:
             partitions = yield self.topic_exists(physical)
             if not partitions and create is not None and self.create_topic is not None:
                 partitions = create.get("partitions", 1)
+                self._within_policy(vc, logical, physical, create)
                 refusal = yield self.create_topic(physical, partitions,
                                                   create.get("replicationFactor"),
                                                   create.get("configs"))
@@ -307,6 +372,21 @@ class GatewayState:
         yield self.store.put(f"mapping/{vc}/{logical}", value)
         return value
 
+    def _within_policy(self, vc, logical, physical, create):
+        """A topic the admin API creates for a mapping meets the virtual
+        cluster's topic policy and capacity, as a tenant's CreateTopics does."""
+        limits = self.limits_of(vc)
+        if limits is Limits.NONE:
+            return
+        held = Holdings({m["physicalTopicName"]: m.get("partitions") or 1
+                         for (c, _), m in self.mappings.items() if c == vc})
+        violation = new_topic(limits, held, logical, physical,
+                              create.get("partitions", 1),
+                              create.get("replicationFactor") or -1,
+                              create.get("configs") or {})
+        if violation is not None:
+            raise StateError(400, "policy_violation", violation.message)
+
     @defer.inlineCallbacks
     def delete_mapping(self, vc, logical):
         self.vcluster(vc)
@@ -314,3 +394,22 @@ class GatewayState:
             raise StateError(404, "not_found",
                              f"no mapping for topic {logical!r} in {vc!r}")
         yield self.store.put(f"mapping/{vc}/{logical}", None)
+
+    @defer.inlineCallbacks
+    def put_limits(self, vc, body):
+        """Replace every limit of *vc* by those of the JSON form *body*
+        (``{}``: none); return the Limits."""
+        self.vcluster(vc)
+        try:
+            limits = Limits.from_json(body)
+        except InvalidLimits as e:
+            raise StateError(400, "bad_field", str(e),
+                             None if e.field is None else {"field": e.field})
+        yield self.store.put(f"limits/{vc}", limits.to_json() or None)
+        return limits
+
+    @defer.inlineCallbacks
+    def delete_limits(self, vc):
+        """No limit for *vc* any more (whether it had some or not)."""
+        self.vcluster(vc)
+        yield self.store.put(f"limits/{vc}", None)

@@ -315,16 +315,16 @@ def _refuse(rctx, request, group, reason, **emptied):
     broker refuses it without creating or joining anything."""
     log.info("refused {api} for group {group!r}: {reason}",
              api=type(request).__name__, group=group, reason=reason)
-    rctx.custom.refused = reason
+    rctx.group_protocol.refused = reason
     decoy = rctx.decoy_name(GROUP, group, reason, REFUSAL_CODE)
     return dataclasses.replace(request, group_id=decoy, **emptied)
 
 
-def join_group_request(conn, rctx, request):
+def join_group_request(services, rctx, request):
     """JoinGroup: names walked; "consumer" subscriptions made physical."""
     group = request.group_id
     request = walk_request(request, rctx)
-    rctx.custom = Exchange(request.protocol_type, request.member_id)
+    rctx.group_protocol = Exchange(request.protocol_type, request.member_id)
     if request.protocol_type != PROTOCOL_TYPE:
         return request
     try:
@@ -340,10 +340,10 @@ def _consumer(*types):
     return PROTOCOL_TYPE in types
 
 
-def join_group_response(conn, rctx, response):
+def join_group_response(services, rctx, response):
     """JoinGroup: the members' subscriptions (the leader's) made logical; a
     refused request answered with the refusal."""
-    exchange = rctx.custom
+    exchange = rctx.group_protocol
     if exchange.refused is not None:
         return dataclasses.replace(response, error_code=REFUSAL_CODE,
                                    generation_id=i32(-1), leader="",
@@ -355,13 +355,13 @@ def join_group_response(conn, rctx, response):
         for m in response.members))
 
 
-def sync_group_request(conn, rctx, request):
+def sync_group_request(services, rctx, request):
     """SyncGroup: names walked; assignments made physical (see the module for
     which ones)."""
     group = request.group_id
     request = walk_request(request, rctx)
     declared = getattr(request, "protocol_type", None)
-    rctx.custom = Exchange(declared, request.member_id)
+    rctx.group_protocol = Exchange(declared, request.member_id)
     if declared is not None and declared != PROTOCOL_TYPE:
         return request  # the broker refuses it unless the group has that type
     try:
@@ -373,9 +373,9 @@ def sync_group_request(conn, rctx, request):
     return dataclasses.replace(request, assignments=assignments)
 
 
-def sync_group_response(conn, rctx, response):
+def sync_group_response(services, rctx, response):
     """SyncGroup: the member's assignment made logical."""
-    exchange = rctx.custom
+    exchange = rctx.group_protocol
     if exchange.refused is not None:
         return dataclasses.replace(response, error_code=REFUSAL_CODE, assignment=b"")
     answered = getattr(response, "protocol_type", None)
@@ -386,7 +386,7 @@ def sync_group_response(conn, rctx, response):
         ASSIGNMENT, response.assignment, rctx, strict=bool(known)))
 
 
-def describe_groups_response(conn, rctx, response):
+def describe_groups_response(services, rctx, response):
     """DescribeGroups: "consumer" groups' member subscriptions and assignments
     made logical (the broker shows what the members sent it)."""
     groups = []

@@ -78,7 +78,7 @@ class Alias:
     A *concentrated* alias shares its physical topic (*target*) with other
     logical topics: the rest of the gateway sees it under a virtual physical
     name (*physical*, made by the prefix rule), and only the concentration
-    layer (tenancy/concentration.py) knows the topic the broker has.
+    layer (tenancy/concentration/) knows the topic the broker has.
     """
     logical: str
     physical: str
@@ -182,16 +182,7 @@ class Namespace:
             return self.aliases[logical].physical
         physical = self.prefix + logical
         if kind == TOPIC:
-            if not TOPIC_CHARS.match(logical) or logical in (".", ".."):
-                raise InvalidName(kind, logical,
-                                  "topic names use only [a-zA-Z0-9._-]")
-            if len(physical) > MAX_TOPIC_LENGTH:
-                raise InvalidName(
-                    kind, logical, f"longer than "
-                    f"{MAX_TOPIC_LENGTH - len(self.prefix)} characters in this "
-                    f"virtual cluster")
-            if physical.startswith(GATEWAY_TOPIC_PREFIX) or physical.startswith("__"):
-                raise InvalidName(kind, logical, "reserved for internal topics")
+            self._check_topic(kind, logical, physical)
         elif len(physical.encode()) > MAX_ID_LENGTH:
             raise InvalidName(kind, logical, "too long")
         for other in self.prefixes.longer_than(self.prefix):
@@ -199,6 +190,20 @@ class Namespace:
                 raise InvalidName(kind, logical,
                                   "collides with another virtual cluster's names")
         return physical
+
+    def _check_topic(self, kind, logical, physical):
+        """Kafka's own rules for topic names, checked here so that a name the
+        broker would refuse, or an internal topic's, never reaches it."""
+        if not TOPIC_CHARS.match(logical) or logical in (".", ".."):
+            raise InvalidName(kind, logical,
+                              "topic names use only [a-zA-Z0-9._-]")
+        if len(physical) > MAX_TOPIC_LENGTH:
+            raise InvalidName(
+                kind, logical, f"longer than "
+                f"{MAX_TOPIC_LENGTH - len(self.prefix)} characters in this "
+                f"virtual cluster")
+        if physical.startswith(GATEWAY_TOPIC_PREFIX) or physical.startswith("__"):
+            raise InvalidName(kind, logical, "reserved for internal topics")
 
     def logical(self, kind, physical):
         """The logical name of *physical*, or None if it is not this tenant's."""

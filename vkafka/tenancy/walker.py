@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tenant_splice,tests.test_consumer_protocol,tests.test_fields -*-
+# -*- test-case-name: tests.test_walker_table,tests.test_tenant_splice,tests.test_consumer_protocol,tests.test_fields -*-
 """Generic rewriting of decoded Kafka messages by the names they carry.
 
 kio types every topic name, group id and transactional id field
@@ -24,16 +24,12 @@ import types
 import typing
 import uuid
 from functools import lru_cache
-from types import MappingProxyType
 
 from kio.schema.types import GroupId, TopicName, TransactionalId
 
-from .naming import GROUP, TOPIC, TRANSACTION, InvalidName
+from .context import ZERO_UUID, Foreign
+from .naming import GROUP, TOPIC, TRANSACTION
 
-ZERO_UUID = uuid.UUID(int=0)
-_NONE = MappingProxyType({})  # no concentrated topics: no dict per request
-TOPIC_AUTHORIZATION_FAILED = 29
-READ_ONLY_REASON = "topic {!r} is read-only in this virtual cluster"
 _KINDS = {TopicName: TOPIC, GroupId: GROUP, TransactionalId: TRANSACTION}
 _NAME, _ID, _NESTED, _MESSAGE = "name", "id", "nested", "message"
 
@@ -80,186 +76,6 @@ def plan(cls):
     return tuple(result)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a name in a request was not forwarded: the client's own name, our
-    explanation and the Kafka error code to answer with (None: the broker's)."""
-    logical: str
-    reason: str | None
-    code: int | None = None
-
-
-class Rejected(Exception):
-    """A request or response the tenant rules will not pass, nor answer in
-    Kafka's terms: the connection is closed with this reason.  Only these
-    (and malformed bytes) close a connection quietly; any other exception is
-    a bug and surfaces."""
-
-
-class Foreign(Exception):
-    """Raised inside a response walk: this entity is not the tenant's."""
-
-
-class RequestContext:
-    """What one request's rewrite left for its response: decoys and reasons."""
-
-    __slots__ = ("namespace", "topic_ids", "decoy_names", "decoy_ids", "refusals",
-                 "custom", "write", "concentrated", "concentration", "answer",
-                 "on_answer", "produced", "sessions")
-
-    def __init__(self, namespace, topic_ids, write=False):
-        self.namespace = namespace
-        self.topic_ids = topic_ids
-        self.decoy_names = {}  # (kind, decoy) -> Refusal (ids: a list of them)
-        self.decoy_ids = {}    # decoy uuid -> (client's uuid, reason, error code)
-        self.refusals = 0
-        self.custom = None
-        self.concentrated = _NONE
-        """Virtual name -> Alias of the concentrated topics this request names
-        (filled by ``note_concentrated``)."""
-        self.concentration = None
-        """What the concentration layer left for the response (an Exchange)."""
-        self.answer = None
-        """A response body the gateway sends itself instead of forwarding
-        (a cached Metadata answer)."""
-        self.on_answer = None
-        """Called with the rewritten response body, to keep it for reuse."""
-        self.produced = None
-        """(acks, records) of a Produce request, read while it was rewritten."""
-        self.write = write
-        """The request changes topics: read-only aliases are refused."""
-        self.sessions = None
-        """Fetch: the connection's FetchSessions (tenancy/sessions.py)."""
-
-    # requests
-
-    def to_physical(self, kind, logical):
-        if self.write and self.namespace.read_only(kind, logical):
-            return self.decoy_name(kind, logical, READ_ONLY_REASON.format(logical),
-                                   TOPIC_AUTHORIZATION_FAILED)
-        try:
-            physical = self.namespace.physical(kind, logical)
-        except InvalidName as e:
-            return self.decoy_name(kind, logical, str(e))
-        if kind == TOPIC:
-            self._note_concentrated(logical, physical)
-        return physical
-
-    def _note_concentrated(self, logical, physical):
-        alias = self.namespace.aliases.get(logical)
-        if alias is not None and alias.concentrated:
-            self.note_concentrated({physical: alias})
-
-    def note_concentrated(self, aliases):
-        """Send this request through the concentration layer for *aliases*
-        (virtual name -> Alias)."""
-        if aliases:
-            if self.concentrated is _NONE:
-                self.concentrated = {}
-            self.concentrated.update(aliases)
-
-    def decoy_name(self, kind, logical, reason, code=None):
-        """A name no tenant can produce, standing for a refused one.
-
-        Topics: a name with '!', which Kafka never accepts as a topic name.
-        Group and transactional ids: '!vkafka-refused-<random>!', unique to
-        this request (no tenant prefix starts with '!'), so two tenants'
-        refused requests never meet on one physical group or transaction.
-        Where an unknown id would make the broker create state (a join, a
-        simple offset commit, a new transactional producer), the rule turns
-        it into a request the broker refuses (``empty_decoy``)."""
-        refusal = Refusal(logical, reason, code)
-        if kind == TOPIC:
-            decoy = f"!vkafka-refused-{len(self.decoy_names)}"
-        else:
-            decoy = f"!vkafka-refused-{uuid.uuid4().hex}!"
-        self.decoy_names[(kind, decoy)] = refusal
-        self.refusals += 1
-        return decoy
-
-    def empty_decoy(self, kind, decoy):
-        """The decoy *decoy* as the empty string, which JoinGroup,
-        ConsumerGroupHeartbeat and InitProducerId refuse (INVALID_GROUP_ID,
-        INVALID_REQUEST) where any other unknown id would be created."""
-        refusal = self.decoy_names.pop((kind, decoy))
-        self.decoy_names.setdefault((kind, ""), []).append(refusal)
-        return ""
-
-    def refusal(self, kind, name):
-        """The Refusal a decoy *name* of *kind* stands for, or None (refused
-        ids made empty are handed out in turn: responses list entries in
-        request order)."""
-        found = self.decoy_names.get((kind, name))
-        if isinstance(found, list):
-            if len(found) > 1:
-                found.append(found.pop(0))
-                return found[-1]
-            return found[0]
-        return found
-
-    def all_refusals(self):
-        """(kind, Refusal) of every refused name."""
-        for (kind, _), found in self.decoy_names.items():
-            for refusal in (found if isinstance(found, list) else (found,)):
-                yield kind, refusal
-
-    def check_topic_id(self, topic_id):
-        if topic_id is None or topic_id == ZERO_UUID:
-            return topic_id
-        physical = self.topic_ids.get(topic_id)
-        logical = None if physical is None else self.namespace.logical(TOPIC, physical)
-        if logical is not None:
-            if not (self.write and self.namespace.read_only(TOPIC, logical)):
-                self._note_concentrated(logical, physical)
-                return topic_id
-            refusal = (READ_ONLY_REASON.format(logical), TOPIC_AUTHORIZATION_FAILED)
-        else:
-            refusal = (None, None)
-        decoy = uuid.uuid4()
-        self.decoy_ids[decoy] = (topic_id, *refusal)
-        if refusal[1] is not None:
-            self.refusals += 1
-        return decoy
-
-    # responses
-
-    def owns_topic_id(self, raw):
-        """Whether the 16-byte topic id *raw* names one of the tenant's topics."""
-        physical = self.topic_ids.get(uuid.UUID(bytes=bytes(raw)))
-        return physical is not None and self.namespace.owns(TOPIC, physical)
-
-    def check_streamed_id(self, raw):
-        """FetchStream's check: a foreign topic id stops the response before
-        any of that topic's bytes are forwarded."""
-        if not self.owns_topic_id(raw):
-            raise Rejected("a fetch response names a topic that is not the "
-                             "tenant's")
-
-    def to_logical(self, kind, physical):
-        if physical is None:
-            return physical
-        refused = self.refusal(kind, physical)
-        if refused is not None:
-            return refused.logical
-        if physical == "" and kind == TOPIC:
-            return physical  # no topic (a Metadata answer by id)
-        logical = self.namespace.logical(kind, physical)
-        if logical is None:
-            raise Foreign(physical)
-        return logical
-
-    def restore_topic_id(self, topic_id):
-        if topic_id is None or topic_id == ZERO_UUID:
-            return topic_id
-        original = self.decoy_ids.get(topic_id)
-        if original is not None:
-            return original[0]
-        physical = self.topic_ids.get(topic_id)
-        if physical is None or not self.namespace.owns(TOPIC, physical):
-            raise Foreign(topic_id)
-        return topic_id
-
-
 def rewrite_request(value, ctx):
     """*value* with every logical name made physical and every topic id checked."""
     changes = {}
@@ -267,17 +83,7 @@ def rewrite_request(value, ctx):
         current = getattr(value, fp.name)
         if current is None:
             continue
-        if fp.role == _NAME:
-            new = (tuple(ctx.to_physical(fp.kind, v) for v in current) if fp.many
-                   else ctx.to_physical(fp.kind, current))
-        elif fp.role == _ID:
-            new = (tuple(ctx.check_topic_id(v) for v in current) if fp.many
-                   else ctx.check_topic_id(current))
-        elif fp.role == _NESTED:
-            new = (tuple(rewrite_request(v, ctx) for v in current) if fp.many
-                   else rewrite_request(current, ctx))
-        else:
-            continue
+        new = _TO_PHYSICAL[fp.role](fp, current, ctx)
         if _changed(new, current, fp):
             changes[fp.name] = new
     return dataclasses.replace(value, **changes) if changes else value
@@ -295,49 +101,100 @@ def rewrite_response(value, ctx):
         current = getattr(value, fp.name)
         if current is None:
             continue
-        if fp.role == _NAME:
-            if fp.kind == TOPIC and not fp.many:
-                learn_name = current
-            if fp.many:
-                new = []
-                for v in current:
-                    try:
-                        new.append(ctx.to_logical(fp.kind, v))
-                    except Foreign:
-                        pass
-                new = tuple(new)
-            else:
-                new = ctx.to_logical(fp.kind, current)
-        elif fp.role == _ID:
-            if not fp.many:
+        if fp.kind == TOPIC and not fp.many:  # its own topic: _learn_topic_id
+            if fp.role == _ID:
                 learn_id = current
-            new = (tuple(_keep(ctx.restore_topic_id, current)) if fp.many
-                   else current)  # single ids are restored below
-        elif fp.role == _NESTED:
-            if fp.many:
-                new = tuple(_keep(lambda v: rewrite_response(v, ctx), current))
             else:
-                new = rewrite_response(current, ctx)
-        else:  # _MESSAGE
-            new = ctx.namespace.scrub(current)
+                learn_name = current
+        new = _TO_LOGICAL[fp.role](fp, current, ctx)
         if _changed(new, current, fp):
             changes[fp.name] = new
     if learn_id is not None and learn_id != ZERO_UUID:
-        if learn_name and not learn_name.startswith("!") and learn_id not in ctx.decoy_ids:
-            ctx.topic_ids[learn_id] = learn_name
-        if learn_name is None or learn_id in ctx.decoy_ids:
-            changes["topic_id"] = ctx.restore_topic_id(learn_id)
+        _learn_topic_id(ctx, learn_name, learn_id, changes)
     value = dataclasses.replace(value, **changes) if changes else value
     if ctx.refusals:
-        reason, code = _refusal(ctx, changes, learn_id, fields, value)
-        if code is not None:
-            value = _with_error(value, code, reason)
-        elif reason is not None and hasattr(value, "error_message"):
-            value = dataclasses.replace(value, error_message=reason)
+        value = _explained(ctx, changes, learn_id, fields, value)
     return value
 
 
+# One handler per field role and direction: (FieldPlan, the field's value,
+# RequestContext) -> its new value.  A tuple field is handled whole, so a
+# field costs one call whatever its role.
+
+def _physical_names(fp, current, ctx):
+    """Names made physical: one the tenant may not use becomes a decoy."""
+    if fp.many:
+        return tuple([ctx.to_physical(fp.kind, v) for v in current])
+    return ctx.to_physical(fp.kind, current)
+
+
+def _checked_ids(fp, current, ctx):
+    """Topic ids kept if the tenant's, else sent as a random decoy."""
+    if fp.many:
+        return tuple([ctx.check_topic_id(v) for v in current])
+    return ctx.check_topic_id(current)
+
+
+def _physical_entities(fp, current, ctx):
+    """Nested entities rewritten in turn: they carry names too."""
+    if fp.many:
+        return tuple([rewrite_request(v, ctx) for v in current])
+    return rewrite_request(current, ctx)
+
+
+def _as_is(fp, current, ctx):
+    """Left as sent: only the broker's messages, in responses, carry prefixes."""
+    return current
+
+
+def _logical_names(fp, current, ctx):
+    """Names made logical.  In a list another tenant's are dropped; a single
+    one raises Foreign, so its whole entity is dropped."""
+    if fp.many:
+        return _kept(ctx.to_logical, current, fp.kind)
+    return ctx.to_logical(fp.kind, current)
+
+
+def _restored_ids(fp, current, ctx):
+    """In a list, the client's ids back for decoys and other tenants' ids
+    dropped.  A single id waits for its entity's name (_learn_topic_id)."""
+    if fp.many:
+        return _kept(ctx.restore_topic_id, current)
+    return current
+
+
+def _logical_entities(fp, current, ctx):
+    """Nested entities rewritten in turn; in a list, other tenants' dropped."""
+    if fp.many:
+        return _kept(lambda v: rewrite_response(v, ctx), current)
+    return rewrite_response(current, ctx)
+
+
+def _scrubbed(fp, current, ctx):
+    """The broker's error message, without the tenant's prefix in it."""
+    return ctx.namespace.scrub(current)
+
+
+_TO_PHYSICAL = {_NAME: _physical_names, _ID: _checked_ids,
+                _NESTED: _physical_entities, _MESSAGE: _as_is}
+_TO_LOGICAL = {_NAME: _logical_names, _ID: _restored_ids,
+               _NESTED: _logical_entities, _MESSAGE: _scrubbed}
+
+
+def _learn_topic_id(ctx, learn_name, learn_id, changes):
+    """An entity naming its topic both ways teaches the topology that id (so
+    later requests by id pass); one named by id alone, or by a decoy, gets the
+    client's id back, or raises Foreign if the id is not the tenant's.  An
+    empty name counts as no name: it says nothing of whose the id is."""
+    if learn_name and not learn_name.startswith("!") and learn_id not in ctx.decoy_ids:
+        ctx.topic_ids[learn_id] = learn_name
+    if not learn_name or learn_id in ctx.decoy_ids:
+        changes["topic_id"] = ctx.restore_topic_id(learn_id)
+
+
 def _changed(new, current, fp):
+    """Whether a field's new value differs: entities by identity (a rewrite
+    returns the very entity when nothing in it changed), values by equality."""
     if fp.role != _NESTED:
         return new != current
     if not fp.many:
@@ -345,12 +202,27 @@ def _changed(new, current, fp):
     return len(new) != len(current) or any(a is not b for a, b in zip(new, current))
 
 
-def _keep(fn, values):
+def _kept(fn, values, *args):
+    """``fn(*args, v)`` of each of *values*, as a tuple, but for those that
+    raise Foreign: another tenant's entities drop out of their list."""
+    kept = []
     for v in values:
         try:
-            yield fn(v)
+            kept.append(fn(*args, v))
         except Foreign:
             pass
+    return tuple(kept)
+
+
+def _explained(ctx, changes, learn_id, fields, value):
+    """*value* carrying the reason (and error code) of the refused name or id
+    it stands for, if any: the client learns why, not the broker's confusion."""
+    reason, code = _refusal(ctx, changes, learn_id, fields, value)
+    if code is not None:
+        return _with_error(value, code, reason)
+    if reason is not None and hasattr(value, "error_message"):
+        return dataclasses.replace(value, error_message=reason)
+    return value
 
 
 def _refusal(ctx, changes, learn_id, fields, value):

@@ -1,0 +1,543 @@
+"""Per-virtual-cluster limits (docs/governance.md) enforced by a real gateway
+in front of the Kafka 4.x dev cluster, through the stock CLIs.
+
+Each refusal is checked twice: the CLI prints the Java exception of the Kafka
+error and the gateway's message naming the limit and the figures, and the
+broker itself (asked directly, not through the gateway) shows that nothing
+was created or changed.  Requests the CLIs cannot send (CreateTopics with
+validate_only, the legacy AlterConfigs) go through the raw client.
+"""
+
+import base64
+import datetime
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+
+from kio.schema.errors import ErrorCode
+from kio.static.primitive import i8, i16, i32, i32Timedelta
+from twisted.trial import unittest
+
+from . import stack
+from .rawclient import RawClient
+from .stack import devstack
+
+SECONDS = i32Timedelta.parse(datetime.timedelta(seconds=10))
+
+EXCEPTIONS = {
+    ErrorCode.invalid_partitions: "InvalidPartitionsException",
+    ErrorCode.invalid_replication_factor: "InvalidReplicationFactorException",
+    ErrorCode.invalid_config: "InvalidConfigurationException",
+    ErrorCode.policy_violation: "PolicyViolationException",
+}
+"""The Java exception the Kafka clients raise for each error code."""
+
+def kafka_configs(*args):
+    """The stock kafka-configs (its result, not checked)."""
+    return stack.run_cli("kafka-configs", *args)
+
+
+def admin(gateway, method, path, body=None):
+    """An admin API call to *gateway*: (status, JSON body)."""
+    request = urllib.request.Request(
+        f"http://localhost:{gateway.admin_port}/admin/vclusters/v1{path}",
+        method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Basic " + base64.b64encode(
+            ":".join(stack.ADMIN_AUTH).encode()).decode(),
+            "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def creatable(name, partitions=1, replication=1, configs=None):
+    from kio.schema.create_topics.v7.request import (CreatableTopic,
+                                                     CreatableTopicConfig)
+    return CreatableTopic(name=name, num_partitions=i32(partitions),
+                          replication_factor=i16(replication), assignments=(),
+                          configs=tuple(CreatableTopicConfig(name=k, value=v)
+                                        for k, v in (configs or {}).items()))
+
+
+def create_topics(raw, topics, validate_only):
+    """A CreateTopics v7 on *raw*: {name: (error code, error message)}."""
+    from kio.schema.create_topics.v7.request import CreateTopicsRequest
+    answer = raw.request(CreateTopicsRequest(topics=tuple(topics), timeout=SECONDS,
+                                             validate_only=validate_only), 7)
+    return {t.name: (t.error_code, t.error_message) for t in answer.topics}
+
+
+class LimitsTestCase(unittest.TestCase):
+    """A tenant gateway of the class's own, on its own state topic."""
+
+    timeout = 600
+
+    @classmethod
+    def setUpClass(cls):
+        stack.ensure_cluster()
+        cls.state_topic = stack.unique("_vkafka_state_limits").replace("-", "_")
+        cls.gateway = stack.GatewayProcess((
+            *devstack.TENANT_OPTIONS, f"--state-topic={cls.state_topic}")).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gateway.stop()
+        stack.delete_topics([cls.state_topic])
+
+    def gateways(self):
+        return [self.gateway]
+
+    def setUp(self):
+        self.log_start = {g: len(g.log()) for g in self.gateways()}
+
+    def tearDown(self):
+        for gateway, start in self.log_start.items():  # this test's part of the log
+            self.assertNotIn("Traceback", gateway.log()[start:])
+
+    # -- tenants ---------------------------------------------------------
+
+    def tenant(self, limits=None, gateway=None):
+        """A fresh virtual cluster with service account "sa" (created through
+        *gateway*'s admin API), its *limits* set; returns (vc, properties
+        file).  Its physical topics are deleted when the test ends."""
+        gateway = gateway or self.gateway
+        vc = stack.unique("lim").replace("-", "")
+        code, body = admin(gateway, "POST", f"/vcluster/{vc}/username/sa",
+                           {"lifeTimeSeconds": 3600})
+        self.assertEqual(code, 200, body)
+        self.addCleanup(self.delete_physical_topics, vc)
+        self.tokens = getattr(self, "tokens", {})
+        self.tokens[vc] = body["token"]
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n"
+                    "sasl.jaas.config=org.apache.kafka.common.security.plain."
+                    f"PlainLoginModule required username='sa' "
+                    f"password='{body['token']}';\n")
+        if limits is not None:
+            self.set_limits(vc, limits, gateway)
+        return vc, path
+
+    def set_limits(self, vc, limits, gateway=None):
+        code, body = admin(gateway or self.gateway, "POST", f"/vcluster/{vc}/limits",
+                           limits)
+        self.assertEqual((code, body), (200, limits))
+
+    def delete_physical_topics(self, vc):
+        from confluent_kafka.admin import AdminClient
+        direct = AdminClient({"bootstrap.servers": stack.BOOTSTRAP})
+        names = [n for n in direct.list_topics(timeout=30).topics if n.startswith(vc)]
+        if names:
+            stack.delete_topics(names)
+
+    def raw(self, vc, gateway=None):
+        """A raw client of *vc*, authenticated, on *gateway*'s bootstrap port."""
+        raw = RawClient("localhost", (gateway or self.gateway).start_port)
+        self.addCleanup(raw.close)
+        answer = raw.sasl_plain("sa", self.tokens[vc])
+        self.assertEqual(answer.error_code, ErrorCode.none, answer.error_message)
+        return raw
+
+    # -- the CLIs, through the gateway -------------------------------------
+
+    def topics(self, props, *args, gateway=None):
+        """kafka-topics through the gateway as the tenant: the CompletedProcess."""
+        return stack.run_cli("kafka-topics", "--bootstrap-server",
+                             (gateway or self.gateway).bootstrap,
+                             "--command-config", props, *args)
+
+    def create(self, props, topic, *args, gateway=None):
+        return self.topics(props, "--create", "--topic", topic, *args, gateway=gateway)
+
+    def configs(self, props, topic, *args):
+        """kafka-configs --alter of a tenant's topic through the gateway."""
+        return kafka_configs("--bootstrap-server", self.gateway.bootstrap,
+                             "--command-config", props, "--alter", "--entity-type",
+                             "topics", "--entity-name", topic, *args)
+
+    def assertCreated(self, result, topic):
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn(f"Created topic {topic}.", result.stdout)
+
+    def assertRefused(self, result, vc, code, message):
+        """The CLI failed with the Java exception of *code* and exactly our
+        *message* (the whole line), naming no physical topic."""
+        said = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, said)
+        self.assertIn(f"org.apache.kafka.common.errors.{EXCEPTIONS[code]}: {message}\n",
+                      result.stderr, said)
+        self.assertNotIn("Created topic", result.stdout)
+        self.assertNotIn(vc, said)  # logical names only
+
+    # -- the broker, asked directly -----------------------------------------
+
+    def broker_topics(self):
+        return set(stack.cli("kafka-topics", "--bootstrap-server", stack.BOOTSTRAP,
+                             "--list").split())
+
+    def assertNotOnBroker(self, vc, *logical):
+        physical = self.broker_topics()
+        for name in logical:
+            self.assertNotIn(stack.physical_topic(vc, name), physical)
+
+    def broker_partitions(self, vc, logical):
+        """(partition count, replication factor) of a tenant's topic on the broker."""
+        out = stack.cli("kafka-topics", "--bootstrap-server", stack.BOOTSTRAP,
+                        "--describe", "--topic", stack.physical_topic(vc, logical))
+        found = re.search(r"PartitionCount:\s*(\d+)\s+ReplicationFactor:\s*(\d+)", out)
+        self.assertIsNotNone(found, out)
+        return int(found.group(1)), int(found.group(2))
+
+    def broker_configs(self, vc, logical):
+        """The dynamic configs of a tenant's topic on the broker: {key: value}."""
+        result = kafka_configs("--bootstrap-server", stack.BOOTSTRAP, "--describe",
+                               "--entity-type", "topics", "--entity-name",
+                               stack.physical_topic(vc, logical))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.splitlines()
+        self.assertIn(f"Dynamic configs for topic {stack.physical_topic(vc, logical)}"
+                      " are:", lines[0] if lines else result.stdout)
+        return dict(line.split()[0].split("=", 1) for line in lines[1:] if line.strip())
+
+
+class CapacityTests(LimitsTestCase):
+    """capacity.*: partitions per topic, partitions in total, topics."""
+
+    def test_partitions_per_topic(self):
+        """Beyond partitionsPerTopic: INVALID_PARTITIONS, at creation and by
+        kafka-topics --alter --partitions; the broker keeps what it had."""
+        vc, props = self.tenant({"capacity": {"partitionsPerTopic": 3}})
+        self.assertRefused(self.create(props, "wide", "--partitions", "4"), vc,
+                           ErrorCode.invalid_partitions,
+                           "4 partitions: the virtual cluster's limit is 3 per topic")
+        self.assertCreated(self.create(props, "fits", "--partitions", "3"), "fits")
+        self.assertRefused(self.topics(props, "--alter", "--topic", "fits",
+                                       "--partitions", "5"), vc,
+                           ErrorCode.invalid_partitions,
+                           "5 partitions: the virtual cluster's limit is 3 per topic")
+        self.assertNotOnBroker(vc, "wide")
+        self.assertEqual(self.broker_partitions(vc, "fits")[0], 3)
+
+    def test_total_partitions(self):
+        """Beyond capacity.partitions, over all the tenant's topics, by a
+        creation or by more partitions: POLICY_VIOLATION with the figures."""
+        vc, props = self.tenant({"capacity": {"partitions": 5}})
+        self.assertCreated(self.create(props, "first", "--partitions", "2"), "first")
+        self.assertRefused(self.create(props, "second", "--partitions", "4"), vc,
+                           ErrorCode.policy_violation,
+                           "4 more partitions: the virtual cluster holds 2, its limit "
+                           "is 5 in total")
+        self.assertCreated(self.create(props, "third", "--partitions", "3"), "third")
+        self.assertRefused(self.topics(props, "--alter", "--topic", "first",
+                                       "--partitions", "3"), vc,
+                           ErrorCode.policy_violation,
+                           "1 more partitions: the virtual cluster holds 5, its limit "
+                           "is 5 in total")
+        self.assertNotOnBroker(vc, "second")
+        self.assertEqual(self.broker_partitions(vc, "first")[0], 2)
+        self.assertEqual(self.broker_partitions(vc, "third")[0], 3)
+
+    def test_topic_count(self):
+        """capacity.topics counts the topics held before the limit was set."""
+        vc, props = self.tenant()
+        self.assertCreated(self.create(props, "before", "--partitions", "1"), "before")
+        self.set_limits(vc, {"capacity": {"topics": 2}})
+        self.assertCreated(self.create(props, "second", "--partitions", "1"), "second")
+        self.assertRefused(self.create(props, "third", "--partitions", "1"), vc,
+                           ErrorCode.policy_violation,
+                           "the virtual cluster holds 2 topics, its limit is 2")
+        physical = self.broker_topics()
+        self.assertEqual({n for n in physical if n.startswith(vc)},
+                         {stack.physical_topic(vc, "before"),
+                          stack.physical_topic(vc, "second")})
+
+
+class TopicPolicyTests(LimitsTestCase):
+    """topicPolicy.*: replication factors, names, retention caps, configs."""
+
+    def test_replication_factor(self):
+        vc, props = self.tenant({"topicPolicy": {"replicationFactorMin": 2,
+                                                 "replicationFactorMax": 2}})
+        self.assertRefused(self.create(props, "one", "--replication-factor", "1"), vc,
+                           ErrorCode.invalid_replication_factor,
+                           "replication factor 1: the virtual cluster's minimum is 2")
+        self.assertRefused(self.create(props, "three", "--replication-factor", "3"), vc,
+                           ErrorCode.invalid_replication_factor,
+                           "replication factor 3: the virtual cluster's maximum is 2")
+        self.assertCreated(self.create(props, "two", "--replication-factor", "2"), "two")
+        self.assertNotOnBroker(vc, "one", "three")
+        self.assertEqual(self.broker_partitions(vc, "two")[1], 2)
+
+    def test_name_pattern(self):
+        """The whole logical name must match (the physical one has the prefix)."""
+        vc, props = self.tenant({"topicPolicy": {"namePattern": "[a-z][a-z0-9.-]*"}})
+        for name in ("Orders", "orders_v1"):
+            self.assertRefused(self.create(props, name), vc, ErrorCode.policy_violation,
+                               f"topic name '{name}' does not match the virtual "
+                               "cluster's pattern '[a-z][a-z0-9.-]*'")
+        self.assertCreated(self.create(props, "orders.v1"), "orders.v1")
+        self.assertNotOnBroker(vc, "Orders", "orders_v1")
+
+    def test_retention_caps_at_creation(self):
+        """retention.ms / retention.bytes beyond the cap, or infinite (-1),
+        are refused; a topic that names none gets the caps set explicitly, one
+        that names a smaller value keeps it."""
+        vc, props = self.tenant({"topicPolicy": {"retentionMsMax": 3600000,
+                                                 "retentionBytesMax": 1048576}})
+        for topic, config, message in (
+                ("longer", "retention.ms=7200000",
+                 "retention.ms 7200000: the virtual cluster's limit is 3600000"),
+                ("forever", "retention.ms=-1",
+                 "retention.ms -1: the virtual cluster's limit is 3600000"),
+                ("unbounded", "retention.bytes=-1",
+                 "retention.bytes -1: the virtual cluster's limit is 1048576")):
+            self.assertRefused(self.create(props, topic, "--config", config), vc,
+                               ErrorCode.policy_violation, message)
+        self.assertNotOnBroker(vc, "longer", "forever", "unbounded")
+        self.assertCreated(self.create(props, "capped"), "capped")
+        configs = self.broker_configs(vc, "capped")
+        self.assertEqual((configs.get("retention.ms"), configs.get("retention.bytes")),
+                         ("3600000", "1048576"), configs)
+        self.assertCreated(self.create(props, "short", "--config", "retention.ms=60000"),
+                           "short")
+        configs = self.broker_configs(vc, "short")
+        self.assertEqual((configs.get("retention.ms"), configs.get("retention.bytes")),
+                         ("60000", "1048576"), configs)
+
+    def test_configs_forbidden_and_allowed_at_creation(self):
+        vc, props = self.tenant({"topicPolicy": {
+            "configsAllowed": ["cleanup.policy", "retention.ms"],
+            "configsForbidden": ["min.insync.replicas"]}})
+        self.assertRefused(self.create(props, "isr", "--config", "min.insync.replicas=1"),
+                           vc, ErrorCode.policy_violation,
+                           "topic config 'min.insync.replicas' may not be set in this "
+                           "virtual cluster")
+        self.assertRefused(self.create(props, "segments", "--config", "segment.ms=60000"),
+                           vc, ErrorCode.policy_violation,
+                           "topic config 'segment.ms' is not among those this virtual "
+                           "cluster may set")
+        self.assertCreated(self.create(props, "compact", "--config",
+                                       "cleanup.policy=compact"), "compact")
+        self.assertNotOnBroker(vc, "isr", "segments")
+        self.assertEqual(self.broker_configs(vc, "compact").get("cleanup.policy"),
+                         "compact")
+
+    def test_config_changes(self):
+        """kafka-configs --alter (IncrementalAlterConfigs): a forbidden or not
+        allowed key, a retention beyond the cap or infinite, and reverting the
+        capped retention.ms to the cluster default are refused; the broker's
+        configs stay as they were; a change within the limits is made."""
+        vc, props = self.tenant({"topicPolicy": {
+            "retentionMsMax": 3600000,
+            "configsAllowed": ["cleanup.policy", "retention.ms"],
+            "configsForbidden": ["min.insync.replicas"]}})
+        self.assertCreated(self.create(props, "events"), "events")
+        before = self.broker_configs(vc, "events")
+        self.assertEqual(before, {"retention.ms": "3600000"})
+        for args, message in (
+                (("--add-config", "retention.ms=7200000"),
+                 "retention.ms 7200000: the virtual cluster's limit is 3600000"),
+                (("--add-config", "retention.ms=-1"),
+                 "retention.ms -1: the virtual cluster's limit is 3600000"),
+                (("--add-config", "min.insync.replicas=1"),
+                 "topic config 'min.insync.replicas' may not be set in this virtual "
+                 "cluster"),
+                (("--add-config", "segment.ms=60000"),
+                 "topic config 'segment.ms' is not among those this virtual cluster "
+                 "may set"),
+                (("--delete-config", "retention.ms"),
+                 "retention.ms may not revert to the cluster default: the virtual "
+                 "cluster's limit is 3600000")):
+            result = self.configs(props, "events", *args)
+            self.assertRefused(result, vc, ErrorCode.policy_violation, message)
+            self.assertNotIn("Completed updating config", result.stdout)
+        self.assertEqual(self.broker_configs(vc, "events"), before)
+        allowed = self.configs(props, "events", "--add-config", "retention.ms=60000")
+        self.assertEqual(allowed.returncode, 0, allowed.stdout + allowed.stderr)
+        self.assertIn("Completed updating config for topic events.", allowed.stdout)
+        self.assertEqual(self.broker_configs(vc, "events"), {"retention.ms": "60000"})
+
+
+class RawRequestTests(LimitsTestCase):
+    """What the CLIs cannot send: validate-only creations, several topics in
+    one request, the legacy AlterConfigs."""
+
+    LIMITS = {"capacity": {"partitionsPerTopic": 3},
+              "topicPolicy": {"replicationFactorMax": 2, "namePattern": "[a-z]+",
+                              "retentionMsMax": 3600000}}
+    REFUSED = (  # topic, partitions, replication, configs, code, message
+        ("wide", 4, 1, {}, ErrorCode.invalid_partitions,
+         "4 partitions: the virtual cluster's limit is 3 per topic"),
+        ("deep", 1, 3, {}, ErrorCode.invalid_replication_factor,
+         "replication factor 3: the virtual cluster's maximum is 2"),
+        ("Named", 1, 1, {}, ErrorCode.policy_violation,
+         "topic name 'Named' does not match the virtual cluster's pattern '[a-z]+'"),
+        ("forever", 1, 1, {"retention.ms": "-1"}, ErrorCode.policy_violation,
+         "retention.ms -1: the virtual cluster's limit is 3600000"),
+        ("soon", 1, 1, {"retention.ms": "soon"}, ErrorCode.invalid_config,
+         "retention.ms 'soon' is not a number"),
+    )
+
+    def test_validate_only_answers_as_the_creation(self):
+        """Each refused topic gets the same code and message from a
+        validate-only CreateTopics, a real one and kafka-topics --create; an
+        allowed one passes validation; nothing is created by validation, and
+        the refusals of a request leave its other topics alone."""
+        vc, props = self.tenant(self.LIMITS)
+        raw = self.raw(vc)
+        topics = [creatable(name, partitions, replication, configs)
+                  for name, partitions, replication, configs, _, _ in self.REFUSED]
+        expected = {name: (code, message)
+                    for name, _, _, _, code, message in self.REFUSED}
+        validated = create_topics(raw, topics + [creatable("fine", 2, 2)], True)
+        self.assertEqual(validated, {**expected, "fine": (ErrorCode.none, None)})
+        self.assertNotOnBroker(vc, "fine", *expected)
+
+        created = create_topics(raw, topics + [creatable("fine", 2, 2)], False)
+        self.assertEqual(created, {**expected, "fine": (ErrorCode.none, None)})
+        for name, partitions, replication, configs, code, message in self.REFUSED:
+            if name == "soon":  # kafka-topics refuses it itself (LogConfig.validate)
+                continue
+            args = ["--partitions", str(partitions), "--replication-factor",
+                    str(replication)]
+            for key, value in configs.items():
+                args += ["--config", f"{key}={value}"]
+            self.assertRefused(self.create(props, name, *args), vc, code, message)
+        self.assertNotOnBroker(vc, *expected)
+        self.assertEqual(self.broker_partitions(vc, "fine"), (2, 2))
+        self.assertEqual(self.broker_configs(vc, "fine"), {"retention.ms": "3600000"})
+
+    def test_legacy_alter_configs(self):
+        """AlterConfigs replaces every config of a topic: leaving out the
+        capped retention.ms reverts it to the default, refused; a forbidden
+        key is refused; naming retention.ms within the cap is made."""
+        from kio.schema.alter_configs.v2.request import (AlterableConfig,
+                                                         AlterConfigsRequest,
+                                                         AlterConfigsResource)
+        vc, props = self.tenant({"topicPolicy": {
+            "retentionMsMax": 3600000, "configsForbidden": ["min.insync.replicas"]}})
+        self.assertCreated(self.create(props, "legacy"), "legacy")
+        raw = self.raw(vc)
+
+        def alter(configs, validate_only=False):
+            [answer] = raw.request(AlterConfigsRequest(resources=(AlterConfigsResource(
+                resource_type=i8(2), resource_name="legacy", configs=tuple(
+                    AlterableConfig(name=k, value=v) for k, v in configs.items())),),
+                validate_only=validate_only), 2).responses
+            self.assertEqual(answer.resource_name, "legacy")
+            return answer.error_code, answer.error_message
+        self.assertEqual(alter({"cleanup.policy": "delete"}),
+                         (ErrorCode.policy_violation,
+                          "retention.ms may not revert to the cluster default: the "
+                          "virtual cluster's limit is 3600000"))
+        self.assertEqual(alter({"retention.ms": "60000", "min.insync.replicas": "1"}),
+                         (ErrorCode.policy_violation,
+                          "topic config 'min.insync.replicas' may not be set in this "
+                          "virtual cluster"))
+        self.assertEqual(alter({"retention.ms": "7200000"}, validate_only=True),
+                         (ErrorCode.policy_violation,
+                          "retention.ms 7200000: the virtual cluster's limit is "
+                          "3600000"))
+        self.assertEqual(self.broker_configs(vc, "legacy"), {"retention.ms": "3600000"})
+        self.assertEqual(alter({"retention.ms": "60000", "cleanup.policy": "delete"}),
+                         (ErrorCode.none, None))
+        self.assertEqual(self.broker_configs(vc, "legacy"),
+                         {"retention.ms": "60000", "cleanup.policy": "delete"})
+
+
+class LiveChangeTests(LimitsTestCase):
+    """Two gateways on one cluster and one state topic: a limit set through
+    one is enforced by the other within a second (docs/governance.md: as
+    each gateway reads the state, within about a fifth of a second)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.other = stack.GatewayProcess((
+            *devstack.TENANT_OPTIONS, f"--state-topic={cls.state_topic}")).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.other.stop()
+        super().tearDownClass()
+
+    def gateways(self):
+        return [self.gateway, self.other]
+
+    def test_limit_set_on_one_gateway_applies_on_the_other(self):
+        a, b = self.gateway, self.other
+        vc, props = self.tenant(gateway=a)
+        raw_b = self.raw(vc, gateway=b)
+        wide = creatable("wide", 4, 1)
+
+        def validated_on_b():
+            return create_topics(raw_b, [wide], True)["wide"]
+        self.assertEqual(validated_on_b(), (ErrorCode.none, None))  # no limit yet
+
+        limit = {"capacity": {"partitionsPerTopic": 2}}
+        self.set_limits(vc, limit, a)
+        set_at = time.monotonic()
+        refusal = (ErrorCode.invalid_partitions,
+                   "4 partitions: the virtual cluster's limit is 2 per topic")
+        stack.wait_until(lambda: validated_on_b() == refusal,
+                         "gateway B to refuse 4 partitions", timeout=10, interval=0.02)
+        took = time.monotonic() - set_at
+        self.assertLess(took, 1.0, f"gateway B applied the limit after {took:.2f}s\n"
+                                   f"{b.log()[-3000:]}")
+        self.assertEqual(admin(b, "GET", f"/vcluster/{vc}/limits"), (200, limit))
+        self.assertRefused(self.create(props, "wide", "--partitions", "4", gateway=b),
+                           vc, *refusal)
+        self.assertNotOnBroker(vc, "wide")
+
+        raised = {"capacity": {"partitionsPerTopic": 8}}
+        self.set_limits(vc, raised, a)
+        set_at = time.monotonic()
+        stack.wait_until(lambda: validated_on_b() == (ErrorCode.none, None),
+                         "gateway B to allow 4 partitions", timeout=10, interval=0.02)
+        took = time.monotonic() - set_at
+        self.assertLess(took, 1.0, f"gateway B applied the raised limit after "
+                                   f"{took:.2f}s\n{b.log()[-3000:]}")
+        self.assertCreated(self.create(props, "wide", "--partitions", "4", gateway=b),
+                           "wide")
+        self.assertEqual(self.broker_partitions(vc, "wide")[0], 4)
+        self.assertRefused(self.create(props, "wider", "--partitions", "9", gateway=b),
+                           vc, ErrorCode.invalid_partitions,
+                           "9 partitions: the virtual cluster's limit is 8 per topic")
+        self.assertNotOnBroker(vc, "wider")
+
+        code, _ = admin(a, "DELETE", f"/vcluster/{vc}/limits")
+        self.assertEqual(code, 204)
+        removed_at = time.monotonic()
+        wider = creatable("wider", 9, 1)
+        stack.wait_until(
+            lambda: create_topics(raw_b, [wider], True)["wider"] == (ErrorCode.none, None),
+            "gateway B to drop the limit", timeout=10, interval=0.02)
+        took = time.monotonic() - removed_at
+        self.assertLess(took, 1.0, f"gateway B dropped the limit after {took:.2f}s")
+
+    def test_total_capacity_over_both_gateways(self):
+        """capacity.topics and capacity.partitions are the virtual cluster's,
+        not each gateway's: what was created through A counts on B, and the
+        other way round (docs/governance.md: "topics the virtual cluster holds
+        at most")."""
+        a, b = self.gateway, self.other
+        vc, props = self.tenant({"capacity": {"topics": 2, "partitions": 4}}, a)
+        self.assertCreated(self.create(props, "one", "--partitions", "3", gateway=a),
+                           "one")
+        self.assertRefused(self.create(props, "two", "--partitions", "3", gateway=b),
+                           vc, ErrorCode.policy_violation,
+                           "3 more partitions: the virtual cluster holds 3, its limit "
+                           "is 4 in total")
+        self.assertCreated(self.create(props, "two", "--partitions", "1", gateway=b),
+                           "two")
+        self.assertRefused(self.create(props, "three", "--partitions", "1", gateway=a),
+                           vc, ErrorCode.policy_violation,
+                           "the virtual cluster holds 2 topics, its limit is 2")
+        physical = self.broker_topics()
+        self.assertEqual({n for n in physical if n.startswith(vc)},
+                         {stack.physical_topic(vc, "one"), stack.physical_topic(vc, "two")})
+        self.assertEqual(self.broker_partitions(vc, "two")[0], 1)

@@ -1,0 +1,102 @@
+"""Capacity and topic policy checks (vkafka/state/policy.py), one table row
+per limit: what is allowed, what is refused, with which Kafka error."""
+
+from twisted.trial import unittest
+
+from vkafka.state.limits import Limits
+from vkafka.state import policy
+from vkafka.state.policy import Holdings
+
+LIMITS = Limits.from_json({
+    "capacity": {"topics": 3, "partitions": 10, "partitionsPerTopic": 4},
+    "topicPolicy": {"replicationFactorMin": 2, "replicationFactorMax": 3,
+                    "retentionMsMax": 1000, "retentionBytesMax": 5000,
+                    "namePattern": "[a-z][a-z0-9.-]*",
+                    "configsForbidden": ["min.insync.replicas"]},
+})
+
+
+class NewTopicTests(unittest.TestCase):
+    # (logical name, partitions, replication, configs, error code or None)
+    CASES = [
+        ("orders", 2, 2, {}, None),
+        ("orders", -1, -1, {}, None),  # broker defaults: 1 partition, RF unchecked
+        ("Orders", 2, 2, {}, policy.POLICY_VIOLATION),  # pattern
+        ("orders", 5, 2, {}, policy.INVALID_PARTITIONS),  # per topic
+        ("orders", 2, 1, {}, policy.INVALID_REPLICATION_FACTOR),
+        ("orders", 2, 4, {}, policy.INVALID_REPLICATION_FACTOR),
+        ("orders", 2, 2, {"retention.ms": "1001"}, policy.POLICY_VIOLATION),
+        ("orders", 2, 2, {"retention.ms": "-1"}, policy.POLICY_VIOLATION),  # infinite
+        ("orders", 2, 2, {"retention.ms": "soon"}, policy.INVALID_CONFIG),
+        ("orders", 2, 2, {"retention.bytes": "5000"}, None),
+        ("orders", 2, 2, {"min.insync.replicas": "2"}, policy.POLICY_VIOLATION),
+    ]
+
+    def test_table(self):
+        for name, partitions, replication, configs, code in self.CASES:
+            held = Holdings({"acmea": 1})
+            found = policy.new_topic(LIMITS, held, name, "acme" + name, partitions,
+                                     replication, configs)
+            self.assertEqual(None if found is None else found.code, code,
+                             (name, partitions, replication, configs, found))
+            # allowed topics count from then on, refused ones do not
+            self.assertEqual(held.topics, 2 if code is None else 1)
+
+    def test_message_names_limit_and_figures(self):
+        found = policy.new_topic(LIMITS, Holdings({}), "orders", "acmeorders", 9, 2, {})
+        self.assertEqual(found.message, "9 partitions: the virtual cluster's limit is "
+                                        "4 per topic")
+
+    def test_one_request_cannot_pass_by_small_steps(self):
+        """Topics of one request count against the capacity as they are allowed."""
+        held = Holdings({"acmea": 5})
+        results = [policy.new_topic(LIMITS, held, f"t{i}", f"acmet{i}", 3, 2, {})
+                   for i in range(2)]
+        self.assertIsNone(results[0])  # 5 + 3 = 8 partitions
+        self.assertEqual((results[1].code, results[1].message), (
+            policy.POLICY_VIOLATION, "3 more partitions: the virtual cluster holds 8, "
+                                     "its limit is 10 in total"))
+        self.assertEqual((held.topics, held.total_partitions), (2, 8))
+
+    def test_topic_count(self):
+        held = Holdings({"acmea": 1, "acmeb": 1, "acmec": 1})
+        found = policy.new_topic(LIMITS, held, "d", "acmed", 1, 2, {})
+        self.assertEqual((found.code, found.message), (
+            policy.POLICY_VIOLATION, "the virtual cluster holds 3 topics, its limit is 3"))
+
+    def test_no_limits_allow_anything(self):
+        self.assertIsNone(policy.new_topic(Limits.NONE, Holdings({}), "ANY", "acmeANY",
+                                           10000, 100, {"retention.ms": "-1"}))
+
+
+class ChangeTests(unittest.TestCase):
+    def test_more_partitions(self):
+        held = Holdings({"acmea": 2, "acmeb": 4})
+        self.assertIsNone(policy.more_partitions(LIMITS, held, "acmea", 4))
+        self.assertEqual(held.total_partitions, 8)
+        self.assertEqual(policy.more_partitions(LIMITS, held, "acmeb", 5).code,
+                         policy.INVALID_PARTITIONS)
+        held = Holdings({"acmea": 3, "acmeb": 4, "acmec": 3})
+        self.assertEqual(policy.more_partitions(LIMITS, held, "acmea", 4).code,
+                         policy.POLICY_VIOLATION)
+
+    def test_configs(self):
+        cases = [  # (changes, error code or None)
+            ({"cleanup.policy": "compact"}, None),
+            ({"retention.ms": "500"}, None),
+            ({"retention.ms": None}, policy.POLICY_VIOLATION),  # back to the default
+            ({"min.insync.replicas": None}, policy.POLICY_VIOLATION),
+        ]
+        for changes, code in cases:
+            found = policy.configs_allowed(LIMITS, changes)
+            self.assertEqual(None if found is None else found.code, code, changes)
+        allowed = Limits.from_json({"topicPolicy": {"configsAllowed": ["retention.ms"]}})
+        self.assertEqual(policy.configs_allowed(allowed, {"cleanup.policy": "x"}).code,
+                         policy.POLICY_VIOLATION)
+        self.assertIsNone(policy.configs_allowed(allowed, {"retention.ms": "1"}))
+
+    def test_capped_defaults(self):
+        self.assertEqual(policy.capped_defaults(LIMITS, {"retention.ms": "10"}),
+                         {"retention.ms": "10", "retention.bytes": "5000"})
+        configs = {}
+        self.assertIs(policy.capped_defaults(Limits.NONE, configs), configs)

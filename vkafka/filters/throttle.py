@@ -1,0 +1,119 @@
+# -*- test-case-name: tests.test_throttle -*-
+"""Rate limits as brokers apply quotas (KIP-219): throttle, never refuse.
+
+A virtual cluster's rates (state/limits.py: produce bytes/s, fetch bytes/s,
+requests/s) are its total over every gateway.  Each gateway holds a share of
+each rate (``Rates.share``, set every second from what every gateway
+observed, rates.py in state) and meters its traffic against it with a token
+bucket.  A request that takes the bucket into debt is still served: its
+response says how long the client should wait (throttle_time_ms) and the
+gateway stops reading that connection for as long, so a client slows down
+without an error and nothing is lost.
+"""
+
+import math
+
+from ..protocol.throttle import throttled
+
+PRODUCE = 0
+FETCH = 1
+
+
+class Bucket:
+    """A token bucket of *rate* per second that holds one second of burst;
+    ``take`` answers how long the caller must wait for what it took."""
+
+    __slots__ = ("rate", "tokens", "at", "clock")
+
+    def __init__(self, rate, clock):
+        self.rate = rate
+        self.tokens = rate
+        self.clock = clock
+        self.at = clock()
+
+    def set_rate(self, rate):
+        """A new share: what is owed stays owed."""
+        self._fill()
+        self.rate = rate
+        self.tokens = min(self.tokens, rate)
+
+    def take(self, amount):
+        self._fill()
+        self.tokens -= amount
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def _fill(self):
+        now = self.clock()
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+
+class TenantRates:
+    """One virtual cluster's buckets on this gateway, and what it observed
+    (reported to the other gateways, which split the limit by it)."""
+
+    DIMENSIONS = ("produce_bytes_per_second", "fetch_bytes_per_second",
+                  "requests_per_second")
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.buckets = {}
+        """Dimension -> Bucket, for the dimensions limited."""
+        self.observed = dict.fromkeys(self.DIMENSIONS, 0)
+        """Dimension -> amount since the last report."""
+        self.throttled_seconds = 0.0
+
+    def set(self, rates, shares):
+        """The limit *rates* (a Rates), of which this gateway has *shares*
+        (dimension -> 0..1, absent: all of it)."""
+        for name in self.DIMENSIONS:
+            limit = getattr(rates, name)
+            if limit is None:
+                self.buckets.pop(name, None)
+                continue
+            rate = max(limit * shares.get(name, 1.0), 1.0)
+            bucket = self.buckets.get(name)
+            if bucket is None:
+                self.buckets[name] = Bucket(rate, self.clock)
+            else:
+                bucket.set_rate(rate)
+
+    @property
+    def limited(self):
+        return bool(self.buckets)
+
+    def request(self, api_key, size):
+        """Seconds to throttle the client for a request of *size* bytes."""
+        delay = self._take("requests_per_second", 1)
+        if api_key == PRODUCE:
+            delay = max(delay, self._take("produce_bytes_per_second", size))
+        return self._throttled(delay)
+
+    def fetched(self, size):
+        """Seconds to throttle the client for a Fetch response of *size* bytes."""
+        return self._throttled(self._take("fetch_bytes_per_second", size))
+
+    def response(self, pending, frame):
+        """(*frame* saying the throttle its request earned, seconds to hold the
+        connection's reads); a Fetch response's bytes count here."""
+        delay = pending.throttle
+        if pending.api_key == FETCH:
+            delay = max(delay, self.fetched(len(frame) + 4))
+        if delay <= 0:
+            return frame, 0.0
+        ms = min(math.ceil(delay * 1000), 2 ** 31 - 1)
+        return throttled(frame, pending.api_key, pending.api_version, ms), delay
+
+    def _take(self, name, amount):
+        self.observed[name] += amount
+        bucket = self.buckets.get(name)
+        return 0.0 if bucket is None else bucket.take(amount)
+
+    def _throttled(self, delay):
+        self.throttled_seconds += delay
+        return delay
+
+    def report(self):
+        """What was observed since the last report (then starts again)."""
+        observed, self.observed = self.observed, dict.fromkeys(self.DIMENSIONS, 0)
+        return observed

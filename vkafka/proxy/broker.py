@@ -1,0 +1,68 @@
+# -*- test-case-name: tests.test_splice -*-
+"""The gateway's connection to a broker, the other half of the splice.
+
+It only frames what the broker sends and hands each response to its client
+connection (splice.py); a large Fetch response that may pass as bytes is
+forwarded while it arrives (streaming.py).
+"""
+
+from twisted.internet import protocol
+from twisted.internet.error import ConnectionDone
+from twisted.logger import Logger
+
+from ..protocol.framing import FrameDecoder, FrameError
+from .outbox import tune_socket
+from .streaming import STREAM_FROM, stream_for
+
+
+class BrokerConnection(protocol.Protocol):
+    """The gateway's connection to one broker, on behalf of one client."""
+
+    log = Logger()
+
+    streamed = None
+    """The large response being forwarded as it arrives (Streamed), if any."""
+
+    def __init__(self, client):
+        self.client = client
+        self.decoder = FrameDecoder(client.gateway.max_response_size)
+
+    def connectionMade(self):
+        tune_socket(self.transport)
+        self.client.upstream_ready(self)
+
+    def dataReceived(self, data):
+        outbox = self.client.outbox
+        outbox.hold()  # the responses in this read: one send to the client
+        try:
+            self._received(data)
+        finally:
+            outbox.release()
+
+    def _received(self, data):
+        if self.streamed is not None:
+            data = self.streamed.feed(data)
+            if data is None:
+                return
+            self.streamed = None
+        try:
+            frames = self.decoder.feed(data)
+        except FrameError as e:
+            return self.client.fail(f"broker framing: {e}")
+        for frame in frames:
+            if self.client.closed:
+                return
+            self.client.response_received(frame)
+        size = self.decoder.partial_size
+        if size is not None and size >= STREAM_FROM and not self.client.closed:
+            self.streamed = stream_for(self.client, self.decoder)
+
+    def connectionLost(self, reason):
+        client = self.client
+        if not client.closed:
+            if not reason.check(ConnectionDone):
+                self.log.info("client {peer}: broker connection lost: {why}",
+                              peer=client.peer, why=reason.getErrorMessage())
+            client.transport.unregisterProducer()
+            client.closed = True
+            client.transport.loseConnection()

@@ -1,0 +1,93 @@
+# -*- test-case-name: tests.test_tenant_splice -*-
+"""A tenant connection's login: SASL answered by the gateway, with its clocks.
+
+The SASL state machine is filters/sasl.py (no I/O); this is its side that
+touches time and the connection: the deadline to authenticate (slow-loris),
+the token's expiry (a client that does not re-authenticate is closed) and
+what a successful login changes on the connection.
+"""
+
+from twisted.logger import Logger
+
+from ..auth.sasl import SASL_HANDSHAKE, SaslFailure
+from ..filters.sasl import SaslTerminator
+from ..protocol.codec import CodecError
+from ..protocol.headers import HeaderError
+from .sequencer import Pending
+
+
+class Login:
+    """The login of one client connection *conn* (tenant mode)."""
+
+    log = Logger()
+
+    def __init__(self, conn, gateway):
+        self.conn = conn
+        self.gateway = gateway
+        self.sasl = SaslTerminator(
+            gateway.tenancy, gateway.admit_tenant,
+            f"limit {gateway.max_connections_per_vcluster} per gateway, or the "
+            "virtual cluster's capacity.connections",
+            gateway.reactor.seconds)
+        self._deadline = None
+        self._expiry = None
+
+    def start(self):
+        """The connection is open: it must authenticate in time."""
+        self._deadline = self.gateway.reactor.callLater(
+            self.gateway.authentication_timeout, self._timed_out)
+
+    def answer(self, frame, request):
+        """SaslHandshake and SaslAuthenticate, answered by the gateway."""
+        first = self.sasl.claims is None
+        try:
+            body, failure, close = self.sasl.answer(frame, request.api_key,
+                                                    request.api_version)
+        except (CodecError, HeaderError) as e:
+            return self.conn.fail(f"malformed SASL request: {e}")
+        if failure is not None:
+            self._refused(failure)
+        elif not close and request.api_key != SASL_HANDSHAKE:
+            self._authenticated(first)
+        self.conn.answer(request, body, close_after=close)
+
+    def raw_token(self, frame):
+        """SaslHandshake v0 is followed by the bare PLAIN token, answered bare."""
+        first = self.sasl.claims is None
+        try:
+            self.sasl.accept(bytes(frame))
+        except SaslFailure as e:
+            self._refused(e)
+            return self.conn.fail(str(e))
+        self._authenticated(first)
+        self.conn.sequencer.answered(Pending(-1, -1, 0, None), b"")
+
+    def stop(self):
+        """The connection closed: no timer outlives it."""
+        for timer in (self._expiry, self._deadline):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._expiry = self._deadline = None
+
+    def _refused(self, why):
+        self.log.info("client {peer}: {why}", peer=self.conn.peer, why=why)
+        self.gateway.count_auth_failure()
+
+    def _authenticated(self, first):
+        """A login (or re-login) succeeded: no login deadline, a timer for the
+        token's expiry; the connection learns who it serves."""
+        claims = self.sasl.claims
+        self.stop()
+        self._expiry = self.gateway.reactor.callLater(
+            max(0, claims.expires_at - self.gateway.reactor.seconds()), self._expired)
+        self.conn.logged_in(claims, self.sasl.admitted if first else None)
+
+    def _timed_out(self):
+        self._deadline = None
+        if self.sasl.claims is None:
+            self.conn.fail(f"not authenticated within "
+                           f"{self.gateway.authentication_timeout:g}s")
+
+    def _expired(self):
+        self._expiry = None
+        self.conn.fail("token expired; the client did not re-authenticate")

@@ -1,0 +1,108 @@
+# -*- test-case-name: tests.test_sequencer -*-
+"""Response order for one client connection, free of sockets.
+
+Kafka clients match responses to requests by order as well as by correlation
+id: every response goes back in the order its request came, whether the
+broker answers it, the gateway answers it itself (SASL, ApiVersions, a
+refused fetch session, a cached Metadata answer) or a rule rewrites it
+asynchronously (CreateTopics by a concentration rule).  The sequencer holds
+the requests still waiting and lets a response out only when everything
+before it has gone.
+"""
+
+from collections import deque
+from dataclasses import dataclass
+
+FETCH = 1
+
+
+@dataclass(slots=True)
+class Pending:
+    """A request awaiting its response, with what is needed to rewrite it."""
+    correlation_id: int
+    api_key: int
+    api_version: int
+    rule: object
+    context: object = None
+    local: bytes | None = None
+    """A response the gateway made itself (or one rewritten out of turn), sent
+    when its turn comes."""
+    close_after: bool = False
+    """Close the connection once this response is sent (a failed login)."""
+    sent: float = 0.0
+    waiting: bool = False
+    """Its response is being rewritten asynchronously (responses behind it wait)."""
+    throttle: float = 0.0
+    """Seconds its request earned against the tenant's rates (filters/throttle.py)."""
+
+
+class Sequencer:
+    """The requests of one connection still owed a response, in order.
+
+    *write(frame)* sends a response frame to the client; *close()* closes the
+    connection after a response that asks for it.
+    """
+
+    def __init__(self, write, close):
+        self.pending = deque()
+        self._write = write
+        self._close = close
+
+    def __len__(self):
+        return len(self.pending)
+
+    @property
+    def head(self):
+        return self.pending[0] if self.pending else None
+
+    def forwarded(self, pending):
+        """A request went to the broker; its response comes in turn."""
+        self.pending.append(pending)
+
+    def answered(self, pending, frame):
+        """The gateway answers a request itself with *frame* (a whole response)."""
+        pending.local = frame
+        self.pending.append(pending)
+        self.release()
+
+    def awaiting_broker(self):
+        """The request the broker's next response answers: the first neither
+        answered by the gateway nor being rewritten (None: nobody asked)."""
+        head = self.head
+        if head is not None and head.local is None and not head.waiting:
+            return head
+        return next((p for p in self.pending if p.local is None and not p.waiting),
+                    None)
+
+    def ready(self, pending, frame):
+        """*pending*'s response is ready: sent now if it is next, else in turn."""
+        pending.waiting = False
+        if self.head is pending:
+            self.pending.popleft()
+            self._write(frame)
+        else:
+            pending.local = bytes(frame)
+        self.release()
+
+    def streamable(self):
+        """The head request when its response may be forwarded as it arrives
+        (a Fetch the broker answers next, nothing made by the gateway ahead)."""
+        head = self.head
+        if head is None or head.api_key != FETCH or head.local is not None \
+                or head.waiting:
+            return None
+        return head
+
+    def streamed(self):
+        """The head's response went out as it arrived."""
+        self.pending.popleft()
+        self.release()
+
+    def release(self):
+        """Send the responses at the head that are ready, in order."""
+        while self.pending and self.pending[0].local is not None:
+            item = self.pending.popleft()
+            self._write(item.local)
+            if item.close_after:
+                self._close()
+                return

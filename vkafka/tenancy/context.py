@@ -1,0 +1,222 @@
+# -*- test-case-name: tests.test_walker_table,tests.test_tenant_splice -*-
+"""One request's rewrite context: what its request rewrite left for its response.
+
+The walker (walker.py) and the rules (rules/) map names through it: a name
+the tenant may not use becomes a decoy whose refusal (reason, error code) is
+remembered here and put back in the response; topic ids are checked against
+the topics the gateway knows.  Each API's rule has a named field here for
+what its response needs.
+"""
+
+import dataclasses
+import uuid
+from types import MappingProxyType
+
+from .naming import TOPIC, InvalidName
+
+ZERO_UUID = uuid.UUID(int=0)
+_NONE = MappingProxyType({})  # no concentrated topics: no dict per request
+TOPIC_AUTHORIZATION_FAILED = 29
+READ_ONLY_REASON = "topic {!r} is read-only in this virtual cluster"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a name in a request was not forwarded: the client's own name, our
+    explanation and the Kafka error code to answer with (None: the broker's)."""
+    logical: str
+    reason: str | None
+    code: int | None = None
+
+
+class Rejected(Exception):
+    """A request or response the tenant rules will not pass, nor answer in
+    Kafka's terms: the connection is closed with this reason.  Only these
+    (and malformed bytes) close a connection quietly; any other exception is
+    a bug and surfaces."""
+
+
+class Foreign(Exception):
+    """Raised inside a response walk: this entity is not the tenant's."""
+
+
+class RequestContext:
+    """What one request's rewrite left for its response: decoys and reasons."""
+
+    __slots__ = ("namespace", "topic_ids", "decoy_names", "decoy_ids", "refusals",
+                 "write", "concentrated", "concentration", "answer",
+                 "on_answer", "produced", "sessions", "topics_asked", "created",
+                 "coordinator_kind", "config_refusals", "id_pattern",
+                 "removed_aliases", "group_protocol", "partitions_asked")
+
+    def __init__(self, namespace, topic_ids, write=False):
+        self.namespace = namespace
+        self.topic_ids = topic_ids
+        self.decoy_names = {}  # (kind, decoy) -> Refusal (ids: a list of them)
+        self.decoy_ids = {}    # decoy uuid -> (client's uuid, reason, error code)
+        self.refusals = 0
+        self.concentrated = _NONE
+        """Virtual name -> Alias of the concentrated topics this request names
+        (filled by ``note_concentrated``)."""
+        self.concentration = None
+        """What the concentration layer left for the response (an Exchange)."""
+        self.answer = None
+        """A response body the gateway sends itself instead of forwarding
+        (a cached Metadata answer)."""
+        self.on_answer = None
+        """Called with the rewritten response body, to keep it for reuse."""
+        self.produced = None
+        """(acks, records) of a Produce request, read while it was rewritten."""
+        self.write = write
+        """The request changes topics: read-only aliases are refused."""
+        self.sessions = None
+        """Fetch: the connection's FetchSessions (tenancy/sessions.py)."""
+        # What one API's request rewrite leaves for its response (rules.py):
+        self.topics_asked = None
+        """Metadata, DescribeTopicPartitions: how an all-topics request went
+        out: "by-name" (the tenant's topics by name) or "listing" (every topic,
+        to learn the listing)."""
+        self.created = None
+        """CreateTopics: [(logical name, Deferred)] created by a concentration rule."""
+        self.coordinator_kind = None
+        """FindCoordinator: the key type (0 group, 1 transaction)."""
+        self.config_refusals = None
+        """Describe/Alter configs: decoy resource name -> (resource type, reason,
+        error code) of the resources refused."""
+        self.id_pattern = None
+        """ListTransactions: the tenant's transactional id pattern (RE2)."""
+        self.removed_aliases = None
+        """DeleteTopics: [(name, topic id, alias)] whose mapping was removed."""
+        self.group_protocol = None
+        """JoinGroup, SyncGroup: the consumer-protocol Exchange."""
+        self.partitions_asked = None
+        """CreateTopics (physical names), CreatePartitions (logical): topic ->
+        the partition count asked for, unless only validated."""
+
+    # requests
+
+    def to_physical(self, kind, logical):
+        if self.write and self.namespace.read_only(kind, logical):
+            return self.decoy_name(kind, logical, READ_ONLY_REASON.format(logical),
+                                   TOPIC_AUTHORIZATION_FAILED)
+        try:
+            physical = self.namespace.physical(kind, logical)
+        except InvalidName as e:
+            return self.decoy_name(kind, logical, str(e))
+        if kind == TOPIC:
+            self._note_concentrated(logical, physical)
+        return physical
+
+    def _note_concentrated(self, logical, physical):
+        alias = self.namespace.aliases.get(logical)
+        if alias is not None and alias.concentrated:
+            self.note_concentrated({physical: alias})
+
+    def note_concentrated(self, aliases):
+        """Send this request through the concentration layer for *aliases*
+        (virtual name -> Alias)."""
+        if aliases:
+            if self.concentrated is _NONE:
+                self.concentrated = {}
+            self.concentrated.update(aliases)
+
+    def decoy_name(self, kind, logical, reason, code=None):
+        """A name no tenant can produce, standing for a refused one.
+
+        Topics: a name with '!', which Kafka never accepts as a topic name.
+        Group and transactional ids: '!vkafka-refused-<random>!', unique to
+        this request (no tenant prefix starts with '!'), so two tenants'
+        refused requests never meet on one physical group or transaction.
+        Where an unknown id would make the broker create state (a join, a
+        simple offset commit, a new transactional producer), the rule turns
+        it into a request the broker refuses (``empty_decoy``)."""
+        refusal = Refusal(logical, reason, code)
+        if kind == TOPIC:
+            decoy = f"!vkafka-refused-{len(self.decoy_names)}"
+        else:
+            decoy = f"!vkafka-refused-{uuid.uuid4().hex}!"
+        self.decoy_names[(kind, decoy)] = refusal
+        self.refusals += 1
+        return decoy
+
+    def empty_decoy(self, kind, decoy):
+        """The decoy *decoy* as the empty string, which JoinGroup,
+        ConsumerGroupHeartbeat and InitProducerId refuse (INVALID_GROUP_ID,
+        INVALID_REQUEST) where any other unknown id would be created."""
+        refusal = self.decoy_names.pop((kind, decoy))
+        self.decoy_names.setdefault((kind, ""), []).append(refusal)
+        return ""
+
+    def refusal(self, kind, name):
+        """The Refusal a decoy *name* of *kind* stands for, or None (refused
+        ids made empty are handed out in turn: responses list entries in
+        request order)."""
+        found = self.decoy_names.get((kind, name))
+        if isinstance(found, list):
+            if len(found) > 1:
+                found.append(found.pop(0))
+                return found[-1]
+            return found[0]
+        return found
+
+    def all_refusals(self):
+        """(kind, Refusal) of every refused name."""
+        for (kind, _), found in self.decoy_names.items():
+            for refusal in (found if isinstance(found, list) else (found,)):
+                yield kind, refusal
+
+    def check_topic_id(self, topic_id):
+        if topic_id is None or topic_id == ZERO_UUID:
+            return topic_id
+        physical = self.topic_ids.get(topic_id)
+        logical = None if physical is None else self.namespace.logical(TOPIC, physical)
+        if logical is not None:
+            if not (self.write and self.namespace.read_only(TOPIC, logical)):
+                self._note_concentrated(logical, physical)
+                return topic_id
+            refusal = (READ_ONLY_REASON.format(logical), TOPIC_AUTHORIZATION_FAILED)
+        else:
+            refusal = (None, None)
+        decoy = uuid.uuid4()
+        self.decoy_ids[decoy] = (topic_id, *refusal)
+        if refusal[1] is not None:
+            self.refusals += 1
+        return decoy
+
+    # responses
+
+    def owns_topic_id(self, raw):
+        """Whether the 16-byte topic id *raw* names one of the tenant's topics."""
+        physical = self.topic_ids.get(uuid.UUID(bytes=bytes(raw)))
+        return physical is not None and self.namespace.owns(TOPIC, physical)
+
+    def check_streamed_id(self, raw):
+        """FetchStream's check: a foreign topic id stops the response before
+        any of that topic's bytes are forwarded."""
+        if not self.owns_topic_id(raw):
+            raise Rejected("a fetch response names a topic that is not the "
+                             "tenant's")
+
+    def to_logical(self, kind, physical):
+        if physical is None:
+            return physical
+        refused = self.refusal(kind, physical)
+        if refused is not None:
+            return refused.logical
+        if physical == "" and kind == TOPIC:
+            return physical  # no topic (a Metadata answer by id)
+        logical = self.namespace.logical(kind, physical)
+        if logical is None:
+            raise Foreign(physical)
+        return logical
+
+    def restore_topic_id(self, topic_id):
+        if topic_id is None or topic_id == ZERO_UUID:
+            return topic_id
+        original = self.decoy_ids.get(topic_id)
+        if original is not None:
+            return original[0]
+        physical = self.topic_ids.get(topic_id)
+        if physical is None or not self.namespace.owns(TOPIC, physical):
+            raise Foreign(topic_id)
+        return topic_id

@@ -1,0 +1,147 @@
+# -*- test-case-name: tests.test_fields -*-
+"""Field classes of the topic and config admin APIs.
+
+CreateTopics, CreatePartitions, DeleteTopics and DeleteRecords (a tenant's
+topics and their data), DescribeConfigs, AlterConfigs and
+IncrementalAlterConfigs (config resources: a kind and a name, see
+``Field.RESOURCE``).
+"""
+
+from .kinds import ApiKey, F, Row
+
+# Paths are dotted through nested entities, in the order kio's versions
+# introduce them; docs/api-rules.md shows the versions of each.
+ADMIN_ROWS = {
+    ApiKey.CREATE_TOPICS: Row(
+        request={
+            "topics.name": F.TOPIC_NAME,
+            "topics.num_partitions": F.SCALAR,
+            "topics.replication_factor": F.SCALAR,
+            "topics.assignments.partition_index": F.SCALAR,
+            "topics.assignments.broker_ids": F.BROKER,
+            "topics.configs.name": F.CONFIG,
+            "topics.configs.value": F.CONFIG,
+            "timeout": F.SCALAR,
+            "validate_only": F.SCALAR,
+        },
+        response={
+            "throttle_time": F.SCALAR,
+            "topics.name": F.TOPIC_NAME,
+            "topics.error_code": F.ERROR,
+            "topics.error_message": F.ERROR,
+            "topics.topic_config_error_code": F.ERROR,
+            "topics.num_partitions": F.SCALAR,
+            "topics.replication_factor": F.SCALAR,
+            "topics.configs.name": F.CONFIG,
+            "topics.configs.value": F.CONFIG,
+            "topics.configs.read_only": F.SCALAR,
+            "topics.configs.config_source": F.SCALAR,
+            "topics.configs.is_sensitive": F.SCALAR,
+            "topics.topic_id": F.TOPIC_ID,
+        },
+    ),
+    ApiKey.DELETE_TOPICS: Row(
+        request={
+            "topic_names": F.TOPIC_NAME,
+            "timeout": F.SCALAR,
+            "topics.name": F.TOPIC_NAME,
+            "topics.topic_id": F.TOPIC_ID,
+        },
+        response={
+            "throttle_time": F.SCALAR,
+            "responses.name": F.TOPIC_NAME,
+            "responses.error_code": F.ERROR,
+            "responses.error_message": F.ERROR,
+            "responses.topic_id": F.TOPIC_ID,
+        },
+    ),
+    ApiKey.DELETE_RECORDS: Row(
+        request={
+            "topics.name": F.TOPIC_NAME,
+            "topics.partitions.partition_index": F.SCALAR,
+            "topics.partitions.offset": F.SCALAR,
+            "timeout": F.SCALAR,
+        },
+        response={
+            "throttle_time": F.SCALAR,
+            "topics.name": F.TOPIC_NAME,
+            "topics.partitions.partition_index": F.SCALAR,
+            "topics.partitions.low_watermark": F.SCALAR,
+            "topics.partitions.error_code": F.ERROR,
+        },
+    ),
+    ApiKey.DESCRIBE_CONFIGS: Row(
+        request={
+            "resources.resource_type": F.RESOURCE,
+            "resources.resource_name": F.RESOURCE,
+            "resources.configuration_keys": F.CONFIG,
+            "include_synonyms": F.SCALAR,
+            "include_documentation": F.SCALAR,
+        },
+        response={
+            "throttle_time": F.SCALAR,
+            "results.error_code": F.ERROR,
+            "results.error_message": F.ERROR,
+            "results.resource_type": F.RESOURCE,
+            "results.resource_name": F.RESOURCE,
+            "results.configs.name": F.CONFIG,
+            "results.configs.value": F.CONFIG,
+            "results.configs.read_only": F.SCALAR,
+            "results.configs.config_source": F.SCALAR,
+            "results.configs.is_sensitive": F.SCALAR,
+            "results.configs.synonyms.name": F.CONFIG,
+            "results.configs.synonyms.value": F.CONFIG,
+            "results.configs.synonyms.source": F.SCALAR,
+            "results.configs.config_type": F.SCALAR,
+            "results.configs.documentation": F.CONFIG,  # text about the config
+        },
+    ),
+    ApiKey.ALTER_CONFIGS: Row(
+        request={
+            "resources.resource_type": F.RESOURCE,
+            "resources.resource_name": F.RESOURCE,
+            "resources.configs.name": F.CONFIG,
+            "resources.configs.value": F.CONFIG,
+            "validate_only": F.SCALAR,
+        },
+        response={
+            "throttle_time": F.SCALAR,
+            "responses.error_code": F.ERROR,
+            "responses.error_message": F.ERROR,
+            "responses.resource_type": F.RESOURCE,
+            "responses.resource_name": F.RESOURCE,
+        },
+    ),
+    ApiKey.CREATE_PARTITIONS: Row(
+        request={
+            "topics.name": F.TOPIC_NAME,
+            "topics.count": F.SCALAR,
+            "topics.assignments.broker_ids": F.BROKER,
+            "timeout": F.SCALAR,
+            "validate_only": F.SCALAR,
+        },
+        response={
+            "throttle_time": F.SCALAR,
+            "results.name": F.TOPIC_NAME,
+            "results.error_code": F.ERROR,
+            "results.error_message": F.ERROR,
+        },
+    ),
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: Row(
+        request={
+            "resources.resource_type": F.RESOURCE,
+            "resources.resource_name": F.RESOURCE,
+            "resources.configs.name": F.CONFIG,
+            "resources.configs.config_operation": F.SCALAR,
+            "resources.configs.value": F.CONFIG,
+            "validate_only": F.SCALAR,
+        },
+        response={
+            "throttle_time": F.SCALAR,
+            "responses.error_code": F.ERROR,
+            "responses.error_message": F.ERROR,
+            "responses.resource_type": F.RESOURCE,
+            "responses.resource_name": F.RESOURCE,
+        },
+    ),
+}

@@ -1,0 +1,115 @@
+# -*- test-case-name: tests.test_rules -*-
+"""What the rule modules share: the walker as a rule, rule composition, the
+tenant's topic listing and the "learn unknown topic ids first" wrapper."""
+
+import dataclasses
+import datetime
+import uuid
+
+from kio.static.primitive import i32Timedelta
+
+from twisted.logger import Logger
+
+from ...state.limits import Limits
+from ..metadata_cache import made_of
+from ...state.policy import Holdings
+from ..naming import TOPIC
+from ..context import ZERO_UUID
+from ..walker import rewrite_request as walk_request
+from ..walker import rewrite_response as walk_response
+
+log = Logger()
+NO_THROTTLE = i32Timedelta.parse(datetime.timedelta(0))
+
+
+def walk_req(services, rctx, request):
+    return walk_request(request, rctx)
+
+
+def walk_resp(services, rctx, response):
+    return walk_response(response, rctx)
+
+
+def then(first, second):
+    def both(services, rctx, message):
+        return second(services, rctx, first(services, rctx, message))
+    return both
+
+
+LISTING_MAX_AGE = 2.0
+"""Seconds a full topic listing serves tenants' all-topics Metadata requests."""
+
+
+def tenant_topics(topology, namespace):
+    """The tenant's physical topic names, cached until the topic set changes."""
+    key = made_of(topology, namespace)
+    cached = getattr(namespace, "_listing", None)
+    if cached is None or cached[0] != key:
+        names = sorted(n for n in topology.topic_names if namespace.owns(TOPIC, n))
+        names += sorted(a.physical for a in namespace.aliases.values()
+                        if a.physical not in names)
+        cached = namespace._listing = (key, tuple(names))
+    return cached[1]
+
+
+def limits_for(services, rctx):
+    """The tenant's Limits (state/limits.py)."""
+    if services.limits_of is None:
+        return Limits.NONE
+    return services.limits_of(rctx.namespace.name)
+
+
+def holdings(services, namespace):
+    """What the tenant holds now, for its capacity limits (policy.py)."""
+    counts = services.topology.partitions
+    return Holdings({name: counts.get(name, 1)
+                     for name in tenant_topics(services.topology, namespace)})
+
+
+IDS_REFRESH_INTERVAL = 1.0
+"""Seconds between listings asked for because a response named unknown ids."""
+
+
+def _topic_ids_in(value, found):
+    """Every topic id in a decoded message (nested entities included)."""
+    for f in dataclasses.fields(value):
+        current = getattr(value, f.name)
+        if f.name == "topic_id" and isinstance(current, uuid.UUID):
+            found.add(current)
+        elif dataclasses.is_dataclass(current):
+            _topic_ids_in(current, found)
+        elif isinstance(current, tuple) and current and dataclasses.is_dataclass(
+                current[0]):
+            for v in current:
+                _topic_ids_in(v, found)
+    return found
+
+
+def ids_known_first(rewrite):
+    """KIP-848 assignments name topics by id only.  An id the gateway has not
+    learnt yet (a topic created through another gateway, or directly, since
+    its last listing) would be dropped as not the tenant's, and the member
+    would wait for the gateway's next refresh (30 s) to be assigned it: the
+    gateway asks for a listing first (at most one a second), then rewrites."""
+    def first(services, rctx, response):
+        ids = _topic_ids_in(response, set())
+        ids.discard(ZERO_UUID)
+        refresher, topology = services.refresher, services.topology
+        now = services.clock.seconds()
+        if refresher is None or all(i in rctx.topic_ids for i in ids) or (
+                topology.listing_at is not None
+                and now - topology.listing_at < IDS_REFRESH_INTERVAL):
+            return rewrite(services, rctx, response)
+        return refresher.refresh().addCallback(
+            lambda _: rewrite(services, rctx, response))
+    return first
+
+
+def logical_topics(topology, namespace):
+    """The tenant's topics: logical name -> physical name."""
+    names = {}
+    for physical in tenant_topics(topology, namespace):
+        logical = namespace.logical(TOPIC, physical)
+        if logical is not None:
+            names[logical] = physical
+    return names

@@ -1,0 +1,139 @@
+# -*- test-case-name: tests.test_rules -*-
+"""Rules for DescribeConfigs, AlterConfigs and IncrementalAlterConfigs:
+topic and group resources renamed, brokers read-only and cut to an
+allow-list, every other resource type refused."""
+
+from dataclasses import replace
+
+from kio.schema.errors import ErrorCode
+
+
+from ..context import Refusal
+from ..naming import GROUP, TOPIC
+from ...state.policy import CAPPED_CONFIGS, configs_allowed
+from .common import limits_for
+
+
+# Config resources: topics and groups are renamed; brokers are read-only;
+# anything else is refused.
+RESOURCE_TOPIC, RESOURCE_BROKER, RESOURCE_BROKER_LOGGER, RESOURCE_GROUP = 2, 4, 8, 32
+_RESOURCE_KINDS = {RESOURCE_TOPIC: TOPIC, RESOURCE_GROUP: GROUP}
+
+
+TENANT_BROKER_CONFIGS = frozenset((
+    "auto.create.topics.enable", "compression.type", "default.replication.factor",
+    "delete.topic.enable", "group.consumer.heartbeat.interval.ms",
+    "group.consumer.session.timeout.ms", "group.max.session.timeout.ms",
+    "group.min.session.timeout.ms", "log.cleanup.policy", "log.message.timestamp.type",
+    "log.retention.bytes", "log.retention.hours", "log.retention.minutes",
+    "log.retention.ms", "log.segment.bytes", "message.max.bytes",
+    "min.insync.replicas", "num.partitions", "offsets.retention.minutes",
+    "transaction.max.timeout.ms", "unclean.leader.election.enable",
+))
+"""The broker configs a tenant may read (DescribeConfigs on a BROKER resource):
+the defaults its topics and clients inherit.  Never listeners, addresses,
+paths, quorum voters, security settings or secrets: every other key (and
+synonym) is dropped from the answer."""
+
+_NOT_AVAILABLE = (ErrorCode.cluster_authorization_failed,
+                  "this resource type is not available in a virtual cluster")
+
+
+def configs_request(read_only, replaces_all=False):
+    """Describe (*read_only*) or alter configs; AlterConfigs *replaces_all* of
+    a resource's configs, IncrementalAlterConfigs changes some."""
+    def rewrite(services, rctx, request):
+        resources = []
+        rctx.config_refusals = {}
+        limits = None if read_only else limits_for(services, rctx)
+        for r in request.resources:
+            kind = _RESOURCE_KINDS.get(r.resource_type)
+            refusal = _NOT_AVAILABLE
+            if kind is not None:
+                physical = rctx.to_physical(kind, r.resource_name)
+                found = rctx.refusal(kind, physical) if kind == GROUP else None
+                violation = None if limits is None or kind != TOPIC else \
+                    configs_allowed(limits, _changes(r.configs, replaces_all))
+                if found is None and violation is None:
+                    resources.append(replace(r, resource_name=physical))
+                    continue
+                if violation is not None:  # the topic's policy (policy.py)
+                    found = Refusal(r.resource_name, violation.message,
+                                    violation.code)
+                # A refused group: never on the broker (altering it would make a
+                # group config of its own), but the refused-resource path below.
+                refusal = (ErrorCode(found.code or ErrorCode.invalid_group_id),
+                           found.reason)
+            elif read_only and r.resource_type == RESOURCE_BROKER:
+                resources.append(r)  # the answer is cut to TENANT_BROKER_CONFIGS
+                continue
+            # A decoy topic the broker refuses; restored with our error below.
+            decoy = rctx.decoy_name(TOPIC, r.resource_name, "")
+            rctx.config_refusals[decoy] = (r.resource_type, *refusal)
+            resources.append(replace(r, resource_type=RESOURCE_TOPIC,
+                                     resource_name=decoy))
+        return replace(request, resources=tuple(resources))
+    return rewrite
+
+
+def _changes(configs, replaces_all):
+    """{key: new value, None: back to the default} of an alteration; an
+    AlterConfigs sets every config it does not name back to the default."""
+    changes = {}
+    for c in configs:
+        operation = getattr(c, "config_operation", 0)
+        changes[c.name] = None if operation == _DELETE else c.value
+    if replaces_all:
+        for key in CAPPED_CONFIGS:
+            changes.setdefault(key, None)
+    return changes
+
+
+_DELETE = 1  # IncrementalAlterConfigs' config_operation
+
+
+def _broker_configs(result):
+    """A BROKER resource's configs cut to TENANT_BROKER_CONFIGS."""
+    if not hasattr(result, "configs"):
+        return result
+    kept = []
+    for c in result.configs:
+        if c.name in TENANT_BROKER_CONFIGS:
+            if getattr(c, "synonyms", None):
+                c = replace(c, synonyms=tuple(
+                    s for s in c.synonyms if s.name in TENANT_BROKER_CONFIGS))
+            kept.append(c)
+    return replace(result, configs=tuple(kept))
+
+
+def configs_response(services, rctx, response):
+    field_name = "results" if hasattr(response, "results") else "responses"
+    items = []
+    for r in getattr(response, field_name):
+        refused = rctx.config_refusals.get(r.resource_name)
+        if refused is not None:
+            original_type, code, message = refused
+            logical = rctx.refusal(TOPIC, r.resource_name).logical
+            changes = dict(resource_type=original_type, resource_name=logical,
+                           error_code=code, error_message=message)
+            if hasattr(r, "configs"):
+                changes["configs"] = ()
+            items.append(replace(r, **changes))
+            continue
+        kind = _RESOURCE_KINDS.get(r.resource_type)
+        if kind is not None:
+            found = rctx.refusal(kind, r.resource_name)
+            if found is not None:
+                r = replace(r, resource_name=found.logical, error_message=found.reason)
+                if found.code is not None:
+                    r = replace(r, error_code=ErrorCode(found.code))
+                    if hasattr(r, "configs"):
+                        r = replace(r, configs=())
+            else:
+                r = replace(r, resource_name=rctx.to_logical(kind, r.resource_name),
+                            error_message=rctx.namespace.scrub(r.error_message))
+        elif r.resource_type == RESOURCE_BROKER:
+            r = _broker_configs(replace(r, error_message=None
+                                        if r.error_code == 0 else r.error_message))
+        items.append(r)
+    return replace(response, **{field_name: tuple(items)})

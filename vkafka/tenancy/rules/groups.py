@@ -1,0 +1,168 @@
+# -*- test-case-name: tests.test_rules -*-
+"""Rules for group and transaction APIs beyond the plain walk: coordinators,
+commits that would create a group, KIP-848 regex subscriptions and
+assignments, ListTransactions' id pattern."""
+
+from dataclasses import replace
+
+from kio.schema.errors import ErrorCode
+from kio.static.primitive import i32
+
+
+from ..metadata_cache import made_of
+from ..naming import GROUP, TOPIC, TRANSACTION
+from ..patterns import InvalidPattern, alternation, fullmatch, names_of
+from ..walker import rewrite_request as walk_request
+from ..walker import rewrite_response as walk_response
+from .addresses import rewrite_find_coordinator
+from .common import logical_topics
+
+
+def offset_fetch_request(services, rctx, request):
+    """Offsets of every topic (null topics) include concentrated topics'."""
+    rctx.note_concentrated(rctx.namespace.concentrated())
+    return walk_request(request, rctx)
+
+
+_COORDINATOR_KINDS = {0: GROUP, 1: TRANSACTION}
+
+
+def find_coordinator_request(services, rctx, request):
+    key_type = getattr(request, "key_type", 0)  # v0 has groups only
+    rctx.coordinator_kind = key_type  # the response's keys are renamed by this kind
+    kind = _COORDINATOR_KINDS.get(key_type)
+
+    def physical(key):
+        if kind is None:
+            return rctx.decoy_name(GROUP, key, "only group and transaction "
+                                   "coordinators are available")
+        return rctx.to_physical(kind, key)
+
+    if hasattr(request, "coordinator_keys"):
+        return replace(request, coordinator_keys=tuple(
+            physical(k) for k in request.coordinator_keys))
+    return replace(request, key=physical(request.key))
+
+
+def find_coordinator_response(services, rctx, response):
+    kind = _COORDINATOR_KINDS.get(rctx.coordinator_kind, GROUP)
+    if hasattr(response, "coordinators"):
+        items = []
+        for c in response.coordinators:
+            found = rctx.refusal(kind, c.key) or rctx.refusal(GROUP, c.key)
+            if found is not None:
+                items.append(replace(c, key=found.logical, node_id=-1, host="",
+                                     port=-1, error_code=ErrorCode.invalid_request,
+                                     error_message=found.reason))
+            else:
+                items.append(replace(c, key=rctx.to_logical(kind, c.key)))
+        response = replace(response, coordinators=tuple(items))
+    elif rctx.refusals:
+        _, found = next(rctx.all_refusals())
+        response = replace(response, node_id=-1, host="", port=-1,
+                           error_code=ErrorCode.invalid_request,
+                           error_message=found.reason)
+    return rewrite_find_coordinator(services, rctx, response)
+
+
+def unknown_id_created(field, kind):
+    """A request for which the broker creates what an unknown *field* names
+    (a join, a KIP-848 heartbeat, a new transactional producer): a refused id
+    goes as the empty string, which the broker refuses, creating nothing."""
+    def rewrite(services, rctx, request):
+        value = getattr(request, field, None)
+        if value and rctx.refusal(kind, value) is not None:
+            request = replace(request, **{field: rctx.empty_decoy(kind, value)})
+        return request
+    return rewrite
+
+
+def commit_needs_a_group(services, rctx, request):
+    """A simple offset commit (generation -1) creates the group it names; a
+    refused group id is sent with generation 0 instead, which the broker
+    answers as for a group that does not exist (GROUP_ID_NOT_FOUND or
+    ILLEGAL_GENERATION), creating nothing."""
+    if rctx.refusal(GROUP, request.group_id) is not None:
+        for name in ("generation_id_or_member_epoch", "generation_id"):
+            if getattr(request, name, 0) < 0:
+                request = replace(request, **{name: i32(0)})
+    return request
+
+
+def heartbeat_request(services, rctx, request):
+    """KIP-848: names walked; a regex subscription is matched by the gateway
+    over the tenant's logical topic names (tenancy/patterns.py) and the broker
+    gets the exact alternation of the matching physical names, kept current
+    at each heartbeat."""
+    request = unknown_id_created("group_id", GROUP)(
+        services, rctx, walk_request(request, rctx))
+    if not hasattr(request, "subscribed_topic_regex"):  # v0: no regex
+        return request
+    subscriptions = services.regex_subscriptions
+    key = (rctx.namespace.name, request.group_id, request.member_id)
+    if request.member_epoch < 0:  # leaving
+        subscriptions.forget(key)
+        return request
+    regex = request.subscribed_topic_regex
+    if regex is not None:
+        if regex == "":
+            subscriptions.forget(key)
+            return request
+        subscriptions.subscribe(key, regex)
+    topology, namespace = services.topology, rctx.namespace
+    found = subscriptions.broker_regex(
+        key, made_of(topology, namespace), lambda: logical_topics(topology, namespace))
+    if found is not None and (regex is not None or found[1]):
+        request = replace(request, subscribed_topic_regex=found[0])
+    return request
+
+
+def group_describe_response(services, rctx, response):
+    """Members' regexes shown as the client sent them (or, for a member this
+    gateway does not know, the logical names our alternation holds)."""
+    response = walk_response(response, rctx)
+    subscriptions, namespace = services.regex_subscriptions, rctx.namespace
+
+    def shown(group, member):
+        regex = member.subscribed_topic_regex
+        if not regex:
+            return regex
+        original = subscriptions.pattern((namespace.name, group, member.member_id))
+        if original is not None:
+            return original
+        names = names_of(regex)
+        if names is None:
+            return None
+        logical = [n for n in map(lambda p: namespace.logical(TOPIC, p), names) if n]
+        return alternation(logical)
+
+    groups = []
+    for g in response.groups:
+        physical = rctx.to_physical(GROUP, g.group_id) if g.group_id else ""
+        members = tuple(replace(m, subscribed_topic_regex=shown(physical, m))
+                        for m in g.members)
+        groups.append(replace(g, members=members))
+    return replace(response, groups=tuple(groups))
+
+
+def list_transactions_request(services, rctx, request):
+    """The id pattern is applied by the gateway (RE2, linear time) to the
+    tenant's logical ids; the broker lists without it."""
+    rctx.id_pattern = getattr(request, "transactional_id_pattern", None)
+    if rctx.id_pattern is not None:
+        request = replace(request, transactional_id_pattern=None)
+    return request
+
+
+def list_transactions_response(services, rctx, response):
+    response = walk_response(response, rctx)
+    if rctx.id_pattern:
+        try:
+            kept = set(fullmatch(rctx.id_pattern, [t.transactional_id
+                                               for t in response.transaction_states]))
+        except InvalidPattern:
+            return replace(response, error_code=ErrorCode.invalid_regular_expression,
+                           transaction_states=())
+        response = replace(response, transaction_states=tuple(
+            t for t in response.transaction_states if t.transactional_id in kept))
+    return response

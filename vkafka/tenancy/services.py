@@ -1,0 +1,40 @@
+# -*- test-case-name: tests.test_tenant_splice -*-
+"""What a rule may use besides its request: the narrow services.
+
+A rule sees the message, its request context and this, never the client
+connection or the gateway: what it can change is listed here, so a reader
+knows every side effect a rewrite can have.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(slots=True)
+class Services:
+    topology: object
+    """The brokers, their gateway addresses and the topic names and ids the
+    gateway has seen (proxy/topology.py)."""
+    clock: object
+    """``seconds()``: the reactor's clock."""
+    rules: dict
+    """The rule table this connection is served by (ApiVersions is cut to it)."""
+    refresher: object = None
+    """Fetches a new topic listing in the background (None under some tests)."""
+    metadata_answers: object = None
+    """Recent all-topics Metadata answers, per tenant (metadata_cache.py)."""
+    regex_subscriptions: object = None
+    """KIP-848 members' regex subscriptions (patterns.py)."""
+    state: object = None
+    """The shared gateway state: creates concentrated topics' mappings."""
+    concentration_gaps: dict | None = None
+    """(virtual topic, partition) -> offsets known to hold none of its records."""
+    forget_alias: Callable | None = None
+    """``(namespace, logical)``: a tenant deleted an aliased topic."""
+    limits_of: Callable | None = None
+    """``(virtual cluster) -> state.limits.Limits`` (None: no limits anywhere)."""
+    fetch_sessions: object = None
+    """This connection's fetch sessions (sessions.py), made at its first Fetch."""
+    concentrated_fetches: dict | None = None
+    """This connection's fetch session's concentrated topics: physical topic
+    (name or id) -> (virtual name, alias) (concentration/)."""
