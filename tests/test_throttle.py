@@ -63,6 +63,8 @@ class BucketTests(unittest.TestCase):
         from vkafka.filters.throttle import Bucket
         clock = Clock()
         bucket = Bucket(1000, clock.seconds)  # 1000/s, one second of burst
+        self.assertAlmostEqual(bucket.take(100), 0.1)  # empty at first
+        clock.advance(2)
         self.assertEqual(bucket.take(1000), 0.0)  # the burst
         self.assertAlmostEqual(bucket.take(500), 0.5)
         clock.advance(0.5)
@@ -75,6 +77,7 @@ class BucketTests(unittest.TestCase):
         from vkafka.filters.throttle import Bucket
         clock = Clock()
         bucket = Bucket(1000, clock.seconds)
+        clock.advance(1)
         bucket.take(2000)  # one second in debt at 1000/s
         bucket.set_rate(500)
         self.assertAlmostEqual(bucket.take(0), 2.0)  # 1000 owed at 500/s
@@ -96,7 +99,7 @@ class SharesTests(unittest.TestCase):
         self.shares = RateShares("gw1", self.state, self.clock.seconds)
 
     def report(self, gateway, produce, age=0.0):
-        self.successResultOf(self.state.report_rate(gateway, "acme", {
+        self.successResultOf(self.state.store.put(f"rate/{gateway}/acme", {
             "produce_bytes_per_second": produce, "fetch_bytes_per_second": 0,
             "requests_per_second": 0, "at": self.clock.seconds() - age}))
 
@@ -116,9 +119,14 @@ class SharesTests(unittest.TestCase):
         self.assertEqual(self.shares.shares("acme", {"produce_bytes_per_second": 1})
                          ["produce_bytes_per_second"], 1.0)
 
-    def test_fallback_equal_share_of_those_seen(self):
-        self.report("gw2", 300, age=30)
-        self.report("gw3", 0, age=10)
+    def alive(self, gateway, age=0.0):
+        self.successResultOf(self.state.store.put(
+            f"gateway/{gateway}", {"at": self.clock.seconds() - age}))
+
+    def test_fallback_equal_share_of_the_live(self):
+        self.alive("gw2", age=10)
+        self.alive("gw3", age=5)
+        self.alive("gw4", age=60)  # gone
         self.shares._published(False)
         self.assertTrue(self.shares.fallback)
         self.assertAlmostEqual(self.shares.shares("acme", {})
@@ -126,13 +134,48 @@ class SharesTests(unittest.TestCase):
         self.shares._published(True)
         self.assertFalse(self.shares.fallback)
 
+    def test_warm_up_equal_share(self):
+        """A gateway's first seconds with a tenant: the others' reports cannot
+        have arrived yet, so it takes an equal share of the live gateways'."""
+        self.alive("gw2")
+        tenant = self.shares.tenant("acme")
+        self.assertAlmostEqual(tenant.buckets["produce_bytes_per_second"].rate, 500)
+        self.clock.advance(3)
+        self.shares.tick()  # gw2 reported nothing for acme: all of it
+        self.assertAlmostEqual(tenant.buckets["produce_bytes_per_second"].rate, 1000)
+
+    def test_demand_counts_what_is_owed(self):
+        """A gateway whose clients are held back asks for more than it served."""
+        tenant = self.shares.tenant("acme")
+        self.clock.advance(1)
+        tenant.request(0, 1500)  # 1000 of burst, 500 owed
+        demand = tenant.demand(1.0)
+        self.assertAlmostEqual(demand["produce_bytes_per_second"], 2000)
+
+    def test_idle_gateway_goes_quiet(self):
+        tenant = self.shares.tenant("acme")
+        self.clock.advance(1)
+        tenant.request(0, 10)
+        self.shares.tick()
+        self.assertIn(("gw1", "acme"), self.state.rate_reports)
+        self.clock.advance(5)
+        self.shares.tick()  # nothing wanted: one zero report...
+        at = self.state.rate_reports[("gw1", "acme")]["at"]
+        self.assertEqual(self.state.rate_reports[("gw1", "acme")]
+                         ["produce_bytes_per_second"], 0)
+        self.clock.advance(1)
+        self.shares.tick()  # ...then quiet
+        self.assertEqual(self.state.rate_reports[("gw1", "acme")]["at"], at)
+
     def test_tick_publishes_and_resets(self):
         tenant = self.shares.tenant("acme")
+        self.clock.advance(1)  # a second of burst: nothing owed
         tenant.request(0, 400)
         self.shares.tick()
         key = ("gw1", "acme")
         self.assertEqual(self.state.rate_reports[key]["produce_bytes_per_second"], 400)
         self.assertEqual(tenant.observed["produce_bytes_per_second"], 0)
+        self.assertIn("gw1", self.state.gateways)  # and it says it is alive
 
     def test_unlimited_tenant_not_published(self):
         self.shares.tenant("other")

@@ -1,19 +1,22 @@
-# -*- test-case-name: tests.test_throttle -*-
 """A virtual cluster's rate, split between the gateways that serve it.
 
-Every second each gateway publishes what it observed of each limited
-tenant (bytes produced and fetched, requests) as a ``rate/<gateway>/<vc>``
-record of the state topic, which every gateway follows.  Each then takes a
-share of every limit in proportion to its demand, with a small floor so a
-gateway whose clients just arrived is not starved:
+Every second each gateway publishes what its clients of each rate-limited
+tenant wanted (what it served, and what it still owes beyond its share) as a
+``rate/<gateway>/<vc>`` record of the state topic, which every gateway
+follows; every five seconds it also says it is alive (``gateway/<id>``).
+Each then takes a share of every limit in proportion to its demand, with a
+small floor so a gateway whose clients just arrived is not starved:
 
     share = (own demand + f) / (every gateway's demand + n f),  f = 5 % of the limit
 
-The shares of the n gateways that reported in the last 3 seconds add up to
-1, so the tenant's total stays within its limit, one second behind a change
-in where its clients are.  A gateway that cannot publish (the state topic
-is unreachable) cannot know the others' demand: it falls back to an equal
-share among the gateways it last saw, and says so in its metrics.
+over the n gateways that reported in the last 3 seconds.  The shares add up
+to 1, so the tenant's total stays within its limit, a second or two behind
+a change in where its clients are.  In its first seconds with a tenant
+(before the others' reports can have arrived) a gateway takes an equal
+share among the live gateways.  An idle gateway stops reporting, so it
+keeps no part of the limit.  A gateway that cannot publish (the state topic
+is unreachable) cannot know the others' demand: it takes an equal share
+among the gateways it last saw alive, and says so in its metrics.
 """
 
 from twisted.internet.task import LoopingCall
@@ -23,9 +26,10 @@ from .throttle import TenantRates
 
 INTERVAL = 1.0
 FRESH = 3.0
-"""Seconds a gateway's report counts in the split."""
-SEEN = 60.0
-"""Seconds a gateway counts as one of those sharing a fallback."""
+"""Seconds a gateway's report counts in the split; also a new tenant's warm-up."""
+ALIVE_EVERY = 5.0
+ALIVE = 15.0
+"""Seconds a gateway counts as live after it last said so."""
 FLOOR = 0.05
 
 
@@ -43,13 +47,16 @@ class RateShares:
         self.fallback = False
         """Publishing failed last time: shares are the fallback's."""
         self._loop = None
+        self._alive_at = float("-inf")
+        self._reported = {}
+        """vc -> whether its last report said it wanted something."""
 
     def tenant(self, vc):
         """The TenantRates of *vc* (made with its current limits)."""
         rates = self.tenants.get(vc)
         if rates is None:
             rates = self.tenants[vc] = TenantRates(self.clock)
-            self._apply(vc, rates, {})
+            self._apply(vc, rates, {})  # the warm-up's equal share
         return rates
 
     def start(self, reactor):
@@ -62,20 +69,24 @@ class RateShares:
             self._loop.stop()
 
     def tick(self):
-        """Publish what each limited tenant used; take new shares."""
+        """Publish what each limited tenant wanted; take new shares."""
         now = self.clock()
+        if now - self._alive_at >= ALIVE_EVERY:
+            self._alive_at = now
+            self._publish(f"gateway/{self.gateway_id}", {"at": now})
         for vc, rates in list(self.tenants.items()):
-            observed = rates.report()
             limited = self.state.limits_of(vc).rates
             if not any(getattr(limited, d) for d in TenantRates.DIMENSIONS):
                 rates.set(limited, {})
                 continue
-            demand = {d: observed[d] / INTERVAL for d in TenantRates.DIMENSIONS}
-            self._publish(vc, demand, now)
+            demand = rates.demand(INTERVAL)
+            if any(demand.values()) or self._reported.get(vc):
+                self._reported[vc] = any(demand.values())  # one zero, then quiet
+                self._publish(f"rate/{self.gateway_id}/{vc}", {**demand, "at": now})
             self._apply(vc, rates, demand)
 
-    def _publish(self, vc, demand, now):
-        d = self.state.report_rate(self.gateway_id, vc, {**demand, "at": now})
+    def _publish(self, key, value):
+        d = self.state.store.put(key, value)
         d.addCallbacks(lambda _: self._published(True),
                        lambda f: self._published(False, f))
 
@@ -89,21 +100,28 @@ class RateShares:
             self.metrics.rate_fallback.set(1 if self.fallback else 0)
 
     def _apply(self, vc, rates, demand):
-        shares = self.shares(vc, demand)
-        rates.set(self.state.limits_of(vc).rates, shares)
-        if self.metrics is not None and rates.limited:
+        limits = self.state.limits_of(vc).rates
+        shares = self.shares(vc, demand, rates.since)
+        rates.set(limits, shares)
+        if self.metrics is not None:
             for dimension, share in shares.items():
-                self.metrics.rate_share.labels(vc, dimension).set(share)
+                if getattr(limits, dimension) is not None:
+                    self.metrics.rate_share.labels(vc, dimension).set(share)
 
-    def shares(self, vc, demand):
+    def live_gateways(self):
+        """The gateways that said they are alive lately, this one included."""
+        now = self.clock()
+        others = {gw for gw, r in self.state.gateways.items()
+                  if gw != self.gateway_id and now - r.get("at", 0) < ALIVE}
+        return 1 + len(others)
+
+    def shares(self, vc, demand, since=None):
         """Dimension -> this gateway's share (0..1] of *vc*'s limit."""
         now = self.clock()
-        reports = {gw: r for (gw, v), r in self.state.rate_reports.items()
-                   if v == vc and gw != self.gateway_id}
-        if self.fallback:
-            seen = sum(1 for r in reports.values() if now - r.get("at", 0) < SEEN)
-            return dict.fromkeys(TenantRates.DIMENSIONS, 1.0 / (1 + seen))
-        fresh = [r for r in reports.values() if now - r.get("at", 0) < FRESH]
+        if self.fallback or (since is not None and now - since < FRESH):
+            return dict.fromkeys(TenantRates.DIMENSIONS, 1.0 / self.live_gateways())
+        fresh = [r for (gw, v), r in self.state.rate_reports.items()
+                 if v == vc and gw != self.gateway_id and now - r.get("at", 0) < FRESH]
         limits = self.state.limits_of(vc).rates
         shares = {}
         for d in TenantRates.DIMENSIONS:

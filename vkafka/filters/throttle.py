@@ -20,14 +20,15 @@ FETCH = 1
 
 
 class Bucket:
-    """A token bucket of *rate* per second that holds one second of burst;
+    """A token bucket of *rate* per second that holds one second of burst
+    (empty at first: gateways starting together must not each burst);
     ``take`` answers how long the caller must wait for what it took."""
 
     __slots__ = ("rate", "tokens", "at", "clock")
 
     def __init__(self, rate, clock):
         self.rate = rate
-        self.tokens = rate
+        self.tokens = 0.0
         self.clock = clock
         self.at = clock()
 
@@ -41,6 +42,12 @@ class Bucket:
         self._fill()
         self.tokens -= amount
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    @property
+    def debt(self):
+        """What was taken beyond the rate and is not paid back yet."""
+        self._fill()
+        return max(0.0, -self.tokens)
 
     def _fill(self):
         now = self.clock()
@@ -61,7 +68,8 @@ class TenantRates:
         """Dimension -> Bucket, for the dimensions limited."""
         self.observed = dict.fromkeys(self.DIMENSIONS, 0)
         """Dimension -> amount since the last report."""
-        self.throttled_seconds = 0.0
+        self.since = clock()
+        """When it was made: its first seconds are a warm-up (shares.py)."""
 
     def set(self, rates, shares):
         """The limit *rates* (a Rates), of which this gateway has *shares*
@@ -87,33 +95,32 @@ class TenantRates:
         delay = self._take("requests_per_second", 1)
         if api_key == PRODUCE:
             delay = max(delay, self._take("produce_bytes_per_second", size))
-        return self._throttled(delay)
+        return delay
 
     def fetched(self, size):
         """Seconds to throttle the client for a Fetch response of *size* bytes."""
-        return self._throttled(self._take("fetch_bytes_per_second", size))
+        return self._take("fetch_bytes_per_second", size)
 
     def response(self, pending, frame):
-        """(*frame* saying the throttle its request earned, seconds to hold the
-        connection's reads); a Fetch response's bytes count here."""
-        delay = pending.throttle
-        if pending.api_key == FETCH:
-            delay = max(delay, self.fetched(len(frame) + 4))
+        """(*frame* saying the throttle its request earned, seconds more to
+        hold the connection's reads): a Fetch response's bytes count here;
+        the request's own throttle was held when it was forwarded."""
+        fetched = self.fetched(len(frame) + 4) if pending.api_key == FETCH else 0.0
+        delay = max(pending.throttle, fetched)
         if delay <= 0:
             return frame, 0.0
         ms = min(math.ceil(delay * 1000), 2 ** 31 - 1)
-        return throttled(frame, pending.api_key, pending.api_version, ms), delay
+        return throttled(frame, pending.api_key, pending.api_version, ms), fetched
 
     def _take(self, name, amount):
         self.observed[name] += amount
         bucket = self.buckets.get(name)
         return 0.0 if bucket is None else bucket.take(amount)
 
-    def _throttled(self, delay):
-        self.throttled_seconds += delay
-        return delay
-
-    def report(self):
-        """What was observed since the last report (then starts again)."""
+    def demand(self, interval):
+        """Per second, what this gateway's clients wanted since the last call:
+        what was served, and what is still owed beyond the rate (so a gateway
+        whose clients are held back asks for more), then starts again."""
         observed, self.observed = self.observed, dict.fromkeys(self.DIMENSIONS, 0)
-        return observed
+        return {d: (observed[d] + (self.buckets[d].debt if d in self.buckets else 0))
+                / interval for d in self.DIMENSIONS}

@@ -375,10 +375,10 @@ class ClientConnection(protocol.Protocol):
         """A throttled tenant: read nothing more from this client for
         *seconds* (KIP-219: the broker mutes the channel the same way)."""
         if seconds > 0:
+            added = self.valve.hold_for("throttle", seconds, self.gateway.reactor)
             if self.metrics is not None:
                 self.gateway.metrics.throttled.labels(
-                    self.metrics.vcluster).value += seconds
-            self.valve.hold_for("throttle", seconds, self.gateway.reactor)
+                    self.metrics.vcluster).value += added
 
     # lifecycle
 

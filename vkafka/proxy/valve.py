@@ -33,14 +33,19 @@ class Valve:
                 self.transport.resumeProducing()
 
     def hold_for(self, reason, seconds, reactor):
-        """Hold for *seconds* from now (or longer, if already held longer)."""
+        """Hold for *seconds* from now (or longer, if already held longer);
+        returns the seconds this added to the hold."""
+        now = reactor.seconds()
+        held_until = now
         timer = self._timers.get(reason)
         if timer is not None and timer.active():
-            if timer.getTime() >= reactor.seconds() + seconds:
-                return
+            held_until = timer.getTime()
+            if held_until >= now + seconds:
+                return 0.0
             timer.cancel()
         self.hold(reason)
         self._timers[reason] = reactor.callLater(seconds, self.release, reason)
+        return now + seconds - held_until
 
     def stop(self):
         """The connection closed: no timer outlives it."""

@@ -60,11 +60,13 @@ class GatewayState:
         self.limits = {}
         """vc -> Limits, for the virtual clusters that have some."""
         self.limits_listeners = []
-        self.rate_reports = {}
-        """(gateway id, vc) -> what that gateway last observed of the tenant's
-        rates (filters/shares.py splits the limits by it)."""
         """``(vc, Limits)`` callables, called as each ``limits/<vc>`` record is
         applied (``Limits.NONE`` when deleted): gateways change limits live."""
+        self.gateways = {}
+        """Gateway id -> when it last said it is alive (filters/shares.py)."""
+        self.rate_reports = {}
+        """(gateway id, vc) -> what that gateway last wanted of the tenant's
+        rates (filters/shares.py splits the limits by it)."""
         self.topic_exists = None
         """``physical name -> Deferred[partitions, 0 if missing]``; None skips
         the check (unit tests)."""
@@ -151,14 +153,17 @@ class GatewayState:
         elif isinstance(value, dict):
             self.rate_reports[(gateway, vc)] = value
 
-    def report_rate(self, gateway, vc, value):
-        """Publish what *gateway* observed of *vc*'s rates (a Deferred)."""
-        return self.store.put(f"rate/{gateway}/{vc}", value)
+    def _apply_gateway(self, gateway, value):
+        if value is None:
+            self.gateways.pop(gateway, None)
+        elif isinstance(value, dict):
+            self.gateways[gateway] = value
+
 
     _APPLIERS = {"vcluster": _apply_vcluster, "account": _apply_account,
                  "revocation": _apply_revocation, "rule": _apply_rule,
                  "mapping": _apply_mapping, "limits": _apply_limits,
-                 "rate": _apply_rate}
+                 "rate": _apply_rate, "gateway": _apply_gateway}
 
     # queries
 
