@@ -2,8 +2,9 @@
 """Serve the real admin API on a localhost port, state in memory (no Kafka).
 
 For tests that need a real HTTP server (schemathesis): the same resource
-tree as the gateway's admin port, a ``MemoryStore``-backed state and the
-demo's plain user ``admin:conduktor``.  Prints ``listening on <url>`` once
+tree as the gateway's admin port, a ``MemoryStore``-backed state, usage
+measured on a cluster in memory (tests/usage_fakes.py) and the demo's plain
+user ``admin:conduktor``.  Prints ``listening on <url>`` once
 it accepts connections; stops on its own after ``--lifetime`` seconds.
 
     .venv/bin/python tests/admin_server.py --lifetime 300   # any free port
@@ -33,11 +34,13 @@ def main(argv=None):
     from vkafka.state.model import GatewayState
     from vkafka.state.store import MemoryStore
     from vkafka.tenancy.vclusters import VirtualClusters
+    from tests.usage_fakes import make_usage
 
     state = GatewayState(MemoryStore(), TokenAuthority("s" * 32, time.time),
                          VirtualClusters(), time.time)
     checker = UserChecker(parse_users("admin:conduktor", allow_plain=True))
-    root = admin_root(state, checker, lambda: (None, {"brokers": [1]}))
+    root = admin_root(state, checker, lambda: (None, {"brokers": [1]}),
+                      usage=make_usage(state, time.time))
     site = Site(root)
     site.noisy = False
     first, last = (int(p) for p in (args.ports + "-" + args.ports).split("-")[:2])

@@ -17,6 +17,8 @@ from vkafka.state.model import GatewayState
 from vkafka.state.store import MemoryStore
 from vkafka.tenancy.vclusters import VirtualClusters
 
+from .usage_fakes import FakeCluster, make_usage
+
 BASE = "http://gw/admin/vclusters/v1"
 ADMIN = ("admin", "conduktor")
 VIEWER = ("viewer", "look")
@@ -36,7 +38,9 @@ def make_checker():
     return UserChecker(users, run_blocking=lambda f, *a: f(*a))
 
 
-def make_api(ready=True, throttle=None):
+def make_api(ready=True, throttle=None, cluster=None):
+    """The admin API over in-memory state; its usage inventory asks *cluster*
+    (a usage_fakes.FakeCluster)."""
     clock = Clock()
     store = MemoryStore()
     authority = TokenAuthority("z" * 32, clock)
@@ -45,7 +49,8 @@ def make_api(ready=True, throttle=None):
     health = (lambda: (None, {"brokers": [1]})) if ready else (
         lambda: ("cannot reach the Kafka cluster: refused", {"brokers": []}))
     root = admin_root(state, checker, health,
-                      throttle=LoginThrottle(clock) if throttle is None else throttle)
+                      throttle=LoginThrottle(clock) if throttle is None else throttle,
+                      usage=make_usage(state, clock, cluster or FakeCluster()))
     return StubTreq(root), state, store, authority
 
 
@@ -283,7 +288,8 @@ class OpenApiTests(unittest.TestCase):
 
     def test_documented_responses_exist(self):
         """Each documented (path, method, status) is produced by a request here."""
-        http, state, store, _ = make_api()
+        cluster = FakeCluster()
+        http, state, store, _ = make_api(cluster=cluster)
         documented = {(path, method, status)
                       for path, item in document()["paths"].items()
                       for method, op in item.items() if method != "parameters"
@@ -300,11 +306,22 @@ class OpenApiTests(unittest.TestCase):
             rules = f"{V1}/vcluster/{{vcluster}}/concentration-rules"
             rule = f"{rules}/{{rule}}"
             limits = f"{vc}/limits"
+            usage = f"{vc}/usage"
+            yield state.ensure_vcluster("lon")
+            cluster.down = True  # and no inventory taken yet
+            response = yield http.request("GET", f"http://gw{V1}/vcluster/lon/usage",
+                                          auth=ADMIN)
+            seen.add((usage, "get", str(response.code)))
+            cluster.down = False
             scenarios = [
                 ("/health", "get", "/health", None, None),
                 ("/admin/openapi.json", "get", "/admin/openapi.json", None, ADMIN),
                 ("/admin/dashboard", "get", "/admin/dashboard", None, ADMIN),
                 ("/admin/dashboard.json", "get", "/admin/dashboard.json", None, ADMIN),
+                ("/admin/dashboard.json", "get", "/admin/dashboard.json?vc=none", None,
+                 ADMIN),
+                ("/admin/dashboard.json", "get", "/admin/dashboard.json?vc=lon", None,
+                 ADMIN),
                 (V1, "get", V1, None, ADMIN),
                 (user, "post", f"{V1}/vcluster/lon/username/sa", {}, ADMIN),
                 (user, "post", f"{V1}/vcluster/lon/username/sa", {"x": 1}, ADMIN),
@@ -368,6 +385,12 @@ class OpenApiTests(unittest.TestCase):
                 (limits, "delete", f"{V1}/vcluster/lon/limits", None, ADMIN),
                 (limits, "delete", f"{V1}/vcluster/lon/limits", None, VIEWER),
                 (limits, "delete", f"{V1}/vcluster/no/limits", None, ADMIN),
+                (usage, "get", f"{V1}/vcluster/lon/usage", None, ADMIN),
+                (usage, "get", f"{V1}/vcluster/lon/usage?from=2026-02-30", None,
+                 ADMIN),
+                (usage, "get", f"{V1}/vcluster/no/usage", None, ADMIN),
+                (f"{V1}/usage", "get", f"{V1}/usage?format=csv", None, ADMIN),
+                (f"{V1}/usage", "get", f"{V1}/usage?format=xml", None, ADMIN),
                 (vc, "delete", f"{V1}/vcluster/lon", None, VIEWER),
                 (vc, "delete", f"{V1}/vcluster/lon", None, ADMIN),
                 (vc, "delete", f"{V1}/vcluster/lon", None, ADMIN),

@@ -34,12 +34,24 @@ EXCLUDED_CHECKS = {
 }
 # Rules between fields that a JSON schema cannot state are a 400 for data the
 # schema allows: limits with replicationFactorMin above replicationFactorMax,
-# a namePattern RE2 refuses, a config key both allowed and forbidden.
+# a namePattern RE2 refuses, a config key both allowed and forbidden; a usage
+# period whose from is not before its to, or beyond the 35 days kept, or a
+# date the calendar has not (2026-02-30).
 CONFIG = """
 [[operations]]
 include-name = "POST /admin/vclusters/v1/vcluster/{vcluster}/limits"
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+[[operations]]
+include-name = "GET /admin/vclusters/v1/vcluster/{vcluster}/usage"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "400", "401", "404", "429", "5xx"]
+
+[[operations]]
+include-name = "GET /admin/vclusters/v1/usage"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "400", "401", "429", "5xx"]
 """
 
 

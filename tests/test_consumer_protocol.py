@@ -425,15 +425,16 @@ class RowTests(Base):
     def test_rows_in_tenant_table(self):
         """rules.py routes JoinGroup, SyncGroup and DescribeGroups through here."""
         from vkafka.tenancy.rules import tenant_rules
+        from vkafka.tenancy.services import Services
         table = tenant_rules()
         self.assertIs(table[14].rewrite_request, cp.sync_group_request)
-        ctx = self.ctx()
-        sent = table[11].rewrite_request(None, ctx, join_request(9, "g", "consumer",
-                                                                 [b"x"]))
+        ctx, services = self.ctx(), Services(None, None, table)
+        sent = table[11].rewrite_request(services, ctx, join_request(9, "g", "consumer",
+                                                                     [b"x"]))
         self.assertEqual(sent.group_id, "")  # refused: a join the broker refuses
-        response = table[11].rewrite_response(None, ctx, join_response(9, []))
+        response = table[11].rewrite_response(services, ctx, join_response(9, []))
         self.assertEqual(response.error_code, ErrorCode.inconsistent_group_protocol)
-        response = table[15].rewrite_response(None, self.ctx(), _described(
+        response = table[15].rewrite_response(services, self.ctx(), _described(
             cp.encode(assignment(0, [("londonsecret", [0])]))))
         self.assertEqual(response.groups[0].members[0].member_assignment,
                          cp.encode(assignment(0, [])))

@@ -16,7 +16,7 @@ import vkafka
 
 PACKAGE = pathlib.Path(vkafka.__file__).parent
 SUBPACKAGES = ("vkafka.auth", "vkafka.tenancy", "vkafka.state", "vkafka.proxy",
-               "vkafka.admin", "vkafka.protocol")
+               "vkafka.admin", "vkafka.protocol", "vkafka.usage")
 
 
 def modules():
@@ -179,8 +179,8 @@ class LayerTests(unittest.TestCase):
         self.assertEqual(report(self.graph, "modules"), "")
 
     def test_no_package_cycles(self):
-        """No package (auth, tenancy, state, proxy, admin, protocol, and the
-        top-level modules) imports one that imports it back."""
+        """No package (auth, tenancy, state, proxy, admin, protocol, usage, and
+        the top-level modules) imports one that imports it back."""
         packages = package_graph(self.graph)
         for name in SUBPACKAGES:
             self.assertIn(name, packages)

@@ -6,6 +6,7 @@ from twisted.trial import unittest
 from vkafka.state.limits import Limits
 from vkafka.state import policy
 from vkafka.state.policy import Holdings
+from vkafka.tenancy.naming import GROUP
 
 LIMITS = Limits.from_json({
     "capacity": {"topics": 3, "partitions": 10, "partitionsPerTopic": 4},
@@ -100,3 +101,60 @@ class ChangeTests(unittest.TestCase):
                          {"retention.ms": "10", "retention.bytes": "5000"})
         configs = {}
         self.assertIs(policy.capped_defaults(Limits.NONE, configs), configs)
+
+
+class GroupCapacityTests(unittest.TestCase):
+    """capacity.consumerGroups: a request that would make a new group beyond
+    the limit has its group refused (POLICY_VIOLATION); existing groups and
+    members of them go on."""
+
+    def rewrite(self, request, known):
+        from vkafka.tenancy.context import RequestContext
+        from vkafka.tenancy.rules import groups
+        from vkafka.tenancy.services import Services
+        from vkafka.tenancy.vclusters import VirtualClusters
+        limits = Limits.from_json({"capacity": {"consumerGroups": 2}})
+        services = Services(None, None, {}, limits_of=lambda vc: limits,
+                            group_ids=lambda: known)
+        rctx = RequestContext(VirtualClusters().namespace("acme"), {})
+        return groups.within_group_capacity(services, rctx, request), rctx
+
+    def join(self, group):
+        from kio.schema.join_group.v9.request import JoinGroupRequest
+        from kio.static.primitive import i32Timedelta
+        import datetime
+        return JoinGroupRequest(
+            group_id=group, session_timeout=i32Timedelta.parse(datetime.timedelta(10)),
+            rebalance_timeout=i32Timedelta.parse(datetime.timedelta(10)),
+            member_id="", group_instance_id=None, protocol_type="consumer",
+            protocols=(), reason=None)
+
+    def test_table(self):
+        full = {"acmea", "acmeb", "othera"}
+        cases = [  # (physical group, groups known, refused)
+            ("acmec", full, True),           # a third group of acme
+            ("acmea", full, False),          # an existing one
+            ("acmec", {"acmea", "othera"}, False),  # room for one more
+            ("acmec", None, False),          # no inventory yet
+        ]
+        for group, known, refused in cases:
+            out, rctx = self.rewrite(self.join(group), known)
+            found = rctx.refusal(GROUP, out.group_id)
+            self.assertEqual(found is not None, refused, (group, known))
+            if refused:
+                self.assertEqual((found.logical, found.code), ("c", policy.POLICY_VIOLATION))
+                self.assertIn("holds 2, its limit is 2", found.reason)
+
+    def test_members_of_a_group_not_checked(self):
+        """A commit by a member (generation >= 0) or a KIP-848 heartbeat of a
+        member (epoch > 0) makes no group."""
+        from kio.schema.offset_commit.v9.request import OffsetCommitRequest
+        from kio.static.primitive import i32
+        request = OffsetCommitRequest(group_id="acmec", generation_id_or_member_epoch=i32(3),
+                                      member_id="m", group_instance_id=None, topics=())
+        out, _ = self.rewrite(request, {"acmea", "acmeb"})
+        self.assertEqual(out.group_id, "acmec")
+        simple = OffsetCommitRequest(group_id="acmec", generation_id_or_member_epoch=i32(-1),
+                                     member_id="", group_instance_id=None, topics=())
+        out, _ = self.rewrite(simple, {"acmea", "acmeb"})
+        self.assertNotEqual(out.group_id, "acmec")

@@ -239,3 +239,39 @@ class ThrottledSpliceTests(unittest.TestCase):
         case.login()
         case.produce(13, own, 5)
         self.assertEqual(case.transport.producerState, "producing")
+
+
+class ConnectionsAcrossGatewaysTests(unittest.TestCase):
+    """capacity.connections is the virtual cluster's total over every gateway."""
+
+    def setUp(self):
+        from vkafka.filters.shares import RateShares
+        from vkafka.proxy.gateway import Gateway
+        from vkafka.proxy.topology import Topology
+        from .test_limits import make_state
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.state = make_state()
+        self.successResultOf(self.state.ensure_vcluster("acme"))
+        self.successResultOf(self.state.put_limits(
+            "acme", {"capacity": {"connections": 3}}))
+        self.gateway = Gateway(self.clock, Topology([("k", 9092)], "gw", 6969, 3, 1),
+                               {})
+        self.gateway.state = self.state
+        self.gateway.rate_shares = RateShares(
+            "gw1", self.state, self.clock.seconds,
+            connections=lambda vc: self.gateway.per_vcluster.get(vc, 0))
+
+    def test_others_count(self):
+        self.successResultOf(self.state.store.put("rate/gw2/acme", {
+            "connections": 2, "at": self.clock.seconds()}))
+        self.assertTrue(self.gateway.admit_tenant("acme"))  # 2 there + 1 here
+        self.assertFalse(self.gateway.admit_tenant("acme"))
+        self.clock.advance(60)  # gw2 went quiet long ago: its count is gone
+        self.assertTrue(self.gateway.admit_tenant("acme"))
+
+    def test_own_count_published(self):
+        self.gateway.admit_tenant("acme")
+        self.gateway.rate_shares.tenant("acme")
+        self.gateway.rate_shares.tick()
+        self.assertEqual(self.state.rate_reports[("gw1", "acme")]["connections"], 1)

@@ -53,6 +53,15 @@ class Tally:
             child = self._children[values] = self.child()
         return child
 
+    def totals(self, *positions):
+        """The children's values summed by their labels at *positions*:
+        ``{(label, ...): sum}`` (the usage ledger reads them, vkafka/usage/)."""
+        out = {}
+        for values, child in list(self._children.items()):
+            key = tuple(values[i] for i in positions)
+            out[key] = out.get(key, 0) + child.value
+        return out
+
     def describe(self):
         return [CounterMetricFamily(self.name, self.documentation,
                                     labels=self.labelnames)]
@@ -138,6 +147,18 @@ class Metrics:
         self.rate_share = Gauge("vkafka_rate_share", "This gateway's share of a "
                                 "virtual cluster's rate limit", ["vcluster", "rate"],
                                 registry=r)
+        self.usage_topics = Gauge("vkafka_usage_topics", "Topics of the virtual "
+                                  "cluster (cluster-wide, this gateway's last "
+                                  "inventory)", ["vcluster"], registry=r)
+        self.usage_partitions = Gauge("vkafka_usage_partitions", "Partitions of the "
+                                      "virtual cluster's topics", ["vcluster"],
+                                      registry=r)
+        self.usage_groups = Gauge("vkafka_usage_consumer_groups", "Consumer groups "
+                                  "of the virtual cluster", ["vcluster"], registry=r)
+        self.usage_storage = Gauge("vkafka_usage_storage_bytes", "Bytes the brokers "
+                                   "store for the virtual cluster's topics (replicas: "
+                                   "all, or once: the largest replica of each "
+                                   "partition)", ["vcluster", "replicas"], registry=r)
         self.rate_fallback = Gauge("vkafka_rate_share_fallback", "1 when this gateway "
                                    "cannot publish its rates and takes an equal "
                                    "share of each limit", registry=r)

@@ -94,6 +94,9 @@ SETTINGS = [
      "allocator, lean epoll dispatch) (true/false; tests run without it)"),
     ("state-topic", "GATEWAY_STATE_TOPIC", "_vkafka_state", str,
      "Compacted topic that holds the gateways' shared state"),
+    ("usage-topic", "GATEWAY_USAGE_TOPIC", "_vkafka_usage", str,
+     "Compacted topic where the gateways write each virtual cluster's traffic by "
+     "hour (kept 35 days; docs/governance.md, Usage)"),
     ("refresh-interval", "GATEWAY_METADATA_REFRESH_SECONDS", 30.0, float,
      "Seconds between the gateway's own metadata refreshes"),
     ("metadata-cache", "GATEWAY_METADATA_CACHE_SECONDS", 1.0, float,
@@ -238,10 +241,13 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--admin-users / GATEWAY_ADMIN_API_USERS: {e}")
         from .names import GATEWAY_TOPIC_PREFIX, valid_topic_name
-        if not (valid_topic_name(self["state-topic"])
-                and self["state-topic"].startswith(GATEWAY_TOPIC_PREFIX)):
-            raise usage.UsageError(f"--state-topic: must be a topic name starting "
-                                   f"with {GATEWAY_TOPIC_PREFIX}")
+        for name in ("state-topic", "usage-topic"):
+            if not (valid_topic_name(self[name])
+                    and self[name].startswith(GATEWAY_TOPIC_PREFIX)):
+                raise usage.UsageError(f"--{name}: must be a topic name starting "
+                                       f"with {GATEWAY_TOPIC_PREFIX}")
+        if self["usage-topic"] == self["state-topic"]:
+            raise usage.UsageError("--usage-topic: must not be the --state-topic")
         from .proxy.topology import parse_servers
         try:
             self["servers"] = parse_servers(self["bootstrap-servers"])
@@ -369,7 +375,7 @@ def makeService(config, reactor=None):
                config["server-tls"] if config["security-protocol"] in ("SSL", "SASL_SSL")
                else None)
 
-    state = store = None
+    state = store = measured = None
     if tenancy is not None:
         from .state.kafka import KafkaStore
         from .state.model import GatewayState
@@ -385,8 +391,12 @@ def makeService(config, reactor=None):
         StoreService(store).setServiceParent(top)
         gateway.rate_shares = RateShares(
             f"{socket.gethostname()}:{config['start-port']}", state, reactor.seconds,
-            metrics)
+            metrics, lambda vc: gateway.per_vcluster.get(vc, 0))
         RateSharesService(gateway.rate_shares, reactor).setServiceParent(top)
+        measured = _usage(config, reactor, top, state, metrics, topology, refresher,
+                          gateway)
+        gateway.group_ids = lambda: None if measured.inventory.latest is None \
+            else measured.inventory.latest.group_ids
 
     def health():
         details = {"brokers": sorted(topology.brokers)}
@@ -409,10 +419,12 @@ def makeService(config, reactor=None):
     if state is not None:
         from .admin.dashboard import Dashboard
 
-        dashboard = Dashboard(state, metrics, topology, reactor)
+        dashboard = Dashboard(state, metrics, topology, reactor,
+                              usage=_latest_figures(measured))
         dashboard.setServiceParent(top)
     root = admin_root(state, UserChecker(users), health, dashboard,
-                      metrics=MetricsResource(metrics, refresh_state_metrics))
+                      metrics=MetricsResource(metrics, refresh_state_metrics),
+                      usage=measured)
     listen(config["admin-port"], Site(root),
            config["server-tls"] if config["admin-tls"] else None)
     timer = internet.TimerService(config["refresh-interval"], refresher.refresh)
@@ -420,6 +432,43 @@ def makeService(config, reactor=None):
     timer.setServiceParent(top)
     RefresherService(refresher).setServiceParent(top)
     return top
+
+
+def _usage(config, reactor, top, state, metrics, topology, refresher, gateway):
+    """Usage per virtual cluster (vkafka/usage/): this gateway's traffic ledger
+    and every gateway's, on the usage topic; the inventory of what the
+    cluster holds."""
+    from .client import Connector
+    from .state.kafka import KafkaStore
+    from .usage.inventory import Inventory, broker_asker
+    from .usage.ledger import TOPIC_CONFIGS, Ledger, UsageBook
+    from .usage.report import Usage, UsageService
+
+    upstream = config["backend"].endpoint
+    store = KafkaStore(reactor, topology, upstream, topic=config["usage-topic"],
+                       configs=TOPIC_CONFIGS, keep=False)
+    book = UsageBook(store)
+    ledger = Ledger(gateway.rate_shares.gateway_id, metrics, book, store,
+                    reactor.seconds, lambda: gateway.per_vcluster)
+    inventory = Inventory(reactor.seconds, topology, state.vclusters,
+                          broker_asker(Connector(reactor, upstream, "vkafka-usage")),
+                          refresher.refresh, metrics)
+    measured = Usage(state, book, ledger, inventory, reactor.seconds)
+    UsageService(measured, store, reactor).setServiceParent(top)
+    return measured
+
+
+def _latest_figures(measured):
+    """``vc -> {storageBytes, consumerGroups, ...}`` from the last inventory
+    (the dashboard asks per tenant and per point: never the cluster)."""
+    if measured is None:
+        return None
+
+    def figures(vc):
+        latest = measured.inventory.latest
+        found = None if latest is None else latest.figures.get(vc)
+        return None if found is None else found.to_json()
+    return figures
 
 
 class RefresherService(service.Service):

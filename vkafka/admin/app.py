@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from ..state.model import StateError
 from ..state.store import StoreUnavailable
+from ..usage.report import Usage
 from .dashboard import Dashboard, render_page
 from .openapi import Contract, InvalidRequest, document
 from .users import LoginThrottle
@@ -50,6 +51,20 @@ def _json(request, status, body):
     return json.dumps(body).encode()
 
 
+class Download:
+    """A handler's answer that is a file, not JSON (the CSV usage export)."""
+
+    def __init__(self, content_type, text, filename):
+        self.content_type, self.text, self.filename = content_type, text, filename
+
+    def render(self, request, status):
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", self.content_type.encode())
+        request.setHeader(b"Content-Disposition",
+                          f'attachment; filename="{self.filename}"'.encode())
+        return self.text.encode()
+
+
 @lru_cache(maxsize=None)
 def document_path(endpoint_name):
     """The document's path of the Klein route named *endpoint_name*."""
@@ -63,7 +78,8 @@ def endpoint(write=False):
 
     The request is first checked by the document's operation for this route
     and method (``AdminApp.contract``); the handler of an operation with a
-    request body gets the checked body as ``body``.
+    request body gets the checked body as ``body``, one with query parameters
+    those given as ``query`` (a dict).
     """
     def decorate(fn):
         @wraps(fn)
@@ -79,6 +95,8 @@ def endpoint(write=False):
                                        if request.content is not None else b"")
                 if operation.body is not None:
                     kwargs["body"] = body
+                if operation.query:
+                    kwargs["query"] = operation.check_query(request.args)
                 result = yield fn(self, request, **kwargs)
             except InvalidRequest as e:
                 return _json(request, 400, e.body())
@@ -97,6 +115,8 @@ def endpoint(write=False):
             if status == 204:
                 request.setResponseCode(204)
                 return b""
+            if isinstance(body, Download):
+                return body.render(request, status)
             return _json(request, status, body)
         return wrapper
     return decorate
@@ -110,10 +130,16 @@ class AdminApp:
     # added to the document is accepted (a test swaps in another document).
     contract = Contract(document())
 
-    def __init__(self, state, user, dashboard=None):
+    def __init__(self, state, user, dashboard=None, usage=None):
         self.state = state
         self.user = user
         self.dashboard = dashboard
+        self.usage = usage
+
+    def _measured(self):
+        if self.usage is None:
+            raise StateError(503, "unavailable", "usage is not measured here")
+        return self.usage
 
     @app.route(f"{V1}", methods=["GET"])
     @endpoint()
@@ -231,6 +257,20 @@ class AdminApp:
         yield self.state.delete_limits(vcluster)
         return 204, None
 
+    @app.route(f"{V1}/vcluster/<vcluster>/usage", methods=["GET"])
+    @endpoint()
+    def show_usage(self, request, vcluster, query):
+        return self._measured().of(vcluster, query.get("from"), query.get("to"))
+
+    @app.route(f"{V1}/usage", methods=["GET"])
+    @endpoint()
+    def export_usage(self, request, query):
+        export = self._measured().export(query.get("from"), query.get("to"))
+        if query.get("format") == "csv":
+            name = f"vkafka-usage-{export['from'][:13]}-{export['to'][:13]}.csv"
+            export = Download("text/csv; charset=utf-8", Usage.csv(export), name)
+        return defer.succeed(export)
+
     @app.route("/dashboard", methods=["GET"])
     def dashboard_page(self, request):
         return render_page(request)
@@ -239,7 +279,7 @@ class AdminApp:
     @endpoint()
     def dashboard_snapshot(self, request):
         request.setHeader(b"Cache-Control", b"no-store")
-        return defer.succeed(self.dashboard.snapshot())
+        return defer.succeed(self.dashboard.snapshot_for(request))
 
     @app.route("/openapi.json", methods=["GET"])
     def openapi(self, request):
@@ -262,14 +302,15 @@ class AdminApp:
 
 @implementer(IRealm)
 class AdminRealm:
-    def __init__(self, state, dashboard=None):
+    def __init__(self, state, dashboard=None, usage=None):
         self.state = state
         self.dashboard = dashboard or Dashboard(state)
+        self.usage = usage
 
     def requestAvatar(self, avatar_id, mind, *interfaces):
         if IResource not in interfaces:
             raise NotImplementedError()
-        app = AdminApp(self.state, avatar_id, self.dashboard)
+        app = AdminApp(self.state, avatar_id, self.dashboard, self.usage)
         return IResource, app.app.resource(), lambda: None
 
 
@@ -391,14 +432,15 @@ class LoginGuard:
 
 
 def admin_root(state, checker, health_check, dashboard=None, throttle=None,
-               metrics=None):
+               metrics=None, usage=None):
     """The admin port's resource tree: /health open, everything else behind
     basic auth: /admin/* and *metrics* (a resource) at /metrics, whose series
     name every virtual cluster and its traffic.
 
     *dashboard* (a Dashboard) feeds /admin/dashboard; without one the page
     shows the state only, with no traffic.  *throttle* (a LoginThrottle)
-    slows down addresses whose logins keep failing.
+    slows down addresses whose logins keep failing.  *usage* (a
+    usage.report.Usage) answers the usage endpoints (503 without one).
     """
     root = Resource()
     root.putChild(b"health", Health(health_check))
@@ -413,5 +455,5 @@ def admin_root(state, checker, health_check, dashboard=None, throttle=None,
         root.putChild(b"metrics", guarded(ResourceRealm(metrics)))
     if state is None:  # passthrough mode: no virtual clusters to administer
         return root
-    root.putChild(b"admin", guarded(AdminRealm(state, dashboard)))
+    root.putChild(b"admin", guarded(AdminRealm(state, dashboard, usage)))
     return root

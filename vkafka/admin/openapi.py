@@ -66,10 +66,25 @@ def _params(*names):
             for n in names]
 
 
+_HOUR = {"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+         r"(T[0-9]{2}(:00(:00)?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?$"}
+_PERIOD = [
+    {"name": "from", "in": "query", "required": False, "schema": _HOUR,
+     "description": "First hour of the period, ISO 8601 on a whole hour (no "
+                    "zone: UTC; a date: its midnight); default: the start of "
+                    "the current UTC month; at most 35 days back"},
+    {"name": "to", "in": "query", "required": False, "schema": _HOUR,
+     "description": "End of the period (excluded), after `from`; default: the "
+                    "end of the current hour"}]
+_COUNTS = {name: {"type": "integer", "minimum": 0} for name in (
+    "bytesIn", "bytesOut", "recordsIn", "recordsOut", "requests")}
+
+
 def document():
     vc = {"$ref": "#/components/schemas/VirtualCluster"}
     mapping = {"$ref": "#/components/schemas/TopicMapping"}
     limits = {"$ref": "#/components/schemas/Limits"}
+    traffic = {"$ref": "#/components/schemas/UsagePeriod"}
     return {
         "openapi": "3.0.3",
         "info": {"title": "vkafka admin API", "version": "1"},
@@ -95,6 +110,36 @@ def document():
                     "topicMappings": {"type": "array", "items": mapping},
                     "limits": limits}},
                 "Limits": Limits.json_schema(),
+                "UsagePeriod": {
+                    "type": "object", "required": ["from", "to", *_COUNTS],
+                    "description": "Traffic over whole UTC hours [from, to), "
+                                   "summed over every gateway",
+                    "properties": {"from": {"type": "string"},
+                                   "to": {"type": "string"}, **_COUNTS}},
+                "Usage": {"type": "object", "required": ["vcluster", "now", "period"],
+                          "properties": {
+                    "vcluster": {"type": "string"},
+                    "now": {"type": "object", "description": "What the cluster holds "
+                            "for the virtual cluster (an inventory at most a few "
+                            "seconds old, or the last one if the cluster cannot "
+                            "be asked) and its open connections over every gateway",
+                            "required": ["at", "topics", "partitions",
+                                         "consumerGroups", "storageBytes",
+                                         "storageBytesOnce", "connections"],
+                            "properties": {
+                                "at": {"type": "string"},
+                                **{name: {"type": "integer", "minimum": 0} for name in (
+                                    "topics", "partitions", "consumerGroups",
+                                    "storageBytes", "storageBytesOnce",
+                                    "connections")}}},
+                    "period": traffic}},
+                "UsageExport": {"type": "object",
+                                "required": ["from", "to", "vclusters"], "properties": {
+                    "from": {"type": "string"}, "to": {"type": "string"},
+                    "vclusters": {"type": "array", "items": {
+                        "type": "object", "required": ["vcluster", *_COUNTS],
+                        "properties": {"vcluster": {"type": "string"},
+                                       **_COUNTS}}}}},
                 "TopicMapping": {"type": "object", "properties": {
                     "logicalTopicName": {"type": "string"},
                     "physicalTopicName": {"type": "string"},
@@ -117,15 +162,26 @@ def document():
                     "rateSeconds": {"type": "number", "nullable": True,
                                     "description": "Seconds the rates average "
                                                    "over (null until two samples)"},
+                    "historySeconds": {"type": "number"},
                     "totals": {"type": "object"},
                     "vclusters": {"type": "array", "items": {"allOf": [
                         {"$ref": "#/components/schemas/Traffic"},
                         {"type": "object", "properties": {
                             "prefix": {"type": "string"},
-                            "serviceAccounts": {"type": "array",
-                                                "items": {"type": "string"}},
-                            "topics": {"type": "array", "items": {"type": "string"}},
-                            "mappings": {"type": "array", "items": mapping}}}]}},
+                            "topicCount": {"type": "integer", "nullable": True},
+                            "partitionCount": {"type": "integer", "nullable": True},
+                            "storageBytes": {"type": "integer", "nullable": True},
+                            "consumerGroups": {"type": "integer", "nullable": True},
+                            "throttleSecondsPerSecond": {"type": "number"},
+                            "limits": {"type": "object", "description":
+                                       "capacity and rate limits, flat"}}}]}},
+                    "vcluster": {"type": "object", "description":
+                                 "with ?vc=: that virtual cluster's figures, "
+                                 "service accounts, topics, mappings, requests by "
+                                 "API and rate shares"},
+                    "history": {"type": "object", "description":
+                                "with ?vc=: its figures over the last hour "
+                                "(parallel arrays, one point every `every` s)"},
                     "other": {"type": "array", "items": {
                         "$ref": "#/components/schemas/Traffic"}}}},
             },
@@ -148,11 +204,15 @@ def document():
                                   "text/html": {"schema": {"type": "string"}}}},
                               **_responses([])}}},
             "/admin/dashboard.json": {"get": {
-                "summary": "Virtual clusters with their topics, mappings, open "
-                           "connections and throughput (rates over the last "
-                           "few seconds)",
+                "summary": "Virtual clusters with their usage against their "
+                           "limits (rates over the last few seconds); with ?vc= "
+                           "one virtual cluster's detail and its last hour",
+                "parameters": [{
+                    "name": "vc", "in": "query", "required": False,
+                    "schema": {"type": "string", "maxLength": 64},
+                    "description": "a virtual cluster: its detail and history"}],
                 "responses": _responses([(200, "The snapshot", {
-                    "$ref": "#/components/schemas/DashboardSnapshot"})])}},
+                    "$ref": "#/components/schemas/DashboardSnapshot"})], 404)}},
             V1: {"get": {
                 "summary": "List virtual clusters",
                 "responses": _responses([(200, "Virtual clusters", {
@@ -293,8 +353,38 @@ def document():
                 "delete": {"summary": "Remove every limit of the virtual cluster",
                            "responses": _responses([(204, "Removed", None)],
                                                    403, 404, 503)}},
+            f"{V1}/vcluster/{{vcluster}}/usage": {
+                "parameters": _params("vcluster"),
+                "get": {"summary": "The virtual cluster's usage: what it holds now "
+                                   "and its traffic over a period (see "
+                                   "docs/governance.md, Usage)",
+                        "parameters": _PERIOD,
+                        "responses": _measured(_responses([(200, "The usage", {
+                            "$ref": "#/components/schemas/Usage"})], 400, 404, 503))}},
+            f"{V1}/usage": {
+                "get": {"summary": "Every virtual cluster's traffic over a period: "
+                                   "the chargeback export, JSON or CSV (a header "
+                                   "row, then one row per virtual cluster)",
+                        "parameters": [*_PERIOD, {
+                            "name": "format", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["json", "csv"]},
+                            "description": "json (default) or csv"}],
+                        "responses": _measured(_responses([(200, "The export", {
+                            "$ref": "#/components/schemas/UsageExport"})], 400),
+                            csv=True)}},
         },
     }
+
+
+def _measured(responses, csv=False):
+    """The responses of a usage operation: 503 is the cluster that cannot be
+    asked; with *csv*, 200 may also be CSV (``format=csv``)."""
+    if "503" in responses:
+        responses["503"]["description"] = ("Usage cannot be measured now (the "
+                                           "cluster cannot be asked what it holds)")
+    if csv:
+        responses["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
+    return responses
 
 
 DOCUMENT_URI = "urn:vkafka:admin:openapi"
@@ -405,8 +495,9 @@ class Operation:
     against its schema in the document (a ``$ref`` into the document, so that
     references to ``components`` resolve)."""
 
-    def __init__(self, body, params, required=False):
+    def __init__(self, body, params, required=False, query=None):
         self.body, self.params, self.required = body, params, required
+        self.query = query or {}
 
     def check(self, params, raw):
         """The JSON body (None if the operation takes none), or InvalidRequest.
@@ -430,6 +521,32 @@ class Operation:
                 raise InvalidRequest("invalid_name", f"invalid {name}: {e.message}",
                                      name)
         return body
+
+
+    def check_query(self, args):
+        """The documented query parameters given (Twisted's ``request.args``),
+        each checked by its schema: name -> text; InvalidRequest otherwise (an
+        undocumented parameter too, as an unknown body field)."""
+        unknown = sorted(k.decode(errors="replace") for k in args
+                         if k.decode(errors="replace") not in self.query)
+        if unknown:
+            raise InvalidRequest("unknown_field", f"unknown query parameter(s): "
+                                 f"{', '.join(unknown)}", unknown[0])
+        given = {}
+        for name, validator in self.query.items():
+            values = args.get(name.encode(), [])
+            if len(values) > 1:
+                raise InvalidRequest("bad_field", f"{name} given more than once", name)
+            if not values:
+                continue
+            try:
+                given[name] = values[0].decode()
+            except UnicodeDecodeError:
+                raise InvalidRequest("bad_field", f"{name} is not UTF-8", name)
+            e = _first(validator.iter_errors(given[name]))
+            if e is not None:
+                raise InvalidRequest("bad_field", f"invalid {name}: {e.message}", name)
+        return given
 
 
 class Contract:
@@ -459,16 +576,18 @@ class Contract:
                 if "application/json" in op.get("requestBody", {}).get("content", {}):
                     body = validator("paths", path, method, "requestBody", "content",
                                      "application/json", "schema")
-                params = {}
+                params, query = {}, {}
                 if "400" in op["responses"]:
                     for where in (("parameters",), (method, "parameters")):
                         listed = item if len(where) == 1 else op
                         for i, param in enumerate(listed.get("parameters", ())):
-                            if param["in"] == "path" and "schema" in param:
-                                params[param["name"]] = validator(
+                            checks = {"path": params, "query": query}.get(param["in"])
+                            if checks is not None and "schema" in param:
+                                checks[param["name"]] = validator(
                                     "paths", path, *where, i, "schema")
                 self.operations[(path, method)] = Operation(
-                    body, params, op.get("requestBody", {}).get("required", False))
+                    body, params, op.get("requestBody", {}).get("required", False),
+                    query)
 
     def operation(self, path, method):
         """The checks of the document's *path* (a template) for an HTTP *method*."""
@@ -490,6 +609,8 @@ def _rules(schema):
         words.append(f"`{schema['pattern']}`")
     if "format" in schema:
         words.append(schema["format"])
+    if "enum" in schema:
+        words.append("one of " + ", ".join(f"`{v}`" for v in schema["enum"]))
     if isinstance(schema.get("additionalProperties"), dict):
         words.append(f"of {_rules(schema['additionalProperties'])}")
     if schema.get("properties"):
@@ -525,6 +646,13 @@ def markdown_reference():
             if checked:
                 lines.append("Path: " + "; ".join(
                     f"`{name}`: {_rules(params[name]['schema'])}" for name in checked))
+                lines.append("")
+            query = [p for p in op.get("parameters", ()) if p["in"] == "query"]
+            if query:
+                lines.append("Query: " + "; ".join(
+                    f"`{p['name']}`: {_rules(p['schema'])}"
+                    + (f" ({p['description']})" if "description" in p else "")
+                    for p in query))
                 lines.append("")
             body = op.get("requestBody", {}).get("content", {}).get(
                 "application/json", {}).get("schema", {})

@@ -38,11 +38,14 @@ class RateShares:
 
     log = Logger()
 
-    def __init__(self, gateway_id, state, clock, metrics=None):
+    def __init__(self, gateway_id, state, clock, metrics=None,
+                 connections=lambda vc: 0):
         self.gateway_id = gateway_id
         self.state = state
         self.clock = clock
         self.metrics = metrics
+        self.connections = connections
+        """``vc -> its client connections on this gateway``."""
         self.tenants = {}
         self.fallback = False
         """Publishing failed last time: shares are the fallback's."""
@@ -75,15 +78,27 @@ class RateShares:
             self._alive_at = now
             self._publish(f"gateway/{self.gateway_id}", {"at": now})
         for vc, rates in list(self.tenants.items()):
-            limited = self.state.limits_of(vc).rates
-            if not any(getattr(limited, d) for d in TenantRates.DIMENSIONS):
-                rates.set(limited, {})
-                continue
-            demand = rates.demand(INTERVAL)
-            if any(demand.values()) or self._reported.get(vc):
-                self._reported[vc] = any(demand.values())  # one zero, then quiet
+            limits = self.state.limits_of(vc)
+            if not any(getattr(limits.rates, d) for d in TenantRates.DIMENSIONS):
+                rates.set(limits.rates, {})
+                demand = {}
+            else:
+                demand = rates.demand(INTERVAL)
+                self._apply(vc, rates, demand)
+            if limits.capacity.connections is not None:
+                demand["connections"] = self.connections(vc)
+            wants = any(demand.values())
+            if wants or self._reported.get(vc):
+                self._reported[vc] = wants  # one zero, then quiet
                 self._publish(f"rate/{self.gateway_id}/{vc}", {**demand, "at": now})
-            self._apply(vc, rates, demand)
+
+    def others_connections(self, vc):
+        """The virtual cluster's client connections on the other live gateways,
+        as they last reported them (capacity.connections is their sum)."""
+        now = self.clock()
+        return sum(r.get("connections", 0) for (gw, v), r in
+                   self.state.rate_reports.items()
+                   if v == vc and gw != self.gateway_id and now - r.get("at", 0) < ALIVE)
 
     def _publish(self, key, value):
         d = self.state.store.put(key, value)

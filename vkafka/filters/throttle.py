@@ -66,6 +66,8 @@ class TenantRates:
         self.clock = clock
         self.buckets = {}
         """Dimension -> Bucket, for the dimensions limited."""
+        self.limited = False
+        """Any rate limited (a plain attribute: read on every request)."""
         self.observed = dict.fromkeys(self.DIMENSIONS, 0)
         """Dimension -> amount since the last report."""
         self.since = clock()
@@ -85,10 +87,7 @@ class TenantRates:
                 self.buckets[name] = Bucket(rate, self.clock)
             else:
                 bucket.set_rate(rate)
-
-    @property
-    def limited(self):
-        return bool(self.buckets)
+        self.limited = bool(self.buckets)
 
     def request(self, api_key, size):
         """Seconds to throttle the client for a request of *size* bytes."""

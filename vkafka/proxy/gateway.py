@@ -35,6 +35,9 @@ class Gateway:
         self.refresher = refresher
         self.tenancy = tenancy
         self.state = None
+        self.group_ids = None
+        """``() -> the consumer group ids the last usage inventory listed``
+        (set by the service maker; capacity.consumerGroups)."""
         self.rate_shares = None
         """Tenants' rate limits on this gateway (filters/shares.py), tenant mode."""
         """The shared gateway state (tenant mode), set by the service maker."""
@@ -64,7 +67,8 @@ class Gateway:
         return Services(self.topology, self.reactor, self.rules, self.refresher,
                         self.metadata_answers, self.regex_subscriptions, self.state,
                         self.concentration_gaps, self.forget_alias,
-                        None if self.state is None else self.state.limits_of)
+                        None if self.state is None else self.state.limits_of,
+                        self.group_ids)
 
     def close_revoked(self, vcluster, username):
         """Close open connections whose token a revocation now refuses."""
@@ -122,8 +126,11 @@ class Gateway:
             return False
         limit = None if self.state is None else \
             self.state.limits_of(vcluster).capacity.connections
-        if limit is not None and count >= limit:  # this gateway's count (for now)
-            return False
+        if limit is not None:  # for the virtual cluster over every gateway
+            others = 0 if self.rate_shares is None else \
+                self.rate_shares.others_connections(vcluster)
+            if count + others >= limit:
+                return False
         self.per_vcluster[vcluster] = count + 1
         return True
 

@@ -68,13 +68,18 @@ class KafkaStore:
     log = Logger()
 
     def __init__(self, reactor, topology, endpoint_factory, topic=STATE_TOPIC,
-                 poll_ms=200):
+                 poll_ms=200, configs=None, keep=True):
         self.reactor = reactor
         self.topology = topology
         self.endpoint_factory = endpoint_factory
         self.connector = Connector(reactor, endpoint_factory, "vkafka-state")
         self.topic = topic
         self.poll_ms = poll_ms
+        self.configs = {"cleanup.policy": "compact", **(configs or {})}
+        """The topic's configs, should this store create it."""
+        self.keep = keep
+        """Keep each key's value in ``data``; False: the subscribers only keep
+        what they need (the usage topic, vkafka/usage/ledger.py)."""
         self.data = {}
         self.subscribers = []
         self.offset = 0
@@ -152,13 +157,19 @@ class KafkaStore:
         self.high_watermark = part.high_watermark
         self.last_error = None
         if not self.ready.called and self.offset >= part.high_watermark:
-            self.log.info("state loaded: {n} entries from {topic}", n=len(self.data),
-                          topic=self.topic)
+            if self.keep:
+                self.log.info("state loaded: {n} entries from {topic}",
+                              n=len(self.data), topic=self.topic)
+            else:
+                self.log.info("{topic} read up to offset {offset}", topic=self.topic,
+                              offset=self.offset)
             self.ready.callback(None)
         self._wake()
 
     def _apply(self, key, value):
-        if value is None:
+        if not self.keep:
+            pass
+        elif value is None:
             self.data.pop(key, None)
         else:
             self.data[key] = value
@@ -262,9 +273,8 @@ class KafkaStore:
     def _create_topic(self, conn, brokers):
         replication = default_replication(brokers)
         result = yield create_topic(conn, self.topic, 1, replication, {
-            "cleanup.policy": "compact",
-            "min.insync.replicas": str(min(2, replication))})
+            **self.configs, "min.insync.replicas": str(min(2, replication))})
         if result.error_code not in (ErrorCode.none, ErrorCode.topic_already_exists):
             raise StoreUnavailable(f"cannot create {self.topic}: {refusal(result)}")
-        self.log.info("created state topic {topic} (replication {r})",
+        self.log.info("created topic {topic} (replication {r})",
                       topic=self.topic, r=replication)

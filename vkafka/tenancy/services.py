@@ -33,6 +33,9 @@ class Services:
     """``(namespace, logical)``: a tenant deleted an aliased topic."""
     limits_of: Callable | None = None
     """``(virtual cluster) -> state.limits.Limits`` (None: no limits anywhere)."""
+    group_ids: Callable | None = None
+    """``() -> every consumer group id on the cluster`` as the last usage
+    inventory found them (a set; None: none taken yet)."""
     fetch_sessions: object = None
     """This connection's fetch sessions (sessions.py), made at its first Fetch."""
     concentrated_fetches: dict | None = None

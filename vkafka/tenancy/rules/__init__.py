@@ -215,10 +215,12 @@ def tenant_rules():
     row(69, "ConsumerGroupDescribe", common.walk_req,
         common.ids_known_first(groups.group_describe_response),
         "names and ids rewritten, the regex shown as the client sent it")
-    row(11, "JoinGroup", common.then(consumer_protocol.join_group_request,
-                               groups.unknown_id_created("group_id", GROUP)),
+    row(11, "JoinGroup", common.then(common.then(
+        consumer_protocol.join_group_request, groups.within_group_capacity),
+        groups.unknown_id_created("group_id", GROUP)),
         common.then(common.walk_resp, consumer_protocol.join_group_response),
-        "names rewritten; \"consumer\" protocol subscriptions (read by the broker) "
+        "names rewritten; a new group beyond the tenant's capacity refused; "
+        "\"consumer\" protocol subscriptions (read by the broker) "
         "made physical, the leader's copies logical (others' topics dropped); "
         "unreadable ones or foreign names refused: INCONSISTENT_GROUP_PROTOCOL")
     row(14, "SyncGroup", consumer_protocol.sync_group_request,
@@ -241,8 +243,8 @@ def tenant_rules():
     table[22] = replace(table[22], rewrite_request=common.then(
         common.walk_req, groups.unknown_id_created("transactional_id", TRANSACTION)))
     for key in (8, 28):  # OffsetCommit, TxnOffsetCommit
-        table[key] = replace(table[key], rewrite_request=common.then(
-            common.walk_req, groups.commit_needs_a_group))
+        table[key] = replace(table[key], rewrite_request=common.then(common.then(
+            common.walk_req, groups.within_group_capacity), groups.commit_needs_a_group))
     for key in (0, 20, 21, 33, 37, 44):  # these change topics
         table[key] = replace(table[key], write=True)
     for key, (low, high) in SASL_VERSIONS.items():

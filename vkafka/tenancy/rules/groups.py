@@ -15,7 +15,8 @@ from ..patterns import InvalidPattern, alternation, fullmatch, names_of
 from ..walker import rewrite_request as walk_request
 from ..walker import rewrite_response as walk_response
 from .addresses import rewrite_find_coordinator
-from .common import logical_topics
+from ...state.policy import POLICY_VIOLATION
+from .common import limits_for, logical_topics
 
 
 def offset_fetch_request(services, rctx, request):
@@ -77,6 +78,39 @@ def unknown_id_created(field, kind):
     return rewrite
 
 
+def within_group_capacity(services, rctx, request):
+    """A request that would make a new consumer group (a join, a KIP-848
+    join, a simple or transactional commit) beyond the tenant's
+    capacity.consumerGroups: its group is refused with POLICY_VIOLATION.
+    Groups are counted from the last usage inventory (at most a minute old;
+    docs/governance.md)."""
+    limit = limits_for(services, rctx).capacity.consumer_groups
+    group = request.group_id
+    if limit is None or services.group_ids is None or not group or \
+            rctx.refusal(GROUP, group) is not None or not _creates(request):
+        return request
+    known = services.group_ids()
+    if known is None or group in known:
+        return request
+    namespace = rctx.namespace
+    held = sum(1 for g in known if namespace.owns(GROUP, g))
+    if held < limit:
+        return request
+    logical = namespace.logical(GROUP, group) or group
+    return replace(request, group_id=rctx.decoy_name(
+        GROUP, logical, f"a new consumer group: the virtual cluster holds {held}, "
+        f"its limit is {limit}", POLICY_VIOLATION))
+
+
+def _creates(request):
+    """Whether this request makes its group if it does not exist."""
+    for name in ("member_epoch", "generation_id_or_member_epoch", "generation_id"):
+        value = getattr(request, name, None)
+        if value is not None:
+            return value == 0 if name == "member_epoch" else value < 0
+    return True  # JoinGroup, TxnOffsetCommit
+
+
 def commit_needs_a_group(services, rctx, request):
     """A simple offset commit (generation -1) creates the group it names; a
     refused group id is sent with generation 0 instead, which the broker
@@ -94,8 +128,8 @@ def heartbeat_request(services, rctx, request):
     over the tenant's logical topic names (tenancy/patterns.py) and the broker
     gets the exact alternation of the matching physical names, kept current
     at each heartbeat."""
-    request = unknown_id_created("group_id", GROUP)(
-        services, rctx, walk_request(request, rctx))
+    request = unknown_id_created("group_id", GROUP)(services, rctx, within_group_capacity(
+        services, rctx, walk_request(request, rctx)))
     if not hasattr(request, "subscribed_topic_regex"):  # v0: no regex
         return request
     subscriptions = services.regex_subscriptions

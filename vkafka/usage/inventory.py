@@ -1,0 +1,303 @@
+# -*- test-case-name: tests.test_usage -*-
+"""What the cluster holds for each virtual cluster: topics, partitions,
+consumer groups and storage.
+
+An inventory takes the gateway's topic listing (renewed first), asks every
+broker for its consumer groups (ListGroups: each broker lists the groups it
+coordinates) and for the size of every partition replica in its log
+directories (DescribeLogDirs), and gives each figure to the virtual cluster
+whose namespace holds it (the naming rule: prefix or mapping).
+
+- A topic in a virtual cluster's namespace is its own: its topic, its
+  partitions, all its bytes.  ``storageBytes`` counts every replica,
+  ``storageBytesOnce`` each partition once (its largest replica).
+- A topic mapping (plain or concentrated) counts as one topic of the virtual
+  cluster that maps it, with the physical topic's partitions (a concentrated
+  one: its own logical partitions).  The physical topic's bytes are split
+  evenly among the virtual clusters that map it (a byte left over by the
+  division goes to the first names), so shared topics are counted once over
+  all virtual clusters; a physical topic no virtual cluster maps counts for
+  nobody.
+- A consumer group counts for the virtual cluster whose prefix its id has.
+"""
+
+import importlib
+from dataclasses import asdict, dataclass
+
+from kio.schema.errors import ErrorCode
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from ..protocol.codec import decode_response
+from ..tenancy.naming import GROUP, TOPIC
+from ..tuning import collector_held
+
+LIST_GROUPS, DESCRIBE_LOG_DIRS = 16, 35
+VERSIONS = {LIST_GROUPS: ("list_groups", 3, 5), DESCRIBE_LOG_DIRS: ("describe_log_dirs", 1, 4)}
+"""API key -> (kio module, lowest and highest version used).  Every version in
+between takes the same arguments (all topics, all groups)."""
+
+
+class InventoryError(Exception):
+    """The cluster could not be asked (no broker known, a broker refused)."""
+
+
+@dataclass
+class Figures:
+    """One virtual cluster's holdings (JSON names by ``to_json``)."""
+
+    topics: int = 0
+    partitions: int = 0
+    consumerGroups: int = 0
+    storageBytes: int = 0
+    storageBytesOnce: int = 0
+
+    def to_json(self):
+        return asdict(self)
+
+    def add_storage(self, every, once):
+        self.storageBytes += every
+        self.storageBytesOnce += once
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    at: float
+    figures: dict
+    """vc -> Figures, for every virtual cluster known when it was taken."""
+    group_ids: frozenset = frozenset()
+    """Every consumer group id the brokers listed (capacity.consumerGroups)."""
+
+
+def request(api_key, version):
+    name, _, _ = VERSIONS[api_key]
+    module = importlib.import_module(f"kio.schema.{name}.v{version}.request")
+    cls = next(getattr(module, n) for n in dir(module) if n.endswith("Request"))
+    return cls(topics=None) if api_key == DESCRIBE_LOG_DIRS else cls()
+
+
+def version_for(api_key, offered):
+    """The highest version of *api_key* that both we and the brokers (their
+    ApiVersions answer, None if unknown) speak."""
+    _, low, high = VERSIONS[api_key]
+    if offered is not None:
+        for key in offered.api_keys:
+            if key.api_key == api_key:
+                return max(low, min(high, key.max_version))
+    return high
+
+
+class Owners:
+    """Which virtual cluster's namespace holds a physical name: the known
+    prefixes by length, longest first, then the namespace's own rule."""
+
+    def __init__(self, vclusters):
+        self.namespaces = {}
+        self.by_prefix = {}
+        for vc in vclusters.names():
+            namespace = vclusters.namespace(vc)
+            self.namespaces[vc] = namespace
+            if namespace.prefix and namespace.unavailable is None:
+                self.by_prefix.setdefault(namespace.prefix, []).append(vc)
+        self.lengths = sorted({len(p) for p in self.by_prefix}, reverse=True)
+
+    def owner(self, kind, physical):
+        for length in self.lengths:
+            for vc in self.by_prefix.get(physical[:length], ()):
+                if self.namespaces[vc].owns(kind, physical):
+                    return vc
+        return None
+
+    def owned(self, kind, names):
+        """(vc, name) of each of *names* in a namespace."""
+        for name in names:
+            vc = self.owner(kind, name)
+            if vc is not None:
+                yield vc, name
+
+
+def _split(total, names):
+    """*total* split evenly among *names* (sorted); the rest, one each, first."""
+    share, rest = divmod(total, len(names))
+    return {name: share + (i < rest) for i, name in enumerate(sorted(names))}
+
+
+def attribute(vclusters, topics, partitions, groups, sizes):
+    """vc -> Figures.
+
+    *topics*: physical topic names; *partitions*: name -> partition count
+    (else the partitions seen in *sizes*); *groups*: group ids; *sizes*:
+    (topic, partition) -> the sizes of its replicas.
+    """
+    owners = Owners(vclusters)
+    figures = {vc: Figures() for vc in owners.namespaces}
+    stored = {}  # topic -> [all replicas, largest replica of each partition]
+    seen = {}    # topic -> partitions seen in sizes
+    for (topic, _), replicas in sizes.items():
+        entry = stored.setdefault(topic, [0, 0])
+        entry[0] += sum(replicas)
+        entry[1] += max(replicas, default=0)
+        seen[topic] = seen.get(topic, 0) + 1
+
+    def count_of(topic):
+        return partitions.get(topic) or seen.get(topic, 0)
+
+    for vc, topic in owners.owned(TOPIC, topics):
+        figures[vc].topics += 1
+        figures[vc].partitions += count_of(topic)
+        figures[vc].add_storage(*stored.get(topic, (0, 0)))
+    mapped = {}  # physical topic -> the virtual clusters that map it
+    for vc, namespace in owners.namespaces.items():
+        if namespace.unavailable is not None:
+            continue
+        for alias in namespace.aliases.values():
+            physical = alias.target or alias.physical
+            figures[vc].topics += 1
+            figures[vc].partitions += (alias.partitions or count_of(physical)) \
+                if alias.concentrated else count_of(physical)
+            mapped.setdefault(physical, set()).add(vc)
+    for physical, names in mapped.items():
+        every, once = stored.get(physical, (0, 0))
+        for (vc, a), b in zip(_split(every, names).items(),
+                              _split(once, names).values()):
+            figures[vc].add_storage(a, b)
+    for vc, _ in owners.owned(GROUP, groups):
+        figures[vc].consumerGroups += 1
+    return figures
+
+
+class Inventory:
+    """Takes inventories on demand; one at a time (callers share it).
+
+    *ask* ``(host, port, [(request, version), ...]) -> Deferred([responses])``
+    asks one broker; *refresh* ``() -> Deferred`` renews the topology's topic
+    listing (the refresher's).
+    """
+
+    log = Logger()
+
+    def __init__(self, clock, topology, vclusters, ask, refresh=None, metrics=None):
+        self.clock = clock
+        self.topology = topology
+        self.vclusters = vclusters
+        self.ask = ask
+        self.refresh = refresh
+        self.metrics = metrics
+        self.latest = None
+        """The last Snapshot taken, or None."""
+        self.last_error = None
+        self._waiting = None
+        """The callers of the inventory being taken."""
+        self._exported = set()
+
+    def take(self):
+        """A Deferred Snapshot, taken now (or the one being taken)."""
+        d = defer.Deferred()
+        if self._waiting is None:
+            self._waiting = [d]
+            self._take().addBoth(self._finished)
+        else:
+            self._waiting.append(d)
+        return d
+
+    def current(self, max_age):
+        """The latest Snapshot if younger than *max_age* seconds, else a new one."""
+        if self.latest is not None and self.clock() - self.latest.at < max_age:
+            return defer.succeed(self.latest)
+        return self.take()
+
+    def _finished(self, result):
+        waiting, self._waiting = self._waiting, None
+        for d in waiting:
+            d.callback(result)  # a Failure fails each
+
+    @defer.inlineCallbacks
+    def _take(self):
+        if self.refresh is not None:
+            yield self.refresh()
+        brokers = sorted(self.topology.brokers.items())
+        if not brokers:
+            raise InventoryError("no broker known yet")
+        asks = [(request(key, version_for(key, self.topology.api_versions)),
+                 version_for(key, self.topology.api_versions))
+                for key in (LIST_GROUPS, DESCRIBE_LOG_DIRS)]
+        try:
+            answers = yield defer.gatherResults(
+                [self.ask(host, port, asks) for _, (host, port) in brokers],
+                consumeErrors=True)
+        except defer.FirstError as e:
+            raise InventoryError(f"cannot ask the brokers: "
+                                 f"{e.subFailure.getErrorMessage()}")
+        groups, sizes = set(), {}
+        for (node, _), (listed, dirs) in zip(brokers, answers):
+            for error in (listed.error_code, dirs.error_code):
+                if error != ErrorCode.none:
+                    raise InventoryError(f"broker {node}: {error.name}")
+            groups.update(g.group_id for g in listed.groups)
+            for result in dirs.results:
+                if result.error_code != ErrorCode.none:  # an offline log directory
+                    raise InventoryError(f"broker {node}, {result.log_dir}: "
+                                         f"{result.error_code.name}")
+                for topic in result.topics:
+                    for p in topic.partitions:
+                        if not p.is_future_key:
+                            sizes.setdefault((topic.name, p.partition_index),
+                                             []).append(p.partition_size)
+        snapshot = Snapshot(self.clock(), attribute(
+            self.vclusters, self.topology.topic_names, self.topology.partitions,
+            groups, sizes), frozenset(groups))
+        self.latest, self.last_error = snapshot, None
+        self._export(snapshot)
+        return snapshot
+
+    def run(self):
+        """The periodic inventory: a failure is logged, the last one stays."""
+        def failed(failure):
+            self.last_error = failure.getErrorMessage()
+            self.log.warn("usage inventory failed: {why}", why=self.last_error)
+        return self.take().addErrback(failed)
+
+    def _export(self, snapshot):
+        """The Prometheus gauges (vkafka_usage_*), one set per virtual cluster."""
+        if self.metrics is None:
+            return
+        m = self.metrics
+        for vc in self._exported - set(snapshot.figures):
+            for gauge in (m.usage_topics, m.usage_partitions, m.usage_groups):
+                gauge.remove(vc)
+            for replicas in ("all", "once"):
+                m.usage_storage.remove(vc, replicas)
+        for vc, f in snapshot.figures.items():
+            m.usage_topics.labels(vc).set(f.topics)
+            m.usage_partitions.labels(vc).set(f.partitions)
+            m.usage_groups.labels(vc).set(f.consumerGroups)
+            m.usage_storage.labels(vc, "all").set(f.storageBytes)
+            m.usage_storage.labels(vc, "once").set(f.storageBytesOnce)
+        self._exported = set(snapshot.figures)
+
+
+def broker_asker(connector, run_blocking=None):
+    """``Inventory.ask`` over the gateway's own client: one connection per
+    broker and inventory, the requests pipelined on it.  The answers are
+    decoded by *run_blocking* (a thread: a DescribeLogDirs answer names every
+    partition replica on the broker, as long to decode as a topic listing;
+    proxy/discovery.py says why not on the reactor)."""
+    if run_blocking is None:
+        from twisted.internet.threads import deferToThread as run_blocking
+
+    def first_error(failure):
+        return failure.value.subFailure if failure.check(defer.FirstError) \
+            else failure
+
+    def decode(payloads, asks):
+        with collector_held():
+            return [decode_response(payload, body.__api_key__, version)[1]
+                    for payload, (body, version) in zip(payloads, asks)]
+
+    def ask(host, port, asks):
+        d = connector.session(host, port, lambda client: defer.gatherResults(
+            [client.request(body, version, raw=True) for body, version in asks],
+            consumeErrors=True))
+        return d.addCallbacks(lambda payloads: run_blocking(decode, payloads, asks),
+                              first_error)
+    return ask
