@@ -54,6 +54,8 @@ DEMO_SECRET = os.environ.get("GATEWAY_USER_POOL_SECRET_KEY",
 TENANT_OPTIONS = ("--security-protocol=SASL_PLAINTEXT", "--multi-tenancy=true",
                   f"--token-secret={DEMO_SECRET}",
                   "--admin-users=admin:conduktor", "--admin-allow-plain=true")
+DEMO_CLUSTER = ("--gateway-cluster-id=vkafka-demo",)
+"""The demo's gateways form one cluster (tests' gateways stay out of it)."""
 
 # CLI name -> main class, as in the bin/*.sh scripts of Kafka 4.1.
 CLI_TOOLS = {
@@ -64,7 +66,10 @@ CLI_TOOLS = {
     "kafka-producer-perf-test": "org.apache.kafka.tools.ProducerPerformance",
     "kafka-consumer-perf-test": "org.apache.kafka.tools.ConsumerPerformance",
     "kafka-e2e-latency": "org.apache.kafka.tools.EndToEndLatency",
+    "kafka-verifiable-producer": "org.apache.kafka.tools.VerifiableProducer",
+    "kafka-verifiable-consumer": "org.apache.kafka.tools.VerifiableConsumer",
     "kafka-configs": "kafka.admin.ConfigCommand",
+    "kafka-acls": "org.apache.kafka.tools.AclCommand",
     "kafka-storage": "kafka.tools.StorageTool",
 }
 
@@ -386,6 +391,78 @@ def stop_secure_broker(directory=None):
     stop("kafka-secure", base=_secure_base(directory))
 
 
+# A one-node cluster with Kafka's own authorizer, for comparing a virtual
+# cluster's ACL decisions with a broker's (tests/test_acls_integration.py).
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+ACL_BROKER_LISTENERS = ("SASL_PLAINTEXT", "PLAINTEXT", "CONTROLLER")
+
+
+def start_acl_broker(users, directory, ports=None):
+    """Start a one-node KRaft broker with the StandardAuthorizer under
+    *directory* (data, logs and pid file there); return its ports
+    (listener -> port, free ports unless *ports* given).
+
+    *users* ({name: password}) are the PLAIN users of its SASL_PLAINTEXT
+    listener and must hold "admin", a super user.  PLAINTEXT (the
+    inter-broker listener) and CONTROLLER authenticate no one: their
+    principal, User:ANONYMOUS, is a super user too.  No ACL, no access
+    (``allow.everyone.if.no.acl.found=false``).  Stop it with
+    ``stop_acl_broker(directory)``."""
+    if "admin" not in users:
+        raise StackError("the ACL broker needs an 'admin' user (its super user)")
+    directory = Path(directory)
+    ports = ports or {name: free_ports(1) for name in ACL_BROKER_LISTENERS}
+    stop("kafka-acl", base=directory)
+    shutil.rmtree(directory / "data", ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    accounts = " ".join(f'user_{u}="{p}"' for u, p in users.items())
+    jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="admin" password="{users["admin"]}" {accounts};')
+    props = {
+        "process.roles": "broker,controller", "node.id": 1,
+        "controller.quorum.voters": f"1@localhost:{ports['CONTROLLER']}",
+        "listeners": ",".join(f"{n}://localhost:{ports[n]}"
+                              for n in ACL_BROKER_LISTENERS),
+        "advertised.listeners": ",".join(f"{n}://localhost:{ports[n]}"
+                                         for n in ACL_BROKER_LISTENERS
+                                         if n != "CONTROLLER"),
+        "listener.security.protocol.map":
+            "SASL_PLAINTEXT:SASL_PLAINTEXT,PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "controller.listener.names": "CONTROLLER",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+        "authorizer.class.name": AUTHORIZER,
+        "super.users": "User:admin;User:ANONYMOUS",
+        "allow.everyone.if.no.acl.found": "false",
+        "log.dirs": directory / "data", "auto.create.topics.enable": "false",
+        "group.initial.rebalance.delay.ms": 0,
+        "offsets.topic.replication.factor": 1, "offsets.topic.num.partitions": 3,
+        "transaction.state.log.replication.factor": 1,
+        "transaction.state.log.min.isr": 1,
+        "transaction.state.log.num.partitions": 3, "num.partitions": 1,
+        "default.replication.factor": 1,
+        "num.network.threads": 2, "num.io.threads": 2,
+    }
+    config = directory / "server.properties"
+    config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    _start_node("kafka-acl", directory, config, cluster_id, directory)
+    servers = f"localhost:{ports['PLAINTEXT']}"
+
+    def ready():
+        if not running("kafka-acl", directory):
+            raise StackError("the ACL broker exited; its log ends:\n"
+                             + log_tail("kafka-acl", directory))
+        return brokers_up(servers) == [1]
+    wait_for(ready, f"the ACL broker on {servers}", 90)
+    return ports
+
+
+def stop_acl_broker(directory):
+    stop("kafka-acl", base=Path(directory))
+
+
 def _start_node(name, directory, config, cluster_id=CLUSTER_ID, base=None):
     java = require_java()
     ensure_jars()
@@ -565,7 +642,8 @@ def health(admin_port):
 def start_gateways():
     for name, port, admin in GATEWAYS:
         if not running(name):
-            _spawn(name, gateway_argv(port, admin, extra=TENANT_OPTIONS))
+            _spawn(name, gateway_argv(port, admin, extra=(*TENANT_OPTIONS,
+                                                          *DEMO_CLUSTER)))
     for name, port, admin in GATEWAYS:
         def ready():
             pid = running(name)

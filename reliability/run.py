@@ -512,7 +512,7 @@ def main(argv=None):
     p.add_argument("--atheris-seconds", type=int, default=120)
     p.add_argument("--skip", action="append", default=[],
                    help="scenario to leave out (faults, load, hostile, atheris, "
-                        "schemathesis, cluster-down)")
+                        "schemathesis, cluster-down, gateway-cluster)")
     p.add_argument("--out", default=str(ROOT / "docs"))
     args = p.parse_args(argv)
 
@@ -544,6 +544,9 @@ def main(argv=None):
         b.stop()
     if "cluster-down" not in args.skip:
         results["cluster down at start"] = cluster_down_start(state_topic)
+    if "gateway-cluster" not in args.skip:
+        from reliability.cluster import scenarios
+        results.update(scenarios())
     if "atheris" not in args.skip:
         results["atheris"] = run_atheris(args.atheris_seconds)
     if "schemathesis" not in args.skip:

@@ -29,6 +29,7 @@ def main(argv=None):
     from twisted.web.server import Site
 
     from vkafka.admin.app import admin_root
+    from vkafka.admin.audit import AuditLog
     from vkafka.admin.users import UserChecker, parse_users
     from vkafka.auth.tokens import TokenAuthority
     from vkafka.state.model import GatewayState
@@ -40,7 +41,7 @@ def main(argv=None):
                          VirtualClusters(), time.time)
     checker = UserChecker(parse_users("admin:conduktor", allow_plain=True))
     root = admin_root(state, checker, lambda: (None, {"brokers": [1]}),
-                      usage=make_usage(state, time.time))
+                      usage=make_usage(state, time.time), audit=AuditLog(time.time))
     site = Site(root)
     site.noisy = False
     first, last = (int(p) for p in (args.ports + "-" + args.ports).split("-")[:2])

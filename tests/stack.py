@@ -136,6 +136,26 @@ def scrape(url, auth=ADMIN_AUTH, context=None, timeout=10):
         return r.read().decode()
 
 
+def admin(port, method, path, body=None):
+    """A call to the admin API on *port* (``/admin`` + *path*), as the admin
+    user: (status, JSON body or None); a 4xx or 5xx is returned, not raised."""
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+    request = urllib.request.Request(
+        f"http://localhost:{port}/admin{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Basic " + base64.b64encode(
+            ":".join(ADMIN_AUTH).encode()).decode(),
+            "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
 def unique(prefix="t"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

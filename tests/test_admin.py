@@ -394,6 +394,7 @@ class OpenApiTests(unittest.TestCase):
                 (vc, "delete", f"{V1}/vcluster/lon", None, VIEWER),
                 (vc, "delete", f"{V1}/vcluster/lon", None, ADMIN),
                 (vc, "delete", f"{V1}/vcluster/lon", None, ADMIN),
+                *rights_scenarios(V1),
             ]
             for path, method, url, body, auth in scenarios:
                 for who in ([auth] if auth is None else [auth, ("admin", "bad")]):
@@ -433,6 +434,8 @@ class OpenApiTests(unittest.TestCase):
             response = yield http.request("POST", f"http://gw{V1}/vcluster/gone/limits",
                                           auth=ADMIN, data=b"{}")
             seen.add((limits, "post", str(response.code)))
+            store.available = True
+            yield unavailable_rights_scenarios(state, store, http, seen)
             seen.add(("/health", "get", "503"))  # covered by AdminApiTests.test_health
             for _ in range(3):  # three wrong passwords: this address must wait
                 response = yield http.request("GET", "http://gw" + V1,
@@ -448,8 +451,137 @@ class OpenApiTests(unittest.TestCase):
                 yield response.content()
                 seen.add((path, method, str(response.code)))
 
-        run()
+        failures = []
+        run().addErrback(failures.append)
+        self.assertEqual(failures, [])
         self.assertEqual(documented - seen, set())
+
+
+ACL = {"resourceType": "TOPIC", "name": "t", "principal": "User:sa",
+       "operation": "READ", "permission": "ALLOW"}
+BAD_ACL = {**ACL, "resourceType": "CLUSTER"}  # the cluster is named kafka-cluster
+RES = "/admin/resources/v1"
+
+
+def rights_scenarios(V1):
+    """(path, method, url, body, user) covering each documented status of the
+    rights, ACL, audit and declarative resource endpoints."""
+    user = f"{V1}/vcluster/{{vcluster}}/username/{{username}}"
+    rights, acls = f"{V1}/vcluster/{{vcluster}}/rights", f"{V1}/vcluster/{{vcluster}}/acls"
+    rvc = f"{RES}/vclusters/{{vcluster}}"
+    rsa, rtm = f"{rvc}/serviceaccounts/{{username}}", f"{rvc}/topicmappings/{{topic}}"
+    racl, rlim = f"{rvc}/aclset", f"{rvc}/limits"
+    out = [
+        (user, "post", f"{V1}/vcluster/acl1/username/sa", {}, ADMIN),
+        (user, "delete", f"{V1}/vcluster/acl1/username/sa", None, VIEWER),
+        (user, "delete", f"{V1}/vcluster/acl1/username/sa", None, ADMIN),
+        (user, "delete", f"{V1}/vcluster/acl1/username/sa", None, ADMIN),
+        (rights, "get", f"{V1}/vcluster/acl1/rights", None, ADMIN),
+        (rights, "get", f"{V1}/vcluster/no/rights", None, ADMIN),
+        (rights, "put", f"{V1}/vcluster/acl1/rights", {"acls": True}, ADMIN),
+        (rights, "put", f"{V1}/vcluster/acl1/rights", {"acls": "x"}, ADMIN),
+        (rights, "put", f"{V1}/vcluster/acl1/rights", {"acls": True}, VIEWER),
+        (rights, "put", f"{V1}/vcluster/no/rights", {"acls": True}, ADMIN),
+        (acls, "get", f"{V1}/vcluster/acl1/acls", None, ADMIN),
+        (acls, "get", f"{V1}/vcluster/no/acls", None, ADMIN),
+        (f"{V1}/audit", "get", f"{V1}/audit", None, ADMIN),
+        (f"{V1}/audit", "get", f"{V1}/audit?from=2026-02-30", None, ADMIN),
+        (RES, "get", RES, None, ADMIN),
+        (RES, "get", f"{RES}?vcluster=no", None, ADMIN),
+        (RES, "get", f"{RES}?vcluster=bad.name", None, ADMIN),
+        (f"{RES}/apply", "post", f"{RES}/apply",
+         {"resources": [{"kind": "VirtualCluster", "name": "dapply"}]}, ADMIN),
+        (f"{RES}/apply", "post", f"{RES}/apply", {"resources": "x"}, ADMIN),
+        (f"{RES}/apply", "post", f"{RES}/apply", {"resources": []}, VIEWER),
+        (f"{RES}/apply", "post", f"{RES}/apply", {"resources": [
+            {"kind": "ServiceAccount", "vcluster": "nope", "name": "a"}]}, ADMIN),
+        (f"{RES}/apply", "post", f"{RES}/apply", {"resources": [
+            {"kind": "VirtualCluster", "name": "dapply", "spec": {"prefix": "dd"}}]},
+         ADMIN),
+        (rvc, "put", f"{RES}/vclusters/decl2", {}, ADMIN),
+        (rvc, "put", f"{RES}/vclusters/decl2", {"prefix": "_bad"}, ADMIN),
+        (rvc, "put", f"{RES}/vclusters/decl2", {}, VIEWER),
+        (rvc, "put", f"{RES}/vclusters/decl2", {"prefix": "zz"}, ADMIN),
+        (rvc, "get", f"{RES}/vclusters/decl2", None, ADMIN),
+        (rvc, "get", f"{RES}/vclusters/none", None, ADMIN),
+    ]
+    for method, path, ok, bad, kind_url in (
+            ("put", rsa, {}, {"x": 1}, "serviceaccounts/sa"),
+            ("put", rtm, {"physicalTopicName": "p"}, {}, "topicmappings/t"),
+            ("put", racl, {"acls": [ACL]}, {"acls": [BAD_ACL]}, "aclset"),
+            ("put", rlim, {"capacity": {"topics": 1}}, {"capacity": {"topics": -1}},
+             "limits")):
+        url = f"{RES}/vclusters/decl2/{kind_url}"
+        out += [(path, method, url, ok, ADMIN), (path, method, url, ok, ADMIN),
+                (path, method, url, bad, ADMIN), (path, method, url, ok, VIEWER),
+                (path, method, f"{RES}/vclusters/none/{kind_url}", ok, ADMIN),
+                (path, "get", url, None, ADMIN),
+                (path, "get", f"{RES}/vclusters/none/{kind_url}", None, ADMIN),
+                (path, "delete", url, None, VIEWER), (path, "delete", url, None, ADMIN),
+                (path, "delete", f"{RES}/vclusters/bad.name/{kind_url}", None, ADMIN)]
+    for method in ("put", "post"):
+        out += [(acls, method, f"{V1}/vcluster/acl1/acls", {"acls": [ACL]}, ADMIN),
+                (acls, method, f"{V1}/vcluster/acl1/acls", {"acls": [BAD_ACL]}, ADMIN),
+                (acls, method, f"{V1}/vcluster/acl1/acls", {"acls": [ACL]}, VIEWER),
+                (acls, method, f"{V1}/vcluster/no/acls", {"acls": [ACL]}, ADMIN)]
+    return out + [
+        (rtm, "put", f"{RES}/vclusters/decl2/topicmappings/u",
+         {"physicalTopicName": "acl1x"}, ADMIN),
+        (acls, "delete", f"{V1}/vcluster/acl1/acls?operation=READ", None, ADMIN),
+        (acls, "delete", f"{V1}/vcluster/acl1/acls?operation=NOPE", None, ADMIN),
+        (acls, "delete", f"{V1}/vcluster/acl1/acls", None, VIEWER),
+        (acls, "delete", f"{V1}/vcluster/no/acls", None, ADMIN),
+        (rvc, "delete", f"{RES}/vclusters/decl2", None, VIEWER),
+        (rvc, "delete", f"{RES}/vclusters/bad.name", None, ADMIN),
+        (rvc, "delete", f"{RES}/vclusters/decl2", None, ADMIN),
+    ]
+
+
+@defer.inlineCallbacks
+def unavailable_rights_scenarios(state, store, http, seen):
+    """503 of every write of rights_scenarios: the store takes no write."""
+    from vkafka.auth.acls import Acl
+    V1 = V1_PATH
+    yield state.ensure_vcluster("down2")
+    yield state.ensure_account("down2", "sa")
+    yield state.put_mapping("down2", "t", {"physicalTopicName": "p9"})
+    yield state.add_acls("down2", [Acl.from_json(ACL)])
+    yield state.put_limits("down2", {"capacity": {"topics": 3}})
+    other = {**ACL, "name": "other"}
+    rvc = f"{RES}/vclusters/{{vcluster}}"
+    acls = f"{V1}/vcluster/{{vcluster}}/acls"
+    store.available = False
+    for path, method, url, body in [
+            (f"{V1}/vcluster/{{vcluster}}/username/{{username}}", "delete",
+             f"{V1}/vcluster/down2/username/sa", None),
+            (f"{V1}/vcluster/{{vcluster}}/rights", "put",
+             f"{V1}/vcluster/down2/rights", {"acls": True}),
+            (acls, "put", f"{V1}/vcluster/down2/acls", {"acls": [other]}),
+            (acls, "post", f"{V1}/vcluster/down2/acls", {"acls": [other]}),
+            (acls, "delete", f"{V1}/vcluster/down2/acls", None),
+            (f"{RES}/apply", "post", f"{RES}/apply",
+             {"resources": [{"kind": "VirtualCluster", "name": "fresh3"}]}),
+            (rvc, "put", f"{RES}/vclusters/fresh3", {}),
+            (rvc, "delete", f"{RES}/vclusters/down2", None),
+            (f"{rvc}/serviceaccounts/{{username}}", "put",
+             f"{RES}/vclusters/down2/serviceaccounts/sb", {}),
+            (f"{rvc}/serviceaccounts/{{username}}", "delete",
+             f"{RES}/vclusters/down2/serviceaccounts/sa", None),
+            (f"{rvc}/topicmappings/{{topic}}", "put",
+             f"{RES}/vclusters/down2/topicmappings/u", {"physicalTopicName": "p8"}),
+            (f"{rvc}/topicmappings/{{topic}}", "delete",
+             f"{RES}/vclusters/down2/topicmappings/t", None),
+            (f"{rvc}/aclset", "put", f"{RES}/vclusters/down2/aclset",
+             {"acls": [other]}),
+            (f"{rvc}/aclset", "delete", f"{RES}/vclusters/down2/aclset", None),
+            (f"{rvc}/limits", "put", f"{RES}/vclusters/down2/limits",
+             {"capacity": {"topics": 2}}),
+            (f"{rvc}/limits", "delete", f"{RES}/vclusters/down2/limits", None)]:
+        response = yield http.request(method.upper(), "http://gw" + url, auth=ADMIN,
+                                      data=None if body is None else json.dumps(body))
+        yield response.content()
+        seen.add((path, method, str(response.code)))
+    store.available = True
 
 
 def body_operations(doc):
@@ -501,10 +633,10 @@ class ContractTests(unittest.TestCase):
         self.patch(AdminApp, "contract", Contract(doc))
 
     @defer.inlineCallbacks
-    def post(self, path, body, raw=None):
+    def post(self, path, body, raw=None, method="POST"):
         response = yield self.http.request(
-            "POST", request_url(path) if path.startswith("/") else path, auth=ADMIN,
-            data=raw if raw is not None else json.dumps(body))
+            method.upper(), request_url(path) if path.startswith("/") else path,
+            auth=ADMIN, data=raw if raw is not None else json.dumps(body))
         return response.code, json.loads((yield response.content()))
 
     def test_every_route_has_its_operation(self):
@@ -541,14 +673,14 @@ class ContractTests(unittest.TestCase):
         with a body: each one is checked against its own schema."""
         doc = copy.deepcopy(document())
         operations = body_operations(doc)
-        self.assertEqual(len(operations), 6)
+        self.assertEqual(len(operations), 15)
         for path, method in operations:
             schema = body_schema(doc, path, method)
             schema["properties"]["mustHave"] = {"type": "string"}
             schema["required"] = ["mustHave", *schema.get("required", ())]
         self.use(doc)
         for path, method in operations:
-            code, answer = yield self.post(path, {})
+            code, answer = yield self.post(path, {}, method=method)
             self.assertEqual((code, answer["error"], answer.get("field")),
                              (400, "missing_field", "mustHave"), path)
 
@@ -559,11 +691,13 @@ class ContractTests(unittest.TestCase):
         for path, method in body_operations(doc):
             doc["paths"][path][method]["requestBody"]["content"]["application/json"][
                 "schema"] = {"type": "object"}
-            for param in doc["paths"][path]["parameters"]:
+            for param in doc["paths"][path].get("parameters", ()):
                 param["schema"] = {"type": "string", "pattern": "^only$"}
         self.use(doc)
         for path, method in body_operations(doc):
-            code, answer = yield self.post(path, {})
+            if "{vcluster}" not in path:
+                continue
+            code, answer = yield self.post(path, {}, method=method)
             self.assertEqual((code, answer["error"], answer.get("field")),
                              (400, "invalid_name", "vcluster"), path)
             self.assertIn("^only$", answer["message"])

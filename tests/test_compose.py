@@ -44,6 +44,10 @@ class ComposeTests(unittest.TestCase):
             self.assertEqual(options["start-port"],
                              7969 if name == "gateway2" else 6969)
         self.assertEqual(self.services["gateway1"]["environment"]
+                         ["GATEWAY_CLUSTER_ID"],
+                         self.services["gateway2"]["environment"]
+                         ["GATEWAY_CLUSTER_ID"])  # one gateway cluster
+        self.assertEqual(self.services["gateway1"]["environment"]
                          ["GATEWAY_USER_POOL_SECRET_KEY"],
                          self.services["gateway2"]["environment"]
                          ["GATEWAY_USER_POOL_SECRET_KEY"])

@@ -8,13 +8,9 @@ was created or changed.  Requests the CLIs cannot send (CreateTopics with
 validate_only, the legacy AlterConfigs) go through the raw client.
 """
 
-import base64
 import datetime
-import json
 import re
 import time
-import urllib.error
-import urllib.request
 
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i8, i16, i32, i32Timedelta
@@ -41,17 +37,7 @@ def kafka_configs(*args):
 
 def admin(gateway, method, path, body=None):
     """An admin API call to *gateway*: (status, JSON body)."""
-    request = urllib.request.Request(
-        f"http://localhost:{gateway.admin_port}/admin/vclusters/v1{path}",
-        method=method, data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": "Basic " + base64.b64encode(
-            ":".join(stack.ADMIN_AUTH).encode()).decode(),
-            "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+    return stack.admin(gateway.admin_port, method, f"/vclusters/v1{path}", body)
 
 
 def creatable(name, partitions=1, replication=1, configs=None):

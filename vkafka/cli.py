@@ -8,6 +8,8 @@
     vkafka limits get --vcluster london
     vkafka limits set --vcluster london '{"capacity": {"topics": 10}}'   # or --file limits.json
     vkafka limits delete --vcluster london
+    vkafka apply -f resources.yaml [--dry-run] [--no-prune]   # docs/rights.md
+    vkafka get [london ...] > resources.yaml
 """
 
 import argparse
@@ -75,7 +77,72 @@ def _parser():
     given = limit_commands.choices["set"].add_mutually_exclusive_group(required=True)
     given.add_argument("limits", nargs="?", help="the limits as JSON (replace all)")
     given.add_argument("--file", help="read the JSON limits from this file ('-': stdin)")
+
+    apply = commands.add_parser(
+        "apply", help="make the gateways hold the resources of a YAML file: the "
+        "virtual clusters it names are managed, what they hold that the file does "
+        "not name is removed (docs/rights.md)")
+    apply.add_argument("-f", "--file", required=True,
+                       help="YAML resources: several documents or a list ('-': stdin)")
+    apply.add_argument("--dry-run", action="store_true",
+                       help="print what would change, change nothing")
+    apply.add_argument("--no-prune", dest="prune", action="store_false",
+                       help="create and change only: remove nothing")
+    get = commands.add_parser("get", help="print resources as YAML, as apply reads "
+                              "them")
+    get.add_argument("vclusters", nargs="*", help="these virtual clusters (default: all)")
     return parser
+
+
+def load_resources(text, source):
+    """The resource documents of a YAML text: several documents, each a
+    resource or a list of them (empty documents are skipped)."""
+    import yaml
+    try:
+        documents = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as e:
+        raise CliError(f"{source} is not YAML: {e}") from None
+    found = []
+    for doc in documents:
+        if doc is None:
+            continue
+        items = doc if isinstance(doc, list) else [doc]
+        for item in items:
+            if not isinstance(item, dict):
+                raise CliError(f"{source}: a resource is a mapping with a kind, not "
+                               f"{item!r}")
+            found.append(item)
+    return found
+
+
+def dump_resources(items):
+    """Resources as YAML documents (what ``vkafka get`` prints)."""
+    import yaml
+    return yaml.safe_dump_all(items, sort_keys=False, default_flow_style=False,
+                              explicit_start=True)
+
+
+def describe_changes(answer):
+    """``vkafka apply``'s report: one line per change, then a summary."""
+    from .admin.resources import PAST
+    lines = []
+    for change in answer["changes"]:
+        verb = change["action"] if answer["dryRun"] else PAST[change["action"]]
+        lines.append(f"{'would ' if answer['dryRun'] else ''}{verb} {change['summary']}")
+    if not answer["changes"]:
+        lines.append("no change: the gateways hold these resources already")
+    else:
+        planned = " planned (dry run: nothing changed)" if answer["dryRun"] else ""
+        lines.append(f"{len(answer['changes'])} change(s){planned}, "
+                     f"{answer['unchanged']} resource(s) unchanged")
+    accounts = [c for c in answer["changes"] if c["kind"] == "ServiceAccount"
+                and c["action"] == "create"]
+    if accounts and not answer["dryRun"]:
+        lines.append("service accounts have no token yet; issue one with: "
+                     "vkafka token ... or POST .../vcluster/<vc>/username/<name>, e.g. "
+                     f"vkafka vcluster create {accounts[0]['vcluster']} --username "
+                     f"{accounts[0]['name']}")
+    return "\n".join(lines)
 
 
 def _limits_body(args):
@@ -93,11 +160,11 @@ def _limits_body(args):
         raise CliError(f"{source} is not JSON: {e}") from None
 
 
-def _call(reactor, args, method, path, body=None):
+def _call(reactor, args, method, path, body=None, base="/admin/vclusters/v1"):
     import treq
 
     user, _, password = args.admin_user.partition(":")
-    url = f"{args.admin_url.rstrip('/')}/admin/vclusters/v1{path}"
+    url = f"{args.admin_url.rstrip('/')}{base}{path}"
     response = yield treq.request(method, url, auth=(user, password),
                                   data=None if body is None else json.dumps(body).encode(),
                                   headers={b"Content-Type": [b"application/json"]})
@@ -126,6 +193,30 @@ def _admin(reactor, args):
             print(f"wrote {args.properties}")
         else:
             print(answer["token"])
+        return
+    if args.command == "apply":
+        if args.file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.file) as f:
+                text = f.read()
+        documents = load_resources(text, args.file)
+        answer = yield call(reactor, args, "POST", "/apply", {
+            "resources": documents, "prune": args.prune, "dryRun": args.dry_run},
+            base="/admin/resources/v1")
+        print(describe_changes(answer))
+        return
+    if args.command == "get":
+        items = []
+        if not args.vclusters:
+            answer = yield call(reactor, args, "GET", "", base="/admin/resources/v1")
+            items = answer["resources"]
+        for name in args.vclusters:
+            from urllib.parse import quote
+            answer = yield call(reactor, args, "GET", f"?vcluster={quote(name, safe='')}",
+                                base="/admin/resources/v1")
+            items += answer["resources"]
+        print(dump_resources(items), end="")
         return
     if args.command == "vcluster":
         path = "" if args.action == "list" else f"/vcluster/{args.name}"

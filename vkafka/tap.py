@@ -97,12 +97,36 @@ SETTINGS = [
     ("usage-topic", "GATEWAY_USAGE_TOPIC", "_vkafka_usage", str,
      "Compacted topic where the gateways write each virtual cluster's traffic by "
      "hour (kept 35 days; docs/governance.md, Usage)"),
+    ("audit-topic", "GATEWAY_AUDIT_TOPIC", "_vkafka_audit", str,
+     "Topic of the audit log: admin writes with their result and sampled refused "
+     "authorizations, from every gateway (kept 7 days; docs/rights.md)"),
+    ("gateway-cluster-id", "GATEWAY_CLUSTER_ID", None, str,
+     "Gateways with the same cluster id (and state topic) form one cluster: they "
+     "find each other through the state topic and each client is sent to brokers "
+     "spread over the live gateways (none: this gateway is on its own)"),
+    ("advertise", "GATEWAY_ADVERTISE", "cluster", str,
+     "cluster: with --gateway-cluster-id, broker addresses are mapped over the "
+     "cluster's live gateways; self: this gateway advertises only itself (an "
+     "external load balancer or DNS name spreads clients)"),
+    ("rack", "GATEWAY_RACK_ID", None, str,
+     "This gateway's rack (zone); in a cluster, its clients are sent to gateways "
+     "of the same rack while one is alive"),
+    ("drain-timeout", "GATEWAY_DRAIN_TIMEOUT_SECONDS", 10.0, float,
+     "Seconds a cluster gateway stopping (SIGTERM) takes to hand its clients over "
+     "to the others before it closes what is left (0: close at once)"),
     ("refresh-interval", "GATEWAY_METADATA_REFRESH_SECONDS", 30.0, float,
      "Seconds between the gateway's own metadata refreshes"),
     ("metadata-cache", "GATEWAY_METADATA_CACHE_SECONDS", 1.0, float,
      "Seconds a tenant's all-topics Metadata answer is reused (0: never); topic and "
      "mapping changes seen by this gateway end it sooner"),
 ]
+
+
+STATE_TOPIC_CONFIGS = {"segment.ms": str(3600 * 1000)}
+"""Should a gateway create the state topic: segments rolled hourly, so that
+compaction keeps it small although every gateway writes there every second
+(membership, rate shares); a gateway starting reads little more than the
+live records."""
 
 
 def markdown_settings():
@@ -162,6 +186,22 @@ class RateSharesService(service.Service):
     def stopService(self):
         super().stopService()
         self.shares.stop()
+
+
+class MembershipService(service.Service):
+    """Says this gateway is alive every second (state/membership.py)."""
+
+    def __init__(self, membership, reactor):
+        self.membership = membership
+        self.reactor = reactor
+
+    def startService(self):
+        super().startService()
+        self.membership.start(self.reactor)
+
+    def stopService(self):
+        super().stopService()
+        self.membership.stop()
 
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
@@ -241,13 +281,27 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--admin-users / GATEWAY_ADMIN_API_USERS: {e}")
         from .names import GATEWAY_TOPIC_PREFIX, valid_topic_name
-        for name in ("state-topic", "usage-topic"):
+        for name in ("state-topic", "usage-topic", "audit-topic"):
             if not (valid_topic_name(self[name])
                     and self[name].startswith(GATEWAY_TOPIC_PREFIX)):
                 raise usage.UsageError(f"--{name}: must be a topic name starting "
                                        f"with {GATEWAY_TOPIC_PREFIX}")
+        if self["advertise"] not in ("cluster", "self"):
+            raise usage.UsageError(f"--advertise: expected cluster or self, not "
+                                   f"{self['advertise']!r}")
+        if self["drain-timeout"] < 0:
+            raise usage.UsageError("--drain-timeout must not be negative")
+        if self["gateway-cluster-id"] is not None and self["advertise"] == "cluster" \
+                and self["routing"] == "sni":
+            raise usage.UsageError(
+                "--gateway-cluster-id with --routing sni: the brokers' host names "
+                "are the same on every gateway; give them one DNS name and use "
+                "--advertise self")
         if self["usage-topic"] == self["state-topic"]:
             raise usage.UsageError("--usage-topic: must not be the --state-topic")
+        if self["audit-topic"] in (self["state-topic"], self["usage-topic"]):
+            raise usage.UsageError("--audit-topic: must not be the --state-topic "
+                                   "or the --usage-topic")
         from .proxy.topology import parse_servers
         try:
             self["servers"] = parse_servers(self["bootstrap-servers"])
@@ -358,7 +412,10 @@ def makeService(config, reactor=None):
                       max_decoded_request=config["max-decoded-request"],
                       metrics=metrics, endpoint_factory=upstream,
                       metadata_cache_seconds=config["metadata-cache"])
-    top = service.MultiService()
+    from .proxy.leave import LeavingService
+
+    top = LeavingService(reactor)
+    top.gateway, top.timeout = gateway, config["drain-timeout"]
     bind = config["bind-host"]
 
     def listen(port, factory, tls=None):
@@ -369,18 +426,22 @@ def makeService(config, reactor=None):
         svc = internet.StreamServerEndpointService(endpoint, factory)
         svc._raiseSynchronously = True  # a port in use stops the start (as strports)
         svc.setServiceParent(top)
+        return svc
 
     for port in topology.ports:
-        listen(port, gateway.factory_for_port(port),
-               config["server-tls"] if config["security-protocol"] in ("SSL", "SASL_SSL")
-               else None)
+        top.listeners.append(listen(
+            port, gateway.factory_for_port(port),
+            config["server-tls"] if config["security-protocol"] in ("SSL", "SASL_SSL")
+            else None))
+    gateway_id = f"{socket.gethostname()}:{config['start-port']}"
 
     state = store = measured = None
     if tenancy is not None:
         from .state.kafka import KafkaStore
         from .state.model import GatewayState
 
-        store = KafkaStore(reactor, topology, upstream, topic=config["state-topic"])
+        store = KafkaStore(reactor, topology, upstream, topic=config["state-topic"],
+                           configs=STATE_TOPIC_CONFIGS)
         state = GatewayState(store, tenancy.authority, tenancy.vclusters,
                              reactor.seconds)
         state.revoked_listeners.append(gateway.close_revoked)
@@ -389,17 +450,31 @@ def makeService(config, reactor=None):
         state.topic_exists = refresher.topic_exists
         state.create_topic = refresher.create_topic
         StoreService(store).setServiceParent(top)
+        _membership(config, reactor, top, gateway, store, gateway_id)
         gateway.rate_shares = RateShares(
-            f"{socket.gethostname()}:{config['start-port']}", state, reactor.seconds,
-            metrics, lambda vc: gateway.per_vcluster.get(vc, 0))
+            gateway_id, state, reactor.seconds,
+            metrics, lambda vc: gateway.per_vcluster.get(vc, 0), gateway.membership)
         RateSharesService(gateway.rate_shares, reactor).setServiceParent(top)
         measured = _usage(config, reactor, top, state, metrics, topology, refresher,
                           gateway)
+        gateway.audit = _audit(config, reactor, top, topology, gateway, metrics)
         gateway.group_ids = lambda: None if measured.inventory.latest is None \
             else measured.inventory.latest.group_ids
 
+    if store is None and config["gateway-cluster-id"] is not None:
+        from .state.kafka import KafkaStore  # passthrough: a store for membership
+
+        store = KafkaStore(reactor, topology, upstream, topic=config["state-topic"],
+                           configs=STATE_TOPIC_CONFIGS)
+        StoreService(store).setServiceParent(top)
+        _membership(config, reactor, top, gateway, store, gateway_id)
+
     def health():
         details = {"brokers": sorted(topology.brokers)}
+        membership = gateway.membership
+        if membership is not None and membership.cluster_id is not None:
+            details["cluster"] = {"id": membership.cluster_id, "node": membership.node_id,
+                                  "nodes": [n.id for n in membership.nodes()]}
         if refresher.last_error is not None or not topology.brokers:
             return f"cannot reach the Kafka cluster: {refresher.last_error}", details
         if store is not None:
@@ -424,7 +499,7 @@ def makeService(config, reactor=None):
         dashboard.setServiceParent(top)
     root = admin_root(state, UserChecker(users), health, dashboard,
                       metrics=MetricsResource(metrics, refresh_state_metrics),
-                      usage=measured)
+                      usage=measured, audit=getattr(gateway, "audit", None))
     listen(config["admin-port"], Site(root),
            config["server-tls"] if config["admin-tls"] else None)
     timer = internet.TimerService(config["refresh-interval"], refresher.refresh)
@@ -432,6 +507,35 @@ def makeService(config, reactor=None):
     timer.setServiceParent(top)
     RefresherService(refresher).setServiceParent(top)
     return top
+
+
+def _membership(config, reactor, top, gateway, store, gateway_id):
+    """The gateway cluster (state/membership.py) over *store*; its beats."""
+    from .state.membership import Membership
+
+    topology = gateway.topology
+    gateway.membership = Membership(
+        gateway_id, store, reactor.seconds,
+        lambda: {"host": topology.advertised_host, "port": topology.start_port,
+                 "ports": topology.port_count, "minBroker": topology.min_broker_id},
+        config["gateway-cluster-id"], config["rack"],
+        advertise=config["advertise"] == "cluster")
+    MembershipService(gateway.membership, reactor).setServiceParent(top)
+    if config["gateway-cluster-id"] is not None and gateway.refresher is not None:
+        topology.topic_ids.on_unknown = _at_most_every(
+            reactor, 1.0, gateway.refresher.refresh_listing)
+
+
+def _at_most_every(reactor, seconds, call):
+    """*call*, skipped when it was called less than *seconds* ago."""
+    last = [float("-inf")]
+
+    def limited():
+        now = reactor.seconds()
+        if now - last[0] >= seconds:
+            last[0] = now
+            call()
+    return limited
 
 
 def _usage(config, reactor, top, state, metrics, topology, refresher, gateway):
@@ -456,6 +560,37 @@ def _usage(config, reactor, top, state, metrics, topology, refresher, gateway):
     measured = Usage(state, book, ledger, inventory, reactor.seconds)
     UsageService(measured, store, reactor).setServiceParent(top)
     return measured
+
+
+class AuditService(service.Service):
+    """Follows the audit topic with the gateway; stops the log's retries."""
+
+    def __init__(self, audit, store):
+        self.audit, self.store = audit, store
+
+    def startService(self):
+        super().startService()
+        self.store.start()
+
+    def stopService(self):
+        super().stopService()
+        self.audit.stop()
+        self.store.stop()
+
+
+def _audit(config, reactor, top, topology, gateway, metrics):
+    """The audit log (admin/audit.py) on the audit topic, followed by every
+    gateway; the gateway serves whether or not the topic can be written."""
+    from .admin.audit import TOPIC_CONFIGS, AuditCollector, AuditLog
+    from .state.kafka import KafkaStore
+
+    store = KafkaStore(reactor, topology, config["backend"].endpoint,
+                       topic=config["audit-topic"], configs=TOPIC_CONFIGS, keep=False)
+    audit = AuditLog(reactor.seconds, gateway.rate_shares.gateway_id, store,
+                     reactor.callLater)
+    AuditService(audit, store).setServiceParent(top)
+    metrics.registry.register(AuditCollector(audit))
+    return audit
 
 
 def _latest_figures(measured):

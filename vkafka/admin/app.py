@@ -26,9 +26,12 @@ from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
+from ..auth.acls import AclFilter
 from ..state.model import StateError
 from ..state.store import StoreUnavailable
 from ..usage.report import Usage
+from . import resources
+from .audit import NO_AUDIT, parse_time
 from .dashboard import Dashboard, render_page
 from .openapi import Contract, InvalidRequest, document
 from .users import LoginThrottle
@@ -36,13 +39,33 @@ from .users import LoginThrottle
 log = Logger()
 DEFAULT_LIFETIME = 90 * 24 * 3600
 V1 = "/vclusters/v1"
+RESOURCES = "/resources/v1"
+ACL_FILTER_QUERY = {"resourceType": "resource_type", "name": "name",
+                    "patternType": "pattern_type", "principal": "principal",
+                    "host": "host", "operation": "operation",
+                    "permission": "permission"}
+"""DELETE .../acls query parameters -> auth.acls.AclFilter fields (absent: ANY)."""
 MOUNT = "/admin"  # where admin_root mounts the app: its paths' prefix in the document
 
 
-def audit(user, request, status):
-    """One audit event per admin write that took effect."""
-    log.info("audit: {user} {method} {path} -> {status}", audit=True, user=user,
-             method=request.method.decode(), path=request.path.decode(), status=status)
+def audit(user, request, status, log_to=None, vcluster=None, details=None):
+    """One audit event per admin write: logged when it took effect, and every
+    attempt, with its result, on the audit log (``audit.AuditLog``)."""
+    if status < 400:
+        log.info("audit: {user} {method} {path} -> {status}", audit=True, user=user,
+                 method=request.method.decode(), path=request.path.decode(),
+                 status=status)
+    if log_to is not None:
+        log_to.admin(user, request.method.decode(), request.path.decode(errors="replace"),
+                     status, vcluster, details)
+
+
+def _instant(text, name):
+    """Seconds of a query's ISO 8601 time; 400 if the calendar has no such day."""
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise InvalidRequest("bad_field", f"invalid {name}: {text!r} is no time", name)
 
 
 def _json(request, status, body):
@@ -73,6 +96,46 @@ def document_path(endpoint_name):
     return MOUNT + re.sub(r"<(?:[^:>]*:)?([^>]+)>", r"{\1}", rule.rule)
 
 
+class Audited:
+    """A handler's answer *body* with what its audit event should say of it."""
+
+    def __init__(self, body, audit):
+        self.body, self.audit = body, audit
+
+
+@defer.inlineCallbacks
+def _run(self, fn, request, kwargs):
+    """(status, body) of a handler: the request checked by the document, the
+    errors mapped to statuses, never a 500 for bad input."""
+    try:
+        operation = self.contract.operation(document_path(fn.__name__),
+                                            request.method)
+        body = operation.check(kwargs, request.content.read()
+                               if request.content is not None else b"")
+        if operation.body is not None:
+            kwargs["body"] = body
+        if operation.query:
+            kwargs["query"] = operation.check_query(request.args)
+        result = yield fn(self, request, **kwargs)
+    except InvalidRequest as e:
+        return 400, e.body()
+    except StateError as e:
+        return e.status, {**e.details, "error": e.error, "message": e.message}
+    except StoreUnavailable as e:
+        return 503, {"error": "unavailable", "message": str(e)}
+    except Exception:
+        log.failure("admin API {path} failed", path=request.path)
+        return 500, {"error": "internal", "message": "internal error, see the log"}
+    return result if isinstance(result, tuple) else (200, result)
+
+
+def read_only_users_too(fn):
+    """Let read-only users reach a write handler, which refuses them what
+    they may not do itself (apply: a dry run is allowed)."""
+    fn.reads_only = True
+    return fn
+
+
 def endpoint(write=False):
     """Wrap a handler: JSON in and out, errors mapped to statuses, never a 500.
 
@@ -85,33 +148,18 @@ def endpoint(write=False):
         @wraps(fn)
         @defer.inlineCallbacks
         def wrapper(self, request, **kwargs):
-            if write and self.user.read_only:
-                return _json(request, 403, {"error": "forbidden", "message":
-                             f"user {self.user.name!r} is read-only"})
-            try:
-                operation = self.contract.operation(document_path(fn.__name__),
-                                                    request.method)
-                body = operation.check(kwargs, request.content.read()
-                                       if request.content is not None else b"")
-                if operation.body is not None:
-                    kwargs["body"] = body
-                if operation.query:
-                    kwargs["query"] = operation.check_query(request.args)
-                result = yield fn(self, request, **kwargs)
-            except InvalidRequest as e:
-                return _json(request, 400, e.body())
-            except StateError as e:
-                return _json(request, e.status, {**e.details, "error": e.error,
-                                                 "message": e.message})
-            except StoreUnavailable as e:
-                return _json(request, 503, {"error": "unavailable", "message": str(e)})
-            except Exception:
-                log.failure("admin API {path} failed", path=request.path)
-                return _json(request, 500, {"error": "internal",
-                                            "message": "internal error, see the log"})
-            status, body = result if isinstance(result, tuple) else (200, result)
+            vcluster = kwargs.get("vcluster")
+            if write and self.user.read_only and not getattr(fn, "reads_only", False):
+                status, body = 403, {"error": "forbidden", "message":
+                                     f"user {self.user.name!r} is read-only"}
+            else:
+                status, body = yield _run(self, fn, request, kwargs)
             if write:
-                audit(self.user.name, request, status)
+                details = body if status >= 400 else (
+                    body.audit if isinstance(body, Audited) else None)
+                audit(self.user.name, request, status, self.audit, vcluster, details)
+            if isinstance(body, Audited):
+                body = body.body
             if status == 204:
                 request.setResponseCode(204)
                 return b""
@@ -130,11 +178,12 @@ class AdminApp:
     # added to the document is accepted (a test swaps in another document).
     contract = Contract(document())
 
-    def __init__(self, state, user, dashboard=None, usage=None):
+    def __init__(self, state, user, dashboard=None, usage=None, audit=None):
         self.state = state
         self.user = user
         self.dashboard = dashboard
         self.usage = usage
+        self.audit = audit
 
     def _measured(self):
         if self.usage is None:
@@ -271,6 +320,229 @@ class AdminApp:
             export = Download("text/csv; charset=utf-8", Usage.csv(export), name)
         return defer.succeed(export)
 
+    # rights inside a virtual cluster (docs/rights.md)
+
+    @app.route(f"{V1}/vcluster/<vcluster>/username/<username>", methods=["DELETE"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def delete_account(self, request, vcluster, username):
+        self.state.vcluster(vcluster)
+        if (vcluster, username) not in self.state.accounts:  # "*" too: no account
+            raise StateError(404, "not_found", f"service account {username!r} does "
+                             f"not exist in {vcluster!r}")
+        yield self.state.delete_account(vcluster, username)
+        return 204, None
+
+    @app.route(f"{V1}/vcluster/<vcluster>/rights", methods=["GET"])
+    @endpoint()
+    def show_rights(self, request, vcluster):
+        self.state.vcluster(vcluster)
+        return defer.succeed(self.state.rights_of(vcluster))
+
+    @app.route(f"{V1}/vcluster/<vcluster>/rights", methods=["PUT"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def put_rights(self, request, vcluster, body):
+        wanted = {"acls": body["acls"],
+                  "superUsers": sorted(set(body.get("superUsers", ())))}
+        self.state.vcluster(vcluster)
+        if self.state.rights_of(vcluster) != wanted:  # idempotent: no write
+            yield self.state.put_rights(vcluster, wanted["acls"], wanted["superUsers"])
+        return self.state.rights_of(vcluster)
+
+    @app.route(f"{V1}/vcluster/<vcluster>/acls", methods=["GET"])
+    @endpoint()
+    def list_acls(self, request, vcluster):
+        self.state.vcluster(vcluster)
+        return defer.succeed(self._acls(vcluster))
+
+    def _acls(self, vcluster):
+        return {"acls": [acl.to_json() for acl in self.state.acls_of(vcluster)]}
+
+    @app.route(f"{V1}/vcluster/<vcluster>/acls", methods=["PUT"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def replace_acls(self, request, vcluster, body):
+        self.state.vcluster(vcluster)
+        added, removed = yield resources.replace_acls(
+            self.state, vcluster, resources.acls_from_json(body["acls"]))
+        return Audited(self._acls(vcluster), {"added": added, "removed": removed})
+
+    @app.route(f"{V1}/vcluster/<vcluster>/acls", methods=["POST"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def add_acls(self, request, vcluster, body):
+        self.state.vcluster(vcluster)
+        acls = resources.acls_from_json(body["acls"])
+        held = set(self.state.acls_of(vcluster))
+        yield self.state.add_acls(vcluster, acls)
+        return Audited(self._acls(vcluster), {"added": len(set(acls) - held)})
+
+    @app.route(f"{V1}/vcluster/<vcluster>/acls", methods=["DELETE"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def delete_acls(self, request, vcluster, query):
+        self.state.vcluster(vcluster)
+        acl_filter = AclFilter(**{field: query[name]
+                                  for name, field in ACL_FILTER_QUERY.items()
+                                  if name in query})
+        [removed] = yield self.state.delete_acls(vcluster, [acl_filter])
+        return Audited({"deleted": [acl.to_json() for acl in removed]},
+                       {"removed": len(removed)})
+
+    # declarative admin (vkafka/admin/resources.py, docs/rights.md)
+
+    @app.route(f"{RESOURCES}", methods=["GET"])
+    @endpoint()
+    def list_resources(self, request, query):
+        names = [query["vcluster"]] if "vcluster" in query else sorted(
+            self.state.clusters)
+        return defer.succeed({"resources": [
+            item.to_json() for vc in names for item in resources.current(
+                self.state, vc)]})
+
+    @app.route(f"{RESOURCES}/apply", methods=["POST"])
+    @endpoint(write=True)
+    @read_only_users_too
+    @defer.inlineCallbacks
+    def apply_resources(self, request, body):
+        dry = body.get("dryRun", False)
+        if self.user.read_only and not dry:
+            raise StateError(403, "forbidden", f"user {self.user.name!r} is "
+                             "read-only: it may only ask for a dry run")
+        wanted = resources.parse(body["resources"])
+        changes = resources.plan(self.state, wanted, body.get("prune", True))
+        if not dry:
+            yield resources.execute(self.state, changes)
+        answer = {"dryRun": dry, "changes": [c.to_json() for c in changes],
+                  "unchanged": len(wanted) - sum(
+                      1 for c in changes if c.action != "delete")}
+        return Audited(answer, None if dry else {
+            "changes": [f"{c.action} {c.summary()}" for c in changes]})
+
+    @defer.inlineCallbacks
+    def _put(self, kind, vcluster, name, spec):
+        wanted = resources.resource(kind, vcluster, name, spec)
+        change = resources.diff(self.state, wanted)
+        if change is not None:
+            yield resources.execute(self.state, [change])
+        now = resources.current_one(self.state, kind, vcluster, name) or wanted
+        answer = {"resource": now.to_json(),
+                  "result": "unchanged" if change is None else
+                  resources.PAST[change.action]}
+        return Audited(answer, {"result": answer["result"]})
+
+    def _get(self, kind, vcluster, name=""):
+        self.state.vcluster(vcluster)
+        found = resources.current_one(self.state, kind, vcluster, name)
+        if found is None or resources.empty(found):  # none: as `vkafka get` shows
+            raise StateError(404, "not_found", f"no {kind} {name!r} in {vcluster!r}")
+        return defer.succeed(found.to_json())
+
+    @defer.inlineCallbacks
+    def _delete(self, kind, vcluster, name=""):
+        if vcluster in self.state.clusters:
+            change = resources.removal(self.state, kind, vcluster, name)
+            if change is not None:
+                yield resources.execute(self.state, [change])
+        return 204, None
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>", methods=["GET"])
+    @endpoint()
+    def get_vcluster_resource(self, request, vcluster):
+        return self._get("VirtualCluster", vcluster)
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>", methods=["PUT"])
+    @endpoint(write=True)
+    def put_vcluster_resource(self, request, vcluster, body):
+        return self._put("VirtualCluster", vcluster, "", body)
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>", methods=["DELETE"])
+    @endpoint(write=True)
+    @defer.inlineCallbacks
+    def delete_vcluster_resource(self, request, vcluster):
+        if vcluster in self.state.clusters:
+            yield self.state.delete_vcluster(vcluster)
+        return 204, None
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>/serviceaccounts/<username>",
+               methods=["GET"])
+    @endpoint()
+    def get_account_resource(self, request, vcluster, username):
+        return self._get("ServiceAccount", vcluster, username)
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>/serviceaccounts/<username>",
+               methods=["PUT"])
+    @endpoint(write=True)
+    def put_account_resource(self, request, vcluster, username, body):
+        return self._put("ServiceAccount", vcluster, username, body)
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>/serviceaccounts/<username>",
+               methods=["DELETE"])
+    @endpoint(write=True)
+    def delete_account_resource(self, request, vcluster, username):
+        return self._delete("ServiceAccount", vcluster, username)
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>/topicmappings/<topic>",
+               methods=["GET"])
+    @endpoint()
+    def get_mapping_resource(self, request, vcluster, topic):
+        return self._get("TopicMapping", vcluster, topic)
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>/topicmappings/<topic>",
+               methods=["PUT"])
+    @endpoint(write=True)
+    def put_mapping_resource(self, request, vcluster, topic, body):
+        return self._put("TopicMapping", vcluster, topic, body)
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>/topicmappings/<topic>",
+               methods=["DELETE"])
+    @endpoint(write=True)
+    def delete_mapping_resource(self, request, vcluster, topic):
+        return self._delete("TopicMapping", vcluster, topic)
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>/aclset", methods=["GET"])
+    @endpoint()
+    def get_aclset_resource(self, request, vcluster):
+        return self._get("AclSet", vcluster)
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>/aclset", methods=["PUT"])
+    @endpoint(write=True)
+    def put_aclset_resource(self, request, vcluster, body):
+        return self._put("AclSet", vcluster, "", body)
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>/aclset", methods=["DELETE"])
+    @endpoint(write=True)
+    def delete_aclset_resource(self, request, vcluster):
+        return self._delete("AclSet", vcluster)
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>/limits", methods=["GET"])
+    @endpoint()
+    def get_limits_resource(self, request, vcluster):
+        return self._get("Limits", vcluster)
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>/limits", methods=["PUT"])
+    @endpoint(write=True)
+    def put_limits_resource(self, request, vcluster, body):
+        return self._put("Limits", vcluster, "", body)
+
+    @app.route(f"{RESOURCES}/vclusters/<vcluster>/limits", methods=["DELETE"])
+    @endpoint(write=True)
+    def delete_limits_resource(self, request, vcluster):
+        return self._delete("Limits", vcluster)
+
+    # the audit log (vkafka/admin/audit.py)
+
+    @app.route(f"{V1}/audit", methods=["GET"])
+    @endpoint()
+    def show_audit(self, request, query):
+        since, until = (None if query.get(name) is None else _instant(query[name], name)
+                        for name in ("from", "to"))
+        log_of = self.audit or NO_AUDIT
+        return defer.succeed({"events": log_of.recent(
+            since, until, query.get("vcluster"), query.get("type"),
+            int(query.get("limit", 100)))})
+
     @app.route("/dashboard", methods=["GET"])
     def dashboard_page(self, request):
         return render_page(request)
@@ -302,15 +574,16 @@ class AdminApp:
 
 @implementer(IRealm)
 class AdminRealm:
-    def __init__(self, state, dashboard=None, usage=None):
+    def __init__(self, state, dashboard=None, usage=None, audit=None):
         self.state = state
         self.dashboard = dashboard or Dashboard(state)
         self.usage = usage
+        self.audit = audit
 
     def requestAvatar(self, avatar_id, mind, *interfaces):
         if IResource not in interfaces:
             raise NotImplementedError()
-        app = AdminApp(self.state, avatar_id, self.dashboard, self.usage)
+        app = AdminApp(self.state, avatar_id, self.dashboard, self.usage, self.audit)
         return IResource, app.app.resource(), lambda: None
 
 
@@ -432,7 +705,7 @@ class LoginGuard:
 
 
 def admin_root(state, checker, health_check, dashboard=None, throttle=None,
-               metrics=None, usage=None):
+               metrics=None, usage=None, audit=None):
     """The admin port's resource tree: /health open, everything else behind
     basic auth: /admin/* and *metrics* (a resource) at /metrics, whose series
     name every virtual cluster and its traffic.
@@ -441,6 +714,8 @@ def admin_root(state, checker, health_check, dashboard=None, throttle=None,
     shows the state only, with no traffic.  *throttle* (a LoginThrottle)
     slows down addresses whose logins keep failing.  *usage* (a
     usage.report.Usage) answers the usage endpoints (503 without one).
+    *audit* (an audit.AuditLog) records every admin write and answers
+    ``GET .../audit`` (without one: writes are only logged).
     """
     root = Resource()
     root.putChild(b"health", Health(health_check))
@@ -455,5 +730,5 @@ def admin_root(state, checker, health_check, dashboard=None, throttle=None,
         root.putChild(b"metrics", guarded(ResourceRealm(metrics)))
     if state is None:  # passthrough mode: no virtual clusters to administer
         return root
-    root.putChild(b"admin", guarded(AdminRealm(state, dashboard, usage)))
+    root.putChild(b"admin", guarded(AdminRealm(state, dashboard, usage, audit)))
     return root

@@ -19,8 +19,10 @@ from referencing.jsonschema import DRAFT4
 
 from ..auth.tokens import MAX_LIFETIME
 from ..state.limits import Limits
+from . import schemas as _res
 
 V1 = "/admin/vclusters/v1"
+RESOURCES = "/admin/resources/v1"
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -81,10 +83,27 @@ _COUNTS = {name: {"type": "integer", "minimum": 0} for name in (
 
 
 def document():
+    doc = _document()
+    schemas = doc["components"]["schemas"]
+    acl, resource = ({"$ref": f"#/components/schemas/{name}"}
+                     for name in ("Acl", "Resource"))
+    extra = {**_rights_paths(acl, {"$ref": "#/components/schemas/AclList"},
+                             {"$ref": "#/components/schemas/Rights"}),
+             **_resource_paths(resource, {"$ref": "#/components/schemas/PutResult"})}
+    paths = doc["paths"]
+    for path, item in extra.items():  # beside a v1 path's own methods
+        paths[path] = {**paths.get(path, {}), **item}
+    assert all(name in schemas for name in ("Acl", "AclList", "Rights", "PutResult"))
+    return doc
+
+
+def _document():
     vc = {"$ref": "#/components/schemas/VirtualCluster"}
     mapping = {"$ref": "#/components/schemas/TopicMapping"}
     limits = {"$ref": "#/components/schemas/Limits"}
     traffic = {"$ref": "#/components/schemas/UsagePeriod"}
+    acl = {"$ref": "#/components/schemas/Acl"}
+    resource = {"$ref": "#/components/schemas/Resource"}
     return {
         "openapi": "3.0.3",
         "info": {"title": "vkafka admin API", "version": "1"},
@@ -110,6 +129,47 @@ def document():
                     "topicMappings": {"type": "array", "items": mapping},
                     "limits": limits}},
                 "Limits": Limits.json_schema(),
+                "Acl": _res.ACL_SCHEMA,
+                "Rights": {"type": "object", "required": ["acls", "superUsers"],
+                           "properties": {"acls": {"type": "boolean"},
+                                          "superUsers": {"type": "array", "items": {
+                                              "type": "string"}}}},
+                "AclList": {"type": "object", "required": ["acls"], "properties": {
+                    "acls": {"type": "array", "items": acl}}},
+                "Resource": {"type": "object", "required": ["kind"],
+                             "description": _res.RESOURCE_SCHEMA["description"],
+                             "properties": {
+                                 "kind": {"type": "string", "enum": list(_res.KINDS)},
+                                 "name": {"type": "string"},
+                                 "vcluster": {"type": "string"},
+                                 "spec": {"type": "object"}}},
+                "PutResult": {"type": "object", "required": ["resource", "result"],
+                              "properties": {
+                                  "resource": resource,
+                                  "result": {"type": "string", "enum": [
+                                      "created", "changed", "deleted",
+                                      "unchanged"]}}},
+                "AuditEvent": {"type": "object",
+                               "required": ["id", "at", "type", "gateway"],
+                               "properties": {
+                                   "id": {"type": "string"}, "at": {"type": "string"},
+                                   "time": {"type": "number"},
+                                   "gateway": {"type": "string"},
+                                   "type": {"type": "string",
+                                            "enum": ["admin", "refused"]},
+                                   "vcluster": {"type": "string", "nullable": True},
+                                   "user": {"type": "string"},
+                                   "method": {"type": "string"},
+                                   "path": {"type": "string"},
+                                   "status": {"type": "integer"},
+                                   "details": {},
+                                   "principal": {"type": "string"},
+                                   "operation": {"type": "string"},
+                                   "resourceType": {"type": "string"},
+                                   "name": {"type": "string"},
+                                   "api": {"type": "string"},
+                                   "host": {"type": "string"},
+                                   "suppressed": {"type": "integer"}}},
                 "UsagePeriod": {
                     "type": "object", "required": ["from", "to", *_COUNTS],
                     "description": "Traffic over whole UTC hours [from, to), "
@@ -374,6 +434,169 @@ def document():
                             csv=True)}},
         },
     }
+
+
+def _body(schema, required=True):
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def _rights_paths(acl, acls, rights):
+    """Rights inside a virtual cluster: its ACL mode, super users and ACLs;
+    deleting a service account; the audit log."""
+    acl_list = {"type": "object", "additionalProperties": False,
+                "required": ["acls"], "properties": {"acls": _res.ACL_LIST}}
+    filters = [{"name": "resourceType", "in": "query", "required": False,
+                "schema": {"type": "string", "enum": list(_res.SUPPORTED_TYPES)}},
+               {"name": "name", "in": "query", "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
+               {"name": "patternType", "in": "query", "required": False,
+                "schema": {"type": "string", "enum": ["LITERAL", "PREFIXED", "MATCH"]},
+                "description": "MATCH: every ACL that applies to `name`"},
+               {"name": "principal", "in": "query", "required": False,
+                "schema": {"type": "string", "pattern": r"^User:(\*|[^/]{1,255})$"}},
+               {"name": "host", "in": "query", "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
+               {"name": "operation", "in": "query", "required": False,
+                "schema": {"type": "string",
+                           "enum": list(_res.SUPPORTED_OPERATIONS)}},
+               {"name": "permission", "in": "query", "required": False,
+                "schema": {"type": "string", "enum": ["ALLOW", "DENY"]}}]
+    time = {"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+            r"(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+            r"(Z|[+-][0-9]{2}:[0-9]{2})?)?$"}
+    return {
+        f"{V1}/vcluster/{{vcluster}}/username/{{username}}": {
+            "delete": {"summary": "Delete a service account: its tokens are revoked "
+                                  "(open connections closed) and it is forgotten; "
+                                  "other accounts keep working; its ACLs stay",
+                       "responses": _responses([(204, "Deleted", None)],
+                                               403, 404, 503)}},
+        f"{V1}/vcluster/{{vcluster}}/rights": {
+            "parameters": _params("vcluster"),
+            "get": {"summary": "Whether the virtual cluster's ACLs are enforced, "
+                               "and its super users",
+                    "responses": _responses([(200, "The rights", rights)], 404)},
+            "put": {"summary": "Turn the virtual cluster's ACLs on or off and name "
+                               "its super users (replaces both; idempotent)",
+                    "requestBody": _body(_res.RIGHTS_SCHEMA),
+                    "responses": _responses([(200, "The rights now", rights)],
+                                            400, 403, 404, 503)}},
+        f"{V1}/vcluster/{{vcluster}}/acls": {
+            "parameters": _params("vcluster"),
+            "get": {"summary": "The virtual cluster's ACLs (logical names)",
+                    "responses": _responses([(200, "The ACLs", acls)], 404)},
+            "put": {"summary": "Replace every ACL of the virtual cluster by the "
+                               "body's (idempotent: nothing is written if they "
+                               "are those held)",
+                    "requestBody": _body(acl_list),
+                    "responses": _responses([(200, "The ACLs now", acls)],
+                                            400, 403, 404, 503)},
+            "post": {"summary": "Add ACLs (those held already stay one)",
+                     "requestBody": _body(acl_list),
+                     "responses": _responses([(200, "The ACLs now", acls)],
+                                             400, 403, 404, 503)},
+            "delete": {"summary": "Remove the ACLs the query selects, as Kafka's "
+                                  "DeleteAcls filter (an absent parameter matches "
+                                  "any value: no parameter removes every ACL)",
+                       "parameters": filters,
+                       "responses": _responses([(200, "The ACLs removed", {
+                           "type": "object", "required": ["deleted"],
+                           "properties": {"deleted": {"type": "array",
+                                                      "items": acl}}})],
+                           400, 403, 404, 503)}},
+        f"{V1}/audit": {
+            "get": {"summary": "Recent audit events of every gateway (admin writes "
+                               "with their result; sampled refused "
+                               "authorizations), oldest first",
+                    "parameters": [
+                        {"name": "from", "in": "query", "required": False,
+                         "schema": time, "description": "ISO 8601 (no zone: UTC)"},
+                        {"name": "to", "in": "query", "required": False,
+                         "schema": time, "description": "excluded"},
+                        {"name": "vcluster", "in": "query", "required": False,
+                         "schema": _NAMES["vcluster"]},
+                        {"name": "type", "in": "query", "required": False,
+                         "schema": {"type": "string", "enum": ["admin", "refused"]}},
+                        {"name": "limit", "in": "query", "required": False,
+                         "schema": {"type": "string",
+                                    "pattern": "^([1-9][0-9]{0,2}|1000)$"},
+                         "description": "the last N events (default 100, at most "
+                                        "1000)"}],
+                    "responses": _responses([(200, "The events", {
+                        "type": "object", "required": ["events"], "properties": {
+                            "events": {"type": "array", "items": {
+                                "$ref": "#/components/schemas/AuditEvent"}}}})],
+                        400)}},
+    }
+
+
+def _resource_paths(resource, put_result):
+    """Declarative admin: whole resources, PUT idempotent (admin/resources.py)."""
+    kinds = {  # path tail: kind, what it is, its spec, path parameters
+        "": ("VirtualCluster", "its prefix, ACL mode and super users",
+             _res.VCLUSTER_SPEC, ("vcluster",)),
+        "/serviceaccounts/{username}": (
+            "ServiceAccount", "a service account, without a token (issue one with "
+            f"POST {V1}/vcluster/{{vcluster}}/username/{{username}})",
+            _res.ACCOUNT_SPEC, ("vcluster", "username")),
+        "/topicmappings/{topic}": ("TopicMapping", "a logical topic mapped onto a "
+                                   "physical one", _res.MAPPING_SPEC,
+                                   ("vcluster", "topic")),
+        "/aclset": ("AclSet", "every ACL of the virtual cluster",
+                    _res.ACL_SET_SCHEMA, ("vcluster",)),
+        "/limits": ("Limits", "the virtual cluster's limits (docs/governance.md)",
+                    Limits.json_schema(), ("vcluster",)),
+    }
+    paths = {
+        RESOURCES: {"get": {
+            "summary": "Every resource (of one virtual cluster with ?vcluster=), "
+                       "as `vkafka get` prints them",
+            "parameters": [{"name": "vcluster", "in": "query", "required": False,
+                            "schema": _NAMES["vcluster"]}],
+            "responses": _responses([(200, "The resources", {
+                "type": "object", "required": ["resources"], "properties": {
+                    "resources": {"type": "array", "items": resource}}})],
+                400, 404)}},
+        f"{RESOURCES}/apply": {"post": {
+            "summary": "Make the state hold these resources (`vkafka apply`): the "
+                       "virtual clusters named are managed, and with prune (the "
+                       "default) what they hold that is not named is removed; "
+                       "nothing is written for what is already so; a read-only "
+                       "user may ask for a dry run only",
+            "requestBody": _body(_res.APPLY_SCHEMA),
+            "responses": _responses([(200, "The changes (made, or to make with "
+                                      "dryRun)", {
+                "type": "object", "required": ["dryRun", "changes", "unchanged"],
+                "properties": {"dryRun": {"type": "boolean"},
+                               "unchanged": {"type": "integer"},
+                               "changes": {"type": "array",
+                                           "items": _res.CHANGE_SCHEMA}}})],
+                400, 403, 404, 409, 503)}},
+    }
+    refusals = {"VirtualCluster": (400, 403, 409, 503),
+                "TopicMapping": (400, 403, 404, 409, 503)}
+    for tail, (kind, what, spec, params) in kinds.items():
+        creates_vc = kind == "VirtualCluster"
+        paths[f"{RESOURCES}/vclusters/{{vcluster}}{tail}"] = {
+            "parameters": _params(*params),
+            "get": {"summary": f"The {kind} resource: {what}",
+                    "responses": _responses([(200, f"The {kind}", resource)], 404)},
+            "put": {"summary": f"Create or change the {kind} to this spec "
+                               "(idempotent: nothing is written if it is so "
+                               "already)",
+                    "requestBody": _body(spec),
+                    "responses": _responses([(200, "The resource now and what "
+                                              "changed", put_result)],
+                                            *refusals.get(kind, (400, 403, 404, 503)))},
+            "delete": {"summary": f"Remove the {kind} (204 also if there is none)"
+                                  + (": every token revoked, accounts, mappings, "
+                                     "ACLs and limits removed; topics stay"
+                                     if creates_vc else
+                                     ": its tokens revoked" if kind == "ServiceAccount"
+                                     else ""),
+                       "responses": _responses([(204, "Removed, or absent", None)],
+                                               400, 403, 503)}}
+    return paths
 
 
 def _measured(responses, csv=False):

@@ -17,6 +17,8 @@ from ..protocol.codec import CodecError, decode_response, encode_body
 from ..protocol.errors import first_error
 from ..protocol.headers import API_VERSIONS, response_header_length
 from ..tenancy import concentration
+from ..tenancy.rights import authorized_operations
+from ..tenancy.walker import with_error
 
 FETCH = 1
 UNSUPPORTED_VERSION = 35
@@ -46,10 +48,18 @@ def rewrite_response(services, pending, frame, counted=True):
     return _decoded(services, pending, frame, scan, counted)
 
 
+def refused_whole(context):
+    """(reason, code) when an ACL refused the whole request (tenancy/rights.py)."""
+    rights = None if context is None else context.rights
+    return None if rights is None else rights.refused
+
+
 def _without_decoding(pending, frame, offset, scan):
     """The response as bytes, or renamed by slicing, when the rule allows it
     (the hot path); None when it must be decoded."""
     rule, version = pending.rule, pending.api_version
+    if refused_whole(pending.context) is not None:
+        return None
     if not rule.needs_response_rewrite(version) or (
             rule.passes_as_bytes is not None
             and rule.passes_as_bytes(scan, version, pending.context)):
@@ -67,6 +77,14 @@ def _decoded(services, pending, frame, scan, counted):
         else pending.api_version
     header, response = decode_response(frame, pending.api_key, version)
     response = pending.rule.rewrite_response(services, pending.context, response)
+    rights = None if pending.context is None else pending.context.rights
+    if rights is not None and not isinstance(response, defer.Deferred):
+        response = authorized_operations(rights, response)
+    refused = refused_whole(pending.context)
+    if refused is not None:  # every error code of the answer is that refusal's
+        response = response.addCallback(with_error, refused[1], refused[0]) \
+            if isinstance(response, defer.Deferred) else \
+            with_error(response, refused[1], refused[0])
     records = 0 if scan is None else scan.records
     if isinstance(response, defer.Deferred):
         return response.addCallback(

@@ -3,7 +3,8 @@
 Every second each gateway publishes what its clients of each rate-limited
 tenant wanted (what it served, and what it still owes beyond its share) as a
 ``rate/<gateway>/<vc>`` record of the state topic, which every gateway
-follows; every five seconds it also says it is alive (``gateway/<id>``).
+follows; it also says it is alive (``gateway/<id>``, every second through
+the gateway cluster's membership, state/membership.py).
 Each then takes a share of every limit in proportion to its demand, with a
 small floor so a gateway whose clients just arrived is not starved:
 
@@ -39,13 +40,16 @@ class RateShares:
     log = Logger()
 
     def __init__(self, gateway_id, state, clock, metrics=None,
-                 connections=lambda vc: 0):
+                 connections=lambda vc: 0, membership=None):
         self.gateway_id = gateway_id
         self.state = state
         self.clock = clock
         self.metrics = metrics
         self.connections = connections
         """``vc -> its client connections on this gateway``."""
+        self.membership = membership
+        """Who is alive (state/membership.py), which then says so for this
+        gateway every second; None: this says it every five seconds."""
         self.tenants = {}
         self.fallback = False
         """Publishing failed last time: shares are the fallback's."""
@@ -74,7 +78,7 @@ class RateShares:
     def tick(self):
         """Publish what each limited tenant wanted; take new shares."""
         now = self.clock()
-        if now - self._alive_at >= ALIVE_EVERY:
+        if self.membership is None and now - self._alive_at >= ALIVE_EVERY:
             self._alive_at = now
             self._publish(f"gateway/{self.gateway_id}", {"at": now})
         for vc, rates in list(self.tenants.items()):
@@ -125,6 +129,8 @@ class RateShares:
 
     def live_gateways(self):
         """The gateways that said they are alive lately, this one included."""
+        if self.membership is not None:
+            return len(self.membership.alive())
         now = self.clock()
         others = {gw for gw, r in self.state.gateways.items()
                   if gw != self.gateway_id and now - r.get("at", 0) < ALIVE}

@@ -19,6 +19,8 @@ from ..protocol.framing import Malformed
 from ..protocol.headers import request_body_offset
 from ..tenancy import concentration
 from ..tenancy.context import Foreign, Rejected, RequestContext
+from ..tenancy.rights import Rights
+from ..tenancy.walker import plan
 
 METADATA = 3
 REWRITE_ERRORS = (Malformed, struct.error, Foreign, Rejected)
@@ -56,6 +58,15 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
         return Outcome(refused="token expired; the client did not re-authenticate")
     what = f"API {api_key} v{api_version}"
     context = RequestContext(login.namespace, services.topology.topic_ids, rule.write)
+    if services.authorizer is not None:
+        authorizer = services.authorizer(login.claims.vcluster)
+        if authorizer.enabled:
+            if rule.needs is None:  # fail closed: no row says what it needs
+                return Outcome(refused=f"{what}: not available while the virtual "
+                                       "cluster's ACLs are on")
+            context.rights = Rights(authorizer, login.claims.username,
+                                    services.peer_host, rule.needs, services.audit,
+                                    login.claims.vcluster, api_key)
     try:
         if rule.rewrite_frame is not None:
             body_offset = request_body_offset(frame)
@@ -74,6 +85,8 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
                                    f"the {limit} bytes the gateway decodes "
                                    "(--max-decoded-request)")
         header, request = decode_request(frame)
+        if context.rights is not None and context.rights.needs.whole:
+            context.rights.precheck(request, plan(type(request)))
         request = rule.rewrite_request(services, context, request)
     except REWRITE_ERRORS as e:
         return Outcome(refused=f"cannot rewrite {what}: {e}")

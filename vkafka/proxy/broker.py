@@ -38,6 +38,8 @@ class BrokerConnection(protocol.Protocol):
             self._received(data)
         finally:
             outbox.release()
+        if self.client.gateway.draining:  # leaving: close once nothing is owed
+            self.client.close_if_idle()
 
     def _received(self, data):
         if self.streamed is not None:

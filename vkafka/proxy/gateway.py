@@ -38,7 +38,13 @@ class Gateway:
         self.group_ids = None
         """``() -> the consumer group ids the last usage inventory listed``
         (set by the service maker; capacity.consumerGroups)."""
+        self.audit = None
+        """Sampled refused authorizations go here (``refused(...)``), if set."""
         self.rate_shares = None
+        self.membership = None
+        """The gateway cluster (state/membership.py), when there is a state store."""
+        self.draining = False
+        """Leaving the cluster (proxy/leave.py): connections close once idle."""
         """Tenants' rate limits on this gateway (filters/shares.py), tenant mode."""
         """The shared gateway state (tenant mode), set by the service maker."""
         """None in passthrough mode; else a Tenancy (token authority, namespaces)."""
@@ -68,7 +74,9 @@ class Gateway:
                         self.metadata_answers, self.regex_subscriptions, self.state,
                         self.concentration_gaps, self.forget_alias,
                         None if self.state is None else self.state.limits_of,
-                        self.group_ids)
+                        self.group_ids, membership=self.membership,
+                        authorizer=None if self.state is None else self.state.authorizer,
+                        audit=self.audit)
 
     def close_revoked(self, vcluster, username):
         """Close open connections whose token a revocation now refuses."""

@@ -36,6 +36,18 @@ from .valve import Valve
 PRODUCE = 0
 
 
+def client_key(peer, frame):
+    """The client's host and the client id of its request header: the same on
+    every connection of one client (its broker mapping, state/membership.py)."""
+    host = str(getattr(peer, "host", ""))
+    if len(frame) < 10:
+        return host
+    length = int.from_bytes(frame[8:10], "big", signed=True)
+    if length <= 0 or len(frame) < 10 + length:
+        return host
+    return f"{host}/{bytes(frame[10:10 + length]).decode('utf-8', 'replace')}"
+
+
 @implementer(IHandshakeListener)
 class ClientConnection(protocol.Protocol):
     """The gateway's side of a Kafka client's connection."""
@@ -89,6 +101,8 @@ class ClientConnection(protocol.Protocol):
         self.outbox = Outbox(self.transport)
         self.valve = Valve(self.transport)
         self.peer = self.transport.getPeer()
+        self.services.peer_host = getattr(self.peer, "host", None)
+        self.services.client_key = str(getattr(self.peer, "host", ""))
         self.gateway.connections.add(self)
         self._set_metrics_label(None if self.tenancy is not None else "-")
         if self.tenancy is not None:
@@ -218,6 +232,25 @@ class ClientConnection(protocol.Protocol):
         self.outbox.release()
         if self.upstream is not None:
             self.upstream.release()
+        if self.gateway.draining:
+            self.close_if_idle()
+
+    _keyed = False
+
+    def close_if_idle(self):
+        """The gateway is leaving its cluster (proxy/leave.py): close once no
+        response is owed, so the client reconnects elsewhere without a
+        request of its own failing.  True if closed (or already)."""
+        if self.closed:
+            return True
+        if len(self.sequencer) or self._held is not None \
+                or self.decoder.partial_size is not None or self.outbox.held:
+            return False
+        self.closed = True
+        self.transport.loseConnection()
+        if self.broker is not None:
+            self.broker.transport.loseConnection()
+        return True
 
     def request_received(self, frame):
         """One request from the client: checked against the rule table (fail
@@ -228,6 +261,9 @@ class ClientConnection(protocol.Protocol):
             api_key, api_version, correlation_id = peek_request(frame)
         except HeaderError as e:
             return self.fail(str(e))
+        if not self._keyed:
+            self._keyed = True
+            self.services.client_key = client_key(self.peer, frame)
         rule = self.rules.get(api_key)
         if rule is None or not rule.min_version <= api_version <= rule.max_version:
             # Fail closed: the client was never offered this API/version.

@@ -27,6 +27,26 @@ def parse_servers(text):
     return servers
 
 
+class TopicIds(dict):
+    """Topic id -> physical name.  An id not known here calls ``on_unknown``
+    (a gateway cluster: a client's Fetch reaches gateways its Metadata did not
+    pass through, so they have not learnt a new topic's id from it)."""
+
+    __slots__ = ("on_unknown",)
+
+    def __init__(self):
+        super().__init__()
+        self.on_unknown = None
+
+    def get(self, key, default=None):
+        found = dict.get(self, key, self)
+        if found is self:
+            if self.on_unknown is not None:
+                self.on_unknown()
+            return default
+        return found
+
+
 class Topology:
     """Broker addresses learnt from metadata, and the gateway's port map."""
 
@@ -42,7 +62,7 @@ class Topology:
         self.port_count = port_count
         self.min_broker_id = min_broker_id
         self.brokers = {}
-        self.topic_ids = {}
+        self.topic_ids = TopicIds()
         """Topic id -> physical name, learnt from every answer that pairs them."""
         self.topic_names = set()
         """Every physical topic name, from full listings and creations seen."""

@@ -12,6 +12,11 @@ Keys in the store:
   "physicalTopicNameCompacted", "physicalTopicNameCompactedDeleted"}``
 - ``limits/<vc>`` -> ``{"capacity", "topicPolicy", "rates"}``: the JSON form of
   ``limits.Limits`` (no record: no limits)
+- ``rights/<vc>`` -> ``{"acls": bool, "superUsers": [username]}``: whether the
+  virtual cluster's ACLs are enforced (no record: off, every account may do
+  everything) and which accounts bypass them
+- ``acl/<vc>/<key>`` -> an ACL's JSON form (``auth.acls.Acl``), under logical
+  names; *key* is the ACL's own digest, so adding it twice is one record
 
 Every change, made here or by another gateway, flows through ``apply`` so
 all gateways converge on the same view.
@@ -22,6 +27,7 @@ import re
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from ..auth.acls import MAX_ACLS, OFF, Acl, Authorizer, InvalidAcl
 from ..names import ConcentrationRule, inside, valid_vcluster_name
 from .limits import InvalidLimits, Limits
 from .policy import Holdings, new_topic
@@ -62,6 +68,12 @@ class GatewayState:
         self.limits_listeners = []
         """``(vc, Limits)`` callables, called as each ``limits/<vc>`` record is
         applied (``Limits.NONE`` when deleted): gateways change limits live."""
+        self.acls = {}
+        """(vc, key) -> Acl: every virtual cluster's ACLs."""
+        self.rights = {}
+        """vc -> ``{"acls": bool, "superUsers": [...]}``, for those that have a record."""
+        self._authorizers = {}
+        """vc -> its Authorizer, made on first use after a change."""
         self.gateways = {}
         """Gateway id -> when it last said it is alive (filters/shares.py)."""
         self.rate_reports = {}
@@ -146,6 +158,28 @@ class GatewayState:
         for listener in self.limits_listeners:
             listener(vc, limits)
 
+    def _apply_rights(self, vc, value):
+        if isinstance(value, dict):
+            self.rights[vc] = value
+        else:
+            self.rights.pop(vc, None)
+        self._authorizers.pop(vc, None)
+
+    def _apply_acl(self, rest, value):
+        vc, _, key = rest.partition("/")
+        acl = None
+        if value is not None:
+            try:  # one a newer gateway wrote that this one cannot read: not applied
+                acl = Acl.from_json(value)
+            except InvalidAcl as e:
+                log.warn("ACL {key} of {vc} not applied: {error}", key=key, vc=vc,
+                         error=str(e))
+        if acl is None:
+            self.acls.pop((vc, key), None)
+        else:
+            self.acls[(vc, key)] = acl
+        self._authorizers.pop(vc, None)
+
     def _apply_rate(self, rest, value):
         gateway, _, vc = rest.partition("/")
         if value is None:
@@ -163,7 +197,8 @@ class GatewayState:
     _APPLIERS = {"vcluster": _apply_vcluster, "account": _apply_account,
                  "revocation": _apply_revocation, "rule": _apply_rule,
                  "mapping": _apply_mapping, "limits": _apply_limits,
-                 "rate": _apply_rate, "gateway": _apply_gateway}
+                 "rate": _apply_rate, "gateway": _apply_gateway,
+                 "rights": _apply_rights, "acl": _apply_acl}
 
     # queries
 
@@ -185,12 +220,34 @@ class GatewayState:
         """The Limits of *vc* (``Limits.NONE`` if it has none)."""
         return self.limits.get(vc, Limits.NONE)
 
+    def rights_of(self, vc):
+        """``{"acls": bool, "superUsers": [...]}`` of *vc* (off by default)."""
+        found = self.rights.get(vc) or {}
+        return {"acls": bool(found.get("acls")),
+                "superUsers": sorted(found.get("superUsers") or ())}
+
+    def acls_of(self, vc):
+        """Every ACL of *vc*, sorted."""
+        return sorted(acl for (c, _), acl in self.acls.items() if c == vc)
+
+    def authorizer(self, vc):
+        """The Authorizer that decides for *vc* now (``acls.OFF`` when its
+        ACLs are not enforced)."""
+        found = self._authorizers.get(vc)
+        if found is None:
+            rights = self.rights_of(vc)
+            found = OFF if not rights["acls"] else Authorizer(
+                True, rights["superUsers"], self.acls_of(vc))
+            self._authorizers[vc] = found
+        return found
+
     def describe(self, name):
         cluster = self.vcluster(name)
         return {**cluster,
                 "serviceAccounts": [a["username"] for a in self.accounts_of(name)],
                 "topicMappings": self.mappings_of(name),
-                "limits": self.limits_of(name).to_json()}
+                "limits": self.limits_of(name).to_json(),
+                "rights": self.rights_of(name)}
 
     # commands
 
@@ -274,6 +331,10 @@ class GatewayState:
             if c == vc:
                 yield self.store.put(f"rule/{vc}/{name}", None)
         yield self.store.put(f"limits/{vc}", None)  # even one this version refused
+        for (c, key) in list(self.acls):
+            if c == vc:
+                yield self.store.put(f"acl/{vc}/{key}", None)
+        yield self.store.put(f"rights/{vc}", None)
         for (gateway, c) in list(self.rate_reports):
             if c == vc:
                 yield self.store.put(f"rate/{gateway}/{vc}", None)
@@ -418,3 +479,68 @@ class GatewayState:
         """No limit for *vc* any more (whether it had some or not)."""
         self.vcluster(vc)
         yield self.store.put(f"limits/{vc}", None)
+
+    # rights inside a virtual cluster
+
+    @defer.inlineCallbacks
+    def put_rights(self, vc, acls_enabled, super_users=()):
+        """Turn *vc*'s ACLs on or off and name its super users (accounts that
+        bypass them); return the rights."""
+        self.vcluster(vc)
+        users = sorted(set(super_users))
+        for user in users:
+            if not isinstance(user, str) or not user or "/" in user or user == "*":
+                raise StateError(400, "bad_field", f"invalid super user {user!r}: "
+                                 "name a service account of the virtual cluster")
+        value = {"acls": bool(acls_enabled), "superUsers": users}
+        yield self.store.put(f"rights/{vc}", value)
+        return value
+
+    @defer.inlineCallbacks
+    def add_acls(self, vc, acls):
+        """Add *acls* (Acl) to *vc*; those it holds already stay one record;
+        at most MAX_ACLS per virtual cluster."""
+        self.vcluster(vc)
+        held = {acl.key() for acl in self.acls_of(vc)}
+        if len(held | {acl.key() for acl in acls}) > MAX_ACLS:
+            raise StateError(400, "too_many_acls",
+                             f"a virtual cluster holds at most {MAX_ACLS} ACLs "
+                             f"({len(held)} now)")
+        for acl in acls:
+            if (vc, acl.key()) not in self.acls:
+                yield self.store.put(f"acl/{vc}/{acl.key()}", acl.to_json())
+
+    @defer.inlineCallbacks
+    def delete_acls(self, vc, filters):
+        """Remove the ACLs of *vc* each AclFilter of *filters* matches; return,
+        per filter, the ACLs it removed."""
+        self.vcluster(vc)
+        removed, gone = [], set()
+        for acl_filter in filters:
+            matched = [acl for acl in self.acls_of(vc) if acl_filter.matches(acl)]
+            removed.append(matched)
+            for acl in matched:
+                if acl.key() not in gone:
+                    gone.add(acl.key())
+                    yield self.store.put(f"acl/{vc}/{acl.key()}", None)
+        return removed
+
+    @defer.inlineCallbacks
+    def delete_account(self, vc, username):
+        """Revoke every token of the account, then forget it (its ACLs stay,
+        as Kafka's do when a user is removed)."""
+        yield self.revoke(vc, username)
+        yield self.store.put(f"account/{vc}/{username}", None)
+
+    # declarative admin (vkafka/admin/resources.py)
+
+    @defer.inlineCallbacks
+    def ensure_account(self, vc, username):
+        """The service account exists in *vc* (404 without the virtual
+        cluster); no token is issued and nothing is written if it exists."""
+        if not username or len(username) > 255 or "/" in username or username == "*":
+            raise StateError(400, "invalid_name", f"invalid username {username!r}")
+        self.vcluster(vc)
+        if (vc, username) not in self.accounts:
+            yield self.store.put(f"account/{vc}/{username}", {
+                "vcluster": vc, "username": username, "createdAt": self.clock()})

@@ -245,7 +245,7 @@ def rename(message, topic):
 def _physical(rctx):
     def topic(name):
         before, concentrated = rctx.refusals, rctx.concentrated
-        physical = rctx.to_physical(TOPIC, name)
+        physical = rctx.to_physical(TOPIC, name, rights=False)  # as Kafka: no ACL
         # Group metadata is not records: the concentration layer stays out.
         rctx.concentrated = concentrated
         if rctx.refusals != before:

@@ -17,7 +17,8 @@ from .naming import TOPIC, InvalidName
 ZERO_UUID = uuid.UUID(int=0)
 _NONE = MappingProxyType({})  # no concentrated topics: no dict per request
 TOPIC_AUTHORIZATION_FAILED = 29
-READ_ONLY_REASON = "topic {!r} is read-only in this virtual cluster"
+READ_ONLY_REASON = ("topic {!r} is read-only in this virtual cluster (a read-only "
+                    "mapping: no account may WRITE, ALTER or DELETE it)")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -47,7 +48,7 @@ class RequestContext:
                  "write", "concentrated", "concentration", "answer",
                  "on_answer", "produced", "sessions", "topics_asked", "created",
                  "coordinator_kind", "config_refusals", "id_pattern",
-                 "removed_aliases", "group_protocol", "partitions_asked")
+                 "removed_aliases", "group_protocol", "partitions_asked", "rights")
 
     def __init__(self, namespace, topic_ids, write=False):
         self.namespace = namespace
@@ -89,13 +90,24 @@ class RequestContext:
         """DeleteTopics: [(name, topic id, alias)] whose mapping was removed."""
         self.group_protocol = None
         """JoinGroup, SyncGroup: the consumer-protocol Exchange."""
+        self.rights = None
+        """The request's Rights (rights.py) when its virtual cluster's ACLs
+        are on: every name is checked against them."""
         self.partitions_asked = None
         """CreateTopics (physical names), CreatePartitions (logical): topic ->
         the partition count asked for, unless only validated."""
 
     # requests
 
-    def to_physical(self, kind, logical):
+    def to_physical(self, kind, logical, rights=True, whole=False):
+        """*logical* as the broker's name, or a decoy if refused; *rights*
+        False where Kafka checks no ACL (names inside consumer-protocol
+        bytes: the consumer checks them by its own Metadata); *whole*: a
+        name whose refusal refuses the request (rights.py)."""
+        if rights and self.rights is not None:
+            refused = self.rights.refusal(kind, logical, whole)
+            if refused is not None:
+                return self.decoy_name(kind, logical, *refused)
         if self.write and self.namespace.read_only(kind, logical):
             return self.decoy_name(kind, logical, READ_ONLY_REASON.format(logical),
                                    TOPIC_AUTHORIZATION_FAILED)
@@ -171,10 +183,14 @@ class RequestContext:
         physical = self.topic_ids.get(topic_id)
         logical = None if physical is None else self.namespace.logical(TOPIC, physical)
         if logical is not None:
-            if not (self.write and self.namespace.read_only(TOPIC, logical)):
+            refusal = None if self.rights is None else \
+                self.rights.refusal(TOPIC, logical)
+            if refusal is None and self.write and self.namespace.read_only(TOPIC,
+                                                                           logical):
+                refusal = (READ_ONLY_REASON.format(logical), TOPIC_AUTHORIZATION_FAILED)
+            if refusal is None:
                 self._note_concentrated(logical, physical)
                 return topic_id
-            refusal = (READ_ONLY_REASON.format(logical), TOPIC_AUTHORIZATION_FAILED)
         else:
             refusal = (None, None)
         decoy = uuid.uuid4()
@@ -206,7 +222,8 @@ class RequestContext:
         if physical == "" and kind == TOPIC:
             return physical  # no topic (a Metadata answer by id)
         logical = self.namespace.logical(kind, physical)
-        if logical is None:
+        if logical is None or (self.rights is not None and
+                               not self.rights.sees(kind, logical)):
             raise Foreign(physical)
         return logical
 
@@ -218,5 +235,8 @@ class RequestContext:
             return original[0]
         physical = self.topic_ids.get(topic_id)
         if physical is None or not self.namespace.owns(TOPIC, physical):
+            raise Foreign(topic_id)
+        if self.rights is not None and not self.rights.sees(
+                TOPIC, self.namespace.logical(TOPIC, physical)):
             raise Foreign(topic_id)
         return topic_id

@@ -27,26 +27,29 @@ class MetadataAnswers:
         self._answers = {}  # (vcluster, version, flags) -> (made of, expires, body)
 
     @staticmethod
-    def _key(namespace, request):
+    def _key(namespace, request, mapping=None):
         return (namespace.name, request.__version__,
                 getattr(request, "include_cluster_authorized_operations", False),
-                getattr(request, "include_topic_authorized_operations", False))
+                getattr(request, "include_topic_authorized_operations", False),
+                mapping)
 
-    def get(self, topology, namespace, request, now):
-        """The kept body answering *request*, or None."""
+    def get(self, topology, namespace, request, now, mapping=None):
+        """The kept body answering *request*, or None; *mapping* is the
+        client's brokers-to-gateways mapping (gateway cluster: an answer is
+        shared only by clients sent to the same gateways)."""
         if self.ttl <= 0:
             return None
-        kept = self._answers.get(self._key(namespace, request))
+        kept = self._answers.get(self._key(namespace, request, mapping))
         if kept is None or kept[1] <= now or kept[0] != made_of(topology, namespace):
             return None
         return kept[2]
 
-    def keeper(self, topology, namespace, request, now):
+    def keeper(self, topology, namespace, request, now, mapping=None):
         """A callable that keeps the body of the answer to *request* (asked at *now*);
         None when answers are not kept."""
         if self.ttl <= 0:
             return None
-        key = self._key(namespace, request)
+        key = self._key(namespace, request, mapping)
         source = made_of(topology, namespace)
 
         def keep(body):

@@ -36,8 +36,20 @@ class Services:
     group_ids: Callable | None = None
     """``() -> every consumer group id on the cluster`` as the last usage
     inventory found them (a set; None: none taken yet)."""
+    authorizer: Callable | None = None
+    """``(virtual cluster) -> auth.acls.Authorizer`` (None: no ACLs anywhere)."""
+    peer_host: str | None = None
+    """The client's address: ACLs may name hosts."""
+    audit: object = None
+    """Where sampled refused authorizations go (``refused(...)``), or None."""
     fetch_sessions: object = None
     """This connection's fetch sessions (sessions.py), made at its first Fetch."""
     concentrated_fetches: dict | None = None
     """This connection's fetch session's concentrated topics: physical topic
     (name or id) -> (virtual name, alias) (concentration/)."""
+    membership: object = None
+    """The gateway cluster (state/membership.py): which live gateway each
+    broker is advertised at for this client (None: this gateway's own)."""
+    client_key: str = ""
+    """Who the client is, the same on each of its connections (its host and
+    client id): its broker mapping over the gateway cluster is kept stable."""

@@ -36,12 +36,19 @@ class FetchSessions:
     def __len__(self):
         return len(self._ids)
 
-    def check(self, session_id, epoch):
+    def check(self, session_id, epoch, rights=None):
         """What to do with a Fetch naming *session_id* at *epoch*:
         ``"forward"``, ``"unbind"`` (a full fetch naming a session this
         connection does not own: forward it with session id 0) or
         ``"refuse"`` (an incremental fetch of such a session: answer
-        FETCH_SESSION_ID_NOT_FOUND)."""
+        FETCH_SESSION_ID_NOT_FOUND).  *rights*: the generation of the ACLs
+        deciding now (None: off); an incremental fetch of a session made
+        under other ACLs is refused too, so the client's next full fetch
+        names its topics again and they are checked again."""
+        if session_id and session_id in self._ids and epoch not in (
+                INITIAL_EPOCH, FINAL_EPOCH) and self._ids[session_id] != rights:
+            del self._ids[session_id]
+            return "refuse"
         if session_id == 0 or session_id in self._ids:
             if session_id and epoch in (INITIAL_EPOCH, FINAL_EPOCH):
                 self._ids.pop(session_id, None)  # the broker closes it
@@ -50,9 +57,10 @@ class FetchSessions:
             return "unbind"
         return "refuse"
 
-    def created(self, session_id):
-        """The broker answered with *session_id*: this connection owns it."""
+    def created(self, session_id, rights=None):
+        """The broker answered with *session_id*: this connection owns it
+        (made under the ACLs of generation *rights*)."""
         if session_id and session_id not in self._ids:
-            self._ids[session_id] = None
+            self._ids[session_id] = rights
             while len(self._ids) > self.LIMIT:
                 self._ids.popitem(last=False)

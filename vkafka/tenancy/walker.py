@@ -219,7 +219,7 @@ def _explained(ctx, changes, learn_id, fields, value):
     it stands for, if any: the client learns why, not the broker's confusion."""
     reason, code = _refusal(ctx, changes, learn_id, fields, value)
     if code is not None:
-        return _with_error(value, code, reason)
+        return with_error(value, code, reason)
     if reason is not None and hasattr(value, "error_message"):
         return dataclasses.replace(value, error_message=reason)
     return value
@@ -240,18 +240,18 @@ def _refusal(ctx, changes, learn_id, fields, value):
     return None, None
 
 
-def _with_error(value, code, reason):
+def with_error(value, code, reason):
     """*value* with every error code in it set to *code* (and the message)."""
     changes = {}
     for f in dataclasses.fields(value):
         current = getattr(value, f.name)
-        if f.name == "error_code":
-            changes["error_code"] = type(current)(code) if current is not None else code
+        if f.name in ("error_code", "partition_error_code"):  # AddPartitionsToTxn's
+            changes[f.name] = type(current)(code) if current is not None else code
         elif f.name == "error_message" and reason is not None:
             changes["error_message"] = reason
         elif dataclasses.is_dataclass(current):
-            changes[f.name] = _with_error(current, code, reason)
+            changes[f.name] = with_error(current, code, reason)
         elif isinstance(current, tuple) and current and dataclasses.is_dataclass(
                 current[0]):
-            changes[f.name] = tuple(_with_error(v, code, reason) for v in current)
+            changes[f.name] = tuple(with_error(v, code, reason) for v in current)
     return dataclasses.replace(value, **changes)

@@ -39,6 +39,9 @@ class ApiKey(IntEnum):
     ADD_OFFSETS_TO_TXN = 25
     END_TXN = 26
     TXN_OFFSET_COMMIT = 28
+    DESCRIBE_ACLS = 29
+    CREATE_ACLS = 30
+    DELETE_ACLS = 31
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
     SASL_AUTHENTICATE = 36
@@ -79,6 +82,9 @@ class Field(Enum):
     CLIENT = ("what a client says about itself, or where the broker saw it connect "
               "from: client id and host, rack, software name and version")
     CONFIG = "a config name, value or documentation"
+    ACL = ("a part of an ACL (resource kind, name and pattern, principal, host, "
+           "operation, permission): answered by the gateway from the virtual "
+           "cluster's own ACLs, under logical names; never forwarded")
     ERROR = "an error code or message"
     SCALAR = ("a harmless scalar: counts, timeouts, partition indexes, offsets, "
               "epochs of partitions, flags, states, protocol and feature names")

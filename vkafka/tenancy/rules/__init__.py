@@ -18,7 +18,9 @@ from ...protocol.fastpath import scan_fetch, scan_produce_response
 from ...protocol.headers import codec_versions
 from .. import consumer_protocol
 from ..naming import GROUP, TRANSACTION
-from . import addresses, common, configs, groups, records, topics
+from . import acls, addresses, common, configs, groups, records, topics
+from . import rights
+from .rights import NEEDS
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class Rule:
     observe: Callable | None = None
     """``(request context, scan)``: connection-bound state a response creates
     (fetch sessions), read from its scan however the response is forwarded."""
+    needs: object = None
+    """What the API needs when the virtual cluster's ACLs are on
+    (rights.Needs, from rules/rights.py); None: refused while they are on."""
 
     def needs_response_rewrite(self, version):
         return self.rewrite_response is not None and version >= self.rewrite_from
@@ -172,7 +177,7 @@ def tenant_rules():
         "broker addresses rewritten; all-topics requests ask for the tenant's "
         "topics by name (listing at most 2 s old); their answers reused for up to "
         "--metadata-cache seconds")
-    row(9, "OffsetFetch", groups.offset_fetch_request, common.walk_resp,
+    row(9, "OffsetFetch", groups.offset_fetch_request, groups.offset_fetch_response,
         "names rewritten, others' dropped; concentrated topics' offsets split by "
         "logical topic")
     row(19, "CreateTopics", topics.create_topics_request, topics.create_topics_response,
@@ -240,8 +245,9 @@ def tenant_rules():
         common.then(common.walk_resp, topics.repartitioned),
         "names rewritten, others' dropped; the tenant's partition limits applied "
         "per topic")
-    table[22] = replace(table[22], rewrite_request=common.then(
-        common.walk_req, groups.unknown_id_created("transactional_id", TRANSACTION)))
+    table[22] = replace(table[22], rewrite_request=common.then(common.then(
+        rights.idempotent_producer, common.walk_req),
+        groups.unknown_id_created("transactional_id", TRANSACTION)))
     for key in (8, 28):  # OffsetCommit, TxnOffsetCommit
         table[key] = replace(table[key], rewrite_request=common.then(common.then(
             common.walk_req, groups.within_group_capacity), groups.commit_needs_a_group))
@@ -252,6 +258,9 @@ def tenant_rules():
         table[key] = Rule(key, name, low, high, None, 0,
                           "answered by the gateway (PLAIN with a vkafka token)",
                           None, True)
+    for key, (name, request, response, why) in acls.RULES.items():
+        row(key, name, request, response, why)
+    table = {key: replace(rule, needs=NEEDS.get(key)) for key, rule in table.items()}
     from ..fields import classified  # versions with an unclassified field: not offered
     return classified(dict(sorted(table.items())))
 
@@ -277,7 +286,9 @@ def markdown_table():
         def cell(rule):
             if rule is None:
                 return "refused"
-            return f"v{rule.min_version}-{rule.max_version}: {rule.why}"
+            needs = "" if rule.needs is None else \
+                f"; **ACLs on:** {rule.needs.summary()}"
+            return f"v{rule.min_version}-{rule.max_version}: {rule.why}{needs}"
         lines.append(f"| {key} | {name} | {cell(passthrough.get(key))} | "
                      f"{cell(tenant.get(key))} |")
     from ..fields import markdown  # then each tenant API's fields and their classes

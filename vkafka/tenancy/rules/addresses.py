@@ -26,32 +26,56 @@ def rewrite_metadata(services, rctx, response):
             response = replace(response, topics=tuple(
                 t for t in response.topics
                 if not (t.name and t.name.startswith(GATEWAY_TOPIC_PREFIX))))
-    return replace(response, brokers=_at_gateway(topology, response.brokers))
+    return replace(response, brokers=_at_gateway(services, response.brokers))
 
 
 def rewrite_describe_cluster(services, rctx, response):
     return replace(response, brokers=_at_gateway(
-        services.topology, response.brokers, lambda b: b.broker_id))
+        services, response.brokers, lambda b: b.broker_id))
 
 
-def _at_gateway(topology, brokers, node_of=lambda b: b.node_id):
+def gateway_address(services, node_id):
+    """The (host, port) this client must use for broker *node_id*: in a
+    gateway cluster, the live node its mapping gives (state/membership.py);
+    else, or if that node has no port for it, this gateway's own."""
+    membership = services.membership
+    if membership is not None:
+        node = membership.mapping(services.client_key,
+                                  services.topology.brokers).get(node_id)
+        address = None if node is None else node.address(node_id)
+        if address is not None:
+            return address
+    return services.topology.gateway_address(node_id)
+
+
+def mapping_key(services):
+    """The client's brokers-to-gateways mapping as a key (None: this gateway's
+    own addresses), for answers kept and shared between clients."""
+    membership = services.membership
+    if membership is None:
+        return None
+    mapping = membership.mapping(services.client_key, services.topology.brokers)
+    return tuple(sorted((b, n.id) for b, n in mapping.items())) or None
+
+
+def _at_gateway(services, brokers, node_of=lambda b: b.node_id):
     """Brokers (or KIP-951 endpoints) learnt, then given the gateway's address
     for them; one the gateway has no port for is left out (clients would
     otherwise connect to it directly)."""
-    topology.learn((node_of(b), b.host, b.port) for b in brokers)
+    services.topology.learn((node_of(b), b.host, b.port) for b in brokers)
     found = []
     for broker in brokers:
-        address = topology.gateway_address(node_of(broker))
+        address = gateway_address(services, node_of(broker))
         if address is not None:
             found.append(replace(broker, host=address[0], port=address[1]))
     return tuple(found)
 
 
-def _rewrite_coordinator(topology, item):
+def _rewrite_coordinator(services, item):
     if item.node_id < 0 or item.error_code != 0:
         return item
-    topology.learn([(item.node_id, item.host, item.port)])
-    address = topology.gateway_address(item.node_id)
+    services.topology.learn([(item.node_id, item.host, item.port)])
+    address = gateway_address(services, item.node_id)
     if address is None:
         return replace(item, node_id=-1, host="", port=-1,  # the client retries
                        error_code=ErrorCode.coordinator_not_available)
@@ -61,16 +85,16 @@ def _rewrite_coordinator(topology, item):
 def rewrite_find_coordinator(services, rctx, response):
     if hasattr(response, "coordinators"):
         return replace(response, coordinators=tuple(
-            _rewrite_coordinator(services.topology, c) for c in response.coordinators
+            _rewrite_coordinator(services, c) for c in response.coordinators
         ))
-    return _rewrite_coordinator(services.topology, response)
+    return _rewrite_coordinator(services, response)
 
 
 def rewrite_node_endpoints(services, rctx, response):
     """KIP-951: Produce and Fetch name the new leader's address on errors."""
     if not response.node_endpoints:
         return response
-    return replace(response, node_endpoints=_at_gateway(services.topology,
+    return replace(response, node_endpoints=_at_gateway(services,
                                                         response.node_endpoints))
 
 

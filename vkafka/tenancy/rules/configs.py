@@ -65,8 +65,12 @@ def configs_request(read_only, replaces_all=False):
                 refusal = (ErrorCode(found.code or ErrorCode.invalid_group_id),
                            found.reason)
             elif read_only and r.resource_type == RESOURCE_BROKER:
-                resources.append(r)  # the answer is cut to TENANT_BROKER_CONFIGS
-                continue
+                if rctx.rights is None or rctx.rights.on_cluster("DESCRIBE_CONFIGS"):
+                    resources.append(r)  # the answer is cut to TENANT_BROKER_CONFIGS
+                    continue
+                rctx.rights.tell("DESCRIBE_CONFIGS", "CLUSTER", "kafka-cluster")
+                refusal = (ErrorCode.cluster_authorization_failed, rctx.rights.reason(
+                    "DESCRIBE_CONFIGS", "the cluster's", r.resource_name))
             # A decoy topic the broker refuses; restored with our error below.
             decoy = rctx.decoy_name(TOPIC, r.resource_name, "")
             rctx.config_refusals[decoy] = (r.resource_type, *refusal)

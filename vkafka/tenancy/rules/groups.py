@@ -11,6 +11,7 @@ from kio.static.primitive import i32
 
 from ..metadata_cache import made_of
 from ..naming import GROUP, TOPIC, TRANSACTION
+from ..rights import described_groups_shown
 from ..patterns import InvalidPattern, alternation, fullmatch, names_of
 from ..walker import rewrite_request as walk_request
 from ..walker import rewrite_response as walk_response
@@ -23,6 +24,17 @@ def offset_fetch_request(services, rctx, request):
     """Offsets of every topic (null topics) include concentrated topics'."""
     rctx.note_concentrated(rctx.namespace.concentrated())
     return walk_request(request, rctx)
+
+
+def offset_fetch_response(services, rctx, response):
+    """Names walked; a group refused by an ACL (v8+ lists groups) shows no
+    topics, as on a broker, whatever its decoy's coordinator answered."""
+    response = walk_response(response, rctx)
+    if rctx.rights is None or not hasattr(response, "groups"):
+        return response
+    return replace(response, groups=tuple(
+        replace(g, topics=()) if g.error_code == ErrorCode.group_authorization_failed
+        else g for g in response.groups))
 
 
 _COORDINATOR_KINDS = {0: GROUP, 1: TRANSACTION}
@@ -53,7 +65,8 @@ def find_coordinator_response(services, rctx, response):
             found = rctx.refusal(kind, c.key) or rctx.refusal(GROUP, c.key)
             if found is not None:
                 items.append(replace(c, key=found.logical, node_id=-1, host="",
-                                     port=-1, error_code=ErrorCode.invalid_request,
+                                     port=-1, error_code=ErrorCode(
+                                         found.code or ErrorCode.invalid_request),
                                      error_message=found.reason))
             else:
                 items.append(replace(c, key=rctx.to_logical(kind, c.key)))
@@ -61,7 +74,7 @@ def find_coordinator_response(services, rctx, response):
     elif rctx.refusals:
         _, found = next(rctx.all_refusals())
         response = replace(response, node_id=-1, host="", port=-1,
-                           error_code=ErrorCode.invalid_request,
+                           error_code=ErrorCode(found.code or ErrorCode.invalid_request),
                            error_message=found.reason)
     return rewrite_find_coordinator(services, rctx, response)
 
@@ -144,8 +157,13 @@ def heartbeat_request(services, rctx, request):
             return request
         subscriptions.subscribe(key, regex)
     topology, namespace = services.topology, rctx.namespace
+    rights = rctx.rights  # ACLs on: only the topics the member may DESCRIBE
     found = subscriptions.broker_regex(
-        key, made_of(topology, namespace), lambda: logical_topics(topology, namespace))
+        key, made_of(topology, namespace) if rights is None else
+        (made_of(topology, namespace), rights.principal, rights.host,
+         rights.authorizer.generation),
+        lambda: {n: p for n, p in logical_topics(topology, namespace).items()
+                 if rights is None or rights.allows("DESCRIBE", TOPIC, n)})
     if found is not None and (regex is not None or found[1]):
         request = replace(request, subscribed_topic_regex=found[0])
     return request
@@ -176,7 +194,9 @@ def group_describe_response(services, rctx, response):
         members = tuple(replace(m, subscribed_topic_regex=shown(physical, m))
                         for m in g.members)
         groups.append(replace(g, members=members))
-    return replace(response, groups=tuple(groups))
+    response = replace(response, groups=tuple(groups))
+    return response if rctx.rights is None else \
+        described_groups_shown(rctx.rights, response)
 
 
 def list_transactions_request(services, rctx, request):

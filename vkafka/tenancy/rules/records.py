@@ -58,7 +58,7 @@ def produce_frame(services, rctx, frame, body_offset, version):
         frame, body_offset, version,
         topic_name=lambda name: rctx.to_physical(TOPIC, name),
         topic_id=rctx.check_topic_id,
-        transactional_id=lambda txn: rctx.to_physical(TRANSACTION, txn))
+        transactional_id=lambda txn: rctx.to_physical(TRANSACTION, txn, whole=True))
     rctx.produced = (acks, records)
     return frame
 
@@ -77,10 +77,15 @@ def _fetch_sessions(services, rctx, session_id, epoch, version):
     if services.fetch_sessions is None:
         services.fetch_sessions = FetchSessions()
     rctx.sessions = services.fetch_sessions
-    action = rctx.sessions.check(session_id, epoch)
+    action = rctx.sessions.check(session_id, epoch, _generation(rctx))
     if action == "refuse":
         rctx.answer = _fetch_error(version, FETCH_SESSION_ID_NOT_FOUND)
     return action
+
+
+def _generation(rctx):
+    """Which ACLs decide this request (None: none): fetch sessions are bound to it."""
+    return None if rctx.rights is None else rctx.rights.authorizer.generation
 
 
 def _fetch_error(version, code):
@@ -93,13 +98,13 @@ def _fetch_error(version, code):
 
 def fetch_observe(rctx, scan):
     if rctx is not None and rctx.sessions is not None:
-        rctx.sessions.created(scan.session_id)
+        rctx.sessions.created(scan.session_id, _generation(rctx))
 
 
 def fetch_response(services, rctx, response):
     """Fetch, decoded: sessions noted, names and ids walked, node_endpoints."""
     if rctx.sessions is not None:
-        rctx.sessions.created(getattr(response, "session_id", 0))
+        rctx.sessions.created(getattr(response, "session_id", 0), _generation(rctx))
     return node_endpoints(services, rctx, walk_response(response, rctx))
 
 

@@ -23,6 +23,8 @@ from ..walker import rewrite_response as walk_response
 from .addresses import rewrite_metadata
 from ...state.limits import Limits
 from ...state.policy import capped_defaults, explicit, more_partitions, new_topic
+from .addresses import mapping_key
+from ..rights import created_topics_shown
 from .common import LISTING_MAX_AGE, NO_THROTTLE, holdings, limits_for, tenant_topics
 
 
@@ -35,11 +37,17 @@ def metadata_request(services, rctx, request):
     if request.topics is None:
         topology, namespace = services.topology, rctx.namespace
         now = services.clock.seconds()
-        rctx.answer = services.metadata_answers.get(topology, namespace, request, now)
+        mapping = mapping_key(services)
+        if rctx.rights is not None:  # the answer shows what this principal may see
+            rights = rctx.rights
+            mapping = (mapping, rights.principal, rights.host,
+                       rights.authorizer.generation)
+        rctx.answer = services.metadata_answers.get(topology, namespace, request, now,
+                                                    mapping)
         if rctx.answer is not None:
             return request  # answered by the gateway, never forwarded
         rctx.on_answer = services.metadata_answers.keeper(topology, namespace, request,
-                                                         now)
+                                                         now, mapping)
         rctx.note_concentrated(namespace.concentrated())  # among "all topics"
         if topology.listing_at is not None and \
                 now - topology.listing_at < LISTING_MAX_AGE:
@@ -265,6 +273,8 @@ def create_topics_response(services, rctx, response):
             services.topology.learn_topic(
                 t.name, partitions=getattr(t, "num_partitions", asked))
     response = walk_response(response, rctx)
+    if rctx.rights is not None:
+        response = created_topics_shown(rctx.rights, response)
     if not rctx.created:
         return response
 

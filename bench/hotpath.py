@@ -1,0 +1,188 @@
+"""The gateway's own cost per tenant Produce, in one process, no sockets.
+
+A tenant connection on in-memory transports (as the unit tests build it)
+sends a Produce of one 16 KB batch and gets the broker's answer; this
+prints the microseconds per round trip, best of several runs, for Produce
+v9 (names: rewritten by slicing) and v13 (topic ids: checked in place),
+with the virtual cluster's ACLs off and on.  It isolates the per-request
+Python work that ``make bench`` measures end to end as CPU seconds per GB:
+
+    .venv/bin/python bench/hotpath.py [--rounds 20000] [--profile]
+
+``--profile`` prints the functions where the time goes (cProfile).
+"""
+
+import argparse
+import datetime
+import io
+import struct
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kio.records.schema import NewRecordBatch, Record  # noqa: E402
+from kio.records.writers import write_batch  # noqa: E402
+from kio.schema.errors import ErrorCode  # noqa: E402
+from kio.static.primitive import i8, i16, i32, i32Timedelta, i64  # noqa: E402
+from twisted.internet import defer  # noqa: E402
+from twisted.internet.address import IPv4Address  # noqa: E402
+from twisted.internet.testing import MemoryReactorClock, StringTransport  # noqa: E402
+
+from vkafka.auth.acls import Acl  # noqa: E402
+from vkafka.auth.tokens import TokenAuthority  # noqa: E402
+from vkafka.protocol.codec import encode_body, encode_request  # noqa: E402
+from vkafka.protocol.framing import frame  # noqa: E402
+from vkafka.proxy.gateway import Gateway  # noqa: E402
+from vkafka.proxy.topology import Topology  # noqa: E402
+from vkafka.state.model import GatewayState  # noqa: E402
+from vkafka.state.store import MemoryStore  # noqa: E402
+from vkafka.tenancy.mode import Tenancy  # noqa: E402
+from vkafka.tenancy.rules import tenant_rules  # noqa: E402
+
+SECRET = "h" * 32
+TOPIC = "orders"
+
+
+class Endpoint:
+    """Connects at once to an in-memory broker."""
+
+    def __init__(self, world):
+        self.world = world
+
+    def connect(self, factory):
+        proto = factory.buildProtocol(None)
+        transport = StringTransport()
+        self.world.append((proto, transport))
+        proto.makeConnection(transport)
+        return defer.succeed(proto)
+
+
+def batch(size=16 * 1024, record=1024):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    records = tuple(Record(attributes=i8(0), timestamp=now, offset=i64(i), key=None,
+                           value=b"v" * record, headers=()) for i in range(size // record))
+    out = io.BytesIO()
+    write_batch(out, NewRecordBatch(producer_id=i64(-1), producer_epoch=i16(-1),
+                                    base_sequence=i32(-1), attributes=i16(0),
+                                    records=records))
+    return out.getvalue()
+
+
+def produce(version, key, records, correlation_id):
+    import importlib
+    m = importlib.import_module(f"kio.schema.produce.v{version}.request")
+    where = {"topic_id": key} if version >= 13 else {"name": key}
+    body = m.ProduceRequest(
+        transactional_id=None, acks=i16(-1),
+        timeout=i32Timedelta.parse(datetime.timedelta(seconds=30)),
+        topic_data=(m.TopicProduceData(partition_data=(m.PartitionProduceData(
+            index=i32(0), records=records),), **where),))
+    return frame(encode_request(body, version, correlation_id, "bench"))
+
+
+def answer(version, key, correlation_id):
+    import importlib
+    m = importlib.import_module(f"kio.schema.produce.v{version}.response")
+    where = {"topic_id": key} if version >= 13 else {"name": key}
+    part = m.PartitionProduceResponse(
+        index=i32(0), error_code=ErrorCode.none, base_offset=i64(42),
+        log_append_time=None, log_start_offset=i64(0), record_errors=(),
+        error_message=None, **({"current_leader": m.LeaderIdAndEpoch(
+            leader_id=i32(-1), leader_epoch=i32(-1))} if version >= 10 else {}))
+    body = m.ProduceResponse(throttle_time=i32Timedelta.parse(datetime.timedelta(0)),
+                             responses=(m.TopicProduceResponse(
+                                 partition_responses=(part,), **where),),
+                             **({"node_endpoints": ()} if version >= 10 else {}))
+    return frame(struct.pack(">i", correlation_id) + b"\x00" + encode_body(body))
+
+
+def connection(acls):
+    """A logged-in tenant connection of "shop" and its broker side."""
+    reactor = MemoryReactorClock()
+    reactor.advance(1_000_000)
+    authority = TokenAuthority(SECRET, reactor.seconds)
+    topology = Topology([("kafka1", 9092)], "gw", 6969, 3, 1)
+    topology.learn([(1, "kafka1", 9092)])
+    brokers = []
+    tenancy = Tenancy(authority)
+    gateway = Gateway(reactor, topology, tenant_rules(),
+                      endpoint_factory=lambda r, h, p: Endpoint(brokers), tenancy=tenancy)
+    state = GatewayState(MemoryStore(), authority, tenancy.vclusters, reactor.seconds)
+    gateway.state = state
+    state.ensure_vcluster("shop")
+    if acls:
+        state.put_rights("shop", True)
+        state.add_acls("shop", [Acl.checked("TOPIC", "LITERAL", TOPIC, "User:sa", "*",
+                                            "WRITE", "ALLOW")])
+    client = gateway.factory_for_port(6970).buildProtocol(None)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 5))
+    client.makeConnection(transport)
+    from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
+    from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
+    client.dataReceived(frame(encode_request(SaslHandshakeRequest(mechanism="PLAIN"),
+                                             1, 1, "bench")))
+    token = authority.issue("shop", "sa", 3600)
+    client.dataReceived(frame(encode_request(SaslAuthenticateRequest(
+        auth_bytes=b"\x00sa\x00" + token.encode()), 2, 2, "bench")))
+    transport.clear()
+    topic_id = uuid.uuid4()
+    topology.topic_ids[topic_id] = "shop" + TOPIC
+    topology.learn_topic("shop" + TOPIC, partitions=1)
+    return client, transport, brokers, topic_id
+
+
+def run(version, acls, rounds, records, profiler=None):
+    client, transport, brokers, topic_id = connection(acls)
+    key = topic_id if version >= 13 else TOPIC
+    broker_key = topic_id if version >= 13 else "shop" + TOPIC
+    requests = [produce(version, key, records, 10 + i) for i in range(rounds)]
+    answers = [answer(version, broker_key, 10 + i) for i in range(rounds)]
+    client.dataReceived(requests[0])  # opens the broker connection
+    proto, upstream = brokers[0]
+    proto.dataReceived(answers[0])
+    transport.clear()
+    upstream.clear()
+    if profiler is not None:
+        profiler.enable()
+    start = time.perf_counter()
+    for request, response in zip(requests[1:], answers[1:]):
+        client.dataReceived(request)
+        proto.dataReceived(response)
+        if len(upstream.io.getvalue()) > 1 << 24:
+            upstream.clear()
+            transport.clear()
+    elapsed = time.perf_counter() - start
+    if profiler is not None:
+        profiler.disable()
+    if not transport.value() and rounds > 1:
+        raise SystemExit("no answer reached the client: the bench is broken")
+    return elapsed / (rounds - 1) * 1e6
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=20000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    records = batch()
+    if args.profile:
+        import cProfile
+        import pstats
+        profiler = cProfile.Profile()
+        run(9, False, args.rounds, records, profiler)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        return
+    print("| Produce | ACLs | µs per request and answer (best of "
+          f"{args.runs} x {args.rounds}) |\n|---|---|---:|")
+    for version in (9, 13):
+        for acls in (False, True):
+            best = min(run(version, acls, args.rounds, records) for _ in range(args.runs))
+            print(f"| v{version} | {'on' if acls else 'off'} | {best:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
