@@ -156,6 +156,35 @@ def admin(port, method, path, body=None):
         return e.code, json.loads(e.read() or b"null")
 
 
+def read_all(topic, servers=BOOTSTRAP, timeout=60.0):
+    """Every value (text) of *topic* up to its end offsets now, read from the
+    brokers directly."""
+    from confluent_kafka import Consumer, TopicPartition
+    consumer = Consumer({"bootstrap.servers": servers, "group.id": unique("read-all"),
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                  timeout=30)[1] for p in partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        values, done = [], {p for p, end in ends.items() if end == 0}
+        deadline = time.monotonic() + timeout
+        while len(done) < len(ends):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: read {len(values)} records, "
+                                     f"partitions {sorted(set(ends) - done)} not to "
+                                     f"their end in {timeout} s")
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            values.append(message.value().decode())
+            if message.offset() + 1 >= ends[message.partition()]:
+                done.add(message.partition())
+        return values
+    finally:
+        consumer.close()
+
+
 def unique(prefix="t"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
