@@ -172,9 +172,13 @@ def main():
     if args.profile:
         import cProfile
         import pstats
-        profiler = cProfile.Profile()
-        run(9, False, args.rounds, records, profiler)
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        for version in (9, 13):
+            profiler = cProfile.Profile()
+            run(version, False, args.rounds, records, profiler)
+            stats = pstats.Stats(profiler)
+            print(f"Produce v{version}: {stats.total_calls / (args.rounds - 1):.0f} "
+                  "Python calls per request and answer")
+            stats.sort_stats("tottime").print_stats(40)
         return
     print("| Produce | ACLs | µs per request and answer (best of "
           f"{args.runs} x {args.rounds}) |\n|---|---|---:|")

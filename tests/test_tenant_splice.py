@@ -565,6 +565,68 @@ class ProduceResponseTests(TenantSpliceBase):
                          .error_message)
 
 
+class HotNamesTests(ProduceResponseTests):
+    """The produce path remembers names and topic ids it decided
+    (naming.HotNames); a change of mapping, prefix or availability makes it
+    decide again, so nothing stale is sent."""
+
+    def sent(self):
+        _, request = decode_request(FrameDecoder().feed(
+            self.broker_transport.value())[-1])
+        self.broker_transport.clear()
+        return request.topic_data[0]
+
+    def test_names_decided_again_after_a_change(self):
+        self.login()
+        namespace = self.client.namespace
+        self.produce(10, "t", 5)
+        self.assertEqual(self.sent().name, "londont")
+        self.produce(10, "t", 6)
+        self.assertEqual(self.sent().name, "londont")  # remembered
+        self.assertIn(b"\x02t", namespace.memo().to_broker[True])
+        namespace.set_alias("t", "shared-orders")
+        self.produce(10, "t", 7)
+        self.assertEqual(self.sent().name, "shared-orders")
+        namespace.set_alias("t", "shared-orders", read_only=True)
+        self.produce(10, "t", 8)
+        self.assertTrue(self.sent().name.startswith("!vkafka-refused"))
+        namespace.remove_alias("t")
+        self.produce(10, "t", 9)
+        self.assertEqual(self.sent().name, "londont")
+        namespace.prefixes.add("londont")  # another cluster's longer prefix
+        self.produce(10, "t", 10)
+        self.assertTrue(self.sent().name.startswith("!vkafka-refused"))
+
+    def test_ids_decided_again_after_a_change(self):
+        import uuid
+        own = uuid.uuid4()
+        self.topology.topic_ids[own] = "londont"
+        self.login()
+        namespace = self.client.namespace
+        for correlation_id in (5, 6):
+            self.produce(13, own, correlation_id)
+            self.assertEqual(self.sent().topic_id, own)
+        self.assertIn(own, namespace.memo().ids)
+        namespace.unavailable = "overlaps another virtual cluster"
+        self.produce(13, own, 7)
+        self.assertNotEqual(self.sent().topic_id, own)
+
+    def test_refused_names_not_remembered(self):
+        self.login()
+        self.produce(10, "no spaces allowed", 5)
+        self.assertTrue(self.sent().name.startswith("!vkafka-refused"))
+        self.assertEqual(self.client.namespace.memo().to_broker[True], {})
+
+    def test_answer_names_remembered(self):
+        self.login()
+        self.produce(10, "t", 5)
+        self.answer(10, "londont", 5)
+        _, response = decode_response(self.responses()[0], 0, 10)
+        self.assertEqual(response.responses[0].name, "t")
+        self.assertEqual(self.client.namespace.memo().to_client[True],
+                         {b"\x08londont": b"\x02t"})
+
+
 class FetchRequestTests(TenantSpliceBase):
     """Fetch v13+ requests name topics by id: checked where they lie and
     forwarded as they came (rules/records.py, fetch_frame); fetches as a replica refused."""

@@ -41,6 +41,9 @@ class Scan:
     topic_ids: tuple = ()
     """Fetch v13+: the 16-byte topic ids the response carries, so a response
     forwarded as bytes is still checked for topics that are not the tenant's."""
+    names: tuple = ()
+    """Produce before v13: where each topic's name field is, (start, end) in
+    order, so renaming it (``rename_fields``) walks nothing again."""
 
 
 def scan_fetch(frame, offset, version):
@@ -108,19 +111,25 @@ def scan_produce_response(frame, offset, version):
     Here ``tags_empty`` means "nothing the tenant rewrite would touch besides
     names": no ``node_endpoints`` and no error message or record error, whose
     text could name physical topics (such a response is decoded, so the scan
-    stops there).  Raises like ``scan_fetch``.
+    stops there).  Before v13 the scan notes where the names are.  Raises
+    like ``scan_fetch``.
     """
     flexible = version >= 9
     error = 0
+    names = []
     topics, pos = read_length(frame, offset, flexible)
     for _ in range(max(topics, 0)):
-        pos = pos + 16 if version >= 13 else skip_string(frame, pos, flexible)
+        if version >= 13:
+            pos += 16
+        else:
+            start, pos = pos, skip_string(frame, pos, flexible)
+            names.append((start, pos))
         pos, first, clean = _produce_partitions(frame, pos, version, flexible)
         error = error or first
         if not clean:
             return Scan(error, 0, False)
     pos += 4  # throttle time
-    return _end(frame, pos, flexible, error, 0, "produce")
+    return _end(frame, pos, flexible, error, 0, "produce", tuple(names))
 
 
 def produce_response_end(frame, offset, version):
@@ -160,33 +169,52 @@ def rename_produce_response(frame, offset, version, logical):
     (``scan_produce_response(...).tags_empty``): kio's decode and re-encode cost
     ~50 us, and librdkafka, kafka-python and aiokafka produce before v13."""
     flexible = version >= 9
-    topics, pos = read_length(frame, offset, flexible)
-    pieces = [frame[:pos]]
-    for _ in range(max(topics, 0)):
-        name, after = read_string(frame, pos, flexible)
+    scan = scan_produce_response(frame, offset, version)
+
+    def field(raw):
+        name, _ = read_string(raw, 0, flexible)
         new = None if name is None else logical(name)
+        return None if new is None else write_string(new, flexible)
+    return rename_fields(frame, scan.names, field)
+
+
+def rename_fields(frame, spans, field):
+    """*frame* with each field at *spans* ((start, end), in order) replaced by
+    ``field(its bytes)``, the rest copied as it is; None as soon as *field*
+    gives None."""
+    pieces, copied = [], 0
+    for start, end in spans:
+        new = field(frame[start:end])
         if new is None:
             return None
-        pieces.append(write_string(new, flexible))
-        pos = _produce_partitions(frame, after, version, flexible)[0]
-        pieces.append(frame[after:pos])
-    pieces.append(frame[pos:])  # throttle time, top-level tags
+        pieces += (frame[copied:start], new)
+        copied = end
+    pieces.append(frame[copied:])
     return b"".join(pieces)
 
 
 def _produce_partitions(frame, pos, version, flexible):
     """One topic's partitions in a Produce response: (position after them, their
     first error code, clean).  Not clean: a record error or an error message
-    (the walk stops there)."""
+    (the walk stops there).  In flexible versions the usual partition (no
+    record error, no message, no tagged field) is read as three literal bytes:
+    this runs for every partition of every Produce answer."""
     error = 0
+    end = len(frame)
     partitions, pos = read_length(frame, pos, flexible)
     for _ in range(max(partitions, 0)):
         if not error:
             (error,) = _I16.unpack_from(frame, pos + 4)
         # index, error, base offset, log append time, log start offset
         pos += 4 + 2 + 8 + 8 + (8 if version >= 5 else 0)
+        if flexible and version >= 8 and pos + 3 <= end and frame[pos] == 1 \
+                and frame[pos + 1] == 0 and frame[pos + 2] == 0:
+            pos += 3  # no record errors, a null message, no tagged fields
+            continue
         if version >= 8:
             record_errors, pos = read_length(frame, pos, flexible)
+            if pos >= end:
+                raise Malformed("truncated produce response")
             null_message = frame[pos] == 0 if flexible else \
                 _I16.unpack_from(frame, pos)[0] == -1
             if record_errors > 0 or not null_message:
@@ -262,16 +290,16 @@ def _count(frame, pos):
     return count, pos
 
 
-def _end(frame, pos, flexible, error, records, api):
+def _end(frame, pos, flexible, error, records, api, names=()):
     """The Scan of a response whose last field ends at *pos*: only its top-level
     tagged fields may follow (flexible versions), and nothing after them."""
     if not flexible:
         if pos != len(frame):
             raise Malformed(f"{api} response: {len(frame) - pos} bytes unaccounted for")
-        return Scan(error, records, True)
+        return Scan(error, records, True, names=names)
     if skip_tagged_fields(frame, pos) != len(frame):
         raise Malformed(f"{api} response: bytes after its tagged fields")
-    return Scan(error, records, frame[pos] == 0, pos)
+    return Scan(error, records, frame[pos] == 0, pos, names=names)
 
 
 UNUSED_TAGS = (127, 16383)

@@ -66,11 +66,19 @@ def codec_versions(api_key):
 
 
 def is_flexible(api_key, api_version, entity_type=EntityType.request):
-    """Whether this API version uses the flexible (tagged-field) encoding."""
-    cls = payload_class(api_key, api_version, entity_type)
-    if cls is None:
-        raise HeaderError(f"unknown API {api_key} version {api_version}")
-    return cls.__flexible__
+    """Whether this API version uses the flexible (tagged-field) encoding
+    (asked twice per request and answer: kept in a plain dict)."""
+    key = (api_key, api_version, entity_type is EntityType.response)
+    found = _FLEXIBLE.get(key)
+    if found is None:
+        cls = payload_class(api_key, api_version, entity_type)
+        if cls is None:
+            raise HeaderError(f"unknown API {api_key} version {api_version}")
+        found = _FLEXIBLE[key] = cls.__flexible__
+    return found
+
+
+_FLEXIBLE = {}
 
 
 def write_uvarint(value):

@@ -14,26 +14,31 @@ from .headers import (
     HeaderError, read_length, read_string, request_body_offset, skip_string,
     skip_tagged_fields,
     write_string)
-from .records import count_records
+from .records import walk_batches
 
 _I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
 
 
 def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
-                    transactional_id=None):
+                    transactional_id=None, topic_field=None):
     """``(frame, acks, records)``: the request frame with names rewritten, record
     bytes copied as they are; and the request's acks and record count, from the
     same walk.
 
     *topic_name*, *topic_id* and *transactional_id* map the client's value to the
     value to send (v13+ names topics by id); None leaves that field as it is,
-    unread.  When they change nothing (v13+, the tenant's own topic ids, no
-    transactional id or one that maps to itself) the request is returned as it
-    came: the walk only notes what changes, and the frame is cut and joined only
-    if something does, so the common case allocates nothing per topic or
-    partition.
+    unread.  *topic_field*, instead of *topic_name*, maps a topic name field's
+    bytes as they came (length prefix included) to the field to send, or None
+    to keep it: a caller that remembers its answers then reads no name.  When
+    they change nothing (v13+, the tenant's own topic ids, no transactional id
+    or one that maps to itself) the request is returned as it came: the walk
+    only notes what changes, and the frame is cut and joined only if something
+    does, so the common case allocates nothing per topic or partition.
     """
     flexible = version >= 9
+    if topic_field is None and topic_name is not None:
+        topic_field = name_field(topic_name, flexible)
     edits = []  # (start, end, bytes to put there), in order
     if transactional_id is None:
         pos = skip_string(frame, body_offset, flexible)
@@ -54,12 +59,15 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
                 if sent != given:
                     edits.append((pos, pos + 16, sent.bytes))
             pos += 16
-        elif topic_name is None:
+        elif topic_field is None:
             pos = skip_string(frame, pos, flexible)
         else:
-            start = pos
-            name, pos = read_string(frame, pos, flexible)
-            edits.append((start, pos, write_string(topic_name(name), flexible)))
+            start, pos = pos, skip_string(frame, pos, flexible)
+            if pos > len(frame):
+                raise HeaderError("truncated topic name")
+            field = topic_field(frame[start:pos])
+            if field is not None:
+                edits.append((start, pos, field))
         pos, count = _partitions(frame, pos, flexible)
         records += count
     if not edits:
@@ -72,20 +80,43 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
     return b"".join(pieces), acks, records
 
 
-def _partitions(frame, pos, flexible):
-    """Walk one topic's partitions: (position after them, records in them)."""
+def name_field(rename, flexible):
+    """A *topic_field* mapping (raw name field -> field to send) made of one
+    that maps names (``rename(name)``)."""
+    def field(raw):
+        name, _ = read_string(raw, 0, flexible)
+        return write_string(rename(name), flexible)
+    return field
+
+
+def _partitions(frame, pos, flexible, _int32=_I32.unpack_from, _walk=walk_batches):
+    """Walk one topic's partitions: (position after them, records in them).
+    One-byte compact lengths and empty tag sections (nearly all of them) are
+    read inline: this loop runs for every partition of every Produce."""
     records = 0
-    partitions, pos = read_length(frame, pos, flexible)
+    end = len(frame)
+    if flexible:
+        partitions, pos = read_length(frame, pos, True)
+    else:
+        partitions, pos = _int32(frame, pos)[0], pos + 4
     for _ in range(max(partitions, 0)):
-        size, pos = read_length(frame, pos + 4, flexible)  # after the index
+        pos += 4  # the partition index
+        if not flexible:
+            size, pos = _int32(frame, pos)[0], pos + 4
+        elif pos < end and frame[pos] < 0x80:
+            size, pos = frame[pos] - 1, pos + 1
+        else:
+            size, pos = read_length(frame, pos, True)
         if size > 0:
-            records += count_records(frame, pos, min(pos + size, len(frame)))
-            pos += size
+            stop = pos + size
+            records += _walk(frame, pos, min(stop, end), stop)[0]
+            pos = stop
         if flexible:
-            pos = skip_tagged_fields(frame, pos)
+            pos = pos + 1 if pos < end and frame[pos] == 0 else \
+                skip_tagged_fields(frame, pos)
     if flexible:
         pos = skip_tagged_fields(frame, pos)
-    if pos > len(frame):
+    if pos > end:
         raise HeaderError("truncated produce request")
     return pos, records
 

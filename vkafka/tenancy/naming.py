@@ -51,16 +51,20 @@ class Prefixes:
 
     known: set = field(default_factory=set)
     _cache: dict = field(default_factory=dict)
+    generation: int = 0
+    """Bumped by every change: what was decided by prefix is stale."""
 
     def add(self, prefix):
         if prefix not in self.known:
             self.known.add(prefix)
             self._cache.clear()
+            self.generation += 1
 
     def discard(self, prefix):
         if prefix in self.known:
             self.known.discard(prefix)
             self._cache.clear()
+            self.generation += 1
 
     def longer_than(self, prefix):
         """Prefixes that extend *prefix*: their names are not *prefix*'s."""
@@ -91,6 +95,26 @@ class Alias:
         return self.target is not None
 
 
+class HotNames:
+    """Name fields the produce path already rewrote without a refusal, a
+    decoy or a concentrated topic, as bytes: the client's field -> the
+    broker's (``to_broker``) and back (``to_client``), one table per
+    encoding (classic, flexible); and topic ids known to be the tenant's.
+    A producer names the same few topics in every request, so after the
+    first the rename is one dictionary lookup, nothing decoded or checked
+    again.  Only for requests without ACLs (those are decided each time)."""
+
+    __slots__ = ("to_broker", "to_client", "ids")
+    LIMIT = 4096
+    """Entries a table takes (a client naming ever new topics costs no more
+    memory than this; names beyond it are decided each time)."""
+
+    def __init__(self):
+        self.to_broker = ({}, {})
+        self.to_client = ({}, {})
+        self.ids = set()
+
+
 class Namespace:
     """One virtual cluster's view of names: maps logical <-> physical.
 
@@ -112,10 +136,21 @@ class Namespace:
         self.unavailable = None
         """Why this namespace is not served (it overlaps another), or None.  While
         set it owns no name at all: an overlap has no right answer."""
+        self._memo = self._memo_stamp = None
         self._scrub = re.compile(
             _COLLISION.pattern + "|"
             r"(?<![A-Za-z0-9._-])" + re.escape(prefix) + r"(?=[A-Za-z0-9_-])"
         ) if prefix else None
+
+    def memo(self):
+        """The produce path's memory of plain decisions (``HotNames``), valid
+        while no mapping, rule or prefix changes and the namespace is served:
+        any change starts an empty one, so nothing decided before it is used
+        after it."""
+        stamp = (self.version, self.prefixes.generation, self.unavailable)
+        if stamp != self._memo_stamp:
+            self._memo, self._memo_stamp = HotNames(), stamp
+        return self._memo
 
     @property
     def passthrough(self):
