@@ -606,7 +606,7 @@ class HotNamesTests(ProduceResponseTests):
         for correlation_id in (5, 6):
             self.produce(13, own, correlation_id)
             self.assertEqual(self.sent().topic_id, own)
-        self.assertIn(own, namespace.memo().ids)
+        self.assertIn(own.bytes, namespace.memo().ids)
         namespace.unavailable = "overlaps another virtual cluster"
         self.produce(13, own, 7)
         self.assertNotEqual(self.sent().topic_id, own)
@@ -671,7 +671,10 @@ class FetchRequestTests(TenantSpliceBase):
         (the same bytes otherwise), as the walker would; the answer about the
         decoy reaches the client as UNKNOWN_TOPIC_ID for its own id."""
         from .test_fastpath import fetch_response
-        for ids, forgotten in (([self.own, self.foreign], []), ([self.own], [self.foreign])):
+        for in_topics in (True, False):
+            self.setUp()  # the fetch closes the session it names (sessionless)
+            ids, forgotten = (([self.own, self.foreign], []) if in_topics
+                              else ([self.own], [self.foreign]))
             raw = self.fetch(16, ids, forgotten)
             sent = self.broker_transport.value()
             self.assertEqual(len(sent), len(raw))
@@ -692,6 +695,44 @@ class FetchRequestTests(TenantSpliceBase):
         self.broker.dataReceived(frame(struct.pack(">i", 5) + b"\x00" + body))
         _, response = decode_response(self.responses()[0], 1, 16)
         self.assertEqual({t.topic_id for t in response.responses}, {self.foreign})
+
+    def test_fetch_with_decoy_goes_sessionless(self):
+        """A decoy (another tenant's id, or one this gateway has not learnt yet,
+        as a gateway of a cluster meets after a failover) must not enter a
+        broker session: later incremental answers about it would be dropped,
+        and the client would wait for that partition forever (issue 23).  The
+        fetch goes on with epoch -1 (the broker answers without a session,
+        closing the connection's own session it names); the client's next
+        fetch is full and checked again."""
+        import uuid
+        from dataclasses import replace
+
+        from .test_fastpath import fetch_request
+        for unknown in (self.foreign, uuid.uuid4()):
+            for version, session, epoch in ((16, 7, 2), (18, 7, 0), (13, 0, 0),
+                                            (17, 99, 0)):
+                self.setUp()
+                request = replace(fetch_request(version, [self.own, unknown]),
+                                  session_id=i32(session), session_epoch=i32(epoch))
+                self.broker_transport.clear()
+                self.client.dataReceived(request_frame(request, version, 5))
+                _, sent = decode_request(
+                    FrameDecoder().feed(self.broker_transport.value())[0])
+                owned = 7 if session == 7 else 0  # 99: not this connection's
+                self.assertEqual((sent.session_id, sent.session_epoch), (owned, -1),
+                                 (version, session, epoch))
+                # the broker closes the session named (its own): no longer owned
+                self.assertEqual(7 in self.client.services.fetch_sessions,
+                                 session != 7)
+                self.assertEqual(sent.topics[0].topic_id, self.own)
+                self.assertNotIn(unknown, [t.topic_id for t in sent.topics])
+
+    def test_fetch_without_decoy_keeps_its_session(self):
+        from .test_fastpath import fetch_request
+        self.fetch(16, [self.own])
+        _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        self.assertEqual((sent.session_id, sent.session_epoch), (7, 2))
+        self.assertIn(7, self.client.services.fetch_sessions)
 
     def test_foreign_session_incremental_answered_here(self):
         """An incremental fetch of a session this connection does not own (another

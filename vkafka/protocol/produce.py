@@ -21,7 +21,7 @@ _I32 = struct.Struct(">i")
 
 
 def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
-                    transactional_id=None, topic_field=None):
+                    transactional_id=None, topic_field=None, known_ids=()):
     """``(frame, acks, records)``: the request frame with names rewritten, record
     bytes copied as they are; and the request's acks and record count, from the
     same walk.
@@ -30,7 +30,8 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
     value to send (v13+ names topics by id); None leaves that field as it is,
     unread.  *topic_field*, instead of *topic_name*, maps a topic name field's
     bytes as they came (length prefix included) to the field to send, or None
-    to keep it: a caller that remembers its answers then reads no name.  When
+    to keep it: a caller that remembers its answers then reads no name; and
+    topic ids whose 16 bytes are in *known_ids* are kept as they are, unread.  When
     they change nothing (v13+, the tenant's own topic ids, no transactional id
     or one that maps to itself) the request is returned as it came: the walk
     only notes what changes, and the frame is cut and joined only if something
@@ -53,7 +54,7 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
     records = 0
     for _ in range(max(topics, 0)):
         if version >= 13:
-            if topic_id is not None:
+            if topic_id is not None and frame[pos:pos + 16] not in known_ids:
                 given = uuid.UUID(bytes=bytes(frame[pos:pos + 16]))
                 sent = topic_id(given)
                 if sent != given:

@@ -99,7 +99,8 @@ class HotNames:
     """Name fields the produce path already rewrote without a refusal, a
     decoy or a concentrated topic, as bytes: the client's field -> the
     broker's (``to_broker``) and back (``to_client``), one table per
-    encoding (classic, flexible); and topic ids known to be the tenant's.
+    encoding (classic, flexible); and topic ids (their 16 bytes) known to be
+    the tenant's.
     A producer names the same few topics in every request, so after the
     first the rename is one dictionary lookup, nothing decoded or checked
     again.  Only for requests without ACLs (those are decided each time)."""

@@ -5,6 +5,7 @@ Requests are renamed without decoding (protocol/produce.py, fastpath.py);
 fetch sessions are bound to the connection that made them (sessions.py);
 v13+ responses pass as bytes when every topic id in them is the tenant's."""
 
+import struct
 import uuid
 from dataclasses import replace
 
@@ -19,12 +20,14 @@ from ...protocol.fastpath import fetch_request_ids, fetch_session, rename_fields
 from ...protocol.headers import read_string, write_string
 from ...protocol.produce import rewrite_produce
 from ..naming import TOPIC, TRANSACTION, HotNames
-from ..sessions import FETCH_SESSION_ID_NOT_FOUND, FetchSessions
+from ..sessions import FETCH_SESSION_ID_NOT_FOUND, FINAL_EPOCH, FetchSessions
 from ..context import Rejected
 from ..walker import rewrite_request as walk_request
 from ..walker import rewrite_response as walk_response
 from .addresses import node_endpoints
 from .common import NO_THROTTLE
+
+_SESSION = struct.Struct(">ii")  # a Fetch request's session id and epoch
 
 
 def passes_as_bytes(scan, version, rctx):
@@ -88,16 +91,15 @@ def produce_frame(services, rctx, frame, body_offset, version):
         return found
 
     def topic_id(given):
-        if memo is not None and given in memo.ids:
-            return given
         sent = rctx.check_topic_id(given)
         if memo is not None and sent == given and not rctx.concentrated \
                 and len(memo.ids) < HotNames.LIMIT:
-            memo.ids.add(given)
+            memo.ids.add(given.bytes)
         return sent
 
     frame, acks, records = rewrite_produce(
         frame, body_offset, version, topic_id=topic_id, topic_field=topic_field,
+        known_ids=() if memo is None else memo.ids,
         transactional_id=lambda txn: rctx.to_physical(TRANSACTION, txn, whole=True))
     rctx.produced = (acks, records)
     return frame
@@ -121,6 +123,16 @@ def _fetch_sessions(services, rctx, session_id, epoch, version):
     if action == "refuse":
         rctx.answer = _fetch_error(version, FETCH_SESSION_ID_NOT_FOUND)
     return action
+
+
+def _sessionless(rctx, session_id, action):
+    """The Fetch carries a decoy: it goes on with epoch FINAL_EPOCH, so no broker
+    session keeps the decoy (tenancy/sessions.py); a session of this connection
+    it names is closed by it.  The session id it goes on with."""
+    if action == "unbind" or not session_id:
+        return 0
+    rctx.sessions.closed(session_id)
+    return session_id
 
 
 def _generation(rctx):
@@ -153,14 +165,20 @@ def fetch_request(services, rctx, request):
     session checked, names made physical, topic ids checked by the walker."""
     state = getattr(request, "replica_state", None)
     _consumer_only(request.replica_id if state is None else state.replica_id)
-    if request.__version__ >= 7:
-        action = _fetch_sessions(services, rctx, request.session_id,
-                                 request.session_epoch, request.__version__)
-        if action == "refuse":
-            return request
-        if action == "unbind":
-            request = replace(request, session_id=i32(0))
-    return walk_request(request, rctx)
+    if request.__version__ < 7:
+        return walk_request(request, rctx)
+    action = _fetch_sessions(services, rctx, request.session_id,
+                             request.session_epoch, request.__version__)
+    if action == "refuse":
+        return request
+    if action == "unbind":
+        request = replace(request, session_id=i32(0))
+    decoys = len(rctx.decoy_names) + len(rctx.decoy_ids)
+    request = walk_request(request, rctx)
+    if len(rctx.decoy_names) + len(rctx.decoy_ids) > decoys:
+        request = replace(request, session_epoch=i32(FINAL_EPOCH), session_id=i32(
+            _sessionless(rctx, request.session_id, action)))
+    return request
 
 
 def fetch_frame(services, rctx, frame, body_offset, version):
@@ -173,13 +191,14 @@ def fetch_frame(services, rctx, frame, body_offset, version):
     replica, positions = fetch_request_ids(frame, body_offset, version)
     _consumer_only(replica)
     out = None
-    session_id, epoch, at = fetch_session(frame, body_offset, version)
+    session_id, epoch, session_at = fetch_session(frame, body_offset, version)
     action = _fetch_sessions(services, rctx, session_id, epoch, version)
     if action == "refuse":
         return frame
     if action == "unbind":
         out = bytearray(frame)
-        out[at:at + 4] = bytes(4)
+        out[session_at:session_at + 4] = bytes(4)
+    decoyed = False
     for at in positions:
         topic_id = uuid.UUID(bytes=bytes(frame[at:at + 16]))
         checked = rctx.check_topic_id(topic_id)
@@ -187,4 +206,8 @@ def fetch_frame(services, rctx, frame, body_offset, version):
             if out is None:
                 out = bytearray(frame)
             out[at:at + 16] = checked.bytes
+            decoyed = True
+    if decoyed:  # sessionless: the session id, then the epoch
+        _SESSION.pack_into(out, session_at, _sessionless(rctx, session_id, action),
+                           FINAL_EPOCH)
     return frame if out is None else bytes(out)
