@@ -313,6 +313,30 @@ class GroupTests(RightsTestCase):
         self.assertEqual([g.group_id for g in self.answered(pending, listed).groups],
                          ["mine", "other"])
 
+    def test_described_transaction_shows_only_describable_topics(self):
+        """DescribeTransactions lists a transaction's topics: those the
+        principal may not DESCRIBE are left out, as Kafka's broker does."""
+        import datetime
+        from kio.schema.describe_transactions.v0 import request as rq, response as rs
+        from kio.static.primitive import i16, i32, i32Timedelta, i64
+        self.allow("TRANSACTIONAL_ID", "tx", "User:app", "DESCRIBE")
+        self.allow("TOPIC", "seen", "User:app", "WRITE")
+        outcome, pending = self.send(rq.DescribeTransactionsRequest(
+            transactional_ids=("tx",)), 0)
+        self.assertEqual(self.forwarded(outcome).transactional_ids, ("shoptx",))
+        answer = self.answered(pending, rs.DescribeTransactionsResponse(
+            throttle_time=NO_THROTTLE, transaction_states=(rs.TransactionState(
+                error_code=ErrorCode.none, transactional_id="shoptx",
+                transaction_state="Ongoing",
+                transaction_timeout=i32Timedelta.parse(datetime.timedelta(seconds=60)),
+                transaction_start_time=datetime.datetime.now(datetime.timezone.utc),
+                producer_id=i64(7), producer_epoch=i16(0),
+                topics=tuple(rs.TopicData(topic=t, partitions=(i32(0),))
+                             for t in ("shopseen", "shophidden"))),)))
+        state = answer.transaction_states[0]
+        self.assertEqual((state.transactional_id, [t.topic for t in state.topics]),
+                         ("tx", ["seen"]))
+
     def test_consumer_protocol_topics_are_not_checked(self):
         """JoinGroup needs READ on the group only, as on a broker."""
         from kio.schema.join_group.v9.request import (JoinGroupRequest,

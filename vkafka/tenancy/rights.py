@@ -54,6 +54,11 @@ class Needs:
             ("transactional id", self.transaction), ("cluster", self.cluster)) if op]
         if self.create_on_cluster:
             parts[-1:] = [parts[-1] + " (or CREATE on the cluster)"] if parts else []
+        if self.lists:
+            parts.append("the answer lists only the " + " and ".join(
+                f"{kind}s" for kind in self.lists) + " the principal may DESCRIBE"
+                + (" (all of them with DESCRIBE on the cluster)"
+                   if self.cluster_sees_all else ""))
         return ", ".join(parts) or "none"
 
 

@@ -60,7 +60,7 @@ NEEDS = {
     47: Needs(topic=READ, group=DELETE, whole=(GROUP,)),             # OffsetDelete
     60: NOTHING,                                                     # DescribeCluster
     61: Needs(topic=READ),                                           # DescribeProducers
-    65: Needs(transaction=DESCRIBE),                                 # DescribeTransactions
+    65: Needs(transaction=DESCRIBE, lists=(TOPIC,)),                # DescribeTransactions
     66: Needs(lists=(TRANSACTION,)),                                 # ListTransactions
     68: Needs(topic=DESCRIBE, group=READ, whole=(GROUP, TOPIC)),     # ConsumerGroupHeartbeat
     69: Needs(group=DESCRIBE),                                       # ConsumerGroupDescribe
