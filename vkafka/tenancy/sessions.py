@@ -10,6 +10,17 @@ gateway, and a full fetch (epoch 0 or -1, which would close the named
 session) goes on with session id 0.  Ids cannot be probed for either: an
 existing foreign id and a made-up one get the same answer from the same
 place.
+
+A Fetch in which the gateway put a decoy (a topic not the tenant's, or one
+whose id this gateway has not learnt yet: a gateway of a cluster meets ids
+learnt through another) goes on sessionless (epoch -1, closing the session it
+names if it is this connection's): the decoy is this request's alone, so in a
+broker session it would stay after the request, and the broker's answers
+about it in later incremental fetches would be dropped on the way back.  The
+client would wait for that partition forever with no error (issue 23: a
+consumer stalled after a gateway of its cluster was killed).  Sessionless, the
+client gets the partition's error in this answer, and as the session is gone
+it sends a full fetch next, checked again.
 """
 
 from collections import OrderedDict
@@ -56,6 +67,10 @@ class FetchSessions:
         if epoch in (INITIAL_EPOCH, FINAL_EPOCH):
             return "unbind"
         return "refuse"
+
+    def closed(self, session_id):
+        """A request closes *session_id* (this connection's no longer)."""
+        self._ids.pop(session_id, None)
 
     def created(self, session_id, rights=None):
         """The broker answered with *session_id*: this connection owns it
