@@ -622,9 +622,12 @@ def listening(pid, port):
 def gateway_argv(start_port, admin_port, logfile=None, extra=(), servers=None):
     """The command line of a gateway in front of the local cluster (or *servers*)."""
     twistd = str(Path(sys.executable).parent / "twistd")
+    # One process unless *extra* says otherwise (--workers, docs/operations.md):
+    # what tests measure per gateway stays one process's.
+    workers = () if any(o.startswith("--workers") for o in extra) else ("--workers=1",)
     return [twistd, "-n", "--pidfile=", f"--logfile={logfile or '-'}", "vkafka",
             f"--bootstrap-servers={servers or BOOTSTRAP}", f"--start-port={start_port}",
-            f"--admin-port={admin_port}", "--min-broker-id=1", *extra]
+            f"--admin-port={admin_port}", "--min-broker-id=1", *workers, *extra]
 
 
 def health(admin_port):

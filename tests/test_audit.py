@@ -289,7 +289,8 @@ class WiringTests(unittest.TestCase):
         options = tap.Options({})
         options.parseOptions(["--security-protocol", "SASL_PLAINTEXT",
                               "--multi-tenancy", "true", "--token-secret", "s" * 32,
-                              "--tuning", "false", "--audit-topic", "_vkafka_audit_t"])
+                              "--tuning", "false", "--audit-topic", "_vkafka_audit_t",
+                              "--workers", "1"])
         reactor = MemoryReactorClock()
         service = tap.makeService(options, reactor)
         [gateway] = made

@@ -102,6 +102,29 @@ class StandingTests(VerdictMixin, unittest.TestCase):
             "A bare TCP forwarder reached 0.970 in this run."))
 
 
+class CpuStandingTests(unittest.TestCase):
+    """The CPU targets: the producer at most 1.2 x the forwarder's CPU per GB,
+    the consumer at most 0.81 CPU-s per GB."""
+
+    def lines(self, produced, consumed, forwarder=2.0):
+        return load_bench().cpu_standing({
+            "forwarder_cpu_s_per_gb": {"produce": forwarder, "consume": 0.5},
+            "cpu_s_per_gb_produced": produced, "cpu_s_per_gb_consumed": consumed})
+
+    def test_met_and_missed(self):
+        met = self.lines(2.4, 0.81)
+        self.assertTrue(met[0].startswith("- Producer CPU per GB: met (2.40 CPU-s, "
+                                          "1.20 x the forwarder's 2.00"), met[0])
+        self.assertTrue(met[1].startswith("- Consumer CPU per GB: met"), met[1])
+        missed = self.lines(3.0, 0.9)
+        self.assertTrue(missed[0].startswith("- Producer CPU per GB: missed (3.00 "
+                                             "CPU-s, 1.50 x"), missed[0])
+        self.assertTrue(missed[1].startswith("- Consumer CPU per GB: missed"))
+
+    def test_none_without_a_forwarder(self):
+        self.assertEqual(load_bench().cpu_standing({}), [])
+
+
 class BenchTests(VerdictMixin, unittest.TestCase):
     def test_tiny_bench(self):
         """bench/bench.py runs every measure and writes the report and the plot."""
@@ -111,7 +134,8 @@ class BenchTests(VerdictMixin, unittest.TestCase):
         code = bench.main(["--records", "3000", "--rounds", "1",
                            "--latency-messages", "50", "--metadata-topics", "40",
                            "--metadata-vclusters", "4", "--metadata-requests", "5",
-                           "--connections", "20", "--out", str(out)])
+                           "--connections", "20", "--workers-rounds", "1",
+                           "--out", str(out)])
         self.assertEqual(code, 0)
         report = (out / "benchmarks.md").read_text()
         for measure in ("producer throughput", "consumer throughput",
@@ -139,3 +163,13 @@ class BenchTests(VerdictMixin, unittest.TestCase):
                                  r"gateway [\d.]+ \(ratio [\d.]+\); the consumer's average "
                                  r"fetch latency \(ms\) direct [\d.]+, gateway [\d.]+")
         self.assertGreater((out / "benchmarks.png").stat().st_size, 1000)
+        # CPU per GB path by path, and the workers section (1 and 2 workers)
+        self.assertRegex(report, r"\| bare TCP forwarder \| [\d.]+ \| [\d.]+ \| "
+                                 r"[\d.]+ \| [\d.]+ \|")
+        self.assertRegex(report, r"\| vkafka / forwarder \| [\d.]+ \| [\d.]+ \| "
+                                 r"\*\*[\d.]+ x\*\* \| \*\*[\d.]+ x\*\* \|")
+        for n in (1, 2):
+            self.assertRegex(report, rf"\n\| {n} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| "
+                                     r"[\d.]+ \|")
+        self.assertRegex(report, r"- Producer CPU per GB: (met|missed) \([\d.]+ CPU-s, "
+                                 r"[\d.]+ x the forwarder's")

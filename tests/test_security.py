@@ -190,7 +190,7 @@ class AdminTlsOptionTests(unittest.TestCase):
         options = Options({})
         options.parseOptions(["--admin-tls=true", f"--ssl-certificate={self.cert}",
                               f"--ssl-key={self.key}", "--port-count=1",
-                              "--tuning=false"])
+                              "--tuning=false", "--workers=1"])
         service = makeService(options, MemoryReactorClock())
         kinds = {type(s.endpoint).__name__ for s in service
                  if hasattr(s, "endpoint")}

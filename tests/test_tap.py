@@ -84,6 +84,7 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["previous-secrets"], (old, older))
         clock = MemoryReactorClock()
         options["tuning"] = False  # never the process-wide tuning under test
+        options["workers"] = 1
         service = makeService(options, clock)
         authority = next(s.factory.gateway.tenancy.authority for s in service
                          if hasattr(s, "factory") and hasattr(s.factory, "gateway"))
@@ -115,7 +116,7 @@ class OptionsTests(unittest.TestCase):
         """makeService opens one Kafka port per configured broker slot plus admin."""
         reactor = MemoryReactorClock()
         service = makeService(parse(["--port-count", "4", "--start-port", "5000",
-                                     "--tuning", "false"]),
+                                     "--tuning", "false", "--workers", "1"]),
                               reactor)
         service.privilegedStartService()
         service.startService()

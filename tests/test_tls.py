@@ -196,6 +196,8 @@ class SniRoutingTests(unittest.TestCase):
     """One TLS port for the 3-broker cluster, brokers chosen by SNI host name."""
 
     timeout = 300
+    extra = ()
+    """More gateway options (tests/test_workers.py: ``--workers=2``)."""
 
     def setUp(self):
         stack.ensure_cluster()
@@ -205,7 +207,7 @@ class SniRoutingTests(unittest.TestCase):
         self.gateway = stack.GatewayProcess((
             "--security-protocol=SSL", f"--ssl-certificate={cert}", f"--ssl-key={key}",
             "--routing=sni", "--advertised-host=bootstrap.vkafka.test",
-            "--sni-host-pattern=broker{id}.vkafka.test")).start()
+            "--sni-host-pattern=broker{id}.vkafka.test", *self.extra)).start()
         self.addCleanup(self.gateway.stop)
 
     def test_metadata_advertises_sni_names(self):

@@ -42,7 +42,7 @@ class TuningTests(unittest.TestCase):
         before = sys.getswitchinterval()
         reactor = MemoryReactorClock()
         options = Options({})
-        options.parseOptions(["--tuning=false", "--port-count=1"])
+        options.parseOptions(["--tuning=false", "--port-count=1", "--workers=1"])
         makeService(options, reactor)
         self.assertEqual(sys.getswitchinterval(), before)
         self.assertNotIn("doPoll", vars(reactor))

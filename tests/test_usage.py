@@ -668,7 +668,7 @@ class ServiceTests(unittest.TestCase):
             parsed = Options({})
             parsed.parseOptions(["--security-protocol", "SASL_PLAINTEXT",
                                  "--multi-tenancy", "true", "--token-secret", "s" * 32,
-                                 "--tuning", "false", *argv])
+                                 "--tuning", "false", "--workers", "1", *argv])
             return parsed
         from vkafka.tap import makeService
         top = makeService(options("--usage-topic", "_vkafka_usage_x"),

@@ -114,6 +114,11 @@ SETTINGS = [
     ("drain-timeout", "GATEWAY_DRAIN_TIMEOUT_SECONDS", 10.0, float,
      "Seconds a cluster gateway stopping (SIGTERM) takes to hand its clients over "
      "to the others before it closes what is left (0: close at once)"),
+    ("workers", "GATEWAY_WORKERS", "cores", str,
+     "Gateway processes sharing the Kafka ports (SO_REUSEPORT, Linux): this "
+     "process then supervises them and serves the admin port, summing their "
+     "metrics (cores: one per CPU core; 1: one process, no supervisor; "
+     "docs/operations.md, Workers)"),
     ("refresh-interval", "GATEWAY_METADATA_REFRESH_SECONDS", 30.0, float,
      "Seconds between the gateway's own metadata refreshes"),
     ("metadata-cache", "GATEWAY_METADATA_CACHE_SECONDS", 1.0, float,
@@ -249,6 +254,9 @@ class Options(usage.Options):
 
     def postOptions(self):
         from_file, path = self._config_file()
+        self.resolved = {}
+        """Environment variable -> the value given (command line, environment
+        or file, unconverted): a worker process's settings."""
         for name, env, default, convert, _ in SETTINGS:
             raw = self[name]
             source = f"--{name}"
@@ -262,6 +270,7 @@ class Options(usage.Options):
             if raw is None:
                 self[name] = default
                 continue
+            self.resolved[env] = str(raw)
             try:
                 self[name] = convert(raw)
             except ValueError:
@@ -275,6 +284,7 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must be positive")
         self["admin-allow-plain"] = _flag(self, "admin-allow-plain")
         self["tuning"] = _flag(self, "tuning")
+        self._check_workers()
         from .admin.users import parse_users
         try:
             self["users"] = parse_users(self["admin-users"], self["admin-allow-plain"])
@@ -307,6 +317,21 @@ class Options(usage.Options):
             self["servers"] = parse_servers(self["bootstrap-servers"])
         except ValueError as e:
             raise usage.UsageError(f"--bootstrap-servers: {e}")
+
+    def _check_workers(self):
+        from .workers import default_workers
+        if self["workers"] == "cores":
+            self["workers"] = default_workers()
+            return
+        try:
+            self["workers"] = int(self["workers"])
+        except ValueError:
+            raise usage.UsageError(f"--workers / GATEWAY_WORKERS: expected a number "
+                                   f"or cores, not {self['workers']!r}")
+        if not 1 <= self["workers"] <= 256:
+            raise usage.UsageError("--workers / GATEWAY_WORKERS: from 1 to 256")
+        if self["workers"] > 1 and not hasattr(socket, "SO_REUSEPORT"):
+            raise usage.UsageError("--workers above 1 needs SO_REUSEPORT (Linux)")
 
     def _check_security(self):
         """Client and broker side security; certificates are loaded now, so a
@@ -368,9 +393,15 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
 
 
-def makeService(config, reactor=None):
+def makeService(config, reactor=None, worker=None):
+    """The gateway's service tree; with ``--workers`` above 1 the
+    supervisor's (vkafka/workers.py), and with *worker* (its index) one
+    worker's: a gateway without the admin port, whose listeners share the
+    Kafka ports and whose ``report()`` answers the supervisor."""
     if reactor is None:
         from twisted.internet import reactor
+    if worker is None and config["workers"] > 1:
+        return _supervisor(config, reactor)
     from .admin.app import admin_root
     from .admin.users import UserChecker, generated_admin
     from .proxy.discovery import Refresher
@@ -418,8 +449,11 @@ def makeService(config, reactor=None):
     top.gateway, top.timeout = gateway, config["drain-timeout"]
     bind = config["bind-host"]
 
-    def listen(port, factory, tls=None):
-        if tls is None:
+    def listen(port, factory, tls=None, shared=False):
+        if shared:
+            from .workers import ReusePortEndpoint
+            endpoint = ReusePortEndpoint(reactor, port, bind, tls)
+        elif tls is None:
             endpoint = TCP4ServerEndpoint(reactor, port, interface=bind)
         else:
             endpoint = SSL4ServerEndpoint(reactor, port, tls, interface=bind)
@@ -432,8 +466,10 @@ def makeService(config, reactor=None):
         top.listeners.append(listen(
             port, gateway.factory_for_port(port),
             config["server-tls"] if config["security-protocol"] in ("SSL", "SASL_SSL")
-            else None))
-    gateway_id = f"{socket.gethostname()}:{config['start-port']}"
+            else None, shared=worker is not None))
+    node_id = gateway_id = f"{socket.gethostname()}:{config['start-port']}"
+    if worker is not None:  # a gateway of its own for the rate shares; '/' is a separator
+        gateway_id = f"{node_id}#{worker}"
 
     state = store = measured = None
     if tenancy is not None:
@@ -450,14 +486,14 @@ def makeService(config, reactor=None):
         state.topic_exists = refresher.topic_exists
         state.create_topic = refresher.create_topic
         StoreService(store).setServiceParent(top)
-        _membership(config, reactor, top, gateway, store, gateway_id)
+        _membership(config, reactor, top, gateway, store, gateway_id, node_id)
         gateway.rate_shares = RateShares(
             gateway_id, state, reactor.seconds,
             metrics, lambda vc: gateway.per_vcluster.get(vc, 0), gateway.membership)
         RateSharesService(gateway.rate_shares, reactor).setServiceParent(top)
         measured = _usage(config, reactor, top, state, metrics, topology, refresher,
-                          gateway)
-        gateway.audit = _audit(config, reactor, top, topology, gateway, metrics)
+                          gateway_id, lambda: gateway.per_vcluster)
+        gateway.audit = _audit(config, reactor, top, topology, gateway_id, metrics)
         gateway.group_ids = lambda: None if measured.inventory.latest is None \
             else measured.inventory.latest.group_ids
 
@@ -467,7 +503,7 @@ def makeService(config, reactor=None):
         store = KafkaStore(reactor, topology, upstream, topic=config["state-topic"],
                            configs=STATE_TOPIC_CONFIGS)
         StoreService(store).setServiceParent(top)
-        _membership(config, reactor, top, gateway, store, gateway_id)
+        _membership(config, reactor, top, gateway, store, gateway_id, node_id)
 
     def health():
         details = {"brokers": sorted(topology.brokers)}
@@ -489,6 +525,26 @@ def makeService(config, reactor=None):
             if store.high_watermark is not None:
                 metrics.state_lag.set(max(0, store.high_watermark - store.offset))
 
+    if worker is not None:
+        from .workers import snapshot
+
+        # A client's Metadata and its Fetch or Produce may reach different
+        # workers, as with gateways of a cluster: an unknown topic id asks
+        # for a listing (at most once a second) and the client's retry works.
+        topology.topic_ids.on_unknown = _at_most_every(
+            reactor, 1.0, refresher.refresh_listing)
+
+        def report(only=None):
+            if only is None or "vkafka_state_entries" in only:
+                refresh_state_metrics()
+            return {"pid": os.getpid(), "reason": health()[0],
+                    "connections": len(gateway.connections),
+                    "vclusters": dict(gateway.per_vcluster),
+                    "families": None if only is None else sorted(only),
+                    "metrics": snapshot(metrics, only) if only != set() else []}
+        top.report = report
+        _refreshing(config, reactor, top, refresher)
+        return top
     users = config["users"] or generated_admin()
     dashboard = None
     if state is not None:
@@ -502,24 +558,168 @@ def makeService(config, reactor=None):
                       usage=measured, audit=getattr(gateway, "audit", None))
     listen(config["admin-port"], Site(root),
            config["server-tls"] if config["admin-tls"] else None)
+    _refreshing(config, reactor, top, refresher)
+    return top
+
+
+class PortsReserved(service.Service):
+    """The Kafka ports bound (not listened on) by the supervisor while it
+    runs: a port another program holds stops the start (vkafka/workers.py)."""
+
+    def __init__(self, ports, interface):
+        self.ports, self.interface = ports, interface
+        self.held = []
+
+    def startService(self):
+        from .workers import reserve_ports
+        self.held = reserve_ports(self.ports, self.interface)
+        super().startService()
+
+    def stopService(self):
+        super().stopService()
+        for sock in self.held:
+            sock.close()
+        self.held = []
+
+
+def worker_environment(config, environ=None):
+    """A worker's environment: this one's, with every setting as it was given
+    (command line, environment or file) in its environment variable, so that
+    a worker reads the same settings without a command line (secrets stay
+    out of ``ps``)."""
+    env = dict(os.environ if environ is None else environ)
+    env.pop("GATEWAY_CONFIG_FILE", None)
+    for _, name, *_ in SETTINGS:
+        env.pop(name, None)
+    env.update(config.resolved)
+    env["GATEWAY_WORKERS"] = "1"
+    return env
+
+
+def _supervisor(config, reactor):
+    """``--workers N``: the admin port and N worker processes
+    (vkafka/workers.py).  The admin API reads and writes through a state
+    store of this process's own; traffic, connections and metrics are the
+    workers' (``/metrics`` and the dashboard sum them)."""
+    from .admin.app import admin_root
+    from .admin.users import UserChecker, generated_admin
+    from .metrics import Metrics
+    from .proxy.discovery import Refresher
+    from .proxy.topology import Topology
+    from .workers import SummedMetricsResource, WorkerSupervisor, spawner
+
+    tenancy = None
+    if config["multi-tenancy"]:
+        from .auth.tokens import TokenAuthority
+        from .tenancy.mode import Tenancy
+
+        tenancy = Tenancy(TokenAuthority(config["token-secret"], reactor.seconds,
+                                         previous_secrets=config["previous-secrets"]))
+    topology = Topology(config["servers"], config["advertised-host"],
+                        config["start-port"], config["port-count"],
+                        config["min-broker-id"], sni=config["sni"])
+    upstream = config["backend"].endpoint
+    metrics = Metrics()
+    refresher = Refresher(reactor, topology, upstream, all_topics=tenancy is not None)
+    top = service.MultiService()
+    PortsReserved(topology.ports, config["bind-host"]).setServiceParent(top)
+    workers = WorkerSupervisor(
+        config["workers"], spawner(reactor, worker_environment(config)), reactor,
+        stop_timeout=config["drain-timeout"] + 5.0)
+    workers.setServiceParent(top)
+    node_id = f"{socket.gethostname()}:{config['start-port']}"
+    state = store = measured = audit = membership = None
+    if tenancy is not None or config["gateway-cluster-id"] is not None:
+        from .state.kafka import KafkaStore
+        from .state.membership import Membership
+
+        store = KafkaStore(reactor, topology, upstream, topic=config["state-topic"],
+                           configs=STATE_TOPIC_CONFIGS)
+        StoreService(store).setServiceParent(top)
+        # Read only (the workers beat): which nodes /health shows.
+        membership = Membership(node_id, store, reactor.seconds, _describe(topology),
+                                config["gateway-cluster-id"], config["rack"],
+                                advertise=config["advertise"] == "cluster")
+    if tenancy is not None:
+        from .state.model import GatewayState
+
+        state = GatewayState(store, tenancy.authority, tenancy.vclusters,
+                             reactor.seconds)
+        state.topic_exists = refresher.topic_exists
+        state.create_topic = refresher.create_topic
+        measured = _usage(config, reactor, top, state, metrics, topology, refresher,
+                          node_id, lambda: {})
+        audit = _audit(config, reactor, top, topology, node_id, metrics)
+
+    def health():
+        details = {"brokers": sorted(topology.brokers), "workers": workers.details()}
+        if membership is not None and membership.cluster_id is not None:
+            details["cluster"] = {"id": membership.cluster_id, "node": membership.node_id,
+                                  "nodes": [n.id for n in membership.nodes()]}
+        if refresher.last_error is not None or not topology.brokers:
+            return f"cannot reach the Kafka cluster: {refresher.last_error}", details
+        if store is not None:
+            details["state"] = {"entries": len(store.data), "offset": store.offset}
+            if not store.ready.called:
+                return f"gateway state not loaded: {store.last_error}", details
+        ready = sum(1 for w in details["workers"] if w["ready"])
+        if not ready:
+            return f"no worker ready (of {config['workers']})", details
+        return None, details
+
+    def refresh_state_metrics():
+        if store is not None:
+            metrics.state_entries.set(len(store.data))
+            if store.high_watermark is not None:
+                metrics.state_lag.set(max(0, store.high_watermark - store.offset))
+
+    summed = SummedMetricsResource(workers, metrics, refresh_state_metrics)
+    dashboard = None
+    if state is not None:
+        from .admin.dashboard import Dashboard
+        from .workers import DASHBOARD_FAMILIES, SummedMetrics
+
+        workers.poll_families = DASHBOARD_FAMILIES
+        dashboard = Dashboard(state, SummedMetrics(workers.merged), topology, reactor,
+                              usage=_latest_figures(measured))
+        dashboard.setServiceParent(top)
+    root = admin_root(state, UserChecker(config["users"] or generated_admin()), health,
+                      dashboard, metrics=summed, usage=measured, audit=audit)
+    endpoint = (TCP4ServerEndpoint(reactor, config["admin-port"],
+                                   interface=config["bind-host"])
+                if not config["admin-tls"] else
+                SSL4ServerEndpoint(reactor, config["admin-port"], config["server-tls"],
+                                   interface=config["bind-host"]))
+    admin = internet.StreamServerEndpointService(endpoint, Site(root))
+    admin._raiseSynchronously = True
+    admin.setServiceParent(top)
+    _refreshing(config, reactor, top, refresher)
+    log.info("supervising {n} workers on Kafka ports {first}..{last}",
+             n=config["workers"], first=min(topology.ports), last=max(topology.ports))
+    return top
+
+
+def _refreshing(config, reactor, top, refresher):
     timer = internet.TimerService(config["refresh-interval"], refresher.refresh)
     timer.clock = reactor
     timer.setServiceParent(top)
     RefresherService(refresher).setServiceParent(top)
-    return top
 
 
-def _membership(config, reactor, top, gateway, store, gateway_id):
+def _describe(topology):
+    return lambda: {"host": topology.advertised_host, "port": topology.start_port,
+                    "ports": topology.port_count, "minBroker": topology.min_broker_id}
+
+
+def _membership(config, reactor, top, gateway, store, gateway_id, node_id=None):
     """The gateway cluster (state/membership.py) over *store*; its beats."""
     from .state.membership import Membership
 
     topology = gateway.topology
     gateway.membership = Membership(
-        gateway_id, store, reactor.seconds,
-        lambda: {"host": topology.advertised_host, "port": topology.start_port,
-                 "ports": topology.port_count, "minBroker": topology.min_broker_id},
+        gateway_id, store, reactor.seconds, _describe(topology),
         config["gateway-cluster-id"], config["rack"],
-        advertise=config["advertise"] == "cluster")
+        advertise=config["advertise"] == "cluster", node=node_id)
     MembershipService(gateway.membership, reactor).setServiceParent(top)
     if config["gateway-cluster-id"] is not None and gateway.refresher is not None:
         topology.topic_ids.on_unknown = _at_most_every(
@@ -538,7 +738,8 @@ def _at_most_every(reactor, seconds, call):
     return limited
 
 
-def _usage(config, reactor, top, state, metrics, topology, refresher, gateway):
+def _usage(config, reactor, top, state, metrics, topology, refresher, gateway_id,
+           connections):
     """Usage per virtual cluster (vkafka/usage/): this gateway's traffic ledger
     and every gateway's, on the usage topic; the inventory of what the
     cluster holds."""
@@ -552,8 +753,7 @@ def _usage(config, reactor, top, state, metrics, topology, refresher, gateway):
     store = KafkaStore(reactor, topology, upstream, topic=config["usage-topic"],
                        configs=TOPIC_CONFIGS, keep=False)
     book = UsageBook(store)
-    ledger = Ledger(gateway.rate_shares.gateway_id, metrics, book, store,
-                    reactor.seconds, lambda: gateway.per_vcluster)
+    ledger = Ledger(gateway_id, metrics, book, store, reactor.seconds, connections)
     inventory = Inventory(reactor.seconds, topology, state.vclusters,
                           broker_asker(Connector(reactor, upstream, "vkafka-usage")),
                           refresher.refresh, metrics)
@@ -578,7 +778,7 @@ class AuditService(service.Service):
         self.store.stop()
 
 
-def _audit(config, reactor, top, topology, gateway, metrics):
+def _audit(config, reactor, top, topology, gateway_id, metrics):
     """The audit log (admin/audit.py) on the audit topic, followed by every
     gateway; the gateway serves whether or not the topic can be written."""
     from .admin.audit import TOPIC_CONFIGS, AuditCollector, AuditLog
@@ -586,10 +786,11 @@ def _audit(config, reactor, top, topology, gateway, metrics):
 
     store = KafkaStore(reactor, topology, config["backend"].endpoint,
                        topic=config["audit-topic"], configs=TOPIC_CONFIGS, keep=False)
-    audit = AuditLog(reactor.seconds, gateway.rate_shares.gateway_id, store,
-                     reactor.callLater)
+    audit = AuditLog(reactor.seconds, gateway_id, store, reactor.callLater)
     AuditService(audit, store).setServiceParent(top)
-    metrics.registry.register(AuditCollector(audit))
+    # an attribute too: a worker's snapshot reads what Metrics holds (workers.py)
+    metrics.audit_collector = AuditCollector(audit)
+    metrics.registry.register(metrics.audit_collector)
     return audit
 
 

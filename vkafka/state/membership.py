@@ -92,8 +92,12 @@ class Membership:
     log = Logger()
 
     def __init__(self, node_id, store, clock, describe, cluster_id=None, rack=None,
-                 advertise=True):
+                 advertise=True, node=None):
         self.node_id = node_id
+        self.node = node or node_id
+        """The node this gateway stands for in the mapping: the workers of one
+        supervisor (vkafka/workers.py) beat each under its own id, alive
+        for the rate shares, and are one node here."""
         self.store = store
         self.clock = clock
         self.describe = describe
@@ -157,27 +161,28 @@ class Membership:
         if self.cluster_id is None or not self.advertise:
             return ()
         now = self.clock()
-        found = []
+        found = {}
         for gw, (value, arrived) in sorted(self.seen.items()):
-            if gw == self.node_id:
+            node_id = value.get("node") or gw
+            if gw == self.node_id or node_id == self.node or node_id in found:
                 continue
             if now - arrived < DEAD_AFTER and not value.get("leaving") \
                     and value.get("cluster") == self.cluster_id:
-                node = Node.from_record(gw, value)
+                node = Node.from_record(node_id, value)
                 if node is not None:
-                    found.append(node)
+                    found[node_id] = node
         if not self.leaving:
-            own = Node.from_record(self.node_id, self.record())
+            own = Node.from_record(self.node, self.record())
             if own is not None:
-                found.append(own)
-        return tuple(sorted(found, key=lambda n: n.id))
+                found[self.node] = own
+        return tuple(sorted(found.values(), key=lambda n: n.id))
 
     # the mapping
 
     def mapping(self, key, brokers):
         """Broker id -> Node for the client *key*, or {} (advertise self)."""
         nodes = self.nodes()
-        if len(nodes) < 2 and all(n.id == self.node_id for n in nodes):
+        if len(nodes) < 2 and all(n.id == self.node for n in nodes):
             return {}
         cache_key = (key, tuple(sorted(brokers)), nodes)
         found = self._mappings.get(cache_key)
@@ -194,6 +199,8 @@ class Membership:
         cluster = self.cluster_id if self.advertise else None  # not a node to map to
         value = {"at": self.clock(), "cluster": cluster, "rack": self.rack,
                  **self.describe()}
+        if self.node != self.node_id:
+            value["node"] = self.node
         if self.leaving:
             value["leaving"] = True
         return value

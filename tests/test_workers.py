@@ -1,0 +1,417 @@
+"""--workers 2 with real processes, real Kafka and real clients
+(vkafka/workers.py; docs/operations.md, Workers).
+
+One multi-tenant gateway of two workers behind one set of ports: clients
+spread over both, each serving both tenants; /metrics adds them up; a
+revocation closes connections on both; a worker killed with SIGKILL loses
+nothing acknowledged and is started again; a fetch session never crosses
+workers."""
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+
+from kio.schema.errors import ErrorCode
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.trial import unittest
+
+from . import stack
+from .rawclient import RawClient
+from .stack import devstack
+from .test_isolation import metadata
+from .test_isolation_classes import fetch
+from .test_tenants import token
+from . import test_tls
+
+WORKERS = 2
+
+
+class WorkersTests(unittest.TestCase):
+    timeout = 600
+
+    @classmethod
+    def setUpClass(cls):
+        stack.ensure_cluster()
+        cls.gateway = stack.GatewayProcess(
+            (*devstack.TENANT_OPTIONS, f"--workers={WORKERS}")).start()
+        stack.wait_until(lambda: all(w["ready"] for w in cls.workers()),
+                         "both workers ready", 60)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gateway.stop()
+
+    # what the supervisor says
+
+    @classmethod
+    def workers(cls):
+        answer = devstack.health(cls.gateway.admin_port)
+        if answer is None:
+            return []
+        return answer[1].get("workers", [])
+
+    def per_worker(self, vcluster):
+        """Connections of *vcluster* on each worker, by index."""
+        return [w.get("vclusters", {}).get(vcluster, 0) for w in self.workers()]
+
+    def metrics(self):
+        """``{(name, labels...): value}`` of the supervisor's /metrics."""
+        text = stack.scrape(f"http://localhost:{self.gateway.admin_port}/metrics")
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                out[(s.name, *sorted(s.labels.items()))] = s.value
+        return out
+
+    def counter(self, figures, name, vcluster, direction):
+        return figures.get((f"{name}_total", ("direction", direction),
+                            ("vcluster", vcluster)), 0)
+
+    # clients
+
+    def config(self, vcluster, **extra):
+        return {"bootstrap.servers": self.gateway.bootstrap,
+                "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                "sasl.username": "sa", "sasl.password": token(vcluster), **extra}
+
+    def create_topic(self, vcluster, topic, partitions):
+        from confluent_kafka.admin import AdminClient, NewTopic
+        admin = AdminClient(self.config(vcluster))
+        admin.create_topics([NewTopic(topic, partitions, 3)])[topic].result(60)
+
+    def raw(self, vcluster, port=None, secret=None):
+        raw = RawClient("localhost", port or self.gateway.start_port)
+        self.addCleanup(raw.close)
+        answer = raw.sasl_plain("sa", secret or token(vcluster))
+        self.assertEqual(answer.error_code, ErrorCode.none, answer.error_message)
+        return raw
+
+    def test_thirty_clients_sigkill_and_restart(self):
+        """Thirty idempotent acks=all producers of two tenants and a consumer
+        group each: both workers serve both tenants; /metrics counts every
+        record sent; one worker SIGKILLed under load: its clients reconnect
+        (to the other), every acknowledged record is in the topic exactly
+        once, and the supervisor starts the worker again."""
+        from confluent_kafka import Consumer, Producer
+        vcs = [stack.unique("wa").replace("-", ""), stack.unique("wb").replace("-", "")]
+        for vc in vcs:
+            self.create_topic(vc, "orders", 6)
+        acked, failed = {vc: [] for vc in vcs}, []
+        producers, stats = [], {}
+
+        def keep(i):
+            def stats_cb(text):
+                stats[i] = (stats.get(i, (0, None))[0] + 1, json.loads(text))
+            return stats_cb
+        for i in range(30):
+            vc = vcs[i % 2]
+            producers.append((vc, Producer(self.config(
+                vc, **{"client.id": f"p{i}", "enable.idempotence": True,
+                       "acks": "all", "linger.ms": 5, "metadata.max.age.ms": 5000,
+                       "statistics.interval.ms": 200, "stats_cb": keep(i)}))))
+        sent = Counter()
+        seq = Counter()
+
+        def produce_round():
+            for i, (vc, producer) in enumerate(producers):
+                value = f"{vc}:{i}:{seq[i]}"
+                seq[i] += 1
+                producer.produce("orders", value=value.encode(),
+                                 on_delivery=lambda err, m, vc=vc: delivered_vc(err, m, vc))
+                sent[vc] += 1
+                producer.poll(0)
+
+        def delivered_vc(err, message, vc):
+            if err is not None:
+                failed.append((vc, str(err)))
+            else:
+                acked[vc].append(message.value().decode())
+
+        try:
+            for _ in range(20):
+                produce_round()
+            for _, producer in producers:
+                self.assertEqual(producer.flush(60), 0)
+            self.assertEqual(failed, [])
+            # both workers hold connections of both tenants
+            spread = stack.wait_until(
+                lambda: (lambda c: c if all(all(x) for x in c) else None)(
+                    [self.per_worker(vc) for vc in vcs]),
+                "connections of both tenants on both workers", 30)
+            print(f"\nconnections per worker: {dict(zip(vcs, spread))}")
+            # /metrics: what the clients sent (their own count of the records
+            # they transmitted, retries included), summed over the workers
+            transmitted = self.transmitted(producers, stats)
+            figures = self.metrics()
+            print(f"records acked {dict(sent)}, transmitted {dict(transmitted)}")
+            for vc in vcs:
+                self.assertEqual(self.counter(figures, "vkafka_records", vc, "in"),
+                                 transmitted[vc])
+                self.assertGreater(self.counter(figures, "vkafka_bytes", vc, "in"),
+                                   sent[vc] * len(f"{vc}:0:0"))
+
+            def connections_agree():
+                figures = self.metrics()
+                summed = sum(v for k, v in figures.items()
+                             if k[0] == "vkafka_connections")
+                return summed == sum(w["connections"] for w in self.workers())
+            stack.wait_until(connections_agree, "vkafka_connections = the workers' "
+                             "connections in /health", 30)
+
+            # consumers of each tenant, through the same ports
+            consumers = {}
+            for vc in vcs:
+                consumers[vc] = Consumer(self.config(
+                    vc, **{"group.id": "g", "auto.offset.reset": "earliest",
+                           "enable.auto.commit": False,
+                           "metadata.max.age.ms": 5000}))
+                consumers[vc].subscribe(["orders"])
+            for vc in vcs:
+                got = stack.drain(consumers[vc], sent[vc], f"{vc}'s first records")
+                self.assertEqual(Counter(m.value().decode() for m in got),
+                                 Counter(acked[vc]))
+            figures = self.metrics()
+            for vc in vcs:
+                self.assertGreaterEqual(
+                    self.counter(figures, "vkafka_records", vc, "out"), sent[vc])
+            for consumer in consumers.values():
+                consumer.close()
+
+            # SIGKILL one worker under load
+            before = {w["index"]: w["pid"] for w in self.workers()}
+            victim = before[0]
+            killed_at = time.monotonic()
+            for _ in range(5):
+                produce_round()
+                producers[0][1].poll(0.1)
+            os.kill(victim, signal.SIGKILL)
+
+            def restarted():
+                produce_round()
+                producers[0][1].poll(0.1)
+                [w0] = [w for w in self.workers() if w["index"] == 0]
+                return w0["pid"] not in (None, victim) and w0["ready"] and w0
+            w0 = stack.wait_until(restarted, "worker 0 started again", 60, interval=0)
+            restarted_after = time.monotonic() - killed_at
+            self.assertEqual(w0["restarts"], 1)
+            self.assertEqual([w["pid"] for w in self.workers() if w["index"] == 1],
+                             [before[1]])
+            for _ in range(20):
+                produce_round()
+                producers[0][1].poll(0.05)
+            for _, producer in producers:
+                self.assertEqual(producer.flush(120), 0)
+            self.assertEqual(failed, [])
+            # the restarted worker serves: new clients reach it
+            late = [Producer(self.config(vcs[0], **{"client.id": f"late{i}"}))
+                    for i in range(8)]
+            for i, producer in enumerate(late):
+                producer.produce("orders", value=f"{vcs[0]}:late{i}".encode(),
+                                 on_delivery=lambda err, m: delivered_vc(err, m, vcs[0]))
+                sent[vcs[0]] += 1
+                self.assertEqual(producer.flush(60), 0)
+            stack.wait_until(lambda: all(w.get("connections") for w in self.workers()),
+                             "connections on the restarted worker too", 30)
+            self.assertEqual(failed, [])
+        finally:
+            for _, producer in producers:
+                producer.flush(10)
+        # every acknowledged record once, read from the brokers directly
+        for vc in vcs:
+            stored = stack.read_all(stack.physical_topic(vc, "orders"))
+            self.assertEqual(len(acked[vc]), sent[vc])
+            counts = Counter(stored)
+            self.assertEqual(sorted(v for v, n in counts.items() if n > 1), [])
+            self.assertEqual(Counter(stored), Counter(acked[vc]))
+        print(f"worker 0 pid {victim} -> {w0['pid']}, serving again after "
+              f"{restarted_after:.1f}s; records acked: "
+              f"{ {vc: len(acked[vc]) for vc in vcs} }")
+
+    def transmitted(self, producers, stats):
+        """Records each tenant's producers transmitted (librdkafka's txmsgs,
+        retries included), from statistics emitted after now."""
+        seen = {i: stats.get(i, (0, None))[0] for i in range(len(producers))}
+
+        def fresh():
+            for _, producer in producers:
+                producer.poll(0.05)
+            return all(stats.get(i, (0, None))[0] > seen[i] + 1 for i in seen)
+        stack.wait_until(fresh, "fresh statistics from every producer", 30, interval=0)
+        out = Counter()
+        for i, (vc, _) in enumerate(producers):
+            partitions = stats[i][1]["topics"]["orders"]["partitions"]
+            out[vc] += sum(p["txmsgs"] for key, p in partitions.items() if key != "-1")
+        return out
+
+    def test_revocation_closes_connections_on_both_workers(self):
+        vc = stack.unique("wr").replace("-", "")
+        code, made = stack.admin(self.gateway.admin_port, "POST",
+                                 f"/vclusters/v1/vcluster/{vc}/username/sa",
+                                 {"lifeTimeSeconds": 3600})
+        self.assertEqual(code, 200, made)
+        clients = [self.raw(vc, secret=made["token"]) for _ in range(10)]
+        stack.wait_until(lambda: all(self.per_worker(vc)),
+                         "the tenant's connections on both workers", 30)
+        self.assertEqual(sum(self.per_worker(vc)), 10)
+
+        def dashboard():  # the workers' connections, added up
+            code, snapshot = stack.admin(self.gateway.admin_port, "GET",
+                                         "/dashboard.json")
+            rows = [r for r in snapshot["vclusters"] if r["name"] == vc]
+            return code == 200 and rows and rows[0]["connections"] == 10
+        stack.wait_until(dashboard, "the dashboard counting 10 connections", 30)
+        code, _ = stack.admin(self.gateway.admin_port, "POST",
+                              f"/vclusters/v1/vcluster/{vc}/username/sa/revoke")
+        self.assertEqual(code, 200)
+        for raw in clients:
+            self.assertTrue(raw.closed())
+        stack.wait_until(lambda: self.workers() and not any(self.per_worker(vc)),
+                         "no connection of the tenant on any worker", 30)
+        again = RawClient("localhost", self.gateway.start_port)
+        self.addCleanup(again.close)
+        answer = again.sasl_plain("sa", made["token"])
+        self.assertNotEqual(answer.error_code, ErrorCode.none)
+
+    def test_produce_rate_limit_split_over_the_workers(self):
+        """A tenant's produce limit holds for the gateway, not for each worker:
+        producers spread over both workers get the limit together (each
+        worker is a gateway of the rate shares, filters/shares.py)."""
+        from confluent_kafka import Producer
+        from .test_rates_integration import read_directly
+        limit, seconds, size = 1_000_000, 12.0, 1000
+        vc = stack.unique("wl").replace("-", "")
+        code, made = stack.admin(self.gateway.admin_port, "POST",
+                                 f"/vclusters/v1/vcluster/{vc}/username/sa",
+                                 {"lifeTimeSeconds": 3600})
+        self.assertEqual(code, 200, made)
+        limits = {"rates": {"produceBytesPerSecond": limit}}
+        self.assertEqual(stack.admin(self.gateway.admin_port, "POST",
+                                     f"/vclusters/v1/vcluster/{vc}/limits", limits),
+                         (200, limits))
+        physical = stack.physical_topic(vc, "metered")
+        from confluent_kafka.admin import AdminClient, NewTopic
+        direct = AdminClient({"bootstrap.servers": stack.BOOTSTRAP})
+        direct.create_topics([NewTopic(physical, 6, 3, config={
+            "message.timestamp.type": "LogAppendTime"})])[physical].result(30)
+        self.addCleanup(stack.delete_topics, [physical])
+        producers = [Producer({**self.config(vc), "sasl.password": made["token"],
+                               "client.id": f"metered{i}",
+                               "queue.buffering.max.messages": 200})
+                     for i in range(6)]
+        value = b"x" * size
+        shares, spread = [], None
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            for producer in producers:
+                try:
+                    while True:
+                        producer.produce("metered", value)
+                except BufferError:
+                    pass
+                producer.poll(0.01)
+            if spread is None or len(shares) < time.monotonic() - started:
+                spread = self.per_worker(vc)
+                shares.append(sum(v for k, v in self.metrics().items()
+                                  if k[0] == "vkafka_rate_share" and
+                                  ("vcluster", vc) in k))
+        for producer in producers:
+            self.assertEqual(producer.flush(60), 0)
+        print(f"\nconnections per worker {spread}; the gateway's share of the "
+              f"limit (summed over the workers), once a second: "
+              f"{[round(s, 2) for s in shares]}")
+        self.assertTrue(all(spread), spread)
+        records, _ = read_directly(physical, time.monotonic() + 120)
+        stamps = sorted(ms for _, ms, _ in records)
+        first, last = stamps[0], stamps[-1]
+        steady = [ms for ms in stamps if ms >= first + 3000]  # shares settled
+        rate = len(steady) * size / ((last - first - 3000) / 1000)
+        print(f"produce rate after the first 3 s: {rate / 1e6:.3f} MB/s "
+              f"(limit {limit / 1e6} MB/s, {len(stamps)} records)")
+        self.assertLessEqual(rate, limit * 1.15)
+        self.assertGreaterEqual(rate, limit * 0.3)  # served, if slowly on 2 busy cores
+        # Each worker's share follows its demand, a second behind: a sum reads
+        # above 1 for a second now and then, never on average.
+        settled = shares[3:]
+        self.assertLessEqual(sum(settled) / len(settled), 1.1, shares)
+
+    def test_fetch_session_never_crosses_workers(self):
+        """A fetch session is its connection's: another connection of the same
+        tenant naming it (on either worker) is answered
+        FETCH_SESSION_ID_NOT_FOUND by the gateway, as for a made-up id."""
+        vc = stack.unique("wf").replace("-", "")
+        self.create_topic(vc, "events", 1)
+        raw = self.raw(vc)
+        [topic] = raw.request(metadata(["events"]), 12).topics
+        leader = topic.partitions[0].leader_id
+        port = self.gateway.start_port + leader - 1  # --min-broker-id=1
+        owner = self.raw(vc, port)
+
+        def opened():
+            # The Metadata may have passed through the other worker: this one
+            # then learns the new topic's id with a listing, within a second.
+            answer = owner.request(fetch(topic.topic_id, 0, 0), 17)
+            self.assertEqual(answer.error_code, ErrorCode.none)
+            [[partition]] = [t.partitions for t in answer.responses]
+            if partition.error_code == ErrorCode.unknown_topic_id:
+                return None
+            self.assertEqual(partition.error_code, ErrorCode.none, answer)
+            return answer
+        session = stack.wait_until(opened, "a fetch session", 30).session_id
+        self.assertNotEqual(session, 0)
+        others = [self.raw(vc, port) for _ in range(10)]
+        stack.wait_until(lambda: all(self.per_worker(vc)),
+                         "the tenant's connections on both workers", 30)
+        for other in others:
+            answer = other.request(fetch(None, session, 1), 17)
+            self.assertEqual((answer.error_code, answer.session_id),
+                             (ErrorCode.fetch_session_id_not_found, 0))
+        more = owner.request(fetch(None, session, 1), 17)  # the owner's: intact
+        self.assertEqual((more.error_code, more.session_id), (ErrorCode.none, session))
+
+
+class SniRoutingWorkersTests(test_tls.SniRoutingTests):
+    """TLS and SNI routing (tests/test_tls.py) with two workers on the port."""
+
+    extra = ("--workers=2",)
+
+    def setUp(self):
+        super().setUp()
+        stack.wait_until(lambda: all(
+            w["ready"] for w in (devstack.health(self.gateway.admin_port) or
+                                 (0, {}))[1].get("workers", [{"ready": False}])),
+            "both workers ready", 60)
+
+
+class WorkersClusterTests(unittest.TestCase):
+    """Two gateways of two workers each as one gateway cluster: two nodes
+    (never a node per worker), clients spread over both."""
+
+    timeout = 600
+
+    def test_two_nodes_not_four(self):
+        sys.path.insert(0, str(stack.ROOT))
+        from reliability import cluster
+        stack.ensure_cluster()
+        cluster_id, topic = cluster.unique("clw"), cluster.unique("_vkafka_state_clw_")
+        gateways = [cluster.ClusterGateway(cluster_id, topic, ("--workers=2",))
+                    for _ in range(2)]
+        for g in gateways:
+            self.addCleanup(g.stop)
+            g.start(wait=False)
+        for g in gateways:
+            stack.wait_until(g.ready, f"gateway on {g.port} ready", 90)
+        nodes = sorted(f"{socket.gethostname()}:{g.port}" for g in gateways)
+        stack.wait_until(lambda: all(sorted(g.members()) == nodes for g in gateways),
+                         "each gateway seeing two nodes", 30)
+        stack.wait_until(lambda: all(all(w["ready"] for w in
+                                         devstack.health(g.admin)[1]["workers"])
+                                     for g in gateways), "every worker ready", 60)
+        figures = cluster.spread(gateways, clients=12)
+        print(f"\nspread over two gateways of two workers: {figures}")
+        self.assertTrue(all(figures["connections per gateway"]))
+        for g in gateways:  # still two nodes
+            self.assertEqual(sorted(g.members()), nodes)
