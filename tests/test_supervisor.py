@@ -213,6 +213,17 @@ class ControlTests(unittest.TestCase):
         control.connectionLost(Failure(error.ConnectionDone()))
         self.assertEqual(lost, [True])
 
+    def test_siblings_are_told_not_answered(self):
+        told = []
+        control = WorkerControl(lambda only: {}, lambda: None,
+                                lambda ips, vcs: told.append((ips, vcs)))
+        transport = StringTransport()
+        control.makeConnection(transport)
+        control.dataReceived(b'{"siblings": {"ips": {"1.2.3.4": 2}, '
+                             b'"vclusters": {"london": 1}}}\n{"siblings": {}}\n')
+        self.assertEqual(told, [({"1.2.3.4": 2}, {"london": 1}), ({}, {})])
+        self.assertEqual(transport.value(), b"")
+
 
 class SumTests(unittest.TestCase):
     def setUp(self):
@@ -404,3 +415,219 @@ class OneNodeTests(unittest.TestCase):
         m = Membership("a:1", FakeStore(), Clock().seconds,
                        lambda: {"host": "h", "port": 1, "ports": 3, "minBroker": 1}, "c")
         self.assertNotIn("node", m.record())
+
+
+# The connection caps over every worker (Gateway.siblings, tell_siblings).
+
+class LinkedProcess(FakeProcess):
+    """A worker process in memory: a Gateway whose WorkerControl reads what
+    the supervisor writes and answers on the supervisor's end."""
+
+    def __init__(self, pid, protocol, gateway):
+        super().__init__(pid)
+        self.gateway = gateway
+        self.control = WorkerControl(self.report, lambda: None, gateway.siblings)
+        self.out = StringTransport()
+        self.control.makeConnection(self.out)
+        self.protocol = protocol
+
+    def report(self, only=None):
+        g = self.gateway
+        return {"pid": self.pid, "reason": None, "connections": sum(g.per_ip.values()),
+                "vclusters": dict(g.per_vcluster), "ips": g.reported_ips(),
+                "families": None if only is None else sorted(only), "metrics": []}
+
+    def write(self, data):
+        super().write(data)
+        self.control.dataReceived(data)
+        answer = self.out.value()
+        self.out.clear()
+        if answer:
+            self.protocol.outReceived(answer)
+
+
+def gateway(workers, per_ip=6, per_vcluster=4):
+    from vkafka.proxy.gateway import Gateway
+    from vkafka.proxy.topology import Topology
+    g = Gateway(Clock(), Topology([("k", 9092)], "gw", 6969, 3, 1), {},
+                max_connections_per_ip=per_ip, max_connections_per_vcluster=per_vcluster)
+    g.workers = workers
+    return g
+
+
+def address(host, port=5):
+    from twisted.internet.address import IPv4Address
+    return IPv4Address("TCP", host, port)
+
+
+class SharedCapTests(unittest.TestCase):
+    """--max-connections-per-ip and --max-connections-per-vcluster hold for
+    the gateway, all its workers (docs/operations.md, Workers)."""
+
+    def linked(self, count, **caps):
+        h = Harness(count)
+        h.gateways = []
+
+        def spawn(index, protocol):
+            g = gateway(count, **caps)
+            process = LinkedProcess(1000 + len(h.spawned), protocol, g)
+            h.spawned.append((index, protocol, process))
+            h.gateways.append(g)
+            protocol.makeConnection(process)
+            return process
+        h.supervisor.spawn = spawn
+        h.supervisor.startService()
+        return h
+
+    def test_one_worker_unchanged(self):
+        """--workers 1: the cap is the worker's, as before; no sibling state."""
+        g = gateway(1)
+        factory = g.factory_for_port(6969)
+        self.assertTrue(all(factory.buildProtocol(address("1.2.3.4")) for _ in range(6)))
+        self.assertIsNone(factory.buildProtocol(address("1.2.3.4")))
+        self.assertEqual(g.shared_ip.admitted, {})
+        self.assertTrue(all(g.admit_tenant("london") for _ in range(4)))
+        self.assertFalse(g.admit_tenant("london"))
+        self.assertEqual(g.shared_vcluster.admitted, {})
+
+    def test_supervisor_sends_nothing_with_one_worker(self):
+        h = self.linked(1)
+        h.clock.advance(workers.POLL_EVERY)
+        self.assertEqual([m.get("ask") for m in h.spawned[0][2].asked()], ["report"])
+
+    def test_siblings_count_and_share_of_the_room(self):
+        """A worker admits while its connections and its siblings' last known
+        total are under the cap, and since the last reading at most its share
+        of the room that reading left (ceil(room / N))."""
+        g = gateway(2)
+        factory = g.factory_for_port(6969)
+        refusals = []
+        from twisted.logger import globalLogPublisher
+        globalLogPublisher.addObserver(refusals.append)
+        self.addCleanup(globalLogPublisher.removeObserver, refusals.append)
+
+        def connect():
+            return factory.buildProtocol(address("1.2.3.4"))
+        # before any reading: room 6, a share of 3
+        opened = [connect() for _ in range(4)]
+        self.assertEqual([c is not None for c in opened], [True] * 3 + [False])
+        self.assertEqual(g.refused_connections, 1)
+        [said] = [e for e in refusals if "refusing connections" in e.get("log_format", "")]
+        self.assertEqual((said["host"], said["n"], said["limit"]), ("1.2.3.4", 3, 6))
+        # a reading: the sibling holds 2; room 6 - 3 - 2 = 1
+        g.siblings({"1.2.3.4": 2}, {})
+        self.assertIsNotNone(connect())
+        self.assertIsNone(connect())
+        # the sibling holds 3 now: 4 + 3 >= 6
+        g.siblings({"1.2.3.4": 3}, {})
+        self.assertIsNone(connect())
+        from twisted.python.failure import Failure
+        for client in opened[:2]:  # 2 + 3 < 6, but no room until the next reading
+            client.connectionLost(Failure(error.ConnectionDone()))
+        self.assertIsNone(connect())
+        g.siblings({"1.2.3.4": 3}, {})
+        self.assertIsNotNone(connect())
+        self.assertIsNone(connect())
+        self.assertEqual(g.per_ip, {"1.2.3.4": 3})
+        self.assertEqual(g.refused_connections, 5)
+        # another address has its own room
+        self.assertIsNotNone(factory.buildProtocol(address("5.6.7.8")))
+
+    def test_vcluster_cap_counts_siblings(self):
+        g = gateway(2, per_vcluster=4)
+        self.assertEqual([g.admit_tenant("london") for _ in range(3)],
+                         [True, True, False])  # a share of the room: 2
+        g.siblings({}, {"london": 1})
+        self.assertEqual([g.admit_tenant("london") for _ in range(2)], [True, False])
+        g.siblings({}, {"london": 1})
+        self.assertFalse(g.admit_tenant("london"))  # 3 + 1 >= 4
+        g.tenant_closed("london")
+        g.siblings({}, {"london": 2})
+        self.assertFalse(g.admit_tenant("london"))  # 2 + 2 >= 4
+        self.assertTrue(g.admit_tenant("paris"))
+        self.assertEqual(g.per_vcluster, {"london": 2, "paris": 1})
+
+    def test_reported_ips_are_bounded(self):
+        """A worker reports the addresses with at least cap / (2N) connections,
+        at most REPORT_MOST of them, the largest."""
+        from vkafka.proxy import gateway as module
+        g = gateway(2, per_ip=1000)  # reported from 250
+        g.per_ip = {f"10.0.{i // 256}.{i % 256}": 1 for i in range(100_000)}
+        g.per_ip.update({"1.1.1.1": 250, "2.2.2.2": 249, "3.3.3.3": 900})
+        self.assertEqual(g.reported_ips(), {"1.1.1.1": 250, "3.3.3.3": 900})
+        small = gateway(2, per_ip=6)  # every address with a connection
+        small.per_ip = {f"10.0.{i // 256}.{i % 256}": 1 + i % 3 for i in range(5000)}
+        reported = small.reported_ips()
+        self.assertEqual(len(reported), module.REPORT_MOST)
+        self.assertEqual(set(reported.values()), {3})
+        self.assertLess(len(json.dumps(reported)), 30_000)
+
+    def test_supervisor_tells_each_worker_what_the_others_hold(self):
+        h = self.linked(3, per_ip=6, per_vcluster=4)
+        a, b, c = h.gateways
+        for g, n in ((a, 2), (b, 1), (c, 0)):
+            for _ in range(n):
+                self.assertTrue(g.admit(address("1.2.3.4")))
+        a.admit_tenant("london")
+        c.admit_tenant("london")
+        b.admit(address("9.9.9.9"))
+        h.clock.advance(workers.POLL_EVERY)
+        self.assertEqual(a.shared_ip.siblings, {"1.2.3.4": 1, "9.9.9.9": 1})
+        self.assertEqual(b.shared_ip.siblings, {"1.2.3.4": 2})
+        self.assertEqual(c.shared_ip.siblings, {"1.2.3.4": 3, "9.9.9.9": 1})
+        self.assertEqual(a.shared_vcluster.siblings, {"london": 1})
+        self.assertEqual(b.shared_vcluster.siblings, {"london": 2})
+        told = [m for m in h.spawned[2][2].asked() if "siblings" in m]
+        self.assertEqual(told, [{"siblings": {"ips": {"1.2.3.4": 3, "9.9.9.9": 1},
+                                              "vclusters": {"london": 1}}}])
+        # a worker that does not answer counts with its last report
+        h.spawned[1][2].write = lambda data: None
+        self.assertTrue(c.admit(address("1.2.3.4")))
+        h.clock.advance(workers.POLL_EVERY)
+        self.assertEqual(a.shared_ip.siblings, {"1.2.3.4": 1, "9.9.9.9": 1})
+        h.clock.advance(workers.ASK_TIMEOUT)  # told once every answer is in
+        self.assertEqual(a.shared_ip.siblings, {"1.2.3.4": 2, "9.9.9.9": 1})
+
+    def test_a_restarted_worker_is_told_at_once(self):
+        h = self.linked(2)
+        a = h.gateways[0]
+        for _ in range(3):
+            a.admit(address("1.2.3.4"))
+        h.clock.advance(workers.POLL_EVERY)
+        h.die(1, signal=9)
+        h.clock.advance(RESTART_DELAY)
+        restarted = h.gateways[2]
+        self.assertEqual(restarted.shared_ip.siblings, {"1.2.3.4": 3})
+        # room 6 - 3 = 3, a share of 2 (not ceil(6 / 2) = 3, as for an empty reading)
+        self.assertEqual([restarted.admit(address("1.2.3.4")) for _ in range(3)],
+                         [True, True, False])
+
+    def test_flood_holds_within_the_bound(self):
+        """Random floods from one address over 3 workers, connections closing
+        now and then, readings once a second: the gateway never holds more
+        than cap + (N - 1) * max(1, cap // (2N)), and it does reach the cap."""
+        import random
+        from vkafka.proxy.gateway import report_threshold
+        for cap in (6, 20, 100):
+            h = self.linked(3, per_ip=cap, per_vcluster=cap)
+            bound = cap + 2 * report_threshold(cap, 3)
+            rng = random.Random(cap)
+            most = 0
+            for second in range(40):
+                for _ in range(rng.randrange(0, 3 * cap)):
+                    g = rng.choice(h.gateways)
+                    g.admit(address("6.6.6.6"))
+                    g.admit_tenant("flood")
+                    if rng.random() < 0.05:  # one of each closes
+                        if g.per_ip.get("6.6.6.6"):
+                            g.per_ip["6.6.6.6"] -= 1
+                        if g.per_vcluster.get("flood"):
+                            g.tenant_closed("flood")
+                    total_ip = sum(x.per_ip.get("6.6.6.6", 0) for x in h.gateways)
+                    total_vc = sum(x.per_vcluster.get("flood", 0) for x in h.gateways)
+                    self.assertLessEqual(total_ip, bound, (cap, second))
+                    self.assertLessEqual(total_vc, cap + 2, (cap, second))
+                    most = max(most, total_ip)
+                h.clock.advance(workers.POLL_EVERY)
+            self.assertGreaterEqual(most, cap)
+            h.supervisor.stopService()

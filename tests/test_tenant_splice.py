@@ -456,9 +456,8 @@ def produce_answer(version, topic, correlation_id, endpoints=()):
     return frame(struct.pack(">i", correlation_id) + b"\x00" + body)
 
 
-class ProduceResponseTests(TenantSpliceBase):
-    """Produce v13 answers name topics by id: forwarded as bytes unless a decoy
-    or node_endpoints must change (fastpath.scan_produce_response)."""
+class Producing:
+    """A tenant's Produce requests and the broker's answers, sent through."""
 
     def produce(self, version, topic, correlation_id):
         self.client.dataReceived(produce_frame(version, topic, correlation_id))
@@ -467,6 +466,11 @@ class ProduceResponseTests(TenantSpliceBase):
         raw = produce_answer(version, topic, correlation_id, endpoints)
         self.broker.dataReceived(raw)
         return raw
+
+
+class ProduceResponseTests(Producing, TenantSpliceBase):
+    """Produce v13 answers name topics by id: forwarded as bytes unless a decoy
+    or node_endpoints must change (fastpath.scan_produce_response)."""
 
     def test_v13_passes_as_bytes(self):
         """The tenant's own topic id: the broker's bytes reach the client as they are."""
@@ -565,7 +569,7 @@ class ProduceResponseTests(TenantSpliceBase):
                          .error_message)
 
 
-class HotNamesTests(ProduceResponseTests):
+class HotNamesTests(Producing, TenantSpliceBase):
     """The produce path remembers names and topic ids it decided
     (naming.HotNames); a change of mapping, prefix or availability makes it
     decide again, so nothing stale is sent."""
@@ -625,6 +629,117 @@ class HotNamesTests(ProduceResponseTests):
         self.assertEqual(response.responses[0].name, "t")
         self.assertEqual(self.client.namespace.memo().to_client[True],
                          {b"\x08londont": b"\x02t"})
+
+
+class UnplacedTopicIdTests(Producing, TenantSpliceBase):
+    """A Produce naming a topic id this gateway cannot place waits for its
+    next listing and is decided again (filters/tenant.py): another gateway
+    or worker may have learnt the topic first."""
+
+    class Listing:
+        all_topics = True
+
+        def __init__(self):
+            self.waiting = []
+
+        def next_listing(self):
+            from twisted.internet import defer
+            d = defer.Deferred()
+            self.waiting.append(d)
+            return d
+
+    def setUp(self):
+        super().setUp()
+        self.listing = self.client.services.refresher = self.Listing()
+
+    def sent(self):
+        frames = FrameDecoder().feed(self.broker_transport.value())
+        self.broker_transport.clear()
+        return [decode_request(f)[1] for f in frames]
+
+    def test_waits_for_the_listing_then_forwards_the_real_id(self):
+        import uuid
+        new = uuid.uuid4()
+        self.login()
+        self.produce(13, new, 5)
+        self.assertEqual(len(self.listing.waiting), 1)
+        self.produce(13, new, 6)  # behind it, in order
+        self.assertEqual(self.sent(), [])
+        self.topology.topic_ids[new] = "londont"  # the listing learnt it
+        self.listing.waiting.pop(0).callback(None)
+        sent = self.sent()
+        self.assertEqual([r.topic_data[0].topic_id for r in sent], [new, new])
+
+    def test_still_unplaced_after_the_listing_is_refused(self):
+        import uuid
+        for unknown in (uuid.uuid4(), "foreign"):
+            self.setUp()
+            if unknown == "foreign":
+                unknown = uuid.uuid4()
+                self.topology.topic_ids[unknown] = "parist"  # another tenant's
+            self.login()
+            self.produce(13, unknown, 5)
+            self.assertEqual(self.sent(), [])  # waits, foreign or missing alike
+            self.listing.waiting.pop(0).callback(None)
+            (request,) = self.sent()
+            self.assertNotEqual(request.topic_data[0].topic_id, unknown)  # a decoy
+            self.assertEqual(self.listing.waiting, [])  # decided once more, no more
+
+    def test_own_ids_do_not_wait(self):
+        import uuid
+        own = uuid.uuid4()
+        self.topology.topic_ids[own] = "londont"
+        self.login()
+        self.produce(13, own, 5)
+        self.assertEqual([r.topic_data[0].topic_id for r in self.sent()], [own])
+        self.assertEqual(self.listing.waiting, [])
+
+
+class NextListingTests(unittest.TestCase):
+    """Refresher.next_listing: the listing on its way, else one at most a
+    second after the last began; a timeout either way."""
+
+    def setUp(self):
+        from twisted.internet import defer
+        from twisted.internet.task import Clock
+
+        from vkafka.proxy.discovery import Refresher
+        self.clock = Clock()
+        self.clock.advance(100)
+        self.refresher = Refresher(self.clock, Topology([("kafka1", 9092)], "gw", 6969,
+                                                        3, 1), None, all_topics=True)
+        self.started = []
+
+        def refresh():
+            d = defer.Deferred()
+            self.started.append(d)
+            self.refresher._inflight = d
+            d.addBoth(lambda r: (setattr(self.refresher, "_inflight", None), r)[1])
+            return d
+        self.refresher.refresh = refresh
+
+    def test_starts_at_most_one_a_second(self):
+        first = self.refresher.next_listing()
+        self.assertEqual(len(self.started), 1)
+        shared = self.refresher.next_listing()  # the one on its way
+        self.assertEqual(len(self.started), 1)
+        self.started[0].callback(None)
+        self.assertTrue(first.called and shared.called)
+        later = self.refresher.next_listing()
+        self.assertEqual(len(self.started), 1)  # not yet: a second after the last
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.started), 2)
+        self.started[1].callback(None)
+        self.assertTrue(later.called)
+
+    def test_times_out(self):
+        waiting = self.refresher.next_listing(timeout=5.0)
+        self.clock.advance(4.9)
+        self.assertFalse(waiting.called)
+        self.clock.advance(0.2)
+        self.assertTrue(waiting.called)
+        self.started[0].errback(RuntimeError("late and failed"))  # no error escapes
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class FetchRequestTests(TenantSpliceBase):

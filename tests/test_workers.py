@@ -415,3 +415,158 @@ class WorkersClusterTests(unittest.TestCase):
         self.assertTrue(all(figures["connections per gateway"]))
         for g in gateways:  # still two nodes
             self.assertEqual(sorted(g.members()), nodes)
+
+
+class SourcedClient(RawClient):
+    """A RawClient whose connection comes from *source* (a loopback address:
+    each test its own client address)."""
+
+    def __init__(self, source, port):
+        from vkafka.protocol.framing import FrameDecoder
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=15,
+                                             source_address=(source, 0))
+        self.decoder, self.frames, self.correlation_id = FrameDecoder(), [], 0
+
+    def still_open(self):
+        import select
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        if not readable:
+            return True
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK) != b""
+        except OSError:
+            return False
+
+
+class CapsWorkersTests(unittest.TestCase):
+    """--max-connections-per-ip and --max-connections-per-vcluster hold for
+    the gateway of two workers as a whole, within cap + (N - 1) * max(1,
+    cap // (2N)) (docs/operations.md, Workers): here 6 + 1 and 5 + 1."""
+
+    timeout = 300
+    PER_IP, PER_VCLUSTER = 6, 5
+
+    @classmethod
+    def setUpClass(cls):
+        stack.ensure_cluster()
+        cls.gateway = stack.GatewayProcess((
+            *devstack.TENANT_OPTIONS, f"--workers={WORKERS}",
+            f"--max-connections-per-ip={cls.PER_IP}",
+            f"--max-connections-per-vcluster={cls.PER_VCLUSTER}",
+            "--authentication-timeout=300")).start()
+        stack.wait_until(lambda: all(w["ready"] for w in cls.workers()),
+                         "both workers ready", 60)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gateway.stop()
+
+    @classmethod
+    def workers(cls):
+        answer = devstack.health(cls.gateway.admin_port)
+        return [] if answer is None else answer[1].get("workers", [])
+
+    def held(self, key="connections"):
+        """Per worker: its connections (or ``vclusters``), at the last reading."""
+        return [w.get(key, 0) for w in self.workers()]
+
+    def refused_total(self):
+        text = stack.scrape(f"http://localhost:{self.gateway.admin_port}/metrics")
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "vkafka_connections_refused_total":
+                    return s.value
+        return 0
+
+    def connect(self, source):
+        client = SourcedClient(source, self.gateway.start_port)
+        self.addCleanup(client.close)
+        return client
+
+    def test_connections_per_ip_over_both_workers(self):
+        bound = self.PER_IP + 1
+        stack.wait_until(lambda: self.held() == [0, 0], "no connection left", 30)
+        refused_before = self.refused_total()
+        opened = [self.connect("127.0.0.3") for _ in range(20)]  # a burst
+
+        def settled():  # what the clients see open is what the workers hold
+            open_now = sum(c.still_open() for c in opened)
+            held = self.held()
+            return open_now == sum(held) and (open_now, held)
+        total, per_worker = stack.wait_until(settled, "a reading of the burst", 30)
+        print(f"\nburst of 20 from one address: {per_worker} on the workers")
+        self.assertLessEqual(total, bound)
+        self.assertEqual(len(per_worker), 2)
+        # more, a few at a time, readings in between: the gateway reaches the
+        # cap and stays within the bound
+        deadline = time.monotonic() + 30
+        while total < self.PER_IP and time.monotonic() < deadline:
+            opened += [self.connect("127.0.0.3") for _ in range(5)]
+            total, per_worker = stack.wait_until(settled, "a reading", 30)
+            self.assertLessEqual(total, bound, per_worker)
+        self.assertGreaterEqual(total, self.PER_IP)
+        opened += [self.connect("127.0.0.3") for _ in range(20)]
+        total, per_worker = stack.wait_until(settled, "a reading", 30)
+        self.assertLessEqual(total, bound, per_worker)
+        print(f"after {len(opened)} attempts: {per_worker} on the workers")
+        # refusals counted as before: one per connection closed at once
+        self.assertEqual(self.refused_total() - refused_before, len(opened) - total)
+        # another address is not held back
+        other = self.connect("127.0.0.4")
+        stack.wait_until(lambda: sum(self.held()) == total + 1, "another address", 30)
+        self.assertTrue(other.still_open())
+
+    def test_connections_per_vcluster_over_both_workers(self):
+        from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
+        from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
+        from vkafka.protocol.codec import decode_response
+        bound = self.PER_VCLUSTER + 1
+        vc = stack.unique("wcap").replace("-", "")
+        secret = token(vc)
+        accepted, answers = [], []
+        sources = iter(f"127.0.1.{i}" for i in range(1, 250))  # one address each
+
+        def logins(count):
+            """*count* logins at once; the number accepted."""
+            clients = [self.connect(next(sources)) for _ in range(count)]
+            for c in clients:
+                c.send(SaslHandshakeRequest(mechanism="PLAIN"), 1)
+            for c in clients:
+                self.assertIsNotNone(c.receive_frame())
+            for c in clients:
+                c.send(SaslAuthenticateRequest(
+                    auth_bytes=b"\x00sa\x00" + secret.encode()), 2)
+            for c in clients:
+                _, answer = decode_response(c.receive_frame(), 36, 2)
+                answers.append(answer)
+                if answer.error_code == ErrorCode.none:
+                    accepted.append(c)
+            return len(accepted)
+
+        def reading(expected):
+            def read():
+                counts = [v.get(vc, 0) for v in self.held("vclusters")]
+                return sum(counts) == expected and counts
+            return stack.wait_until(read, f"workers holding {expected} of {vc}", 30)
+        total = logins(12)
+        per_worker = reading(total)
+        print(f"\n12 logins of one virtual cluster at once: {per_worker} on the workers")
+        self.assertLessEqual(total, bound)
+        deadline = time.monotonic() + 30
+        while total < self.PER_VCLUSTER and time.monotonic() < deadline:
+            total = logins(3)
+            reading(total)
+            self.assertLessEqual(total, bound)
+        self.assertGreaterEqual(total, self.PER_VCLUSTER)
+        total = logins(12)
+        per_worker = reading(total)
+        print(f"after {len(answers)} logins: {per_worker} on the workers")
+        self.assertLessEqual(total, bound)
+        refusals = [a for a in answers if a.error_code != ErrorCode.none]
+        self.assertEqual(len(refusals), len(answers) - total)
+        for answer in refusals:  # as a single gateway refuses
+            self.assertEqual(answer.error_code, ErrorCode.sasl_authentication_failed)
+            self.assertEqual(answer.error_message,
+                             f"too many connections for this virtual cluster (limit "
+                             f"{self.PER_VCLUSTER} per gateway, or the virtual "
+                             f"cluster's capacity.connections)")

@@ -540,6 +540,7 @@ def makeService(config, reactor=None, worker=None):
             return {"pid": os.getpid(), "reason": health()[0],
                     "connections": len(gateway.connections),
                     "vclusters": dict(gateway.per_vcluster),
+                    "ips": gateway.reported_ips(),
                     "families": None if only is None else sorted(only),
                     "metrics": snapshot(metrics, only) if only != set() else []}
         top.report = report
@@ -624,7 +625,8 @@ def _supervisor(config, reactor):
     top = service.MultiService()
     PortsReserved(topology.ports, config["bind-host"]).setServiceParent(top)
     workers = WorkerSupervisor(
-        config["workers"], spawner(reactor, worker_environment(config)), reactor,
+        config["workers"], spawner(reactor, worker_environment(config),
+                                   count=config["workers"]), reactor,
         stop_timeout=config["drain-timeout"] + 5.0)
     workers.setServiceParent(top)
     node_id = f"{socket.gethostname()}:{config['start-port']}"

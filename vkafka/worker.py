@@ -1,4 +1,4 @@
-"""``python -m vkafka.worker INDEX``: one worker of a ``--workers N`` gateway.
+"""``python -m vkafka.worker INDEX COUNT``: one worker of a ``--workers N`` gateway.
 
 Started by the supervisor (vkafka/workers.py), never by hand: the settings
 come from the environment the supervisor gives it, stdin and stdout are the
@@ -11,6 +11,7 @@ import sys
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     index = int(argv[0])
+    count = int(argv[1]) if len(argv) > 1 else 1
     from .workers import parent_death_signal, worker_log_observer
     parent_death_signal()
     from twisted.internet import reactor
@@ -32,12 +33,13 @@ def main(argv=None):
         log.critical("settings: {error}", error=str(e))
         return 2
     top = makeService(config, reactor, worker=index)
+    top.gateway.workers = count  # its connection caps hold for all of them
 
     def lost():
         if reactor.running:
             log.warn("supervisor gone: stopping")
             reactor.stop()
-    StandardIO(WorkerControl(top.report, lost), reactor=reactor)
+    StandardIO(WorkerControl(top.report, lost, top.gateway.siblings), reactor=reactor)
     try:
         top.startService()
     except Exception:

@@ -5,7 +5,7 @@ With ``--workers 1`` none of this runs: ``twistd vkafka`` is today's single
 process.  With more, the ``twistd vkafka`` process is a supervisor: it
 serves the admin port (REST API, dashboard, ``/health``, ``/metrics``) once,
 with its own state store for the admin API's writes, and runs N worker
-processes (``python -m vkafka.worker INDEX``).  Each worker is a whole
+processes (``python -m vkafka.worker INDEX N``).  Each worker is a whole
 gateway without an admin port: it binds every Kafka port with
 ``SO_REUSEPORT`` (the kernel spreads new connections over the workers'
 listening sockets by their addresses and ports), follows the state topic
@@ -18,7 +18,11 @@ one node).
 A worker's stdin and stdout are its control channel with the supervisor:
 one JSON object a line, the supervisor asks (``{"id": n, "ask": "report"}``),
 the worker answers (``{"id": n, "report": {...}}``: its pid, readiness,
-connections and a snapshot of its metrics).  Its stderr carries its log
+connections and a snapshot of its metrics).  After each second's reading
+the supervisor tells every worker what the others hold (``{"siblings":
+{"ips": {...}, "vclusters": {...}}}``, no answer), so the connection caps
+per client address and per virtual cluster hold for the gateway
+(``proxy/gateway.py``, SharedCap).  Its stderr carries its log
 events, one JSON object a line, which the supervisor logs as its own.  A
 worker whose supervisor goes away (stdin closed, or the kernel's parent
 death signal on Linux) exits.  A worker that dies is started again, after
@@ -296,10 +300,11 @@ class WorkerControl(protocol.Protocol):
     ``twisted.internet.stdio.StandardIO``).  *report*: ``() -> dict``;
     *lost*: called when the supervisor is gone."""
 
-    def __init__(self, report, lost):
-        self.report, self.lost = report, lost
+    def __init__(self, report, lost, siblings=None):
+        self.report, self.lost, self.siblings = report, lost, siblings
         """*report*: ``(families or None) -> dict``, with the metrics of those
-        families only (None: all)."""
+        families only (None: all); *siblings*: ``(ips, vclusters)``, what
+        the other workers hold (a message without an answer)."""
         self.lines = Lines(self.line)
 
     def dataReceived(self, data):
@@ -308,6 +313,11 @@ class WorkerControl(protocol.Protocol):
     def line(self, raw):
         try:
             message = json.loads(raw)
+            if "siblings" in message:  # told, not asked: no answer
+                if self.siblings is not None:
+                    held = message["siblings"]
+                    self.siblings(held.get("ips", {}), held.get("vclusters", {}))
+                return
             answer = {"id": message["id"]}
             if message.get("ask") == "report":
                 only = message.get("families")
@@ -458,8 +468,7 @@ class WorkerSupervisor(service.Service):
         for index in range(self.count):
             self._start(index)
         from twisted.internet.task import LoopingCall
-        self._poll = LoopingCall(  # not waited for
-            lambda: self.reports(self.poll_families) and None)
+        self._poll = LoopingCall(self._reading)  # not waited for
         self._poll.clock = self.clock
         self._poll.start(POLL_EVERY, now=False)
 
@@ -475,6 +484,8 @@ class WorkerSupervisor(service.Service):
             self._schedule(index, 0.0)
             return
         log.info("worker {index} started (pid {pid})", index=index, pid=worker.pid)
+        if self.restarts[index]:  # what the others hold, before its first reading
+            self.tell_siblings(only=worker)
 
     def worker_ended(self, worker, reason):
         index = worker.index
@@ -531,6 +542,44 @@ class WorkerSupervisor(service.Service):
                 _signal(worker, "KILL")
 
     # reading them
+
+    def _reading(self):
+        """Every second: read every worker, then tell each what the others
+        hold (the connection caps hold for the gateway, Gateway.siblings)."""
+        d = self.reports(self.poll_families)
+        d.addCallback(lambda _: self.tell_siblings())
+        d.addErrback(lambda f: log.failure("reading the workers failed", f))
+
+    def tell_siblings(self, only=None):
+        """Send each worker (or only the one *only*) ``{"siblings": {"ips":
+        {...}, "vclusters": {...}}}``: the connections the other workers held
+        at their last reports, per client address (those they reported) and
+        per virtual cluster.  A worker that did not answer counts with its
+        last report."""
+        if self.count < 2:
+            return
+        held = {}
+        for index, worker in self.workers.items():
+            report = worker.latest
+            if report is not None and report.get("pid") == worker.pid:
+                held[index] = (report.get("ips") or {}, report.get("vclusters") or {})
+        totals = ({}, {})
+        for ips, vclusters in held.values():
+            for total, own in zip(totals, (ips, vclusters)):
+                for key, n in own.items():
+                    total[key] = total.get(key, 0) + n
+        for index, worker in list(self.workers.items()):
+            if only is not None and worker is not only:
+                continue
+            own = held.get(index, ({}, {}))
+            ips, vclusters = ({key: n - mine.get(key, 0) for key, n in total.items()
+                               if n > mine.get(key, 0)}
+                              for total, mine in zip(totals, own))
+            message = {"siblings": {"ips": ips, "vclusters": vclusters}}
+            try:
+                worker.transport.write(json.dumps(message).encode() + b"\n")
+            except Exception:
+                pass  # a worker gone: its end is logged where it ends
 
     def reports(self, only=None):
         """``{index: report or None}`` of every running worker, asked now, with
@@ -618,14 +667,14 @@ class SummedMetricsResource(Resource):
         return NOT_DONE_YET
 
 
-def spawner(reactor, env, argv_prefix=None):
+def spawner(reactor, env, argv_prefix=None, count=1):
     """``spawn(index, protocol)`` for WorkerSupervisor: ``python -m
-    vkafka.worker INDEX`` with *env* (the settings, resolved)."""
+    vkafka.worker INDEX COUNT`` with *env* (the settings, resolved)."""
     prefix = argv_prefix or [sys.executable, "-m", "vkafka.worker"]
 
     def spawn(index, process_protocol):
         return reactor.spawnProcess(process_protocol, prefix[0],
-                                    [*prefix, str(index)], env=env,
+                                    [*prefix, str(index), str(count)], env=env,
                                     childFDs={0: "w", 1: "r", 2: "r"})
     return spawn
 

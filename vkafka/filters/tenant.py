@@ -22,7 +22,7 @@ from ..tenancy.context import Foreign, Rejected, RequestContext
 from ..tenancy.rights import Rights
 from ..tenancy.walker import plan
 
-METADATA = 3
+PRODUCE, METADATA = 0, 3
 REWRITE_ERRORS = (Malformed, struct.error, Foreign, Rejected)
 """What hostile or broken bytes raise (the connection is closed with the
 reason); anything else is a bug and surfaces as one."""
@@ -51,9 +51,20 @@ def decode_limit(max_decoded_request, api_key):
 
 
 def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
-                    api_version):
+                    api_version, waited=False):
     """The Outcome of an authenticated tenant's request *frame* under *rule*;
-    *login* is the connection's SASL state (its claims and namespace)."""
+    *login* is the connection's SASL state (its claims and namespace).
+
+    A Produce naming a topic id this gateway cannot place among the tenant's
+    topics waits for the gateway's next topic listing (at most a few seconds)
+    and is decided again (*waited*): in a gateway cluster or with workers, a
+    client's Metadata may have passed through another process, which learnt
+    the new topic's id first.  Answered UNKNOWN_TOPIC_ID at once instead, an
+    idempotent producer's retry could meet a later batch already written and
+    stall on OUT_OF_ORDER_SEQUENCE_NUMBER until its delivery timeout (Kafka
+    4.1, KAFKA-15591).  Another tenant's id waits the same way, so the
+    answer's timing tells an existing foreign id from a missing one no
+    better than its error code does."""
     if services.clock.seconds() >= login.claims.expires_at:
         return Outcome(refused="token expired; the client did not re-authenticate")
     what = f"API {api_key} v{api_version}"
@@ -74,6 +85,12 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
                                            api_version)
             if context.answer is not None:  # e.g. a fetch session not its own
                 return Outcome(context=context, answer=context.answer)
+            if context.unplaced_ids and api_key == PRODUCE and not waited \
+                    and getattr(services.refresher, "all_topics", False):
+                return Outcome(context=context, later=services.refresher.next_listing(
+                ).addCallback(lambda _: rewrite_request(
+                    services, login, max_decoded_request, rule, frame, api_key,
+                    api_version, waited=True)))
             if rewritten is not None:
                 return _concentrated(services, context, api_key, rewritten,
                                      body_offset, what)

@@ -108,6 +108,40 @@ class Refresher:
         if self.all_topics and self._inflight is None:
             self.refresh()
 
+    LISTING_EVERY = 1.0
+    """Seconds between listings ``next_listing`` starts (one per gateway at most)."""
+
+    def next_listing(self, timeout=5.0):
+        """A Deferred firing (with None) once a topic listing has been read
+        after this call (the one on its way, or one started at most
+        LISTING_EVERY seconds after the last one began), or after *timeout*
+        seconds, whichever comes first; a failed listing fires it too.  A
+        Produce naming a topic id this gateway cannot place waits for it
+        (filters/tenant.py)."""
+        d = defer.Deferred()
+
+        def done(_=None):
+            if not d.called:
+                d.callback(None)
+
+        def start():
+            self._listing_started = self.reactor.seconds()
+            self.refresh().addBoth(done)
+
+        if self._inflight is not None:
+            self._inflight.addBoth(lambda r: (done(), r)[1])
+        else:
+            wait = self._listing_started + self.LISTING_EVERY - self.reactor.seconds()
+            if wait > 0:
+                self.reactor.callLater(wait, start)
+            else:
+                start()
+        timer = self.reactor.callLater(timeout, done)
+        d.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
+        return d
+
+    _listing_started = float("-inf")
+
     def _finished(self, result):
         self._inflight = None
         return result

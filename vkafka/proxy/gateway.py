@@ -1,6 +1,8 @@
 # -*- test-case-name: tests.test_splice -*-
 """The gateway: the port-per-broker listeners and the upstream connector."""
 
+import heapq
+
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
@@ -59,6 +61,11 @@ class Gateway:
         """Authenticated connections per virtual cluster (tenant mode)."""
         self.max_decoded_request = max_decoded_request
         """Largest tenant request decoded on the reactor (Metadata: a quarter)."""
+        self.workers = 1
+        """Workers of this gateway (``--workers``; set by vkafka/worker.py):
+        above 1 the two caps above hold for them all (SharedCap)."""
+        self.shared_ip = SharedCap()
+        self.shared_vcluster = SharedCap()
         self.refused_connections = 0
         self.metrics = metrics
         self.metadata_answers = MetadataAnswers(metadata_cache_seconds)
@@ -113,7 +120,13 @@ class Gateway:
         """Count a new connection from *addr*; False if its host is over the limit."""
         host = getattr(addr, "host", None)
         count = self.per_ip.get(host, 0)
-        if count >= self.max_connections_per_ip:
+        if self.workers > 1:  # the other workers' too
+            admitted = self.shared_ip.allows(host, count, self.max_connections_per_ip,
+                                             self.workers)
+            count += self.shared_ip.siblings.get(host, 0)
+        else:
+            admitted = count < self.max_connections_per_ip
+        if not admitted:
             self.refused_connections += 1
             if self.metrics is not None:
                 self.metrics.refused.inc()
@@ -123,14 +136,20 @@ class Gateway:
                               limit=self.max_connections_per_ip,
                               total=self.refused_connections)
             return False
-        self.per_ip[host] = count + 1
+        if self.workers > 1:
+            self.shared_ip.count(host)
+        self.per_ip[host] = self.per_ip.get(host, 0) + 1
         return True
 
     def admit_tenant(self, vcluster):
         """Count one more authenticated connection of *vcluster*; False when
         it is at its limit (one tenant cannot take every connection)."""
         count = self.per_vcluster.get(vcluster, 0)
-        if count >= self.max_connections_per_vcluster:
+        if self.workers > 1:  # the other workers' too
+            if not self.shared_vcluster.allows(
+                    vcluster, count, self.max_connections_per_vcluster, self.workers):
+                return False
+        elif count >= self.max_connections_per_vcluster:
             return False
         limit = None if self.state is None else \
             self.state.limits_of(vcluster).capacity.connections
@@ -139,8 +158,29 @@ class Gateway:
                 self.rate_shares.others_connections(vcluster)
             if count + others >= limit:
                 return False
+        if self.workers > 1:
+            self.shared_vcluster.count(vcluster)
         self.per_vcluster[vcluster] = count + 1
         return True
+
+    def siblings(self, ips, vclusters):
+        """A reading of the other workers (``--workers``): the connections
+        they hold per client address and per virtual cluster."""
+        self.shared_ip.reading(ips, self.per_ip)
+        self.shared_vcluster.reading(vclusters, self.per_vcluster)
+
+    def reported_ips(self):
+        """``{host: connections}`` for the supervisor's reading: the hosts
+        with at least ``report_threshold`` connections here, at most
+        REPORT_MOST of them, the largest (a worker with 100,000 addresses
+        sends a short line)."""
+        cap = self.max_connections_per_ip
+        least = report_threshold(cap, self.workers)
+        held = [(n, host) for host, n in self.per_ip.items()
+                if n >= least and host is not None]
+        if len(held) > REPORT_MOST:
+            held = heapq.nlargest(REPORT_MOST, held)
+        return {host: n for n, host in held}
 
     def tenant_closed(self, vcluster):
         _one_less(self.per_vcluster, vcluster)
@@ -173,6 +213,53 @@ class Gateway:
         d.addErrback(lambda f: None if f.check(defer.CancelledError)
                      else client.upstream_failed(f))
         return d
+
+
+REPORT_MOST = 1000
+"""Most client addresses a worker reports in one reading."""
+
+
+def report_threshold(cap, workers):
+    """Connections from one address a worker must hold to report it: a
+    1/(2N) share of the cap (1 with small caps)."""
+    return max(1, cap // (2 * workers))
+
+
+class SharedCap:
+    """One connection cap over the N workers of a gateway, for one kind of
+    key (client address, virtual cluster).  The supervisor reads every
+    worker once a second and tells each what the others hold
+    (``siblings``); a worker admits a key's connection while its own plus
+    the others' last known count is below the cap and, since that reading,
+    it admitted fewer than its share of the room the reading left,
+    ``ceil((cap - own - siblings) / N)``: between two readings the N workers
+    admit at most that room + N - 1 (docs/operations.md, Workers)."""
+
+    def __init__(self):
+        self.siblings = {}
+        """key -> connections the other workers held at the last reading."""
+        self.base = {}
+        """key -> this worker's connections at the last reading."""
+        self.admitted = {}
+        """key -> connections this worker admitted since."""
+
+    def reading(self, siblings, own):
+        self.siblings = {k: n for k, n in siblings.items() if n > 0}
+        self.base = dict(own)
+        self.admitted = {}
+
+    def allows(self, key, count, cap, workers):
+        """*count*: this worker's connections of *key*; True when one more
+        may be admitted (then call ``count``)."""
+        others = self.siblings.get(key, 0)
+        if count + others >= cap:
+            return False
+        room = cap - self.base.get(key, 0) - others
+        admitted = self.admitted.get(key, 0)
+        return room > 0 and admitted < -(-room // workers)
+
+    def count(self, key):
+        self.admitted[key] = self.admitted.get(key, 0) + 1
 
 
 def _one_less(counts, key):

@@ -48,7 +48,8 @@ class RequestContext:
                  "write", "concentrated", "concentration", "answer",
                  "on_answer", "produced", "sessions", "topics_asked", "created",
                  "coordinator_kind", "config_refusals", "id_pattern",
-                 "removed_aliases", "group_protocol", "partitions_asked", "rights")
+                 "removed_aliases", "group_protocol", "partitions_asked", "rights",
+                 "unplaced_ids")
 
     def __init__(self, namespace, topic_ids, write=False):
         self.namespace = namespace
@@ -96,6 +97,9 @@ class RequestContext:
         self.partitions_asked = None
         """CreateTopics (physical names), CreatePartitions (logical): topic ->
         the partition count asked for, unless only validated."""
+        self.unplaced_ids = 0
+        """Topic ids the request names that are not the tenant's topics by
+        this gateway's listing (unknown here, or another tenant's): decoys."""
 
     # requests
 
@@ -193,6 +197,7 @@ class RequestContext:
                 return topic_id
         else:
             refusal = (None, None)
+            self.unplaced_ids += 1
         decoy = uuid.uuid4()
         self.decoy_ids[decoy] = (topic_id, *refusal)
         if refusal[1] is not None:

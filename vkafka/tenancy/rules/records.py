@@ -184,8 +184,9 @@ def fetch_request(services, rctx, request):
 def fetch_frame(services, rctx, frame, body_offset, version):
     """Fetch v13+ names topics by id only: each id is checked where it lies, and
     the request goes on as it came (a foreign id swapped in place for a decoy,
-    as the walker would).  A consumer's long poll thus costs no decode and
-    re-encode.  Before v13 (names): None, so it is decoded and walked."""
+    as the walker would, and the fetch then sessionless).  A consumer's long
+    poll thus costs no decode and re-encode.  Before v13 (names): None, so it
+    is decoded and walked."""
     if version < 13:
         return None
     replica, positions = fetch_request_ids(frame, body_offset, version)
