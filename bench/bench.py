@@ -755,12 +755,18 @@ def paths_table(r):
         f"{mb['consume']['forwarder']:.1f} | {fwd['produce']:.2f} | {fwd['consume']:.2f} |",
         f"| vkafka, tenant over SASL, 1 worker | {mb['produce']['gateway']:.1f} | "
         f"{mb['consume']['gateway']:.1f} | {gw['produce']:.2f} | {gw['consume']:.2f} |",
-        f"| vkafka / forwarder | {mb['produce']['gateway'] / mb['produce']['forwarder']:.3f}"
-        f" | {mb['consume']['gateway'] / mb['consume']['forwarder']:.3f} | "
-        f"**{gw['produce'] / fwd['produce']:.2f} x** | "
-        f"**{gw['consume'] / fwd['consume']:.2f} x** |",
+        f"| vkafka / forwarder | {_of(mb['produce']['gateway'], mb['produce']['forwarder'], 3)}"
+        f" | {_of(mb['consume']['gateway'], mb['consume']['forwarder'], 3)} | "
+        f"**{_of(gw['produce'], fwd['produce'], 2)} x** | "
+        f"**{_of(gw['consume'], fwd['consume'], 2)} x** |",
     ]
     return "\n".join(lines)
+
+
+def _of(value, reference, digits):
+    """*value* / *reference*, or n/a when the reference is nothing (a run too
+    short for the CPU clock's 10 ms ticks)."""
+    return f"{value / reference:.{digits}f}" if reference else "n/a"
 
 
 def workers_table(r):
@@ -839,7 +845,7 @@ def cpu_standing(r):
     most = 1.2 * fwd["produce"]
     return [
         f"- Producer CPU per GB: {'met' if produced <= most else 'missed'} "
-        f"({produced:.2f} CPU-s, {produced / fwd['produce']:.2f} x the forwarder's "
+        f"({produced:.2f} CPU-s, {_of(produced, fwd['produce'], 2)} x the forwarder's "
         f"{fwd['produce']:.2f}; target at most 1.2 x, {most:.2f}).",
         f"- Consumer CPU per GB: {'met' if consumed <= 0.81 else 'missed'} "
         f"({consumed:.2f} CPU-s, target 0.81 or less).",

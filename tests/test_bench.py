@@ -121,6 +121,18 @@ class CpuStandingTests(unittest.TestCase):
                                              "CPU-s, 1.50 x"), missed[0])
         self.assertTrue(missed[1].startswith("- Consumer CPU per GB: missed"))
 
+    def test_no_forwarder_cpu_measured(self):
+        """A run too short for the CPU clock: no division by zero."""
+        self.assertIn("n/a x the forwarder's", self.lines(1.0, 0.5, forwarder=0.0)[0])
+        table = load_bench().paths_table({
+            "forwarder_ratio": {"produce": 1, "consume": 1},
+            "produce_mb_s": {"direct": 1, "forwarder": 0.0, "gateway": 1},
+            "consume_mb_s": {"direct": 1, "forwarder": 1, "gateway": 1},
+            "forwarder_cpu_s_per_gb": {"produce": 0.0, "consume": 0.0},
+            "cpu_s_per_gb_produced": 1.0, "cpu_s_per_gb_consumed": 1.0})
+        self.assertIn("| vkafka / forwarder | n/a | 1.000 | **n/a x** | **n/a x** |",
+                      table)
+
     def test_none_without_a_forwarder(self):
         self.assertEqual(load_bench().cpu_standing({}), [])
 
@@ -167,9 +179,9 @@ class BenchTests(VerdictMixin, unittest.TestCase):
         self.assertRegex(report, r"\| bare TCP forwarder \| [\d.]+ \| [\d.]+ \| "
                                  r"[\d.]+ \| [\d.]+ \|")
         self.assertRegex(report, r"\| vkafka / forwarder \| [\d.]+ \| [\d.]+ \| "
-                                 r"\*\*[\d.]+ x\*\* \| \*\*[\d.]+ x\*\* \|")
+                                 r"\*\*([\d.]+|n/a) x\*\* \| \*\*([\d.]+|n/a) x\*\* \|")
         for n in (1, 2):
             self.assertRegex(report, rf"\n\| {n} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| "
                                      r"[\d.]+ \|")
         self.assertRegex(report, r"- Producer CPU per GB: (met|missed) \([\d.]+ CPU-s, "
-                                 r"[\d.]+ x the forwarder's")
+                                 r"([\d.]+|n/a) x the forwarder's")
