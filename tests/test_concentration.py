@@ -14,6 +14,9 @@ from . import stack
 from .stack import devstack
 
 AUTHORITY = TokenAuthority(devstack.DEMO_SECRET)
+SEGMENT_MS = 1000
+"""segment.ms of the compacted topic: a record timestamped more than this
+after its segment's first rolls the segment (then the cleaner may compact it)."""
 
 
 def admin(method, path, body=None):
@@ -46,7 +49,7 @@ class ConcentratedTopicTests(unittest.TestCase):
         futures = direct.create_topics([
             NewTopic(cls.physical, 3, 3),
             NewTopic(cls.compacted, 1, 3, config={
-                "cleanup.policy": "compact", "segment.ms": "1000",
+                "cleanup.policy": "compact", "segment.ms": str(SEGMENT_MS),
                 "min.cleanable.dirty.ratio": "0.001", "min.compaction.lag.ms": "0",
                 "delete.retention.ms": "0"})])
         for future in futures.values():
@@ -74,11 +77,13 @@ class ConcentratedTopicTests(unittest.TestCase):
         self.assertEqual(code, 200, answer)
         return answer
 
-    def produce(self, topic, values, keys=None):
+    def produce(self, topic, values, keys=None, timestamp=0):
+        """Records of *topic*, timestamped *timestamp* (ms; 0: now)."""
         from confluent_kafka import Producer
         producer = Producer(self.config(acks="all"))
         for i, value in enumerate(values):
-            producer.produce(topic, value=value, key=None if keys is None else keys[i])
+            producer.produce(topic, value=value, key=None if keys is None else keys[i],
+                             timestamp=timestamp)
         self.assertEqual(producer.flush(30), 0)
 
     def consume(self, topic, count, group):
@@ -221,8 +226,13 @@ class ConcentratedTopicTests(unittest.TestCase):
         self.concentrate("kv2", self.compacted)
         self.produce("kv1", [b"a1", b"b1", b"a2"], [b"a", b"b", b"a"])
         self.produce("kv2", [b"A1", b"A2"], [b"a", b"a"])
-        time.sleep(1.5)  # segment.ms: the next record rolls the segment
-        self.produce("kv2", [b"roll"], [b"roll"])
+        # Timestamped past segment.ms after the records above, this record
+        # rolls their segment as it arrives (no waiting for the clock): the
+        # cleaner may compact it, and the roll record is the only one after.
+        self.produce("kv2", [b"roll"], [b"roll"],
+                     timestamp=int(time.time() * 1000) + SEGMENT_MS + 1)
+
+        held = []
 
         def compacted():
             from confluent_kafka import Consumer
@@ -235,8 +245,14 @@ class ConcentratedTopicTests(unittest.TestCase):
                 seen += [m for m in consumer.consume(100, 2.0) if m.error() is None]
             finally:
                 consumer.close()
+            held[:] = [(m.key(), m.value()) for m in seen]
             return len(seen) <= 4 and seen
-        stack.wait_until(compacted, "compaction of the physical topic", 120, interval=2)
+        try:
+            stack.wait_until(compacted, "compaction of the physical topic", 120,
+                             interval=2)
+        except AssertionError as e:
+            self.fail(f"{e}: it still holds {len(held)} records (6: the segment was "
+                      f"not rolled or not cleaned): {held}")
 
         kv1 = self.consume("kv1", 2, stack.unique("c1"))
         kv2 = self.consume("kv2", 2, stack.unique("c2"))

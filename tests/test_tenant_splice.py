@@ -621,6 +621,34 @@ class HotNamesTests(Producing, TenantSpliceBase):
         self.assertTrue(self.sent().name.startswith("!vkafka-refused"))
         self.assertEqual(self.client.namespace.memo().to_broker[True], {})
 
+    def test_read_buffer_never_hashed(self):
+        """The remembered names and ids are looked up as bytes, never as a
+        memoryview of the read: hashing a view hashes the whole buffer it
+        views (CPython), a second pass over every byte produced."""
+        import uuid
+
+        class Unhashable(bytes):
+            def __hash__(self):
+                raise AssertionError("a read buffer was hashed")
+
+        own = uuid.uuid4()
+        self.topology.topic_ids[own] = "londont"
+        self.login()
+        for correlation_id in (5, 6):  # the second one from HotNames
+            self.client.dataReceived(Unhashable(produce_frame(10, "t", correlation_id)))
+            self.assertEqual(self.sent().name, "londont")
+            self.broker.dataReceived(Unhashable(produce_answer(10, "londont",
+                                                               correlation_id)))
+        for correlation_id in (7, 8):
+            self.client.dataReceived(Unhashable(produce_frame(13, own, correlation_id)))
+            self.assertEqual(self.sent().topic_id, own)
+            self.broker.dataReceived(Unhashable(produce_answer(13, own, correlation_id)))
+        self.assertFalse(self.client.closed)
+        answers = self.responses()
+        self.assertEqual([decode_response(frame, 0, 10)[1].responses[0].name
+                          for frame in answers[:2]], ["t", "t"])
+        self.assertEqual(len(answers), 4)
+
     def test_answer_names_remembered(self):
         self.login()
         self.produce(10, "t", 5)

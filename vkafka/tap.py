@@ -506,18 +506,7 @@ def makeService(config, reactor=None, worker=None):
         _membership(config, reactor, top, gateway, store, gateway_id, node_id)
 
     def health():
-        details = {"brokers": sorted(topology.brokers)}
-        membership = gateway.membership
-        if membership is not None and membership.cluster_id is not None:
-            details["cluster"] = {"id": membership.cluster_id, "node": membership.node_id,
-                                  "nodes": [n.id for n in membership.nodes()]}
-        if refresher.last_error is not None or not topology.brokers:
-            return f"cannot reach the Kafka cluster: {refresher.last_error}", details
-        if store is not None:
-            details["state"] = {"entries": len(store.data), "offset": store.offset}
-            if not store.ready.called:
-                return f"gateway state not loaded: {store.last_error}", details
-        return None, details
+        return _health_details(topology, refresher, store, gateway.membership)
 
     def refresh_state_metrics():
         if store is not None:
@@ -654,20 +643,11 @@ def _supervisor(config, reactor):
         audit = _audit(config, reactor, top, topology, node_id, metrics)
 
     def health():
-        details = {"brokers": sorted(topology.brokers), "workers": workers.details()}
-        if membership is not None and membership.cluster_id is not None:
-            details["cluster"] = {"id": membership.cluster_id, "node": membership.node_id,
-                                  "nodes": [n.id for n in membership.nodes()]}
-        if refresher.last_error is not None or not topology.brokers:
-            return f"cannot reach the Kafka cluster: {refresher.last_error}", details
-        if store is not None:
-            details["state"] = {"entries": len(store.data), "offset": store.offset}
-            if not store.ready.called:
-                return f"gateway state not loaded: {store.last_error}", details
-        ready = sum(1 for w in details["workers"] if w["ready"])
-        if not ready:
-            return f"no worker ready (of {config['workers']})", details
-        return None, details
+        reason, details = _health_details(topology, refresher, store, membership,
+                                          workers=workers.details())
+        if reason is None and not any(w["ready"] for w in details["workers"]):
+            reason = f"no worker ready (of {config['workers']})"
+        return reason, details
 
     def refresh_state_metrics():
         if store is not None:
@@ -706,6 +686,24 @@ def _refreshing(config, reactor, top, refresher):
     timer.clock = reactor
     timer.setServiceParent(top)
     RefresherService(refresher).setServiceParent(top)
+
+
+def _health_details(topology, refresher, store, membership, **extra):
+    """``/health`` as a gateway and a supervisor share it: (the reason it
+    cannot serve or None, the details).  The details are the brokers, then
+    *extra* (a supervisor's workers), the gateway cluster and the state
+    store's progress, in that order."""
+    details = {"brokers": sorted(topology.brokers), **extra}
+    if membership is not None and membership.cluster_id is not None:
+        details["cluster"] = {"id": membership.cluster_id, "node": membership.node_id,
+                              "nodes": [n.id for n in membership.nodes()]}
+    if refresher.last_error is not None or not topology.brokers:
+        return f"cannot reach the Kafka cluster: {refresher.last_error}", details
+    if store is not None:
+        details["state"] = {"entries": len(store.data), "offset": store.offset}
+        if not store.ready.called:
+            return f"gateway state not loaded: {store.last_error}", details
+    return None, details
 
 
 def _describe(topology):

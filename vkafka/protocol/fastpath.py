@@ -180,11 +180,12 @@ def rename_produce_response(frame, offset, version, logical):
 
 def rename_fields(frame, spans, field):
     """*frame* with each field at *spans* ((start, end), in order) replaced by
-    ``field(its bytes)``, the rest copied as it is; None as soon as *field*
-    gives None."""
+    ``field(its bytes)`` (a bytes copy, which *field* may hash: never a view,
+    whose hash would read the whole buffer under it), the rest copied as it
+    is; None as soon as *field* gives None."""
     pieces, copied = [], 0
     for start, end in spans:
-        new = field(frame[start:end])
+        new = field(bytes(frame[start:end]))
         if new is None:
             return None
         pieces += (frame[copied:start], new)

@@ -29,7 +29,9 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
     *topic_name*, *topic_id* and *transactional_id* map the client's value to the
     value to send (v13+ names topics by id); None leaves that field as it is,
     unread.  *topic_field*, instead of *topic_name*, maps a topic name field's
-    bytes as they came (length prefix included) to the field to send, or None
+    bytes as they came (length prefix included; a bytes copy, as the 16 bytes
+    matched against *known_ids*: hashing a memoryview hashes the whole buffer
+    under it, every byte of the read) to the field to send, or None
     to keep it: a caller that remembers its answers then reads no name; and
     topic ids whose 16 bytes are in *known_ids* are kept as they are, unread.  When
     they change nothing (v13+, the tenant's own topic ids, no transactional id
@@ -54,8 +56,9 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
     records = 0
     for _ in range(max(topics, 0)):
         if version >= 13:
-            if topic_id is not None and frame[pos:pos + 16] not in known_ids:
-                given = uuid.UUID(bytes=bytes(frame[pos:pos + 16]))
+            raw_id = None if topic_id is None else bytes(frame[pos:pos + 16])
+            if raw_id is not None and raw_id not in known_ids:
+                given = uuid.UUID(bytes=raw_id)
                 sent = topic_id(given)
                 if sent != given:
                     edits.append((pos, pos + 16, sent.bytes))
@@ -66,7 +69,7 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
             start, pos = pos, skip_string(frame, pos, flexible)
             if pos > len(frame):
                 raise HeaderError("truncated topic name")
-            field = topic_field(frame[start:pos])
+            field = topic_field(bytes(frame[start:pos]))
             if field is not None:
                 edits.append((start, pos, field))
         pos, count = _partitions(frame, pos, flexible)

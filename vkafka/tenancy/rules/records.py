@@ -62,7 +62,7 @@ def produce_response_names(frame, offset, version, scan, rctx):
                 return None
             found = write_string(logical, flexible)
             if len(known) < HotNames.LIMIT:
-                known[bytes(raw)] = found
+                known[raw] = found
         return found
     return rename_fields(frame, scan.names, field)
 
@@ -87,7 +87,7 @@ def produce_frame(services, rctx, frame, body_offset, version):
             if known is not None and len(rctx.decoy_names) == refusals \
                     and physical not in rctx.concentrated \
                     and len(known) < HotNames.LIMIT:
-                known[bytes(raw)] = found
+                known[raw] = found
         return found
 
     def topic_id(given):
