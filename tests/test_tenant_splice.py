@@ -698,6 +698,19 @@ class UnplacedTopicIdTests(Producing, TenantSpliceBase):
         sent = self.sent()
         self.assertEqual([r.topic_data[0].topic_id for r in sent], [new, new])
 
+    def test_reads_held_while_a_request_waits(self):
+        """What a client sends behind a waiting request stays in its socket
+        (TCP pushes back), not in the gateway's memory."""
+        import uuid
+        new = uuid.uuid4()
+        self.login()
+        self.produce(13, new, 5)
+        self.assertEqual(self.transport.producerState, "paused")
+        self.topology.topic_ids[new] = "londont"
+        self.listing.waiting.pop(0).callback(None)
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertEqual(len(self.sent()), 1)
+
     def test_still_unplaced_after_the_listing_is_refused(self):
         import uuid
         for unknown in (uuid.uuid4(), "foreign"):

@@ -303,11 +303,15 @@ class ClientConnection(protocol.Protocol):
 
     def _wait_for(self, later, request, size):
         """A rule asks before it rewrites: the requests after this one wait
-        (in order) until its Outcome is known."""
+        (in order) until its Outcome is known.  The client's reads are held
+        meanwhile (TCP pushes back), so what waits is at most the rest of the
+        read that brought this request, however fast the client sends."""
         self._held = []
+        self.valve.hold("waiting")
 
         def ready(outcome):
             held, self._held = self._held, None
+            self.valve.release("waiting")  # a request replayed may hold again
             if self.closed:
                 return
             self.rewritten(outcome, request, size)
