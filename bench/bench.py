@@ -99,13 +99,15 @@ def _children(pid):
 
 
 class Forwarder:
-    """bench/forwarder.py in front of the brokers' HOP listeners."""
+    """bench/forwarder.py in front of the brokers' HOP listeners (*twisted*:
+    its Twisted mode, bench/floor.py's reference)."""
 
-    def __init__(self):
+    def __init__(self, twisted=False):
         pairs = [f"{advertised}:{listener}"
                  for listener, advertised in devstack.FORWARDED.values()]
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "forwarder.py"), *pairs],
+            [sys.executable, str(ROOT / "bench" / "forwarder.py"),
+             *(("--twisted",) if twisted else ()), *pairs],
             stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while devstack.brokers_up(forwarder_bootstrap()) != sorted(devstack.NODES):
