@@ -64,8 +64,8 @@ def main(argv=None):
     finally:
         gateway.stop()
     cpu = {path: statistics.median(c for _, c in v) for path, v in runs.items()}
-    print(f"\n| path | MB/s | CPU-s per GB | of the threaded forwarder |\n"
-          f"|---|---:|---:|---:|")
+    print("\n| path | MB/s | CPU-s per GB | of the threaded forwarder |\n"
+          "|---|---:|---:|---:|")
     for path in PATHS:
         print(f"| {path} | {statistics.median(m for m, _ in runs[path]):.1f} | "
               f"{cpu[path]:.2f} | {cpu[path] / cpu['threads']:.2f} |")
