@@ -99,6 +99,10 @@ class GatewayClusterTests(unittest.TestCase):
         figures = cluster.late_join(gateways, later, clients=9)
         self.show("late join", figures)
         self.assertGreater(figures["connections per gateway (new one last)"][-1], 0)
+        for g in (*gateways, later):  # the cluster's size, as each one scrapes it
+            stack.wait_until(lambda: "vkafka_gateway_cluster_nodes 3.0" in stack.scrape(
+                f"http://localhost:{g.admin}/metrics"),
+                f"gateway on {g.port} reporting 3 nodes", 30)
 
     def test_advertise_self(self):
         """--advertise self: a gateway of a cluster still names only itself."""

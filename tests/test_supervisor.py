@@ -233,6 +233,8 @@ class SumTests(unittest.TestCase):
         traffic(self.two, "london", 700, 7, 0.0004, 2)
         self.one.state_entries.set(12)
         self.two.state_entries.set(12)
+        self.one.cluster_nodes.set(3)  # two workers of one node of three
+        self.two.cluster_nodes.set(3)
         self.one.rate_share.labels("london", "produceBytesPerSecond").set(0.25)
         self.two.rate_share.labels("london", "produceBytesPerSecond").set(0.25)
 
@@ -254,6 +256,8 @@ class SumTests(unittest.TestCase):
                 self.assertEqual(got[key], min(one.get(key, 1e12), two.get(key, 1e12)))
             elif name == "vkafka_state_entries":
                 self.assertEqual(got[key], 12)
+            elif name == "vkafka_gateway_cluster_nodes":
+                self.assertEqual(got[key], 3)
             else:
                 self.assertEqual(got[key], one.get(key, 0) + two.get(key, 0), key)
         self.assertEqual(got[("vkafka_bytes_total", (("direction", "in"),

@@ -157,3 +157,31 @@ class TopologyTests(unittest.TestCase):
         topology.learn([(1, "h1", 1), (2, "h2", 2)])
         self.assertEqual(topology.upstream_candidates(2),
                          [("h2", 2), ("h1", 1), ("boot", 1)])
+
+
+class StateGaugesTests(unittest.TestCase):
+    """The gauges a scrape reads from the shared state and the gateway cluster."""
+
+    def test_cluster_nodes(self):
+        from vkafka.metrics import Metrics
+        from vkafka.tap import _state_gauges
+
+        class Membership:
+            def __init__(self, nodes):
+                self.found = nodes
+
+            def nodes(self):
+                return self.found
+
+        metrics = Metrics()
+        membership = [None]
+        refresh = _state_gauges(metrics, None, lambda: membership[0])
+        refresh()
+        self.assertEqual(metrics.cluster_nodes._value.get(), 0)  # no cluster
+        membership[0] = Membership(("a", "b", "c"))
+        refresh()
+        self.assertEqual(metrics.cluster_nodes._value.get(), 3)
+        membership[0] = Membership(())  # outside cluster mode
+        refresh()
+        self.assertEqual(metrics.cluster_nodes._value.get(), 0)
+        self.assertIn(b"vkafka_gateway_cluster_nodes 0.0", metrics.text())

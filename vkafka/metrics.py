@@ -141,6 +141,9 @@ class Metrics:
         self.state_lag = Gauge("vkafka_state_lag_records",
                                "Records of the state topic not yet applied here",
                                registry=r)
+        self.cluster_nodes = Gauge("vkafka_gateway_cluster_nodes",
+                                   "Live gateways of this gateway's cluster, itself "
+                                   "included (0: not in a cluster)", registry=r)
         self.throttled = Tally("vkafka_throttle_seconds", "Seconds clients were "
                                "throttled by their virtual cluster's rates",
                                ["vcluster"], r)

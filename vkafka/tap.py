@@ -508,11 +508,7 @@ def makeService(config, reactor=None, worker=None):
     def health():
         return _health_details(topology, refresher, store, gateway.membership)
 
-    def refresh_state_metrics():
-        if store is not None:
-            metrics.state_entries.set(len(store.data))
-            if store.high_watermark is not None:
-                metrics.state_lag.set(max(0, store.high_watermark - store.offset))
+    refresh_state_metrics = _state_gauges(metrics, store, lambda: gateway.membership)
 
     if worker is not None:
         from .workers import snapshot
@@ -524,7 +520,7 @@ def makeService(config, reactor=None, worker=None):
             reactor, 1.0, refresher.refresh_listing)
 
         def report(only=None):
-            if only is None or "vkafka_state_entries" in only:
+            if only is None or not STATE_GAUGES.isdisjoint(only):
                 refresh_state_metrics()
             return {"pid": os.getpid(), "reason": health()[0],
                     "connections": len(gateway.connections),
@@ -649,12 +645,7 @@ def _supervisor(config, reactor):
             reason = f"no worker ready (of {config['workers']})"
         return reason, details
 
-    def refresh_state_metrics():
-        if store is not None:
-            metrics.state_entries.set(len(store.data))
-            if store.high_watermark is not None:
-                metrics.state_lag.set(max(0, store.high_watermark - store.offset))
-
+    refresh_state_metrics = _state_gauges(metrics, store, lambda: membership)
     summed = SummedMetricsResource(workers, metrics, refresh_state_metrics)
     dashboard = None
     if state is not None:
@@ -686,6 +677,24 @@ def _refreshing(config, reactor, top, refresher):
     timer.clock = reactor
     timer.setServiceParent(top)
     RefresherService(refresher).setServiceParent(top)
+
+
+STATE_GAUGES = frozenset({"vkafka_state_entries", "vkafka_state_lag_records",
+                          "vkafka_gateway_cluster_nodes"})
+"""The gauges ``_state_gauges`` sets, read when a scrape asks for them."""
+
+
+def _state_gauges(metrics, store, membership):
+    """What sets the gauges of the shared state and the gateway cluster, run
+    at each scrape (*membership*: a callable, the Membership may come later)."""
+    def refresh():
+        if store is not None:
+            metrics.state_entries.set(len(store.data))
+            if store.high_watermark is not None:
+                metrics.state_lag.set(max(0, store.high_watermark - store.offset))
+        found = membership()
+        metrics.cluster_nodes.set(0 if found is None else len(found.nodes()))
+    return refresh
 
 
 def _health_details(topology, refresher, store, membership, **extra):

@@ -67,7 +67,8 @@ KILL_AFTER_DRAIN = 5.0
 """Seconds past the drain timeout after which a worker still stopping is killed."""
 
 MAX_FAMILIES = frozenset({
-    "vkafka_state_entries", "vkafka_state_lag_records", "vkafka_usage_topics",
+    "vkafka_state_entries", "vkafka_state_lag_records", "vkafka_gateway_cluster_nodes",
+    "vkafka_usage_topics",
     "vkafka_usage_partitions", "vkafka_usage_consumer_groups",
     "vkafka_usage_storage_bytes", "vkafka_rate_share_fallback"})
 """Gauges about the shared state or the cluster: every worker reads the same,
