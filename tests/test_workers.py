@@ -5,7 +5,9 @@ One multi-tenant gateway of two workers behind one set of ports: clients
 spread over both, each serving both tenants; /metrics adds them up; a
 revocation closes connections on both; a worker killed with SIGKILL loses
 nothing acknowledged and is started again; a fetch session never crosses
-workers."""
+workers.  A passthrough gateway of two workers (PLAINTEXT clients, only broker
+addresses rewritten) loses nothing and its /metrics adds both workers up; with
+--advertise self every worker names only its own gateway in Metadata."""
 
 import json
 import os
@@ -570,3 +572,331 @@ class CapsWorkersTests(unittest.TestCase):
                              f"too many connections for this virtual cluster (limit "
                              f"{self.PER_VCLUSTER} per gateway, or the virtual "
                              f"cluster's capacity.connections)")
+
+
+# Passthrough and --advertise self: clients of both workers, nothing lost
+
+ADMIN_OPTIONS = ("--admin-users=admin:conduktor", "--admin-allow-plain=true")
+"""The admin user of devstack.TENANT_OPTIONS, for a passthrough gateway's
+/metrics (stack.scrape's credentials)."""
+
+
+def wait_workers_ready(gateway):
+    stack.wait_until(lambda: (lambda ws: len(ws) == WORKERS and all(
+        w["ready"] for w in ws))(workers_of(gateway)), "both workers ready", 60)
+
+
+def workers_of(gateway):
+    """The supervisor's /health list of its workers ([] if it does not answer)."""
+    answer = devstack.health(gateway.admin_port)
+    return [] if answer is None else answer[1].get("workers", [])
+
+
+def metric_samples(gateway):
+    """``{(name, labels...): value}`` of the supervisor's /metrics."""
+    text = stack.scrape(f"http://localhost:{gateway.admin_port}/metrics")
+    return {(s.name, *sorted(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples}
+
+
+def state_records(topic):
+    """(key, value) of every record of a state topic up to its end now, read
+    from the brokers directly (value None: a deletion)."""
+    from confluent_kafka import Consumer, TopicPartition
+    consumer = Consumer({"bootstrap.servers": stack.BOOTSTRAP,
+                         "group.id": stack.unique("state"), "enable.auto.commit": False})
+    try:
+        [partition] = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        end = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                             timeout=30)[1]
+        consumer.assign([TopicPartition(topic, partition, 0)])
+        out, offset = [], 0
+        deadline = time.monotonic() + 30
+        while offset < end:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: not read to offset {end} in 30 s")
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            value = message.value()
+            out.append((message.key().decode(),
+                        None if value is None else json.loads(value)))
+            offset = message.offset() + 1
+        return out
+    finally:
+        consumer.close()
+
+
+class Traffic:
+    """*count* idempotent acks=all confluent-kafka producers of *config*,
+    each with a client id of its own, and their librdkafka statistics."""
+
+    def __init__(self, test, config, topic, count):
+        from confluent_kafka import Producer
+        self.topic, self.acked, self.failed, self.stats = topic, [], [], {}
+        self.sent = 0
+
+        def keep(i):
+            def stats_cb(text):
+                self.stats[i] = (self.stats.get(i, (0, None))[0] + 1, json.loads(text))
+            return stats_cb
+        self.producers = [Producer({
+            **config, "client.id": f"{topic}-p{i}", "enable.idempotence": True,
+            "acks": "all", "linger.ms": 5, "statistics.interval.ms": 200,
+            "stats_cb": keep(i)}) for i in range(count)]
+        test.addCleanup(self.close)
+
+    def close(self):
+        for producer in self.producers:
+            producer.flush(10)
+        self.producers.clear()  # each is destroyed (its connections closed) now
+
+    def delivered(self, err, message):
+        if err is not None:
+            self.failed.append(str(err))
+        else:
+            self.acked.append(message.value().decode())
+
+    def produce(self, rounds):
+        """*rounds* records from each producer, every one acknowledged."""
+        for n in range(rounds):
+            for i, producer in enumerate(self.producers):
+                producer.produce(self.topic, value=f"{self.topic}:{i}:{n}".encode(),
+                                 on_delivery=self.delivered)
+                self.sent += 1
+                producer.poll(0)
+        remaining = [p.flush(60) for p in self.producers]
+        assert remaining == [0] * len(self.producers), f"not flushed: {remaining}"
+        assert self.failed == [], f"send errors: {self.failed[:5]}"
+        assert len(self.acked) == self.sent, (len(self.acked), self.sent)
+
+    def figures(self):
+        """(records transmitted, Produce requests sent) by all the producers,
+        retries included, from statistics emitted after now (librdkafka's
+        txmsgs per partition, req.Produce per broker)."""
+        seen = {i: self.stats.get(i, (0, None))[0] for i in range(len(self.producers))}
+
+        def fresh():
+            for producer in self.producers:
+                producer.poll(0.05)
+            return all(self.stats.get(i, (0, None))[0] > seen[i] + 1 for i in seen)
+        stack.wait_until(fresh, "fresh statistics from every producer", 30, interval=0)
+        records = requests = 0
+        for i in seen:
+            stats = self.stats[i][1]
+            partitions = stats["topics"][self.topic]["partitions"]
+            records += sum(p["txmsgs"] for key, p in partitions.items() if key != "-1")
+            requests += sum(b["req"].get("Produce", 0) for b in stats["brokers"].values())
+        return records, requests
+
+
+def consume_all(test, config, topic, expected, members=3):
+    """Values read by a consumer group of *members* through *config* until
+    *expected* (a Counter) of them."""
+    from confluent_kafka import Consumer
+    group = stack.unique("g")
+    consumers = [Consumer({**config, "group.id": group, "client.id": f"{group}-c{i}",
+                           "auto.offset.reset": "earliest",
+                           "enable.auto.commit": False}) for i in range(members)]
+    for consumer in consumers:
+        consumer.subscribe([topic])
+    got, errors = Counter(), []
+
+    def enough():
+        for consumer in consumers:
+            for m in consumer.consume(500, 0.3):
+                if m.error() is None:
+                    got[m.value().decode()] += 1
+                elif not m.error().retriable():
+                    errors.append(str(m.error()))
+        return sum(got.values()) >= sum(expected.values())
+    try:
+        stack.wait_until(enough, f"{sum(expected.values())} records of {topic} "
+                         f"consumed (got {sum(got.values())}, errors {errors[:3]})",
+                         90, interval=0)
+    finally:
+        for consumer in consumers:
+            consumer.close()
+    test.assertEqual(got, expected)
+    return got
+
+
+class PassthroughWorkersTests(unittest.TestCase):
+    """A passthrough gateway (no virtual clusters, PLAINTEXT clients; it only
+    rewrites broker addresses) of two workers: producers and a consumer group
+    spread over both workers lose nothing, and /metrics adds up both workers'
+    requests, records and connections."""
+
+    timeout = 300
+
+    @classmethod
+    def setUpClass(cls):
+        stack.ensure_cluster()
+        cls.gateway = stack.GatewayProcess(
+            (*ADMIN_OPTIONS, "--port-count=3", f"--workers={WORKERS}")).start()
+        wait_workers_ready(cls.gateway)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gateway.stop()
+
+    def figure(self, figures, name, **labels):
+        return figures.get((name, *sorted({"vcluster": "-", **labels}.items())), 0)
+
+    def test_clients_over_both_workers(self):
+        topic = stack.unique("wpt")
+        stack.create_topic(topic, 6, 3)
+        self.addCleanup(stack.delete_topics, [topic])
+        config = {"bootstrap.servers": self.gateway.bootstrap}
+        before = metric_samples(self.gateway)
+        traffic = Traffic(self, config, topic, 8)
+        traffic.produce(50)
+        # the producers' connections (bootstrap and three brokers each) on both
+        spread = stack.wait_until(
+            lambda: (lambda c: len(c) == WORKERS and all(c) and c)(
+                [w["connections"] for w in workers_of(self.gateway)]),
+            "producers' connections on both workers", 30)
+        print(f"\nconnections per worker: {spread}")
+        records, requests = traffic.figures()
+        figures = metric_samples(self.gateway)
+
+        def delta(name, **labels):
+            return self.figure(figures, name, **labels) - \
+                self.figure(before, name, **labels)
+        print(f"records acked {traffic.sent}, transmitted {records} in {requests} "
+              f"Produce requests; /metrics: "
+              f"{delta('vkafka_records_total', direction='in')} records in "
+              f"{delta('vkafka_requests_total', api='Produce')} Produce requests")
+        # every Produce request and record of every client, whichever worker
+        # it went through: the sums of both workers
+        self.assertEqual(delta("vkafka_requests_total", api="Produce"), requests)
+        self.assertEqual(delta("vkafka_records_total", direction="in"), records)
+        self.assertEqual(delta("vkafka_responses_total", api="Produce", error="none"),
+                         requests)
+        self.assertGreater(delta("vkafka_requests_total", api="Metadata"), 0)
+
+        def connections_agree():
+            summed = sum(v for k, v in metric_samples(self.gateway).items()
+                         if k[0] == "vkafka_connections")
+            return summed == sum(w["connections"] for w in workers_of(self.gateway))
+        stack.wait_until(connections_agree, "vkafka_connections = the workers' "
+                         "connections in /health", 30)
+        # a consumer group through the same ports reads every record once
+        consume_all(self, config, topic, Counter(traffic.acked))
+        after = metric_samples(self.gateway)
+        self.assertGreaterEqual(
+            self.figure(after, "vkafka_records_total", direction="out") -
+            self.figure(before, "vkafka_records_total", direction="out"), traffic.sent)
+        self.assertGreater(
+            self.figure(after, "vkafka_requests_total", api="Fetch") -
+            self.figure(before, "vkafka_requests_total", api="Fetch"), 0)
+        # and the brokers hold each acknowledged record exactly once
+        self.assertEqual(Counter(stack.read_all(topic)), Counter(traffic.acked))
+
+
+class AdvertiseSelfWorkersTests(unittest.TestCase):
+    """A tenant gateway of two workers with --advertise self and an
+    advertised host of its own, in a gateway cluster whose other node (a
+    one-process gateway advertising the cluster) its workers know when they
+    start: the Metadata every worker answers names this gateway's host and
+    ports only, and clients produce and consume through both workers."""
+
+    timeout = 300
+    HOST = "127.0.0.1"  # not the clients' bootstrap name (localhost)
+    PORTS = 3
+
+    @classmethod
+    def setUpClass(cls):
+        stack.ensure_cluster()
+        cls.cluster_id = stack.unique("wself")
+        cls.state_topic = stack.unique("_vkafka_state_wself")
+        cluster = (*devstack.TENANT_OPTIONS, f"--gateway-cluster-id={cls.cluster_id}",
+                   f"--state-topic={cls.state_topic}", f"--port-count={cls.PORTS}")
+        cls.peer = stack.GatewayProcess(cluster).start()
+        try:
+            # the peer's beat is in the state topic before the workers start:
+            # a worker is ready once it has read the topic up to its end
+            stack.wait_until(lambda: any(
+                value.get("cluster") == cls.cluster_id and
+                value.get("port") == cls.peer.start_port
+                for key, value in state_records(cls.state_topic)
+                if key.startswith("gateway/") and value),
+                "the peer's beat in the state topic", 30)
+            cls.gateway = stack.GatewayProcess((
+                *cluster, f"--workers={WORKERS}", "--advertise=self",
+                f"--advertised-host={cls.HOST}")).start()
+        except BaseException:
+            cls.peer.stop()
+            raise
+        try:
+            wait_workers_ready(cls.gateway)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gateway.stop()
+        cls.peer.stop()
+        stack.delete_topics([cls.state_topic])
+
+    def config(self, vcluster):
+        return {"bootstrap.servers": self.gateway.bootstrap,
+                "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                "sasl.username": "sa", "sasl.password": token(vcluster)}
+
+    def per_worker(self, vcluster):
+        return [w.get("vclusters", {}).get(vcluster, 0)
+                for w in workers_of(self.gateway)]
+
+    def test_metadata_names_this_gateway_and_clients_use_both_workers(self):
+        from confluent_kafka.admin import AdminClient, NewTopic
+        vc = stack.unique("ws").replace("-", "")
+        admin = AdminClient(self.config(vc))
+        admin.create_topics([NewTopic("orders", 6, 3)])["orders"].result(60)
+        own = {(self.HOST, self.gateway.start_port + i) for i in range(self.PORTS)}
+        # a Metadata over ten connections, spread over both workers
+        clients = []
+        for _ in range(10):
+            raw = RawClient("localhost", self.gateway.start_port)
+            self.addCleanup(raw.close)
+            answer = raw.sasl_plain("sa", token(vc))
+            self.assertEqual(answer.error_code, ErrorCode.none, answer.error_message)
+            clients.append(raw)
+        spread = stack.wait_until(lambda: (lambda c: len(c) == WORKERS and all(c) and c)(
+            self.per_worker(vc)), "the tenant's connections on both workers", 30)
+        print(f"\nMetadata connections per worker: {spread}")
+        for raw in clients:
+            answer = raw.request(metadata(["orders"]), 12)
+            self.assertEqual({(b.host, b.port) for b in answer.brokers}, own)
+            self.assertEqual(sorted(b.node_id for b in answer.brokers), [1, 2, 3])
+            [topic] = answer.topics
+            self.assertEqual((topic.error_code, len(topic.partitions)),
+                             (ErrorCode.none, 6))
+            self.assertEqual({p.leader_id for p in topic.partitions} - {1, 2, 3}, set())
+        # what a librdkafka client learns
+        brokers = admin.list_topics(timeout=30).brokers
+        self.assertEqual({(b.host, b.port) for b in brokers.values()}, own)
+        # /health: in the cluster, but not a node to send clients to (docs/
+        # operations.md): none for itself, and the peer maps only over itself
+        code, health = devstack.health(self.gateway.admin_port)
+        self.assertEqual((code, health["cluster"]["id"], health["cluster"]["nodes"]),
+                         (200, self.cluster_id, []))
+        code, peer = devstack.health(self.peer.admin_port)
+        self.assertEqual((code, peer["cluster"]["nodes"]),
+                         (200, [f"{socket.gethostname()}:{self.peer.start_port}"]))
+        for raw in clients:
+            raw.close()
+        del admin  # its connections close with it
+        stack.wait_until(lambda: not any(self.per_worker(vc)),
+                         "the Metadata connections closed", 30)
+        # producers and a consumer group, through both workers
+        traffic = Traffic(self, self.config(vc), "orders", 8)
+        traffic.produce(50)
+        spread = stack.wait_until(lambda: (lambda c: len(c) == WORKERS and all(c) and c)(
+            self.per_worker(vc)), "the producers' connections on both workers", 30)
+        print(f"producer connections per worker: {spread}")
+        consume_all(self, self.config(vc), "orders", Counter(traffic.acked))
+        stored = stack.read_all(stack.physical_topic(vc, "orders"))
+        self.assertEqual(Counter(stored), Counter(traffic.acked))
