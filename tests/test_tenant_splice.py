@@ -736,6 +736,43 @@ class UnplacedTopicIdTests(Producing, TenantSpliceBase):
         self.assertEqual(self.listing.waiting, [])
 
 
+class TopicExistsTests(unittest.TestCase):
+    """Refresher.topic_exists asks again before it calls a topic missing: a
+    broker learns a topic created a moment ago a little later."""
+
+    def answers(self, *codes):
+        from types import SimpleNamespace
+        from twisted.internet import defer
+        from twisted.internet.task import Clock
+
+        from vkafka.proxy.discovery import Refresher
+        clock = Clock()
+        refresher = Refresher(clock, Topology([("kafka1", 9092)], "gw", 6969, 3, 1),
+                              None)
+        asked = []
+
+        def on_any(use, what):
+            code = codes[min(len(asked), len(codes) - 1)]
+            asked.append(code)
+            return defer.succeed(SimpleNamespace(topics=[SimpleNamespace(
+                error_code=code, topic_id=None,
+                partitions=[0, 1, 2] if code == 0 else [])]))
+        refresher._on_any = on_any
+        found = refresher.topic_exists("orders")
+        clock.pump([0.1] * 20)
+        return self.successResultOf(found), asked
+
+    def test_learnt_a_moment_later(self):
+        self.assertEqual(self.answers(3, 5, 0), (3, [3, 5, 0]))
+
+    def test_missing_after_a_second(self):
+        found, asked = self.answers(3)
+        self.assertEqual((found, len(asked)), (0, 5))
+
+    def test_other_errors_not_asked_again(self):
+        self.assertEqual(self.answers(29), (0, [29]))  # TOPIC_AUTHORIZATION_FAILED
+
+
 class NextListingTests(unittest.TestCase):
     """Refresher.next_listing: the listing on its way, else one at most a
     second after the last began; a timeout either way."""

@@ -8,7 +8,7 @@ start-up, for a port whose broker is not yet known, and for /health.
 
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from .. import __version__
@@ -62,6 +62,11 @@ def checked_api_versions(response):
     if response.error_code != 0:
         raise ValueError(f"ApiVersions: error {response.error_code}")
     return response
+
+
+NOT_YET = (3, 5)
+"""UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE: what a broker answers for
+a topic it has not learnt yet, or whose leader is still being elected."""
 
 
 class Refresher:
@@ -155,17 +160,29 @@ class Refresher:
         except Unreachable as e:
             raise StoreUnavailable(f"cannot reach the cluster to {what}: {e}")
 
+    CONFIRM_MISSING = (0.1, 0.2, 0.3, 0.4)
+    """Seconds to wait before asking again when a broker does not know a topic
+    (or its leader) yet: a topic created a moment ago reaches each broker's
+    metadata a little later (KRaft), and an operator who creates a topic and
+    maps it at once must not be told it does not exist.  A missing topic is
+    answered as missing after one second."""
+
     @defer.inlineCallbacks
     def topic_exists(self, name):
         """How many partitions topic *name* has (0: it does not exist); asks a
-        broker now."""
+        broker now (and again, CONFIRM_MISSING, before saying it is missing)."""
         request = MetadataRequest(
             topics=(MetadataRequestTopic(topic_id=None, name=name),),
             allow_auto_topic_creation=False,
             include_topic_authorized_operations=False)
-        response = yield self._on_any(
-            lambda client: client.request(request, METADATA_VERSION), "check the topic")
-        [topic] = response.topics
+        for wait in (*self.CONFIRM_MISSING, None):
+            response = yield self._on_any(
+                lambda client: client.request(request, METADATA_VERSION),
+                "check the topic")
+            [topic] = response.topics
+            if topic.error_code not in NOT_YET or wait is None:
+                break
+            yield task.deferLater(self.reactor, wait, lambda: None)
         if topic.error_code == 0 and topic.topic_id:
             self.topology.topic_ids[topic.topic_id] = name
         return len(topic.partitions) if topic.error_code == 0 else 0
