@@ -304,7 +304,9 @@ class Stats:
 class Harness:
     """Builds a fresh gateway per input and plays the input's steps on it."""
 
-    def __init__(self, stats):
+    def __init__(self, stats, begin_logging=True):
+        """*begin_logging* False: the caller adds ``observe`` as a log observer
+        (a test in a process whose logging is already set up)."""
         from twisted.logger import globalLogBeginner
         from vkafka.auth.tokens import TokenAuthority
         from vkafka.tenancy.rules import tenant_rules
@@ -312,7 +314,8 @@ class Harness:
         self.rules = tenant_rules()
         self.keys = sorted(self.rules) + [-1, 2, 4, 75, 1000]
         self.failures = []
-        globalLogBeginner.beginLoggingTo([self.observe], redirectStandardIO=False)
+        if begin_logging:
+            globalLogBeginner.beginLoggingTo([self.observe], redirectStandardIO=False)
         issuer = TokenAuthority(SECRET, lambda: START)
         self.tokens = {}
         for vcluster in ("london", "paris"):

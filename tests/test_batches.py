@@ -79,6 +79,24 @@ class BatchTests(unittest.TestCase):
         out = batches.encode(batch)
         self.assertEqual(read_batch(out, 0)[0].attributes & 7, 0)
 
+    def test_gzip_bomb_refused(self):
+        """A few kilobytes of gzip that inflate past MAX_INFLATED are refused
+        before the gateway holds them: a tenant's decompression bomb."""
+        bomb = gzip.compress(bytes(batches.MAX_INFLATED + 1))
+        self.assertLess(len(bomb), 16 * 1024)
+        e = self.assertRaises(batches.BatchError, batches.inflate, bomb)
+        self.assertIn("inflate past", str(e))
+        self.assertEqual(batches.inflate(gzip.compress(bytes(batches.MAX_INFLATED))),
+                         bytes(batches.MAX_INFLATED))
+
+    def test_gzip_members_and_damage(self):
+        """Several gzip members inflate as one; truncated or trailing garbage
+        is a BatchError, as gzip.decompress would refuse it."""
+        both = gzip.compress(b"one,") + gzip.compress(b"two")
+        self.assertEqual(batches.inflate(both), b"one,two")
+        for bad in (both[:-3], both + b"junk", b"not gzip"):
+            self.assertRaises(batches.BatchError, batches.inflate, bad)
+
     def test_other_codecs_refused(self):
         raw = bytearray(kio_batch([(b"a", b"1")]))
         struct.pack_into(">h", raw, 21, 4)  # zstd

@@ -73,3 +73,28 @@ class LenientRequestTests(unittest.TestCase):
         frame = bytes.fromhex("0003000d00000005000772646b61666b610000000000010000")
         header, request = decode_request(frame)
         self.assertEqual((header.client_id, request.topics), ("rdkafka", None))
+
+
+class NullArrayTests(unittest.TestCase):
+    """A null where the schema allows none is a decode error, in a request
+    (a hostile client) and in a response (a broken broker) alike."""
+
+    def test_request_and_response(self):
+        import struct
+
+        from kio.static.constants import EntityType
+
+        from vkafka.protocol.codec import CodecError, decode_body, encode_body
+
+        from .kafka_messages import metadata_response
+        # Metadata v12 request: topics is nullable (all topics); a null
+        # CreateTopics list is not.
+        create = b"\x00" + struct.pack(">i", 1000) + b"\x00\x00"  # topics null
+        with self.assertRaises(CodecError):
+            decode_body(19, 5, EntityType.request, create, 0)
+        body = encode_body(metadata_response([(1, "kafka1", 9092)]))
+        self.assertEqual(body[-2:], b"\x01\x00")  # topics: empty, no tags
+        decode_body(3, 12, EntityType.response, body, 0)
+        with self.assertRaises(CodecError) as caught:
+            decode_body(3, 12, EntityType.response, body[:-2] + b"\x00\x00", 0)
+        self.assertIn("topics: null", str(caught.exception))

@@ -8,6 +8,7 @@ import uuid
 from kio.static.primitive import i16, i32, i32Timedelta
 from twisted.trial import unittest
 
+from vkafka.filters.tenant import REWRITE_ERRORS
 from vkafka.protocol.codec import decode_request, encode_body, encode_request
 from vkafka.protocol.headers import parse_request_header
 from vkafka.protocol.produce import rewrite_produce, scan_produce
@@ -67,9 +68,18 @@ class ProduceSlicingTests(unittest.TestCase):
         self.assertIsNot(renamed, frame)
 
     def test_truncated_raises(self):
-        """A truncated request raises, so the connection is closed, never forwarded."""
-        frame = encode_request(produce(9), 9, 5, "c")
-        header = parse_request_header(frame)
-        with self.assertRaises(Exception):
-            rewrite_produce(frame[:-40], header.body_offset, 9, lambda n: n,
-                            lambda i: i, lambda t: t)
+        """A request cut anywhere, at any version, raises one of the errors the
+        tenant filter turns into a closed connection (REWRITE_ERRORS), never
+        forwarded and never another exception: a v13 request cut inside a
+        topic id raised ValueError from uuid.UUID, which escaped the filter.
+        Bytes after the request are dropped, as decoding it would: nothing
+        unread reaches the broker (brokers ignore them; librdkafka sends some)."""
+        for version in range(3, 14):
+            frame = encode_request(produce(version), version, 5, "c")
+            header = parse_request_header(frame)
+            for cut in range(header.body_offset, len(frame)):
+                with self.assertRaises(REWRITE_ERRORS, msg=f"v{version} cut {cut}"):
+                    rewrite_produce(frame[:cut], header.body_offset, version,
+                                    lambda n: n, lambda i: i, lambda t: t)
+            self.assertEqual(rewrite_produce(frame + b"\x00\x07", header.body_offset,
+                                             version), (frame, -1, 0), version)

@@ -313,6 +313,21 @@ class LimitTests(TenantSpliceBase):
         self.assertIsNotNone(factory.buildProtocol(addr))
 
 
+class ConcentratedDecodeLimitTests(unittest.TestCase):
+    def test_produce_over_the_decode_limit_refused(self):
+        """A Produce reaches the concentration layer by slicing, whatever its
+        size; that layer decodes it record by record on the event loop, so it
+        is held to --max-decoded-request like any decoded request."""
+        from types import SimpleNamespace
+
+        from vkafka.filters.tenant import _concentrated
+        context = SimpleNamespace(concentrated={"orders": object()})
+        frame = bytes(2000)
+        outcome = _concentrated(None, context, 0, frame, 40, "API 0 v9", 1000)
+        self.assertIn("over the 1000 bytes the gateway decodes", outcome.refused)
+        self.assertIsNone(outcome.frame)
+
+
 class FuzzTests(TenantSpliceBase):
     """Property-based hostile input: arbitrary frame sequences never raise."""
 

@@ -93,7 +93,7 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
                     api_version, waited=True)))
             if rewritten is not None:
                 return _concentrated(services, context, api_key, rewritten,
-                                     body_offset, what)
+                                     body_offset, what, max_decoded_request)
         if rule.rewrite_request is None:
             return Outcome(frame=frame, context=context)
         limit = decode_limit(max_decoded_request, api_key)
@@ -110,11 +110,12 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
     head = bytes(frame[:header.body_offset])
     if isinstance(request, defer.Deferred):  # the rule must ask first
         return Outcome(context=context, later=request.addCallback(
-            lambda r: _encoded(services, context, api_key, head, r, what)))
-    return _encoded(services, context, api_key, head, request, what)
+            lambda r: _encoded(services, context, api_key, head, r, what,
+                               max_decoded_request)))
+    return _encoded(services, context, api_key, head, request, what, max_decoded_request)
 
 
-def _encoded(services, context, api_key, head, request, what):
+def _encoded(services, context, api_key, head, request, what, max_decoded_request):
     """The Outcome of a rewritten, decoded request: its frame, or the answer
     the rule made instead."""
     if context.answer is not None:
@@ -123,14 +124,22 @@ def _encoded(services, context, api_key, head, request, what):
         frame = head + encode_body(request)
     except REWRITE_ERRORS as e:
         return Outcome(refused=f"cannot rewrite {what}: {e}")
-    return _concentrated(services, context, api_key, frame, None, what)
+    return _concentrated(services, context, api_key, frame, None, what,
+                         max_decoded_request)
 
 
-def _concentrated(services, context, api_key, frame, body_offset, what):
+def _concentrated(services, context, api_key, frame, body_offset, what,
+                  max_decoded_request):
     """The request through the concentration layer if it names concentrated
-    topics (then decoded once more)."""
+    topics (then decoded once more, so held to the decode limit: a Produce
+    came this far by slicing, whatever its size)."""
     if not context.concentrated:
         return Outcome(frame=frame, context=context, body_offset=body_offset)
+    limit = decode_limit(max_decoded_request, api_key)
+    if len(frame) > limit:  # its records are decoded one by one, on the event loop
+        return Outcome(refused=f"concentrated topics, {what}: a request of "
+                               f"{len(frame)} bytes, over the {limit} bytes the "
+                               "gateway decodes (--max-decoded-request)")
     try:
         header, request = decode_request(frame)
         request = concentration.rewrite_request(services, context, api_key, request)

@@ -8,7 +8,6 @@ uncompressed, and get a fresh CRC-32C; what the broker and clients rely on
 (base offset, offset deltas, timestamps, producer fields) is kept.
 """
 
-import gzip
 import struct
 import zlib
 from dataclasses import dataclass
@@ -31,6 +30,30 @@ CODECS = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 
 class BatchError(Malformed):
     """A batch this gateway cannot take apart (wrong magic, codec, bytes)."""
+
+
+MAX_INFLATED = 8 * 1024 * 1024
+"""The most a gzip batch's records may inflate to.  A few kilobytes of gzip
+can stand for gigabytes (a decompression bomb); the batch goes on to the
+broker uncompressed, whose max.message.bytes (1 MiB by default) is far less."""
+
+
+def inflate(data, limit=MAX_INFLATED):
+    """gzip records (one member or several), inflated to at most *limit*
+    bytes: past it, or not gzip, a BatchError."""
+    out, data = bytearray(), bytes(data)
+    try:
+        while data:
+            member = zlib.decompressobj(31)  # 31: gzip header and trailer
+            out += member.decompress(data, limit + 1 - len(out))
+            if len(out) > limit:
+                raise BatchError(f"gzip records inflate past {limit} bytes")
+            if not member.eof:
+                raise BatchError("bad gzip records: truncated")
+            data = member.unused_data
+    except zlib.error as e:
+        raise BatchError(f"bad gzip records: {e}") from None
+    return bytes(out)
 
 
 @dataclass(slots=True)
@@ -121,10 +144,7 @@ def decode(buf, offset, size):
     body = memoryview(buf)[offset + HEADER.size:offset + size]
     codec = fields[5] & COMPRESSION_MASK
     if codec == 1:
-        try:
-            body = gzip.decompress(body)
-        except (OSError, EOFError, zlib.error) as e:
-            raise BatchError(f"bad gzip records: {e}")
+        body = inflate(body)
     elif codec != 0:
         raise BatchError(f"{CODECS.get(codec, codec)} compression is not supported "
                          f"on concentrated topics (use none or gzip)")

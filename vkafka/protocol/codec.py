@@ -56,8 +56,7 @@ def decode_body(api_key, api_version, entity_type, frame, offset):
         raise CodecError(
             f"{cls.__name__}: {len(frame) - offset - size} trailing bytes"
         )
-    if entity_type is EntityType.request:
-        _no_null_arrays(value, 2)
+    _no_null_arrays(value, 2)
     return value
 
 
@@ -84,9 +83,11 @@ def _arrays(cls):
 
 
 def _no_null_arrays(value, depth):
-    """kio reads a null where the schema allows none (a hostile client's
-    length of -1) as None; refuse it here, two levels deep (the levels the
-    rules iterate), so no rule meets a None it was never promised."""
+    """kio reads a null where the schema allows none (a length of -1 from a
+    hostile client, or a broken broker) as None; refuse it here, two levels
+    deep (the levels the rules iterate), so no rule meets a None it was never
+    promised (a Metadata answer's null ``topics`` raised TypeError in its
+    rule).  ~2 ms for a 10,000-topic Metadata answer, whose decode takes 70."""
     required, nested = _arrays(type(value))
     for name in required:
         if getattr(value, name) is None:

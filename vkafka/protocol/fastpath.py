@@ -139,8 +139,8 @@ def produce_response_end(frame, offset, version):
     topics, pos = read_length(frame, offset, flexible)
     for _ in range(max(topics, 0)):
         pos = pos + 16 if version >= 13 else skip_string(frame, pos, flexible)
-        partitions, pos = read_length(frame, pos, flexible)
-        for _ in range(max(partitions, 0)):
+        partitions, pos = _partition_count(frame, pos, version, flexible)
+        for _ in range(partitions):
             pos += 4 + 2 + 8 + 8 + (8 if version >= 5 else 0)
             if version >= 8:
                 pos = _skip_record_errors(frame, pos, flexible)
@@ -149,6 +149,18 @@ def produce_response_end(frame, offset, version):
         if flexible:
             pos = skip_tagged_fields(frame, pos)
     return pos
+
+
+def _partition_count(frame, pos, version, flexible):
+    """(partitions, position after the count) of a topic in a Produce response.
+    A count the bytes left cannot hold raises: before v8 a partition is fixed
+    fields the walk steps over without reading, so a count of 2**31 would
+    otherwise be a loop of 2**31 steps (found by the fuzzer)."""
+    partitions, pos = read_length(frame, pos, flexible)
+    if partitions * (30 if version >= 5 else 22) > len(frame) - pos:
+        raise Malformed(f"produce response: {partitions} partitions in "
+                        f"{len(frame) - pos} bytes")
+    return max(partitions, 0), pos
 
 
 def _skip_record_errors(frame, pos, flexible):
@@ -202,8 +214,8 @@ def _produce_partitions(frame, pos, version, flexible):
     this runs for every partition of every Produce answer."""
     error = 0
     end = len(frame)
-    partitions, pos = read_length(frame, pos, flexible)
-    for _ in range(max(partitions, 0)):
+    partitions, pos = _partition_count(frame, pos, version, flexible)
+    for _ in range(partitions):
         if not error:
             (error,) = _I16.unpack_from(frame, pos + 4)
         # index, error, base offset, log append time, log start offset

@@ -56,6 +56,8 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
     records = 0
     for _ in range(max(topics, 0)):
         if version >= 13:
+            if pos + 16 > len(frame):
+                raise HeaderError("truncated topic id")
             raw_id = None if topic_id is None else bytes(frame[pos:pos + 16])
             if raw_id is not None and raw_id not in known_ids:
                 given = uuid.UUID(bytes=raw_id)
@@ -74,6 +76,12 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
                 edits.append((start, pos, field))
         pos, count = _partitions(frame, pos, flexible)
         records += count
+    if flexible:
+        pos = skip_tagged_fields(frame, pos)
+    if pos > len(frame):
+        raise HeaderError("truncated produce request")
+    if pos < len(frame):  # dropped, as decoding would: nothing unread goes on
+        edits.append((pos, len(frame), b""))
     if not edits:
         return frame, acks, records
     pieces, copied = [], 0
