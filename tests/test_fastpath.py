@@ -323,3 +323,14 @@ class FetchRequestIdsTests(unittest.TestCase):
             fetch_request_ids(huge, offset, 16)
         with self.assertRaises(ValueError):
             fetch_request_ids(raw, offset, 12)  # names, not ids
+
+    def test_entries_bounded(self):
+        """At most MAX_ENTRIES topics and partitions in all: a request of
+        millions of small entries would hold the event loop for seconds."""
+        from vkafka.protocol.headers import MAX_ENTRIES
+        raw, (_, positions) = self.scan(16, fetch_request(
+            16, [uuid.uuid4()], partitions=MAX_ENTRIES - 1))
+        self.assertEqual(len(positions), 1)
+        with self.assertRaises(Malformed) as caught:
+            self.scan(16, fetch_request(16, [uuid.uuid4()], partitions=MAX_ENTRIES))
+        self.assertIn("over 100000 topics and partitions", str(caught.exception))

@@ -83,3 +83,22 @@ class ProduceSlicingTests(unittest.TestCase):
                                     lambda n: n, lambda i: i, lambda t: t)
             self.assertEqual(rewrite_produce(frame + b"\x00\x07", header.body_offset,
                                              version), (frame, -1, 0), version)
+
+    def test_entries_bounded(self):
+        """At most MAX_ENTRIES topics and partitions in all: a partition with
+        no records is six bytes, and a 100 MB request of them would hold the
+        event loop for seconds."""
+        import struct
+
+        from vkafka.protocol.headers import MAX_ENTRIES, HeaderError, write_uvarint
+
+        def request(partitions):  # v9: one topic "t", partitions with null records
+            body = b"\x00" + struct.pack(">hi", -1, 30000) + write_uvarint(2) + \
+                b"\x02t" + write_uvarint(partitions + 1) + \
+                (struct.pack(">i", 0) + b"\x00\x00") * partitions + b"\x00\x00"
+            return struct.pack(">hhih", 0, 9, 1, 1) + b"c\x00" + body
+        frame = request(MAX_ENTRIES - 1)
+        self.assertEqual(rewrite_produce(frame, 12, 9)[1:], (-1, 0))
+        with self.assertRaises(HeaderError) as caught:
+            rewrite_produce(request(MAX_ENTRIES), 12, 9)
+        self.assertIn("over 100000 topics and partitions", str(caught.exception))

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 
 from .framing import Malformed
 from .headers import (
-    read_length, read_string, read_uvarint, skip_string, skip_tagged_fields,
-    write_string, write_uvarint)
+    MAX_ENTRIES, read_length, read_string, read_uvarint, skip_string, skip_tagged_fields,
+    walkable, write_string, write_uvarint)
 from .records import count_records
 
 _I16 = struct.Struct(">h")
@@ -256,14 +256,17 @@ def fetch_request_ids(frame, offset, version):
         pos += 4
     pos += 4 + 4 + 4 + 1 + 4 + 4  # max wait, min/max bytes, isolation, session
     topics, pos = _count(frame, pos)
+    budget = walkable(MAX_ENTRIES, topics, "fetch")
     for _ in range(topics):
         ids.append(pos)
         partitions, pos = _count(frame, pos + 16)
+        budget = walkable(budget, partitions, "fetch")
         for _ in range(partitions):
             # partition, leader epoch, offset, last epoch, log start, max bytes
             pos = skip_tagged_fields(frame, pos + 32)
         pos = skip_tagged_fields(frame, pos)
     forgotten, pos = _count(frame, pos)
+    budget = walkable(budget, forgotten, "fetch")
     for _ in range(forgotten):
         ids.append(pos)
         partitions, pos = _count(frame, pos + 16)

@@ -125,6 +125,21 @@ def read_length(buf, pos, flexible):
     return _INT32.unpack_from(buf, pos)[0], pos + 4
 
 
+MAX_ENTRIES = 100_000
+"""Topics and partitions one request walked by lengths (Produce, Fetch v13+)
+may name in all.  A walk costs about a microsecond an entry, and an empty
+partition is six bytes: unbounded, a 100 MB request of them would hold the
+event loop, and every tenant on it, for seconds.  No client sends a tenth."""
+
+
+def walkable(budget, count, api):
+    """What is left of *budget* (entries) once *count* more are walked;
+    HeaderError if it does not reach."""
+    if count > budget:
+        raise HeaderError(f"{api} request: over {MAX_ENTRIES} topics and partitions")
+    return budget - max(count, 0)
+
+
 def skip_string(buf, pos, flexible):
     """The position after a (nullable) string field."""
     if flexible:

@@ -11,9 +11,8 @@ import struct
 import uuid
 
 from .headers import (
-    HeaderError, read_length, read_string, request_body_offset, skip_string,
-    skip_tagged_fields,
-    write_string)
+    MAX_ENTRIES, HeaderError, read_length, read_string, request_body_offset, skip_string,
+    skip_tagged_fields, walkable, write_string)
 from .records import walk_batches
 
 _I16 = struct.Struct(">h")
@@ -53,6 +52,7 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
                 edits.append((body_offset, pos, field))
     (acks,) = _I16.unpack_from(frame, pos)
     topics, pos = read_length(frame, pos + 6, flexible)  # after acks, timeout
+    budget = walkable(MAX_ENTRIES, topics, "produce")
     records = 0
     for _ in range(max(topics, 0)):
         if version >= 13:
@@ -74,7 +74,7 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
             field = topic_field(bytes(frame[start:pos]))
             if field is not None:
                 edits.append((start, pos, field))
-        pos, count = _partitions(frame, pos, flexible)
+        pos, count, budget = _partitions(frame, pos, flexible, budget)
         records += count
     if flexible:
         pos = skip_tagged_fields(frame, pos)
@@ -101,8 +101,10 @@ def name_field(rename, flexible):
     return field
 
 
-def _partitions(frame, pos, flexible, _int32=_I32.unpack_from, _walk=walk_batches):
-    """Walk one topic's partitions: (position after them, records in them).
+def _partitions(frame, pos, flexible, budget, _int32=_I32.unpack_from,
+                _walk=walk_batches):
+    """Walk one topic's partitions: (position after them, records in them,
+    what is left of the *budget* of entries).
     One-byte compact lengths and empty tag sections (nearly all of them) are
     read inline: this loop runs for every partition of every Produce."""
     records = 0
@@ -111,6 +113,7 @@ def _partitions(frame, pos, flexible, _int32=_I32.unpack_from, _walk=walk_batche
         partitions, pos = read_length(frame, pos, True)
     else:
         partitions, pos = _int32(frame, pos)[0], pos + 4
+    budget = walkable(budget, partitions, "produce")
     for _ in range(max(partitions, 0)):
         pos += 4  # the partition index
         if not flexible:
@@ -130,7 +133,7 @@ def _partitions(frame, pos, flexible, _int32=_I32.unpack_from, _walk=walk_batche
         pos = skip_tagged_fields(frame, pos)
     if pos > end:
         raise HeaderError("truncated produce request")
-    return pos, records
+    return pos, records, budget
 
 
 def scan_produce(frame, body_offset, version):
