@@ -186,6 +186,19 @@ class ProduceTests(RightsTestCase):
         outcome, _ = self.send(self.produce_by_id(topic_id), 13)
         self.assertEqual(self.forwarded(outcome).topic_data[0].topic_id, topic_id)
 
+    def test_null_topic_name_refused(self):
+        """A Produce naming its topic with a null string (the schema allows none)
+        closes the connection; it reached the ACL check as None and raised
+        TypeError there (found by a sweep with ACLs on)."""
+        for version, name, null in ((9, b"\x05zzzz", b"\x00"),
+                                    (3, b"\x00\x04zzzz", b"\xff\xff")):
+            frame = request_frame(self.produce("zzzz", version=version), version, 1)[4:]
+            self.assertEqual(frame.count(name), 1)
+            outcome = rewrite_request(self.services, Login(
+                Claims("shop", "app"), self.vclusters.namespace("shop")), 1 << 20,
+                RULES[0], frame.replace(name, null), 0, version)
+            self.assertIn("a null topic name", outcome.refused)
+
     def produce_by_id(self, topic_id):
         from kio.schema.produce.v13 import request as m
         return m.ProduceRequest(

@@ -4,23 +4,32 @@ A deterministic sweep beside the fuzzer (tests/fuzz_gateway.py, whose harness
 and schema-shaped writer it reuses): for each API and version a tenant may
 send, one request built from Kafka's schema is fed to an authenticated
 tenant connection whole, then cut at each byte; and the broker's answer to
-a forwarded request is cut the same way.  Each must be forwarded, answered
+a forwarded request is cut the same way; and the requests are poked (a byte
+set to 0x00 or 0xff) with the virtual cluster's ACLs on and concentrated
+topics mapped, so the rights and concentration layers meet them too.  Each
+must be forwarded, answered
 or refused with the connection closed: never an exception out of the
 gateway, a traceback in its log, or bytes after the close (the harness's
 invariants).  The fuzzer's random inputs missed a Produce v13 cut inside a
-topic id (ValueError from uuid.UUID escaped the tenant filter); a sweep
-does not miss a cut.
+topic id (ValueError from uuid.UUID escaped the tenant filter) and a null
+topic name reaching the ACL check (TypeError); a sweep does not miss them.
 """
 
 import random
 import struct
 
 from kio.static.constants import EntityType
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from vkafka.auth.acls import Acl
+from vkafka.auth.tokens import TokenAuthority
 from vkafka.protocol.framing import frame
 from vkafka.protocol.headers import is_flexible, payload_class
+from vkafka.state.model import GatewayState
+from vkafka.state.store import MemoryStore
 
 from . import fuzz_gateway
 from .kafka_messages import metadata_response, response_frame
@@ -77,11 +86,16 @@ class TruncationSweep(unittest.TestCase):
         globalLogPublisher.addObserver(self.harness.observe)
         self.addCleanup(globalLogPublisher.removeObserver, self.harness.observe)
 
-    def connect(self):
-        """A fresh tenant connection of "london", logged in, its broker open."""
+    def connect(self, guarded=False):
+        """A fresh tenant connection of "london", logged in, its broker open;
+        *guarded*: with the virtual cluster's ACLs on (some allowed) and two
+        concentrated topics, "t" and "a", so the rights and concentration
+        layers see every request too."""
         h = self.harness
         h.failures[:] = []
         h.setup(Settled(0))
+        if guarded:
+            self.guard(h)
         auth = b"\x00sa\x00" + h.tokens["london", 600].encode()
         handshake = header(17, 1, False) + struct.pack(">h", 5) + b"PLAIN"
         login = header(36, 1, False) + struct.pack(">i", len(auth)) + auth
@@ -95,6 +109,30 @@ class TruncationSweep(unittest.TestCase):
         h.transport.clear()
         h.broker_transport.clear()
         return h
+
+    def guard(self, h):
+        """ACLs and concentrated topics for "london"; the client connection
+        made anew, so that it sees them."""
+        vclusters = h.gateway.tenancy.vclusters
+        state = GatewayState(MemoryStore(), TokenAuthority(fuzz_gateway.SECRET,
+                                                           h.reactor.seconds),
+                             vclusters, h.reactor.seconds)
+        h.gateway.state = state
+        state.ensure_vcluster("london")
+        state.put_rights("london", True)
+        state.add_acls("london", [
+            Acl.checked("TOPIC", "PREFIXED", "t", "User:sa", "*", "ALL", "ALLOW"),
+            Acl.checked("GROUP", "LITERAL", "g", "User:sa", "*", "ALL", "ALLOW"),
+            Acl.checked("TRANSACTIONAL_ID", "LITERAL", "tx", "User:sa", "*", "ALL",
+                        "ALLOW")])
+        for logical in ("t", "a"):
+            vclusters.namespace("london").set_alias(logical, "physical.conc",
+                                                    concentrated=True, partitions=3)
+        address = IPv4Address("TCP", "192.0.2.7", 40001)
+        h.client = h.gateway.factory_for_port(fuzz_gateway.PORTS[0]).buildProtocol(
+            address)
+        h.transport = StringTransport(peerAddress=address)
+        h.client.makeConnection(h.transport)
 
     def feed(self, payload, what, to_broker=False):
         """Play *payload* on the harness; the invariants' failure, or None."""
@@ -129,6 +167,25 @@ class TruncationSweep(unittest.TestCase):
                     failures.append(failure)
         self.assertGreater(cases, 10000)
         self.assertEqual(failures[:5], [], f"{len(failures)} of {cases} cuts failed")
+
+    def test_requests_poked_with_acls_and_concentrated_topics(self):
+        """Bytes changed (0x00 or 0xff at every other byte, every byte of a
+        Produce), with the rights and
+        concentration layers on: a Produce naming its topic with a null string
+        reached the ACL check as None (TypeError) before."""
+        failures, cases = [], 0
+        for api_key, version, payload in self.requests():
+            for at in cuts(payload, 8)[::1 if api_key == 0 else 2]:
+                for byte in (0x00, 0xFF):
+                    self.connect(guarded=True)
+                    cases += 1
+                    poked = payload[:at] + bytes([byte]) + payload[at + 1:]
+                    failure = self.feed(poked, f"API {api_key} v{version} byte {at} "
+                                               f"of {len(payload)} set to {byte}")
+                    if failure:
+                        failures.append(failure)
+        self.assertGreater(cases, 10000)
+        self.assertEqual(failures[:5], [], f"{len(failures)} of {cases} pokes failed")
 
     def test_answers_cut_at_every_byte(self):
         failures, cases = [], 0

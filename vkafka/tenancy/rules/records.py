@@ -16,6 +16,7 @@ from kio.static.primitive import i32
 
 
 from ...protocol.codec import encode_body
+from ...protocol.framing import Malformed
 from ...protocol.fastpath import fetch_request_ids, fetch_session, rename_fields
 from ...protocol.headers import read_string, write_string
 from ...protocol.produce import rewrite_produce
@@ -81,6 +82,8 @@ def produce_frame(services, rctx, frame, body_offset, version):
         found = None if known is None else known.get(raw)
         if found is None:
             name, _ = read_string(raw, 0, flexible)
+            if name is None:  # kio's decode refuses it too; no rule meets a None
+                raise Malformed("produce request: a null topic name")
             refusals = len(rctx.decoy_names)
             physical = rctx.to_physical(TOPIC, name)
             found = write_string(physical, flexible)
