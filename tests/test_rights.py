@@ -271,6 +271,36 @@ class GroupTests(RightsTestCase):
         self.assertEqual(answer.topics[0].partitions[0].error_code,
                          ErrorCode.group_authorization_failed)
 
+    def test_refused_coordinator_in_every_version(self):
+        """FindCoordinator for a group the principal may not describe: answered
+        GROUP_AUTHORIZATION_FAILED, with the reason where the version has an
+        error message (v1+); v0 has none, and the rewrite raised TypeError
+        there (found by a sweep of broker answers with ACLs on)."""
+        import importlib
+        for version in range(0, 7):
+            req = importlib.import_module(f"kio.schema.find_coordinator.v{version}.request")
+            resp = importlib.import_module(
+                f"kio.schema.find_coordinator.v{version}.response")
+            keys = {"coordinator_keys": ("g",)} if version >= 4 else {"key": "g"}
+            outcome, pending = self.send(req.FindCoordinatorRequest(
+                **keys, **({"key_type": i8(0)} if version >= 1 else {})), version)
+            decoy = "" if version < 4 else self.forwarded(outcome).coordinator_keys[0]
+            if version >= 4:
+                body = resp.FindCoordinatorResponse(
+                    throttle_time=NO_THROTTLE, coordinators=(resp.Coordinator(
+                        key=decoy, node_id=i32(1), host="kafka1", port=i32(9092),
+                        error_code=ErrorCode.none, error_message=None),))
+            else:
+                body = resp.FindCoordinatorResponse(
+                    error_code=ErrorCode.none, node_id=i32(1), host="kafka1",
+                    port=i32(9092), **({"throttle_time": NO_THROTTLE,
+                                        "error_message": None} if version >= 1 else {}))
+            answer = self.answered(pending, body, flexible=version >= 3)
+            found = answer.coordinators[0] if version >= 4 else answer
+            self.assertEqual(found.error_code, ErrorCode.group_authorization_failed,
+                             version)
+            self.assertEqual(found.node_id, -1, version)
+
     def test_topic_refused_alone(self):
         self.allow("GROUP", "g", "User:app", "READ")
         outcome, pending = self.send(self.commit("g", "orders"), 8)

@@ -73,9 +73,11 @@ def find_coordinator_response(services, rctx, response):
         response = replace(response, coordinators=tuple(items))
     elif rctx.refusals:
         _, found = next(rctx.all_refusals())
+        message = {"error_message": found.reason} \
+            if hasattr(response, "error_message") else {}  # v1+
         response = replace(response, node_id=-1, host="", port=-1,
                            error_code=ErrorCode(found.code or ErrorCode.invalid_request),
-                           error_message=found.reason)
+                           **message)
     return rewrite_find_coordinator(services, rctx, response)
 
 
