@@ -43,6 +43,13 @@ class OptionsTests(unittest.TestCase):
         e = self.assertRaises(usage.UsageError, parse, ["--bootstrap-servers", "nope"])
         self.assertIn("--bootstrap-servers", str(e))
 
+    def test_tenant_loop_share_range(self):
+        self.assertEqual(parse([])["tenant-loop-share"], 0.25)
+        self.assertEqual(parse(["--tenant-loop-share", "0"])["tenant-loop-share"], 0)
+        e = self.assertRaises(usage.UsageError, parse, [],
+                              {"GATEWAY_TENANT_LOOP_SHARE": "1.5"})
+        self.assertIn("--tenant-loop-share", str(e))
+
     def test_config_file_precedence(self):
         """A YAML file sets options; the environment and the command line win over it."""
         path = self.mktemp()

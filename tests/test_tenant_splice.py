@@ -18,7 +18,8 @@ from vkafka.proxy.topology import Topology
 from vkafka.tenancy.mode import Tenancy
 from vkafka.tenancy.rules import tenant_rules
 
-from .kafka_messages import metadata_response, request_frame, response_frame
+from .kafka_messages import (
+    find_coordinator_request, metadata_response, request_frame, response_frame)
 from .test_splice import BROKERS, FakeEndpoint
 
 SECRET = "k" * 32
@@ -1174,3 +1175,64 @@ class EmptyIdTests(unittest.TestCase):
                             group_type="classic") for g in ("", "londong", "parisg")))
         seen = rewrite_response(response, RequestContext(namespace, {}))
         self.assertEqual([g.group_id for g in seen.groups], ["g"])
+
+
+class LoopShareTests(Producing, TenantSpliceBase):
+    """--tenant-loop-share: a tenant's decoded requests past its share of the
+    loop hold that connection's reads; sliced requests are never counted.
+    The work clock is faked: each decoded request costs 50 ms of it."""
+
+    def setUp(self):
+        super().setUp()
+        from vkafka.filters.throttle import LoopShare
+        self.gateway.loop_share = LoopShare(0.25, self.reactor.seconds)
+        self.ticks = []
+        self.client.services.work_clock = self.tick
+
+    def tick(self):
+        self.ticks.append(None)
+        return len(self.ticks) * 0.05  # read at its start and end: 50 ms a request
+
+    def coordinator(self, correlation_id):
+        self.client.dataReceived(request_frame(find_coordinator_request(["g"]), 4,
+                                               correlation_id))
+
+    def test_held_past_the_share_then_released(self):
+        self.login()
+        for n in range(5):  # the first burst: 0.25 s of work
+            self.coordinator(10 + n)
+        self.assertEqual(self.client.valve.reasons, set())
+        self.coordinator(20)  # 50 ms past the share: 0.2 s at 0.25 s a second
+        self.assertEqual(self.client.valve.reasons, {"throttle"})
+        self.assertEqual(self.transport.producerState, "paused")
+        self.reactor.advance(0.19)
+        self.assertEqual(self.client.valve.reasons, {"throttle"})
+        self.reactor.advance(0.02)
+        self.assertEqual(self.client.valve.reasons, set())
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertEqual(len(self.ticks), 12)  # every decoded request measured
+        sent = FrameDecoder().feed(self.broker_transport.value())
+        self.assertEqual([bytes(f[:2]) for f in sent], [b"\x00\x0a"] * 6)  # nothing lost
+
+    def test_sliced_requests_not_counted(self):
+        """Produce is rewritten by slicing: a producer is limited by its rates,
+        never by the loop share."""
+        self.login()
+        for n in range(20):
+            self.produce(9, "orders", 10 + n)
+        self.assertEqual(self.ticks, [])
+        self.assertEqual(self.client.valve.reasons, set())
+
+    def test_share_is_per_virtual_cluster(self):
+        self.login()
+        for n in range(8):
+            self.coordinator(10 + n)
+        self.assertEqual(self.client.valve.reasons, {"throttle"})
+        other = self.gateway.factory_for_port(6969).buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.5", 5))
+        other.makeConnection(transport)
+        other.services.work_clock = self.tick
+        other.dataReceived(handshake())
+        other.dataReceived(authenticate("sa", self.authority.issue("paris", "sa", 600)))
+        other.dataReceived(request_frame(find_coordinator_request(["g"]), 4, 9))
+        self.assertEqual(other.valve.reasons, set())

@@ -145,7 +145,8 @@ class Metrics:
                                    "Live gateways of this gateway's cluster, itself "
                                    "included (0: not in a cluster)", registry=r)
         self.throttled = Tally("vkafka_throttle_seconds", "Seconds clients were "
-                               "throttled by their virtual cluster's rates",
+                               "throttled by their virtual cluster's rates or "
+                               "loop share",
                                ["vcluster"], r)
         self.rate_share = Gauge("vkafka_rate_share", "This gateway's share of a "
                                 "virtual cluster's rate limit", ["vcluster", "rate"],

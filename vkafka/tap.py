@@ -89,6 +89,10 @@ SETTINGS = [
      "Largest tenant request the gateway decodes and rewrites on its event loop, in "
      "bytes (Produce and Fetch are sliced, not decoded; Metadata is held to a "
      "quarter of this); larger ones close the connection"),
+    ("tenant-loop-share", "GATEWAY_TENANT_LOOP_SHARE", 0.25, float,
+     "Seconds of event-loop work per second one virtual cluster's decoded "
+     "requests may take on a gateway process (0 to 1; 0: no limit); beyond it "
+     "the connection's reads are held (vkafka_throttle_seconds)"),
     ("tuning", "GATEWAY_PROCESS_TUNING", "true", str,
      "Apply the process-wide tuning of vkafka/tuning.py (GIL switch interval, "
      "allocator, lean epoll dispatch) (true/false; tests run without it)"),
@@ -282,6 +286,8 @@ class Options(usage.Options):
                      "max-decoded-request"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
+        if not 0 <= self["tenant-loop-share"] <= 1:
+            raise usage.UsageError("--tenant-loop-share must be between 0 and 1")
         self["admin-allow-plain"] = _flag(self, "admin-allow-plain")
         self["tuning"] = _flag(self, "tuning")
         self._check_workers()
@@ -443,6 +449,9 @@ def makeService(config, reactor=None, worker=None):
                       max_decoded_request=config["max-decoded-request"],
                       metrics=metrics, endpoint_factory=upstream,
                       metadata_cache_seconds=config["metadata-cache"])
+    if tenancy is not None and config["tenant-loop-share"] > 0:
+        from .filters.throttle import LoopShare
+        gateway.loop_share = LoopShare(config["tenant-loop-share"], reactor.seconds)
     from .proxy.leave import LeavingService
 
     top = LeavingService(reactor)

@@ -42,6 +42,9 @@ class Outcome:
     """A Deferred firing with the Outcome, when the rule must ask first (a
     capacity limit checked against a fresh topic listing); the connection's
     later requests wait for it, in order."""
+    work: float = 0.0
+    """Seconds the gateway's loop spent decoding and rewriting it (0 for a
+    request rewritten by slicing): the tenant's LoopShare is charged."""
 
 
 def decode_limit(max_decoded_request, api_key):
@@ -91,9 +94,14 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
                 ).addCallback(lambda _: rewrite_request(
                     services, login, max_decoded_request, rule, frame, api_key,
                     api_version, waited=True)))
-            if rewritten is not None:
-                return _concentrated(services, context, api_key, rewritten,
-                                     body_offset, what, max_decoded_request)
+            if rewritten is not None and not context.concentrated:
+                return Outcome(frame=rewritten, context=context, body_offset=body_offset)
+            if rewritten is not None:  # decoded once more: counted as work
+                start = services.work_clock()
+                outcome = _concentrated(services, context, api_key, rewritten,
+                                        body_offset, what, max_decoded_request)
+                outcome.work = services.work_clock() - start
+                return outcome
         if rule.rewrite_request is None:
             return Outcome(frame=frame, context=context)
         limit = decode_limit(max_decoded_request, api_key)
@@ -101,6 +109,18 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
             return Outcome(refused=f"{what} request of {len(frame)} bytes: over "
                                    f"the {limit} bytes the gateway decodes "
                                    "(--max-decoded-request)")
+    except REWRITE_ERRORS as e:
+        return Outcome(refused=f"cannot rewrite {what}: {e}")
+    start = services.work_clock()
+    outcome = _decoded(services, context, rule, frame, api_key, what,
+                       max_decoded_request)
+    outcome.work = services.work_clock() - start
+    return outcome
+
+
+def _decoded(services, context, rule, frame, api_key, what, max_decoded_request):
+    """The Outcome of a request the rule rewrites decoded (its size checked)."""
+    try:
         header, request = decode_request(frame)
         if context.rights is not None and context.rights.needs.whole:
             context.rights.precheck(request, plan(type(request)))

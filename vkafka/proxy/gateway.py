@@ -43,6 +43,9 @@ class Gateway:
         self.audit = None
         """Sampled refused authorizations go here (``refused(...)``), if set."""
         self.rate_shares = None
+        self.loop_share = None
+        """Each tenant's share of the loop for decoded requests
+        (filters/throttle.LoopShare; ``--tenant-loop-share``), tenant mode."""
         self.membership = None
         """The gateway cluster (state/membership.py), when there is a state store."""
         self.draining = False

@@ -293,7 +293,11 @@ class ClientConnection(protocol.Protocol):
 
     def rewritten(self, outcome, request, size):
         """Forward the rewritten request, answer it, or close (*size*: the
-        client's frame, for the metrics)."""
+        client's frame, for the metrics).  Decoding it cost the loop
+        ``outcome.work`` seconds: past its share, the tenant waits."""
+        if outcome.work and self.gateway.loop_share is not None:
+            self.hold_reads(self.gateway.loop_share.charge(self.claims.vcluster,
+                                                           outcome.work))
         if outcome.refused is not None:
             return self.fail(outcome.refused)
         if outcome.answer is not None:

@@ -6,6 +6,7 @@ connection or the gateway: what it can change is listed here, so a reader
 knows every side effect a rewrite can have.
 """
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -53,3 +54,5 @@ class Services:
     client_key: str = ""
     """Who the client is, the same on each of its connections (its host and
     client id): its broker mapping over the gateway cluster is kept stable."""
+    work_clock: Callable = time.perf_counter
+    """Measures a decoded request's work on the loop (filters/throttle.LoopShare)."""
