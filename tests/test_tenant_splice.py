@@ -19,7 +19,8 @@ from vkafka.tenancy.mode import Tenancy
 from vkafka.tenancy.rules import tenant_rules
 
 from .kafka_messages import (
-    find_coordinator_request, metadata_response, request_frame, response_frame)
+    find_coordinator_request, find_coordinator_response, metadata_response,
+    request_frame, response_frame)
 from .test_splice import BROKERS, FakeEndpoint
 
 SECRET = "k" * 32
@@ -1213,6 +1214,21 @@ class LoopShareTests(Producing, TenantSpliceBase):
         self.assertEqual(len(self.ticks), 12)  # every decoded request measured
         sent = FrameDecoder().feed(self.broker_transport.value())
         self.assertEqual([bytes(f[:2]) for f in sent], [b"\x00\x0a"] * 6)  # nothing lost
+
+    def test_decoded_answers_counted_too(self):
+        """A small request can ask for a large answer: its decode and rewrite
+        are charged as well (three requests and answers: 0.3 s of work)."""
+        self.login()
+        for n in range(3):
+            self.assertEqual(self.client.valve.reasons, set(), n)
+            self.coordinator(10 + n)
+            sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[-1])
+            key = sent[1].coordinator_keys[0]
+            self.broker.dataReceived(response_frame(10 + n, find_coordinator_response(
+                [(key, 1, "kafka1", 9092, 0)])))
+        self.assertEqual(len(self.ticks), 12)
+        self.assertEqual(self.client.valve.reasons, {"throttle"})
+        self.assertEqual(len(self.responses()), 3)  # every answer went out
 
     def test_sliced_requests_not_counted(self):
         """Produce is rewritten by slicing: a producer is limited by its rates,

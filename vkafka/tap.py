@@ -91,7 +91,8 @@ SETTINGS = [
      "quarter of this); larger ones close the connection"),
     ("tenant-loop-share", "GATEWAY_TENANT_LOOP_SHARE", 0.25, float,
      "Seconds of event-loop work per second one virtual cluster's decoded "
-     "requests may take on a gateway process (0 to 1; 0: no limit); beyond it "
+     "requests and answers may take on a gateway process (0 to 1; 0: no limit); "
+     "beyond it "
      "the connection's reads are held (vkafka_throttle_seconds)"),
     ("tuning", "GATEWAY_PROCESS_TUNING", "true", str,
      "Apply the process-wide tuning of vkafka/tuning.py (GIL switch interval, "

@@ -28,13 +28,14 @@ _INT32 = struct.Struct(">i")
 
 def rewrite_response(services, pending, frame, counted=True):
     """(frame for the client, its first error code or None if not read or not
-    *counted*, records in it)."""
+    *counted*, records in it).  The loop time a decoded one took is left in
+    ``pending.work``: a small request can ask for a large answer."""
     (correlation_id,) = _INT32.unpack_from(frame, 0)
     if correlation_id != pending.correlation_id:
         raise CodecError(
             f"correlation id {correlation_id}, expected {pending.correlation_id}")
     if goes_through_concentration(services, pending):
-        return _deconcentrate(services, pending, frame)
+        return _measured(services, pending, _deconcentrate, frame)
     rule, version = pending.rule, pending.api_version
     scan = offset = None
     if rule.scan_response is not None:
@@ -45,7 +46,16 @@ def rewrite_response(services, pending, frame, counted=True):
     sliced = _without_decoding(pending, frame, offset, scan)
     if sliced is not None:
         return sliced
-    return _decoded(services, pending, frame, scan, counted)
+    return _measured(services, pending, _decoded, frame, scan, counted)
+
+
+def _measured(services, pending, rewrite, *args):
+    """``rewrite(services, pending, *args)``, its loop time in ``pending.work``."""
+    start = services.work_clock()
+    try:
+        return rewrite(services, pending, *args)
+    finally:
+        pending.work = services.work_clock() - start
 
 
 def refused_whole(context):

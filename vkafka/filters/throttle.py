@@ -56,8 +56,8 @@ class Bucket:
 
 
 class LoopShare:
-    """Event-loop time per virtual cluster.  A request the gateway decodes
-    costs about a microsecond per 3 bytes on the loop every tenant shares:
+    """Event-loop time per virtual cluster.  A request or answer the gateway
+    decodes costs about a microsecond per 3 bytes on the loop every tenant shares:
     a tenant pipelining 1 MiB OffsetCommits could keep it busy alone.  Each
     virtual cluster may spend *share* of a second of decoding per second
     (a burst of as much to start); beyond it the connection that overspent

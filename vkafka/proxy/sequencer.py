@@ -34,6 +34,9 @@ class Pending:
     """Its response is being rewritten asynchronously (responses behind it wait)."""
     throttle: float = 0.0
     """Seconds its request earned against the tenant's rates (filters/throttle.py)."""
+    work: float = 0.0
+    """Seconds of the loop its response took to decode and rewrite (0: passed
+    as bytes or renamed by slicing), charged to the tenant's LoopShare."""
 
 
 class Sequencer:

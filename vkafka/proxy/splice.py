@@ -406,6 +406,9 @@ class ClientConnection(protocol.Protocol):
         if self.closed:
             return
         frame, error, records = result
+        if pending.work and self.gateway.loop_share is not None:
+            self.hold_reads(self.gateway.loop_share.charge(self.claims.vcluster,
+                                                           pending.work))
         if self.rates is not None and self.rates.limited:
             frame, delay = self.rates.response(pending, frame)
             self.hold_reads(delay)
