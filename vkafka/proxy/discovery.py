@@ -7,6 +7,7 @@ start-up, for a port whose broker is not yet known, and for /health.
 
 
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
+from kio.schema.errors import ErrorCode
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -64,9 +65,9 @@ def checked_api_versions(response):
     return response
 
 
-NOT_YET = (3, 5)
-"""UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE: what a broker answers for
-a topic it has not learnt yet, or whose leader is still being elected."""
+NOT_YET = (ErrorCode.unknown_topic_or_partition, ErrorCode.leader_not_available)
+"""What a broker answers for a topic it has not learnt yet, or whose leader is
+still being elected."""
 
 
 class Refresher:
