@@ -1230,6 +1230,19 @@ class LoopShareTests(Producing, TenantSpliceBase):
         self.assertEqual(self.client.valve.reasons, {"throttle"})
         self.assertEqual(len(self.responses()), 3)  # every answer went out
 
+    def test_fetch_answers_not_counted(self):
+        """A Fetch before v13 is decoded both ways; its request counts, its
+        answer (the records the consumer asked for) is left to rate limits."""
+        from .kafka_messages import fetch_request
+        from .test_fastpath import fetch_response
+        self.login()
+        self.client.dataReceived(request_frame(fetch_request("orders", version=12), 12, 10))
+        self.assertEqual(len(self.ticks), 2)
+        body = fetch_response(12, topic="londonorders")
+        self.broker.dataReceived(frame(struct.pack(">i", 10) + b"\x00" + body))
+        self.assertEqual(len(self.responses()), 1)
+        self.assertEqual(len(self.ticks), 2)
+
     def test_sliced_requests_not_counted(self):
         """Produce is rewritten by slicing: a producer is limited by its rates,
         never by the loop share."""

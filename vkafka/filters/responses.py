@@ -50,7 +50,12 @@ def rewrite_response(services, pending, frame, counted=True):
 
 
 def _measured(services, pending, rewrite, *args):
-    """``rewrite(services, pending, *args)``, its loop time in ``pending.work``."""
+    """``rewrite(services, pending, *args)``, its loop time in ``pending.work``;
+    a Fetch answer's is not counted: it is the records a consumer asked for
+    (~0.5 ms for 500 KB decoded, for clients before v13), which rate limits
+    govern, and its request was counted."""
+    if pending.api_key == FETCH:
+        return rewrite(services, pending, *args)
     start = services.work_clock()
     try:
         return rewrite(services, pending, *args)
