@@ -317,10 +317,16 @@ def init_producer(account, txn=None):
     coordinator of *txn*; the producer id is kept for the next requests."""
     def act(side):
         from kio.schema.init_producer_id.v4.request import InitProducerIdRequest
-        port = side.coordinator_port(txn, 1) if txn else None
-        answer = side.request(account, InitProducerIdRequest(
-            transactional_id=txn, transaction_timeout=TX_TIMEOUT,
-            producer_id=i64(-1), producer_epoch=i16(-1)), 4, port)
+
+        def answered():
+            """The answer, or None while the coordinator is loading (a fresh
+            cluster's transaction state), which either side may meet first."""
+            port = side.coordinator_port(txn, 1) if txn else None
+            answer = side.request(account, InitProducerIdRequest(
+                transactional_id=txn, transaction_timeout=TX_TIMEOUT,
+                producer_id=i64(-1), producer_epoch=i16(-1)), 4, port)
+            return None if answer.error_code in (14, 15, 16) else answer
+        answer = stack.wait_until(answered, "a transaction coordinator", 60)
         side.producers[account] = (answer.producer_id, answer.producer_epoch)
         return code_name(answer.error_code)
     return act

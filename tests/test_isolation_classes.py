@@ -17,6 +17,10 @@ from vkafka.tenancy.rules.configs import TENANT_BROKER_CONFIGS
 from . import stack
 from .test_isolation import IsolationBase, metadata
 
+RETRIABLE = (ErrorCode.coordinator_load_in_progress, ErrorCode.coordinator_not_available,
+             ErrorCode.not_coordinator)
+"""What a transaction coordinator answers while a fresh cluster is loading."""
+
 WAIT = i32Timedelta.parse(datetime.timedelta(milliseconds=50))
 
 
@@ -258,14 +262,22 @@ class IsolationClassTests(IsolationBase):
         from kio.static.primitive import i16
         txn = "a" * 4000
         london = self.client(self.london)
-        [found] = london.request(FindCoordinatorRequest(
-            key_type=i8(1), coordinator_keys=(txn,)), 4).coordinators
-        coordinator = self.client(self.london, port=found.port)
-        answer = coordinator.request(InitProducerIdRequest(
-            transactional_id=txn, transaction_timeout=i32Timedelta.parse(
-                datetime.timedelta(seconds=60)), producer_id=i64(-1),
-            producer_epoch=i16(-1)), 4)
-        self.assertEqual(answer.error_code, ErrorCode.none)
+
+        def initialised():
+            """The id's producer made; False while the coordinator is not
+            ready (a fresh cluster loads its transaction state first)."""
+            [found] = london.request(FindCoordinatorRequest(
+                key_type=i8(1), coordinator_keys=(txn,)), 4).coordinators
+            if found.error_code != ErrorCode.none:
+                return False
+            coordinator = self.client(self.london, port=found.port)
+            answer = coordinator.request(InitProducerIdRequest(
+                transactional_id=txn, transaction_timeout=i32Timedelta.parse(
+                    datetime.timedelta(seconds=60)), producer_id=i64(-1),
+                producer_epoch=i16(-1)), 4)
+            self.assertIn(answer.error_code, RETRIABLE + (ErrorCode.none,))
+            return answer.error_code == ErrorCode.none
+        stack.wait_until(initialised, "the transactional producer made", 60)
 
         def listed(client, pattern):
             ids = []
