@@ -168,6 +168,27 @@ class TruncationSweep(unittest.TestCase):
         self.assertGreater(cases, 10000)
         self.assertEqual(failures[:5], [], f"{len(failures)} of {cases} cuts failed")
 
+    def test_every_request_before_login(self):
+        """Before SASL completes, each API and version, whole: answered by the
+        gateway (ApiVersions, the SASL exchange) or refused with the
+        connection closed; no broker connection is opened, so nothing
+        reaches a broker (the harness's invariants check both)."""
+        failures, cases = [], 0
+        for api_key, version, payload in self.requests():
+            h = self.harness
+            h.failures[:] = []
+            h.setup(Settled(0))
+            cases += 1
+            failure = self.feed(payload, f"API {api_key} v{version} before login")
+            if failure:
+                failures.append(failure)
+            elif h.broker is not None:
+                failures.append(f"API {api_key} v{version}: a broker connection opened")
+            elif api_key not in (17, 18, 36) and not h.client.closed:
+                failures.append(f"API {api_key} v{version}: not refused")
+        self.assertGreater(cases, 200)
+        self.assertEqual(failures[:5], [], f"{len(failures)} of {cases} failed")
+
     def test_requests_poked_with_acls_and_concentrated_topics(self):
         """Bytes changed (0x00 or 0xff at every other byte, every byte of a
         Produce), with the rights and
