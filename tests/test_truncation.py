@@ -3,14 +3,13 @@
 A deterministic sweep beside the fuzzer (tests/fuzz_gateway.py, whose harness
 and schema-shaped writer it reuses): for each API and version a tenant may
 send, one request built from Kafka's schema is fed to an authenticated
-tenant connection whole, then cut at each byte; and the broker's answer to
-a forwarded request is cut the same way; and the requests are poked (a byte
-set to 0x00 or 0xff) with the virtual cluster's ACLs on and concentrated
-topics mapped, so the rights and concentration layers meet them too.  Each
-must be forwarded, answered
-or refused with the connection closed: never an exception out of the
-gateway, a traceback in its log, or bytes after the close (the harness's
-invariants).  The fuzzer's random inputs missed a Produce v13 cut inside a
+tenant connection whole, then cut at each byte; the broker's answer to a
+forwarded request is cut the same way; the requests are poked (a byte set
+to 0x00 or 0xff) with the virtual cluster's ACLs on and concentrated topics
+mapped, so the rights and concentration layers meet them too; and each is
+sent whole before login.  Each must be forwarded, answered or refused with
+the connection closed: never an exception out of the gateway, a traceback
+in its log, or bytes after the close (the harness's invariants).  The fuzzer's random inputs missed a Produce v13 cut inside a
 topic id (ValueError from uuid.UUID escaped the tenant filter) and a null
 topic name reaching the ACL check (TypeError); a sweep does not miss them.
 """
