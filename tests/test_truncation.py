@@ -9,9 +9,10 @@ to 0x00 or 0xff) with the virtual cluster's ACLs on and concentrated topics
 mapped, so the rights and concentration layers meet them too; and each is
 sent whole before login.  Each must be forwarded, answered or refused with
 the connection closed: never an exception out of the gateway, a traceback
-in its log, or bytes after the close (the harness's invariants).  The fuzzer's random inputs missed a Produce v13 cut inside a
-topic id (ValueError from uuid.UUID escaped the tenant filter) and a null
-topic name reaching the ACL check (TypeError); a sweep does not miss them.
+in its log, or bytes after the close (the harness's invariants).  The
+fuzzer's random inputs missed a Produce v13 cut inside a topic id
+(ValueError from uuid.UUID escaped the tenant filter) and a null topic name
+reaching the ACL check (TypeError); a sweep does not miss them.
 """
 
 import random
