@@ -114,6 +114,18 @@ def scan_produce_response(frame, offset, version):
     stops there).  Before v13 the scan notes where the names are.  Raises
     like ``scan_fetch``.
     """
+    error, clean, names, tags_at, tags_empty = walk_response(frame, offset, version)
+    if not clean:
+        return Scan(error, 0, False)
+    return Scan(error, 0, tags_empty, tags_at, names=tuple(names))
+
+
+def walk_response_py(frame, offset, version):
+    """``(first error, clean, [(start, end) of each topic name field], where the
+    top-level tags start or -1, no top-level tags)`` of a Produce response
+    (``scan_produce_response``); not clean: the walk stopped at a record error
+    or a message.  The reference for ``_walk.produce_response`` (the same walk
+    compiled), and what runs where that is not built."""
     flexible = version >= 9
     error = 0
     names = []
@@ -127,9 +139,10 @@ def scan_produce_response(frame, offset, version):
         pos, first, clean = _produce_partitions(frame, pos, version, flexible)
         error = error or first
         if not clean:
-            return Scan(error, 0, False)
+            return error, False, names, -1, False
     pos += 4  # throttle time
-    return _end(frame, pos, flexible, error, 0, "produce", tuple(names))
+    scan = _end(frame, pos, flexible, error, 0, "produce")
+    return error, True, names, scan.tags_at, scan.tags_empty
 
 
 def produce_response_end(frame, offset, version):
@@ -316,6 +329,12 @@ def _end(frame, pos, flexible, error, records, api, names=()):
     if skip_tagged_fields(frame, pos) != len(frame):
         raise Malformed(f"{api} response: bytes after its tagged fields")
     return Scan(error, records, frame[pos] == 0, pos, names=names)
+
+
+try:  # the same walk compiled (setup.py); tests/test_walk.py runs both
+    from ._walk import produce_response as walk_response
+except ImportError:  # no C compiler where this was installed
+    walk_response = walk_response_py
 
 
 UNUSED_TAGS = (127, 16383)

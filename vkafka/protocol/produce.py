@@ -41,55 +41,77 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
     flexible = version >= 9
     if topic_field is None and topic_name is not None:
         topic_field = name_field(topic_name, flexible)
+    acks, records, txn_end, fields, end = walk_request(frame, body_offset, flexible,
+                                                       version >= 13)
     edits = []  # (start, end, bytes to put there), in order
-    if transactional_id is None:
-        pos = skip_string(frame, body_offset, flexible)
-    else:
-        txn, pos = read_string(frame, body_offset, flexible)
+    if transactional_id is not None:
+        txn, _ = read_string(frame, body_offset, flexible)
         if txn is not None:
             field = write_string(transactional_id(txn), flexible)
-            if field != frame[body_offset:pos]:
-                edits.append((body_offset, pos, field))
+            if field != frame[body_offset:txn_end]:
+                edits.append((body_offset, txn_end, field))
+    if version >= 13 and topic_id is not None:
+        for start, stop in fields:
+            raw_id = bytes(frame[start:stop])
+            if raw_id not in known_ids:
+                given = uuid.UUID(bytes=raw_id)
+                sent = topic_id(given)
+                if sent != given:
+                    edits.append((start, stop, sent.bytes))
+    elif version < 13 and topic_field is not None:
+        for start, stop in fields:
+            field = topic_field(bytes(frame[start:stop]))
+            if field is not None:
+                edits.append((start, stop, field))
+    if end < len(frame):  # dropped, as decoding would: nothing unread goes on
+        edits.append((end, len(frame), b""))
+    if not edits:
+        return frame, acks, records
+    pieces, copied = [], 0
+    for start, stop, field in edits:
+        pieces += (frame[copied:start], field)
+        copied = stop
+    pieces.append(frame[copied:])
+    return b"".join(pieces), acks, records
+
+
+def walk_request_py(frame, pos, flexible, by_id):
+    """``(acks, records, end of the transactional id, [(start, end) of each
+    topic's name or id field], end of the request)`` of a Produce request whose
+    body starts at *pos*, walked by lengths; raises on truncation.  The
+    reference for ``_walk.produce_request`` (the same walk compiled), and what
+    runs where that is not built."""
+    pos = skip_string(frame, pos, flexible)
+    txn_end = pos
     (acks,) = _I16.unpack_from(frame, pos)
     topics, pos = read_length(frame, pos + 6, flexible)  # after acks, timeout
     budget = walkable(MAX_ENTRIES, topics, "produce")
     records = 0
+    fields = []
     for _ in range(max(topics, 0)):
-        if version >= 13:
+        start = pos
+        if by_id:
             if pos + 16 > len(frame):
                 raise HeaderError("truncated topic id")
-            raw_id = None if topic_id is None else bytes(frame[pos:pos + 16])
-            if raw_id is not None and raw_id not in known_ids:
-                given = uuid.UUID(bytes=raw_id)
-                sent = topic_id(given)
-                if sent != given:
-                    edits.append((pos, pos + 16, sent.bytes))
             pos += 16
-        elif topic_field is None:
-            pos = skip_string(frame, pos, flexible)
         else:
-            start, pos = pos, skip_string(frame, pos, flexible)
+            pos = skip_string(frame, pos, flexible)
             if pos > len(frame):
                 raise HeaderError("truncated topic name")
-            field = topic_field(bytes(frame[start:pos]))
-            if field is not None:
-                edits.append((start, pos, field))
+        fields.append((start, pos))
         pos, count, budget = _partitions(frame, pos, flexible, budget)
         records += count
     if flexible:
         pos = skip_tagged_fields(frame, pos)
     if pos > len(frame):
         raise HeaderError("truncated produce request")
-    if pos < len(frame):  # dropped, as decoding would: nothing unread goes on
-        edits.append((pos, len(frame), b""))
-    if not edits:
-        return frame, acks, records
-    pieces, copied = [], 0
-    for start, end, field in edits:
-        pieces += (frame[copied:start], field)
-        copied = end
-    pieces.append(frame[copied:])
-    return b"".join(pieces), acks, records
+    return acks, records, txn_end, fields, pos
+
+
+try:  # the same walk compiled (setup.py); tests/test_walk.py runs both
+    from ._walk import produce_request as walk_request
+except ImportError:  # no C compiler where this was installed
+    walk_request = walk_request_py
 
 
 def name_field(rename, flexible):
@@ -102,7 +124,7 @@ def name_field(rename, flexible):
 
 
 def _partitions(frame, pos, flexible, budget, _int32=_I32.unpack_from,
-                _walk=walk_batches):
+                _batches=walk_batches):
     """Walk one topic's partitions: (position after them, records in them,
     what is left of the *budget* of entries).
     One-byte compact lengths and empty tag sections (nearly all of them) are
@@ -124,7 +146,7 @@ def _partitions(frame, pos, flexible, budget, _int32=_I32.unpack_from,
             size, pos = read_length(frame, pos, True)
         if size > 0:
             stop = pos + size
-            records += _walk(frame, pos, min(stop, end), stop)[0]
+            records += _batches(frame, pos, min(stop, end), stop)[0]
             pos = stop
         if flexible:
             pos = pos + 1 if pos < end and frame[pos] == 0 else \

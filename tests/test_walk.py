@@ -1,0 +1,159 @@
+"""The compiled walks of the produce path (vkafka/protocol/_walk.c) answer
+exactly as their Python references, on every cut and poke of every version.
+
+The C walk is what runs; the Python one is the reference it must match, and
+what runs where no compiler was found.  Both are fed the same bytes, whole,
+cut at every byte and with each byte set to a few values: either both raise,
+or both return the same positions, counts and errors.
+"""
+
+import random
+import struct
+from dataclasses import replace
+
+from twisted.trial import unittest
+
+from vkafka.protocol import fastpath, produce
+from vkafka.protocol.codec import encode_request
+from vkafka.protocol.framing import Malformed
+from vkafka.protocol.headers import HeaderError, parse_request_header
+from tests.test_fastpath import produce_response
+from tests.test_produce_slicing import produce as produce_request
+
+POKES = (0x00, 0x01, 0x7F, 0x80, 0xFF)
+
+
+def batch(records, payload=20):
+    """A record batch as the walk sees it (offset, length, magic 2, count)."""
+    body = bytearray(49 + payload)
+    body[4] = 2  # magic, after the partition leader epoch
+    struct.pack_into(">i", body, 45, records)  # the count closes the header
+    return struct.pack(">qi", 0, len(body)) + bytes(body)
+
+
+RECORDS = batch(3) + batch(4) + batch(5)[:30]  # two whole batches, a partial one
+
+
+def requests():
+    """(version, frame, body offset): every version, with and without a
+    transactional id, the records real batch headers."""
+    for version in range(3, 14):
+        for txn in ("tx", None):
+            request = produce_request(version, txn)
+            request = replace(request, topic_data=tuple(
+                replace(t, partition_data=tuple(replace(p, records=RECORDS)
+                                                for p in t.partition_data))
+                for t in request.topic_data))
+            frame = encode_request(request, version, 7, "client")
+            yield version, frame, parse_request_header(frame).body_offset
+
+
+def responses():
+    """(version, body): plain, with errors, a message, record errors, endpoints."""
+    for version in range(3, 14):
+        yield version, produce_response(version)
+        yield version, produce_response(version, errors=(0, 6))
+        if version >= 8:
+            yield version, produce_response(version, errors=(0, 87), message="m")
+            yield version, produce_response(version, errors=(0, 87), record_errors=(1,))
+        if version >= 10:
+            yield version, produce_response(version, endpoints=(2,))
+
+
+def variants(data, start):
+    """*data* whole, cut at every byte after *start*, every byte after
+    *start* poked, and with bytes after its end."""
+    yield data
+    yield data + b"\x00\x07"
+    for cut in range(start, len(data)):
+        yield data[:cut]
+    for at in range(start, len(data)):
+        for value in POKES:
+            if data[at] != value:
+                yield data[:at] + bytes([value]) + data[at + 1:]
+
+
+def outcome(walk, *args):
+    """What *walk* did: its answer, lists made tuples, or that it raised."""
+    try:
+        result = walk(*args)
+    except (Malformed, struct.error):  # HeaderError is a Malformed
+        return "raised"
+    return tuple(tuple(x) if isinstance(x, list) else x for x in result)
+
+
+class CompiledWalkTests(unittest.TestCase):
+    def test_compiled_walk_is_built(self):
+        """`make setup` built the C walks and the produce path uses them (a
+        machine without gcc and Python's headers runs the slower Python walks;
+        this fails there, saying so)."""
+        try:
+            from vkafka.protocol import _walk
+        except ImportError as e:
+            self.fail(f"vkafka/protocol/_walk.c is not built ({e}): `make setup` "
+                      "needs a C compiler and Python's headers")
+        self.assertIs(produce.walk_request, _walk.produce_request)
+        self.assertIs(fastpath.walk_response, _walk.produce_response)
+
+    def test_request_walks_agree(self):
+        """Every Produce request version, cut and poked: the same answer."""
+        from vkafka.protocol import _walk
+        cases = raised = 0
+        for version, frame, offset in requests():
+            flexible, by_id = version >= 9, version >= 13
+            for data in variants(frame, offset):
+                expected = outcome(produce.walk_request_py, data, offset, flexible,
+                                   by_id)
+                got = outcome(_walk.produce_request, data, offset, flexible, by_id)
+                self.assertEqual(got, expected, (version, data.hex()))
+                self.assertEqual(outcome(_walk.produce_request, memoryview(data),
+                                         offset, flexible, by_id), expected)
+                cases += 1
+                raised += expected == "raised"
+        self.assertGreater(cases, 20_000)
+        self.assertGreater(raised, cases // 10)  # the sweep reaches the errors
+        self.assertLess(raised, cases)
+
+    def test_records_counted(self):
+        """Whole batches counted, a partial one not, as the Python walk does."""
+        for version, frame, offset in requests():
+            acks, records, _, fields, end = produce.walk_request(
+                frame, offset, version >= 9, version >= 13)
+            self.assertEqual((acks, records, len(fields), end),
+                             (-1, 7 * 4, 2, len(frame)), version)
+
+    def test_response_walks_agree(self):
+        """Every Produce response version and kind, cut and poked: the same answer."""
+        from vkafka.protocol import _walk
+        cases = 0
+        for version, body in responses():
+            for data in variants(body, 0):
+                expected = outcome(fastpath.walk_response_py, data, 0, version)
+                self.assertEqual(outcome(_walk.produce_response, data, 0, version),
+                                 expected, (version, data.hex()))
+                cases += 1
+        self.assertGreater(cases, 10_000)
+
+    def test_random_bytes(self):
+        """Random bytes after a plausible start: the same answer, no crash."""
+        from vkafka.protocol import _walk
+        rng = random.Random(24)
+        for _ in range(20_000):
+            data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 80)))
+            for flexible in (False, True):
+                for by_id in (False, True):
+                    self.assertEqual(
+                        outcome(_walk.produce_request, data, 0, flexible, by_id),
+                        outcome(produce.walk_request_py, data, 0, flexible, by_id))
+            version = rng.randrange(3, 14)
+            self.assertEqual(outcome(_walk.produce_response, data, 0, version),
+                             outcome(fastpath.walk_response_py, data, 0, version))
+
+    def test_offset_past_the_end(self):
+        """An offset at or past the end raises, never reads beyond the buffer."""
+        from vkafka.protocol import _walk
+        for offset in (0, 3, 10, 1 << 40):
+            with self.assertRaises(HeaderError):
+                _walk.produce_request(b"\x00\x01", offset, True, False)
+            with self.assertRaises(HeaderError):
+                _walk.produce_response(b"\x00\x01", offset, 9)
