@@ -83,6 +83,23 @@ class IsolationClassTests(IsolationBase):
         answer = other.request(fetch(None, session, 1), 17)
         self.assertEqual(answer.error_code, ErrorCode.fetch_session_id_not_found)
 
+    def test_fetch_sessions_a_connection_makes_are_bounded(self):
+        """Full fetches each asking the broker for a new session (a tenant
+        filling the brokers' shared session cache to evict other tenants'):
+        one connection gets FetchSessions.LIMIT of them; past that its fetches
+        are answered in full, sessionless (session id 0), records included."""
+        from vkafka.tenancy.sessions import FetchSessions
+        limit = FetchSessions.LIMIT
+        london, secret_id = self.leader_client(self.london, "secret")
+        answers = [london.request(fetch(secret_id, 0, 0), 17) for _ in range(limit + 4)]
+        self.assertEqual([a.error_code for a in answers], [ErrorCode.none] * (limit + 4))
+        made = [a.session_id for a in answers[:limit]]
+        self.assertEqual(len(set(made)), limit)
+        self.assertNotIn(0, made)
+        self.assertEqual([a.session_id for a in answers[limit:]], [0] * 4)
+        for answer in answers:
+            self.assertTrue(answer.responses[0].partitions[0].records)
+
     def heartbeat(self, client, group, regex, member=None, epoch=0):
         from kio.schema.consumer_group_heartbeat.v1.request import (
             ConsumerGroupHeartbeatRequest)

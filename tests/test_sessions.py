@@ -37,3 +37,20 @@ class FetchSessionsTests(unittest.TestCase):
         self.assertIn(FetchSessions.LIMIT + 10, sessions)
         sessions.created(0)  # no session: nothing to own
         self.assertEqual(len(sessions), FetchSessions.LIMIT)
+
+    def test_sessions_made_are_bounded(self):
+        """Room for LIMIT sessions, made or being made: a full fetch past it is
+        told no (it goes on sessionless); an answer gives its room back, and a
+        session closed makes room again."""
+        sessions = FetchSessions()
+        self.assertEqual([sessions.reserve() for _ in range(FetchSessions.LIMIT + 1)],
+                         [True] * FetchSessions.LIMIT + [False])
+        sessions.created(0, made=True)  # answered without a session
+        self.assertTrue(sessions.reserve())
+        for session in range(1, FetchSessions.LIMIT + 1):
+            sessions.created(session, made=True)
+        self.assertEqual(len(sessions), FetchSessions.LIMIT)
+        self.assertFalse(sessions.reserve())
+        self.assertEqual(sessions.check(1, 0), "forward")  # replaced: closed first
+        self.assertTrue(sessions.reserve())
+        self.assertFalse(sessions.reserve())

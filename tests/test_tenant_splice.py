@@ -978,6 +978,64 @@ class FetchRequestTests(TenantSpliceBase):
             _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
             self.assertEqual((sent.session_id, sent.session_epoch), (0, epoch), version)
 
+    def test_sessions_a_connection_makes_are_bounded(self):
+        """Full fetches each asking for a new broker session (epoch 0, session
+        0), pipelined: FetchSessions.LIMIT go on and make sessions, the rest
+        go on sessionless (epoch -1), so a tenant cannot fill the brokers'
+        session cache (1,000 slots shared by every tenant) and evict others'.
+        Answered, the sessions made hold the room; a fetch replacing one of
+        them (its id, epoch 0) still makes one, decoded (v12) or not (v17)."""
+        from dataclasses import replace
+
+        from vkafka.tenancy.sessions import FetchSessions
+
+        from .test_fastpath import fetch_request, fetch_response
+        limit = FetchSessions.LIMIT
+        for version in (12, 17):
+            self.setUp()
+            self.client.services.fetch_sessions = None
+            new = replace(fetch_request(version, [self.own] if version >= 13 else []),
+                          session_id=i32(0), session_epoch=i32(0))
+            self.broker_transport.clear()
+            self.client.dataReceived(b"".join(request_frame(new, version, c)
+                                              for c in range(limit + 3)))
+            sent = [decode_request(f)[1]
+                    for f in FrameDecoder().feed(self.broker_transport.value())]
+            self.assertEqual([(r.session_id, r.session_epoch) for r in sent],
+                             [(0, 0)] * limit + [(0, -1)] * 3, version)
+            topic = self.own if version >= 13 else "londont"
+            for c in range(limit + 3):
+                body = bytearray(fetch_response(version, topic=topic))
+                body[6:10] = struct.pack(">i", 100 + c if c < limit else 0)
+                self.broker.dataReceived(frame(struct.pack(">i", c) + b"\x00" + body))
+            sessions = self.client.services.fetch_sessions
+            self.assertEqual(sorted(s for s in range(100, 110) if s in sessions),
+                             list(range(100, 100 + limit)))
+            self.broker_transport.clear()
+            again = replace(new, session_id=i32(100))  # replaces session 100
+            self.client.dataReceived(request_frame(new, version, 20) +
+                                     request_frame(again, version, 21))
+            sent = [decode_request(f)[1]
+                    for f in FrameDecoder().feed(self.broker_transport.value())]
+            self.assertEqual([(r.session_id, r.session_epoch) for r in sent],
+                             [(0, -1), (100, 0)], version)
+
+    def test_session_the_broker_evicted_is_forgotten(self):
+        """The broker answers an incremental fetch FETCH_SESSION_ID_NOT_FOUND
+        (it evicted the session), and the client then asks for a new one with
+        session 0: the evicted one no longer holds room (else a client under a
+        busy broker would end with every fetch sessionless)."""
+        from .test_fastpath import fetch_response
+        for version in (12, 16):
+            self.setUp()
+            self.fetch(version, [self.own] if version >= 13 else [])  # session 7
+            self.assertIn(7, self.client.services.fetch_sessions)
+            topic = self.own if version >= 13 else "londont"
+            body = bytearray(fetch_response(version, topic=topic))
+            body[4:10] = struct.pack(">hi", ErrorCode.fetch_session_id_not_found, 0)
+            self.broker.dataReceived(frame(struct.pack(">i", 5) + b"\x00" + body))
+            self.assertNotIn(7, self.client.services.fetch_sessions, version)
+
     def test_session_from_response_is_owned(self):
         """The session id in a response (forwarded as bytes or not) becomes this
         connection's: its next incremental fetch is forwarded."""

@@ -49,7 +49,7 @@ class RequestContext:
                  "on_answer", "produced", "sessions", "topics_asked", "created",
                  "coordinator_kind", "config_refusals", "id_pattern",
                  "removed_aliases", "group_protocol", "partitions_asked", "rights",
-                 "unplaced_ids")
+                 "unplaced_ids", "making_session", "session_named")
 
     def __init__(self, namespace, topic_ids, write=False):
         self.namespace = namespace
@@ -73,6 +73,12 @@ class RequestContext:
         """The request changes topics: read-only aliases are refused."""
         self.sessions = None
         """Fetch: the connection's FetchSessions (tenancy/sessions.py)."""
+        self.making_session = None
+        """Fetch: a full fetch (epoch 0) that would make a broker session: True
+        (room held for it until its answer), False (no room: it goes on
+        sessionless); None for any other fetch."""
+        self.session_named = 0
+        """Fetch: the connection's own session the request went on with."""
         # What one API's request rewrite leaves for its response (rules.py):
         self.topics_asked = None
         """Metadata, DescribeTopicPartitions: how an all-topics request went

@@ -21,6 +21,17 @@ client would wait for that partition forever with no error (issue 23: a
 consumer stalled after a gateway of its cluster was killed).  Sessionless, the
 client gets the partition's error in this answer, and as the session is gone
 it sends a full fetch next, checked again.
+
+A connection holds at most ``FetchSessions.LIMIT`` broker sessions, made or
+being made.  Each is a slot of the broker's session cache
+(``max.incremental.fetch.session.cache.slots``, 1,000 a broker, shared by
+every tenant's consumers and the followers), which makes room for a new
+session by evicting others: a tenant sending full fetches that each ask for a
+new session (epoch 0, session 0), in a loop or pipelined, would push every
+other tenant's consumers off incremental fetches.  Past the limit a full
+fetch goes on sessionless (epoch -1: answered in full, no session made, the
+one it named, if this connection's, closed), which every client handles (its
+next fetch is a full one again).
 """
 
 from collections import OrderedDict
@@ -32,14 +43,17 @@ INITIAL_EPOCH, FINAL_EPOCH = 0, -1
 class FetchSessions:
     """The fetch session ids one client connection owns."""
 
-    LIMIT = 32
+    LIMIT = 4
     """A client keeps one session per broker connection; a few spare for
-    sessions replaced while responses were in flight.  The oldest go first."""
+    sessions replaced while responses were in flight.  Sessions made or being
+    made past it are refused (``reserve``); should the broker name more, the
+    oldest are forgotten."""
 
-    __slots__ = ("_ids",)
+    __slots__ = ("_ids", "_making")
 
     def __init__(self):
         self._ids = OrderedDict()
+        self._making = 0
 
     def __contains__(self, session_id):
         return session_id in self._ids
@@ -68,13 +82,25 @@ class FetchSessions:
             return "unbind"
         return "refuse"
 
+    def reserve(self):
+        """A full fetch (epoch 0) would make a broker session: True, room held
+        for it until ``created`` (*made*), or False: this connection holds
+        LIMIT sessions, made or being made (it must go on sessionless)."""
+        if len(self._ids) + self._making >= self.LIMIT:
+            return False
+        self._making += 1
+        return True
+
     def closed(self, session_id):
         """A request closes *session_id* (this connection's no longer)."""
         self._ids.pop(session_id, None)
 
-    def created(self, session_id, rights=None):
+    def created(self, session_id, rights=None, made=False):
         """The broker answered with *session_id*: this connection owns it
-        (made under the ACLs of generation *rights*)."""
+        (made under the ACLs of generation *rights*).  *made*: the answer to
+        a fetch ``reserve`` held room for, given back now."""
+        if made:
+            self._making -= 1
         if session_id and session_id not in self._ids:
             self._ids[session_id] = rights
             while len(self._ids) > self.LIMIT:

@@ -167,7 +167,8 @@ def tenant_rules():
         "names (v<=12) and topic ids (v13+) checked and rewritten (v13+ requests "
         "by slicing: ids checked in place); fetch sessions bound to the "
         "connection that made them (others: FETCH_SESSION_ID_NOT_FOUND, or a "
-        "full fetch without the session); fetches as a replica refused; "
+        "full fetch without the session), at most 4 a connection (past them a "
+        "full fetch goes on sessionless); fetches as a replica refused; "
         "node_endpoints; v13+ responses forwarded as bytes when every topic id "
         "in them is the tenant's and nothing else must change",
         rewrite_frame=records.fetch_frame, scan_response=scan_fetch,

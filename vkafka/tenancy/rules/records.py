@@ -21,7 +21,8 @@ from ...protocol.fastpath import fetch_request_ids, fetch_session, rename_fields
 from ...protocol.headers import read_string, write_string
 from ...protocol.produce import rewrite_produce
 from ..naming import TOPIC, TRANSACTION, HotNames
-from ..sessions import FETCH_SESSION_ID_NOT_FOUND, FINAL_EPOCH, FetchSessions
+from ..sessions import (
+    FETCH_SESSION_ID_NOT_FOUND, FINAL_EPOCH, INITIAL_EPOCH, FetchSessions)
 from ..context import Rejected
 from ..walker import rewrite_request as walk_request
 from ..walker import rewrite_response as walk_response
@@ -125,6 +126,11 @@ def _fetch_sessions(services, rctx, session_id, epoch, version):
     action = rctx.sessions.check(session_id, epoch, _generation(rctx))
     if action == "refuse":
         rctx.answer = _fetch_error(version, FETCH_SESSION_ID_NOT_FOUND)
+        return action
+    if action == "forward":
+        rctx.session_named = session_id
+    if epoch == INITIAL_EPOCH:  # the broker makes a session: is there room?
+        rctx.making_session = rctx.sessions.reserve()
     return action
 
 
@@ -152,14 +158,27 @@ def _fetch_error(version, code):
 
 
 def fetch_observe(rctx, scan):
-    if rctx is not None and rctx.sessions is not None:
-        rctx.sessions.created(scan.session_id, _generation(rctx))
+    if rctx is not None:
+        _answered(rctx, scan.session_id, scan.error)
+
+
+def _answered(rctx, session_id, error):
+    """A Fetch answered (by bytes, or decoded: both may run for one answer):
+    the session it made is this connection's, the room held for it given back;
+    a session the broker no longer has (evicted: FETCH_SESSION_ID_NOT_FOUND,
+    after which the client asks for a new one) no longer holds room."""
+    if rctx.sessions is not None:
+        if error == FETCH_SESSION_ID_NOT_FOUND and rctx.session_named:
+            rctx.sessions.closed(rctx.session_named)
+        rctx.sessions.created(session_id, _generation(rctx),
+                              made=rctx.making_session is True)
+        rctx.making_session = None
 
 
 def fetch_response(services, rctx, response):
     """Fetch, decoded: sessions noted, names and ids walked, node_endpoints."""
-    if rctx.sessions is not None:
-        rctx.sessions.created(getattr(response, "session_id", 0), _generation(rctx))
+    _answered(rctx, getattr(response, "session_id", 0),
+              getattr(response, "error_code", 0))
     return node_endpoints(services, rctx, walk_response(response, rctx))
 
 
@@ -178,7 +197,8 @@ def fetch_request(services, rctx, request):
         request = replace(request, session_id=i32(0))
     decoys = len(rctx.decoy_names) + len(rctx.decoy_ids)
     request = walk_request(request, rctx)
-    if len(rctx.decoy_names) + len(rctx.decoy_ids) > decoys:
+    if len(rctx.decoy_names) + len(rctx.decoy_ids) > decoys \
+            or rctx.making_session is False:  # a decoy, or no room for a session
         request = replace(request, session_epoch=i32(FINAL_EPOCH), session_id=i32(
             _sessionless(rctx, request.session_id, action)))
     return request
@@ -211,7 +231,9 @@ def fetch_frame(services, rctx, frame, body_offset, version):
                 out = bytearray(frame)
             out[at:at + 16] = checked.bytes
             decoyed = True
-    if decoyed:  # sessionless: the session id, then the epoch
+    if decoyed or rctx.making_session is False:  # sessionless: id, then epoch
+        if out is None:
+            out = bytearray(frame)
         _SESSION.pack_into(out, session_at, _sessionless(rctx, session_id, action),
                            FINAL_EPOCH)
     return frame if out is None else bytes(out)
