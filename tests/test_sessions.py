@@ -54,3 +54,27 @@ class FetchSessionsTests(unittest.TestCase):
         self.assertEqual(sessions.check(1, 0), "forward")  # replaced: closed first
         self.assertTrue(sessions.reserve())
         self.assertFalse(sessions.reserve())
+
+    def test_pool_counts_what_every_connection_holds(self):
+        """Sessions of two connections hold room in one pool: made, being made,
+        forced (a session the broker named unasked), closed, forgotten as the
+        oldest, and released with the connection."""
+        from vkafka.tenancy.sessions import SessionPool
+        pool = SessionPool(3)
+        one, two = FetchSessions(pool), FetchSessions(pool)
+        self.assertTrue(one.reserve())
+        self.assertTrue(two.reserve())
+        one.created(11, made=True)
+        self.assertTrue(one.reserve())
+        self.assertFalse(two.reserve())  # the pool is full
+        self.assertEqual(pool.held, 3)
+        two.created(0, made=True)  # answered without a session
+        self.assertEqual(pool.held, 2)
+        for session in (21, 22, 23, 24, 25):  # unasked; the oldest forgotten
+            two.created(session)
+        self.assertEqual((len(two), pool.held), (FetchSessions.LIMIT, 2 + FetchSessions.LIMIT))
+        two.closed(25)
+        one.release()
+        self.assertEqual(pool.held, FetchSessions.LIMIT - 1)
+        two.release()
+        self.assertEqual(pool.held, 0)

@@ -50,6 +50,13 @@ class OptionsTests(unittest.TestCase):
                               {"GATEWAY_TENANT_LOOP_SHARE": "1.5"})
         self.assertIn("--tenant-loop-share", str(e))
 
+    def test_max_fetch_sessions_positive(self):
+        self.assertEqual(parse([])["max-fetch-sessions"], 250)
+        self.assertEqual(parse([], {"GATEWAY_MAX_FETCH_SESSIONS": "40"})
+                         ["max-fetch-sessions"], 40)
+        e = self.assertRaises(usage.UsageError, parse, ["--max-fetch-sessions", "0"])
+        self.assertIn("--max-fetch-sessions", str(e))
+
     def test_config_file_precedence(self):
         """A YAML file sets options; the environment and the command line win over it."""
         path = self.mktemp()

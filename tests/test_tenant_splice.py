@@ -1,5 +1,6 @@
 """Tenant mode on in-memory transports: SASL, rewriting, expiry, ordering."""
 
+import dataclasses
 import datetime
 import struct
 import uuid
@@ -1090,6 +1091,71 @@ class FetchRequestTests(TenantSpliceBase):
         self.client.dataReceived(request_frame(request, 12, 5))
         _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
         self.assertEqual(sent.topics[0].topic, "londont")
+
+
+class FetchSessionPoolTests(TenantSpliceBase):
+    """--max-fetch-sessions: one virtual cluster's connections to one broker
+    hold at most that many broker fetch sessions through a gateway process,
+    however many connections it opens (each may hold FetchSessions.LIMIT)."""
+
+    def setUp(self):
+        super().setUp()
+        self.gateway.max_fetch_sessions = 3
+        self.own = uuid.uuid4()
+        self.topology.topic_ids[self.own] = "londont"
+
+    def connection(self, vcluster="london"):
+        """A new authenticated connection of *vcluster* whose broker side is
+        open: (client, its transport, its broker protocol, what reached it)."""
+        from .test_fastpath import fetch_request
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.4", 5))
+        client = self.gateway.factory_for_port(6969).buildProtocol(None)
+        client.makeConnection(transport)
+        client.dataReceived(handshake())
+        client.dataReceived(authenticate("sa", self.authority.issue(vcluster, "sa", 600)))
+        sessionless = dataclasses.replace(fetch_request(17, [self.own]),
+                                          session_id=i32(0), session_epoch=i32(-1))
+        client.dataReceived(request_frame(sessionless, 17, 3))  # opens the broker side
+        _, broker, broker_transport = self.brokers[-1]
+        return client, transport, broker, broker_transport
+
+    def new_sessions(self, conn, count, first_id, correlation=10):
+        """*count* full fetches asking for a session, answered with sessions
+        from *first_id* when made: the (session id, epoch) each went on with."""
+        from .test_fastpath import fetch_request, fetch_response
+        client, _, broker, sent = conn
+        sent.clear()
+        new = dataclasses.replace(fetch_request(17, [self.own]), session_id=i32(0),
+                                  session_epoch=i32(0))
+        client.dataReceived(b"".join(request_frame(new, 17, correlation + c)
+                                     for c in range(count)))
+        out = [decode_request(f)[1] for f in FrameDecoder().feed(sent.value())]
+        broker.dataReceived(frame(struct.pack(">i", 3) + b"\x00" +
+                                  fetch_response(17, topic=self.own)))
+        for c, request in enumerate(out):
+            body = bytearray(fetch_response(17, topic=self.own))
+            made = first_id + c if request.session_epoch == 0 else 0
+            body[6:10] = struct.pack(">i", made)
+            broker.dataReceived(frame(struct.pack(">i", correlation + c) + b"\x00" + body))
+        return [(r.session_id, r.session_epoch) for r in out]
+
+    def test_a_tenants_connections_share_its_pool(self):
+        """Two connections of one tenant: three sessions in all; the third and
+        later fetches asking for one go on sessionless; another tenant's pool
+        is its own; a closed connection gives its sessions' room back."""
+        first, second = self.connection(), self.connection()
+        self.assertEqual(self.new_sessions(first, 2, 100), [(0, 0)] * 2)
+        self.assertEqual(self.new_sessions(second, 3, 200), [(0, 0), (0, -1), (0, -1)])
+        pool = self.gateway.session_pool("london", first[0].node_id)
+        self.assertEqual(pool.held, 3)
+        paris = self.connection("paris")
+        self.topology.topic_ids[self.own] = "parist"
+        self.assertEqual(self.new_sessions(paris, 2, 300), [(0, 0)] * 2)
+        self.topology.topic_ids[self.own] = "londont"
+        first[0].connectionLost(None)
+        self.assertEqual(pool.held, 1)
+        self.assertEqual(self.new_sessions(second, 2, 400), [(0, 0)] * 2)
+        self.assertEqual(pool.held, 3)
 
 
 class CountingTransport(StringTransport):

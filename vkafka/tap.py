@@ -89,6 +89,11 @@ SETTINGS = [
      "Largest tenant request the gateway decodes and rewrites on its event loop, in "
      "bytes (Produce and Fetch are sliced, not decoded; Metadata is held to a "
      "quarter of this); larger ones close the connection"),
+    ("max-fetch-sessions", "GATEWAY_MAX_FETCH_SESSIONS", 250, int,
+     "Broker fetch sessions one virtual cluster's connections to one broker may "
+     "hold through a gateway process (each takes a slot of the broker's session "
+     "cache, 1,000 by default, shared by every tenant); past it, and past 4 on "
+     "one connection, a full fetch goes on sessionless"),
     ("tenant-loop-share", "GATEWAY_TENANT_LOOP_SHARE", 0.25, float,
      "Seconds of event-loop work per second one virtual cluster's decoded "
      "requests and answers may take on a gateway process (0 to 1; 0: no limit); "
@@ -284,7 +289,7 @@ class Options(usage.Options):
         for name in ("start-port", "port-count", "max-frame-size", "admin-port",
                      "authentication-timeout", "unauthenticated-frame-size",
                      "max-connections-per-ip", "max-connections-per-vcluster",
-                     "max-decoded-request"):
+                     "max-decoded-request", "max-fetch-sessions"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         if not 0 <= self["tenant-loop-share"] <= 1:
@@ -448,6 +453,7 @@ def makeService(config, reactor=None, worker=None):
                       max_connections_per_vcluster=config[
                           "max-connections-per-vcluster"],
                       max_decoded_request=config["max-decoded-request"],
+                      max_fetch_sessions=config["max-fetch-sessions"],
                       metrics=metrics, endpoint_factory=upstream,
                       metadata_cache_seconds=config["metadata-cache"])
     if tenancy is not None and config["tenant-loop-share"] > 0:

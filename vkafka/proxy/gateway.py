@@ -11,6 +11,7 @@ from ..protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from ..tenancy.metadata_cache import MetadataAnswers
 from ..tenancy.patterns import RegexSubscriptions
 from ..tenancy.services import Services
+from ..tenancy.sessions import SessionPool
 from .broker import BrokerConnection
 from .splice import ClientConnection
 
@@ -26,7 +27,8 @@ class Gateway:
                  refresher=None, tenancy=None, authentication_timeout=10.0,
                  unauthenticated_frame_size=1024 * 1024, max_connections_per_ip=1000,
                  metrics=None, metadata_cache_seconds=1.0,
-                 max_connections_per_vcluster=1000, max_decoded_request=1024 * 1024):
+                 max_connections_per_vcluster=1000, max_decoded_request=1024 * 1024,
+                 max_fetch_sessions=250):
         self.reactor = reactor
         self.topology = topology
         self.rules = rules
@@ -64,6 +66,10 @@ class Gateway:
         """Authenticated connections per virtual cluster (tenant mode)."""
         self.max_decoded_request = max_decoded_request
         """Largest tenant request decoded on the reactor (Metadata: a quarter)."""
+        self.max_fetch_sessions = max_fetch_sessions
+        self.session_pools = {}
+        """(virtual cluster, node id) -> the broker fetch sessions its
+        connections hold (tenancy/sessions.SessionPool)."""
         self.workers = 1
         """Workers of this gateway (``--workers``; set by vkafka/worker.py):
         above 1 the two caps above hold for them all (SharedCap)."""
@@ -87,6 +93,15 @@ class Gateway:
                         self.group_ids, membership=self.membership,
                         authorizer=None if self.state is None else self.state.authorizer,
                         audit=self.audit)
+
+    def session_pool(self, vcluster, node_id):
+        """Where *vcluster*'s connections to broker *node_id* hold their fetch
+        sessions (``--max-fetch-sessions`` of them)."""
+        pool = self.session_pools.get((vcluster, node_id))
+        if pool is None:
+            pool = self.session_pools[vcluster, node_id] = SessionPool(
+                self.max_fetch_sessions)
+        return pool
 
     def close_revoked(self, vcluster, username):
         """Close open connections whose token a revocation now refuses."""

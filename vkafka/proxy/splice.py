@@ -172,6 +172,9 @@ class ClientConnection(protocol.Protocol):
         self.transport.registerProducer(broker.transport, True)
         broker.transport.registerProducer(self.valve, True)
         self.valve.release("connecting")
+        if self.claims is not None:  # tenant mode: the broker is known now
+            self.services.fetch_session_pool = self.gateway.session_pool(
+                self.claims.vcluster, self.node_id)
         early, self._early = self._early, None
         for data in early or ():
             self.dataReceived(data)
@@ -455,6 +458,8 @@ class ClientConnection(protocol.Protocol):
             self.metrics = None
         if self.login is not None:
             self.login.stop()
+        if self.services.fetch_sessions is not None:
+            self.services.fetch_sessions.release()
         if self.valve is not None:
             self.valve.stop()
         if self.broker is not None:

@@ -45,6 +45,9 @@ class Services:
     """Where sampled refused authorizations go (``refused(...)``), or None."""
     fetch_sessions: object = None
     """This connection's fetch sessions (sessions.py), made at its first Fetch."""
+    fetch_session_pool: object = None
+    """Where they hold room: its virtual cluster's pool for its broker on this
+    gateway process (sessions.SessionPool; None: a pool of its own)."""
     concentrated_fetches: dict | None = None
     """This connection's fetch session's concentrated topics: physical topic
     (name or id) -> (virtual name, alias) (concentration/)."""

@@ -40,8 +40,33 @@ FETCH_SESSION_ID_NOT_FOUND = 70
 INITIAL_EPOCH, FINAL_EPOCH = 0, -1
 
 
+class SessionPool:
+    """The broker fetch sessions one virtual cluster's connections to one
+    broker hold through this gateway process (``--max-fetch-sessions``): a
+    tenant opening many connections gets no more of the broker's shared
+    session cache than this."""
+
+    __slots__ = ("limit", "held")
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.held = 0
+
+    def take(self, force=False):
+        """One more session: True, or False at the limit (unless *force*: the
+        broker made one the gateway did not ask room for)."""
+        if self.held >= self.limit and not force:
+            return False
+        self.held += 1
+        return True
+
+    def give(self, count=1):
+        self.held -= count
+
+
 class FetchSessions:
-    """The fetch session ids one client connection owns."""
+    """The fetch session ids one client connection owns, and the sessions it
+    is having made; both hold room in its virtual cluster's *pool*."""
 
     LIMIT = 4
     """A client keeps one session per broker connection; a few spare for
@@ -49,11 +74,12 @@ class FetchSessions:
     made past it are refused (``reserve``); should the broker name more, the
     oldest are forgotten."""
 
-    __slots__ = ("_ids", "_making")
+    __slots__ = ("_ids", "_making", "_pool")
 
-    def __init__(self):
+    def __init__(self, pool=None):
         self._ids = OrderedDict()
         self._making = 0
+        self._pool = SessionPool(self.LIMIT) if pool is None else pool
 
     def __contains__(self, session_id):
         return session_id in self._ids
@@ -72,11 +98,11 @@ class FetchSessions:
         names its topics again and they are checked again."""
         if session_id and session_id in self._ids and epoch not in (
                 INITIAL_EPOCH, FINAL_EPOCH) and self._ids[session_id] != rights:
-            del self._ids[session_id]
+            self.closed(session_id)
             return "refuse"
         if session_id == 0 or session_id in self._ids:
             if session_id and epoch in (INITIAL_EPOCH, FINAL_EPOCH):
-                self._ids.pop(session_id, None)  # the broker closes it
+                self.closed(session_id)  # the broker closes it
             return "forward"
         if epoch in (INITIAL_EPOCH, FINAL_EPOCH):
             return "unbind"
@@ -85,23 +111,37 @@ class FetchSessions:
     def reserve(self):
         """A full fetch (epoch 0) would make a broker session: True, room held
         for it until ``created`` (*made*), or False: this connection holds
-        LIMIT sessions, made or being made (it must go on sessionless)."""
-        if len(self._ids) + self._making >= self.LIMIT:
+        LIMIT sessions, made or being made, or its virtual cluster's pool is
+        full (it must go on sessionless)."""
+        if len(self._ids) + self._making >= self.LIMIT or not self._pool.take():
             return False
         self._making += 1
         return True
 
     def closed(self, session_id):
         """A request closes *session_id* (this connection's no longer)."""
-        self._ids.pop(session_id, None)
+        if self._ids.pop(session_id, False) is not False:
+            self._pool.give()
 
     def created(self, session_id, rights=None, made=False):
         """The broker answered with *session_id*: this connection owns it
         (made under the ACLs of generation *rights*).  *made*: the answer to
-        a fetch ``reserve`` held room for, given back now."""
+        a fetch ``reserve`` held room for, which the session now holds (or,
+        if none was made, is given back)."""
         if made:
             self._making -= 1
         if session_id and session_id not in self._ids:
             self._ids[session_id] = rights
+            if not made:
+                self._pool.take(force=True)
             while len(self._ids) > self.LIMIT:
-                self._ids.popitem(last=False)
+                self.closed(next(iter(self._ids)))
+        elif made:
+            self._pool.give()
+
+    def release(self):
+        """The connection closed: its sessions no longer hold room (the
+        broker evicts them once idle)."""
+        self._pool.give(len(self._ids) + self._making)
+        self._ids.clear()
+        self._making = 0

@@ -121,7 +121,7 @@ def _fetch_sessions(services, rctx, session_id, epoch, version):
     """Check the fetch session a request names against the connection's own
     (tenancy/sessions.py): 'forward', 'unbind' or 'refuse' (answered here)."""
     if services.fetch_sessions is None:
-        services.fetch_sessions = FetchSessions()
+        services.fetch_sessions = FetchSessions(services.fetch_session_pool)
     rctx.sessions = services.fetch_sessions
     action = rctx.sessions.check(session_id, epoch, _generation(rctx))
     if action == "refuse":
