@@ -66,3 +66,17 @@ class NamingTests(unittest.TestCase):
             self.london.scrub("Topic 'londonlondonTopic' already exists in london."),
             "Topic 'londonTopic' already exists in london.")
 
+
+    def test_concentrated_alias_without_a_partition_count(self):
+        """A concentrated mapping the shared state holds without a usable
+        partition count (written by hand, or by another version) has no
+        partitions: every partition named is refused, never a TypeError."""
+        from vkafka.tenancy.concentration.requests import _request_partition
+        from vkafka.tenancy.context import Rejected
+        for count in (None, "3", -2, 1.5):
+            self.london.set_alias("t", "physical.conc", concentrated=True,
+                                  partitions=count)
+            alias = self.london.aliases["t"]
+            self.assertEqual(alias.partitions, 0, count)
+            with self.assertRaises(Rejected):
+                _request_partition(None, 2, "t", alias, 0)

@@ -161,6 +161,8 @@ class Namespace:
                   partitions=None):
         self.remove_alias(logical)
         if concentrated:
+            if not isinstance(partitions, int) or partitions < 0:
+                partitions = 0  # a mapping without a count (hand-written state): none
             alias = Alias(logical, self.prefix + logical, read_only, physical,
                           partitions)
         else:
