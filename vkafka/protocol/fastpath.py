@@ -319,16 +319,16 @@ def _count(frame, pos):
     return count, pos
 
 
-def _end(frame, pos, flexible, error, records, api, names=()):
+def _end(frame, pos, flexible, error, records, api):
     """The Scan of a response whose last field ends at *pos*: only its top-level
     tagged fields may follow (flexible versions), and nothing after them."""
     if not flexible:
         if pos != len(frame):
             raise Malformed(f"{api} response: {len(frame) - pos} bytes unaccounted for")
-        return Scan(error, records, True, names=names)
+        return Scan(error, records, True)
     if skip_tagged_fields(frame, pos) != len(frame):
         raise Malformed(f"{api} response: bytes after its tagged fields")
-    return Scan(error, records, frame[pos] == 0, pos, names=names)
+    return Scan(error, records, frame[pos] == 0, pos)
 
 
 try:  # the same walk compiled (setup.py); tests/test_walk.py runs both
