@@ -78,3 +78,20 @@ class FetchSessionsTests(unittest.TestCase):
         self.assertEqual(pool.held, FetchSessions.LIMIT - 1)
         two.release()
         self.assertEqual(pool.held, 0)
+
+    def test_release_later(self):
+        """A closed connection's sessions hold their room until the broker may
+        evict them (STALE_AFTER seconds idle)."""
+        from twisted.internet.task import Clock
+
+        from vkafka.tenancy.sessions import STALE_AFTER, SessionPool
+        clock, pool = Clock(), SessionPool(5)
+        sessions = FetchSessions(pool)
+        sessions.created(1)
+        self.assertTrue(sessions.reserve())
+        sessions.release(clock.callLater)
+        self.assertEqual((len(sessions), pool.held), (0, 2))
+        clock.advance(STALE_AFTER - 1)
+        self.assertEqual(pool.held, 2)
+        clock.advance(1)
+        self.assertEqual(pool.held, 0)

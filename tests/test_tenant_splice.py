@@ -1101,6 +1101,7 @@ class FetchSessionPoolTests(TenantSpliceBase):
     def setUp(self):
         super().setUp()
         self.gateway.max_fetch_sessions = 3
+        self.opened = set()
         self.own = uuid.uuid4()
         self.topology.topic_ids[self.own] = "londont"
 
@@ -1130,8 +1131,10 @@ class FetchSessionPoolTests(TenantSpliceBase):
         client.dataReceived(b"".join(request_frame(new, 17, correlation + c)
                                      for c in range(count)))
         out = [decode_request(f)[1] for f in FrameDecoder().feed(sent.value())]
-        broker.dataReceived(frame(struct.pack(">i", 3) + b"\x00" +
-                                  fetch_response(17, topic=self.own)))
+        if client not in self.opened:  # the answer to connection()'s fetch
+            self.opened.add(client)
+            broker.dataReceived(frame(struct.pack(">i", 3) + b"\x00" +
+                                      fetch_response(17, topic=self.own)))
         for c, request in enumerate(out):
             body = bytearray(fetch_response(17, topic=self.own))
             made = first_id + c if request.session_epoch == 0 else 0
@@ -1142,7 +1145,10 @@ class FetchSessionPoolTests(TenantSpliceBase):
     def test_a_tenants_connections_share_its_pool(self):
         """Two connections of one tenant: three sessions in all; the third and
         later fetches asking for one go on sessionless; another tenant's pool
-        is its own; a closed connection gives its sessions' room back."""
+        is its own; a closed connection gives its sessions' room back once
+        the broker may evict them (idle STALE_AFTER seconds), so closing and
+        reopening connections gets a tenant no more of the broker's cache."""
+        from vkafka.tenancy.sessions import STALE_AFTER
         first, second = self.connection(), self.connection()
         self.assertEqual(self.new_sessions(first, 2, 100), [(0, 0)] * 2)
         self.assertEqual(self.new_sessions(second, 3, 200), [(0, 0), (0, -1), (0, -1)])
@@ -1152,10 +1158,13 @@ class FetchSessionPoolTests(TenantSpliceBase):
         self.topology.topic_ids[self.own] = "parist"
         self.assertEqual(self.new_sessions(paris, 2, 300), [(0, 0)] * 2)
         self.topology.topic_ids[self.own] = "londont"
-        first[0].connectionLost(None)
+        first[0].connectionLost(None)  # its two stay in the broker's cache...
+        self.assertEqual(self.new_sessions(second, 1, 400), [(0, -1)])
+        self.reactor.advance(STALE_AFTER)  # ...until a new session may evict them
         self.assertEqual(pool.held, 1)
-        self.assertEqual(self.new_sessions(second, 2, 400), [(0, 0)] * 2)
+        self.assertEqual(self.new_sessions(second, 2, 500), [(0, 0)] * 2)
         self.assertEqual(pool.held, 3)
+        self.assertFalse(second[0].closed)
 
 
 class CountingTransport(StringTransport):

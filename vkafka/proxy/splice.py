@@ -458,8 +458,8 @@ class ClientConnection(protocol.Protocol):
             self.metrics = None
         if self.login is not None:
             self.login.stop()
-        if self.services.fetch_sessions is not None:
-            self.services.fetch_sessions.release()
+        if self.services.fetch_sessions is not None:  # room held until evictable
+            self.services.fetch_sessions.release(self.gateway.reactor.callLater)
         if self.valve is not None:
             self.valve.stop()
         if self.broker is not None:

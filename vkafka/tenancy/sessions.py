@@ -38,6 +38,9 @@ from collections import OrderedDict
 
 FETCH_SESSION_ID_NOT_FOUND = 70
 INITIAL_EPOCH, FINAL_EPOCH = 0, -1
+STALE_AFTER = 120.0
+"""Seconds a broker session must be idle before a new one may evict it
+(the brokers' ``min.incremental.fetch.session.eviction.ms``, 120,000 by default)."""
 
 
 class SessionPool:
@@ -139,9 +142,17 @@ class FetchSessions:
         elif made:
             self._pool.give()
 
-    def release(self):
-        """The connection closed: its sessions no longer hold room (the
-        broker evicts them once idle)."""
-        self._pool.give(len(self._ids) + self._making)
+    def release(self, call_later=None):
+        """The connection closed.  Its sessions stay in the broker's cache,
+        where a new session may evict them only once they have been idle
+        STALE_AFTER seconds: they hold their room in the pool until then
+        (``call_later(seconds, f, *args)``; None: give it back now), so a
+        tenant closing and reopening connections holds no more of the cache
+        than the pool."""
+        held = len(self._ids) + self._making
         self._ids.clear()
         self._making = 0
+        if held and call_later is not None:
+            call_later(STALE_AFTER, self._pool.give, held)
+        elif held:
+            self._pool.give(held)
