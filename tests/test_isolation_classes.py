@@ -100,6 +100,30 @@ class IsolationClassTests(IsolationBase):
         for answer in answers:
             self.assertTrue(answer.responses[0].partitions[0].records)
 
+    def test_fetch_sessions_closed_with_their_connection(self):
+        """A tenant's connection closes: the broker sessions it made are closed
+        too (their slots in the brokers' shared session cache free at once,
+        not when evicted): the broker itself no longer knows them."""
+        from compose import devstack
+        from tests.rawclient import RawClient
+        london, secret_id = self.leader_client(self.london, "secret")
+        answer = london.request(metadata(["secret"]), 12)
+        leader = answer.topics[0].partitions[0].leader_id
+        session = london.request(fetch(secret_id, 0, 0), 17).session_id
+        self.assertNotEqual(session, 0)
+        direct = RawClient("localhost", devstack.NODES[leader])
+        self.addCleanup(direct.close)
+        self.assertEqual(direct.request(fetch(None, session, 1), 17).error_code,
+                         ErrorCode.none)  # the broker has it, for anyone naming it
+        london.close()
+        epoch = 2
+        def gone():
+            nonlocal epoch
+            answer = direct.request(fetch(None, session, epoch), 17)
+            epoch += 1
+            return answer.error_code == ErrorCode.fetch_session_id_not_found
+        stack.wait_until(gone, "the closed connection's fetch session to be closed", 30)
+
     def heartbeat(self, client, group, regex, member=None, epoch=0):
         from kio.schema.consumer_group_heartbeat.v1.request import (
             ConsumerGroupHeartbeatRequest)

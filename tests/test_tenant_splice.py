@@ -1158,13 +1158,34 @@ class FetchSessionPoolTests(TenantSpliceBase):
         self.topology.topic_ids[self.own] = "parist"
         self.assertEqual(self.new_sessions(paris, 2, 300), [(0, 0)] * 2)
         self.topology.topic_ids[self.own] = "londont"
-        first[0].connectionLost(None)  # its two stay in the broker's cache...
+        first[3].clear()
+        first[3].loseConnection()  # as Twisted stops the producer of a closed client
+        first[0].connectionLost(None)  # its two closed on the broker, and...
+        closers = [decode_request(f) for f in FrameDecoder().feed(first[3].value())]
+        self.assertEqual([(h.api_key, r.session_id, r.session_epoch, r.topics)
+                          for h, r in closers], [(1, 100, -1, ()), (1, 101, -1, ())])
+        self.assertTrue(first[3].disconnecting)
+        # ...should the broker not have taken those, their room is held:
         self.assertEqual(self.new_sessions(second, 1, 400), [(0, -1)])
-        self.reactor.advance(STALE_AFTER)  # ...until a new session may evict them
+        self.reactor.advance(STALE_AFTER)  # until a new session may evict them
         self.assertEqual(pool.held, 1)
         self.assertEqual(self.new_sessions(second, 2, 500), [(0, 0)] * 2)
         self.assertEqual(pool.held, 3)
         self.assertFalse(second[0].closed)
+
+
+    def test_sessions_closed_when_the_gateway_closes(self):
+        """A connection the gateway closes (here: a Fetch as a replica) closes
+        its broker sessions first, at the version the client fetched with."""
+        from .test_fastpath import fetch_request
+        conn = self.connection()
+        self.assertEqual(self.new_sessions(conn, 1, 700), [(0, 0)])
+        conn[3].clear()
+        conn[0].dataReceived(request_frame(fetch_request(17, [self.own], replica=3), 17, 30))
+        self.assertTrue(conn[0].closed)
+        [(header, closer)] = [decode_request(f) for f in FrameDecoder().feed(conn[3].value())]
+        self.assertEqual((header.api_key, header.api_version, closer.session_id,
+                          closer.session_epoch), (1, 17, 700, -1))
 
 
 class CountingTransport(StringTransport):

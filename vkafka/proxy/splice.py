@@ -27,6 +27,7 @@ from ..protocol.headers import (
     API_VERSIONS, HeaderError, peek_request, response_header)
 from ..protocol.produce import scan_produce
 from ..tenancy.rules.addresses import local_api_versions
+from ..tenancy.rules.records import session_closers
 from .login import Login
 from .outbox import Outbox, tune_socket
 from .security import server_name
@@ -251,8 +252,7 @@ class ClientConnection(protocol.Protocol):
             return False
         self.closed = True
         self.transport.loseConnection()
-        if self.broker is not None:
-            self.broker.transport.loseConnection()
+        self._close_broker()
         return True
 
     def request_received(self, frame):
@@ -379,8 +379,7 @@ class ClientConnection(protocol.Protocol):
         self.closed = True
         self.flush()
         self.transport.loseConnection()
-        if self.broker is not None:
-            self.broker.transport.loseConnection()
+        self._close_broker()
 
     # broker -> client
 
@@ -443,8 +442,7 @@ class ClientConnection(protocol.Protocol):
         self.closed = True
         self.flush()  # earlier frames of this read go first, as they came
         self.transport.abortConnection()
-        if self.broker is not None:
-            self.broker.transport.loseConnection()
+        self._close_broker()
 
     def connectionLost(self, reason):
         self.closed = True
@@ -458,12 +456,27 @@ class ClientConnection(protocol.Protocol):
             self.metrics = None
         if self.login is not None:
             self.login.stop()
-        if self.services.fetch_sessions is not None:  # room held until evictable
-            self.services.fetch_sessions.release(self.gateway.reactor.callLater)
         if self.valve is not None:
             self.valve.stop()
         if self.broker is not None:
             self.broker.transport.unregisterProducer()
-            self.broker.transport.loseConnection()
+            self._close_broker()
         elif self._connecting is not None:
             self._connecting.cancel()
+        if self.services.fetch_sessions is not None:  # room held until evictable
+            self.services.fetch_sessions.release(self.gateway.reactor.callLater)
+
+    def _close_broker(self):
+        """Close the broker connection, first closing the broker fetch sessions
+        this connection made (rules/records.session_closers)."""
+        if self.broker is None:
+            return
+        transport = self.broker.transport
+        sessions = self.services.fetch_sessions
+        # Still connected: bytes written while Twisted closes it (a closed client
+        # connection stops its producer, the broker's) are sent before the FIN.
+        if sessions is not None and transport.connected:
+            for payload in session_closers(sessions):
+                self.upstream.write_frame(payload)
+            self.upstream.release()  # their room is held until evictable all the same
+        transport.loseConnection()

@@ -31,7 +31,9 @@ new session (epoch 0, session 0), in a loop or pipelined, would push every
 other tenant's consumers off incremental fetches.  Past the limit a full
 fetch goes on sessionless (epoch -1: answered in full, no session made, the
 one it named, if this connection's, closed), which every client handles (its
-next fetch is a full one again).
+next fetch is a full one again).  A closing connection closes the sessions
+it made on the broker (``rules/records.session_closers``), so their slots are
+free at once.
 """
 
 from collections import OrderedDict
@@ -77,12 +79,19 @@ class FetchSessions:
     made past it are refused (``reserve``); should the broker name more, the
     oldest are forgotten."""
 
-    __slots__ = ("_ids", "_making", "_pool")
+    __slots__ = ("_ids", "_making", "_pool", "version")
 
     def __init__(self, pool=None):
         self._ids = OrderedDict()
         self._making = 0
         self._pool = SessionPool(self.LIMIT) if pool is None else pool
+        self.version = 0
+        """The Fetch version the client last used (its sessions are closed
+        with it when the connection closes)."""
+
+    def owned(self):
+        """The session ids this connection owns, oldest first."""
+        return tuple(self._ids)
 
     def __contains__(self, session_id):
         return session_id in self._ids

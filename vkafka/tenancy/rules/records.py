@@ -5,6 +5,7 @@ Requests are renamed without decoding (protocol/produce.py, fastpath.py);
 fetch sessions are bound to the connection that made them (sessions.py);
 v13+ responses pass as bytes when every topic id in them is the tenant's."""
 
+import datetime
 import struct
 import uuid
 from dataclasses import replace
@@ -12,10 +13,10 @@ from dataclasses import replace
 from kio.index import load_payload_module
 from kio.schema.errors import ErrorCode
 from kio.static.constants import EntityType
-from kio.static.primitive import i32
+from kio.static.primitive import i32, i32Timedelta, i64
 
 
-from ...protocol.codec import encode_body
+from ...protocol.codec import encode_body, encode_request
 from ...protocol.framing import Malformed
 from ...protocol.fastpath import fetch_request_ids, fetch_session, rename_fields
 from ...protocol.headers import read_string, write_string
@@ -123,6 +124,7 @@ def _fetch_sessions(services, rctx, session_id, epoch, version):
     if services.fetch_sessions is None:
         services.fetch_sessions = FetchSessions(services.fetch_session_pool)
     rctx.sessions = services.fetch_sessions
+    rctx.sessions.version = version
     action = rctx.sessions.check(session_id, epoch, _generation(rctx))
     if action == "refuse":
         rctx.answer = _fetch_error(version, FETCH_SESSION_ID_NOT_FOUND)
@@ -132,6 +134,25 @@ def _fetch_sessions(services, rctx, session_id, epoch, version):
     if epoch == INITIAL_EPOCH:  # the broker makes a session: is there room?
         rctx.making_session = rctx.sessions.reserve()
     return action
+
+
+def session_closers(sessions):
+    """Fetch requests (payloads) closing each broker session *sessions* own:
+    sent as the connection closes, so their slots in the broker's session
+    cache (shared by every tenant) are free at once, not when evicted.  Epoch
+    -1 closes the session named; no partitions, no wait."""
+    if not sessions.owned() or sessions.version < 7:
+        return []
+    version = sessions.version
+    module = load_payload_module(1, version, EntityType.request)
+    fields = module.FetchRequest.__dataclass_fields__
+    who = {"replica_state": module.ReplicaState(replica_id=i32(-1), replica_epoch=i64(-1))} \
+        if "replica_state" in fields else {"replica_id": i32(-1)}
+    return [encode_request(module.FetchRequest(
+        **who, max_wait=i32Timedelta.parse(datetime.timedelta(0)), min_bytes=i32(0),
+        max_bytes=i32(0), session_id=i32(session), session_epoch=i32(FINAL_EPOCH),
+        topics=(), forgotten_topics_data=()), version, 0)
+        for session in sessions.owned()]
 
 
 def _sessionless(rctx, session_id, action):
