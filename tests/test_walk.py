@@ -17,8 +17,8 @@ from vkafka.protocol import fastpath, produce
 from vkafka.protocol.codec import encode_request
 from vkafka.protocol.framing import Malformed
 from vkafka.protocol.headers import HeaderError, parse_request_header
-from tests.test_fastpath import produce_response
-from tests.test_produce_slicing import produce as produce_request
+from .test_fastpath import produce_response
+from .test_produce_slicing import produce as produce_request
 
 POKES = (0x00, 0x01, 0x7F, 0x80, 0xFF)
 

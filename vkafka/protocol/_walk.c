@@ -208,16 +208,10 @@ request_partitions(const Buf *f, int64_t *pos, int flexible, int64_t *budget,
     return 0;
 }
 
-static PyObject *
-span(int64_t start, int64_t end)
-{
-    return Py_BuildValue("(LL)", (long long)start, (long long)end);
-}
-
 static int
 append_span(PyObject *list, int64_t start, int64_t end)
 {
-    PyObject *item = span(start, end);
+    PyObject *item = Py_BuildValue("(LL)", (long long)start, (long long)end);
     if (item == NULL)
         return -1;
     int failed = PyList_Append(list, item);
@@ -230,6 +224,8 @@ walk_request(const Buf *f, int64_t p, int flexible, int by_id, PyObject *fields,
              int64_t out[4])
 {
     int64_t acks, topics, records = 0, budget = MAX_ENTRIES;
+    if (p < 0)
+        return fail("negative body offset");
     if (skip_string(f, &p, flexible))  /* the transactional id */
         return -1;
     out[2] = p;
@@ -269,7 +265,7 @@ PyDoc_STRVAR(produce_request_doc,
 "produce_request(frame, body_offset, flexible, by_id)\n"
 "-> (acks, records, end of the transactional id, [(start, end) of each topic's\n"
 "name or id field], end of the request)\n\n"
-"The walk of produce._walk_request, compiled.");
+"The walk of produce.walk_request_py, compiled.");
 
 static PyObject *
 produce_request(PyObject *self, PyObject *args)
@@ -283,12 +279,9 @@ produce_request(PyObject *self, PyObject *args)
     int64_t out[4];
     PyObject *fields = PyList_New(0);
     PyObject *result = NULL;
-    if (fields != NULL && offset >= 0 &&
-            walk_request(&f, offset, flexible, by_id, fields, out) == 0)
+    if (fields != NULL && walk_request(&f, offset, flexible, by_id, fields, out) == 0)
         result = Py_BuildValue("(LLLOL)", (long long)out[0], (long long)out[1],
                                (long long)out[2], fields, (long long)out[3]);
-    else if (fields != NULL && offset < 0)
-        fail("negative body offset");
     Py_XDECREF(fields);
     PyBuffer_Release(&view);
     return result;
@@ -346,7 +339,7 @@ PyDoc_STRVAR(produce_response_doc,
 "produce_response(frame, offset, version)\n"
 "-> (first error, clean, ((start, end) of each topic name field), where the\n"
 "top-level tags start or -1, no top-level tags)\n\n"
-"The walk of fastpath.scan_produce_response, compiled; not clean: the walk\n"
+"The walk of fastpath.walk_response_py, compiled; not clean: the walk\n"
 "stopped at a record error or an error message.");
 
 static PyObject *

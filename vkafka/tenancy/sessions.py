@@ -152,12 +152,13 @@ class FetchSessions:
             self._pool.give()
 
     def release(self, call_later=None):
-        """The connection closed.  Its sessions stay in the broker's cache,
-        where a new session may evict them only once they have been idle
-        STALE_AFTER seconds: they hold their room in the pool until then
-        (``call_later(seconds, f, *args)``; None: give it back now), so a
-        tenant closing and reopening connections holds no more of the cache
-        than the pool."""
+        """The connection closed (its sessions closed on the broker first, if
+        the broker connection was still up).  Should the broker not have taken
+        those closes, its sessions stay in its cache, where a new session may
+        evict them only once idle STALE_AFTER seconds: they hold their room in
+        the pool until then (``call_later(seconds, f, *args)``; None: give it
+        back now), so a tenant closing and reopening connections holds no more
+        of the cache than the pool."""
         held = len(self._ids) + self._making
         self._ids.clear()
         self._making = 0
