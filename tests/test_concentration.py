@@ -2,6 +2,7 @@
 a real gateway, with confluent-kafka, the Java CLI and a compacted topic."""
 
 import base64
+import datetime
 import json
 import time
 import urllib.request
@@ -31,6 +32,33 @@ def admin(method, path, body=None):
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"null")
+
+
+def _metadata(version, names):
+    """A Metadata request of *version* for topics *names* (None: all topics)."""
+    import importlib
+    import uuid
+    m = importlib.import_module(f"kio.schema.metadata.v{version}.request")
+    fields = {"topic_id": uuid.UUID(int=0)} if version >= 10 else {}
+    extra = {}
+    if version >= 4:
+        extra["allow_auto_topic_creation"] = False
+    if 8 <= version <= 10:
+        extra["include_cluster_authorized_operations"] = False
+    if version >= 8:
+        extra["include_topic_authorized_operations"] = False
+    topics = None if names is None else tuple(
+        m.MetadataRequestTopic(name=n, **fields) for n in names)
+    return m.MetadataRequest(topics=topics, **extra)
+
+
+def _offered(client, api_key):
+    """The newest version of *api_key* the gateway offers *client*."""
+    from kio.schema.api_versions.v3.request import ApiVersionsRequest
+    answer = client.request(ApiVersionsRequest(client_software_name="tests",
+                                               client_software_version="1"), 3)
+    [offered] = [k for k in answer.api_keys if k.api_key == api_key]
+    return offered.max_version
 
 
 class ConcentratedTopicTests(unittest.TestCase):
@@ -287,6 +315,86 @@ class ConcentratedTopicTests(unittest.TestCase):
         physical = ConfigResource("topic", self.physical)
         configs = direct.describe_configs([physical])[physical].result(30)
         self.assertNotEqual(configs["retention.ms"].value, "1000")
+
+    def raw(self, vc, port=None):
+        """A raw protocol client of *vc* through the class's gateway."""
+        from kio.schema.errors import ErrorCode
+
+        from .rawclient import RawClient
+        client = RawClient("localhost", port or self.gateway.start_port)
+        self.addCleanup(client.close)
+        answer = client.sasl_plain("sa", AUTHORITY.issue(vc, "sa", 3600))
+        self.assertEqual(answer.error_code, ErrorCode.none, answer.error_message)
+        return client
+
+    def test_list_offsets_by_time_reveal_no_other_topic(self):
+        """ListOffsets by time, or for the largest timestamp, on a concentrated
+        topic would find another logical topic's record in the shared partition
+        and give away its offset and timestamp: answered
+        UNSUPPORTED_FOR_MESSAGE_FORMAT (no offset for that time), every version;
+        LATEST and EARLIEST (the shared ends) are answered."""
+        import importlib
+
+        from kio.schema.errors import ErrorCode
+        from kio.static.primitive import i32, i32Timedelta, i64
+        other = stack.unique("concother").replace("-", "")
+        code, body = admin("POST", f"/vcluster/{other}/topics/theirs", {
+            "physicalTopicName": self.physical, "concentrated": True})
+        self.assertEqual(code, 200, body)
+        self.concentrate("mine", self.physical)
+        chosen = int(time.time() * 1000) - 424_242  # a timestamp the other tenant chose
+        vc, self.vc = self.vc, other
+        self.token = AUTHORITY.issue(other, "sa", 3600)
+        from confluent_kafka import Producer
+        producer = Producer(self.config(acks="all"))
+        producer.produce("theirs", value=b"private", partition=0, timestamp=chosen)
+        self.assertEqual(producer.flush(30), 0)
+        self.vc = vc
+        answer = self.raw(vc).request(_metadata(12, ["mine"]), 12)
+        [leader] = [p.leader_id for p in answer.topics[0].partitions
+                    if p.partition_index == 0]
+        [port] = [b.port for b in answer.brokers if b.node_id == leader]
+        client = self.raw(vc, port)  # the gateway's port for the leader
+        for version in range(1, _offered(client, 2) + 1):
+            m = importlib.import_module(f"kio.schema.list_offsets.v{version}.request")
+            for asked in (0, chosen - 1, -3, -1, -2):
+                if asked == -3 and version < 7:
+                    continue
+                extra = {"current_leader_epoch": i32(-1)} if version >= 4 else {}
+                request = m.ListOffsetsRequest(
+                    replica_id=i32(-1), topics=(m.ListOffsetsTopic(
+                        name="mine", partitions=(m.ListOffsetsPartition(
+                            partition_index=i32(0), timestamp=i64(asked), **extra),)),),
+                    **({"isolation_level": 0} if version >= 2 else {}),
+                    **({"timeout": i32Timedelta.parse(datetime.timedelta(seconds=5))}
+                       if version >= 10 else {}))
+                [answered] = client.request(request, version).topics
+                [partition] = answered.partitions
+                seen = (answered.name, partition.error_code, partition.timestamp)
+                if asked in (-1, -2):
+                    self.assertEqual(seen, ("mine", ErrorCode.none, -1), (version, asked))
+                    self.assertGreaterEqual(partition.offset, 0)
+                else:
+                    self.assertEqual(
+                        seen + (partition.offset,),
+                        ("mine", ErrorCode.unsupported_for_message_format, -1, -1),
+                        (version, asked))
+
+    def test_metadata_every_version(self):
+        """Metadata of a concentrated topic, by name and all topics, at every
+        version (before v10 an answer has no topic ids to give)."""
+        from kio.schema.errors import ErrorCode
+        self.concentrate("listed", self.physical)
+        client = self.raw(self.vc)
+        for version in range(0, _offered(client, 3) + 1):
+            for names in (["listed"], None):
+                if names is None and version == 0:
+                    continue  # v0 has no null list: [] means all topics
+                topics = client.request(_metadata(version, names), version).topics
+                self.assertEqual([(t.name, t.error_code) for t in topics
+                                  if not t.name.startswith("_")],
+                                 [("listed", ErrorCode.none)], version)
+        self.assertNotIn("Traceback", self.gateway.log())
 
     def test_physical_topic_created_when_asked(self):
         """A mapping to a missing topic is 404, unless "create" asks for it;

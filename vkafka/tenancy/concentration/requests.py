@@ -6,6 +6,8 @@ OffsetCommit commits marked; any API with no rule here is refused."""
 
 import dataclasses
 
+from kio.static.primitive import i64
+
 from .offsets import commit_partition
 from .records import tag_records
 from .refusal import refuse
@@ -87,24 +89,34 @@ def _request_topic(services, rctx, exchange, api_key, topic):
         raise Refused(f"{' and '.join(a.logical for _, a in users)} share a physical "
                       f"topic and cannot go in one request")
     changes = {field: new}
-    changes.update(_request_partitions(services, api_key, virtual, alias, topic))
+    changes.update(_request_partitions(services, exchange, api_key, virtual, alias,
+                                       topic))
     return dataclasses.replace(topic, **changes)
 
 
-def _request_partitions(services, api_key, virtual, alias, topic):
+def _request_partitions(services, exchange, api_key, virtual, alias, topic):
     """The changed partition list of a topic entry (a dict to merge), or {}."""
     partitions = getattr(topic, "partitions", None) or getattr(topic, "partition_data",
                                                                 None)
     if not partitions:
         return {}
     field = "partitions" if hasattr(topic, "partitions") else "partition_data"
-    return {field: tuple(_request_partition(services, api_key, virtual, alias, p)
-                         for p in partitions)}
+    return {field: tuple(_request_partition(services, exchange, api_key, virtual,
+                                            alias, p) for p in partitions)}
 
 
-def _request_partition(services, api_key, virtual, alias, partition):
+SHARED_POSITIONS = (-1, -2)
+"""ListOffsets LATEST and EARLIEST: the physical partition's ends, which every
+logical topic in it shares (docs/concentration.md)."""
+
+
+def _request_partition(services, exchange, api_key, virtual, alias, partition):
     """One partition of a concentrated topic: refused past the logical topic's
-    partition count; Produce records tagged, OffsetCommit commits marked."""
+    partition count; Produce records tagged, OffsetCommit commits marked;
+    a ListOffsets by time (or for the largest timestamp, or a tier's end)
+    asks for LATEST instead and is answered UNSUPPORTED_FOR_MESSAGE_FORMAT
+    (responses.py): the broker would find another logical topic's record and
+    give away its offset and timestamp."""
     index = partition if isinstance(partition, int) else next(
         getattr(partition, n) for n in _PARTITION if hasattr(partition, n))
     if not 0 <= index < alias.partitions:
@@ -115,6 +127,9 @@ def _request_partition(services, api_key, virtual, alias, partition):
             partition.records, virtual, index))
     if api_key == 8:
         return commit_partition(services, virtual, index, partition)
+    if api_key == 2 and partition.timestamp not in SHARED_POSITIONS:
+        exchange.by_time.add((virtual, index))
+        return dataclasses.replace(partition, timestamp=i64(-1))
     return partition
 
 

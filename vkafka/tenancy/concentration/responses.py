@@ -6,6 +6,9 @@ topics' batches emptied; OffsetFetch split by commit (offsets.py)."""
 
 import dataclasses
 
+from kio.schema.errors import ErrorCode
+from kio.static.primitive import i32, i64
+
 from .offsets import learn_gap, offset_fetch_response
 from .records import untag_records
 from .shared import Exchange, ident, synthetic_id
@@ -32,8 +35,8 @@ def rewrite_response(services, rctx, api_key, response):
         if not users:
             out.append(topic)
             continue
-        out.extend(_response_topic(services, api_key, topic, kind, virtual, alias)
-                   for virtual, alias in users)
+        out.extend(_response_topic(services, exchange, api_key, topic, kind, virtual,
+                                   alias) for virtual, alias in users)
     return dataclasses.replace(response, **{field: tuple(out)})
 
 
@@ -52,7 +55,7 @@ def _answered_for(services, exchange, api_key):
             **exchange.by_physical}
 
 
-def _response_topic(services, api_key, topic, kind, virtual, alias):
+def _response_topic(services, exchange, api_key, topic, kind, virtual, alias):
     """*topic* of the answer as logical topic *virtual*."""
     if kind == "topic_id":
         new = synthetic_id(virtual)
@@ -61,14 +64,31 @@ def _response_topic(services, api_key, topic, kind, virtual, alias):
         new = virtual
     changes = {kind: new}
     if api_key == 3:
-        changes["topic_id"] = synthetic_id(virtual)
-        services.topology.topic_ids[changes["topic_id"]] = virtual
+        if hasattr(topic, "topic_id"):  # Metadata v10+: before it, names only
+            changes["topic_id"] = synthetic_id(virtual)
+            services.topology.topic_ids[changes["topic_id"]] = virtual
         changes["partitions"] = tuple(p for p in topic.partitions
                                       if p.partition_index < alias.partitions)
     elif api_key == 1:
         changes["partitions"] = tuple(_fetched_partition(services, virtual, p)
                                       for p in topic.partitions)
+    elif api_key == 2 and exchange.by_time:
+        changes["partitions"] = tuple(
+            _not_searchable(p) if (virtual, p.partition_index) in exchange.by_time
+            else p for p in topic.partitions)
     return dataclasses.replace(topic, **changes)
+
+
+def _not_searchable(partition):
+    """A ListOffsets partition asked by time: not answered (the broker's answer
+    was for LATEST).  Clients read this code as "no offset for that time"
+    (the Java consumer's offsetsForTimes gives null), as from a broker whose
+    log has no timestamps to search."""
+    changes = {"error_code": ErrorCode.unsupported_for_message_format, "timestamp": i64(-1),
+               "offset": i64(-1)}
+    if hasattr(partition, "leader_epoch"):
+        changes["leader_epoch"] = i32(-1)
+    return dataclasses.replace(partition, **changes)
 
 
 def _fetched_partition(services, virtual, partition):

@@ -39,11 +39,11 @@ def ident(entity):
 class Exchange:
     """What one request's concentration rewrite leaves for its response."""
 
-    __slots__ = ("by_physical", "partitions")
+    __slots__ = ("by_physical", "by_time")
 
     def __init__(self):
         self.by_physical = {}  # physical name or id -> [(virtual, alias)]
-        self.partitions = {}   # (virtual, partition) -> requested
+        self.by_time = set()   # ListOffsets: (virtual, partition) asked by time
 
     def use(self, physical, virtual, alias):
         """Note that *virtual* went out as *physical*, so the response is
