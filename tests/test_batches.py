@@ -170,3 +170,33 @@ class TaggingTests(unittest.TestCase):
         struct.pack_into(">h", raw, 21, 0x10)
         self.assertRaises(concentration.Refused, concentration.tag_records, bytes(raw),
                           "v", 0)
+
+
+class WithoutProducerTests(unittest.TestCase):
+    """without_producer: producer id, epoch and sequence cleared, CRC right."""
+
+    def test_cleared_and_checked(self):
+        one, two = kio_batch([(b"k", b"v1")]), kio_batch([(None, b"v2")], 200)
+        out = batches.without_producer(one + two)
+        self.assertEqual(len(out), len(one + two))
+        first, size = read_batch(out, 0)  # kio checks the CRC
+        second, _ = read_batch(out, size)
+        for parsed in (first, second):
+            self.assertEqual((parsed.producer_id, parsed.producer_epoch,
+                              parsed.base_sequence), (-1, -1, -1))
+        self.assertEqual([r.value for r in first.records + second.records],
+                         [b"v1", b"v2"])
+
+    def test_without_producer_as_it_came(self):
+        raw = batches.without_producer(kio_batch([(b"k", b"v")]))
+        self.assertIs(batches.without_producer(raw), raw)
+
+    def test_transactional_control_partial_refused(self):
+        raw = bytearray(kio_batch([(b"k", b"v")]))
+        for flag in (batches.TRANSACTIONAL, batches.CONTROL):
+            flagged = bytearray(raw)
+            flagged[22] |= flag
+            with self.assertRaises(batches.BatchError):
+                batches.without_producer(bytes(flagged))
+        with self.assertRaises(batches.BatchError):
+            batches.without_producer(bytes(raw[:-1]))

@@ -11,6 +11,48 @@ from .test_tenants import TenantGatewayTestCase
 ADMIN = ("admin", "conduktor")
 
 
+def _batch(value, producer_id, epoch, sequence):
+    """One record batch of *value* as a producer with that id would send it."""
+    import datetime
+    import io
+
+    from kio.records.schema import NewRecordBatch, Record
+    from kio.records.writers import write_batch
+    from kio.static.primitive import i8, i16, i32, i64
+    out = io.BytesIO()
+    write_batch(out, NewRecordBatch(
+        producer_id=i64(producer_id), producer_epoch=i16(epoch),
+        base_sequence=i32(sequence), attributes=i16(0), records=(Record(
+            attributes=i8(0), timestamp=datetime.datetime.now(datetime.timezone.utc),
+            offset=i64(0), key=None, value=value, headers=()),)))
+    return out.getvalue()
+
+
+def _produce(client, version, where, records, transactional_id=None):
+    """A raw Produce of *records* to partition 0 of the topic *where* names."""
+    import datetime
+    import importlib
+
+    from kio.static.primitive import i16, i32, i32Timedelta
+    m = importlib.import_module(f"kio.schema.produce.v{version}.request")
+    return client.request(m.ProduceRequest(
+        transactional_id=transactional_id, acks=i16(-1),
+        timeout=i32Timedelta.parse(datetime.timedelta(seconds=10)),
+        topic_data=(m.TopicProduceData(partition_data=(m.PartitionProduceData(
+            index=i32(0), records=records),), **where),)), version)
+
+
+def _producers(client, topic):
+    """(producer id, epoch, last sequence) of partition 0's producers."""
+    from kio.schema.describe_producers.v0.request import (
+        DescribeProducersRequest, TopicRequest)
+    from kio.static.primitive import i32
+    [answered] = client.request(DescribeProducersRequest(topics=(TopicRequest(
+        name=topic, partition_indexes=(i32(0),)),)), 0).topics
+    return [(p.producer_id, p.producer_epoch, p.last_sequence)
+            for p in answered.partitions[0].active_producers]
+
+
 class MappingBase(TenantGatewayTestCase):
     """A tenant gateway and one fresh physical topic with 5 records."""
 
@@ -109,6 +151,67 @@ class MappingTests(MappingBase):
                          [KafkaError.TOPIC_AUTHORIZATION_FAILED])
         values = yield threads.deferToThread(self.consume, vc, "ro", 5)
         self.assertEqual(len(values), 5)
+
+    def raw(self, vc, port=None):
+        from .rawclient import RawClient
+        from .test_tenants import token
+        client = RawClient("localhost", port or self.start_port)
+        self.addCleanup(client.close)
+        self.assertEqual(client.sasl_plain("sa", token(vc)).error_code, 0)
+        return client
+
+    def leader_client(self, vc, topic):
+        """A raw client of *vc* on the gateway port of *topic*'s partition 0
+        leader, and the topic's id."""
+        from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
+        import uuid
+        answer = self.raw(vc).request(MetadataRequest(
+            topics=(MetadataRequestTopic(topic_id=uuid.UUID(int=0), name=topic),),
+            allow_auto_topic_creation=False, include_topic_authorized_operations=False),
+            12)
+        [found] = answer.topics
+        [leader] = [p.leader_id for p in found.partitions if p.partition_index == 0]
+        [port] = [b.port for b in answer.brokers if b.node_id == leader]
+        return self.raw(vc, port), found.topic_id
+
+    @defer.inlineCallbacks
+    def test_shared_topic_producer_ids_not_taken(self):
+        """A writable mapping is a topic others write too (here an idempotent
+        producer of the cluster itself).  A tenant sending that producer's id,
+        epoch and next sequence (learnt from DescribeProducers) in its own
+        batches neither takes the producer's next record nor fences it: batches
+        to a mapped topic go without producer ids.  A transactional Produce to
+        it is refused (TOPIC_AUTHORIZATION_FAILED, saying why)."""
+        from confluent_kafka import Producer
+        vc = self.vcluster()
+        yield self.admin("POST", f"/vcluster/{vc}/username/sa", {})
+        yield self.map(vc, "shared")
+        victim = Producer({"bootstrap.servers": stack.BOOTSTRAP,
+                           "enable.idempotence": True})
+        victim.produce(self.physical, value=b"victim-0", partition=0)
+        self.assertEqual(victim.flush(30), 0)
+        client, topic_id = self.leader_client(vc, "shared")
+        state = _producers(client, "shared")
+        self.assertEqual(len(state), 1, state)  # the victim's, as the broker has it
+        pid, epoch, last = state[0]
+        for version, where, batch in (
+                (9, {"name": "shared"}, _batch(b"spoof-9", pid, epoch, last + 1)),
+                (13, {"topic_id": topic_id}, _batch(b"spoof-13", pid, epoch, last + 1)),
+                (9, {"name": "shared"}, _batch(b"fence", pid, epoch + 1, 0))):
+            [answer] = _produce(client, version, where, batch).responses
+            self.assertEqual(answer.partition_responses[0].error_code, 0, version)
+        victim.produce(self.physical, value=b"victim-1", partition=0)
+        self.assertEqual(victim.flush(30), 0)  # not fenced, not a duplicate
+        values = yield threads.deferToThread(self.consume, vc, "shared", 9)
+        self.assertEqual(sorted(v for v in values if not v.startswith(b"physical")),
+                         [b"fence", b"spoof-13", b"spoof-9", b"victim-0", b"victim-1"])
+        self.assertEqual([p for p, _, _ in _producers(client, "shared")], [pid])
+
+        [answer] = _produce(client, 9, {"name": "shared"}, _batch(b"txn", 7, 0, 0),
+                            transactional_id="t1").responses
+        refused = answer.partition_responses[0]
+        self.assertEqual(refused.error_code, 29)  # TOPIC_AUTHORIZATION_FAILED
+        self.assertIn("mapped from outside this virtual cluster", refused.error_message)
 
     @defer.inlineCallbacks
     def test_delete_alias_removes_mapping_only(self):

@@ -79,4 +79,4 @@ class NamingTests(unittest.TestCase):
             alias = self.london.aliases["t"]
             self.assertEqual(alias.partitions, 0, count)
             with self.assertRaises(Rejected):
-                _request_partition(None, 2, "t", alias, 0)
+                _request_partition(None, None, 2, "t", alias, 0)

@@ -102,3 +102,30 @@ class ProduceSlicingTests(unittest.TestCase):
         with self.assertRaises(HeaderError) as caught:
             rewrite_produce(request(MAX_ENTRIES), 12, 9)
         self.assertIn("over 100000 topics and partitions", str(caught.exception))
+
+
+class RewriteRecordsTests(unittest.TestCase):
+    """rewrite_records: the records of the chosen topics changed in place,
+    the rest of the request as it came (every version)."""
+
+    def test_matches_codec(self):
+        from vkafka.protocol.produce import rewrite_records
+        for version in range(3, 14):
+            frame = encode_request(produce(version), version, 5, "c")
+            header = parse_request_header(frame)
+            first = IDS[0].bytes if version >= 13 else None
+
+            def chosen(field):
+                return field == first if version >= 13 else field.endswith(b"orders")
+            out = rewrite_records(frame, header.body_offset, version, chosen,
+                                  lambda records: records.upper())
+            _, request = decode_request(frame)
+            expected = dataclasses.replace(request, topic_data=(dataclasses.replace(
+                request.topic_data[0], partition_data=tuple(
+                    dataclasses.replace(p, records=p.records.upper())
+                    for p in request.topic_data[0].partition_data)),
+                request.topic_data[1]))
+            self.assertEqual(out, frame[:header.body_offset] + encode_body(expected),
+                             version)
+            self.assertIs(rewrite_records(frame, header.body_offset, version,
+                                          lambda field: False, bytes.upper), frame)

@@ -203,3 +203,45 @@ def emptied(buf, offset):
     fields[5] &= ~(COMPRESSION_MASK | TRANSACTIONAL)
     fields[7:12] = [-1, -1, -1, -1, -1]  # timestamps, producer id, epoch, sequence
     return encode(Batch(fields, []))
+
+
+_PRODUCER = struct.Struct(">qhi")  # producer id, epoch, base sequence
+_PRODUCER_AT = 43
+_NO_PRODUCER = _PRODUCER.pack(-1, -1, -1)
+
+
+def without_producer(buf):
+    """The record batches *buf* (a partition's records in a Produce) with
+    each batch's producer id, epoch and base sequence cleared and its CRC
+    recomputed; records, compression and timestamps untouched (bytes
+    returned as they came when no batch names a producer).
+
+    A producer id is broker-wide state that nothing ties to a tenant: on a
+    topic others write too, a batch carrying another writer's id could
+    fence it or be taken for its next record.  Cleared, the broker writes
+    the batch as from a producer without idempotence.
+
+    :raises BatchError: for a transactional or control batch (those must
+        carry their producer), or a batch that is not magic v2."""
+    whole, end = whole_batches(buf, 0, len(buf))
+    if end != len(buf):
+        raise BatchError("a produce request with a partial record batch")
+    out, copied = [], 0
+    for pos, size in whole:
+        fields = HEADER.unpack_from(buf, pos)
+        if fields[3] != 2:
+            raise BatchError(f"record batch magic {fields[3]} (only v2 is supported)")
+        if fields[5] & (TRANSACTIONAL | CONTROL):
+            raise BatchError("a transactional or control batch on a topic "
+                             "written from outside the virtual cluster")
+        if fields[9] == -1 and fields[10] == -1 and fields[11] == -1:
+            continue
+        batch = bytearray(buf[pos:pos + size])
+        batch[_PRODUCER_AT:_PRODUCER_AT + _PRODUCER.size] = _NO_PRODUCER
+        struct.pack_into(">I", batch, 17, crc32c(memoryview(batch)[CRC_FROM:]))
+        out += (buf[copied:pos], batch)
+        copied = pos + size
+    if not out:
+        return buf
+    out.append(buf[copied:])
+    return b"".join(out)

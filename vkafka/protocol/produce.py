@@ -108,6 +108,49 @@ def walk_request_py(frame, pos, flexible, by_id):
     return acks, records, txn_end, fields, pos
 
 
+def rewrite_records(frame, body_offset, version, chosen, change):
+    """The Produce request *frame* with ``change(records)`` (bytes of the same
+    size: the length prefix stays) put in place of the records of every
+    partition of each topic whose name or id field (its bytes, length prefix
+    included) ``chosen`` takes; the rest as it came.  Walked in Python: only
+    requests naming such a topic come here."""
+    flexible = version >= 9
+    pos = skip_string(frame, body_offset, flexible) + 6  # acks, timeout
+    topics, pos = read_length(frame, pos, flexible)
+    walkable(MAX_ENTRIES, topics, "produce")
+    pieces, copied = [], 0
+    for _ in range(max(topics, 0)):
+        start = pos
+        pos = pos + 16 if version >= 13 else skip_string(frame, pos, flexible)
+        if pos > len(frame):
+            raise HeaderError("truncated topic name")
+        picked = chosen(bytes(frame[start:pos]))
+        if flexible:
+            partitions, pos = read_length(frame, pos, True)
+        else:
+            (partitions,), pos = _I32.unpack_from(frame, pos), pos + 4
+        walkable(MAX_ENTRIES, partitions, "produce")
+        for _ in range(max(partitions, 0)):
+            pos += 4  # the partition index
+            if flexible:
+                size, at = read_length(frame, pos, True)
+            else:
+                (size,), at = _I32.unpack_from(frame, pos), pos + 4
+            stop = at + max(size, 0)
+            if stop > len(frame):
+                raise HeaderError("truncated records")
+            if picked and size > 0:
+                pieces += (frame[copied:at], change(bytes(frame[at:stop])))
+                copied = stop
+            pos = skip_tagged_fields(frame, stop) if flexible else stop
+        if flexible:
+            pos = skip_tagged_fields(frame, pos)
+    if not pieces:
+        return frame
+    pieces.append(frame[copied:])
+    return b"".join(pieces)
+
+
 try:  # the same walk compiled (setup.py); tests/test_walk.py runs both
     from ._walk import produce_request as walk_request
 except ImportError:  # no C compiler where this was installed

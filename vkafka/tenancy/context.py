@@ -19,6 +19,10 @@ _NONE = MappingProxyType({})  # no concentrated topics: no dict per request
 TOPIC_AUTHORIZATION_FAILED = 29
 READ_ONLY_REASON = ("topic {!r} is read-only in this virtual cluster (a read-only "
                     "mapping: no account may WRITE, ALTER or DELETE it)")
+SHARED_TXN_REASON = ("topic {!r} is mapped from outside this virtual cluster: "
+                     "transactions cannot write to it (its producer ids are "
+                     "not the virtual cluster's alone)")
+_NO_TOPICS = frozenset()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,7 +53,8 @@ class RequestContext:
                  "on_answer", "produced", "sessions", "topics_asked", "created",
                  "coordinator_kind", "config_refusals", "id_pattern",
                  "removed_aliases", "group_protocol", "partitions_asked", "rights",
-                 "unplaced_ids", "making_session", "session_named")
+                 "unplaced_ids", "making_session", "session_named", "shared",
+                 "transactional")
 
     def __init__(self, namespace, topic_ids, write=False):
         self.namespace = namespace
@@ -106,6 +111,11 @@ class RequestContext:
         self.unplaced_ids = 0
         """Topic ids the request names that are not the tenant's topics by
         this gateway's listing (unknown here, or another tenant's): decoys."""
+        self.shared = _NO_TOPICS
+        """Physical names of the writable mapped topics the request names:
+        topics outside the tenant's namespace, which others may write too."""
+        self.transactional = False
+        """Produce: the request carries a transactional id."""
 
     # requests
 
@@ -121,18 +131,29 @@ class RequestContext:
         if self.write and self.namespace.read_only(kind, logical):
             return self.decoy_name(kind, logical, READ_ONLY_REASON.format(logical),
                                    TOPIC_AUTHORIZATION_FAILED)
+        if self.transactional and kind == TOPIC and self.namespace.shared(logical):
+            return self.decoy_name(kind, logical, SHARED_TXN_REASON.format(logical),
+                                   TOPIC_AUTHORIZATION_FAILED)
         try:
             physical = self.namespace.physical(kind, logical)
         except InvalidName as e:
             return self.decoy_name(kind, logical, str(e))
         if kind == TOPIC:
-            self._note_concentrated(logical, physical)
+            self._note_alias(logical, physical)
         return physical
 
-    def _note_concentrated(self, logical, physical):
+    def _note_alias(self, logical, physical):
+        """A mapped topic: concentrated ones go through their layer; writable
+        ones are noted (``shared``)."""
         alias = self.namespace.aliases.get(logical)
-        if alias is not None and alias.concentrated:
+        if alias is None:
+            return
+        if alias.concentrated:
             self.note_concentrated({physical: alias})
+        elif not alias.read_only:
+            if self.shared is _NO_TOPICS:
+                self.shared = set()
+            self.shared.add(physical)
 
     def note_concentrated(self, aliases):
         """Send this request through the concentration layer for *aliases*
@@ -198,8 +219,10 @@ class RequestContext:
             if refusal is None and self.write and self.namespace.read_only(TOPIC,
                                                                            logical):
                 refusal = (READ_ONLY_REASON.format(logical), TOPIC_AUTHORIZATION_FAILED)
+            if refusal is None and self.transactional and self.namespace.shared(logical):
+                refusal = (SHARED_TXN_REASON.format(logical), TOPIC_AUTHORIZATION_FAILED)
             if refusal is None:
-                self._note_concentrated(logical, physical)
+                self._note_alias(logical, physical)
                 return topic_id
         else:
             refusal = (None, None)

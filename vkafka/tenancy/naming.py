@@ -199,6 +199,13 @@ class Namespace:
     def alias_for_physical(self, physical):
         return self.aliased.get(physical)
 
+    def shared(self, logical):
+        """True for a writable mapping of a plain topic: a topic outside this
+        tenant's namespace, which others (other virtual clusters, clients of
+        the cluster itself) may write too."""
+        alias = self.aliases.get(logical)
+        return alias is not None and not alias.read_only and not alias.concentrated
+
     def read_only(self, kind, logical):
         """True for a read-only alias: no produce, delete or config change."""
         alias = self.aliases.get(logical) if kind == TOPIC else None

@@ -157,7 +157,8 @@ def tenant_rules():
 
     row(0, "Produce", common.walk_req,
         common.then(common.walk_resp, addresses.node_endpoints),
-        "names and topic ids rewritten by slicing (records untouched); KIP-951 "
+        "names and topic ids rewritten by slicing (records untouched, but "
+        "for writable mappings: producer ids cleared, transactions refused); KIP-951 "
         "node_endpoints rewritten; v13+ responses forwarded as bytes, older ones "
         "renamed by slicing, unless something else in them must change",
         rewrite_frame=records.produce_frame, scan_response=scan_produce_response,

@@ -20,7 +20,8 @@ from ...protocol.codec import encode_body, encode_request
 from ...protocol.framing import Malformed
 from ...protocol.fastpath import fetch_request_ids, fetch_session, rename_fields
 from ...protocol.headers import read_string, write_string
-from ...protocol.produce import rewrite_produce
+from ...protocol.batches import without_producer
+from ...protocol.produce import rewrite_produce, rewrite_records
 from ..naming import TOPIC, TRANSACTION, HotNames
 from ..sessions import (
     FETCH_SESSION_ID_NOT_FOUND, FINAL_EPOCH, INITIAL_EPOCH, FetchSessions)
@@ -72,6 +73,7 @@ def produce_response_names(frame, offset, version, scan, rctx):
 
 def produce_frame(services, rctx, frame, body_offset, version):
     """Produce: topics and transactional id renamed by slicing; records untouched
+    (but for writable mappings' producer ids, ``_shared_without_producers``)
     (acks and the record count, read on the way, are left in the context).
     Without ACLs a name or topic id decided once (nothing refused, nothing
     concentrated) is not decided again while the mappings stay as they are
@@ -91,6 +93,7 @@ def produce_frame(services, rctx, frame, body_offset, version):
             found = write_string(physical, flexible)
             if known is not None and len(rctx.decoy_names) == refusals \
                     and physical not in rctx.concentrated \
+                    and physical not in rctx.shared \
                     and len(known) < HotNames.LIMIT:
                 known[raw] = found
         return found
@@ -98,16 +101,38 @@ def produce_frame(services, rctx, frame, body_offset, version):
     def topic_id(given):
         sent = rctx.check_topic_id(given)
         if memo is not None and sent == given and not rctx.concentrated \
+                and rctx.topic_ids.get(given) not in rctx.shared \
                 and len(memo.ids) < HotNames.LIMIT:
             memo.ids.add(given.bytes)
         return sent
 
+    def transactional_id(txn):  # read before the topics (rewrite_produce)
+        rctx.transactional = True
+        return rctx.to_physical(TRANSACTION, txn, whole=True)
+
     frame, acks, records = rewrite_produce(
         frame, body_offset, version, topic_id=topic_id, topic_field=topic_field,
-        known_ids=() if memo is None else memo.ids,
-        transactional_id=lambda txn: rctx.to_physical(TRANSACTION, txn, whole=True))
+        known_ids=() if memo is None else memo.ids, transactional_id=transactional_id)
     rctx.produced = (acks, records)
+    if rctx.shared:
+        frame = _shared_without_producers(rctx, frame, body_offset, version)
     return frame
+
+
+def _shared_without_producers(rctx, frame, body_offset, version):
+    """A Produce naming writable mapped topics: their batches go without
+    producer ids (``batches.without_producer``).  A producer id is the
+    broker's, shared by every writer of a partition and tied to no tenant:
+    another writer's, sent by a tenant, would fence it or stand in for its
+    next record.  Their writes are at least once (no idempotence); a
+    transactional Produce to such a topic was refused (context.py)."""
+    flexible = version >= 9
+
+    def chosen(field):
+        name = rctx.topic_ids.get(uuid.UUID(bytes=field)) if version >= 13 else \
+            read_string(field, 0, flexible)[0]
+        return name in rctx.shared
+    return rewrite_records(frame, body_offset, version, chosen, without_producer)
 
 
 def _consumer_only(replica):
