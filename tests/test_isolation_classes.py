@@ -351,6 +351,47 @@ class IsolationClassTests(IsolationBase):
         self.assertEqual(mine.error_code, ErrorCode.none)
 
 
+    def test_amplified_answer_refused(self):
+        """A small DescribeConfigs asking for large answers: naming one topic
+        thousands of times (each repeat answered INVALID_REQUEST by the
+        gateway, never asked of the broker), or many resources with their
+        documentation in an answer past --max-decoded-response (the
+        connection closes as its size arrives, nothing decoded); the tenant's
+        other connection is served as before."""
+        from kio.schema.describe_configs.v4.request import (
+            DescribeConfigsRequest, DescribeConfigsResource)
+        from kio.static.primitive import i8
+        attacker = self.client(self.paris)
+        bystander = self.client(self.paris)
+        answer = attacker.request(DescribeConfigsRequest(
+            resources=tuple(DescribeConfigsResource(
+                resource_type=i8(2), resource_name="mine", configuration_keys=None)
+                for _ in range(3000)),
+            include_synonyms=True, include_documentation=True), 4)
+        codes = [r.error_code for r in answer.results]
+        self.assertEqual((codes[0], set(codes[1:])),
+                         (ErrorCode.none, {ErrorCode.invalid_request}))
+        self.assertEqual(len(codes), 3000)
+        [mine] = bystander.request(metadata(["mine"]), 12).topics
+        self.assertEqual(mine.error_code, ErrorCode.none)
+
+        from .stack import devstack
+        small = stack.GatewayProcess((*devstack.TENANT_OPTIONS,
+                                      "--max-decoded-response=10000")).start()
+        self.addCleanup(small.stop)
+        attacker = self.client(self.paris, port=small.start_port)
+        bystander = self.client(self.paris, port=small.start_port)
+        self.assertIsNone(attacker.request(DescribeConfigsRequest(  # ~25 KB
+            resources=(DescribeConfigsResource(resource_type=i8(2), resource_name="mine",
+                                               configuration_keys=None),),
+            include_synonyms=True, include_documentation=True), 4),
+            "an answer over 10,000 bytes was decoded")
+        stack.wait_until(lambda: "--max-decoded-response" in small.log(),
+                         "the reason in the gateway's log")
+        [mine] = bystander.request(metadata(["mine"]), 12).topics
+        self.assertEqual(mine.error_code, ErrorCode.none)
+
+
 class BrokerSideRegexTests(IsolationBase):
     """A real KIP-848 consumer (librdkafka, group.protocol=consumer) subscribed
     with an anchored broker-side regex, through two gateways."""

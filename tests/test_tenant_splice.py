@@ -163,6 +163,28 @@ class TenantSpliceTests(TenantSpliceBase):
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.broker_transport.value(), b"")
 
+    def test_decoded_response_size_limited(self):
+        """An answer the gateway would decode is refused past
+        --max-decoded-response as soon as its size prefix arrives: the
+        connection closes, nothing of it is buffered or sent on (a small
+        DescribeConfigs naming one topic thousands of times gets a huge one).
+        A Fetch answer (streamed or sliced, never decoded whole) is not."""
+        import struct
+
+        from .test_fastpath import fetch_request
+        for api, request in (("metadata", metadata_for(["t"], 3)),
+                             ("fetch", request_frame(fetch_request(12, ()), 12, 3))):
+            self.setUp()
+            self.login()
+            self.gateway.max_decoded_response = 1000
+            self.client.dataReceived(request)
+            self.broker.dataReceived(struct.pack(">ii", 5000, 3) + b"\x00" * 92)
+            closing = self.transport.disconnecting
+            self.assertEqual(closing, api == "metadata", api)
+            if closing:
+                self.assertEqual(self.transport.value(), b"")
+                self.assertTrue(self.broker_transport.disconnecting)  # read no further
+
     def test_request_before_authentication_closes(self):
         """Anything but ApiVersions/SASL before authentication closes the connection."""
         self.client.dataReceived(metadata_for(None, 5))
@@ -1419,3 +1441,110 @@ class LoopShareTests(Producing, TenantSpliceBase):
         other.dataReceived(authenticate("sa", self.authority.issue("paris", "sa", 600)))
         other.dataReceived(request_frame(find_coordinator_request(["g"]), 4, 9))
         self.assertEqual(other.valve.reasons, set())
+
+
+class OffLoopTests(TenantSpliceBase):
+    """Requests and answers of OFF_LOOP_FROM bytes or more are decoded and
+    encoded with Services.offload (the codec thread, proxy/offload.py), so
+    the loop serves other tenants meanwhile; here it is faked, each job
+    finished by the test at 0.2 s of CPU.  Their rewrite stays on the loop,
+    their connection's later requests wait in order, and the thread's time is
+    charged to the tenant's loop share."""
+
+    def setUp(self):
+        super().setUp()
+        from vkafka.filters.throttle import LoopShare
+        self.gateway.loop_share = LoopShare(0.25, self.reactor.seconds)
+        self.jobs = []
+        self.client.services.offload = self.offload
+
+    def offload(self, f, *args):
+        from twisted.internet import defer
+        d = defer.Deferred()
+        self.jobs.append((d, f, args))
+        return d
+
+    def finish(self):
+        """Run the jobs waiting, and those they lead to; their names."""
+        names = []
+        while self.jobs:
+            d, f, args = self.jobs.pop(0)
+            names.append(f.__name__)
+            d.callback((f(*args), 0.2))
+        return names
+
+    def describe(self, count, correlation_id):
+        return describe_configs([(2, f"t{i}") for i in range(count)], correlation_id)
+
+    def test_large_request_and_answer_off_the_loop(self):
+        from kio.schema.describe_configs.v4 import response as r
+        from kio.static.primitive import i8
+        self.login()
+        self.client.dataReceived(self.describe(15_000, 10))  # ~75 KB
+        self.client.dataReceived(metadata_for(["t"], 11))  # behind it
+        self.assertEqual(self.broker_transport.value(), b"")
+        self.assertEqual(self.transport.producerState, "paused")  # reads held
+        self.assertEqual(self.finish(), ["decode_request", "encode_body"])
+        sent = FrameDecoder().feed(self.broker_transport.value())
+        self.assertEqual([bytes(f[:2]) for f in sent], [b"\x00\x20", b"\x00\x03"])
+        _, request = decode_request(sent[0])
+        self.assertEqual(request.resources[7].resource_name, "londont7")
+        answer = r.DescribeConfigsResponse(
+            throttle_time=datetime.timedelta(0), results=tuple(r.DescribeConfigsResult(
+                error_code=ErrorCode.none, error_message=None, resource_type=i8(2),
+                resource_name=f"londont{i}", configs=()) for i in range(10_000)))
+        self.broker.dataReceived(response_frame(10, answer))
+        self.assertEqual(self.responses(), [])
+        self.assertEqual(self.finish(), ["decode_response", "encode_body"])
+        [out] = self.responses()
+        _, got = decode_response(out, 32, 4)
+        self.assertEqual(got.results[7].resource_name, "t7")
+        self.assertEqual(self.client.valve.reasons, {"throttle"})  # 0.8 s of thread
+
+    def test_small_ones_stay_on_the_loop(self):
+        self.login()
+        self.client.dataReceived(self.describe(10, 10))
+        self.assertEqual(self.jobs, [])
+        self.assertEqual(len(FrameDecoder().feed(self.broker_transport.value())), 1)
+
+
+def describe_configs(resources, correlation_id):
+    """A DescribeConfigs v4 request frame for *resources*: [(type, name)]."""
+    from kio.schema.describe_configs.v4.request import (
+        DescribeConfigsRequest, DescribeConfigsResource)
+    from kio.static.primitive import i8
+    return request_frame(DescribeConfigsRequest(
+        resources=tuple(DescribeConfigsResource(
+            resource_type=i8(kind), resource_name=name, configuration_keys=None)
+            for kind, name in resources),
+        include_synonyms=False, include_documentation=False), 4, correlation_id)
+
+
+class DescribeConfigsTests(TenantSpliceBase):
+    def test_resource_named_twice_refused(self):
+        """A resource named again in one request is not asked of the broker
+        (it would build its answer once more: a few bytes ask for megabytes);
+        the repeat is answered INVALID_REQUEST, saying why."""
+        from kio.schema.describe_configs.v4 import response as r
+        from kio.static.primitive import i8
+        self.login()
+        self.client.dataReceived(describe_configs(
+            [(2, "t"), (2, "t"), (4, "1"), (4, "1"), (2, "u")], 10))
+        _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        names = [x.resource_name for x in sent.resources]
+        self.assertEqual([names[0], names[2], names[4]], ["londont", "1", "londonu"])
+        self.assertTrue(names[1].startswith("!") and names[3].startswith("!"), names)
+        self.broker.dataReceived(response_frame(10, r.DescribeConfigsResponse(
+            throttle_time=datetime.timedelta(0), results=tuple(
+                r.DescribeConfigsResult(
+                    error_code=ErrorCode.none if not n.startswith("!") else
+                    ErrorCode.invalid_topic_exception, error_message=None,
+                    resource_type=x.resource_type, resource_name=n, configs=())
+                for x, n in zip(sent.resources, names)))))
+        _, got = decode_response(self.responses()[0], 32, 4)
+        self.assertEqual([(x.resource_type, x.resource_name, x.error_code)
+                          for x in got.results],
+                         [(2, "t", ErrorCode.none), (2, "t", ErrorCode.invalid_request),
+                          (4, "1", ErrorCode.none), (4, "1", ErrorCode.invalid_request),
+                          (2, "u", ErrorCode.none)])
+        self.assertIn("named twice", got.results[1].error_message)

@@ -89,6 +89,12 @@ SETTINGS = [
      "Largest tenant request the gateway decodes and rewrites on its event loop, in "
      "bytes (Produce and Fetch are sliced, not decoded; Metadata is held to a "
      "quarter of this); larger ones close the connection"),
+    ("max-decoded-response", "GATEWAY_MAX_DECODED_RESPONSE_SIZE", 8388608, int,
+     "Largest broker answer to a tenant the gateway decodes and rewrites on its "
+     "event loop, in bytes (Fetch and Produce answers are sliced or streamed, "
+     "not decoded); a larger one closes the client's connection as its size "
+     "arrives, before it is read: a small request can ask for a huge answer "
+     "(DescribeConfigs naming one topic thousands of times)"),
     ("max-fetch-sessions", "GATEWAY_MAX_FETCH_SESSIONS", 250, int,
      "Broker fetch sessions one virtual cluster's connections to one broker may "
      "hold through a gateway process (each takes a slot of the broker's session "
@@ -289,7 +295,8 @@ class Options(usage.Options):
         for name in ("start-port", "port-count", "max-frame-size", "admin-port",
                      "authentication-timeout", "unauthenticated-frame-size",
                      "max-connections-per-ip", "max-connections-per-vcluster",
-                     "max-decoded-request", "max-fetch-sessions"):
+                     "max-decoded-request", "max-decoded-response",
+                     "max-fetch-sessions"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         if not 0 <= self["tenant-loop-share"] <= 1:
@@ -453,9 +460,13 @@ def makeService(config, reactor=None, worker=None):
                       max_connections_per_vcluster=config[
                           "max-connections-per-vcluster"],
                       max_decoded_request=config["max-decoded-request"],
+                      max_decoded_response=config["max-decoded-response"],
                       max_fetch_sessions=config["max-fetch-sessions"],
                       metrics=metrics, endpoint_factory=upstream,
                       metadata_cache_seconds=config["metadata-cache"])
+    if tenancy is not None:
+        from .proxy.offload import CodecThread
+        gateway.offload = CodecThread(reactor)
     if tenancy is not None and config["tenant-loop-share"] > 0:
         from .filters.throttle import LoopShare
         gateway.loop_share = LoopShare(config["tenant-loop-share"], reactor.seconds)

@@ -18,6 +18,7 @@ from ..protocol.errors import first_error
 from ..protocol.headers import API_VERSIONS, response_header_length
 from ..tenancy import concentration
 from ..tenancy.rights import authorized_operations
+from ..tenancy.services import OFF_LOOP_FROM
 from ..tenancy.walker import with_error
 
 FETCH = 1
@@ -90,7 +91,17 @@ def _decoded(services, pending, frame, scan, counted):
     """Decode, rewrite by the rule (maybe asynchronously: a Deferred), encode."""
     version = 0 if api_versions_downgraded(pending.api_key, frame) \
         else pending.api_version
+    if services.offload is not None and len(frame) >= OFF_LOOP_FROM \
+            and pending.api_key != FETCH:  # records: bytes, little to decode
+        return _off_loop(services, pending, frame, version, scan, counted)
     header, response = decode_response(frame, pending.api_key, version)
+    return _finished(services, pending, header, _rewritten(services, pending, response),
+                     scan, counted, encode_body)
+
+
+def _rewritten(services, pending, response):
+    """The decoded *response* rewritten by the rule, ACLs and refusals applied
+    (maybe a Deferred)."""
     response = pending.rule.rewrite_response(services, pending.context, response)
     rights = None if pending.context is None else pending.context.rights
     if rights is not None and not isinstance(response, defer.Deferred):
@@ -100,17 +111,52 @@ def _decoded(services, pending, frame, scan, counted):
         response = response.addCallback(with_error, refused[1], refused[0]) \
             if isinstance(response, defer.Deferred) else \
             with_error(response, refused[1], refused[0])
+    return response
+
+
+def _finished(services, pending, header, response, scan, counted, encode):
+    """(frame, error, records) of the rewritten *response* (or a Deferred of
+    them): encoded by *encode*, offered for reuse when the rule asked."""
     records = 0 if scan is None else scan.records
     if isinstance(response, defer.Deferred):
-        return response.addCallback(
-            lambda r: (header + encode_body(r), first_error(r), records))
+        return response.addCallback(lambda r: _finished(
+            services, pending, header, r, scan, counted, encode))
     error = first_error(response) if counted else None
-    return header + _encoded(pending.context, response), error, records
+    body = encode(response)
+    if isinstance(body, defer.Deferred):
+        return body.addCallback(lambda b: (header + _offered(pending.context, b),
+                                           error, records))
+    return header + _offered(pending.context, body), error, records
+
+
+def _off_loop(services, pending, frame, version, scan, counted):
+    """``_decoded`` for a large answer: decoded and encoded in the codec thread
+    (proxy/offload.py), rewritten on the loop; its thread time is added to
+    ``pending.work`` (the tenant's loop share)."""
+    def timed(result):
+        value, seconds = result
+        pending.work += seconds
+        return value
+
+    def rewrite(decoded):
+        header, response = decoded
+        start = services.work_clock()
+        try:
+            response = _rewritten(services, pending, response)
+        finally:
+            pending.work += services.work_clock() - start
+        return _finished(services, pending, header, response, scan, counted,
+                         lambda r: services.offload(encode_body, r).addCallback(timed))
+    return services.offload(decode_response, frame, pending.api_key, version) \
+        .addCallback(timed).addCallback(rewrite)
 
 
 def _encoded(context, response):
     """The rewritten response's body, offered for reuse when the rule asked."""
-    body = encode_body(response)
+    return _offered(context, encode_body(response))
+
+
+def _offered(context, body):
     if context is not None and context.on_answer is not None:
         context.on_answer(body)
     return body

@@ -20,6 +20,7 @@ from ..protocol.headers import request_body_offset
 from ..tenancy import concentration
 from ..tenancy.context import Foreign, Rejected, RequestContext
 from ..tenancy.rights import Rights
+from ..tenancy.services import OFF_LOOP_FROM
 from ..tenancy.walker import plan
 
 PRODUCE, METADATA = 0, 3
@@ -120,6 +121,9 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
 
 def _decoded(services, context, rule, frame, api_key, what, max_decoded_request):
     """The Outcome of a request the rule rewrites decoded (its size checked)."""
+    if services.offload is not None and len(frame) >= OFF_LOOP_FROM:
+        return Outcome(context=context, later=_off_loop(
+            services, context, rule, frame, api_key, what, max_decoded_request))
     try:
         header, request = decode_request(frame)
         if context.rights is not None and context.rights.needs.whole:
@@ -133,6 +137,39 @@ def _decoded(services, context, rule, frame, api_key, what, max_decoded_request)
             lambda r: _encoded(services, context, api_key, head, r, what,
                                max_decoded_request)))
     return _encoded(services, context, api_key, head, request, what, max_decoded_request)
+
+
+@defer.inlineCallbacks
+def _off_loop(services, context, rule, frame, api_key, what, max_decoded_request):
+    """``_decoded`` for a large request: decoded and encoded in the codec
+    thread (proxy/offload.py), rewritten on the loop; the later requests of
+    its connection wait for it, in order.  The Outcome's work is all of it,
+    the thread's and the loop's."""
+    work = 0.0
+    try:
+        (header, request), seconds = yield services.offload(decode_request, frame)
+        work += seconds
+        start = services.work_clock()
+        try:
+            if context.rights is not None and context.rights.needs.whole:
+                context.rights.precheck(request, plan(type(request)))
+            request = rule.rewrite_request(services, context, request)
+        finally:
+            work += services.work_clock() - start
+        if isinstance(request, defer.Deferred):  # the rule must ask first
+            request = yield request
+        if context.answer is not None:
+            outcome = Outcome(context=context, answer=context.answer)
+        else:
+            body, seconds = yield services.offload(encode_body, request)
+            work += seconds
+            outcome = _concentrated(services, context, api_key,
+                                    bytes(frame[:header.body_offset]) + body, None,
+                                    what, max_decoded_request)
+    except REWRITE_ERRORS as e:
+        outcome = Outcome(refused=f"cannot rewrite {what}: {e}")
+    outcome.work += work
+    return outcome
 
 
 def _encoded(services, context, api_key, head, request, what, max_decoded_request):

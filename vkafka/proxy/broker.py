@@ -56,7 +56,11 @@ class BrokerConnection(protocol.Protocol):
                 return
             self.client.response_received(frame)
         size = self.decoder.partial_size
-        if size is not None and size >= STREAM_FROM and not self.client.closed:
+        if size is None or self.client.closed or \
+                size > self.client.gateway.max_decoded_response and \
+                self.client.oversized(size):
+            return
+        if size >= STREAM_FROM:
             self.streamed = stream_for(self.client, self.decoder)
 
     def connectionLost(self, reason):

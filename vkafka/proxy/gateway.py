@@ -28,7 +28,7 @@ class Gateway:
                  unauthenticated_frame_size=1024 * 1024, max_connections_per_ip=1000,
                  metrics=None, metadata_cache_seconds=1.0,
                  max_connections_per_vcluster=1000, max_decoded_request=1024 * 1024,
-                 max_fetch_sessions=250):
+                 max_decoded_response=8 * 1024 * 1024, max_fetch_sessions=250):
         self.reactor = reactor
         self.topology = topology
         self.rules = rules
@@ -66,6 +66,11 @@ class Gateway:
         """Authenticated connections per virtual cluster (tenant mode)."""
         self.max_decoded_request = max_decoded_request
         """Largest tenant request decoded on the reactor (Metadata: a quarter)."""
+        self.max_decoded_response = max_decoded_response
+        """Largest broker answer to a tenant decoded on the reactor (not Fetch)."""
+        self.offload = None
+        """Runs large decodes and encodes in a codec thread (``Services.offload``;
+        set by the service maker, None: on the reactor)."""
         self.max_fetch_sessions = max_fetch_sessions
         self.session_pools = {}
         """(virtual cluster, node id) -> the broker fetch sessions its
@@ -92,7 +97,7 @@ class Gateway:
                         None if self.state is None else self.state.limits_of,
                         self.group_ids, membership=self.membership,
                         authorizer=None if self.state is None else self.state.authorizer,
-                        audit=self.audit)
+                        audit=self.audit, offload=self.offload)
 
     def session_pool(self, vcluster, node_id):
         """Where *vcluster*'s connections to broker *node_id* hold their fetch

@@ -34,7 +34,7 @@ from .security import server_name
 from .sequencer import Pending, Sequencer
 from .valve import Valve
 
-PRODUCE = 0
+PRODUCE, FETCH = 0, 1
 
 
 def client_key(peer, frame):
@@ -387,6 +387,9 @@ class ClientConnection(protocol.Protocol):
         pending = self.sequencer.awaiting_broker()
         if pending is None:
             return self.fail("broker sent a response nobody asked for")
+        if len(frame) > self.gateway.max_decoded_response and \
+                self.oversized(len(frame)):
+            return
         try:
             result = rewrite_response(self.services, pending, frame,
                                       self.metrics is not None)
@@ -402,6 +405,22 @@ class ClientConnection(protocol.Protocol):
                                     f"{pending.api_key}: {f.getErrorMessage()}"))
             return
         self.response_ready(pending, result)
+
+    def oversized(self, size):
+        """Tenant mode: the broker's next answer is *size* bytes, more than the
+        gateway decodes (``--max-decoded-response``): the connection is closed,
+        saying why, before the answer is read whole.  Fetch answers are
+        streamed or sliced, never decoded whole: not limited here."""
+        limit = self.gateway.max_decoded_response
+        if self.tenancy is None or size <= limit:
+            return False
+        pending = self.sequencer.awaiting_broker()
+        if pending is None or pending.api_key == FETCH:
+            return False
+        self.fail(f"the answer to API {pending.api_key} v{pending.api_version} is "
+                  f"{size} bytes, over the {limit} bytes the gateway decodes "
+                  "(--max-decoded-response)")
+        return True
 
     def response_ready(self, pending, result):
         """Send a rewritten response now if it is next in line, else in turn."""

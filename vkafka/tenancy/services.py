@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 
+OFF_LOOP_FROM = 64 * 1024
+"""Bytes from which a request or answer the rules decode is decoded and encoded
+with ``Services.offload`` (smaller ones cost less than the hand-over)."""
+
+
 @dataclass(slots=True)
 class Services:
     topology: object
@@ -59,3 +64,7 @@ class Services:
     client id): its broker mapping over the gateway cluster is kept stable."""
     work_clock: Callable = time.perf_counter
     """Measures a decoded request's work on the loop (filters/throttle.LoopShare)."""
+    offload: Callable | None = None
+    """``(f, *args) -> Deferred of (f(*args), CPU seconds it took)``, run in the
+    gateway's codec thread: large requests and answers are decoded and encoded
+    there, so the loop serves everyone else meanwhile (None: on the loop)."""

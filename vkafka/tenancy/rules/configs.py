@@ -37,6 +37,10 @@ synonym) is dropped from the answer."""
 
 _NOT_AVAILABLE = (ErrorCode.cluster_authorization_failed,
                   "this resource type is not available in a virtual cluster")
+_TWICE = (ErrorCode.invalid_request, "the resource is named twice in this request")
+"""A resource named again in one request: a DescribeConfigs naming one topic
+thousands of times with its documentation asked the broker to build an answer
+of 130 MB (Kafka's own clients name each resource once)."""
 
 
 def configs_request(read_only, replaces_all=False):
@@ -46,10 +50,15 @@ def configs_request(read_only, replaces_all=False):
         resources = []
         rctx.config_refusals = {}
         limits = None if read_only else limits_for(services, rctx)
+        seen = set()
         for r in request.resources:
             kind = _RESOURCE_KINDS.get(r.resource_type)
             refusal = _NOT_AVAILABLE
-            if kind is not None:
+            twice = (r.resource_type, r.resource_name) in seen
+            seen.add((r.resource_type, r.resource_name))
+            if twice:  # the broker would answer (and build) it once more
+                refusal = _TWICE
+            elif kind is not None:
                 physical = rctx.to_physical(kind, r.resource_name)
                 found = rctx.refusal(kind, physical) if kind == GROUP else None
                 violation = None if limits is None or kind != TOPIC else \

@@ -1,0 +1,63 @@
+"""The codec thread (proxy/offload.py): work runs off the reactor thread and
+its result, with the CPU seconds it took, comes back on the reactor's."""
+
+import queue
+import threading
+import time
+
+from twisted.trial import unittest
+
+from vkafka.proxy.offload import CodecThread
+
+
+class FakeReactor:
+    """What CodecThread asks of a reactor; calls from the thread are queued
+    for the test to run, as the reactor thread would."""
+
+    def __init__(self):
+        self.when_running, self.triggers = [], []
+        self.calls = queue.Queue()
+
+    def callWhenRunning(self, f, *args):
+        self.when_running.append((f, args))
+
+    def addSystemEventTrigger(self, phase, event, f, *args):
+        self.triggers.append((phase, event, f))
+
+    def callFromThread(self, f, *args, **kwargs):
+        self.calls.put((f, args, kwargs))
+
+
+class CodecThreadTests(unittest.TestCase):
+    def setUp(self):
+        self.reactor = FakeReactor()
+        self.codec = CodecThread(self.reactor)
+        for f, args in self.reactor.when_running:
+            f(*args)  # the reactor started: so does the thread
+        [(phase, event, stop)] = self.reactor.triggers
+        self.assertEqual((phase, event), ("during", "shutdown"))
+        self.addCleanup(stop)
+
+    def run_from_thread(self, d):
+        """Deliver the thread's answer as the reactor would; *d*'s result."""
+        f, args, kwargs = self.reactor.calls.get(timeout=30)
+        f(*args, **kwargs)
+        return self.successResultOf(d)
+
+    def test_runs_in_its_own_thread_and_times_itself(self):
+        def work(n):
+            deadline = time.thread_time() + 0.02
+            while time.thread_time() < deadline:
+                pass
+            return n * 2, threading.current_thread().name
+        (doubled, name), seconds = self.run_from_thread(self.codec(work, 21))
+        self.assertEqual(doubled, 42)
+        self.assertNotEqual(name, threading.current_thread().name)
+        self.assertIn("vkafka-codec", name)
+        self.assertGreaterEqual(seconds, 0.02)
+
+    def test_errors_come_back_as_failures(self):
+        d = self.codec(int, "not a number")
+        f, args, kwargs = self.reactor.calls.get(timeout=30)
+        f(*args, **kwargs)
+        self.failureResultOf(d, ValueError)
