@@ -214,6 +214,27 @@ class MappingTests(MappingBase):
         self.assertIn("mapped from outside this virtual cluster", refused.error_message)
 
     @defer.inlineCallbacks
+    def test_physical_name_never_in_messages(self):
+        """CreateTopics of a mapped name: the broker's TOPIC_ALREADY_EXISTS
+        names the physical topic (outside the namespace, maybe another
+        tenant's mapping too); the tenant reads its logical name."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient, NewTopic
+        vc = self.vcluster()
+        yield self.admin("POST", f"/vcluster/{vc}/username/sa", {})
+        yield self.map(vc, "mapped", read_only=True)
+
+        def create():
+            admin = AdminClient(self.confluent_config(vc))
+            with self.assertRaises(KafkaException) as caught:
+                admin.create_topics([NewTopic("mapped", 1, 1)])["mapped"].result(30)
+            return str(caught.exception)
+        message = yield threads.deferToThread(create)
+        self.assertIn("TOPIC_ALREADY_EXISTS", message)
+        self.assertIn("'mapped'", message)
+        self.assertNotIn(self.physical, message)
+
+    @defer.inlineCallbacks
     def test_delete_alias_removes_mapping_only(self):
         """A tenant deleting an aliased topic removes the mapping; the data stays."""
         from confluent_kafka.admin import AdminClient

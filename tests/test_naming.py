@@ -65,6 +65,22 @@ class NamingTests(unittest.TestCase):
         self.assertEqual(
             self.london.scrub("Topic 'londonlondonTopic' already exists in london."),
             "Topic 'londonTopic' already exists in london.")
+        self.assertEqual(self.london.scrub("Group london.dot not found."),
+                         "Group .dot not found.")
+        self.assertEqual(self.london.scrub("Group 'london:é' not found."),
+                         "Group ':é' not found.")
+
+    def test_scrub_mapped_topics(self):
+        """A mapped topic's physical name (outside the namespace, maybe
+        another tenant's mapping too) becomes its logical name, as a whole
+        name only."""
+        self.london.set_alias("shared", "zshared.events")
+        self.london.set_alias("both", "common", concentrated=True, partitions=3)
+        self.assertEqual(
+            self.london.scrub("Topic 'zshared.events' already exists."),
+            "Topic 'shared' already exists.")
+        self.assertEqual(self.london.scrub("'zshared.events2' and common-x, common"),
+                         "'zshared.events2' and common-x, both")
 
 
     def test_concentrated_alias_without_a_partition_count(self):

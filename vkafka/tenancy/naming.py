@@ -140,8 +140,13 @@ class Namespace:
         self._memo = self._memo_stamp = None
         self._scrub = re.compile(
             _COLLISION.pattern + "|"
-            r"(?<![A-Za-z0-9._-])" + re.escape(prefix) + r"(?=[A-Za-z0-9_-])"
+            r"(?<![A-Za-z0-9._-])" + re.escape(prefix)
+            + r"(?=[A-Za-z0-9_-]|[^\s'\"][^\s'\"])"
         ) if prefix else None
+        """The prefix of a name: followed by a name's character, or (group and
+        transactional ids may hold any) by two that are not a space or a quote
+        ("london." ending a sentence is not a name)."""
+        self._mapped_stamp = None
 
     def memo(self):
         """The produce path's memory of plain decisions (``HotNames``), valid
@@ -275,12 +280,34 @@ class Namespace:
         return self.logical(kind, physical) is not None
 
     def scrub(self, message):
-        """A broker's message with this tenant's prefix removed from quoted names,
-        and the topic a new one collides with named only if it is this tenant's
-        (Kafka names it physically, and it may be another tenant's)."""
-        if not message or self._scrub is None:
+        """A broker's message with this tenant's prefix removed from the names
+        in it, mapped topics named by their logical names (their physical
+        topics are outside the namespace, maybe another tenant's mapping too),
+        and the topic a new one collides with named only if it is this
+        tenant's (Kafka names it physically, and it may be another tenant's)."""
+        if not message:
             return message
-        return self._scrub.sub(self._scrubbed, message)
+        if self._scrub is not None:
+            message = self._scrub.sub(self._scrubbed, message)
+        if self.aliases:
+            pattern, logical = self._mapped()
+            message = pattern.sub(lambda m: logical[m.group(0)], message)
+        return message
+
+    def _mapped(self):
+        """(a pattern matching the physical topics this tenant's mappings
+        stand for, as whole names; physical -> a logical name), kept until a
+        mapping changes."""
+        if self._mapped_stamp != self.version:
+            logical = {}
+            for alias in self.aliases.values():
+                logical.setdefault(alias.target or alias.physical, alias.logical)
+            names = "|".join(re.escape(p) for p in sorted(logical, key=len,
+                                                            reverse=True))
+            self._mapped_pattern = re.compile(
+                rf"(?<![A-Za-z0-9._-])(?:{names})(?![A-Za-z0-9._-])")
+            self._mapped_logical, self._mapped_stamp = logical, self.version
+        return self._mapped_pattern, self._mapped_logical
 
     def _scrubbed(self, match):
         collided = match.group(1)
