@@ -145,6 +145,38 @@ class GroupCapacityTests(unittest.TestCase):
                 self.assertEqual((found.logical, found.code), ("c", policy.POLICY_VIOLATION))
                 self.assertIn("holds 2, its limit is 2", found.reason)
 
+    def test_group_configs_only_on_existing_groups(self):
+        """Configs of a group that does not exist are a config record each in
+        the cluster's metadata, however many: with a group limit, only the
+        tenant's existing groups take configs (POLICY_VIOLATION otherwise)."""
+        from kio.schema.incremental_alter_configs.v1 import request as m
+        from kio.static.primitive import i8
+        from vkafka.tenancy.context import RequestContext
+        from vkafka.tenancy.rules.configs import configs_request
+        from vkafka.tenancy.services import Services
+        from vkafka.tenancy.vclusters import VirtualClusters
+        request = m.IncrementalAlterConfigsRequest(validate_only=False, resources=tuple(
+            m.AlterConfigsResource(resource_type=i8(32), resource_name=group,
+                                   configs=(m.AlterableConfig(
+                                       name="consumer.session.timeout.ms",
+                                       config_operation=i8(0), value="45001"),))
+            for group in ("a", "ghost-1")))
+        for limit, known, refused in ((2, {"acmea"}, ["ghost-1"]), (None, {"acmea"}, []),
+                                      (2, None, [])):
+            limits = Limits.from_json({} if limit is None else
+                                      {"capacity": {"consumerGroups": limit}})
+            services = Services(None, None, {}, limits_of=lambda vc: limits,
+                                group_ids=lambda: known)
+            rctx = RequestContext(VirtualClusters().namespace("acme"), {})
+            out = configs_request(False)(services, rctx, request)
+            sent = [r.resource_name for r in out.resources]
+            self.assertEqual(sent[0], "acmea")
+            self.assertEqual(sent[1] != "acmeghost-1", bool(refused), (limit, known))
+            if refused:
+                (_, code, reason), = rctx.config_refusals.values()
+                self.assertEqual(code, policy.POLICY_VIOLATION)
+                self.assertIn("only existing groups take configs", reason)
+
     def test_members_of_a_group_not_checked(self):
         """A commit by a member (generation >= 0) or a KIP-848 heartbeat of a
         member (epoch > 0) makes no group."""

@@ -10,7 +10,7 @@ from kio.schema.errors import ErrorCode
 
 from ..context import Refusal
 from ..naming import GROUP, TOPIC
-from ...state.policy import CAPPED_CONFIGS, configs_allowed
+from ...state.policy import CAPPED_CONFIGS, POLICY_VIOLATION, configs_allowed
 from .common import limits_for
 
 
@@ -61,6 +61,9 @@ def configs_request(read_only, replaces_all=False):
             elif kind is not None:
                 physical = rctx.to_physical(kind, r.resource_name)
                 found = rctx.refusal(kind, physical) if kind == GROUP else None
+                if found is None and kind == GROUP and limits is not None:
+                    found = _group_beyond_capacity(services, rctx, limits, physical,
+                                                   r.resource_name)
                 violation = None if limits is None or kind != TOPIC else \
                     configs_allowed(limits, _changes(r.configs, replaces_all))
                 if found is None and violation is None:
@@ -87,6 +90,21 @@ def configs_request(read_only, replaces_all=False):
                                      resource_name=decoy))
         return replace(request, resources=tuple(resources))
     return rewrite
+
+
+def _group_beyond_capacity(services, rctx, limits, physical, logical):
+    """Altering the configs of a group that does not exist makes a config
+    record of its own in the cluster's metadata, however many: with a
+    capacity.consumerGroups limit, only the tenant's existing groups (by the
+    last usage inventory) take configs; a Refusal for any other."""
+    limit = limits.capacity.consumer_groups
+    known = None if limit is None or services.group_ids is None else \
+        services.group_ids()
+    if known is None or physical in known:
+        return None
+    return Refusal(logical, f"configs of a group that does not exist: with a limit "
+                   f"of {limit} consumer groups, only existing groups take configs",
+                   POLICY_VIOLATION)
 
 
 def _changes(configs, replaces_all):
