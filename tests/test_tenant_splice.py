@@ -1095,10 +1095,37 @@ class FetchRequestTests(TenantSpliceBase):
         """replica_id (v<=14) or replica_state (v15+) >= 0: a broker's request.
         Refused on the sliced path and the decoded one (v12): closed, not sent."""
         for version in (12, 14, 15, 17):
-            self.setUp()
-            self.fetch(version, [self.own] if version >= 13 else [], replica=2)
-            self.assertEqual(self.broker_transport.value(), b"", version)
-            self.assertTrue(self.transport.disconnecting, version)
+            for replica in (2, -2, -3):  # a follower; the debugging replica; a broker's own
+                self.setUp()
+                self.fetch(version, [self.own] if version >= 13 else [], replica=replica)
+                self.assertEqual(self.broker_transport.value(), b"", (version, replica))
+                self.assertTrue(self.transport.disconnecting, (version, replica))
+
+    def test_offsets_as_a_replica_refused(self):
+        """ListOffsets and OffsetForLeaderEpoch as a replica (not -1) are
+        answered from the log's end: refused like a replica's Fetch."""
+        from kio.schema.list_offsets.v9.request import (
+            ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic)
+        from kio.schema.offset_for_leader_epoch.v4.request import (
+            OffsetForLeaderEpochRequest, OffsetForLeaderPartition, OffsetForLeaderTopic)
+        for replica in (-1, 2, -2):
+            requests = (
+                (ListOffsetsRequest(replica_id=i32(replica), isolation_level=0,
+                                    topics=(ListOffsetsTopic(name="t", partitions=(
+                                        ListOffsetsPartition(
+                                            partition_index=i32(0), timestamp=i64(-1),
+                                            current_leader_epoch=i32(-1)),)),)), 9),
+                (OffsetForLeaderEpochRequest(replica_id=i32(replica), topics=(
+                    OffsetForLeaderTopic(topic="t", partitions=(OffsetForLeaderPartition(
+                        partition=i32(0), current_leader_epoch=i32(-1),
+                        leader_epoch=i32(0)),)),)), 4))
+            for request, version in requests:
+                self.setUp()
+                self.login()
+                self.client.dataReceived(request_frame(request, version, 5))
+                sent = self.broker_transport.value()
+                self.assertEqual(bool(sent), replica == -1, (request, replica))
+                self.assertEqual(self.transport.disconnecting, replica != -1)
 
     def test_names_still_decoded_before_v13(self):
         from dataclasses import replace

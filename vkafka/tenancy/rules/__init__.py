@@ -250,6 +250,11 @@ def tenant_rules():
     table[22] = replace(table[22], rewrite_request=common.then(common.then(
         rights.idempotent_producer, common.walk_req),
         groups.unknown_id_created("transactional_id", TRANSACTION)))
+    for key in (2, 23):  # ListOffsets, OffsetForLeaderEpoch
+        table[key] = replace(table[key], rewrite_request=common.then(
+            records.consumer_only, common.walk_req),
+            why="names rewritten, others' dropped; as a replica (not a consumer) "
+            "refused")
     for key in (8, 28):  # OffsetCommit, TxnOffsetCommit
         table[key] = replace(table[key], rewrite_request=common.then(common.then(
             common.walk_req, groups.within_group_capacity), groups.commit_needs_a_group))

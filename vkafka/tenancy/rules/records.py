@@ -135,12 +135,27 @@ def _shared_without_producers(rctx, frame, body_offset, version):
     return rewrite_records(frame, body_offset, version, chosen, without_producer)
 
 
-def _consumer_only(replica):
+CONSUMER = -1
+"""The replica id of a consumer's Fetch, ListOffsets and OffsetForLeaderEpoch."""
+
+
+def _consumer_only(replica, api="Fetch"):
     """A Fetch as a replica (id >= 0) is a follower broker's: it reads records
-    not yet committed and moves the leader's view of that follower.  A tenant's
-    is refused (the connection is closed, the reason logged)."""
-    if replica >= 0:
-        raise Rejected(f"a Fetch as replica {replica} is a broker's request; refused")
+    not yet committed and moves the leader's view of that follower; as the
+    debugging replica (-2, -3 a broker's own) it reads past the high
+    watermark too, and ListOffsets and OffsetForLeaderEpoch answer such
+    replicas from the log's end.  A tenant's is refused (the connection is
+    closed, the reason logged): clients send -1."""
+    if replica != CONSUMER:
+        raise Rejected(f"a {api} as replica {replica} is not a consumer's "
+                       "request; refused")
+
+
+def consumer_only(services, rctx, request):
+    """ListOffsets, OffsetForLeaderEpoch: as a consumer only (``_consumer_only``)."""
+    _consumer_only(getattr(request, "replica_id", CONSUMER),
+                   type(request).__name__.removesuffix("Request"))
+    return request
 
 
 def _fetch_sessions(services, rctx, session_id, epoch, version):
