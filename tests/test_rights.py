@@ -538,6 +538,29 @@ class AclApiTests(RightsTestCase):
         self.assertEqual([a.resource_name for a in matched], ["orders"])
         self.assertEqual([a.name for a in self.state.acls_of("shop")], ["g"])
 
+    def test_creations_budgeted(self):
+        """A virtual cluster creates at most MAX_ACLS ACLs at once through a
+        gateway process, then one a second: creating and removing them in a
+        loop grew the state every gateway reads (THROTTLING_QUOTA_EXCEEDED)."""
+        from vkafka.auth.acls import MAX_ACLS
+        from vkafka.tenancy.rules.acls import AclWrites
+        self.services.acl_writes = AclWrites(self.clock.seconds)
+        self.assertTrue(self.services.acl_writes.take("shop", MAX_ACLS - 1))
+        outcome, _ = self.create((2, "orders", "User:app", 3))  # the last of the burst
+        outcome = self.successResultOf(outcome.later) if outcome.later else outcome
+        self.assertEqual(self.local(outcome, 30, 3).results[0].error_code, ErrorCode.none)
+        outcome, _ = self.create((2, "more", "User:app", 3))
+        outcome = self.successResultOf(outcome.later) if outcome.later else outcome
+        [result] = self.local(outcome, 30, 3).results
+        self.assertEqual(result.error_code, ErrorCode.throttling_quota_exceeded)
+        self.assertIn("at most 1 a second", result.error_message)
+        self.assertEqual([a.name for a in self.state.acls_of("shop")], ["orders"])
+        self.assertTrue(self.services.acl_writes.take("other", 5))  # its own budget
+        self.clock.advance(1.0)
+        outcome, _ = self.create((2, "more", "User:app", 3))
+        outcome = self.successResultOf(outcome.later) if outcome.later else outcome
+        self.assertEqual(self.local(outcome, 30, 3).results[0].error_code, ErrorCode.none)
+
     def test_acl_apis_need_cluster_rights(self):
         outcome, _ = self.describe(user="app")
         answer = self.local(outcome, 29, 3)

@@ -10,6 +10,7 @@ from ..client import Unreachable, connect, tcp_endpoint, try_each
 from ..protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from ..tenancy.metadata_cache import MetadataAnswers
 from ..tenancy.patterns import RegexSubscriptions
+from ..tenancy.rules.acls import AclWrites
 from ..tenancy.services import Services
 from ..tenancy.sessions import SessionPool
 from .broker import BrokerConnection
@@ -68,6 +69,8 @@ class Gateway:
         """Largest tenant request decoded on the reactor (Metadata: a quarter)."""
         self.max_decoded_response = max_decoded_response
         """Largest broker answer to a tenant decoded on the reactor (not Fetch)."""
+        self.acl_writes = AclWrites(reactor.seconds)
+        """The ACLs each virtual cluster may still create here (CreateAcls)."""
         self.offload = None
         """Runs large decodes and encodes in a codec thread (``Services.offload``;
         set by the service maker, None: on the reactor)."""
@@ -97,7 +100,8 @@ class Gateway:
                         None if self.state is None else self.state.limits_of,
                         self.group_ids, membership=self.membership,
                         authorizer=None if self.state is None else self.state.authorizer,
-                        audit=self.audit, offload=self.offload)
+                        audit=self.audit, offload=self.offload,
+                        acl_writes=self.acl_writes)
 
     def session_pool(self, vcluster, node_id):
         """Where *vcluster*'s connections to broker *node_id* hold their fetch

@@ -64,6 +64,9 @@ class Services:
     client id): its broker mapping over the gateway cluster is kept stable."""
     work_clock: Callable = time.perf_counter
     """Measures a decoded request's work on the loop (filters/throttle.LoopShare)."""
+    acl_writes: object = None
+    """The ACLs each virtual cluster may still create through this gateway
+    process (rules/acls.AclWrites; None: no budget)."""
     offload: Callable | None = None
     """``(f, *args) -> Deferred of (f(*args), CPU seconds it took)``, run in the
     gateway's codec thread: large requests and answers are decoded and encoded

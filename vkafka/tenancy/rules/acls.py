@@ -14,7 +14,7 @@ from kio.schema.errors import ErrorCode
 from kio.static.constants import EntityType
 from kio.static.primitive import i8
 
-from ...auth.acls import (OPERATIONS, PATTERN_TYPES, PERMISSIONS,
+from ...auth.acls import (MAX_ACLS, OPERATIONS, PATTERN_TYPES, PERMISSIONS,
                           RESOURCE_TYPES, Acl, AclFilter, InvalidAcl, name_of)
 from ...protocol.codec import encode_body
 from ...state.model import StateError
@@ -88,6 +88,30 @@ def describe_acls(services, rctx, request):
     return request
 
 
+class AclWrites:
+    """The ACLs each virtual cluster may create through one gateway process:
+    ``MAX_ACLS`` at once, then ``RATE`` a second.  Each creation is a record
+    of the gateways' shared state and each removal a tombstone kept a day,
+    which every gateway reads when it starts: a tenant creating and removing
+    ACLs in a loop (~500 records a second) grew it without bound.  Removals
+    need no budget of their own: each removes what a creation made."""
+
+    RATE = 1.0
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.budgets = {}  # virtual cluster -> (ACLs it may create, when)
+
+    def take(self, vcluster, count):
+        """True, and *count* taken, if *vcluster* may create *count* ACLs now."""
+        now = self.clock()
+        left, at = self.budgets.get(vcluster, (MAX_ACLS, now))
+        left = min(MAX_ACLS, left + (now - at) * self.RATE)
+        allowed = count <= left
+        self.budgets[vcluster] = (left - count if allowed else left, now)
+        return allowed
+
+
 def create_acls(services, rctx, request):
     """Each creation checked (the kinds a virtual cluster holds, a principal
     of its own), then written to the state; the answer waits for the writes."""
@@ -96,6 +120,11 @@ def create_acls(services, rctx, request):
     state = _state_of(services)
     if refused is None and state is None:
         refused = (ErrorCode.unknown_server_error, _NOT_HERE)
+    if refused is None and services.acl_writes is not None and not \
+            services.acl_writes.take(rctx.namespace.name, len(request.creations)):
+        refused = (ErrorCode.throttling_quota_exceeded,
+                   f"ACLs are created at most {AclWrites.RATE:g} a second per "
+                   f"virtual cluster on a gateway, after {MAX_ACLS} at once")
     results, valid = [], []
     for c in request.creations:
         outcome = refused
