@@ -436,6 +436,45 @@ class MetadataTests(RightsTestCase):
                          ("secret", ErrorCode.topic_authorization_failed))
 
 
+class AclsOffOperationsTests(RightsTestCase):
+    """With the ACLs off, authorized-operations fields say what the gateway
+    lets the tenant do, not what the broker lets the gateway's own account
+    (a super user) do."""
+
+    def setUp(self):
+        super().setUp()
+        self.successResultOf(self.state.put_rights("shop", False, []))
+        self.vclusters.namespace("shop").set_alias("mirror", "upstream.events",
+                                                   read_only=True)
+
+    def test_cluster_and_topics(self):
+        from kio.schema.describe_cluster.v1 import request as dq, response as dr
+        from kio.schema.metadata.v12 import request as rq, response as rs
+        outcome, pending = self.send(dq.DescribeClusterRequest(
+            include_cluster_authorized_operations=True, endpoint_type=i8(1)), 1)
+        answer = self.answered(pending, dr.DescribeClusterResponse(
+            throttle_time=NO_THROTTLE, error_code=ErrorCode.none, error_message=None,
+            endpoint_type=i8(1), cluster_id="c", controller_id=i32(1), brokers=(),
+            cluster_authorized_operations=i32(8096)))
+        # CREATE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, IDEMPOTENT_WRITE: not
+        # ALTER_CONFIGS nor CLUSTER_ACTION, which the broker granted the gateway
+        self.assertEqual(answer.cluster_authorized_operations,
+                         sum(1 << op for op in (5, 7, 8, 10, 12)))
+        outcome, pending = self.send(rq.MetadataRequest(
+            topics=tuple(rq.MetadataRequestTopic(topic_id=None, name=n)
+                         for n in ("orders", "mirror")),
+            allow_auto_topic_creation=False, include_topic_authorized_operations=True), 12)
+        topics = self.answered(pending, rs.MetadataResponse(
+            throttle_time=NO_THROTTLE, brokers=(), cluster_id="c", controller_id=i32(1),
+            topics=tuple(rs.MetadataResponseTopic(
+                error_code=ErrorCode.none, name=n, topic_id=uuid.uuid4(),
+                is_internal=False, partitions=(), topic_authorized_operations=i32(0xFF8))
+                for n in ("shoporders", "upstream.events")))).topics
+        self.assertEqual([(t.name, t.topic_authorized_operations) for t in topics],
+                         [("orders", sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))),
+                          ("mirror", (1 << 3) | (1 << 8) | (1 << 10))])  # read only
+
+
 class AnswerTests(RightsTestCase):
     """What an answer shows of a resource the principal may not describe."""
 

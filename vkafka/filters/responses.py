@@ -17,7 +17,7 @@ from ..protocol.codec import CodecError, decode_response, encode_body
 from ..protocol.errors import first_error
 from ..protocol.headers import API_VERSIONS, response_header_length
 from ..tenancy import concentration
-from ..tenancy.rights import authorized_operations
+from ..tenancy.rights import Unrestricted, authorized_operations
 from ..tenancy.services import OFF_LOOP_FROM
 from ..tenancy.walker import with_error
 
@@ -103,9 +103,10 @@ def _rewritten(services, pending, response):
     """The decoded *response* rewritten by the rule, ACLs and refusals applied
     (maybe a Deferred)."""
     response = pending.rule.rewrite_response(services, pending.context, response)
-    rights = None if pending.context is None else pending.context.rights
-    if rights is not None and not isinstance(response, defer.Deferred):
-        response = authorized_operations(rights, response)
+    context = pending.context
+    if context is not None and not isinstance(response, defer.Deferred):
+        response = authorized_operations(context.rights or Unrestricted(
+            context.namespace), response)
     refused = refused_whole(pending.context)
     if refused is not None:  # every error code of the answer is that refusal's
         response = response.addCallback(with_error, refused[1], refused[0]) \
@@ -178,6 +179,9 @@ def _deconcentrate(services, pending, frame):
                                               response)
     if pending.rule.needs_response_rewrite(pending.api_version):
         response = pending.rule.rewrite_response(services, pending.context, response)
+    context = pending.context
+    response = authorized_operations(context.rights or Unrestricted(context.namespace),
+                                     response)
     return header + _encoded(pending.context, response), first_error(response), 0
 
 

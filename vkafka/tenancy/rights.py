@@ -157,6 +157,31 @@ OPERATIONS_OF = {
 """The operations Kafka reports in authorized-operations bit fields, by type."""
 
 
+class Unrestricted:
+    """The rights of every account of a virtual cluster whose ACLs are off:
+    whatever the gateway itself lets a tenant do.  The broker reports the
+    operations of the gateway's own account (a super user's, on the cluster),
+    which say nothing of the tenant's: not ALTER_CONFIGS on the cluster
+    (broker configs are read-only to tenants), nor writing a read-only
+    mapping."""
+
+    principal = host = None
+    CLUSTER = frozenset(("CREATE", "DESCRIBE_CONFIGS", "IDEMPOTENT_WRITE", "ALTER",
+                         "DESCRIBE"))
+    READ_ONLY = frozenset(("READ", "DESCRIBE", "DESCRIBE_CONFIGS"))
+
+    def __init__(self, namespace):
+        self.namespace = namespace
+        self.authorizer = self
+
+    def allowed(self, principal, host, operation, resource_type, name):
+        if resource_type == "CLUSTER":
+            return operation in self.CLUSTER
+        if resource_type == "TOPIC" and self.namespace.read_only(TOPIC, name):
+            return operation in self.READ_ONLY
+        return True
+
+
 def operations_bits(rights, resource_type, name):
     """The authorized-operations bit field of the principal on a resource."""
     from ..auth.acls import OPERATIONS
