@@ -250,6 +250,9 @@ def tenant_rules():
     table[22] = replace(table[22], rewrite_request=common.then(common.then(
         rights.idempotent_producer, common.walk_req),
         groups.unknown_id_created("transactional_id", TRANSACTION)))
+    table[61] = replace(table[61], rewrite_response=common.then(
+        common.walk_resp, records.own_producers),
+        why="names rewritten, others' dropped; a mapped topic's producers not listed")
     for key in (2, 23):  # ListOffsets, OffsetForLeaderEpoch
         table[key] = replace(table[key], rewrite_request=common.then(
             records.consumer_only, common.walk_req),

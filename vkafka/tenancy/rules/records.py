@@ -176,6 +176,18 @@ def _fetch_sessions(services, rctx, session_id, epoch, version):
     return action
 
 
+def own_producers(services, rctx, response):
+    """DescribeProducers: a mapped topic's producers are never the tenant's
+    (its batches there go without producer ids, ``_shared_without_producers``),
+    so none are listed: others' ids, epochs and sequences stay theirs."""
+    if not rctx.namespace.aliases:
+        return response
+    return replace(response, topics=tuple(
+        replace(t, partitions=tuple(replace(p, active_producers=())
+                                    for p in t.partitions))
+        if t.name in rctx.namespace.aliases else t for t in response.topics))
+
+
 def session_closers(sessions):
     """Fetch requests (payloads) closing each broker session *sessions* own:
     sent as the connection closes, so their slots in the broker's session
