@@ -194,10 +194,11 @@ class MappingTests(MappingBase):
     def test_shared_topic_producer_ids_not_taken(self):
         """A writable mapping is a topic others write too (here an idempotent
         producer of the cluster itself).  A tenant sending that producer's id,
-        epoch and next sequence (read off its batches: DescribeProducers lists none) in its own
-        batches neither takes the producer's next record nor fences it: batches
-        to a mapped topic go without producer ids.  A transactional Produce to
-        it is refused (TOPIC_AUTHORIZATION_FAILED, saying why)."""
+        epoch and next sequence (read off its batches: DescribeProducers lists
+        none) in its own batches neither takes the producer's next record nor
+        fences it: batches to a mapped topic go without producer ids.  A
+        transactional Produce to it is refused (TOPIC_AUTHORIZATION_FAILED,
+        saying why)."""
         from confluent_kafka import Producer
         vc = self.vcluster()
         yield self.admin("POST", f"/vcluster/{vc}/username/sa", {})
