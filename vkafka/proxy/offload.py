@@ -3,8 +3,8 @@
 
 kio decodes and, above all, encodes a message entity by entity in Python: a
 DescribeConfigs of 50,000 resources took the loop ~0.8 s, during which no
-other tenant was served.  Requests and answers of ``services.OFF_LOOP_FROM`` bytes
-or more are decoded and encoded in this thread instead (filters/tenant.py,
+other tenant was served.  Requests and answers of
+``tenancy.services.OFF_LOOP_FROM`` bytes or more are decoded and encoded in this thread instead (filters/tenant.py,
 filters/responses.py); their rewrite, which reads the gateway's state, stays
 on the loop.  The codec functions are pure (bytes in, frozen objects out,
 and back), so nothing is shared but their arguments.  One thread: while it
@@ -18,6 +18,7 @@ import time
 
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
+
 
 def _timed(f, *args):
     start = time.thread_time()
