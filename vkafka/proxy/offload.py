@@ -4,9 +4,9 @@
 kio decodes and, above all, encodes a message entity by entity in Python: a
 DescribeConfigs of 50,000 resources took the loop ~0.8 s, during which no
 other tenant was served.  Requests and answers of
-``tenancy.services.OFF_LOOP_FROM`` bytes or more are decoded and encoded in this thread instead (filters/tenant.py,
-filters/responses.py); their rewrite, which reads the gateway's state, stays
-on the loop.  The codec functions are pure (bytes in, frozen objects out,
+``tenancy.services.OFF_LOOP_FROM`` bytes or more are decoded and encoded in
+this thread instead (filters/tenant.py, filters/responses.py); their
+rewrite, which reads the gateway's state, stays on the loop.  The codec functions are pure (bytes in, frozen objects out,
 and back), so nothing is shared but their arguments.  One thread: while it
 works, the loop still gets the interpreter every switch interval (1 ms,
 tuning.py), and two tenants' large messages wait for each other rather than
