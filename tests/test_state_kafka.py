@@ -132,3 +132,27 @@ class KafkaStoreTests(unittest.TestCase):
         self.cluster.refused.update({("boot1", 9092), ("boot2", 9092)})
         failure = self.failureResultOf(self.store.put("k", 1), StoreUnavailable)
         self.assertIn("boot2:9092", str(failure.value))
+
+
+class WaitersTests(unittest.TestCase):
+    def test_a_write_read_back_too_late_breaks_nothing(self):
+        """A write not read back within 10 s fails; once the reader passes it,
+        the store goes on: later writes are confirmed, nothing raises."""
+        from twisted.internet import defer, task
+
+        from vkafka.state.kafka import KafkaStore, StoreUnavailable
+        clock = task.Clock()
+        store = KafkaStore(clock, topology=None, endpoint_factory=None)
+        late = defer.Deferred()
+        store._waiters.append((41, late))
+        clock.callLater(10, lambda: late.called or late.errback(StoreUnavailable("x")))
+        clock.advance(10)
+        self.failureResultOf(late, StoreUnavailable)
+        store.offset = 42  # the reader catches up
+        store._wake()
+        self.assertEqual(store._waiters, [])
+        fresh = defer.Deferred()
+        store._waiters.append((42, fresh))
+        store.offset = 43
+        store._wake()
+        self.assertIsNone(self.successResultOf(fresh))

@@ -183,13 +183,16 @@ class KafkaStore:
                 self.log.failure("state subscriber failed on {key}", key=key)
 
     def _wake(self):
-        waiting = []
-        for offset, d in self._waiters:
-            if self.offset > offset:
+        """Fire the writes read back by now.  A write whose wait timed out
+        (its Deferred already failed) is dropped: firing it again raised
+        AlreadyCalledError before the list was replaced, so the reader failed
+        on every fetch after it and every later write with it."""
+        ready = [d for offset, d in self._waiters if self.offset > offset]
+        self._waiters = [(offset, d) for offset, d in self._waiters
+                         if self.offset <= offset and not d.called]
+        for d in ready:
+            if not d.called:
                 d.callback(None)
-            else:
-                waiting.append((offset, d))
-        self._waiters = waiting
 
     # writing
 
