@@ -211,6 +211,40 @@ class TenantSpliceTests(TenantSpliceBase):
                          (ErrorCode.unsupported_sasl_mechanism, ("PLAIN",)))
         self.assertTrue(self.transport.disconnecting)
 
+    def test_login_waits_for_the_state(self):
+        """While the shared state is still loading (a gateway or worker
+        starting), an authentication waits: a token revoked in the state must
+        not get in meanwhile.  The requests behind it wait too, in order."""
+        from twisted.internet import defer
+        for version in (1, 0):  # SaslHandshake v1, and v0 with a bare token
+            self.setUp()
+            loaded = self.gateway.state_loaded = defer.Deferred()
+            token = self.authority.issue("london", "sa", 600)
+            self.client.dataReceived(handshake(version=version))
+            self.client.dataReceived(
+                authenticate("sa", token) if version else
+                frame(b"\x00sa\x00" + token.encode()))
+            self.client.dataReceived(metadata_for(["t"], 3))
+            self.assertEqual(len(self.responses()), 1, version)  # the handshake only
+            self.assertEqual(self.transport.producerState, "paused")
+            self.authority.revocations.revoke("london", "sa",
+                                              self.reactor.seconds())  # in the state
+            loaded.callback(None)
+            self.assertTrue(self.transport.disconnecting, version)  # refused
+            self.assertEqual(self.broker_transport.value(), b"")
+
+            self.setUp()
+            loaded = self.gateway.state_loaded = defer.Deferred()
+            self.client.dataReceived(handshake())
+            self.client.dataReceived(authenticate("sa", self.authority.issue(
+                "london", "sa", 600)))
+            self.client.dataReceived(metadata_for(["t"], 3))
+            loaded.callback(None)
+            _, auth = decode_response(self.responses()[1], 36, 2)
+            self.assertEqual(auth.error_code, ErrorCode.none)
+            _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+            self.assertEqual(sent.topics[0].name, "londont")  # then the request
+
     def test_handshake_v0_raw_token(self):
         """SaslHandshake v0 is followed by a bare token, answered by an empty frame."""
         self.client.dataReceived(handshake(version=0))

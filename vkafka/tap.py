@@ -510,6 +510,7 @@ def makeService(config, reactor=None, worker=None):
         state.revoked_listeners.append(gateway.close_revoked)
         tenancy.vclusters.unavailable_listeners.append(gateway.close_unavailable)
         gateway.state = state
+        gateway.state_loaded = store.ready
         state.topic_exists = refresher.topic_exists
         state.create_topic = refresher.create_topic
         StoreService(store).setServiceParent(top)

@@ -40,6 +40,9 @@ class Gateway:
         self.refresher = refresher
         self.tenancy = tenancy
         self.state = None
+        self.state_loaded = None
+        """A Deferred that fires once the shared state is read to its end
+        (tenant mode with a state store): logins wait for it."""
         self.group_ids = None
         """``() -> the consumer group ids the last usage inventory listed``
         (set by the service maker; capacity.consumerGroups)."""

@@ -38,7 +38,15 @@ class Login:
             self.gateway.authentication_timeout, self._timed_out)
 
     def answer(self, frame, request):
-        """SaslHandshake and SaslAuthenticate, answered by the gateway."""
+        """SaslHandshake and SaslAuthenticate, answered by the gateway.  Until
+        the shared state is read to its end (a gateway or worker starting),
+        an authentication waits for it, and the client's later requests with
+        it: the revocations and deleted virtual clusters in it are not known
+        yet, and a revoked token would be let in.  The login deadline still
+        holds (a state that never loads closes the connection)."""
+        if request.api_key != SASL_HANDSHAKE and self._state_pending(
+                lambda: self.answer(frame, request)):
+            return
         first = self.sasl.claims is None
         try:
             body, failure, close = self.sasl.answer(frame, request.api_key,
@@ -51,8 +59,30 @@ class Login:
             self._authenticated(first)
         self.conn.answer(request, body, close_after=close)
 
+    def _state_pending(self, retry):
+        """True if the shared state is still loading: *retry* is called once
+        it is, and the connection's reads and later requests wait until then."""
+        loaded = self.gateway.state_loaded
+        if loaded is None or loaded.called:
+            return False
+        conn = self.conn
+        conn._held = []
+        conn.valve.hold("state")
+
+        def resume(result):
+            held, conn._held = conn._held, None
+            conn.valve.release("state")
+            if not conn.closed:
+                retry()
+                conn._replay(held)
+            return result
+        loaded.addBoth(resume)
+        return True
+
     def raw_token(self, frame):
         """SaslHandshake v0 is followed by the bare PLAIN token, answered bare."""
+        if self._state_pending(lambda: self.raw_token(frame)):
+            return
         first = self.sasl.claims is None
         try:
             self.sasl.accept(bytes(frame))

@@ -184,10 +184,12 @@ class ClientConnection(protocol.Protocol):
             self._replay(held)
 
     def _replay(self, frames):
-        """Requests that waited (for the broker connection, or for a rule that
-        asked first), in order; any that must wait again are held again."""
+        """Requests that waited (for the broker connection, for a rule that
+        asked first, or for the state before a login), in order; any that must
+        wait again are held again."""
         self.outbox.hold()
-        self.upstream.hold()
+        if self.upstream is not None:
+            self.upstream.hold()
         try:
             for frame in frames:
                 if self.closed:
