@@ -217,6 +217,37 @@ class AdminApiTests(unittest.TestCase):
             self.fail("no conflict")
 
     @defer.inlineCallbacks
+    def test_internal_topics_never_mapped(self):
+        """The gateways' state, usage and audit topics and Kafka's own are never
+        mapped (through __consumer_offsets a tenant read every group's offsets),
+        plainly, read-only, concentrated or as a rule's target: 400."""
+        for physical in ("__consumer_offsets", "__transaction_state", "_vkafka_state",
+                         "_vkafka_usage", "_vkafka_audit"):
+            for path, body in (
+                    (f"{BASE}/vcluster/a/topics/x", {"physicalTopicName": physical}),
+                    (f"{BASE}/vcluster/a/topics/x", {"physicalTopicName": physical,
+                                                     "readOnly": True}),
+                    (f"{BASE}/vcluster/a/topics/x", {"physicalTopicName": physical,
+                                                     "concentrated": True}),
+                    (f"{BASE}/vcluster/a/concentration-rules/r",
+                     {"pattern": "e-.*", "physicalTopicName": physical})):
+                code, answer = yield self.call("POST", path, body)
+                self.assertEqual((code, answer["error"]), (400, "bad_field"), body)
+                self.assertIn("internal topic", answer["message"])
+
+    @defer.inlineCallbacks
+    def test_rule_patterns_are_re2(self):
+        """Rule patterns are matched in RE2 (linear time) against names a tenant
+        chooses: a backreference is refused; (a+)+b matches at once."""
+        code, answer = yield self.call(
+            "POST", f"{BASE}/vcluster/a/concentration-rules/r",
+            {"pattern": r"(a)\1", "physicalTopicName": "conc"})
+        self.assertEqual((code, answer["error"]), (400, "bad_field"))
+        from vkafka.names import ConcentrationRule
+        rule = ConcentrationRule("r", "(a+)+b", ())
+        self.assertFalse(rule.matches("a" * 5000 + "c"))
+
+    @defer.inlineCallbacks
     def test_concentrated_and_plain_never_share_a_topic(self):
         """A plain mapping would show every tenant's tagged records: 409 both ways."""
         code, _ = yield self.call("POST", f"{BASE}/vcluster/a/topics/x",

@@ -22,13 +22,12 @@ Every change, made here or by another gateway, flows through ``apply`` so
 all gateways converge on the same view.
 """
 
-import re
-
+import re2
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..auth.acls import MAX_ACLS, OFF, Acl, Authorizer, InvalidAcl
-from ..names import ConcentrationRule, inside, valid_vcluster_name
+from ..names import GATEWAY_TOPIC_PREFIX, ConcentrationRule, inside, valid_vcluster_name
 from .limits import InvalidLimits, Limits
 from .policy import Holdings, new_topic
 
@@ -38,6 +37,15 @@ ALL_ACCOUNTS = "*"
 RULE_TARGETS = {"delete": "physicalTopicName", "compact": "physicalTopicNameCompacted",
                 "compact,delete": "physicalTopicNameCompactedDeleted"}
 """A concentration rule's physical topic for each cleanup policy."""
+
+
+def _not_internal(physical):
+    """The gateways' own topics (state, usage, audit) and Kafka's (committed
+    offsets, transactions) are never mapped into a virtual cluster: through
+    __consumer_offsets a tenant read every group's offsets."""
+    if physical.startswith(GATEWAY_TOPIC_PREFIX) or physical.startswith("__"):
+        raise StateError(400, "bad_field", f"{physical!r} is an internal topic (the "
+                         "gateways' or Kafka's own): it is never mapped")
 
 
 class StateError(Exception):
@@ -362,13 +370,14 @@ class GatewayState:
         """A concentration rule: CreateTopics of a matching name makes a
         concentrated topic in the physical topic of its cleanup policy."""
         try:
-            re.compile(rule["pattern"])
-        except re.error as e:
-            raise StateError(400, "bad_field", f"invalid pattern: {e}")
+            re2.compile(rule["pattern"])
+        except re2.error as e:
+            raise StateError(400, "bad_field", f"invalid pattern (RE2 syntax): {e}")
         for field in RULE_TARGETS.values():
             physical = rule.get(field)
             if physical is None:
                 continue
+            _not_internal(physical)
             owner = self.vclusters.owner(physical)
             if owner is not None:
                 raise StateError(409, "conflict",
@@ -396,6 +405,7 @@ class GatewayState:
         mapping = dict(mapping)
         create = mapping.pop("create", None)
         physical = mapping["physicalTopicName"]
+        _not_internal(physical)
         owner = self.vclusters.owner(physical)
         if owner is not None:
             raise StateError(409, "conflict",
