@@ -984,3 +984,63 @@ class ReferenceDocTests(unittest.TestCase):
         self.assertEqual(path.read_text(), markdown_reference(),
                          "regenerate: python -m vkafka.admin.openapi > "
                          "docs/admin-api-reference.md")
+
+
+class AdminSiteTests(unittest.TestCase):
+    """What reaches the admin port before any handler: request bodies bounded,
+    cross-site writes refused, odd paths answered in JSON."""
+
+    def connection(self):
+        from twisted.internet.testing import MemoryReactorClock, StringTransport
+        from twisted.web.resource import Resource
+
+        from vkafka.admin.app import AdminSite
+        site = AdminSite(Resource(), reactor=MemoryReactorClock())
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def test_large_body_refused_before_it_is_read(self):
+        """A 3 GB Content-Length, unauthenticated: 413 at once, connection
+        closing; a chunked body past the limit likewise."""
+        from vkafka.admin.app import MAX_BODY
+        channel, transport = self.connection()
+        channel.dataReceived(b"POST /admin/x HTTP/1.1\r\nHost: h\r\n"
+                             b"Content-Length: 3000000000\r\n\r\n" + b"x" * 1000)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413"))
+        self.assertIn(b'"too_large"', transport.value())
+        self.assertTrue(transport.disconnecting)
+        channel, transport = self.connection()
+        channel.dataReceived(b"POST /admin/x HTTP/1.1\r\nHost: h\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"y" * (1 << 20)
+        for _ in range(MAX_BODY // len(chunk) + 1):
+            channel.dataReceived(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413"))
+        self.assertTrue(transport.disconnecting)
+
+
+class CrossSiteTests(unittest.TestCase):
+    def setUp(self):
+        self.http, self.state, self.store, self.authority = make_api()
+
+    call = AdminApiTests.call
+
+    @defer.inlineCallbacks
+    def test_write_with_a_foreign_origin_refused(self):
+        """A browser sending a write for another site's page (Origin not this
+        host) is refused; the same write without Origin (curl, the CLI) or
+        from the dashboard's own origin goes through."""
+        url = f"{BASE}/vcluster/london/username/sa"
+        for origin, expected in ((b"https://evil.example", 403),
+                                 (None, 200), (b"http://gw", 200)):
+            headers = {} if origin is None else {b"Origin": [origin]}
+            response = yield self.http.request(
+                "POST", url, data=json.dumps({}), auth=ADMIN, headers=headers)
+            self.assertEqual(response.code, expected, origin)
+
+    @defer.inlineCallbacks
+    def test_double_slash_is_a_json_404(self):
+        code, body = yield self.call("GET", f"{BASE}//vcluster/london")
+        self.assertEqual((code, body["error"]), (404, "not_found"))

@@ -12,7 +12,6 @@ from twisted.application import internet, service
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
 from .protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
@@ -421,7 +420,7 @@ def makeService(config, reactor=None, worker=None):
         from twisted.internet import reactor
     if worker is None and config["workers"] > 1:
         return _supervisor(config, reactor)
-    from .admin.app import admin_root
+    from .admin.app import AdminSite, admin_root
     from .admin.users import UserChecker, generated_admin
     from .proxy.discovery import Refresher
     from .filters.shares import RateShares
@@ -570,7 +569,7 @@ def makeService(config, reactor=None, worker=None):
     root = admin_root(state, UserChecker(users), health, dashboard,
                       metrics=MetricsResource(metrics, refresh_state_metrics),
                       usage=measured, audit=getattr(gateway, "audit", None))
-    listen(config["admin-port"], Site(root),
+    listen(config["admin-port"], AdminSite(root),
            config["server-tls"] if config["admin-tls"] else None)
     _refreshing(config, reactor, top, refresher)
     return top
@@ -615,7 +614,7 @@ def _supervisor(config, reactor):
     (vkafka/workers.py).  The admin API reads and writes through a state
     store of this process's own; traffic, connections and metrics are the
     workers' (``/metrics`` and the dashboard sum them)."""
-    from .admin.app import admin_root
+    from .admin.app import AdminSite, admin_root
     from .admin.users import UserChecker, generated_admin
     from .metrics import Metrics
     from .proxy.discovery import Refresher
@@ -691,7 +690,7 @@ def _supervisor(config, reactor):
                 if not config["admin-tls"] else
                 SSL4ServerEndpoint(reactor, config["admin-port"], config["server-tls"],
                                    interface=config["bind-host"]))
-    admin = internet.StreamServerEndpointService(endpoint, Site(root))
+    admin = internet.StreamServerEndpointService(endpoint, AdminSite(root))
     admin._raiseSynchronously = True
     admin.setServiceParent(top)
     _refreshing(config, reactor, top, refresher)

@@ -22,6 +22,7 @@ from twisted.cred import error as cred_error
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.web import server
 from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
@@ -136,6 +137,22 @@ def read_only_users_too(fn):
     return fn
 
 
+def _cross_site(request):
+    """A write sent by a browser for another site's page: its Origin header
+    names another host.  A browser that holds the operator's Basic
+    credentials (the dashboard was open) sends them along, and a JSON body
+    sent as text/plain needs no preflight.  curl and the CLI send no Origin."""
+    origin = request.getHeader(b"origin")
+    if origin is None:
+        return False
+    if isinstance(origin, str):
+        origin = origin.encode()
+    host = request.getHeader(b"host") or b""
+    if isinstance(host, str):
+        host = host.encode()
+    return origin.lower().split(b"://", 1)[-1].rstrip(b"/") != host.lower()
+
+
 def endpoint(write=False):
     """Wrap a handler: JSON in and out, errors mapped to statuses, never a 500.
 
@@ -152,6 +169,10 @@ def endpoint(write=False):
             if write and self.user.read_only and not getattr(fn, "reads_only", False):
                 status, body = 403, {"error": "forbidden", "message":
                                      f"user {self.user.name!r} is read-only"}
+            elif write and _cross_site(request):
+                status, body = 403, {"error": "forbidden", "message":
+                                     "a write from another site's page (its Origin "
+                                     "is not this host) is refused"}
             else:
                 status, body = yield _run(self, fn, request, kwargs)
             if write:
@@ -560,7 +581,8 @@ class AdminApp:
     @app.handle_errors(Exception)
     def unexpected(self, request, failure):
         from werkzeug.exceptions import MethodNotAllowed, NotFound
-        if failure.check(NotFound):
+        from werkzeug.routing import RequestRedirect
+        if failure.check(NotFound, RequestRedirect):  # also a path with "//"
             return _json(request, 404, {"error": "not_found",
                                         "message": "no such endpoint"})
         if failure.check(MethodNotAllowed):
@@ -732,3 +754,49 @@ def admin_root(state, checker, health_check, dashboard=None, throttle=None,
         return root
     root.putChild(b"admin", guarded(AdminRealm(state, dashboard, usage, audit)))
     return root
+
+
+MAX_BODY = 8 * 1024 * 1024
+"""Bytes an admin request's body may hold (the largest apply of every
+resource is far less)."""
+
+
+class BoundedRequest(server.Request):
+    """An admin request whose body is at most MAX_BODY bytes.  A larger
+    Content-Length, or a chunked body growing past it, is answered 413 and
+    the connection closed before the body is read, with or without
+    credentials: Twisted would spool any length to a temporary file first,
+    so one unauthenticated request filled the disk."""
+
+    refused = False
+
+    def gotLength(self, length):
+        if length is not None and length > MAX_BODY:
+            self._refuse()
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if not self.refused and self.content.tell() + len(data) > MAX_BODY:
+            self._refuse()
+        if not self.refused:
+            super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):
+        if not self.refused:
+            super().requestReceived(command, path, version)
+
+    def _refuse(self):
+        self.refused = True
+        body = json.dumps({"error": "too_large", "message":
+                           f"a request body of at most {MAX_BODY} bytes"}).encode()
+        self.channel.transport.write(
+            b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json"
+            b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        self.channel.transport.loseConnection()
+
+
+class AdminSite(server.Site):
+    """The admin port's site: request bodies bounded (BoundedRequest)."""
+
+    requestFactory = BoundedRequest
