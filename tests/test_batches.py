@@ -172,6 +172,62 @@ class TaggingTests(unittest.TestCase):
                           "v", 0)
 
 
+class TaggingAttackTests(unittest.TestCase):
+    """What a tenant sharing a concentrated topic tried against another."""
+
+    def stored(self, values, virtual, base, headers=()):
+        from vkafka.tenancy import concentration
+        raw = bytearray(concentration.tag_records(kio_batch(values, headers=headers),
+                                                  virtual, 0))
+        struct.pack_into(">q", raw, 0, base)
+        return bytes(raw)
+
+    def test_partial_batch_never_forwarded(self):
+        """A fetch cut inside another tenant's batch (the tenant picks its
+        fetch sizes): none of that batch's bytes reach it."""
+        from vkafka.tenancy import concentration
+        mine = self.stored([(b"k", b"mine")], "aorders", 10)
+        theirs = self.stored([(b"SECRET-KEY", b"SECRET-VALUE")], "borders", 11)
+        for cut in range(1, len(theirs)):
+            out, _ = concentration.untag_records(mine + theirs[:cut], "aorders")
+            self.assertNotIn(b"SECRET", out, cut)
+            self.assertNotIn(b"borders", out, cut)
+            self.assertEqual(batches.whole_batches(out, 0, len(out))[1], len(out))
+
+    def test_a_client_tag_is_refused(self):
+        """A record carrying vkafka.topic itself (another logical topic's name
+        under the naming rule) is refused on produce; and a stored record whose
+        own headers name another topic before the gateway's tags is not
+        that topic's."""
+        from vkafka.tenancy import concentration
+        for key in (b"vkafka.topic", b"vkafka.partition"):
+            self.assertRaises(concentration.Refused, concentration.tag_records,
+                              kio_batch([(b"k", b"v")], headers=[(key, b"borders")]),
+                              "aorders", 0)
+        raw = kio_batch([(b"k", b"INJECTED")], headers=[(b"vkafka.topic", b"borders")])
+        batch = batches.decode(raw, 0, len(raw))  # as a writer past the gateway made it
+        for r in batch.records:
+            r.headers += [(b"vkafka.topic", b"aorders"), (b"vkafka.partition", b"0")]
+        injected = batches.encode(batch)
+        out, _ = concentration.untag_records(injected, "borders")
+        self.assertNotIn(b"INJECTED", out)
+
+    def test_records_bounded(self):
+        """At most MAX_RECORDS records a Produce (each rewritten on the loop:
+        a gzip batch of a million empty records is 11 KB); a Fetch answer
+        untags about as many, then ends after a batch (the client goes on
+        from there)."""
+        from vkafka.tenancy import concentration
+        from vkafka.tenancy.concentration import records as tagging
+        many = kio_batch([(None, b"")] * 600)
+        self.assertEqual(tagging.record_count(many * 3), 1800)
+        stored = b"".join(self.stored([(None, b"")] * 600, "aorders", 600 * i)
+                          for i in range(30))
+        out, _ = concentration.untag_records(stored, "aorders")
+        kept = batches.whole_batches(out, 0, len(out))[0]
+        self.assertEqual(len(kept), -(-tagging.MAX_RECORDS // 601))
+
+
 class WithoutProducerTests(unittest.TestCase):
     """without_producer: producer id, epoch and sequence cleared, CRC right."""
 

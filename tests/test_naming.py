@@ -83,6 +83,31 @@ class NamingTests(unittest.TestCase):
                          "'zshared.events2' and common-x, both")
 
 
+    def test_concentrated_produce_records_bounded(self):
+        """A Produce to concentrated topics writes at most MAX_RECORDS records
+        (counted from the batch headers before any is decoded), over all its
+        partitions."""
+        import importlib
+
+        from kio.static.primitive import i32
+
+        from vkafka.tenancy.concentration.records import MAX_RECORDS
+        from vkafka.tenancy.concentration.requests import _request_partition
+        from vkafka.tenancy.concentration.shared import Exchange, Refused
+
+        from .test_batches import kio_batch
+        m = importlib.import_module("kio.schema.produce.v9.request")
+        self.london.set_alias("t", "physical.conc", concentrated=True, partitions=3)
+        alias = self.london.aliases["t"]
+        half = kio_batch([(None, b"")] * (MAX_RECORDS // 2))
+        exchange = Exchange()
+        for index in (0, 1):
+            _request_partition(None, exchange, 0, "t", alias, m.PartitionProduceData(
+                index=i32(index), records=half))
+        with self.assertRaises(Refused):
+            _request_partition(None, exchange, 0, "t", alias, m.PartitionProduceData(
+                index=i32(2), records=kio_batch([(None, b"")])))
+
     def test_concentrated_alias_without_a_partition_count(self):
         """A concentrated mapping the shared state holds without a usable
         partition count (written by hand, or by another version) has no

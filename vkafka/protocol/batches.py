@@ -136,8 +136,10 @@ class Batch:
         return bool(self.attributes & CONTROL)
 
 
-def decode(buf, offset, size):
-    """The batch at ``buf[offset:offset+size]`` with its records decoded."""
+def decode(buf, offset, size, first_only=False):
+    """The batch at ``buf[offset:offset+size]`` with its records decoded (only
+    the first with *first_only*: what a batch is tagged with, read without
+    decoding thousands of records)."""
     fields = list(HEADER.unpack_from(buf, offset))
     if fields[3] != 2:
         raise BatchError(f"record batch magic {fields[3]} (only v2 is supported)")
@@ -150,7 +152,7 @@ def decode(buf, offset, size):
                          f"on concentrated topics (use none or gzip)")
     records = []
     pos = 0
-    for _ in range(fields[12]):
+    for _ in range(min(fields[12], 1) if first_only else fields[12]):
         length, pos = _read_varint(body, pos)
         end = pos + length
         if length < 1 or end > len(body):

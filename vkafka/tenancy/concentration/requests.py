@@ -9,7 +9,7 @@ import dataclasses
 from kio.static.primitive import i64
 
 from .offsets import commit_partition
-from .records import tag_records
+from .records import MAX_RECORDS, record_count, tag_records
 from .refusal import refuse
 from .shared import Exchange, Refused, ident, with_group_topics
 
@@ -123,6 +123,10 @@ def _request_partition(services, exchange, api_key, virtual, alias, partition):
         raise Refused(f"{alias.logical!r} has {alias.partitions} partitions, "
                       f"not partition {index}")
     if api_key == 0:
+        exchange.records += record_count(partition.records or b"")
+        if exchange.records > MAX_RECORDS:
+            raise Refused(f"a produce of more than {MAX_RECORDS} records to "
+                          "concentrated topics (each is rewritten on the event loop)")
         return dataclasses.replace(partition, records=tag_records(
             partition.records, virtual, index))
     if api_key == 8:
