@@ -167,8 +167,8 @@ class SupervisorTests(unittest.TestCase):
         self.assertEqual(got, [{0: report, 1: None}])
         details = h.supervisor.details()
         self.assertEqual(details[0], {"index": 0, "pid": 1000, "restarts": 0,
-                                      "ready": True, "connections": 3})  # no names:
-        # /health answers without credentials
+                                      "ready": True, "connections": 3,
+                                      "vclusters": {"london": 2}})
         self.assertEqual(details[1], {"index": 1, "pid": 1001, "restarts": 0,
                                       "ready": False})
 

@@ -608,10 +608,9 @@ class WorkerSupervisor(service.Service):
             entry = {"index": index, "pid": None if worker is None else worker.pid,
                      "restarts": self.restarts[index], "ready": False}
             if report is not None and report.get("pid") == worker.pid:
-                # /health answers without credentials: counts, never names
-                # (which virtual clusters exist is for authenticated eyes)
                 entry.update(ready=report.get("reason") is None,
-                             connections=report.get("connections", 0))
+                             connections=report.get("connections", 0),
+                             vclusters=report.get("vclusters", {}))
                 if report.get("reason") is not None:
                     entry["reason"] = report["reason"]
             out.append(entry)
