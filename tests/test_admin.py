@@ -38,7 +38,7 @@ def make_checker():
     return UserChecker(users, run_blocking=lambda f, *a: f(*a))
 
 
-def make_api(ready=True, throttle=None, cluster=None):
+def make_api(ready=True, throttle=None, cluster=None, workers=None):
     """The admin API over in-memory state; its usage inventory asks *cluster*
     (a usage_fakes.FakeCluster)."""
     clock = Clock()
@@ -50,7 +50,8 @@ def make_api(ready=True, throttle=None, cluster=None):
         lambda: ("cannot reach the Kafka cluster: refused", {"brokers": []}))
     root = admin_root(state, checker, health,
                       throttle=LoginThrottle(clock) if throttle is None else throttle,
-                      usage=make_usage(state, clock, cluster or FakeCluster()))
+                      usage=make_usage(state, clock, cluster or FakeCluster()),
+                      workers=workers)
     return StubTreq(root), state, store, authority
 
 
@@ -102,6 +103,24 @@ class AdminApiTests(unittest.TestCase):
         code, body = yield self.call(
             "DELETE", f"{BASE}/vcluster/london/topics/existingLondonTopic")
         self.assertEqual((code, body["error"]), (404, "not_found"))
+
+    @defer.inlineCallbacks
+    def test_workers_behind_credentials(self):
+        """``GET /admin/workers`` gives each worker's connections per virtual
+        cluster to an admin user only (/health, open, names no tenant); a
+        gateway without workers answers a JSON 404."""
+        code, body = yield self.call("GET", "http://localhost/admin/workers")
+        self.assertEqual((code, body["error"]), (404, "not_found"))
+
+        class Workers:
+            def details(self, names=False):
+                entry = {"index": 0, "ready": True, "connections": 2}
+                return [dict(entry, vclusters={"london": 2}) if names else entry]
+        self.http, *_ = make_api(workers=Workers())
+        code, body = yield self.call("GET", "http://localhost/admin/workers")
+        self.assertEqual((code, body["workers"][0]["vclusters"]), (200, {"london": 2}))
+        code, _ = yield self.call("GET", "http://localhost/admin/workers", auth=None)
+        self.assertEqual(code, 401)
 
     @defer.inlineCallbacks
     def test_unauthorized(self):
@@ -347,6 +366,7 @@ class OpenApiTests(unittest.TestCase):
             scenarios = [
                 ("/health", "get", "/health", None, None),
                 ("/admin/openapi.json", "get", "/admin/openapi.json", None, ADMIN),
+                ("/admin/workers", "get", "/admin/workers", None, ADMIN),
                 ("/admin/dashboard", "get", "/admin/dashboard", None, ADMIN),
                 ("/admin/dashboard.json", "get", "/admin/dashboard.json", None, ADMIN),
                 ("/admin/dashboard.json", "get", "/admin/dashboard.json?vc=none", None,
@@ -468,6 +488,7 @@ class OpenApiTests(unittest.TestCase):
             store.available = True
             yield unavailable_rights_scenarios(state, store, http, seen)
             seen.add(("/health", "get", "503"))  # covered by AdminApiTests.test_health
+            seen.add(("/admin/workers", "get", "200"))  # AdminApiTests.test_workers_...
             for _ in range(3):  # three wrong passwords: this address must wait
                 response = yield http.request("GET", "http://gw" + V1,
                                               auth=("admin", "bad"))

@@ -15,6 +15,8 @@ import signal
 import socket
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 
 from kio.schema.errors import ErrorCode
@@ -57,8 +59,10 @@ class WorkersTests(unittest.TestCase):
         return answer[1].get("workers", [])
 
     def per_worker(self, vcluster):
-        """Connections of *vcluster* on each worker, by index."""
-        return [w.get("vclusters", {}).get(vcluster, 0) for w in self.workers()]
+        """Connections of *vcluster* on each worker, by index (``GET
+        /admin/workers``: /health names no virtual cluster)."""
+        return [w["vclusters"].get(vcluster, 0)
+                for w in workers_of(self.gateway, names=True)]
 
     def metrics(self):
         """``{(name, labels...): value}`` of the supervisor's /metrics."""
@@ -145,6 +149,16 @@ class WorkersTests(unittest.TestCase):
                     [self.per_worker(vc) for vc in vcs]),
                 "connections of both tenants on both workers", 30)
             print(f"\nconnections per worker: {dict(zip(vcs, spread))}")
+            # /health, open to anyone, counts them without naming a tenant
+            health = json.dumps(devstack.health(self.gateway.admin_port)[1])
+            self.assertNotIn("vclusters", health)
+            for vc in vcs:
+                self.assertNotIn(vc, health)
+            with self.assertRaises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(
+                    f"http://localhost:{self.gateway.admin_port}/admin/workers",
+                    timeout=10)
+            self.assertEqual(refused.exception.code, 401)
             # /metrics: what the clients sent (their own count of the records
             # they transmitted, retries included), summed over the workers
             transmitted = self.transmitted(producers, stats)
@@ -469,8 +483,11 @@ class CapsWorkersTests(unittest.TestCase):
         return [] if answer is None else answer[1].get("workers", [])
 
     def held(self, key="connections"):
-        """Per worker: its connections (or ``vclusters``), at the last reading."""
-        return [w.get(key, 0) for w in self.workers()]
+        """Per worker: its connections (or ``vclusters``: ``GET /admin/workers``),
+        at the last reading."""
+        workers = workers_of(self.gateway, names=True) if key == "vclusters" \
+            else self.workers()
+        return [w.get(key, 0) for w in workers]
 
     def refused_total(self):
         text = stack.scrape(f"http://localhost:{self.gateway.admin_port}/metrics")
@@ -586,8 +603,13 @@ def wait_workers_ready(gateway):
         w["ready"] for w in ws))(workers_of(gateway)), "both workers ready", 60)
 
 
-def workers_of(gateway):
-    """The supervisor's /health list of its workers ([] if it does not answer)."""
+def workers_of(gateway, names=False):
+    """The supervisor's /health list of its workers ([] if it does not answer);
+    with *names*, ``GET /admin/workers`` (credentials), which adds each
+    worker's connections per virtual cluster."""
+    if names:
+        code, body = stack.admin(gateway.admin_port, "GET", "/workers")
+        return body["workers"] if code == 200 else []
     answer = devstack.health(gateway.admin_port)
     return [] if answer is None else answer[1].get("workers", [])
 

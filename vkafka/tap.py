@@ -684,7 +684,8 @@ def _supervisor(config, reactor):
                               usage=_latest_figures(measured))
         dashboard.setServiceParent(top)
     root = admin_root(state, UserChecker(config["users"] or generated_admin()), health,
-                      dashboard, metrics=summed, usage=measured, audit=audit)
+                      dashboard, metrics=summed, usage=measured, audit=audit,
+                      workers=workers)
     endpoint = (TCP4ServerEndpoint(reactor, config["admin-port"],
                                    interface=config["bind-host"])
                 if not config["admin-tls"] else

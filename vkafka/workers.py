@@ -599,8 +599,10 @@ class WorkerSupervisor(service.Service):
             self._merged = (self.generation, merged)
         return merged
 
-    def details(self):
-        """What ``/health`` says of the workers."""
+    def details(self, names=False):
+        """What ``/health`` says of the workers: state and connection counts,
+        no tenant names (it needs no credentials); with *names*, also each
+        worker's connections per virtual cluster (``GET /admin/workers``)."""
         out = []
         for index in range(self.count):
             worker = self.workers.get(index)
@@ -609,8 +611,9 @@ class WorkerSupervisor(service.Service):
                      "restarts": self.restarts[index], "ready": False}
             if report is not None and report.get("pid") == worker.pid:
                 entry.update(ready=report.get("reason") is None,
-                             connections=report.get("connections", 0),
-                             vclusters=report.get("vclusters", {}))
+                             connections=report.get("connections", 0))
+                if names:
+                    entry["vclusters"] = report.get("vclusters", {})
                 if report.get("reason") is not None:
                     entry["reason"] = report["reason"]
             out.append(entry)

@@ -199,12 +199,14 @@ class AdminApp:
     # added to the document is accepted (a test swaps in another document).
     contract = Contract(document())
 
-    def __init__(self, state, user, dashboard=None, usage=None, audit=None):
+    def __init__(self, state, user, dashboard=None, usage=None, audit=None,
+                 workers=None):
         self.state = state
         self.user = user
         self.dashboard = dashboard
         self.usage = usage
         self.audit = audit
+        self.workers = workers
 
     def _measured(self):
         if self.usage is None:
@@ -574,6 +576,15 @@ class AdminApp:
         request.setHeader(b"Cache-Control", b"no-store")
         return defer.succeed(self.dashboard.snapshot_for(request))
 
+    @app.route("/workers", methods=["GET"])
+    @endpoint()
+    def show_workers(self, request):
+        """Behind credentials, unlike ``/health``: it names virtual clusters."""
+        if self.workers is None:
+            raise StateError(404, "not_found", "this gateway runs no workers "
+                                               "(--workers 1)")
+        return defer.succeed({"workers": self.workers.details(names=True)})
+
     @app.route("/openapi.json", methods=["GET"])
     def openapi(self, request):
         return _json(request, 200, self.contract.document)
@@ -596,16 +607,18 @@ class AdminApp:
 
 @implementer(IRealm)
 class AdminRealm:
-    def __init__(self, state, dashboard=None, usage=None, audit=None):
+    def __init__(self, state, dashboard=None, usage=None, audit=None, workers=None):
         self.state = state
         self.dashboard = dashboard or Dashboard(state)
         self.usage = usage
         self.audit = audit
+        self.workers = workers
 
     def requestAvatar(self, avatar_id, mind, *interfaces):
         if IResource not in interfaces:
             raise NotImplementedError()
-        app = AdminApp(self.state, avatar_id, self.dashboard, self.usage, self.audit)
+        app = AdminApp(self.state, avatar_id, self.dashboard, self.usage, self.audit,
+                       self.workers)
         return IResource, app.app.resource(), lambda: None
 
 
@@ -727,7 +740,7 @@ class LoginGuard:
 
 
 def admin_root(state, checker, health_check, dashboard=None, throttle=None,
-               metrics=None, usage=None, audit=None):
+               metrics=None, usage=None, audit=None, workers=None):
     """The admin port's resource tree: /health open, everything else behind
     basic auth: /admin/* and *metrics* (a resource) at /metrics, whose series
     name every virtual cluster and its traffic.
@@ -737,7 +750,8 @@ def admin_root(state, checker, health_check, dashboard=None, throttle=None,
     slows down addresses whose logins keep failing.  *usage* (a
     usage.report.Usage) answers the usage endpoints (503 without one).
     *audit* (an audit.AuditLog) records every admin write and answers
-    ``GET .../audit`` (without one: writes are only logged).
+    ``GET .../audit`` (without one: writes are only logged).  *workers* (a
+    supervisor's Workers) answers ``GET /admin/workers``.
     """
     root = Resource()
     root.putChild(b"health", Health(health_check))
@@ -752,7 +766,8 @@ def admin_root(state, checker, health_check, dashboard=None, throttle=None,
         root.putChild(b"metrics", guarded(ResourceRealm(metrics)))
     if state is None:  # passthrough mode: no virtual clusters to administer
         return root
-    root.putChild(b"admin", guarded(AdminRealm(state, dashboard, usage, audit)))
+    root.putChild(b"admin", guarded(AdminRealm(state, dashboard, usage, audit,
+                                               workers)))
     return root
 
 

@@ -273,6 +273,13 @@ def _document():
                     "description": "a virtual cluster: its detail and history"}],
                 "responses": _responses([(200, "The snapshot", {
                     "$ref": "#/components/schemas/DashboardSnapshot"})], 404)}},
+            "/admin/workers": {"get": {
+                "summary": "With --workers: each worker's state, restarts and "
+                           "connections per virtual cluster (/health gives the "
+                           "same without the virtual clusters' names)",
+                "responses": _responses([(200, "The workers", {
+                    "type": "object", "properties": {"workers": {
+                        "type": "array", "items": {"type": "object"}}}})], 404)}},
             V1: {"get": {
                 "summary": "List virtual clusters",
                 "responses": _responses([(200, "Virtual clusters", {
