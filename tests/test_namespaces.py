@@ -163,6 +163,41 @@ class AdminOverlapTests(unittest.TestCase):
             self.assertIn("overlaps", answer["message"])
         self.assertEqual(sorted(self.state.clusters), ["team"])
 
+    def test_simultaneous_overlapping_creations_one_wins(self):
+        """Two gateways create team and teamA at once: both pass the check
+        before either record is read back.  The state topic's order decides:
+        the later (teamA) answers 409 and withdraws its record, the earlier
+        answers 200 although it read teamA back too."""
+        log = []  # (key, value, Deferred) written, not yet read back
+
+        class SlowStore(MemoryStore):
+            def put(self, key, value):
+                d = defer.Deferred()
+                log.append((key, value, d))
+                return d
+
+            def read_back(self):
+                written, log[:] = list(log), []
+                for key, value, _ in written:
+                    MemoryStore.put(self, key, value)
+                for *_, d in written:
+                    d.callback(None)
+
+        store = SlowStore()
+        state = GatewayState(store, TokenAuthority("z" * 32, lambda: 0),
+                             VirtualClusters(), lambda: 0)
+        first = state.ensure_vcluster("team")
+        second = state.ensure_vcluster("teamA")
+        store.read_back()
+        self.assertEqual(self.successResultOf(first)["name"], "team")
+        self.assertEqual([w[:2] for w in log], [("vcluster/teamA", None)])  # withdrawn
+        store.read_back()
+        failure = self.failureResultOf(second)
+        self.assertEqual((failure.value.status, failure.value.details),
+                         (409, {"vcluster": "team"}))
+        self.assertEqual(sorted(state.clusters), ["team"])
+        self.assertIsNone(state.vclusters.unavailable("team"))
+
     @defer.inlineCallbacks
     def test_dot_and_underscore_409(self):
         """acme_eu exists: prefix "acme.eu" collides in Kafka, 409."""

@@ -67,6 +67,11 @@ class GatewayState:
         self.vclusters = vclusters
         self.clock = clock
         self.clusters = {}
+        self._reads = 0
+        self._defined = {}
+        """name -> the order in which its record was read from the state topic
+        (every gateway reads the records in one order): of two overlapping
+        virtual clusters created at once, the later withdraws."""
         self.accounts = {}
         self.mappings = {}
         self.revoked_listeners = []
@@ -107,8 +112,11 @@ class GatewayState:
     def _apply_vcluster(self, name, value):
         if value is None:
             self.clusters.pop(name, None)
+            self._defined.pop(name, None)
             self.vclusters.remove(name)
         else:
+            if name not in self.clusters:
+                self._defined[name] = self._reads = self._reads + 1
             self.clusters[name] = value
             self.vclusters.define(name, value.get("prefix"))
 
@@ -276,15 +284,26 @@ class GatewayState:
         self._check_overlap(name, prefix)
         value = {"name": name, "prefix": prefix, "createdAt": self.clock()}
         yield self.store.put(f"vcluster/{name}", value)
+        try:  # read back: another gateway may have created one at the same time
+            self._check_overlap(name, prefix, earlier_than=self._defined.get(name))
+        except StateError:
+            if self.clusters.get(name) == value:
+                yield self.store.put(f"vcluster/{name}", None)
+            raise
         return value
 
-    def _check_overlap(self, name, prefix):
+    def _check_overlap(self, name, prefix, earlier_than=None):
         """A new virtual cluster's namespace overlaps no other's (names.overlap),
         and holds no topic another virtual cluster maps: else a name, and the
-        data under it, would change hands."""
+        data under it, would change hands.  *earlier_than*: once its own record
+        is read back, only the virtual clusters read before it count (a later
+        one withdraws itself the same way), and mappings are not checked again."""
         # Every virtual cluster of the state is known there, and so are those
         # this gateway met through tokens only.
         others = self.vclusters.overlapping(prefix, exclude=name)
+        if earlier_than is not None:
+            others = [o for o in others
+                      if self._defined.get(o, -1) < earlier_than]
         if others:
             other = others[0]
             theirs = self.vclusters.prefix_of(other)
@@ -294,6 +313,8 @@ class GatewayState:
                              "the other's, counting '.' and '_' as one (Kafka's "
                              "collision rule); choose another prefix",
                              {"vcluster": other})
+        if earlier_than is not None:
+            return
         mapped = [(vc, m["physicalTopicName"]) for (vc, _), m in self.mappings.items()]
         mapped += [(vc, r[field]) for (vc, _), r in self.rules.items()
                    for field in RULE_TARGETS.values() if r.get(field)]
