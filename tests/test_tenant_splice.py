@@ -353,8 +353,9 @@ class LimitTests(TenantSpliceBase):
         self.assertFalse(self.transport.disconnecting)
 
     def test_large_frame_before_authentication(self):
-        """Before authentication frames over 1 MiB are refused at the size prefix."""
-        self.client.dataReceived(struct.pack(">i", 2 * 1024 * 1024))
+        """Before authentication frames over 16 KiB are refused at the size
+        prefix: a thousand connections that never log in hold 16 MB at most."""
+        self.client.dataReceived(struct.pack(">i", 16 * 1024 + 1))
         self.assertTrue(self.transport.disconnected)
 
     def test_connections_per_ip(self):
@@ -1493,7 +1494,6 @@ class LoopShareTests(Producing, TenantSpliceBase):
         self.login()
         for n in range(8):
             self.coordinator(10 + n)
-        self.assertEqual(self.client.valve.reasons, {"throttle"})
         other = self.gateway.factory_for_port(6969).buildProtocol(None)
         transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.5", 5))
         other.makeConnection(transport)
@@ -1502,6 +1502,81 @@ class LoopShareTests(Producing, TenantSpliceBase):
         other.dataReceived(authenticate("sa", self.authority.issue("paris", "sa", 600)))
         other.dataReceived(request_frame(find_coordinator_request(["g"]), 4, 9))
         self.assertEqual(other.valve.reasons, set())
+        self.assertIn("throttle", self.client.valve.reasons)
+
+
+def versions_known():
+    """The brokers' ApiVersions answer, as the gateway's refresh learns it."""
+    from kio.schema.api_versions.v3.response import ApiVersion, ApiVersionsResponse
+    return ApiVersionsResponse(
+        error_code=ErrorCode.none, throttle_time=i32Timedelta.parse(
+            datetime.timedelta(0)),
+        api_keys=(ApiVersion(api_key=i16(18), min_version=i16(0),
+                             max_version=i16(4)),))
+
+
+def api_versions_frames(count):
+    """*count* ApiVersions v3 requests, correlation ids 1..count, one buffer."""
+    from kio.schema.api_versions.v3.request import ApiVersionsRequest
+    return b"".join(request_frame(ApiVersionsRequest(
+        client_software_name="t", client_software_version="1"), 3, n)
+        for n in range(1, count + 1))
+
+
+class PipelineTests(TenantSpliceBase):
+    """Many requests in one read: they take turns with other connections
+    (FRAMES_PER_TURN), and before a login only a few are answered at all."""
+
+    def setUp(self):
+        super().setUp()
+        self.topology.api_versions = versions_known()
+
+    def api_versions(self, count):
+        return api_versions_frames(count)
+
+    def test_a_read_of_many_requests_takes_turns(self):
+        """300 pipelined requests in one read: FRAMES_PER_TURN answered in
+        this turn, the client's reads held, the rest in later turns, in order."""
+        from vkafka.proxy.splice import FRAMES_PER_TURN
+        self.login()
+        self.client.dataReceived(self.api_versions(300))
+        self.assertEqual(len(self.responses()), FRAMES_PER_TURN)
+        self.assertIn("turn", self.client.valve.reasons)
+        self.assertEqual(self.transport.producerState, "paused")
+        while "turn" in self.client.valve.reasons:
+            self.reactor.advance(0)
+        answers = self.responses()
+        self.assertEqual([struct.unpack(">i", bytes(a[:4]))[0] for a in answers],
+                         list(range(1, 301)))
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_only_a_few_requests_before_login(self):
+        """REQUESTS_BEFORE_LOGIN ApiVersions before a login are answered; one
+        more closes the connection."""
+        from vkafka.proxy.splice import REQUESTS_BEFORE_LOGIN
+        self.client.dataReceived(self.api_versions(REQUESTS_BEFORE_LOGIN + 5))
+        self.assertEqual(len(self.responses()), REQUESTS_BEFORE_LOGIN)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_api_versions_past_the_table_steps_down(self):
+        """ApiVersions at a version past the table's: a v0 answer with
+        UNSUPPORTED_VERSION and the versions offered (KIP-511), not a close."""
+        raw = frame(struct.pack(">hhih", 18, 99, 7, 1) + b"x" + b"\x00" * 3)
+        self.client.dataReceived(raw)
+        [answer] = self.responses()
+        self.assertFalse(self.transport.disconnecting)
+        _, versions = decode_response(answer, 18, 0)
+        self.assertEqual(versions.error_code, ErrorCode.unsupported_version)
+        self.assertIn(18, {a.api_key for a in versions.api_keys})
+
+    def test_api_versions_answer_made_once(self):
+        """The answer is made once per version and reused: a flood of them
+        costs a lookup each."""
+        from vkafka.tenancy.rules.addresses import local_api_versions
+        first = local_api_versions(self.client.services, 3)
+        self.assertIs(local_api_versions(self.client.services, 3), first)
+        self.topology.api_versions = dataclasses.replace(self.topology.api_versions)
+        self.assertIsNot(local_api_versions(self.client.services, 3), first)
 
 
 class OffLoopTests(TenantSpliceBase):
@@ -1547,6 +1622,12 @@ class OffLoopTests(TenantSpliceBase):
         self.assertEqual(self.transport.producerState, "paused")  # reads held
         self.assertEqual(self.finish(), ["decode_request", "encode_body"])
         sent = FrameDecoder().feed(self.broker_transport.value())
+        # 0.4 s of thread: over the share, the Metadata behind it waits
+        self.assertEqual([bytes(f[:2]) for f in sent], [b"\x00\x20"])
+        self.assertIn("throttle", self.client.valve.reasons)
+        self.reactor.advance(self.client.valve.until("throttle") - self.reactor.seconds())
+        sent += FrameDecoder().feed(self.broker_transport.value()[
+            sum(len(f) + 4 for f in sent):])
         self.assertEqual([bytes(f[:2]) for f in sent], [b"\x00\x20", b"\x00\x03"])
         _, request = decode_request(sent[0])
         self.assertEqual(request.resources[7].resource_name, "londont7")

@@ -229,6 +229,29 @@ class ThrottledSpliceTests(unittest.TestCase):
         case.client.valve.resumeProducing()  # ...and drains
         self.assertEqual(case.transport.producerState, "paused")
 
+    def test_requests_the_gateway_answers_count(self):
+        """ApiVersions (answered by the gateway) counts against
+        requestsPerSecond as forwarded requests do; past the rate the rest of
+        the read waits for the throttle's end, then is answered in order."""
+        from vkafka.protocol.framing import FrameDecoder
+        from .test_tenant_splice import api_versions_frames, versions_known
+        case = self.case
+        case.topology.api_versions = versions_known()
+        self.successResultOf(case.gateway.state.put_limits(
+            "london", {"rates": {"requestsPerSecond": 2}}))
+        case.gateway.rate_shares.tenant("london").set(
+            case.gateway.state.limits_of("london").rates, {})
+        case.login()
+        case.client.dataReceived(api_versions_frames(10))
+        answered = len(FrameDecoder().feed(case.transport.value()))
+        self.assertLess(answered, 10)
+        self.assertEqual(case.transport.producerState, "paused")
+        for _ in range(100):
+            case.reactor.advance(0.5)
+        answers = FrameDecoder().feed(case.transport.value())
+        self.assertEqual([struct.unpack(">i", bytes(a[:4]))[0] for a in answers],
+                         list(range(1, 11)))
+
     def test_unlimited_tenant_not_paused(self):
         import uuid
         case, own = self.case, uuid.uuid4()

@@ -78,8 +78,10 @@ SETTINGS = [
      "Accept plain-text admin passwords in --admin-users (true/false; demos only)"),
     ("authentication-timeout", "GATEWAY_AUTHENTICATION_TIMEOUT_SECONDS", 10.0, float,
      "Seconds a client has to authenticate before it is disconnected"),
-    ("unauthenticated-frame-size", "GATEWAY_UNAUTHENTICATED_MAX_FRAME_SIZE", 1048576,
-     int, "Largest frame accepted before authentication, in bytes"),
+    ("unauthenticated-frame-size", "GATEWAY_UNAUTHENTICATED_MAX_FRAME_SIZE", 16384,
+     int, "Largest frame accepted before authentication, in bytes (a login "
+     "with a token takes under 1 KiB; each connection not yet logged in may "
+     "hold this much)"),
     ("max-connections-per-ip", "GATEWAY_MAX_CONNECTIONS_PER_IP", 1000, int,
      "Open Kafka connections allowed from one client address"),
     ("max-connections-per-vcluster", "GATEWAY_MAX_CONNECTIONS_PER_VCLUSTER", 1000, int,

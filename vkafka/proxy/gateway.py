@@ -26,7 +26,7 @@ class Gateway:
                  max_frame_size=DEFAULT_MAX_FRAME_SIZE,
                  max_response_size=None, endpoint_factory=tcp_endpoint,
                  refresher=None, tenancy=None, authentication_timeout=10.0,
-                 unauthenticated_frame_size=1024 * 1024, max_connections_per_ip=1000,
+                 unauthenticated_frame_size=16 * 1024, max_connections_per_ip=1000,
                  metrics=None, metadata_cache_seconds=1.0,
                  max_connections_per_vcluster=1000, max_decoded_request=1024 * 1024,
                  max_decoded_response=8 * 1024 * 1024, max_fetch_sessions=250):

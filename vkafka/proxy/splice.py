@@ -15,6 +15,7 @@ request order, whether the broker or the gateway made them.
 
 import struct
 
+from kio.schema.errors import ErrorCode
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
@@ -35,6 +36,19 @@ from .sequencer import Pending, Sequencer
 from .valve import Valve
 
 PRODUCE, FETCH = 0, 1
+
+FRAMES_PER_TURN = 32
+"""Requests of one connection handled in one turn of the event loop.  A read
+holds up to 1 MiB: thousands of small pipelined requests, which in one go
+would hold every other connection for seconds.  Past this many (or once the
+client is throttled) the rest of the read waits for a later turn, its reads
+held meanwhile; a client that waits for its answers never comes near it."""
+
+REQUESTS_BEFORE_LOGIN = 8
+"""Requests a connection may send before it is authenticated: clients send
+ApiVersions (twice if they step down a version), SaslHandshake and
+SaslAuthenticate.  One more closes it: nothing else is answered before a
+login, and an endless stream of them is work for nobody's token."""
 
 
 def client_key(peer, frame):
@@ -187,19 +201,7 @@ class ClientConnection(protocol.Protocol):
         """Requests that waited (for the broker connection, for a rule that
         asked first, or for the state before a login), in order; any that must
         wait again are held again."""
-        self.outbox.hold()
-        if self.upstream is not None:
-            self.upstream.hold()
-        try:
-            for frame in frames:
-                if self.closed:
-                    return
-                if self._held is not None:
-                    self._held.append(frame)
-                else:
-                    self.request_received(frame)
-        finally:
-            self.flush()
+        self._handle(frames)
 
     def upstream_failed(self, reason):
         self.log.warn("client {peer}: no broker reachable for node {node}: {why}",
@@ -219,19 +221,48 @@ class ClientConnection(protocol.Protocol):
             frames = self.decoder.feed(data)
         except FrameError as e:
             return self.fail(f"bad framing: {e}")
-        self.outbox.hold()  # one send per socket for this read's frames
+        self._handle(frames)
+
+    def _handle(self, frames):
+        """Requests in order, with one send per socket for all of them.  They
+        wait (in ``_held``) behind a request that waits (to connect, for a
+        rule, for the state), behind a throttle, and past FRAMES_PER_TURN."""
+        self.outbox.hold()
         if self.upstream is not None:
             self.upstream.hold()
         try:
-            for frame in frames:
+            for n, frame in enumerate(frames):
                 if self.closed:
                     return
-                if self._held is not None:  # behind a request waiting to connect
-                    self._held.append(frame)
-                    continue
+                if self._held is None and (n >= FRAMES_PER_TURN or
+                                           "throttle" in self.valve.reasons):
+                    self._take_turns()
+                if self._held is not None:  # this one and the rest, in one go
+                    self._held.extend(frames[n:] if n else frames)
+                    return
                 self.request_received(frame)
         finally:
             self.flush()
+
+    _turn = None
+
+    def _take_turns(self):
+        """The requests from here on wait for a later turn of the event loop
+        (or the end of the throttle), the client's reads held until then."""
+        self._held = []
+        self.valve.hold("turn")
+        reactor = self.gateway.reactor
+        until = self.valve.until("throttle")
+        self._turn = reactor.callLater(
+            0 if until is None else max(0.0, until - reactor.seconds()),
+            self._next_turn)
+
+    def _next_turn(self):
+        self._turn = None
+        held, self._held = self._held, None
+        self.valve.release("turn")
+        if not self.closed:
+            self._handle(held)
 
     def flush(self):
         """Send what this read's frames left in the outboxes."""
@@ -271,6 +302,10 @@ class ClientConnection(protocol.Protocol):
             self.services.client_key = client_key(self.peer, frame)
         rule = self.rules.get(api_key)
         if rule is None or not rule.min_version <= api_version <= rule.max_version:
+            if api_key == API_VERSIONS and rule is not None and \
+                    api_version > rule.max_version:  # the client steps down
+                return self.answer_api_versions(frame, Pending(
+                    correlation_id, api_key, 0, rule), ErrorCode.unsupported_version)
             # Fail closed: the client was never offered this API/version.
             return self.fail(f"API {api_key} v{api_version} is not offered")
         if self.tenancy is None:
@@ -282,6 +317,8 @@ class ClientConnection(protocol.Protocol):
         """A tenant's request: answered here (SASL, ApiVersions, what the rules
         answer), held until the broker connection is up, or rewritten."""
         if request.rule.local:
+            if self._one_too_many():
+                return
             return self.login.answer(frame, request)
         if request.api_key == API_VERSIONS:
             return self.answer_api_versions(frame, request)
@@ -349,15 +386,32 @@ class ClientConnection(protocol.Protocol):
             self.sequencer.forwarded(request)
         self.upstream.write_frame(frame)
 
-    def answer_api_versions(self, frame, request):
+    _before_login = 0
+
+    def _one_too_many(self):
+        """Tenant mode, not authenticated: one request more than
+        REQUESTS_BEFORE_LOGIN closes the connection (True)."""
+        if self.tenancy is None or self.claims is not None:
+            return False
+        self._before_login += 1
+        if self._before_login <= REQUESTS_BEFORE_LOGIN:
+            return False
+        self.fail(f"more than {REQUESTS_BEFORE_LOGIN} requests without a login")
+        return True
+
+    def answer_api_versions(self, frame, request, error=ErrorCode.none):
         """Tenant mode: ApiVersions is answered by the gateway, from the brokers'
-        answer its refresh learnt, cut to the rule table."""
-        body = local_api_versions(self.services, request.api_version)
+        answer its refresh learnt, cut to the rule table (in both modes: a
+        version past the table's, with UNSUPPORTED_VERSION at v0)."""
+        if self._one_too_many():
+            return
+        body = local_api_versions(self.services, request.api_version, error)
         if body is None:
             return self.fail("the brokers' API versions are not known yet "
                              "(the gateway has not reached the cluster)")
         if self.metrics is not None:
             self.metrics.request(request.rule.name, len(frame) + 4, 0)
+        self._metered(request, len(frame) + 4)
         self.answer(request, body)
 
     def answer(self, request, body, close_after=False):
@@ -371,7 +425,14 @@ class ClientConnection(protocol.Protocol):
         if self.metrics is not None:
             self.metrics.request(request.rule.name, size, 0)
             self.metrics.response(request.rule.name, len(body) + 8, 0.0, None, 0)
+        self._metered(request, size)
         self.answer(request, body)
+
+    def _metered(self, request, size):
+        """A request the gateway answers itself counts against the tenant's
+        request rate as a forwarded one does: its reads are held past it."""
+        if self.rates is not None and self.rates.limited:
+            self.hold_reads(self.rates.request(request.api_key, size))
 
     def _write_response(self, frame):
         self.outbox.write_frame(frame)
@@ -479,6 +540,8 @@ class ClientConnection(protocol.Protocol):
             self.login.stop()
         if self.valve is not None:
             self.valve.stop()
+        if self._turn is not None and self._turn.active():
+            self._turn.cancel()
         if self.broker is not None:
             self.broker.transport.unregisterProducer()
             self._close_broker()

@@ -47,6 +47,12 @@ class Valve:
         self._timers[reason] = reactor.callLater(seconds, self.release, reason)
         return now + seconds - held_until
 
+    def until(self, reason):
+        """When the hold for *reason* ends (reactor seconds), or None if none
+        is timed."""
+        timer = self._timers.get(reason)
+        return timer.getTime() if timer is not None and timer.active() else None
+
     def stop(self):
         """The connection closed: no timer outlives it."""
         for timer in self._timers.values():

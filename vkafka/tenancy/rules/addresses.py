@@ -121,19 +121,33 @@ def rewrite_api_versions(services, rctx, response):
     return replace(response, api_keys=tuple(sorted(kept, key=lambda a: a.api_key)))
 
 
-def local_api_versions(services, version):
+def local_api_versions(services, version, error=ErrorCode.none):
     """The ApiVersions answer body for a tenant at *version*, made by the
     gateway from the brokers' own answer (learnt by its refresh) cut to this
     table: tenants are answered before any broker connection is opened for
     them (that waits for authentication).  None if the brokers' answer is not
-    known yet."""
+    known yet.  *error* UNSUPPORTED_VERSION: the v0 answer to a version past
+    the table's, from which a client picks one offered (KIP-511).
+
+    Made once per version and kept while the brokers' answer and the table
+    stay the same objects: it is answered before login, to anyone, so a
+    flood of them must cost a lookup each, not a conversion and an encoding."""
     known = services.topology.api_versions
     if known is None:
         return None
-
+    key = (version, error)
+    kept = _ANSWERED.get(key)
+    if kept is not None and kept[0] is known and kept[1] is services.rules:
+        return kept[2]
     module = load_payload_module(18, version, EntityType.response)
-    response = _convert(known, module)
-    return encode_body(rewrite_api_versions(services, None, response))
+    response = replace(_convert(known, module), error_code=error)
+    body = encode_body(rewrite_api_versions(services, None, response))
+    _ANSWERED[key] = (known, services.rules, body)
+    return body
+
+
+_ANSWERED = {}
+"""(version, error) -> (the brokers' answer, the table, the body made of them)."""
 
 
 def _convert(value, module):
