@@ -71,3 +71,17 @@ class PatternTests(unittest.TestCase):
         subs.forget(("acme", "g", "m1"))
         self.assertIsNone(subs.broker_regex(("acme", "g", "m1"), 2, lambda: more))
         self.assertIsNone(subs.pattern(("acme", "g", "m1")))
+
+    def test_tenants_never_share_an_answer(self):
+        """Two tenants, no mappings, the same pattern and the same made-of key
+        (topic set version, namespace version 0): each gets an alternation of
+        its own topics only, whichever asked first."""
+        subs = RegexSubscriptions()
+        theirs = {"orders": "otherorders"}
+        subs.subscribe(("acme", "g", "m"), "orders.*")
+        subs.subscribe(("other", "g", "m"), "orders.*")
+        acme, _ = subs.broker_regex(("acme", "g", "m"), 1, lambda: TOPICS)
+        other, _ = subs.broker_regex(("other", "g", "m"), 1, lambda: theirs)
+        self.assertEqual(patterns.names_of(other), ["otherorders"])
+        self.assertEqual(sorted(patterns.names_of(acme)),
+                         ["acmeorders", "acmeorders.eu"])

@@ -13,10 +13,12 @@ Requests naming topics are never answered from here.
 
 
 def made_of(topology, namespace):
-    """What a tenant's view of the topics is derived from: the topic set the
-    gateway knows (and partition counts), the tenant's mappings and rules, and
-    the known prefixes (ownership is by longest prefix).  Equal keys, same view."""
-    return (topology.names_version, namespace.version, len(namespace.prefixes.known))
+    """What a tenant's view of the topics is derived from: the tenant, the
+    topic set the gateway knows (and partition counts), the tenant's mappings
+    and rules, and the known prefixes (ownership is by longest prefix).  Equal
+    keys, same view: two tenants' keys are never equal."""
+    return (namespace.name, topology.names_version, namespace.version,
+            len(namespace.prefixes.known))
 
 
 class MetadataAnswers:

@@ -77,7 +77,7 @@ class RegexSubscriptions:
 
     def __init__(self):
         self._members = {}  # tenant -> OrderedDict: key -> [pattern, last sent]
-        self._matches = {}             # (pattern, made of) -> alternation
+        self._matches = {}             # (tenant, pattern, made of) -> alternation
 
     def subscribe(self, key, pattern):
         members = self._members.setdefault(key[0], OrderedDict())
@@ -102,7 +102,7 @@ class RegexSubscriptions:
         if entry is None:
             return None
         pattern = entry[0]
-        cache_key = (pattern, made_of)
+        cache_key = (key[0], pattern, made_of)  # one tenant's, never another's
         regex = self._matches.get(cache_key)
         if regex is None:
             try:
