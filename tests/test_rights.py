@@ -475,6 +475,45 @@ class AclsOffOperationsTests(RightsTestCase):
                           ("mirror", (1 << 3) | (1 << 8) | (1 << 10))])  # read only
 
 
+class TopicsActedOnByRulesTests(RightsTestCase):
+    """Rules that act on a name themselves, before the walk (a mapping
+    removed by DeleteTopics, a concentrated topic made by CreateTopics), ask
+    the ACLs first: a refused name goes to the walk, which makes it a decoy."""
+
+    def delete(self, name):
+        from kio.schema.delete_topics.v6 import request as rq
+        return rq.DeleteTopicsRequest(topics=(rq.DeleteTopicState(
+            name=name, topic_id=uuid.UUID(int=0)),), timeout=SECONDS)
+
+    def test_mapping_deleted_only_with_delete(self):
+        forgotten = []
+        self.services.forget_alias = lambda namespace, logical: forgotten.append(
+            logical)
+        self.vclusters.namespace("shop").set_alias("feed", "shared.feed")
+        self.allow("TOPIC", "*", "User:app", "READ")
+        outcome, _ = self.send(self.delete("feed"), 6)
+        [sent] = self.forwarded(outcome).topics
+        self.assertNotIn(sent.name, ("feed", "shared.feed", "shopfeed"))  # a decoy
+        self.assertEqual(forgotten, [])
+        self.allow("TOPIC", "feed", "User:app", "DELETE")
+        outcome, _ = self.send(self.delete("feed"), 6)
+        self.assertEqual(self.forwarded(outcome).topics, ())
+        self.assertEqual(forgotten, ["feed"])
+
+    def test_concentrated_topic_created_only_with_create(self):
+        from kio.schema.create_topics.v7 import request as rq
+        from vkafka.names import ConcentrationRule
+        self.vclusters.namespace("shop").set_rule(ConcentrationRule(
+            "r", "events-.*", (("delete", "events.all"),)))
+        self.allow("TOPIC", "*", "User:app", "READ")
+        outcome, _ = self.send(rq.CreateTopicsRequest(topics=(rq.CreatableTopic(
+            name="events-x", num_partitions=i32(1), replication_factor=i16(1),
+            assignments=(), configs=()),), timeout=SECONDS, validate_only=False), 7)
+        [sent] = self.forwarded(outcome).topics
+        self.assertNotEqual(sent.name, "shopevents-x")  # a decoy, refused
+        self.assertEqual(outcome.context.created, [])  # no concentrated topic made
+
+
 class AnswerTests(RightsTestCase):
     """What an answer shows of a resource the principal may not describe."""
 

@@ -102,17 +102,26 @@ class Rights:
         API that names it in ``Needs.whole``) refuses every name after it."""
         if self.refused is not None:
             return self.refused
-        operation = self.needs.of(kind)
-        if operation is not None and (
-                self.allows(operation, kind, logical) or
-                (self.needs.create_on_cluster and self.on_cluster(operation))):
+        if self.permits(kind, logical):
             return None
+        operation = self.needs.of(kind)
         found = (self.reason(operation or "any operation", kind, logical),
                  CODES[kind])
         self.tell(operation, RESOURCE_TYPE[kind], logical)
         if whole and kind in self.needs.whole:
             self.refused = found
         return found
+
+    def permits(self, kind, logical):
+        """Whether ``refusal`` lets *logical* through, nothing told: for a rule
+        that acts on a name itself (an alias it removes, a topic a
+        concentration rule creates) before the walk, which refuses the rest."""
+        if self.refused is not None:
+            return False
+        operation = self.needs.of(kind)
+        return operation is not None and (
+            self.allows(operation, kind, logical) or
+            (self.needs.create_on_cluster and self.on_cluster(operation)))
 
     def tell(self, operation, resource_type, name):
         """A refusal for the audit log (which samples them)."""

@@ -171,9 +171,11 @@ def _create_topics(services, rctx, request):
     namespace = rctx.namespace
     refused = _beyond_limits(services, rctx, request.topics)
     kept, planned = [], []
+    rights = rctx.rights  # a topic the principal may not CREATE: the walk refuses it
     for t in request.topics:
         rule = None if t.name in namespace.aliases or not namespace.rules or \
-            t.name in refused else namespace.rule_for(t.name)
+            t.name in refused or (rights is not None and not rights.permits(
+                TOPIC, t.name)) else namespace.rule_for(t.name)
         if rule is None:
             kept.append(t)
         else:
@@ -311,6 +313,8 @@ def delete_topics_request(services, rctx, request):
             alias = physical and namespace.alias_for_physical(physical)
         if alias is None or alias.read_only:
             return None  # read-only aliases are refused by the walker (write=True)
+        if rctx.rights is not None and not rctx.rights.permits(TOPIC, alias.logical):
+            return None  # no DELETE on it: the walker refuses it (as a decoy)
         removed.append((name, topic_id, alias))
         return alias
 
