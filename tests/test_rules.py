@@ -23,6 +23,11 @@ class RuleTableTests(unittest.TestCase):
                      52, 53, 54, 55, 56, 57, 58, 62, 63, 64, 67, 71, 72, 76, 77, 78, 79}
         self.assertEqual(forbidden & set(tenant_rules()), set())
 
+    def test_brokers_batched_add_partitions_not_offered(self):
+        """AddPartitionsToTxn v4+ (KIP-890's batch of many transactional ids,
+        CLUSTER_ACTION on a broker): tenants get v0-3, as clients use."""
+        self.assertEqual(tenant_rules()[24].max_version, 3)
+
     def test_every_tenant_row_rewrites(self):
         """Every forwarded tenant API has a response rewrite; all but a few a request one."""
         for key, rule in tenant_rules().items():

@@ -261,6 +261,10 @@ def tenant_rules():
     for key in (8, 28):  # OffsetCommit, TxnOffsetCommit
         table[key] = replace(table[key], rewrite_request=common.then(common.then(
             common.walk_req, groups.within_group_capacity), groups.commit_needs_a_group))
+    # AddPartitionsToTxn v4+ is the brokers' own batched form (KIP-890), for
+    # which Kafka requires CLUSTER_ACTION: clients send v0-3.
+    table[24] = replace(table[24], max_version=min(table[24].max_version, 3),
+                        why=table[24].why + "; v4+ (brokers' batched form) not offered")
     for key in (0, 20, 21, 33, 37, 44):  # these change topics
         table[key] = replace(table[key], write=True)
     for key, (low, high) in SASL_VERSIONS.items():
