@@ -108,14 +108,14 @@ class GroupCapacityTests(unittest.TestCase):
     the limit has its group refused (POLICY_VIOLATION); existing groups and
     members of them go on."""
 
-    def rewrite(self, request, known):
+    def rewrite(self, request, known, group_ids=None):
         from vkafka.tenancy.context import RequestContext
         from vkafka.tenancy.rules import groups
         from vkafka.tenancy.services import Services
         from vkafka.tenancy.vclusters import VirtualClusters
         limits = Limits.from_json({"capacity": {"consumerGroups": 2}})
         services = Services(None, None, {}, limits_of=lambda vc: limits,
-                            group_ids=lambda: known)
+                            group_ids=group_ids or (lambda: known))
         rctx = RequestContext(VirtualClusters().namespace("acme"), {})
         return groups.within_group_capacity(services, rctx, request), rctx
 
@@ -190,3 +190,109 @@ class GroupCapacityTests(unittest.TestCase):
                                      member_id="", group_instance_id=None, topics=())
         out, _ = self.rewrite(simple, {"acmea", "acmeb"})
         self.assertNotEqual(out.group_id, "acmec")
+
+
+class CreationsInFlightTests(unittest.TestCase):
+    """Creations admitted under a capacity limit count as held until their
+    answer: requests checked one after another against one listing (many
+    connections at once) cannot each take the last place."""
+
+    def setUp(self):
+        from twisted.internet.task import Clock
+        from vkafka.proxy.topology import Topology
+        from vkafka.tenancy.rules import tenant_rules
+        from vkafka.tenancy.services import Services
+        from vkafka.tenancy.vclusters import VirtualClusters
+        self.clock = Clock()
+        self.topology = Topology([("kafka1", 9092)], "gw", 6969, 3, 1)
+        self.topology.learn_listing(["acmeold"], 0, {"acmeold": 1})
+        limits = Limits.from_json({"capacity": {"topics": 2, "partitions": 3}})
+        self.services = Services(self.topology, self.clock, tenant_rules(),
+                                 limits_of=lambda vc: limits)
+        self.namespace = VirtualClusters().namespace("acme")
+
+    def context(self):
+        from vkafka.tenancy.context import RequestContext
+        return RequestContext(self.namespace, self.topology.topic_ids, True)
+
+    def create(self, name, validate_only=False):
+        """(the topic name sent to the broker, the request's context)."""
+        import datetime
+        from kio.schema.create_topics.v7 import request as rq
+        from kio.static.primitive import i16, i32, i32Timedelta
+        from vkafka.tenancy.rules import topics
+        rctx = self.context()
+        out = topics.create_topics_request(self.services, rctx, rq.CreateTopicsRequest(
+            topics=(rq.CreatableTopic(name=name, num_partitions=i32(1),
+                                      replication_factor=i16(-1), assignments=(),
+                                      configs=()),),
+            timeout=i32Timedelta.parse(datetime.timedelta(seconds=30)),
+            validate_only=validate_only))
+        return out.topics[0].name, rctx
+
+    def answer(self, rctx, name, code):
+        import uuid
+        from kio.schema.create_topics.v7 import response as rs
+        from kio.static.primitive import i16, i32
+        from vkafka.tenancy.rules import topics
+        from vkafka.tenancy.rules.common import NO_THROTTLE
+        topics.create_topics_response(self.services, rctx, rs.CreateTopicsResponse(
+            throttle_time=NO_THROTTLE, topics=(rs.CreatableTopicResult(
+                name=name, topic_id=uuid.uuid4(), error_code=code, error_message=None,
+                topic_config_error_code=i16(0), num_partitions=i32(1),
+                replication_factor=i16(3), configs=()),)))
+
+    def test_the_last_place_taken_once(self):
+        from kio.schema.errors import ErrorCode
+        sent, first = self.create("a")
+        self.assertEqual(sent, "acmea")
+        self.assertNotEqual(self.create("b", validate_only=True)[0], "acmeb")
+        self.assertNotEqual(self.create("b")[0], "acmeb")  # a is in flight
+        self.answer(first, "acmea", ErrorCode.topic_already_exists)  # a failed
+        sent, second = self.create("b")
+        self.assertEqual(sent, "acmeb")
+        self.answer(second, "acmeb", ErrorCode.none)  # b made: held for good
+        self.assertNotEqual(self.create("c")[0], "acmec")
+
+    def test_an_answer_that_never_comes(self):
+        from vkafka.tenancy.rules.common import RESERVED_FOR
+        self.create("a")
+        self.assertNotEqual(self.create("b")[0], "acmeb")
+        self.clock.advance(RESERVED_FOR)
+        self.assertEqual(self.create("b")[0], "acmeb")
+
+    def test_groups_made_here_count_at_once(self):
+        """capacity.consumerGroups between two inventories: the groups this
+        process let the tenant make count from the moment they are let."""
+        from vkafka.usage.inventory import GroupsSeen, Snapshot
+        snapshot = Snapshot(0, {}, frozenset({"othera"}))
+        seen = GroupsSeen(lambda: snapshot)
+        group = GroupCapacityTests("test_table")
+        for name, refused in (("acmea", False), ("acmeb", False), ("acmec", True),
+                              ("acmea", False)):
+            out, rctx = group.rewrite(group.join(name), None, seen)
+            self.assertEqual(rctx.refusal(GROUP, out.group_id) is not None, refused,
+                             name)
+        snapshot = Snapshot(1, {}, frozenset({"acmea"}))  # b was never made
+        out, rctx = group.rewrite(group.join("acmec"), None, seen)
+        self.assertIsNone(rctx.refusal(GROUP, out.group_id))
+
+    def test_partitions_added_in_flight_count(self):
+        import datetime
+        from kio.schema.create_partitions.v3 import request as rq
+        from kio.static.primitive import i32, i32Timedelta
+        from vkafka.tenancy.rules import topics
+        self.topology.learn_listing(["acmeold", "acmeolder"], 0,
+                                    {"acmeold": 1, "acmeolder": 1})
+
+        def grow(name):
+            rctx = self.context()
+            out = topics.create_partitions_request(
+                self.services, rctx, rq.CreatePartitionsRequest(
+                    topics=(rq.CreatePartitionsTopic(name=name, count=i32(2),
+                                                     assignments=None),),
+                    timeout=i32Timedelta.parse(datetime.timedelta(seconds=30)),
+                    validate_only=False))
+            return out.topics[0].name
+        self.assertEqual(grow("old"), "acmeold")  # 3 partitions of 3
+        self.assertNotEqual(grow("older"), "acmeolder")

@@ -523,8 +523,9 @@ def makeService(config, reactor=None, worker=None):
         measured = _usage(config, reactor, top, state, metrics, topology, refresher,
                           gateway_id, lambda: gateway.per_vcluster)
         gateway.audit = _audit(config, reactor, top, topology, gateway_id, metrics)
-        gateway.group_ids = lambda: None if measured.inventory.latest is None \
-            else measured.inventory.latest.group_ids
+        from .usage.inventory import GroupsSeen
+
+        gateway.group_ids = GroupsSeen(lambda: measured.inventory.latest)
 
     if store is None and config["gateway-cluster-id"] is not None:
         from .state.kafka import KafkaStore  # passthrough: a store for membership

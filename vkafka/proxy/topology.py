@@ -69,6 +69,10 @@ class Topology:
         self.partitions = {}
         """Physical topic name -> its partition count, from the same (capacity
         limits, tenancy/policy.py)."""
+        self.reserved = {}
+        """Physical topic -> (partitions, until): creations (and partition
+        increases) admitted under a tenant's capacity limit whose answer has
+        not come back; they count as held until it has, or until *until*."""
         self.listing_at = None
         self.api_versions = None
         """The brokers' ApiVersions answer (v3, decoded), learnt by the gateway's
@@ -117,6 +121,13 @@ class Topology:
         elif not exists and name in self.topic_names:
             self.topic_names.discard(name)
             self.names_version += 1
+
+    def reserve(self, name, partitions, until):
+        self.reserved[name] = (partitions, until)
+
+    def release(self, names):
+        for name in names:
+            self.reserved.pop(name, None)
 
     def topics_changed(self):
         """Topics changed in a way names do not show (partitions added)."""

@@ -52,7 +52,7 @@ class RequestContext:
                  "write", "concentrated", "concentration", "answer",
                  "on_answer", "produced", "sessions", "topics_asked", "created",
                  "coordinator_kind", "config_refusals", "id_pattern",
-                 "removed_aliases", "group_protocol", "partitions_asked", "rights",
+                 "removed_aliases", "group_protocol", "partitions_asked", "reserved", "rights",
                  "unplaced_ids", "making_session", "session_named", "shared",
                  "transactional")
 
@@ -106,6 +106,9 @@ class RequestContext:
         """The request's Rights (rights.py) when its virtual cluster's ACLs
         are on: every name is checked against them."""
         self.partitions_asked = None
+        self.reserved = None
+        """CreateTopics, CreatePartitions under a capacity limit: the physical
+        topics admitted, counted as held until the answer (rules/common.py)."""
         """CreateTopics (physical names), CreatePartitions (logical): topic ->
         the partition count asked for, unless only validated."""
         self.unplaced_ids = 0

@@ -41,7 +41,8 @@ class Services:
     """``(virtual cluster) -> state.limits.Limits`` (None: no limits anywhere)."""
     group_ids: Callable | None = None
     """``() -> every consumer group id on the cluster`` as the last usage
-    inventory found them (a set; None: none taken yet)."""
+    inventory found them, and those made through this process since (a set;
+    None: none taken yet); ``.made(group)`` adds one (usage.inventory.GroupsSeen)."""
     authorizer: Callable | None = None
     """``(virtual cluster) -> auth.acls.Authorizer`` (None: no ACLs anywhere)."""
     peer_host: str | None = None

@@ -69,6 +69,30 @@ class Snapshot:
     """Every consumer group id the brokers listed (capacity.consumerGroups)."""
 
 
+class GroupsSeen:
+    """``()``: every consumer group id by the last inventory, and those this
+    process let tenants make since (``made``): between two inventories (a
+    minute) a capacity.consumerGroups limit counts both, so a burst of new
+    groups through one gateway stops at the limit."""
+
+    def __init__(self, latest):
+        self.latest = latest
+        """() -> the last Snapshot, or None before the first."""
+        self._since = None
+        self._made = set()
+
+    def __call__(self):
+        snapshot = self.latest()
+        if snapshot is None:
+            return None
+        if snapshot is not self._since:  # a new inventory lists them itself
+            self._since, self._made = snapshot, set()
+        return snapshot.group_ids | self._made if self._made else snapshot.group_ids
+
+    def made(self, group_id):
+        self._made.add(group_id)
+
+
 def request(api_key, version):
     name, _, _ = VERSIONS[api_key]
     module = importlib.import_module(f"kio.schema.{name}.v{version}.request")

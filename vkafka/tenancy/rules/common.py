@@ -60,10 +60,40 @@ def limits_for(services, rctx):
 
 
 def holdings(services, namespace):
-    """What the tenant holds now, for its capacity limits (policy.py)."""
-    counts = services.topology.partitions
-    return Holdings({name: counts.get(name, 1)
-                     for name in tenant_topics(services.topology, namespace)})
+    """What the tenant holds now, for its capacity limits (policy.py): its
+    topics, and the creations admitted here whose answer is still to come
+    (requests checked one after another against one listing)."""
+    topology = services.topology
+    counts = topology.partitions
+    held = {name: counts.get(name, 1)
+            for name in tenant_topics(topology, namespace)}
+    if topology.reserved:
+        now = services.clock.seconds()
+        for name, (partitions, until) in list(topology.reserved.items()):
+            if until <= now:
+                del topology.reserved[name]  # its answer never came
+            elif namespace.owns(TOPIC, name):
+                held[name] = max(held.get(name, 0), partitions)
+    return Holdings(held)
+
+
+RESERVED_FOR = 60.0
+"""Seconds an admitted creation counts as held if its answer never comes
+(the connection closed first); the next listing shows it if it was made."""
+
+
+def reserve(services, rctx, held, physicals):
+    """Count *physicals*, as *held* now has them, as the tenant's until the
+    request's answer comes (``released``)."""
+    until = services.clock.seconds() + RESERVED_FOR
+    for name in physicals:
+        services.topology.reserve(name, held.partitions[name], until)
+    rctx.reserved = list(physicals)
+
+
+def released(services, rctx):
+    if rctx.reserved:
+        services.topology.release(rctx.reserved)
 
 
 IDS_REFRESH_INTERVAL = 1.0

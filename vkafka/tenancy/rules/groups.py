@@ -98,7 +98,7 @@ def within_group_capacity(services, rctx, request):
     join, a simple or transactional commit) beyond the tenant's
     capacity.consumerGroups: its group is refused with POLICY_VIOLATION.
     Groups are counted from the last usage inventory (at most a minute old;
-    docs/governance.md)."""
+    docs/governance.md) and those this process let the tenant make since."""
     limit = limits_for(services, rctx).capacity.consumer_groups
     group = request.group_id
     if limit is None or services.group_ids is None or not group or \
@@ -110,6 +110,9 @@ def within_group_capacity(services, rctx, request):
     namespace = rctx.namespace
     held = sum(1 for g in known if namespace.owns(GROUP, g))
     if held < limit:
+        made = getattr(services.group_ids, "made", None)
+        if made is not None:
+            made(group)  # counted from now on, not from the next inventory
         return request
     logical = namespace.logical(GROUP, group) or group
     return replace(request, group_id=rctx.decoy_name(

@@ -25,7 +25,9 @@ from ...state.limits import Limits
 from ...state.policy import capped_defaults, explicit, more_partitions, new_topic
 from .addresses import mapping_key
 from ..rights import created_topics_shown
-from .common import LISTING_MAX_AGE, NO_THROTTLE, holdings, limits_for, tenant_topics
+from .common import (
+    LISTING_MAX_AGE, NO_THROTTLE, holdings, limits_for, released, reserve,
+    tenant_topics)
 
 
 def metadata_request(services, rctx, request):
@@ -135,6 +137,7 @@ def describe_topic_partitions_response(services, rctx, response):
 
 def repartitioned(services, rctx, response):
     """CreatePartitions: answers that show the old partition count are stale."""
+    released(services, rctx)
     if any(r.error_code == 0 for r in response.results):
         services.topology.topics_changed()
     for r in response.results:
@@ -169,7 +172,8 @@ def _listing_first(services, rctx, request, rewrite):
 
 def _create_topics(services, rctx, request):
     namespace = rctx.namespace
-    refused = _beyond_limits(services, rctx, request.topics)
+    refused = _beyond_limits(services, rctx, request.topics,
+                             not request.validate_only)
     kept, planned = [], []
     rights = rctx.rights  # a topic the principal may not CREATE: the walk refuses it
     for t in request.topics:
@@ -194,12 +198,13 @@ def _create_topics(services, rctx, request):
         for original, t in zip(kept, walked.topics)))
 
 
-def _beyond_limits(services, rctx, topics):
-    """{logical name: Violation} of the topics the tenant's limits refuse."""
+def _beyond_limits(services, rctx, topics, creates):
+    """{logical name: Violation} of the topics the tenant's limits refuse;
+    those allowed count as held until the answer if the request *creates*."""
     limits = limits_for(services, rctx)
     if limits is Limits.NONE:
         return {}
-    held, refused = holdings(services, rctx.namespace), {}
+    held, refused, admitted = holdings(services, rctx.namespace), {}, []
     for t in topics:
         try:
             physical = rctx.namespace.physical(TOPIC, t.name)
@@ -210,6 +215,11 @@ def _beyond_limits(services, rctx, topics):
                               replication, {c.name: c.value for c in t.configs})
         if violation is not None:
             refused[t.name] = violation
+        elif creates and t.name not in rctx.namespace.aliases and \
+                physical in held.partitions:
+            admitted.append(physical)
+    if admitted:
+        reserve(services, rctx, held, admitted)
     return refused
 
 
@@ -262,10 +272,14 @@ def _create_partitions(services, rctx, request):
     if limits is Limits.NONE:
         return walked
     held = holdings(services, rctx.namespace)
-    return replace(walked, topics=tuple(
+    topics = tuple(
         _refused(rctx, original, t, None if t.name.startswith("!") else
                  more_partitions(limits, held, t.name, t.count))
-        for original, t in zip(request.topics, walked.topics)))
+        for original, t in zip(request.topics, walked.topics))
+    if not request.validate_only:  # those allowed count until the answer
+        reserve(services, rctx, held, [t.name for t in topics
+                                       if t.name in held.partitions])
+    return replace(walked, topics=topics)
 
 
 def create_topics_response(services, rctx, response):
@@ -274,6 +288,7 @@ def create_topics_response(services, rctx, response):
         if t.error_code == 0 and asked is not None:
             services.topology.learn_topic(
                 t.name, partitions=getattr(t, "num_partitions", asked))
+    released(services, rctx)
     response = walk_response(response, rctx)
     if rctx.rights is not None:
         response = created_topics_shown(rctx.rights, response)
