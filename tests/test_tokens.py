@@ -58,6 +58,14 @@ class TokenTests(unittest.TestCase):
         self.clock.now += 1
         self.authority.verify("sa", self.authority.issue("london", "sa", 90))
 
+    def test_revoked_a_fraction_of_a_millisecond_later(self):
+        """A token minted 0.2 ms before a revocation is revoked: its issue
+        time is rounded down to the millisecond, never up past the revocation."""
+        self.clock.now = 1000.0006
+        token = self.authority.issue("london", "sa", 90)
+        self.authority.revocations.revoke("london", "sa", 1000.0008)
+        self.assertRefused("sa", token, "revoked")
+
     def test_bad_issue(self):
         """Bad names and lifetimes are refused when issuing."""
         self.assertRaises(ValueError, self.authority.issue, "bad name", "sa", 90)

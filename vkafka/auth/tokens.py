@@ -5,6 +5,7 @@ PyJWT does the signing; we check expiry ourselves against an injected clock
 so that tests never depend on wall time.
 """
 
+import math
 import re
 import time
 import uuid
@@ -84,8 +85,10 @@ class TokenAuthority:
         if not 0 < lifetime_seconds <= MAX_LIFETIME:
             raise ValueError(f"lifetime must be 1..{MAX_LIFETIME} seconds")
         now = self.clock()
-        # iat keeps milliseconds: a revocation must not catch a token minted just after it.
-        claims = {"vcluster": vcluster, "username": username, "iat": round(now, 3),
+        # iat keeps milliseconds: a revocation must not catch a token minted just
+        # after it; rounded down, never up, or one minted just before escapes it.
+        claims = {"vcluster": vcluster, "username": username,
+                  "iat": math.floor(now * 1000) / 1000,
                   "exp": int(now + lifetime_seconds), "jti": uuid.uuid4().hex}
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
