@@ -324,6 +324,40 @@ class FetchRequestIdsTests(unittest.TestCase):
         with self.assertRaises(ValueError):
             fetch_request_ids(raw, offset, 12)  # names, not ids
 
+    def test_known_tags_must_fill_their_size(self):
+        """Kafka reads a tagged field it knows by its type, not by the size it
+        declares: a partition's replica_directory_id (v17) or the top-level
+        replica_state (v15+) declaring more bytes than it holds would have the
+        broker read the rest as a topic (another tenant's id) or a replica the
+        walk never saw.  Refused; exact sizes pass and are read."""
+        from vkafka.protocol.headers import parse_request_header
+        raw, (_, [at]) = self.scan(17, fetch_request(17, [uuid.uuid4()]))
+        offset = parse_request_header(raw).body_offset
+        tags = at + 16 + 1 + 32  # after the id, the partition count and fields
+        self.assertEqual(raw[tags], 0)
+
+        def with_partition_tags(section):
+            return raw[:tags] + section + raw[tags + 1:]
+        exact = with_partition_tags(b"\x01\x00\x10" + bytes(16))
+        self.assertEqual(len(fetch_request_ids(exact, offset, 17)[1]), 1)
+        lying = with_partition_tags(b"\x01\x00\x43" + bytes(67))
+        with self.assertRaises(ValueError):
+            fetch_request_ids(lying, offset, 17)
+        self.assertEqual(len(fetch_request_ids(lying, offset, 16)[1]), 1)  # unknown: by size
+
+        state = struct.pack(">iq", 2, 5) + b"\x00"
+        top = raw[:-16]  # the request's replica_state, the one tag at its end
+        self.assertEqual(raw[-16:-13], b"\x01\x01\x0d")
+        exact = top + b"\x01\x01\x0d" + state
+        self.assertEqual(fetch_request_ids(exact, offset, 17)[0], 2)
+        hidden = top + b"\x02\x01\x13" + struct.pack(">iq", -1, 5) + b"\x00" + \
+            b"\x01\x0d" + state  # declares 19 bytes, holds 13: a second state inside
+        with self.assertRaises(ValueError):
+            fetch_request_ids(hidden, offset, 17)
+        cluster = top + b"\x01\x00\x09" + b"\x02c" + bytes(7)
+        with self.assertRaises(ValueError):
+            fetch_request_ids(cluster, offset, 17)
+
     def test_entries_bounded(self):
         """At most MAX_ENTRIES topics and partitions in all: a request of
         millions of small entries would hold the event loop for seconds."""

@@ -44,7 +44,9 @@ from vkafka.protocol.headers import codec_versions, payload_class
 from vkafka.tenancy.fields import TABLE, F, field_paths
 from vkafka.tenancy.naming import GROUP, TOPIC, TRANSACTION, InvalidName, Namespace, Prefixes
 from vkafka.tenancy.rules import tenant_rules
-from vkafka.tenancy.context import READ_ONLY_REASON, Foreign, RequestContext
+from vkafka.tenancy.context import (
+    OWNER, READ_ONLY_REASON, SHARED_OWNER_REASON, SHARED_TXN_REASON, Foreign,
+    RequestContext)
 from vkafka.tenancy.walker import (
     rewrite_request, rewrite_response)
 
@@ -68,7 +70,7 @@ class Case:
     sent: dict      # field path -> the names and topic ids the broker gets
     response: dict  # what the broker answers, physical names of every tenant
     answered: dict  # field path -> the names and topic ids acme's client reads
-    write: bool = False        # the API changes topics: read-only aliases refused
+    write: bool | str = False  # changes topics: read-only aliases refused (OWNER: shared too)
     undroppable: dict = None   # a response with a foreign name nothing can drop
 
     def __str__(self):
@@ -192,7 +194,7 @@ CASES = [
              {"name": "acmeorders", "topic_id": ACME_ID, "error_message": "acmeorders?"},
              {"name": "globexorders", "topic_id": GLOBEX_ID}]},
          answered={"responses.name": ["orders"], "responses.topic_id": [ACME_ID]}),
-    Case("DeleteRecords", 21, (0, 2), write=True,
+    Case("DeleteRecords", 21, (0, 2), write=OWNER,
          request={"topics": [{"name": "orders", "partitions": [{"offset": 5}]}]},
          sent={"topics.name": ["acmeorders"]},
          response={"topics": [{"name": "acmeorders", "partitions": [{}]},
@@ -206,22 +208,24 @@ CASES = [
          sent={"topics.topic": ["acmeorders"]},
          response={"topics": [{"topic": "acmeorders"}, {"topic": "globexorders"}]},
          answered={"topics.topic": ["orders"]}),
-    Case("AddPartitionsToTxn", 24, (0, 3),
+    Case("AddPartitionsToTxn", 24, (0, 3), write=True,
          request={"v3_and_below_transactional_id": "tx1",
                   "v3_and_below_topics": [{"name": "orders", "partitions": [0]}]},
          sent={"v3_and_below_transactional_id": ["acmetx1"],
                "v3_and_below_topics.name": ["acmeorders"]},
-         response={"results_by_topic_v3_and_below": [{"name": "acmeorders"},
-                                                     {"name": "globexorders"}]},
+         response={"results_by_topic_v3_and_below": [
+             {"name": "acmeorders", "results_by_partition": [{}]},
+             {"name": "globexorders", "results_by_partition": [{}]}]},
          answered={"results_by_topic_v3_and_below.name": ["orders"]}),
-    Case("AddPartitionsToTxn batched", 24, (4, 5),
+    Case("AddPartitionsToTxn batched", 24, (4, 5), write=True,
          request={"transactions": [{"transactional_id": "tx1",
                                     "topics": [{"name": "orders"}]}]},
          sent={"transactions.transactional_id": ["acmetx1"],
                "transactions.topics.name": ["acmeorders"]},
          response={"results_by_transaction": [
              {"transactional_id": "acmetx1",
-              "topic_results": [{"name": "acmeorders"}, {"name": "globexorders"}]},
+              "topic_results": [{"name": "acmeorders", "results_by_partition": [{}]},
+                                {"name": "globexorders"}]},
              {"transactional_id": "globextx1", "topic_results": [{"name": "globexorders"}]}]},
          answered={"results_by_transaction.transactional_id": ["tx1"],
                    "results_by_transaction.topic_results.name": ["orders"]}),
@@ -237,7 +241,7 @@ CASES = [
                   "topics": [{"name": "orders"}]},
          sent={"transactional_id": ["acmetx1"], "group_id": ["acmereaders"],
                "topics.name": ["acmeorders"]}, **TOPICS_ANSWER),
-    Case("CreatePartitions", 37, (0, 3), write=True,
+    Case("CreatePartitions", 37, (0, 3), write=OWNER,
          request={"topics": [{"name": "orders", "count": 3}]},
          sent={"topics.name": ["acmeorders"]},
          response={"results": [{"name": "acmeorders", "error_message": "acmeorders: 3"},
@@ -517,7 +521,7 @@ def _with_error(value, code, why):
     changes = {}
     for name, base, many, *_ in _fields(type(value)):
         current = getattr(value, name)
-        if name == "error_code":
+        if name in ("error_code", "partition_error_code"):  # AddPartitionsToTxn's
             changes[name] = ErrorCode(code)
         elif name == "error_message":
             changes[name] = why
@@ -667,6 +671,34 @@ def test_read_only_alias(case, version):
     assert answer != normal
 
 
+@pytest.mark.parametrize("case, version", endpoints(c for c in CASES if c.write))
+def test_writable_alias(case, version):
+    """acme's "orders" as a writable alias of "shared.orders", a topic other
+    virtual clusters write too: APIs that change it as its owner would
+    (DeleteRecords, CreatePartitions) and transactions (AddPartitionsToTxn:
+    its markers) are refused with the reason; a plain write goes to it."""
+    acme, _ = tenants()
+    acme.set_alias("orders", "shared.orders")
+    transaction = case.key == 24
+    if case.write is not OWNER and not transaction:
+        rctx = context(acme, case.write)
+        sent = rewrite_request(request_of(case, version), rctx)
+        assert rctx.refusals == 0
+        assert {v for kind, _, v in occurrences(sent) if kind in (TOPIC, TOPIC_ID)} \
+            <= {"shared.orders", ACME_ID}
+        return
+    rctx = context(acme, case.write)
+    rctx.transactional = transaction
+    sent = rewrite_request(request_of(case, version), rctx)
+    topics = [v for kind, _, v in occurrences(sent) if kind in (TOPIC, TOPIC_ID)]
+    assert topics and all(v not in TOPIC_IDS if isinstance(v, uuid.UUID)
+                          else v.startswith("!vkafka-refused-") for v in topics)
+    reason = (SHARED_TXN_REASON if transaction else SHARED_OWNER_REASON).format("orders")
+    reasons = {refusal.reason for _, refusal in rctx.all_refusals()} | {
+        why for _, why, _ in rctx.decoy_ids.values()}
+    assert reasons == {reason}
+
+
 def named_by_id(case):
     """The paths of the row's response entities that carry a topic name and
     its topic id side by side."""
@@ -727,3 +759,24 @@ def test_rows_cover_every_api_with_names_and_version():
         low, high = codec_versions(key)
         assert covered == list(range(low, high + 1)), key
         assert {case.write for case in CASES if case.key == key} == {tenant[key].write}
+
+
+def test_writable_alias_configs_refused():
+    """Changing a writable alias's configs (retention of a topic others
+    write too) is the operator's: the resource goes as a decoy, refused."""
+    from kio.schema.incremental_alter_configs.v1 import request as m
+    from kio.static.primitive import i8
+    from vkafka.tenancy.rules.configs import configs_request
+    from vkafka.tenancy.services import Services
+    acme, _ = tenants()
+    acme.set_alias("orders", "shared.orders")
+    rctx = context(acme, OWNER)
+    out = configs_request(False)(Services(None, None, {}), rctx,
+                                 m.IncrementalAlterConfigsRequest(
+        validate_only=False, resources=(m.AlterConfigsResource(
+            resource_type=i8(2), resource_name="orders", configs=(m.AlterableConfig(
+                name="retention.ms", config_operation=i8(0), value="1"),)),)))
+    [sent] = out.resources
+    assert sent.resource_name.startswith("!vkafka-refused-")
+    assert [r.reason for _, r in rctx.all_refusals()] == [
+        SHARED_OWNER_REASON.format("orders")]

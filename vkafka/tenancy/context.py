@@ -22,6 +22,14 @@ READ_ONLY_REASON = ("topic {!r} is read-only in this virtual cluster (a read-onl
 SHARED_TXN_REASON = ("topic {!r} is mapped from outside this virtual cluster: "
                      "transactions cannot write to it (its producer ids are "
                      "not the virtual cluster's alone)")
+SHARED_OWNER_REASON = ("topic {!r} is mapped from outside this virtual cluster: "
+                       "only the cluster's operator deletes its records or "
+                       "changes its configs or partitions (others read and "
+                       "write it too)")
+OWNER = "owner"
+"""A rule's ``write`` for APIs that change a topic as its owner does
+(DeleteRecords, config changes, CreatePartitions): refused on a writable
+mapping too, a topic other virtual clusters share."""
 _NO_TOPICS = frozenset()
 
 
@@ -118,7 +126,8 @@ class RequestContext:
         """Physical names of the writable mapped topics the request names:
         topics outside the tenant's namespace, which others may write too."""
         self.transactional = False
-        """Produce: the request carries a transactional id."""
+        """Produce with a transactional id, AddPartitionsToTxn: a transaction
+        writes to the topics it names."""
 
     # requests
 
@@ -131,12 +140,10 @@ class RequestContext:
             refused = self.rights.refusal(kind, logical, whole)
             if refused is not None:
                 return self.decoy_name(kind, logical, *refused)
-        if self.write and self.namespace.read_only(kind, logical):
-            return self.decoy_name(kind, logical, READ_ONLY_REASON.format(logical),
-                                   TOPIC_AUTHORIZATION_FAILED)
-        if self.transactional and kind == TOPIC and self.namespace.shared(logical):
-            return self.decoy_name(kind, logical, SHARED_TXN_REASON.format(logical),
-                                   TOPIC_AUTHORIZATION_FAILED)
+        if kind == TOPIC and self.write:
+            refused = self._mapping_refusal(logical)
+            if refused is not None:
+                return self.decoy_name(kind, logical, *refused)
         try:
             physical = self.namespace.physical(kind, logical)
         except InvalidName as e:
@@ -144,6 +151,18 @@ class RequestContext:
         if kind == TOPIC:
             self._note_alias(logical, physical)
         return physical
+
+    def _mapping_refusal(self, logical):
+        """(reason, code) when this request (it writes) may not touch the
+        mapped topic *logical*: a read-only mapping; a writable one, which
+        other virtual clusters share, to a transaction or as its owner."""
+        if self.namespace.read_only(TOPIC, logical):
+            return READ_ONLY_REASON.format(logical), TOPIC_AUTHORIZATION_FAILED
+        if (self.transactional or self.write == OWNER) and \
+                self.namespace.shared(logical):
+            return (SHARED_TXN_REASON if self.transactional else
+                    SHARED_OWNER_REASON).format(logical), TOPIC_AUTHORIZATION_FAILED
+        return None
 
     def _note_alias(self, logical, physical):
         """A mapped topic: concentrated ones go through their layer; writable
@@ -219,11 +238,8 @@ class RequestContext:
         if logical is not None:
             refusal = None if self.rights is None else \
                 self.rights.refusal(TOPIC, logical)
-            if refusal is None and self.write and self.namespace.read_only(TOPIC,
-                                                                           logical):
-                refusal = (READ_ONLY_REASON.format(logical), TOPIC_AUTHORIZATION_FAILED)
-            if refusal is None and self.transactional and self.namespace.shared(logical):
-                refusal = (SHARED_TXN_REASON.format(logical), TOPIC_AUTHORIZATION_FAILED)
+            if refusal is None and self.write:
+                refusal = self._mapping_refusal(logical)
             if refusal is None:
                 self._note_alias(logical, physical)
                 return topic_id

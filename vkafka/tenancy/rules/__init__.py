@@ -17,6 +17,7 @@ from ...auth.sasl import SASL_HANDSHAKE, VERSIONS as SASL_VERSIONS
 from ...protocol.fastpath import scan_fetch, scan_produce_response
 from ...protocol.headers import codec_versions
 from .. import consumer_protocol
+from ..context import OWNER
 from ..naming import GROUP, TRANSACTION
 from . import acls, addresses, common, configs, groups, records, topics
 from . import rights
@@ -37,8 +38,9 @@ class Rule:
     """``(services, request context, request) -> request`` (tenant mode)."""
     local: bool = False
     """Answered by the gateway itself (SASL), never forwarded."""
-    write: bool = False
-    """Changes topics: read-only aliases are refused (TOPIC_AUTHORIZATION_FAILED)."""
+    write: bool | str = False
+    """Changes topics: read-only aliases are refused (TOPIC_AUTHORIZATION_FAILED);
+    ``context.OWNER``: as their owner, so writable ones (shared) are too."""
     rewrite_frame: Callable | None = None
     """``(services, request context, frame, body offset, version) -> frame``:
     rewrites the request without decoding it (hot path); used instead of
@@ -265,8 +267,14 @@ def tenant_rules():
     # which Kafka requires CLUSTER_ACTION: clients send v0-3.
     table[24] = replace(table[24], max_version=min(table[24].max_version, 3),
                         why=table[24].why + "; v4+ (brokers' batched form) not offered")
-    for key in (0, 20, 21, 33, 37, 44):  # these change topics
+    for key in (0, 20, 24):  # these write to topics (AddPartitionsToTxn: markers)
         table[key] = replace(table[key], write=True)
+    for key in (21, 33, 37, 44):  # DeleteRecords, config changes, CreatePartitions
+        table[key] = replace(table[key], write=OWNER)
+    table[24] = replace(table[24], rewrite_request=common.then(
+        records.in_a_transaction, table[24].rewrite_request),
+        why=table[24].why + "; read-only and writable mappings refused (a "
+        "transaction's markers would be written there)")
     for key, (low, high) in SASL_VERSIONS.items():
         name = "SaslHandshake" if key == SASL_HANDSHAKE else "SaslAuthenticate"
         table[key] = Rule(key, name, low, high, None, 0,

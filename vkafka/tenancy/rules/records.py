@@ -277,6 +277,13 @@ def fetch_request(services, rctx, request):
     return request
 
 
+def in_a_transaction(services, rctx, request):
+    """AddPartitionsToTxn: the topics it names get the transaction's markers,
+    so they are checked as a transactional Produce's are (context.py)."""
+    rctx.transactional = True
+    return request
+
+
 def fetch_frame(services, rctx, frame, body_offset, version):
     """Fetch v13+ names topics by id only: each id is checked where it lies, and
     the request goes on as it came (a foreign id swapped in place for a decoy,
