@@ -1550,6 +1550,25 @@ class PipelineTests(TenantSpliceBase):
                          list(range(1, 301)))
         self.assertEqual(self.transport.producerState, "producing")
 
+    def test_answers_unsent_stop_the_reading(self):
+        """The client reads none of its answers: once its transport says they
+        pile up (pauseProducing, past its buffer size) the client is read no
+        more and its requests already read wait; they go on, in order, once
+        the client reads again."""
+        self.login()
+        self.client.unsent.pauseProducing()  # as Twisted does past bufferSize
+        self.assertEqual(self.transport.producerState, "paused")
+        self.client.dataReceived(self.api_versions(100))
+        self.reactor.advance(0)
+        self.assertEqual(self.responses(), [])
+        self.client.unsent.resumeProducing()
+        while self.client._held is not None:
+            self.reactor.advance(0)
+        answers = self.responses()
+        self.assertEqual([struct.unpack(">i", bytes(a[:4]))[0] for a in answers],
+                         list(range(1, 101)))
+        self.assertEqual(self.transport.producerState, "producing")
+
     def test_only_a_few_requests_before_login(self):
         """REQUESTS_BEFORE_LOGIN ApiVersions before a login are answered; one
         more closes the connection."""

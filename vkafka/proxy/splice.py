@@ -33,7 +33,7 @@ from .login import Login
 from .outbox import Outbox, tune_socket
 from .security import server_name
 from .sequencer import Pending, Sequencer
-from .valve import Valve
+from .valve import Unsent, Valve
 
 PRODUCE, FETCH = 0, 1
 
@@ -115,6 +115,8 @@ class ClientConnection(protocol.Protocol):
         tune_socket(self.transport)
         self.outbox = Outbox(self.transport)
         self.valve = Valve(self.transport)
+        self.unsent = Unsent(self.valve)
+        self.transport.registerProducer(self.unsent, True)
         self.peer = self.transport.getPeer()
         self.services.peer_host = getattr(self.peer, "host", None)
         self.services.client_key = str(getattr(self.peer, "host", ""))
@@ -184,7 +186,7 @@ class ClientConnection(protocol.Protocol):
             return
         self.broker = broker
         self.upstream = Outbox(broker.transport)
-        self.transport.registerProducer(broker.transport, True)
+        self.unsent.connected(broker.transport)
         broker.transport.registerProducer(self.valve, True)
         self.valve.release("connecting")
         if self.claims is not None:  # tenant mode: the broker is known now
@@ -235,7 +237,7 @@ class ClientConnection(protocol.Protocol):
                 if self.closed:
                     return
                 if self._held is None and (n >= FRAMES_PER_TURN or
-                                           "throttle" in self.valve.reasons):
+                                           self.valve.reasons):
                     self._take_turns()
                 if self._held is not None:  # this one and the rest, in one go
                     self._held.extend(frames[n:] if n else frames)
@@ -247,15 +249,21 @@ class ClientConnection(protocol.Protocol):
     _turn = None
 
     def _take_turns(self):
-        """The requests from here on wait for a later turn of the event loop
-        (or the end of the throttle), the client's reads held until then."""
+        """The requests from here on wait, the client's reads held: for a
+        later turn of the event loop, or, while the reads are held anyway (a
+        throttle, answers unsent, the broker's socket full), until they are
+        not."""
         self._held = []
-        self.valve.hold("turn")
-        reactor = self.gateway.reactor
-        until = self.valve.until("throttle")
-        self._turn = reactor.callLater(
-            0 if until is None else max(0.0, until - reactor.seconds()),
-            self._next_turn)
+        if self.valve.reasons:
+            self.valve.when_open(self._after_hold)
+        else:
+            self.valve.hold("turn")
+            self._turn = self.gateway.reactor.callLater(0, self._next_turn)
+
+    def _after_hold(self):
+        """Not from inside the release (a transport's resumeProducing): at the
+        next turn."""
+        self._turn = self.gateway.reactor.callLater(0, self._next_turn)
 
     def _next_turn(self):
         self._turn = None

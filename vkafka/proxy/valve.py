@@ -20,6 +20,7 @@ class Valve:
         self.transport = transport
         self.reasons = set()
         self._timers = {}
+        self._when_open = None
 
     def hold(self, reason):
         if not self.reasons:
@@ -31,6 +32,13 @@ class Valve:
             self.reasons.discard(reason)
             if not self.reasons:
                 self.transport.resumeProducing()
+                opened, self._when_open = self._when_open, None
+                if opened is not None:
+                    opened()
+
+    def when_open(self, call):
+        """*call* once no reason holds the reads any more (one at a time)."""
+        self._when_open = call
 
     def hold_for(self, reason, seconds, reactor):
         """Hold for *seconds* from now (or longer, if already held longer);
@@ -54,7 +62,8 @@ class Valve:
         return timer.getTime() if timer is not None and timer.active() else None
 
     def stop(self):
-        """The connection closed: no timer outlives it."""
+        """The connection closed: no timer outlives it, nothing waits to open."""
+        self._when_open = None
         for timer in self._timers.values():
             if timer.active():
                 timer.cancel()
@@ -69,3 +78,40 @@ class Valve:
 
     def stopProducing(self):
         self.transport.stopProducing()
+
+
+@implementer(IPushProducer)
+class Unsent:
+    """The client transport's producer.  When the gateway's answers pile up
+    unsent (the client reads none), the client is read no more (its
+    requests would make more answers: Kafka mutes such a channel too), and
+    neither is its broker (whose answers go the same way).  Without it a
+    client that never reads its answers grew the gateway's memory without
+    bound, its small requests answered twenty times larger."""
+
+    def __init__(self, valve):
+        self.valve = valve
+        self.broker = None
+        """The broker transport, once connected."""
+        self.paused = False
+
+    def connected(self, broker):
+        self.broker = broker
+        if self.paused:
+            broker.pauseProducing()
+
+    def pauseProducing(self):
+        self.paused = True
+        self.valve.hold("unsent")
+        if self.broker is not None:
+            self.broker.pauseProducing()
+
+    def resumeProducing(self):
+        self.paused = False
+        if self.broker is not None:
+            self.broker.resumeProducing()
+        self.valve.release("unsent")
+
+    def stopProducing(self):
+        if self.broker is not None:
+            self.broker.stopProducing()
