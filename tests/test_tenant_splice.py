@@ -1569,6 +1569,36 @@ class PipelineTests(TenantSpliceBase):
                          list(range(1, 101)))
         self.assertEqual(self.transport.producerState, "producing")
 
+    def test_frames_being_received_share_a_budget(self):
+        """A tenant starting large frames on many connections and ending none:
+        past its --tenant-request-buffer the next connection starting one
+        waits, its reads held; when a frame ends the waiting one goes on.
+        Another tenant's budget is its own."""
+        from vkafka.proxy.buffers import RequestBuffers
+        self.gateway.request_buffers = RequestBuffers(1000)
+        clients = []
+        for n in range(3):
+            client = self.gateway.factory_for_port(6969).buildProtocol(None)
+            transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.4", 6 + n))
+            client.makeConnection(transport)
+            client.dataReceived(handshake())
+            client.dataReceived(authenticate("sa", self.authority.issue(
+                "paris" if n == 2 else "london", "sa", 600)))
+            clients.append((client, transport))
+        (a, ta), (b, tb), (other, to) = clients
+        a.dataReceived(struct.pack(">i", 900) + bytes(100))
+        b.dataReceived(struct.pack(">i", 600) + bytes(100))
+        other.dataReceived(struct.pack(">i", 900) + bytes(100))
+        self.assertEqual((a.reserved, b.waiting, other.reserved), (900, 600, 900))
+        self.assertEqual((ta.producerState, tb.producerState, to.producerState),
+                         ("producing", "paused", "producing"))
+        a.transport.loseConnection()
+        a.connectionLost(None)  # its frame ends with it
+        self.assertEqual((b.reserved, b.waiting, tb.producerState), (600, 0, "producing"))
+        big = self.gateway.request_buffers.tenant("paris")
+        other.dataReceived(bytes(800))  # the frame ends: nothing held for paris
+        self.assertEqual((other.reserved, big.total), (0, 0))
+
     def test_only_a_few_requests_before_login(self):
         """REQUESTS_BEFORE_LOGIN ApiVersions before a login are answered; one
         more closes the connection."""

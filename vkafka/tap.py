@@ -106,6 +106,11 @@ SETTINGS = [
      "requests and answers may take on a gateway process (0 to 1; 0: no limit); "
      "beyond it "
      "the connection's reads are held (vkafka_throttle_seconds)"),
+    ("tenant-request-buffer", "GATEWAY_TENANT_REQUEST_BUFFER", 64 * 1024 * 1024, int,
+     "Bytes of requests being received (the sizes their prefixes announce) one "
+     "virtual cluster's connections may have at once in a gateway process; past "
+     "it a connection starting another waits until one ends (a request larger "
+     "than this is read when it is the virtual cluster's only one)"),
     ("tuning", "GATEWAY_PROCESS_TUNING", "true", str,
      "Apply the process-wide tuning of vkafka/tuning.py (GIL switch interval, "
      "allocator, lean epoll dispatch) (true/false; tests run without it)"),
@@ -297,7 +302,7 @@ class Options(usage.Options):
                      "authentication-timeout", "unauthenticated-frame-size",
                      "max-connections-per-ip", "max-connections-per-vcluster",
                      "max-decoded-request", "max-decoded-response",
-                     "max-fetch-sessions"):
+                     "max-fetch-sessions", "tenant-request-buffer"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         if not 0 <= self["tenant-loop-share"] <= 1:
@@ -468,6 +473,9 @@ def makeService(config, reactor=None, worker=None):
     if tenancy is not None:
         from .proxy.offload import CodecThread
         gateway.offload = CodecThread(reactor)
+    if tenancy is not None:
+        from .proxy.buffers import RequestBuffers
+        gateway.request_buffers = RequestBuffers(config["tenant-request-buffer"])
     if tenancy is not None and config["tenant-loop-share"] > 0:
         from .filters.throttle import LoopShare
         gateway.loop_share = LoopShare(config["tenant-loop-share"], reactor.seconds)

@@ -60,7 +60,8 @@ class FrameDecoder:
         self.max_frame_size = max_frame_size
         self._chunks = []
         self._buffered = 0
-        self._need = None  # size of the frame being received, once known
+        self.partial_size = None
+        """The size of the frame being received (prefix seen, bytes missing), or None."""
 
     def feed(self, data):
         """Add *data*; return the complete frame payloads (prefix removed).
@@ -78,16 +79,16 @@ class FrameDecoder:
                 return [memoryview(data)[4:]]  # most reads of requests and answers
         self._chunks.append(data)
         self._buffered += len(data)
-        if self._need is not None and self._buffered < 4 + self._need:
+        if self.partial_size is not None and self._buffered < 4 + self.partial_size:
             return []  # the common case for a large frame: wait, copy nothing
-        if self._need is None and self._buffered < 4:
+        if self.partial_size is None and self._buffered < 4:
             return []
         buf = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         view = memoryview(buf)
         frames = []
         pos = 0
         available = len(buf)
-        self._need = None
+        self.partial_size = None
         while available - pos >= 4:
             (size,) = _SIZE.unpack_from(buf, pos)
             if size < 0 or size > self.max_frame_size:
@@ -96,7 +97,7 @@ class FrameDecoder:
                 )
             end = pos + 4 + size
             if end > available:
-                self._need = size
+                self.partial_size = size
                 break
             frames.append(view[pos + 4:end])  # a view: no copy
             pos = end
@@ -105,16 +106,11 @@ class FrameDecoder:
         self._buffered = len(rest)
         return frames
 
-    @property
-    def partial_size(self):
-        """The size of the frame being received (prefix seen, bytes missing), or None."""
-        return self._need
-
     def take(self):
         """Hand over the bytes of the frame being received, its prefix included,
         and forget them: the caller consumes the rest of that frame itself."""
         chunks = self._chunks
-        self._chunks, self._buffered, self._need = [], 0, None
+        self._chunks, self._buffered, self.partial_size = [], 0, None
         return chunks
 
     @property

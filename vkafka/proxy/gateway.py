@@ -50,6 +50,8 @@ class Gateway:
         """Sampled refused authorizations go here (``refused(...)``), if set."""
         self.rate_shares = None
         self.loop_share = None
+        self.request_buffers = None
+        """buffers.RequestBuffers: tenants' frames being received (tenant mode)."""
         """Each tenant's share of the loop for decoded requests
         (filters/throttle.LoopShare; ``--tenant-loop-share``), tenant mode."""
         self.membership = None

@@ -110,6 +110,11 @@ class ClientConnection(protocol.Protocol):
     """Valve: the client's reads, held for backpressure, connecting or a throttle."""
     rates = None
     """The virtual cluster's TenantRates on this gateway (filters/throttle.py)."""
+    buffers = None
+    """The virtual cluster's TenantBuffer in this process (buffers.py), once
+    logged in: the frame this connection is receiving is ``reserved`` there,
+    or ``waiting`` to be."""
+    reserved = waiting = 0
 
     def connectionMade(self):
         tune_socket(self.transport)
@@ -176,6 +181,8 @@ class ClientConnection(protocol.Protocol):
             self._set_metrics_label(claims.vcluster)
             if self.gateway.rate_shares is not None:
                 self.rates = self.gateway.rate_shares.tenant(claims.vcluster)
+            if self.gateway.request_buffers is not None:
+                self.buffers = self.gateway.request_buffers.tenant(claims.vcluster)
         self.decoder.max_frame_size = self.gateway.max_frame_size
 
     # called by the gateway once the broker connection is up or has failed
@@ -223,6 +230,9 @@ class ClientConnection(protocol.Protocol):
             frames = self.decoder.feed(data)
         except FrameError as e:
             return self.fail(f"bad framing: {e}")
+        if self.buffers is not None and self.decoder.partial_size != (
+                self.reserved or self.waiting or None):
+            self.buffers.receiving(self, self.decoder.partial_size)
         self._handle(frames)
 
     def _handle(self, frames):
@@ -546,6 +556,8 @@ class ClientConnection(protocol.Protocol):
             self.metrics = None
         if self.login is not None:
             self.login.stop()
+        if self.buffers is not None:
+            self.buffers.receiving(self, None)
         if self.valve is not None:
             self.valve.stop()
         if self._turn is not None and self._turn.active():
