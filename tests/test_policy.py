@@ -192,10 +192,8 @@ class GroupCapacityTests(unittest.TestCase):
         self.assertNotEqual(out.group_id, "acmec")
 
 
-class CreationsInFlightTests(unittest.TestCase):
-    """Creations admitted under a capacity limit count as held until their
-    answer: requests checked one after another against one listing (many
-    connections at once) cannot each take the last place."""
+class TopicRequestsBase(unittest.TestCase):
+    """acme's CreateTopics rewritten under capacity limits (no broker)."""
 
     def setUp(self):
         from twisted.internet.task import Clock
@@ -228,7 +226,7 @@ class CreationsInFlightTests(unittest.TestCase):
                                       configs=()),),
             timeout=i32Timedelta.parse(datetime.timedelta(seconds=30)),
             validate_only=validate_only))
-        return out.topics[0].name, rctx
+        return (out.topics[0].name if out.topics else None), rctx  # None: by a rule
 
     def answer(self, rctx, name, code):
         import uuid
@@ -241,6 +239,12 @@ class CreationsInFlightTests(unittest.TestCase):
                 name=name, topic_id=uuid.uuid4(), error_code=code, error_message=None,
                 topic_config_error_code=i16(0), num_partitions=i32(1),
                 replication_factor=i16(3), configs=()),)))
+
+
+class CreationsInFlightTests(TopicRequestsBase):
+    """Creations admitted under a capacity limit count as held until their
+    answer: requests checked one after another against one listing (many
+    connections at once) cannot each take the last place."""
 
     def test_the_last_place_taken_once(self):
         from kio.schema.errors import ErrorCode
@@ -296,3 +300,48 @@ class CreationsInFlightTests(unittest.TestCase):
             return out.topics[0].name
         self.assertEqual(grow("old"), "acmeold")  # 3 partitions of 3
         self.assertNotEqual(grow("older"), "acmeolder")
+
+
+class RuleMadeNamesTests(TopicRequestsBase):
+    """A concentration rule makes concentrated topics of valid names only:
+    the name goes into each of their records twice (a 300,000-character one
+    made each record megabytes); any other name is refused by the walk."""
+
+    def test_only_valid_names(self):
+        from vkafka.names import ConcentrationRule
+        self.namespace.set_rule(ConcentrationRule("r", "ev-.*", (("delete", "conc"),)))
+        for name in ("ev-" + "x" * 300, "ev-a/../b c!", "ev-ü☃"):
+            sent, rctx = self.create(name)
+            self.assertTrue(sent.startswith("!vkafka-refused-"), name)
+            self.assertEqual(rctx.created, [], name)
+
+    def test_mapping_names_checked_in_the_state(self):
+        from vkafka.auth.tokens import TokenAuthority
+        from vkafka.state.model import GatewayState, StateError
+        from vkafka.state.store import MemoryStore
+        from vkafka.tenancy.vclusters import VirtualClusters
+        state = GatewayState(MemoryStore(), TokenAuthority("z" * 32, lambda: 0),
+                             VirtualClusters(), lambda: 0)
+        failure = self.failureResultOf(state.put_mapping(
+            "acme", "x" * 250, {"physicalTopicName": "shared"}), StateError)
+        self.assertEqual((failure.value.status, failure.value.error),
+                         (400, "invalid_name"))
+
+    def test_made_by_rule_within_a_budget(self):
+        """Each concentrated topic a rule makes is a record of the shared
+        state: past the budget (here 2) the next is THROTTLING_QUOTA_EXCEEDED."""
+        from kio.schema.errors import ErrorCode
+        from vkafka.names import ConcentrationRule
+        from vkafka.tenancy.rules.acls import AclWrites
+        self.services.rule_writes = AclWrites(self.clock.seconds, 2)
+        self.services.limits_of = lambda vc: Limits.NONE
+        self.namespace.set_rule(ConcentrationRule("r", "ev-.*", (("delete", "conc"),)))
+        outcomes = []
+        for name in ("ev-1", "ev-2", "ev-3"):
+            _, rctx = self.create(name)
+            [(_, made)] = rctx.created
+            made.addErrback(lambda f: None)  # no state here: the first two fail
+            outcomes.append(made)
+        code, message, _ = self.successResultOf(outcomes[2])
+        self.assertEqual(code, ErrorCode.throttling_quota_exceeded)
+        self.assertIn("a second per virtual cluster", message)

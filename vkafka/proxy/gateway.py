@@ -11,6 +11,7 @@ from ..protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from ..tenancy.metadata_cache import MetadataAnswers
 from ..tenancy.patterns import RegexSubscriptions
 from ..tenancy.rules.acls import AclWrites
+from ..tenancy.rules.topics import RULE_TOPICS_AT_ONCE
 from ..tenancy.services import Services
 from ..tenancy.sessions import SessionPool
 from .broker import BrokerConnection
@@ -75,6 +76,7 @@ class Gateway:
         self.max_decoded_response = max_decoded_response
         """Largest broker answer to a tenant decoded on the reactor (not Fetch)."""
         self.acl_writes = AclWrites(reactor.seconds)
+        self.rule_writes = AclWrites(reactor.seconds, RULE_TOPICS_AT_ONCE)
         """The ACLs each virtual cluster may still create here (CreateAcls)."""
         self.offload = None
         """Runs large decodes and encodes in a codec thread (``Services.offload``;
@@ -106,7 +108,7 @@ class Gateway:
                         self.group_ids, membership=self.membership,
                         authorizer=None if self.state is None else self.state.authorizer,
                         audit=self.audit, offload=self.offload,
-                        acl_writes=self.acl_writes)
+                        acl_writes=self.acl_writes, rule_writes=self.rule_writes)
 
     def session_pool(self, vcluster, node_id):
         """Where *vcluster*'s connections to broker *node_id* hold their fetch

@@ -27,7 +27,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..auth.acls import MAX_ACLS, OFF, Acl, Authorizer, InvalidAcl
-from ..names import GATEWAY_TOPIC_PREFIX, ConcentrationRule, inside, valid_vcluster_name
+from ..names import (
+    GATEWAY_TOPIC_PREFIX, MAX_TOPIC_LENGTH, ConcentrationRule, inside, valid_topic_name,
+    valid_vcluster_name)
 from .limits import InvalidLimits, Limits
 from .policy import Holdings, new_topic
 
@@ -423,6 +425,10 @@ class GatewayState:
 
     @defer.inlineCallbacks
     def put_mapping(self, vc, logical, mapping):
+        if not valid_topic_name(logical):
+            raise StateError(400, "invalid_name",
+                             f"invalid logical topic name {logical!r}: use 1-"
+                             f"{MAX_TOPIC_LENGTH} of [a-zA-Z0-9._-]")
         mapping = dict(mapping)
         create = mapping.pop("create", None)
         physical = mapping["physicalTopicName"]

@@ -68,6 +68,10 @@ class Services:
     acl_writes: object = None
     """The ACLs each virtual cluster may still create through this gateway
     process (rules/acls.AclWrites; None: no budget)."""
+    rule_writes: object = None
+    """The concentrated topics each virtual cluster may still make by a rule
+    (CreateTopics) through this gateway process (an AclWrites; None: no
+    budget)."""
     offload: Callable | None = None
     """``(f, *args) -> Deferred of (f(*args), CPU seconds it took)``, run in the
     gateway's codec thread: large requests and answers are decoded and encoded

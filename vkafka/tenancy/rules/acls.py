@@ -89,24 +89,26 @@ def describe_acls(services, rctx, request):
 
 
 class AclWrites:
-    """The ACLs each virtual cluster may create through one gateway process:
-    ``MAX_ACLS`` at once, then ``RATE`` a second.  Each creation is a record
-    of the gateways' shared state and each removal a tombstone kept a day,
-    which every gateway reads when it starts: a tenant creating and removing
-    ACLs in a loop (~500 records a second) grew it without bound.  Removals
-    need no budget of their own: each removes what a creation made."""
+    """The records of the gateways' shared state each virtual cluster may add
+    through one gateway process by its own requests (ACLs; concentrated
+    topics made by a rule): ``burst`` at once, then ``RATE`` a second.  Each
+    is a record every gateway keeps and reads when it starts, and each removal
+    a tombstone kept a day: a tenant creating and removing ACLs in a loop
+    (~500 records a second) grew it without bound.  Removals need no budget of
+    their own: each removes what a creation made."""
 
     RATE = 1.0
 
-    def __init__(self, clock):
+    def __init__(self, clock, burst=MAX_ACLS):
         self.clock = clock
-        self.budgets = {}  # virtual cluster -> (ACLs it may create, when)
+        self.burst = burst
+        self.budgets = {}  # virtual cluster -> (records it may add, when)
 
     def take(self, vcluster, count):
-        """True, and *count* taken, if *vcluster* may create *count* ACLs now."""
+        """True, and *count* taken, if *vcluster* may add *count* records now."""
         now = self.clock()
-        left, at = self.budgets.get(vcluster, (MAX_ACLS, now))
-        left = min(MAX_ACLS, left + (now - at) * self.RATE)
+        left, at = self.budgets.get(vcluster, (self.burst, now))
+        left = min(self.burst, left + (now - at) * self.RATE)
         allowed = count <= left
         self.budgets[vcluster] = (left - count if allowed else left, now)
         return allowed

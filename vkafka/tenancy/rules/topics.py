@@ -179,9 +179,16 @@ def _create_topics(services, rctx, request):
     for t in request.topics:
         rule = None if t.name in namespace.aliases or not namespace.rules or \
             t.name in refused or (rights is not None and not rights.permits(
-                TOPIC, t.name)) else namespace.rule_for(t.name)
+                TOPIC, t.name)) or not _valid(namespace, t.name) \
+            else namespace.rule_for(t.name)
         if rule is None:
             kept.append(t)
+        elif not request.validate_only and services.rule_writes is not None and \
+                not services.rule_writes.take(namespace.name, 1):
+            planned.append((t.name, defer.succeed((
+                ErrorCode.throttling_quota_exceeded, "concentrated topics are made "
+                f"at most {services.rule_writes.RATE:g} a second per virtual "
+                f"cluster on a gateway, after {RULE_TOPICS_AT_ONCE} at once", -1))))
         else:
             planned.append((t.name, create_by_rule(services, rctx, rule, t,
                                                    request.validate_only)))
@@ -196,6 +203,24 @@ def _create_topics(services, rctx, request):
         _refused(rctx, original, t, refused[original.name])
         if original.name in refused else _capped(limits, t)
         for original, t in zip(kept, walked.topics)))
+
+
+RULE_TOPICS_AT_ONCE = 1000
+"""Concentrated topics a virtual cluster may make by rule at once on a
+gateway process (then one a second): each is a record of the shared state
+(rules/acls.AclWrites)."""
+
+
+def _valid(namespace, name):
+    """Whether *name* is a topic name Kafka takes in this namespace: a rule
+    makes no concentrated topic of any other (the walk refuses it).  Its
+    name goes into every record of it, twice: a 300,000-character one made
+    each record megabytes."""
+    try:
+        namespace.physical(TOPIC, name)
+    except InvalidName:
+        return False
+    return True
 
 
 def _beyond_limits(services, rctx, topics, creates):
