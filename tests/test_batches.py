@@ -89,6 +89,26 @@ class BatchTests(unittest.TestCase):
         self.assertEqual(batches.inflate(gzip.compress(bytes(batches.MAX_INFLATED))),
                          bytes(batches.MAX_INFLATED))
 
+    def test_a_request_inflates_to_a_bounded_total(self):
+        """Batches of one Produce to concentrated topics come to at most
+        MAX_BYTES, however many there are (each gzip batch may inflate to 8
+        MiB: 16 of them, 132 KB on the wire, held the event loop 4 s)."""
+        from vkafka.tenancy import concentration
+        from vkafka.tenancy.concentration.records import MAX_BYTES
+        from vkafka.tenancy.concentration.shared import Exchange, Refused
+        value = bytes(MAX_BYTES // 3)
+        raw = bytearray(kio_batch([(b"k", value)]))
+        packed = gzip.compress(bytes(raw[61:]))
+        fields = list(batches.HEADER.unpack_from(raw, 0))
+        fields[1], fields[5] = 49 + len(packed), fields[5] | 1
+        one = batches.HEADER.pack(*fields) + packed
+        exchange = Exchange()
+        concentration.tag_records(one + one, "londonorders", 0, exchange)
+        self.assertGreater(exchange.bytes, 2 * len(value))
+        e = self.assertRaises(Refused, concentration.tag_records, one + one,
+                              "londonorders", 1, exchange)
+        self.assertIn(f"{MAX_BYTES} bytes", str(e))
+
     def test_gzip_members_and_damage(self):
         """Several gzip members inflate as one; truncated or trailing garbage
         is a BatchError, as gzip.decompress would refuse it."""

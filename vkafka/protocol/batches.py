@@ -136,17 +136,18 @@ class Batch:
         return bool(self.attributes & CONTROL)
 
 
-def decode(buf, offset, size, first_only=False):
+def decode(buf, offset, size, first_only=False, limit=MAX_INFLATED):
     """The batch at ``buf[offset:offset+size]`` with its records decoded (only
     the first with *first_only*: what a batch is tagged with, read without
-    decoding thousands of records)."""
+    decoding thousands of records); gzip records inflated to at most *limit*
+    bytes."""
     fields = list(HEADER.unpack_from(buf, offset))
     if fields[3] != 2:
         raise BatchError(f"record batch magic {fields[3]} (only v2 is supported)")
     body = memoryview(buf)[offset + HEADER.size:offset + size]
     codec = fields[5] & COMPRESSION_MASK
     if codec == 1:
-        body = inflate(body)
+        body = inflate(body, limit)
     elif codec != 0:
         raise BatchError(f"{CODECS.get(codec, codec)} compression is not supported "
                          f"on concentrated topics (use none or gzip)")

@@ -17,6 +17,11 @@ untag of them: each is decoded and encoded again on the event loop (~14 us),
 and a gzip batch of 1,100,000 empty records is 11 KB on the wire."""
 
 
+MAX_BYTES = batches.MAX_INFLATED
+"""Bytes of records (uncompressed, tagged) one Produce may write to
+concentrated topics: each is decoded and encoded again on the event loop."""
+
+
 def record_count(records):
     """The records the whole batches of *records* say they hold."""
     found, _ = batches.whole_batches(records, 0, len(records))
@@ -24,11 +29,14 @@ def record_count(records):
                for offset, _ in found)
 
 
-def tag_records(records, virtual, partition):
+def tag_records(records, virtual, partition, exchange=None):
     """Produce: every record tagged with its logical topic, keys prefixed.
     A record that carries the gateway's tags itself is refused: its header
     would say another logical topic's name, and that topic's readers would
-    read it as theirs."""
+    read it as theirs.  The batches of one request (*exchange*) come to at
+    most MAX_BYTES, tags included: each gzip batch may inflate to 8 MiB, and
+    a request of many such batches (8 KB each on the wire) held the event
+    loop for seconds."""
     if not records:
         return records
     found, end = batches.whole_batches(records, 0, len(records))
@@ -37,7 +45,12 @@ def tag_records(records, virtual, partition):
     tag, prefix = virtual.encode(), virtual.encode() + b"\x00"
     out = []
     for offset, size in found:
-        batch = batches.decode(records, offset, size)
+        left = MAX_BYTES - (exchange.bytes if exchange is not None else 0)
+        try:
+            batch = batches.decode(records, offset, size, limit=max(left, 0))
+        except batches.BatchError as e:
+            raise Refused(f"{e} (at most {MAX_BYTES} bytes of records a produce "
+                          "to concentrated topics)") from None
         if batch.attributes & batches.TRANSACTIONAL or batch.is_control:
             raise Refused("transactions are not available on concentrated topics")
         batch.fields[9:12] = [-1, -1, -1]  # producer id, epoch, base sequence
@@ -50,6 +63,11 @@ def tag_records(records, virtual, partition):
             if r.key is not None:
                 r.key = prefix + r.key
         out.append(batches.encode(batch))
+        if exchange is not None:
+            exchange.bytes += len(out[-1])
+            if exchange.bytes > MAX_BYTES:
+                raise Refused(f"a produce to concentrated topics of more than "
+                              f"{MAX_BYTES} bytes of records (uncompressed, tagged)")
     return b"".join(out)
 
 

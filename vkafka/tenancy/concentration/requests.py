@@ -128,7 +128,7 @@ def _request_partition(services, exchange, api_key, virtual, alias, partition):
             raise Refused(f"a produce of more than {MAX_RECORDS} records to "
                           "concentrated topics (each is rewritten on the event loop)")
         return dataclasses.replace(partition, records=tag_records(
-            partition.records, virtual, index))
+            partition.records, virtual, index, exchange))
     if api_key == 8:
         return commit_partition(services, virtual, index, partition)
     if api_key == 2 and partition.timestamp not in SHARED_POSITIONS:

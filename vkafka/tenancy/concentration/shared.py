@@ -39,12 +39,13 @@ def ident(entity):
 class Exchange:
     """What one request's concentration rewrite leaves for its response."""
 
-    __slots__ = ("by_physical", "by_time", "records")
+    __slots__ = ("by_physical", "by_time", "records", "bytes")
 
     def __init__(self):
         self.by_physical = {}  # physical name or id -> [(virtual, alias)]
         self.by_time = set()   # ListOffsets: (virtual, partition) asked by time
         self.records = 0       # Produce: records tagged so far (records.MAX_RECORDS)
+        self.bytes = 0         # and their bytes, tagged (records.MAX_BYTES)
 
     def use(self, physical, virtual, alias):
         """Note that *virtual* went out as *physical*, so the response is
