@@ -1468,9 +1468,9 @@ class LoopShareTests(Producing, TenantSpliceBase):
         self.assertEqual(self.client.valve.reasons, {"throttle"})
         self.assertEqual(len(self.responses()), 3)  # every answer went out
 
-    def test_fetch_answers_not_counted(self):
-        """A Fetch before v13 is decoded both ways; its request counts, its
-        answer (the records the consumer asked for) is left to rate limits."""
+    def test_fetch_answers_counted(self):
+        """A Fetch before v13 is decoded both ways, and both count: an answer
+        naming 24,000 topics took half a second to decode and encode."""
         from .kafka_messages import fetch_request
         from .test_fastpath import fetch_response
         self.login()
@@ -1479,7 +1479,7 @@ class LoopShareTests(Producing, TenantSpliceBase):
         body = fetch_response(12, topic="londonorders")
         self.broker.dataReceived(frame(struct.pack(">i", 10) + b"\x00" + body))
         self.assertEqual(len(self.responses()), 1)
-        self.assertEqual(len(self.ticks), 2)
+        self.assertEqual(len(self.ticks), 4)
 
     def test_sliced_requests_not_counted(self):
         """Produce is rewritten by slicing: a producer is limited by its rates,
@@ -1489,6 +1489,33 @@ class LoopShareTests(Producing, TenantSpliceBase):
             self.produce(9, "orders", 10 + n)
         self.assertEqual(self.ticks, [])
         self.assertEqual(self.client.valve.reasons, set())
+
+    def wide_produce(self, topics, correlation_id):
+        """A Produce v9 naming *topics* topics, one empty partition each."""
+        import datetime
+        from kio.schema.produce.v9 import request as m
+        from kio.static.primitive import i16, i32, i32Timedelta
+        return request_frame(m.ProduceRequest(
+            transactional_id=None, acks=i16(1),
+            timeout=i32Timedelta.parse(datetime.timedelta(seconds=1)),
+            topic_data=tuple(m.TopicProduceData(
+                name=f"topic-{n:05d}-of-a-wide-request", partition_data=(
+                    m.PartitionProduceData(index=i32(0), records=None),))
+                for n in range(topics))), 9, correlation_id)
+
+    def test_wide_produce_counted(self):
+        """A Produce of 64 KiB or more may name thousands of topics, each
+        renamed on the loop: timed and charged (small ones are not)."""
+        self.login()
+        self.client.dataReceived(self.wide_produce(3000, 10))
+        self.assertEqual(len(self.ticks), 2)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_produce_of_too_many_topics_closes(self):
+        from vkafka.protocol.produce import MAX_TOPICS
+        self.login()
+        self.client.dataReceived(self.wide_produce(MAX_TOPICS + 1, 10))
+        self.assertTrue(self.transport.disconnecting)
 
     def test_share_is_per_virtual_cluster(self):
         self.login()

@@ -85,6 +85,9 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
     try:
         if rule.rewrite_frame is not None:
             body_offset = request_body_offset(frame)
+            # A large one may name thousands of topics, each renamed here: timed
+            # and charged (small ones, nearly all, are not: the hot path).
+            start = services.work_clock() if len(frame) >= OFF_LOOP_FROM else None
             rewritten = rule.rewrite_frame(services, context, frame, body_offset,
                                            api_version)
             if context.answer is not None:  # e.g. a fetch session not its own
@@ -96,7 +99,9 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
                     services, login, max_decoded_request, rule, frame, api_key,
                     api_version, waited=True)))
             if rewritten is not None and not context.concentrated:
-                return Outcome(frame=rewritten, context=context, body_offset=body_offset)
+                return Outcome(frame=rewritten, context=context, body_offset=body_offset,
+                               work=0.0 if start is None else
+                               services.work_clock() - start)
             if rewritten is not None:  # decoded once more: counted as work
                 start = services.work_clock()
                 outcome = _concentrated(services, context, api_key, rewritten,
