@@ -177,6 +177,19 @@ class GroupCapacityTests(unittest.TestCase):
                 self.assertEqual(code, policy.POLICY_VIOLATION)
                 self.assertIn("only existing groups take configs", reason)
 
+    def test_refused_transactional_commit_makes_no_group(self):
+        """TxnOffsetCommit before v3 has no generation to make its refused
+        group's commit fail: the group goes as "" (INVALID_GROUP_ID), never as
+        a decoy the transaction's commit would make a group of."""
+        from kio.schema.txn_offset_commit.v2.request import TxnOffsetCommitRequest
+        from kio.static.primitive import i16, i64
+        from vkafka.tenancy.rules.groups import commit_needs_a_group
+        request = TxnOffsetCommitRequest(
+            transactional_id="t", group_id="acmec", producer_id=i64(1),
+            producer_epoch=i16(0), topics=())
+        out, rctx = self.rewrite(request, {"acmea", "acmeb"})
+        self.assertEqual(commit_needs_a_group(None, rctx, out).group_id, "")
+
     def test_members_of_a_group_not_checked(self):
         """A commit by a member (generation >= 0) or a KIP-848 heartbeat of a
         member (epoch > 0) makes no group."""

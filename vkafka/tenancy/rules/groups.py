@@ -133,10 +133,16 @@ def commit_needs_a_group(services, rctx, request):
     """A simple offset commit (generation -1) creates the group it names; a
     refused group id is sent with generation 0 instead, which the broker
     answers as for a group that does not exist (GROUP_ID_NOT_FOUND or
-    ILLEGAL_GENERATION), creating nothing."""
+    ILLEGAL_GENERATION), creating nothing.  A TxnOffsetCommit before v3 has
+    no generation: its refused group goes as the empty string (INVALID_GROUP_ID),
+    or the transaction's commit would make the decoy a group on the cluster."""
     if rctx.refusal(GROUP, request.group_id) is not None:
-        for name in ("generation_id_or_member_epoch", "generation_id"):
-            if getattr(request, name, 0) < 0:
+        names = [n for n in ("generation_id_or_member_epoch", "generation_id")
+                 if hasattr(request, n)]
+        if not names:
+            return replace(request, group_id=rctx.empty_decoy(GROUP, request.group_id))
+        for name in names:
+            if getattr(request, name) < 0:
                 request = replace(request, **{name: i32(0)})
     return request
 
