@@ -92,16 +92,34 @@ class ProduceSlicingTests(unittest.TestCase):
 
         from vkafka.protocol.headers import MAX_ENTRIES, HeaderError, write_uvarint
 
-        def request(partitions):  # v9: one topic "t", partitions with null records
+        def request(partitions):  # v9: one topic "t", partitions with no records
             body = b"\x00" + struct.pack(">hi", -1, 30000) + write_uvarint(2) + \
                 b"\x02t" + write_uvarint(partitions + 1) + \
-                (struct.pack(">i", 0) + b"\x00\x00") * partitions + b"\x00\x00"
+                (struct.pack(">i", 0) + b"\x01\x00") * partitions + b"\x00\x00"
             return struct.pack(">hhih", 0, 9, 1, 1) + b"c\x00" + body
         frame = request(MAX_ENTRIES - 1)
         self.assertEqual(rewrite_produce(frame, 12, 9)[1:], (-1, 0))
         with self.assertRaises(HeaderError) as caught:
             rewrite_produce(request(MAX_ENTRIES), 12, 9)
         self.assertIn("over 100000 topics and partitions", str(caught.exception))
+
+
+class NullRecordsTests(unittest.TestCase):
+    def test_null_records_refused(self):
+        """Null records (no client sends them) made a Kafka 4.1 broker fail
+        each request with a NullPointerException and a stack trace in its
+        log: refused by both walks."""
+        import struct
+
+        from vkafka.protocol.headers import HeaderError
+        from vkafka.protocol.produce import walk_request_py
+        body = b"\x00" + struct.pack(">hi", -1, 30000) + b"\x02\x02t\x02" + \
+            struct.pack(">i", 0) + b"\x00\x00\x00"  # one partition, null records
+        frame = struct.pack(">hhih", 0, 9, 1, 1) + b"c\x00" + body
+        for walk in (rewrite_produce, lambda f, o, v: walk_request_py(f, o, True, False)):
+            with self.assertRaises(HeaderError) as caught:
+                walk(frame, 12, 9)
+            self.assertIn("null records", str(caught.exception))
 
 
 class RewriteRecordsTests(unittest.TestCase):

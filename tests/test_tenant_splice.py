@@ -1500,7 +1500,7 @@ class LoopShareTests(Producing, TenantSpliceBase):
             timeout=i32Timedelta.parse(datetime.timedelta(seconds=1)),
             topic_data=tuple(m.TopicProduceData(
                 name=f"topic-{n:05d}-of-a-wide-request", partition_data=(
-                    m.PartitionProduceData(index=i32(0), records=None),))
+                    m.PartitionProduceData(index=i32(0), records=b""),))
                 for n in range(topics))), 9, correlation_id)
 
     def test_wide_produce_counted(self):

@@ -188,6 +188,8 @@ request_partitions(const Buf *f, int64_t *pos, int flexible, int64_t *budget,
         } else if (length(f, &p, 1, &size)) {
             return -1;
         }
+        if (size < 0)  /* produce._partitions: a broker fails on them */
+            return fail("produce request: null records");
         if (size > 0) {
             int64_t stop = p + size;
             *records += batches(f, p, stop < f->n ? stop : f->n, stop);

@@ -196,6 +196,8 @@ def _partitions(frame, pos, flexible, budget, _int32=_I32.unpack_from,
             size, pos = frame[pos] - 1, pos + 1
         else:
             size, pos = read_length(frame, pos, True)
+        if size < 0:  # Kafka's clients never send them; a broker failed on each
+            raise HeaderError("produce request: null records")
         if size > 0:
             stop = pos + size
             records += _batches(frame, pos, min(stop, end), stop)[0]
