@@ -23,6 +23,34 @@ class RuleTableTests(unittest.TestCase):
                      52, 53, 54, 55, 56, 57, 58, 62, 63, 64, 67, 71, 72, 76, 77, 78, 79}
         self.assertEqual(forbidden & set(tenant_rules()), set())
 
+    def test_keys_a_broker_hashes_never_repeated(self):
+        """A Produce naming one topic 1,600 times took a broker 4.7 s to
+        parse (its hashed lists chain equal keys): a decoded request that
+        repeats a key of rules/keys.py, or a Produce that names a topic
+        twice, is refused; the same names once each pass."""
+        import datetime
+        from kio.schema.create_topics.v7 import request as ct
+        from kio.static.primitive import i16, i32, i32Timedelta
+        from vkafka.protocol.headers import HeaderError, parse_request_header
+        from vkafka.protocol.produce import rewrite_produce
+        from vkafka.tenancy.rules.keys import repeated
+
+        def create(*names):
+            return ct.CreateTopicsRequest(topics=tuple(ct.CreatableTopic(
+                name=n, num_partitions=i32(1), replication_factor=i16(1),
+                assignments=(), configs=()) for n in names),
+                timeout=i32Timedelta.parse(datetime.timedelta(seconds=1)),
+                validate_only=False)
+        self.assertIsNone(repeated(19, create("a", "b")))
+        self.assertEqual(repeated(19, create("a", "b", "a")), "topics repeats a")
+        from .test_tenant_splice import wide_produce
+        raw = wide_produce(2, 7)[4:]
+        offset = parse_request_header(raw).body_offset
+        rewrite_produce(raw, offset, 9, topic_field=lambda f: None)
+        twice = raw.replace(b"topic-00001", b"topic-00000")
+        with self.assertRaises(HeaderError):
+            rewrite_produce(twice, offset, 9, topic_field=lambda f: None)
+
     def test_brokers_batched_add_partitions_not_offered(self):
         """AddPartitionsToTxn v4+ (KIP-890's batch of many transactional ids,
         CLUSTER_ACTION on a broker): tenants get v0-3, as clients use."""

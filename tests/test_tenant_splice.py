@@ -1491,17 +1491,7 @@ class LoopShareTests(Producing, TenantSpliceBase):
         self.assertEqual(self.client.valve.reasons, set())
 
     def wide_produce(self, topics, correlation_id):
-        """A Produce v9 naming *topics* topics, one empty partition each."""
-        import datetime
-        from kio.schema.produce.v9 import request as m
-        from kio.static.primitive import i16, i32, i32Timedelta
-        return request_frame(m.ProduceRequest(
-            transactional_id=None, acks=i16(1),
-            timeout=i32Timedelta.parse(datetime.timedelta(seconds=1)),
-            topic_data=tuple(m.TopicProduceData(
-                name=f"topic-{n:05d}-of-a-wide-request", partition_data=(
-                    m.PartitionProduceData(index=i32(0), records=b""),))
-                for n in range(topics))), 9, correlation_id)
+        return wide_produce(topics, correlation_id)
 
     def test_wide_produce_counted(self):
         """A Produce of 64 KiB or more may name thousands of topics, each
@@ -1530,6 +1520,20 @@ class LoopShareTests(Producing, TenantSpliceBase):
         other.dataReceived(request_frame(find_coordinator_request(["g"]), 4, 9))
         self.assertEqual(other.valve.reasons, set())
         self.assertIn("throttle", self.client.valve.reasons)
+
+
+def wide_produce(topics, correlation_id):
+    """A framed Produce v9 naming *topics* topics, one empty partition each."""
+    import datetime
+    from kio.schema.produce.v9 import request as m
+    from kio.static.primitive import i16, i32, i32Timedelta
+    return request_frame(m.ProduceRequest(
+        transactional_id=None, acks=i16(1),
+        timeout=i32Timedelta.parse(datetime.timedelta(seconds=1)),
+        topic_data=tuple(m.TopicProduceData(
+            name=f"topic-{n:05d}-of-a-wide-request", partition_data=(
+                m.PartitionProduceData(index=i32(0), records=b""),))
+            for n in range(topics))), 9, correlation_id)
 
 
 def versions_known():

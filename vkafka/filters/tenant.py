@@ -20,6 +20,7 @@ from ..protocol.headers import request_body_offset
 from ..tenancy import concentration
 from ..tenancy.context import Foreign, Rejected, RequestContext
 from ..tenancy.rights import Rights
+from ..tenancy.rules.keys import repeated
 from ..tenancy.services import OFF_LOOP_FROM
 from ..tenancy.walker import plan
 
@@ -131,6 +132,7 @@ def _decoded(services, context, rule, frame, api_key, what, max_decoded_request)
             services, context, rule, frame, api_key, what, max_decoded_request))
     try:
         header, request = decode_request(frame)
+        _unique(api_key, request)
         if context.rights is not None and context.rights.needs.whole:
             context.rights.precheck(request, plan(type(request)))
         request = rule.rewrite_request(services, context, request)
@@ -144,6 +146,13 @@ def _decoded(services, context, rule, frame, api_key, what, max_decoded_request)
     return _encoded(services, context, api_key, head, request, what, max_decoded_request)
 
 
+def _unique(api_key, request):
+    """Rejected if *request* repeats a key a broker hashes (rules/keys.py)."""
+    found = repeated(api_key, request)
+    if found is not None:
+        raise Rejected(f"{found} (a broker reads it into a hashed list)")
+
+
 @defer.inlineCallbacks
 def _off_loop(services, context, rule, frame, api_key, what, max_decoded_request):
     """``_decoded`` for a large request: decoded and encoded in the codec
@@ -154,6 +163,7 @@ def _off_loop(services, context, rule, frame, api_key, what, max_decoded_request
     try:
         (header, request), seconds = yield services.offload(decode_request, frame)
         work += seconds
+        _unique(api_key, request)
         start = services.work_clock()
         try:
             if context.rights is not None and context.rights.needs.whole:

@@ -52,9 +52,13 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
             field = write_string(transactional_id(txn), flexible)
             if field != frame[body_offset:txn_end]:
                 edits.append((body_offset, txn_end, field))
+    seen = set()  # a topic named twice: a broker hashes them (rules/keys.py)
     if version >= 13 and topic_id is not None:
         for start, stop in fields:
             raw_id = bytes(frame[start:stop])
+            if raw_id in seen:
+                raise HeaderError("produce request: a topic named twice")
+            seen.add(raw_id)
             if raw_id not in known_ids:
                 given = uuid.UUID(bytes=raw_id)
                 sent = topic_id(given)
@@ -62,7 +66,11 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
                     edits.append((start, stop, sent.bytes))
     elif version < 13 and topic_field is not None:
         for start, stop in fields:
-            field = topic_field(bytes(frame[start:stop]))
+            raw = bytes(frame[start:stop])
+            if raw in seen:
+                raise HeaderError("produce request: a topic named twice")
+            seen.add(raw)
+            field = topic_field(raw)
             if field is not None:
                 edits.append((start, stop, field))
     if end < len(frame):  # dropped, as decoding would: nothing unread goes on

@@ -1,0 +1,53 @@
+# -*- test-case-name: tests.test_rules -*-
+"""Lists a broker reads into hashed collections, by the key of each entry.
+
+Kafka reads these (its schemas' ``mapKey`` fields) into implicitly linked
+hash collections, where entries with one key share one chain: a request
+repeating a key N times costs the broker about N squared steps or worse (a
+Produce naming one topic 1,600 times took 4.7 s to parse, 4,000 times would
+hold a network thread, every connection on it, for a minute).  Kafka's own
+clients never repeat a key, so a request that does is refused before it is
+sent: the table below names, per API, each such list and its key.
+"""
+
+KEYED = {
+    0: (("topic_data", ("name",)), ("topic_data", ("topic_id",))),  # Produce
+    11: (("protocols", ("name",)),),  # JoinGroup
+    19: (("topics", ("name",)), ("topics.assignments", ("partition_index",)),
+         ("topics.configs", ("name",))),  # CreateTopics
+    23: (("topics", ("topic",)),),  # OffsetForLeaderEpoch
+    33: (("resources", ("resource_type", "resource_name")),
+         ("resources.configs", ("name",))),  # AlterConfigs
+    37: (("topics", ("name",)),),  # CreatePartitions
+    44: (("resources", ("resource_type", "resource_name")),
+         ("resources.configs", ("name", "config_operation"))),  # IncrementalAlterConfigs
+    47: (("topics", ("name",)),),  # OffsetDelete
+}
+"""api key -> ((path of a list, the fields keying its entries), ...)."""
+
+
+def repeated(api_key, request):
+    """A message saying which key *request* (decoded) repeats, or None."""
+    for path, fields in KEYED.get(api_key, ()):
+        for entries in _lists(request, path.split(".")):
+            seen = set()
+            for entry in entries:
+                if not all(hasattr(entry, f) for f in fields):
+                    break  # a version without this key
+                key = tuple(getattr(entry, f) for f in fields)
+                if key in seen:
+                    return f"{path} repeats {'/'.join(map(str, key))}"
+                seen.add(key)
+    return None
+
+
+def _lists(value, names):
+    """Every list at *names* under *value* (one per enclosing entry)."""
+    found = getattr(value, names[0], None)
+    if not found:
+        return
+    if len(names) == 1:
+        yield found
+        return
+    for entry in found:
+        yield from _lists(entry, names[1:])
