@@ -873,8 +873,8 @@ class AdvertiseSelfWorkersTests(unittest.TestCase):
                 "sasl.username": "sa", "sasl.password": token(vcluster)}
 
     def per_worker(self, vcluster):
-        return [w.get("vclusters", {}).get(vcluster, 0)
-                for w in workers_of(self.gateway)]
+        return [w["vclusters"].get(vcluster, 0)
+                for w in workers_of(self.gateway, names=True)]
 
     def test_metadata_names_this_gateway_and_clients_use_both_workers(self):
         from confluent_kafka.admin import AdminClient, NewTopic
