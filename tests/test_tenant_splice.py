@@ -1565,6 +1565,10 @@ class PipelineTests(TenantSpliceBase):
     def api_versions(self, count):
         return api_versions_frames(count)
 
+    def answered(self):
+        """The correlation ids of the answers the client got, in order."""
+        return [struct.unpack(">i", bytes(a[:4]))[0] for a in self.responses()]
+
     def test_a_read_of_many_requests_takes_turns(self):
         """300 pipelined requests in one read: FRAMES_PER_TURN answered in
         this turn, the client's reads held, the rest in later turns, in order."""
@@ -1576,9 +1580,7 @@ class PipelineTests(TenantSpliceBase):
         self.assertEqual(self.transport.producerState, "paused")
         while "turn" in self.client.valve.reasons:
             self.reactor.advance(0)
-        answers = self.responses()
-        self.assertEqual([struct.unpack(">i", bytes(a[:4]))[0] for a in answers],
-                         list(range(1, 301)))
+        self.assertEqual(self.answered(), list(range(1, 301)))
         self.assertEqual(self.transport.producerState, "producing")
 
     def test_answers_unsent_stop_the_reading(self):
@@ -1595,9 +1597,7 @@ class PipelineTests(TenantSpliceBase):
         self.client.unsent.resumeProducing()
         while self.client._held is not None:
             self.reactor.advance(0)
-        answers = self.responses()
-        self.assertEqual([struct.unpack(">i", bytes(a[:4]))[0] for a in answers],
-                         list(range(1, 101)))
+        self.assertEqual(self.answered(), list(range(1, 101)))
         self.assertEqual(self.transport.producerState, "producing")
 
     def test_frames_being_received_share_a_budget(self):

@@ -44,16 +44,13 @@ def rewrite_response(services, pending, frame, counted=True):
         scan = rule.scan_response(frame, offset, version)
         if rule.observe is not None:
             rule.observe(pending.context, scan)
-    if len(frame) >= OFF_LOOP_FROM:  # may name thousands of topics: timed
-        start = services.work_clock()
-        sliced = _without_decoding(pending, frame, offset, scan)
-        if sliced is not None:
+    # a large one may name thousands of topics, renamed here: timed
+    start = services.work_clock() if len(frame) >= OFF_LOOP_FROM else None
+    sliced = _without_decoding(pending, frame, offset, scan)
+    if sliced is not None:
+        if start is not None:
             pending.work += services.work_clock() - start
-            return sliced
-    else:
-        sliced = _without_decoding(pending, frame, offset, scan)
-        if sliced is not None:
-            return sliced
+        return sliced
     return _measured(services, pending, _decoded, frame, scan, counted)
 
 
