@@ -62,7 +62,7 @@ class SpliceTests(unittest.TestCase):
         self.assertEqual(self.attempts, [("kafka2", 9093)])
         self.assertEqual(transport.producerState, "producing")
         self.assertIs(transport.producer, client.unsent)  # its broker's behind it
-        self.assertIs(client.unsent.broker, self.brokers[0][2])
+        self.assertIs(client.unsent.broker.transport, self.brokers[0][2])
 
     def test_fallback_when_broker_refuses(self):
         """A refused broker falls back to another one, so any port bootstraps."""

@@ -1600,23 +1600,41 @@ class PipelineTests(TenantSpliceBase):
         self.assertEqual(self.answered(), list(range(1, 101)))
         self.assertEqual(self.transport.producerState, "producing")
 
-    def test_frames_being_received_share_a_budget(self):
-        """A tenant starting large frames on many connections and ending none:
-        past its --tenant-request-buffer the next connection starting one
-        waits, its reads held; when a frame ends the waiting one goes on.
-        Another tenant's budget is its own."""
-        from vkafka.proxy.buffers import RequestBuffers
-        self.gateway.request_buffers = RequestBuffers(1000)
+    def tenant_clients(self, *vclusters):
+        """A logged-in connection for each of *vclusters*, with budgets of
+        1000 bytes a direction: [(client, transport)]."""
+        from vkafka.proxy.buffers import Buffers
+        self.gateway.buffers = Buffers(1000, 1000)
         clients = []
-        for n in range(3):
+        for n, vcluster in enumerate(vclusters):
             client = self.gateway.factory_for_port(6969).buildProtocol(None)
             transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.4", 6 + n))
             client.makeConnection(transport)
             client.dataReceived(handshake())
             client.dataReceived(authenticate("sa", self.authority.issue(
-                "paris" if n == 2 else "london", "sa", 600)))
+                vcluster, "sa", 600)))
             clients.append((client, transport))
-        (a, ta), (b, tb), (other, to) = clients
+        return clients
+
+    def connected(self, client):
+        """*client*'s broker connection, opened by a request: (broker, its transport)."""
+        client.dataReceived(metadata_for(["t"], 3))
+        for _, broker, transport in self.brokers:
+            if broker.client is client:
+                return broker, transport
+
+    @staticmethod
+    def full(transport, unsent):
+        """*transport* as Twisted's would be with *unsent* bytes queued."""
+        transport.dataBuffer, transport.offset, transport._tempDataLen = \
+            bytes(unsent), 0, 0
+
+    def test_frames_being_received_share_a_budget(self):
+        """A tenant starting large frames on many connections and ending none:
+        past its --tenant-request-buffer the next connection starting one
+        waits, its reads held; when a frame ends the waiting one goes on.
+        Another tenant's budget is its own."""
+        (a, ta), (b, tb), (other, to) = self.tenant_clients("london", "london", "paris")
         a.dataReceived(struct.pack(">i", 900) + bytes(100))
         b.dataReceived(struct.pack(">i", 600) + bytes(100))
         other.dataReceived(struct.pack(">i", 900) + bytes(100))
@@ -1626,9 +1644,52 @@ class PipelineTests(TenantSpliceBase):
         a.transport.loseConnection()
         a.connectionLost(None)  # its frame ends with it
         self.assertEqual((b.reserved, b.waiting, tb.producerState), (600, 0, "producing"))
-        big = self.gateway.request_buffers.tenant("paris")
+        requests, _ = self.gateway.buffers.tenant("paris")
         other.dataReceived(bytes(800))  # the frame ends: nothing held for paris
-        self.assertEqual((other.reserved, big.total), (0, 0))
+        self.assertEqual((other.reserved, requests.total), (0, 0))
+
+    def test_requests_a_broker_has_not_taken_count(self):
+        """A whole request the broker does not read (it holds the connection's
+        long poll) stays in the tenant's request budget while Twisted holds it
+        unsent: another connection's large frame waits until it is sent."""
+        (a, ta), (b, tb) = self.tenant_clients("london", "london")
+        _, to_broker = self.connected(a)
+        self.full(to_broker, 900)
+        a.valve.pauseProducing()  # as Twisted does past bufferSize
+        requests, _ = self.gateway.buffers.tenant("london")
+        self.assertEqual((a.queued, requests.total), (900, 900))
+        b.dataReceived(struct.pack(">i", 600) + bytes(100))
+        self.assertEqual((b.waiting, tb.producerState), (600, "paused"))
+        self.full(to_broker, 0)
+        a.valve.resumeProducing()  # as Twisted does once all is sent
+        self.assertEqual((a.queued, b.reserved, tb.producerState),
+                         (0, 600, "producing"))
+        self.assertEqual(requests.total, 600)
+
+    def test_answers_a_client_has_not_read_count(self):
+        """Answers a client does not read stay in the tenant's answer budget:
+        another connection's next answer to be held whole waits, its broker
+        not read, until they are sent; the request budget is not touched, and
+        a connection closing frees what it held."""
+        (a, ta), (b, tb) = self.tenant_clients("london", "london")
+        self.connected(a)
+        broker_b, from_b = self.connected(b)
+        self.full(ta, 990)
+        a.unsent.pauseProducing()
+        requests, answers = self.gateway.buffers.tenant("london")
+        self.assertEqual((answers.total, requests.total), (990, 0))
+        answer = response_frame(3, metadata_response(BROKERS))
+        size = len(answer) - 4
+        self.assertGreater(size, 10)
+        broker_b.dataReceived(answer[:20])
+        self.assertEqual((broker_b.waiting, from_b.producerState), (size, "paused"))
+        self.assertIn("buffers", broker_b.valve.reasons)
+        a.transport.loseConnection()
+        a.connectionLost(None)
+        self.assertEqual((broker_b.reserved, from_b.producerState), (size, "producing"))
+        broker_b.dataReceived(answer[20:])  # whole: answered, freed
+        self.assertEqual((broker_b.reserved, answers.total), (0, 0))
+        self.assertEqual(len(FrameDecoder().feed(tb.value())), 3)  # login, metadata
 
     def test_only_a_few_requests_before_login(self):
         """REQUESTS_BEFORE_LOGIN ApiVersions before a login are answered; one

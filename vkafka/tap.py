@@ -107,10 +107,16 @@ SETTINGS = [
      "beyond it "
      "the connection's reads are held (vkafka_throttle_seconds)"),
     ("tenant-request-buffer", "GATEWAY_TENANT_REQUEST_BUFFER", 64 * 1024 * 1024, int,
-     "Bytes of requests being received (the sizes their prefixes announce) one "
-     "virtual cluster's connections may have at once in a gateway process; past "
-     "it a connection starting another waits until one ends (a request larger "
-     "than this is read when it is the virtual cluster's only one)"),
+     "Bytes of requests one virtual cluster's connections may make a gateway "
+     "process hold at once: those being received (the sizes their prefixes "
+     "announce) and those a broker has not taken yet; past it a connection "
+     "starting another waits until room is made (a request larger than this is "
+     "read when the virtual cluster holds nothing else)"),
+    ("tenant-answer-buffer", "GATEWAY_TENANT_ANSWER_BUFFER", 64 * 1024 * 1024, int,
+     "Bytes of broker answers one virtual cluster's connections may make a "
+     "gateway process hold at once: those being received whole (streamed Fetch "
+     "answers are not) and those its clients have not read yet; past it the "
+     "next answer waits, its broker connection not read, until room is made"),
     ("tuning", "GATEWAY_PROCESS_TUNING", "true", str,
      "Apply the process-wide tuning of vkafka/tuning.py (GIL switch interval, "
      "allocator, lean epoll dispatch) (true/false; tests run without it)"),
@@ -302,7 +308,8 @@ class Options(usage.Options):
                      "authentication-timeout", "unauthenticated-frame-size",
                      "max-connections-per-ip", "max-connections-per-vcluster",
                      "max-decoded-request", "max-decoded-response",
-                     "max-fetch-sessions", "tenant-request-buffer"):
+                     "max-fetch-sessions", "tenant-request-buffer",
+                     "tenant-answer-buffer"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         if not 0 <= self["tenant-loop-share"] <= 1:
@@ -474,8 +481,9 @@ def makeService(config, reactor=None, worker=None):
         from .proxy.offload import CodecThread
         gateway.offload = CodecThread(reactor)
     if tenancy is not None:
-        from .proxy.buffers import RequestBuffers
-        gateway.request_buffers = RequestBuffers(config["tenant-request-buffer"])
+        from .proxy.buffers import Buffers
+        gateway.buffers = Buffers(config["tenant-request-buffer"],
+                                  config["tenant-answer-buffer"])
     if tenancy is not None and config["tenant-loop-share"] > 0:
         from .filters.throttle import LoopShare
         gateway.loop_share = LoopShare(config["tenant-loop-share"], reactor.seconds)

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from ..protocol.framing import FrameDecoder, FrameError
 from .outbox import tune_socket
 from .streaming import STREAM_FROM, stream_for
+from .valve import Valve
 
 
 class BrokerConnection(protocol.Protocol):
@@ -22,6 +23,11 @@ class BrokerConnection(protocol.Protocol):
 
     streamed = None
     """The large response being forwarded as it arrives (Streamed), if any."""
+    budget = None
+    """The tenant's answer TenantBuffer (buffers.py), in tenant mode: the
+    answer being received whole is ``reserved`` there (or ``waiting``), the
+    answers written to the client and not sent are ``queued``."""
+    reserved = waiting = queued = 0
 
     def __init__(self, client):
         self.client = client
@@ -29,6 +35,7 @@ class BrokerConnection(protocol.Protocol):
 
     def connectionMade(self):
         tune_socket(self.transport)
+        self.valve = Valve(self.transport)
         self.client.upstream_ready(self)
 
     def dataReceived(self, data):
@@ -51,17 +58,22 @@ class BrokerConnection(protocol.Protocol):
             frames = self.decoder.feed(data)
         except FrameError as e:
             return self.client.fail(f"broker framing: {e}")
+        client = self.client
         for frame in frames:
-            if self.client.closed:
+            if client.closed:
                 return
-            self.client.response_received(frame)
+            client.response_received(frame)
         size = self.decoder.partial_size
-        if size is None or self.client.closed or \
-                size > self.client.gateway.max_decoded_response and \
-                self.client.oversized(size):
-            return
-        if size >= STREAM_FROM:
-            self.streamed = stream_for(self.client, self.decoder)
+        if size is not None:
+            if client.closed or size > client.gateway.max_decoded_response \
+                    and client.oversized(size):
+                return
+            if size >= STREAM_FROM:
+                self.streamed = stream_for(client, self.decoder)
+                if self.streamed is not None:
+                    size = None  # forwarded as it comes, never held whole
+        if self.budget is not None and size != (self.reserved or self.waiting or None):
+            self.budget.receiving(self, size)
 
     def connectionLost(self, reason):
         client = self.client

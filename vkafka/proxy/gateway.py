@@ -51,10 +51,10 @@ class Gateway:
         """Sampled refused authorizations go here (``refused(...)``), if set."""
         self.rate_shares = None
         self.loop_share = None
-        self.request_buffers = None
-        """buffers.RequestBuffers: tenants' frames being received (tenant mode)."""
         """Each tenant's share of the loop for decoded requests
         (filters/throttle.LoopShare; ``--tenant-loop-share``), tenant mode."""
+        self.buffers = None
+        """buffers.Buffers: the bytes tenants' connections hold (tenant mode)."""
         self.membership = None
         """The gateway cluster (state/membership.py), when there is a state store."""
         self.draining = False

@@ -29,6 +29,7 @@ from ..protocol.headers import (
 from ..protocol.produce import scan_produce
 from ..tenancy.rules.addresses import local_api_versions
 from ..tenancy.rules.records import session_closers
+from .buffers import Queue
 from .login import Login
 from .outbox import Outbox, tune_socket
 from .security import server_name
@@ -111,10 +112,13 @@ class ClientConnection(protocol.Protocol):
     rates = None
     """The virtual cluster's TenantRates on this gateway (filters/throttle.py)."""
     buffers = None
-    """The virtual cluster's TenantBuffer in this process (buffers.py), once
-    logged in: the frame this connection is receiving is ``reserved`` there,
-    or ``waiting`` to be."""
-    reserved = waiting = 0
+    """The virtual cluster's request TenantBuffer in this process
+    (buffers.py), once logged in: the frame this connection is receiving is
+    ``reserved`` there, or ``waiting`` to be; what it wrote to the broker and
+    is not sent is ``queued``."""
+    answer_buffer = None
+    """The virtual cluster's answer TenantBuffer (its broker connection's)."""
+    reserved = waiting = queued = 0
 
     def connectionMade(self):
         tune_socket(self.transport)
@@ -181,8 +185,9 @@ class ClientConnection(protocol.Protocol):
             self._set_metrics_label(claims.vcluster)
             if self.gateway.rate_shares is not None:
                 self.rates = self.gateway.rate_shares.tenant(claims.vcluster)
-            if self.gateway.request_buffers is not None:
-                self.buffers = self.gateway.request_buffers.tenant(claims.vcluster)
+            if self.gateway.buffers is not None:
+                self.buffers, self.answer_buffer = self.gateway.buffers.tenant(
+                    claims.vcluster)
         self.decoder.max_frame_size = self.gateway.max_frame_size
 
     # called by the gateway once the broker connection is up or has failed
@@ -193,7 +198,11 @@ class ClientConnection(protocol.Protocol):
             return
         self.broker = broker
         self.upstream = Outbox(broker.transport)
-        self.unsent.connected(broker.transport)
+        self.unsent.connected(broker.valve)
+        if self.buffers is not None:
+            self.valve.queue = Queue(self.buffers, self, broker.transport)
+            broker.budget = self.answer_buffer
+            self.unsent.queue = Queue(self.answer_buffer, broker, self.transport)
         broker.transport.registerProducer(self.valve, True)
         self.valve.release("connecting")
         if self.claims is not None:  # tenant mode: the broker is known now
@@ -557,7 +566,9 @@ class ClientConnection(protocol.Protocol):
         if self.login is not None:
             self.login.stop()
         if self.buffers is not None:
-            self.buffers.receiving(self, None)
+            self.buffers.gone(self)
+            if self.broker is not None:
+                self.answer_buffer.gone(self.broker)
         if self.valve is not None:
             self.valve.stop()
         if self._turn is not None and self._turn.active():

@@ -1,11 +1,13 @@
 # -*- test-case-name: tests.test_throttle -*-
-"""The reads of one client connection, held for more than one reason.
+"""The reads of one connection, held for more than one reason.
 
 Twisted pauses a transport for backpressure (the broker's socket is full)
 and resumes it when that clears; the gateway also holds a client's reads
-while its broker connection opens and while a rate limit throttles it.  The
-valve reads again only when no reason holds, so the end of backpressure
-never cuts a throttle short.
+while its broker connection opens, while a rate limit throttles it and
+while its tenant's buffers are full (buffers.py).  A broker connection's
+reads are held while its client reads no answers and while the tenant's
+answer buffer is full.  A valve reads again only when no reason holds, so
+the end of backpressure never cuts a throttle short.
 """
 
 from zope.interface import implementer
@@ -14,13 +16,17 @@ from twisted.internet.interfaces import IPushProducer
 
 @implementer(IPushProducer)
 class Valve:
-    """Stands for the client transport as the broker transport's producer."""
+    """The reasons holding one transport's reads.  A client's valve also stands
+    for the client transport as the broker transport's producer."""
 
     def __init__(self, transport):
         self.transport = transport
         self.reasons = set()
         self._timers = {}
         self._when_open = None
+        self.queue = None
+        """buffers.Queue: what is written to the transport this valve is the
+        producer of, and not sent, counted in the tenant's budget."""
 
     def hold(self, reason):
         if not self.reasons:
@@ -72,8 +78,12 @@ class Valve:
 
     def pauseProducing(self):
         self.hold("backpressure")
+        if self.queue is not None:
+            self.queue.full()
 
     def resumeProducing(self):
+        if self.queue is not None:
+            self.queue.sent()
         self.release("backpressure")
 
     def stopProducing(self):
@@ -92,24 +102,31 @@ class Unsent:
     def __init__(self, valve):
         self.valve = valve
         self.broker = None
-        """The broker transport, once connected."""
+        """The broker's Valve (its reads), once connected."""
         self.paused = False
+        self.queue = None
+        """buffers.Queue: the answers written to the client and not sent,
+        counted in the tenant's budget."""
 
     def connected(self, broker):
         self.broker = broker
         if self.paused:
-            broker.pauseProducing()
+            broker.hold("unsent")
 
     def pauseProducing(self):
         self.paused = True
         self.valve.hold("unsent")
         if self.broker is not None:
-            self.broker.pauseProducing()
+            self.broker.hold("unsent")
+        if self.queue is not None:
+            self.queue.full()
 
     def resumeProducing(self):
         self.paused = False
+        if self.queue is not None:
+            self.queue.sent()
         if self.broker is not None:
-            self.broker.resumeProducing()
+            self.broker.release("unsent")
         self.valve.release("unsent")
 
     def stopProducing(self):
