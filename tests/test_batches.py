@@ -276,3 +276,74 @@ class WithoutProducerTests(unittest.TestCase):
                 batches.without_producer(bytes(flagged))
         with self.assertRaises(batches.BatchError):
             batches.without_producer(bytes(raw[:-1]))
+
+
+from kio.schema.errors import ErrorCode  # noqa: E402
+
+from .test_rights import NO_THROTTLE, SECONDS, RightsTestCase  # noqa: E402
+
+
+class ConcentratedProduceRefusalTests(RightsTestCase):
+    """A Produce the concentration layer refuses is answered per partition,
+    as a broker answers a bad batch: the concentrated topic's partitions get
+    a Kafka error code and the reason, the request's other topics are
+    written, and the connection stays open (closed, the producer sent the
+    same batch again until its delivery timeout)."""
+
+    def setUp(self):
+        super().setUp()
+        self.vclusters.namespace("shop").set_alias("clicks", "shared.events",
+                                                   concentrated=True, partitions=2)
+
+    def produce(self, parts, version=9):
+        """A Produce by the super user of (topic, partition, records) parts."""
+        import importlib
+        m = importlib.import_module(f"kio.schema.produce.v{version}.request")
+        return m.ProduceRequest(transactional_id=None, acks=i16(-1), timeout=SECONDS,
+                                topic_data=tuple(m.TopicProduceData(name=topic, partition_data=(
+                m.PartitionProduceData(index=i32(index), records=records),))
+                for topic, index, records in parts))
+
+    def answer(self, sent):
+        """The broker's answer to *sent*: a decoy topic unknown, others written."""
+        from kio.schema.produce.v9 import response as r
+        return r.ProduceResponse(throttle_time=NO_THROTTLE, responses=tuple(r.TopicProduceResponse(
+                name=t.name, partition_responses=(r.PartitionProduceResponse(
+                    index=t.partition_data[0].index, error_code=ErrorCode(
+                        3 if t.name.startswith("!") else 0), base_offset=i64(5),
+                    log_append_time=None, log_start_offset=i64(0), record_errors=(),
+                    error_message=None),)) for t in sent.topic_data))
+
+    def refused(self, records, index=0):
+        """The client's answer for "clicks" (sent with "orders"): (code, message)."""
+        outcome, pending = self.send(self.produce(
+            [("clicks", index, records), ("orders", 0, kio_batch([(None, b"v")]))]),
+            9, user="root")
+        sent = self.forwarded(outcome)
+        names = [t.name for t in sent.topic_data]
+        self.assertTrue(names[0].startswith("!"), "nothing reaches the shared topic")
+        self.assertEqual(names[1], "shoporders")
+        answer = self.answered(pending, self.answer(sent))
+        clicks, orders = answer.responses
+        self.assertEqual((clicks.name, orders.name), ("clicks", "orders"))
+        self.assertEqual(orders.partition_responses[0].error_code, ErrorCode.none)
+        part = clicks.partition_responses[0]
+        return part.error_code, part.error_message
+
+    def test_reserved_header(self):
+        code, message = self.refused(kio_batch([(None, b"v")], headers=[
+            (b"vkafka.topic", b"other")]))
+        self.assertEqual(code, ErrorCode.invalid_record)
+        self.assertIn("'clicks': the headers vkafka.topic and vkafka.partition", message)
+
+    def test_compression_not_supported(self):
+        raw = bytearray(kio_batch([(None, b"v")]))
+        raw[22] |= 3  # attributes: lz4
+        code, message = self.refused(bytes(raw))
+        self.assertEqual(code, ErrorCode.unsupported_compression_type)
+        self.assertIn("lz4 compression is not supported", message)
+
+    def test_partition_past_the_logical_topic(self):
+        code, message = self.refused(kio_batch([(None, b"v")]), index=2)
+        self.assertEqual(code, ErrorCode.unknown_topic_or_partition)
+        self.assertIn("'clicks' has 2 partitions, not partition 2", message)

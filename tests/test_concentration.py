@@ -247,6 +247,29 @@ class ConcentratedTopicTests(unittest.TestCase):
         topics = AdminClient(self.config()).list_topics(timeout=10).topics
         self.assertEqual(sorted(topics["narrow"].partitions), [0, 1])
 
+    def test_refused_produce_fails_fast_with_its_reason(self):
+        """A producer compressing with lz4 (refused on concentrated topics) is
+        answered per partition with UNSUPPORTED_COMPRESSION_TYPE (the reason
+        in the error message, which librdkafka does not show): its delivery
+        fails at once, not after retrying until the delivery timeout; the
+        same producer's other topic is written."""
+        from confluent_kafka import KafkaError, Producer
+        from confluent_kafka.admin import AdminClient, NewTopic
+        self.concentrate("squeezed", self.physical)
+        client = AdminClient(self.config())
+        client.create_topics([NewTopic("plain", 1, 3)])["plain"].result(30)
+        reports = []
+        producer = Producer(self.config(**{
+            "compression.type": "lz4", "acks": "all", "delivery.timeout.ms": 120000}))
+        for topic in ("squeezed", "plain"):
+            producer.produce(topic, b"v" * 10000,  # compressible: lz4 is used
+                             on_delivery=lambda e, m: reports.append((m.topic(), e)))
+        self.assertEqual(producer.flush(60), 0)
+        errors = dict(reports)
+        self.assertIsNone(errors["plain"])
+        self.assertEqual(errors["squeezed"].code(),
+                         KafkaError.UNSUPPORTED_COMPRESSION_TYPE)
+
     def test_compaction_keeps_logical_topics_apart(self):
         """Two logical topics in one compacted topic, the same keys in both:
         after compaction each keeps its own latest value per key."""

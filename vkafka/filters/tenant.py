@@ -214,8 +214,26 @@ def _concentrated(services, context, api_key, frame, body_offset, what,
                                "gateway decodes (--max-decoded-request)")
     try:
         header, request = decode_request(frame)
-        request = concentration.rewrite_request(services, context, api_key, request)
-        frame = bytes(frame[:header.body_offset]) + encode_body(request)
+        try:
+            rewritten = concentration.rewrite_request(services, context, api_key,
+                                                      request)
+        except concentration.Refused as e:
+            if api_key != PRODUCE:
+                raise
+            rewritten = _refused_produce(context, request, e)
+        frame = bytes(frame[:header.body_offset]) + encode_body(rewritten)
     except REWRITE_ERRORS as e:  # Refused, BatchError
         return Outcome(refused=f"concentrated topics, {what}: {e}")
     return Outcome(frame=frame, context=context)
+
+
+def _refused_produce(context, request, refused):
+    """A Produce the concentration layer refuses is answered as a broker would
+    answer it: each partition of its concentrated topics with the refusal's
+    error code and reason (decoys the broker refuses,
+    concentration/refusal.py), its other topics written.  A closed
+    connection instead had the producer send the same batch again until its
+    delivery timeout, and say nothing of why."""
+    context.concentration = None
+    reason = "{}: " + str(refused).replace("{", "{{").replace("}", "}}")
+    return concentration.refuse(context, PRODUCE, request, (reason, refused.code))

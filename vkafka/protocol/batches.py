@@ -28,8 +28,17 @@ CONTROL = 0x20
 CODECS = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 
 
+CORRUPT_MESSAGE, MESSAGE_TOO_LARGE = 2, 10
+UNSUPPORTED_FOR_MESSAGE_FORMAT, UNSUPPORTED_COMPRESSION_TYPE = 43, 76
+
+
 class BatchError(Malformed):
-    """A batch this gateway cannot take apart (wrong magic, codec, bytes)."""
+    """A batch this gateway cannot take apart (wrong magic, codec, bytes);
+    ``code``: the Kafka error a Produce of it is answered with."""
+
+    def __init__(self, message, code=CORRUPT_MESSAGE):
+        super().__init__(message)
+        self.code = code
 
 
 MAX_INFLATED = 8 * 1024 * 1024
@@ -47,7 +56,8 @@ def inflate(data, limit=MAX_INFLATED):
             member = zlib.decompressobj(31)  # 31: gzip header and trailer
             out += member.decompress(data, limit + 1 - len(out))
             if len(out) > limit:
-                raise BatchError(f"gzip records inflate past {limit} bytes")
+                raise BatchError(f"gzip records inflate past {limit} bytes",
+                                 MESSAGE_TOO_LARGE)
             if not member.eof:
                 raise BatchError("bad gzip records: truncated")
             data = member.unused_data
@@ -143,14 +153,16 @@ def decode(buf, offset, size, first_only=False, limit=MAX_INFLATED):
     bytes."""
     fields = list(HEADER.unpack_from(buf, offset))
     if fields[3] != 2:
-        raise BatchError(f"record batch magic {fields[3]} (only v2 is supported)")
+        raise BatchError(f"record batch magic {fields[3]} (only v2 is supported)",
+                         UNSUPPORTED_FOR_MESSAGE_FORMAT)
     body = memoryview(buf)[offset + HEADER.size:offset + size]
     codec = fields[5] & COMPRESSION_MASK
     if codec == 1:
         body = inflate(body, limit)
     elif codec != 0:
         raise BatchError(f"{CODECS.get(codec, codec)} compression is not supported "
-                         f"on concentrated topics (use none or gzip)")
+                         f"on concentrated topics (use none or gzip)",
+                         UNSUPPORTED_COMPRESSION_TYPE)
     records = []
     pos = 0
     for _ in range(min(fields[12], 1) if first_only else fields[12]):

@@ -39,6 +39,7 @@ Callers use this package only: ``from vkafka.tenancy import concentration``.
 from .create import create_by_rule
 from .offsets import MARKER, committed_offset
 from .records import PARTITION_TAG, TAG, tag_records, untag_records
+from .refusal import refuse
 from .requests import SUPPORTED, rewrite_request
 from .responses import rewrite_response
 from .shared import Exchange, Refused, synthetic_id

@@ -7,7 +7,7 @@ codec; which topic a request is for is the request and response sides'."""
 import struct
 
 from ...protocol import batches
-from .shared import Refused
+from .shared import INVALID_RECORD, MESSAGE_TOO_LARGE, Refused
 
 TAG = b"vkafka.topic"
 PARTITION_TAG = b"vkafka.partition"
@@ -41,7 +41,8 @@ def tag_records(records, virtual, partition, exchange=None):
         return records
     found, end = batches.whole_batches(records, 0, len(records))
     if end != len(records):
-        raise Refused("a produce request with a partial record batch")
+        raise Refused("a produce request with a partial record batch",
+                      batches.CORRUPT_MESSAGE)
     tag, prefix = virtual.encode(), virtual.encode() + b"\x00"
     out = []
     for offset, size in found:
@@ -50,14 +51,15 @@ def tag_records(records, virtual, partition, exchange=None):
             batch = batches.decode(records, offset, size, limit=max(left, 0))
         except batches.BatchError as e:
             raise Refused(f"{e} (at most {MAX_BYTES} bytes of records a produce "
-                          "to concentrated topics)") from None
+                          "to concentrated topics)", e.code) from None
         if batch.attributes & batches.TRANSACTIONAL or batch.is_control:
-            raise Refused("transactions are not available on concentrated topics")
+            raise Refused("transactions are not available on concentrated topics",
+                          INVALID_RECORD)
         batch.fields[9:12] = [-1, -1, -1]  # producer id, epoch, base sequence
         for r in batch.records:
             if any(k in (TAG, PARTITION_TAG) for k, _ in r.headers):
                 raise Refused("the headers vkafka.topic and vkafka.partition are "
-                              "the gateway's on concentrated topics")
+                              "the gateway's on concentrated topics", INVALID_RECORD)
             r.headers.append((TAG, tag))
             r.headers.append((PARTITION_TAG, str(partition).encode()))
             if r.key is not None:
@@ -67,7 +69,8 @@ def tag_records(records, virtual, partition, exchange=None):
             exchange.bytes += len(out[-1])
             if exchange.bytes > MAX_BYTES:
                 raise Refused(f"a produce to concentrated topics of more than "
-                              f"{MAX_BYTES} bytes of records (uncompressed, tagged)")
+                              f"{MAX_BYTES} bytes of records (uncompressed, tagged)",
+                              MESSAGE_TOO_LARGE)
     return b"".join(out)
 
 

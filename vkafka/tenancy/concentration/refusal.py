@@ -23,9 +23,9 @@ _REFUSALS = {
 class _Refuser:
     """A walker context that turns concentrated names and ids into decoys."""
 
-    def __init__(self, rctx, api_key):
+    def __init__(self, rctx, api_key, refusal=None):
         self.rctx = rctx
-        self.reason, self.code = _REFUSALS.get(api_key, (
+        self.reason, self.code = refusal or _REFUSALS.get(api_key, (
             f"{{}} is a concentrated topic: API {api_key} is not available on it",
             INVALID_REQUEST))
 
@@ -48,9 +48,10 @@ class _Refuser:
         return decoy
 
 
-def refuse(rctx, api_key, request):
-    """*request* with every concentrated topic in it a decoy."""
-    refuser = _Refuser(rctx, api_key)
+def refuse(rctx, api_key, request, refusal=None):
+    """*request* with every concentrated topic in it a decoy; *refusal*:
+    (reason, with ``{}`` for the logical topic, error code) if not the API's."""
+    refuser = _Refuser(rctx, api_key, refusal)
     if api_key in (33, 44):  # config resources name topics as plain strings
         return dataclasses.replace(request, resources=tuple(
             dataclasses.replace(r, resource_name=refuser.to_physical(

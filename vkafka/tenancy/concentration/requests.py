@@ -11,7 +11,8 @@ from kio.static.primitive import i64
 from .offsets import commit_partition
 from .records import MAX_RECORDS, record_count, tag_records
 from .refusal import refuse
-from .shared import Exchange, Refused, ident, with_group_topics
+from .shared import (MESSAGE_TOO_LARGE, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION,
+                     Exchange, Refused, ident, with_group_topics)
 
 SUPPORTED = {0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata",
              8: "OffsetCommit", 9: "OffsetFetch", 32: "DescribeConfigs"}
@@ -71,7 +72,7 @@ def _physical_id(topic_ids, physical):
     for topic_id, name in topic_ids.items():
         if name == physical:
             return topic_id
-    raise Refused(f"topic id of {physical!r} not known yet")
+    raise Refused(f"topic id of {physical!r} not known yet", UNKNOWN_TOPIC_ID)
 
 
 def _request_topic(services, rctx, exchange, api_key, topic):
@@ -121,12 +122,13 @@ def _request_partition(services, exchange, api_key, virtual, alias, partition):
         getattr(partition, n) for n in _PARTITION if hasattr(partition, n))
     if not 0 <= index < alias.partitions:
         raise Refused(f"{alias.logical!r} has {alias.partitions} partitions, "
-                      f"not partition {index}")
+                      f"not partition {index}", UNKNOWN_TOPIC_OR_PARTITION)
     if api_key == 0:
         exchange.records += record_count(partition.records or b"")
         if exchange.records > MAX_RECORDS:
             raise Refused(f"a produce of more than {MAX_RECORDS} records to "
-                          "concentrated topics (each is rewritten on the event loop)")
+                          "concentrated topics (each is rewritten on the event loop)",
+                          MESSAGE_TOO_LARGE)
         return dataclasses.replace(partition, records=tag_records(
             partition.records, virtual, index, exchange))
     if api_key == 8:

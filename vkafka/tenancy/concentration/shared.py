@@ -10,12 +10,20 @@ import uuid
 from ..context import Rejected
 
 INVALID_CONFIG, INVALID_REQUEST, TOPIC_ALREADY_EXISTS = 40, 42, 36
+UNKNOWN_TOPIC_OR_PARTITION, MESSAGE_TOO_LARGE, INVALID_RECORD = 3, 10, 87
+UNKNOWN_TOPIC_ID = 100
 _SYNTHETIC = uuid.UUID("6b61666b-612d-7669-7274-75616c746f70")  # uuid5 namespace
 _IDENT = ("name", "topic", "topic_id")
 
 
 class Refused(Rejected, ValueError):
-    """A request this layer will not send on a concentrated topic's behalf."""
+    """A request this layer will not send on a concentrated topic's behalf.
+    A Produce is answered with ``code`` for its concentrated topics' partitions
+    (filters/tenant.py); any other request closes the connection."""
+
+    def __init__(self, message, code=INVALID_REQUEST):
+        super().__init__(message)
+        self.code = code
 
 
 def synthetic_id(virtual):
