@@ -345,8 +345,8 @@ class RuleMadeNamesTests(TopicRequestsBase):
         state: past the budget (here 2) the next is THROTTLING_QUOTA_EXCEEDED."""
         from kio.schema.errors import ErrorCode
         from vkafka.names import ConcentrationRule
-        from vkafka.tenancy.rules.acls import AclWrites
-        self.services.rule_writes = AclWrites(self.clock.seconds, 2)
+        from vkafka.tenancy.rules.common import StateWrites
+        self.services.rule_writes = StateWrites(self.clock.seconds, 2)
         self.services.limits_of = lambda vc: Limits.NONE
         self.namespace.set_rule(ConcentrationRule("r", "ev-.*", (("delete", "conc"),)))
         outcomes = []

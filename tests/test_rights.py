@@ -621,8 +621,8 @@ class AclApiTests(RightsTestCase):
         gateway process, then one a second: creating and removing them in a
         loop grew the state every gateway reads (THROTTLING_QUOTA_EXCEEDED)."""
         from vkafka.auth.acls import MAX_ACLS
-        from vkafka.tenancy.rules.acls import AclWrites
-        self.services.acl_writes = AclWrites(self.clock.seconds)
+        from vkafka.tenancy.rules.common import StateWrites
+        self.services.acl_writes = StateWrites(self.clock.seconds, MAX_ACLS)
         self.assertTrue(self.services.acl_writes.take("shop", MAX_ACLS - 1))
         outcome, _ = self.create((2, "orders", "User:app", 3))  # the last of the burst
         outcome = self.successResultOf(outcome.later) if outcome.later else outcome

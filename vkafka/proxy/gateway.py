@@ -6,11 +6,12 @@ import heapq
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
+from ..auth.acls import MAX_ACLS
 from ..client import Unreachable, connect, tcp_endpoint, try_each
 from ..protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from ..tenancy.metadata_cache import MetadataAnswers
 from ..tenancy.patterns import RegexSubscriptions
-from ..tenancy.rules.acls import AclWrites
+from ..tenancy.rules.common import StateWrites
 from ..tenancy.rules.topics import RULE_TOPICS_AT_ONCE
 from ..tenancy.services import Services
 from ..tenancy.sessions import SessionPool
@@ -75,8 +76,8 @@ class Gateway:
         """Largest tenant request decoded on the reactor (Metadata: a quarter)."""
         self.max_decoded_response = max_decoded_response
         """Largest broker answer to a tenant decoded on the reactor (not Fetch)."""
-        self.acl_writes = AclWrites(reactor.seconds)
-        self.rule_writes = AclWrites(reactor.seconds, RULE_TOPICS_AT_ONCE)
+        self.acl_writes = StateWrites(reactor.seconds, MAX_ACLS)
+        self.rule_writes = StateWrites(reactor.seconds, RULE_TOPICS_AT_ONCE)
         """The ACLs each virtual cluster may still create here (CreateAcls)."""
         self.offload = None
         """Runs large decodes and encodes in a codec thread (``Services.offload``;

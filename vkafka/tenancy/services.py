@@ -67,10 +67,10 @@ class Services:
     """Measures a decoded request's work on the loop (filters/throttle.LoopShare)."""
     acl_writes: object = None
     """The ACLs each virtual cluster may still create through this gateway
-    process (rules/acls.AclWrites; None: no budget)."""
+    process (rules/common.StateWrites; None: no budget)."""
     rule_writes: object = None
     """The concentrated topics each virtual cluster may still make by a rule
-    (CreateTopics) through this gateway process (an AclWrites; None: no
+    (CreateTopics) through this gateway process (a StateWrites; None: no
     budget)."""
     offload: Callable | None = None
     """``(f, *args) -> Deferred of (f(*args), CPU seconds it took)``, run in the

@@ -18,7 +18,7 @@ from ...auth.acls import (MAX_ACLS, OPERATIONS, PATTERN_TYPES, PERMISSIONS,
                           RESOURCE_TYPES, Acl, AclFilter, InvalidAcl, name_of)
 from ...protocol.codec import encode_body
 from ...state.model import StateError
-from .common import NO_THROTTLE
+from .common import NO_THROTTLE, StateWrites
 
 DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS = 29, 30, 31
 _NOT_HERE = "ACLs are kept by the gateway's state, which this gateway cannot reach"
@@ -88,32 +88,6 @@ def describe_acls(services, rctx, request):
     return request
 
 
-class AclWrites:
-    """The records of the gateways' shared state each virtual cluster may add
-    through one gateway process by its own requests (ACLs; concentrated
-    topics made by a rule): ``burst`` at once, then ``RATE`` a second.  Each
-    is a record every gateway keeps and reads when it starts, and each removal
-    a tombstone kept a day: a tenant creating and removing ACLs in a loop
-    (~500 records a second) grew it without bound.  Removals need no budget of
-    their own: each removes what a creation made."""
-
-    RATE = 1.0
-
-    def __init__(self, clock, burst=MAX_ACLS):
-        self.clock = clock
-        self.burst = burst
-        self.budgets = {}  # virtual cluster -> (records it may add, when)
-
-    def take(self, vcluster, count):
-        """True, and *count* taken, if *vcluster* may add *count* records now."""
-        now = self.clock()
-        left, at = self.budgets.get(vcluster, (self.burst, now))
-        left = min(self.burst, left + (now - at) * self.RATE)
-        allowed = count <= left
-        self.budgets[vcluster] = (left - count if allowed else left, now)
-        return allowed
-
-
 def create_acls(services, rctx, request):
     """Each creation checked (the kinds a virtual cluster holds, a principal
     of its own), then written to the state; the answer waits for the writes."""
@@ -125,7 +99,7 @@ def create_acls(services, rctx, request):
     if refused is None and services.acl_writes is not None and not \
             services.acl_writes.take(rctx.namespace.name, len(request.creations)):
         refused = (ErrorCode.throttling_quota_exceeded,
-                   f"ACLs are created at most {AclWrites.RATE:g} a second per "
+                   f"ACLs are created at most {StateWrites.RATE:g} a second per "
                    f"virtual cluster on a gateway, after {MAX_ACLS} at once")
     results, valid = [], []
     for c in request.creations:

@@ -143,3 +143,29 @@ def logical_topics(topology, namespace):
         if logical is not None:
             names[logical] = physical
     return names
+
+
+class StateWrites:
+    """The records of the gateways' shared state each virtual cluster may add
+    through one gateway process by its own requests (ACLs; concentrated
+    topics made by a rule): ``burst`` at once, then ``RATE`` a second.  Each
+    is a record every gateway keeps and reads when it starts, and each removal
+    a tombstone kept a day: a tenant creating and removing ACLs in a loop
+    (~500 records a second) grew it without bound.  Removals need no budget of
+    their own: each removes what a creation made."""
+
+    RATE = 1.0
+
+    def __init__(self, clock, burst):
+        self.clock = clock
+        self.burst = burst
+        self.budgets = {}  # virtual cluster -> (records it may add, when)
+
+    def take(self, vcluster, count):
+        """True, and *count* taken, if *vcluster* may add *count* records now."""
+        now = self.clock()
+        left, at = self.budgets.get(vcluster, (self.burst, now))
+        left = min(self.burst, left + (now - at) * self.RATE)
+        allowed = count <= left
+        self.budgets[vcluster] = (left - count if allowed else left, now)
+        return allowed

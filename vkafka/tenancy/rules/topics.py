@@ -208,7 +208,7 @@ def _create_topics(services, rctx, request):
 RULE_TOPICS_AT_ONCE = 1000
 """Concentrated topics a virtual cluster may make by rule at once on a
 gateway process (then one a second): each is a record of the shared state
-(rules/acls.AclWrites)."""
+(rules/common.StateWrites)."""
 
 
 def _valid(namespace, name):
