@@ -358,6 +358,64 @@ class FetchRequestIdsTests(unittest.TestCase):
         with self.assertRaises(ValueError):
             fetch_request_ids(cluster, offset, 17)
 
+    def test_v18_high_watermark_must_fill_its_size(self):
+        """Fetch v18's partition tag 1 (high_watermark, an int64) declaring 24
+        bytes, a topic id hidden after its 8: a broker reads the 8 and then
+        the id as the next topic, which the walk never checked (another
+        account's or tenant's topic).  Refused; 8 bytes pass, and a tag no
+        version knows is skipped by its size, as the broker skips it."""
+        from vkafka.protocol.headers import parse_request_header
+        raw, (_, [at]) = self.scan(18, fetch_request(18, [uuid.uuid4()]))
+        offset = parse_request_header(raw).body_offset
+        tags = at + 16 + 1 + 32
+        self.assertEqual(raw[tags], 0)
+
+        def with_partition_tags(section):
+            return raw[:tags] + section + raw[tags + 1:]
+        exact = with_partition_tags(b"\x01\x01\x08" + bytes(8))
+        self.assertEqual(len(fetch_request_ids(exact, offset, 18)[1]), 1)
+        lying = with_partition_tags(b"\x01\x01\x18" + bytes(8) + uuid.uuid4().bytes)
+        with self.assertRaises(ValueError):
+            fetch_request_ids(lying, offset, 18)
+        unknown = with_partition_tags(b"\x01\x05\x18" + bytes(24))
+        self.assertEqual(len(fetch_request_ids(unknown, offset, 18)[1]), 1)
+
+    def test_walks_know_every_tag_a_broker_knows(self):
+        """The walks by lengths agree with a broker only if they know each tag
+        it reads by type.  Every tagged field of the Fetch versions walked
+        (v13 up to the table's) is in an entity the Fetch walk checks (or
+        inside such a tag's struct); no Produce version offered, and no
+        request header, has one (their walks skip tags by size, as a broker
+        skips tags it does not know)."""
+        import dataclasses
+        import importlib
+
+        from vkafka.protocol.tags import request_tags
+        from vkafka.tenancy.rules import tenant_rules
+
+        def tagged(module):
+            return {(name, f.name) for name, cls in vars(module).items()
+                    if dataclasses.is_dataclass(cls) and isinstance(cls, type)
+                    for f in dataclasses.fields(cls) if "tag" in f.metadata}
+        rules = tenant_rules()
+        walked = ("FetchRequest", "FetchTopic", "FetchPartition", "ForgottenTopic")
+        for version in range(13, rules[1].max_version + 1):
+            module = importlib.import_module(f"kio.schema.fetch.v{version}.request")
+            tables = request_tags("fetch", version, *walked)
+            found = tagged(module)
+            self.assertEqual({(n, f) for n, f in found if n in walked},
+                             {(n, f.name) for n, table in zip(walked, tables)
+                              for f in dataclasses.fields(getattr(module, n))
+                              if f.metadata.get("tag") in table}, version)
+            self.assertLessEqual({n for n, _ in found}, {*walked, "ReplicaState"}, version)
+        self.assertIn(1, request_tags("fetch", 18, *walked)[2])  # high_watermark
+        for version in range(rules[0].min_version, rules[0].max_version + 1):
+            module = importlib.import_module(f"kio.schema.produce.v{version}.request")
+            self.assertEqual(tagged(module), set(), version)
+        for version in (1, 2):
+            module = importlib.import_module(f"kio.schema.request_header.v{version}.header")
+            self.assertEqual(tagged(module), set(), version)
+
     def test_entries_bounded(self):
         """At most MAX_ENTRIES topics and partitions in all: a request of
         millions of small entries would hold the event loop for seconds."""

@@ -3,6 +3,7 @@ rules/acls.py): one request at a time through the tenant filter and the
 response filter, with a real state on a MemoryStore.  The same decisions
 against a real broker with an authorizer: test_acls_integration.py."""
 
+import dataclasses
 import datetime
 import struct
 import uuid
@@ -147,6 +148,29 @@ class ProduceTests(RightsTestCase):
         part = answer.responses[0].partition_responses[0]
         self.assertEqual(part.error_code, ErrorCode.topic_authorization_failed)
         self.assertIn("User:app may not WRITE topic 'payments'", part.error_message)
+
+    def test_record_error_messages_scrubbed(self):
+        """A broker's record errors name the partition by its physical topic
+        (a null key on a compacted topic): the batch's message is scrubbed
+        as the partition's is, so no prefix or physical name reaches the
+        tenant."""
+        from kio.schema.produce.v9.response import BatchIndexAndErrorMessage
+        outcome, pending = self.send(self.produce("orders"), 9, user="root")
+        said = ("Compacted topic cannot accept message without key in topic "
+                "partition shoporders-0.")
+        broker = self.broker_answer("shoporders", 87)
+        topic = broker.responses[0]
+        part = dataclasses.replace(
+            topic.partition_responses[0], error_message=said,
+            record_errors=(BatchIndexAndErrorMessage(
+                batch_index=i32(0), batch_index_error_message=said),))
+        broker = dataclasses.replace(broker, responses=(dataclasses.replace(
+            topic, partition_responses=(part,)),))
+        answer = self.answered(pending, broker)
+        got = answer.responses[0].partition_responses[0]
+        self.assertEqual(got.error_message, said.replace("shoporders", "orders"))
+        self.assertEqual(got.record_errors[0].batch_index_error_message,
+                         said.replace("shoporders", "orders"))
 
     def test_refusals_go_to_the_audit_log(self):
         told = []

@@ -17,6 +17,7 @@ from .headers import (
     MAX_ENTRIES, read_length, read_string, read_uvarint, skip_string, skip_tagged_fields,
     walkable, write_string, write_uvarint)
 from .records import count_records
+from .tags import exact, exact_tags, request_tags
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -268,9 +269,13 @@ def fetch_request_ids(frame, offset, version):
         (replica,) = _I32.unpack_from(frame, pos)
         pos += 4
     pos += 4 + 4 + 4 + 1 + 4 + 4  # max wait, min/max bytes, isolation, session
+    # Each entity's tags as a broker reads them (tags.py): a known one must fill
+    # the size it declares, or the broker reads past it what this walk skipped.
+    top_tags, topic_tags, partition_tags, forgotten_tags = request_tags(
+        "fetch", version, "FetchRequest", "FetchTopic", "FetchPartition",
+        "ForgottenTopic")
     topics, pos = _count(frame, pos)
     budget = walkable(MAX_ENTRIES, topics, "fetch")
-    partition_tags = _PARTITION_TAGS if version >= 17 else _NO_TAGS
     for _ in range(topics):
         ids.append(pos)
         partitions, pos = _count(frame, pos + 16)
@@ -280,57 +285,25 @@ def fetch_request_ids(frame, offset, version):
             pos += 32
             pos = pos + 1 if pos < end and frame[pos] == 0 else \
                 exact_tags(frame, pos, partition_tags)
-        pos = skip_tagged_fields(frame, pos)
+        pos = exact_tags(frame, pos, topic_tags)
     forgotten, pos = _count(frame, pos)
     budget = walkable(budget, forgotten, "fetch")
     for _ in range(forgotten):
         ids.append(pos)
         partitions, pos = _count(frame, pos + 16)
-        pos = skip_tagged_fields(frame, pos + 4 * partitions)
+        pos = exact_tags(frame, pos + 4 * partitions, forgotten_tags)
     pos = skip_string(frame, pos, True)  # rack id
-    tags = _TOP_TAGS_15 if version >= 15 else _TOP_TAGS
     count, pos = read_uvarint(frame, pos)
     for _ in range(count):  # top-level tags: replica_state is tag 1 from v15
         tag, pos = read_uvarint(frame, pos)
         size, pos = read_uvarint(frame, pos)
-        _exact(frame, tag, pos, size, tags)
+        exact(frame, tag, pos, size, top_tags)
         if tag == 1 and version >= 15:
             (replica,) = _I32.unpack_from(frame, pos)
         pos += size
     if pos != end:
         raise Malformed("fetch request: truncated or bytes after its end")
     return replica, ids
-
-
-def exact_tags(frame, pos, known):
-    """Skip a tagged-field section; each tag in *known* (tag -> where its value
-    ends, as its type reads it from a position) must fill exactly the size it
-    declares.  Kafka reads a tag it knows by its type, not by that size: a
-    size that lies would have the broker read the bytes after it as fields
-    (a topic id, a replica id) that a walk skipping by size never checked."""
-    count, pos = read_uvarint(frame, pos)
-    for _ in range(count):
-        tag, pos = read_uvarint(frame, pos)
-        size, pos = read_uvarint(frame, pos)
-        _exact(frame, tag, pos, size, known)
-        pos += size
-        if pos > len(frame):
-            raise Malformed("truncated tagged field")
-    return pos
-
-
-def _exact(frame, tag, pos, size, known):
-    value_end = known.get(tag)
-    if value_end is not None and value_end(frame, pos) != pos + size:
-        raise Malformed(f"tagged field {tag} declares {size} bytes, its value "
-                        "is not that long")
-
-
-_NO_TAGS = {}
-_PARTITION_TAGS = {0: lambda frame, pos: pos + 16}  # replica_directory_id (v17+)
-_TOP_TAGS = {0: lambda frame, pos: skip_string(frame, pos, True)}  # cluster_id (v12+)
-_TOP_TAGS_15 = {**_TOP_TAGS,  # replica_state: replica id, epoch, its own tags
-                1: lambda frame, pos: skip_tagged_fields(frame, pos + 12)}
 
 
 def fetch_session(frame, offset, version):

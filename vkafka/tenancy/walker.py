@@ -71,7 +71,7 @@ def plan(cls):
             result.append(FieldPlan(f.name, _ID, TOPIC, many))
         elif dataclasses.is_dataclass(base) and plan(base):
             result.append(FieldPlan(f.name, _NESTED, None, many))
-        elif f.name == "error_message" and base is str:
+        elif f.name.endswith("error_message") and base is str:  # a batch's too
             result.append(FieldPlan(f.name, _MESSAGE, None, False))
     return tuple(result)
 
