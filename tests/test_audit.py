@@ -104,6 +104,14 @@ class SamplingTests(unittest.TestCase):
         self.assertEqual([e["path"] for e in audit.recent()],
                          [f"/{i}" for i in range(15, 20)])
 
+    def test_long_text_is_cut(self):
+        """A refused name of megabytes (a Produce's topic) is kept, and
+        written, as its first thousand characters and its length."""
+        self.audit.refused("lon", "User:app", "WRITE", "TOPIC", "t" * 3_000_000,
+                           "Produce")
+        [event] = self.audit.recent()
+        self.assertEqual(event["name"], "t" * 1000 + "... (3000000 characters)")
+
     def test_no_audit_does_nothing(self):
         NO_AUDIT.refused("lon", "User:a", "READ", "TOPIC", "t", "Fetch")
         NO_AUDIT.admin("a", "POST", "/", 200)

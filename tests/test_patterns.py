@@ -72,6 +72,28 @@ class PatternTests(unittest.TestCase):
         self.assertIsNone(subs.broker_regex(("acme", "g", "m1"), 2, lambda: more))
         self.assertIsNone(subs.pattern(("acme", "g", "m1")))
 
+    def test_bounded_in_bytes(self):
+        """A tenant's patterns are kept up to PATTERN_BYTES (its oldest
+        forgotten first), the alternations of all up to MATCH_BYTES."""
+        subs = RegexSubscriptions()
+        subs.PATTERN_BYTES, subs.MATCH_BYTES = 1000, 100
+        for m in range(20):
+            subs.subscribe(("acme", "g", f"m{m}"), f"{m:03}" + "x" * 97)
+        self.assertEqual(len(subs._members["acme"]), 10)
+        self.assertIsNone(subs.pattern(("acme", "g", "m9")))
+        self.assertEqual(subs._sizes["acme"], 1000)
+        subs.subscribe(("acme", "g", "m19"), "short")  # replaced, not added
+        self.assertEqual(subs._sizes["acme"], 905)
+        topics = {f"t{i}": f"acme{i}" + "x" * 40 for i in range(3)}
+        longest = 0
+        for m in range(10, 20):
+            subs.subscribe(("acme", "g", f"m{m}"), f"t.*|{m}")
+            regex, _ = subs.broker_regex(("acme", "g", f"m{m}"), 1, lambda: topics)
+            self.assertEqual(len(patterns.names_of(regex)), 3)
+            longest = max(longest, len(regex))
+            self.assertLessEqual(subs._matched, subs.MATCH_BYTES + longest)
+        self.assertLess(len(subs._matches), 10)
+
     def test_tenants_never_share_an_answer(self):
         """Two tenants, no mappings, the same pattern and the same made-of key
         (topic set version, namespace version 0): each gets an alternation of

@@ -1369,6 +1369,21 @@ class HeartbeatTests(TenantSpliceBase):
         self.assertEqual(self.heartbeat(None, 5).subscribed_topic_regex,
                          "^(?:londonorders|londonorders2)$")
 
+    def test_long_pattern_answered_as_invalid_and_not_kept(self):
+        """A pattern past MAX_PATTERN is sent as the invalid one (the broker
+        answers INVALID_REGULAR_EXPRESSION) and not remembered; a member or
+        group id of any length is kept as a digest."""
+        from vkafka.tenancy.patterns import INVALID, MAX_PATTERN
+        sent = self.heartbeat("o" * (MAX_PATTERN + 1), 3)
+        self.assertEqual(sent.subscribed_topic_regex, INVALID)
+        subs = self.client.services.regex_subscriptions
+        self.assertEqual(subs._sizes.get("london", 0), 0)
+        member = "m" * 100_000
+        self.assertEqual(self.heartbeat("^ord.*$", 4, member).subscribed_topic_regex,
+                         "^(?:londonorders)$")
+        [key] = subs._members["london"]
+        self.assertLess(sum(map(len, key)), 200)
+
     def test_unknown_assigned_id_waits_for_a_listing(self):
         """An assignment naming a topic id the gateway has not learnt yet is held
         until a listing (asked for at once) says whose it is, then passed."""

@@ -36,6 +36,18 @@ KEEP = 10_000
 QUEUE = 10_000
 BATCH = 100
 """Events written in one record of the audit topic."""
+LONGEST = 1000
+"""Characters an event's text keeps: a refused name is the tenant's own and
+may be megabytes (a Produce's topic), which the memory kept and a record of
+the topic could not hold (MESSAGE_TOO_LARGE, retried for ever, and nothing
+after it written)."""
+
+
+def shortened(value):
+    """*value*, a string cut to LONGEST characters saying how long it was."""
+    if isinstance(value, str) and len(value) > LONGEST:
+        return f"{value[:LONGEST]}... ({len(value)} characters)"
+    return value
 
 
 def iso(seconds):
@@ -132,7 +144,8 @@ class AuditLog:
     def _record(self, event):
         now = self.clock()
         event = {"id": f"{self._run}-{next(self._seq)}", "at": iso(now), "time": now,
-                 "gateway": self.gateway_id, **event}
+                 "gateway": self.gateway_id,
+                 **{key: shortened(value) for key, value in event.items()}}
         self._remember(event)
         if self.store is None:
             return

@@ -43,6 +43,10 @@ SUPPORTED_OPERATIONS = ("ALL", "READ", "WRITE", "CREATE", "DELETE", "ALTER",
 MAX_ACLS = 1000
 """ACLs one virtual cluster may hold: the state every gateway keeps in memory
 and reads at start stays small whatever a tenant sends."""
+MAX_NAME, MAX_PRINCIPAL, MAX_HOST = 1000, 256, 256
+"""Characters of an ACL's resource name, principal and host (a topic name
+has at most 249): a thousand ACLs of a megabyte each were a gigabyte in
+every gateway's memory, and a decision's cost grew with their length."""
 CLUSTER_NAME = "kafka-cluster"
 WILDCARD = "*"
 WILDCARD_PRINCIPAL = "User:*"
@@ -85,6 +89,12 @@ class Acl:
                              "PREFIXED")
         if not isinstance(self.name, str) or not self.name:
             raise InvalidAcl("the resource name must not be empty")
+        for what, value, most in (("resource name", self.name, MAX_NAME),
+                                  ("principal", self.principal, MAX_PRINCIPAL),
+                                  ("host", self.host, MAX_HOST)):
+            if isinstance(value, str) and len(value) > most:
+                raise InvalidAcl(f"the {what} has {len(value)} characters, "
+                                 f"more than {most}")
         if self.resource_type == "CLUSTER" and self.name != CLUSTER_NAME:
             raise InvalidAcl(f"the cluster resource is named {CLUSTER_NAME!r}")
         if self.pattern_type == "PREFIXED" and self.name == WILDCARD:
@@ -174,6 +184,9 @@ class Authorizer:
     bounded memo: a tenant naming endless resources costs no more memory)."""
 
     MEMO = 10_000
+    MEMO_NAME = 256
+    """Decisions on longer names are not remembered: the memo's size stays
+    bounded in bytes too (a Produce may name a topic of megabytes)."""
     _generations = itertools.count()
 
     def __init__(self, enabled=False, super_users=(), acls=()):
@@ -204,9 +217,10 @@ class Authorizer:
         found = self._memo.get(key)
         if found is None:
             found = self._decide(principal, host, operation, resource_type, name)
-            if len(self._memo) >= self.MEMO:
-                self._memo.clear()
-            self._memo[key] = found
+            if len(name) <= self.MEMO_NAME:
+                if len(self._memo) >= self.MEMO:
+                    self._memo.clear()
+                self._memo[key] = found
         return found
 
     def _candidates(self, resource_type, name):
@@ -259,8 +273,7 @@ class Authorizer:
         for acl in allowed:
             if acl.pattern_type == "LITERAL" and acl.name in denied_literal:
                 continue
-            if not any(acl.name[:i] in denied_prefix
-                       for i in range(1, len(acl.name) + 1)):
+            if not any(acl.name.startswith(prefix) for prefix in denied_prefix):
                 return True
         return False
 

@@ -10,6 +10,7 @@ whatever the pattern, and a whole-name match), against the tenant's
 subscriptions an exact, anchored alternation of the matching physical names.
 """
 
+import hashlib
 from collections import OrderedDict
 
 import re2
@@ -61,6 +62,26 @@ def names_of(alternation_pattern):
     return [n.replace("\\.", ".") for n in alternation_pattern[4:-2].split("|")]
 
 
+MAX_PATTERN = 16 * 1024
+"""Characters of a tenant's pattern the gateway takes (an alternation of
+hundreds of topic names fits); a longer one is answered as an invalid one.
+Never sent to a broker, a pattern was otherwise held to the request size
+alone, a megabyte each."""
+
+
+def short(text):
+    """*text*, or a digest of it when long: what a table keeps of a name the
+    tenant chose (a group or member id, a pattern) so its size is bounded."""
+    if len(text) <= 256:
+        return text
+    return "#" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def member_key(tenant, group, member):
+    """The key of a KIP-848 member's subscription."""
+    return tenant, short(group), short(member)
+
+
 class RegexSubscriptions:
     """KIP-848 members subscribed by regex, per (tenant, group, member).
 
@@ -74,20 +95,32 @@ class RegexSubscriptions:
     LIMIT = 10_000
     """Members remembered per tenant (its oldest forgotten first): one tenant's
     made-up member ids never push out another tenant's members."""
+    PATTERN_BYTES = 8 << 20
+    """Characters of the patterns remembered per tenant (oldest forgotten first)."""
+    MATCH_BYTES = 32 << 20
+    """Characters of the alternations kept for all tenants (then all dropped):
+    each may name every topic of its tenant."""
 
     def __init__(self):
         self._members = {}  # tenant -> OrderedDict: key -> [pattern, last sent]
-        self._matches = {}             # (tenant, pattern, made of) -> alternation
+        self._sizes = {}    # tenant -> characters of its patterns remembered
+        self._matches = {}  # (tenant, short(pattern), made of) -> alternation
+        self._matched = 0   # characters of the alternations in _matches
 
     def subscribe(self, key, pattern):
-        members = self._members.setdefault(key[0], OrderedDict())
+        tenant = key[0]
+        self.forget(key)
+        members = self._members.setdefault(tenant, OrderedDict())
         members[key] = [pattern, None]
-        members.move_to_end(key)
-        while len(members) > self.LIMIT:
-            members.popitem(last=False)
+        size = self._sizes[tenant] = self._sizes.get(tenant, 0) + len(pattern)
+        while len(members) > self.LIMIT or size > self.PATTERN_BYTES:
+            _, (dropped, _) = members.popitem(last=False)
+            size = self._sizes[tenant] = size - len(dropped)
 
     def forget(self, key):
-        self._members.get(key[0], {}).pop(key, None)
+        entry = self._members.get(key[0], {}).pop(key, None)
+        if entry is not None:
+            self._sizes[key[0]] -= len(entry[0])
 
     def pattern(self, key):
         entry = self._members.get(key[0], {}).get(key)
@@ -102,7 +135,7 @@ class RegexSubscriptions:
         if entry is None:
             return None
         pattern = entry[0]
-        cache_key = (key[0], pattern, made_of)  # one tenant's, never another's
+        cache_key = (key[0], short(pattern), made_of)  # one tenant's, never another's
         regex = self._matches.get(cache_key)
         if regex is None:
             try:
@@ -110,9 +143,11 @@ class RegexSubscriptions:
                 regex = alternation([names[n] for n in fullmatch(pattern, names)])
             except InvalidPattern:
                 regex = INVALID
-            if len(self._matches) > 10_000:
+            if len(self._matches) > 10_000 or self._matched > self.MATCH_BYTES:
                 self._matches.clear()
+                self._matched = 0
             self._matches[cache_key] = regex
+            self._matched += len(regex)
         changed = regex != entry[1]
         entry[1] = regex
         return regex, changed

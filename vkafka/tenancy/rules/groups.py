@@ -12,7 +12,8 @@ from kio.static.primitive import i32
 from ..metadata_cache import made_of
 from ..naming import GROUP, TOPIC, TRANSACTION
 from ..rights import described_groups_shown
-from ..patterns import InvalidPattern, alternation, fullmatch, names_of
+from ..patterns import (INVALID, MAX_PATTERN, InvalidPattern, alternation, fullmatch,
+                        member_key, names_of)
 from ..walker import rewrite_request as walk_request
 from ..walker import rewrite_response as walk_response
 from .addresses import rewrite_find_coordinator
@@ -157,7 +158,7 @@ def heartbeat_request(services, rctx, request):
     if not hasattr(request, "subscribed_topic_regex"):  # v0: no regex
         return request
     subscriptions = services.regex_subscriptions
-    key = (rctx.namespace.name, request.group_id, request.member_id)
+    key = member_key(rctx.namespace.name, request.group_id, request.member_id)
     if request.member_epoch < 0:  # leaving
         subscriptions.forget(key)
         return request
@@ -166,6 +167,9 @@ def heartbeat_request(services, rctx, request):
         if regex == "":
             subscriptions.forget(key)
             return request
+        if len(regex) > MAX_PATTERN:  # the broker's own answer: invalid
+            subscriptions.forget(key)
+            return replace(request, subscribed_topic_regex=INVALID)
         subscriptions.subscribe(key, regex)
     topology, namespace = services.topology, rctx.namespace
     rights = rctx.rights  # ACLs on: only the topics the member may DESCRIBE
@@ -190,7 +194,8 @@ def group_describe_response(services, rctx, response):
         regex = member.subscribed_topic_regex
         if not regex:
             return regex
-        original = subscriptions.pattern((namespace.name, group, member.member_id))
+        original = subscriptions.pattern(member_key(namespace.name, group,
+                                                    member.member_id))
         if original is not None:
             return original
         names = names_of(regex)
