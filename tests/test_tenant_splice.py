@@ -1706,6 +1706,34 @@ class PipelineTests(TenantSpliceBase):
         self.assertEqual((broker_b.reserved, answers.total), (0, 0))
         self.assertEqual(len(FrameDecoder().feed(tb.value())), 3)  # login, metadata
 
+    def test_requests_owed_an_answer_are_bounded(self):
+        """Past MAX_IN_FLIGHT requests owed an answer (the broker reads a
+        connection's next request only once it answered the last) the
+        client's reads are held and the rest of its read waits; each answer
+        lets one more go, in order."""
+        from vkafka.proxy.sequencer import MAX_IN_FLIGHT
+        self.login()
+        self.client.dataReceived(b"".join(
+            metadata_for(["t"], n) for n in range(1, MAX_IN_FLIGHT + 21)))
+        self.reactor.advance(0)
+        forwarded = FrameDecoder().feed(self.broker_transport.value())
+        self.assertEqual(len(forwarded), MAX_IN_FLIGHT)
+        self.assertEqual(len(self.client.sequencer), MAX_IN_FLIGHT)
+        self.assertIn("in flight", self.client.valve.reasons)
+        self.assertEqual(self.transport.producerState, "paused")
+        self.broker_transport.clear()
+        for n in range(1, 21):
+            self.broker.dataReceived(response_frame(n, metadata_response(BROKERS)))
+            self.reactor.advance(0)
+        sent = FrameDecoder().feed(self.broker_transport.value())
+        self.assertEqual([struct.unpack(">i", bytes(f[4:8]))[0] for f in sent],
+                         list(range(MAX_IN_FLIGHT + 1, MAX_IN_FLIGHT + 21)))
+        self.assertEqual(self.answered(), list(range(1, 21)))
+        self.broker.dataReceived(response_frame(21, metadata_response(BROKERS)))
+        self.reactor.advance(0)
+        self.assertNotIn("in flight", self.client.valve.reasons)
+        self.assertEqual(self.transport.producerState, "producing")
+
     def test_only_a_few_requests_before_login(self):
         """REQUESTS_BEFORE_LOGIN ApiVersions before a login are answered; one
         more closes the connection."""

@@ -33,7 +33,7 @@ from .buffers import Queue
 from .login import Login
 from .outbox import Outbox, tune_socket
 from .security import server_name
-from .sequencer import Pending, Sequencer
+from .sequencer import MAX_IN_FLIGHT, Pending, Sequencer
 from .valve import Unsent, Valve
 
 PRODUCE, FETCH = 0, 1
@@ -255,8 +255,8 @@ class ClientConnection(protocol.Protocol):
             for n, frame in enumerate(frames):
                 if self.closed:
                     return
-                if self._held is None and (n >= FRAMES_PER_TURN or
-                                           self.valve.reasons):
+                if self._held is None and (n >= FRAMES_PER_TURN or self.valve.reasons
+                                           or len(self.sequencer) >= MAX_IN_FLIGHT):
                     self._take_turns()
                 if self._held is not None:  # this one and the rest, in one go
                     self._held.extend(frames[n:] if n else frames)
@@ -270,9 +270,12 @@ class ClientConnection(protocol.Protocol):
     def _take_turns(self):
         """The requests from here on wait, the client's reads held: for a
         later turn of the event loop, or, while the reads are held anyway (a
-        throttle, answers unsent, the broker's socket full), until they are
-        not."""
+        throttle, answers unsent, the broker's socket full, MAX_IN_FLIGHT
+        requests owed an answer), until they are not."""
         self._held = []
+        if len(self.sequencer) >= MAX_IN_FLIGHT and self.sequencer.room is None:
+            self.valve.hold("in flight")
+            self.sequencer.room = lambda: self.valve.release("in flight")
         if self.valve.reasons:
             self.valve.when_open(self._after_hold)
         else:
