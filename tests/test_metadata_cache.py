@@ -233,3 +233,32 @@ class RefresherTests(unittest.TestCase):
         topology, calls = self.refresh(all_topics=False)
         self.assertEqual(calls, [])
         self.assertEqual(sorted(topology.brokers), [1, 2, 3])
+
+
+class BoundedTests(unittest.TestCase):
+    """Keys a tenant can multiply (addresses, ACL generations) never grow the
+    kept answers past LIMIT or LIMIT_BYTES: expired ones go first, then all."""
+
+    def test_bounded(self):
+        from types import SimpleNamespace
+
+        from vkafka.tenancy.metadata_cache import MetadataAnswers
+        answers = MetadataAnswers(ttl=1.0)
+        answers.LIMIT, answers.LIMIT_BYTES = 5, 1000
+        topology = SimpleNamespace(names_version=1)
+        namespace = SimpleNamespace(name="acme", version=0,
+                                    prefixes=SimpleNamespace(known=()))
+
+        class Request:
+            __version__ = 12
+        for n in range(12):
+            answers.keeper(topology, namespace, Request(), float(n // 4),
+                           mapping=n)(b"x" * 10)
+        self.assertLessEqual(len(answers._answers), 5)
+        self.assertEqual(answers._bytes, 10 * len(answers._answers))
+        self.assertEqual(answers.get(topology, namespace, Request(), 2.5, 11), b"x" * 10)
+        answers.keeper(topology, namespace, Request(), 3.0, mapping="big")(b"y" * 2000)
+        answers.keeper(topology, namespace, Request(), 3.0, mapping="next")(b"z")
+        self.assertEqual(list(answers._answers), [(
+            "acme", 12, False, False, "next")])
+        self.assertEqual(answers._bytes, 1)

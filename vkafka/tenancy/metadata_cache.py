@@ -22,11 +22,21 @@ def made_of(topology, namespace):
 
 
 class MetadataAnswers:
-    """Rewritten Metadata response bodies for all-topics requests."""
+    """Rewritten Metadata response bodies for all-topics requests.
+
+    Their keys are partly the tenant's to choose (a client's address and its
+    brokers mapping, and with ACLs on the principal and the ACLs' generation,
+    which CreateAcls moves), so what is kept is bounded: past ``LIMIT``
+    answers or ``LIMIT_BYTES`` the expired ones are dropped, and if that is
+    not enough, all of them."""
+
+    LIMIT = 10_000
+    LIMIT_BYTES = 64 << 20
 
     def __init__(self, ttl=1.0):
         self.ttl = ttl
         self._answers = {}  # (vcluster, version, flags) -> (made of, expires, body)
+        self._bytes = 0
 
     @staticmethod
     def _key(namespace, request, mapping=None):
@@ -56,5 +66,19 @@ class MetadataAnswers:
 
         def keep(body):
             if source == made_of(topology, namespace):  # nothing moved meanwhile
-                self._answers[key] = (source, now + self.ttl, bytes(body))
+                self._keep(key, (source, now + self.ttl, bytes(body)), now)
         return keep
+
+    def _keep(self, key, entry, now):
+        answers = self._answers
+        old = answers.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[2])
+        if len(answers) >= self.LIMIT or self._bytes >= self.LIMIT_BYTES:
+            for stale in [k for k, kept in answers.items() if kept[1] <= now]:
+                self._bytes -= len(answers.pop(stale)[2])
+            if len(answers) >= self.LIMIT or self._bytes >= self.LIMIT_BYTES:
+                answers.clear()
+                self._bytes = 0
+        answers[key] = entry
+        self._bytes += len(entry[2])
