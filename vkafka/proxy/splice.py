@@ -255,8 +255,8 @@ class ClientConnection(protocol.Protocol):
             for n, frame in enumerate(frames):
                 if self.closed:
                     return
-                if self._held is None and (n >= FRAMES_PER_TURN or self.valve.reasons
-                                           or len(self.sequencer) >= MAX_IN_FLIGHT):
+                if self._held is None and (n >= FRAMES_PER_TURN or self.valve.reasons or
+                                           len(self.sequencer.pending) >= MAX_IN_FLIGHT):
                     self._take_turns()
                 if self._held is not None:  # this one and the rest, in one go
                     self._held.extend(frames[n:] if n else frames)
@@ -273,7 +273,7 @@ class ClientConnection(protocol.Protocol):
         throttle, answers unsent, the broker's socket full, MAX_IN_FLIGHT
         requests owed an answer), until they are not."""
         self._held = []
-        if len(self.sequencer) >= MAX_IN_FLIGHT and self.sequencer.room is None:
+        if len(self.sequencer.pending) >= MAX_IN_FLIGHT and self.sequencer.room is None:
             self.valve.hold("in flight")
             self.sequencer.room = lambda: self.valve.release("in flight")
         if self.valve.reasons:
