@@ -51,6 +51,19 @@ class PatternTests(unittest.TestCase):
         self.assertEqual(patterns.fullmatch("(a+)+b", ["a" * 32766 + "b"]),
                          ["a" * 32766 + "b"])
 
+    def test_costly_programs_refused(self):
+        """RE2 is linear in the text, but past its DFA's memory it steps the
+        whole program per character: a pattern whose program passes the
+        memory bound (1,500 branches like ``.*a.{9}b``) or MAX_PATTERN is
+        refused; an alternation of 900 topic names is not."""
+        nasty = "|".join(f".*a.{{{3 + i % 50}}}b" for i in range(1500))
+        with self.assertRaises(patterns.InvalidPattern):
+            patterns.compile_pattern(nasty)
+        with self.assertRaises(patterns.InvalidPattern):
+            patterns.compile_pattern("a" * (patterns.MAX_PATTERN + 1))
+        names = [f"orders-{i}-events" for i in range(900)]
+        self.assertEqual(patterns.fullmatch("|".join(names), names + ["other"]), names)
+
     def test_invalid_pattern(self):
         with self.assertRaises(patterns.InvalidPattern):
             patterns.fullmatch("(", ["x"])

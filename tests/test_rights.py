@@ -640,6 +640,25 @@ class AclApiTests(RightsTestCase):
         self.assertEqual([a.resource_name for a in matched], ["orders"])
         self.assertEqual([a.name for a in self.state.acls_of("shop")], ["g"])
 
+    def test_deletion_filters_bounded(self):
+        """Each filter is matched against every ACL of the virtual cluster on
+        the loop: more than MAX_FILTERS in one DeleteAcls are refused, each
+        INVALID_REQUEST, and nothing is removed."""
+        from kio.schema.delete_acls.v3 import request as m
+
+        from vkafka.tenancy.rules.acls import MAX_FILTERS
+        outcome, _ = self.create((2, "orders", "User:app", 3))
+        self.successResultOf(outcome.later) if outcome.later else outcome
+        outcome, _ = self.send(m.DeleteAclsRequest(filters=tuple(m.DeleteAclsFilter(
+            resource_type_filter=i8(2), resource_name_filter=f"t{n}",
+            pattern_type_filter=i8(1), principal_filter=None, host_filter=None,
+            operation=i8(1), permission_type=i8(1)) for n in range(MAX_FILTERS + 1))),
+            3, "root")
+        results = self.local(outcome, 31, 3).filter_results
+        self.assertEqual({r.error_code for r in results}, {ErrorCode.invalid_request})
+        self.assertIn(f"at most {MAX_FILTERS} filters", results[0].error_message)
+        self.assertEqual([a.name for a in self.state.acls_of("shop")], ["orders"])
+
     def test_creations_budgeted(self):
         """A virtual cluster creates at most MAX_ACLS ACLs at once through a
         gateway process, then one a second: creating and removing them in a

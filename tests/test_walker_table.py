@@ -780,3 +780,19 @@ def test_writable_alias_configs_refused():
     assert sent.resource_name.startswith("!vkafka-refused-")
     assert [r.reason for _, r in rctx.all_refusals()] == [
         SHARED_OWNER_REASON.format("orders")]
+
+
+def test_refusals_looked_up_by_name():
+    """An answer naming thousands of refused names finds each one's reason by
+    (kind, logical name), not by searching every refusal (quadratic: 11,000
+    names held the loop 15 s); a decoy made after a lookup is found too."""
+    from vkafka.tenancy.context import RequestContext
+    from vkafka.tenancy.vclusters import VirtualClusters
+    rctx = RequestContext(VirtualClusters().namespace("acme"), {})
+    for i in range(3000):
+        rctx.decoy_name(TOPIC, f"bad{i}", f"reason {i}", 17)
+    assert rctx.refusal_of(TOPIC, "bad2999").reason == "reason 2999"
+    assert rctx.refusal_of(GROUP, "bad1") is None
+    assert rctx._by_logical is not None  # built once, kept
+    rctx.decoy_name(GROUP, "g", "no", 30)
+    assert rctx.refusal_of(GROUP, "g").code == 30

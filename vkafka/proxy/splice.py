@@ -359,17 +359,23 @@ class ClientConnection(protocol.Protocol):
         outcome = rewrite_request(self.services, self.sasl,
                                   self.gateway.max_decoded_request, request.rule,
                                   frame, request.api_key, request.api_version)
-        if outcome.later is not None:
+        if outcome.later is not None:  # what it took before it waits counts too
+            self._charge(outcome.work)
             return self._wait_for(outcome.later, request, len(frame) + 4)
         self.rewritten(outcome, request, len(frame) + 4)
+
+    def _charge(self, work):
+        """*work* seconds of the loop spent for the tenant: past its share, its
+        reads wait."""
+        if work and self.gateway.loop_share is not None:
+            self.hold_reads(self.gateway.loop_share.charge(self.claims.vcluster, work))
 
     def rewritten(self, outcome, request, size):
         """Forward the rewritten request, answer it, or close (*size*: the
         client's frame, for the metrics).  Decoding it cost the loop
         ``outcome.work`` seconds: past its share, the tenant waits."""
-        if outcome.work and self.gateway.loop_share is not None:
-            self.hold_reads(self.gateway.loop_share.charge(self.claims.vcluster,
-                                                           outcome.work))
+        if outcome.work:  # inline, not _charge: nearly every request has none
+            self._charge(outcome.work)
         if outcome.refused is not None:
             return self.fail(outcome.refused)
         if outcome.answer is not None:
@@ -520,9 +526,8 @@ class ClientConnection(protocol.Protocol):
         if self.closed:
             return
         frame, error, records = result
-        if pending.work and self.gateway.loop_share is not None:
-            self.hold_reads(self.gateway.loop_share.charge(self.claims.vcluster,
-                                                           pending.work))
+        if pending.work:
+            self._charge(pending.work)
         if self.rates is not None and self.rates.limited:
             frame, delay = self.rates.response(pending, frame)
             self.hold_reads(delay)

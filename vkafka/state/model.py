@@ -552,10 +552,11 @@ class GatewayState:
         """Remove the ACLs of *vc* each AclFilter of *filters* matches; return,
         per filter, the ACLs it removed."""
         self.vcluster(vc)
-        removed, gone = [], set()
-        for acl_filter in filters:
-            matched = [acl for acl in self.acls_of(vc) if acl_filter.matches(acl)]
-            removed.append(matched)
+        held = self.acls_of(vc)  # once: the writes below do not change what matches
+        removed = [[acl for acl in held if acl_filter.matches(acl)]
+                   for acl_filter in filters]
+        gone = set()
+        for matched in removed:
             for acl in matched:
                 if acl.key() not in gone:
                     gone.add(acl.key())

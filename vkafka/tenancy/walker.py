@@ -230,10 +230,10 @@ def _refusal(ctx, changes, learn_id, fields, value):
     for fp in fields:
         if fp.role == _NAME and not fp.many:
             # the name was restored to the client's: look the decoy up by it
-            for kind, refusal in ctx.all_refusals():
-                if kind == fp.kind and refusal.logical == getattr(value, fp.name) \
-                        and fp.name in changes:
-                    return refusal.reason, refusal.code
+            refusal = ctx.refusal_of(fp.kind, getattr(value, fp.name)) \
+                if fp.name in changes else None
+            if refusal is not None:
+                return refusal.reason, refusal.code
     if learn_id is not None and learn_id in ctx.decoy_ids:
         _, reason, code = ctx.decoy_ids[learn_id]
         return reason, code
