@@ -18,7 +18,7 @@ from ..protocol.errors import first_error
 from ..protocol.headers import API_VERSIONS, response_header_length
 from ..tenancy import concentration
 from ..tenancy.rights import Unrestricted, authorized_operations
-from ..tenancy.services import OFF_LOOP_FROM
+from ..tenancy.services import OFF_LOOP_FROM, SMALL_WORK
 from ..tenancy.walker import with_error
 
 FETCH = 1
@@ -39,26 +39,27 @@ def rewrite_response(services, pending, frame, counted=True):
         return _measured(services, pending, _deconcentrate, frame)
     rule, version = pending.rule, pending.api_version
     scan = offset = None
+    start = services.work_clock()  # scanned, maybe renamed: charged past SMALL_WORK
     if rule.scan_response is not None:
         offset = response_header_length(frame, pending.api_key, version)
         scan = rule.scan_response(frame, offset, version)
         if rule.observe is not None:
             rule.observe(pending.context, scan)
-    # a large one may name thousands of topics, renamed here: timed
-    start = services.work_clock() if len(frame) >= OFF_LOOP_FROM else None
     sliced = _without_decoding(pending, frame, offset, scan)
     if sliced is not None:
-        if start is not None:
-            pending.work += services.work_clock() - start
+        work = services.work_clock() - start
+        if work >= SMALL_WORK:
+            pending.work += work
         return sliced
-    return _measured(services, pending, _decoded, frame, scan, counted)
+    return _measured(services, pending, _decoded, frame, scan, counted, start=start)
 
 
-def _measured(services, pending, rewrite, *args):
-    """``rewrite(services, pending, *args)``, its loop time in ``pending.work``
-    (a Fetch answer's too: one naming 24,000 topics took half a second to
-    decode and encode, whatever its records)."""
-    start = services.work_clock()
+def _measured(services, pending, rewrite, *args, start=None):
+    """``rewrite(services, pending, *args)``, its loop time (from *start*, if
+    given) in ``pending.work`` (a Fetch answer's too: one naming 24,000
+    topics took half a second to decode and encode, whatever its records)."""
+    if start is None:
+        start = services.work_clock()
     try:
         return rewrite(services, pending, *args)
     finally:  # added to: an answer off the loop adds its thread time too

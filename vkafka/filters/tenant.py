@@ -21,7 +21,7 @@ from ..tenancy import concentration
 from ..tenancy.context import Foreign, Rejected, RequestContext
 from ..tenancy.rights import Rights
 from ..tenancy.rules.keys import repeated
-from ..tenancy.services import OFF_LOOP_FROM
+from ..tenancy.services import OFF_LOOP_FROM, SMALL_WORK
 from ..tenancy.walker import plan
 
 PRODUCE, METADATA = 0, 3
@@ -83,12 +83,13 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
             context.rights = Rights(authorizer, login.claims.username,
                                     services.peer_host, rule.needs, services.audit,
                                     login.claims.vcluster, api_key)
+    start = None
     try:
         if rule.rewrite_frame is not None:
             body_offset = request_body_offset(frame)
-            # A large one may name thousands of topics, each renamed here: timed
-            # and charged (small ones, nearly all, are not: the hot path).
-            start = services.work_clock() if len(frame) >= OFF_LOOP_FROM else None
+            # It may name thousands of topics, each renamed here: timed, and
+            # charged past SMALL_WORK (nearly all take ~10 us: not charged).
+            start = services.work_clock()
             rewritten = rule.rewrite_frame(services, context, frame, body_offset,
                                            api_version)
             if context.answer is not None:  # e.g. a fetch session not its own
@@ -100,9 +101,9 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
                     services, login, max_decoded_request, rule, frame, api_key,
                     api_version, waited=True)))
             if rewritten is not None and not context.concentrated:
+                work = services.work_clock() - start
                 return Outcome(frame=rewritten, context=context, body_offset=body_offset,
-                               work=0.0 if start is None else
-                               services.work_clock() - start)
+                               work=work if work >= SMALL_WORK else 0.0)
             if rewritten is not None:  # decoded once more: counted as work
                 start = services.work_clock()
                 outcome = _concentrated(services, context, api_key, rewritten,
@@ -118,7 +119,8 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
                                    "(--max-decoded-request)")
     except REWRITE_ERRORS as e:
         return Outcome(refused=f"cannot rewrite {what}: {e}")
-    start = services.work_clock()
+    if start is None:  # else the walk that declined counts too
+        start = services.work_clock()
     outcome = _decoded(services, context, rule, frame, api_key, what,
                        max_decoded_request)
     outcome.work = services.work_clock() - start
