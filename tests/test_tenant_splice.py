@@ -1534,6 +1534,27 @@ class LoopShareTests(Producing, TenantSpliceBase):
         self.client.dataReceived(self.wide_produce(MAX_TOPICS + 1, 10))
         self.assertTrue(self.transport.disconnecting)
 
+    def test_debt_holds_every_connection_of_the_tenant(self):
+        """The share is the virtual cluster's: once one connection overspent,
+        its other connections (a new one too) hold their next requests until
+        the debt is paid, instead of spending more of the loop meanwhile."""
+        self.login()
+        for n in range(6):  # 0.3 s of work: 50 ms past the share
+            self.coordinator(10 + n)
+        self.assertEqual(self.client.valve.reasons, {"throttle"})
+        other = self.gateway.factory_for_port(6969).buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.4", 9))
+        other.makeConnection(transport)
+        other.dataReceived(handshake())
+        other.dataReceived(authenticate("sa", self.authority.issue("london", "sa", 600)))
+        other.services.work_clock = self.tick
+        ticks = len(self.ticks)
+        other.dataReceived(request_frame(find_coordinator_request(["g"]), 4, 30))
+        self.assertEqual(other.valve.reasons, {"throttle"})
+        self.assertEqual(len(self.ticks), ticks)  # not worked on: it waits
+        self.reactor.advance(other.valve.until("throttle") - self.reactor.seconds())
+        self.assertGreater(len(self.ticks), ticks)  # its turn came
+
     def test_share_is_per_virtual_cluster(self):
         self.login()
         for n in range(8):
@@ -1789,6 +1810,7 @@ class OffLoopTests(TenantSpliceBase):
         self.gateway.loop_share = LoopShare(0.25, self.reactor.seconds)
         self.jobs = []
         self.client.services.offload = self.offload
+        self.client.services.work_clock = lambda: 0.0  # only the jobs' 0.2 s count
 
     def offload(self, f, *args):
         from twisted.internet import defer

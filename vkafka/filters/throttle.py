@@ -61,8 +61,10 @@ class LoopShare:
     a tenant pipelining 1 MiB OffsetCommits could keep it busy alone.  Each
     virtual cluster may spend *share* of a second of decoding per second
     (a burst of as much to start); beyond it the connection that overspent
-    reads nothing more until the debt is paid, as a broker mutes a channel.
-    Produce and Fetch v13+ are sliced, not decoded, and are not counted."""
+    reads nothing more until the debt is paid, as a broker mutes a channel,
+    and neither do the virtual cluster's other connections (new ones too)
+    once they have a request to handle.  Produce and Fetch v13+ are sliced,
+    not decoded: counted only when one takes SMALL_WORK or more."""
 
     def __init__(self, share, clock):
         self.share = share
@@ -70,13 +72,19 @@ class LoopShare:
         self.buckets = {}
         """Virtual cluster -> Bucket of loop seconds."""
 
-    def charge(self, vcluster, seconds):
-        """*vcluster* spent *seconds* of the loop: seconds to hold its reads."""
+    def bucket(self, vcluster):
+        """*vcluster*'s Bucket of loop seconds: every connection of the virtual
+        cluster checks it before its requests (``tokens`` below 0: in debt,
+        which holds all of them, not only the one that overspent)."""
         bucket = self.buckets.get(vcluster)
         if bucket is None:
             bucket = self.buckets[vcluster] = Bucket(self.share, self.clock)
             bucket.tokens = self.share  # a first burst: a client's first requests
-        return bucket.take(seconds)
+        return bucket
+
+    def charge(self, vcluster, seconds):
+        """*vcluster* spent *seconds* of the loop: seconds to hold its reads."""
+        return self.bucket(vcluster).take(seconds)
 
 
 class TenantRates:

@@ -111,6 +111,8 @@ class ClientConnection(protocol.Protocol):
     """Valve: the client's reads, held for backpressure, connecting or a throttle."""
     rates = None
     """The virtual cluster's TenantRates on this gateway (filters/throttle.py)."""
+    loop_debt = None
+    """The virtual cluster's Bucket of loop seconds (LoopShare), once logged in."""
     buffers = None
     """The virtual cluster's request TenantBuffer in this process
     (buffers.py), once logged in: the frame this connection is receiving is
@@ -185,6 +187,8 @@ class ClientConnection(protocol.Protocol):
             self._set_metrics_label(claims.vcluster)
             if self.gateway.rate_shares is not None:
                 self.rates = self.gateway.rate_shares.tenant(claims.vcluster)
+            if self.gateway.loop_share is not None:
+                self.loop_debt = self.gateway.loop_share.bucket(claims.vcluster)
             if self.gateway.buffers is not None:
                 self.buffers, self.answer_buffer = self.gateway.buffers.tenant(
                     claims.vcluster)
@@ -248,6 +252,11 @@ class ClientConnection(protocol.Protocol):
         """Requests in order, with one send per socket for all of them.  They
         wait (in ``_held``) behind a request that waits (to connect, for a
         rule, for the state), behind a throttle, and past FRAMES_PER_TURN."""
+        debt = self.loop_debt
+        if debt is not None and debt.tokens < 0:  # another connection overspent
+            wait = debt.debt / debt.rate
+            if wait >= 0.001:  # less: rounding, paid by the time it would end
+                self.hold_reads(wait)
         self.outbox.hold()
         if self.upstream is not None:
             self.upstream.hold()
