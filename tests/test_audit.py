@@ -109,8 +109,13 @@ class SamplingTests(unittest.TestCase):
         written, as its first thousand characters and its length."""
         self.audit.refused("lon", "User:app", "WRITE", "TOPIC", "t" * 3_000_000,
                            "Produce")
-        [event] = self.audit.recent()
-        self.assertEqual(event["name"], "t" * 1000 + "... (3000000 characters)")
+        self.audit.refused("lon", "User:app", "WRITE", "TOPIC", "\U0001F600" * 900,
+                           "Produce")  # each 12 bytes of JSON
+        first, second = self.audit.recent()
+        self.assertEqual(first["name"], "t" * 1000 + "... (3000000 characters)")
+        import json
+        self.assertLessEqual(len(json.dumps(second["name"])), 2100)
+        self.assertTrue(second["name"].endswith("... (900 characters)"))
 
     def test_no_audit_does_nothing(self):
         NO_AUDIT.refused("lon", "User:a", "READ", "TOPIC", "t", "Fetch")

@@ -1696,6 +1696,30 @@ class PipelineTests(TenantSpliceBase):
         other.dataReceived(bytes(800))  # the frame ends: nothing held for paris
         self.assertEqual((other.reserved, requests.total), (0, 0))
 
+    def test_frames_waiting_their_turn_count(self):
+        """A whole frame held for its turn (a throttle here; a rule asking
+        first, MAX_IN_FLIGHT answers owed) stays in the budget until it is
+        handled: another connection's large frame waits meanwhile."""
+        (a, ta), (b, tb) = self.tenant_clients("london", "london")
+        a.valve.hold_for("throttle", 10, self.reactor)
+        a.dataReceived(frame(bytes(800)))
+        requests, _ = self.gateway.buffers.tenant("london")
+        self.assertEqual((a.reserved, a.parked, requests.total), (0, 800, 800))
+        b.dataReceived(struct.pack(">i", 600) + bytes(100))
+        self.assertEqual((b.waiting, tb.producerState), (600, "paused"))
+        self.reactor.advance(10)  # the throttle ends: the frame is handled
+        self.assertEqual((a.parked, b.reserved), (0, 600))
+
+    def test_frames_admitted_in_order(self):
+        """A frame that would fit does not overtake one waiting before it."""
+        (a, _), (b, _), (c, _) = self.tenant_clients("london", "london", "london")
+        a.dataReceived(struct.pack(">i", 900) + bytes(10))
+        b.dataReceived(struct.pack(">i", 600) + bytes(10))
+        c.dataReceived(struct.pack(">i", 50) + bytes(10))
+        self.assertEqual((b.waiting, c.waiting), (600, 50))
+        a.connectionLost(None)
+        self.assertEqual((b.reserved, c.reserved), (600, 50))
+
     def test_requests_a_broker_has_not_taken_count(self):
         """A whole request the broker does not read (it holds the connection's
         long poll) stays in the tenant's request budget while Twisted holds it

@@ -23,6 +23,7 @@ out.  Events are written in batches (one record holds up to ``BATCH``).
 import collections
 import datetime
 import itertools
+import json
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -44,10 +45,16 @@ after it written)."""
 
 
 def shortened(value):
-    """*value*, a string cut to LONGEST characters saying how long it was."""
-    if isinstance(value, str) and len(value) > LONGEST:
-        return f"{value[:LONGEST]}... ({len(value)} characters)"
-    return value
+    """*value*, a string cut to LONGEST characters saying how long it was
+    (and to fewer if JSON spells them long: an escaped character is up to
+    12 bytes, and a record of the topic holds at most 1 MB)."""
+    if not isinstance(value, str) or len(value) <= LONGEST and \
+            len(json.dumps(value)) <= 2 * LONGEST:
+        return value
+    cut = value[:LONGEST]
+    while len(json.dumps(cut)) > 2 * LONGEST:
+        cut = cut[:len(cut) // 2]
+    return f"{cut}... ({len(value)} characters)"
 
 
 def iso(seconds):

@@ -27,7 +27,7 @@ class BrokerConnection(protocol.Protocol):
     """The tenant's answer TenantBuffer (buffers.py), in tenant mode: the
     answer being received whole is ``reserved`` there (or ``waiting``), the
     answers written to the client and not sent are ``queued``."""
-    reserved = waiting = queued = 0
+    reserved = waiting = queued = parked = 0
 
     def __init__(self, client):
         self.client = client
@@ -45,6 +45,9 @@ class BrokerConnection(protocol.Protocol):
             self._received(data)
         finally:
             outbox.release()
+            unsent = self.client.unsent
+            if unsent.paused and unsent.queue is not None:  # TLS tells it once
+                unsent.queue.full()
         if self.client.gateway.draining:  # leaving: close once nothing is owed
             self.client.close_if_idle()
 
@@ -70,8 +73,8 @@ class BrokerConnection(protocol.Protocol):
                 return
             if size >= STREAM_FROM:
                 self.streamed = stream_for(client, self.decoder)
-                if self.streamed is not None:
-                    size = None  # forwarded as it comes, never held whole
+                if self.streamed is not None or self.decoder.buffered < 8:
+                    size = None  # forwarded as it comes (or not known yet)
         if self.budget is not None and size != (self.reserved or self.waiting or None):
             self.budget.receiving(self, size)
 

@@ -50,7 +50,8 @@ class TenantBuffer:
     """One budget of one virtual cluster.  Its holders (one side of a
     connection) have ``reserved`` (the size of the frame they are
     receiving, admitted) or ``waiting`` (one not admitted yet), ``queued``
-    (bytes written, not sent) and a ``valve`` holding their reads."""
+    (bytes written, not sent), ``parked`` (whole frames waiting their turn)
+    and a ``valve`` holding their reads."""
 
     def __init__(self, limit):
         self.limit = limit
@@ -65,8 +66,8 @@ class TenantBuffer:
             holder.valve.release("buffers")
         self.total -= holder.reserved
         holder.reserved = 0
-        if size:
-            if self.total and self.total + size > self.limit:
+        if size:  # in order: none overtakes a frame waiting
+            if self.waiting or self.total and self.total + size > self.limit:
                 holder.waiting = size
                 self.waiting.append(holder)
                 holder.valve.hold("buffers")
@@ -81,10 +82,18 @@ class TenantBuffer:
         holder.queued = size
         self._admit()
 
+    def parked(self, holder, size):
+        """*holder* keeps *size* bytes of whole frames waiting for their turn
+        (a throttle, a rule asking first, MAX_IN_FLIGHT answers owed)."""
+        self.total += size - holder.parked
+        holder.parked = size
+        self._admit()
+
     def gone(self, holder):
         """*holder*'s connection closed: what it held is freed."""
         self.receiving(holder, None)
         self.queued(holder, 0)
+        self.parked(holder, 0)
 
     def _admit(self):
         while self.waiting and (not self.total or

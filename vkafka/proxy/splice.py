@@ -120,7 +120,7 @@ class ClientConnection(protocol.Protocol):
     is not sent is ``queued``."""
     answer_buffer = None
     """The virtual cluster's answer TenantBuffer (its broker connection's)."""
-    reserved = waiting = queued = 0
+    reserved = waiting = queued = parked = 0
 
     def connectionMade(self):
         tune_socket(self.transport)
@@ -273,6 +273,8 @@ class ClientConnection(protocol.Protocol):
                 self.request_received(frame)
         finally:
             self.flush()
+            if self.buffers is not None and (self._held or self.parked):
+                self.buffers.parked(self, sum(map(len, self._held or ())))
 
     _turn = None
 
@@ -308,6 +310,9 @@ class ClientConnection(protocol.Protocol):
         self.outbox.release()
         if self.upstream is not None:
             self.upstream.release()
+            queue = self.valve.queue
+            if queue is not None and "backpressure" in self.valve.reasons:
+                queue.full()  # over TLS, Twisted says it is full only once
         if self.gateway.draining:
             self.close_if_idle()
 
