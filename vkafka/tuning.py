@@ -153,6 +153,17 @@ def sendable(transport):
         and transport.offset == len(transport.dataBuffer)
 
 
+def unsent(transport):
+    """Bytes written to *transport* that Twisted has not sent yet (over TLS,
+    those of the TCP transport beneath; 0 for a transport with no such
+    buffer): the tenant budgets count them (proxy/buffers.py)."""
+    for handle in (transport, getattr(transport, "transport", None)):
+        buffer = getattr(handle, "dataBuffer", None)
+        if buffer is not None:
+            return len(buffer) - getattr(handle, "offset", 0) + handle._tempDataLen
+    return 0
+
+
 @contextmanager
 def collector_held():
     """Python's cyclic collector held off for the block (then as it was).

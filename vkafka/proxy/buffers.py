@@ -29,6 +29,8 @@ requests held might wait for ever.
 
 from collections import deque
 
+from ..tuning import unsent
+
 
 class Buffers:
     """The budgets of every virtual cluster in this process."""
@@ -78,15 +80,16 @@ class TenantBuffer:
 
     def queued(self, holder, size):
         """*holder* has *size* bytes written and not sent yet (0: all sent)."""
-        self.total += size - holder.queued
-        holder.queued = size
-        self._admit()
+        self._holds(holder, "queued", size)
 
     def parked(self, holder, size):
         """*holder* keeps *size* bytes of whole frames waiting for their turn
         (a throttle, a rule asking first, MAX_IN_FLIGHT answers owed)."""
-        self.total += size - holder.parked
-        holder.parked = size
+        self._holds(holder, "parked", size)
+
+    def _holds(self, holder, what, size):
+        self.total += size - getattr(holder, what)
+        setattr(holder, what, size)
         self._admit()
 
     def gone(self, holder):
@@ -124,12 +127,3 @@ class Queue:
         if self.holder.queued:
             self.budget.queued(self.holder, 0)
 
-
-def unsent(transport):
-    """Bytes written to *transport* that Twisted has not sent yet (over TLS,
-    those of the TCP transport beneath)."""
-    for handle in (transport, getattr(transport, "transport", None)):
-        buffer = getattr(handle, "dataBuffer", None)
-        if buffer is not None:
-            return len(buffer) - getattr(handle, "offset", 0) + handle._tempDataLen
-    return 0
