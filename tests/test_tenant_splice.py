@@ -128,6 +128,24 @@ class TenantSpliceTests(TenantSpliceBase):
         _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
         self.assertEqual([t.name for t in sent.topics], ["londont"])
 
+    def test_versions_the_brokers_do_not_offer_refused(self):
+        """A version the table knows but the brokers do not offer (a raw
+        client may send one; a stock client is never offered it) closes the
+        connection at the gateway, as one never offered, without reaching a
+        broker; once the brokers offer it, it is forwarded."""
+        known = versions_known()
+        lower = tuple(dataclasses.replace(a, max_version=i16(11)) if a.api_key == 3
+                      else a for a in known.api_keys)
+        self.topology.api_versions = dataclasses.replace(known, api_keys=lower)
+        self.login()
+        self.client.dataReceived(metadata_for(["t"], 3))  # v12: past what is offered
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.attempts, [])
+        self.assertEqual(self.gateway.offered[3].max_version, 11)
+        self.topology.api_versions = known  # learnt again, a broker upgraded
+        self.assertEqual(self.gateway.offered[3].max_version,
+                         tenant_rules()[3].max_version)
+
     def test_api_versions_unknown_closes(self):
         """Before the gateway's refresh has learnt the brokers' versions it cannot
         answer ApiVersions truthfully: the connection is closed, not guessed at."""
@@ -1585,13 +1603,15 @@ def wide_produce(topics, correlation_id):
 
 
 def versions_known():
-    """The brokers' ApiVersions answer, as the gateway's refresh learns it."""
+    """The brokers' ApiVersions answer, as the gateway's refresh learns it:
+    every version of the tenant table."""
     from kio.schema.api_versions.v3.response import ApiVersion, ApiVersionsResponse
     return ApiVersionsResponse(
         error_code=ErrorCode.none, throttle_time=i32Timedelta.parse(
             datetime.timedelta(0)),
-        api_keys=(ApiVersion(api_key=i16(18), min_version=i16(0),
-                             max_version=i16(4)),))
+        api_keys=tuple(ApiVersion(api_key=i16(key), min_version=i16(rule.min_version),
+                                  max_version=i16(rule.max_version))
+                       for key, rule in tenant_rules().items()))
 
 
 def api_versions_frames(count):

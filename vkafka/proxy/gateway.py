@@ -11,6 +11,7 @@ from ..client import Unreachable, connect, tcp_endpoint, try_each
 from ..protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from ..tenancy.metadata_cache import MetadataAnswers
 from ..tenancy.patterns import RegexSubscriptions
+from ..tenancy.rules.addresses import offered_rules
 from ..tenancy.rules.common import StateWrites
 from ..tenancy.rules.topics import RULE_TOPICS_AT_ONCE
 from ..tenancy.services import Services
@@ -35,6 +36,10 @@ class Gateway:
         self.reactor = reactor
         self.topology = topology
         self.rules = rules
+        self.offered = dict(rules)
+        """The table narrowed to what the brokers offer, once learnt (tenant
+        mode): the one dict every connection checks its requests against."""
+        topology.api_versions_learnt.append(self._narrow)
         self.max_frame_size = max_frame_size
         self.max_response_size = max_response_size or max(
             max_frame_size, 1024 * 1024 * 1024)
@@ -110,6 +115,13 @@ class Gateway:
                         authorizer=None if self.state is None else self.state.authorizer,
                         audit=self.audit, offload=self.offload,
                         acl_writes=self.acl_writes, rule_writes=self.rule_writes)
+
+    def _narrow(self, api_versions):
+        """The brokers' versions are learnt (again): narrow ``offered`` in place,
+        so that connections already open check against them too."""
+        narrowed = offered_rules(self.rules, api_versions)
+        self.offered.clear()
+        self.offered.update(narrowed)
 
     def session_pool(self, vcluster, node_id):
         """Where *vcluster*'s connections to broker *node_id* hold their fetch

@@ -89,7 +89,7 @@ class ClientConnection(protocol.Protocol):
         self.node_id = node_id
         self.sequencer = Sequencer(self._write_response, self._close_after_answer)
         self.decoder = FrameDecoder(gateway.max_frame_size)
-        self.rules = gateway.rules
+        self.rules = gateway.offered
         self.topology = gateway.topology
         self.tenancy = gateway.tenancy
         self.services = gateway.services()

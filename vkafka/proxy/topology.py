@@ -74,13 +74,26 @@ class Topology:
         increases) admitted under a tenant's capacity limit whose answer has
         not come back; they count as held until it has, or until *until*."""
         self.listing_at = None
-        self.api_versions = None
-        """The brokers' ApiVersions answer (v3, decoded), learnt by the gateway's
-        own refresh: tenants are answered from it before they authenticate."""
         """When a full topic listing last replaced ``topic_names``."""
+        self._api_versions = None
+        self.api_versions_learnt = []
+        """Called with the brokers' answer each time it is learnt (the gateway
+        narrows its table to what the brokers offer)."""
         self.names_version = 0
         """Bumped whenever the topic set (or a partition count) is seen to change."""
         self._warned = set()
+
+    @property
+    def api_versions(self):
+        """The brokers' ApiVersions answer (v3, decoded), learnt by the gateway's
+        own refresh: tenants are answered from it before they authenticate."""
+        return self._api_versions
+
+    @api_versions.setter
+    def api_versions(self, response):
+        self._api_versions = response
+        for learnt in self.api_versions_learnt:
+            learnt(response)
 
     @property
     def ports(self):

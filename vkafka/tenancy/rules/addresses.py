@@ -13,6 +13,7 @@ from kio.static.constants import EntityType
 
 
 from ...protocol.codec import encode_body
+from ...protocol.headers import API_VERSIONS
 
 
 # --- response rewriters -------------------------------------------------------
@@ -119,6 +120,28 @@ def rewrite_api_versions(services, rctx, response):
                                 min_version=rule.min_version,
                                 max_version=rule.max_version))
     return replace(response, api_keys=tuple(sorted(kept, key=lambda a: a.api_key)))
+
+
+def offered_rules(table, response):
+    """*table* narrowed to the versions its ApiVersions answer offers, given the
+    brokers' *response*: a request at a version the table knows but the brokers
+    do not (a raw client may send one) is refused at the gateway, as one never
+    offered, instead of reaching a broker that closes the connection on it."""
+    offered = {api.api_key: replace(table[api.api_key], min_version=api.min_version,
+                                    max_version=api.max_version)
+               for api in rewrite_api_versions(Table(table), None,
+                                               response).api_keys}
+    for key, rule in table.items():  # answered here, whatever the brokers say
+        if rule.local or key == API_VERSIONS:
+            offered.setdefault(key, rule)
+    return offered
+
+
+class Table:
+    """What ``rewrite_api_versions`` reads of the services: their rule table."""
+
+    def __init__(self, rules):
+        self.rules = rules
 
 
 def local_api_versions(services, version, error=ErrorCode.none):
