@@ -98,3 +98,26 @@ class NullArrayTests(unittest.TestCase):
         with self.assertRaises(CodecError) as caught:
             decode_body(3, 12, EntityType.response, body[:-2] + b"\x00\x00", 0)
         self.assertIn("topics: null", str(caught.exception))
+
+
+class SchemaFixTests(unittest.TestCase):
+    def test_describe_transactions_of_an_empty_transaction(self):
+        """Kafka describes a transactional id with no open transaction with
+        transaction_start_time -1, which kio refuses: read as None and written
+        back as -1, the answer passes (the connection used to be closed)."""
+        from kio.static.constants import EntityType
+
+        from vkafka.protocol.codec import decode_body, encode_body
+
+        def text(s):
+            return bytes([len(s) + 1]) + s.encode()
+        state = (struct.pack(">h", 0) + text("tx") + text("Empty")
+                 + struct.pack(">iqqh", 60000, -1, 7, 2) + b"\x01\x00")
+        body = struct.pack(">i", 0) + b"\x02" + state + b"\x00"
+        answer = decode_body(65, 0, EntityType.response, body, 0)
+        self.assertIsNone(answer.transaction_states[0].transaction_start_time)
+        self.assertEqual(bytes(encode_body(answer)), body)
+        started = body.replace(struct.pack(">q", -1), struct.pack(">q", 1700000000000))
+        answer = decode_body(65, 0, EntityType.response, started, 0)
+        self.assertEqual(answer.transaction_states[0].transaction_start_time.year, 2023)
+        self.assertEqual(bytes(encode_body(answer)), started)

@@ -15,6 +15,7 @@ from kio.schema.index import api_key_map
 from kio.static.constants import EntityType
 
 from .framing import Malformed
+from .schema_fixes import FIXED
 
 _FIXED = struct.Struct(">hhi")
 _INT16 = struct.Struct(">h")
@@ -38,7 +39,11 @@ class RequestHeader:
 
 @lru_cache(maxsize=None)
 def payload_class(api_key, api_version, entity_type):
-    """kio's dataclass for one API's request or response at one version, or None."""
+    """kio's dataclass for one API's request or response at one version, or None
+    (corrected where a broker sends what kio refuses: schema_fixes.py)."""
+    fixed = FIXED.get((api_key, api_version, entity_type))
+    if fixed is not None:
+        return fixed
     try:
         module = load_payload_module(api_key, api_version, entity_type)
     except (UnknownAPIKey, UnknownEntity):

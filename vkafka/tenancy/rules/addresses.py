@@ -163,8 +163,12 @@ def local_api_versions(services, version, error=ErrorCode.none):
     if kept is not None and kept[0] is known and kept[1] is services.rules:
         return kept[2]
     module = load_payload_module(18, version, EntityType.response)
-    response = replace(_convert(known, module), error_code=error)
-    body = encode_body(rewrite_api_versions(services, None, response))
+    response = rewrite_api_versions(services, None, replace(
+        _convert(known, module), error_code=error))
+    if error != ErrorCode.none:  # as a broker does: the versions of ApiVersions alone
+        response = replace(response, api_keys=tuple(
+            a for a in response.api_keys if a.api_key == API_VERSIONS))
+    body = encode_body(response)
     _ANSWERED[key] = (known, services.rules, body)
     return body
 
