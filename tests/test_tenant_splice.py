@@ -1834,6 +1834,35 @@ class PipelineTests(TenantSpliceBase):
         self.assertEqual([(a.api_key, a.min_version, a.max_version)
                           for a in versions.api_keys], [(18, 0, 4)])
 
+    def test_features_of_minimum_zero_only_from_v4(self):
+        """The gateway learns the brokers' answer at v4, which lists every
+        feature (transaction.version, group.version: KIP-1022); a v3 answer
+        leaves out those of minimum version 0, as a broker's does (older
+        clients refuse them)."""
+        from kio.schema.api_versions.v4 import response as v4
+        from vkafka.proxy.discovery import API_VERSIONS_VERSION
+        self.assertEqual(API_VERSIONS_VERSION, 4)
+        known = versions_known()
+        self.topology.api_versions = v4.ApiVersionsResponse(
+            error_code=ErrorCode.none, throttle_time=known.throttle_time,
+            api_keys=tuple(v4.ApiVersion(api_key=a.api_key, min_version=a.min_version,
+                                         max_version=a.max_version)
+                           for a in known.api_keys),
+            supported_features=(
+                v4.SupportedFeatureKey(name="metadata.version", min_version=i16(7),
+                                       max_version=i16(27)),
+                v4.SupportedFeatureKey(name="transaction.version",
+                                       min_version=i16(0), max_version=i16(2))))
+        from kio.schema.api_versions.v4.request import ApiVersionsRequest
+        for version in (3, 4):
+            self.client.dataReceived(request_frame(ApiVersionsRequest(
+                client_software_name="t", client_software_version="1"), version, 9))
+            _, answer = decode_response(self.responses()[-1], 18, version)
+            self.transport.clear()
+            names = [f.name for f in answer.supported_features]
+            self.assertEqual(names, ["metadata.version"] if version == 3 else
+                             ["metadata.version", "transaction.version"])
+
     def test_api_versions_answer_made_once(self):
         """The answer is made once per version and reused: a flood of them
         costs a lookup each."""

@@ -6,7 +6,7 @@ start-up, for a port whose broker is not yet known, and for /health.
 """
 
 
-from kio.schema.api_versions.v3.request import ApiVersionsRequest
+from kio.schema.api_versions.v4.request import ApiVersionsRequest
 from kio.schema.errors import ErrorCode
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 from twisted.internet import defer, task
@@ -22,7 +22,9 @@ from ..tuning import collector_held
 
 METADATA = 3
 METADATA_VERSION = 12
-API_VERSIONS_VERSION = 3
+API_VERSIONS_VERSION = 4
+"""v4: a broker lists features of minimum version 0 (transaction.version,
+group.version) only to v4 and later (KIP-1022)."""
 
 BROKERS_ONLY = MetadataRequest(
     topics=(), allow_auto_topic_creation=False,

@@ -168,6 +168,9 @@ def local_api_versions(services, version, error=ErrorCode.none):
     if error != ErrorCode.none:  # as a broker does: the versions of ApiVersions alone
         response = replace(response, api_keys=tuple(
             a for a in response.api_keys if a.api_key == API_VERSIONS))
+    elif version == 3:  # as a broker does (KIP-1022): older clients refuse min 0
+        response = replace(response, supported_features=tuple(
+            f for f in response.supported_features if f.min_version > 0))
     body = encode_body(response)
     _ANSWERED[key] = (known, services.rules, body)
     return body
