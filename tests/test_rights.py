@@ -498,6 +498,22 @@ class AclsOffOperationsTests(RightsTestCase):
                          [("orders", sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))),
                           ("mirror", (1 << 3) | (1 << 8) | (1 << 10))])  # read only
 
+    def test_groups(self):
+        """A group's operations as Kafka 4 reports them: READ, DELETE,
+        DESCRIBE and, since groups have configs (KIP-848), DESCRIBE_CONFIGS
+        and ALTER_CONFIGS (the gateway checks both on DescribeConfigs and
+        IncrementalAlterConfigs of a group)."""
+        from kio.schema.describe_groups.v5 import request as gq, response as gr
+        outcome, pending = self.send(gq.DescribeGroupsRequest(
+            groups=("g",), include_authorized_operations=True), 5)
+        answer = self.answered(pending, gr.DescribeGroupsResponse(
+            throttle_time=NO_THROTTLE, groups=(gr.DescribedGroup(
+                error_code=ErrorCode.none, group_id=self.forwarded(outcome).groups[0],
+                group_state="Empty", protocol_type="consumer", protocol_data="",
+                members=(), authorized_operations=i32(0)),)))
+        self.assertEqual(answer.groups[0].authorized_operations,
+                         sum(1 << op for op in (3, 6, 8, 10, 11)))
+
 
 class TopicsActedOnByRulesTests(RightsTestCase):
     """Rules that act on a name themselves, before the walk (a mapping
