@@ -85,7 +85,7 @@ class Topology:
 
     @property
     def api_versions(self):
-        """The brokers' ApiVersions answer (v3, decoded), learnt by the gateway's
+        """The brokers' ApiVersions answer (v4, decoded), learnt by the gateway's
         own refresh: tenants are answered from it before they authenticate."""
         return self._api_versions
 

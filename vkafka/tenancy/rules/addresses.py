@@ -101,7 +101,10 @@ def rewrite_node_endpoints(services, rctx, response):
 
 def rewrite_api_versions(services, rctx, response):
     """Offer the intersection of the broker's versions and this table."""
-    table = services.rules
+    return _intersected(services.rules, response)
+
+
+def _intersected(table, response):
     kept = []
     for api in response.api_keys:
         rule = table.get(api.api_key)
@@ -129,19 +132,11 @@ def offered_rules(table, response):
     offered, instead of reaching a broker that closes the connection on it."""
     offered = {api.api_key: replace(table[api.api_key], min_version=api.min_version,
                                     max_version=api.max_version)
-               for api in rewrite_api_versions(Table(table), None,
-                                               response).api_keys}
+               for api in _intersected(table, response).api_keys}
     for key, rule in table.items():  # answered here, whatever the brokers say
         if rule.local or key == API_VERSIONS:
             offered.setdefault(key, rule)
     return offered
-
-
-class Table:
-    """What ``rewrite_api_versions`` reads of the services: their rule table."""
-
-    def __init__(self, rules):
-        self.rules = rules
 
 
 def local_api_versions(services, version, error=ErrorCode.none):
