@@ -1352,17 +1352,24 @@ class HeartbeatTests(TenantSpliceBase):
                                     self.reactor.seconds())
         self.login()
 
-    def heartbeat(self, regex, correlation_id, member="m1"):
+    def heartbeat_frame(self, regex, correlation_id, member="m1"):
         from kio.schema.consumer_group_heartbeat.v1.request import (
             ConsumerGroupHeartbeatRequest)
-        self.broker_transport.clear()
-        self.client.dataReceived(request_frame(ConsumerGroupHeartbeatRequest(
+        return request_frame(ConsumerGroupHeartbeatRequest(
             group_id="g", member_id=member, member_epoch=i32(0 if regex else 1),
             rebalance_timeout=i32Timedelta.parse(datetime.timedelta(seconds=30)),
             subscribed_topic_names=None, subscribed_topic_regex=regex,
-            topic_partitions=None), 1, correlation_id))
-        _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
-        return sent
+            topic_partitions=None), 1, correlation_id)
+
+    def heartbeat(self, regex, correlation_id, member="m1"):
+        self.broker_transport.clear()
+        self.client.dataReceived(self.heartbeat_frame(regex, correlation_id, member))
+        return self.sent()
+
+    def sent(self):
+        """The one request the broker got."""
+        [frame] = FrameDecoder().feed(self.broker_transport.value())
+        return decode_request(frame)[1]
 
     def answer(self, correlation_id, topic_id):
         from kio.schema.consumer_group_heartbeat.v1.response import (
@@ -1401,6 +1408,72 @@ class HeartbeatTests(TenantSpliceBase):
                          "^(?:londonorders)$")
         [key] = subs._members["london"]
         self.assertLess(sum(map(len, key)), 200)
+
+    def listing_refresher(self):
+        """A refresher whose listings the test completes (``listings``)."""
+        from twisted.internet import defer
+        listings, background = [], []
+
+        class Refresher:
+            all_topics = True
+
+            def next_listing(self):
+                listings.append(defer.Deferred())
+                return listings[-1]
+
+            def refresh_listing(self):
+                background.append(None)
+        self.gateway.refresher = self.client.services.refresher = Refresher()
+        return listings, background
+
+    def test_new_pattern_waits_for_a_listing(self):
+        """A member's new pattern is matched only after a topic listing begun
+        after it came: a matching topic created a moment ago through another
+        gateway is in its first alternation.  The same pattern again (a
+        rejoin) does not wait."""
+        listings, _ = self.listing_refresher()
+        self.broker_transport.clear()
+        self.client.dataReceived(self.heartbeat_frame("^ord.*$", 3))
+        self.assertEqual((len(listings), self.broker_transport.value()), (1, b""))
+        self.topology.learn_topic("londonorders2")  # what the listing learns
+        listings[0].callback(None)
+        self.assertEqual(self.sent().subscribed_topic_regex,
+                         "^(?:londonorders|londonorders2)$")
+        self.assertEqual(self.heartbeat("^ord.*$", 4).subscribed_topic_regex,
+                         "^(?:londonorders|londonorders2)$")
+        self.assertEqual(len(listings), 1)
+
+    def test_subscribed_member_keeps_the_listing_fresh(self):
+        """A subscribed member's heartbeat starts a background listing once the
+        last is LISTING_MAX_AGE old, so topics created elsewhere reach its
+        alternation without waiting for the periodic refresh."""
+        from vkafka.tenancy.rules.common import LISTING_MAX_AGE
+        listings, background = self.listing_refresher()
+        self.client.dataReceived(self.heartbeat_frame("^ord.*$", 3))
+        listings[0].callback(None)
+        self.topology.learn_listing({"londonorders", "parisorders"},
+                                    self.reactor.seconds())
+        self.heartbeat(None, 4)
+        self.assertEqual(background, [])
+        self.reactor.advance(LISTING_MAX_AGE)
+        self.heartbeat(None, 5)
+        self.assertEqual(background, [None])
+        self.heartbeat(None, 6, member="m2")  # subscribed by no pattern
+        self.assertEqual(background, [None])
+
+    def test_pattern_forgotten_while_waiting_never_sent(self):
+        """A member whose pattern was forgotten while its listing was awaited
+        (pushed out by the tenant's other members) is sent the invalid
+        pattern, never its own pattern."""
+        from vkafka.tenancy.patterns import INVALID
+        listings, _ = self.listing_refresher()
+        self.broker_transport.clear()
+        self.client.dataReceived(self.heartbeat_frame(".*", 3))
+        subscriptions = self.client.services.regex_subscriptions
+        [key] = subscriptions._members["london"]
+        subscriptions.forget(key)
+        listings[0].callback(None)
+        self.assertEqual(self.sent().subscribed_topic_regex, INVALID)
 
     def test_unknown_assigned_id_waits_for_a_listing(self):
         """An assignment naming a topic id the gateway has not learnt yet is held

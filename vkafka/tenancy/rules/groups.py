@@ -18,7 +18,7 @@ from ..walker import rewrite_request as walk_request
 from ..walker import rewrite_response as walk_response
 from .addresses import rewrite_find_coordinator
 from ...state.policy import POLICY_VIOLATION
-from .common import limits_for, logical_topics
+from .common import LISTING_MAX_AGE, limits_for, logical_topics
 
 
 def offset_fetch_request(services, rctx, request):
@@ -152,7 +152,12 @@ def heartbeat_request(services, rctx, request):
     """KIP-848: names walked; a regex subscription is matched by the gateway
     over the tenant's logical topic names (tenancy/patterns.py) and the broker
     gets the exact alternation of the matching physical names, kept current
-    at each heartbeat."""
+    at each heartbeat.  A new pattern waits for a topic listing begun after
+    it came (at most a second's wait, one listing a second per gateway): its
+    topics may have been created a moment ago through another gateway.  A
+    subscribed member's heartbeat renews a listing older than LISTING_MAX_AGE
+    in the background, so a matching topic created elsewhere reaches its
+    alternation at a later heartbeat, not at the periodic refresh (30 s)."""
     request = unknown_id_created("group_id", GROUP)(services, rctx, within_group_capacity(
         services, rctx, walk_request(request, rctx)))
     if not hasattr(request, "subscribed_topic_regex"):  # v0: no regex
@@ -163,6 +168,8 @@ def heartbeat_request(services, rctx, request):
         subscriptions.forget(key)
         return request
     regex = request.subscribed_topic_regex
+    refresher = services.refresher
+    listing = getattr(refresher, "all_topics", False)
     if regex is not None:
         if regex == "":
             subscriptions.forget(key)
@@ -170,16 +177,33 @@ def heartbeat_request(services, rctx, request):
         if len(regex) > MAX_PATTERN:  # the broker's own answer: invalid
             subscriptions.forget(key)
             return replace(request, subscribed_topic_regex=INVALID)
+        new = subscriptions.pattern(key) != regex
         subscriptions.subscribe(key, regex)
+        if new and listing:
+            return refresher.next_listing().addCallback(
+                lambda _: _alternation_sent(services, rctx, request, key, regex))
+    elif listing and subscriptions.pattern(key) is not None:
+        listed = services.topology.listing_at
+        if listed is None or services.clock.seconds() - listed >= LISTING_MAX_AGE:
+            refresher.refresh_listing()  # for this member's next heartbeat
+    return _alternation_sent(services, rctx, request, key, regex)
+
+
+def _alternation_sent(services, rctx, request, key, regex):
+    """*request* carrying the alternation of the tenant's topics that *key*'s
+    pattern matches, if it is new or changed since the last one sent."""
     topology, namespace = services.topology, rctx.namespace
     rights = rctx.rights  # ACLs on: only the topics the member may DESCRIBE
-    found = subscriptions.broker_regex(
+    found = services.regex_subscriptions.broker_regex(
         key, made_of(topology, namespace) if rights is None else
         (made_of(topology, namespace), rights.principal, rights.host,
          rights.authorizer.generation),
         lambda: {n: p for n, p in logical_topics(topology, namespace).items()
                  if rights is None or rights.allows("DESCRIBE", TOPIC, n)})
-    if found is not None and (regex is not None or found[1]):
+    if found is None:  # forgotten meanwhile: the tenant's own pattern never goes on
+        return request if regex is None else replace(request,
+                                                     subscribed_topic_regex=INVALID)
+    if regex is not None or found[1]:
         request = replace(request, subscribed_topic_regex=found[0])
     return request
 
