@@ -27,6 +27,19 @@ from .test_splice import BROKERS, FakeEndpoint
 SECRET = "k" * 32
 
 
+def broker_sees(frames, vcluster="london"):
+    """Size-prefixed request *frames* as the broker gets them from a tenant:
+    the client id ``<vcluster>/<the client's>``, the rest as it came."""
+    out = []
+    for payload in FrameDecoder().feed(frames):
+        (length,) = struct.unpack_from(">h", payload, 8)
+        end = 10 + max(length, 0)
+        client_id = f"{vcluster}/".encode() + bytes(payload[10:end])
+        out.append(frame(bytes(payload[:8]) + struct.pack(">h", len(client_id))
+                         + client_id + bytes(payload[end:])))
+    return b"".join(out)
+
+
 def handshake(version=1):
     from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
     return request_frame(SaslHandshakeRequest(mechanism="PLAIN"), version, 1)
@@ -949,7 +962,7 @@ class FetchRequestTests(TenantSpliceBase):
         decoded = self.count_request_decodes()
         for version in range(13, 19):
             raw = self.fetch(version, [self.own], [self.own])
-            self.assertEqual(self.broker_transport.value(), raw, version)
+            self.assertEqual(self.broker_transport.value(), broker_sees(raw), version)
         self.assertEqual(decoded, [])
 
     def test_foreign_id_becomes_decoy_in_place(self):
@@ -963,7 +976,7 @@ class FetchRequestTests(TenantSpliceBase):
                               else ([self.own], [self.foreign]))
             raw = self.fetch(16, ids, forgotten)
             sent = self.broker_transport.value()
-            self.assertEqual(len(sent), len(raw))
+            self.assertEqual(len(sent), len(broker_sees(raw)))
             _, request = decode_request(FrameDecoder().feed(sent)[0])
             _, original = decode_request(FrameDecoder().feed(raw)[0])
             sent_ids = [t.topic_id for t in request.topics] + \
@@ -1131,7 +1144,7 @@ class FetchRequestTests(TenantSpliceBase):
                        session_epoch=i32(1))
         raw = request_frame(then, 17, 6)
         self.client.dataReceived(raw)
-        self.assertEqual(self.broker_transport.value(), raw)
+        self.assertEqual(self.broker_transport.value(), broker_sees(raw))
 
     def test_response_with_foreign_topic_id_not_passed_as_bytes(self):
         """A v13+ response that names a topic id not the tenant's (an alias removed
@@ -1305,6 +1318,109 @@ class CountingTransport(StringTransport):
         self.write(b"".join(seq))
 
 
+class ClientIdTests(TenantSpliceBase):
+    """The client id in a tenant's request headers reaches the broker as
+    ``<vcluster>/<the client's>``: brokers key client-id quotas, metrics and
+    classic member ids by it, so no tenant shares another's or the gateway's."""
+
+    def setUp(self):
+        super().setUp()
+        self.own = uuid.uuid4()
+        self.topology.topic_ids[self.own] = "londont"
+        self.login()
+        self.client._connect()
+        self.broker_transport.clear()
+
+    def sent_client_ids(self):
+        from vkafka.protocol.headers import parse_request_header
+        return [parse_request_header(f).client_id
+                for f in FrameDecoder().feed(self.broker_transport.value())]
+
+    def metadata(self, correlation_id, client_id):
+        from kio.schema.metadata.v12.request import MetadataRequest
+        return request_frame(MetadataRequest(
+            topics=None, allow_auto_topic_creation=False,
+            include_topic_authorized_operations=False), 12, correlation_id, client_id)
+
+    def test_sliced_and_decoded(self):
+        """A sliced request (Produce, its header's tagged fields kept as they
+        came) and a decoded one (Metadata) carry the tenant's client id; a
+        client id naming another virtual cluster is only this one's."""
+        produce = produce_frame(13, self.own, 5)
+        tags = 4 + 8 + 2 + 4  # size, key, version, correlation id, "test"
+        self.assertEqual(produce[tags:tags + 1], b"\x00")  # no header tags
+        tagged = produce[4:tags] + b"\x01\x00\x01\x7f" + produce[tags + 1:]
+        produce = frame(tagged)
+        self.client.dataReceived(produce + self.metadata(6, "paris/x"))
+        self.assertEqual(self.sent_client_ids(), ["london/test", "london/paris/x"])
+        self.assertEqual(self.broker_transport.value()[:len(produce) + 7],
+                         broker_sees(produce))
+
+    def test_null_and_changing_ids(self):
+        """A null client id is the virtual cluster's alone; a connection whose
+        client id changes from one request to the next is followed."""
+        frames = [self.metadata(c, client_id)
+                  for c, client_id in ((5, "a"), (6, "b"), (7, "b"), (8, ""))]
+        null = frame(bytes(frames[3][4:12]) + struct.pack(">h", -1)
+                     + bytes(frames[3][14:]))
+        self.client.dataReceived(b"".join(frames) + null)
+        self.assertEqual(self.sent_client_ids(), ["london/a", "london/b", "london/b",
+                                                  "london/", "london/"])
+
+    def test_too_long_once_named_closes(self):
+        """A client id that the virtual cluster's name would take past an int16
+        string: the connection closes, saying why; nothing is sent."""
+        self.client.dataReceived(self.metadata(5, "x" * 32761))
+        self.assertEqual(self.broker_transport.value(), b"")
+        self.assertTrue(self.transport.disconnected)
+
+    def test_body_not_copied(self):
+        """The header is made anew; the rest of the frame is sent as a view of
+        the bytes that came."""
+        from vkafka.filters.tenant import ClientIds
+        payload = produce_frame(13, self.own, 5)[4:]
+        size, head, rest = ClientIds("london").parts(payload)
+        self.assertIs(rest.obj, payload)
+        self.assertEqual(size + head + bytes(rest),
+                         broker_sees(frame(payload)))
+
+
+class DescribedClientIdTests(unittest.TestCase):
+    """Group members' client ids, as brokers hold them, shown as sent."""
+
+    def rctx(self):
+        from vkafka.tenancy.context import RequestContext
+        from vkafka.tenancy.vclusters import VirtualClusters
+        return RequestContext(VirtualClusters().namespace("london"), {})
+
+    def test_describe_groups(self):
+        from kio.schema.describe_groups.v5.response import (
+            DescribedGroup, DescribedGroupMember, DescribeGroupsResponse)
+        from vkafka.tenancy.rules.groups import client_ids_shown
+
+        def member(client_id):
+            return DescribedGroupMember(
+                member_id="m", group_instance_id=None, client_id=client_id,
+                client_host="/h", member_metadata=b"", member_assignment=b"")
+        response = DescribeGroupsResponse(
+            throttle_time=i32Timedelta.parse(datetime.timedelta(0)), groups=(
+                DescribedGroup(error_code=ErrorCode.none, group_id="g",
+                               group_state="Stable", protocol_type="x",
+                               protocol_data="", members=tuple(map(member, (
+                                   "london/a", "london/", "paris/b", "londonx/c"))),
+                               authorized_operations=i32(0)),))
+        shown = client_ids_shown(None, self.rctx(), response)
+        self.assertEqual([m.client_id for m in shown.groups[0].members],
+                         ["a", "", "", ""])
+
+    def test_naming_rule(self):
+        from vkafka.tenancy.naming import broker_client_id, tenant_client_id
+        self.assertEqual(broker_client_id("london", b"app"), b"london/app")
+        self.assertEqual(broker_client_id("london", None), b"london/")
+        self.assertEqual(tenant_client_id("london", "london/app/1"), "app/1")
+        self.assertEqual(tenant_client_id("london", None), None)
+
+
 class OneSendPerReadTests(TenantSpliceBase):
     """The frames of one read leave in one write per socket (splice.Outbox),
     byte for byte and in order; a close still sends what came before it."""
@@ -1322,7 +1438,7 @@ class OneSendPerReadTests(TenantSpliceBase):
     def test_requests_of_one_read(self):
         requests = [produce_frame(13, self.own, c) for c in (5, 6, 7)]
         self.client.dataReceived(b"".join(requests))
-        self.assertEqual(self.broker_transport.value(), b"".join(requests))
+        self.assertEqual(self.broker_transport.value(), broker_sees(b"".join(requests)))
         self.assertEqual(self.broker_transport.calls, 1)
 
     def test_responses_of_one_read(self):
@@ -1338,7 +1454,7 @@ class OneSendPerReadTests(TenantSpliceBase):
         good = produce_frame(13, self.own, 5)
         unoffered = frame(struct.pack(">hhih", 999, 0, 6, -1))  # API 999: closes
         self.client.dataReceived(good + unoffered)
-        self.assertEqual(self.broker_transport.value(), good)
+        self.assertEqual(self.broker_transport.value(), broker_sees(good))
         self.assertEqual(self.broker_transport.late, 0)  # sent before the close
         self.assertTrue(self.transport.disconnected)
 

@@ -138,6 +138,32 @@ class GroupIsolationTests(TenantGatewayTestCase):
                              sorted(f"{vc}-{i}" for i in range(self.RECORDS[index])))
             self.assertEqual(committed[index], self.RECORDS[index])
 
+    def test_client_ids_are_per_tenant(self):
+        """Both tenants' consumers call themselves "app" in group "shared"
+        (classic and KIP-848): the broker holds "<vcluster>/app", so client-id
+        quotas and metrics never mix them; each tenant's describe shows "app"."""
+        from confluent_kafka import Consumer
+        from confluent_kafka.admin import AdminClient
+        for protocol in ("classic", "consumer"):
+            group = f"shared-{protocol}"
+            for vc in self.tenants:
+                consumer = Consumer(self.confluent_config(vc, **{
+                    "group.id": group, "client.id": "app",
+                    "group.protocol": protocol, "auto.offset.reset": "earliest"}))
+                self.addCleanup(consumer.close)
+                consumer.subscribe(["orders"])
+                stack.wait_until(lambda: consumer.poll(0.5) is not None and
+                                 consumer.assignment(), f"{vc}'s {protocol} member", 60,
+                                 interval=0)
+            direct = AdminClient({"bootstrap.servers": stack.BOOTSTRAP})
+            for vc in self.tenants:
+                admin = AdminClient(self.confluent_config(vc))  # kept: its futures
+                shown = admin.describe_consumer_groups([group])[group].result(30)
+                self.assertEqual([m.client_id for m in shown.members], ["app"])
+                held = direct.describe_consumer_groups(
+                    [vc + group])[vc + group].result(30)
+                self.assertEqual([m.client_id for m in held.members], [f"{vc}/app"])
+
     def test_confluent_kafka(self):
         """confluent-kafka: group "shared" in two tenants."""
         from confluent_kafka import Consumer, TopicPartition

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from twisted.internet import defer
 
 from ..protocol.codec import decode_request, encode_body
-from ..protocol.framing import Malformed
-from ..protocol.headers import request_body_offset
+from ..protocol.framing import SIZE, Malformed
+from ..protocol.headers import HeaderError, client_id_end, request_body_offset
 from ..tenancy import concentration
 from ..tenancy.context import Foreign, Rejected, RequestContext
+from ..tenancy.naming import InvalidName, broker_client_id
 from ..tenancy.rights import Rights
 from ..tenancy.rules.keys import repeated
 from ..tenancy.services import OFF_LOOP_FROM, SMALL_WORK
@@ -47,6 +48,39 @@ class Outcome:
     work: float = 0.0
     """Seconds the gateway's loop spent decoding and rewriting it (0 for a
     request rewritten by slicing): the tenant's LoopShare is charged."""
+
+
+class ClientIds:
+    """The client id in a tenant's request headers, as the broker gets it:
+    ``<vcluster>/<the client's>`` (``naming.broker_client_id``).  The header
+    is sent anew and the rest of the frame as it is, not copied; a
+    connection's client id rarely changes, so its field is made once."""
+
+    __slots__ = ("vcluster", "given", "end", "field", "grows")
+
+    def __init__(self, vcluster):
+        self.vcluster = vcluster
+        self.given, self.end = None, 0
+
+    def parts(self, frame):
+        """*frame*'s pieces to send, size prefix first.  Raises HeaderError
+        (a truncated client id, or one too long once named)."""
+        end = self.end
+        if frame[8:end] != self.given:  # the length field included: same end
+            end = self._learn(frame)
+        return (SIZE.pack(len(frame) + self.grows), bytes(frame[:8]) + self.field,
+                memoryview(frame)[end:])
+
+    def _learn(self, frame):
+        end = client_id_end(frame)
+        raw = bytes(frame[8:end])  # null (-1) and empty alike: nothing after "/"
+        try:
+            shown = broker_client_id(self.vcluster, raw[2:])
+        except InvalidName as e:
+            raise HeaderError(str(e)) from None
+        self.field = struct.pack(">h", len(shown)) + shown
+        self.given, self.end, self.grows = raw, end, 8 + len(self.field) - end
+        return end
 
 
 def decode_limit(max_decoded_request, api_key):

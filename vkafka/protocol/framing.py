@@ -4,6 +4,8 @@
 import struct
 
 _SIZE = struct.Struct(">i")
+SIZE = _SIZE
+"""A frame's size prefix."""
 
 DEFAULT_MAX_FRAME_SIZE = 100 * 1024 * 1024
 """Kafka's own default for ``socket.request.max.bytes`` (100 MiB)."""

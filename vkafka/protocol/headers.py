@@ -217,16 +217,23 @@ def parse_request_header(frame):
     return RequestHeader(api_key, api_version, correlation_id, client_id, body_offset)
 
 
+def client_id_end(frame):
+    """Where a request header's client id field (at 8: an int16 length, -1
+    for null, and its bytes) ends."""
+    if len(frame) < 10:
+        raise HeaderError("truncated client id")
+    (length,) = _INT16.unpack_from(frame, 8)
+    end = 10 + max(length, 0)
+    if end > len(frame):
+        raise HeaderError("truncated client id")
+    return end
+
+
 def request_body_offset(frame):
     """Where a request frame's body starts: ``parse_request_header``'s
     body_offset without decoding the client id (the forwarding path's need)."""
-    if len(frame) < 10:
-        raise HeaderError("truncated client id")
+    pos = client_id_end(frame)
     api_key, api_version, _ = _FIXED.unpack_from(frame, 0)
-    (length,) = _INT16.unpack_from(frame, 8)
-    pos = 10 + max(length, 0)
-    if pos > len(frame):
-        raise HeaderError("truncated client id")
     if is_flexible(api_key, api_version):
         pos = skip_tagged_fields(frame, pos)
     return pos

@@ -97,6 +97,13 @@ class Outbox:
         else:
             write_now(self.transport, framed(payload))
 
+    def write_parts(self, parts):
+        """A frame as pieces, its size prefix first (``reheaded_parts``)."""
+        if self.held:
+            self.parts.extend(parts)
+        else:
+            write_all(self.transport, list(parts))
+
     def hold(self):
         self.held = True
 

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..filters.responses import rewrite_response
-from ..filters.tenant import REWRITE_ERRORS, rewrite_request
+from ..filters.tenant import REWRITE_ERRORS, ClientIds, rewrite_request
 from ..protocol.framing import FrameDecoder, FrameError
 from ..protocol.headers import (
     API_VERSIONS, HeaderError, peek_request, response_header)
@@ -415,9 +415,20 @@ class ClientConnection(protocol.Protocol):
         later.addCallbacks(ready, lambda f: self.fail(
             f"cannot rewrite API {request.api_key}: {f.getErrorMessage()}"))
 
+    client_ids = None
+    """ClientIds: a tenant's client id as brokers get it, once logged in."""
+
     def forward(self, frame, request, body_offset=None):
         """Send *frame* to the broker; its response is owed in turn (unless it
         is a Produce with acks=0, which the broker never answers)."""
+        parts = None
+        if self.tenancy is not None:
+            if self.client_ids is None:
+                self.client_ids = ClientIds(self.claims.vcluster)
+            try:
+                parts = self.client_ids.parts(frame)
+            except HeaderError as e:
+                return self.fail(f"request header: {e}")
         acks = records = 0
         if request.api_key == PRODUCE:
             try:
@@ -434,7 +445,10 @@ class ClientConnection(protocol.Protocol):
         if request.api_key != PRODUCE or acks != 0:
             request.sent = self.gateway.reactor.seconds()
             self.sequencer.forwarded(request)
-        self.upstream.write_frame(frame)
+        if parts is None:
+            self.upstream.write_frame(frame)
+        else:
+            self.upstream.write_parts(parts)
 
     _before_login = 0
 

@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.test_naming -*-
-"""The one naming rule: logical <-> physical names of topics, groups and transactional ids.
+"""The one naming rule: logical <-> physical names of topics, groups and transactional ids
+(and the client ids brokers see).
 
 physical = virtual cluster prefix + logical name, no separator, as in the
 demo's product (``london`` + ``londonTopic`` -> ``londonlondonTopic``).  The
@@ -33,6 +34,37 @@ class InvalidName(ValueError):
     def __init__(self, kind, name, why):
         super().__init__(f"{kind} {name!r}: {why}")
         self.kind, self.name, self.why = kind, name, why
+
+
+CLIENT_ID_SEPARATOR = "/"
+"""Between the virtual cluster and the client's own id in the client id a
+broker sees; never in a virtual cluster's name (``names.VCLUSTER_NAME``)."""
+MAX_CLIENT_ID = 32767  # bytes of an int16-length string
+
+
+def broker_client_id(vcluster, client_id):
+    """The client id a broker sees for a tenant's client, as bytes:
+    ``<vcluster>/<the client's own>`` (*client_id*: the client's bytes, None
+    for a null one).  A broker keys client-id quotas, request metrics, logs
+    and classic group member ids by it: one tenant's clients never share
+    another's, nor the gateway's own (``vkafka-state-*``).  The virtual
+    cluster's name, not its prefix: the tenant knows its name already.
+    Raises InvalidName past an int16 string."""
+    shown = vcluster.encode() + CLIENT_ID_SEPARATOR.encode() + (client_id or b"")
+    if len(shown) > MAX_CLIENT_ID:
+        raise InvalidName("client id", bytes(client_id[:40]).decode("utf-8", "replace"),
+                          f"over {MAX_CLIENT_ID - len(vcluster) - 1} bytes")
+    return shown
+
+
+def tenant_client_id(vcluster, shown):
+    """A client id as a broker shows it (group members), as the client sent
+    it; one that is not the virtual cluster's (a member that joined the
+    group without the gateway) is shown empty."""
+    if shown is None:
+        return None
+    head = vcluster + CLIENT_ID_SEPARATOR
+    return shown[len(head):] if shown.startswith(head) else ""
 
 
 def overlap_reason(vcluster):

@@ -223,7 +223,8 @@ def tenant_rules():
         "listing first)")
     row(69, "ConsumerGroupDescribe", common.walk_req,
         common.ids_known_first(groups.group_describe_response),
-        "names and ids rewritten, the regex shown as the client sent it")
+        "names and ids rewritten, the regex and client ids shown as the "
+        "clients sent them")
     row(11, "JoinGroup", common.then(common.then(
         consumer_protocol.join_group_request, groups.within_group_capacity),
         groups.unknown_id_created("group_id", GROUP)),
@@ -238,10 +239,11 @@ def tenant_rules():
         "protocol made physical, the member's logical (others' topics dropped); "
         "unreadable \"consumer\" ones or foreign names refused: "
         "INCONSISTENT_GROUP_PROTOCOL")
-    table[15] = replace(table[15], rewrite_response=common.then(
+    table[15] = replace(table[15], rewrite_response=common.then(common.then(
         common.walk_resp, consumer_protocol.describe_groups_response),
-        why="names rewritten, others' "
-        "dropped; \"consumer\" members' subscriptions and assignments made logical")
+        groups.client_ids_shown), why="names rewritten, others' dropped; "
+        "\"consumer\" members' subscriptions and assignments made logical, and "
+        "client ids as the clients sent them")
     row(20, "DeleteTopics", topics.delete_topics_request, topics.delete_topics_response,
         "names and ids rewritten; deleting an alias removes the mapping, never "
         "the shared topic")
@@ -299,7 +301,9 @@ def markdown_table():
         "a test fails if this file and the code disagree. An API that is not offered",
         "is removed from ApiVersions and, if sent anyway, closes the connection; so",
         "does a version past what the brokers offer (tenant mode: ApiVersions offers",
-        "the versions both this table and the brokers know).",
+        "the versions both this table and the brokers know). In virtual cluster",
+        "mode every request's header reaches the broker with the client id",
+        "`<vcluster>/<the client's>` (`vkafka/filters/tenant.py`, `ClientIds`).",
         "",
         "| key | API | passthrough (PLAINTEXT) | virtual cluster (SASL_PLAINTEXT) |",
         "|---:|---|---|---|",

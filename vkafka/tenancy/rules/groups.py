@@ -10,7 +10,7 @@ from kio.static.primitive import i32
 
 
 from ..metadata_cache import made_of
-from ..naming import GROUP, TOPIC, TRANSACTION
+from ..naming import GROUP, TOPIC, TRANSACTION, tenant_client_id
 from ..rights import described_groups_shown
 from ..patterns import (INVALID, MAX_PATTERN, InvalidPattern, alternation, fullmatch,
                         member_key, names_of)
@@ -231,12 +231,24 @@ def group_describe_response(services, rctx, response):
     groups = []
     for g in response.groups:
         physical = rctx.to_physical(GROUP, g.group_id) if g.group_id else ""
-        members = tuple(replace(m, subscribed_topic_regex=shown(physical, m))
+        members = tuple(replace(m, subscribed_topic_regex=shown(physical, m),
+                                client_id=tenant_client_id(namespace.name, m.client_id))
                         for m in g.members)
         groups.append(replace(g, members=members))
     response = replace(response, groups=tuple(groups))
     return response if rctx.rights is None else \
         described_groups_shown(rctx.rights, response)
+
+
+def client_ids_shown(services, rctx, response):
+    """DescribeGroups: members' client ids as their clients sent them (a
+    broker holds ``<vcluster>/<the client's>``: naming.broker_client_id)."""
+    vcluster = rctx.namespace.name
+    return replace(response, groups=tuple(
+        replace(g, members=tuple(
+            replace(m, client_id=tenant_client_id(vcluster, m.client_id))
+            for m in g.members)) if g.members else g
+        for g in response.groups))
 
 
 def list_transactions_request(services, rctx, request):
