@@ -1343,18 +1343,32 @@ class ClientIdTests(TenantSpliceBase):
             include_topic_authorized_operations=False), 12, correlation_id, client_id)
 
     def test_sliced_and_decoded(self):
-        """A sliced request (Produce, its header's tagged fields kept as they
-        came) and a decoded one (Metadata) carry the tenant's client id; a
-        client id naming another virtual cluster is only this one's."""
+        """A sliced request (Produce) and a decoded one (Metadata) carry the
+        tenant's client id; a client id naming another virtual cluster is
+        only this one's.  Header tagged fields (Kafka defines none) are
+        dropped; the body goes as it came."""
         produce = produce_frame(13, self.own, 5)
         tags = 4 + 8 + 2 + 4  # size, key, version, correlation id, "test"
         self.assertEqual(produce[tags:tags + 1], b"\x00")  # no header tags
-        tagged = produce[4:tags] + b"\x01\x00\x01\x7f" + produce[tags + 1:]
-        produce = frame(tagged)
-        self.client.dataReceived(produce + self.metadata(6, "paris/x"))
-        self.assertEqual(self.sent_client_ids(), ["london/test", "london/paris/x"])
+        tagged = frame(produce[4:tags] + b"\x02\x00\x01\x7f\x05\x00"
+                       + produce[tags + 1:])
+        self.client.dataReceived(tagged + self.metadata(6, "paris/x")
+                                 + produce_frame(9, "t", 7))
+        self.assertEqual(self.sent_client_ids(), ["london/test", "london/paris/x",
+                                                  "london/test"])
         self.assertEqual(self.broker_transport.value()[:len(produce) + 7],
                          broker_sees(produce))
+
+    def test_body_starting_like_tags(self):
+        """A header without tagged fields (Produce v8) before a body whose
+        first byte is not 0 (a null transactional id): sent whole."""
+        produce = produce_frame(8, "t", 5)
+        self.assertEqual(produce[18:20], b"\xff\xff")
+        self.client.dataReceived(produce)
+        [sent] = FrameDecoder().feed(self.broker_transport.value())
+        body = 8 + 2 + len("london/test")  # txn id, acks, timeout, topic count
+        self.assertEqual(bytes(sent[body:body + 12]), produce[4 + 14:4 + 26])
+        self.assertEqual(decode_request(sent)[1].topic_data[0].name, "londont")
 
     def test_null_and_changing_ids(self):
         """A null client id is the virtual cluster's alone; a connection whose

@@ -16,7 +16,9 @@ from twisted.internet import defer
 
 from ..protocol.codec import decode_request, encode_body
 from ..protocol.framing import SIZE, Malformed
-from ..protocol.headers import HeaderError, client_id_end, request_body_offset
+from ..protocol.headers import (
+    HeaderError, client_id_end, is_flexible, peek_request, request_body_offset,
+    skip_tagged_fields)
 from ..tenancy import concentration
 from ..tenancy.context import Foreign, Rejected, RequestContext
 from ..tenancy.naming import InvalidName, broker_client_id
@@ -64,12 +66,23 @@ class ClientIds:
 
     def parts(self, frame):
         """*frame*'s pieces to send, size prefix first.  Raises HeaderError
-        (a truncated client id, or one too long once named)."""
+        (a truncated client id or header, or a client id too long once named).
+
+        A flexible header's tagged fields are dropped: Kafka defines none for
+        requests, and nothing unclassified reaches a broker."""
         end = self.end
         if frame[8:end] != self.given:  # the length field included: same end
             end = self._learn(frame)
+        if len(frame) > end and frame[end] and is_flexible(*peek_request(frame)[:2]):
+            return self._untagged(frame, end)  # else 0 tags, or a body's first byte
         return (SIZE.pack(len(frame) + self.grows), bytes(frame[:8]) + self.field,
                 memoryview(frame)[end:])
+
+    def _untagged(self, frame, end):
+        body = skip_tagged_fields(frame, end)
+        head = bytes(frame[:8]) + self.field + b"\x00"  # no tagged fields
+        return (SIZE.pack(len(head) + len(frame) - body), head,
+                memoryview(frame)[body:])
 
     def _learn(self, frame):
         end = client_id_end(frame)
