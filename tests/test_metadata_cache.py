@@ -229,6 +229,27 @@ class RefresherTests(unittest.TestCase):
         self.refresh(all_topics=True)
         self.assertFalse(gc.isenabled())
 
+    def test_ids_of_deleted_topics_forgotten(self):
+        """Listings prune the id map: an id missing from two listings in a row
+        is forgotten; one learnt between listings (a topic created a moment
+        ago) survives a first miss; the refresher's listing feeds it."""
+        import uuid
+
+        from vkafka.proxy.topology import Topology
+        topology = Topology([("kafka1", 9092)], "gw", 6969, 3, 1)
+        old, new, kept = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        topology.topic_ids.update({old: "gone", kept: "t"})
+        topology.learn_listed_ids({kept: "t"})
+        self.assertEqual(set(topology.topic_ids), {old, kept})
+        topology.topic_ids[new] = "born"  # a CreateTopics answer, between listings
+        topology.learn_listed_ids({kept: "t"})
+        self.assertEqual(set(topology.topic_ids), {new, kept})
+        topology.learn_listed_ids({kept: "t", new: "born"})
+        topology.learn_listed_ids({kept: "t", new: "born"})
+        self.assertEqual(set(topology.topic_ids), {new, kept})
+        listed, _ = self.refresh(all_topics=True)
+        self.assertEqual(set(listed.topic_ids.values()), {"t1"})
+
     def test_brokers_only_decoded_inline(self):
         topology, calls = self.refresh(all_topics=False)
         self.assertEqual(calls, [])

@@ -223,8 +223,8 @@ class Refresher:
                 self.last_error = str(e)
         else:
             self.topology.learn(brokers)
-            self.topology.topic_ids.update(ids)
             if self.all_topics:
+                self.topology.learn_listed_ids(ids)
                 self.topology.learn_listing(ids.values(), self.reactor.seconds(),
                                             counts)
                 self._learn_api_versions(host, port)

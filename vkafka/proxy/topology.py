@@ -122,6 +122,21 @@ class Topology:
             self.names_version += 1
         self.listing_at = now
 
+    def learn_listed_ids(self, listed):
+        """The topic ids of a full listing (id -> name): learnt, and ids that
+        two listings in a row lack (deleted topics') forgotten, so topics
+        created and deleted for ever do not grow the map for ever.  An id
+        learnt since the last listing began may be missing from it (a topic
+        created a moment ago): it is kept until the next one."""
+        ids = self.topic_ids
+        ids.update(listed)
+        missing = ids.keys() - listed.keys()
+        for gone in missing & self._unlisted:
+            dict.pop(ids, gone, None)
+        self._unlisted = missing - self._unlisted
+
+    _unlisted = frozenset()
+
     def learn_topic(self, name, exists=True, partitions=None):
         """One topic seen created (or deleted) through this gateway."""
         if not exists:
