@@ -98,7 +98,7 @@ class Outbox:
             write_now(self.transport, framed(payload))
 
     def write_parts(self, parts):
-        """A frame as pieces, its size prefix first (``reheaded_parts``)."""
+        """A frame as pieces, its size prefix first (``ClientIds.parts``)."""
         if self.held:
             self.parts.extend(parts)
         else:
