@@ -270,6 +270,31 @@ class ConcentratedTopicTests(unittest.TestCase):
         self.assertEqual(errors["squeezed"].code(),
                          KafkaError.UNSUPPORTED_COMPRESSION_TYPE)
 
+    def test_produce_over_the_decode_limit_fails_fast(self):
+        """A request to a concentrated topic over --max-decoded-request (a
+        2 MB record, the producer's limits raised): answered
+        MESSAGE_TOO_LARGE at once, the connection kept, the producer's
+        records to another topic written after it."""
+        from confluent_kafka import KafkaError, Producer
+        from confluent_kafka.admin import AdminClient, NewTopic
+        self.concentrate("bulky", self.physical)
+        client = AdminClient(self.config())
+        client.create_topics([NewTopic("after", 1, 3)])["after"].result(30)
+        reports = []
+        producer = Producer(self.config(**{
+            "acks": "all", "message.max.bytes": 4_000_000,
+            "delivery.timeout.ms": 120000, "linger.ms": 0}))
+        producer.produce("bulky", b"v" * 2_000_000,
+                         on_delivery=lambda e, m: reports.append((m.topic(), e)))
+        self.assertEqual(producer.flush(60), 0)
+        producer.produce("after", b"small",
+                         on_delivery=lambda e, m: reports.append((m.topic(), e)))
+        self.assertEqual(producer.flush(60), 0)
+        errors = dict(reports)
+        self.assertEqual(errors["bulky"].code(), KafkaError.MSG_SIZE_TOO_LARGE)
+        self.assertIsNone(errors["after"])
+        self.assertNotIn("gateway decodes", self.gateway.log())  # never closed
+
     def test_compaction_keeps_logical_topics_apart(self):
         """Two logical topics in one compacted topic, the same keys in both:
         after compaction each keeps its own latest value per key."""

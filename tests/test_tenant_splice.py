@@ -404,19 +404,63 @@ class LimitTests(TenantSpliceBase):
         self.assertIsNotNone(factory.buildProtocol(addr))
 
 
-class ConcentratedDecodeLimitTests(unittest.TestCase):
-    def test_produce_over_the_decode_limit_refused(self):
-        """A Produce reaches the concentration layer by slicing, whatever its
-        size; that layer decodes it record by record on the event loop, so it
-        is held to --max-decoded-request like any decoded request."""
-        from types import SimpleNamespace
+class ConcentratedDecodeLimitTests(TenantSpliceBase):
+    """A Produce reaches the concentration layer by slicing, whatever its size;
+    that layer decodes it record by record on the event loop, so it is held
+    to --max-decoded-request (plus PRODUCE_FRAMING for the request around a
+    producer's max.request.size of batches)."""
 
-        from vkafka.filters.tenant import _concentrated
-        context = SimpleNamespace(concentrated={"orders": object()})
-        frame = bytes(2000)
-        outcome = _concentrated(None, context, 0, frame, 40, "API 0 v9", 1000)
-        self.assertIn("over the 1000 bytes the gateway decodes", outcome.refused)
-        self.assertIsNone(outcome.frame)
+    def send_produce(self, *records):
+        from kio.schema.produce.v9 import request as m
+
+        from .kafka_messages import request_frame
+        self.client.namespace.set_alias("orders", "pool", concentrated=True,
+                                        partitions=3)
+        self.client.dataReceived(request_frame(m.ProduceRequest(
+            transactional_id=None, acks=i16(-1),
+            timeout=i32Timedelta.parse(datetime.timedelta(seconds=1)),
+            topic_data=tuple(m.TopicProduceData(name=name, partition_data=(
+                m.PartitionProduceData(index=i32(0), records=batch),))
+                for name, batch in records)), 9, 7))
+
+    def test_produce_over_the_decode_limit_answered_too_large(self):
+        """Past the limit: each partition of its concentrated topics answered
+        MESSAGE_TOO_LARGE with the reason (a Java producer splits its batches
+        and sends them again), its records never read, its other topics
+        written; the connection stays open."""
+        from vkafka.filters.tenant import PRODUCE_FRAMING
+
+        from .kafka_messages import record_batch
+        from .test_fastpath import produce_response
+        self.gateway.max_decoded_request = 1000
+        self.login()
+        big = record_batch(2, b"v" * (PRODUCE_FRAMING // 2))
+        self.send_produce(("orders", big), ("t", big))
+        _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        decoy, plain = request.topic_data
+        self.assertTrue(decoy.name.startswith("!vkafka-refused"), decoy.name)
+        self.assertEqual(plain.name, "londont")
+        self.assertEqual(plain.partition_data[0].records, big)
+        body = produce_response(9, errors=(3,), topics=(decoy.name, "londont"))
+        self.broker.dataReceived(frame(struct.pack(">i", 7) + b"\x00" + body))
+        _, response = decode_response(self.responses()[0], 0, 9)
+        answered = {t.name: t.partition_responses[0] for t in response.responses}
+        self.assertEqual(sorted(answered), ["orders", "t"])
+        self.assertEqual(answered["orders"].error_code, ErrorCode.message_too_large)
+        self.assertIn("over the 66536 bytes the gateway decodes",
+                      answered["orders"].error_message)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_produce_within_the_framing_margin_passes(self):
+        """A request up to PRODUCE_FRAMING over the limit is rewritten: its
+        records tagged for the logical topic, as any other."""
+        from .kafka_messages import record_batch
+        self.gateway.max_decoded_request = 1000
+        self.login()
+        self.send_produce(("orders", record_batch(2, b"v" * 30000)))
+        _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        self.assertEqual(request.topic_data[0].name, "pool")
+        self.assertFalse(self.transport.disconnecting)
 
 
 class FuzzTests(TenantSpliceBase):

@@ -149,6 +149,25 @@ class CompiledWalkTests(unittest.TestCase):
             self.assertEqual(outcome(_walk.produce_response, data, 0, version),
                              outcome(fastpath.walk_response_py, data, 0, version))
 
+    def test_length_scans_agree(self):
+        """lengths.check's scan for a possible 2**32 length, compiled and as a
+        regex: the same answer on random bytes (high bytes likely, so runs
+        of four are common), every offset, and bytes or a memoryview."""
+        from vkafka.protocol import _walk, lengths
+        self.assertIs(lengths.maybe_huge, _walk.maybe_huge)
+        rng = random.Random(25)
+        found = 0
+        for _ in range(5_000):
+            data = bytes(rng.choice((0x00, 0x0f, 0x10, 0x7f, 0x80, 0xff, rng.getrandbits(8)))
+                         for _ in range(rng.randrange(0, 40)))
+            for offset in (-3, 0, 1, 5, len(data) - 5, len(data), len(data) + 9):
+                expected = lengths.maybe_huge_py(data, offset)
+                self.assertEqual(_walk.maybe_huge(data, offset), expected,
+                                 (data.hex(), offset))
+                self.assertEqual(_walk.maybe_huge(memoryview(data), offset), expected)
+                found += expected
+        self.assertGreater(found, 1000)
+
     def test_offset_past_the_end(self):
         """An offset at or past the end raises, never reads beyond the buffer."""
         from vkafka.protocol import _walk

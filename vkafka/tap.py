@@ -89,7 +89,9 @@ SETTINGS = [
     ("max-decoded-request", "GATEWAY_MAX_DECODED_REQUEST_SIZE", 1048576, int,
      "Largest tenant request the gateway decodes and rewrites on its event loop, in "
      "bytes (Produce and Fetch are sliced, not decoded; Metadata is held to a "
-     "quarter of this); larger ones close the connection"),
+     "quarter of this; a Produce to concentrated topics, decoded there, may exceed "
+     "it by 64 KiB and is answered MESSAGE_TOO_LARGE past that); larger ones "
+     "close the connection"),
     ("max-decoded-response", "GATEWAY_MAX_DECODED_RESPONSE_SIZE", 8388608, int,
      "Largest broker answer to a tenant the gateway decodes and rewrites on its "
      "event loop, in bytes (Fetch and Produce answers are sliced or streamed, "

@@ -28,6 +28,11 @@ from ..tenancy.services import OFF_LOOP_FROM, SMALL_WORK
 from ..tenancy.walker import plan
 
 PRODUCE, METADATA = 0, 3
+MESSAGE_TOO_LARGE = 10
+PRODUCE_FRAMING = 64 * 1024
+"""Bytes a concentrated Produce may hold beyond --max-decoded-request: a
+producer's max.request.size (1 MiB by default, as that limit) counts its
+batches, not the names and partitions around them."""
 REWRITE_ERRORS = (Malformed, struct.error, Foreign, Rejected)
 """What hostile or broken bytes raise (the connection is closed with the
 reason); anything else is a bug and surfaces as one."""
@@ -252,20 +257,31 @@ def _encoded(services, context, api_key, head, request, what, max_decoded_reques
 def _concentrated(services, context, api_key, frame, body_offset, what,
                   max_decoded_request):
     """The request through the concentration layer if it names concentrated
-    topics (then decoded once more, so held to the decode limit: a Produce
-    came this far by slicing, whatever its size)."""
+    topics (then decoded once more, so held to the decode limit).  A Produce
+    came this far by slicing, whatever its size: past the limit it is
+    answered MESSAGE_TOO_LARGE for its concentrated topics' partitions, its
+    records copied but never read (a Java producer splits its batches and
+    sends them again), where closing the connection would have the producer
+    send the same request until its delivery timeout."""
     if not context.concentrated:
         return Outcome(frame=frame, context=context, body_offset=body_offset)
     limit = decode_limit(max_decoded_request, api_key)
+    too_large = None
+    if api_key == PRODUCE:
+        limit += PRODUCE_FRAMING
     if len(frame) > limit:  # its records are decoded one by one, on the event loop
-        return Outcome(refused=f"concentrated topics, {what}: a request of "
-                               f"{len(frame)} bytes, over the {limit} bytes the "
-                               "gateway decodes (--max-decoded-request)")
+        reason = (f"a request of {len(frame)} bytes, over the {limit} bytes the "
+                  "gateway decodes (--max-decoded-request)")
+        if api_key != PRODUCE:
+            return Outcome(refused=f"concentrated topics, {what}: {reason}")
+        too_large = concentration.Refused(  # the records' bytes copied, not read
+            f"a produce to concentrated topics in {reason}", MESSAGE_TOO_LARGE)
     try:
         header, request = decode_request(frame)
         try:
-            rewritten = concentration.rewrite_request(services, context, api_key,
-                                                      request)
+            rewritten = concentration.rewrite_request(
+                services, context, api_key, request) if too_large is None \
+                else _refused_produce(context, request, too_large)
         except concentration.Refused as e:
             if api_key != PRODUCE:
                 raise

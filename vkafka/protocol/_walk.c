@@ -411,7 +411,39 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(maybe_huge_doc,
+"maybe_huge(frame, offset) -> bool\n\n"
+"Whether *frame* from *offset* holds four bytes of 0x80 or more and then one\n"
+"of 0x10-0x7f: the pattern of lengths.py, found in one pass (the regex there\n"
+"takes ~11 ns a byte, a second for a 100 MB request).");
+
+static PyObject *
+maybe_huge(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTuple(args, "y*n", &view, &offset))
+        return NULL;
+    const unsigned char *b = view.buf;
+    Py_ssize_t run = 0, found = 0;
+    for (Py_ssize_t i = offset < 0 ? 0 : offset; i < view.len; i++) {
+        unsigned char c = b[i];
+        if (c >= 0x80) {
+            run++;
+        } else {
+            if (run >= 4 && c >= 0x10) {
+                found = 1;
+                break;
+            }
+            run = 0;
+        }
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(found);
+}
+
 static PyMethodDef methods[] = {
+    {"maybe_huge", maybe_huge, METH_VARARGS, maybe_huge_doc},
     {"produce_request", produce_request, METH_VARARGS, produce_request_doc},
     {"produce_response", produce_response, METH_VARARGS, produce_response_doc},
     {NULL, NULL, 0, NULL},

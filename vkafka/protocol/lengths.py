@@ -43,9 +43,20 @@ class LengthError(Malformed):
 
 def check(cls, frame, offset):
     """Raise LengthError if the *cls* message at *offset* has an impossible length."""
-    if _MAYBE_HUGE.search(frame, offset) is None:
+    if not maybe_huge(frame, offset):
         return
     _Walk(frame, offset).entity(cls)
+
+
+def maybe_huge_py(frame, offset):
+    """Whether *frame* from *offset* may hold a length of 2**32 or more."""
+    return _MAYBE_HUGE.search(frame, offset) is not None
+
+
+try:  # the same scan compiled (setup.py), ~40 times faster
+    from ._walk import maybe_huge
+except ImportError:  # no C compiler where this was installed
+    maybe_huge = maybe_huge_py
 
 
 @lru_cache(maxsize=None)
