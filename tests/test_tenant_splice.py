@@ -2185,6 +2185,45 @@ class OffLoopTests(TenantSpliceBase):
         self.assertEqual(got.results[7].resource_name, "t7")
         self.assertEqual(self.client.valve.reasons, {"throttle"})  # 0.8 s of thread
 
+    def test_answers_behind_one_off_the_loop_count(self):
+        """Answers the broker sent while one before them is decoded off the
+        loop wait their turn in the tenant's answer budget (~100 Fetch
+        answers of 50 MB could wait there): past it the broker's next answer
+        is not read until they are sent.  They go out in order, and once
+        sent they are freed."""
+        from kio.schema.describe_configs.v4 import response as r
+        from kio.static.primitive import i8
+
+        from vkafka.proxy.buffers import Buffers
+        metadata = response_frame(11, metadata_response(BROKERS))
+        size = len(metadata) - 4
+        self.gateway.buffers = Buffers(10**6, 2 * size)
+        self.login()
+        self.client.dataReceived(self.describe(10, 10))  # a small request
+        for n in (11, 12, 13):
+            self.client.dataReceived(metadata_for(["t"], n))
+        answer = r.DescribeConfigsResponse(
+            throttle_time=datetime.timedelta(0), results=tuple(r.DescribeConfigsResult(
+                error_code=ErrorCode.none, error_message=None, resource_type=i8(2),
+                resource_name=f"londont{i}", configs=()) for i in range(10_000)))
+        self.broker.dataReceived(response_frame(10, answer))  # off the loop
+        self.broker.dataReceived(metadata + response_frame(12, metadata_response(BROKERS)))
+        _, answers = self.gateway.buffers.tenant("london")
+        self.assertEqual(answers.total, self.broker.parked)  # the two, rewritten
+        self.assertGreater(self.broker.parked, size)
+        last = response_frame(13, metadata_response(BROKERS))
+        self.broker.dataReceived(last[:20])
+        self.assertEqual(self.broker.waiting, size)
+        self.assertIn("buffers", self.broker.valve.reasons)
+        self.assertEqual(self.responses(), [])
+        self.finish()
+        self.assertEqual((self.broker.parked, self.broker.reserved), (0, size))
+        self.assertNotIn("buffers", self.broker.valve.reasons)
+        self.broker.dataReceived(last[20:])
+        self.assertEqual([struct.unpack(">i", bytes(a[:4]))[0] for a in self.responses()],
+                         [10, 11, 12, 13])
+        self.assertEqual(answers.total, 0)
+
     def test_small_ones_stay_on_the_loop(self):
         self.login()
         self.client.dataReceived(self.describe(10, 10))

@@ -117,7 +117,8 @@ SETTINGS = [
     ("tenant-answer-buffer", "GATEWAY_TENANT_ANSWER_BUFFER", 64 * 1024 * 1024, int,
      "Bytes of broker answers one virtual cluster's connections may make a "
      "gateway process hold at once: those being received whole (streamed Fetch "
-     "answers are not) and those its clients have not read yet; past it the "
+     "answers are not), those waiting their turn behind one being rewritten, "
+     "and those its clients have not read yet; past it the "
      "next answer waits, its broker connection not read, until room is made"),
     ("tuning", "GATEWAY_PROCESS_TUNING", "true", str,
      "Apply the process-wide tuning of vkafka/tuning.py (GIL switch interval, "

@@ -84,7 +84,8 @@ class TenantBuffer:
 
     def parked(self, holder, size):
         """*holder* keeps *size* bytes of whole frames waiting for their turn
-        (a throttle, a rule asking first, MAX_IN_FLIGHT answers owed)."""
+        (requests: a throttle, a rule asking first, MAX_IN_FLIGHT answers
+        owed; answers: behind one being rewritten, sequencer.py)."""
         self._holds(holder, "parked", size)
 
     def _holds(self, holder, what, size):

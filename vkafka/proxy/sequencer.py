@@ -45,6 +45,8 @@ class Pending:
     work: float = 0.0
     """Seconds of the loop its response took to decode and rewrite (0: passed
     as bytes or renamed by slicing), charged to the tenant's LoopShare."""
+    held: int = 0
+    """Bytes of its broker's answer kept (``local``) until its turn."""
 
 
 class Sequencer:
@@ -57,6 +59,14 @@ class Sequencer:
     room = None
     """Called once, when fewer than MAX_IN_FLIGHT requests are owed again (set
     by whoever waits for it)."""
+    held = 0
+    """Bytes of broker answers kept until their turn: behind an answer being
+    rewritten asynchronously (the codec thread, a rule asking first), as the
+    broker answers in order.  ~100 Fetch answers of 50 MB could wait there."""
+    parked = None
+    """Called with ``held`` when it changes (the tenant's answer budget,
+    buffers.py: past it the broker's next answer is not read).  No deadlock:
+    what holds them finishes without this broker connection."""
 
     def __init__(self, write, close):
         self.pending = deque()
@@ -97,6 +107,10 @@ class Sequencer:
             self._write(frame)
         else:
             pending.local = bytes(frame)
+            pending.held = len(pending.local)
+            self.held += pending.held
+            if self.parked is not None:
+                self.parked(self.held)
         self.release()
 
     def streamable(self):
@@ -118,6 +132,10 @@ class Sequencer:
         while self.pending and self.pending[0].local is not None:
             item = self.pending.popleft()
             self._write(item.local)
+            if item.held:
+                self.held -= item.held
+                if self.parked is not None:
+                    self.parked(self.held)
             if item.close_after:
                 self._close()
                 return

@@ -14,6 +14,7 @@ request order, whether the broker or the gateway made them.
 """
 
 import struct
+from functools import partial
 
 from kio.schema.errors import ErrorCode
 from twisted.internet import defer, protocol
@@ -206,6 +207,7 @@ class ClientConnection(protocol.Protocol):
         if self.buffers is not None:
             self.valve.queue = Queue(self.buffers, self, broker.transport)
             broker.budget = self.answer_buffer
+            self.sequencer.parked = partial(self.answer_buffer.parked, broker)
             self.unsent.queue = Queue(self.answer_buffer, broker, self.transport)
         broker.transport.registerProducer(self.valve, True)
         self.valve.release("connecting")
