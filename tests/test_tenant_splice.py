@@ -719,6 +719,87 @@ class ProduceResponseTests(Producing, TenantSpliceBase):
                          .error_message)
 
 
+class FetchNamesTests(TenantSpliceBase):
+    """Fetch answers before v13 (kafkajs v11, kafka-python, aiokafka, Sarama)
+    name topics: renamed by slicing when every name is the tenant's, as
+    Produce answers are; decoded otherwise."""
+
+    def fetch(self, version, topic, correlation_id=7):
+        from .kafka_messages import fetch_request
+        self.client.dataReceived(request_frame(fetch_request(topic, version=version),
+                                               version, correlation_id))
+
+    def answer(self, version, topic, correlation_id=7):
+        from .test_fastpath import fetch_response
+        raw = struct.pack(">i", correlation_id) + (b"\x00" if version >= 12 else b"") \
+            + fetch_response(version, topic=topic)
+        self.broker.dataReceived(frame(raw))
+        return raw
+
+    def test_names_renamed_by_slicing(self):
+        """v4 to v12: not decoded, and the client gets exactly what decoding,
+        walking and re-encoding would have sent (records untouched)."""
+        from vkafka.protocol.codec import encode_body
+        from vkafka.tenancy.context import RequestContext
+        for version in range(4, 13):
+            self.setUp()
+            self.login()
+            self.fetch(version, "t")
+            _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+            self.assertEqual(request.topics[0].topic, "londont")
+            decoded = ProduceResponseTests.count_decodes(self)
+            raw = self.answer(version, "londont")
+            self.assertEqual(decoded, [], version)
+            header, response = decode_response(raw, 1, version)
+            walked = self.client.rules[1].rewrite_response(
+                self.client, RequestContext(self.client.namespace, {}), response)
+            self.assertEqual(walked.responses[0].topic, "t")
+            self.assertEqual(bytes(self.responses()[0]), header + encode_body(walked),
+                             version)
+
+    def test_slicing_gives_way_to_decoding(self):
+        """Another tenant's name in the answer: decoded, and that topic
+        dropped; a decoy in the request (an invalid name): decoded, and
+        explained."""
+        self.login()
+        self.fetch(11, "t", 7)
+        decoded = ProduceResponseTests.count_decodes(self)
+        self.answer(11, "parist", 7)
+        self.assertEqual(decoded, [1])
+        _, response = decode_response(self.responses()[0], 1, 11)
+        self.assertEqual(response.responses, ())
+        self.transport.clear()
+        self.fetch(11, "bad name", 8)
+        _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[-1])
+        decoy = request.topics[0].topic
+        self.assertTrue(decoy.startswith("!vkafka-refused"), decoy)
+        self.answer(11, decoy, 8)
+        self.assertEqual(decoded, [1, 1])
+        _, response = decode_response(self.responses()[0], 1, 11)
+        self.assertEqual(response.responses[0].topic, "bad name")
+
+    def test_decoded_while_acls_are_on(self):
+        """With the virtual cluster's ACLs on, the answer is decoded: the walk
+        drops a topic the principal may no longer see (a fetch session's)."""
+        from vkafka.auth.acls import Acl
+        from vkafka.state.model import GatewayState
+        from vkafka.state.store import MemoryStore
+        state = GatewayState(MemoryStore(), self.authority,
+                             self.gateway.tenancy.vclusters, self.reactor.seconds)
+        state.ensure_vcluster("london")
+        state.put_rights("london", True)
+        state.add_acls("london", [Acl.checked("TOPIC", "PREFIXED", "t", "User:sa",
+                                              "*", "READ", "ALLOW")])
+        self.client.services.authorizer = state.authorizer
+        self.login()
+        self.fetch(11, "t", 7)
+        decoded = ProduceResponseTests.count_decodes(self)
+        self.answer(11, "londont", 7)
+        self.assertEqual(decoded, [1])
+        _, response = decode_response(self.responses()[0], 1, 11)
+        self.assertEqual(response.responses[0].topic, "t")
+
+
 class HotNamesTests(Producing, TenantSpliceBase):
     """The produce path remembers names and topic ids it decided
     (naming.HotNames); a change of mapping, prefix or availability makes it

@@ -43,8 +43,8 @@ class Scan:
     """Fetch v13+: the 16-byte topic ids the response carries, so a response
     forwarded as bytes is still checked for topics that are not the tenant's."""
     names: tuple = ()
-    """Produce before v13: where each topic's name field is, (start, end) in
-    order, so renaming it (``rename_fields``) walks nothing again."""
+    """Produce and Fetch before v13: where each topic's name field is, (start,
+    end) in order, so renaming it (``rename_fields``) walks nothing again."""
 
 
 def scan_fetch(frame, offset, version):
@@ -60,14 +60,15 @@ def scan_fetch(frame, offset, version):
         error, session = _I16_I32.unpack_from(frame, pos)
         pos += 2 + 4  # error_code, session_id
     records = 0
-    ids = []
+    ids, names = [], []
     topics, pos = read_length(frame, pos, flexible)
     for _ in range(max(topics, 0)):
         if version >= 13:
             ids.append(bytes(frame[pos:pos + 16]))
             pos += 16
         else:
-            pos = skip_string(frame, pos, flexible)
+            start, pos = pos, skip_string(frame, pos, flexible)
+            names.append((start, pos))
         partitions, pos = read_length(frame, pos, flexible)
         for _ in range(max(partitions, 0)):
             if not error:
@@ -77,8 +78,8 @@ def scan_fetch(frame, offset, version):
         if flexible:
             pos = skip_tagged_fields(frame, pos)
     scan = _end(frame, pos, flexible, error, records, "fetch")
-    if session or ids:
-        scan = replace(scan, session_id=session, topic_ids=tuple(ids))
+    if session or ids or names:
+        scan = replace(scan, session_id=session, topic_ids=tuple(ids), names=names)
     return scan
 
 

@@ -173,9 +173,11 @@ def tenant_rules():
         "full fetch without the session), at most 4 a connection (past them a "
         "full fetch goes on sessionless); fetches as a replica refused; "
         "node_endpoints; v13+ responses forwarded as bytes when every topic id "
-        "in them is the tenant's and nothing else must change",
+        "in them is the tenant's and nothing else must change, older ones "
+        "renamed by slicing when every name is the tenant's",
         rewrite_frame=records.fetch_frame, scan_response=scan_fetch,
-        passes_as_bytes=records.passes_as_bytes, observe=records.fetch_observe)
+        passes_as_bytes=records.passes_as_bytes, observe=records.fetch_observe,
+        rename_response=records.fetch_response_names)
     row(3, "Metadata", topics.metadata_request, topics.metadata_response,
         "names and ids rewritten, other tenants' topics dropped, no auto-create, "
         "broker addresses rewritten; all-topics requests ask for the tenant's "
