@@ -392,6 +392,39 @@ class IsolationClassTests(IsolationBase):
         self.assertEqual(mine.error_code, ErrorCode.none)
 
 
+    def test_repeated_entries_refused(self):
+        """One broker under three spellings in a DescribeConfigs (the broker
+        reads its name as a number: three answers of ~95 KB): the repeats
+        answered INVALID_REQUEST by the gateway.  A DescribeGroups or
+        OffsetFetch naming one group twice (the broker builds an answer per
+        entry: 400,000 of them ran it out of heap): the connection closed,
+        nothing sent; the tenant's other connection served as before."""
+        from kio.schema.describe_configs.v4.request import (
+            DescribeConfigsRequest, DescribeConfigsResource)
+        from kio.schema.describe_groups.v5.request import DescribeGroupsRequest
+        from kio.schema.offset_fetch.v9 import request as of
+        from kio.static.primitive import i8, i32
+        attacker = self.client(self.paris)
+        bystander = self.client(self.paris)
+        answer = attacker.request(DescribeConfigsRequest(
+            resources=tuple(DescribeConfigsResource(
+                resource_type=i8(4), resource_name=name, configuration_keys=None)
+                for name in ("1", "01", "+1")),
+            include_synonyms=False, include_documentation=True), 4)
+        self.assertEqual([(r.error_code, r.error_message) for r in answer.results[1:]],
+                         [(ErrorCode.invalid_request,
+                           "the resource is named twice in this request")] * 2)
+        self.assertIsNone(attacker.request(DescribeGroupsRequest(
+            groups=("g", "g"), include_authorized_operations=False), 5))
+        attacker = self.client(self.paris)
+        self.assertIsNone(attacker.request(of.OffsetFetchRequest(groups=tuple(
+            of.OffsetFetchRequestGroup(group_id="g", member_id=None,
+                                       member_epoch=i32(-1), topics=None)
+            for _ in range(2)), require_stable=False), 9))
+        [mine] = bystander.request(metadata(["mine"]), 12).topics
+        self.assertEqual(mine.error_code, ErrorCode.none)
+
+
 class BrokerSideRegexTests(IsolationBase):
     """A real KIP-848 consumer (librdkafka, group.protocol=consumer) subscribed
     with an anchored broker-side regex, through two gateways."""

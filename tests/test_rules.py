@@ -51,6 +51,69 @@ class RuleTableTests(unittest.TestCase):
         with self.assertRaises(HeaderError):
             rewrite_produce(twice, offset, 9, topic_field=lambda f: None)
 
+    def test_keyed_lists_exist(self):
+        """Every list rules/keys.py names is in some offered version of its
+        API's request, with its key fields (a misspelt path checks nothing)."""
+        import dataclasses
+        import typing
+
+        from kio.static.constants import EntityType
+
+        from vkafka.protocol.headers import payload_class
+        from vkafka.tenancy.rules.keys import KEYED
+        rules = tenant_rules()
+
+        def found(cls, names, fields):
+            hints = {f.name: f.type for f in dataclasses.fields(cls)}
+            if names[0] not in hints:
+                return False
+            inner = next(a for a in typing.get_args(hints[names[0]]) if a is not type(None))
+            if typing.get_origin(inner) is tuple:
+                inner = typing.get_args(inner)[0]
+            if len(names) > 1:
+                return found(inner, names[1:], fields)
+            if not fields:
+                return not dataclasses.is_dataclass(inner)
+            return all(f in {g.name for g in dataclasses.fields(inner)} for f in fields)
+
+        for api_key, lists in KEYED.items():
+            rule = rules[api_key]
+            for path, fields in lists:
+                self.assertTrue(any(
+                    found(payload_class(api_key, v, EntityType.request), path.split("."),
+                          fields)
+                    for v in range(rule.min_version, rule.max_version + 1)),
+                    (rule.name, path, fields))
+
+    def test_answers_per_entry_never_repeated(self):
+        """A name the broker answers entry by entry, repeated (a DescribeGroups
+        naming one group 400,000 times asked for a 400 MB answer): refused."""
+        from kio.schema.consumer_group_describe.v0.request import (
+            ConsumerGroupDescribeRequest)
+        from kio.schema.describe_groups.v5.request import DescribeGroupsRequest
+        from kio.schema.offset_fetch.v9 import request as of
+        from kio.static.primitive import i32
+
+        from vkafka.tenancy.rules.keys import repeated
+        self.assertIsNone(repeated(15, DescribeGroupsRequest(
+            groups=("a", "b"), include_authorized_operations=False)))
+        self.assertEqual(repeated(15, DescribeGroupsRequest(
+            groups=("a", "b", "a"), include_authorized_operations=False)),
+            "groups repeats a")
+        self.assertIsNotNone(repeated(69, ConsumerGroupDescribeRequest(
+            group_ids=("g", "g"), include_authorized_operations=False)))
+
+        def offset_fetch(*groups, partitions=(0, 1)):
+            return of.OffsetFetchRequest(groups=tuple(of.OffsetFetchRequestGroup(
+                group_id=g, member_id=None, member_epoch=i32(-1),
+                topics=(of.OffsetFetchRequestTopics(
+                    name="t", partition_indexes=tuple(map(i32, partitions))),))
+                for g in groups), require_stable=False)
+        self.assertIsNone(repeated(9, offset_fetch("a", "b")))
+        self.assertEqual(repeated(9, offset_fetch("a", "a")), "groups repeats a")
+        self.assertEqual(repeated(9, offset_fetch("a", partitions=(0, 0))),
+                         "groups.topics.partition_indexes repeats 0")
+
     def test_brokers_batched_add_partitions_not_offered(self):
         """AddPartitionsToTxn v4+ (KIP-890's batch of many transactional ids,
         CLUSTER_ACTION on a broker): tenants get v0-3, as clients use."""

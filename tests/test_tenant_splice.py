@@ -358,6 +358,29 @@ class TenantSpliceTests(TenantSpliceBase):
         self.assertEqual(auth.error_code, ErrorCode.sasl_authentication_failed)
         self.assertTrue(self.transport.disconnecting)
 
+    def test_reauthentication_frames_bounded(self):
+        """A re-authentication's frames are held to --unauthenticated-frame-size
+        as a first login's are (a 60 MB token, parsed and checked on the loop,
+        held it for seconds): closed unread, by SaslAuthenticate or by the
+        bare token after a v0 handshake; one of the usual size passes."""
+        from vkafka.filters import sasl
+        parsed, accept = [], sasl.SaslTerminator.accept
+
+        def spy(terminator, raw):
+            parsed.append(len(raw))
+            return accept(terminator, raw)
+        self.patch(sasl.SaslTerminator, "accept", spy)
+        self.login()
+        self.client.dataReceived(handshake())
+        self.client.dataReceived(authenticate("sa", "x" * 20_000, 3))
+        self.assertTrue(self.transport.disconnecting)
+        self.setUp()
+        self.login()
+        self.client.dataReceived(handshake(0))
+        self.client.dataReceived(frame(b"\x00sa\x00" + b"x" * 20_000))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertLess(max(parsed), 1000)  # the two logins, not the tokens
+
     def test_local_answers_wait_their_turn(self):
         """A SASL answer made locally is sent after earlier broker responses."""
         self.login()

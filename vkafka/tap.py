@@ -79,9 +79,9 @@ SETTINGS = [
     ("authentication-timeout", "GATEWAY_AUTHENTICATION_TIMEOUT_SECONDS", 10.0, float,
      "Seconds a client has to authenticate before it is disconnected"),
     ("unauthenticated-frame-size", "GATEWAY_UNAUTHENTICATED_MAX_FRAME_SIZE", 16384,
-     int, "Largest frame accepted before authentication, in bytes (a login "
-     "with a token takes under 1 KiB; each connection not yet logged in may "
-     "hold this much)"),
+     int, "Largest frame accepted before authentication, and of any SASL frame "
+     "(a re-authentication too), in bytes (a login with a token takes under 1 "
+     "KiB; each connection not yet logged in may hold this much)"),
     ("max-connections-per-ip", "GATEWAY_MAX_CONNECTIONS_PER_IP", 1000, int,
      "Open Kafka connections allowed from one client address"),
     ("max-connections-per-vcluster", "GATEWAY_MAX_CONNECTIONS_PER_VCLUSTER", 1000, int,

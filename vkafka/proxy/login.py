@@ -44,6 +44,8 @@ class Login:
         it: the revocations and deleted virtual clusters in it are not known
         yet, and a revoked token would be let in.  The login deadline still
         holds (a state that never loads closes the connection)."""
+        if self._oversized(frame):
+            return
         if request.api_key != SASL_HANDSHAKE and self._state_pending(
                 lambda: self.answer(frame, request)):
             return
@@ -58,6 +60,19 @@ class Login:
         elif not close and request.api_key != SASL_HANDSHAKE:
             self._authenticated(first)
         self.conn.answer(request, body, close_after=close)
+
+    def _oversized(self, frame):
+        """A SASL frame past --unauthenticated-frame-size closes the connection,
+        unread.  Before a login the decoder refuses it at its size; a
+        re-authentication comes when frames may be as large as any request,
+        and a 60 MB token parsed and checked on the loop held it for seconds."""
+        limit = self.gateway.unauthenticated_frame_size
+        if len(frame) <= limit:
+            return False
+        self._refused(f"a SASL frame of {len(frame)} bytes")
+        self.conn.fail(f"a SASL frame of {len(frame)} bytes, over the {limit} "
+                       "bytes a login may take (--unauthenticated-frame-size)")
+        return True
 
     def _state_pending(self, retry):
         """True if the shared state is still loading: *retry* is called once
@@ -81,6 +96,8 @@ class Login:
 
     def raw_token(self, frame):
         """SaslHandshake v0 is followed by the bare PLAIN token, answered bare."""
+        if self._oversized(frame):
+            return
         if self._state_pending(lambda: self.raw_token(frame)):
             return
         first = self.sasl.claims is None

@@ -43,6 +43,19 @@ thousands of times with its documentation asked the broker to build an answer
 of 130 MB (Kafka's own clients name each resource once)."""
 
 
+def _resource_key(resource):
+    """What a broker describes for *resource*: a broker's name is read as a
+    number, so "1", "01" and "+1" are one broker (each spelling cost it ~95 KB
+    of configs with their documentation: attack 89 again, by spelling)."""
+    name = resource.resource_name
+    if resource.resource_type in (RESOURCE_BROKER, RESOURCE_BROKER_LOGGER):
+        try:
+            name = int(name)
+        except (TypeError, ValueError):
+            pass
+    return resource.resource_type, name
+
+
 def configs_request(read_only, replaces_all=False):
     """Describe (*read_only*) or alter configs; AlterConfigs *replaces_all* of
     a resource's configs, IncrementalAlterConfigs changes some."""
@@ -54,8 +67,9 @@ def configs_request(read_only, replaces_all=False):
         for r in request.resources:
             kind = _RESOURCE_KINDS.get(r.resource_type)
             refusal = _NOT_AVAILABLE
-            twice = (r.resource_type, r.resource_name) in seen
-            seen.add((r.resource_type, r.resource_name))
+            key = _resource_key(r)
+            twice = key in seen
+            seen.add(key)
             if twice:  # the broker would answer (and build) it once more
                 refusal = _TWICE
             elif kind is not None:

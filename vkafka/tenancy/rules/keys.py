@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.test_rules -*-
-"""Lists a broker reads into hashed collections, by the key of each entry.
+"""Lists a broker reads into hashed collections, or answers entry by entry,
+by the key of each entry.
 
 Kafka reads these (its schemas' ``mapKey`` fields) into implicitly linked
 hash collections, where entries with one key share one chain: a request
@@ -12,18 +13,34 @@ sent: the table below names, per API, each such list and its key.
 
 KEYED = {
     0: (("topic_data", ("name",)), ("topic_data", ("topic_id",))),  # Produce
+    9: (("topics", ("name",)), ("topics.partition_indexes", ()),
+        ("groups", ("group_id",)), ("groups.topics", ("name",)),
+        ("groups.topics.partition_indexes", ())),  # OffsetFetch
     11: (("protocols", ("name",)),),  # JoinGroup
+    15: (("groups", ()),),  # DescribeGroups
     19: (("topics", ("name",)), ("topics.assignments", ("partition_index",)),
          ("topics.configs", ("name",))),  # CreateTopics
     23: (("topics", ("topic",)),),  # OffsetForLeaderEpoch
+    24: (("v3_and_below_topics", ("name",)),
+         ("v3_and_below_topics.partitions", ())),  # AddPartitionsToTxn
     33: (("resources", ("resource_type", "resource_name")),
          ("resources.configs", ("name",))),  # AlterConfigs
     37: (("topics", ("name",)),),  # CreatePartitions
     44: (("resources", ("resource_type", "resource_name")),
          ("resources.configs", ("name", "config_operation"))),  # IncrementalAlterConfigs
-    47: (("topics", ("name",)),),  # OffsetDelete
+    42: (("groups_names", ()),),  # DeleteGroups
+    47: (("topics", ("name",)), ("topics.partitions", ("partition_index",))),  # OffsetDelete
+    61: (("topics", ("name",)), ("topics.partition_indexes", ())),  # DescribeProducers
+    65: (("transactional_ids", ()),),  # DescribeTransactions
+    69: (("group_ids", ()),),  # ConsumerGroupDescribe
+    75: (("topics", ("name",)),),  # DescribeTopicPartitions
 }
-"""api key -> ((path of a list, the fields keying its entries), ...)."""
+"""api key -> ((path of a list, the fields keying its entries; none: the
+entry is its own key), ...).  Besides the lists a broker hashes, those whose
+every entry makes the broker build an answer of its own: a DescribeGroups
+naming one group 400,000 times (10 KB) asked for a 400 MB answer, an
+OffsetFetch naming one 20,000 times for 483 MB, and the broker ran out of
+heap building them."""
 
 
 def repeated(api_key, request):
@@ -32,9 +49,12 @@ def repeated(api_key, request):
         for entries in _lists(request, path.split(".")):
             seen = set()
             for entry in entries:
-                if not all(hasattr(entry, f) for f in fields):
+                if not fields:
+                    key = (entry,)
+                elif not all(hasattr(entry, f) for f in fields):
                     break  # a version without this key
-                key = tuple(getattr(entry, f) for f in fields)
+                else:
+                    key = tuple(getattr(entry, f) for f in fields)
                 if key in seen:
                     return f"{path} repeats {'/'.join(map(str, key))}"
                 seen.add(key)
