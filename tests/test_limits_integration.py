@@ -312,6 +312,23 @@ class TopicPolicyTests(LimitsTestCase):
         self.assertEqual(self.broker_configs(vc, "compact").get("cleanup.policy"),
                          "compact")
 
+    def test_floors_without_limits(self):
+        """A virtual cluster with no limits at all: segment.ms=1 (a segment,
+        a file handle and a memory map per batch) refused at creation and by
+        kafka-configs --alter; at the floor it is set."""
+        vc, props = self.tenant()
+        message = ("segment.ms 1: the gateway's floor is 600000, to keep the shared "
+                   "brokers' files, disks and cleaner in bounds")
+        self.assertRefused(self.create(props, "rolling", "--config", "segment.ms=1"),
+                           vc, ErrorCode.policy_violation, message)
+        self.assertNotOnBroker(vc, "rolling")
+        self.assertCreated(self.create(props, "events"), "events")
+        self.assertRefused(self.configs(props, "events", "--add-config", "segment.ms=1"),
+                           vc, ErrorCode.policy_violation, message)
+        done = self.configs(props, "events", "--add-config", "segment.ms=600000")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(self.broker_configs(vc, "events").get("segment.ms"), "600000")
+
     def test_config_changes(self):
         """kafka-configs --alter (IncrementalAlterConfigs): a forbidden or not
         allowed key, a retention beyond the cap or infinite, and reverting the

@@ -96,6 +96,23 @@ class ChangeTests(unittest.TestCase):
                          policy.POLICY_VIOLATION)
         self.assertIsNone(policy.configs_allowed(allowed, {"retention.ms": "1"}))
 
+    def test_floors_hold_without_limits(self):
+        """Whatever a virtual cluster's limits (none here), configs that cost
+        the shared brokers without bound are refused below FLOORS
+        (``segment.ms=1`` rolled a segment, a file handle and a memory map,
+        per batch): at the floor, above it, or back to the default, allowed."""
+        for key, floor in policy.FLOORS.items():
+            for value, code in ((str(floor - 1), policy.POLICY_VIOLATION),
+                                ("0", policy.POLICY_VIOLATION),
+                                ("x", policy.INVALID_CONFIG),
+                                (str(floor), None), (str(floor * 10), None), (None, None)):
+                found = policy.configs_allowed(Limits.NONE, {key: value})
+                self.assertEqual(None if found is None else found.code, code, (key, value))
+        found = policy.new_topic(Limits.NONE, Holdings({}), "t", "acmet", 1, 1,
+                                 {"segment.ms": "1"})
+        self.assertEqual(found.message, "segment.ms 1: the gateway's floor is 600000, to "
+                         "keep the shared brokers' files, disks and cleaner in bounds")
+
     def test_capped_defaults(self):
         self.assertEqual(policy.capped_defaults(LIMITS, {"retention.ms": "10"}),
                          {"retention.ms": "10", "retention.bytes": "5000"})

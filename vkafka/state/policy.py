@@ -122,6 +122,22 @@ def _replication(policy, replication):
     return None
 
 
+FLOORS = {
+    "segment.ms": 600_000,
+    "segment.bytes": 1024 * 1024,
+    "segment.index.bytes": 1024 * 1024,
+    "flush.messages": 10_000,
+    "flush.ms": 1_000,
+    "max.compaction.lag.ms": 60_000,
+}
+"""Topic configs every virtual cluster is held above, whatever its limits:
+below them one tenant's topic costs the shared brokers without bound.
+``segment.ms=1`` rolled a segment (a file handle and a memory map) per batch
+produced, 1,000 more open files on a broker in a few seconds (audit 21);
+a tiny index rolls the same way; ``flush.*`` makes a broker fsync per
+record; a tiny ``max.compaction.lag.ms`` keeps its log cleaner busy."""
+
+
 def configs_allowed(limits, configs):
     """Topic configs {key: value (None: reverted to the default)} set or changed."""
     policy = limits.topic_policy
@@ -132,9 +148,34 @@ def configs_allowed(limits, configs):
         if policy.configs_allowed is not None and key not in policy.configs_allowed:
             return Violation(POLICY_VIOLATION, f"topic config {key!r} is not among "
                              "those this virtual cluster may set")
-        found = _capped(policy, key, value)
+        found = _capped(policy, key, value) or _floored(key, value)
         if found is not None:
             return found
+    return None
+
+
+def below_floors(configs):
+    """The Violation of the first of *configs* below FLOORS, or None."""
+    for key, value in configs.items():
+        found = _floored(key, value)
+        if found is not None:
+            return found
+    return None
+
+
+def _floored(key, value):
+    """*value* of *key* at or above its FLOORS entry, if it has one."""
+    floor = FLOORS.get(key)
+    if floor is None or value is None:
+        return None
+    try:
+        amount = int(value)
+    except ValueError:
+        return Violation(INVALID_CONFIG, f"{key} {value!r} is not a number")
+    if amount < floor:
+        return Violation(POLICY_VIOLATION, f"{key} {amount}: the gateway's floor "
+                         f"is {floor}, to keep the shared brokers' files, disks "
+                         "and cleaner in bounds")
     return None
 
 

@@ -22,7 +22,8 @@ from ..walker import rewrite_request as walk_request
 from ..walker import rewrite_response as walk_response
 from .addresses import rewrite_metadata
 from ...state.limits import Limits
-from ...state.policy import capped_defaults, explicit, more_partitions, new_topic
+from ...state.policy import (
+    below_floors, capped_defaults, explicit, more_partitions, new_topic)
 from .addresses import mapping_key
 from ..rights import created_topics_shown
 from .common import (
@@ -197,7 +198,7 @@ def _create_topics(services, rctx, request):
     if not getattr(request, "validate_only", False):
         rctx.partitions_asked = {t.name: t.num_partitions for t in walked.topics}
     limits = limits_for(services, rctx)
-    if limits is Limits.NONE:
+    if limits is Limits.NONE and not refused:
         return walked
     return replace(walked, topics=tuple(
         _refused(rctx, original, t, refused[original.name])
@@ -227,8 +228,9 @@ def _beyond_limits(services, rctx, topics, creates):
     """{logical name: Violation} of the topics the tenant's limits refuse;
     those allowed count as held until the answer if the request *creates*."""
     limits = limits_for(services, rctx)
-    if limits is Limits.NONE:
-        return {}
+    if limits is Limits.NONE:  # the gateway's floors hold all the same
+        return {t.name: found for t in topics if (found := below_floors(
+            {c.name: c.value for c in t.configs})) is not None}
     held, refused, admitted = holdings(services, rctx.namespace), {}, []
     for t in topics:
         try:
