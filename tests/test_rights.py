@@ -210,6 +210,39 @@ class ProduceTests(RightsTestCase):
         outcome, _ = self.send(self.produce_by_id(topic_id), 13)
         self.assertEqual(self.forwarded(outcome).topic_data[0].topic_id, topic_id)
 
+    def test_topic_id_one_may_not_describe_is_unknown(self):
+        """By id, a topic the principal may not even DESCRIBE is answered as
+        a missing id is (UNKNOWN_TOPIC_ID, no name), as Kafka does: the
+        refusal named the topic, and told a guessed id (a concentrated
+        topic's is computable) from a missing one.  With DESCRIBE but not
+        WRITE: TOPIC_AUTHORIZATION_FAILED, as Kafka answers."""
+        from kio.schema.produce.v13.response import (
+            PartitionProduceResponse, ProduceResponse, TopicProduceResponse)
+        topic_id = uuid.uuid4()
+        self.topology.topic_ids[topic_id] = "shoppayments"
+
+        def answer(decoy):
+            return ProduceResponse(throttle_time=NO_THROTTLE, responses=(
+                TopicProduceResponse(topic_id=decoy, partition_responses=(
+                    PartitionProduceResponse(
+                        index=i32(0), error_code=ErrorCode.unknown_topic_id,
+                        base_offset=i64(-1), log_append_time=None,
+                        log_start_offset=i64(-1), record_errors=(),
+                        error_message=None),)),), node_endpoints=())
+        for allowed, code in ((None, ErrorCode.unknown_topic_id),
+                              ("DESCRIBE", ErrorCode.topic_authorization_failed)):
+            if allowed:
+                self.allow("TOPIC", "payments", "User:app", allowed)
+            outcome, pending = self.send(self.produce_by_id(topic_id), 13)
+            decoy = self.forwarded(outcome).topic_data[0].topic_id
+            self.assertNotEqual(decoy, topic_id)
+            got = self.answered(pending, answer(decoy)).responses[0]
+            part = got.partition_responses[0]
+            self.assertEqual((got.topic_id, part.error_code), (topic_id, code))
+            if code == ErrorCode.unknown_topic_id:
+                self.assertNotIn("payments", part.error_message or "")
+                self.assertEqual(outcome.context.unplaced_ids, 1)  # waits as unknown
+
     def test_null_topic_name_refused(self):
         """A Produce naming its topic with a null string (the schema allows none)
         closes the connection; it reached the ACL check as None and raised

@@ -256,7 +256,10 @@ class RequestContext:
             if refusal is None:
                 self._note_alias(logical, physical)
                 return topic_id
-        else:
+            if self.rights is not None and not self.rights.allows(
+                    "DESCRIBE", TOPIC, logical):
+                logical = None  # as Kafka: an id one may not describe is unknown
+        if logical is None:  # the refusal would name the topic, or tell it exists
             refusal = (None, None)
             self.unplaced_ids += 1
         decoy = uuid.uuid4()
