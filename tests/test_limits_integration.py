@@ -315,13 +315,20 @@ class TopicPolicyTests(LimitsTestCase):
     def test_floors_without_limits(self):
         """A virtual cluster with no limits at all: segment.ms=1 (a segment,
         a file handle and a memory map per batch) refused at creation and by
-        kafka-configs --alter; at the floor it is set."""
+        kafka-configs --alter, max.message.bytes of 200 MB at creation; at
+        the floor it is set."""
         vc, props = self.tenant()
         message = ("segment.ms 1: the gateway's floor is 600000, to keep the shared "
-                   "brokers' files, disks and cleaner in bounds")
+                   "brokers' memory, files, disks and cleaner in bounds")
         self.assertRefused(self.create(props, "rolling", "--config", "segment.ms=1"),
                            vc, ErrorCode.policy_violation, message)
-        self.assertNotOnBroker(vc, "rolling")
+        self.assertRefused(self.create(props, "huge", "--config",
+                                       "max.message.bytes=200000000"),
+                           vc, ErrorCode.policy_violation,
+                           "max.message.bytes 200000000: the gateway's ceiling is "
+                           "8388608, to keep the shared brokers' memory, files, disks "
+                           "and cleaner in bounds")
+        self.assertNotOnBroker(vc, "rolling", "huge")
         self.assertCreated(self.create(props, "events"), "events")
         self.assertRefused(self.configs(props, "events", "--add-config", "segment.ms=1"),
                            vc, ErrorCode.policy_violation, message)

@@ -98,9 +98,9 @@ class ChangeTests(unittest.TestCase):
 
     def test_floors_hold_without_limits(self):
         """Whatever a virtual cluster's limits (none here), configs that cost
-        the shared brokers without bound are refused below FLOORS
-        (``segment.ms=1`` rolled a segment, a file handle and a memory map,
-        per batch): at the floor, above it, or back to the default, allowed."""
+        the shared brokers without bound are refused below FLOORS or above
+        CEILINGS (``segment.ms=1`` rolled a segment, a file handle and a
+        memory map, per batch): within them, or back to the default, allowed."""
         for key, floor in policy.FLOORS.items():
             for value, code in ((str(floor - 1), policy.POLICY_VIOLATION),
                                 ("0", policy.POLICY_VIOLATION),
@@ -108,10 +108,16 @@ class ChangeTests(unittest.TestCase):
                                 (str(floor), None), (str(floor * 10), None), (None, None)):
                 found = policy.configs_allowed(Limits.NONE, {key: value})
                 self.assertEqual(None if found is None else found.code, code, (key, value))
+        for key, ceiling in policy.CEILINGS.items():  # 60 MB batches, files kept open
+            for value, code in ((str(ceiling + 1), policy.POLICY_VIOLATION),
+                                ("9223372036854775807", policy.POLICY_VIOLATION),
+                                (str(ceiling), None), ("1000", None), (None, None)):
+                found = policy.configs_allowed(Limits.NONE, {key: value})
+                self.assertEqual(None if found is None else found.code, code, (key, value))
         found = policy.new_topic(Limits.NONE, Holdings({}), "t", "acmet", 1, 1,
                                  {"segment.ms": "1"})
         self.assertEqual(found.message, "segment.ms 1: the gateway's floor is 600000, to "
-                         "keep the shared brokers' files, disks and cleaner in bounds")
+                         "keep the shared brokers' memory, files, disks and cleaner in bounds")
 
     def test_capped_defaults(self):
         self.assertEqual(policy.capped_defaults(LIMITS, {"retention.ms": "10"}),

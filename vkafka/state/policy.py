@@ -129,13 +129,27 @@ FLOORS = {
     "flush.messages": 10_000,
     "flush.ms": 1_000,
     "max.compaction.lag.ms": 60_000,
+    "index.interval.bytes": 4096,
+    "min.cleanable.dirty.ratio": 0.1,
 }
 """Topic configs every virtual cluster is held above, whatever its limits:
 below them one tenant's topic costs the shared brokers without bound.
 ``segment.ms=1`` rolled a segment (a file handle and a memory map) per batch
 produced, 1,000 more open files on a broker in a few seconds (audit 21);
 a tiny index rolls the same way; ``flush.*`` makes a broker fsync per
-record; a tiny ``max.compaction.lag.ms`` keeps its log cleaner busy."""
+record; a tiny ``max.compaction.lag.ms`` or dirty ratio keeps its log
+cleaner rewriting."""
+
+CEILINGS = {
+    "max.message.bytes": 8 * 1024 * 1024,
+    "file.delete.delay.ms": 60_000,
+}
+"""Topic configs every virtual cluster is held below, likewise: 60 MB
+batches (``max.message.bytes=200000000``) exhausted a broker's direct
+memory, its replica fetcher failed for as long as the topic lived, and
+every tenant's ``acks=all`` produce took seconds; ``file.delete.delay.ms``
+at its maximum kept each segment the cleaner replaced open, file handles
+and memory maps that outlived the topic (audit 21)."""
 
 
 def configs_allowed(limits, configs):
@@ -164,19 +178,26 @@ def below_floors(configs):
 
 
 def _floored(key, value):
-    """*value* of *key* at or above its FLOORS entry, if it has one."""
-    floor = FLOORS.get(key)
-    if floor is None or value is None:
+    """*value* of *key* within its FLOORS and CEILINGS entries, if it has any."""
+    floor, ceiling = FLOORS.get(key), CEILINGS.get(key)
+    if floor is None and ceiling is None or value is None:
         return None
     try:
         amount = int(value)
     except ValueError:
-        return Violation(INVALID_CONFIG, f"{key} {value!r} is not a number")
-    if amount < floor:
-        return Violation(POLICY_VIOLATION, f"{key} {amount}: the gateway's floor "
-                         f"is {floor}, to keep the shared brokers' files, disks "
-                         "and cleaner in bounds")
-    return None
+        try:
+            amount = float(value)
+        except ValueError:
+            return Violation(INVALID_CONFIG, f"{key} {value!r} is not a number")
+    if floor is not None and amount < floor:
+        bound = f"floor is {floor}"
+    elif ceiling is not None and amount > ceiling:
+        bound = f"ceiling is {ceiling}"
+    else:
+        return None
+    return Violation(POLICY_VIOLATION, f"{key} {value}: the gateway's {bound}, "
+                     "to keep the shared brokers' memory, files, disks and "
+                     "cleaner in bounds")
 
 
 def _capped(policy, key, value):
