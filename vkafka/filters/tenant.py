@@ -20,6 +20,7 @@ from ..protocol.headers import (
     HeaderError, client_id_end, is_flexible, peek_request, request_body_offset,
     skip_tagged_fields)
 from ..tenancy import concentration
+from ..tenancy.concentration.shared import MESSAGE_TOO_LARGE
 from ..tenancy.context import Foreign, Rejected, RequestContext
 from ..tenancy.naming import InvalidName, broker_client_id
 from ..tenancy.rights import Rights
@@ -28,7 +29,6 @@ from ..tenancy.services import OFF_LOOP_FROM, SMALL_WORK
 from ..tenancy.walker import plan
 
 PRODUCE, METADATA = 0, 3
-MESSAGE_TOO_LARGE = 10
 PRODUCE_FRAMING = 64 * 1024
 """Bytes a concentrated Produce may hold beyond --max-decoded-request: a
 producer's max.request.size (1 MiB by default, as that limit) counts its

@@ -162,22 +162,23 @@ def configs_allowed(limits, configs):
         if policy.configs_allowed is not None and key not in policy.configs_allowed:
             return Violation(POLICY_VIOLATION, f"topic config {key!r} is not among "
                              "those this virtual cluster may set")
-        found = _capped(policy, key, value) or _floored(key, value)
+        found = _capped(policy, key, value) or _bounded(key, value)
         if found is not None:
             return found
     return None
 
 
-def below_floors(configs):
-    """The Violation of the first of *configs* below FLOORS, or None."""
+def out_of_bounds(configs):
+    """The Violation of the first of *configs* outside FLOORS and CEILINGS,
+    or None: held whatever the virtual cluster's limits."""
     for key, value in configs.items():
-        found = _floored(key, value)
+        found = _bounded(key, value)
         if found is not None:
             return found
     return None
 
 
-def _floored(key, value):
+def _bounded(key, value):
     """*value* of *key* within its FLOORS and CEILINGS entries, if it has any."""
     floor, ceiling = FLOORS.get(key), CEILINGS.get(key)
     if floor is None and ceiling is None or value is None:

@@ -23,7 +23,7 @@ from ..walker import rewrite_response as walk_response
 from .addresses import rewrite_metadata
 from ...state.limits import Limits
 from ...state.policy import (
-    below_floors, capped_defaults, explicit, more_partitions, new_topic)
+    out_of_bounds, capped_defaults, explicit, more_partitions, new_topic)
 from .addresses import mapping_key
 from ..rights import created_topics_shown
 from .common import (
@@ -229,7 +229,7 @@ def _beyond_limits(services, rctx, topics, creates):
     those allowed count as held until the answer if the request *creates*."""
     limits = limits_for(services, rctx)
     if limits is Limits.NONE:  # the gateway's floors hold all the same
-        return {t.name: found for t in topics if (found := below_floors(
+        return {t.name: found for t in topics if (found := out_of_bounds(
             {c.name: c.value for c in t.configs})) is not None}
     held, refused, admitted = holdings(services, rctx.namespace), {}, []
     for t in topics:
