@@ -91,6 +91,17 @@ class TenantSpliceBase(unittest.TestCase):
     def responses(self):
         return FrameDecoder().feed(self.transport.value())
 
+    def count_decodes(self):
+        """The api keys of the responses the gateway decodes from now on."""
+        from vkafka.filters import responses
+        seen = []
+
+        def spy(frame, api_key, version):
+            seen.append(api_key)
+            return decode_response(frame, api_key, version)
+        self.patch(responses, "decode_response", spy)
+        return seen
+
     def login(self, vcluster="london", lifetime=600):
         self.client.dataReceived(handshake())
         self.client.dataReceived(authenticate(
@@ -683,17 +694,6 @@ class ProduceResponseTests(Producing, TenantSpliceBase):
         _, response = decode_response(self.responses()[0], 0, 13)
         self.assertEqual(response.responses[0].topic_id, foreign)
 
-    def count_decodes(self):
-        """The api keys of the responses the gateway decodes from now on."""
-        from vkafka.filters import responses
-        seen = []
-
-        def spy(frame, api_key, version):
-            seen.append(api_key)
-            return decode_response(frame, api_key, version)
-        self.patch(responses, "decode_response", spy)
-        return seen
-
     def test_names_renamed_by_slicing(self):
         """Before v13 (librdkafka sends v10): the physical name in the answer is
         swapped by slicing, and the client gets exactly what decoding, walking
@@ -770,7 +770,7 @@ class FetchNamesTests(TenantSpliceBase):
             self.fetch(version, "t")
             _, request = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
             self.assertEqual(request.topics[0].topic, "londont")
-            decoded = ProduceResponseTests.count_decodes(self)
+            decoded = self.count_decodes()
             raw = self.answer(version, "londont")
             self.assertEqual(decoded, [], version)
             header, response = decode_response(raw, 1, version)
@@ -786,7 +786,7 @@ class FetchNamesTests(TenantSpliceBase):
         explained."""
         self.login()
         self.fetch(11, "t", 7)
-        decoded = ProduceResponseTests.count_decodes(self)
+        decoded = self.count_decodes()
         self.answer(11, "parist", 7)
         self.assertEqual(decoded, [1])
         _, response = decode_response(self.responses()[0], 1, 11)
@@ -816,7 +816,7 @@ class FetchNamesTests(TenantSpliceBase):
         self.client.services.authorizer = state.authorizer
         self.login()
         self.fetch(11, "t", 7)
-        decoded = ProduceResponseTests.count_decodes(self)
+        decoded = self.count_decodes()
         self.answer(11, "londont", 7)
         self.assertEqual(decoded, [1])
         _, response = decode_response(self.responses()[0], 1, 11)

@@ -23,7 +23,7 @@ from ..walker import rewrite_response as walk_response
 from .addresses import rewrite_metadata
 from ...state.limits import Limits
 from ...state.policy import (
-    out_of_bounds, capped_defaults, explicit, more_partitions, new_topic)
+    capped_defaults, explicit, more_partitions, new_topic, out_of_bounds)
 from .addresses import mapping_key
 from ..rights import created_topics_shown
 from .common import (
