@@ -242,6 +242,40 @@ class CapacityTests(LimitsTestCase):
                           stack.physical_topic(vc, "second")})
 
 
+    def test_transactional_ids(self):
+        """capacity.transactionalIds: a transactional producer with a new id
+        beyond it fails initTransactions with POLICY_VIOLATION and the broker
+        never holds that id; the ids it holds keep working."""
+        from confluent_kafka import KafkaException, Producer
+        from kio.schema.list_transactions.v0.request import ListTransactionsRequest
+        vc, _ = self.tenant({"capacity": {"transactionalIds": 2}})
+        code, body = admin(self.gateway, "GET", f"/vcluster/{vc}/usage")  # an inventory
+        self.assertEqual((code, body["now"]["transactionalIds"]), (200, 0), body)
+
+        def init(txn):
+            producer = Producer({
+                "bootstrap.servers": self.gateway.bootstrap,
+                "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                "sasl.username": "sa", "sasl.password": self.tokens[vc],
+                "transactional.id": txn})
+            try:
+                producer.init_transactions(60)
+            except KafkaException as e:
+                return e.args[0].code()
+            return 0
+        self.assertEqual([init(t) for t in ("one", "two", "three", "one")],
+                         [0, 0, ErrorCode.policy_violation, 0])
+        on_brokers = set()
+        for port in (int(b.rsplit(":", 1)[1]) for b in stack.BOOTSTRAP.split(",")):
+            raw = RawClient("localhost", port)
+            self.addCleanup(raw.close)
+            answer = raw.request(ListTransactionsRequest(), 0)
+            on_brokers |= {t.transactional_id for t in answer.transaction_states
+                           if t.transactional_id.startswith(vc)}
+        self.assertEqual(on_brokers, {stack.physical_topic(vc, "one"),
+                                      stack.physical_topic(vc, "two")})
+
+
 class TopicPolicyTests(LimitsTestCase):
     """topicPolicy.*: replication factors, names, retention caps, configs."""
 

@@ -6,7 +6,7 @@ from twisted.trial import unittest
 from vkafka.state.limits import Limits
 from vkafka.state import policy
 from vkafka.state.policy import Holdings
-from vkafka.tenancy.naming import GROUP
+from vkafka.tenancy.naming import GROUP, TRANSACTION
 
 LIMITS = Limits.from_json({
     "capacity": {"topics": 3, "partitions": 10, "partitionsPerTopic": 4},
@@ -126,19 +126,33 @@ class ChangeTests(unittest.TestCase):
         self.assertIs(policy.capped_defaults(Limits.NONE, configs), configs)
 
 
+def seen_of(known, kind=GROUP, made_by=None):
+    """usage.inventory.IdsSeen over one inventory that listed *known* (physical
+    ids; None: no inventory yet), counted for tenant "acme" by its prefix."""
+    from vkafka.usage.inventory import Figures, IdsSeen, Snapshot
+    if known is None:
+        return IdsSeen(lambda: None, kind)
+    held = sum(1 for k in known if k.startswith("acme"))
+    figures = Figures(**{"consumerGroups" if kind == GROUP else "transactionalIds": held})
+    snapshot = Snapshot(0, {"acme": figures}, *((frozenset(known), frozenset())
+                                                 if kind == GROUP else
+                                                 (frozenset(), frozenset(known))))
+    return IdsSeen(lambda: snapshot, kind)
+
+
 class GroupCapacityTests(unittest.TestCase):
     """capacity.consumerGroups: a request that would make a new group beyond
     the limit has its group refused (POLICY_VIOLATION); existing groups and
     members of them go on."""
 
-    def rewrite(self, request, known, group_ids=None):
+    def rewrite(self, request, known, group_ids=None, limits=None):
         from vkafka.tenancy.context import RequestContext
         from vkafka.tenancy.rules import groups
         from vkafka.tenancy.services import Services
         from vkafka.tenancy.vclusters import VirtualClusters
-        limits = Limits.from_json({"capacity": {"consumerGroups": 2}})
+        limits = limits or Limits.from_json({"capacity": {"consumerGroups": 2}})
         services = Services(None, None, {}, limits_of=lambda vc: limits,
-                            group_ids=group_ids or (lambda: known))
+                            group_ids=group_ids or seen_of(known))
         rctx = RequestContext(VirtualClusters().namespace("acme"), {})
         return groups.within_group_capacity(services, rctx, request), rctx
 
@@ -168,10 +182,23 @@ class GroupCapacityTests(unittest.TestCase):
                 self.assertEqual((found.logical, found.code), ("c", policy.POLICY_VIOLATION))
                 self.assertIn("holds 2, its limit is 2", found.reason)
 
+    def test_default_without_limits(self):
+        """A virtual cluster without limits still holds at most the gateway's
+        default: groups are broker heap for days (HELD_AT_MOST)."""
+        at_most = policy.HELD_AT_MOST["consumer_groups"]
+        known = {f"acme{i}" for i in range(at_most)}
+        out, rctx = self.rewrite(self.join("acmenew"), known, limits=Limits.NONE)
+        found = rctx.refusal(GROUP, out.group_id)
+        self.assertEqual(found.code, policy.POLICY_VIOLATION)
+        self.assertIn(f"holds {at_most}, its limit is {at_most}", found.reason)
+        out, rctx = self.rewrite(self.join("acmenew"), set(list(known)[1:]),
+                                 limits=Limits.NONE)
+        self.assertEqual(out.group_id, "acmenew")
+
     def test_group_configs_only_on_existing_groups(self):
         """Configs of a group that does not exist are a config record each in
-        the cluster's metadata, however many: with a group limit, only the
-        tenant's existing groups take configs (POLICY_VIOLATION otherwise)."""
+        the cluster's metadata, however many: limit or none, only the tenant's
+        existing groups take configs (POLICY_VIOLATION otherwise)."""
         from kio.schema.incremental_alter_configs.v1 import request as m
         from kio.static.primitive import i8
         from vkafka.tenancy.context import RequestContext
@@ -184,12 +211,13 @@ class GroupCapacityTests(unittest.TestCase):
                                        name="consumer.session.timeout.ms",
                                        config_operation=i8(0), value="45001"),))
             for group in ("a", "ghost-1")))
-        for limit, known, refused in ((2, {"acmea"}, ["ghost-1"]), (None, {"acmea"}, []),
+        for limit, known, refused in ((2, {"acmea"}, ["ghost-1"]),
+                                      (None, {"acmea"}, ["ghost-1"]),
                                       (2, None, [])):
             limits = Limits.from_json({} if limit is None else
                                       {"capacity": {"consumerGroups": limit}})
             services = Services(None, None, {}, limits_of=lambda vc: limits,
-                                group_ids=lambda: known)
+                                group_ids=seen_of(known))
             rctx = RequestContext(VirtualClusters().namespace("acme"), {})
             out = configs_request(False)(services, rctx, request)
             sent = [r.resource_name for r in out.resources]
@@ -198,35 +226,87 @@ class GroupCapacityTests(unittest.TestCase):
             if refused:
                 (_, code, reason), = rctx.config_refusals.values()
                 self.assertEqual(code, policy.POLICY_VIOLATION)
-                self.assertIn("only existing groups take configs", reason)
 
-    def test_refused_transactional_commit_makes_no_group(self):
-        """TxnOffsetCommit before v3 has no generation to make its refused
-        group's commit fail: the group goes as "" (INVALID_GROUP_ID), never as
-        a decoy the transaction's commit would make a group of."""
-        from kio.schema.txn_offset_commit.v2.request import TxnOffsetCommitRequest
-        from kio.static.primitive import i16, i64
-        from vkafka.tenancy.rules.groups import commit_needs_a_group
-        request = TxnOffsetCommitRequest(
-            transactional_id="t", group_id="acmec", producer_id=i64(1),
-            producer_epoch=i16(0), topics=())
-        out, rctx = self.rewrite(request, {"acmea", "acmeb"})
-        self.assertEqual(commit_needs_a_group(None, rctx, out).group_id, "")
 
-    def test_members_of_a_group_not_checked(self):
-        """A commit by a member (generation >= 0) or a KIP-848 heartbeat of a
-        member (epoch > 0) makes no group."""
-        from kio.schema.offset_commit.v9.request import OffsetCommitRequest
-        from kio.static.primitive import i32
-        request = OffsetCommitRequest(group_id="acmec", generation_id_or_member_epoch=i32(3),
-                                      member_id="m", group_instance_id=None, topics=())
-        out, _ = self.rewrite(request, {"acmea", "acmeb"})
-        self.assertEqual(out.group_id, "acmec")
-        simple = OffsetCommitRequest(group_id="acmec", generation_id_or_member_epoch=i32(-1),
-                                     member_id="", group_instance_id=None, topics=())
-        out, _ = self.rewrite(simple, {"acmea", "acmeb"})
-        self.assertNotEqual(out.group_id, "acmec")
+class TransactionCapacityTests(unittest.TestCase):
+    """capacity.transactionalIds (or the gateway's default): an InitProducerId
+    naming a new transactional id beyond it is refused with POLICY_VIOLATION;
+    ids the cluster holds, and idempotent producers, go on."""
 
+    def init(self, txn, known, limits, seen=None):
+        from kio.schema.init_producer_id.v5.request import InitProducerIdRequest
+        from kio.static.primitive import i16, i32Timedelta, i64
+        import datetime
+        from vkafka.tenancy.context import RequestContext
+        from vkafka.tenancy.rules import tenant_rules
+        from vkafka.tenancy.services import Services
+        from vkafka.tenancy.vclusters import VirtualClusters
+        services = Services(None, None, {}, limits_of=lambda vc: limits,
+                            transactional_ids=seen or seen_of(known, TRANSACTION))
+        rctx = RequestContext(VirtualClusters().namespace("acme"), {})
+        request = InitProducerIdRequest(
+            transactional_id=txn, transaction_timeout=i32Timedelta.parse(
+                datetime.timedelta(seconds=60)), producer_id=i64(-1),
+            producer_epoch=i16(-1))
+        return tenant_rules()[22].rewrite_request(services, rctx, request), rctx
+
+    def answered(self, rctx, code=0):
+        from kio.schema.errors import ErrorCode
+        from kio.schema.init_producer_id.v5.response import InitProducerIdResponse
+        from kio.static.primitive import i16, i32Timedelta, i64
+        from vkafka.tenancy.rules import tenant_rules
+        response = InitProducerIdResponse(
+            throttle_time=i32Timedelta.parse(__import__("datetime").timedelta(0)),
+            error_code=ErrorCode(code), producer_id=i64(-1), producer_epoch=i16(-1))
+        return tenant_rules()[22].rewrite_response(None, rctx, response).error_code
+
+    def test_table(self):
+        from kio.schema.errors import ErrorCode
+        two = Limits.from_json({"capacity": {"transactionalIds": 2}})
+        full = {"acmea", "acmeb", "othera"}
+        cases = [  # (logical id, ids known, limits, sent as)
+            ("c", full, two, ""),                      # a third id: refused
+            ("a", full, two, "acmea"),                 # one it holds
+            ("c", {"acmea", "othera"}, two, "acmec"),  # room for one more
+            ("c", None, two, "acmec"),                 # no inventory yet
+            (None, full, two, None),                   # idempotent producer
+            ("c", {"acmea", "acmeb"}, Limits.NONE, "acmec"),  # the default
+        ]
+        for txn, known, limits, sent in cases:
+            out, rctx = self.init(txn, known, limits)
+            self.assertEqual(out.transactional_id, sent, (txn, known))
+            if sent == "":  # the broker refuses "" (INVALID_REQUEST), creating nothing
+                self.assertEqual(self.answered(rctx, 42), ErrorCode.policy_violation)
+                self.assertIn("holds 2, its limit is 2",
+                              rctx.refusal(TRANSACTION, "").reason)
+            else:
+                self.assertEqual(self.answered(rctx), ErrorCode.none)
+
+    def test_default_without_limits(self):
+        at_most = policy.HELD_AT_MOST["transactional_ids"]
+        known = {f"acme{i}" for i in range(at_most)}
+        out, _ = self.init("new", known, Limits.NONE)
+        self.assertEqual(out.transactional_id, "")
+        out, _ = self.init("7", known, Limits.NONE)  # one it holds
+        self.assertEqual(out.transactional_id, "acme7")
+
+    def test_ids_made_here_count_at_once(self):
+        """Between two inventories the ids this process let the tenant make
+        count at once, each once; a new inventory counts them itself."""
+        from vkafka.usage.inventory import Figures, IdsSeen, Snapshot
+        limits = Limits.from_json({"capacity": {"transactionalIds": 2}})
+        snapshots = [Snapshot(0, {}, frozenset(), frozenset({"othera"}))]
+        seen = IdsSeen(lambda: snapshots[-1], TRANSACTION)
+        for txn, sent in (("a", "acmea"), ("a", "acmea"), ("b", "acmeb"), ("c", ""),
+                          ("a", "acmea")):
+            out, _ = self.init(txn, None, limits, seen)
+            self.assertEqual(out.transactional_id, sent, txn)
+        snapshots.append(Snapshot(1, {"acme": Figures(transactionalIds=1)}, frozenset(),
+                                  frozenset({"acmea"})))  # b expired
+        out, _ = self.init("c", None, limits, seen)
+        self.assertEqual(out.transactional_id, "acmec")
+        from vkafka.tenancy.vclusters import VirtualClusters
+        self.assertEqual(seen.held(VirtualClusters().namespace("acme")), 2)
 
 class TopicRequestsBase(unittest.TestCase):
     """acme's CreateTopics rewritten under capacity limits (no broker)."""
@@ -304,16 +384,17 @@ class CreationsInFlightTests(TopicRequestsBase):
     def test_groups_made_here_count_at_once(self):
         """capacity.consumerGroups between two inventories: the groups this
         process let the tenant make count from the moment they are let."""
-        from vkafka.usage.inventory import GroupsSeen, Snapshot
-        snapshot = Snapshot(0, {}, frozenset({"othera"}))
-        seen = GroupsSeen(lambda: snapshot)
+        from vkafka.usage.inventory import Figures, IdsSeen, Snapshot
+        snapshots = [Snapshot(0, {}, frozenset({"othera"}))]
+        seen = IdsSeen(lambda: snapshots[-1], GROUP)
         group = GroupCapacityTests("test_table")
         for name, refused in (("acmea", False), ("acmeb", False), ("acmec", True),
                               ("acmea", False)):
             out, rctx = group.rewrite(group.join(name), None, seen)
             self.assertEqual(rctx.refusal(GROUP, out.group_id) is not None, refused,
                              name)
-        snapshot = Snapshot(1, {}, frozenset({"acmea"}))  # b was never made
+        snapshots.append(Snapshot(1, {"acme": Figures(consumerGroups=1)},
+                                  frozenset({"acmea"})))  # b was never made
         out, rctx = group.rewrite(group.join("acmec"), None, seen)
         self.assertIsNone(rctx.refusal(GROUP, out.group_id))
 

@@ -320,13 +320,13 @@ class AttributionTests(unittest.TestCase):
         figures = attribute(self.vclusters, topics, topics,
                             ["londong1", "londong2", "paris.g", "elsewhere"], sizes)
         self.assertEqual(figures["london"].to_json(), {
-            "topics": 2, "partitions": 3, "consumerGroups": 2,
+            "topics": 2, "partitions": 3, "consumerGroups": 2, "transactionalIds": 0,
             "storageBytes": 387, "storageBytesOnce": 157})
         self.assertEqual(figures["paris"].to_json(), {
-            "topics": 1, "partitions": 1, "consumerGroups": 1,
+            "topics": 1, "partitions": 1, "consumerGroups": 1, "transactionalIds": 0,
             "storageBytes": 6, "storageBytesOnce": 3})
         self.assertEqual(figures["rome"].to_json(), {
-            "topics": 1, "partitions": 1, "consumerGroups": 0,
+            "topics": 1, "partitions": 1, "consumerGroups": 0, "transactionalIds": 0,
             "storageBytes": 0, "storageBytesOnce": 0})
 
     def test_mapped_topics_are_split_between_who_maps_them(self):
@@ -345,13 +345,13 @@ class AttributionTests(unittest.TestCase):
         figures = {vc: f.to_json() for vc, f in attribute(
             self.vclusters, topics, topics, [], sizes).items()}
         self.assertEqual(figures["london"], {
-            "topics": 2, "partitions": 4, "consumerGroups": 0,
+            "topics": 2, "partitions": 4, "consumerGroups": 0, "transactionalIds": 0,
             "storageBytes": 101 + 11, "storageBytesOnce": 51 + 11})
         self.assertEqual(figures["paris"], {
-            "topics": 1, "partitions": 3, "consumerGroups": 0,
+            "topics": 1, "partitions": 3, "consumerGroups": 0, "transactionalIds": 0,
             "storageBytes": 101, "storageBytesOnce": 50})
         self.assertEqual(figures["rome"], {
-            "topics": 2, "partitions": 8, "consumerGroups": 0,
+            "topics": 2, "partitions": 8, "consumerGroups": 0, "transactionalIds": 0,
             "storageBytes": 10, "storageBytesOnce": 10})
         total = sum(f["storageBytes"] for f in figures.values())
         self.assertEqual(total, 202 + 21, "shared bytes are counted once in all")
@@ -377,7 +377,7 @@ class InventoryTests(unittest.TestCase):
         self.state, self.clock = make_state()
         self.state.ensure_vcluster("london")
         self.cluster = FakeCluster({
-            1: (["londong"], {"londont": {0: 100, 1: 60}}),
+            1: (["londong"], {"londont": {0: 100, 1: 60}}, ["londontx", "othertx"]),
             2: (["londonh", "other"], {"londont": {0: 100}}),
             3: ([], {"londont": {1: 70}})})
         self.metrics = Metrics()
@@ -390,15 +390,20 @@ class InventoryTests(unittest.TestCase):
         return self.metrics.registry.get_sample_value(name, labels)
 
     def test_every_broker_is_asked(self):
-        """ListGroups and DescribeLogDirs to every broker: groups of all the
-        coordinators, replicas of all the brokers; the gauges follow."""
+        """ListGroups, DescribeLogDirs and ListTransactions to every broker:
+        groups and transactional ids of all the coordinators, replicas of all
+        the brokers; the gauges follow."""
         snapshot = self.successResultOf(self.inventory.take())
         self.assertEqual(snapshot.figures["london"].to_json(), {
-            "topics": 1, "partitions": 2, "consumerGroups": 2,
+            "topics": 1, "partitions": 2, "consumerGroups": 2, "transactionalIds": 1,
             "storageBytes": 330, "storageBytesOnce": 170})
         self.assertEqual(sorted(port for port, _ in self.cluster.asked), [1, 2, 3])
         self.assertEqual(self.cluster.asked[0][1], [("ListGroupsRequest", 5),
-                                                    ("DescribeLogDirsRequest", 4)])
+                                                    ("DescribeLogDirsRequest", 4),
+                                                    ("ListTransactionsRequest", 1)])
+        self.assertEqual(snapshot.transactional_ids, {"londontx", "othertx"})
+        self.assertEqual(self.gauge("vkafka_usage_transactional_ids",
+                                    vcluster="london"), 1)
         self.assertEqual(self.gauge("vkafka_usage_storage_bytes", vcluster="london",
                                     replicas="once"), 170)
         self.assertEqual(self.gauge("vkafka_usage_consumer_groups",
@@ -406,6 +411,24 @@ class InventoryTests(unittest.TestCase):
         self.state.delete_vcluster("london")
         self.successResultOf(self.inventory.take())
         self.assertIsNone(self.gauge("vkafka_usage_topics", vcluster="london"))
+
+    def test_the_first_is_asked_for(self):
+        """Before the first inventory, the capacity checks ask for one at once
+        (not a minute after the gateway started), at most one try every
+        ASK_AGAIN seconds while none succeeds."""
+        from vkafka.usage.inventory import ASK_AGAIN
+        self.cluster.down = True
+        self.assertIsNone(self.inventory.latest_or_ask())
+        self.assertIsNone(self.inventory.latest_or_ask())
+        self.assertEqual(len(self.cluster.asked), 3)  # one inventory: three brokers
+        self.clock.advance(ASK_AGAIN)
+        self.cluster.down = False
+        snapshot = self.inventory.latest_or_ask()
+        self.assertEqual(len(self.cluster.asked), 6)
+        self.assertIsNotNone(snapshot)
+        self.assertEqual(snapshot.figures["london"].consumerGroups, 2)
+        self.assertIs(self.inventory.latest_or_ask(), snapshot)
+        self.assertEqual(len(self.cluster.asked), 6)
 
     def test_callers_share_one_inventory(self):
         """Concurrent callers share one round of questions; ``current`` reuses
@@ -527,7 +550,8 @@ class EndpointTests(unittest.TestCase):
         self.assertEqual(body, {
             "vcluster": "london",
             "now": {"at": "2026-09-21T14:20:34Z", "topics": 1, "partitions": 1,
-                    "consumerGroups": 1, "storageBytes": 500, "storageBytesOnce": 500,
+                    "consumerGroups": 1, "transactionalIds": 0, "storageBytes": 500,
+                    "storageBytesOnce": 500,
                     "connections": 2},
             "period": {"from": "2026-09-01T00:00:00Z", "to": "2026-09-21T15:00:00Z",
                        **counted(bytesIn=15, recordsIn=2, bytesOut=1, requests=1)}})

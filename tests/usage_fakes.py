@@ -8,6 +8,8 @@ from kio.schema.describe_log_dirs.v4.response import (
     DescribeLogDirsTopic)
 from kio.schema.errors import ErrorCode
 from kio.schema.list_groups.v5.response import ListedGroup, ListGroupsResponse
+from kio.schema.list_transactions.v1.response import (ListTransactionsResponse,
+                                                      TransactionState)
 from kio.static.primitive import i32, i32Timedelta, i64
 from twisted.internet import defer
 
@@ -27,6 +29,14 @@ def list_groups(ids, error=ErrorCode.none):
                     group_type="classic") for g in ids))
 
 
+def list_transactions(ids, error=ErrorCode.none):
+    return ListTransactionsResponse(
+        throttle_time=NO_THROTTLE, error_code=error, unknown_state_filters=(),
+        transaction_states=tuple(TransactionState(
+            transactional_id=t, producer_id=i64(7), transaction_state="Empty")
+            for t in ids))
+
+
 def log_dirs(sizes, error=ErrorCode.none):
     """*sizes*: topic -> partition -> bytes (one log directory)."""
     return DescribeLogDirsResponse(
@@ -41,8 +51,9 @@ def log_dirs(sizes, error=ErrorCode.none):
 
 
 class FakeCluster:
-    """Brokers by node id (their port is their id): each one's groups and the
-    sizes of the replicas it holds (topic -> partition -> bytes)."""
+    """Brokers by node id (their port is their id): each one's groups, the
+    sizes of the replicas it holds (topic -> partition -> bytes) and,
+    maybe, its transactional ids."""
 
     def __init__(self, brokers=None):
         self.brokers = brokers if brokers is not None else {1: ([], {})}
@@ -53,8 +64,9 @@ class FakeCluster:
         self.asked.append((port, [(type(body).__name__, v) for body, v in asks]))
         if self.down:
             return defer.fail(ConnectionRefusedError("connection refused (test)"))
-        groups, sizes = self.brokers[port]
-        return defer.succeed([list_groups(groups), log_dirs(sizes)])
+        groups, sizes, *txns = self.brokers[port]
+        return defer.succeed([list_groups(groups), log_dirs(sizes),
+                              list_transactions(txns[0] if txns else ())])
 
     def topology(self, topics=None):
         """A Topology that knows these brokers and *topics* (name -> partitions)."""

@@ -159,6 +159,9 @@ class Metrics:
                                       registry=r)
         self.usage_groups = Gauge("vkafka_usage_consumer_groups", "Consumer groups "
                                   "of the virtual cluster", ["vcluster"], registry=r)
+        self.usage_transactions = Gauge(
+            "vkafka_usage_transactional_ids", "Transactional ids of the virtual "
+            "cluster", ["vcluster"], registry=r)
         self.usage_storage = Gauge("vkafka_usage_storage_bytes", "Bytes the brokers "
                                    "store for the virtual cluster's topics (replicas: "
                                    "all, or once: the largest replica of each "

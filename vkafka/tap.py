@@ -542,9 +542,12 @@ def makeService(config, reactor=None, worker=None):
         measured = _usage(config, reactor, top, state, metrics, topology, refresher,
                           gateway_id, lambda: gateway.per_vcluster)
         gateway.audit = _audit(config, reactor, top, topology, gateway_id, metrics)
-        from .usage.inventory import GroupsSeen
+        from .tenancy.naming import GROUP, TRANSACTION
+        from .usage.inventory import IdsSeen
 
-        gateway.group_ids = GroupsSeen(lambda: measured.inventory.latest)
+        latest = measured.inventory.latest_or_ask
+        gateway.group_ids = IdsSeen(latest, GROUP)
+        gateway.transactional_ids = IdsSeen(latest, TRANSACTION)
 
     if store is None and config["gateway-cluster-id"] is not None:
         from .state.kafka import KafkaStore  # passthrough: a store for membership

@@ -70,6 +70,7 @@ MAX_FAMILIES = frozenset({
     "vkafka_state_entries", "vkafka_state_lag_records", "vkafka_gateway_cluster_nodes",
     "vkafka_usage_topics",
     "vkafka_usage_partitions", "vkafka_usage_consumer_groups",
+    "vkafka_usage_transactional_ids",
     "vkafka_usage_storage_bytes", "vkafka_rate_share_fallback"})
 """Gauges about the shared state or the cluster: every worker reads the same,
 so the sum would count it N times; the largest reading is shown."""

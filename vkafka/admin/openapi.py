@@ -184,13 +184,14 @@ def _document():
                             "seconds old, or the last one if the cluster cannot "
                             "be asked) and its open connections over every gateway",
                             "required": ["at", "topics", "partitions",
-                                         "consumerGroups", "storageBytes",
-                                         "storageBytesOnce", "connections"],
+                                         "consumerGroups", "transactionalIds",
+                                         "storageBytes", "storageBytesOnce",
+                                         "connections"],
                             "properties": {
                                 "at": {"type": "string"},
                                 **{name: {"type": "integer", "minimum": 0} for name in (
                                     "topics", "partitions", "consumerGroups",
-                                    "storageBytes", "storageBytesOnce",
+                                    "transactionalIds", "storageBytes", "storageBytesOnce",
                                     "connections")}}},
                     "period": traffic}},
                 "UsageExport": {"type": "object",

@@ -50,9 +50,9 @@ class Gateway:
         self.state_loaded = None
         """A Deferred that fires once the shared state is read to its end
         (tenant mode with a state store): logins wait for it."""
-        self.group_ids = None
-        """``() -> the consumer group ids the last usage inventory listed``
-        (set by the service maker; capacity.consumerGroups)."""
+        self.group_ids = self.transactional_ids = None
+        """The consumer group and transactional ids the last usage inventory
+        listed (usage.inventory.IdsSeen, set by the service maker; capacity)."""
         self.audit = None
         """Sampled refused authorizations go here (``refused(...)``), if set."""
         self.rate_shares = None
@@ -112,6 +112,7 @@ class Gateway:
                         self.concentration_gaps, self.forget_alias,
                         None if self.state is None else self.state.limits_of,
                         self.group_ids, membership=self.membership,
+                        transactional_ids=self.transactional_ids,
                         authorizer=None if self.state is None else self.state.authorizer,
                         audit=self.audit, offload=self.offload,
                         acl_writes=self.acl_writes, rule_writes=self.rule_writes)

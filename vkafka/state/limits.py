@@ -5,7 +5,7 @@ Stored in the state as ``limits/<vc>`` with the JSON form (camelCase,
 nested, an absent field is no limit)::
 
     {"capacity": {"topics": 10, "partitions": 100, "partitionsPerTopic": 12,
-                  "consumerGroups": 20, "connections": 50},
+                  "consumerGroups": 20, "transactionalIds": 20, "connections": 50},
      "topicPolicy": {"replicationFactorMin": 1, "replicationFactorMax": 3,
                      "retentionMsMax": 604800000, "retentionBytesMax": 1073741824,
                      "namePattern": "[a-z][a-z0-9.-]*",
@@ -193,10 +193,13 @@ class Capacity(_Part):
     topics: Optional[int] = _count(0, "Topics the virtual cluster holds at most")
     partitions: Optional[int] = _count(0, "Partitions over all its topics")
     partitions_per_topic: Optional[int] = _count(1, "Partitions of any one topic")
-    consumer_groups: Optional[int] = _count(0, "Consumer groups it holds at most")
+    consumer_groups: Optional[int] = _count(
+        0, "Consumer groups it holds at most (absent: the gateway's default, 10000)")
     connections: Optional[int] = _count(
         0, "Concurrent client connections to the virtual cluster in total, over "
            "every gateway (not per gateway)")
+    transactional_ids: Optional[int] = _count(
+        0, "Transactional ids it holds at most (absent: the gateway's default, 10000)")
 
 
 @dataclass(frozen=True)

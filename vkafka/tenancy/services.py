@@ -45,10 +45,12 @@ class Services:
     """``(namespace, logical)``: a tenant deleted an aliased topic."""
     limits_of: Callable | None = None
     """``(virtual cluster) -> state.limits.Limits`` (None: no limits anywhere)."""
-    group_ids: Callable | None = None
-    """``() -> every consumer group id on the cluster`` as the last usage
-    inventory found them, and those made through this process since (a set;
-    None: none taken yet); ``.made(group)`` adds one (usage.inventory.GroupsSeen)."""
+    group_ids: object = None
+    """The consumer group ids on the cluster as the last usage inventory found
+    them, and those made through this process since (usage.inventory.IdsSeen;
+    None: no inventory)."""
+    transactional_ids: object = None
+    """The same for transactional ids (capacity.transactionalIds)."""
     authorizer: Callable | None = None
     """``(virtual cluster) -> auth.acls.Authorizer`` (None: no ACLs anywhere)."""
     peer_host: str | None = None

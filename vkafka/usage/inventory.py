@@ -1,12 +1,13 @@
 # -*- test-case-name: tests.test_usage -*-
 """What the cluster holds for each virtual cluster: topics, partitions,
-consumer groups and storage.
+consumer groups, transactional ids and storage.
 
 An inventory takes the gateway's topic listing (renewed first), asks every
-broker for its consumer groups (ListGroups: each broker lists the groups it
-coordinates) and for the size of every partition replica in its log
-directories (DescribeLogDirs), and gives each figure to the virtual cluster
-whose namespace holds it (the naming rule: prefix or mapping).
+broker for its consumer groups and transactional ids (ListGroups,
+ListTransactions: each broker lists those it coordinates) and for the size
+of every partition replica in its log directories (DescribeLogDirs), and
+gives each figure to the virtual cluster whose namespace holds it (the
+naming rule: prefix or mapping).
 
 - A topic in a virtual cluster's namespace is its own: its topic, its
   partitions, all its bytes.  ``storageBytes`` counts every replica,
@@ -18,7 +19,8 @@ whose namespace holds it (the naming rule: prefix or mapping).
   division goes to the first names), so shared topics are counted once over
   all virtual clusters; a physical topic no virtual cluster maps counts for
   nobody.
-- A consumer group counts for the virtual cluster whose prefix its id has.
+- A consumer group or transactional id counts for the virtual cluster whose
+  prefix it has.
 """
 
 import importlib
@@ -29,13 +31,18 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..protocol.codec import decode_response
-from ..tenancy.naming import GROUP, TOPIC
+from ..tenancy.naming import GROUP, TOPIC, TRANSACTION
 from ..tuning import collector_held
 
-LIST_GROUPS, DESCRIBE_LOG_DIRS = 16, 35
-VERSIONS = {LIST_GROUPS: ("list_groups", 3, 5), DESCRIBE_LOG_DIRS: ("describe_log_dirs", 1, 4)}
+LIST_GROUPS, DESCRIBE_LOG_DIRS, LIST_TRANSACTIONS = 16, 35, 66
+VERSIONS = {LIST_GROUPS: ("list_groups", 3, 5), DESCRIBE_LOG_DIRS: ("describe_log_dirs", 1, 4),
+            LIST_TRANSACTIONS: ("list_transactions", 0, 1)}
 """API key -> (kio module, lowest and highest version used).  Every version in
 between takes the same arguments (all topics, all groups)."""
+
+
+ASK_AGAIN = 5.0
+"""Seconds between inventories asked for before the first one succeeded."""
 
 
 class InventoryError(Exception):
@@ -49,11 +56,16 @@ class Figures:
     topics: int = 0
     partitions: int = 0
     consumerGroups: int = 0
+    transactionalIds: int = 0
     storageBytes: int = 0
     storageBytesOnce: int = 0
 
     def to_json(self):
         return asdict(self)
+
+    def held(self, kind):
+        """Consumer groups (GROUP) or transactional ids (TRANSACTION)."""
+        return self.consumerGroups if kind == GROUP else self.transactionalIds
 
     def add_storage(self, every, once):
         self.storageBytes += every
@@ -67,30 +79,69 @@ class Snapshot:
     """vc -> Figures, for every virtual cluster known when it was taken."""
     group_ids: frozenset = frozenset()
     """Every consumer group id the brokers listed (capacity.consumerGroups)."""
+    transactional_ids: frozenset = frozenset()
+    """Every transactional id the brokers listed (capacity.transactionalIds)."""
+
+    def ids(self, kind):
+        return self.group_ids if kind == GROUP else self.transactional_ids
 
 
-class GroupsSeen:
-    """``()``: every consumer group id by the last inventory, and those this
-    process let tenants make since (``made``): between two inventories (a
-    minute) a capacity.consumerGroups limit counts both, so a burst of new
-    groups through one gateway stops at the limit."""
+class IdsSeen:
+    """The consumer groups (*kind* GROUP) or transactional ids (TRANSACTION)
+    on the cluster: those of the last inventory, and those this process let
+    tenants make since (``made``).  Between two inventories (a minute) a
+    capacity limit counts both, so a burst of new ids through one gateway
+    stops at the limit.  Each question costs a lookup, not a count: a
+    tenant making ids at its limit must not make every request slow."""
 
-    def __init__(self, latest):
+    def __init__(self, latest, kind):
         self.latest = latest
-        """() -> the last Snapshot, or None before the first."""
+        """() -> the last Snapshot, or None before the first
+        (``Inventory.latest_or_ask``)."""
+        self.kind = kind
         self._since = None
-        self._made = set()
+        self._made = {}
+        """id -> its virtual cluster, made since the last inventory."""
+        self._made_by = {}
+        """virtual cluster -> how many of those."""
+        self._counted = {}
+        """virtual cluster -> what it held, for those the inventory did not know."""
 
-    def __call__(self):
+    def _snapshot(self):
         snapshot = self.latest()
+        if snapshot is not None and snapshot is not self._since:
+            self._since, self._made, self._made_by, self._counted = snapshot, {}, {}, {}
+        return snapshot  # a new inventory lists them itself
+
+    def holds(self, physical):
+        """Whether the cluster holds *physical*; None before the first inventory."""
+        snapshot = self._snapshot()
         if snapshot is None:
             return None
-        if snapshot is not self._since:  # a new inventory lists them itself
-            self._since, self._made = snapshot, set()
-        return snapshot.group_ids | self._made if self._made else snapshot.group_ids
+        return physical in snapshot.ids(self.kind) or physical in self._made
 
-    def made(self, group_id):
-        self._made.add(group_id)
+    def held(self, namespace):
+        """How many the virtual cluster of *namespace* holds (0 before the
+        first inventory).  One the inventory did not know (made since) is
+        counted by its naming rule, once per inventory."""
+        snapshot = self._snapshot()
+        if snapshot is None:
+            return 0
+        vc = namespace.name
+        figures = snapshot.figures.get(vc)
+        if figures is not None:
+            found = figures.held(self.kind)
+        else:
+            found = self._counted.get(vc)
+            if found is None:
+                found = self._counted[vc] = sum(
+                    1 for i in snapshot.ids(self.kind) if namespace.owns(self.kind, i))
+        return found + self._made_by.get(vc, 0)
+
+    def made(self, vc, physical):
+        if self._snapshot() is not None and physical not in self._made:
+            self._made[physical] = vc
+            self._made_by[vc] = self._made_by.get(vc, 0) + 1
 
 
 def request(api_key, version):
@@ -146,7 +197,7 @@ def _split(total, names):
     return {name: share + (i < rest) for i, name in enumerate(sorted(names))}
 
 
-def attribute(vclusters, topics, partitions, groups, sizes):
+def attribute(vclusters, topics, partitions, groups, sizes, transactional_ids=()):
     """vc -> Figures.
 
     *topics*: physical topic names; *partitions*: name -> partition count
@@ -187,6 +238,8 @@ def attribute(vclusters, topics, partitions, groups, sizes):
             figures[vc].add_storage(a, b)
     for vc, _ in owners.owned(GROUP, groups):
         figures[vc].consumerGroups += 1
+    for vc, _ in owners.owned(TRANSACTION, transactional_ids):
+        figures[vc].transactionalIds += 1
     return figures
 
 
@@ -213,6 +266,7 @@ class Inventory:
         self._waiting = None
         """The callers of the inventory being taken."""
         self._exported = set()
+        self._asked = None
 
     def take(self):
         """A Deferred Snapshot, taken now (or the one being taken)."""
@@ -223,6 +277,16 @@ class Inventory:
         else:
             self._waiting.append(d)
         return d
+
+    def latest_or_ask(self):
+        """The last Snapshot; before the first, None, and one is taken now
+        (at most one try every ASK_AGAIN seconds): the capacity checks must
+        not wait for the periodic one, a minute after the gateway started."""
+        if self.latest is None and self._waiting is None and (
+                self._asked is None or self.clock() - self._asked >= ASK_AGAIN):
+            self._asked = self.clock()
+            self.run()
+        return self.latest
 
     def current(self, max_age):
         """The latest Snapshot if younger than *max_age* seconds, else a new one."""
@@ -244,7 +308,7 @@ class Inventory:
             raise InventoryError("no broker known yet")
         asks = [(request(key, version_for(key, self.topology.api_versions)),
                  version_for(key, self.topology.api_versions))
-                for key in (LIST_GROUPS, DESCRIBE_LOG_DIRS)]
+                for key in (LIST_GROUPS, DESCRIBE_LOG_DIRS, LIST_TRANSACTIONS)]
         try:
             answers = yield defer.gatherResults(
                 [self.ask(host, port, asks) for _, (host, port) in brokers],
@@ -252,12 +316,13 @@ class Inventory:
         except defer.FirstError as e:
             raise InventoryError(f"cannot ask the brokers: "
                                  f"{e.subFailure.getErrorMessage()}")
-        groups, sizes = set(), {}
-        for (node, _), (listed, dirs) in zip(brokers, answers):
-            for error in (listed.error_code, dirs.error_code):
+        groups, sizes, transactions = set(), {}, set()
+        for (node, _), (listed, dirs, txns) in zip(brokers, answers):
+            for error in (listed.error_code, dirs.error_code, txns.error_code):
                 if error != ErrorCode.none:
                     raise InventoryError(f"broker {node}: {error.name}")
             groups.update(g.group_id for g in listed.groups)
+            transactions.update(t.transactional_id for t in txns.transaction_states)
             for result in dirs.results:
                 if result.error_code != ErrorCode.none:  # an offline log directory
                     raise InventoryError(f"broker {node}, {result.log_dir}: "
@@ -269,7 +334,7 @@ class Inventory:
                                              []).append(p.partition_size)
         snapshot = Snapshot(self.clock(), attribute(
             self.vclusters, self.topology.topic_names, self.topology.partitions,
-            groups, sizes), frozenset(groups))
+            groups, sizes, transactions), frozenset(groups), frozenset(transactions))
         self.latest, self.last_error = snapshot, None
         self._export(snapshot)
         return snapshot
@@ -287,7 +352,8 @@ class Inventory:
             return
         m = self.metrics
         for vc in self._exported - set(snapshot.figures):
-            for gauge in (m.usage_topics, m.usage_partitions, m.usage_groups):
+            for gauge in (m.usage_topics, m.usage_partitions, m.usage_groups,
+                          m.usage_transactions):
                 gauge.remove(vc)
             for replicas in ("all", "once"):
                 m.usage_storage.remove(vc, replicas)
@@ -295,6 +361,7 @@ class Inventory:
             m.usage_topics.labels(vc).set(f.topics)
             m.usage_partitions.labels(vc).set(f.partitions)
             m.usage_groups.labels(vc).set(f.consumerGroups)
+            m.usage_transactions.labels(vc).set(f.transactionalIds)
             m.usage_storage.labels(vc, "all").set(f.storageBytes)
             m.usage_storage.labels(vc, "once").set(f.storageBytesOnce)
         self._exported = set(snapshot.figures)

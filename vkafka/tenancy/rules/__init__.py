@@ -253,9 +253,11 @@ def tenant_rules():
         common.then(common.walk_resp, topics.repartitioned),
         "names rewritten, others' dropped; the tenant's partition limits applied "
         "per topic")
-    table[22] = replace(table[22], rewrite_request=common.then(common.then(
-        rights.idempotent_producer, common.walk_req),
-        groups.unknown_id_created("transactional_id", TRANSACTION)))
+    row(22, "InitProducerId", common.then(common.then(common.then(
+        rights.idempotent_producer, common.walk_req), groups.within_transaction_capacity),
+        groups.unknown_id_created("transactional_id", TRANSACTION)),
+        groups.refused_transaction, "transactional id renamed; a new one beyond the "
+        "tenant's capacity refused")
     table[61] = replace(table[61], rewrite_response=common.then(
         common.walk_resp, records.own_producers),
         why="names rewritten, others' dropped; a mapped topic's producers not listed")

@@ -108,17 +108,14 @@ def configs_request(read_only, replaces_all=False):
 
 def _group_beyond_capacity(services, rctx, limits, physical, logical):
     """Altering the configs of a group that does not exist makes a config
-    record of its own in the cluster's metadata, however many: with a
-    capacity.consumerGroups limit, only the tenant's existing groups (by the
-    last usage inventory) take configs; a Refusal for any other."""
-    limit = limits.capacity.consumer_groups
-    known = None if limit is None or services.group_ids is None else \
-        services.group_ids()
-    if known is None or physical in known:
+    record of its own in the cluster's metadata, however many: only the
+    tenant's existing groups (by the last usage inventory, and those made
+    through this process since) take configs; a Refusal for any other."""
+    seen = services.group_ids
+    if seen is None or seen.holds(physical) in (None, True):
         return None
-    return Refusal(logical, f"configs of a group that does not exist: with a limit "
-                   f"of {limit} consumer groups, only existing groups take configs",
-                   POLICY_VIOLATION)
+    return Refusal(logical, "configs of a group that does not exist: only existing "
+                   "groups take configs", POLICY_VIOLATION)
 
 
 def _changes(configs, replaces_all):

@@ -17,7 +17,7 @@ from ..patterns import (INVALID, MAX_PATTERN, InvalidPattern, alternation, fullm
 from ..walker import rewrite_request as walk_request
 from ..walker import rewrite_response as walk_response
 from .addresses import rewrite_find_coordinator
-from ...state.policy import POLICY_VIOLATION
+from ...state.policy import POLICY_VIOLATION, held_at_most
 from .common import LISTING_MAX_AGE, limits_for, logical_topics
 
 
@@ -100,25 +100,57 @@ def within_group_capacity(services, rctx, request):
     capacity.consumerGroups: its group is refused with POLICY_VIOLATION.
     Groups are counted from the last usage inventory (at most a minute old;
     docs/governance.md) and those this process let the tenant make since."""
-    limit = limits_for(services, rctx).capacity.consumer_groups
     group = request.group_id
-    if limit is None or services.group_ids is None or not group or \
-            rctx.refusal(GROUP, group) is not None or not _creates(request):
+    if not group or not _creates(request):
         return request
-    known = services.group_ids()
-    if known is None or group in known:
+    refused = _beyond_capacity(services, rctx, services.group_ids, GROUP, group,
+                               "consumer_groups", "a new consumer group")
+    return request if refused is None else replace(request, group_id=refused)
+
+
+def within_transaction_capacity(services, rctx, request):
+    """InitProducerId naming a transactional id the cluster does not hold,
+    beyond the tenant's capacity.transactionalIds (or the gateway's default):
+    refused with POLICY_VIOLATION, counted as groups are.  Each id is broker
+    heap for 7 days after its last use, and a connection could make hundreds
+    a second."""
+    txn = request.transactional_id
+    if not txn:
         return request
+    refused = _beyond_capacity(services, rctx, services.transactional_ids, TRANSACTION,
+                               txn, "transactional_ids", "a new transactional id")
+    return request if refused is None else replace(request, transactional_id=refused)
+
+
+def _beyond_capacity(services, rctx, seen, kind, physical, what, noun):
+    """None if the tenant may make (or use) *physical*, an id of *kind*;
+    else a decoy standing for the refusal.  Before the gateway's first
+    inventory (asked for then, taken within a second or so) nothing is
+    refused."""
+    if seen is None or rctx.refusal(kind, physical) is not None:
+        return None
+    holds = seen.holds(physical)
+    if holds is None or holds:
+        return None
+    limit = held_at_most(limits_for(services, rctx), what)
     namespace = rctx.namespace
-    held = sum(1 for g in known if namespace.owns(GROUP, g))
+    held = seen.held(namespace)
     if held < limit:
-        made = getattr(services.group_ids, "made", None)
-        if made is not None:
-            made(group)  # counted from now on, not from the next inventory
-        return request
-    logical = namespace.logical(GROUP, group) or group
-    return replace(request, group_id=rctx.decoy_name(
-        GROUP, logical, f"a new consumer group: the virtual cluster holds {held}, "
-        f"its limit is {limit}", POLICY_VIOLATION))
+        seen.made(namespace.name, physical)  # counted from now, not the next inventory
+        return None
+    logical = namespace.logical(kind, physical) or physical
+    return rctx.decoy_name(kind, logical, f"{noun}: the virtual cluster holds {held}, "
+                           f"its limit is {limit}", POLICY_VIOLATION)
+
+
+def refused_transaction(services, rctx, response):
+    """InitProducerId whose transactional id was refused with a code (a
+    capacity): that code, not the broker's INVALID_REQUEST for the empty id
+    the refusal was sent as."""
+    found = rctx.refusal(TRANSACTION, "")
+    if found is None or found.code is None:
+        return response
+    return replace(response, error_code=ErrorCode(found.code))
 
 
 def _creates(request):
