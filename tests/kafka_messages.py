@@ -78,8 +78,9 @@ def find_coordinator_response(coordinators):
                            for k, n, h, p, e in coordinators))
 
 
-def record_batch(count, value=b"v" * 20):
-    """One v2 record batch (with its CRC, as a broker checks it) of *count* records."""
+def record_batch(count, value=b"v" * 20, producer=-1):
+    """One v2 record batch (with its CRC, as a broker checks it) of *count*
+    records, from *producer* (-1: a producer without idempotence)."""
     import io
 
     from kio.records.schema import NewRecordBatch, Record
@@ -90,8 +91,10 @@ def record_batch(count, value=b"v" * 20):
     records = tuple(Record(attributes=i8(0), timestamp=now, offset=i64(i), key=None,
                            value=value, headers=()) for i in range(count))
     buffer = io.BytesIO()
-    write_batch(buffer, NewRecordBatch(producer_id=i64(-1), producer_epoch=i16(-1),
-                                       base_sequence=i32(-1), attributes=i16(0),
+    write_batch(buffer, NewRecordBatch(producer_id=i64(producer),
+                                       producer_epoch=i16(-1 if producer < 0 else 0),
+                                       base_sequence=i32(-1 if producer < 0 else 0),
+                                       attributes=i16(0),
                                        records=records))
     return buffer.getvalue()
 

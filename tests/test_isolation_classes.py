@@ -425,6 +425,45 @@ class IsolationClassTests(IsolationBase):
         self.assertEqual(mine.error_code, ErrorCode.none)
 
 
+    def test_producer_ids(self):
+        """Batches under a producer id the tenant chose: written (a producer's
+        id is its own to pick), and counted as a new one (tenancy/producers.py:
+        each is broker state for a day).  One request carrying two producers'
+        batches: the connection closed, nothing written."""
+        from .kafka_messages import produce_records, record_batch
+        raw, _ = self.leader_client(self.paris, "mine")
+        answer = raw.request(produce_records(
+            "mine", record_batch(1, producer=123456789)), 9)
+        self.assertEqual(answer.responses[0].partition_responses[0].error_code,
+                         ErrorCode.none)
+        self.assertIsNone(raw.request(produce_records(
+            "mine", record_batch(1, producer=5) + record_batch(1, producer=6)), 9))
+        bystander, _ = self.leader_client(self.paris, "mine")
+        answer = bystander.request(produce_records("mine", record_batch(1)), 9)
+        self.assertEqual(answer.responses[0].partition_responses[0].error_code,
+                         ErrorCode.none)
+        producers = self.direct_producers(stack.physical_topic(self.paris, "mine"))
+        self.assertIn(123456789, producers)
+        self.assertNotIn(5, producers)
+        self.assertNotIn(6, producers)
+
+    def direct_producers(self, physical):
+        """The producer ids the partition's leader keeps, asked directly."""
+        from kio.schema.describe_producers.v0.request import (
+            DescribeProducersRequest, TopicRequest)
+        from kio.static.primitive import i32
+        from .rawclient import RawClient
+        for address in stack.BOOTSTRAP.split(","):
+            host, port = address.rsplit(":", 1)
+            direct = RawClient(host, int(port))
+            self.addCleanup(direct.close)
+            [p] = direct.request(DescribeProducersRequest(topics=(TopicRequest(
+                name=physical, partition_indexes=(i32(0),)),)), 0).topics[0].partitions
+            if p.error_code == ErrorCode.none:
+                return {a.producer_id for a in p.active_producers}
+        self.fail(f"no broker leads {physical}-0")
+
+
 class BrokerSideRegexTests(IsolationBase):
     """A real KIP-848 consumer (librdkafka, group.protocol=consumer) subscribed
     with an anchored broker-side regex, through two gateways."""

@@ -652,6 +652,39 @@ class Producing:
         return raw
 
 
+class ProducerIdTests(TenantSpliceBase):
+    """Every producer id a tenant's batches carry is broker state for a day
+    (tenancy/producers.py): new ones beyond the bucket, and batches of two
+    producers in one request, close the connection with the reason; ids
+    already let in pass (a producer's next requests, its other connections)."""
+
+    def send(self, *producers, correlation_id=5):
+        from .kafka_messages import produce_records, record_batch, request_frame
+        records = b"".join(record_batch(1, producer=p) for p in producers)
+        self.client.dataReceived(request_frame(produce_records("t", records),
+                                               9, correlation_id))
+
+    def sent(self):
+        return len(FrameDecoder().feed(self.broker_transport.value()))
+
+    def test_new_producer_ids_bounded(self):
+        self.gateway.producer_ids.per_hour = 2
+        self.login()
+        for i, producer in enumerate((-1, 7, 7, 8, -1, 7), 1):
+            self.send(producer, correlation_id=i)
+        self.assertEqual(self.sent(), 6)
+        self.assertFalse(self.transport.disconnecting)
+        self.send(9, correlation_id=7)  # a third new one within the hour
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.sent(), 6)
+
+    def test_two_producers_in_one_request(self):
+        self.login()
+        self.send(7, -1, 8)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.broker_transport.value(), b"")
+
+
 class ProduceResponseTests(Producing, TenantSpliceBase):
     """Produce v13 answers name topics by id: forwarded as bytes unless a decoy
     or node_endpoints must change (fastpath.scan_produce_response)."""

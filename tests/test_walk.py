@@ -23,10 +23,12 @@ from .test_produce_slicing import produce as produce_request
 POKES = (0x00, 0x01, 0x7F, 0x80, 0xFF)
 
 
-def batch(records, payload=20):
-    """A record batch as the walk sees it (offset, length, magic 2, count)."""
+def batch(records, payload=20, producer=0):
+    """A record batch as the walk sees it (offset, length, magic 2, producer
+    id, count)."""
     body = bytearray(49 + payload)
     body[4] = 2  # magic, after the partition leader epoch
+    struct.pack_into(">q", body, 31, producer)
     struct.pack_into(">i", body, 45, records)  # the count closes the header
     return struct.pack(">qi", 0, len(body)) + bytes(body)
 
@@ -117,10 +119,37 @@ class CompiledWalkTests(unittest.TestCase):
     def test_records_counted(self):
         """Whole batches counted, a partial one not, as the Python walk does."""
         for version, frame, offset in requests():
-            acks, records, _, fields, end = produce.walk_request(
+            acks, records, _, fields, end, producer = produce.walk_request(
                 frame, offset, version >= 9, version >= 13)
-            self.assertEqual((acks, records, len(fields), end),
-                             (-1, 7 * 4, 2, len(frame)), version)
+            self.assertEqual((acks, records, len(fields), end, producer),
+                             (-1, 7 * 4, 2, len(frame), 0), version)
+
+    def test_producer_noted(self):
+        """The batches' producer id: -1 if none carries one, the id if all
+        that do carry the same, -2 if two differ (in one partition or two);
+        the partial batch is not read.  Both walks agree."""
+        from vkafka.protocol import _walk
+        cases = [  # (each partition's records, producer noted)
+            ((batch(1, producer=-1),) * 4, -1),
+            ((batch(1, producer=-1), batch(1, producer=5)), 5),
+            ((batch(1, producer=5) + batch(1, producer=-1), batch(2, producer=5)), 5),
+            ((batch(1, producer=5) + batch(1, producer=6),), -2),
+            ((batch(1, producer=5), batch(1, producer=2 ** 40)), -2),
+            ((batch(1, producer=2 ** 62) + batch(1, producer=7)[:40],), 2 ** 62),
+        ]
+        for records, expected in cases:
+            for version in range(3, 14):
+                request = produce_request(version)
+                parts = iter(records * 4)
+                request = replace(request, topic_data=tuple(
+                    replace(t, partition_data=tuple(
+                        replace(p, records=next(parts)) for p in t.partition_data))
+                    for t in request.topic_data))
+                frame = encode_request(request, version, 7, "client")
+                offset = parse_request_header(frame).body_offset
+                for walk in (_walk.produce_request, produce.walk_request_py):
+                    self.assertEqual(walk(frame, offset, version >= 9, version >= 13)[5],
+                                     expected, (version, expected, walk))
 
     def test_response_walks_agree(self):
         """Every Produce response version and kind, cut and poked: the same answer."""

@@ -20,7 +20,8 @@ _I32 = struct.Struct(">i")
 
 
 def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
-                    transactional_id=None, topic_field=None, known_ids=()):
+                    transactional_id=None, topic_field=None, known_ids=(),
+                    producer=None):
     """``(frame, acks, records)``: the request frame with names rewritten, record
     bytes copied as they are; and the request's acks and record count, from the
     same walk.
@@ -37,12 +38,16 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
     or one that maps to itself) the request is returned as it came: the walk
     only notes what changes, and the frame is cut and joined only if something
     does, so the common case allocates nothing per topic or partition.
+    *producer* is called with the batches' producer id, if any carries one
+    (-2: two batches carry different ones).
     """
     flexible = version >= 9
     if topic_field is None and topic_name is not None:
         topic_field = name_field(topic_name, flexible)
-    acks, records, txn_end, fields, end = walk_request(frame, body_offset, flexible,
-                                                       version >= 13)
+    acks, records, txn_end, fields, end, producer_id = walk_request(
+        frame, body_offset, flexible, version >= 13)
+    if producer is not None and producer_id != -1:
+        producer(producer_id)
     if len(fields) > MAX_TOPICS:
         raise HeaderError(f"produce request: {len(fields)} topics, over {MAX_TOPICS}")
     edits = []  # (start, end, bytes to put there), in order
@@ -94,10 +99,11 @@ on one broker; 10,000 in one request is far past any client's."""
 
 def walk_request_py(frame, pos, flexible, by_id):
     """``(acks, records, end of the transactional id, [(start, end) of each
-    topic's name or id field], end of the request)`` of a Produce request whose
-    body starts at *pos*, walked by lengths; raises on truncation.  The
-    reference for ``_walk.produce_request`` (the same walk compiled), and what
-    runs where that is not built."""
+    topic's name or id field], end of the request, producer id)`` of a
+    Produce request whose body starts at *pos*, walked by lengths; raises on
+    truncation.  The producer id is its batches' (``_producer``: -1 none, -2
+    several).  The reference for ``_walk.produce_request`` (the same walk
+    compiled), and what runs where that is not built."""
     pos = skip_string(frame, pos, flexible)
     txn_end = pos
     (acks,) = _I16.unpack_from(frame, pos)
@@ -105,6 +111,7 @@ def walk_request_py(frame, pos, flexible, by_id):
     budget = walkable(MAX_ENTRIES, topics, "produce")
     records = 0
     fields = []
+    producer = [-1]
     for _ in range(max(topics, 0)):
         start = pos
         if by_id:
@@ -116,13 +123,32 @@ def walk_request_py(frame, pos, flexible, by_id):
             if pos > len(frame):
                 raise HeaderError("truncated topic name")
         fields.append((start, pos))
-        pos, count, budget = _partitions(frame, pos, flexible, budget)
+        pos, count, budget = _partitions(frame, pos, flexible, budget, producer)
         records += count
     if flexible:
         pos = skip_tagged_fields(frame, pos)
     if pos > len(frame):
         raise HeaderError("truncated produce request")
-    return acks, records, txn_end, fields, pos
+    return acks, records, txn_end, fields, pos, producer[0]
+
+
+_I64 = struct.Struct(">q")
+
+
+def _producer(frame, pos, end, limit, producer):
+    """Note in ``producer[0]`` the producer id of the whole batches in
+    [pos, end) that end by *limit* (those ``walk_batches`` counts): -1 while
+    none carries one, the id while all that do carry the same, -2 once two
+    differ."""
+    while end - pos >= 61:
+        length = _I32.unpack_from(frame, pos + 8)[0]
+        after = pos + 12 + length
+        if length < 49 or after > limit or frame[pos + 16] != 2:
+            return
+        found = _I64.unpack_from(frame, pos + 43)[0]
+        if found >= 0 and producer[0] != found:
+            producer[0] = found if producer[0] == -1 else -2
+        pos = after
 
 
 def rewrite_records(frame, body_offset, version, chosen, change):
@@ -183,7 +209,7 @@ def name_field(rename, flexible):
     return field
 
 
-def _partitions(frame, pos, flexible, budget, _int32=_I32.unpack_from,
+def _partitions(frame, pos, flexible, budget, producer=None, _int32=_I32.unpack_from,
                 _batches=walk_batches):
     """Walk one topic's partitions: (position after them, records in them,
     what is left of the *budget* of entries).
@@ -209,6 +235,8 @@ def _partitions(frame, pos, flexible, budget, _int32=_I32.unpack_from,
         if size > 0:
             stop = pos + size
             records += _batches(frame, pos, min(stop, end), stop)[0]
+            if producer is not None:
+                _producer(frame, pos, min(stop, end), stop, producer)
             pos = stop
         if flexible:
             pos = pos + 1 if pos < end and frame[pos] == 0 else \

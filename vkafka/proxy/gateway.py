@@ -11,6 +11,7 @@ from ..client import Unreachable, connect, tcp_endpoint, try_each
 from ..protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from ..tenancy.metadata_cache import MetadataAnswers
 from ..tenancy.patterns import RegexSubscriptions
+from ..tenancy.producers import ProducerIds
 from ..tenancy.rules.addresses import offered_rules
 from ..tenancy.rules.common import StateWrites
 from ..tenancy.rules.topics import RULE_TOPICS_AT_ONCE
@@ -53,6 +54,8 @@ class Gateway:
         self.group_ids = self.transactional_ids = None
         """The consumer group and transactional ids the last usage inventory
         listed (usage.inventory.IdsSeen, set by the service maker; capacity)."""
+        self.producer_ids = ProducerIds(reactor.seconds)
+        """New producer ids each virtual cluster may bring (tenancy/producers.py)."""
         self.audit = None
         """Sampled refused authorizations go here (``refused(...)``), if set."""
         self.rate_shares = None
@@ -113,6 +116,7 @@ class Gateway:
                         None if self.state is None else self.state.limits_of,
                         self.group_ids, membership=self.membership,
                         transactional_ids=self.transactional_ids,
+                        producer_ids=self.producer_ids,
                         authorizer=None if self.state is None else self.state.authorizer,
                         audit=self.audit, offload=self.offload,
                         acl_writes=self.acl_writes, rule_writes=self.rule_writes)

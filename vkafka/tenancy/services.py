@@ -51,6 +51,11 @@ class Services:
     None: no inventory)."""
     transactional_ids: object = None
     """The same for transactional ids (capacity.transactionalIds)."""
+    producer_ids: object = None
+    """New producer ids each virtual cluster may bring (producers.ProducerIds,
+    the gateway process's; None: not counted)."""
+    producer: int = -1
+    """The producer id this connection's last Produce was let write with."""
     authorizer: Callable | None = None
     """``(virtual cluster) -> auth.acls.Authorizer`` (None: no ACLs anywhere)."""
     peer_host: str | None = None

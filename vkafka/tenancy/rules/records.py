@@ -130,9 +130,15 @@ def produce_frame(services, rctx, frame, body_offset, version):
         rctx.transactional = True
         return rctx.to_physical(TRANSACTION, txn, whole=True)
 
+    def producer(found):  # its batches' producer id (producers.py)
+        if found != services.producer and services.producer_ids is not None:
+            services.producer_ids.admit(rctx.namespace.name, found)
+            services.producer = found
+
     frame, acks, records = rewrite_produce(
         frame, body_offset, version, topic_id=topic_id, topic_field=topic_field,
-        known_ids=() if memo is None else memo.ids, transactional_id=transactional_id)
+        known_ids=() if memo is None else memo.ids, transactional_id=transactional_id,
+        producer=producer)
     rctx.produced = (acks, records)
     if rctx.shared:
         frame = _shared_without_producers(rctx, frame, body_offset, version)
