@@ -53,6 +53,18 @@ class NamingTests(unittest.TestCase):
         self.assertRaises(InvalidName, self.london.physical, TOPIC, "")
         self.assertIsNone(self.london.logical(TOPIC, "__consumer_offsets"))
 
+    def test_ids_bounded(self):
+        """Group and transactional ids are at most MAX_ID_LENGTH bytes once
+        prefixed: 32 KB ones were broker heap for days, and 900 of them put
+        every tenant's ListGroups over the answer limit (audit 22)."""
+        from vkafka.tenancy.naming import MAX_ID_LENGTH
+        room = MAX_ID_LENGTH - len(self.london.prefix)
+        for kind in (GROUP, TRANSACTION):
+            self.assertEqual(len(self.london.physical(kind, "g" * room)), MAX_ID_LENGTH)
+            e = self.assertRaises(InvalidName, self.london.physical, kind, "g" * (room + 1))
+            self.assertIn(f"too long: at most {room} bytes", str(e))
+            self.assertRaises(InvalidName, self.london.physical, kind, "é" * room)
+
     def test_configured_prefix(self):
         """A virtual cluster's prefix can differ from its name."""
         ns = self.vclusters.define("paris", "fr_")

@@ -1,6 +1,8 @@
 """Capacity and topic policy checks (vkafka/state/policy.py), one table row
 per limit: what is allowed, what is refused, with which Kafka error."""
 
+import datetime
+
 from twisted.trial import unittest
 
 from vkafka.state.limits import Limits
@@ -226,6 +228,121 @@ class GroupCapacityTests(unittest.TestCase):
             if refused:
                 (_, code, reason), = rctx.config_refusals.values()
                 self.assertEqual(code, policy.POLICY_VIOLATION)
+
+
+    def configs(self, groups, seen, value="45001", describe=False):
+        """The resource names an IncrementalAlterConfigs (or DescribeConfigs)
+        of *groups* sends, and its refusals: [(reason, code)]."""
+        from kio.schema.describe_configs.v4 import request as d
+        from kio.schema.incremental_alter_configs.v1 import request as m
+        from kio.static.primitive import i8
+        from vkafka.tenancy.context import RequestContext
+        from vkafka.tenancy.rules.configs import configs_request
+        from vkafka.tenancy.services import Services
+        from vkafka.tenancy.vclusters import VirtualClusters
+        if describe:
+            request = d.DescribeConfigsRequest(resources=tuple(
+                d.DescribeConfigsResource(resource_type=i8(32), resource_name=g,
+                                          configuration_keys=None) for g in groups),
+                include_synonyms=False, include_documentation=False)
+        else:
+            request = m.IncrementalAlterConfigsRequest(
+                validate_only=False, resources=tuple(m.AlterConfigsResource(
+                    resource_type=i8(32), resource_name=g, configs=(m.AlterableConfig(
+                        name="consumer.session.timeout.ms",
+                        config_operation=i8(0 if value else 1), value=value),))
+                    for g in groups))
+        services = Services(None, None, {}, limits_of=lambda vc: Limits.NONE,
+                            group_ids=seen)
+        rctx = RequestContext(VirtualClusters().namespace("acme"), {})
+        out = configs_request(describe)(services, rctx, request)
+        return [r.resource_name for r in out.resources], [
+            (reason, code) for (_, code, reason) in rctx.config_refusals.values()]
+
+    def test_group_configs_need_the_inventory(self):
+        """A group this gateway let a commit make (that the broker may have
+        refused) takes no configs until an inventory lists it: 71 config
+        records were written for groups that never existed (audit 22).
+        Configs set back to their defaults pass for any group (Kafka keeps a
+        deleted group's configs)."""
+        seen = seen_of({"acmea"})
+        seen.made("acme", "acmeb")
+        sent, _ = self.configs(["a", "b"], seen)
+        self.assertEqual(sent[0], "acmea")
+        self.assertNotEqual(sent[1], "acmeb")
+        sent, _ = self.configs(["a", "b", "gone"], seen, value=None)
+        self.assertEqual(sent, ["acmea", "acmeb", "acmegone"])
+
+    def test_groups_described_at_most(self):
+        """The broker builds ~2 KB of configs for any group named, existing or
+        not: one DescribeConfigs names at most GROUPS_DESCRIBED groups."""
+        from vkafka.tenancy.rules.configs import GROUPS_DESCRIBED
+        names = [f"g{i}" for i in range(GROUPS_DESCRIBED + 2)]
+        sent, refused = self.configs(names, seen_of(set()), describe=True)
+        self.assertEqual(sent[:GROUPS_DESCRIBED], [f"acme{n}" for n in
+                                                   names[:GROUPS_DESCRIBED]])
+        self.assertTrue(all(n.startswith("!") for n in sent[GROUPS_DESCRIBED:]))
+        self.assertEqual(len(refused), 2)
+        self.assertEqual(refused[0][0], f"at most {GROUPS_DESCRIBED} groups' configs in one "
+                                 "request")
+
+    def test_refused_groups_answered_with_the_refusal(self):
+        """The answers of a join, a commit and a KIP-848 heartbeat whose group
+        was refused name no group: every error in them is the refusal's
+        (POLICY_VIOLATION with the reason where there is a message), not the
+        broker's error for the id it got instead (INVALID_GROUP_ID,
+        NOT_COORDINATOR)."""
+        from kio.schema.consumer_group_heartbeat.v0 import response as h
+        from kio.schema.offset_commit.v9 import response as c
+        from kio.schema.errors import ErrorCode
+        from kio.static.primitive import i32
+        from vkafka.tenancy.rules import groups
+        out, rctx = self.rewrite(self.join("acmec"), {"acmea", "acmeb"})
+        answer = groups.answered_as_refused(GROUP)
+        commit = c.OffsetCommitResponse(
+            throttle_time=datetime.timedelta(0), topics=(c.OffsetCommitResponseTopic(
+                name="t", partitions=(c.OffsetCommitResponsePartition(
+                    partition_index=i32(0), error_code=ErrorCode.not_coordinator),)),))
+        got = answer(None, rctx, commit)
+        self.assertEqual(got.topics[0].partitions[0].error_code,
+                         ErrorCode.policy_violation)
+        beat = h.ConsumerGroupHeartbeatResponse(
+            throttle_time=datetime.timedelta(0), error_code=ErrorCode.invalid_group_id,
+            error_message="GroupId can't be empty.", member_id=None,
+            member_epoch=i32(0), heartbeat_interval=datetime.timedelta(0),
+            assignment=None)
+        got = answer(None, rctx, beat)
+        self.assertEqual((got.error_code, got.error_message),
+                         (ErrorCode.policy_violation, "a new consumer group: the "
+                          "virtual cluster holds 2, its limit is 2"))
+        _, allowed = self.rewrite(self.join("acmea"), {"acmea", "acmeb"})
+        self.assertIs(answer(None, allowed, commit), commit)
+
+    def test_stale_inventory_renewed_before_deciding(self):
+        """An id the last inventory did not list, when that inventory is old:
+        a new one is taken first, so an id made through another gateway since
+        is not refused as new (a Java producer's restart failed for a minute),
+        and a third id is refused only on fresh figures."""
+        from twisted.internet import defer
+        from vkafka.usage.inventory import Figures, IdsSeen, Snapshot
+        snapshots = [Snapshot(0, {"acme": Figures(consumerGroups=2)},
+                              frozenset({"acmea", "acmeb"}))]
+        pending = []
+
+        def renew():
+            pending.append(defer.Deferred())
+            return pending[-1]
+        seen = IdsSeen(lambda: snapshots[-1], GROUP, renew)
+        out, rctx = self.rewrite(self.join("acmec"), None, seen)
+        self.assertIsInstance(out, defer.Deferred)
+        snapshots.append(Snapshot(1, {"acme": Figures(consumerGroups=3)},
+                                  frozenset({"acmea", "acmeb", "acmec"})))
+        pending[0].callback(None)
+        self.assertEqual(self.successResultOf(out).group_id, "acmec")
+        out, rctx = self.rewrite(self.join("acmed"), None, seen)
+        pending[1].callback(None)  # nothing new: refused
+        found = rctx.refusal(GROUP, self.successResultOf(out).group_id)
+        self.assertEqual(found.code, policy.POLICY_VIOLATION)
 
 
 class TransactionCapacityTests(unittest.TestCase):

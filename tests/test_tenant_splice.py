@@ -554,6 +554,38 @@ class FuzzTests(TenantSpliceBase):
         self.assertEqual((request.group_id, request.subscribed_topic_names),
                          ("londong", ("londont",)))
 
+    def test_heartbeat_subscription_bounded(self):
+        """A KIP-848 member subscribing to more than MAX_SUBSCRIBED_NAMES names
+        (each kept in the coordinator's heap, existing or not): its group sent
+        as the empty id the broker refuses, creating nothing, and the answer
+        says why (INVALID_REQUEST); at the bound, forwarded."""
+        from kio.schema.consumer_group_heartbeat.v0 import request as rq
+        from kio.schema.consumer_group_heartbeat.v0 import response as rs
+        from kio.static.primitive import i32
+        from vkafka.tenancy.rules.groups import MAX_SUBSCRIBED_NAMES
+        self.login()
+        for count, correlation in ((MAX_SUBSCRIBED_NAMES, 3), (MAX_SUBSCRIBED_NAMES + 1, 4)):
+            self.client.dataReceived(request_frame(rq.ConsumerGroupHeartbeatRequest(
+                group_id="g", member_id="m", member_epoch=i32(0),
+                subscribed_topic_names=tuple(f"t{i}" for i in range(count)),
+                topic_partitions=None), 0, correlation))
+        first, second = FrameDecoder().feed(self.broker_transport.value())
+        self.assertEqual(len(decode_request(first)[1].subscribed_topic_names),
+                         MAX_SUBSCRIBED_NAMES)
+        _, refused = decode_request(second)
+        self.assertEqual((refused.group_id, refused.subscribed_topic_names), ("", ()))
+        for correlation, code in ((3, ErrorCode.none), (4, ErrorCode.invalid_group_id)):
+            self.broker.dataReceived(response_frame(correlation, rs.ConsumerGroupHeartbeatResponse(
+                throttle_time=datetime.timedelta(0), error_code=code, error_message=None,
+                member_id="m", member_epoch=i32(1),
+                heartbeat_interval=datetime.timedelta(seconds=5), assignment=None)))
+        answers = [decode_response(f, 68, 0)[1] for f in self.responses()]
+        self.assertEqual([(a.error_code, a.error_message) for a in answers],
+                         [(ErrorCode.none, None),
+                          (ErrorCode.invalid_request,
+                           f"a subscription to {MAX_SUBSCRIBED_NAMES + 1} topic names: "
+                           f"at most {MAX_SUBSCRIBED_NAMES} (subscribe by pattern)")])
+
     def test_find_coordinator_v0_is_a_group(self):
         """FindCoordinator v0 (no key type: always a group) has its key renamed.
 

@@ -545,9 +545,10 @@ def makeService(config, reactor=None, worker=None):
         from .tenancy.naming import GROUP, TRANSACTION
         from .usage.inventory import IdsSeen
 
-        latest = measured.inventory.latest_or_ask
-        gateway.group_ids = IdsSeen(latest, GROUP)
-        gateway.transactional_ids = IdsSeen(latest, TRANSACTION)
+        inventory = measured.inventory
+        gateway.group_ids = IdsSeen(inventory.latest_or_ask, GROUP, inventory.renewed)
+        gateway.transactional_ids = IdsSeen(inventory.latest_or_ask, TRANSACTION,
+                                            inventory.renewed)
 
     if store is None and config["gateway-cluster-id"] is not None:
         from .state.kafka import KafkaStore  # passthrough: a store for membership

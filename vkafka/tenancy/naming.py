@@ -25,7 +25,12 @@ TOPIC = "topic"
 GROUP = "group"
 TRANSACTION = "transactional id"
 
-MAX_ID_LENGTH = 32767  # a Kafka int16-length string
+MAX_ID_LENGTH = 255
+"""Bytes of a group or transactional id as the broker gets it (prefix
+included).  Kafka takes 32,767; each id is broker heap for days, listed in
+every ListGroups or ListTransactions answer (all tenants' ids, before the
+gateway filters them), so 900 ids of 32 KB had every tenant's ListGroups
+over the answer limit (audit 22)."""
 
 
 class InvalidName(ValueError):
@@ -266,7 +271,9 @@ class Namespace:
         if kind == TOPIC:
             self._check_topic(kind, logical, physical)
         elif len(physical.encode()) > MAX_ID_LENGTH:
-            raise InvalidName(kind, logical, "too long")
+            raise InvalidName(kind, logical, f"too long: at most "
+                              f"{MAX_ID_LENGTH - len(self.prefix.encode())} bytes "
+                              f"in this virtual cluster")
         for other in self.prefixes.longer_than(self.prefix):
             if physical.startswith(other):
                 raise InvalidName(kind, logical,

@@ -43,6 +43,9 @@ between takes the same arguments (all topics, all groups)."""
 
 ASK_AGAIN = 5.0
 """Seconds between inventories asked for before the first one succeeded."""
+RENEW_AFTER = 5.0
+"""Age in seconds past which a capacity check takes a new inventory before
+deciding on an id the last one did not list."""
 
 
 class InventoryError(Exception):
@@ -94,10 +97,13 @@ class IdsSeen:
     stops at the limit.  Each question costs a lookup, not a count: a
     tenant making ids at its limit must not make every request slow."""
 
-    def __init__(self, latest, kind):
+    def __init__(self, latest, kind, renew=None):
         self.latest = latest
         """() -> the last Snapshot, or None before the first
         (``Inventory.latest_or_ask``)."""
+        self.renew = renew
+        """() -> None if the last Snapshot is recent, else a Deferred that
+        fires once a new one is taken (``Inventory.renewed``)."""
         self.kind = kind
         self._since = None
         self._made = {}
@@ -119,6 +125,11 @@ class IdsSeen:
         if snapshot is None:
             return None
         return physical in snapshot.ids(self.kind) or physical in self._made
+
+    def listed(self, physical):
+        """Whether the last inventory listed *physical* (None before the first)."""
+        snapshot = self._snapshot()
+        return None if snapshot is None else physical in snapshot.ids(self.kind)
 
     def held(self, namespace):
         """How many the virtual cluster of *namespace* holds (0 before the
@@ -277,6 +288,16 @@ class Inventory:
         else:
             self._waiting.append(d)
         return d
+
+    def renewed(self, max_age=RENEW_AFTER):
+        """None if the last Snapshot is younger than *max_age* seconds; else a
+        Deferred that fires (with None) once a new one is taken or failed: a
+        capacity check about to decide on a new id looks again first, so
+        ids made through other gateways since count, and are not refused
+        as new (one inventory at a time, shared)."""
+        if self.latest is not None and self.clock() - self.latest.at < max_age:
+            return None
+        return self.take().addErrback(lambda _: None).addCallback(lambda _: None)
 
     def latest_or_ask(self):
         """The last Snapshot; before the first, None, and one is taken now

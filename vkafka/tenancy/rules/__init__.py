@@ -218,7 +218,8 @@ def tenant_rules():
         groups.list_transactions_response,
         "other tenants' ids dropped; the id pattern applied by the gateway (RE2)")
     row(68, "ConsumerGroupHeartbeat", groups.heartbeat_request,
-        common.ids_known_first(common.walk_resp),
+        common.then(common.ids_known_first(common.walk_resp),
+                    groups.answered_as_refused(GROUP)),
         "names rewritten; a regex subscription matched by the gateway (RE2) over "
         "the tenant's topics and sent as the exact alternation of their physical "
         "names, kept current; assignments by topic id checked (unknown ids: a "
@@ -230,7 +231,8 @@ def tenant_rules():
     row(11, "JoinGroup", common.then(common.then(
         consumer_protocol.join_group_request, groups.within_group_capacity),
         groups.unknown_id_created("group_id", GROUP)),
-        common.then(common.walk_resp, consumer_protocol.join_group_response),
+        common.then(common.then(common.walk_resp, consumer_protocol.join_group_response),
+                    groups.answered_as_refused(GROUP)),
         "names rewritten; a new group beyond the tenant's capacity refused; "
         "\"consumer\" protocol subscriptions (read by the broker) "
         "made physical, the leader's copies logical (others' topics dropped); "
@@ -256,8 +258,8 @@ def tenant_rules():
     row(22, "InitProducerId", common.then(common.then(common.then(
         rights.idempotent_producer, common.walk_req), groups.within_transaction_capacity),
         groups.unknown_id_created("transactional_id", TRANSACTION)),
-        groups.refused_transaction, "transactional id renamed; a new one beyond the "
-        "tenant's capacity refused")
+        groups.answered_as_refused(TRANSACTION), "transactional id renamed; a new one "
+        "beyond the tenant's capacity refused: POLICY_VIOLATION")
     table[61] = replace(table[61], rewrite_response=common.then(
         common.walk_resp, records.own_producers),
         why="names rewritten, others' dropped; a mapped topic's producers not listed")
@@ -268,7 +270,9 @@ def tenant_rules():
             "refused")
     for key in (8, 28):  # OffsetCommit, TxnOffsetCommit
         table[key] = replace(table[key], rewrite_request=common.then(common.then(
-            common.walk_req, groups.within_group_capacity), groups.commit_needs_a_group))
+            common.walk_req, groups.within_group_capacity), groups.commit_needs_a_group),
+            rewrite_response=common.then(common.walk_resp,
+                                         groups.answered_as_refused(GROUP)))
     # AddPartitionsToTxn v4+ is the brokers' own batched form (KIP-890), for
     # which Kafka requires CLUSTER_ACTION: clients send v0-3.
     table[24] = replace(table[24], max_version=min(table[24].max_version, 3),

@@ -8,6 +8,7 @@ import uuid
 
 from kio.static.primitive import i32Timedelta
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from ...state.limits import Limits
@@ -31,8 +32,12 @@ def walk_resp(services, rctx, response):
 
 
 def then(first, second):
+    """*first*, then *second* on what it made (once made, if a Deferred)."""
     def both(services, rctx, message):
-        return second(services, rctx, first(services, rctx, message))
+        message = first(services, rctx, message)
+        if isinstance(message, defer.Deferred):
+            return message.addCallback(lambda m: second(services, rctx, m))
+        return second(services, rctx, message)
     return both
 
 

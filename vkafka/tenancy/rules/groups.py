@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32
+from twisted.internet import defer
 
 
 from ..metadata_cache import made_of
@@ -16,6 +17,7 @@ from ..patterns import (INVALID, MAX_PATTERN, InvalidPattern, alternation, fullm
                         member_key, names_of)
 from ..walker import rewrite_request as walk_request
 from ..walker import rewrite_response as walk_response
+from ..walker import with_error
 from .addresses import rewrite_find_coordinator
 from ...state.policy import POLICY_VIOLATION, held_at_most
 from .common import LISTING_MAX_AGE, limits_for, logical_topics
@@ -103,9 +105,9 @@ def within_group_capacity(services, rctx, request):
     group = request.group_id
     if not group or not _creates(request):
         return request
-    refused = _beyond_capacity(services, rctx, services.group_ids, GROUP, group,
-                               "consumer_groups", "a new consumer group")
-    return request if refused is None else replace(request, group_id=refused)
+    return _refused_as(request, "group_id", _beyond_capacity(
+        services, rctx, services.group_ids, GROUP, group, "consumer_groups",
+        "a new consumer group"))
 
 
 def within_transaction_capacity(services, rctx, request):
@@ -117,21 +119,35 @@ def within_transaction_capacity(services, rctx, request):
     txn = request.transactional_id
     if not txn:
         return request
-    refused = _beyond_capacity(services, rctx, services.transactional_ids, TRANSACTION,
-                               txn, "transactional_ids", "a new transactional id")
-    return request if refused is None else replace(request, transactional_id=refused)
+    return _refused_as(request, "transactional_id", _beyond_capacity(
+        services, rctx, services.transactional_ids, TRANSACTION, txn,
+        "transactional_ids", "a new transactional id"))
 
 
-def _beyond_capacity(services, rctx, seen, kind, physical, what, noun):
+def _refused_as(request, field, refused):
+    """*request* with its *field* the decoy *refused* stands for (None: as it
+    is), once the capacity check has decided (maybe a Deferred)."""
+    if isinstance(refused, defer.Deferred):
+        return refused.addCallback(lambda r: _refused_as(request, field, r))
+    return request if refused is None else replace(request, **{field: refused})
+
+
+def _beyond_capacity(services, rctx, seen, kind, physical, what, noun, renewed=False):
     """None if the tenant may make (or use) *physical*, an id of *kind*;
-    else a decoy standing for the refusal.  Before the gateway's first
-    inventory (asked for then, taken within a second or so) nothing is
-    refused."""
+    else a decoy standing for the refusal; or a Deferred of either, when the
+    last inventory is older than a few seconds: a new one is taken first,
+    so ids made through other gateways since count, and are not refused as
+    new.  Before the gateway's first inventory (asked for then, taken
+    within a second or so) nothing is refused."""
     if seen is None or rctx.refusal(kind, physical) is not None:
         return None
     holds = seen.holds(physical)
     if holds is None or holds:
         return None
+    later = None if renewed or seen.renew is None else seen.renew()
+    if later is not None:
+        return later.addCallback(lambda _: _beyond_capacity(
+            services, rctx, seen, kind, physical, what, noun, renewed=True))
     limit = held_at_most(limits_for(services, rctx), what)
     namespace = rctx.namespace
     held = seen.held(namespace)
@@ -143,14 +159,22 @@ def _beyond_capacity(services, rctx, seen, kind, physical, what, noun):
                            f"its limit is {limit}", POLICY_VIOLATION)
 
 
-def refused_transaction(services, rctx, response):
-    """InitProducerId whose transactional id was refused with a code (a
-    capacity): that code, not the broker's INVALID_REQUEST for the empty id
-    the refusal was sent as."""
-    found = rctx.refusal(TRANSACTION, "")
-    if found is None or found.code is None:
+def answered_as_refused(kind):
+    """The answer to a request whose group or transactional id (*kind*) was
+    refused with a code (a capacity): every error of it that refusal's,
+    with its reason where the answer has a message.  These answers (JoinGroup,
+    OffsetCommit, ConsumerGroupHeartbeat, InitProducerId) name no group to
+    put the refusal back on, and the broker's own error for the id it got
+    instead (INVALID_GROUP_ID, NOT_COORDINATOR, INVALID_REQUEST) would tell
+    the client nothing of why."""
+    def rewrite(services, rctx, response):
+        if not rctx.decoy_names:
+            return response
+        for found_kind, found in rctx.all_refusals():
+            if found_kind == kind and found.code is not None:
+                return with_error(response, ErrorCode(found.code), found.reason)
         return response
-    return replace(response, error_code=ErrorCode(found.code))
+    return rewrite
 
 
 def _creates(request):
@@ -190,8 +214,33 @@ def heartbeat_request(services, rctx, request):
     subscribed member's heartbeat renews a listing older than LISTING_MAX_AGE
     in the background, so a matching topic created elsewhere reaches its
     alternation at a later heartbeat, not at the periodic refresh (30 s)."""
-    request = unknown_id_created("group_id", GROUP)(services, rctx, within_group_capacity(
-        services, rctx, walk_request(request, rctx)))
+    request = within_group_capacity(services, rctx, _subscription_bounded(
+        rctx, request.group_id, walk_request(request, rctx)))
+    if isinstance(request, defer.Deferred):  # the capacity check looks again first
+        return request.addCallback(lambda r: _heartbeat(services, rctx, r))
+    return _heartbeat(services, rctx, request)
+
+
+MAX_SUBSCRIBED_NAMES = 1000
+"""Topic names one KIP-848 member may subscribe to by name.  The group
+coordinator keeps each member's list, names of topics that do not exist
+included (~265 bytes of heap a name): four members of 50,000 names took
+53 MB of a broker's heap (audit 22).  More topics: subscribe by pattern."""
+
+
+def _subscription_bounded(rctx, group, request):
+    """A heartbeat subscribing to more than MAX_SUBSCRIBED_NAMES names: its
+    group refused (INVALID_REQUEST, saying why), nothing subscribed."""
+    names = getattr(request, "subscribed_topic_names", None)
+    if not group or names is None or len(names) <= MAX_SUBSCRIBED_NAMES:
+        return request
+    return replace(request, subscribed_topic_names=(), group_id=rctx.decoy_name(
+        GROUP, group, f"a subscription to {len(names)} topic names: at most "
+        f"{MAX_SUBSCRIBED_NAMES} (subscribe by pattern)", ErrorCode.invalid_request))
+
+
+def _heartbeat(services, rctx, request):
+    request = unknown_id_created("group_id", GROUP)(services, rctx, request)
     if not hasattr(request, "subscribed_topic_regex"):  # v0: no regex
         return request
     subscriptions = services.regex_subscriptions
