@@ -345,6 +345,29 @@ class GroupCapacityTests(unittest.TestCase):
         self.assertEqual(found.code, policy.POLICY_VIOLATION)
 
 
+    def test_coordinator_asked_before_refusing(self):
+        """Before refusing an id as new, the gateway asks its coordinator: an
+        id made through another gateway (or worker) since the last inventory
+        is the tenant's own and passes, and counts from then on; one that
+        does not exist is refused."""
+        from twisted.internet import defer
+        asked = []
+
+        def exists(physical):
+            asked.append(physical)
+            return defer.succeed(physical == "acmeother")
+        seen = seen_of({"acmea", "acmeb"})
+        seen.exists = exists
+        out, _ = self.rewrite(self.join("acmeother"), None, seen)
+        self.assertEqual(self.successResultOf(out).group_id, "acmeother")
+        self.assertTrue(seen.holds("acmeother"))
+        out, rctx = self.rewrite(self.join("acmenew"), None, seen)
+        found = rctx.refusal(GROUP, self.successResultOf(out).group_id)
+        self.assertEqual(found.reason, "a new consumer group: the virtual cluster "
+                                       "holds 3, its limit is 2")
+        self.assertEqual(asked, ["acmeother", "acmenew"])
+
+
 class TransactionCapacityTests(unittest.TestCase):
     """capacity.transactionalIds (or the gateway's default): an InitProducerId
     naming a new transactional id beyond it is refused with POLICY_VIOLATION;
@@ -407,6 +430,22 @@ class TransactionCapacityTests(unittest.TestCase):
         out, _ = self.init("7", known, Limits.NONE)  # one it holds
         self.assertEqual(out.transactional_id, "acme7")
 
+    def test_ids_let_in_before_the_first_inventory_count(self):
+        """Before the gateway's first inventory nothing is refused, but what
+        is let in counts: an inventory taken while those ids were made may
+        not list them."""
+        from vkafka.usage.inventory import IdsSeen, Snapshot
+        limits = Limits.from_json({"capacity": {"transactionalIds": 1}})
+        snapshots = [None]
+        seen = IdsSeen(lambda: snapshots[-1], TRANSACTION)
+        out, _ = self.init("a", None, limits, seen)
+        self.assertEqual(out.transactional_id, "acmea")
+        snapshots.append(Snapshot(5, {}, frozenset(), frozenset()))  # a not listed yet
+        out, _ = self.init("b", None, limits, seen)
+        self.assertEqual(out.transactional_id, "")
+        out, _ = self.init("a", None, limits, seen)
+        self.assertEqual(out.transactional_id, "acmea")
+
     def test_ids_made_here_count_at_once(self):
         """Between two inventories the ids this process let the tenant make
         count at once, each once; a new inventory counts them itself."""
@@ -418,8 +457,8 @@ class TransactionCapacityTests(unittest.TestCase):
                           ("a", "acmea")):
             out, _ = self.init(txn, None, limits, seen)
             self.assertEqual(out.transactional_id, sent, txn)
-        snapshots.append(Snapshot(1, {"acme": Figures(transactionalIds=1)}, frozenset(),
-                                  frozenset({"acmea"})))  # b expired
+        snapshots.append(Snapshot(100, {"acme": Figures(transactionalIds=1)},
+                                  frozenset(), frozenset({"acmea"})))  # b expired
         out, _ = self.init("c", None, limits, seen)
         self.assertEqual(out.transactional_id, "acmec")
         from vkafka.tenancy.vclusters import VirtualClusters
@@ -511,6 +550,10 @@ class CreationsInFlightTests(TopicRequestsBase):
             self.assertEqual(rctx.refusal(GROUP, out.group_id) is not None, refused,
                              name)
         snapshots.append(Snapshot(1, {"acme": Figures(consumerGroups=1)},
+                                  frozenset({"acmea"})))  # b not listed yet
+        out, rctx = group.rewrite(group.join("acmec"), None, seen)
+        self.assertIsNotNone(rctx.refusal(GROUP, out.group_id))  # b counts MADE_KEPT s
+        snapshots.append(Snapshot(100, {"acme": Figures(consumerGroups=1)},
                                   frozenset({"acmea"})))  # b was never made
         out, rctx = group.rewrite(group.join("acmec"), None, seen)
         self.assertIsNone(rctx.refusal(GROUP, out.group_id))

@@ -430,6 +430,62 @@ class InventoryTests(unittest.TestCase):
         self.assertIs(self.inventory.latest_or_ask(), snapshot)
         self.assertEqual(len(self.cluster.asked), 6)
 
+    def test_exists_asks_the_coordinator(self):
+        """``exists``: FindCoordinator of the id on a broker, then DescribeGroups
+        or DescribeTransactions on its coordinator; a Dead group, an unknown
+        transactional id, a failure or more than ASKED_PER_SECOND questions
+        in a second: not known to exist."""
+        import datetime as dt
+        from kio.schema.describe_groups.v5 import response as g
+        from kio.schema.describe_transactions.v0 import response as t
+        from kio.schema.errors import ErrorCode
+        from kio.schema.find_coordinator.v4 import response as f
+        from kio.static.primitive import i16, i32, i64
+        from vkafka.tenancy.naming import GROUP, TRANSACTION
+        from vkafka.usage.inventory import ASKED_PER_SECOND
+        zero = dt.timedelta(0)
+        asked = []
+
+        def ask(host, port, asks):
+            (body, _), = asks
+            asked.append((port, type(body).__name__))
+            if type(body).__name__ == "FindCoordinatorRequest":
+                return defer.succeed([f.FindCoordinatorResponse(
+                    throttle_time=zero, coordinators=(f.Coordinator(
+                        key=body.coordinator_keys[0], node_id=i32(2), host="h",
+                        port=i32(2), error_code=ErrorCode.none, error_message=None),))])
+            if type(body).__name__ == "DescribeGroupsRequest":
+                name = body.groups[0]
+                return defer.succeed([g.DescribeGroupsResponse(throttle_time=zero, groups=(
+                    g.DescribedGroup(error_code=ErrorCode.none, group_id=name,
+                                     group_state="Empty" if name == "londong" else "Dead",
+                                     protocol_type="", protocol_data="", members=(),
+                                     authorized_operations=i32(-2147483648)),))])
+            name = body.transactional_ids[0]
+            if name == "broken":
+                return defer.fail(ConnectionResetError("reset (test)"))
+            return defer.succeed([t.DescribeTransactionsResponse(
+                throttle_time=zero, transaction_states=(t.TransactionState(
+                    error_code=ErrorCode.none if name == "londontx" else
+                    ErrorCode.transactional_id_not_found, transactional_id=name,
+                    transaction_state="Empty", transaction_timeout=zero,
+                    transaction_start_time=dt.datetime.now(dt.timezone.utc),
+                    producer_id=i64(1), producer_epoch=i16(0), topics=()),))])
+        self.inventory.ask = ask
+        found = [self.successResultOf(self.inventory.exists(kind, name)) for kind, name in
+                 ((GROUP, "londong"), (GROUP, "gone"), (TRANSACTION, "londontx"),
+                  (TRANSACTION, "nothere"), (TRANSACTION, "broken"))]
+        self.assertEqual(found, [True, False, True, False, False])
+        self.assertEqual(asked[:2], [(1, "FindCoordinatorRequest"),
+                                     (2, "DescribeGroupsRequest")])
+        for _ in range(ASKED_PER_SECOND):
+            self.inventory.exists(GROUP, "londong")
+        before = len(asked)
+        self.assertFalse(self.successResultOf(self.inventory.exists(GROUP, "londong")))
+        self.assertEqual(len(asked), before)  # not asked: too many this second
+        self.clock.advance(1)
+        self.assertTrue(self.successResultOf(self.inventory.exists(GROUP, "londong")))
+
     def test_callers_share_one_inventory(self):
         """Concurrent callers share one round of questions; ``current`` reuses
         a fresh one."""

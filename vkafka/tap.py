@@ -546,9 +546,11 @@ def makeService(config, reactor=None, worker=None):
         from .usage.inventory import IdsSeen
 
         inventory = measured.inventory
-        gateway.group_ids = IdsSeen(inventory.latest_or_ask, GROUP, inventory.renewed)
-        gateway.transactional_ids = IdsSeen(inventory.latest_or_ask, TRANSACTION,
-                                            inventory.renewed)
+        gateway.group_ids, gateway.transactional_ids = (
+            IdsSeen(inventory.latest_or_ask, kind, inventory.renewed,
+                    lambda physical, kind=kind: inventory.exists(kind, physical),
+                    reactor.seconds)
+            for kind in (GROUP, TRANSACTION))
 
     if store is None and config["gateway-cluster-id"] is not None:
         from .state.kafka import KafkaStore  # passthrough: a store for membership

@@ -43,6 +43,8 @@ between takes the same arguments (all topics, all groups)."""
 
 ASK_AGAIN = 5.0
 """Seconds between inventories asked for before the first one succeeded."""
+ASKED_PER_SECOND = 20
+"""Ids whose existence capacity checks may ask the brokers about a second."""
 RENEW_AFTER = 5.0
 """Age in seconds past which a capacity check takes a new inventory before
 deciding on an id the last one did not list."""
@@ -97,17 +99,21 @@ class IdsSeen:
     stops at the limit.  Each question costs a lookup, not a count: a
     tenant making ids at its limit must not make every request slow."""
 
-    def __init__(self, latest, kind, renew=None):
+    def __init__(self, latest, kind, renew=None, exists=None, clock=None):
         self.latest = latest
         """() -> the last Snapshot, or None before the first
         (``Inventory.latest_or_ask``)."""
         self.renew = renew
         """() -> None if the last Snapshot is recent, else a Deferred that
         fires once a new one is taken (``Inventory.renewed``)."""
+        self.exists = exists
+        """(physical) -> Deferred: whether the cluster holds it now, asked of
+        its coordinator (``Inventory.exists``)."""
         self.kind = kind
+        self.clock = clock or (lambda: 0.0)
         self._since = None
         self._made = {}
-        """id -> its virtual cluster, made since the last inventory."""
+        """id -> (its virtual cluster, when), let in and not listed yet."""
         self._made_by = {}
         """virtual cluster -> how many of those."""
         self._counted = {}
@@ -116,8 +122,20 @@ class IdsSeen:
     def _snapshot(self):
         snapshot = self.latest()
         if snapshot is not None and snapshot is not self._since:
-            self._since, self._made, self._made_by, self._counted = snapshot, {}, {}, {}
-        return snapshot  # a new inventory lists them itself
+            self._since, self._counted = snapshot, {}
+            self._forget_listed(snapshot)
+        return snapshot
+
+    def _forget_listed(self, snapshot):
+        """A new inventory lists the ids let in before it; those let in while
+        it was taken (or whose answer it did not wait for) it may not:
+        they are kept MADE_KEPT seconds, each counted once."""
+        listed = snapshot.ids(self.kind)
+        self._made = {i: made for i, made in self._made.items()
+                      if i not in listed and made[1] >= snapshot.at - MADE_KEPT}
+        self._made_by = {}
+        for vc, _ in self._made.values():
+            self._made_by[vc] = self._made_by.get(vc, 0) + 1
 
     def holds(self, physical):
         """Whether the cluster holds *physical*; None before the first inventory."""
@@ -132,13 +150,14 @@ class IdsSeen:
         return None if snapshot is None else physical in snapshot.ids(self.kind)
 
     def held(self, namespace):
-        """How many the virtual cluster of *namespace* holds (0 before the
-        first inventory).  One the inventory did not know (made since) is
-        counted by its naming rule, once per inventory."""
+        """How many the virtual cluster of *namespace* holds (those let in
+        only, before the first inventory).  A virtual cluster the inventory
+        did not know (made since) is counted by its naming rule, once per
+        inventory."""
         snapshot = self._snapshot()
-        if snapshot is None:
-            return 0
         vc = namespace.name
+        if snapshot is None:
+            return self._made_by.get(vc, 0)
         figures = snapshot.figures.get(vc)
         if figures is not None:
             found = figures.held(self.kind)
@@ -150,9 +169,17 @@ class IdsSeen:
         return found + self._made_by.get(vc, 0)
 
     def made(self, vc, physical):
-        if self._snapshot() is not None and physical not in self._made:
-            self._made[physical] = vc
+        """*physical* let in for *vc*: counted from now, not the next inventory."""
+        snapshot = self._snapshot()
+        if physical not in self._made and (
+                snapshot is None or physical not in snapshot.ids(self.kind)):
+            self._made[physical] = (vc, self.clock())
             self._made_by[vc] = self._made_by.get(vc, 0) + 1
+
+
+MADE_KEPT = 30.0
+"""Seconds an id let in stays counted when a newer inventory does not list
+it (taken while the id was being made)."""
 
 
 def request(api_key, version):
@@ -278,6 +305,8 @@ class Inventory:
         """The callers of the inventory being taken."""
         self._exported = set()
         self._asked = None
+        self._asking = [0.0, 0]
+        """[the second begun, the ids asked about in it] (``exists``)."""
 
     def take(self):
         """A Deferred Snapshot, taken now (or the one being taken)."""
@@ -298,6 +327,50 @@ class Inventory:
         if self.latest is not None and self.clock() - self.latest.at < max_age:
             return None
         return self.take().addErrback(lambda _: None).addCallback(lambda _: None)
+
+    def exists(self, kind, physical):
+        """A Deferred: whether the cluster holds the group or transactional id
+        (*kind*) *physical* now, asked of its coordinator.  A capacity check
+        asks before it refuses an id as new: one made through another
+        gateway (or worker) a moment ago is the tenant's own.  At most
+        ASKED_PER_SECOND a second (then: not known to exist)."""
+        now = self.clock()
+        if now - self._asking[0] >= 1.0:
+            self._asking = [now, 0]
+        self._asking[1] += 1
+        if self._asking[1] > ASKED_PER_SECOND or not self.topology.brokers:
+            return defer.succeed(False)
+        return self._exists(kind, physical).addErrback(self._not_known, kind, physical)
+
+    def _not_known(self, failure, kind, physical):
+        self.log.warn("cannot ask whether {kind} {id!r} exists: {why}", kind=kind,
+                      id=physical, why=failure.getErrorMessage())
+        return False
+
+    @defer.inlineCallbacks
+    def _exists(self, kind, physical):
+        from kio.schema.describe_groups.v5.request import DescribeGroupsRequest
+        from kio.schema.describe_transactions.v0.request import (
+            DescribeTransactionsRequest)
+        from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
+        from kio.static.primitive import i8
+        _, (host, port) = min(self.topology.brokers.items())
+        [found] = yield self.ask(host, port, [(FindCoordinatorRequest(
+            key_type=i8(0 if kind == GROUP else 1), coordinator_keys=(physical,)), 4)])
+        [coordinator] = found.coordinators
+        address = self.topology.brokers.get(coordinator.node_id)
+        if coordinator.error_code != ErrorCode.none or address is None:
+            return False
+        if kind == GROUP:
+            [answer] = yield self.ask(*address, [(DescribeGroupsRequest(
+                groups=(physical,), include_authorized_operations=False), 5)])
+            [group] = answer.groups
+            return group.error_code == ErrorCode.none and \
+                group.group_state not in ("Dead", "")
+        [answer] = yield self.ask(*address, [(DescribeTransactionsRequest(
+            transactional_ids=(physical,)), 0)])
+        [state] = answer.transaction_states
+        return state.error_code == ErrorCode.none
 
     def latest_or_ask(self):
         """The last Snapshot; before the first, None, and one is taken now

@@ -135,13 +135,17 @@ def _refused_as(request, field, refused):
 def _beyond_capacity(services, rctx, seen, kind, physical, what, noun, renewed=False):
     """None if the tenant may make (or use) *physical*, an id of *kind*;
     else a decoy standing for the refusal; or a Deferred of either, when the
-    last inventory is older than a few seconds: a new one is taken first,
-    so ids made through other gateways since count, and are not refused as
-    new.  Before the gateway's first inventory (asked for then, taken
-    within a second or so) nothing is refused."""
+    last inventory is older than a few seconds (a new one is taken first, so
+    ids made through other gateways since count) or the id is about to be
+    refused (its coordinator is asked first whether it exists: one made
+    through another gateway a moment ago is the tenant's own, not new).
+    Before the gateway's first inventory (asked for then, taken within a
+    second or so) nothing is refused."""
     if seen is None or rctx.refusal(kind, physical) is not None:
         return None
     holds = seen.holds(physical)
+    if holds is None:  # no inventory yet (one is being taken): counted from now
+        seen.made(rctx.namespace.name, physical)
     if holds is None or holds:
         return None
     later = None if renewed or seen.renew is None else seen.renew()
@@ -154,9 +158,17 @@ def _beyond_capacity(services, rctx, seen, kind, physical, what, noun, renewed=F
     if held < limit:
         seen.made(namespace.name, physical)  # counted from now, not the next inventory
         return None
-    logical = namespace.logical(kind, physical) or physical
-    return rctx.decoy_name(kind, logical, f"{noun}: the virtual cluster holds {held}, "
-                           f"its limit is {limit}", POLICY_VIOLATION)
+
+    def refused(exists=False):
+        if exists:  # made through another gateway since the inventory: its own
+            seen.made(namespace.name, physical)
+            return None
+        logical = namespace.logical(kind, physical) or physical
+        return rctx.decoy_name(kind, logical, f"{noun}: the virtual cluster holds "
+                               f"{held}, its limit is {limit}", POLICY_VIOLATION)
+    if seen.exists is None:
+        return refused()
+    return seen.exists(physical).addCallback(refused)
 
 
 def answered_as_refused(kind):
