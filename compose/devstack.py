@@ -73,6 +73,15 @@ CLI_TOOLS = {
     "kafka-storage": "kafka.tools.StorageTool",
 }
 
+SHARED_CLUSTER_BOUNDS = {
+    "group.max.size": 1000,
+    "group.consumer.max.size": 1000,
+    "group.max.session.timeout.ms": 300_000,
+}
+"""Broker settings a cluster shared by tenants needs (docs/operations.md,
+Brokers shared by tenants): members per group and how long a silent one is
+kept bound the group coordinator's heap, which the gateway cannot count."""
+
 
 class StackError(RuntimeError):
     """Something the stack needs is missing; the message says what."""
@@ -246,6 +255,7 @@ class Cluster:
             "log.dirs": directory / "data",
             "auto.create.topics.enable": "false",
             "group.initial.rebalance.delay.ms": 0,
+            **SHARED_CLUSTER_BOUNDS,
             "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": 10,
             "transaction.state.log.replication.factor": replicas,
@@ -361,7 +371,7 @@ def start_secure_broker(keystore, truststore, ports=None, directory=None):
         "ssl.keystore.type": "PEM", "ssl.keystore.location": keystore,
         "ssl.truststore.type": "PEM", "ssl.truststore.location": truststore,
         "log.dirs": directory / "data", "auto.create.topics.enable": "false",
-        "group.initial.rebalance.delay.ms": 0,
+        "group.initial.rebalance.delay.ms": 0, **SHARED_CLUSTER_BOUNDS,
         "offsets.topic.replication.factor": 1, "offsets.topic.num.partitions": 3,
         "transaction.state.log.replication.factor": 1,
         "transaction.state.log.min.isr": 1, "num.partitions": 1,
@@ -436,7 +446,7 @@ def start_acl_broker(users, directory, ports=None):
         "super.users": "User:admin;User:ANONYMOUS",
         "allow.everyone.if.no.acl.found": "false",
         "log.dirs": directory / "data", "auto.create.topics.enable": "false",
-        "group.initial.rebalance.delay.ms": 0,
+        "group.initial.rebalance.delay.ms": 0, **SHARED_CLUSTER_BOUNDS,
         "offsets.topic.replication.factor": 1, "offsets.topic.num.partitions": 3,
         "transaction.state.log.replication.factor": 1,
         "transaction.state.log.min.isr": 1,

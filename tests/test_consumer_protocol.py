@@ -352,6 +352,48 @@ class RowTests(Base):
                                   response.leader, response.member_id),
                                  (ErrorCode.inconsistent_group_protocol, (), "", "m-1"))
 
+    def test_join_group_member_bounded(self):
+        """What a member asks the coordinator to keep is bounded: a "consumer"
+        subscription to more than MAX_SUBSCRIBED_NAMES names (the broker turns
+        it into a KIP-848 member's name list), more than MAX_PROTOCOLS
+        protocols, member ids and protocol names over MAX_MEMBER_STRING bytes,
+        whatever the protocol type: the decoy group, INCONSISTENT_GROUP_PROTOCOL.
+        At the bounds: joined."""
+        many = cp.MAX_SUBSCRIBED_NAMES
+        at = cp.encode(subscription(1, [f"t{i}" for i in range(many)]))
+        over = cp.encode(subscription(1, [f"t{i}" for i in range(many + 1)]))
+        long = "m" * (cp.MAX_MEMBER_STRING + 1)
+        cases = [  # (protocol type, metadatas, member id, refused)
+            ("consumer", [at], "m-1", False),
+            ("consumer", [over], "m-1", True),
+            ("connect", [b"x"] * cp.MAX_PROTOCOLS, "m-1", False),
+            ("connect", [b"x"] * (cp.MAX_PROTOCOLS + 1), "m-1", True),
+            ("connect", [b"x"], long, True),
+            ("consumer", [at], long[1:], False),
+        ]
+        for protocol_type, metadatas, member, refused in cases:
+            ctx = self.ctx()
+            request = cp.join_group_request(None, ctx, join_request(
+                5, "g", protocol_type, metadatas, member=member))
+            self.assertEqual(request.group_id != "parisg", refused,
+                             (protocol_type, len(metadatas), len(member)))
+            if refused:
+                self.assertEqual(request.protocols, ())
+
+    def test_heartbeat_member_strings_bounded(self):
+        """A KIP-848 member's own strings (ids, rack, assignor) and name list:
+        what the coordinator keeps for it, bounded as a classic member's."""
+        from types import SimpleNamespace
+        fields = ("member_id", "instance_id", "rack_id", "server_assignor")
+        ok = dict(member_id="m", instance_id=None, rack_id="r" * cp.MAX_MEMBER_STRING,
+                  server_assignor=None, subscribed_topic_names=("t",))
+        self.assertIsNone(cp.too_much_for_a_member(SimpleNamespace(**ok), fields))
+        for name in fields:
+            request = SimpleNamespace(**{**ok, name: "é" * cp.MAX_MEMBER_STRING})
+            self.assertEqual(cp.too_much_for_a_member(request, fields),
+                             f"{name} of {2 * cp.MAX_MEMBER_STRING} bytes: at most "
+                             f"{cp.MAX_MEMBER_STRING}")
+
     def test_sync_group(self):
         """Assignments go physical whether or not the type is given (v5 "consumer",
         null, or before v5); a declared other type passes as bytes; the

@@ -562,7 +562,7 @@ class FuzzTests(TenantSpliceBase):
         from kio.schema.consumer_group_heartbeat.v0 import request as rq
         from kio.schema.consumer_group_heartbeat.v0 import response as rs
         from kio.static.primitive import i32
-        from vkafka.tenancy.rules.groups import MAX_SUBSCRIBED_NAMES
+        from vkafka.tenancy.consumer_protocol import MAX_SUBSCRIBED_NAMES
         self.login()
         for count, correlation in ((MAX_SUBSCRIBED_NAMES, 3), (MAX_SUBSCRIBED_NAMES + 1, 4)):
             self.client.dataReceived(request_frame(rq.ConsumerGroupHeartbeatRequest(

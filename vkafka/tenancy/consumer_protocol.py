@@ -259,6 +259,37 @@ def _physical(rctx):
     return topic
 
 
+MAX_SUBSCRIBED_NAMES = 1000
+"""Topic names one member may subscribe to by name, by a KIP-848 heartbeat
+or a classic "consumer" subscription (which the broker turns into the same
+list when the group is a KIP-848 one).  The group coordinator keeps each
+member's list, names of topics that do not exist included (~265 bytes of
+heap a name: four members of 50,000 names took 53 MB; audits 22, 22b).
+More topics: subscribe by pattern."""
+MAX_PROTOCOLS = 16
+"""Protocols (assignors) one classic member may offer (a Java consumer offers
+two by default)."""
+MAX_MEMBER_STRING = 255
+"""Bytes of a string a member sends for the coordinator to keep (member,
+instance and rack ids, assignor and protocol names): 30 KB ones were broker
+heap for as long as the member lived (audit 22b)."""
+
+
+def too_much_for_a_member(request, fields):
+    """Why the member state *request* asks the coordinator to keep is too
+    much (its *fields* longer than MAX_MEMBER_STRING bytes, or more than
+    MAX_SUBSCRIBED_NAMES topic names), or None."""
+    for name in fields:
+        value = getattr(request, name, None)
+        if value is not None and len(value.encode()) > MAX_MEMBER_STRING:
+            return f"{name} of {len(value.encode())} bytes: at most {MAX_MEMBER_STRING}"
+    names = getattr(request, "subscribed_topic_names", None)
+    if names is not None and len(names) > MAX_SUBSCRIBED_NAMES:
+        return (f"a subscription to {len(names)} topic names: at most "
+                f"{MAX_SUBSCRIBED_NAMES} (subscribe by pattern)")
+    return None
+
+
 def to_physical(fmt, data, rctx, strict=True):
     """*data* with physical topic names.  *strict*: it must be *fmt* (protocol
     type "consumer"); otherwise bytes Java cannot read pass as they are.
@@ -277,6 +308,10 @@ def to_physical(fmt, data, rctx, strict=True):
     if version > fmt.highest:
         raise Refused(f"{fmt.name} v{version} is newer than the gateway "
                       f"reads (0-{fmt.highest})")
+    topics = getattr(message, "topics", ())
+    if fmt is SUBSCRIPTION and len(topics) > MAX_SUBSCRIBED_NAMES:
+        raise Refused(f"a subscription to {len(topics)} topic names: at most "
+                      f"{MAX_SUBSCRIBED_NAMES} (subscribe by pattern)")
     return encode(rename(message, _physical(rctx)))
 
 
@@ -325,6 +360,15 @@ def join_group_request(services, rctx, request):
     group = request.group_id
     request = walk_request(request, rctx)
     rctx.group_protocol = Exchange(request.protocol_type, request.member_id)
+    too_much = too_much_for_a_member(request, ("member_id", "group_instance_id"))
+    if too_much is None and len(request.protocols) > MAX_PROTOCOLS:
+        too_much = f"{len(request.protocols)} protocols: at most {MAX_PROTOCOLS}"
+    if too_much is None:
+        too_much = next((f"protocol name of {len(p.name.encode())} bytes: at most "
+                         f"{MAX_MEMBER_STRING}" for p in request.protocols
+                         if len(p.name.encode()) > MAX_MEMBER_STRING), None)
+    if too_much is not None:
+        return _refuse(rctx, request, group, too_much, protocols=())
     if request.protocol_type != PROTOCOL_TYPE:
         return request
     try:

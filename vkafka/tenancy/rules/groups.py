@@ -10,6 +10,7 @@ from kio.static.primitive import i32
 from twisted.internet import defer
 
 
+from ..consumer_protocol import too_much_for_a_member
 from ..metadata_cache import made_of
 from ..naming import GROUP, TOPIC, TRANSACTION, tenant_client_id
 from ..rights import described_groups_shown
@@ -233,22 +234,16 @@ def heartbeat_request(services, rctx, request):
     return _heartbeat(services, rctx, request)
 
 
-MAX_SUBSCRIBED_NAMES = 1000
-"""Topic names one KIP-848 member may subscribe to by name.  The group
-coordinator keeps each member's list, names of topics that do not exist
-included (~265 bytes of heap a name): four members of 50,000 names took
-53 MB of a broker's heap (audit 22).  More topics: subscribe by pattern."""
-
-
 def _subscription_bounded(rctx, group, request):
-    """A heartbeat subscribing to more than MAX_SUBSCRIBED_NAMES names: its
-    group refused (INVALID_REQUEST, saying why), nothing subscribed."""
-    names = getattr(request, "subscribed_topic_names", None)
-    if not group or names is None or len(names) <= MAX_SUBSCRIBED_NAMES:
+    """A heartbeat asking the coordinator to keep too much for its member
+    (consumer_protocol.too_much_for_a_member): its group refused
+    (INVALID_REQUEST, saying why), nothing subscribed."""
+    too_much = None if not group else too_much_for_a_member(
+        request, ("member_id", "instance_id", "rack_id", "server_assignor"))
+    if too_much is None:
         return request
     return replace(request, subscribed_topic_names=(), group_id=rctx.decoy_name(
-        GROUP, group, f"a subscription to {len(names)} topic names: at most "
-        f"{MAX_SUBSCRIBED_NAMES} (subscribe by pattern)", ErrorCode.invalid_request))
+        GROUP, group, too_much, ErrorCode.invalid_request))
 
 
 def _heartbeat(services, rctx, request):
