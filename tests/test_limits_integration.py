@@ -276,6 +276,46 @@ class CapacityTests(LimitsTestCase):
                                       stack.physical_topic(vc, "two")})
 
 
+    def test_group_configs_follow_the_group(self):
+        """A group made a moment ago takes configs at once (its coordinator is
+        asked: no inventory lists it yet); one that never existed does not;
+        deleting the group clears its configs on the broker (Kafka keeps
+        them past the group otherwise)."""
+        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka.admin import AdminClient
+        vc, props = self.tenant()
+        self.assertCreated(self.create(props, "events"), "events")
+        config = {"bootstrap.servers": self.gateway.bootstrap,
+                  "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                  "sasl.username": "sa", "sasl.password": self.tokens[vc]}
+        consumer = Consumer({**config, "group.id": "fresh", "enable.auto.commit": False})
+        consumer.commit(offsets=[TopicPartition("events", 0, 1)], asynchronous=False)
+        consumer.close()
+
+        def alter(group):
+            return kafka_configs("--bootstrap-server", self.gateway.bootstrap,
+                                 "--command-config", props, "--alter", "--entity-type",
+                                 "groups", "--entity-name", group, "--add-config",
+                                 "consumer.session.timeout.ms=50000")
+        done = alter("fresh")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        refused = alter("never")
+        self.assertEqual(refused.returncode, 1, refused.stdout + refused.stderr)
+        self.assertIn("PolicyViolationException: configs of a group that does not "
+                      "exist", refused.stderr)
+        physical = stack.physical_topic(vc, "fresh")  # groups share the prefix rule
+
+        def on_broker():
+            out = kafka_configs("--bootstrap-server", stack.BOOTSTRAP, "--describe",
+                                "--entity-type", "groups", "--entity-name", physical)
+            return "consumer.session.timeout.ms=50000" in out.stdout
+        self.assertTrue(on_broker())
+        admin_client = AdminClient(config)
+        admin_client.delete_consumer_groups(["fresh"])["fresh"].result(30)
+        stack.wait_until(lambda: not on_broker(), "the deleted group's configs cleared",
+                         timeout=30, interval=0.5)
+
+
 class TopicPolicyTests(LimitsTestCase):
     """topicPolicy.*: replication factors, names, retention caps, configs."""
 

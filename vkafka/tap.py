@@ -551,6 +551,7 @@ def makeService(config, reactor=None, worker=None):
                     lambda physical, kind=kind: inventory.exists(kind, physical),
                     reactor.seconds)
             for kind in (GROUP, TRANSACTION))
+        gateway.clear_group_configs = inventory.clear_group_configs
 
     if store is None and config["gateway-cluster-id"] is not None:
         from .state.kafka import KafkaStore  # passthrough: a store for membership

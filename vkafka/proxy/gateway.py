@@ -51,9 +51,10 @@ class Gateway:
         self.state_loaded = None
         """A Deferred that fires once the shared state is read to its end
         (tenant mode with a state store): logins wait for it."""
-        self.group_ids = self.transactional_ids = None
+        self.group_ids = self.transactional_ids = self.clear_group_configs = None
         """The consumer group and transactional ids the last usage inventory
-        listed (usage.inventory.IdsSeen, set by the service maker; capacity)."""
+        listed (usage.inventory.IdsSeen, set by the service maker; capacity),
+        and how a deleted group's configs are cleared."""
         self.producer_ids = ProducerIds(reactor.seconds)
         """New producer ids each virtual cluster may bring (tenancy/producers.py)."""
         self.audit = None
@@ -117,6 +118,7 @@ class Gateway:
                         self.group_ids, membership=self.membership,
                         transactional_ids=self.transactional_ids,
                         producer_ids=self.producer_ids,
+                        clear_group_configs=self.clear_group_configs,
                         authorizer=None if self.state is None else self.state.authorizer,
                         audit=self.audit, offload=self.offload,
                         acl_writes=self.acl_writes, rule_writes=self.rule_writes)

@@ -51,6 +51,9 @@ class Services:
     None: no inventory)."""
     transactional_ids: object = None
     """The same for transactional ids (capacity.transactionalIds)."""
+    clear_group_configs: Callable | None = None
+    """``([physical group])``: set a deleted group's configs back to their
+    defaults (usage.inventory.Inventory.clear_group_configs)."""
     producer_ids: object = None
     """New producer ids each virtual cluster may bring (producers.ProducerIds,
     the gateway process's; None: not counted)."""

@@ -372,6 +372,32 @@ class Inventory:
         [state] = answer.transaction_states
         return state.error_code == ErrorCode.none
 
+    def clear_group_configs(self, physical_groups):
+        """Set every config of *physical_groups* back to its default (a legacy
+        AlterConfigs with none): a deleted group's configs stay in the
+        cluster's metadata otherwise, and a tenant making, configuring and
+        deleting groups would add records without end.  Asked of any broker;
+        a failure is logged, nothing else."""
+        from kio.schema.alter_configs.v2 import request as ac
+        from kio.static.primitive import i8
+        if not physical_groups or not self.topology.brokers:
+            return defer.succeed(None)
+        _, (host, port) = min(self.topology.brokers.items())
+        request = ac.AlterConfigsRequest(validate_only=False, resources=tuple(
+            ac.AlterConfigsResource(resource_type=i8(32), resource_name=g, configs=())
+            for g in physical_groups))
+
+        def done(answers):
+            for r in answers[0].responses:
+                if r.error_code != ErrorCode.none:
+                    self.log.warn("cannot clear the configs of deleted group {group!r}: "
+                                  "{error}", group=r.resource_name, error=r.error_code.name)
+
+        def failed(failure):
+            self.log.warn("cannot clear the configs of deleted groups {groups}: {why}",
+                          groups=list(physical_groups), why=failure.getErrorMessage())
+        return self.ask(host, port, [(request, 2)]).addCallbacks(done, failed)
+
     def latest_or_ask(self):
         """The last Snapshot; before the first, None, and one is taken now
         (at most one try every ASK_AGAIN seconds): the capacity checks must

@@ -260,6 +260,9 @@ def tenant_rules():
         groups.unknown_id_created("transactional_id", TRANSACTION)),
         groups.answered_as_refused(TRANSACTION), "transactional id renamed; a new one "
         "beyond the tenant's capacity refused: POLICY_VIOLATION")
+    table[42] = replace(table[42], rewrite_response=common.then(
+        common.walk_resp, groups.deleted_groups_configs_cleared),
+        why="names rewritten, others' dropped; a deleted group's configs cleared")
     table[61] = replace(table[61], rewrite_response=common.then(
         common.walk_resp, records.own_producers),
         why="names rewritten, others' dropped; a mapped topic's producers not listed")

@@ -6,10 +6,11 @@ allow-list, every other resource type refused."""
 from dataclasses import replace
 
 from kio.schema.errors import ErrorCode
+from twisted.internet import defer
 
 
 from ..context import Refusal
-from ..naming import GROUP, TOPIC
+from ..naming import GROUP, TOPIC, InvalidName
 from ...state.policy import CAPPED_CONFIGS, POLICY_VIOLATION, configs_allowed
 from .common import limits_for
 
@@ -60,6 +61,28 @@ def configs_request(read_only, replaces_all=False):
     """Describe (*read_only*) or alter configs; AlterConfigs *replaces_all* of
     a resource's configs, IncrementalAlterConfigs changes some."""
     def rewrite(services, rctx, request):
+        seen = services.group_ids
+        if read_only or seen is None or seen.exists is None:
+            return rewritten(services, rctx, request, ())
+        unknown = []  # groups configured that the last inventory did not list
+        for r in request.resources:
+            if r.resource_type != RESOURCE_GROUP or all(
+                    v is None for v in _changes(r.configs, replaces_all).values()):
+                continue
+            try:
+                physical = rctx.namespace.physical(GROUP, r.resource_name)
+            except InvalidName:  # refused below
+                continue
+            if seen.listed(physical) is False and physical not in unknown:
+                unknown.append(physical)
+        if not unknown:
+            return rewritten(services, rctx, request, ())
+        asked = unknown[:GROUPS_ASKED]  # made a moment ago? asked of the coordinator
+        return defer.gatherResults([seen.exists(g) for g in asked]).addCallback(
+            lambda found: rewritten(services, rctx, request,
+                                    {g for g, there in zip(asked, found) if there}))
+
+    def rewritten(services, rctx, request, existing):
         resources = []
         rctx.config_refusals = {}
         limits = None if read_only else limits_for(services, rctx)
@@ -77,8 +100,9 @@ def configs_request(read_only, replaces_all=False):
                 physical = rctx.to_physical(kind, r.resource_name)
                 found = rctx.refusal(kind, physical) if kind == GROUP else None
                 if found is None and kind == GROUP and limits is not None:
-                    found = _group_beyond_capacity(services, rctx, physical, r.resource_name,
-                                                   _changes(r.configs, replaces_all))
+                    found = None if physical in existing else _group_beyond_capacity(
+                        services, rctx, physical, r.resource_name,
+                        _changes(r.configs, replaces_all))
                 elif found is None and kind == GROUP:
                     groups += 1
                     if groups > GROUPS_DESCRIBED:
@@ -113,6 +137,10 @@ def configs_request(read_only, replaces_all=False):
     return rewrite
 
 
+GROUPS_ASKED = 10
+"""Groups of one config change the gateway asks the brokers about when the
+last inventory did not list them (a group made a moment ago); the rest wait
+for the next inventory."""
 GROUPS_DESCRIBED = 1000
 """Group resources one DescribeConfigs may name.  A group need not exist to
 be described, and the broker builds ~2 KB of configs for each: 30,000 names
@@ -121,10 +149,10 @@ in 289 KB asked for 65 MB (audit 22)."""
 
 def _group_beyond_capacity(services, rctx, physical, logical, changes):
     """Altering the configs of a group that does not exist makes a config
-    record of its own in the cluster's metadata, however many, kept after the
-    group is gone: only the groups the last usage inventory listed take
-    configs (not those let in since: a commit the broker refused made
-    none); a Refusal for any other.  Configs set back to their defaults
+    record of its own in the cluster's metadata, however many: only the
+    groups the last usage inventory listed, or the group's coordinator says
+    exist (``configs_request``), take configs (not those let in since: a
+    commit the broker refused made none); a Refusal for any other.  Configs set back to their defaults
     (records removed) are let through for any group."""
     seen = services.group_ids
     if seen is None or all(v is None for v in changes.values()) or \

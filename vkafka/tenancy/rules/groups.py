@@ -12,7 +12,7 @@ from twisted.internet import defer
 
 from ..consumer_protocol import too_much_for_a_member
 from ..metadata_cache import made_of
-from ..naming import GROUP, TOPIC, TRANSACTION, tenant_client_id
+from ..naming import GROUP, TOPIC, TRANSACTION, InvalidName, tenant_client_id
 from ..rights import described_groups_shown
 from ..patterns import (INVALID, MAX_PATTERN, InvalidPattern, alternation, fullmatch,
                         member_key, names_of)
@@ -170,6 +170,25 @@ def _beyond_capacity(services, rctx, seen, kind, physical, what, noun, renewed=F
     if seen.exists is None:
         return refused()
     return seen.exists(physical).addCallback(refused)
+
+
+def deleted_groups_configs_cleared(services, rctx, response):
+    """DeleteGroups: each group deleted has its configs set back to their
+    defaults (Kafka keeps them past the group: configuring and deleting new
+    groups in a loop would add metadata records without end; audit 22b)."""
+    clear = services.clear_group_configs
+    if clear is None:
+        return response
+    deleted = []
+    for r in response.results:  # the tenant's own groups (the walk dropped others)
+        if r.error_code == ErrorCode.none:
+            try:
+                deleted.append(rctx.namespace.physical(GROUP, r.group_id))
+            except InvalidName:
+                continue
+    if deleted:
+        clear(deleted)
+    return response
 
 
 def answered_as_refused(kind):
