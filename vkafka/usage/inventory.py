@@ -43,9 +43,9 @@ between takes the same arguments (all topics, all groups)."""
 
 ASK_AGAIN = 5.0
 """Seconds between inventories asked for before the first one succeeded."""
-ASKED_PER_SECOND = 20
+ASKED_PER_SECOND = 5
 """Ids whose existence capacity checks may ask the brokers about a second."""
-RENEW_AFTER = 5.0
+RENEW_AFTER = 10.0
 """Age in seconds past which a capacity check takes a new inventory before
 deciding on an id the last one did not list."""
 
