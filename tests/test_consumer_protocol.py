@@ -6,6 +6,7 @@ back.  ConsumerProtocolKafkaTests, at the end, checks the same hole against
 the real cluster: what paris's groups are given, and what the broker holds.
 """
 
+import dataclasses
 import datetime
 import struct
 
@@ -356,29 +357,47 @@ class RowTests(Base):
         """What a member asks the coordinator to keep is bounded: a "consumer"
         subscription to more than MAX_SUBSCRIBED_NAMES names (the broker turns
         it into a KIP-848 member's name list), more than MAX_PROTOCOLS
-        protocols, member ids and protocol names over MAX_MEMBER_STRING bytes,
+        protocols, instance ids and protocol names over MAX_MEMBER_STRING bytes,
         whatever the protocol type: the decoy group, INCONSISTENT_GROUP_PROTOCOL.
-        At the bounds: joined."""
+        At the bounds: joined.  The member id is the broker's (made of the
+        client id, itself cut: naming.MAX_CLIENT_ID): not bounded here, or a
+        Java consumer of a long group id could never join (audit 22c)."""
         many = cp.MAX_SUBSCRIBED_NAMES
         at = cp.encode(subscription(1, [f"t{i}" for i in range(many)]))
         over = cp.encode(subscription(1, [f"t{i}" for i in range(many + 1)]))
         long = "m" * (cp.MAX_MEMBER_STRING + 1)
-        cases = [  # (protocol type, metadatas, member id, refused)
-            ("consumer", [at], "m-1", False),
-            ("consumer", [over], "m-1", True),
-            ("connect", [b"x"] * cp.MAX_PROTOCOLS, "m-1", False),
-            ("connect", [b"x"] * (cp.MAX_PROTOCOLS + 1), "m-1", True),
-            ("connect", [b"x"], long, True),
-            ("consumer", [at], long[1:], False),
+        cases = [  # (protocol type, metadatas, member id, instance id, refused)
+            ("consumer", [at], "m-1", None, False),
+            ("consumer", [over], "m-1", None, True),
+            ("connect", [b"x"] * cp.MAX_PROTOCOLS, "m-1", None, False),
+            ("connect", [b"x"] * (cp.MAX_PROTOCOLS + 1), "m-1", None, True),
+            ("connect", [b"x"], long, None, False),
+            ("consumer", [at], "m-1", long, True),
+            ("consumer", [at], "m-1", long[1:], False),
         ]
-        for protocol_type, metadatas, member, refused in cases:
+        for protocol_type, metadatas, member, instance, refused in cases:
             ctx = self.ctx()
-            request = cp.join_group_request(None, ctx, join_request(
-                5, "g", protocol_type, metadatas, member=member))
+            request = dataclasses.replace(join_request(
+                5, "g", protocol_type, metadatas, member=member), group_instance_id=instance)
+            request = cp.join_group_request(None, ctx, request)
             self.assertEqual(request.group_id != "parisg", refused,
                              (protocol_type, len(metadatas), len(member)))
             if refused:
                 self.assertEqual(request.protocols, ())
+
+    def test_reasons_cut(self):
+        """JoinGroup and LeaveGroup reasons (the broker logs them) are cut to
+        MAX_MEMBER_STRING bytes, on a character's boundary."""
+        from kio.schema.leave_group.v5.request import LeaveGroupRequest, MemberIdentity
+        long = "é" * cp.MAX_MEMBER_STRING
+        join = dataclasses.replace(join_request(9, "g", "connect", [b"x"]), reason=long)
+        self.assertEqual(cp.join_group_request(None, self.ctx(), join).reason,
+                         "é" * (cp.MAX_MEMBER_STRING // 2))
+        leave = cp.leave_group_request(None, self.ctx(), LeaveGroupRequest(
+            group_id="g", members=(MemberIdentity(member_id="m", group_instance_id=None,
+                                                  reason=long),)))
+        self.assertEqual((leave.group_id, leave.members[0].reason),
+                         ("parisg", "é" * (cp.MAX_MEMBER_STRING // 2)))
 
     def test_heartbeat_member_strings_bounded(self):
         """A KIP-848 member's own strings (ids, rack, assignor) and name list:

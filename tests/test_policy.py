@@ -283,7 +283,8 @@ class GroupCapacityTests(unittest.TestCase):
         from vkafka.tenancy.rules.configs import GROUPS_ASKED
         asked = []
 
-        def exists(physical):
+        def exists(physical, vc):
+            self.assertEqual(vc, "acme")
             asked.append(physical)
             return defer.succeed(physical == "acmenew")
         seen = seen_of({"acmea"})
@@ -377,7 +378,8 @@ class GroupCapacityTests(unittest.TestCase):
         from twisted.internet import defer
         asked = []
 
-        def exists(physical):
+        def exists(physical, vc):
+            self.assertEqual(vc, "acme")
             asked.append(physical)
             return defer.succeed(physical == "acmeother")
         seen = seen_of({"acmea", "acmeb"})

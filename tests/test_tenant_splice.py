@@ -1594,12 +1594,15 @@ class ClientIdTests(TenantSpliceBase):
         self.assertEqual(self.sent_client_ids(), ["london/a", "london/b", "london/b",
                                                   "london/", "london/"])
 
-    def test_too_long_once_named_closes(self):
-        """A client id that the virtual cluster's name would take past an int16
-        string: the connection closes, saying why; nothing is sent."""
+    def test_long_client_id_cut(self):
+        """A client id longer than MAX_CLIENT_ID once named is cut there (the
+        group coordinator keeps it for every member, in a classic member's id
+        too); the request goes on."""
+        from vkafka.tenancy.naming import MAX_CLIENT_ID
         self.client.dataReceived(self.metadata(5, "x" * 32761))
-        self.assertEqual(self.broker_transport.value(), b"")
-        self.assertTrue(self.transport.disconnected)
+        self.assertEqual(self.sent_client_ids(),
+                         ["london/" + "x" * (MAX_CLIENT_ID - len("london/"))])
+        self.assertFalse(self.transport.disconnected)
 
     def test_body_not_copied(self):
         """The header is made anew; the rest of the frame is sent as a view of
@@ -1644,6 +1647,10 @@ class DescribedClientIdTests(unittest.TestCase):
         from vkafka.tenancy.naming import broker_client_id, tenant_client_id
         self.assertEqual(broker_client_id("london", b"app"), b"london/app")
         self.assertEqual(broker_client_id("london", None), b"london/")
+        from vkafka.tenancy.naming import MAX_CLIENT_ID  # cut, on a character
+        self.assertEqual(len(broker_client_id("london", b"a" * 40000)), MAX_CLIENT_ID)
+        cut = broker_client_id("london", "é".encode() * 40000)
+        self.assertEqual(cut, b"london/" + "é".encode() * ((MAX_CLIENT_ID - 7) // 2))
         self.assertEqual(tenant_client_id("london", "london/app/1"), "app/1")
         self.assertEqual(tenant_client_id("london", None), None)
 

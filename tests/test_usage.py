@@ -483,6 +483,8 @@ class InventoryTests(unittest.TestCase):
         before = len(asked)
         self.assertFalse(self.successResultOf(self.inventory.exists(GROUP, "londong")))
         self.assertEqual(len(asked), before)  # not asked: too many this second
+        self.assertTrue(self.successResultOf(  # another virtual cluster's questions
+            self.inventory.exists(GROUP, "londong", "paris")))
         self.clock.advance(1)
         self.assertTrue(self.successResultOf(self.inventory.exists(GROUP, "londong")))
 

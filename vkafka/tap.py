@@ -548,7 +548,7 @@ def makeService(config, reactor=None, worker=None):
         inventory = measured.inventory
         gateway.group_ids, gateway.transactional_ids = (
             IdsSeen(inventory.latest_or_ask, kind, inventory.renewed,
-                    lambda physical, kind=kind: inventory.exists(kind, physical),
+                    lambda physical, vc, kind=kind: inventory.exists(kind, physical, vc),
                     reactor.seconds)
             for kind in (GROUP, TRANSACTION))
         gateway.clear_group_configs = inventory.clear_group_configs

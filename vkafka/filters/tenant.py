@@ -17,12 +17,11 @@ from twisted.internet import defer
 from ..protocol.codec import decode_request, encode_body
 from ..protocol.framing import SIZE, Malformed
 from ..protocol.headers import (
-    HeaderError, client_id_end, is_flexible, peek_request, request_body_offset,
-    skip_tagged_fields)
+    client_id_end, is_flexible, peek_request, request_body_offset, skip_tagged_fields)
 from ..tenancy import concentration
 from ..tenancy.concentration.shared import MESSAGE_TOO_LARGE
 from ..tenancy.context import Foreign, Rejected, RequestContext
-from ..tenancy.naming import InvalidName, broker_client_id
+from ..tenancy.naming import broker_client_id
 from ..tenancy.rights import Rights
 from ..tenancy.rules.keys import repeated
 from ..tenancy.services import OFF_LOOP_FROM, SMALL_WORK
@@ -71,7 +70,7 @@ class ClientIds:
 
     def parts(self, frame):
         """*frame*'s pieces to send, size prefix first.  Raises HeaderError
-        (a truncated client id or header, or a client id too long once named).
+        (a truncated client id or header; a long client id is cut).
 
         A flexible header's tagged fields are dropped: Kafka defines none for
         requests, and nothing unclassified reaches a broker."""
@@ -92,10 +91,7 @@ class ClientIds:
     def _learn(self, frame):
         end = client_id_end(frame)
         raw = bytes(frame[8:end])  # null (-1) and empty alike: nothing after "/"
-        try:
-            shown = broker_client_id(self.vcluster, raw[2:])
-        except InvalidName as e:
-            raise HeaderError(str(e)) from None
+        shown = broker_client_id(self.vcluster, raw[2:])
         self.field = struct.pack(">h", len(shown)) + shown
         self.given, self.end, self.grows = raw, end, 8 + len(self.field) - end
         return end

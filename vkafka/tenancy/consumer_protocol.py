@@ -290,6 +290,25 @@ def too_much_for_a_member(request, fields):
     return None
 
 
+def reason_cut(entity):
+    """*entity* (a JoinGroup, a LeaveGroup member) with its reason cut to
+    MAX_MEMBER_STRING bytes: the broker writes it to its log."""
+    reason = getattr(entity, "reason", None)
+    if reason is None or len(reason.encode()) <= MAX_MEMBER_STRING:
+        return entity
+    cut = reason.encode()[:MAX_MEMBER_STRING].decode("utf-8", "ignore")
+    return dataclasses.replace(entity, reason=cut)
+
+
+def leave_group_request(services, rctx, request):
+    """LeaveGroup: names walked; members' reasons cut (``reason_cut``)."""
+    request = walk_request(request, rctx)
+    members = getattr(request, "members", None)
+    if not members:
+        return request
+    return dataclasses.replace(request, members=tuple(map(reason_cut, members)))
+
+
 def to_physical(fmt, data, rctx, strict=True):
     """*data* with physical topic names.  *strict*: it must be *fmt* (protocol
     type "consumer"); otherwise bytes Java cannot read pass as they are.
@@ -360,7 +379,9 @@ def join_group_request(services, rctx, request):
     group = request.group_id
     request = walk_request(request, rctx)
     rctx.group_protocol = Exchange(request.protocol_type, request.member_id)
-    too_much = too_much_for_a_member(request, ("member_id", "group_instance_id"))
+    # Not the member id: the broker makes it (of the client id, naming.
+    # MAX_CLIENT_ID) and refuses one it did not make.
+    too_much = too_much_for_a_member(request, ("group_instance_id",))
     if too_much is None and len(request.protocols) > MAX_PROTOCOLS:
         too_much = f"{len(request.protocols)} protocols: at most {MAX_PROTOCOLS}"
     if too_much is None:
@@ -369,6 +390,7 @@ def join_group_request(services, rctx, request):
                          if len(p.name.encode()) > MAX_MEMBER_STRING), None)
     if too_much is not None:
         return _refuse(rctx, request, group, too_much, protocols=())
+    request = reason_cut(request)
     if request.protocol_type != PROTOCOL_TYPE:
         return request
     try:

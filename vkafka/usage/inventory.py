@@ -44,7 +44,8 @@ between takes the same arguments (all topics, all groups)."""
 ASK_AGAIN = 5.0
 """Seconds between inventories asked for before the first one succeeded."""
 ASKED_PER_SECOND = 5
-"""Ids whose existence capacity checks may ask the brokers about a second."""
+"""Ids whose existence capacity checks may ask the brokers about a second,
+per virtual cluster and gateway process."""
 RENEW_AFTER = 10.0
 """Age in seconds past which a capacity check takes a new inventory before
 deciding on an id the last one did not list."""
@@ -107,8 +108,8 @@ class IdsSeen:
         """() -> None if the last Snapshot is recent, else a Deferred that
         fires once a new one is taken (``Inventory.renewed``)."""
         self.exists = exists
-        """(physical) -> Deferred: whether the cluster holds it now, asked of
-        its coordinator (``Inventory.exists``)."""
+        """(physical, vc) -> Deferred: whether the cluster holds it now, asked
+        of its coordinator (``Inventory.exists``)."""
         self.kind = kind
         self.clock = clock or (lambda: 0.0)
         self._since = None
@@ -305,8 +306,8 @@ class Inventory:
         """The callers of the inventory being taken."""
         self._exported = set()
         self._asked = None
-        self._asking = [0.0, 0]
-        """[the second begun, the ids asked about in it] (``exists``)."""
+        self._asking = {}
+        """vc -> [the second begun, the ids asked about in it] (``exists``)."""
 
     def take(self):
         """A Deferred Snapshot, taken now (or the one being taken)."""
@@ -328,17 +329,22 @@ class Inventory:
             return None
         return self.take().addErrback(lambda _: None).addCallback(lambda _: None)
 
-    def exists(self, kind, physical):
+    def exists(self, kind, physical, vc=None):
         """A Deferred: whether the cluster holds the group or transactional id
         (*kind*) *physical* now, asked of its coordinator.  A capacity check
         asks before it refuses an id as new: one made through another
         gateway (or worker) a moment ago is the tenant's own.  At most
-        ASKED_PER_SECOND a second (then: not known to exist)."""
+        ASKED_PER_SECOND a second for each virtual cluster *vc* (then: not
+        known to exist): one flooding new ids spends its own questions."""
         now = self.clock()
-        if now - self._asking[0] >= 1.0:
-            self._asking = [now, 0]
-        self._asking[1] += 1
-        if self._asking[1] > ASKED_PER_SECOND or not self.topology.brokers:
+        asking = self._asking.get(vc)
+        if asking is None or now - asking[0] >= 1.0:
+            if len(self._asking) > 10_000:  # those of seconds past
+                self._asking = {v: a for v, a in self._asking.items()
+                                if now - a[0] < 1.0}
+            asking = self._asking[vc] = [now, 0]
+        asking[1] += 1
+        if asking[1] > ASKED_PER_SECOND or not self.topology.brokers:
             return defer.succeed(False)
         return self._exists(kind, physical).addErrback(self._not_known, kind, physical)
 

@@ -260,6 +260,9 @@ def tenant_rules():
         groups.unknown_id_created("transactional_id", TRANSACTION)),
         groups.answered_as_refused(TRANSACTION), "transactional id renamed; a new one "
         "beyond the tenant's capacity refused: POLICY_VIOLATION")
+    table[13] = replace(table[13], rewrite_request=consumer_protocol.leave_group_request,
+                        why="names rewritten, others' dropped; members' reasons cut "
+                        "to 255 bytes")
     table[42] = replace(table[42], rewrite_response=common.then(
         common.walk_resp, groups.deleted_groups_configs_cleared),
         why="names rewritten, others' dropped; a deleted group's configs cleared")

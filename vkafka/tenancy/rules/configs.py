@@ -78,7 +78,8 @@ def configs_request(read_only, replaces_all=False):
         if not unknown:
             return rewritten(services, rctx, request, ())
         asked = unknown[:GROUPS_ASKED]  # made a moment ago? asked of the coordinator
-        return defer.gatherResults([seen.exists(g) for g in asked]).addCallback(
+        vc = rctx.namespace.name
+        return defer.gatherResults([seen.exists(g, vc) for g in asked]).addCallback(
             lambda found: rewritten(services, rctx, request,
                                     {g for g, there in zip(asked, found) if there}))
 

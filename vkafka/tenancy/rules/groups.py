@@ -169,7 +169,7 @@ def _beyond_capacity(services, rctx, seen, kind, physical, what, noun, renewed=F
                                f"{held}, its limit is {limit}", POLICY_VIOLATION)
     if seen.exists is None:
         return refused()
-    return seen.exists(physical).addCallback(refused)
+    return seen.exists(physical, namespace.name).addCallback(refused)
 
 
 def deleted_groups_configs_cleared(services, rctx, response):
