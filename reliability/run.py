@@ -110,6 +110,14 @@ class Gateway:
                 self.kill()
 
 
+def warnings(gateways, last=20):
+    """The last *last* warning or error lines of each gateway's log: what a
+    failed run's message carries, the log itself being gone with the test."""
+    return {g.port: [line for line in g.log().splitlines()
+                     if any(w in line for w in ("#warn]", "#error]", "#critical]"))
+                     ][-last:] for g in gateways}
+
+
 def admin_call(gateway, method, path, body=None, timeout=30):
     """(status, json) of an admin API call as user admin."""
     import base64
@@ -392,14 +400,19 @@ def load(gateways, vclusters, producers, consumers, records, rounds=2):
                 peak[g.port] = max(peak[g.port], g.rss_mb())
             time.sleep(0.5)
         seconds.append(time.monotonic() - t0)
+        results, logs = [], []
         for p in procs:
             out, err = p.communicate()
             check(p.returncode == 0, f"tenant load failed: {err[-2000:]}")
-            result = json.loads(out.strip().splitlines()[-1])
+            results.append(json.loads(out.strip().splitlines()[-1]))
+            logs.append(err[-1500:])
+        for result in results:  # every tenant's figures in the message: one or all?
             check(result["failed"] == 0 and result["acked"] == result["expected"],
-                  f"producer losses: {result}")
+                  f"producer losses: {results}")
             totals["foreign"] += result["foreign"]
-            check(result["consumed"] == result["expected"], f"consumer losses: {result}")
+            check(result["consumed"] == result["expected"],
+                  f"consumer losses: {results}; client logs: {logs}; "
+                  f"gateway warnings: {warnings(gateways)}")
             totals["records"] += result["consumed"]
             totals["duplicates"] += result["duplicates"]
             totals["tenants"] += 1

@@ -36,6 +36,7 @@ def main(argv=None):
     expected = args.producers * args.records
     lock = threading.Lock()
     seen, duplicates, foreign, failed = set(), 0, 0, 0
+    errors, assigned = [], {}  # why a consumer read nothing, when it did not
     acked = [0] * args.producers
     done = threading.Event()
     deadline = time.monotonic() + args.timeout
@@ -51,6 +52,7 @@ def main(argv=None):
             else:
                 with lock:
                     failed += 1
+                    errors.append(f"producer {index}: {err}")
         for i in range(args.records):
             producer.produce(args.topic, key=str(i),
                              value=f"{args.vcluster}:{index}:{i}", on_delivery=report)
@@ -62,13 +64,23 @@ def main(argv=None):
         # A subscribed topic the group leader's metadata lacks when it assigns
         # is looked up again only at this interval (5 min by default): a broker
         # still applying the creation would leave the group nothing to read.
-        consumer = Consumer({**config, "group.id": "load-group",
+        def on_error(error):
+            with lock:
+                errors.append(f"consumer {index}: {error}")
+
+        consumer = Consumer({**config, "group.id": "load-group", "error_cb": on_error,
                              "auto.offset.reset": "earliest",
                              "topic.metadata.refresh.interval.ms": 5000})
-        consumer.subscribe([args.topic])
+        def on_assign(_, partitions):
+            with lock:
+                assigned[index] = sorted(p.partition for p in partitions)
+
+        consumer.subscribe([args.topic], on_assign=on_assign)
         while not done.is_set() and time.monotonic() < deadline:
             for m in consumer.consume(500, 0.5):
                 if m.error() is not None:
+                    with lock:
+                        errors.append(f"consumer {index}: {m.error()}")
                     continue
                 value = m.value().decode()
                 with lock:
@@ -92,6 +104,7 @@ def main(argv=None):
     print(json.dumps({"vcluster": args.vcluster, "expected": expected,
                       "acked": sum(acked), "failed": failed, "consumed": len(seen),
                       "duplicates": duplicates, "foreign": foreign,
+                      "assigned": assigned, "errors": errors[-10:],
                       "seconds": round(time.monotonic() - started, 1)}))
 
 

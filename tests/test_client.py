@@ -16,8 +16,11 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial import unittest
 
+from twisted.internet.task import Clock
+
 from vkafka.client import (
-    Connector, KafkaClientProtocol, ProtocolError, Unreachable, ask_blocking,
+    REQUEST_TIMEOUT, Connector, KafkaClientProtocol, ProtocolError, RequestTimedOut,
+    Unreachable, ask_blocking,
     create_topic, tcp_endpoint, try_each)
 from vkafka.protocol.codec import CodecError, decode_request
 from vkafka.protocol.framing import FrameDecoder, frame
@@ -134,6 +137,29 @@ class ProtocolTests(unittest.TestCase):
         self.client.connectionLost(Failure(ConnectionDone("bye")))
         self.failureResultOf(d, ConnectionLost)
         self.failureResultOf(self.client.request(BROKERS_ONLY, 12), ConnectionLost)
+
+    def test_a_broker_that_answers_nothing(self):
+        """With a clock, a request unanswered for REQUEST_TIMEOUT seconds
+        drops the connection and fails every request on it: a wedged
+        broker holds no listing or inventory for ever.  Answered requests
+        leave no timer behind."""
+        clock = Clock()
+        client = KafkaClientProtocol("test", clock=clock)
+        transport = StringTransport()
+        client.makeConnection(transport)
+        answered = client.request(BROKERS_ONLY, 12)
+        client.dataReceived(metadata_answer(1))
+        self.successResultOf(answered)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        first = client.request(BROKERS_ONLY, 12)
+        clock.advance(REQUEST_TIMEOUT / 2)
+        second = client.request(BROKERS_ONLY, 12)
+        clock.advance(REQUEST_TIMEOUT / 2)
+        self.assertIn("within 30 s", str(self.failureResultOf(first, RequestTimedOut).value))
+        self.failureResultOf(second, RequestTimedOut)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.failureResultOf(client.request(BROKERS_ONLY, 12), ConnectionLost)
 
     def test_release_only_when_idle(self):
         """Handing the connection over is refused while an answer is due or

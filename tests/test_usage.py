@@ -505,6 +505,30 @@ class InventoryTests(unittest.TestCase):
                       self.inventory.latest)
         self.assertEqual(len(asked), 1)
 
+    def test_capacity_checks_wait_for_brokers_a_few_seconds(self):
+        """A broker that does not answer holds a capacity check DECIDE_WITHIN
+        seconds at most: ``renewed`` fires (the inventory goes on, and is
+        the latest once it ends), ``exists`` says not known."""
+        from vkafka.tenancy.naming import GROUP
+        from vkafka.usage.inventory import DECIDE_WITHIN
+        answers = []
+        self.inventory.ask = lambda *a: (answers.append(defer.Deferred()), answers[-1])[1]
+        self.inventory.call_later = self.clock.callLater
+        renewed = self.inventory.renewed()
+        exists = self.inventory.exists(GROUP, "londong", "london")
+        self.clock.advance(DECIDE_WITHIN - 0.1)
+        self.assertNoResult(renewed)
+        self.assertNoResult(exists)
+        self.clock.advance(0.1)
+        self.assertIsNone(self.successResultOf(renewed))
+        self.assertFalse(self.successResultOf(exists))
+        self.assertIsNone(self.inventory.latest)
+        for d in answers[:3]:  # the three brokers of the inventory answer late
+            d.callback(self.successResultOf(self.cluster.ask("localhost", 1, [])))
+        self.assertIsNotNone(self.inventory.latest)
+        self.assertIsNone(self.inventory.renewed())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_failures(self):
         """No broker known, or one that cannot be asked: InventoryError; the
         periodic run logs it and keeps the last inventory."""

@@ -27,10 +27,22 @@ from .protocol.framing import FrameDecoder, FrameError, frame
 
 CREATE_TOPICS_VERSION = 7
 
+REQUEST_TIMEOUT = 30.0
+"""Seconds a broker has to answer one of the gateway's own requests.  A broker
+that takes connections but answers nothing (stopped, wedged, a half-open
+connection) must not hold a topic listing, an inventory or a state read for
+ever: past it the connection is dropped and each request on it fails with
+``RequestTimedOut``.  Well above any wait the gateway asks of a broker
+(a state read's 500 ms, a CreateTopics' 10 s)."""
+
 
 class ProtocolError(ConnectionError):
     """The broker sent bytes that answer nothing we asked (a bad frame, an
     unknown correlation id): the stream cannot be trusted, so it is dropped."""
+
+
+class RequestTimedOut(ConnectionError):
+    """A broker did not answer within REQUEST_TIMEOUT."""
 
 
 class Unreachable(ConnectionError):
@@ -71,12 +83,16 @@ class KafkaClientProtocol(protocol.Protocol):
     could pair later answers with the wrong requests.
     """
 
-    def __init__(self, client_id="vkafka", max_frame_size=None):
+    def __init__(self, client_id="vkafka", max_frame_size=None, clock=None,
+                 timeout=REQUEST_TIMEOUT):
         self.client_id = client_id
         self.decoder = (FrameDecoder() if max_frame_size is None
                         else FrameDecoder(max_frame_size))
+        self.clock = clock
+        """An IReactorTime for the requests' deadlines (None: none)."""
+        self.timeout = timeout
         self.pending = {}
-        """correlation id -> (Deferred, api key, version, raw)."""
+        """correlation id -> (Deferred, api key, version, raw, deadline timer)."""
         self.correlation_id = 0
         self.connected = False
         self._unread = 0
@@ -92,7 +108,9 @@ class KafkaClientProtocol(protocol.Protocol):
             return defer.fail(ConnectionLost("not connected"))
         self.correlation_id += 1
         d = defer.Deferred()
-        self.pending[self.correlation_id] = (d, body.__api_key__, version, raw)
+        timer = None if self.clock is None else self.clock.callLater(
+            self.timeout, self._timed_out, self.correlation_id, body.__api_key__)
+        self.pending[self.correlation_id] = (d, body.__api_key__, version, raw, timer)
         self.transport.write(request_bytes(body, version, self.correlation_id,
                                            self.client_id))
         return d
@@ -114,7 +132,9 @@ class KafkaClientProtocol(protocol.Protocol):
                         f", which is not pending")
             except ProtocolError as e:
                 return self._drop(e)
-            d, api_key, version, raw = entry
+            d, api_key, version, raw, timer = entry
+            if timer is not None:
+                timer.cancel()
             if raw:
                 d.callback(bytes(payload))
             else:
@@ -127,6 +147,11 @@ class KafkaClientProtocol(protocol.Protocol):
             if not self.connected:
                 return  # a callback closed the connection
 
+    def _timed_out(self, correlation_id, api_key):
+        self.pending[correlation_id] = self.pending[correlation_id][:4] + (None,)
+        self._drop(RequestTimedOut(f"no answer to request {correlation_id} (API "
+                                   f"{api_key}) within {self.timeout:g} s"))
+
     def _drop(self, error):
         self.connected = False
         self.transport.abortConnection()
@@ -134,7 +159,9 @@ class KafkaClientProtocol(protocol.Protocol):
 
     def _fail_pending(self, error):
         pending, self.pending = self.pending, {}
-        for d, _, _, _ in pending.values():
+        for d, _, _, _, timer in pending.values():
+            if timer is not None:
+                timer.cancel()
             d.errback(error)
 
     def release(self):
@@ -212,7 +239,7 @@ class Connector:
     @defer.inlineCallbacks
     def open(self, host, port, client_id=None):
         """A connected ``KafkaClientProtocol`` to *host*:*port*."""
-        client = KafkaClientProtocol(client_id or self.client_id)
+        client = KafkaClientProtocol(client_id or self.client_id, clock=self.reactor)
         yield connect(self.endpoint_factory(self.reactor, host, port), client)
         return client
 

@@ -822,7 +822,7 @@ def _usage(config, reactor, top, state, metrics, topology, refresher, gateway_id
     ledger = Ledger(gateway_id, metrics, book, store, reactor.seconds, connections)
     inventory = Inventory(reactor.seconds, topology, state.vclusters,
                           broker_asker(Connector(reactor, upstream, "vkafka-usage")),
-                          refresher.refresh, metrics)
+                          refresher.refresh, metrics, reactor.callLater)
     measured = Usage(state, book, ledger, inventory, reactor.seconds)
     UsageService(measured, store, reactor).setServiceParent(top)
     return measured

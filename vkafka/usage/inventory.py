@@ -49,6 +49,11 @@ per virtual cluster and gateway process."""
 RENEW_AFTER = 10.0
 """Age in seconds past which a capacity check takes a new inventory before
 deciding on an id the last one did not list."""
+DECIDE_WITHIN = 3.0
+"""Seconds a capacity check waits for that inventory, or for an id's
+coordinator, before it decides with what it has: a join or an
+InitProducerId must not wait on a broker slow to answer (the inventory goes
+on, for the next check)."""
 
 
 class InventoryError(Exception):
@@ -292,8 +297,12 @@ class Inventory:
 
     log = Logger()
 
-    def __init__(self, clock, topology, vclusters, ask, refresh=None, metrics=None):
+    def __init__(self, clock, topology, vclusters, ask, refresh=None, metrics=None,
+                 call_later=None):
         self.clock = clock
+        self.call_later = call_later
+        """``(seconds, f, *args)``: bounds the waits of capacity checks
+        (DECIDE_WITHIN; None: unbounded)."""
         self.topology = topology
         self.vclusters = vclusters
         self.ask = ask
@@ -327,7 +336,27 @@ class Inventory:
         as new (one inventory at a time, shared)."""
         if self.latest is not None and self.clock() - self.latest.at < max_age:
             return None
-        return self.take().addErrback(lambda _: None).addCallback(lambda _: None)
+        return self._within(self.take().addErrback(lambda _: None)
+                            .addCallback(lambda _: None), None)
+
+    def _within(self, d, otherwise):
+        """*d*'s result (it must not fail), or *otherwise* if *d* has not fired
+        DECIDE_WITHIN seconds from now; *d* goes on either way."""
+        if self.call_later is None or d.called:
+            return d
+        decided = defer.Deferred()
+
+        def decide(result):
+            if not decided.called:
+                decided.callback(result)
+        timer = self.call_later(DECIDE_WITHIN, decide, otherwise)
+
+        def fired(result):
+            if timer.active():
+                timer.cancel()
+            decide(result)
+        d.addCallback(fired)
+        return decided
 
     def exists(self, kind, physical, vc=None):
         """A Deferred: whether the cluster holds the group or transactional id
@@ -346,7 +375,8 @@ class Inventory:
         asking[1] += 1
         if asking[1] > ASKED_PER_SECOND or not self.topology.brokers:
             return defer.succeed(False)
-        return self._exists(kind, physical).addErrback(self._not_known, kind, physical)
+        return self._within(self._exists(kind, physical).addErrback(
+            self._not_known, kind, physical), False)
 
     def _not_known(self, failure, kind, physical):
         self.log.warn("cannot ask whether {kind} {id!r} exists: {why}", kind=kind,
