@@ -68,9 +68,14 @@ def main(argv=None):
             with lock:
                 errors.append(f"consumer {index}: {error}")
 
+        # A join the coordinator holds (a member it waits for) or that is lost
+        # is given up after max.poll.interval.ms + 3 s: 5 minutes by default,
+        # the whole run.  One minute lets the run recover; what was lost shows
+        # in "errors".
         consumer = Consumer({**config, "group.id": "load-group", "error_cb": on_error,
                              "auto.offset.reset": "earliest",
-                             "topic.metadata.refresh.interval.ms": 5000})
+                             "topic.metadata.refresh.interval.ms": 5000,
+                             "max.poll.interval.ms": 60000})
         def on_assign(_, partitions):
             with lock:
                 assigned[index] = sorted(p.partition for p in partitions)
