@@ -35,7 +35,8 @@ from ..tenancy.naming import GROUP, TOPIC, TRANSACTION
 from ..tuning import collector_held
 
 LIST_GROUPS, DESCRIBE_LOG_DIRS, LIST_TRANSACTIONS = 16, 35, 66
-VERSIONS = {LIST_GROUPS: ("list_groups", 3, 5), DESCRIBE_LOG_DIRS: ("describe_log_dirs", 1, 4),
+VERSIONS = {LIST_GROUPS: ("list_groups", 3, 5),
+            DESCRIBE_LOG_DIRS: ("describe_log_dirs", 1, 4),
             LIST_TRANSACTIONS: ("list_transactions", 0, 1)}
 """API key -> (kio module, lowest and highest version used).  Every version in
 between takes the same arguments (all topics, all groups)."""

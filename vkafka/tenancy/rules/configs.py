@@ -153,15 +153,15 @@ def _group_beyond_capacity(services, rctx, physical, logical, changes):
     record of its own in the cluster's metadata, however many: only the
     groups the last usage inventory listed, or the group's coordinator says
     exist (``configs_request``), take configs (not those let in since: a
-    commit the broker refused made none); a Refusal for any other.  Configs set back to their defaults
-    (records removed) are let through for any group."""
+    commit the broker refused made none); a Refusal for any other.  Configs
+    set back to their defaults (records removed) are let through for any
+    group."""
     seen = services.group_ids
     if seen is None or all(v is None for v in changes.values()) or \
             seen.listed(physical) in (None, True):
         return None
     return Refusal(logical, "configs of a group that does not exist: only existing "
-                   "groups take configs (a group made in the last minute may not "
-                   "be counted yet)", POLICY_VIOLATION)
+                   "groups take configs", POLICY_VIOLATION)
 
 
 def _changes(configs, replaces_all):
