@@ -586,6 +586,40 @@ class FuzzTests(TenantSpliceBase):
                            f"a subscription to {MAX_SUBSCRIBED_NAMES + 1} topic names: "
                            f"at most {MAX_SUBSCRIBED_NAMES} (subscribe by pattern)")])
 
+    def test_heartbeat_member_state_bounded(self):
+        """KIP-848 members count their subscriptions as classic members do
+        (tenancy/members.py): one past the virtual cluster's budget is sent
+        as the empty group with nothing subscribed and answered
+        POLICY_VIOLATION saying why; a member that left frees its bytes."""
+        from kio.schema.consumer_group_heartbeat.v0 import request as rq
+        from kio.schema.consumer_group_heartbeat.v0 import response as rs
+        from kio.static.primitive import i32
+        from vkafka.tenancy.members import MEMBER_OVERHEAD
+        each = MEMBER_OVERHEAD + 100 * len("londont0000")  # the names the broker gets
+        self.gateway.members.budget = 2 * each
+        self.login()
+        names = tuple(f"t{i:04}" for i in range(100))
+
+        def heartbeat(member, epoch, correlation, subscribed=names):
+            self.client.dataReceived(request_frame(rq.ConsumerGroupHeartbeatRequest(
+                group_id="g", member_id=member, member_epoch=i32(epoch),
+                subscribed_topic_names=subscribed, topic_partitions=None), 0, correlation))
+            self.broker.dataReceived(response_frame(correlation, rs.ConsumerGroupHeartbeatResponse(
+                throttle_time=datetime.timedelta(0), error_code=ErrorCode.none,
+                error_message=None, member_id=member, member_epoch=i32(max(epoch, 0) + 1),
+                heartbeat_interval=datetime.timedelta(seconds=5), assignment=None)))
+            return decode_response(self.responses()[-1], 68, 0)[1]
+        for correlation, member in ((3, "m1"), (4, "m2")):
+            self.assertEqual(heartbeat(member, 0, correlation).error_code, ErrorCode.none)
+        self.assertEqual(self.gateway.members.held("london"), 2 * each)
+        answer = heartbeat("m3", 0, 5)
+        self.assertEqual(answer.error_code, ErrorCode.policy_violation)
+        self.assertIn("group member state", answer.error_message)
+        _, refused = decode_request(FrameDecoder().feed(self.broker_transport.value())[-1])
+        self.assertEqual((refused.group_id, refused.subscribed_topic_names), ("", ()))
+        heartbeat("m1", -1, 6, subscribed=None)  # leaves
+        self.assertEqual(heartbeat("m3", 0, 7).error_code, ErrorCode.none)
+
     def test_find_coordinator_v0_is_a_group(self):
         """FindCoordinator v0 (no key type: always a group) has its key renamed.
 

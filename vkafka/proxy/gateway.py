@@ -9,6 +9,7 @@ from twisted.logger import Logger
 from ..auth.acls import MAX_ACLS
 from ..client import Unreachable, connect, tcp_endpoint, try_each
 from ..protocol.framing import DEFAULT_MAX_FRAME_SIZE
+from ..tenancy.members import Members
 from ..tenancy.metadata_cache import MetadataAnswers
 from ..tenancy.patterns import RegexSubscriptions
 from ..tenancy.producers import ProducerIds
@@ -57,6 +58,8 @@ class Gateway:
         and how a deleted group's configs are cleared."""
         self.producer_ids = ProducerIds(reactor.seconds)
         """New producer ids each virtual cluster may bring (tenancy/producers.py)."""
+        self.members = Members(reactor.seconds)
+        """Classic group member state each virtual cluster keeps (tenancy/members.py)."""
         self.audit = None
         """Sampled refused authorizations go here (``refused(...)``), if set."""
         self.rate_shares = None
@@ -117,7 +120,7 @@ class Gateway:
                         None if self.state is None else self.state.limits_of,
                         self.group_ids, membership=self.membership,
                         transactional_ids=self.transactional_ids,
-                        producer_ids=self.producer_ids,
+                        producer_ids=self.producer_ids, members=self.members,
                         clear_group_configs=self.clear_group_configs,
                         authorizer=None if self.state is None else self.state.authorizer,
                         audit=self.audit, offload=self.offload,

@@ -304,9 +304,20 @@ def leave_group_request(services, rctx, request):
     """LeaveGroup: names walked; members' reasons cut (``reason_cut``)."""
     request = walk_request(request, rctx)
     members = getattr(request, "members", None)
+    if getattr(services, "members", None) is not None:
+        services.members.left(rctx.namespace.name, request.group_id, [
+            m.member_id for m in members] if members is not None else [request.member_id])
     if not members:
         return request
     return dataclasses.replace(request, members=tuple(map(reason_cut, members)))
+
+
+def heartbeat_request(services, rctx, request):
+    """Heartbeat: names walked; the member is alive (members.py)."""
+    request = walk_request(request, rctx)
+    if getattr(services, "members", None) is not None:
+        services.members.seen(rctx.namespace.name, request.group_id, request.member_id)
+    return request
 
 
 def to_physical(fmt, data, rctx, strict=True):
@@ -362,15 +373,26 @@ class Exchange:
     protocol_type: str | None
     member_id: str
     refused: str | None = None
+    code: ErrorCode = REFUSAL_CODE
+    """The refusal's error code."""
+    group: str = ""
+    """The physical group (member state is counted under it: members.py)."""
+    member_state: int = 0
+    """Bytes of metadata the member asks the coordinator to keep."""
+    session: float = 0.0
+    """The member's session timeout, seconds."""
+    assignments: dict | None = None
+    """SyncGroup: member -> bytes of the assignment the leader gives it."""
 
 
-def _refuse(rctx, request, group, reason, **emptied):
+def _refuse(rctx, request, group, reason, code=REFUSAL_CODE, **emptied):
     """*request* aimed at the walker's decoy group, with its bytes emptied: the
     broker refuses it without creating or joining anything."""
     log.info("refused {api} for group {group!r}: {reason}",
              api=type(request).__name__, group=group, reason=reason)
     rctx.group_protocol.refused = reason
-    decoy = rctx.decoy_name(GROUP, group, reason, REFUSAL_CODE)
+    rctx.group_protocol.code = code
+    decoy = rctx.decoy_name(GROUP, group, reason, code)
     return dataclasses.replace(request, group_id=decoy, **emptied)
 
 
@@ -391,15 +413,34 @@ def join_group_request(services, rctx, request):
     if too_much is not None:
         return _refuse(rctx, request, group, too_much, protocols=())
     request = reason_cut(request)
-    if request.protocol_type != PROTOCOL_TYPE:
+    if request.protocol_type == PROTOCOL_TYPE:
+        try:
+            request = dataclasses.replace(request, protocols=tuple(dataclasses.replace(
+                p, metadata=to_physical(SUBSCRIPTION, p.metadata, rctx))
+                for p in request.protocols))
+        except Refused as e:
+            return _refuse(rctx, request, group, str(e), protocols=())
+    return _member_state_bounded(services, rctx, group, request)
+
+
+def _member_state_bounded(services, rctx, group, request):
+    """A JoinGroup whose member would keep its virtual cluster's member state
+    on the coordinators past the bound (members.py): refused,
+    POLICY_VIOLATION.  Else what it asks to keep is noted for its answer."""
+    members = getattr(services, "members", None)
+    if members is None or rctx.group_protocol.refused is not None:
         return request
-    try:
-        protocols = tuple(dataclasses.replace(
-            p, metadata=to_physical(SUBSCRIPTION, p.metadata, rctx))
-            for p in request.protocols)
-    except Refused as e:
-        return _refuse(rctx, request, group, str(e), protocols=())
-    return dataclasses.replace(request, protocols=protocols)
+    exchange = rctx.group_protocol
+    exchange.group = request.group_id
+    exchange.member_state = sum(len(p.metadata) for p in request.protocols) + \
+        len((getattr(request, "group_instance_id", None) or "").encode())
+    exchange.session = request.session_timeout.total_seconds()
+    too_much = members.beyond(rctx.namespace.name, request.group_id,
+                              request.member_id, exchange.member_state)
+    if too_much is None:
+        return request
+    return _refuse(rctx, request, group, too_much, ErrorCode.policy_violation,
+                   protocols=())
 
 
 def _consumer(*types):
@@ -411,9 +452,13 @@ def join_group_response(services, rctx, response):
     refused request answered with the refusal."""
     exchange = rctx.group_protocol
     if exchange.refused is not None:
-        return dataclasses.replace(response, error_code=REFUSAL_CODE,
+        return dataclasses.replace(response, error_code=exchange.code,
                                    generation_id=i32(-1), leader="",
                                    member_id=exchange.member_id, members=())
+    if exchange.group and response.error_code == ErrorCode.none:
+        services.members.joined(rctx.namespace.name, exchange.group,
+                                response.member_id, exchange.member_state,
+                                exchange.session)
     if not _consumer(exchange.protocol_type, getattr(response, "protocol_type", None)):
         return response
     return dataclasses.replace(response, members=tuple(
@@ -428,22 +473,41 @@ def sync_group_request(services, rctx, request):
     request = walk_request(request, rctx)
     declared = getattr(request, "protocol_type", None)
     rctx.group_protocol = Exchange(declared, request.member_id)
-    if declared is not None and declared != PROTOCOL_TYPE:
-        return request  # the broker refuses it unless the group has that type
-    try:
-        assignments = tuple(dataclasses.replace(a, assignment=to_physical(
-            ASSIGNMENT, a.assignment, rctx, strict=declared is not None))
-            if a.assignment else a for a in request.assignments)
-    except Refused as e:
-        return _refuse(rctx, request, group, str(e), assignments=())
-    return dataclasses.replace(request, assignments=assignments)
+    # Another type than the group's: the broker refuses it.  Not "consumer":
+    # opaque bytes, only the members read them.
+    if declared is None or declared == PROTOCOL_TYPE:
+        try:
+            request = dataclasses.replace(request, assignments=tuple(
+                dataclasses.replace(a, assignment=to_physical(
+                    ASSIGNMENT, a.assignment, rctx, strict=declared is not None))
+                if a.assignment else a for a in request.assignments))
+        except Refused as e:
+            return _refuse(rctx, request, group, str(e), assignments=())
+    members = getattr(services, "members", None)
+    if members is None:
+        return request
+    vc = rctx.namespace.name
+    members.seen(vc, request.group_id, request.member_id)
+    if not request.assignments:
+        return request
+    sizes = {a.member_id: len(a.assignment) for a in request.assignments}
+    too_much = members.assignments_beyond(vc, request.group_id, sizes)
+    if too_much is not None:
+        return _refuse(rctx, request, group, too_much, ErrorCode.policy_violation,
+                       assignments=())
+    rctx.group_protocol.group = request.group_id
+    rctx.group_protocol.assignments = sizes
+    return request
 
 
 def sync_group_response(services, rctx, response):
     """SyncGroup: the member's assignment made logical."""
     exchange = rctx.group_protocol
     if exchange.refused is not None:
-        return dataclasses.replace(response, error_code=REFUSAL_CODE, assignment=b"")
+        return dataclasses.replace(response, error_code=exchange.code, assignment=b"")
+    if exchange.assignments and response.error_code == ErrorCode.none:
+        services.members.assigned(rctx.namespace.name, exchange.group,
+                                  exchange.assignments)
     answered = getattr(response, "protocol_type", None)
     known = [t for t in (exchange.protocol_type, answered) if t is not None]
     if known and not _consumer(*known):

@@ -58,6 +58,9 @@ class Services:
     """New producer ids each virtual cluster may bring (producers.ProducerIds,
     the gateway process's; None: not counted)."""
     producer: int = -1
+    members: object = None
+    """Classic group member state each virtual cluster keeps on the brokers
+    (members.Members, the gateway process's; None: not counted)."""
     """The producer id this connection's last Produce was let write with."""
     authorizer: Callable | None = None
     """``(virtual cluster) -> auth.acls.Authorizer`` (None: no ACLs anywhere)."""

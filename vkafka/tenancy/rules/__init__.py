@@ -218,12 +218,13 @@ def tenant_rules():
         groups.list_transactions_response,
         "other tenants' ids dropped; the id pattern applied by the gateway (RE2)")
     row(68, "ConsumerGroupHeartbeat", groups.heartbeat_request,
-        common.then(common.ids_known_first(common.walk_resp),
-                    groups.answered_as_refused(GROUP)),
+        common.then(common.then(common.ids_known_first(common.walk_resp),
+                                groups.answered_as_refused(GROUP)), groups.member_joined),
         "names rewritten; a regex subscription matched by the gateway (RE2) over "
         "the tenant's topics and sent as the exact alternation of their physical "
         "names, kept current; assignments by topic id checked (unknown ids: a "
-        "listing first)")
+        "listing first); a member past the tenant's member state bound refused: "
+        "POLICY_VIOLATION")
     row(69, "ConsumerGroupDescribe", common.walk_req,
         common.ids_known_first(groups.group_describe_response),
         "names and ids rewritten, the regex and client ids shown as the "
@@ -236,13 +237,15 @@ def tenant_rules():
         "names rewritten; a new group beyond the tenant's capacity refused; "
         "\"consumer\" protocol subscriptions (read by the broker) "
         "made physical, the leader's copies logical (others' topics dropped); "
-        "unreadable ones or foreign names refused: INCONSISTENT_GROUP_PROTOCOL")
+        "unreadable ones or foreign names refused: INCONSISTENT_GROUP_PROTOCOL; "
+        "a member past the tenant's member state bound refused: POLICY_VIOLATION")
     row(14, "SyncGroup", consumer_protocol.sync_group_request,
         common.then(common.walk_resp, consumer_protocol.sync_group_response),
         "names rewritten; assignments the broker could read as the consumer "
         "protocol made physical, the member's logical (others' topics dropped); "
         "unreadable \"consumer\" ones or foreign names refused: "
-        "INCONSISTENT_GROUP_PROTOCOL")
+        "INCONSISTENT_GROUP_PROTOCOL; assignments past the tenant's member "
+        "state bound refused: POLICY_VIOLATION")
     table[15] = replace(table[15], rewrite_response=common.then(common.then(
         common.walk_resp, consumer_protocol.describe_groups_response),
         groups.client_ids_shown), why="names rewritten, others' dropped; "
@@ -260,9 +263,12 @@ def tenant_rules():
         groups.unknown_id_created("transactional_id", TRANSACTION)),
         groups.answered_as_refused(TRANSACTION), "transactional id renamed; a new one "
         "beyond the tenant's capacity refused: POLICY_VIOLATION")
+    table[12] = replace(table[12], rewrite_request=consumer_protocol.heartbeat_request,
+                        why="names rewritten, others' dropped; the member counted "
+                        "alive")
     table[13] = replace(table[13], rewrite_request=consumer_protocol.leave_group_request,
                         why="names rewritten, others' dropped; members' reasons cut "
-                        "to 255 bytes")
+                        "to 255 bytes; the members no longer counted")
     table[42] = replace(table[42], rewrite_response=common.then(
         common.walk_resp, groups.deleted_groups_configs_cleared),
         why="names rewritten, others' dropped; a deleted group's configs cleared")

@@ -10,7 +10,7 @@ from kio.static.primitive import i32
 from twisted.internet import defer
 
 
-from ..consumer_protocol import too_much_for_a_member
+from ..consumer_protocol import Exchange, too_much_for_a_member
 from ..metadata_cache import made_of
 from ..naming import GROUP, TOPIC, TRANSACTION, InvalidName, tenant_client_id
 from ..rights import described_groups_shown
@@ -246,8 +246,10 @@ def heartbeat_request(services, rctx, request):
     subscribed member's heartbeat renews a listing older than LISTING_MAX_AGE
     in the background, so a matching topic created elsewhere reaches its
     alternation at a later heartbeat, not at the periodic refresh (30 s)."""
-    request = within_group_capacity(services, rctx, _subscription_bounded(
-        rctx, request.group_id, walk_request(request, rctx)))
+    group = request.group_id
+    request = _subscription_bounded(rctx, group, walk_request(request, rctx))
+    request = within_group_capacity(services, rctx, _member_state_bounded(
+        services, rctx, group, request))
     if isinstance(request, defer.Deferred):  # the capacity check looks again first
         return request.addCallback(lambda r: _heartbeat(services, rctx, r))
     return _heartbeat(services, rctx, request)
@@ -263,6 +265,51 @@ def _subscription_bounded(rctx, group, request):
         return request
     return replace(request, subscribed_topic_names=(), group_id=rctx.decoy_name(
         GROUP, group, too_much, ErrorCode.invalid_request))
+
+
+KIP848_SESSION = 45.0
+"""Seconds a silent KIP-848 member is counted (the brokers'
+``group.consumer.session.timeout.ms`` default; the member does not say)."""
+
+
+def _member_state_bounded(services, rctx, group, request):
+    """A KIP-848 member's subscription (names, pattern and strings, sent when
+    they change) counted as classic members' are (tenancy/members.py): one
+    that would take its virtual cluster past the bound is refused
+    (POLICY_VIOLATION, saying why), nothing subscribed; a heartbeat keeps
+    its member counted, a leave forgets it."""
+    members = getattr(services, "members", None)
+    if members is None or not group or rctx.refusal(GROUP, request.group_id) is not None:
+        return request
+    vc, physical, member = rctx.namespace.name, request.group_id, request.member_id
+    if request.member_epoch < 0:
+        members.left(vc, physical, [member])
+        return request
+    names = request.subscribed_topic_names
+    regex = getattr(request, "subscribed_topic_regex", None)
+    if names is None and regex is None:
+        members.seen(vc, physical, member)
+        return request
+    size = sum(len(n) for n in names or ()) + len(regex or "") + sum(
+        len(getattr(request, f, None) or "") for f in ("instance_id", "rack_id"))
+    too_much = members.beyond(vc, physical, member, size)
+    if too_much is not None:
+        return replace(request, subscribed_topic_names=(), group_id=rctx.decoy_name(
+            GROUP, group, too_much, POLICY_VIOLATION))
+    rctx.group_protocol = Exchange(None, member, group=physical, member_state=size,
+                                   session=KIP848_SESSION)
+    return request
+
+
+def member_joined(services, rctx, response):
+    """ConsumerGroupHeartbeat's answer: a member whose subscription was
+    counted (``_member_state_bounded``), counted from now."""
+    exchange = rctx.group_protocol
+    if exchange is not None and exchange.group and response.error_code == ErrorCode.none:
+        services.members.joined(rctx.namespace.name, exchange.group,
+                                response.member_id or exchange.member_id,
+                                exchange.member_state, exchange.session)
+    return response
 
 
 def _heartbeat(services, rctx, request):
