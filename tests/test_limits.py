@@ -22,7 +22,7 @@ from vkafka.tenancy.vclusters import VirtualClusters
 
 EXAMPLE = {"capacity": {"topics": 10, "partitions": 100, "partitionsPerTopic": 12,
                         "consumerGroups": 20, "connections": 50,
-                        "transactionalIds": 30},
+                        "transactionalIds": 30, "memberStateBytes": 1048576},
            "topicPolicy": {"replicationFactorMin": 1, "replicationFactorMax": 3,
                            "retentionMsMax": 604800000,
                            "retentionBytesMax": 1073741824,
@@ -115,7 +115,7 @@ class LimitsTests(unittest.TestCase):
         """The documented example parses into the three parts and back."""
         limits = Limits.from_json(EXAMPLE)
         self.assertEqual(limits.to_json(), EXAMPLE)
-        self.assertEqual(limits.capacity, Capacity(10, 100, 12, 20, 50, 30))
+        self.assertEqual(limits.capacity, Capacity(10, 100, 12, 20, 50, 30, 1048576))
         self.assertEqual(limits.topic_policy.configs_allowed,
                          ("cleanup.policy", "retention.ms"))
         self.assertEqual(limits.rates, Rates(2000000, 4000000, 500))

@@ -9,7 +9,9 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from vkafka.tenancy import consumer_protocol as cp
-from vkafka.tenancy.members import MEMBER_OVERHEAD, SESSIONS, Members
+from vkafka.state.limits import Capacity, Limits
+from vkafka.state.policy import HELD_AT_MOST
+from vkafka.tenancy.members import MEMBER_OVERHEAD, SESSIONS, Members, budget
 
 from .test_consumer_protocol import Base, join_request, join_response, sync_request, \
     sync_response
@@ -18,7 +20,7 @@ from .test_consumer_protocol import Base, join_request, join_response, sync_requ
 class MembersTests(unittest.TestCase):
     def setUp(self):
         self.clock = Clock()
-        self.members = Members(self.clock.seconds, budget=10_000)
+        self.members = Members(self.clock.seconds)
 
     def test_counted_until_left_or_silent(self):
         """A member counts its metadata (and a small overhead) from its join;
@@ -48,20 +50,30 @@ class MembersTests(unittest.TestCase):
         nothing (a member id the group lacks, the broker ignores)."""
         m = self.members
         room = 10_000 - MEMBER_OVERHEAD
-        self.assertIsNone(m.beyond("a", "g", "", room))
-        self.assertIn("past 10000", m.beyond("a", "g", "", room + 1))
+        self.assertIsNone(m.beyond("a", "g", "", room, 10_000))
+        self.assertIn("past 10000", m.beyond("a", "g", "", room + 1, 10_000))
         m.joined("a", "g", "m1", 4000 - MEMBER_OVERHEAD, 10)
-        self.assertIsNone(m.beyond("a", "g", "m1", room))  # its own bytes replaced
-        self.assertIsNotNone(m.beyond("a", "g", "", room))
-        self.assertIsNone(m.assignments_beyond("a", "g", {"m1": 6000, "ghost": 10**6}))
-        self.assertIsNotNone(m.assignments_beyond("a", "g", {"m1": 6001}))
+        self.assertIsNone(m.beyond("a", "g", "m1", room, 10_000))  # its own replaced
+        self.assertIsNotNone(m.beyond("a", "g", "", room, 10_000))
+        self.assertIsNone(m.assignments_beyond(
+            "a", "g", {"m1": 6000, "ghost": 10**6}, 10_000))
+        self.assertIsNotNone(m.assignments_beyond("a", "g", {"m1": 6001}, 10_000))
         m.assigned("a", "g", {"m1": 6000, "ghost": 10**6})
         self.assertEqual(m.held("a"), 10_000)
         m.assigned("a", "g", {"m1": 10})
         self.assertEqual(m.held("a"), 4010)
         m.joined("a", "g", "m1", 0, 10)  # a rejoin keeps its last assignment
         self.assertEqual(m.held("a"), 10 + MEMBER_OVERHEAD)
-        self.assertIsNone(m.assignments_beyond("b", "g", {"m1": 10**9}))
+        self.assertIsNone(m.assignments_beyond("b", "g", {"m1": 10**9}, 10_000))
+
+    def test_budget_from_the_limits(self):
+        """capacity.memberStateBytes, else the gateway's default (32 MiB)."""
+        limits = Limits(capacity=Capacity(member_state_bytes=7))
+        services = types.SimpleNamespace(limits_of=lambda vc: limits)
+        self.assertEqual(budget(services, "a"), 7)
+        self.assertEqual(budget(types.SimpleNamespace(limits_of=None), "a"),
+                         HELD_AT_MOST["member_state_bytes"])
+        self.assertEqual(HELD_AT_MOST["member_state_bytes"], 32 << 20)
 
     def test_sessions_rounded_up(self):
         """A silent member counts its session timeout rounded up to one of
@@ -82,8 +94,10 @@ class RowTests(Base):
     def setUp(self):
         super().setUp()
         self.clock = Clock()
-        self.members = Members(self.clock.seconds, budget=5_000)
-        self.services = types.SimpleNamespace(members=self.members)
+        self.members = Members(self.clock.seconds)
+        limits = Limits(capacity=Capacity(member_state_bytes=5_000))
+        self.services = types.SimpleNamespace(
+            members=self.members, limits_of=lambda vc: limits if vc == "paris" else None)
 
     def join(self, metadata, member="", version=9, protocol_type="connect"):
         ctx = self.ctx()

@@ -595,8 +595,10 @@ class FuzzTests(TenantSpliceBase):
         from kio.schema.consumer_group_heartbeat.v0 import response as rs
         from kio.static.primitive import i32
         from vkafka.tenancy.members import MEMBER_OVERHEAD
+        from vkafka.state import policy
         each = MEMBER_OVERHEAD + 100 * len("londont0000")  # the names the broker gets
-        self.gateway.members.budget = 2 * each
+        self.patch(policy, "HELD_AT_MOST", {**policy.HELD_AT_MOST,
+                                            "member_state_bytes": 2 * each})
         self.login()
         names = tuple(f"t{i:04}" for i in range(100))
 

@@ -5,7 +5,8 @@ Stored in the state as ``limits/<vc>`` with the JSON form (camelCase,
 nested, an absent field is no limit)::
 
     {"capacity": {"topics": 10, "partitions": 100, "partitionsPerTopic": 12,
-                  "consumerGroups": 20, "transactionalIds": 20, "connections": 50},
+                  "consumerGroups": 20, "transactionalIds": 20, "connections": 50,
+                  "memberStateBytes": 33554432},
      "topicPolicy": {"replicationFactorMin": 1, "replicationFactorMax": 3,
                      "retentionMsMax": 604800000, "retentionBytesMax": 1073741824,
                      "namePattern": "[a-z][a-z0-9.-]*",
@@ -200,6 +201,10 @@ class Capacity(_Part):
            "every gateway (not per gateway)")
     transactional_ids: Optional[int] = _count(
         0, "Transactional ids it holds at most (absent: the gateway's default, 10000)")
+    member_state_bytes: Optional[int] = _amount(
+        "Bytes of group member state it keeps on the brokers through each gateway "
+        "process: classic members' metadata and assignments, KIP-848 members' "
+        "subscriptions (absent: the gateway's default, 33554432)")
 
 
 @dataclass(frozen=True)

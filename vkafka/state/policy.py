@@ -122,16 +122,19 @@ def _replication(policy, replication):
     return None
 
 
-HELD_AT_MOST = {"consumer_groups": 10_000, "transactional_ids": 10_000}
+HELD_AT_MOST = {"consumer_groups": 10_000, "transactional_ids": 10_000,
+                "member_state_bytes": 32 << 20}
 """The capacity of a virtual cluster whose limits name none: each consumer
 group and transactional id is broker heap kept for days after its last use
 (``offsets.retention.minutes``, ``transactional.id.expiration.ms``), and one
-connection made ~450 new transactional ids a second (audit 21)."""
+connection made ~450 new transactional ids a second (audit 21); group
+members' state is broker heap for as long as they heartbeat
+(tenancy/members.py: ~100,000 consumers of a few topics)."""
 
 
 def held_at_most(limits, what):
-    """The capacity *what* (``consumer_groups``, ``transactional_ids``) of
-    *limits*, or the gateway's default."""
+    """The capacity *what* (``consumer_groups``, ``transactional_ids``,
+    ``member_state_bytes``) of *limits*, or the gateway's default."""
     found = getattr(limits.capacity, what)
     return HELD_AT_MOST[what] if found is None else found
 

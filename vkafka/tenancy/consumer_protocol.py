@@ -69,6 +69,7 @@ from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import i32
 from twisted.logger import Logger
 
+from .members import budget as member_budget
 from .naming import GROUP, TOPIC, InvalidName
 from .walker import rewrite_request as walk_request
 
@@ -435,8 +436,9 @@ def _member_state_bounded(services, rctx, group, request):
     exchange.member_state = sum(len(p.metadata) for p in request.protocols) + \
         len((getattr(request, "group_instance_id", None) or "").encode())
     exchange.session = request.session_timeout.total_seconds()
-    too_much = members.beyond(rctx.namespace.name, request.group_id,
-                              request.member_id, exchange.member_state)
+    vc = rctx.namespace.name
+    too_much = members.beyond(vc, request.group_id, request.member_id,
+                              exchange.member_state, member_budget(services, vc))
     if too_much is None:
         return request
     return _refuse(rctx, request, group, too_much, ErrorCode.policy_violation,
@@ -491,7 +493,8 @@ def sync_group_request(services, rctx, request):
     if not request.assignments:
         return request
     sizes = {a.member_id: len(a.assignment) for a in request.assignments}
-    too_much = members.assignments_beyond(vc, request.group_id, sizes)
+    too_much = members.assignments_beyond(vc, request.group_id, sizes,
+                                          member_budget(services, vc))
     if too_much is not None:
         return _refuse(rctx, request, group, too_much, ErrorCode.policy_violation,
                        assignments=())

@@ -11,7 +11,8 @@ of 1 MiB are a broker's heap, which every tenant shares.  Capacities count
 groups, not members, and ``group.max.size`` bounds one group only.
 
 So each gateway process counts the bytes of member state each virtual
-cluster made through it (``MEMBER_STATE_BYTES`` at most): a member is
+cluster made through it (``capacity.memberStateBytes`` at most, 32 MiB by
+default: ``state.policy.HELD_AT_MOST``): a member is
 counted from its JoinGroup's answer with the size of its metadata (and
 later of its assignment), and forgotten when it leaves, or when it has not
 joined, synced or heartbeaten through this process for its session timeout
@@ -22,10 +23,8 @@ past the bound is refused (``consumer_protocol``).
 
 from collections import OrderedDict
 
-MEMBER_STATE_BYTES = 32 << 20
-"""Bytes of classic member metadata and assignments a virtual cluster may
-keep on the brokers through one gateway process: ~100,000 consumers of a
-few topics, or 32 members sending 1 MiB each."""
+from ..state.limits import Limits
+from ..state.policy import held_at_most
 SESSIONS = (10.0, 30.0, 45.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 """How long a silent member is counted: its session timeout rounded up to
 one of these (at most Kafka's own ceiling, ``group.max.session.timeout.ms``'s
@@ -39,9 +38,8 @@ class Members:
     """The classic members each virtual cluster made through this process;
     *clock* ``() -> seconds``."""
 
-    def __init__(self, clock, budget=MEMBER_STATE_BYTES):
+    def __init__(self, clock):
         self.clock = clock
-        self.budget = budget
         self._tenants = {}
         """vc -> [{session: OrderedDict((group, member) -> [bytes, session,
         expires, assignment bytes])}, total bytes]; each list least recently
@@ -55,9 +53,9 @@ class Members:
         self._expire(vc, tenant)
         return tenant[1]
 
-    def beyond(self, vc, group, member, size):
+    def beyond(self, vc, group, member, size, budget):
         """Why a member *member* (or a new one: "") of *group* keeping *size*
-        bytes would take *vc* past the bound, or None."""
+        bytes would take *vc* past *budget* bytes, or None."""
         tenant = self._tenants.get(vc)
         if tenant is None:
             held = old = 0
@@ -66,9 +64,9 @@ class Members:
             held = tenant[1]
             entry = _find(tenant, (group, member)) if member else None
             old = 0 if entry is None else entry[0]
-        return self._beyond(held, size + MEMBER_OVERHEAD - old, "this member")
+        return _beyond(held, size + MEMBER_OVERHEAD - old, budget, "this member")
 
-    def assignments_beyond(self, vc, group, sizes):
+    def assignments_beyond(self, vc, group, sizes, budget):
         """Why the leader's assignments (member -> bytes) for *group* would
         take *vc* past the bound, or None.  Members not counted here (made
         through another gateway) are not counted for their assignments
@@ -82,14 +80,7 @@ class Members:
             entry = _find(tenant, (group, member))
             if entry is not None:
                 more += size - entry[3]
-        return self._beyond(tenant[1], more, "these assignments")
-
-    def _beyond(self, held, more, what):
-        if more <= 0 or held + more <= self.budget:
-            return None
-        return (f"group member state: the virtual cluster keeps {held} bytes of "
-                f"classic group members' metadata and assignments through this "
-                f"gateway process; {what} would take it past {self.budget}")
+        return _beyond(tenant[1], more, budget, "these assignments")
 
     def joined(self, vc, group, member, size, session_seconds):
         """*member* of *group* answered as joined, with *size* bytes of metadata."""
@@ -154,6 +145,21 @@ class Members:
                 del tenant[0][session]
         if not tenant[0]:
             del self._tenants[vc]
+
+
+def budget(services, vc):
+    """*vc*'s capacity.memberStateBytes, or the gateway's default."""
+    limits_of = getattr(services, "limits_of", None)
+    return held_at_most(Limits.NONE if limits_of is None else limits_of(vc),
+                        "member_state_bytes")
+
+
+def _beyond(held, more, budget, what):
+    if more <= 0 or held + more <= budget:
+        return None
+    return (f"group member state: the virtual cluster keeps {held} bytes of group "
+            f"members' metadata, assignments and subscriptions through this gateway "
+            f"process; {what} would take it past {budget} (capacity.memberStateBytes)")
 
 
 def _find(tenant, key, pop=False):

@@ -11,6 +11,7 @@ from twisted.internet import defer
 
 
 from ..consumer_protocol import Exchange, too_much_for_a_member
+from ..members import budget as member_budget
 from ..metadata_cache import made_of
 from ..naming import GROUP, TOPIC, TRANSACTION, InvalidName, tenant_client_id
 from ..rights import described_groups_shown
@@ -292,7 +293,7 @@ def _member_state_bounded(services, rctx, group, request):
         return request
     size = sum(len(n) for n in names or ()) + len(regex or "") + sum(
         len(getattr(request, f, None) or "") for f in ("instance_id", "rack_id"))
-    too_much = members.beyond(vc, physical, member, size)
+    too_much = members.beyond(vc, physical, member, size, member_budget(services, vc))
     if too_much is not None:
         return replace(request, subscribed_topic_names=(), group_id=rctx.decoy_name(
             GROUP, group, too_much, POLICY_VIOLATION))
