@@ -276,6 +276,55 @@ class CapacityTests(LimitsTestCase):
                                       stack.physical_topic(vc, "two")})
 
 
+    def test_member_state(self):
+        """capacity.memberStateBytes: a classic member whose metadata would
+        take the tenant past it is refused with POLICY_VIOLATION and never
+        reaches the group; a member that left frees its bytes."""
+        import datetime
+        from kio.schema.describe_groups.v5.request import DescribeGroupsRequest
+        from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
+        from kio.schema.join_group.v9 import request as jg
+        from kio.schema.leave_group.v5 import request as lg
+        from kio.static.primitive import i8
+        vc, _ = self.tenant({"capacity": {"memberStateBytes": 1000}})
+        bootstrap = self.raw(vc)
+        [coordinator] = bootstrap.request(FindCoordinatorRequest(
+            key_type=i8(0), coordinator_keys=("workers",)), 4).coordinators
+        self.assertEqual(coordinator.error_code, ErrorCode.none)
+        raw = RawClient(coordinator.host, coordinator.port)
+        self.addCleanup(raw.close)
+        raw.sasl_plain("sa", self.tokens[vc])
+
+        def join(member=""):
+            return raw.request(jg.JoinGroupRequest(
+                group_id="workers", session_timeout=datetime.timedelta(seconds=30),
+                rebalance_timeout=datetime.timedelta(seconds=5), member_id=member,
+                group_instance_id=None, protocol_type="connect", reason=None,
+                protocols=(jg.JoinGroupRequestProtocol(name="v1", metadata=b"m" * 600),)),
+                9)
+        first = join()
+        self.assertEqual(first.error_code, ErrorCode.member_id_required)
+        joined = join(first.member_id)
+        self.assertEqual(joined.error_code, ErrorCode.none)
+        self.assertEqual(join().error_code, ErrorCode.policy_violation)
+        direct = RawClient("localhost", int(stack.BOOTSTRAP.split(",")[0].rsplit(":", 1)[1]))
+        self.addCleanup(direct.close)
+        group = stack.physical_topic(vc, "workers")
+        [coordinator] = direct.request(FindCoordinatorRequest(
+            key_type=i8(0), coordinator_keys=(group,)), 4).coordinators
+        on_broker = RawClient(coordinator.host, coordinator.port)
+        self.addCleanup(on_broker.close)
+        [described] = on_broker.request(DescribeGroupsRequest(
+            groups=(group,), include_authorized_operations=False), 5).groups
+        self.assertEqual([m.member_id for m in described.members], [first.member_id])
+        left = raw.request(lg.LeaveGroupRequest(group_id="workers", members=(
+            lg.MemberIdentity(member_id=first.member_id, group_instance_id=None,
+                              reason=None),)), 5)
+        self.assertEqual(left.error_code, ErrorCode.none)
+        third = join()
+        self.assertEqual(third.error_code, ErrorCode.member_id_required)
+        self.assertEqual(join(third.member_id).error_code, ErrorCode.none)
+
     def test_group_configs_follow_the_group(self):
         """A group made a moment ago takes configs at once (its coordinator is
         asked: no inventory lists it yet); one that never existed does not;
