@@ -207,6 +207,25 @@ class RefresherTests(unittest.TestCase):
         self.assertEqual(topology.topic_names, {"t1"})
         self.assertEqual(sorted(topology.brokers), [1, 2, 3])
 
+    def test_broker_list_marks_the_unlisted(self):
+        """Each refresh's broker list is the cluster's view of which brokers
+        are alive: one it lacks is marked (Topology.unlisted), one it names
+        again is not."""
+        topology, _ = self.refresh(all_topics=False)
+        topology.learn([(4, "kafka4", 9092)])  # known once, not listed now
+        topology.learn_listed(topology.brokers)
+        self.assertEqual(topology.unlisted, frozenset())
+        from vkafka.proxy.discovery import Refresher
+        from twisted.internet.testing import MemoryReactorClock
+        from .test_splice import FakeEndpoint
+        refresher = Refresher(MemoryReactorClock(), topology,
+                              lambda r, h, p: FakeEndpoint(self, h, p), all_topics=False)
+        done = refresher.refresh()
+        _, proto, _ = self.brokers[-1]
+        proto.dataReceived(metadata_answer(1, ("t1",)))
+        self.assertEqual(self.successResultOf(done), True)
+        self.assertEqual(topology.unlisted, frozenset({4}))
+
     def test_listing_decoded_with_the_collector_held_off(self):
         """No cyclic collection can start inside the listing decode (at 10,000
         topics one stalled every connection for 28-47 ms); the collector is back

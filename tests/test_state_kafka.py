@@ -31,6 +31,9 @@ class Cluster:
         self.topic_exists = False
         self.created = []
         self.records = b""
+        self.produce_errors = []
+        """Errors the next Produce answers get (then: none)."""
+        self.produced = 0
 
     def endpoint(self, reactor, host, port):
         cluster = self
@@ -95,6 +98,17 @@ class Cluster:
                         last_stable_offset=i64(0), log_start_offset=i64(0),
                         aborted_transactions=None, preferred_read_replica=i32(-1),
                         records=records or None),)),)))
+        if header.api_key == 0:
+            from kio.schema.produce.v9 import response as produce
+            error = self.produce_errors.pop(0) if self.produce_errors else ErrorCode.none
+            self.produced += 1
+            return response_frame(header.correlation_id, produce.ProduceResponse(
+                throttle_time=NO_THROTTLE, responses=(produce.TopicProduceResponse(
+                    name=body.topic_data[0].name, partition_responses=(
+                        produce.PartitionProduceResponse(
+                            index=i32(0), error_code=error, base_offset=i64(5),
+                            log_append_time=None, log_start_offset=i64(0),
+                            record_errors=(), error_message=None),)),)))
         return None  # Fetch long polls are held, like a broker's
 
 
@@ -132,6 +146,34 @@ class KafkaStoreTests(unittest.TestCase):
         self.cluster.refused.update({("boot1", 9092), ("boot2", 9092)})
         failure = self.failureResultOf(self.store.put("k", 1), StoreUnavailable)
         self.assertIn("boot2:9092", str(failure.value))
+
+
+    def test_write_tried_again_on_the_new_leader(self):
+        """A write the leader refuses as no longer its own (or does not answer
+        in time) is tried again once, on the leader looked up anew; a refusal
+        of another kind, or a second one, fails it: StoreUnavailable."""
+        self.cluster.topic_exists = True
+        self.cluster.produce_errors = [ErrorCode.not_leader_or_follower]
+        written = self.store.put("k", 1)
+        for _ in range(3):
+            self.cluster.pump()
+        self.assertEqual(self.cluster.produced, 2)
+        self.assertNoResult(written)  # accepted: waits to be read back
+        self.store.offset = 6
+        self.store._wake()
+        self.successResultOf(written)
+        self.cluster.produce_errors = [ErrorCode.not_leader_or_follower] * 2
+        twice = self.store.put("k", 2)
+        for _ in range(3):
+            self.cluster.pump()
+        self.assertIn("not_leader_or_follower",
+                      str(self.failureResultOf(twice, StoreUnavailable).value))
+        self.cluster.produce_errors = [ErrorCode.topic_authorization_failed]
+        refused = self.store.put("k", 3)
+        for _ in range(3):
+            self.cluster.pump()
+        self.failureResultOf(refused, StoreUnavailable)
+        self.assertEqual(self.cluster.produced, 5)
 
 
 class WaitersTests(unittest.TestCase):

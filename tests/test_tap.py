@@ -172,6 +172,22 @@ class TopologyTests(unittest.TestCase):
         self.assertEqual(topology.upstream_candidates(2),
                          [("h2", 2), ("h1", 1), ("boot", 1)])
 
+    def test_unlisted_brokers_last(self):
+        """A broker the cluster's broker list lacks (fenced: stopped or wedged,
+        maybe still taking connections) is tried after the listed ones, even
+        for its own port (the bootstrap port's), until it is listed again;
+        the inventory leaves it out."""
+        topology = Topology([("boot", 1)], "gw", 6969, 3, 1)
+        topology.learn([(1, "h1", 1), (2, "h2", 2), (3, "h3", 3)])
+        topology.learn_listed([2, 3])
+        self.assertEqual(topology.upstream_candidates(1),
+                         [("h2", 2), ("h3", 3), ("h1", 1), ("boot", 1)])
+        self.assertEqual(topology.upstream_candidates(None)[0], ("h2", 2))
+        self.assertEqual(topology.upstream_candidates(3)[0], ("h3", 3))
+        self.assertEqual(sorted(topology.live_brokers()), [2, 3])
+        topology.learn_listed([1, 2, 3])
+        self.assertEqual(topology.upstream_candidates(1)[0], ("h1", 1))
+
 
 class StateGaugesTests(unittest.TestCase):
     """The gauges a scrape reads from the shared state and the gateway cluster."""

@@ -231,15 +231,19 @@ class Connector:
     (``BackendSecurity.endpoint``): TLS and the SASL login happen there.
     """
 
-    def __init__(self, reactor, endpoint_factory, client_id="vkafka"):
+    def __init__(self, reactor, endpoint_factory, client_id="vkafka",
+                 timeout=REQUEST_TIMEOUT):
         self.reactor = reactor
         self.endpoint_factory = endpoint_factory
         self.client_id = client_id
+        self.timeout = timeout
+        """Seconds a broker has to answer each request (REQUEST_TIMEOUT)."""
 
     @defer.inlineCallbacks
     def open(self, host, port, client_id=None):
         """A connected ``KafkaClientProtocol`` to *host*:*port*."""
-        client = KafkaClientProtocol(client_id or self.client_id, clock=self.reactor)
+        client = KafkaClientProtocol(client_id or self.client_id, clock=self.reactor,
+                                     timeout=self.timeout)
         yield connect(self.endpoint_factory(self.reactor, host, port), client)
         return client
 

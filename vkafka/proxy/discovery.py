@@ -92,7 +92,10 @@ class Refresher:
         self.reactor = reactor
         self.topology = topology
         self.endpoint_factory = endpoint_factory
-        self.connector = Connector(reactor, endpoint_factory, "vkafka-discovery")
+        # A listing is answered in a second or two: one not answered in 15 s
+        # is from a wedged broker, and the next one is tried.
+        self.connector = Connector(reactor, endpoint_factory, "vkafka-discovery",
+                                   timeout=15)
         self.last_error = "no metadata fetched yet"
         self.last_success = None
         self._inflight = None
@@ -223,6 +226,7 @@ class Refresher:
                 self.last_error = str(e)
         else:
             self.topology.learn(brokers)
+            self.topology.learn_listed(node for node, _, _ in brokers)
             if self.all_topics:
                 self.topology.learn_listed_ids(ids)
                 self.topology.learn_listing(ids.values(), self.reactor.seconds(),

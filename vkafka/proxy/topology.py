@@ -62,6 +62,9 @@ class Topology:
         self.port_count = port_count
         self.min_broker_id = min_broker_id
         self.brokers = {}
+        self.unlisted = frozenset()
+        """Brokers the gateway's last full broker list lacked (fenced: stopped,
+        wedged or gone); tried last (``upstream_candidates``)."""
         self.topic_ids = TopicIds()
         """Topic id -> physical name, learnt from every answer that pairs them."""
         self.topic_names = set()
@@ -110,6 +113,21 @@ class Topology:
             self.min_broker_id = min(self.brokers)
             self.log.info("port map: broker {base} on port {port}",
                           base=self.min_broker_id, port=self.start_port)
+
+    def learn_listed(self, node_ids):
+        """The brokers a full broker list (the refresher's Metadata) names:
+        the cluster's own view of which are alive.  A broker left out is
+        tried last, so a stopped or wedged one, which may still take
+        connections, holds no bootstrap connection or lookup while others
+        answer."""
+        unlisted = frozenset(self.brokers.keys() - set(node_ids))
+        if unlisted != self.unlisted:
+            self.log.info("brokers not listed by the cluster: {ids}", ids=sorted(unlisted))
+            self.unlisted = unlisted
+
+    def live_brokers(self):
+        """``{node id: (host, port)}`` of the brokers the cluster lists."""
+        return {n: a for n, a in self.brokers.items() if n not in self.unlisted}
 
     def learn_listing(self, names, now, partitions=None):
         """A full listing of the cluster's topics (all-topics Metadata), with
@@ -198,12 +216,18 @@ class Topology:
         broker will do: Kafka brokers check leadership and coordinatorship on
         every request and answer NOT_LEADER / NOT_COORDINATOR, which makes a
         client refresh its metadata; so a fallback never misdelivers, and any
-        gateway port works as a bootstrap.
+        gateway port works as a bootstrap.  Brokers the cluster no longer
+        lists (``unlisted``) come after those it does, even for their own
+        port: clients learn only listed brokers, so what still reaches an
+        unlisted one's port is a bootstrap.
         """
         seen = []
-        if node_id is not None and node_id in self.brokers:
+        if node_id is not None and node_id in self.brokers and \
+                node_id not in self.unlisted:
             seen.append(self.brokers[node_id])
-        for address in list(self.brokers.values()) + self.bootstrap:
+        listed = [a for n, a in self.brokers.items() if n not in self.unlisted]
+        unlisted = [a for n, a in self.brokers.items() if n in self.unlisted]
+        for address in listed + unlisted + self.bootstrap:
             if address not in seen:
                 seen.append(address)
         return seen

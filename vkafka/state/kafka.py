@@ -29,6 +29,14 @@ from .store import StoreUnavailable
 
 STATE_TOPIC = "_vkafka_state"
 
+WRITE_ATTEMPTS = 2
+"""A write is tried again once, on the leader looked up anew, when the first
+try's broker moved leadership away or did not answer: the state topic's
+leader changes with every broker restart, and a write is a key's whole
+value (written twice, it reads the same)."""
+RETRIED = frozenset({ErrorCode.not_leader_or_follower, ErrorCode.leader_not_available,
+                     ErrorCode.request_timed_out, ErrorCode.not_enough_replicas})
+
 
 def _ms(value):
     return i32Timedelta.parse(datetime.timedelta(milliseconds=value))
@@ -75,7 +83,9 @@ class KafkaStore:
         self.reactor = reactor
         self.topology = topology
         self.endpoint_factory = endpoint_factory
-        self.connector = Connector(reactor, endpoint_factory, "vkafka-state")
+        # A state read waits 500 ms at the broker, a write 5 s, the topic's
+        # creation 10 s: a broker silent for 15 s is wedged.
+        self.connector = Connector(reactor, endpoint_factory, "vkafka-state", timeout=15)
         self.topic = topic
         self.poll_ms = poll_ms
         self.configs = {"cleanup.policy": "compact", **(configs or {})}
@@ -202,22 +212,30 @@ class KafkaStore:
         from kio.schema.produce.v9.request import (
             PartitionProduceData, ProduceRequest, TopicProduceData)
 
-        try:
-            writer = yield self._writer_connection()
-            response = yield writer.request(ProduceRequest(
-                acks=i16(-1), timeout=_ms(5000), topic_data=(TopicProduceData(
-                    name=self.topic, partition_data=(PartitionProduceData(
-                        index=i32(0), records=encode_record(key, value)),)),)), 9)
-        except Exception as e:
-            self._leader = None
-            raise StoreUnavailable(f"cannot write gateway state: {e}")
-        [part] = response.responses[0].partition_responses
-        if part.error_code != ErrorCode.none:
+        request = ProduceRequest(
+            acks=i16(-1), timeout=_ms(5000), topic_data=(TopicProduceData(
+                name=self.topic, partition_data=(PartitionProduceData(
+                    index=i32(0), records=encode_record(key, value)),)),))
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                writer = yield self._writer_connection()
+                response = yield writer.request(request, 9)
+            except StoreUnavailable:
+                raise
+            except Exception as e:
+                self._leader = None
+                if attempt + 1 < WRITE_ATTEMPTS:
+                    continue
+                raise StoreUnavailable(f"cannot write gateway state: {e}")
+            [part] = response.responses[0].partition_responses
+            if part.error_code == ErrorCode.none:
+                break
             self._leader = None
             if self._writer is not None:
                 self._writer.close()
-            raise StoreUnavailable(
-                f"cannot write gateway state: {part.error_code.name}")
+            if part.error_code not in RETRIED or attempt + 1 == WRITE_ATTEMPTS:
+                raise StoreUnavailable(
+                    f"cannot write gateway state: {part.error_code.name}")
         d = defer.Deferred()
         self._waiters.append((part.base_offset, d))
         self._wake()

@@ -391,7 +391,7 @@ class Inventory:
             DescribeTransactionsRequest)
         from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
         from kio.static.primitive import i8
-        _, (host, port) = min(self.topology.brokers.items())
+        host, port = self.topology.upstream_candidates(None)[0]
         [found] = yield self.ask(host, port, [(FindCoordinatorRequest(
             key_type=i8(0 if kind == GROUP else 1), coordinator_keys=(physical,)), 4)])
         [coordinator] = found.coordinators
@@ -419,7 +419,7 @@ class Inventory:
         from kio.static.primitive import i8
         if not physical_groups or not self.topology.brokers:
             return defer.succeed(None)
-        _, (host, port) = min(self.topology.brokers.items())
+        host, port = self.topology.upstream_candidates(None)[0]
         request = ac.AlterConfigsRequest(validate_only=False, resources=tuple(
             ac.AlterConfigsResource(resource_type=i8(32), resource_name=g, configs=())
             for g in physical_groups))
@@ -460,7 +460,7 @@ class Inventory:
     def _take(self):
         if self.refresh is not None:
             yield self.refresh()
-        brokers = sorted(self.topology.brokers.items())
+        brokers = sorted(self.topology.live_brokers().items())  # not the fenced
         if not brokers:
             raise InventoryError("no broker known yet")
         asks = [(request(key, version_for(key, self.topology.api_versions)),
