@@ -1945,6 +1945,39 @@ class LoopShareTests(Producing, TenantSpliceBase):
         sent = FrameDecoder().feed(self.broker_transport.value())
         self.assertEqual([bytes(f[:2]) for f in sent], [b"\x00\x0a"] * 6)  # nothing lost
 
+    def test_partitions_made_and_deleted_counted(self):
+        """Partitions created (CreateTopics, CreatePartitions) or deleted
+        (DeleteTopics) cost their virtual cluster PARTITION_WORK each of its
+        share: 100 at once hold its connections past the first burst; a
+        validate-only creation costs nothing but its decoding."""
+        from kio.schema.create_topics.v7 import request as ct
+        from kio.schema.delete_topics.v6 import request as dt
+        from kio.static.primitive import i16, i32, i32Timedelta
+        from vkafka.tenancy.rules.topics import PARTITION_WORK
+        self.client.services.loop_share = self.gateway.loop_share
+        self.login()
+        bucket = self.gateway.loop_share.bucket("london")
+
+        def create(partitions, validate, correlation_id):
+            self.client.dataReceived(request_frame(ct.CreateTopicsRequest(
+                topics=(ct.CreatableTopic(name="t", num_partitions=i32(partitions),
+                                          replication_factor=i16(1), assignments=(),
+                                          configs=()),),
+                timeout=i32Timedelta.parse(datetime.timedelta(seconds=5)),
+                validate_only=validate), 7, correlation_id))
+        create(100, True, 10)
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05)
+        self.assertEqual(self.client.valve.reasons, set())
+        create(100, False, 11)
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.1 - 100 * PARTITION_WORK)
+        self.assertEqual(self.client.valve.reasons, {"throttle"})
+        self.reactor.advance(10)  # the bucket full again
+        self.gateway.topology.learn_topic("londont", partitions=100)
+        self.client.dataReceived(request_frame(dt.DeleteTopicsRequest(
+            topics=(dt.DeleteTopicState(name="t", topic_id=None),),
+            timeout=i32Timedelta.parse(datetime.timedelta(seconds=5))), 6, 12))
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05 - 100 * PARTITION_WORK)
+
     def test_decoded_answers_counted_too(self):
         """A small request can ask for a large answer: its decode and rewrite
         are charged as well (three requests and answers: 0.3 s of work)."""

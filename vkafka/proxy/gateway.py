@@ -121,6 +121,7 @@ class Gateway:
                         self.group_ids, membership=self.membership,
                         transactional_ids=self.transactional_ids,
                         producer_ids=self.producer_ids, members=self.members,
+                        loop_share=self.loop_share,
                         clear_group_configs=self.clear_group_configs,
                         authorizer=None if self.state is None else self.state.authorizer,
                         audit=self.audit, offload=self.offload,

@@ -59,6 +59,10 @@ class Services:
     the gateway process's; None: not counted)."""
     producer: int = -1
     members: object = None
+    loop_share: object = None
+    """Each virtual cluster's share of the event loop (filters/throttle.py
+    LoopShare; None: no limit): broker work a request asks for is charged
+    to it too (rules/topics.py, PARTITION_WORK)."""
     """Classic group member state each virtual cluster keeps on the brokers
     (members.Members, the gateway process's; None: not counted)."""
     """The producer id this connection's last Produce was let write with."""
