@@ -188,6 +188,21 @@ class TopologyTests(unittest.TestCase):
         topology.learn_listed([1, 2, 3])
         self.assertEqual(topology.upstream_candidates(1)[0], ("h1", 1))
 
+    def test_health_names_unlisted_brokers(self):
+        """/health stays ready with a broker fenced (the gateway serves
+        through the others) and names it."""
+        import types
+
+        from vkafka.tap import _health_details
+        topology = Topology([("boot", 1)], "gw", 6969, 3, 1)
+        topology.learn([(1, "h1", 1), (2, "h2", 2)])
+        refresher = types.SimpleNamespace(last_error=None)
+        self.assertEqual(_health_details(topology, refresher, None, None),
+                         (None, {"brokers": [1, 2]}))
+        topology.learn_listed([2])
+        self.assertEqual(_health_details(topology, refresher, None, None),
+                         (None, {"brokers": [1, 2], "unlistedBrokers": [1]}))
+
 
 class StateGaugesTests(unittest.TestCase):
     """The gauges a scrape reads from the shared state and the gateway cluster."""

@@ -760,6 +760,8 @@ def _health_details(topology, refresher, store, membership, **extra):
     *extra* (a supervisor's workers), the gateway cluster and the state
     store's progress, in that order."""
     details = {"brokers": sorted(topology.brokers), **extra}
+    if topology.unlisted:  # fenced (stopped, wedged): tried last, still serving
+        details["unlistedBrokers"] = sorted(topology.unlisted)
     if membership is not None and membership.cluster_id is not None:
         details["cluster"] = {"id": membership.cluster_id, "node": membership.node_id,
                               "nodes": [n.id for n in membership.nodes()]}
