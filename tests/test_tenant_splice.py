@@ -1916,9 +1916,12 @@ class LoopShareTests(Producing, TenantSpliceBase):
     def setUp(self):
         super().setUp()
         from vkafka.filters.throttle import LoopShare
+        from vkafka.proxy import login
         self.gateway.loop_share = LoopShare(0.25, self.reactor.seconds)
         self.ticks = []
         self.client.services.work_clock = self.tick
+        self.login_work = login.LOGIN_WORK
+        self.patch(login, "LOGIN_WORK", 0.0)  # the sums below are the requests' work
 
     def tick(self):
         self.ticks.append(None)
@@ -2060,10 +2063,40 @@ class LoopShareTests(Producing, TenantSpliceBase):
         other.services.work_clock = self.tick
         ticks = len(self.ticks)
         other.dataReceived(request_frame(find_coordinator_request(["g"]), 4, 30))
-        self.assertEqual(other.valve.reasons, {"throttle"})
+        self.assertIn("login", other.valve.reasons)  # its login waits first
         self.assertEqual(len(self.ticks), ticks)  # not worked on: it waits
-        self.reactor.advance(other.valve.until("throttle") - self.reactor.seconds())
+        self.reactor.advance(1)  # the debt (0.05 s) paid
         self.assertGreater(len(self.ticks), ticks)  # its turn came
+        self.assertEqual(len(FrameDecoder().feed(transport.value())), 2)  # in order
+
+    def test_logins_paced(self):
+        """Each first login costs its virtual cluster LOGIN_WORK of its share:
+        past it, a login's answer waits its turn (the connection's later
+        requests behind it, in order); other virtual clusters' logins do not."""
+        from vkafka.proxy import login
+        LOGIN_WORK = self.login_work
+        self.patch(login, "LOGIN_WORK", LOGIN_WORK)
+        self.login()
+        bucket = self.gateway.loop_share.bucket("london")
+        self.assertAlmostEqual(bucket.tokens, 0.25 - LOGIN_WORK)
+        bucket.tokens = -0.25  # a second of debt at 0.25 a second
+
+        def connect(vcluster, port):
+            conn = self.gateway.factory_for_port(6969).buildProtocol(None)
+            transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.4", port))
+            conn.makeConnection(transport)
+            conn.dataReceived(handshake())
+            conn.dataReceived(authenticate("sa", self.authority.issue(vcluster, "sa", 600)))
+            return conn, transport
+        paris, paris_transport = connect("paris", 7)
+        self.assertEqual(len(FrameDecoder().feed(paris_transport.value())), 2)
+        waiting, transport = connect("london", 8)
+        self.assertEqual(len(FrameDecoder().feed(transport.value())), 1)  # handshake only
+        self.reactor.advance(1 + LOGIN_WORK * 4 - 0.01)
+        self.assertEqual(len(FrameDecoder().feed(transport.value())), 1)
+        self.reactor.advance(0.02)
+        self.assertEqual(len(FrameDecoder().feed(transport.value())), 2)
+        self.assertEqual(waiting.valve.reasons, set())
 
     def test_share_is_per_virtual_cluster(self):
         self.login()

@@ -106,7 +106,7 @@ SETTINGS = [
     ("tenant-loop-share", "GATEWAY_TENANT_LOOP_SHARE", 0.25, float,
      "Seconds of event-loop work per second one virtual cluster's decoded "
      "requests and answers may take on a gateway process (0 to 1; 0: no limit), "
-     "partitions it creates or deletes counting 4 ms each; beyond it "
+     "partitions it creates or deletes counting 4 ms each, logins 2 ms; beyond it "
      "the connection's reads are held (vkafka_throttle_seconds)"),
     ("tenant-request-buffer", "GATEWAY_TENANT_REQUEST_BUFFER", 64 * 1024 * 1024, int,
      "Bytes of requests one virtual cluster's connections may make a gateway "
