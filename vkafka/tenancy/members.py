@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_members -*-
-"""How much classic group member state a virtual cluster keeps on the brokers.
+"""How much group member state a virtual cluster keeps on the brokers.
 
 A classic group's coordinator keeps, for every member, the protocol metadata
 of its JoinGroup (every protocol's, opaque bytes for any protocol type but
@@ -17,14 +17,17 @@ counted from its JoinGroup's answer with the size of its metadata (and
 later of its assignment), and forgotten when it leaves, or when it has not
 joined, synced or heartbeaten through this process for its session timeout
 (the broker has dropped it by then, or it heartbeats through another
-gateway).  A JoinGroup or SyncGroup that would take its virtual cluster
-past the bound is refused (``consumer_protocol``).
+gateway).  KIP-848 members count their subscriptions likewise, from the
+ConsumerGroupHeartbeat that sends them.  A JoinGroup, SyncGroup or
+ConsumerGroupHeartbeat that would take its virtual cluster past the bound is
+refused with POLICY_VIOLATION (``consumer_protocol``, ``rules/groups.py``).
 """
 
 from collections import OrderedDict
 
 from ..state.limits import Limits
 from ..state.policy import held_at_most
+
 SESSIONS = (10.0, 30.0, 45.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 """How long a silent member is counted: its session timeout rounded up to
 one of these (at most Kafka's own ceiling, ``group.max.session.timeout.ms``'s
@@ -35,7 +38,7 @@ and host as the coordinator keeps them."""
 
 
 class Members:
-    """The classic members each virtual cluster made through this process;
+    """The group members each virtual cluster made through this process;
     *clock* ``() -> seconds``."""
 
     def __init__(self, clock):
