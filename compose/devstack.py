@@ -219,8 +219,7 @@ class Cluster:
         nodes = {n: next(ports) for n in node_ids}
         controllers = {n: next(ports) for n in node_ids}
         extra = {n: next(ports) for n in extra_node_ids}
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        return cls(directory, nodes, controllers, extra, cluster_id=cluster_id)
+        return cls(directory, nodes, controllers, extra, cluster_id=new_cluster_id())
 
     @property
     def bootstrap(self):
@@ -456,8 +455,7 @@ def start_acl_broker(users, directory, ports=None):
     }
     config = directory / "server.properties"
     config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    _start_node("kafka-acl", directory, config, cluster_id, directory)
+    _start_node("kafka-acl", directory, config, new_cluster_id(), directory)
     servers = f"localhost:{ports['PLAINTEXT']}"
 
     def ready():
@@ -471,6 +469,16 @@ def start_acl_broker(users, directory, ports=None):
 
 def stop_acl_broker(directory):
     stop("kafka-acl", base=Path(directory))
+
+
+def new_cluster_id():
+    """A random KRaft cluster id, as Kafka's Uuid.randomUuid makes it: never
+    starting with "-", which kafka-storage would read as an option (one id in
+    64 did, and its cluster failed to format)."""
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
 
 
 def _start_node(name, directory, config, cluster_id=CLUSTER_ID, base=None):

@@ -56,6 +56,17 @@ class DevstackPlaceTests(unittest.TestCase):
         self.assertIn("up,down,status", result.stdout)
 
 
+class ClusterIdTests(unittest.TestCase):
+    def test_never_an_option(self):
+        """A private cluster's id never starts with "-": kafka-storage read
+        one such id as an option and the cluster failed to format (a CI run).
+        uuid4 is patched to give such an id first."""
+        import uuid
+        ids = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=bytes(16))])
+        self.patch(devstack.uuid, "uuid4", lambda: next(ids))
+        self.assertEqual(devstack.new_cluster_id(), "AAAAAAAAAAAAAAAAAAAAAA")
+
+
 class FreePortTests(unittest.TestCase):
     def test_consecutive_free_and_never_twice(self):
         taken = set()
