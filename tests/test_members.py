@@ -75,6 +75,17 @@ class MembersTests(unittest.TestCase):
                          HELD_AT_MOST["member_state_bytes"])
         self.assertEqual(HELD_AT_MOST["member_state_bytes"], 32 << 20)
 
+    def test_budget_split_over_workers(self):
+        """With --workers N each worker holds an Nth of the budget: more
+        cores do not multiply what a tenant keeps in the coordinators."""
+        members = Members(lambda: 0.0)
+        members.processes = 4
+        limits = Limits(capacity=Capacity(member_state_bytes=4000))
+        services = types.SimpleNamespace(limits_of=lambda vc: limits, members=members)
+        self.assertEqual(budget(services, "a"), 1000)
+        services.limits_of = None
+        self.assertEqual(budget(services, "a"), 8 << 20)
+
     def test_sessions_rounded_up(self):
         """A silent member counts its session timeout rounded up to one of
         SESSIONS, at most the last, whatever it asked for."""

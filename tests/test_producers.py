@@ -18,8 +18,8 @@ class ProducerIdsTests(unittest.TestCase):
         for producer in (1, 2, 3, 1, 2, 3):  # seen ones pass free
             self.ids.admit("acme", producer)
         e = self.assertRaises(Rejected, self.ids.admit, "acme", 4)
-        self.assertIn("brought 3 new producer ids through this gateway in the last "
-                      "hour, its limit", str(e))
+        self.assertIn("brought 3 new producer ids through this gateway process in "
+                      "the last hour, its limit", str(e))
         self.ids.admit("other", 4)  # each virtual cluster its own
         self.clock.advance(1200)  # a third of the hour: one more
         self.ids.admit("acme", 4)
@@ -28,6 +28,16 @@ class ProducerIdsTests(unittest.TestCase):
         for producer in (5, 6, 7):
             self.ids.admit("acme", producer)
         self.assertRaises(Rejected, self.ids.admit, "acme", 8)
+
+    def test_split_over_workers(self):
+        """With --workers N each worker lets in an Nth: more cores do not
+        multiply the producer states a tenant leaves on the brokers."""
+        ids = ProducerIds(self.clock.seconds, per_hour=300)
+        ids.processes = 100
+        for producer in (1, 2, 3):
+            ids.admit("acme", producer)
+        e = self.assertRaises(Rejected, ids.admit, "acme", 4)
+        self.assertIn("brought 3 new producer ids", str(e))
 
     def test_two_producers_in_one_request(self):
         e = self.assertRaises(Rejected, self.ids.admit, "acme", SEVERAL)

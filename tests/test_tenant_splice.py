@@ -1917,7 +1917,7 @@ class LoopShareTests(Producing, TenantSpliceBase):
         super().setUp()
         from vkafka.filters.throttle import LoopShare
         from vkafka.proxy import login
-        self.gateway.loop_share = LoopShare(0.25, self.reactor.seconds)
+        self.gateway.loop_share = LoopShare(0.25, self.reactor.seconds, self.reactor.callLater)
         self.ticks = []
         self.client.services.work_clock = self.tick
         self.login_work = login.LOGIN_WORK
@@ -2068,6 +2068,48 @@ class LoopShareTests(Producing, TenantSpliceBase):
         self.reactor.advance(1)  # the debt (0.05 s) paid
         self.assertGreater(len(self.ticks), ticks)  # its turn came
         self.assertEqual(len(FrameDecoder().feed(transport.value())), 2)  # in order
+
+    def test_waiting_connections_take_turns(self):
+        """Past the share, a virtual cluster's connections are let go one at a
+        time as the debt is paid, in the order they came: one with ten
+        requests held does not keep another waiting until all ten are done
+        (released together, the first to run spent the share again and the
+        others were held anew: 12 connections making topics waited up to
+        28 s).  One that closes while it waits leaves the line."""
+        self.login()
+        self.gateway.loop_share.bucket("london").tokens = -0.25  # 1 s of debt
+        worked = []
+
+        def connect(name, port):
+            conn = self.gateway.factory_for_port(6969).buildProtocol(None)
+            conn.makeConnection(StringTransport(peerAddress=IPv4Address(
+                "TCP", "1.2.3.4", port)))
+            conn.dataReceived(handshake())
+            conn.dataReceived(authenticate("sa", self.authority.issue("london", "sa",
+                                                                      600)))
+            conn.services.work_clock = lambda: (
+                worked.append((name, self.reactor.seconds())), len(worked) * 0.05)[1]
+            return conn
+        busy, gone, quiet = connect("busy", 7), connect("gone", 8), connect("quiet", 9)
+        busy.dataReceived(b"".join(request_frame(find_coordinator_request(["g"]), 4,
+                                                 10 + n) for n in range(10)))
+        self.reactor.advance(0.1)
+        gone.dataReceived(request_frame(find_coordinator_request(["g"]), 4, 10))
+        quiet.dataReceived(request_frame(find_coordinator_request(["g"]), 4, 10))
+        self.assertEqual(worked, [])  # all three wait
+        gone.transport.loseConnection()
+        gone.connectionLost(None)
+        for _ in range(100):
+            self.reactor.advance(0.05)
+        starts = worked[::2]
+        self.assertEqual([name for name, _ in starts].count("busy"), 10)
+        self.assertNotIn("gone", [name for name, _ in starts])
+        quiet_at = [at for name, at in starts if name == "quiet"]
+        self.assertEqual(len(quiet_at), 1)
+        # its turn came after busy's first or second, 0.2 s of debt each
+        self.assertLessEqual(quiet_at[0], starts[0][1] + 0.45)
+        self.assertEqual(quiet.valve.reasons, set())
+        self.assertFalse(quiet._loop_queued)
 
     def test_logins_paced(self):
         """Each first login costs its virtual cluster LOGIN_WORK of its share:
@@ -2409,7 +2451,7 @@ class OffLoopTests(TenantSpliceBase):
     def setUp(self):
         super().setUp()
         from vkafka.filters.throttle import LoopShare
-        self.gateway.loop_share = LoopShare(0.25, self.reactor.seconds)
+        self.gateway.loop_share = LoopShare(0.25, self.reactor.seconds, self.reactor.callLater)
         self.jobs = []
         self.client.services.offload = self.offload
         self.client.services.work_clock = lambda: 0.0  # only the jobs' 0.2 s count

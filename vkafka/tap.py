@@ -489,7 +489,8 @@ def makeService(config, reactor=None, worker=None):
                                   config["tenant-answer-buffer"])
     if tenancy is not None and config["tenant-loop-share"] > 0:
         from .filters.throttle import LoopShare
-        gateway.loop_share = LoopShare(config["tenant-loop-share"], reactor.seconds)
+        gateway.loop_share = LoopShare(config["tenant-loop-share"], reactor.seconds,
+                                        reactor.callLater)
     from .proxy.leave import LeavingService
 
     top = LeavingService(reactor)

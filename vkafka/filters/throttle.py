@@ -12,6 +12,7 @@ without an error and nothing is lost.
 """
 
 import math
+from collections import deque
 
 from ..protocol.throttle import throttled
 
@@ -55,6 +56,64 @@ class Bucket:
         self.at = now
 
 
+class Share(Bucket):
+    """A virtual cluster's loop seconds, and its connections waiting for them,
+    in the order they came.  Past the share, waiting connections are let go
+    one at a time as the debt is paid: each turn handles what that connection
+    holds, and whoever it puts in debt waits behind the rest.  Released all at
+    once instead, the first to run spent the share again and the others were
+    held anew, so some waited for ever (12 connections making topics: holds of
+    28 s, each client's request timing out)."""
+
+    __slots__ = ("waiting", "timer", "call_later")
+
+    def __init__(self, rate, clock, call_later):
+        super().__init__(rate, clock)
+        self.tokens = rate  # a first burst: a client's first requests
+        self.waiting = deque()
+        self.timer = None
+        self.call_later = call_later
+
+    def wait(self):
+        """Seconds until the debt is paid (0: none worth waiting for)."""
+        debt = self.debt / self.rate
+        return debt if debt >= MIN_WAIT else 0.0
+
+    def queue(self, conn):
+        """True if *conn* must wait for its turn (``conn.loop_turn`` is
+        called then); False if it may go on now."""
+        if not self.waiting and not self.wait():
+            return False
+        self.waiting.append((conn, self.clock()))
+        self._next()
+        return True
+
+    def leave(self, conn):
+        """*conn* closed while it waited."""
+        for entry in self.waiting:
+            if entry[0] is conn:
+                self.waiting.remove(entry)
+                return
+
+    def _next(self):
+        if self.timer is None and self.waiting:
+            self.timer = self.call_later(self.wait(), self._turn)
+
+    def _turn(self):
+        """The debt is paid (or someone overspent meanwhile: wait again):
+        the longest waiting connection's turn; the next one's at the
+        loop's next turn, once this one has run."""
+        self.timer = None
+        if not self.wait() and self.waiting:
+            conn, since = self.waiting.popleft()
+            conn.loop_turn(self.clock() - since)
+        self._next()
+
+
+MIN_WAIT = 0.001
+"""Less debt than this is rounding, paid by the time a hold would end."""
+
+
 class LoopShare:
     """Event-loop time per virtual cluster.  A request or answer the gateway
     decodes costs about a microsecond per 3 bytes on the loop every tenant shares:
@@ -62,24 +121,26 @@ class LoopShare:
     virtual cluster may spend *share* of a second of decoding per second
     (a burst of as much to start); beyond it the connection that overspent
     reads nothing more until the debt is paid, as a broker mutes a channel,
-    and neither do the virtual cluster's other connections (new ones too)
-    once they have a request to handle.  Produce and Fetch v13+ are sliced,
-    not decoded: counted only when one takes SMALL_WORK or more."""
+    and the virtual cluster's other connections (new ones too) wait their
+    turns (``Share``) once they have a request to handle.  Produce and Fetch
+    v13+ are sliced, not decoded: counted only when one takes SMALL_WORK or
+    more."""
 
-    def __init__(self, share, clock):
+    def __init__(self, share, clock, call_later):
         self.share = share
         self.clock = clock
+        self.call_later = call_later
         self.buckets = {}
-        """Virtual cluster -> Bucket of loop seconds."""
+        """Virtual cluster -> Share of loop seconds."""
 
     def bucket(self, vcluster):
-        """*vcluster*'s Bucket of loop seconds: every connection of the virtual
-        cluster checks it before its requests (``tokens`` below 0: in debt,
-        which holds all of them, not only the one that overspent)."""
+        """*vcluster*'s Share of loop seconds: every connection of the
+        virtual cluster checks it before its requests (``tokens`` below 0,
+        or connections waiting: it waits its turn)."""
         bucket = self.buckets.get(vcluster)
         if bucket is None:
-            bucket = self.buckets[vcluster] = Bucket(self.share, self.clock)
-            bucket.tokens = self.share  # a first burst: a client's first requests
+            bucket = self.buckets[vcluster] = Share(self.share, self.clock,
+                                                    self.call_later)
         return bucket
 
     def charge(self, vcluster, seconds):

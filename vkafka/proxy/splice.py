@@ -113,7 +113,8 @@ class ClientConnection(protocol.Protocol):
     rates = None
     """The virtual cluster's TenantRates on this gateway (filters/throttle.py)."""
     loop_debt = None
-    """The virtual cluster's Bucket of loop seconds (LoopShare), once logged in."""
+    """The virtual cluster's Share of loop seconds (LoopShare), once logged in."""
+    _loop_queued = _loop_turn = False
     buffers = None
     """The virtual cluster's request TenantBuffer in this process
     (buffers.py), once logged in: the frame this connection is receiving is
@@ -254,11 +255,14 @@ class ClientConnection(protocol.Protocol):
         """Requests in order, with one send per socket for all of them.  They
         wait (in ``_held``) behind a request that waits (to connect, for a
         rule, for the state), behind a throttle, and past FRAMES_PER_TURN."""
-        debt = self.loop_debt
-        if debt is not None and debt.tokens < 0:  # another connection overspent
-            wait = debt.debt / debt.rate
-            if wait >= 0.001:  # less: rounding, paid by the time it would end
-                self.hold_reads(wait)
+        share = self.loop_debt
+        if share is not None and (share.tokens < 0 or share.waiting) \
+                and frames and not self._loop_queued:  # past the share: in turn
+            if self._loop_turn:
+                self._loop_turn = False
+            elif share.queue(self):
+                self._loop_queued = True
+                self.valve.hold("loop share")
         self.outbox.hold()
         if self.upstream is not None:
             self.upstream.hold()
@@ -567,6 +571,16 @@ class ClientConnection(protocol.Protocol):
                                   error, records)
         self.sequencer.ready(pending, frame)
 
+    def loop_turn(self, waited):
+        """This connection waited *waited* seconds for its turn under its
+        virtual cluster's loop share (filters/throttle.Share): its requests
+        go on, once, whatever the debt."""
+        self._loop_queued = False
+        self._loop_turn = True
+        if self.metrics is not None:
+            self.gateway.metrics.throttled.labels(self.metrics.vcluster).value += waited
+        self.valve.release("loop share")
+
     def hold_reads(self, seconds):
         """A throttled tenant: read nothing more from this client for
         *seconds* (KIP-219: the broker mutes the channel the same way)."""
@@ -609,6 +623,9 @@ class ClientConnection(protocol.Protocol):
                 self.answer_buffer.gone(self.broker)
         if self.valve is not None:
             self.valve.stop()
+        if self._loop_queued:
+            self.loop_debt.leave(self)
+            self._loop_queued = False
         if self._turn is not None and self._turn.active():
             self._turn.cancel()
         if self.broker is not None:

@@ -203,8 +203,9 @@ class Capacity(_Part):
         0, "Transactional ids it holds at most (absent: the gateway's default, 10000)")
     member_state_bytes: Optional[int] = _amount(
         "Bytes of group member state it keeps on the brokers through each gateway "
-        "process: classic members' metadata and assignments, KIP-848 members' "
-        "subscriptions (absent: the gateway's default, 33554432)")
+        "(each of its N workers: an Nth): classic members' metadata and "
+        "assignments, KIP-848 members' subscriptions (absent: the gateway's "
+        "default, 33554432)")
 
 
 @dataclass(frozen=True)

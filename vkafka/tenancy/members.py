@@ -10,9 +10,11 @@ end (each JoinGroup with no member id is a new one): a few hundred members
 of 1 MiB are a broker's heap, which every tenant shares.  Capacities count
 groups, not members, and ``group.max.size`` bounds one group only.
 
-So each gateway process counts the bytes of member state each virtual
-cluster made through it (``capacity.memberStateBytes`` at most, 32 MiB by
-default: ``state.policy.HELD_AT_MOST``): a member is
+So each gateway counts the bytes of member state each virtual cluster
+made through it (``capacity.memberStateBytes`` at most, 32 MiB by default:
+``state.policy.HELD_AT_MOST``; with ``--workers N`` each worker counts its
+own against an Nth of it, the kernel spreading connections evenly, so more
+cores do not multiply the bound): a member is
 counted from its JoinGroup's answer with the size of its metadata (and
 later of its assignment), and forgotten when it leaves, or when it has not
 joined, synced or heartbeaten through this process for its session timeout
@@ -43,6 +45,9 @@ class Members:
 
     def __init__(self, clock):
         self.clock = clock
+        self.processes = 1
+        """The gateway's workers (set by vkafka/worker.py): each holds an
+        equal part of every budget."""
         self._tenants = {}
         """vc -> [{session: OrderedDict((group, member) -> [bytes, session,
         expires, assignment bytes])}, total bytes]; each list least recently
@@ -151,10 +156,13 @@ class Members:
 
 
 def budget(services, vc):
-    """*vc*'s capacity.memberStateBytes, or the gateway's default."""
+    """*vc*'s capacity.memberStateBytes (or the gateway's default), this
+    process's part of it."""
     limits_of = getattr(services, "limits_of", None)
-    return held_at_most(Limits.NONE if limits_of is None else limits_of(vc),
-                        "member_state_bytes")
+    whole = held_at_most(Limits.NONE if limits_of is None else limits_of(vc),
+                         "member_state_bytes")
+    members = getattr(services, "members", None)
+    return whole if members is None else whole // members.processes
 
 
 def _beyond(held, more, budget, what):
@@ -162,7 +170,8 @@ def _beyond(held, more, budget, what):
         return None
     return (f"group member state: the virtual cluster keeps {held} bytes of group "
             f"members' metadata, assignments and subscriptions through this gateway "
-            f"process; {what} would take it past {budget} (capacity.memberStateBytes)")
+            f"process; {what} would take it past {budget} (capacity.memberStateBytes, "
+            "split evenly over the gateway's workers)")
 
 
 def _find(tenant, key, pop=False):

@@ -9,9 +9,9 @@ states a second on each replica (docs/security.md, attack 161), broker heap
 that every tenant shares and that no Kafka quota sees (the gateway is one
 principal to the brokers).
 
-So each gateway process lets each virtual cluster bring at most
-``NEW_PER_HOUR`` producer ids it has not seen, a bucket that fills again
-over the hour; the ids it has seen pass without a charge (a producer's
+So each gateway lets each virtual cluster bring at most ``NEW_PER_HOUR``
+producer ids it has not seen (with ``--workers N``, each worker an Nth of
+them), a bucket that fills again over the hour; the ids it has seen pass without a charge (a producer's
 other connections, its next requests).  A Produce whose batches carry two
 producers' ids is refused outright: a client's producer sends its own.
 """
@@ -38,6 +38,9 @@ class ProducerIds:
     def __init__(self, clock, per_hour=NEW_PER_HOUR):
         self.clock = clock
         self.per_hour = per_hour
+        self.processes = 1
+        """The gateway's workers (set by vkafka/worker.py): each lets in an
+        equal part."""
         self._tenants = {}
         """vc -> [ids seen (oldest first, at most per_hour), tokens, when]."""
 
@@ -47,20 +50,21 @@ class ProducerIds:
             raise Rejected("produce request: record batches of two producers "
                            "(a client's producer sends only its own)")
         now = self.clock()
+        per_hour = self.per_hour / self.processes
         tenant = self._tenants.get(vc)
         if tenant is None:
-            tenant = self._tenants[vc] = [OrderedDict(), float(self.per_hour), now]
+            tenant = self._tenants[vc] = [OrderedDict(), per_hour, now]
         seen = tenant[0]
         if producer_id in seen:
             return
-        tokens = min(self.per_hour, tenant[1] + (now - tenant[2]) * self.per_hour / 3600)
+        tokens = min(per_hour, tenant[1] + (now - tenant[2]) * per_hour / 3600)
         tenant[2] = now
         if tokens < 1:
             tenant[1] = tokens
             raise Rejected(f"a produce with a new producer id: the virtual cluster "
-                           f"brought {self.per_hour} new producer ids through this "
-                           f"gateway in the last hour, its limit (each is broker "
-                           f"state for a day)")
+                           f"brought {per_hour:.0f} new producer ids through this "
+                           f"gateway process in the last hour, its limit (each is "
+                           f"broker state for a day)")
         tenant[1] = tokens - 1
         seen[producer_id] = None
         if len(seen) > self.per_hour:

@@ -58,14 +58,14 @@ class Services:
     """New producer ids each virtual cluster may bring (producers.ProducerIds,
     the gateway process's; None: not counted)."""
     producer: int = -1
+    """The producer id this connection's last Produce was let write with."""
     members: object = None
+    """Classic group member state each virtual cluster keeps on the brokers
+    (members.Members, the gateway process's; None: not counted)."""
     loop_share: object = None
     """Each virtual cluster's share of the event loop (filters/throttle.py
     LoopShare; None: no limit): broker work a request asks for is charged
     to it too (rules/topics.py, PARTITION_WORK)."""
-    """Classic group member state each virtual cluster keeps on the brokers
-    (members.Members, the gateway process's; None: not counted)."""
-    """The producer id this connection's last Produce was let write with."""
     authorizer: Callable | None = None
     """``(virtual cluster) -> auth.acls.Authorizer`` (None: no ACLs anywhere)."""
     peer_host: str | None = None
