@@ -609,11 +609,23 @@ class ConsumerProtocolKafkaTests(IsolationBase):
         return group
 
     def london_topic_id(self):
+        """london's topic id, as the brokers know it (the broker asked may
+        learn of the topic a moment after its creation was answered)."""
+        from confluent_kafka import KafkaException, TopicCollection
         from confluent_kafka.admin import AdminClient
         admin = AdminClient({"bootstrap.servers": stack.BOOTSTRAP})
-        described = admin.describe_topics(
-            __import__("confluent_kafka").TopicCollection([self.secret]))
-        return str(described[self.secret].result(30).topic_id)
+        found = []
+
+        def described():
+            try:
+                found.append(admin.describe_topics(TopicCollection([self.secret]))[
+                    self.secret].result(30).topic_id)
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise
+            return found
+        stack.wait_until(described, f"the brokers to know {self.secret}", 30)
+        return str(found[0])
 
     def assertNothingOfLondon(self, group):
         """No member of the KIP-848 *group* subscribes to or is assigned london's

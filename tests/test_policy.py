@@ -298,6 +298,24 @@ class GroupCapacityTests(unittest.TestCase):
         self.configs(many, seen)
         self.assertEqual(len(asked), GROUPS_ASKED)
 
+    def test_group_configs_before_the_first_inventory(self):
+        """A gateway that has not taken its first inventory yet asks the
+        coordinator of every group configured: one that never existed is
+        refused (before, anything passed until the first inventory)."""
+        from twisted.internet import defer
+        asked = []
+
+        def exists(physical, vc):
+            asked.append(physical)
+            return defer.succeed(physical == "acmenew")
+        seen = seen_of(None)
+        seen.exists = exists
+        names, refusals = self.configs(["new", "ghost"], seen)
+        self.assertEqual(asked, ["acmenew", "acmeghost"])
+        self.assertEqual(names[0], "acmenew")
+        self.assertNotEqual(names[1], "acmeghost")
+        self.assertEqual([code for _, code in refusals], [policy.POLICY_VIOLATION])
+
     def test_groups_described_at_most(self):
         """The broker builds ~2 KB of configs for any group named, existing or
         not: one DescribeConfigs names at most GROUPS_DESCRIBED groups."""

@@ -1952,27 +1952,18 @@ class LoopShareTests(Producing, TenantSpliceBase):
         """Partitions created (CreateTopics, CreatePartitions) or deleted
         (DeleteTopics) cost their virtual cluster PARTITION_WORK each of its
         share: 100 at once hold its connections past the first burst; a
-        validate-only creation costs nothing but its decoding."""
-        from kio.schema.create_topics.v7 import request as ct
+        validate-only creation VALIDATED_WORK each."""
         from kio.schema.delete_topics.v6 import request as dt
-        from kio.static.primitive import i16, i32, i32Timedelta
-        from vkafka.tenancy.rules.topics import PARTITION_WORK
+        from vkafka.tenancy.rules.common import PARTITION_WORK, VALIDATED_WORK
         self.client.services.loop_share = self.gateway.loop_share
         self.login()
         bucket = self.gateway.loop_share.bucket("london")
-
-        def create(partitions, validate, correlation_id):
-            self.client.dataReceived(request_frame(ct.CreateTopicsRequest(
-                topics=(ct.CreatableTopic(name="t", num_partitions=i32(partitions),
-                                          replication_factor=i16(1), assignments=(),
-                                          configs=()),),
-                timeout=i32Timedelta.parse(datetime.timedelta(seconds=5)),
-                validate_only=validate), 7, correlation_id))
-        create(100, True, 10)
-        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05)
+        self.create_topic(100, True, 10)
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05 - 100 * VALIDATED_WORK)
         self.assertEqual(self.client.valve.reasons, set())
-        create(100, False, 11)
-        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.1 - 100 * PARTITION_WORK)
+        self.create_topic(100, False, 11)
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.1 - 100 * (
+            PARTITION_WORK + VALIDATED_WORK))
         self.assertEqual(self.client.valve.reasons, {"throttle"})
         self.reactor.advance(10)  # the bucket full again
         self.gateway.topology.learn_topic("londont", partitions=100)
@@ -1980,6 +1971,83 @@ class LoopShareTests(Producing, TenantSpliceBase):
             topics=(dt.DeleteTopicState(name="t", topic_id=None),),
             timeout=i32Timedelta.parse(datetime.timedelta(seconds=5))), 6, 12))
         self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05 - 100 * PARTITION_WORK)
+
+    def create_topic(self, partitions, validate, correlation_id, assigned=0, version=7):
+        from kio.schema.create_topics.v7 import request as ct
+        assignments = tuple(ct.CreatableReplicaAssignment(
+            partition_index=i32(n), broker_ids=(i32(1),)) for n in range(assigned))
+        self.client.dataReceived(request_frame(ct.CreateTopicsRequest(
+            topics=(ct.CreatableTopic(name="t", num_partitions=i32(
+                -1 if assigned else partitions), replication_factor=i16(
+                -1 if assigned else 1), assignments=assignments, configs=()),),
+            timeout=i32Timedelta.parse(datetime.timedelta(seconds=5)),
+            validate_only=validate), version, correlation_id))
+
+    def test_every_way_to_ask_for_partitions_counted(self):
+        """Explicit replica assignments (num_partitions -1) count each
+        partition assigned; the broker's default (-1) counts what the answer
+        says was made; CreatePartitions of a topic not learnt yet counts all
+        of it, and one topic's smaller count takes nothing off another's
+        (audit 24: 500 assigned partitions were charged as 1, 2,000 a
+        second made and deleted, one broker 13 minutes behind)."""
+        from kio.schema.create_partitions.v3 import request as cpr
+        from kio.schema.create_topics.v7 import response as ctr
+        from vkafka.tenancy.rules.common import PARTITION_WORK, VALIDATED_WORK
+        self.client.services.loop_share = self.gateway.loop_share
+        self.login()
+        bucket = self.gateway.loop_share.bucket("london")
+        self.create_topic(-1, False, 10)  # the broker's default: 1 now
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05 - PARTITION_WORK)
+        self.broker.dataReceived(response_frame(10, ctr.CreateTopicsResponse(
+            throttle_time=i32Timedelta.parse(datetime.timedelta(0)), topics=(
+                ctr.CreatableTopicResult(
+                    name="londont", topic_id=uuid.uuid4(), error_code=ErrorCode.none,
+                    error_message=None, topic_config_error_code=i16(0),
+                    num_partitions=i32(30), replication_factor=i16(1), configs=()),))))
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.1 - 30 * PARTITION_WORK)
+        self.assertEqual(self.gateway.topology.partitions["londont"], 30)
+        self.reactor.advance(20)  # full again: 0.25
+        self.create_topic(0, True, 11, assigned=500)
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05 - 500 * VALIDATED_WORK)
+        self.reactor.advance(20)
+        self.create_topic(0, False, 12, assigned=500)
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05 - 500 * PARTITION_WORK)
+        self.reactor.advance(20)  # full again: 0.25
+        self.gateway.topology.learn_topic("londonbig", partitions=1000)
+        self.client.dataReceived(request_frame(cpr.CreatePartitionsRequest(
+            topics=(cpr.CreatePartitionsTopic(name="big", count=i32(1), assignments=None),
+                    cpr.CreatePartitionsTopic(name="new", count=i32(900),
+                                              assignments=None)),
+            timeout=i32Timedelta.parse(datetime.timedelta(seconds=5)),
+            validate_only=False), 3, 13))
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05 - 900 * PARTITION_WORK)
+
+    def test_topic_config_changes_counted(self):
+        """A topic config change costs RECONFIGURED_WORK per partition of the
+        topic (every replica reconfigures each partition's log); validating
+        one, or a group's, costs only its decoding."""
+        from kio.schema.incremental_alter_configs.v1 import request as iac
+        from kio.static.primitive import i8
+        from vkafka.tenancy.rules.common import RECONFIGURED_WORK
+        self.client.services.loop_share = self.gateway.loop_share
+        self.login()
+        bucket = self.gateway.loop_share.bucket("london")
+        self.reactor.advance(20)  # full again: 0.25
+        self.gateway.topology.learn_topic("londonbig", partitions=1000)
+
+        def alter(kind, name, validate, correlation_id):
+            self.client.dataReceived(request_frame(iac.IncrementalAlterConfigsRequest(
+                resources=(iac.AlterConfigsResource(
+                    resource_type=i8(kind), resource_name=name, configs=(
+                        iac.AlterableConfig(name="retention.ms", config_operation=i8(0),
+                                            value="86400000"),)),),
+                validate_only=validate), 1, correlation_id))
+        alter(2, "big", False, 10)
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05 - 1000 * RECONFIGURED_WORK)
+        self.reactor.advance(20)  # full again: 0.25
+        alter(2, "big", True, 11)
+        alter(32, "g", False, 12)
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.1)
 
     def test_decoded_answers_counted_too(self):
         """A small request can ask for a large answer: its decode and rewrite

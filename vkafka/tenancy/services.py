@@ -65,7 +65,7 @@ class Services:
     loop_share: object = None
     """Each virtual cluster's share of the event loop (filters/throttle.py
     LoopShare; None: no limit): broker work a request asks for is charged
-    to it too (rules/topics.py, PARTITION_WORK)."""
+    to it too (rules/common.py, broker_work)."""
     authorizer: Callable | None = None
     """``(virtual cluster) -> auth.acls.Authorizer`` (None: no ACLs anywhere)."""
     peer_host: str | None = None

@@ -12,7 +12,7 @@ from twisted.internet import defer
 from ..context import Refusal
 from ..naming import GROUP, TOPIC, InvalidName
 from ...state.policy import CAPPED_CONFIGS, POLICY_VIOLATION, configs_allowed
-from .common import limits_for
+from .common import RECONFIGURED_WORK, broker_work, limits_for
 
 
 # Config resources: topics and groups are renamed; brokers are read-only;
@@ -73,7 +73,7 @@ def configs_request(read_only, replaces_all=False):
                 physical = rctx.namespace.physical(GROUP, r.resource_name)
             except InvalidName:  # refused below
                 continue
-            if seen.listed(physical) is False and physical not in unknown:
+            if not seen.listed(physical) and physical not in unknown:  # or no inventory
                 unknown.append(physical)
         if not unknown:
             return rewritten(services, rctx, request, ())
@@ -88,7 +88,7 @@ def configs_request(read_only, replaces_all=False):
         rctx.config_refusals = {}
         limits = None if read_only else limits_for(services, rctx)
         seen = set()
-        groups = 0
+        groups = reconfigured = 0
         for r in request.resources:
             kind = _RESOURCE_KINDS.get(r.resource_type)
             refusal = _NOT_AVAILABLE
@@ -114,6 +114,9 @@ def configs_request(read_only, replaces_all=False):
                     configs_allowed(limits, _changes(r.configs, replaces_all))
                 if found is None and violation is None:
                     resources.append(replace(r, resource_name=physical))
+                    if kind == TOPIC and not read_only:
+                        reconfigured += getattr(services.topology, "partitions",
+                                                {}).get(physical, 1)
                     continue
                 if violation is not None:  # the topic's policy (policy.py)
                     found = Refusal(r.resource_name, violation.message,
@@ -134,6 +137,8 @@ def configs_request(read_only, replaces_all=False):
             rctx.config_refusals[decoy] = (r.resource_type, *refusal)
             resources.append(replace(r, resource_type=RESOURCE_TOPIC,
                                      resource_name=decoy))
+        if not getattr(request, "validate_only", True):
+            broker_work(services, rctx, reconfigured, RECONFIGURED_WORK)
         return replace(request, resources=tuple(resources))
     return rewrite
 
@@ -152,13 +157,16 @@ def _group_beyond_capacity(services, rctx, physical, logical, changes):
     """Altering the configs of a group that does not exist makes a config
     record of its own in the cluster's metadata, however many: only the
     groups the last usage inventory listed, or the group's coordinator says
-    exist (``configs_request``), take configs (not those let in since: a
+    exist (``configs_request``; before a gateway's first inventory, every
+    group is asked), take configs (not those let in since: a
     commit the broker refused made none); a Refusal for any other.  Configs
     set back to their defaults (records removed) are let through for any
     group."""
     seen = services.group_ids
-    if seen is None or all(v is None for v in changes.values()) or \
-            seen.listed(physical) in (None, True):
+    if seen is None or all(v is None for v in changes.values()):
+        return None
+    listed = seen.listed(physical)  # None: no inventory yet, the coordinator asked
+    if listed or (listed is None and seen.exists is None):
         return None
     return Refusal(logical, "configs of a group that does not exist: only existing "
                    "groups take configs", POLICY_VIOLATION)

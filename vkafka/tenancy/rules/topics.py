@@ -27,8 +27,8 @@ from ...state.policy import (
 from .addresses import mapping_key
 from ..rights import created_topics_shown
 from .common import (
-    LISTING_MAX_AGE, NO_THROTTLE, holdings, limits_for, released, reserve,
-    tenant_topics)
+    LISTING_MAX_AGE, NO_THROTTLE, PARTITION_WORK, VALIDATED_WORK, broker_work, holdings,
+    limits_for, released, reserve, tenant_topics)
 
 
 def metadata_request(services, rctx, request):
@@ -195,11 +195,14 @@ def _create_topics(services, rctx, request):
                                                    request.validate_only)))
     rctx.created = planned
     walked = walk_request(replace(request, topics=tuple(kept)), rctx)
-    if not getattr(request, "validate_only", False):
-        rctx.partitions_asked = {t.name: t.num_partitions for t in walked.topics}
-        mutations_charged(services, rctx, sum(
-            max(t.num_partitions, 1) for o, t in zip(kept, walked.topics)
-            if o.name not in refused))
+    asked = {t.name: _partitions(t) for t in walked.topics}
+    made = sum(max(asked[t.name], 1) for o, t in zip(kept, walked.topics)
+               if o.name not in refused)  # the broker's default (-1): see the answer
+    if request.validate_only:
+        broker_work(services, rctx, made, VALIDATED_WORK)
+    else:
+        rctx.partitions_asked = asked
+        broker_work(services, rctx, made, PARTITION_WORK)
     limits = limits_for(services, rctx)
     if limits is Limits.NONE and not refused:
         return walked
@@ -207,26 +210,6 @@ def _create_topics(services, rctx, request):
         _refused(rctx, original, t, refused[original.name])
         if original.name in refused else _capped(limits, t)
         for original, t in zip(kept, walked.topics)))
-
-
-PARTITION_WORK = 0.004
-"""Seconds of its virtual cluster's loop share (``--tenant-loop-share``,
-filters/throttle.py) one partition created or deleted costs: the work is
-the brokers' (the controller's records, every replica's log), which no
-Kafka quota sees behind the gateway's one principal.  At the default share
-(0.25) a tenant makes or deletes ~60 partitions a second on a gateway
-process, after a first ~60 at once; past that its connections wait, as a
-broker mutes a throttled channel.  Topics made and deleted in a loop (30
-a second of 8 partitions) had taken the brokers from 32% to 114% of a
-core and multiplied another tenant's produce latency by 5 (audit 23a)."""
-
-
-def mutations_charged(services, rctx, partitions):
-    """*partitions* created or deleted for the tenant: their cost taken from
-    its loop share (its connections wait once it is spent)."""
-    share = services.loop_share
-    if share is not None and partitions > 0:
-        share.charge(rctx.namespace.name, partitions * PARTITION_WORK)
 
 
 RULE_TOPICS_AT_ONCE = 1000
@@ -273,6 +256,12 @@ def _beyond_limits(services, rctx, topics, creates):
     return refused
 
 
+def _partitions(topic):
+    """Partitions a CreateTopics entry makes: its explicit assignments' count
+    (then num_partitions is -1), else as asked (-1: the broker's default)."""
+    return len(topic.assignments) if topic.assignments else topic.num_partitions
+
+
 def _asked(limits, topic):
     """(partitions, replication factor) of a CreateTopics entry: its explicit
     assignments say both; else as asked, made explicit under the limits."""
@@ -316,11 +305,14 @@ def create_partitions_request(services, rctx, request):
 
 def _create_partitions(services, rctx, request):
     walked = walk_request(request, rctx)
-    if not request.validate_only:
+    held = services.topology.partitions
+    added = sum(max(0, t.count - held.get(t.name, 0)) for t in walked.topics
+                if not t.name.startswith("!"))  # a topic not learnt yet: all of it
+    if request.validate_only:
+        broker_work(services, rctx, added, VALIDATED_WORK)
+    else:
         rctx.partitions_asked = {t.name: t.count for t in request.topics}
-        held = services.topology.partitions
-        mutations_charged(services, rctx, sum(
-            t.count - held.get(t.name, t.count) for t in walked.topics))
+        broker_work(services, rctx, added, PARTITION_WORK)
     limits = limits_for(services, rctx)
     if limits is Limits.NONE:
         return walked
@@ -336,11 +328,14 @@ def _create_partitions(services, rctx, request):
 
 
 def create_topics_response(services, rctx, response):
+    beyond = 0  # made by the broker's default beyond the one charged
     for t in response.topics:  # created (not only validated): learnt
         asked = (rctx.partitions_asked or {}).get(t.name)
         if t.error_code == 0 and asked is not None:
-            services.topology.learn_topic(
-                t.name, partitions=getattr(t, "num_partitions", asked))
+            made = getattr(t, "num_partitions", asked)  # v5+: what was made
+            services.topology.learn_topic(t.name, partitions=made)
+            beyond += max(0, made - max(asked, 1))
+    broker_work(services, rctx, beyond, PARTITION_WORK)
     released(services, rctx)
     response = walk_response(response, rctx)
     if rctx.rights is not None:
@@ -399,7 +394,7 @@ def delete_topics_request(services, rctx, request):
     held = services.topology.partitions
     names = [t.name or services.topology.topic_ids.get(t.topic_id) for t in walked.topics] \
         if hasattr(walked, "topics") else list(walked.topic_names)
-    mutations_charged(services, rctx, sum(held.get(n, 1) for n in names))
+    broker_work(services, rctx, sum(held.get(n, 1) for n in names), PARTITION_WORK)
     return walked
 
 
