@@ -11,8 +11,8 @@ principal to the brokers).
 
 So each gateway lets each virtual cluster bring at most ``NEW_PER_HOUR``
 producer ids it has not seen (with ``--workers N``, each worker an Nth of
-them), a bucket that fills again over the hour; the ids it has seen pass without a charge (a producer's
-other connections, its next requests).  A Produce whose batches carry two
+them), a bucket that fills again over the hour; the ids it has seen pass
+without a charge (a producer's other connections, its next requests).  A Produce whose batches carry two
 producers' ids is refused outright: a client's producer sends its own.
 """
 
