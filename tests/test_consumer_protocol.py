@@ -611,7 +611,7 @@ class ConsumerProtocolKafkaTests(IsolationBase):
     def london_topic_id(self):
         """london's topic id, as the brokers know it (the broker asked may
         learn of the topic a moment after its creation was answered)."""
-        from confluent_kafka import KafkaException, TopicCollection
+        from confluent_kafka import KafkaError, KafkaException, TopicCollection
         from confluent_kafka.admin import AdminClient
         admin = AdminClient({"bootstrap.servers": stack.BOOTSTRAP})
         found = []
