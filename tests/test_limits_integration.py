@@ -288,34 +288,57 @@ class CapacityTests(LimitsTestCase):
         from kio.static.primitive import i8
         vc, _ = self.tenant({"capacity": {"memberStateBytes": 1000}})
         bootstrap = self.raw(vc)
-        [coordinator] = bootstrap.request(FindCoordinatorRequest(
-            key_type=i8(0), coordinator_keys=("workers",)), 4).coordinators
-        self.assertEqual(coordinator.error_code, ErrorCode.none)
-        raw = RawClient(coordinator.host, coordinator.port)
-        self.addCleanup(raw.close)
-        raw.sasl_plain("sa", self.tokens[vc])
+        clients, answers = [], []
 
         def join(member=""):
-            return raw.request(jg.JoinGroupRequest(
+            return clients[-1].request(jg.JoinGroupRequest(
                 group_id="workers", session_timeout=datetime.timedelta(seconds=30),
                 rebalance_timeout=datetime.timedelta(seconds=5), member_id=member,
                 group_instance_id=None, protocol_type="connect", reason=None,
                 protocols=(jg.JoinGroupRequestProtocol(name="v1", metadata=b"m" * 600),)),
                 9)
-        first = join()
+
+        def first_join():
+            """The coordinator found and a first join answered, as a client
+            retries them (a fresh cluster makes and moves its offsets
+            topic's partitions in its first seconds)."""
+            [coordinator] = bootstrap.request(FindCoordinatorRequest(
+                key_type=i8(0), coordinator_keys=("workers",)), 4).coordinators
+            if coordinator.error_code != ErrorCode.none:
+                return False
+            clients.append(RawClient(coordinator.host, coordinator.port))
+            self.addCleanup(clients[-1].close)
+            clients[-1].sasl_plain("sa", self.tokens[vc])
+            answers[:] = [join()]
+            return answers[0].error_code not in (
+                ErrorCode.not_coordinator, ErrorCode.coordinator_not_available,
+                ErrorCode.coordinator_load_in_progress)
+        stack.wait_until(first_join, "the group's coordinator to take a join", 60)
+        first, raw = answers[0], clients[-1]
         self.assertEqual(first.error_code, ErrorCode.member_id_required)
         joined = join(first.member_id)
         self.assertEqual(joined.error_code, ErrorCode.none)
         self.assertEqual(join().error_code, ErrorCode.policy_violation)
         group = stack.physical_topic(vc, "workers")
-        held = []  # the group as its coordinator holds it, asked of every broker
-        for address in stack.BOOTSTRAP.split(","):  # (one may not have learnt who)
-            on_broker = RawClient("localhost", int(address.rsplit(":", 1)[1]))
+        brokers = [RawClient("localhost", int(address.rsplit(":", 1)[1]))
+                   for address in stack.BOOTSTRAP.split(",")]
+        for on_broker in brokers:
             self.addCleanup(on_broker.close)
-            [described] = on_broker.request(DescribeGroupsRequest(
-                groups=(group,), include_authorized_operations=False), 5).groups
-            if described.error_code == ErrorCode.none and described.group_state != "Dead":
-                held.append([m.member_id for m in described.members])
+        held = []
+
+        def described():
+            """The group as its coordinator holds it, asked of every broker
+            (one may not have learnt which is).  Kafka 4's coordinator
+            describes what its log has committed: the join shows once its
+            record is replicated, a moment after the answer."""
+            held[:] = []
+            for on_broker in brokers:
+                [found] = on_broker.request(DescribeGroupsRequest(
+                    groups=(group,), include_authorized_operations=False), 5).groups
+                if found.error_code == ErrorCode.none and found.group_state != "Dead":
+                    held.append([m.member_id for m in found.members])
+            return held == [[first.member_id]]
+        stack.wait_until(described, "the coordinator to hold the one member", 30)
         self.assertEqual(held, [[first.member_id]])
         left = raw.request(lg.LeaveGroupRequest(group_id="workers", members=(
             lg.MemberIdentity(member_id=first.member_id, group_instance_id=None,
