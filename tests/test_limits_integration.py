@@ -604,6 +604,38 @@ class RawRequestTests(LimitsTestCase):
         self.assertEqual(self.broker_configs(vc, "legacy"),
                          {"retention.ms": "60000", "cleanup.policy": "delete"})
 
+    def test_more_partitions_than_the_controller_makes(self):
+        """Over 10,000 partitions in one request, a virtual cluster with no
+        limits: the controller refuses such a CreateTopics, and the gateway
+        refuses such a CreatePartitions alike (the controller would validate
+        it for minutes), validate-only or not; the topic keeps its count and
+        a request within the bound still passes."""
+        from kio.schema.create_partitions.v3.request import (CreatePartitionsRequest,
+                                                             CreatePartitionsTopic)
+        vc, _ = self.tenant()
+        raw = self.raw(vc)
+        too_many = (ErrorCode.policy_violation,
+                    "Excessively large number of partitions per request.")
+        for validate_only in (True, False):
+            self.assertEqual(create_topics(raw, [creatable("huge", 2 ** 31 - 1)],
+                                           validate_only), {"huge": too_many})
+        self.assertEqual(create_topics(raw, [creatable("grown")], False),
+                         {"grown": (ErrorCode.none, None)})
+
+        def grow(count, validate_only):
+            [answer] = raw.request(CreatePartitionsRequest(topics=(
+                CreatePartitionsTopic(name="grown", count=i32(count), assignments=None),),
+                timeout=SECONDS, validate_only=validate_only), 3).results
+            self.assertEqual(answer.name, "grown")
+            return answer.error_code, answer.error_message
+        for count in (10 ** 8, 2 ** 31 - 1, 10_002):
+            for validate_only in (True, False):
+                self.assertEqual(grow(count, validate_only), too_many)
+        self.assertEqual(self.broker_partitions(vc, "grown"), (1, 1))
+        self.assertEqual(grow(3, True), (ErrorCode.none, None))
+        self.assertEqual(grow(3, False), (ErrorCode.none, None))
+        self.assertEqual(self.broker_partitions(vc, "grown"), (3, 1))
+
 
 class LiveChangeTests(LimitsTestCase):
     """Two gateways on one cluster and one state topic: a limit set through

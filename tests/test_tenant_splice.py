@@ -2022,6 +2022,35 @@ class LoopShareTests(Producing, TenantSpliceBase):
             validate_only=False), 3, 13))
         self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05 - 900 * PARTITION_WORK)
 
+    def test_more_partitions_than_the_controller_makes_refused_uncharged(self):
+        """A request adding over PARTITIONS_PER_REQUEST partitions: the
+        controller refuses such a CreateTopics at once, but validates a
+        CreatePartitions of any size (10^8 kept two brokers busy for minutes,
+        audit 25), so the gateway refuses it whole as a decoy, and neither is
+        charged beyond its decoding."""
+        from kio.schema.create_partitions.v3 import request as cpr
+        from vkafka.tenancy.rules.common import PARTITIONS_PER_REQUEST
+        self.client.services.loop_share = self.gateway.loop_share
+        self.login()
+        bucket = self.gateway.loop_share.bucket("london")
+        self.create_topic(2 ** 31 - 1, True, 10)
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05)
+        self.reactor.advance(20)
+        self.gateway.topology.learn_topic("londona", partitions=6)
+        for n, validate in enumerate((True, False)):
+            self.broker_transport.clear()
+            self.client.dataReceived(request_frame(cpr.CreatePartitionsRequest(
+                topics=(cpr.CreatePartitionsTopic(name="a", count=i32(
+                    6 + PARTITIONS_PER_REQUEST // 2), assignments=None),
+                    cpr.CreatePartitionsTopic(name="b", count=i32(
+                        1 + PARTITIONS_PER_REQUEST // 2), assignments=None)),
+                timeout=i32Timedelta.parse(datetime.timedelta(seconds=5)),
+                validate_only=validate), 3, 11 + n))
+            self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05)
+            self.reactor.advance(20)
+            _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+            self.assertTrue(all(t.name.startswith("!") for t in sent.topics), sent)
+
     def test_topic_config_changes_counted(self):
         """A topic config change costs RECONFIGURED_WORK per partition of the
         topic (every replica reconfigures each partition's log); validating

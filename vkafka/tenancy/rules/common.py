@@ -60,6 +60,14 @@ RECONFIGURED_WORK = PARTITION_WORK / 8
 """A topic config change, per partition of the topic: every replica
 reconfigures each partition's log (a 1,000-partition topic's retention.ms
 flipped 24 times a second kept a broker at 128% of a core, audit 24)."""
+PARTITIONS_PER_REQUEST = 10_000
+"""Partitions one CreateTopics or CreatePartitions may add.  The controller
+refuses a CreateTopics making more at once (POLICY_VIOLATION, "Excessively
+large number of partitions per request.", validate-only alike) but
+validates a CreatePartitions of any size: one of 10^8 partitions kept two
+brokers at a core each for minutes (audit 25), so the gateway refuses it
+as the controller refuses the other.  Nor is a refused request charged."""
+TOO_MANY_PARTITIONS = "Excessively large number of partitions per request."
 
 
 def broker_work(services, rctx, partitions, each=PARTITION_WORK):

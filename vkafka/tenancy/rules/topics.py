@@ -23,12 +23,13 @@ from ..walker import rewrite_response as walk_response
 from .addresses import rewrite_metadata
 from ...state.limits import Limits
 from ...state.policy import (
-    capped_defaults, explicit, more_partitions, new_topic, out_of_bounds)
+    Violation, capped_defaults, explicit, more_partitions, new_topic, out_of_bounds)
 from .addresses import mapping_key
 from ..rights import created_topics_shown
 from .common import (
-    LISTING_MAX_AGE, NO_THROTTLE, PARTITION_WORK, VALIDATED_WORK, broker_work, holdings,
-    limits_for, released, reserve, tenant_topics)
+    LISTING_MAX_AGE, NO_THROTTLE, PARTITION_WORK, PARTITIONS_PER_REQUEST,
+    TOO_MANY_PARTITIONS, VALIDATED_WORK, broker_work, holdings, limits_for, released,
+    reserve, tenant_topics)
 
 
 def metadata_request(services, rctx, request):
@@ -198,6 +199,8 @@ def _create_topics(services, rctx, request):
     asked = {t.name: _partitions(t) for t in walked.topics}
     made = sum(max(asked[t.name], 1) for o, t in zip(kept, walked.topics)
                if o.name not in refused)  # the broker's default (-1): see the answer
+    if made > PARTITIONS_PER_REQUEST:
+        made = 0  # the controller refuses the whole request at once
     if request.validate_only:
         broker_work(services, rctx, made, VALIDATED_WORK)
     else:
@@ -308,6 +311,11 @@ def _create_partitions(services, rctx, request):
     held = services.topology.partitions
     added = sum(max(0, t.count - held.get(t.name, 0)) for t in walked.topics
                 if not t.name.startswith("!"))  # a topic not learnt yet: all of it
+    if added > PARTITIONS_PER_REQUEST:  # refused whole, as CreateTopics is
+        whole = Violation(ErrorCode.policy_violation, TOO_MANY_PARTITIONS)
+        return replace(walked, topics=tuple(
+            _refused(rctx, o, t, None if t.name.startswith("!") else whole)
+            for o, t in zip(request.topics, walked.topics)))
     if request.validate_only:
         broker_work(services, rctx, added, VALIDATED_WORK)
     else:
