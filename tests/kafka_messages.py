@@ -99,6 +99,27 @@ def record_batch(count, value=b"v" * 20, producer=-1):
     return buffer.getvalue()
 
 
+def compressed(batch, codec, packed=None):
+    """*batch* (``record_batch``) with its records compressed by *codec* (1
+    gzip, 3 lz4, 4 zstd) or replaced by *packed* bytes, its attributes,
+    length and CRC made to match (a broker checks them)."""
+    import gzip
+    import struct
+
+    import lz4.frame
+    import zstandard
+    from crc32c import crc32c
+    if packed is None:
+        packed = {1: gzip.compress, 3: lz4.frame.compress,
+                  4: zstandard.ZstdCompressor().compress}[codec](batch[61:])
+    head = bytearray(batch[:61])
+    struct.pack_into(">i", head, 8, 49 + len(packed))
+    head[22] = (head[22] & ~7) | codec
+    body = bytes(head[21:]) + packed
+    struct.pack_into(">I", head, 17, crc32c(body))
+    return bytes(head[:21]) + body
+
+
 def produce_records(topic, records, acks=-1, version=9):
     """A Produce request of *records* bytes to partition 0 of *topic* (a name,
     or a topic id from v13)."""

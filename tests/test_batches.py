@@ -337,9 +337,8 @@ class ConcentratedProduceRefusalTests(RightsTestCase):
         self.assertIn("'clicks': the headers vkafka.topic and vkafka.partition", message)
 
     def test_compression_not_supported(self):
-        raw = bytearray(kio_batch([(None, b"v")]))
-        raw[22] |= 3  # attributes: lz4
-        code, message = self.refused(bytes(raw))
+        from .kafka_messages import compressed
+        code, message = self.refused(compressed(kio_batch([(None, b"v")]), 3))  # lz4
         self.assertEqual(code, ErrorCode.unsupported_compression_type)
         self.assertIn("lz4 compression is not supported", message)
 

@@ -637,6 +637,96 @@ class RawRequestTests(LimitsTestCase):
         self.assertEqual(self.broker_partitions(vc, "grown"), (3, 1))
 
 
+class CompressionTests(LimitsTestCase):
+    """A tenant's compressed batches, counted inflated before they go on
+    (rules/records.py): stock clients' batches in every codec pass whole;
+    a decompression bomb is answered MESSAGE_TOO_LARGE and never written."""
+
+    def client_config(self, vc, **more):
+        return {"bootstrap.servers": self.gateway.bootstrap,
+                "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                "sasl.username": "sa", "sasl.password": self.tokens[vc], **more}
+
+    def test_every_codec_through(self):
+        from confluent_kafka import Consumer, Producer
+        vc, _ = self.tenant()
+        self.assertEqual(create_topics(self.raw(vc), [creatable("packed", 2, 3)], False),
+                         {"packed": (ErrorCode.none, None)})
+        sent = set()
+        for codec in ("gzip", "snappy", "lz4", "zstd"):
+            producer = Producer(self.client_config(vc, **{
+                "compression.type": codec, "acks": "all", "linger.ms": 20}))
+            for i in range(2000):
+                value = f'{{"codec": "{codec}", "n": {i}, "pad": "{"x" * 200}"}}'
+                producer.produce("packed", value=value.encode())
+                sent.add(value.encode())
+                if i % 500 == 0:
+                    producer.poll(0)
+            self.assertEqual(producer.flush(60), 0, codec)
+        consumer = Consumer(self.client_config(vc, **{
+            "group.id": "packed-reader", "auto.offset.reset": "earliest"}))
+        consumer.subscribe(["packed"])
+        got = set()
+        try:
+            def drained():
+                for message in consumer.consume(1000, 1.0):
+                    self.assertIsNone(message.error())
+                    got.add(message.value())
+                return len(got) >= len(sent)
+            stack.wait_until(drained, f"{len(sent)} records", 120, interval=0)
+        finally:
+            consumer.close()
+        self.assertEqual(got, sent)
+
+    def test_a_bomb_refused_and_not_written(self):
+        """900 MiB of zeros in ~1 MB of gzip, 1 GiB in ~33 KB of zstd: each
+        answered MESSAGE_TOO_LARGE, nothing written; the topic takes a
+        client's batch after them."""
+        from kio.schema.list_offsets.v7.request import (
+            ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic)
+        from kio.static.primitive import i64
+        from .kafka_messages import compressed, produce_records, record_batch
+        vc, _ = self.tenant()
+        raw = self.raw(vc)
+        self.assertEqual(create_topics(raw, [creatable("bombed", 1, 1)], False),
+                         {"bombed": (ErrorCode.none, None)})
+
+        leader = self.leader_of(vc, raw)
+
+        def produce(records):
+            answer = leader.request(produce_records("bombed", records), 9)
+            part = answer.responses[0].partition_responses[0]
+            return part.error_code, part.error_message
+        for codec, size in ((1, 900 << 20), (4, 1 << 30)):
+            code, message = produce(compressed(record_batch(1, value=bytes(size)), codec))
+            self.assertEqual(code, ErrorCode.message_too_large, message)
+            self.assertIn("records inflate past", message)
+        self.assertEqual(produce(compressed(record_batch(5), 1)), (ErrorCode.none, None))
+        [topic] = leader.request(ListOffsetsRequest(
+            replica_id=i32(-1), isolation_level=i8(0), topics=(ListOffsetsTopic(
+                name="bombed", partitions=(ListOffsetsPartition(
+                    partition_index=i32(0), current_leader_epoch=i32(-1),
+                    timestamp=i64(-1)),)),)), 7).topics
+        self.assertEqual((topic.partitions[0].error_code, topic.partitions[0].offset),
+                         (ErrorCode.none, 5))
+
+    def leader_of(self, vc, raw):
+        """A raw client of *vc* on the gateway port of the leader of
+        partition 0 of 'bombed' (a Produce goes to the leader)."""
+        from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
+        answer = raw.request(MetadataRequest(
+            topics=(MetadataRequestTopic(name="bombed", topic_id=None),),
+            allow_auto_topic_creation=False, include_topic_authorized_operations=False),
+            12)
+        leader = answer.topics[0].partitions[0].leader_id
+        [broker] = [b for b in answer.brokers if b.node_id == leader]
+        client = RawClient(broker.host, broker.port)
+        self.addCleanup(client.close)
+        self.assertEqual(client.sasl_plain("sa", self.tokens[vc]).error_code,
+                         ErrorCode.none)
+        return client
+
+
 class LiveChangeTests(LimitsTestCase):
     """Two gateways on one cluster and one state topic: a limit set through
     one is enforced by the other within a second (docs/governance.md: as

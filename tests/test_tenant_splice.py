@@ -720,6 +720,105 @@ class Producing:
         return raw
 
 
+class CompressedProduceTests(TenantSpliceBase):
+    """A Produce's compressed batches are counted inflated before it goes on
+    (rules/records.py): past INFLATED_MAX it is answered MESSAGE_TOO_LARGE
+    for each partition, never sent (a broker inflates them all, audit 25);
+    past FREE_RATIO it costs the tenant's loop share; a codec Kafka has not
+    or bytes not of their codec are refused as a broker refuses them."""
+
+    def setUp(self):
+        super().setUp()
+        from vkafka.filters.throttle import LoopShare
+        from vkafka.tenancy.rules import records
+        self.patch(records, "INFLATED_MAX", 1 << 20)
+        self.gateway.loop_share = LoopShare(0.25, self.reactor.seconds,
+                                            self.reactor.callLater)
+        self.login()
+        self.client.services.loop_share = self.gateway.loop_share
+        self.bucket = self.gateway.loop_share.bucket("london")
+
+    def send(self, records, acks=-1, version=9, correlation_id=5):
+        from .kafka_messages import produce_records, request_frame
+        self.client.dataReceived(request_frame(
+            produce_records("t", records, acks, version), version, correlation_id))
+
+    def sent(self):
+        return FrameDecoder().feed(self.broker_transport.value())
+
+    def answered(self, version=9):
+        _, answer = decode_response(self.responses()[-1], 0, version)
+        [topic] = answer.responses
+        self.assertEqual(topic.name, "t")
+        [part] = topic.partition_responses
+        return part.error_code, part.error_message
+
+    def test_a_bomb_answered_too_large(self):
+        from .kafka_messages import compressed, record_batch
+        for codec in (1, 3, 4):
+            self.broker_transport.clear()
+            bomb = compressed(record_batch(1, value=bytes(1 << 20)), codec)
+            self.assertLess(len(bomb), 8 * 1024)
+            self.send(bomb, correlation_id=10 + codec)
+            self.assertEqual(self.sent(), [])
+            code, message = self.answered()
+            self.assertEqual(code, ErrorCode.message_too_large)
+            self.assertIn(f"records inflate past {1 << 20} bytes", message)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_modest_ratios_pass_uncharged(self):
+        from .kafka_messages import compressed, record_batch
+        for codec in (1, 3, 4):
+            self.broker_transport.clear()
+            self.send(compressed(record_batch(20, value=bytes(range(100))), codec),
+                      correlation_id=10 + codec)
+            self.assertEqual(len(self.sent()), 1)
+        self.assertGreater(self.bucket.tokens, 0.25 - 0.01)
+
+    def test_past_the_free_ratio_charged(self):
+        from vkafka.tenancy.rules.records import INFLATED_WORK
+        from .kafka_messages import compressed, record_batch
+        batch = compressed(record_batch(1, value=bytes(900_000)), 1)
+        self.send(batch)
+        self.assertEqual(len(self.sent()), 1)
+        self.assertLess(self.bucket.tokens, 0.25 - 0.8 * INFLATED_WORK)
+
+    def test_acks_0_closed(self):
+        from .kafka_messages import compressed, record_batch
+        self.send(compressed(record_batch(1, value=bytes(1 << 20)), 1), acks=0)
+        self.assertEqual(self.sent(), [])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_codecs_and_bytes_refused_as_a_broker_does(self):
+        from .kafka_messages import compressed, record_batch
+        cases = ((5, b"x" * 10, ErrorCode.unsupported_compression_type,
+                  "compression codec 5 does not exist"),
+                 (1, b"not gzip at all", ErrorCode.corrupt_message, "bad gzip records"),
+                 (3, b"not lz4 at all", ErrorCode.corrupt_message, "bad lz4 records"),
+                 (4, b"not zstd at all", ErrorCode.corrupt_message, "bad zstd records"),
+                 (2, b"\xff\xff\xff\xff\x0f", ErrorCode.message_too_large,
+                  "snappy records inflate past"))
+        for n, (codec, packed, code, message) in enumerate(cases):
+            self.send(compressed(record_batch(1), codec, packed), correlation_id=10 + n)
+            self.assertEqual(self.sent(), [])
+            found = self.answered()
+            self.assertEqual(found[0], code, found)
+            self.assertIn(message, found[1])
+
+    def test_every_version_answered(self):
+        """v3 (no error message) to v13 (topic ids): the answer the client's
+        version reads, naming its topics as it did."""
+        from .kafka_messages import compressed, record_batch
+        bomb = compressed(record_batch(1, value=bytes(1 << 20)), 1)
+        for version in range(3, 13):
+            self.send(bomb, version=version, correlation_id=version)
+            _, answer = decode_response(self.responses()[-1], 0, version)
+            self.assertEqual([t.name for t in answer.responses], ["t"])
+            part = answer.responses[0].partition_responses[0]
+            self.assertEqual(part.error_code, ErrorCode.message_too_large, version)
+        self.assertEqual(self.sent(), [])
+
+
 class ProducerIdTests(TenantSpliceBase):
     """Every producer id a tenant's batches carry is broker state for a day
     (tenancy/producers.py): new ones beyond the bucket, and batches of two

@@ -23,17 +23,18 @@ from .test_produce_slicing import produce as produce_request
 POKES = (0x00, 0x01, 0x7F, 0x80, 0xFF)
 
 
-def batch(records, payload=20, producer=0):
-    """A record batch as the walk sees it (offset, length, magic 2, producer
-    id, count)."""
+def batch(records, payload=20, producer=0, codec=0):
+    """A record batch as the walk sees it (offset, length, magic 2, codec,
+    producer id, count)."""
     body = bytearray(49 + payload)
     body[4] = 2  # magic, after the partition leader epoch
+    body[10] = codec  # the attributes' low byte, after the CRC
     struct.pack_into(">q", body, 31, producer)
     struct.pack_into(">i", body, 45, records)  # the count closes the header
     return struct.pack(">qi", 0, len(body)) + bytes(body)
 
 
-RECORDS = batch(3) + batch(4) + batch(5)[:30]  # two whole batches, a partial one
+RECORDS = batch(3) + batch(4, codec=1) + batch(5)[:30]  # two whole batches, a partial one
 
 
 def requests():
@@ -119,16 +120,27 @@ class CompiledWalkTests(unittest.TestCase):
     def test_records_counted(self):
         """Whole batches counted, a partial one not, as the Python walk does."""
         for version, frame, offset in requests():
-            acks, records, _, fields, end, producer = produce.walk_request(
+            acks, records, _, fields, end, producer, packed = produce.walk_request(
                 frame, offset, version >= 9, version >= 13)
-            self.assertEqual((acks, records, len(fields), end, producer),
-                             (-1, 7 * 4, 2, len(frame), 0), version)
+            self.assertEqual((acks, records, len(fields), end, producer, packed),
+                             (-1, 7 * 4, 2, len(frame), 0, 4 * len(batch(4))), version)
+
+    def test_compressed_bytes_noted(self):
+        """The bytes of the whole compressed batches (any codec bits, the
+        partial batch not read), 0 without any.  Both walks agree."""
+        cases = [  # (each partition's records, compressed bytes noted)
+            ((batch(1),) * 4, 0),
+            ((batch(1, codec=1), batch(1)), 2 * len(batch(1))),
+            ((batch(1, codec=4) + batch(1, codec=7, payload=50), batch(2)),
+             2 * (len(batch(1)) + len(batch(1, payload=50)))),
+            ((batch(1) + batch(1, codec=3)[:40],), 0),
+        ]
+        self.assertBothWalksNote(cases, 6)
 
     def test_producer_noted(self):
         """The batches' producer id: -1 if none carries one, the id if all
         that do carry the same, -2 if two differ (in one partition or two);
         the partial batch is not read.  Both walks agree."""
-        from vkafka.protocol import _walk
         cases = [  # (each partition's records, producer noted)
             ((batch(1, producer=-1),) * 4, -1),
             ((batch(1, producer=-1), batch(1, producer=5)), 5),
@@ -137,6 +149,12 @@ class CompiledWalkTests(unittest.TestCase):
             ((batch(1, producer=5), batch(1, producer=2 ** 40)), -2),
             ((batch(1, producer=2 ** 62) + batch(1, producer=7)[:40],), 2 ** 62),
         ]
+        self.assertBothWalksNote(cases, 5)
+
+    def assertBothWalksNote(self, cases, index):
+        """Both walks give *index* of their answer as each case expects
+        (its records in every partition of each version's request)."""
+        from vkafka.protocol import _walk
         for records, expected in cases:
             for version in range(3, 14):
                 request = produce_request(version)
@@ -148,8 +166,8 @@ class CompiledWalkTests(unittest.TestCase):
                 frame = encode_request(request, version, 7, "client")
                 offset = parse_request_header(frame).body_offset
                 for walk in (_walk.produce_request, produce.walk_request_py):
-                    self.assertEqual(walk(frame, offset, version >= 9, version >= 13)[5],
-                                     expected, (version, expected, walk))
+                    self.assertEqual(walk(frame, offset, version >= 9, version >= 13)
+                                     [index], expected, (version, expected, walk))
 
     def test_response_walks_agree(self):
         """Every Produce response version and kind, cut and poked: the same answer."""

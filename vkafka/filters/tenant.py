@@ -140,23 +140,14 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
             start = services.work_clock()
             rewritten = rule.rewrite_frame(services, context, frame, body_offset,
                                            api_version)
-            if context.answer is not None:  # e.g. a fetch session not its own
-                return Outcome(context=context, answer=context.answer)
-            if context.unplaced_ids and api_key == PRODUCE and not waited \
-                    and getattr(services.refresher, "all_topics", False):
-                return Outcome(context=context, later=services.refresher.next_listing(
-                ).addCallback(lambda _: rewrite_request(
-                    services, login, max_decoded_request, rule, frame, api_key,
-                    api_version, waited=True)))
-            if rewritten is not None and not context.concentrated:
-                work = services.work_clock() - start
-                return Outcome(frame=rewritten, context=context, body_offset=body_offset,
-                               work=work if work >= SMALL_WORK else 0.0)
-            if rewritten is not None:  # decoded once more: counted as work
-                start = services.work_clock()
-                outcome = _concentrated(services, context, api_key, rewritten,
-                                        body_offset, what, max_decoded_request)
-                outcome.work = services.work_clock() - start
+            again = (services, login, max_decoded_request, rule, frame, api_key,
+                     api_version)
+            if context.check_first is not None and context.answer is None:
+                return Outcome(context=context, later=_checked_first(
+                    again, waited, context, rewritten, body_offset,
+                    services.work_clock() - start))
+            outcome = _walked(again, waited, context, rewritten, body_offset, start)
+            if outcome is not None:
                 return outcome
         if rule.rewrite_request is None:
             return Outcome(frame=frame, context=context)
@@ -172,6 +163,54 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
     outcome = _decoded(services, context, rule, frame, api_key, what,
                        max_decoded_request)
     outcome.work = services.work_clock() - start
+    return outcome
+
+
+def _walked(again, waited, context, rewritten, body_offset, start):
+    """The Outcome of a request its rule rewrote by slicing (*rewritten*),
+    or None where the rule declined (decode it); *again*: rewrite_request's
+    arguments, to decide it anew."""
+    services, _, max_decoded_request, _, _, api_key, api_version = again
+    if context.answer is not None:  # e.g. a fetch session not its own
+        return Outcome(context=context, answer=context.answer)
+    if context.unplaced_ids and api_key == PRODUCE and not waited \
+            and getattr(services.refresher, "all_topics", False):
+        return Outcome(context=context, later=services.refresher.next_listing(
+        ).addCallback(lambda _: rewrite_request(*again, waited=True)))
+    if rewritten is not None and not context.concentrated:
+        work = services.work_clock() - start
+        return Outcome(frame=rewritten, context=context, body_offset=body_offset,
+                       work=work if work >= SMALL_WORK else 0.0)
+    if rewritten is not None:  # decoded once more: counted as work
+        start = services.work_clock()
+        outcome = _concentrated(services, context, api_key, rewritten, body_offset,
+                                f"API {api_key} v{api_version}", max_decoded_request)
+        outcome.work = services.work_clock() - start
+        return outcome
+    return None
+
+
+@defer.inlineCallbacks
+def _checked_first(again, waited, context, rewritten, body_offset, work):
+    """``_walked`` once the rule's ``check_first`` has run: in the codec
+    thread (proxy/offload.py), its time charged with the walk's; the
+    connection's later requests wait for it, in order."""
+    services = again[0]
+    check, args, then = context.check_first
+    context.check_first = None
+    if services.offload is not None:
+        result, seconds = yield services.offload(check, *args)
+    else:
+        start = services.work_clock()
+        result = check(*args)
+        seconds = services.work_clock() - start
+    try:
+        then(result)
+        outcome = _walked(again, waited, context, rewritten, body_offset,
+                          services.work_clock())
+    except REWRITE_ERRORS as e:
+        outcome = Outcome(refused=f"cannot rewrite API {again[5]} v{again[6]}: {e}")
+    outcome.work += work + seconds
     return outcome
 
 

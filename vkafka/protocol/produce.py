@@ -13,6 +13,8 @@ import uuid
 from .headers import (
     MAX_ENTRIES, HeaderError, read_length, read_string, request_body_offset, skip_string,
     skip_tagged_fields, walkable, write_string)
+from .batches import (
+    COMPRESSION_MASK, HEADER, BatchError, inflated_size, whole_batches)
 from .records import walk_batches
 
 _I16 = struct.Struct(">h")
@@ -21,7 +23,7 @@ _I32 = struct.Struct(">i")
 
 def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
                     transactional_id=None, topic_field=None, known_ids=(),
-                    producer=None):
+                    producer=None, compressed=None):
     """``(frame, acks, records)``: the request frame with names rewritten, record
     bytes copied as they are; and the request's acks and record count, from the
     same walk.
@@ -39,15 +41,18 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
     only notes what changes, and the frame is cut and joined only if something
     does, so the common case allocates nothing per topic or partition.
     *producer* is called with the batches' producer id, if any carries one
-    (-2: two batches carry different ones).
+    (-2: two batches carry different ones); *compressed* with the bytes of
+    the compressed batches, if there are any (before any name is decided).
     """
     flexible = version >= 9
     if topic_field is None and topic_name is not None:
         topic_field = name_field(topic_name, flexible)
-    acks, records, txn_end, fields, end, producer_id = walk_request(
+    acks, records, txn_end, fields, end, producer_id, packed = walk_request(
         frame, body_offset, flexible, version >= 13)
     if producer is not None and producer_id != -1:
         producer(producer_id)
+    if compressed is not None and packed:
+        compressed(packed)
     if len(fields) > MAX_TOPICS:
         raise HeaderError(f"produce request: {len(fields)} topics, over {MAX_TOPICS}")
     edits = []  # (start, end, bytes to put there), in order
@@ -99,9 +104,10 @@ on one broker; 10,000 in one request is far past any client's."""
 
 def walk_request_py(frame, pos, flexible, by_id):
     """``(acks, records, end of the transactional id, [(start, end) of each
-    topic's name or id field], end of the request, producer id)`` of a
-    Produce request whose body starts at *pos*, walked by lengths; raises on
-    truncation.  The producer id is its batches' (``_producer``: -1 none, -2
+    topic's name or id field], end of the request, producer id, compressed
+    bytes)`` of a Produce request whose body starts at *pos*, walked by
+    lengths; raises on truncation.  The producer id is its batches' and the
+    compressed bytes the size of those compressed (``_noted``: -1 none, -2
     several).  The reference for ``_walk.produce_request`` (the same walk
     compiled), and what runs where that is not built."""
     pos = skip_string(frame, pos, flexible)
@@ -111,7 +117,7 @@ def walk_request_py(frame, pos, flexible, by_id):
     budget = walkable(MAX_ENTRIES, topics, "produce")
     records = 0
     fields = []
-    producer = [-1]
+    noted = [-1, 0]
     for _ in range(max(topics, 0)):
         start = pos
         if by_id:
@@ -123,31 +129,33 @@ def walk_request_py(frame, pos, flexible, by_id):
             if pos > len(frame):
                 raise HeaderError("truncated topic name")
         fields.append((start, pos))
-        pos, count, budget = _partitions(frame, pos, flexible, budget, producer)
+        pos, count, budget = _partitions(frame, pos, flexible, budget, noted)
         records += count
     if flexible:
         pos = skip_tagged_fields(frame, pos)
     if pos > len(frame):
         raise HeaderError("truncated produce request")
-    return acks, records, txn_end, fields, pos, producer[0]
+    return acks, records, txn_end, fields, pos, noted[0], noted[1]
 
 
 _I64 = struct.Struct(">q")
 
 
-def _producer(frame, pos, end, limit, producer):
-    """Note in ``producer[0]`` the producer id of the whole batches in
-    [pos, end) that end by *limit* (those ``walk_batches`` counts): -1 while
-    none carries one, the id while all that do carry the same, -2 once two
-    differ."""
+def _noted(frame, pos, end, limit, noted):
+    """Note in ``noted[0]`` the producer id of the whole batches in [pos, end)
+    that end by *limit* (those ``walk_batches`` counts): -1 while none
+    carries one, the id while all that do carry the same, -2 once two
+    differ; add to ``noted[1]`` the bytes of those compressed."""
     while end - pos >= 61:
         length = _I32.unpack_from(frame, pos + 8)[0]
         after = pos + 12 + length
         if length < 49 or after > limit or frame[pos + 16] != 2:
             return
         found = _I64.unpack_from(frame, pos + 43)[0]
-        if found >= 0 and producer[0] != found:
-            producer[0] = found if producer[0] == -1 else -2
+        if found >= 0 and noted[0] != found:
+            noted[0] = found if noted[0] == -1 else -2
+        if frame[pos + 22] & 7:  # the attributes' codec
+            noted[1] += 12 + length
         pos = after
 
 
@@ -157,17 +165,32 @@ def rewrite_records(frame, body_offset, version, chosen, change):
     partition of each topic whose name or id field (its bytes, length prefix
     included) ``chosen`` takes; the rest as it came.  Walked in Python: only
     requests naming such a topic come here."""
+    pieces, copied, picked = [], 0, {}
+    for field, at, stop in record_regions(frame, body_offset, version):
+        if field not in picked:
+            picked[field] = chosen(bytes(frame[field[0]:field[1]]))
+        if picked[field] and stop > at:
+            pieces += (frame[copied:at], change(bytes(frame[at:stop])))
+            copied = stop
+    if not pieces:
+        return frame
+    pieces.append(frame[copied:])
+    return b"".join(pieces)
+
+
+def record_regions(frame, body_offset, version):
+    """``((start, end) of the topic's name or id field, start, end)`` of each
+    partition's records in a Produce request, walked in Python."""
     flexible = version >= 9
     pos = skip_string(frame, body_offset, flexible) + 6  # acks, timeout
     topics, pos = read_length(frame, pos, flexible)
     walkable(MAX_ENTRIES, topics, "produce")
-    pieces, copied = [], 0
     for _ in range(max(topics, 0)):
         start = pos
         pos = pos + 16 if version >= 13 else skip_string(frame, pos, flexible)
         if pos > len(frame):
             raise HeaderError("truncated topic name")
-        picked = chosen(bytes(frame[start:pos]))
+        field = (start, pos)
         if flexible:
             partitions, pos = read_length(frame, pos, True)
         else:
@@ -182,16 +205,27 @@ def rewrite_records(frame, body_offset, version, chosen, change):
             stop = at + max(size, 0)
             if stop > len(frame):
                 raise HeaderError("truncated records")
-            if picked and size > 0:
-                pieces += (frame[copied:at], change(bytes(frame[at:stop])))
-                copied = stop
+            yield field, at, stop
             pos = skip_tagged_fields(frame, stop) if flexible else stop
         if flexible:
             pos = skip_tagged_fields(frame, pos)
-    if not pieces:
-        return frame
-    pieces.append(frame[copied:])
-    return b"".join(pieces)
+
+
+def inflated(frame, body_offset, version, limit):
+    """Bytes the compressed batches of a Produce request inflate to in all,
+    counted to at most *limit* (``batches.inflated_size``), or the
+    BatchError that stopped the count.  Pure: it runs in the codec thread."""
+    total = 0
+    try:
+        for _, at, stop in record_regions(frame, body_offset, version):
+            for pos, size in whole_batches(frame, at, stop)[0]:
+                codec = frame[pos + 22] & COMPRESSION_MASK
+                if codec and frame[pos + 16] == 2 and size > HEADER.size:
+                    total += inflated_size(codec, frame[pos + HEADER.size:pos + size],
+                                           limit - total)
+    except BatchError as e:
+        return e
+    return total
 
 
 try:  # the same walk compiled (setup.py); tests/test_walk.py runs both
@@ -209,7 +243,7 @@ def name_field(rename, flexible):
     return field
 
 
-def _partitions(frame, pos, flexible, budget, producer=None, _int32=_I32.unpack_from,
+def _partitions(frame, pos, flexible, budget, noted=None, _int32=_I32.unpack_from,
                 _batches=walk_batches):
     """Walk one topic's partitions: (position after them, records in them,
     what is left of the *budget* of entries).
@@ -235,8 +269,8 @@ def _partitions(frame, pos, flexible, budget, producer=None, _int32=_I32.unpack_
         if size > 0:
             stop = pos + size
             records += _batches(frame, pos, min(stop, end), stop)[0]
-            if producer is not None:
-                _producer(frame, pos, min(stop, end), stop, producer)
+            if noted is not None:
+                _noted(frame, pos, min(stop, end), stop, noted)
             pos = stop
         if flexible:
             pos = pos + 1 if pos < end and frame[pos] == 0 else \

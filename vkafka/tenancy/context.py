@@ -57,7 +57,7 @@ class RequestContext:
     """What one request's rewrite left for its response: decoys and reasons."""
 
     __slots__ = ("namespace", "topic_ids", "decoy_names", "decoy_ids", "refusals",
-                 "write", "concentrated", "concentration", "answer",
+                 "write", "concentrated", "concentration", "answer", "check_first",
                  "on_answer", "produced", "sessions", "topics_asked", "created",
                  "coordinator_kind", "config_refusals", "id_pattern",
                  "removed_aliases", "group_protocol", "partitions_asked", "reserved", "rights",
@@ -78,6 +78,11 @@ class RequestContext:
         self.answer = None
         """A response body the gateway sends itself instead of forwarding
         (a cached Metadata answer)."""
+        self.check_first = None
+        """(check, its arguments, then): a pure *check* of the request's bytes
+        run before it goes on, in the codec thread, and ``then(its result)``
+        on the loop, which may set ``answer`` or raise Rejected (a Produce's
+        compressed batches, rules/records.py)."""
         self.on_answer = None
         """Called with the rewritten response body, to keep it for reuse."""
         self.produced = None

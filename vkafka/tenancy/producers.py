@@ -28,7 +28,7 @@ day per partition replica and gateway process, where one connection made
 43 million."""
 
 SEVERAL = -2
-"""The walk's producer id for batches of two producers (produce._producer)."""
+"""The walk's producer id for batches of two producers (produce._noted)."""
 
 
 class ProducerIds:
