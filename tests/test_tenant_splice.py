@@ -2150,6 +2150,48 @@ class LoopShareTests(Producing, TenantSpliceBase):
             _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
             self.assertTrue(all(t.name.startswith("!") for t in sent.topics), sent)
 
+    def test_markers_deletions_and_assignments_counted(self):
+        """A partition added to a transaction costs TXN_PARTITION_WORK (its
+        marker on every replica), one a DeleteRecords names
+        DELETED_RECORDS_WORK; a KIP-848 join, leave or new subscription
+        MEMBERSHIP_WORK (the coordinator assigns anew), a plain heartbeat
+        only its decoding (audit 25)."""
+        from kio.schema.add_partitions_to_txn.v3 import request as apt
+        from kio.schema.consumer_group_heartbeat.v0 import request as cgh
+        from kio.schema.delete_records.v2 import request as drr
+        from kio.static.primitive import i64
+        from vkafka.tenancy.rules.common import (
+            DELETED_RECORDS_WORK, MEMBERSHIP_WORK, TXN_PARTITION_WORK)
+        self.client.services.loop_share = self.gateway.loop_share
+        self.login()
+        bucket = self.gateway.loop_share.bucket("london")
+        self.client.dataReceived(request_frame(apt.AddPartitionsToTxnRequest(
+            v3_and_below_transactional_id="tx", v3_and_below_producer_id=i64(5),
+            v3_and_below_producer_epoch=i16(0), v3_and_below_topics=(
+                apt.AddPartitionsToTxnTopic(name="a", partitions=tuple(
+                    i32(n) for n in range(60))),
+                apt.AddPartitionsToTxnTopic(name="b", partitions=tuple(
+                    i32(n) for n in range(40))))), 3, 10))
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05 - 100 * TXN_PARTITION_WORK)
+        self.reactor.advance(20)
+        self.client.dataReceived(request_frame(drr.DeleteRecordsRequest(
+            topics=(drr.DeleteRecordsTopic(name="a", partitions=tuple(
+                drr.DeleteRecordsPartition(partition_index=i32(n), offset=i64(5))
+                for n in range(30))),),
+            timeout=i32Timedelta.parse(datetime.timedelta(seconds=5))), 2, 11))
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05 - 30 * DELETED_RECORDS_WORK)
+        costs = []
+        for n, (epoch, topics) in enumerate(((0, ("a",)), (3, None), (3, ("a", "b")),
+                                             (-1, None))):
+            self.reactor.advance(20)
+            self.client.dataReceived(request_frame(cgh.ConsumerGroupHeartbeatRequest(
+                group_id="g", member_id="m", member_epoch=i32(epoch), instance_id=None,
+                rack_id=None, rebalance_timeout=i32Timedelta.parse(
+                    datetime.timedelta(seconds=30)), subscribed_topic_names=topics,
+                server_assignor=None, topic_partitions=None), 0, 12 + n))
+            costs.append(round(0.25 - 0.05 - bucket.tokens, 6))
+        self.assertEqual(costs, [MEMBERSHIP_WORK, 0, MEMBERSHIP_WORK, MEMBERSHIP_WORK])
+
     def test_topic_config_changes_counted(self):
         """A topic config change costs RECONFIGURED_WORK per partition of the
         topic (every replica reconfigures each partition's log); validating

@@ -224,7 +224,8 @@ def tenant_rules():
         "the tenant's topics and sent as the exact alternation of their physical "
         "names, kept current; assignments by topic id checked (unknown ids: a "
         "listing first); a member past the tenant's member state bound refused: "
-        "POLICY_VIOLATION")
+        "POLICY_VIOLATION; a join, leave or new subscription costs 10 ms of the "
+        "loop share (the coordinator assigns anew)")
     row(69, "ConsumerGroupDescribe", common.walk_req,
         common.ids_known_first(groups.group_describe_response),
         "names and ids rewritten, the regex and client ids shown as the "
@@ -293,10 +294,16 @@ def tenant_rules():
         table[key] = replace(table[key], write=True)
     for key in (21, 33, 37, 44):  # DeleteRecords, config changes, CreatePartitions
         table[key] = replace(table[key], write=OWNER)
-    table[24] = replace(table[24], rewrite_request=common.then(
-        records.in_a_transaction, table[24].rewrite_request),
+    table[24] = replace(table[24], rewrite_request=common.then(common.then(
+        records.in_a_transaction, common.partitions_charged(
+            common.TXN_PARTITION_WORK, "v3_and_below_topics")),
+        table[24].rewrite_request),
         why=table[24].why + "; read-only and writable mappings refused (a "
-        "transaction's markers would be written there)")
+        "transaction's markers would be written there); each partition costs "
+        "1 ms of the loop share (its marker)")
+    table[21] = replace(table[21], rewrite_request=common.then(
+        common.partitions_charged(common.DELETED_RECORDS_WORK), table[21].rewrite_request),
+        why=table[21].why + "; each partition costs 1 ms of the loop share")
     for key, (low, high) in SASL_VERSIONS.items():
         name = "SaslHandshake" if key == SASL_HANDSHAKE else "SaslAuthenticate"
         table[key] = Rule(key, name, low, high, None, 0,

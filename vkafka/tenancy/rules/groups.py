@@ -22,7 +22,8 @@ from ..walker import rewrite_response as walk_response
 from ..walker import with_error
 from .addresses import rewrite_find_coordinator
 from ...state.policy import POLICY_VIOLATION, held_at_most
-from .common import LISTING_MAX_AGE, limits_for, logical_topics
+from .common import (
+    LISTING_MAX_AGE, MEMBERSHIP_WORK, broker_work, limits_for, logical_topics)
 
 
 def offset_fetch_request(services, rctx, request):
@@ -246,8 +247,12 @@ def heartbeat_request(services, rctx, request):
     topics may have been created a moment ago through another gateway.  A
     subscribed member's heartbeat renews a listing older than LISTING_MAX_AGE
     in the background, so a matching topic created elsewhere reaches its
-    alternation at a later heartbeat, not at the periodic refresh (30 s)."""
+    alternation at a later heartbeat, not at the periodic refresh (30 s).
+    A join, a leave or a new subscription costs MEMBERSHIP_WORK."""
     group = request.group_id
+    if request.member_epoch <= 0 or request.subscribed_topic_names is not None or \
+            getattr(request, "subscribed_topic_regex", None) is not None:
+        broker_work(services, rctx, 1, MEMBERSHIP_WORK)  # an assignment computed anew
     request = _subscription_bounded(rctx, group, walk_request(request, rctx))
     request = within_group_capacity(services, rctx, _member_state_bounded(
         services, rctx, group, request))
