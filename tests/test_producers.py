@@ -53,3 +53,25 @@ class ProducerIdsTests(unittest.TestCase):
         self.ids.admit("acme", 2)
         self.ids.admit("acme", 1)  # charged again
         self.assertEqual(len(self.ids._tenants["acme"][0]), 3)
+
+
+class TransactionPartitionsTests(unittest.TestCase):
+    """A transaction's partitions count once each; memory stays bounded."""
+
+    def test_each_partition_once_per_transaction(self):
+        from vkafka.tenancy.producers import TransactionPartitions
+        seen = TransactionPartitions()
+        self.assertEqual(seen.added([(5, 1, "a0"), (5, 1, "a1")]), 2)
+        self.assertEqual(seen.added([(5, 1, "a0"), (5, 1, "b0")]), 1)
+        self.assertEqual(seen.added([(5, 2, "a0"), (6, 1, "a0")]), 2)
+
+    def test_bounded(self):
+        """The oldest transaction is forgotten past TRANSACTIONS; past
+        PARTITIONS a transaction's further partitions count every time."""
+        from vkafka.tenancy.producers import TransactionPartitions
+        seen = TransactionPartitions()
+        seen.TRANSACTIONS, seen.PARTITIONS = 2, 2
+        seen.added([(1, 0, "a"), (2, 0, "a"), (3, 0, "a")])  # forgets (1, 0)
+        self.assertEqual(len(seen._seen), 2)
+        self.assertEqual(seen.added([(1, 0, "a")]), 1)
+        self.assertEqual(seen.added([(3, 0, "b"), (3, 0, "c"), (3, 0, "c")]), 3)

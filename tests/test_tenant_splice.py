@@ -2192,6 +2192,34 @@ class LoopShareTests(Producing, TenantSpliceBase):
             costs.append(round(0.25 - 0.05 - bucket.tokens, 6))
         self.assertEqual(costs, [MEMBERSHIP_WORK, 0, MEMBERSHIP_WORK, MEMBERSHIP_WORK])
 
+    def test_partitions_a_transaction_produces_to_counted(self):
+        """KIP-890's transactions add partitions by producing: each partition
+        a transaction (producer id and epoch) first writes to costs
+        TXN_PARTITION_WORK, its later batches nothing; the next transaction
+        (the epoch bumped) pays again; a non-transactional batch nothing."""
+        import struct
+        from dataclasses import replace as with_fields
+        from vkafka.tenancy.rules.common import TXN_PARTITION_WORK
+        from .kafka_messages import produce_records, record_batch
+        self.client.services.loop_share = self.gateway.loop_share
+        self.login()
+        bucket = self.gateway.loop_share.bucket("london")
+
+        def batch(epoch, transactional=True):
+            raw = bytearray(record_batch(1, producer=5))
+            raw[22] |= 0x10 if transactional else 0
+            struct.pack_into(">h", raw, 51, epoch)
+            return bytes(raw)
+        costs = []
+        for n, (epoch, transactional) in enumerate(
+                ((1, True), (1, True), (2, True), (2, False))):
+            self.reactor.advance(20)
+            request = produce_records("t", batch(epoch, transactional))
+            self.client.dataReceived(request_frame(with_fields(
+                request, transactional_id="tx" if transactional else None), 9, 20 + n))
+            costs.append(round(0.25 - 0.05 - bucket.tokens, 6))
+        self.assertEqual(costs, [TXN_PARTITION_WORK, 0, TXN_PARTITION_WORK, 0])
+
     def test_topic_config_changes_counted(self):
         """A topic config change costs RECONFIGURED_WORK per partition of the
         topic (every replica reconfigures each partition's log); validating

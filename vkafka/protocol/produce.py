@@ -14,7 +14,7 @@ from .headers import (
     MAX_ENTRIES, HeaderError, read_length, read_string, request_body_offset, skip_string,
     skip_tagged_fields, walkable, write_string)
 from .batches import (
-    COMPRESSION_MASK, HEADER, BatchError, inflated_size, whole_batches)
+    COMPRESSION_MASK, HEADER, TRANSACTIONAL, BatchError, inflated_size, whole_batches)
 from .records import walk_batches
 
 _I16 = struct.Struct(">h")
@@ -166,7 +166,7 @@ def rewrite_records(frame, body_offset, version, chosen, change):
     included) ``chosen`` takes; the rest as it came.  Walked in Python: only
     requests naming such a topic come here."""
     pieces, copied, picked = [], 0, {}
-    for field, at, stop in record_regions(frame, body_offset, version):
+    for field, _, at, stop in record_regions(frame, body_offset, version):
         if field not in picked:
             picked[field] = chosen(bytes(frame[field[0]:field[1]]))
         if picked[field] and stop > at:
@@ -179,8 +179,9 @@ def rewrite_records(frame, body_offset, version, chosen, change):
 
 
 def record_regions(frame, body_offset, version):
-    """``((start, end) of the topic's name or id field, start, end)`` of each
-    partition's records in a Produce request, walked in Python."""
+    """``((start, end) of the topic's name or id field, partition index,
+    start, end)`` of each partition's records in a Produce request, walked
+    in Python."""
     flexible = version >= 9
     pos = skip_string(frame, body_offset, flexible) + 6  # acks, timeout
     topics, pos = read_length(frame, pos, flexible)
@@ -197,7 +198,7 @@ def record_regions(frame, body_offset, version):
             (partitions,), pos = _I32.unpack_from(frame, pos), pos + 4
         walkable(MAX_ENTRIES, partitions, "produce")
         for _ in range(max(partitions, 0)):
-            pos += 4  # the partition index
+            (index,), pos = _I32.unpack_from(frame, pos), pos + 4
             if flexible:
                 size, at = read_length(frame, pos, True)
             else:
@@ -205,7 +206,7 @@ def record_regions(frame, body_offset, version):
             stop = at + max(size, 0)
             if stop > len(frame):
                 raise HeaderError("truncated records")
-            yield field, at, stop
+            yield field, index, at, stop
             pos = skip_tagged_fields(frame, stop) if flexible else stop
         if flexible:
             pos = skip_tagged_fields(frame, pos)
@@ -217,7 +218,7 @@ def inflated(frame, body_offset, version, limit):
     BatchError that stopped the count.  Pure: it runs in the codec thread."""
     total = 0
     try:
-        for _, at, stop in record_regions(frame, body_offset, version):
+        for _, _, at, stop in record_regions(frame, body_offset, version):
             for pos, size in whole_batches(frame, at, stop)[0]:
                 codec = frame[pos + 22] & COMPRESSION_MASK
                 if codec and frame[pos + 16] == 2 and size > HEADER.size:
@@ -226,6 +227,21 @@ def inflated(frame, body_offset, version, limit):
     except BatchError as e:
         return e
     return total
+
+
+def transactional_partitions(frame, body_offset, version):
+    """``(producer id, producer epoch, (topic field bytes, partition index))``
+    of each partition of a Produce request whose first batch is
+    transactional (a transaction's partitions: KIP-890's transactions add
+    them by producing), walked in Python."""
+    for field, index, at, stop in record_regions(frame, body_offset, version):
+        if stop - at >= HEADER.size and frame[at + 16] == 2 and \
+                frame[at + 22] & TRANSACTIONAL:
+            producer, epoch = _PRODUCER.unpack_from(frame, at + 43)
+            yield producer, epoch, (bytes(frame[field[0]:field[1]]), index)
+
+
+_PRODUCER = struct.Struct(">qh")
 
 
 try:  # the same walk compiled (setup.py); tests/test_walk.py runs both

@@ -12,7 +12,7 @@ from ..protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from ..tenancy.members import Members
 from ..tenancy.metadata_cache import MetadataAnswers
 from ..tenancy.patterns import RegexSubscriptions
-from ..tenancy.producers import ProducerIds
+from ..tenancy.producers import ProducerIds, TransactionPartitions
 from ..tenancy.rules.addresses import offered_rules
 from ..tenancy.rules.common import StateWrites
 from ..tenancy.rules.topics import RULE_TOPICS_AT_ONCE
@@ -58,6 +58,8 @@ class Gateway:
         and how a deleted group's configs are cleared."""
         self.producer_ids = ProducerIds(reactor.seconds)
         """New producer ids each virtual cluster may bring (tenancy/producers.py)."""
+        self.transactions = TransactionPartitions()
+        """The partitions each transaction wrote to (tenancy/producers.py)."""
         self.members = Members(reactor.seconds)
         """Classic group member state each virtual cluster keeps (tenancy/members.py)."""
         self.audit = None
@@ -121,6 +123,7 @@ class Gateway:
                         self.group_ids, membership=self.membership,
                         transactional_ids=self.transactional_ids,
                         producer_ids=self.producer_ids, members=self.members,
+                        transactions=self.transactions,
                         loop_share=self.loop_share,
                         clear_group_configs=self.clear_group_configs,
                         authorizer=None if self.state is None else self.state.authorizer,

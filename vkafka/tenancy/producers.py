@@ -69,3 +69,38 @@ class ProducerIds:
         seen[producer_id] = None
         if len(seen) > self.per_hour:
             seen.popitem(last=False)
+
+
+class TransactionPartitions:
+    """The partitions each transaction has written to, as this process saw
+    them: with KIP-890's transactions (Kafka 4 clients) a transactional
+    Produce adds its partitions to the transaction, no AddPartitionsToTxn
+    is sent, and each partition takes a marker on every replica at the
+    transaction's end.  Each transaction bumps its producer's epoch, so
+    (producer id, epoch) names one; a partition counts the first time only
+    (``added``).  At most ``TRANSACTIONS`` transactions are remembered, each
+    with at most ``PARTITIONS`` partitions, the oldest forgotten first (a
+    forgotten one counts again: never less than the work)."""
+
+    TRANSACTIONS = 10_000
+    PARTITIONS = 10_000
+
+    def __init__(self):
+        self._seen = OrderedDict()
+
+    def added(self, found):
+        """How many of *found* ``(producer id, epoch, partition)`` are new
+        to their transaction."""
+        new = 0
+        for producer, epoch, partition in found:
+            key = (producer, epoch)
+            seen = self._seen.get(key)
+            if seen is None:
+                seen = self._seen[key] = set()
+                if len(self._seen) > self.TRANSACTIONS:
+                    self._seen.popitem(last=False)
+            if partition not in seen:
+                new += 1
+                if len(seen) < self.PARTITIONS:
+                    seen.add(partition)
+        return new

@@ -59,6 +59,9 @@ class Services:
     the gateway process's; None: not counted)."""
     producer: int = -1
     """The producer id this connection's last Produce was let write with."""
+    transactions: object = None
+    """The partitions each transaction wrote to, as this process saw them
+    (producers.TransactionPartitions; None: not counted)."""
     members: object = None
     """Classic group member state each virtual cluster keeps on the brokers
     (members.Members, the gateway process's; None: not counted)."""

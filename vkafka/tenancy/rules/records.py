@@ -21,7 +21,8 @@ from ...protocol.framing import Malformed
 from ...protocol.fastpath import fetch_request_ids, fetch_session, rename_fields
 from ...protocol.headers import read_string, write_string
 from ...protocol.batches import BatchError, without_producer
-from ...protocol.produce import inflated, rewrite_produce, rewrite_records
+from ...protocol.produce import (
+    inflated, rewrite_produce, rewrite_records, transactional_partitions)
 from ..naming import TOPIC, TRANSACTION, HotNames
 from ..sessions import (
     FETCH_SESSION_ID_NOT_FOUND, FINAL_EPOCH, INITIAL_EPOCH, FetchSessions)
@@ -29,7 +30,7 @@ from ..context import Rejected
 from ..walker import rewrite_request as walk_request
 from ..walker import rewrite_response as walk_response
 from .addresses import node_endpoints
-from .common import NO_THROTTLE, broker_work
+from .common import NO_THROTTLE, TXN_PARTITION_WORK, broker_work
 
 _SESSION = struct.Struct(">ii")  # a Fetch request's session id and epoch
 
@@ -146,6 +147,9 @@ def produce_frame(services, rctx, frame, body_offset, version):
         known_ids=() if memo is None else memo.ids, transactional_id=transactional_id,
         producer=producer, compressed=compressed)
     rctx.produced = (acks, records)
+    if rctx.transactional and services.transactions is not None:
+        broker_work(services, rctx, services.transactions.added(
+            transactional_partitions(given, body_offset, version)), TXN_PARTITION_WORK)
     if rctx.shared:
         frame = _shared_without_producers(rctx, frame, body_offset, version)
     return frame
