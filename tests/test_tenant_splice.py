@@ -1152,6 +1152,27 @@ class UnplacedTopicIdTests(Producing, TenantSpliceBase):
         sent = self.sent()
         self.assertEqual([r.topic_data[0].topic_id for r in sent], [new, new])
 
+    def test_compressed_batches_counted_then_the_listing_awaited(self):
+        """A compressed Produce is counted inflated first, then waits for the
+        listing, then is decided (and counted) again: one wait after another
+        ends in the request forwarded, in order."""
+        import uuid
+        from .kafka_messages import compressed, produce_records, record_batch, request_frame
+        new = uuid.uuid4()
+        self.login()
+        batch = compressed(record_batch(3), 1)
+        for correlation_id in (5, 6):
+            self.client.dataReceived(request_frame(produce_records(new, batch,
+                                                                   version=13),
+                                                   13, correlation_id))
+        self.assertEqual(len(self.listing.waiting), 1)
+        self.assertEqual(self.sent(), [])
+        self.topology.topic_ids[new] = "londont"
+        self.listing.waiting.pop(0).callback(None)
+        sent = self.sent()
+        self.assertEqual([r.topic_data[0].topic_id for r in sent], [new, new])
+        self.assertEqual(sent[0].topic_data[0].partition_data[0].records, batch)
+
     def test_reads_held_while_a_request_waits(self):
         """What a client sends behind a waiting request stays in its socket
         (TCP pushes back), not in the gateway's memory."""

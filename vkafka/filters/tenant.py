@@ -176,7 +176,7 @@ def _walked(again, waited, context, rewritten, body_offset, start):
     if context.unplaced_ids and api_key == PRODUCE and not waited \
             and getattr(services.refresher, "all_topics", False):
         return Outcome(context=context, later=services.refresher.next_listing(
-        ).addCallback(lambda _: rewrite_request(*again, waited=True)))
+        ).addCallback(lambda _: _settled(rewrite_request(*again, waited=True))))
     if rewritten is not None and not context.concentrated:
         work = services.work_clock() - start
         return Outcome(frame=rewritten, context=context, body_offset=body_offset,
@@ -198,20 +198,28 @@ def _checked_first(again, waited, context, rewritten, body_offset, work):
     services = again[0]
     check, args, then = context.check_first
     context.check_first = None
-    if services.offload is not None:
-        result, seconds = yield services.offload(check, *args)
-    else:
-        start = services.work_clock()
-        result = check(*args)
-        seconds = services.work_clock() - start
+    seconds = 0.0
     try:
+        if services.offload is not None:
+            result, seconds = yield services.offload(check, *args)
+        else:
+            start = services.work_clock()
+            result = check(*args)
+            seconds = services.work_clock() - start
         then(result)
         outcome = _walked(again, waited, context, rewritten, body_offset,
                           services.work_clock())
     except REWRITE_ERRORS as e:
         outcome = Outcome(refused=f"cannot rewrite API {again[5]} v{again[6]}: {e}")
+    outcome = yield _settled(outcome)
     outcome.work += work + seconds
     return outcome
+
+
+def _settled(outcome):
+    """*outcome*, or the Deferred of the one it waits for: what a later
+    Outcome fires with never waits again."""
+    return outcome if outcome.later is None else outcome.later
 
 
 def _decoded(services, context, rule, frame, api_key, what, max_decoded_request):
