@@ -61,3 +61,24 @@ class CodecThreadTests(unittest.TestCase):
         f, args, kwargs = self.reactor.calls.get(timeout=30)
         f(*args, **kwargs)
         self.failureResultOf(d, ValueError)
+
+    def test_tenants_take_turns(self):
+        """Work queued by one key does not make another's wait behind all
+        of it: the thread serves one piece per key in turn."""
+        gate, started = threading.Event(), threading.Event()
+        order = []
+
+        def work(name):
+            started.set()
+            gate.wait(30)
+            order.append(name)
+            return name
+        done = [self.codec(work, "a0", key="a")]
+        self.assertTrue(started.wait(30))  # a0 runs: the thread is held
+        done += [self.codec(work, f"a{n}", key="a") for n in range(1, 4)]
+        done += [self.codec(work, "b0", key="b")]
+        gate.set()
+        for d in done:
+            f, args, kwargs = self.reactor.calls.get(timeout=30)
+            f(*args, **kwargs)
+        self.assertEqual(order, ["a0", "a1", "b0", "a2", "a3"])

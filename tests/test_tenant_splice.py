@@ -2743,8 +2743,9 @@ class OffLoopTests(TenantSpliceBase):
         self.client.services.offload = self.offload
         self.client.services.work_clock = lambda: 0.0  # only the jobs' 0.2 s count
 
-    def offload(self, f, *args):
+    def offload(self, f, *args, key):
         from twisted.internet import defer
+        self.assertEqual(key, "london")  # the codec thread takes tenants in turn
         d = defer.Deferred()
         self.jobs.append((d, f, args))
         return d

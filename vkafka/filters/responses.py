@@ -148,8 +148,10 @@ def _off_loop(services, pending, frame, version, scan, counted):
         finally:
             pending.work += services.work_clock() - start
         return _finished(services, pending, header, response, scan, counted,
-                         lambda r: services.offload(encode_body, r).addCallback(timed))
-    return services.offload(decode_response, frame, pending.api_key, version) \
+                         lambda r: services.offload(encode_body, r, key=key)
+                         .addCallback(timed))
+    key = None if pending.context is None else pending.context.namespace.name
+    return services.offload(decode_response, frame, pending.api_key, version, key=key) \
         .addCallback(timed).addCallback(rewrite)
 
 

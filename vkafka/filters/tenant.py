@@ -201,7 +201,8 @@ def _checked_first(again, waited, context, rewritten, body_offset, work):
     seconds = 0.0
     try:
         if services.offload is not None:
-            result, seconds = yield services.offload(check, *args)
+            result, seconds = yield services.offload(
+                check, *args, key=context.namespace.name)
         else:
             start = services.work_clock()
             result = check(*args)
@@ -258,7 +259,8 @@ def _off_loop(services, context, rule, frame, api_key, what, max_decoded_request
     the thread's and the loop's."""
     work = 0.0
     try:
-        (header, request), seconds = yield services.offload(decode_request, frame)
+        (header, request), seconds = yield services.offload(
+            decode_request, frame, key=context.namespace.name)
         work += seconds
         _unique(api_key, request)
         start = services.work_clock()
@@ -273,7 +275,8 @@ def _off_loop(services, context, rule, frame, api_key, what, max_decoded_request
         if context.answer is not None:
             outcome = Outcome(context=context, answer=context.answer)
         else:
-            body, seconds = yield services.offload(encode_body, request)
+            body, seconds = yield services.offload(encode_body, request,
+                                                   key=context.namespace.name)
             work += seconds
             outcome = _concentrated(services, context, api_key,
                                     bytes(frame[:header.body_offset]) + body, None,
