@@ -710,6 +710,22 @@ class CompressionTests(LimitsTestCase):
         self.assertEqual((topic.partitions[0].error_code, topic.partitions[0].offset),
                          (ErrorCode.none, 5))
 
+    def test_slow_compression_levels_refused(self):
+        """A topic codec recompresses at its level what producers send in
+        another: zstd and lz4 above 9 are refused, created or altered."""
+        vc, _ = self.tenant()
+        raw = self.raw(vc)
+        refused = (ErrorCode.policy_violation, "compression.zstd.level 22: the "
+                   "gateway's ceiling is 9, to keep the shared brokers' memory, "
+                   "files, disks and cleaner in bounds")
+        self.assertEqual(create_topics(raw, [creatable("slow", 1, 1, {
+            "compression.type": "zstd", "compression.zstd.level": "22"})], False),
+            {"slow": refused})
+        self.assertEqual(create_topics(raw, [creatable("fast", 1, 1, {
+            "compression.type": "zstd", "compression.zstd.level": "3"})], False),
+            {"fast": (ErrorCode.none, None)})
+        self.assertEqual(self.broker_configs(vc, "fast")["compression.zstd.level"], "3")
+
     def leader_of(self, vc, raw):
         """A raw client of *vc* on the gateway port of the leader of
         partition 0 of 'bombed' (a Produce goes to the leader)."""

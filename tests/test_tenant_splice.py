@@ -783,6 +783,19 @@ class CompressedProduceTests(TenantSpliceBase):
         self.assertEqual(len(self.sent()), 1)
         self.assertLess(self.bucket.tokens, 0.25 - 0.8 * INFLATED_WORK)
 
+    def test_a_refused_bomb_charged(self):
+        """A request refused past the bound is charged as inflated to it:
+        the codec thread inflated that much before it knew."""
+        from vkafka.tenancy.rules import records
+        from .kafka_messages import compressed, record_batch
+        self.patch(records, "INFLATED_WORK", 1.0)  # a second a MiB: it dominates
+        bomb = compressed(record_batch(1, value=bytes(4 << 20)), 1)
+        self.assertLess(len(bomb), 8 * 1024)
+        self.send(bomb)
+        self.assertEqual(self.answered()[0], ErrorCode.message_too_large)
+        # 1 MiB (the bound here) past 16 times ~5 KB: ~0.9 s charged
+        self.assertLess(self.bucket.tokens, 0.25 - 0.8)
+
     def test_acks_0_closed(self):
         from .kafka_messages import compressed, record_batch
         self.send(compressed(record_batch(1, value=bytes(1 << 20)), 1), acks=0)
