@@ -783,6 +783,24 @@ class CompressedProduceTests(TenantSpliceBase):
         self.assertEqual(len(self.sent()), 1)
         self.assertLess(self.bucket.tokens, 0.25 - 0.8 * INFLATED_WORK)
 
+    def test_counted_on_the_loop_up_to_a_bound(self):
+        """Up to INFLATED_INLINE the count runs on the loop (the hand-over
+        to the codec thread costs more than it), past it in the thread."""
+        from vkafka.tenancy.rules import records
+        from .kafka_messages import compressed, record_batch
+        from twisted.internet import defer
+        self.patch(records, "INFLATED_INLINE", 64 * 1024)
+        handed = []
+
+        def offload(f, *args, key):
+            handed.append(key)
+            return defer.succeed((f(*args), 0.0))
+        self.client.services.offload = offload
+        self.send(compressed(record_batch(20, value=bytes(range(100))), 1), correlation_id=7)
+        self.assertEqual((handed, len(self.sent())), ([], 1))
+        self.send(compressed(record_batch(1, value=bytes(100_000)), 1), correlation_id=8)
+        self.assertEqual((handed, len(self.sent())), (["london"], 2))
+
     def test_a_refused_bomb_charged(self):
         """A request refused past the bound is charged as inflated to it:
         the codec thread inflated that much before it knew."""
