@@ -207,9 +207,9 @@ def _checked_first(again, waited, context, rewritten, body_offset, work):
             start = services.work_clock()
             result = check(*args)
             seconds = services.work_clock() - start
+        start = services.work_clock()  # what *then* does counts too
         then(result)
-        outcome = _walked(again, waited, context, rewritten, body_offset,
-                          services.work_clock())
+        outcome = _walked(again, waited, context, rewritten, body_offset, start)
     except REWRITE_ERRORS as e:
         outcome = Outcome(refused=f"cannot rewrite API {again[5]} v{again[6]}: {e}")
     outcome = yield _settled(outcome)
