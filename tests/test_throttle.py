@@ -114,6 +114,38 @@ class SharesTests(unittest.TestCase):
         self.assertAlmostEqual(mine["produce_bytes_per_second"], 750 / 1100)
         self.assertAlmostEqual(mine["produce_bytes_per_second"] + theirs, 1.0)
 
+    def test_rising_demand_never_adds_up_to_more_than_one(self):
+        """Both gateways' clients want more each second than either said in
+        its last report: each counts itself at no more than the other holds
+        for it, so together they never take more than the limit."""
+        from vkafka.filters.shares import RateShares
+        other = RateShares("gw2", self.state, self.clock.seconds)
+        tenants = (self.shares.tenant("acme"), other.tenant("acme"))
+        self.clock.advance(3)  # past the warm-up
+        for step, wanted in enumerate((100, 100, 400, 900, 1600) + (2500,) * 12):
+            self.clock.advance(1)
+            for tenant in tenants:
+                tenant.observed["produce_bytes_per_second"] = wanted
+            self.shares.tick()
+            other.tick()
+            rates = [t.buckets["produce_bytes_per_second"].rate for t in tenants]
+            if step:  # once each has the other's report
+                self.assertLessEqual(sum(rates), 1000 + 1e-9, (wanted, rates))
+        self.assertEqual([round(r) for r in rates], [500, 500])  # held still: 1
+
+    def test_one_large_second_reported_halved(self):
+        """A second that caught one large request is averaged with the last
+        report; a second with nothing wanted is reported as nothing."""
+        tenant = self.shares.tenant("acme")
+        reported = []
+        for wanted in (1000, 3000, 1000, 0):
+            self.clock.advance(1)
+            tenant.observed["produce_bytes_per_second"] = wanted
+            self.shares.tick()
+            reported.append(self.state.rate_reports[("gw1", "acme")]
+                            ["produce_bytes_per_second"])
+        self.assertEqual(reported, [1000, 2000, 1500, 0])
+
     def test_stale_reports_left_out(self):
         self.report("gw2", 300, age=5)
         self.assertEqual(self.shares.shares("acme", {"produce_bytes_per_second": 1})

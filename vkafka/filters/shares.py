@@ -10,10 +10,14 @@ small floor so a gateway whose clients just arrived is not starved:
 
     share = (own demand + f) / (every gateway's demand + n f),  f = 5 % of the limit
 
-over the n gateways that reported in the last 3 seconds.  The shares add up
-to 1, so the tenant's total stays within its limit, a second or two behind
-a change in where its clients are.  In its first seconds with a tenant
-(before the others' reports can have arrived) a gateway takes an equal
+over the n gateways that reported in the last 3 seconds.  A gateway's own
+demand in that sum is the least of what it wants now and what it said in
+its last two reports, the values the others may be holding for it: each
+then counts itself at no more than the others count it, so the shares add
+up to at most 1 even while demands rise between reports (and to 1 when they
+hold still), and the tenant's total stays within its limit, two or three
+seconds behind a change in where its clients are.  In its first seconds
+with a tenant (before the others' reports can have arrived) a gateway takes an equal
 share among the live gateways.  An idle gateway stops reporting, so it
 keeps no part of the limit.  A gateway that cannot publish (the state topic
 is unreachable) cannot know the others' demand: it takes an equal share
@@ -57,6 +61,8 @@ class RateShares:
         self._alive_at = float("-inf")
         self._reported = {}
         """vc -> whether its last report said it wanted something."""
+        self._said = {}
+        """vc -> [(at, demand)] of its last two reports, newest last."""
 
     def tenant(self, vc):
         """The TenantRates of *vc* (made with its current limits)."""
@@ -87,14 +93,24 @@ class RateShares:
                 rates.set(limits.rates, {})
                 demand = {}
             else:
-                demand = rates.demand(INTERVAL)
+                demand = self._smoothed(vc, rates.demand(INTERVAL))
                 self._apply(vc, rates, demand)
             if limits.capacity.connections is not None:
                 demand["connections"] = self.connections(vc)
             wants = any(demand.values())
             if wants or self._reported.get(vc):
                 self._reported[vc] = wants  # one zero, then quiet
+                self._said[vc] = self._said.get(vc, [])[-1:] + [(now, demand)]
                 self._publish(f"rate/{self.gateway_id}/{vc}", {**demand, "at": now})
+
+    def _smoothed(self, vc, demand):
+        """*demand* averaged with the last report's, so that one large request
+        landing on either side of a tick does not swing the split (the least
+        of three raw seconds would undercount); nothing wanted is nothing."""
+        said = self._said.get(vc)
+        last = said[-1][1] if said else {}
+        return {d: (wanted + last.get(d, wanted)) / 2 if wanted and last.get(d) else wanted
+                for d, wanted in demand.items()}
 
     def others_connections(self, vc):
         """The virtual cluster's client connections on the other live gateways,
@@ -151,6 +167,8 @@ class RateShares:
                 shares[d] = 1.0
                 continue
             floor = FLOOR * limit
-            total = demand.get(d, 0) + sum(r.get(d, 0) for r in fresh)
-            shares[d] = (demand.get(d, 0) + floor) / (total + (1 + len(fresh)) * floor)
+            own = min([demand.get(d, 0)] + [said.get(d, 0) for at, said
+                                            in self._said.get(vc, ()) if now - at < FRESH])
+            total = own + sum(r.get(d, 0) for r in fresh)
+            shares[d] = (own + floor) / (total + (1 + len(fresh)) * floor)
         return shares
