@@ -2205,9 +2205,9 @@ class LoopShareTests(Producing, TenantSpliceBase):
     def test_markers_deletions_and_assignments_counted(self):
         """A partition added to a transaction costs TXN_PARTITION_WORK (its
         marker on every replica), one a DeleteRecords names
-        DELETED_RECORDS_WORK; a KIP-848 join, leave or new subscription
-        MEMBERSHIP_WORK (the coordinator assigns anew), a plain heartbeat
-        only its decoding (audit 25)."""
+        DELETED_RECORDS_WORK; a KIP-848 join, leave, new subscription, rack
+        or assignor MEMBERSHIP_WORK (the coordinator assigns anew), a plain
+        heartbeat only its decoding (audits 25, 25b)."""
         from kio.schema.add_partitions_to_txn.v3 import request as apt
         from kio.schema.consumer_group_heartbeat.v0 import request as cgh
         from kio.schema.delete_records.v2 import request as drr
@@ -2233,16 +2233,19 @@ class LoopShareTests(Producing, TenantSpliceBase):
             timeout=i32Timedelta.parse(datetime.timedelta(seconds=5))), 2, 11))
         self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05 - 30 * DELETED_RECORDS_WORK)
         costs = []
-        for n, (epoch, topics) in enumerate(((0, ("a",)), (3, None), (3, ("a", "b")),
-                                             (-1, None))):
+        for n, (epoch, topics, rack, assignor) in enumerate((
+                (0, ("a",), None, None), (3, None, None, None),
+                (3, ("a", "b"), None, None), (3, None, "r2", None),
+                (3, None, None, "range"), (-1, None, None, None))):
             self.reactor.advance(20)
             self.client.dataReceived(request_frame(cgh.ConsumerGroupHeartbeatRequest(
                 group_id="g", member_id="m", member_epoch=i32(epoch), instance_id=None,
-                rack_id=None, rebalance_timeout=i32Timedelta.parse(
+                rack_id=rack, rebalance_timeout=i32Timedelta.parse(
                     datetime.timedelta(seconds=30)), subscribed_topic_names=topics,
-                server_assignor=None, topic_partitions=None), 0, 12 + n))
+                server_assignor=assignor, topic_partitions=None), 0, 12 + n))
             costs.append(round(0.25 - 0.05 - bucket.tokens, 6))
-        self.assertEqual(costs, [MEMBERSHIP_WORK, 0, MEMBERSHIP_WORK, MEMBERSHIP_WORK])
+        self.assertEqual(costs, [MEMBERSHIP_WORK, 0, MEMBERSHIP_WORK, MEMBERSHIP_WORK,
+                                 MEMBERSHIP_WORK, MEMBERSHIP_WORK])
 
     def test_partitions_a_transaction_produces_to_counted(self):
         """KIP-890's transactions add partitions by producing: each partition

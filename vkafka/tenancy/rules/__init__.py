@@ -224,8 +224,8 @@ def tenant_rules():
         "the tenant's topics and sent as the exact alternation of their physical "
         "names, kept current; assignments by topic id checked (unknown ids: a "
         "listing first); a member past the tenant's member state bound refused: "
-        "POLICY_VIOLATION; a join, leave or new subscription costs 10 ms of the "
-        "loop share (the coordinator assigns anew)")
+        "POLICY_VIOLATION; a join, leave, new subscription, rack or assignor costs "
+        "10 ms of the loop share (the coordinator assigns anew)")
     row(69, "ConsumerGroupDescribe", common.walk_req,
         common.ids_known_first(groups.group_describe_response),
         "names and ids rewritten, the regex and client ids shown as the "

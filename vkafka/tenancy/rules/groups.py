@@ -248,10 +248,14 @@ def heartbeat_request(services, rctx, request):
     subscribed member's heartbeat renews a listing older than LISTING_MAX_AGE
     in the background, so a matching topic created elsewhere reaches its
     alternation at a later heartbeat, not at the periodic refresh (30 s).
-    A join, a leave or a new subscription costs MEMBERSHIP_WORK."""
+    A join, a leave, a new subscription, rack or assignor (each makes the
+    coordinator compute the assignment anew; a member sends them only when
+    they change) costs MEMBERSHIP_WORK."""
     group = request.group_id
-    if request.member_epoch <= 0 or request.subscribed_topic_names is not None or \
-            getattr(request, "subscribed_topic_regex", None) is not None:
+    if request.member_epoch <= 0 or any(
+            getattr(request, name, None) is not None for name in (
+                "subscribed_topic_names", "subscribed_topic_regex", "rack_id",
+                "server_assignor")):
         broker_work(services, rctx, 1, MEMBERSHIP_WORK)  # an assignment computed anew
     request = _subscription_bounded(rctx, group, walk_request(request, rctx))
     request = within_group_capacity(services, rctx, _member_state_bounded(
