@@ -5,7 +5,7 @@ import gzip
 import io
 import struct
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kio.records.readers import read_batch
 from kio.records.schema import NewRecordBatch, Record as KioRecord, RecordHeader
@@ -136,7 +136,8 @@ class BatchTests(unittest.TestCase):
         found, end = batches.whole_batches(data, 0, len(data))
         self.assertEqual((found, end), ([(0, len(raw))], len(raw)))
 
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=60, deadline=None,
+              suppress_health_check=list(HealthCheck))  # timing: not ours
     @given(st.lists(st.tuples(st.none() | st.binary(max_size=40),
                               st.none() | st.binary(max_size=200)), min_size=1,
                     max_size=20))
@@ -144,7 +145,8 @@ class BatchTests(unittest.TestCase):
         raw = kio_batch(values)
         self.assertEqual(batches.encode(batches.decode(raw, 0, len(raw))), raw)
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=200, deadline=None,
+              suppress_health_check=list(HealthCheck))  # timing: not ours
     @given(st.binary(min_size=61, max_size=400))
     def test_garbage_raises_batch_error_only(self, data):
         data = bytearray(data)

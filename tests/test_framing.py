@@ -2,7 +2,7 @@
 
 import struct
 
-from hypothesis import given, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial import unittest
 
 from vkafka.protocol.framing import FrameDecoder, FrameError, frame, frame_parts
@@ -47,6 +47,7 @@ class FrameDecoderTests(unittest.TestCase):
         with self.assertRaises(FrameError):
             FrameDecoder().feed(struct.pack(">i", -1))
 
+    @settings(deadline=None, suppress_health_check=list(HealthCheck))  # timing: not ours
     @given(st.lists(st.binary(max_size=50), max_size=10), st.data())
     def test_any_chunking(self, payloads, data):
         """However the stream is chunked, the payloads come out intact and in order."""

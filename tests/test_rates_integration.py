@@ -525,7 +525,9 @@ class IsolationTests(RatesTestCase):
 
         alone_before = self.b_run(b_props, f"{b}-alone-1")
 
-        a_records = int(ISOLATION_LIMIT * DURATION / RECORD_SIZE)
+        # twice DURATION at its limit: B's run (with its JVM's start) ends first
+        # even on a slow or cold machine
+        a_records = int(ISOLATION_LIMIT * 2 * DURATION / RECORD_SIZE)
         a_run = self.producer(self.gateway, a_props, "metered", a_records, f"{a}-a")
         a_started = time.monotonic()
         stack.wait_until(lambda: (metric(self.gateway, "vkafka_throttle_seconds_total",
