@@ -122,20 +122,23 @@ class CompiledWalkTests(unittest.TestCase):
         for version, frame, offset in requests():
             acks, records, _, fields, end, producer, packed = produce.walk_request(
                 frame, offset, version >= 9, version >= 13)
-            self.assertEqual((acks, records, len(fields), end, producer, packed),
-                             (-1, 7 * 4, 2, len(frame), 0, 4 * len(batch(4))), version)
+            self.assertEqual((acks, records, len(fields), end, producer,
+                              [frame[start:stop] for start, stop in packed]),
+                             (-1, 7 * 4, 2, len(frame), 0, [batch(4, codec=1)] * 4),
+                             version)
 
-    def test_compressed_bytes_noted(self):
-        """The bytes of the whole compressed batches (any codec bits, the
-        partial batch not read), 0 without any.  Both walks agree."""
-        cases = [  # (each partition's records, compressed bytes noted)
-            ((batch(1),) * 4, 0),
-            ((batch(1, codec=1), batch(1)), 2 * len(batch(1))),
+    def test_compressed_batches_noted(self):
+        """The (start, end) of the whole compressed batches (any codec bits,
+        the partial batch not read), None without any.  Both walks agree."""
+        cases = [  # (each partition's records, the compressed batches noted)
+            ((batch(1),) * 4, None),
+            ((batch(1, codec=1), batch(1)), [batch(1, codec=1)] * 2),
             ((batch(1, codec=4) + batch(1, codec=7, payload=50), batch(2)),
-             2 * (len(batch(1)) + len(batch(1, payload=50)))),
-            ((batch(1) + batch(1, codec=3)[:40],), 0),
+             [batch(1, codec=4), batch(1, codec=7, payload=50)] * 2),
+            ((batch(1) + batch(1, codec=3)[:40],), None),
         ]
-        self.assertBothWalksNote(cases, 6)
+        self.assertBothWalksNote(cases, 6, lambda frame, spans: spans and [
+            frame[start:stop] for start, stop in spans])
 
     def test_producer_noted(self):
         """The batches' producer id: -1 if none carries one, the id if all
@@ -151,9 +154,10 @@ class CompiledWalkTests(unittest.TestCase):
         ]
         self.assertBothWalksNote(cases, 5)
 
-    def assertBothWalksNote(self, cases, index):
-        """Both walks give *index* of their answer as each case expects
-        (its records in every partition of each version's request)."""
+    def assertBothWalksNote(self, cases, index, read=lambda frame, found: found):
+        """Both walks give *index* of their answer (``read(frame, it)``) as
+        each case expects (its records in every partition of each version's
+        request)."""
         from vkafka.protocol import _walk
         for records, expected in cases:
             for version in range(3, 14):
@@ -166,8 +170,9 @@ class CompiledWalkTests(unittest.TestCase):
                 frame = encode_request(request, version, 7, "client")
                 offset = parse_request_header(frame).body_offset
                 for walk in (_walk.produce_request, produce.walk_request_py):
-                    self.assertEqual(walk(frame, offset, version >= 9, version >= 13)
-                                     [index], expected, (version, expected, walk))
+                    found = walk(frame, offset, version >= 9, version >= 13)[index]
+                    self.assertEqual(read(frame, found), expected,
+                                     (version, expected, walk))
 
     def test_response_walks_agree(self):
         """Every Produce response version and kind, cut and poked: the same answer."""

@@ -149,12 +149,16 @@ walkable(int64_t *budget, int64_t count)
     return 0;
 }
 
+static int append_span(PyObject *list, int64_t start, int64_t end);
+
 /* records.walk_batches: the records of the whole v2 batches in [pos, end)
  * that end by limit; with noted, the batches' producer id is noted in
- * noted[0] (produce._noted: -1 none, -2 several) and the bytes of the
- * compressed ones added to noted[1]. */
+ * noted[0] (produce._noted: -1 none, -2 several) and the (start, end) of
+ * the compressed ones appended to *spans (a list made at the first);
+ * -1 if that fails. */
 static int64_t
-batches(const Buf *f, int64_t pos, int64_t end, int64_t limit, int64_t *noted)
+batches(const Buf *f, int64_t pos, int64_t end, int64_t limit, int64_t *noted,
+        PyObject **spans)
 {
     int64_t records = 0;
     while (end - pos >= BATCH_HEADER) {
@@ -170,8 +174,12 @@ batches(const Buf *f, int64_t pos, int64_t end, int64_t limit, int64_t *noted)
             int64_t id = (int64_t)(((uint64_t)be32(b) << 32) | (uint32_t)be32(b + 4));
             if (id >= 0 && noted[0] != id)
                 noted[0] = noted[0] == -1 ? id : -2;
-            if (f->b[pos + 22] & 7)  /* the attributes' codec */
-                noted[1] += 12 + size;
+            if (f->b[pos + 22] & 7) {  /* the attributes' codec */
+                if (*spans == NULL && (*spans = PyList_New(0)) == NULL)
+                    return -1;
+                if (append_span(*spans, pos, after))
+                    return -1;
+            }
         }
         pos = after;
     }
@@ -181,7 +189,7 @@ batches(const Buf *f, int64_t pos, int64_t end, int64_t limit, int64_t *noted)
 /* One topic's partitions in a Produce request (produce._partitions). */
 static int
 request_partitions(const Buf *f, int64_t *pos, int flexible, int64_t *budget,
-                   int64_t *records, int64_t *noted)
+                   int64_t *records, int64_t *noted, PyObject **spans)
 {
     int64_t p = *pos, partitions, size;
     if (length(f, &p, flexible, &partitions) || walkable(budget, partitions))
@@ -202,7 +210,11 @@ request_partitions(const Buf *f, int64_t *pos, int flexible, int64_t *budget,
             return fail("produce request: null records");
         if (size > 0) {
             int64_t stop = p + size;
-            *records += batches(f, p, stop < f->n ? stop : f->n, stop, noted);
+            int64_t found = batches(f, p, stop < f->n ? stop : f->n, stop, noted,
+                                    spans);
+            if (found < 0)
+                return -1;
+            *records += found;
             p = stop;
         }
         if (flexible) {
@@ -233,7 +245,7 @@ append_span(PyObject *list, int64_t start, int64_t end)
 
 static int
 walk_request(const Buf *f, int64_t p, int flexible, int by_id, PyObject *fields,
-             int64_t out[6])
+             int64_t out[5], PyObject **spans)
 {
     int64_t acks, topics, records = 0, budget = MAX_ENTRIES;
     if (p < 0)
@@ -242,7 +254,6 @@ walk_request(const Buf *f, int64_t p, int flexible, int by_id, PyObject *fields,
         return -1;
     out[2] = p;
     out[4] = -1;  /* no producer id yet */
-    out[5] = 0;  /* no compressed batch yet */
     if (int16_at(f, p, &acks))
         return -1;
     p += 6;  /* acks, timeout */
@@ -262,7 +273,7 @@ walk_request(const Buf *f, int64_t p, int flexible, int by_id, PyObject *fields,
         }
         if (append_span(fields, start, p))
             return -1;
-        if (request_partitions(f, &p, flexible, &budget, &records, &out[4]))
+        if (request_partitions(f, &p, flexible, &budget, &records, &out[4], spans))
             return -1;
     }
     if (flexible && skip_tags(f, &p))
@@ -278,7 +289,8 @@ walk_request(const Buf *f, int64_t p, int flexible, int by_id, PyObject *fields,
 PyDoc_STRVAR(produce_request_doc,
 "produce_request(frame, body_offset, flexible, by_id)\n"
 "-> (acks, records, end of the transactional id, [(start, end) of each topic's\n"
-"name or id field], end of the request, producer id, compressed bytes)\n\n"
+"name or id field], end of the request, producer id, [(start, end) of each\n"
+"compressed batch] or None)\n\n"
 "The walk of produce.walk_request_py, compiled.");
 
 static PyObject *
@@ -290,14 +302,17 @@ produce_request(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*npp", &view, &offset, &flexible, &by_id))
         return NULL;
     Buf f = {view.buf, view.len};
-    int64_t out[6];
+    int64_t out[5];
     PyObject *fields = PyList_New(0);
+    PyObject *spans = NULL;
     PyObject *result = NULL;
-    if (fields != NULL && walk_request(&f, offset, flexible, by_id, fields, out) == 0)
-        result = Py_BuildValue("(LLLOLLL)", (long long)out[0], (long long)out[1],
+    if (fields != NULL &&
+            walk_request(&f, offset, flexible, by_id, fields, out, &spans) == 0)
+        result = Py_BuildValue("(LLLOLLO)", (long long)out[0], (long long)out[1],
                                (long long)out[2], fields, (long long)out[3],
-                               (long long)out[4], (long long)out[5]);
+                               (long long)out[4], spans == NULL ? Py_None : spans);
     Py_XDECREF(fields);
+    Py_XDECREF(spans);
     PyBuffer_Release(&view);
     return result;
 }

@@ -78,7 +78,7 @@ def inflated_size(codec, data, limit):
         raise BatchError(f"compression codec {codec} does not exist",
                          UNSUPPORTED_COMPRESSION_TYPE)
     try:
-        return inflate_(bytes(data), limit)
+        return inflate_(data, limit)
     except BatchError:
         raise
     except Exception as e:  # each library's own error for bad bytes

@@ -14,7 +14,7 @@ from .headers import (
     MAX_ENTRIES, HeaderError, read_length, read_string, request_body_offset, skip_string,
     skip_tagged_fields, walkable, write_string)
 from .batches import (
-    COMPRESSION_MASK, HEADER, TRANSACTIONAL, BatchError, inflated_size, whole_batches)
+    COMPRESSION_MASK, HEADER, TRANSACTIONAL, BatchError, inflated_size)
 from .records import walk_batches
 
 _I16 = struct.Struct(">h")
@@ -41,8 +41,9 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
     only notes what changes, and the frame is cut and joined only if something
     does, so the common case allocates nothing per topic or partition.
     *producer* is called with the batches' producer id, if any carries one
-    (-2: two batches carry different ones); *compressed* with the bytes of
-    the compressed batches, if there are any (before any name is decided).
+    (-2: two batches carry different ones); *compressed* with the ``(start,
+    end)`` of each compressed batch, if there are any (before any name is
+    decided).
     """
     flexible = version >= 9
     if topic_field is None and topic_name is not None:
@@ -51,7 +52,7 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
         frame, body_offset, flexible, version >= 13)
     if producer is not None and producer_id != -1:
         producer(producer_id)
-    if compressed is not None and packed:
+    if compressed is not None and packed is not None:
         compressed(packed)
     if len(fields) > MAX_TOPICS:
         raise HeaderError(f"produce request: {len(fields)} topics, over {MAX_TOPICS}")
@@ -104,11 +105,10 @@ on one broker; 10,000 in one request is far past any client's."""
 
 def walk_request_py(frame, pos, flexible, by_id):
     """``(acks, records, end of the transactional id, [(start, end) of each
-    topic's name or id field], end of the request, producer id, compressed
-    bytes)`` of a Produce request whose body starts at *pos*, walked by
-    lengths; raises on truncation.  The producer id is its batches' and the
-    compressed bytes the size of those compressed (``_noted``: -1 none, -2
-    several).  The reference for ``_walk.produce_request`` (the same walk
+    topic's name or id field], end of the request, producer id, [(start, end)
+    of each compressed batch] or None)`` of a Produce request whose body
+    starts at *pos*, walked by lengths; raises on truncation.  The producer
+    id is its batches' (``_noted``: -1 none, -2 several).  The reference for ``_walk.produce_request`` (the same walk
     compiled), and what runs where that is not built."""
     pos = skip_string(frame, pos, flexible)
     txn_end = pos
@@ -117,7 +117,7 @@ def walk_request_py(frame, pos, flexible, by_id):
     budget = walkable(MAX_ENTRIES, topics, "produce")
     records = 0
     fields = []
-    noted = [-1, 0]
+    noted = [-1, None]
     for _ in range(max(topics, 0)):
         start = pos
         if by_id:
@@ -145,7 +145,8 @@ def _noted(frame, pos, end, limit, noted):
     """Note in ``noted[0]`` the producer id of the whole batches in [pos, end)
     that end by *limit* (those ``walk_batches`` counts): -1 while none
     carries one, the id while all that do carry the same, -2 once two
-    differ; add to ``noted[1]`` the bytes of those compressed."""
+    differ; append the (start, end) of those compressed to ``noted[1]`` (a
+    list made at the first)."""
     while end - pos >= 61:
         length = _I32.unpack_from(frame, pos + 8)[0]
         after = pos + 12 + length
@@ -155,7 +156,9 @@ def _noted(frame, pos, end, limit, noted):
         if found >= 0 and noted[0] != found:
             noted[0] = found if noted[0] == -1 else -2
         if frame[pos + 22] & 7:  # the attributes' codec
-            noted[1] += 12 + length
+            if noted[1] is None:
+                noted[1] = []
+            noted[1].append((pos, after))
         pos = after
 
 
@@ -212,18 +215,18 @@ def record_regions(frame, body_offset, version):
             pos = skip_tagged_fields(frame, pos)
 
 
-def inflated(frame, body_offset, version, limit):
-    """Bytes the compressed batches of a Produce request inflate to in all,
-    counted to at most *limit* (``batches.inflated_size``), or the
-    BatchError that stopped the count.  Pure: it runs in the codec thread."""
+def inflated(frame, spans, limit):
+    """Bytes the compressed batches of a Produce request (their ``(start,
+    end)`` in *frame*, as its walk found them) inflate to in all, counted to
+    at most *limit* (``batches.inflated_size``), or the BatchError that
+    stopped the count.  Pure: it runs in the codec thread."""
     total = 0
+    view = memoryview(frame)
     try:
-        for _, _, at, stop in record_regions(frame, body_offset, version):
-            for pos, size in whole_batches(frame, at, stop)[0]:
-                codec = frame[pos + 22] & COMPRESSION_MASK
-                if codec and frame[pos + 16] == 2 and size > HEADER.size:
-                    total += inflated_size(codec, frame[pos + HEADER.size:pos + size],
-                                           limit - total)
+        for start, end in spans:
+            if end - start > HEADER.size:
+                total += inflated_size(frame[start + 22] & COMPRESSION_MASK,
+                                       view[start + HEADER.size:end], limit - total)
     except BatchError as e:
         return e
     return total

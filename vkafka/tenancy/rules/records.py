@@ -143,7 +143,7 @@ def produce_frame(services, rctx, frame, body_offset, version):
         producer=producer, compressed=packed.append)
     rctx.produced = (acks, records)
     if packed:
-        _count_inflated(services, rctx, given, body_offset, version, packed[0])
+        _count_inflated(services, rctx, given, version, packed[0])
     if rctx.transactional and services.transactions is not None:
         broker_work(services, rctx, services.transactions.added(
             transactional_partitions(given, body_offset, version)), TXN_PARTITION_WORK)
@@ -185,20 +185,21 @@ hand-over to the thread and back cost more per request than the count
 every count was handed over)."""
 
 
-def _count_inflated(services, rctx, frame, body_offset, version, packed):
-    """Count the Produce *frame*'s compressed batches (*packed* bytes of
-    them) inflated, here or (past INFLATED_INLINE) before it goes on, in
+def _count_inflated(services, rctx, frame, version, spans):
+    """Count the Produce *frame*'s compressed batches (their ``(start,
+    end)``) inflated, here or (past INFLATED_INLINE) before it goes on, in
     the codec thread (``check_first``, filters/tenant.py)."""
-    found = inflated(frame, body_offset, version, INFLATED_INLINE)
+    packed = sum(end - start for start, end in spans)
+    found = inflated(frame, spans, INFLATED_INLINE)
     if isinstance(found, BatchError) and found.code == MESSAGE_TOO_LARGE:
-        rctx.check_first = (inflated, (frame, body_offset, version, INFLATED_MAX),
-                            lambda found: _inflation(services, rctx, frame, body_offset,
-                                                     version, packed, found))
+        rctx.check_first = (inflated, (frame, spans, INFLATED_MAX),
+                            lambda found: _inflation(services, rctx, frame, version,
+                                                     packed, found))
     else:
-        _inflation(services, rctx, frame, body_offset, version, packed, found)
+        _inflation(services, rctx, frame, version, packed, found)
 
 
-def _inflation(services, rctx, frame, body_offset, version, packed, found):
+def _inflation(services, rctx, frame, version, packed, found):
     """What the compressed batches (*packed* bytes of them) of the Produce
     *frame* inflate to (*found*: bytes, or the BatchError that stopped the
     count): charged past FREE_RATIO, or the request answered with the
