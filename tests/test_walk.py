@@ -23,13 +23,13 @@ from .test_produce_slicing import produce as produce_request
 POKES = (0x00, 0x01, 0x7F, 0x80, 0xFF)
 
 
-def batch(records, payload=20, producer=0, codec=0):
-    """A record batch as the walk sees it (offset, length, magic 2, codec,
-    producer id, count)."""
+def batch(records, payload=20, producer=0, codec=0, epoch=0):
+    """A record batch as the walk sees it (offset, length, magic 2, codec and
+    transactional bit, producer id and epoch, count)."""
     body = bytearray(49 + payload)
     body[4] = 2  # magic, after the partition leader epoch
     body[10] = codec  # the attributes' low byte, after the CRC
-    struct.pack_into(">q", body, 31, producer)
+    struct.pack_into(">qh", body, 31, producer, epoch)
     struct.pack_into(">i", body, 45, records)  # the count closes the header
     return struct.pack(">qi", 0, len(body)) + bytes(body)
 
@@ -120,7 +120,7 @@ class CompiledWalkTests(unittest.TestCase):
     def test_records_counted(self):
         """Whole batches counted, a partial one not, as the Python walk does."""
         for version, frame, offset in requests():
-            acks, records, _, fields, end, producer, packed = produce.walk_request(
+            acks, records, _, fields, end, producer, packed, _ = produce.walk_request(
                 frame, offset, version >= 9, version >= 13)
             self.assertEqual((acks, records, len(fields), end, producer,
                               [frame[start:stop] for start, stop in packed]),
@@ -139,6 +139,29 @@ class CompiledWalkTests(unittest.TestCase):
         ]
         self.assertBothWalksNote(cases, 6, lambda frame, spans: spans and [
             frame[start:stop] for start, stop in spans])
+
+    def test_transactional_partitions_noted(self):
+        """Each partition whose first batch is transactional (its topic field,
+        index and batch), whole or not; later batches not read; None without
+        any.  Both walks agree, and ``transactional_partitions`` reads them."""
+        txn = batch(1, codec=0x10, producer=7, epoch=3)
+        cases = [  # (each partition's records, (producer, epoch) noted of each)
+            ((batch(1),) * 4, None),
+            ((txn, batch(1)), [(7, 3)] * 2),
+            ((batch(1) + txn, txn[:61], txn[:60]), [(7, 3)]),  # of 4 partitions
+        ]
+
+        def read(frame, firsts):
+            return firsts and [(producer, epoch) for producer, epoch, (field, index)
+                               in produce.transactional_partitions(frame, firsts)]
+        self.assertBothWalksNote(cases, 7, read)
+        frame, offset = next((f, o) for v, f, o in requests() if v == 9)
+        raw = bytearray(frame)
+        first = raw.find(RECORDS)
+        raw[first + 22] |= 0x10
+        firsts = produce.walk_request(bytes(raw), offset, True, False)[7]
+        self.assertEqual(list(produce.transactional_partitions(bytes(raw), firsts)),
+                         [(0, 0, (b"\x07orders", 0))])
 
     def test_producer_noted(self):
         """The batches' producer id: -1 if none carries one, the id if all

@@ -186,15 +186,18 @@ batches(const Buf *f, int64_t pos, int64_t end, int64_t limit, int64_t *noted,
     return records;
 }
 
-/* One topic's partitions in a Produce request (produce._partitions). */
+/* One topic's partitions in a Produce request (produce._partitions), its
+ * name or id field at [field, after): noted as walk_request says. */
 static int
 request_partitions(const Buf *f, int64_t *pos, int flexible, int64_t *budget,
-                   int64_t *records, int64_t *noted, PyObject **spans)
+                   int64_t *records, int64_t *noted, PyObject **spans,
+                   int64_t field, int64_t after)
 {
     int64_t p = *pos, partitions, size;
     if (length(f, &p, flexible, &partitions) || walkable(budget, partitions))
         return -1;
     for (int64_t i = 0; i < partitions; i++) {
+        int64_t index = p;
         p += 4;  /* the partition index */
         if (!flexible) {
             if (int32_at(f, p, &size))
@@ -208,10 +211,25 @@ request_partitions(const Buf *f, int64_t *pos, int flexible, int64_t *budget,
         }
         if (size < 0)  /* produce._partitions: a broker fails on them */
             return fail("produce request: null records");
+        if (size >= BATCH_HEADER && p + BATCH_HEADER <= f->n && f->b[p + 16] == 2 &&
+                (f->b[p + 22] & 0x10)) {  /* a transactional first batch */
+            PyObject *item = Py_BuildValue("(LLLL)", (long long)field, (long long)after,
+                                           (long long)be32(f->b + index), (long long)p);
+            if (item == NULL)
+                return -1;
+            if (spans[1] == NULL && (spans[1] = PyList_New(0)) == NULL) {
+                Py_DECREF(item);
+                return -1;
+            }
+            int failed = PyList_Append(spans[1], item);
+            Py_DECREF(item);
+            if (failed)
+                return -1;
+        }
         if (size > 0) {
             int64_t stop = p + size;
             int64_t found = batches(f, p, stop < f->n ? stop : f->n, stop, noted,
-                                    spans);
+                                    &spans[0]);
             if (found < 0)
                 return -1;
             *records += found;
@@ -245,7 +263,7 @@ append_span(PyObject *list, int64_t start, int64_t end)
 
 static int
 walk_request(const Buf *f, int64_t p, int flexible, int by_id, PyObject *fields,
-             int64_t out[5], PyObject **spans)
+             int64_t out[5], PyObject *spans[2])
 {
     int64_t acks, topics, records = 0, budget = MAX_ENTRIES;
     if (p < 0)
@@ -273,7 +291,8 @@ walk_request(const Buf *f, int64_t p, int flexible, int by_id, PyObject *fields,
         }
         if (append_span(fields, start, p))
             return -1;
-        if (request_partitions(f, &p, flexible, &budget, &records, &out[4], spans))
+        if (request_partitions(f, &p, flexible, &budget, &records, &out[4], spans,
+                               start, p))
             return -1;
     }
     if (flexible && skip_tags(f, &p))
@@ -290,7 +309,9 @@ PyDoc_STRVAR(produce_request_doc,
 "produce_request(frame, body_offset, flexible, by_id)\n"
 "-> (acks, records, end of the transactional id, [(start, end) of each topic's\n"
 "name or id field], end of the request, producer id, [(start, end) of each\n"
-"compressed batch] or None)\n\n"
+"compressed batch] or None, [(start, end) of the topic field, partition index,\n"
+"start of the batch) of each partition whose first batch is transactional]\n"
+"or None)\n\n"
 "The walk of produce.walk_request_py, compiled.");
 
 static PyObject *
@@ -304,15 +325,17 @@ produce_request(PyObject *self, PyObject *args)
     Buf f = {view.buf, view.len};
     int64_t out[5];
     PyObject *fields = PyList_New(0);
-    PyObject *spans = NULL;
+    PyObject *spans[2] = {NULL, NULL};
     PyObject *result = NULL;
     if (fields != NULL &&
-            walk_request(&f, offset, flexible, by_id, fields, out, &spans) == 0)
-        result = Py_BuildValue("(LLLOLLO)", (long long)out[0], (long long)out[1],
+            walk_request(&f, offset, flexible, by_id, fields, out, spans) == 0)
+        result = Py_BuildValue("(LLLOLLOO)", (long long)out[0], (long long)out[1],
                                (long long)out[2], fields, (long long)out[3],
-                               (long long)out[4], spans == NULL ? Py_None : spans);
+                               (long long)out[4], spans[0] == NULL ? Py_None : spans[0],
+                               spans[1] == NULL ? Py_None : spans[1]);
     Py_XDECREF(fields);
-    Py_XDECREF(spans);
+    Py_XDECREF(spans[0]);
+    Py_XDECREF(spans[1]);
     PyBuffer_Release(&view);
     return result;
 }

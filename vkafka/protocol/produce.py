@@ -23,7 +23,7 @@ _I32 = struct.Struct(">i")
 
 def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
                     transactional_id=None, topic_field=None, known_ids=(),
-                    producer=None, compressed=None):
+                    producer=None, compressed=None, transactional=None):
     """``(frame, acks, records)``: the request frame with names rewritten, record
     bytes copied as they are; and the request's acks and record count, from the
     same walk.
@@ -43,17 +43,20 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
     *producer* is called with the batches' producer id, if any carries one
     (-2: two batches carry different ones); *compressed* with the ``(start,
     end)`` of each compressed batch, if there are any (before any name is
-    decided).
+    decided); *transactional* with what ``transactional_partitions`` reads,
+    if any partition's first batch is transactional.
     """
     flexible = version >= 9
     if topic_field is None and topic_name is not None:
         topic_field = name_field(topic_name, flexible)
-    acks, records, txn_end, fields, end, producer_id, packed = walk_request(
+    acks, records, txn_end, fields, end, producer_id, packed, firsts = walk_request(
         frame, body_offset, flexible, version >= 13)
     if producer is not None and producer_id != -1:
         producer(producer_id)
     if compressed is not None and packed is not None:
         compressed(packed)
+    if transactional is not None and firsts is not None:
+        transactional(firsts)
     if len(fields) > MAX_TOPICS:
         raise HeaderError(f"produce request: {len(fields)} topics, over {MAX_TOPICS}")
     edits = []  # (start, end, bytes to put there), in order
@@ -106,9 +109,11 @@ on one broker; 10,000 in one request is far past any client's."""
 def walk_request_py(frame, pos, flexible, by_id):
     """``(acks, records, end of the transactional id, [(start, end) of each
     topic's name or id field], end of the request, producer id, [(start, end)
-    of each compressed batch] or None)`` of a Produce request whose body
-    starts at *pos*, walked by lengths; raises on truncation.  The producer
-    id is its batches' (``_noted``: -1 none, -2 several).  The reference for ``_walk.produce_request`` (the same walk
+    of each compressed batch] or None, [((start, end) of the topic's field,
+    partition index, start of the batch) of each partition whose first batch
+    is transactional] or None)`` of a Produce request whose body starts at
+    *pos*, walked by lengths; raises on truncation.  The producer id is its
+    batches' (``_noted``: -1 none, -2 several).  The reference for ``_walk.produce_request`` (the same walk
     compiled), and what runs where that is not built."""
     pos = skip_string(frame, pos, flexible)
     txn_end = pos
@@ -117,7 +122,7 @@ def walk_request_py(frame, pos, flexible, by_id):
     budget = walkable(MAX_ENTRIES, topics, "produce")
     records = 0
     fields = []
-    noted = [-1, None]
+    noted = [-1, None, None]
     for _ in range(max(topics, 0)):
         start = pos
         if by_id:
@@ -129,13 +134,14 @@ def walk_request_py(frame, pos, flexible, by_id):
             if pos > len(frame):
                 raise HeaderError("truncated topic name")
         fields.append((start, pos))
-        pos, count, budget = _partitions(frame, pos, flexible, budget, noted)
+        pos, count, budget = _partitions(frame, pos, flexible, budget, noted,
+                                         field=(start, pos))
         records += count
     if flexible:
         pos = skip_tagged_fields(frame, pos)
     if pos > len(frame):
         raise HeaderError("truncated produce request")
-    return acks, records, txn_end, fields, pos, noted[0], noted[1]
+    return acks, records, txn_end, fields, pos, noted[0], noted[1], noted[2]
 
 
 _I64 = struct.Struct(">q")
@@ -232,16 +238,14 @@ def inflated(frame, spans, limit):
     return total
 
 
-def transactional_partitions(frame, body_offset, version):
+def transactional_partitions(frame, firsts):
     """``(producer id, producer epoch, (topic field bytes, partition index))``
     of each partition of a Produce request whose first batch is
     transactional (a transaction's partitions: KIP-890's transactions add
-    them by producing), walked in Python."""
-    for field, index, at, stop in record_regions(frame, body_offset, version):
-        if stop - at >= HEADER.size and frame[at + 16] == 2 and \
-                frame[at + 22] & TRANSACTIONAL:
-            producer, epoch = _PRODUCER.unpack_from(frame, at + 43)
-            yield producer, epoch, (bytes(frame[field[0]:field[1]]), index)
+    them by producing), from what its walk noted (*firsts*)."""
+    for start, end, index, at in firsts:
+        producer, epoch = _PRODUCER.unpack_from(frame, at + 43)
+        yield producer, epoch, (bytes(frame[start:end]), index)
 
 
 _PRODUCER = struct.Struct(">qh")
@@ -262,10 +266,11 @@ def name_field(rename, flexible):
     return field
 
 
-def _partitions(frame, pos, flexible, budget, noted=None, _int32=_I32.unpack_from,
-                _batches=walk_batches):
+def _partitions(frame, pos, flexible, budget, noted=None, field=None,
+                _int32=_I32.unpack_from, _batches=walk_batches):
     """Walk one topic's partitions: (position after them, records in them,
-    what is left of the *budget* of entries).
+    what is left of the *budget* of entries); with *noted*, what
+    ``walk_request_py`` notes of them (*field*: the topic's).
     One-byte compact lengths and empty tag sections (nearly all of them) are
     read inline: this loop runs for every partition of every Produce."""
     records = 0
@@ -276,6 +281,7 @@ def _partitions(frame, pos, flexible, budget, noted=None, _int32=_I32.unpack_fro
         partitions, pos = _int32(frame, pos)[0], pos + 4
     budget = walkable(budget, partitions, "produce")
     for _ in range(max(partitions, 0)):
+        index = pos
         pos += 4  # the partition index
         if not flexible:
             size, pos = _int32(frame, pos)[0], pos + 4
@@ -285,6 +291,11 @@ def _partitions(frame, pos, flexible, budget, noted=None, _int32=_I32.unpack_fro
             size, pos = read_length(frame, pos, True)
         if size < 0:  # Kafka's clients never send them; a broker failed on each
             raise HeaderError("produce request: null records")
+        if noted is not None and size >= HEADER.size and pos + HEADER.size <= end and \
+                frame[pos + 16] == 2 and frame[pos + 22] & TRANSACTIONAL:
+            if noted[2] is None:
+                noted[2] = []
+            noted[2].append((*field, _I32.unpack_from(frame, index)[0], pos))
         if size > 0:
             stop = pos + size
             records += _batches(frame, pos, min(stop, end), stop)[0]

@@ -136,17 +136,17 @@ def produce_frame(services, rctx, frame, body_offset, version):
             services.producer_ids.admit(rctx.namespace.name, found)
             services.producer = found
 
-    given, packed = frame, []
+    given, packed, firsts = frame, [], []
     frame, acks, records = rewrite_produce(
         frame, body_offset, version, topic_id=topic_id, topic_field=topic_field,
         known_ids=() if memo is None else memo.ids, transactional_id=transactional_id,
-        producer=producer, compressed=packed.append)
+        producer=producer, compressed=packed.append, transactional=firsts.append)
     rctx.produced = (acks, records)
     if packed:
         _count_inflated(services, rctx, given, version, packed[0])
-    if rctx.transactional and services.transactions is not None:
+    if firsts and rctx.transactional and services.transactions is not None:
         broker_work(services, rctx, services.transactions.added(
-            transactional_partitions(given, body_offset, version)), TXN_PARTITION_WORK)
+            transactional_partitions(given, firsts[0])), TXN_PARTITION_WORK)
     if rctx.shared:
         frame = _shared_without_producers(rctx, frame, body_offset, version)
     return frame
