@@ -17,8 +17,8 @@ then counts itself at no more than the others count it, so the shares add
 up to at most 1 even while demands rise between reports (and to 1 when they
 hold still), and the tenant's total stays within its limit, two or three
 seconds behind a change in where its clients are.  In its first seconds
-with a tenant (before the others' reports can have arrived) a gateway takes an equal
-share among the live gateways.  An idle gateway stops reporting, so it
+with a tenant (before the others' reports can have arrived) a gateway
+takes an equal share among the live gateways.  An idle gateway stops reporting, so it
 keeps no part of the limit.  A gateway that cannot publish (the state topic
 is unreachable) cannot know the others' demand: it takes an equal share
 among the gateways it last saw alive, and says so in its metrics.
@@ -109,7 +109,7 @@ class RateShares:
         of three raw seconds would undercount); nothing wanted is nothing."""
         said = self._said.get(vc)
         last = said[-1][1] if said else {}
-        return {d: (wanted + last.get(d, wanted)) / 2 if wanted and last.get(d) else wanted
+        return {d: (wanted + last[d]) / 2 if wanted and last.get(d) else wanted
                 for d, wanted in demand.items()}
 
     def others_connections(self, vc):
