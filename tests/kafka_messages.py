@@ -99,6 +99,32 @@ def record_batch(count, value=b"v" * 20, producer=-1):
     return buffer.getvalue()
 
 
+def empty_records(count):
+    """An uncompressed v2 batch of *count* empty records (~9 bytes each), the
+    last a millisecond later than the others: a ListOffsets by its time
+    reads them all (``compressed`` packs them in a few bytes each)."""
+    import struct
+    import time
+
+    from crc32c import crc32c
+
+    def varint(n):
+        n, out = (n << 1) ^ (n >> 63), bytearray()
+        while n > 0x7f:
+            out.append(n & 0x7f | 0x80)
+            n >>= 7
+        return bytes(out) + bytes((n,))
+    records = bytearray()
+    for i in range(count):
+        record = b"\x00" + varint(int(i == count - 1)) + varint(i) + b"\x01\x00\x00"
+        records += varint(len(record)) + record
+    now = int(time.time() * 1000)
+    after_crc = struct.pack(">hiqqqhii", 0, count - 1, now, now + 1, -1, -1, -1,
+                            count) + records
+    return struct.pack(">qiibI", 0, 9 + len(after_crc), -1, 2,
+                       crc32c(after_crc)) + after_crc
+
+
 def compressed(batch, codec, packed=None):
     """*batch* (``record_batch``) with its records compressed by *codec* (1
     gzip, 3 lz4, 4 zstd) or replaced by *packed* bytes, its attributes,

@@ -10,6 +10,7 @@ validate_only, the legacy AlterConfigs) go through the raw client.
 
 import datetime
 import re
+import struct
 import time
 
 from kio.schema.errors import ErrorCode
@@ -709,6 +710,46 @@ class CompressionTests(LimitsTestCase):
                     timestamp=i64(-1)),)),)), 7).topics
         self.assertEqual((topic.partitions[0].error_code, topic.partitions[0].offset),
                          (ErrorCode.none, 5))
+
+    def test_many_records_and_lookups_by_time_charged(self):
+        """300,000 empty records in ~250 KB of zstd: the broker reads them
+        all when it takes them and again at each ListOffsets by time that
+        lands in their batch (~0.1 s of a request thread here; 900,000 took
+        0.3 s and 0.6 s of broker CPU, audit 26).  The records beyond their
+        bytes are charged as the batch goes on (RECORD_WORK), a lookup by
+        time its wait (LOOKUP_WORK): ten hold the tenant that asks, where
+        ten lookups of the partition's end cost another nothing."""
+        from kio.schema.list_offsets.v7.request import (
+            ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic)
+        from kio.static.primitive import i64
+        from .kafka_messages import compressed, empty_records, produce_records
+        from .test_rates_integration import metric
+        count = 300_000
+        batch = compressed(empty_records(count), 4)
+        self.assertLess(len(batch), 400_000)
+        timestamp = struct.unpack_from(">q", batch, 35)[0]  # the last record's
+        throttled = {}
+        for asked in (-1, timestamp):
+            vc, _ = self.tenant()
+            raw = self.raw(vc)
+            self.assertEqual(create_topics(raw, [creatable("bombed", 1, 1)], False),
+                             {"bombed": (ErrorCode.none, None)})
+            leader = self.leader_of(vc, raw)
+            [answer] = leader.request(produce_records("bombed", batch), 9).responses
+            self.assertEqual(answer.partition_responses[0].error_code, ErrorCode.none)
+            for _ in range(10):
+                [topic] = leader.request(ListOffsetsRequest(
+                    replica_id=i32(-1), isolation_level=i8(0), topics=(ListOffsetsTopic(
+                        name="bombed", partitions=(ListOffsetsPartition(
+                            partition_index=i32(0), current_leader_epoch=i32(-1),
+                            timestamp=i64(asked)),)),)), 7).topics
+                [part] = topic.partitions
+                self.assertEqual((part.error_code, part.offset), (
+                    ErrorCode.none, count if asked == -1 else count - 1))
+            throttled[asked] = metric(self.gateway, "vkafka_throttle_seconds_total",
+                                      vcluster=vc)
+        self.assertIn(throttled[-1], (None, 0.0), throttled)
+        self.assertGreater(throttled[timestamp] or 0, 0.5, throttled)
 
     def test_slow_compression_levels_refused(self):
         """A topic codec recompresses at its level what producers send in

@@ -6,7 +6,7 @@ import struct
 import uuid
 
 from kio.schema.errors import ErrorCode
-from kio.static.primitive import i16, i32, i32Timedelta, i64
+from kio.static.primitive import i8, i16, i32, i32Timedelta, i64
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
@@ -782,6 +782,20 @@ class CompressedProduceTests(TenantSpliceBase):
         self.send(batch)
         self.assertEqual(len(self.sent()), 1)
         self.assertLess(self.bucket.tokens, 0.25 - 0.8 * INFLATED_WORK)
+
+    def test_records_beyond_their_bytes_charged(self):
+        """A compressed batch of more records than its bytes would hold
+        uncompressed (RECORD_BYTES each) costs RECORD_WORK for each beyond:
+        a broker reads every one (900,000 empty records in 730 KB of zstd
+        cost it 0.1-0.3 s, their inflated bytes past FREE_RATIO 18 ms)."""
+        from vkafka.tenancy.rules.records import RECORD_BYTES, RECORD_WORK
+        from .kafka_messages import compressed, record_batch
+        batch = compressed(record_batch(20_000, value=b""), 4)
+        self.assertLess(len(batch), 20_000 * RECORD_BYTES // 4)
+        self.send(batch)
+        self.assertEqual(len(self.sent()), 1)
+        beyond = 20_000 - len(batch) // RECORD_BYTES
+        self.assertLess(self.bucket.tokens, 0.25 - beyond * RECORD_WORK * 0.99)
 
     def test_counted_on_the_loop_up_to_a_bound(self):
         """Up to INFLATED_INLINE the count runs on the loop (the hand-over
@@ -2246,6 +2260,42 @@ class LoopShareTests(Producing, TenantSpliceBase):
             costs.append(round(0.25 - 0.05 - bucket.tokens, 6))
         self.assertEqual(costs, [MEMBERSHIP_WORK, 0, MEMBERSHIP_WORK, MEMBERSHIP_WORK,
                                  MEMBERSHIP_WORK, MEMBERSHIP_WORK])
+
+    def test_lookups_by_time_charged_their_wait(self):
+        """A ListOffsets asking by time (or -3, or any other negative) costs
+        LOOKUP_WORK for each second until its answer, once a request: the
+        broker reads every record of the batch it lands in, which the
+        tenant may have made of a million (~0.6 s of broker CPU each time);
+        one asking for the ends (-1, -2, -4, -5) only its decoding."""
+        from kio.schema.list_offsets.v7 import request as lor
+        from kio.schema.list_offsets.v7 import response as lop
+        from vkafka.tenancy.rules.records import LOOKUP_WORK
+        self.client.services.loop_share = self.gateway.loop_share
+        self.login()
+        bucket = self.gateway.loop_share.bucket("london")
+        left = {}
+        for n, times in enumerate(((-1,), (-2, -4, -5), (0,), (-1, 1234), (-3,), (-7,))):
+            self.reactor.advance(20)  # the bucket full again
+            self.client.dataReceived(request_frame(lor.ListOffsetsRequest(
+                replica_id=i32(-1), isolation_level=i8(0), topics=(lor.ListOffsetsTopic(
+                    name="t", partitions=tuple(lor.ListOffsetsPartition(
+                        partition_index=i32(p), current_leader_epoch=i32(-1),
+                        timestamp=i64(ts)) for p, ts in enumerate(times))),)),
+                7, 10 + n))
+            self.reactor.advance(0.4)
+            self.broker.dataReceived(response_frame(10 + n, lop.ListOffsetsResponse(
+                throttle_time=i32Timedelta.parse(datetime.timedelta(0)), topics=(
+                    lop.ListOffsetsTopicResponse(name="londont", partitions=tuple(
+                        lop.ListOffsetsPartitionResponse(
+                            partition_index=i32(p), error_code=ErrorCode.none,
+                            timestamp=i64(-1), offset=i64(5), leader_epoch=i32(0))
+                        for p in range(len(times)))),)), flexible=True))
+            left[times] = bucket.tokens
+        cheap = left[(-1,)]
+        self.assertAlmostEqual(left[(-2, -4, -5)], cheap)
+        for times in ((0,), (-1, 1234), (-3,), (-7,)):
+            self.assertAlmostEqual(left[times], cheap - 0.4 * LOOKUP_WORK, msg=times)
+        self.assertEqual(len(self.responses()), 6)
 
     def test_partitions_a_transaction_produces_to_counted(self):
         """KIP-890's transactions add partitions by producing: each partition

@@ -62,7 +62,7 @@ class RequestContext:
                  "coordinator_kind", "config_refusals", "id_pattern",
                  "removed_aliases", "group_protocol", "partitions_asked", "reserved", "rights",
                  "unplaced_ids", "making_session", "session_named", "shared",
-                 "transactional", "_by_logical")
+                 "transactional", "asked_at", "_by_logical")
 
     def __init__(self, namespace, topic_ids, write=False):
         self.namespace = namespace
@@ -119,11 +119,11 @@ class RequestContext:
         """The request's Rights (rights.py) when its virtual cluster's ACLs
         are on: every name is checked against them."""
         self.partitions_asked = None
+        """CreateTopics (physical names), CreatePartitions (logical): topic ->
+        the partition count asked for, unless only validated."""
         self.reserved = None
         """CreateTopics, CreatePartitions under a capacity limit: the physical
         topics admitted, counted as held until the answer (rules/common.py)."""
-        """CreateTopics (physical names), CreatePartitions (logical): topic ->
-        the partition count asked for, unless only validated."""
         self.unplaced_ids = 0
         """Topic ids the request names that are not the tenant's topics by
         this gateway's listing (unknown here, or another tenant's): decoys."""
@@ -133,6 +133,9 @@ class RequestContext:
         self.transactional = False
         """Produce with a transactional id, AddPartitionsToTxn: a transaction
         writes to the topics it names."""
+        self.asked_at = None
+        """ListOffsets by time: when it went on (the loop's clock); its answer
+        charges the wait (rules/records.py ``lookups_charged``)."""
 
     # requests
 

@@ -281,6 +281,10 @@ def tenant_rules():
             records.consumer_only, common.walk_req),
             why="names rewritten, others' dropped; as a replica (not a consumer) "
             "refused")
+    table[2] = replace(table[2], rewrite_request=common.then(
+        table[2].rewrite_request, records.lookups_timed),
+        rewrite_response=common.then(records.lookups_charged, table[2].rewrite_response),
+        why=table[2].why + "; a lookup by time charged its wait")
     for key in (8, 28):  # OffsetCommit, TxnOffsetCommit
         table[key] = replace(table[key], rewrite_request=common.then(common.then(
             common.walk_req, groups.within_group_capacity), groups.commit_needs_a_group),

@@ -176,6 +176,22 @@ broker spends on it.  At the default share a tenant's requests inflate to
 ~80 MiB a second past the ratio on a gateway process."""
 
 
+RECORD_BYTES = 8
+"""Bytes a record takes uncompressed at the least (its length, attributes,
+deltas, key and value lengths and headers count, a byte each).  A broker
+reads every record of a batch it is sent, ~0.15-0.3 us of its CPU each; a
+compressed batch may hold far more records than its bytes could: 900,000
+empty ones in 730 KB of zstd (110-300 ms of a request thread), in 620 bytes
+if their offsets repeat (80-700 ms), where the inflated bytes past
+FREE_RATIO were charged 18 ms."""
+RECORD_WORK = 0.3e-6
+"""Seconds of its loop share each record of a compressed batch beyond
+one per RECORD_BYTES of the batch costs: what the broker spends on it.  A
+client's records (tens of bytes and more, compressed 3 to 10 times) cost
+nothing; at the default share a tenant's requests carry ~800,000 records a
+second beyond it on a gateway process."""
+
+
 INFLATED_INLINE = 1 << 20
 """Bytes a request's compressed batches are counted inflated to on the loop
 (gzip ~3.5 ms a MiB here, lz4 and zstd a tenth of it); past them the count
@@ -190,21 +206,26 @@ def _count_inflated(services, rctx, frame, version, spans):
     end)``) inflated, here or (past INFLATED_INLINE) before it goes on, in
     the codec thread (``check_first``, filters/tenant.py)."""
     packed = sum(end - start for start, end in spans)
+    records = sum(max(_COUNT.unpack_from(frame, start + 57)[0], 0)
+                  for start, _ in spans)  # a broker reads no more than these
     found = inflated(frame, spans, INFLATED_INLINE)
     if isinstance(found, BatchError) and found.code == MESSAGE_TOO_LARGE:
         rctx.check_first = (inflated, (frame, spans, INFLATED_MAX),
                             lambda found: _inflation(services, rctx, frame, version,
-                                                     packed, found))
+                                                     packed, records, found))
     else:
-        _inflation(services, rctx, frame, version, packed, found)
+        _inflation(services, rctx, frame, version, packed, records, found)
 
 
-def _inflation(services, rctx, frame, version, packed, found):
-    """What the compressed batches (*packed* bytes of them) of the Produce
-    *frame* inflate to (*found*: bytes, or the BatchError that stopped the
-    count): charged past FREE_RATIO, or the request answered with the
-    error for each partition (closed if it asks for no answer, acks=0, as a
-    broker does)."""
+_COUNT = struct.Struct(">i")  # a batch's records, 57 bytes into its header
+
+
+def _inflation(services, rctx, frame, version, packed, records, found):
+    """What the compressed batches (*packed* bytes and *records* records of
+    them) of the Produce *frame* inflate to (*found*: bytes, or the
+    BatchError that stopped the count): charged past FREE_RATIO and
+    RECORD_BYTES, or the request answered with the error for each
+    partition (closed if it asks for no answer, acks=0, as a broker does)."""
     if isinstance(found, BatchError):
         if found.code == MESSAGE_TOO_LARGE:  # inflated to the bound first
             _inflated_charged(services, rctx, INFLATED_MAX, packed)
@@ -213,6 +234,7 @@ def _inflation(services, rctx, frame, version, packed, found):
         rctx.answer = _produce_refused(frame, version, found.code, str(found))
         return
     _inflated_charged(services, rctx, found, packed)
+    broker_work(services, rctx, records - packed // RECORD_BYTES, RECORD_WORK)
 
 
 def _inflated_charged(services, rctx, inflated, packed):
@@ -275,6 +297,38 @@ def consumer_only(services, rctx, request):
     _consumer_only(getattr(request, "replica_id", CONSUMER),
                    type(request).__name__.removesuffix("Request"))
     return request
+
+
+CHEAP_LOOKUPS = frozenset((-1, -2, -4, -5))
+"""ListOffsets timestamps a broker answers from a partition's ends: LATEST,
+EARLIEST, EARLIEST_LOCAL, LATEST_TIERED."""
+LOOKUP_WORK = 2.0
+"""Seconds of its loop share each second a ListOffsets by time waited for
+its answer costs.  Any other timestamp (a time, -3 the largest, any other
+negative) makes the broker inflate and read every record of the batch it
+lands in, which the tenant may have made of 900,000 records in 730 KB of
+zstd: ~0.3 s of a request thread a partition, ~0.6 s of broker CPU with its
+collector (1.6-1.9 times the wait, measured here), as often as it asks.  No
+field of the request says what the batch holds, so the wait is charged,
+once a request (its partitions are read one after another)."""
+
+
+def lookups_timed(services, rctx, request):
+    """ListOffsets: note when one asking by time goes on (``LOOKUP_WORK``)."""
+    for topic in request.topics:
+        for part in topic.partitions:
+            if part.timestamp not in CHEAP_LOOKUPS:
+                rctx.asked_at = services.clock.seconds()
+                return request
+    return request
+
+
+def lookups_charged(services, rctx, response):
+    """ListOffsets: a lookup by time costs its wait (``LOOKUP_WORK``)."""
+    if rctx.asked_at is not None:
+        broker_work(services, rctx, services.clock.seconds() - rctx.asked_at,
+                    LOOKUP_WORK)
+    return response
 
 
 def _fetch_sessions(services, rctx, session_id, epoch, version):
