@@ -295,6 +295,33 @@ def gateway_kill(a, b, records_after=1000):
             "committed": sum(offsets), "checksum": checksum(acked)}
 
 
+def broker_back_unlisted(gateway, records=300):
+    """A broker stopped until the gateway sees the cluster no longer list it,
+    started again, and a tenant's producers and consumer group through the
+    gateway at once, while the gateway still holds it unlisted: a client
+    connection to its port is served by another broker meanwhile, and must
+    not stay there (gateway.STAND_IN_LIFE; before, the group's consumers were
+    never assigned and records timed out for as long as the clients ran)."""
+    cluster = gateway.cluster
+    victim = max(cluster.nodes)
+
+    def unlisted():
+        found = gateway.health()
+        return found is not None and victim in found[1].get("unlistedBrokers", ())
+    cluster.stop_broker(victim, timeout=0)
+    try:
+        wait_until(unlisted, f"the gateway to see broker {victim} unlisted", 120)
+    finally:
+        cluster.start_broker(victim)
+        cluster.wait()
+    still = unlisted()
+    figures = load([gateway], vclusters=1, producers=2, consumers=2, records=records,
+                   rounds=1)
+    return {"fault": f"broker {victim} stopped and started again",
+            "unlisted_at_start": still, "records": figures["records_checked"],
+            "seconds": figures["seconds_per_round"][0]}
+
+
 def state_outage(cluster=None):
     """The state topic loses its only replica: admin writes answer 503 with a
     message; known tokens keep authenticating and their traffic flows."""
@@ -543,6 +570,7 @@ def main(argv=None):
             results["leader kill"] = leader_kill(b, args.fault_records)
             results["gateway kill"] = gateway_kill(a, b, args.fault_records)
             a = Gateway(state_topic)
+            results["broker back, still unlisted"] = broker_back_unlisted(a)
             results["state outage"] = state_outage()
         if "load" not in args.skip:
             results["load"] = load([a, b], args.vclusters, args.producers,

@@ -72,6 +72,46 @@ class SpliceTests(unittest.TestCase):
         self.assertEqual(len(self.brokers), 1)
         self.assertFalse(transport.disconnecting)
 
+    def test_a_stand_in_retires_once_idle(self):
+        """A connection another broker serves for its port's (refused, or
+        not listed) is closed STAND_IN_LIFE later once no answer is owed:
+        kept, it would stay there after its own broker came back, and a
+        client would be told NOT_LEADER_OR_FOLLOWER there for ever (the
+        metadata names the same port).  A connection to its own broker
+        stays."""
+        from vkafka.proxy.gateway import STAND_IN_LIFE
+        self.refused.add(("kafka2", 9093))
+        client, transport = self.connect_client(6970)
+        own, own_transport = self.connect_client(6971)
+        self.assertEqual([b[0] for b in self.brokers], [("kafka1", 9092), ("kafka3", 9094)])
+        client.dataReceived(request_frame(metadata_request(), 12, 41))
+        self.reactor.advance(STAND_IN_LIFE)
+        self.assertFalse(transport.disconnecting)  # an answer is owed
+        _, broker, broker_transport = self.brokers[0]
+        broker.dataReceived(response_frame(41, metadata_response([(1, "kafka1", 9092)])))
+        self.assertEqual(len(self.responses(transport)), 1)  # answered, then closed
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(broker_transport.disconnecting)
+        self.reactor.advance(STAND_IN_LIFE * 10)
+        self.assertFalse(own_transport.disconnecting)
+        self.refused.clear()
+        again, again_transport = self.connect_client(6970)
+        self.assertEqual(self.brokers[-1][0], ("kafka2", 9093))
+
+    def test_a_busy_stand_in_closed_after_a_grace(self):
+        """A stand-in never idle (requests always in flight) is closed
+        RETIRE_GRACE after it began to retire, answers owed or not."""
+        from vkafka.proxy.gateway import STAND_IN_LIFE
+        from vkafka.proxy.splice import RETIRE_GRACE
+        self.refused.add(("kafka2", 9093))
+        client, transport = self.connect_client(6970)
+        client.dataReceived(request_frame(metadata_request(), 12, 41))
+        self.reactor.advance(STAND_IN_LIFE)
+        self.reactor.advance(RETIRE_GRACE - 0.1)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(0.2)
+        self.assertTrue(transport.disconnected)  # aborted
+
     def test_all_brokers_down_closes_client(self):
         """With no broker reachable the client connection is closed cleanly."""
         self.refused.update((h, p) for _, h, p in BROKERS)

@@ -28,6 +28,8 @@ class BrokerConnection(protocol.Protocol):
     answer being received whole is ``reserved`` there (or ``waiting``), the
     answers written to the client and not sent are ``queued``."""
     reserved = waiting = queued = parked = 0
+    address = None
+    """(host, port) connected to: its client's broker, or one standing in."""
 
     def __init__(self, client):
         self.client = client
@@ -48,8 +50,9 @@ class BrokerConnection(protocol.Protocol):
             unsent = self.client.unsent
             if unsent.paused and unsent.queue is not None:  # TLS tells it once
                 unsent.queue.full()
-        if self.client.gateway.draining:  # leaving: close once nothing is owed
-            self.client.close_if_idle()
+        client = self.client
+        if client.gateway.draining or client.retiring:  # close once nothing is owed
+            client.close_if_idle()
 
     def _received(self, data):
         if self.streamed is not None:

@@ -260,13 +260,19 @@ class Gateway:
                 yield self.refresher.refresh()
             node_id = self.topology.node_for(client.port, client.server_name)
         client.node_id = node_id
+
+        def attempt(host, port):
+            broker = BrokerConnection(client)
+            broker.address = (host, port)
+            return connect(self.endpoint_factory(self.reactor, host, port), broker)
         try:
-            return (yield try_each(
-                self.topology.upstream_candidates(node_id),
-                lambda host, port: connect(self.endpoint_factory(self.reactor, host, port),
-                                           BrokerConnection(client))))
+            broker = yield try_each(self.topology.upstream_candidates(node_id), attempt)
         except Unreachable as e:
             raise e.last or e
+        own = self.topology.brokers.get(node_id)
+        if own is not None and broker.address != own:
+            client.stand_in(STAND_IN_LIFE)
+        return broker
 
     def connect_upstream(self, client):
         """Connect *client* to its broker; returns a cancellable Deferred."""
@@ -274,6 +280,17 @@ class Gateway:
         d.addErrback(lambda f: None if f.check(defer.CancelledError)
                      else client.upstream_failed(f))
         return d
+
+
+STAND_IN_LIFE = 10.0
+"""Seconds a client connection served by another broker than its port's
+(that one down, or not listed by the cluster) lives: then it is closed once
+no answer is owed (``Splice.stand_in``).  Kept, it would stay on the other
+broker after its own came back, and a client sending there the partitions
+its port's broker leads again would be told NOT_LEADER_OR_FOLLOWER for
+ever: the metadata it refreshes names the same port (a first tenant's
+consumers never assigned, its producer's records timed out, after a broker
+restart, until session 27)."""
 
 
 REPORT_MOST = 1000

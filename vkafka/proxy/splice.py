@@ -52,6 +52,10 @@ ApiVersions (twice if they step down a version), SaslHandshake and
 SaslAuthenticate.  One more closes it: nothing else is answered before a
 login, and an endless stream of them is work for nobody's token."""
 
+RETIRE_GRACE = 5.0
+"""Seconds a retiring connection (``Splice.stand_in``) has to fall idle
+before it is closed with answers owed (its client sends them again)."""
+
 
 def client_key(peer, frame):
     """The client's host and the client id of its request header: the same on
@@ -319,15 +323,34 @@ class ClientConnection(protocol.Protocol):
             queue = self.valve.queue
             if queue is not None and "backpressure" in self.valve.reasons:
                 queue.full()  # over TLS, Twisted says it is full only once
-        if self.gateway.draining:
+        if self.gateway.draining or self.retiring:
             self.close_if_idle()
 
     _keyed = False
 
+    retiring = False
+    """Close once no response is owed: the connection stands in for a broker
+    it could not reach (``stand_in``)."""
+    _retire = None
+
+    def stand_in(self, seconds):
+        """Another broker than this port's serves this connection (that one
+        down, or not listed): in *seconds* it retires, closed once no answer
+        is owed (or RETIRE_GRACE later regardless), and the client's next
+        connection to the port tries its own broker again
+        (gateway.STAND_IN_LIFE)."""
+        self._retire = self.gateway.reactor.callLater(seconds, self._retire_now)
+
+    def _retire_now(self):
+        self.retiring = True
+        if not self.close_if_idle():
+            self._retire = self.gateway.reactor.callLater(RETIRE_GRACE, self.close)
+
     def close_if_idle(self):
-        """The gateway is leaving its cluster (proxy/leave.py): close once no
-        response is owed, so the client reconnects elsewhere without a
-        request of its own failing.  True if closed (or already)."""
+        """The gateway is leaving its cluster (proxy/leave.py), or this
+        connection is retiring: close once no response is owed, so the
+        client reconnects without a request of its own failing.  True if
+        closed (or already)."""
         if self.closed:
             return True
         if len(self.sequencer) or self._held is not None \
@@ -628,6 +651,8 @@ class ClientConnection(protocol.Protocol):
             self._loop_queued = False
         if self._turn is not None and self._turn.active():
             self._turn.cancel()
+        if self._retire is not None and self._retire.active():
+            self._retire.cancel()
         if self.broker is not None:
             self.broker.transport.unregisterProducer()
             self._close_broker()
