@@ -98,6 +98,20 @@ class SpliceTests(unittest.TestCase):
         again, again_transport = self.connect_client(6970)
         self.assertEqual(self.brokers[-1][0], ("kafka2", 9093))
 
+    def test_a_retired_connection_is_not_read_again(self):
+        """A connection closed once idle (retired, or the gateway leaving)
+        while a hold of its reads is timed: the hold's end does not resume
+        a transport told to close (the atheris harness's transports raise,
+        session 27's make reliability)."""
+        from vkafka.proxy.gateway import STAND_IN_LIFE
+        self.refused.add(("kafka2", 9093))
+        client, transport = self.connect_client(6970)
+        client.valve.hold_for("throttle", STAND_IN_LIFE * 2, self.reactor)
+        self.reactor.advance(STAND_IN_LIFE)
+        self.assertTrue(transport.disconnecting)
+        self.reactor.advance(STAND_IN_LIFE * 2)  # raised here before
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
     def test_a_busy_stand_in_closed_after_a_grace(self):
         """A stand-in never idle (requests always in flight) is closed
         RETIRE_GRACE after it began to retire, answers owed or not."""

@@ -357,6 +357,7 @@ class ClientConnection(protocol.Protocol):
                 or self.decoder.partial_size is not None or self.outbox.held:
             return False
         self.closed = True
+        self._stop_timers()
         self.transport.loseConnection()
         self._close_broker()
         return True
@@ -625,8 +626,18 @@ class ClientConnection(protocol.Protocol):
             return
         self.closed = True
         self.flush()  # earlier frames of this read go first, as they came
+        self._stop_timers()
         self.transport.abortConnection()
         self._close_broker()
+
+    def _stop_timers(self):
+        """Closed: no turn, retirement or hold of its reads outlives it (a
+        transport told to close may not be told to read again)."""
+        for timer in (self._turn, self._retire):
+            if timer is not None and timer.active():
+                timer.cancel()
+        if self.valve is not None:
+            self.valve.stop()
 
     def connectionLost(self, reason):
         self.closed = True
@@ -644,15 +655,10 @@ class ClientConnection(protocol.Protocol):
             self.buffers.gone(self)
             if self.broker is not None:
                 self.answer_buffer.gone(self.broker)
-        if self.valve is not None:
-            self.valve.stop()
         if self._loop_queued:
             self.loop_debt.leave(self)
             self._loop_queued = False
-        if self._turn is not None and self._turn.active():
-            self._turn.cancel()
-        if self._retire is not None and self._retire.active():
-            self._retire.cancel()
+        self._stop_timers()
         if self.broker is not None:
             self.broker.transport.unregisterProducer()
             self._close_broker()
