@@ -146,17 +146,19 @@ def compressed(batch, codec, packed=None):
     return bytes(head[:21]) + body
 
 
-def produce_records(topic, records, acks=-1, version=9):
+def produce_records(topic, records, acks=-1, version=9, partitions=(0,)):
     """A Produce request of *records* bytes to partition 0 of *topic* (a name,
-    or a topic id from v13)."""
+    or a topic id from v13), or to each of *partitions* (named as often as
+    they come)."""
     import importlib
     m = importlib.import_module(f"kio.schema.produce.v{version}.request")
     key = {"topic_id": topic} if version >= 13 else {"name": topic}
     return m.ProduceRequest(
         transactional_id=None, acks=i16(acks),
         timeout=i32Timedelta.parse(datetime.timedelta(seconds=30)),
-        topic_data=(m.TopicProduceData(partition_data=(
-            m.PartitionProduceData(index=i32(0), records=records),), **key),))
+        topic_data=(m.TopicProduceData(partition_data=tuple(
+            m.PartitionProduceData(index=i32(index), records=records)
+            for index in partitions), **key),))
 
 
 def fetch_request(topic, offset=0, version=12):

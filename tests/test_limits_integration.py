@@ -751,6 +751,33 @@ class CompressionTests(LimitsTestCase):
         self.assertIn(throttled[-1], (None, 0.0), throttled)
         self.assertGreater(throttled[timestamp] or 0, 0.5, throttled)
 
+    def test_partitions_beyond_their_bytes_charged(self):
+        """A Produce naming one partition 5,000 times, a one-record batch
+        each (~385 KB): the broker appends each on its own, ~12-40 us of its
+        CPU apiece (13,000 in 1 MB took 150-570 ms, audit 28).  Those beyond
+        one per APPEND_BYTES are charged (APPEND_WORK): ten such requests hold
+        the tenant that sends them, where ten of one 385 KB batch cost
+        another nothing."""
+        from .kafka_messages import produce_records, record_batch
+        from .test_rates_integration import metric
+        tiny, big = record_batch(1, value=b"v"), record_batch(380, value=bytes(1000))
+        throttled = {}
+        for name, records, partitions in (("big", big, [0]), ("tiny", tiny, [0] * 5000)):
+            vc, _ = self.tenant()
+            raw = self.raw(vc)
+            self.assertEqual(create_topics(raw, [creatable("bombed", 1, 1)], False),
+                             {"bombed": (ErrorCode.none, None)})
+            leader = self.leader_of(vc, raw)
+            for _ in range(10):
+                [answer] = leader.request(produce_records(
+                    "bombed", records, partitions=partitions), 9).responses
+                self.assertEqual([p.error_code for p in answer.partition_responses],
+                                 [ErrorCode.none])
+            throttled[name] = metric(self.gateway, "vkafka_throttle_seconds_total",
+                                     vcluster=vc)
+        self.assertIn(throttled["big"], (None, 0.0), throttled)
+        self.assertGreater(throttled["tiny"] or 0, 0.5, throttled)
+
     def test_slow_compression_levels_refused(self):
         """A topic codec recompresses at its level what producers send in
         another: zstd and lz4 above 9 are refused, created or altered."""

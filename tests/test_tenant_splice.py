@@ -720,12 +720,8 @@ class Producing:
         return raw
 
 
-class CompressedProduceTests(TenantSpliceBase):
-    """A Produce's compressed batches are counted inflated before it goes on
-    (rules/records.py): past INFLATED_MAX it is answered MESSAGE_TOO_LARGE
-    for each partition, never sent (a broker inflates them all, audit 25);
-    past FREE_RATIO it costs the tenant's loop share; a codec Kafka has not
-    or bytes not of their codec are refused as a broker refuses them."""
+class ChargedProduceBase(TenantSpliceBase):
+    """A tenant's Produce requests with the loop share on (rules/records.py)."""
 
     def setUp(self):
         super().setUp()
@@ -738,13 +734,53 @@ class CompressedProduceTests(TenantSpliceBase):
         self.client.services.loop_share = self.gateway.loop_share
         self.bucket = self.gateway.loop_share.bucket("london")
 
-    def send(self, records, acks=-1, version=9, correlation_id=5):
+    def send(self, records, acks=-1, version=9, correlation_id=5, partitions=(0,)):
         from .kafka_messages import produce_records, request_frame
         self.client.dataReceived(request_frame(
-            produce_records("t", records, acks, version), version, correlation_id))
+            produce_records("t", records, acks, version, partitions), version,
+            correlation_id))
 
     def sent(self):
         return FrameDecoder().feed(self.broker_transport.value())
+
+
+class PartitionsProducedTests(ChargedProduceBase):
+    """Each partition a Produce names is a log append on the broker, whatever
+    its bytes: those beyond the first and one per APPEND_BYTES of the
+    request cost APPEND_WORK of the loop share."""
+
+    def test_partitions_beyond_their_bytes_charged(self):
+        """13,000 one-record batches in 1 MB (the same partition named again
+        and again, or partitions that do not exist) cost a broker 150-570 ms
+        of CPU: charged; what a client sends is not."""
+        from vkafka.tenancy.rules import records
+        from .kafka_messages import record_batch
+        self.patch(records, "APPEND_WORK", 1e-3)  # it dominates the loop's own
+        self.send(record_batch(1, value=b"v"), partitions=[0] * 2000)
+        self.assertEqual(len(self.sent()), 1)
+        beyond = 2000 - 1 - len(self.sent()[0]) // records.APPEND_BYTES
+        self.assertGreater(beyond, 1800)
+        charged = 0.25 - self.bucket.tokens
+        self.assertTrue(beyond * 1e-3 <= charged < beyond * 1e-3 + 0.05, charged)
+
+    def test_batches_of_their_bytes_free(self):
+        """A client's request: a batch of 1 KB and more for each partition,
+        or one small batch."""
+        from vkafka.tenancy.rules import records
+        from .kafka_messages import record_batch
+        self.patch(records, "APPEND_WORK", 1.0)
+        self.send(record_batch(2, value=bytes(600)), partitions=range(6))
+        self.send(record_batch(1, value=b"v"), partitions=[0], correlation_id=6)
+        self.assertEqual(len(self.sent()), 2)
+        self.assertGreater(self.bucket.tokens, 0.2)
+
+
+class CompressedProduceTests(ChargedProduceBase):
+    """A Produce's compressed batches are counted inflated before it goes on
+    (rules/records.py): past INFLATED_MAX it is answered MESSAGE_TOO_LARGE
+    for each partition, never sent (a broker inflates them all, audit 25);
+    past FREE_RATIO it costs the tenant's loop share; a codec Kafka has not
+    or bytes not of their codec are refused as a broker refuses them."""
 
     def answered(self, version=9):
         _, answer = decode_response(self.responses()[-1], 0, version)

@@ -118,13 +118,14 @@ class CompiledWalkTests(unittest.TestCase):
         self.assertLess(raised, cases)
 
     def test_records_counted(self):
-        """Whole batches counted, a partial one not, as the Python walk does."""
+        """Whole batches counted, a partial one not, as the Python walk does;
+        the partitions named, each time it is named."""
         for version, frame, offset in requests():
-            acks, records, _, fields, end, producer, packed, _ = produce.walk_request(
-                frame, offset, version >= 9, version >= 13)
+            acks, records, _, fields, end, producer, packed, _, named = \
+                produce.walk_request(frame, offset, version >= 9, version >= 13)
             self.assertEqual((acks, records, len(fields), end, producer,
-                              [frame[start:stop] for start, stop in packed]),
-                             (-1, 7 * 4, 2, len(frame), 0, [batch(4, codec=1)] * 4),
+                              [frame[start:stop] for start, stop in packed], named),
+                             (-1, 7 * 4, 2, len(frame), 0, [batch(4, codec=1)] * 4, 4),
                              version)
 
     def test_compressed_batches_noted(self):

@@ -263,7 +263,7 @@ append_span(PyObject *list, int64_t start, int64_t end)
 
 static int
 walk_request(const Buf *f, int64_t p, int flexible, int by_id, PyObject *fields,
-             int64_t out[5], PyObject *spans[2])
+             int64_t out[6], PyObject *spans[2])
 {
     int64_t acks, topics, records = 0, budget = MAX_ENTRIES;
     if (p < 0)
@@ -302,6 +302,7 @@ walk_request(const Buf *f, int64_t p, int flexible, int by_id, PyObject *fields,
     out[0] = acks;
     out[1] = records;
     out[3] = p;
+    out[5] = MAX_ENTRIES - budget - (topics > 0 ? topics : 0);  /* partitions */
     return 0;
 }
 
@@ -311,7 +312,7 @@ PyDoc_STRVAR(produce_request_doc,
 "name or id field], end of the request, producer id, [(start, end) of each\n"
 "compressed batch] or None, [(start, end) of the topic field, partition index,\n"
 "start of the batch) of each partition whose first batch is transactional]\n"
-"or None)\n\n"
+"or None, partitions named in all)\n\n"
 "The walk of produce.walk_request_py, compiled.");
 
 static PyObject *
@@ -323,16 +324,16 @@ produce_request(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*npp", &view, &offset, &flexible, &by_id))
         return NULL;
     Buf f = {view.buf, view.len};
-    int64_t out[5];
+    int64_t out[6];
     PyObject *fields = PyList_New(0);
     PyObject *spans[2] = {NULL, NULL};
     PyObject *result = NULL;
     if (fields != NULL &&
             walk_request(&f, offset, flexible, by_id, fields, out, spans) == 0)
-        result = Py_BuildValue("(LLLOLLOO)", (long long)out[0], (long long)out[1],
+        result = Py_BuildValue("(LLLOLLOOL)", (long long)out[0], (long long)out[1],
                                (long long)out[2], fields, (long long)out[3],
                                (long long)out[4], spans[0] == NULL ? Py_None : spans[0],
-                               spans[1] == NULL ? Py_None : spans[1]);
+                               spans[1] == NULL ? Py_None : spans[1], (long long)out[5]);
     Py_XDECREF(fields);
     Py_XDECREF(spans[0]);
     Py_XDECREF(spans[1]);

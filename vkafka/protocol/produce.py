@@ -23,7 +23,8 @@ _I32 = struct.Struct(">i")
 
 def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
                     transactional_id=None, topic_field=None, known_ids=(),
-                    producer=None, compressed=None, transactional=None):
+                    producer=None, compressed=None, transactional=None,
+                    partitions=None):
     """``(frame, acks, records)``: the request frame with names rewritten, record
     bytes copied as they are; and the request's acks and record count, from the
     same walk.
@@ -44,13 +45,16 @@ def rewrite_produce(frame, body_offset, version, topic_name=None, topic_id=None,
     (-2: two batches carry different ones); *compressed* with the ``(start,
     end)`` of each compressed batch, if there are any (before any name is
     decided); *transactional* with what ``transactional_partitions`` reads,
-    if any partition's first batch is transactional.
+    if any partition's first batch is transactional; *partitions* with the
+    number of partitions the request names (one named twice counts twice).
     """
     flexible = version >= 9
     if topic_field is None and topic_name is not None:
         topic_field = name_field(topic_name, flexible)
-    acks, records, txn_end, fields, end, producer_id, packed, firsts = walk_request(
+    acks, records, txn_end, fields, end, producer_id, packed, firsts, named = walk_request(
         frame, body_offset, flexible, version >= 13)
+    if partitions is not None:
+        partitions(named)
     if producer is not None and producer_id != -1:
         producer(producer_id)
     if compressed is not None and packed is not None:
@@ -111,9 +115,10 @@ def walk_request_py(frame, pos, flexible, by_id):
     topic's name or id field], end of the request, producer id, [(start, end)
     of each compressed batch] or None, [((start, end) of the topic's field,
     partition index, start of the batch) of each partition whose first batch
-    is transactional] or None)`` of a Produce request whose body starts at
-    *pos*, walked by lengths; raises on truncation.  The producer id is its
-    batches' (``_noted``: -1 none, -2 several).  The reference for ``_walk.produce_request`` (the same walk
+    is transactional] or None, partitions named in all)`` of a Produce
+    request whose body starts at *pos*, walked by lengths; raises on
+    truncation.  The producer id is its batches' (``_noted``: -1 none, -2
+    several).  The reference for ``_walk.produce_request`` (the same walk
     compiled), and what runs where that is not built."""
     pos = skip_string(frame, pos, flexible)
     txn_end = pos
@@ -141,7 +146,8 @@ def walk_request_py(frame, pos, flexible, by_id):
         pos = skip_tagged_fields(frame, pos)
     if pos > len(frame):
         raise HeaderError("truncated produce request")
-    return acks, records, txn_end, fields, pos, noted[0], noted[1], noted[2]
+    named = MAX_ENTRIES - budget - max(topics, 0)
+    return acks, records, txn_end, fields, pos, noted[0], noted[1], noted[2], named
 
 
 _I64 = struct.Struct(">q")

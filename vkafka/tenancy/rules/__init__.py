@@ -162,7 +162,10 @@ def tenant_rules():
         "names and topic ids rewritten by slicing (records untouched, but "
         "for writable mappings: producer ids cleared, transactions refused); KIP-951 "
         "node_endpoints rewritten; v13+ responses forwarded as bytes, older ones "
-        "renamed by slicing, unless something else in them must change",
+        "renamed by slicing, unless something else in them must change; "
+        "partitions named, and compressed records, beyond what their bytes "
+        "would hold charged to the loop share; compressed batches inflating "
+        "past a bound answered MESSAGE_TOO_LARGE",
         rewrite_frame=records.produce_frame, scan_response=scan_produce_response,
         passes_as_bytes=records.passes_as_bytes,
         rename_response=records.produce_response_names)
