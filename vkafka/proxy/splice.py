@@ -404,11 +404,11 @@ class ClientConnection(protocol.Protocol):
                                   self.gateway.max_decoded_request, request.rule,
                                   frame, request.api_key, request.api_version)
         if outcome.later is not None:  # what it took before it waits counts too
-            self._charge(outcome.work)
+            self.charge(outcome.work)
             return self._wait_for(outcome.later, request, len(frame) + 4)
         self.rewritten(outcome, request, len(frame) + 4)
 
-    def _charge(self, work):
+    def charge(self, work):
         """*work* seconds of the loop spent for the tenant: past its share, its
         reads wait."""
         if work and self.gateway.loop_share is not None:
@@ -418,8 +418,8 @@ class ClientConnection(protocol.Protocol):
         """Forward the rewritten request, answer it, or close (*size*: the
         client's frame, for the metrics).  Decoding it cost the loop
         ``outcome.work`` seconds: past its share, the tenant waits."""
-        if outcome.work:  # inline, not _charge: nearly every request has none
-            self._charge(outcome.work)
+        if outcome.work:  # inline, not charge: nearly every request has none
+            self.charge(outcome.work)
         if outcome.refused is not None:
             return self.fail(outcome.refused)
         if outcome.answer is not None:
@@ -585,7 +585,7 @@ class ClientConnection(protocol.Protocol):
             return
         frame, error, records = result
         if pending.work:
-            self._charge(pending.work)
+            self.charge(pending.work)
         if self.rates is not None and self.rates.limited:
             frame, delay = self.rates.response(pending, frame)
             self.hold_reads(delay)

@@ -13,6 +13,7 @@ from ..protocol.fastpath import Scan, neutral_tags
 from ..protocol.fetch_stream import FetchStream
 from ..protocol.framing import Malformed
 from ..tenancy.context import Rejected
+from ..tenancy.services import SMALL_WORK
 
 STREAM_FROM = 256 * 1024
 """Responses this big that pass as bytes are forwarded as they arrive
@@ -56,8 +57,9 @@ class Streamed:
 
     Its bytes go out as received, except the last HOLD_BACK, and are scanned as
     they pass (fetch_stream.FetchStream: records and error for the metrics;
-    malformed framing closes the connection), so the response is never copied
-    or held whole.  If it carries node_endpoints, they are replaced in the
+    malformed framing closes the connection; the scan's loop time charged to
+    the tenant, as a whole answer's), so the response is never copied or held
+    whole.  If it carries node_endpoints, they are replaced in the
     held-back tail by an unused tag of the same length (fastpath.neutral_tags),
     so the client refreshes metadata instead of learning broker addresses.
     """
@@ -70,6 +72,7 @@ class Streamed:
         context = pending.context
         self.scan = FetchStream(pending.api_version, None if context is None
                                 else context.check_streamed_id)
+        self.work = 0.0     # loop seconds its scan took: the tenant's
         self.chunks = []    # received, not wholly written yet
         self.received = 0
         self.sent = 0
@@ -80,11 +83,15 @@ class Streamed:
         self._forward()
 
     def _add(self, chunk):
+        clock = self.client.services.work_clock
+        start = clock()
         try:
             self.scan.feed(chunk)
         except (Malformed, Rejected, struct.error) as e:
             self.client.fail(f"malformed Fetch response (partly forwarded): {e}")
             return False
+        finally:
+            self.work += clock() - start
         self.received += len(chunk)
         self.chunks.append(chunk)
         return True
@@ -116,6 +123,8 @@ class Streamed:
         if pending.rule.observe is not None:
             pending.rule.observe(pending.context, scan)
         client.outbox.write(tail)
+        if self.work >= SMALL_WORK:  # a scan of many partitions, as when whole
+            client.charge(self.work)
         if client.metrics is not None:
             client.metrics.streamed.inc()
             client.metrics.response(pending.rule.name, self.total,
