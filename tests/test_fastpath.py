@@ -306,6 +306,24 @@ class FetchRequestIdsTests(unittest.TestCase):
                 self.assertEqual([uuid.UUID(bytes=raw[at:at + 16]) for at in positions],
                                  ids + forgotten, version)
 
+    def test_a_partition_named_twice_refused(self):
+        """rules/keys.ACROSS: a broker reads a Fetch's partitions into one
+        map; one named 13,000 times took it 10-50 ms a request, its answer
+        one partition.  Clients never name one twice, in one topic entry or
+        in two; the same topic twice, other partitions in each (librdkafka
+        may), passes."""
+        from dataclasses import replace
+        topic = uuid.uuid4()
+        request = fetch_request(16, [topic, topic], partitions=3)
+        first, second = request.topics
+        other = replace(second, partitions=tuple(
+            replace(p, partition=i32(p.partition + 3)) for p in second.partitions))
+        self.assertEqual(len(self.scan(16, replace(request, topics=(first, other)))[1][1]), 2)
+        for twice in (request.topics,  # partitions 0-2 in both entries
+                      (replace(first, partitions=first.partitions * 2),)):
+            with self.assertRaisesRegex(ValueError, "a partition named twice"):
+                self.scan(16, replace(request, topics=twice))
+
     def test_empty_request(self):
         """An incremental fetch with nothing changed names no topic."""
         self.assertEqual(self.scan(16, fetch_request(16))[1], (-1, []))

@@ -43,6 +43,16 @@ class RuleTableTests(unittest.TestCase):
                 validate_only=False)
         self.assertIsNone(repeated(19, create("a", "b")))
         self.assertEqual(repeated(19, create("a", "b", "a")), "topics repeats a")
+        from dataclasses import replace  # a Fetch's partitions: a broker's map
+        from .kafka_messages import fetch_request
+        fetch = fetch_request("t", version=12)
+        [topic] = fetch.topics
+        [part] = topic.partitions
+        other = replace(topic, partitions=(replace(part, partition=i32(1)),))
+        self.assertIsNone(repeated(1, replace(fetch, topics=(topic, other))))
+        for twice in ((topic, topic), (replace(topic, partitions=(part, part)),)):
+            self.assertEqual(repeated(1, replace(fetch, topics=twice)),
+                             "topics.partitions repeats t/0")
         from .test_tenant_splice import wide_produce
         raw = wide_produce(2, 7)[4:]
         offset = parse_request_header(raw).body_offset

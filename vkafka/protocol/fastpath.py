@@ -277,11 +277,20 @@ def fetch_request_ids(frame, offset, version):
         "ForgottenTopic")
     topics, pos = _count(frame, pos)
     budget = walkable(MAX_ENTRIES, topics, "fetch")
+    seen = set() if topics > 1 else None  # rules/keys.ACROSS: never twice
     for _ in range(topics):
         ids.append(pos)
+        topic_id = bytes(frame[pos:pos + 16])
         partitions, pos = _count(frame, pos + 16)
         budget = walkable(budget, partitions, "fetch")
+        if partitions > 1 and seen is None:
+            seen = set()
         for _ in range(partitions):
+            if seen is not None:
+                key = (topic_id, _I32.unpack_from(frame, pos)[0])
+                if key in seen:
+                    raise Malformed("fetch request: a partition named twice")
+                seen.add(key)
             # partition, leader epoch, offset, last epoch, log start, max bytes
             pos += 32
             pos = pos + 1 if pos < end and frame[pos] == 0 else \

@@ -42,6 +42,19 @@ naming one group 400,000 times (10 KB) asked for a 400 MB answer, an
 OffsetFetch naming one 20,000 times for 483 MB, and the broker ran out of
 heap building them."""
 
+ACROSS = {
+    1: ("topics", ("topic", "topic_id"), "partitions", "partition"),  # Fetch
+}
+"""api key -> (a list, the field naming its entries (the first a version
+has), the list in each entry, its entries' key): lists whose entries a
+broker reads into one map keyed by both, so a key is repeated if it comes
+twice under the same name, in one entry or in two (librdkafka may name a
+topic twice, other partitions in each).  A Fetch naming one partition
+13,000 times (430 KB) took a broker 10-50 ms to read, and its answer, one
+partition, cost the gateway nothing to charge: four connections of them
+took another tenant's produce p50 from 3 to 35 ms.  Fetch v13+ is checked
+in place (``fastpath.fetch_request_ids``)."""
+
 
 def repeated(api_key, request):
     """A message saying which key *request* (decoded) repeats, or None."""
@@ -58,6 +71,22 @@ def repeated(api_key, request):
                 if key in seen:
                     return f"{path} repeats {'/'.join(map(str, key))}"
                 seen.add(key)
+    return _repeated_across(api_key, request)
+
+
+def _repeated_across(api_key, request):
+    """``repeated`` for the lists ACROSS names."""
+    if api_key not in ACROSS:
+        return None
+    outer, names, inner, field = ACROSS[api_key]
+    seen = set()
+    for entry in getattr(request, outer, None) or ():
+        name = next((getattr(entry, n) for n in names if hasattr(entry, n)), None)
+        for item in getattr(entry, inner, None) or ():
+            key = (name, getattr(item, field))
+            if key in seen:
+                return f"{outer}.{inner} repeats {name}/{key[1]}"
+            seen.add(key)
     return None
 
 
