@@ -720,6 +720,66 @@ class Producing:
         return raw
 
 
+class CoordinatorMovedTests(TenantSpliceBase):
+    """An OffsetFetch answered NOT_COORDINATOR (or the coordinator loading,
+    or not available) with no partitions gets the partitions it asked for,
+    each STALE_MEMBER_EPOCH, so librdkafka asks again (librdkafka #5586:
+    with none, its consumer waited for them for good)."""
+
+    def fetch_offsets(self, version, partitions, error, correlation_id=5):
+        """The client's answer to an OffsetFetch of group g for topic t's
+        *partitions* (None: every topic) the broker answered *error* with
+        no partitions."""
+        import importlib
+        from .kafka_messages import NO_THROTTLE, request_frame, response_frame
+        q = importlib.import_module(f"kio.schema.offset_fetch.v{version}.request")
+        r = importlib.import_module(f"kio.schema.offset_fetch.v{version}.response")
+        if version >= 8:
+            topics = None if partitions is None else (q.OffsetFetchRequestTopics(
+                name="t", partition_indexes=tuple(map(i32, partitions))),)
+            extra = {"member_id": None, "member_epoch": i32(-1)} if version >= 9 else {}
+            request = q.OffsetFetchRequest(groups=(q.OffsetFetchRequestGroup(
+                group_id="g", topics=topics, **extra),), require_stable=True)
+            answer = r.OffsetFetchResponse(throttle_time=NO_THROTTLE, groups=(
+                r.OffsetFetchResponseGroup(group_id="londong", topics=(),
+                                           error_code=ErrorCode(error)),))
+        else:
+            topics = None if partitions is None else (q.OffsetFetchRequestTopic(
+                name="t", partition_indexes=tuple(map(i32, partitions))),)
+            request = q.OffsetFetchRequest(group_id="g", topics=topics,
+                                           require_stable=True)
+            answer = r.OffsetFetchResponse(throttle_time=NO_THROTTLE, topics=(),
+                                           error_code=ErrorCode(error))
+        self.client.dataReceived(request_frame(request, version, correlation_id))
+        self.broker.dataReceived(response_frame(correlation_id, answer,
+                                                flexible=version >= 6))
+        _, found = decode_response(self.responses()[-1], 9, version)
+        return found.groups[0] if version >= 8 else found
+
+    def test_partitions_asked_given_back_to_ask_again(self):
+        self.login()
+        for version in (7, 9):
+            for error in (ErrorCode.not_coordinator, ErrorCode.coordinator_load_in_progress):
+                found = self.fetch_offsets(version, [0, 2], error)
+                self.assertEqual(found.error_code, error)
+                [topic] = found.topics
+                self.assertEqual(topic.name, "t")
+                self.assertEqual(
+                    [(p.partition_index, p.committed_offset, p.error_code)
+                     for p in topic.partitions],
+                    [(0, -1, ErrorCode.stale_member_epoch),
+                     (2, -1, ErrorCode.stale_member_epoch)], (version, error))
+
+    def test_other_answers_as_they_came(self):
+        """Another error, or every topic asked (null): nothing to give back."""
+        self.login()
+        for version in (7, 9):
+            self.assertEqual(self.fetch_offsets(
+                version, [0], ErrorCode.group_authorization_failed).topics, ())
+            self.assertEqual(self.fetch_offsets(
+                version, None, ErrorCode.not_coordinator).topics, ())
+
+
 class ChargedProduceBase(TenantSpliceBase):
     """A tenant's Produce requests with the loop share on (rules/records.py)."""
 

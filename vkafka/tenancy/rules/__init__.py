@@ -188,7 +188,8 @@ def tenant_rules():
         "--metadata-cache seconds")
     row(9, "OffsetFetch", groups.offset_fetch_request, groups.offset_fetch_response,
         "names rewritten, others' dropped; concentrated topics' offsets split by "
-        "logical topic")
+        "logical topic; a moving coordinator's answer without partitions given "
+        "the partitions asked, each STALE_MEMBER_EPOCH (librdkafka asks again)")
     row(19, "CreateTopics", topics.create_topics_request, topics.create_topics_response,
         "names rewritten (invalid or colliding names refused); the tenant's "
         "capacity and topic policy applied per topic (validate-only alike), "

@@ -3,10 +3,12 @@
 commits that would create a group, KIP-848 regex subscriptions and
 assignments, ListTransactions' id pattern."""
 
+import dataclasses
+import sys
 from dataclasses import replace
 
 from kio.schema.errors import ErrorCode
-from kio.static.primitive import i32
+from kio.static.primitive import i32, i64
 from twisted.internet import defer
 
 
@@ -27,20 +29,76 @@ from .common import (
 
 
 def offset_fetch_request(services, rctx, request):
-    """Offsets of every topic (null topics) include concentrated topics'."""
+    """Offsets of every topic (null topics) include concentrated topics'.
+    The request as the client sent it is kept for its answer (``asked_again``)."""
     rctx.note_concentrated(rctx.namespace.concentrated())
+    rctx.partitions_asked = request
     return walk_request(request, rctx)
 
 
 def offset_fetch_response(services, rctx, response):
-    """Names walked; a group refused by an ACL (v8+ lists groups) shows no
-    topics, as on a broker, whatever its decoy's coordinator answered."""
-    response = walk_response(response, rctx)
+    """Names walked; a group whose coordinator moved answered with the
+    partitions asked (``asked_again``); a group refused by an ACL (v8+ lists
+    groups) shows no topics, as on a broker, whatever its decoy's coordinator
+    answered."""
+    response = asked_again(rctx.partitions_asked, walk_response(response, rctx))
     if rctx.rights is None or not hasattr(response, "groups"):
         return response
     return replace(response, groups=tuple(
         replace(g, topics=()) if g.error_code == ErrorCode.group_authorization_failed
         else g for g in response.groups))
+
+
+COORDINATOR_MOVED = frozenset({ErrorCode.coordinator_load_in_progress,
+                               ErrorCode.coordinator_not_available,
+                               ErrorCode.not_coordinator})
+"""Errors a group's coordinator answers while it moves, or before it is
+ready: the client is to find it again and ask again."""
+
+
+def asked_again(request, response):
+    """An OffsetFetch answer whose group (v8+; before: the whole answer) has
+    a COORDINATOR_MOVED error and no partitions, given the partitions the
+    *request* asked for, each with STALE_MEMBER_EPOCH.  librdkafka reads the
+    partitions, not that error: with none, the partitions it asked about
+    wait for an answer for good, its consumer assigned them and reading
+    nothing (librdkafka #5586, open; `make reliability`'s load after a
+    broker came back: a tenant's five consumers read nothing in 300 s).  A
+    partition with STALE_MEMBER_EPOCH is the one it asks about again, once
+    it has found the coordinator (UNSTABLE_OFFSET_COMMIT would have it
+    start from auto.offset.reset).  Java, Go, Python and JavaScript clients
+    read the group's error first and go on as before.  Null topics (every
+    partition) give nothing to fill."""
+    if hasattr(response, "groups"):
+        asked = {g.group_id: g.topics for g in request.groups}
+        return replace(response, groups=tuple(
+            replace(g, topics=_filled(type(response), asked.get(g.group_id)))
+            if g.error_code in COORDINATOR_MOVED and not g.topics else g
+            for g in response.groups))
+    if getattr(response, "error_code", None) in COORDINATOR_MOVED and not response.topics:
+        return replace(response, topics=_filled(type(response), request.topics))
+    return response
+
+
+def _filled(answer, topics):
+    """The answer's topics for the request's *topics*, each partition with
+    STALE_MEMBER_EPOCH (no offset, no metadata)."""
+    if not topics:
+        return ()
+    module = sys.modules[answer.__module__]
+    version = answer.__version__
+    topic_class = module.OffsetFetchResponseTopics if version >= 8 \
+        else module.OffsetFetchResponseTopic
+    partition_class = module.OffsetFetchResponsePartitions if version >= 8 \
+        else module.OffsetFetchResponsePartition
+    fields = {f.name for f in dataclasses.fields(partition_class)}
+    stale = {"committed_offset": i64(-1), "committed_leader_epoch": i32(-1),
+             "metadata": "", "error_code": ErrorCode.stale_member_epoch}
+    return tuple(topic_class(
+        **{key: getattr(t, key) for key in ("name", "topic_id") if hasattr(t, key)},
+        partitions=tuple(partition_class(partition_index=index, **{
+            k: v for k, v in stale.items() if k in fields})
+            for index in t.partition_indexes)) for t in topics)
 
 
 _COORDINATOR_KINDS = {0: GROUP, 1: TRANSACTION}
