@@ -437,3 +437,36 @@ class MoreIsolationTests(IsolationBase):
         for topic in response.topics:
             if topic.name == "secret":
                 self.assertEqual(topic.error_code, ErrorCode.unknown_topic_or_partition)
+
+
+class CoordinatorMovedTests(IsolationBase):
+    """Not an attack: london's group "lg" (committed offsets, IsolationBase)
+    asked about on a broker that is not its coordinator, as when the
+    coordinator moved after a client found it."""
+
+    def test_offsets_asked_of_another_broker_name_the_partitions(self):
+        """The broker answers NOT_COORDINATOR with no partitions; the client
+        gets the partitions it asked for, each STALE_MEMBER_EPOCH, so
+        librdkafka finds the coordinator and asks again (rules/groups.py,
+        librdkafka #5586); the coordinator answers the committed offset."""
+        from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
+        from kio.schema.offset_fetch.v9 import request as q
+        [found] = self.client(self.london).request(FindCoordinatorRequest(
+            key_type=i8(0), coordinator_keys=("lg",)), 4).coordinators
+        self.assertEqual(found.error_code, ErrorCode.none)
+        request = q.OffsetFetchRequest(groups=(q.OffsetFetchRequestGroup(
+            group_id="lg", member_id=None, member_epoch=i32(-1),
+            topics=(q.OffsetFetchRequestTopics(name="secret",
+                                               partition_indexes=(i32(0),)),)),),
+            require_stable=False)
+        [group] = self.client(self.london, port=found.port).request(request, 9).groups
+        self.assertEqual([(group.error_code, t.name, p.committed_offset, p.error_code)
+                          for t in group.topics for p in t.partitions],
+                         [(ErrorCode.none, "secret", 1, ErrorCode.none)])
+        [other] = [p for p in range(self.start_port, self.start_port + 3)
+                   if p != found.port][:1]
+        [group] = self.client(self.london, port=other).request(request, 9).groups
+        self.assertEqual(group.error_code, ErrorCode.not_coordinator)
+        self.assertEqual([(t.name, p.partition_index, p.committed_offset, p.error_code)
+                          for t in group.topics for p in t.partitions],
+                         [("secret", 0, -1, ErrorCode.stale_member_epoch)])
