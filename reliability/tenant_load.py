@@ -115,16 +115,23 @@ def main(argv=None):
 
 def visible(admin, topic, partitions, deadline):
     """Wait until the brokers list *topic* with all its partitions led: its
-    creation is acknowledged before every broker has applied it."""
+    creation is acknowledged before every broker has applied it.  A metadata
+    request that times out is asked again until the deadline (the load
+    starts right after a broker came back: one took over 10 s)."""
+    from confluent_kafka import KafkaException
+    failed = None
     while True:
-        found = admin.list_topics(topic, timeout=10).topics.get(topic)
+        try:
+            found = admin.list_topics(topic, timeout=10).topics.get(topic)
+        except KafkaException as e:  # said in the error at the deadline
+            found, failed = None, e
         if found is not None and found.error is None and \
                 len(found.partitions) == partitions and \
                 all(p.leader >= 0 for p in found.partitions.values()):
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"topic {topic} not listed with {partitions} led "
-                               f"partitions: {found}")
+                               f"partitions: {found or failed}")
         time.sleep(0.2)
 
 
