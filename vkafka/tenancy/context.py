@@ -60,7 +60,8 @@ class RequestContext:
                  "write", "concentrated", "concentration", "answer", "check_first",
                  "on_answer", "produced", "sessions", "topics_asked", "created",
                  "coordinator_kind", "config_refusals", "id_pattern",
-                 "removed_aliases", "group_protocol", "partitions_asked", "reserved", "rights",
+                 "removed_aliases", "group_protocol", "partitions_asked", "offsets_asked",
+                 "reserved", "rights",
                  "unplaced_ids", "making_session", "session_named", "shared",
                  "transactional", "asked_at", "_by_logical")
 
@@ -121,6 +122,9 @@ class RequestContext:
         self.partitions_asked = None
         """CreateTopics (physical names), CreatePartitions (logical): topic ->
         the partition count asked for, unless only validated."""
+        self.offsets_asked = None
+        """OffsetFetch: the request as the client sent it, for an answer
+        without partitions (rules/groups.asked_again)."""
         self.reserved = None
         """CreateTopics, CreatePartitions under a capacity limit: the physical
         topics admitted, counted as held until the answer (rules/common.py)."""

@@ -32,7 +32,7 @@ def offset_fetch_request(services, rctx, request):
     """Offsets of every topic (null topics) include concentrated topics'.
     The request as the client sent it is kept for its answer (``asked_again``)."""
     rctx.note_concentrated(rctx.namespace.concentrated())
-    rctx.partitions_asked = request
+    rctx.offsets_asked = request
     return walk_request(request, rctx)
 
 
@@ -41,7 +41,7 @@ def offset_fetch_response(services, rctx, response):
     partitions asked (``asked_again``); a group refused by an ACL (v8+ lists
     groups) shows no topics, as on a broker, whatever its decoy's coordinator
     answered."""
-    response = asked_again(rctx.partitions_asked, walk_response(response, rctx))
+    response = asked_again(rctx.offsets_asked, walk_response(response, rctx))
     if rctx.rights is None or not hasattr(response, "groups"):
         return response
     return replace(response, groups=tuple(
