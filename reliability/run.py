@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import struct
@@ -410,6 +411,7 @@ def load(gateways, vclusters, producers, consumers, records, rounds=2):
     for round_no in range(rounds):
         procs = []
         t0 = time.monotonic()
+        debug_logs = Path(tempfile.mkdtemp(prefix="vkafka-rel-load-"))
         for i in range(vclusters):
             gateway = gateways[i % len(gateways)]
             vc = unique(f"load{i}x")
@@ -418,7 +420,8 @@ def load(gateways, vclusters, producers, consumers, records, rounds=2):
                  "--bootstrap", gateway.bootstrap, "--vcluster", vc,
                  "--token", AUTHORITY.issue(vc, "sa", 3600),
                  "--producers", str(producers), "--consumers", str(consumers),
-                 "--records", str(records)], stdout=subprocess.PIPE,
+                 "--records", str(records), "--debug-log", str(debug_logs / f"{vc}.log")],
+                stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True))
         peak = {g.port: 0.0 for g in gateways}
         while any(p.poll() is None for p in procs):
@@ -439,10 +442,14 @@ def load(gateways, vclusters, producers, consumers, records, rounds=2):
             totals["foreign"] += result["foreign"]
             check(result["consumed"] == result["expected"],
                   f"consumer losses: {results}; client logs: {logs}; "
-                  f"gateway warnings: {warnings(gateways)}")
+                  f"gateway warnings: {warnings(gateways)}; how its consumers' "
+                  f"group was joined and assigned (librdkafka debug, whole in "
+                  f"{debug_logs}/{result['vcluster']}.log):\n"
+                  f"{assignment_lines(debug_logs / (result['vcluster'] + '.log'))}")
             totals["records"] += result["consumed"]
             totals["duplicates"] += result["duplicates"]
             totals["tenants"] += 1
+        shutil.rmtree(debug_logs)  # kept only when a round fails
         for g in gateways:
             rss[g.port].append(max(peak[g.port], g.rss_mb()))
     # Flat: the last round's peak is within 10% (+16 MB) of the first round's.
@@ -455,6 +462,28 @@ def load(gateways, vclusters, producers, consumers, records, rounds=2):
             "records_checked": totals["records"], "duplicates": totals["duplicates"],
             "foreign": totals["foreign"], "seconds_per_round": [round(s) for s in seconds],
             "rss_mb": {str(p): [round(v, 1) for v in s] for p, s in rss.items()}}
+
+
+GROUP_DEBUG = ("GRPLEADER", "GRPASSIGNMENT", "ASSIGNOR", "SUBSCRIPTION", "REJOIN",
+               "REBALANCE", "CGRPMETADATA", "SYNCGROUP", "JOINGROUP", "CGRPCOORD")
+"""librdkafka's debug tags that tell how a group was joined and assigned."""
+
+
+def assignment_lines(path, first=30, last=50):
+    """The lines of a tenant's librdkafka debug log (kept whole in *path*,
+    on this machine only) that tell how its group was joined and assigned,
+    and what its metadata said of topics: the first *first* and the last
+    *last* of them, what a failed load run needs to be understood."""
+    if not path.exists():
+        return f"(no {path})"
+    lines = [line[:300] for line in path.read_text(errors="replace").splitlines()
+             if line.split(" ", 1)[0] in GROUP_DEBUG or
+             (line.startswith("METADATA") and " Topic " in line
+              and "] Leader" not in line)]
+    if len(lines) > first + last:
+        lines = lines[:first] + [f"... {len(lines) - first - last} lines ..."] + \
+            lines[-last:]
+    return "\n".join(lines)
 
 
 # -- hostile input on the Kafka port ----------------------------------------
@@ -634,6 +663,15 @@ def write_report(results, out):
              "the first round's; under hostile input, growth stays below 64 MB. "
              "The cross-tenant attack catalogue (each attack a test) is in "
              "docs/security.md.",
+             "",
+             "A tenant's consumers start once every broker, asked on its own port "
+             "of the gateway, lists the tenant's new topic: after a fault a broker "
+             "may apply a creation seconds after the others, and a librdkafka group "
+             "leader that asks it while assigning gives every member nothing and "
+             "does not assign again while its metadata from the other brokers stays "
+             "the same (reliability/tenant_load.py, `known_to_every_broker`). A "
+             "failed load run prints each failing tenant's librdkafka group and "
+             "metadata debug lines.",
              ""]
     for name, figures in results.items():
         if name == "seconds":

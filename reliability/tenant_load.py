@@ -7,8 +7,12 @@ tenant is recognised by its prefix, and a lost or duplicated one by its key.
 
 import argparse
 import json
+import sys
 import threading
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv=None):
@@ -24,6 +28,8 @@ def main(argv=None):
     p.add_argument("--records", type=int, default=1000, help="per producer")
     p.add_argument("--topic", default="load")
     p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--debug-log", help="file for the consumers' librdkafka group and "
+                   "metadata debug lines, read when a run fails")
     args = p.parse_args(argv)
 
     config = {"bootstrap.servers": args.bootstrap, "security.protocol": "SASL_PLAINTEXT",
@@ -32,6 +38,17 @@ def main(argv=None):
     admin = AdminClient(config)
     admin.create_topics([NewTopic(args.topic, 6, 3)])[args.topic].result(60)
     visible(admin, args.topic, 6, time.monotonic() + 60)
+    known_to_every_broker(admin, args.token, args.topic, 6, time.monotonic() + 60)
+
+    debugging = {}
+    if args.debug_log:
+        import logging
+        logger = logging.getLogger("librdkafka")
+        handler = logging.FileHandler(args.debug_log)
+        handler.setFormatter(logging.Formatter("%(message)s @%(created).3f"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        debugging = {"debug": "cgrp,metadata", "logger": logger}
 
     expected = args.producers * args.records
     lock = threading.Lock()
@@ -75,7 +92,7 @@ def main(argv=None):
         consumer = Consumer({**config, "group.id": "load-group", "error_cb": on_error,
                              "auto.offset.reset": "earliest",
                              "topic.metadata.refresh.interval.ms": 5000,
-                             "max.poll.interval.ms": 60000})
+                             "max.poll.interval.ms": 60000, **debugging})
         def on_assign(_, partitions):
             with lock:
                 assigned[index] = sorted(p.partition for p in partitions)
@@ -133,6 +150,51 @@ def visible(admin, topic, partitions, deadline):
             raise RuntimeError(f"topic {topic} not listed with {partitions} led "
                                f"partitions: {found or failed}")
         time.sleep(0.2)
+
+
+def known_to_every_broker(admin, token, topic, partitions, deadline):
+    """Wait until each broker (asked on its own port of the gateway) lists
+    *topic* with its partitions led.  A broker still applying the creation
+    answers UNKNOWN_TOPIC_OR_PARTITION for it, seconds after the others
+    list it when the cluster has just recovered from a fault; a librdkafka
+    group leader asking that broker (its coordinator) while it assigns gives
+    every member nothing, and never assigns again while its own metadata,
+    from the other brokers, does not change (consumers idle for the whole
+    run; librdkafka's doing: the broker's answer reaches it unchanged)."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tests"))
+    from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
+    from rawclient import RawClient
+
+    request = MetadataRequest(
+        topics=(MetadataRequestTopic(topic_id=None, name=topic),),
+        allow_auto_topic_creation=False, include_topic_authorized_operations=False)
+    waiting = {b.id: (b.host, b.port) for b in admin.list_topics(
+        timeout=10).brokers.values()}
+    said = {}
+    while waiting:
+        for node, (host, port) in list(waiting.items()):
+            try:
+                client = RawClient(host, port, timeout=10)
+                try:
+                    client.sasl_plain("sa", token)
+                    answer = client.request(request, 12)
+                finally:
+                    client.close()
+            except OSError as e:
+                said[node] = repr(e)
+                continue
+            found = answer.topics[0] if answer is not None and answer.topics else None
+            said[node] = found
+            if found is not None and found.error_code == 0 and \
+                    len(found.partitions) == partitions and \
+                    all(p.leader_id >= 0 for p in found.partitions):
+                del waiting[node]
+        if waiting and time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic} not listed by brokers "
+                               f"{sorted(waiting)}: {said}")
+        if waiting:
+            time.sleep(0.2)
 
 
 if __name__ == "__main__":

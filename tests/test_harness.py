@@ -204,3 +204,33 @@ class PrivateClusterTests(unittest.TestCase):
                          "PLAINTEXT://localhost:29093,HOP://localhost:29293")
         self.assertEqual(devstack.DEFAULT.bootstrap, devstack.BOOTSTRAP)
         self.assertEqual(devstack.DEFAULT.directory, devstack.STACK)
+
+
+class LoadDiagnosticsTests(unittest.TestCase):
+    def test_group_story_kept_noise_dropped(self):
+        """A failed load run shows, of a tenant's librdkafka debug log, the
+        lines on joins, assignments and the topic's metadata (partition by
+        partition leaders and everything else left out), its first and last
+        ones when there are many."""
+        from reliability.run import assignment_lines
+
+        log = Path(self.mktemp())
+        story = [
+            'JOINGROUP [rdkafka#consumer-2] [thrd:main]: I am elected leader @1.0',
+            'METADATA [rdkafka#consumer-2] [thrd:main]: GroupCoordinator/1:   Topic load '
+            'with 0 partitions: Broker: Unknown topic or partition @1.1',
+            'ASSIGNOR [rdkafka#consumer-2] [thrd:main]: "range" assignor run @1.2',
+        ]
+        noise = [
+            'METADATA [rdkafka#consumer-2] [thrd:main]: Topic load [0] Leader 3 Epoch 0',
+            'FETCH [rdkafka#consumer-2] [thrd:main]: fetching',
+            'METADATA [rdkafka#consumer-2] [thrd:main]: 3 brokers, 1 topics',
+        ]
+        log.write_text("\n".join(story[:1] + noise + story[1:]) + "\n")
+        self.assertEqual(assignment_lines(log).splitlines(), story)
+
+        log.write_text("\n".join(f"REJOIN line {i}" for i in range(100)) + "\n")
+        shown = assignment_lines(log, first=2, last=3).splitlines()
+        self.assertEqual(shown, ["REJOIN line 0", "REJOIN line 1", "... 95 lines ...",
+                                 "REJOIN line 97", "REJOIN line 98", "REJOIN line 99"])
+        self.assertIn("no ", assignment_lines(Path(self.mktemp())))
