@@ -798,16 +798,26 @@ class CompressionTests(LimitsTestCase):
         """A raw client of *vc* on the gateway port of the leader of
         partition 0 of 'bombed' (a Produce goes to the leader)."""
         from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
-        answer = raw.request(MetadataRequest(
-            topics=(MetadataRequestTopic(name="bombed", topic_id=None),),
-            allow_auto_topic_creation=False, include_topic_authorized_operations=False),
-            12)
+
+        def led(client):  # a broker may apply the new topic a moment late
+            answer = client.request(MetadataRequest(
+                topics=(MetadataRequestTopic(name="bombed", topic_id=None),),
+                allow_auto_topic_creation=False,
+                include_topic_authorized_operations=False), 12)
+            partitions = answer.topics[0].partitions
+            return partitions and partitions[0].leader_id >= 0 and answer
+        answer = stack.wait_until(lambda: led(raw), "'bombed' to have a leader", 30)
         leader = answer.topics[0].partitions[0].leader_id
         [broker] = [b for b in answer.brokers if b.node_id == leader]
         client = RawClient(broker.host, broker.port)
         self.addCleanup(client.close)
         self.assertEqual(client.sasl_plain("sa", self.tokens[vc]).error_code,
                          ErrorCode.none)
+
+        def knows():  # the leader itself has applied it: no NOT_LEADER
+            answer = led(client)
+            return answer and answer.topics[0].partitions[0].leader_id == leader
+        stack.wait_until(knows, f"broker {leader} to know it leads 'bombed'", 30)
         return client
 
 
