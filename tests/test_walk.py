@@ -1,5 +1,6 @@
-"""The compiled walks of the produce path (vkafka/protocol/_walk.c) answer
-exactly as their Python references, on every cut and poke of every version.
+"""The compiled walks (vkafka/protocol/_walk.c: the produce path's, and the
+scan of a streamed Fetch answer) answer exactly as their Python references,
+on every cut and poke of every version.
 
 The C walk is what runs; the Python one is the reference it must match, and
 what runs where no compiler was found.  Both are fed the same bytes, whole,
@@ -13,11 +14,12 @@ from dataclasses import replace
 
 from twisted.trial import unittest
 
-from vkafka.protocol import fastpath, produce
+from vkafka.protocol import fastpath, fetch_stream, produce
 from vkafka.protocol.codec import encode_request
 from vkafka.protocol.framing import Malformed
 from vkafka.protocol.headers import HeaderError, parse_request_header
-from .test_fastpath import produce_response
+from .test_fastpath import (fetch_response, framed_fetch, produce_response,
+                            record_batch)
 from .test_produce_slicing import produce as produce_request
 
 POKES = (0x00, 0x01, 0x7F, 0x80, 0xFF)
@@ -97,6 +99,7 @@ class CompiledWalkTests(unittest.TestCase):
                       "needs a C compiler and Python's headers")
         self.assertIs(produce.walk_request, _walk.produce_request)
         self.assertIs(fastpath.walk_response, _walk.produce_response)
+        self.assertTrue(issubclass(fetch_stream.fetch_stream, _walk.FetchScan))
 
     def test_request_walks_agree(self):
         """Every Produce request version, cut and poked: the same answer."""
@@ -252,3 +255,91 @@ class CompiledWalkTests(unittest.TestCase):
                 _walk.produce_request(b"\x00\x01", offset, True, False)
             with self.assertRaises(HeaderError):
                 _walk.produce_response(b"\x00\x01", offset, 9)
+
+
+def fetch_answers():
+    """(version, frame): every Fetch answer version, with batches (a partial
+    one last), no records, an error, and (v16+) node endpoints."""
+    records = record_batch(2) + record_batch(3) + record_batch(1)[:70]
+    for version in range(4, 19):
+        yield version, framed_fetch(version, fetch_response(version, records=records))
+        yield version, framed_fetch(version, fetch_response(
+            version, records=None, errors=(0, 6), top_error=0))
+        if version >= 16:
+            yield version, framed_fetch(version, fetch_response(
+                version, endpoints=(1,), records=record_batch(1)))
+
+
+def scanned(make, version, chunks):
+    """What a streamed scan made by *make* found in *chunks*: its Scan and
+    the ids it was asked to check (and at which chunk), or that it raised."""
+    checked, at = [], [0]
+    try:
+        scan = make(version, lambda topic_id: checked.append((at[0], topic_id)))
+        for at[0], chunk in enumerate(chunks):
+            scan.feed(chunk)
+        return scan.finish(), checked
+    except (Malformed, struct.error):
+        return "raised", checked
+
+
+class CompiledFetchScanTests(unittest.TestCase):
+    """_walk.FetchScan against fetch_stream.FetchStream, its reference."""
+
+    def assertAgree(self, version, chunks, *why):
+        expected = scanned(fetch_stream.FetchStream, version, chunks)
+        self.assertEqual(scanned(fetch_stream.fetch_stream, version, chunks),
+                         expected, why)
+        return expected[0] == "raised"
+
+    def test_cut_anywhere(self):
+        """Each answer whole, in two pieces cut at every byte, in one-byte
+        chunks, and in random chunks: the same Scan, the same ids checked in
+        the same chunk (before any of its topic's bytes go on)."""
+        rng = random.Random(11)
+        for version, frame in fetch_answers():
+            self.assertFalse(self.assertAgree(version, [frame]), version)
+            for cut in range(len(frame)):
+                self.assertFalse(self.assertAgree(
+                    version, [frame[:cut], frame[cut:]], version, cut))
+            self.assertFalse(self.assertAgree(
+                version, [frame[i:i + 1] for i in range(len(frame))], version))
+            for _ in range(20):
+                chunks, at = [], 0
+                while at < len(frame):
+                    size = rng.choice((1, 2, 5, 16, 61, 62, 300))
+                    chunks.append(frame[at:at + size])
+                    at += size
+                self.assertFalse(self.assertAgree(version, chunks, version))
+
+    def test_poked_truncated_and_overlong(self):
+        """Every byte poked, every truncation, bytes past the end: both scans
+        raise, or both give the same Scan, fed whole and in two halves."""
+        cases = raised = 0
+        for version, frame in fetch_answers():
+            for data in variants(frame, 8):
+                for chunks in ([data], [data[:len(data) // 2], data[len(data) // 2:]]):
+                    raised += self.assertAgree(version, chunks, version, data.hex())
+                    cases += 1
+        self.assertGreater(cases, 50_000)
+        self.assertGreater(raised, cases // 10)  # the sweep reaches the errors
+        self.assertLess(raised, cases)
+
+    def test_a_refused_id_stops_the_scan(self):
+        """check_id raising (a topic not the tenant's) propagates from feed."""
+        version, frame = next((v, f) for v, f in fetch_answers() if v == 13)
+
+        def refuse(topic_id):
+            raise ValueError("not yours")
+        for make in (fetch_stream.FetchStream, fetch_stream.fetch_stream):
+            with self.assertRaises(ValueError):
+                make(version, refuse).feed(frame)
+
+    def test_records_counted_across_chunks(self):
+        """Megabytes of 16 KB batches in 64 KB chunks: every record counted."""
+        batches = record_batch(15, b"x" * 16000) * 70
+        frame = framed_fetch(17, fetch_response(17, records=batches))
+        scan = fetch_stream.fetch_stream(17)
+        for at in range(0, len(frame), 65536):
+            scan.feed(memoryview(frame)[at:at + 65536])  # any bytes-like chunk
+        self.assertEqual(scan.finish().records, 2 * 2 * 70 * 15)

@@ -10,7 +10,7 @@ import struct
 
 from ..filters.responses import goes_through_concentration
 from ..protocol.fastpath import Scan, neutral_tags
-from ..protocol.fetch_stream import FetchStream
+from ..protocol.fetch_stream import fetch_stream
 from ..protocol.framing import Malformed
 from ..tenancy.context import Rejected
 from ..tenancy.services import SMALL_WORK
@@ -70,7 +70,7 @@ class Streamed:
         self.total = total  # prefix included
         self.limit = total - HOLD_BACK
         context = pending.context
-        self.scan = FetchStream(pending.api_version, None if context is None
+        self.scan = fetch_stream(pending.api_version, None if context is None
                                 else context.check_streamed_id)
         self.work = 0.0     # loop seconds its scan took: the tenant's
         self.chunks = []    # received, not wholly written yet
