@@ -708,27 +708,29 @@ What the profile shows is left: {PROFILE}
 """)
 
 
-PROFILE = """The consumer: perf puts ~64% of the gateway's cycles in the
-kernel (the two copies of every byte that any userland proxy makes, 25%;
-waking the peers and loopback TCP most of the rest) and py-spy no Python
-function above ~1% (a large Fetch response is scanned as it passes, never
-copied or held whole): ~0.9-1.0 CPU-s per GB consumed. The direct run already
-keeps the two cores ~90% busy with the brokers and the consumer, so the
-gateway's CPU comes out of the consumer's share; the group join through the
-gateway adds 20-110 ms, the rest of the gap is in the data phase. splice(2)
+PROFILE = """The consumer: perf puts ~58% of the gateway's cycles in the
+kernel (the two copies of every byte that any userland proxy makes, 26%;
+waking the peers and loopback TCP most of the rest) and ~38% in the Python
+interpreter. A large Fetch response is scanned as it passes, never copied or
+held whole, by a compiled walk (session 30: 6 us per MB, against 167 for the
+Python walk it replaced; -6% of the gateway's CPU per GB consumed live). The
+floor (`bench/floor.py --consume`, session 30): the same bytes through a
+forwarder on a Twisted reactor with no Kafka logic cost 1.48 CPU-s per GB
+against the threaded forwarder's 0.87, and the gateway 1.64: the consumer's
+excess over the threaded forwarder is the event loop's per read (a Python
+wake-up, recv and send per chunk), the gateway's own work ~0.16 of it. The
+direct run already keeps the two cores ~90% busy with the brokers and the
+consumer, so the gateway's CPU comes out of the consumer's share. splice(2)
 instead of recv/send saved only ~0.1 CPU-s per GB when measured alone; longer
 runs, larger socket buffers, fewer larger reads and real-time priority did not
-narrow the gap (docs/performance.md, session 7). The bare forwarder above
-makes the same syscalls with the same system time; the gateway's excess over
-it is user time, 0.25-0.3 CPU-s per GB: the scan of each streamed Fetch
-response (records counted for the metrics, framing checked) 0.05-0.08, the
-rest ~20 us of reactor and splice per read (session 8). The
+narrow the gap (docs/performance.md, sessions 7 and 8). The
 producer: perf puts ~68% of the gateway's cycles in the Python interpreter,
 spread over ~30 small steps per request, and ~28% in the kernel, about 110-140
 us per 31 KB request and its response (22 us in-process on warm caches; the
 rest is the reactor, the socket calls and caches shared with the brokers'
-JVMs): 3.2-5 CPU-s per GB, taken from a machine the direct run already keeps
-1.96 cores busy. A read's frames leave in one send per socket (a third of the
+JVMs): 3.2-5 CPU-s per GB on sessions 13-28's machine, 11.7 on session 30's
+slower one (2.3-2.8 x the threaded forwarder in the same run), taken from a
+machine the direct run already keeps 1.96 cores busy. A read's frames leave in one send per socket (a third of the
 sends gone), and the reactor's loop pushes no logging context per event (-12%). The end-to-end latency: a pass through the gateway (packet
 in to packet out, from tcpdump) takes 130-220 us at the median and 400-560 us
 at the p99, and a message's path has two (its Produce request, the Fetch
