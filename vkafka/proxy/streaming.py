@@ -55,13 +55,14 @@ def stream_for(client, decoder):
 class Streamed:
     """A large Fetch response forwarded to the client while it arrives.
 
-    Its bytes go out as received, except the last HOLD_BACK, and are scanned as
-    they pass (fetch_stream.FetchStream: records and error for the metrics;
-    malformed framing closes the connection; the scan's loop time charged to
-    the tenant, as a whole answer's), so the response is never copied or held
-    whole.  If it carries node_endpoints, they are replaced in the
-    held-back tail by an unused tag of the same length (fastpath.neutral_tags),
-    so the client refreshes metadata instead of learning broker addresses.
+    Its bytes go out as received, except the last HOLD_BACK, and are scanned
+    as they pass (fetch_stream.fetch_stream, compiled: records and error for
+    the metrics; malformed framing closes the connection; the scan's loop
+    time charged to the tenant, as a whole answer's), so the response is
+    never copied or held whole.  If it carries node_endpoints, they are
+    replaced in the held-back tail by an unused tag of the same length
+    (fastpath.neutral_tags), so the client refreshes metadata instead of
+    learning broker addresses.
     """
 
     def __init__(self, client, pending, chunks, total):
