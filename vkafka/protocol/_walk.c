@@ -47,12 +47,18 @@ be32(const unsigned char *q)
                      (uint32_t)q[2] << 8 | (uint32_t)q[3]);
 }
 
+static int16_t
+be16(const unsigned char *q)
+{
+    return (int16_t)((uint16_t)q[0] << 8 | q[1]);
+}
+
 static int
 int16_at(const Buf *f, int64_t p, int64_t *out)
 {
     if (p + 2 > f->n)
         return fail("truncated int16");
-    *out = (int16_t)((uint16_t)f->b[p] << 8 | f->b[p + 1]);
+    *out = be16(f->b + p);
     return 0;
 }
 
@@ -594,7 +600,7 @@ next_length(FetchScan *s, const unsigned char *b, int64_t *pos, int64_t end,
     const unsigned char *q = take(s, b, pos, end, string ? 2 : 4);
     if (q == NULL)
         return 0;
-    *out = string ? (int16_t)((uint16_t)q[0] << 8 | q[1]) : be32(q);
+    *out = string ? be16(q) : be32(q);
     return 1;
 }
 
@@ -664,7 +670,7 @@ scan_chunk(FetchScan *s, const unsigned char *b, int64_t end)
             if (q == NULL)
                 goto more;
             if (s->version >= 7) {
-                s->error = (int16_t)((uint16_t)q[4] << 8 | q[5]);
+                s->error = be16(q + 4);
                 s->session_id = be32(q + 6);
             }
             s->pc = F_TOPICS;
@@ -728,7 +734,7 @@ scan_chunk(FetchScan *s, const unsigned char *b, int64_t end)
             if (q == NULL)
                 goto more;
             if (s->error == 0)
-                s->error = (int16_t)((uint16_t)q[4] << 8 | q[5]);
+                s->error = be16(q + 4);
             s->pc = F_ABORTED;
             break;
         case F_ABORTED:
