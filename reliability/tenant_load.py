@@ -130,6 +130,12 @@ def main(argv=None):
                       "seconds": round(time.monotonic() - started, 1)}))
 
 
+def all_led(leaders, partitions):
+    """A topic listed with *leaders* (one a partition) has its *partitions*,
+    each with a leader."""
+    return len(leaders) == partitions and all(leader >= 0 for leader in leaders)
+
+
 def visible(admin, topic, partitions, deadline):
     """Wait until the brokers list *topic* with all its partitions led: its
     creation is acknowledged before every broker has applied it.  A metadata
@@ -143,8 +149,7 @@ def visible(admin, topic, partitions, deadline):
         except KafkaException as e:  # said in the error at the deadline
             found, failed = None, e
         if found is not None and found.error is None and \
-                len(found.partitions) == partitions and \
-                all(p.leader >= 0 for p in found.partitions.values()):
+                all_led([p.leader for p in found.partitions.values()], partitions):
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"topic {topic} not listed with {partitions} led "
@@ -187,8 +192,7 @@ def known_to_every_broker(admin, token, topic, partitions, deadline):
             found = answer.topics[0] if answer is not None and answer.topics else None
             said[node] = found
             if found is not None and found.error_code == 0 and \
-                    len(found.partitions) == partitions and \
-                    all(p.leader_id >= 0 for p in found.partitions):
+                    all_led([p.leader_id for p in found.partitions], partitions):
                 del waiting[node]
         if waiting and time.monotonic() > deadline:
             raise RuntimeError(f"topic {topic} not listed by brokers "

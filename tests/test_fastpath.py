@@ -300,9 +300,10 @@ class FetchRequestIdsTests(unittest.TestCase):
         for version in range(13, 19):
             ids, forgotten = [uuid.uuid4() for _ in range(3)], [uuid.uuid4()]
             for replica in (-1, 2):
-                raw, (found, positions) = self.scan(version, fetch_request(
+                raw, (found, positions, named) = self.scan(version, fetch_request(
                     version, ids, forgotten, replica))
                 self.assertEqual(found, replica, version)
+                self.assertEqual(named, 3 * 2 + 2, version)  # forgotten: 0 and 4
                 self.assertEqual([uuid.UUID(bytes=raw[at:at + 16]) for at in positions],
                                  ids + forgotten, version)
 
@@ -326,7 +327,7 @@ class FetchRequestIdsTests(unittest.TestCase):
 
     def test_empty_request(self):
         """An incremental fetch with nothing changed names no topic."""
-        self.assertEqual(self.scan(16, fetch_request(16))[1], (-1, []))
+        self.assertEqual(self.scan(16, fetch_request(16))[1], (-1, [], 0))
 
     def test_malformed_raises(self):
         from vkafka.protocol.headers import HeaderError, parse_request_header
@@ -349,7 +350,7 @@ class FetchRequestIdsTests(unittest.TestCase):
         broker read the rest as a topic (another tenant's id) or a replica the
         walk never saw.  Refused; exact sizes pass and are read."""
         from vkafka.protocol.headers import parse_request_header
-        raw, (_, [at]) = self.scan(17, fetch_request(17, [uuid.uuid4()]))
+        raw, (_, [at], _) = self.scan(17, fetch_request(17, [uuid.uuid4()]))
         offset = parse_request_header(raw).body_offset
         tags = at + 16 + 1 + 32  # after the id, the partition count and fields
         self.assertEqual(raw[tags], 0)
@@ -383,7 +384,7 @@ class FetchRequestIdsTests(unittest.TestCase):
         account's or tenant's topic).  Refused; 8 bytes pass, and a tag no
         version knows is skipped by its size, as the broker skips it."""
         from vkafka.protocol.headers import parse_request_header
-        raw, (_, [at]) = self.scan(18, fetch_request(18, [uuid.uuid4()]))
+        raw, (_, [at], _) = self.scan(18, fetch_request(18, [uuid.uuid4()]))
         offset = parse_request_header(raw).body_offset
         tags = at + 16 + 1 + 32
         self.assertEqual(raw[tags], 0)
@@ -438,7 +439,7 @@ class FetchRequestIdsTests(unittest.TestCase):
         """At most MAX_ENTRIES topics and partitions in all: a request of
         millions of small entries would hold the event loop for seconds."""
         from vkafka.protocol.headers import MAX_ENTRIES
-        raw, (_, positions) = self.scan(16, fetch_request(
+        raw, (_, positions, _) = self.scan(16, fetch_request(
             16, [uuid.uuid4()], partitions=MAX_ENTRIES - 1))
         self.assertEqual(len(positions), 1)
         with self.assertRaises(Malformed) as caught:

@@ -778,6 +778,42 @@ class CompressionTests(LimitsTestCase):
         self.assertIn(throttled["big"], (None, 0.0), throttled)
         self.assertGreater(throttled["tiny"] or 0, 0.5, throttled)
 
+    def test_partitions_fetched_charged(self):
+        """A Fetch naming 10,000 partitions of a one-partition topic (v16, by
+        id, ~330 KB): the broker looks up and answers each, ~2-5 us of its
+        CPU apiece (50,000 took 234 ms here).  Those beyond the first are
+        charged (FETCHED_WORK): twenty such requests hold the tenant that
+        sends them, where twenty of partition 0 cost another nothing."""
+        import dataclasses
+        from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
+        from .test_fastpath import fetch_request
+        from .test_rates_integration import metric
+        throttled = {}
+        for name, partitions in (("one", 1), ("many", 10_000)):
+            vc, _ = self.tenant()
+            raw = self.raw(vc)
+            self.assertEqual(create_topics(raw, [creatable("bombed", 1, 1)], False),
+                             {"bombed": (ErrorCode.none, None)})
+            leader = self.leader_of(vc, raw)
+            [topic] = leader.request(MetadataRequest(
+                topics=(MetadataRequestTopic(name="bombed", topic_id=None),),
+                allow_auto_topic_creation=False,
+                include_topic_authorized_operations=False), 12).topics
+            request = dataclasses.replace(
+                fetch_request(16, [topic.topic_id], partitions=partitions),
+                session_id=i32(0), session_epoch=i32(-1), min_bytes=i32(0),
+                max_wait=i32Timedelta.parse(datetime.timedelta(0)))
+            for _ in range(20):
+                answer = leader.request(request, 16)
+                self.assertEqual(answer.error_code, ErrorCode.none)
+                [fetched] = answer.responses
+                self.assertEqual(len(fetched.partitions), partitions)
+                self.assertEqual(fetched.partitions[0].error_code, ErrorCode.none)
+            throttled[name] = metric(self.gateway, "vkafka_throttle_seconds_total",
+                                     vcluster=vc)
+        self.assertIn(throttled["one"], (None, 0.0), throttled)
+        self.assertGreater(throttled["many"] or 0, 0.5, throttled)
+
     def test_slow_compression_levels_refused(self):
         """A topic codec recompresses at its level what producers send in
         another: zstd and lz4 above 9 are refused, created or altered."""

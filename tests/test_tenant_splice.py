@@ -835,6 +835,63 @@ class PartitionsProducedTests(ChargedProduceBase):
         self.assertGreater(self.bucket.tokens, 0.2)
 
 
+class FetchedPartitionsTests(ChargedProduceBase):
+    """Each partition a Fetch names is looked up and answered by the broker,
+    whether it exists or not (234 ms of its CPU for 50,000 in one request):
+    those beyond the first cost FETCHED_WORK of the loop share
+    (rules/records.py), named by id (v13+, walked) or by name (decoded)."""
+
+    def fetch(self, version, partitions, forgotten=0):
+        from kio.static.primitive import i32
+        from .kafka_messages import fetch_request
+        self.topology.topic_ids[self.own] = "londont"
+        request = fetch_request(self.own if version >= 13 else "t", version=version)
+        [entry] = request.topics
+        [first] = entry.partitions
+        request = dataclasses.replace(request, topics=(dataclasses.replace(
+            entry, partitions=tuple(dataclasses.replace(first, partition=i32(n))
+                                    for n in range(partitions))),))
+        if forgotten:
+            [kind] = [f.type for f in dataclasses.fields(request)
+                      if f.name == "forgotten_topics_data"]
+            forgotten_topic = kind.__args__[0](
+                partitions=tuple(i32(n) for n in range(forgotten)),
+                **({"topic_id": self.own} if version >= 13 else {"topic": "t"}))
+            request = dataclasses.replace(request, forgotten_topics_data=(
+                forgotten_topic,))
+        before = self.bucket.tokens
+        self.client.dataReceived(request_frame(request, version, 5))
+        return before - self.bucket.tokens
+
+    def setUp(self):
+        super().setUp()
+        self.own = uuid.uuid4()
+        self.client.services.work_clock = lambda: 0.0  # only what is charged
+
+    def test_partitions_beyond_the_first_charged(self):
+        from vkafka.tenancy.rules import records
+        self.patch(records, "FETCHED_WORK", 1e-4)
+        for version in (12, 13, 16):
+            for forgotten in (0, 500):
+                self.setUp()
+                charged = self.fetch(version, 2000, forgotten)
+                self.assertEqual(len(self.sent()), 1, version)  # forwarded all the same
+                self.assertAlmostEqual(charged, (1999 + forgotten) * 1e-4,
+                                       msg=(version, forgotten))
+
+    def test_a_consumers_fetch_charged_its_few(self):
+        """Six partitions: five times FETCHED_WORK, 25 us; one: nothing."""
+        from vkafka.tenancy.rules import records
+        for version in (12, 16):
+            for partitions in (1, 6):
+                self.setUp()
+                charged = self.fetch(version, partitions)
+                self.assertEqual(len(self.sent()), 1, version)
+                self.assertAlmostEqual(charged,
+                                       (partitions - 1) * records.FETCHED_WORK,
+                                       msg=(version, partitions))
+
+
 class CompressedProduceTests(ChargedProduceBase):
     """A Produce's compressed batches are counted inflated before it goes on
     (rules/records.py): past INFLATED_MAX it is answered MESSAGE_TOO_LARGE

@@ -258,14 +258,15 @@ def _produce_partitions(frame, pos, version, flexible):
 def fetch_request_ids(frame, offset, version):
     """Where a Fetch request v13+ (topics by id) whose body starts at *offset*
     names topics: (its replica id, the positions of its 16-byte topic ids, in
-    ``topics`` then ``forgotten_topics_data``).  Walked by lengths: a consumer's
+    ``topics`` then ``forgotten_topics_data``, the partitions it names in
+    both).  Walked by lengths: a consumer's
     long poll is checked without kio's decode and re-encode, the gateway's
     costliest step per Fetch request.  Raises ValueError or struct.error if
     the request is truncated or has bytes after its end."""
     if version < 13:
         raise Malformed(f"fetch request v{version} names topics by name")
     pos, end, ids = offset, len(frame), []
-    replica = -1
+    replica, named = -1, 0
     if version <= 14:
         (replica,) = _I32.unpack_from(frame, pos)
         pos += 4
@@ -283,6 +284,7 @@ def fetch_request_ids(frame, offset, version):
         topic_id = bytes(frame[pos:pos + 16])
         partitions, pos = _count(frame, pos + 16)
         budget = walkable(budget, partitions, "fetch")
+        named += partitions
         if partitions > 1 and seen is None:
             seen = set()
         for _ in range(partitions):
@@ -301,6 +303,7 @@ def fetch_request_ids(frame, offset, version):
     for _ in range(forgotten):
         ids.append(pos)
         partitions, pos = _count(frame, pos + 16)
+        named += partitions
         pos = exact_tags(frame, pos + 4 * partitions, forgotten_tags)
     pos = skip_string(frame, pos, True)  # rack id
     count, pos = read_uvarint(frame, pos)
@@ -313,7 +316,7 @@ def fetch_request_ids(frame, offset, version):
         pos += size
     if pos != end:
         raise Malformed("fetch request: truncated or bytes after its end")
-    return replica, ids
+    return replica, ids, named
 
 
 def fetch_session(frame, offset, version):

@@ -175,6 +175,7 @@ def tenant_rules():
         "connection that made them (others: FETCH_SESSION_ID_NOT_FOUND, or a "
         "full fetch without the session), at most 4 a connection (past them a "
         "full fetch goes on sessionless); fetches as a replica refused; "
+        "partitions named beyond the first charged to the loop share; "
         "node_endpoints; v13+ responses forwarded as bytes when every topic id "
         "in them is the tenant's and nothing else must change, older ones "
         "renamed by slicing when every name is the tenant's",
