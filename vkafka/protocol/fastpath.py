@@ -259,10 +259,10 @@ def fetch_request_ids(frame, offset, version):
     """Where a Fetch request v13+ (topics by id) whose body starts at *offset*
     names topics: (its replica id, the positions of its 16-byte topic ids, in
     ``topics`` then ``forgotten_topics_data``, the partitions it names in
-    both).  Walked by lengths: a consumer's
-    long poll is checked without kio's decode and re-encode, the gateway's
-    costliest step per Fetch request.  Raises ValueError or struct.error if
-    the request is truncated or has bytes after its end."""
+    both).  Walked by lengths: a consumer's long poll is checked without
+    kio's decode and re-encode, the gateway's costliest step per Fetch
+    request.  Raises ValueError or struct.error if the request is truncated
+    or has bytes after its end."""
     if version < 13:
         raise Malformed(f"fetch request v{version} names topics by name")
     pos, end, ids = offset, len(frame), []
