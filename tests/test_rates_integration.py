@@ -60,8 +60,14 @@ FETCH_LIMIT = 1_000_000
 ISOLATION_LIMIT = 1_000_000
 """Tenant A's produce limit in the isolation test."""
 ISOLATION_RECORDS = 50_000
-"""Records of each of tenant B's runs (50 MB: 6-7 s unthrottled here, well
-inside tenant A's DURATION-second run)."""
+"""Records of each of tenant B's warming runs (50 MB: 6-7 s unthrottled on
+the development machine, 40 s or more on a slower CI machine)."""
+B_SECONDS = DURATION / 2
+"""Seconds each measured run of B lasts at its warm rate alone: the records
+of those runs are sized from that rate, so that they end well inside tenant
+A's runs on a machine of any speed."""
+B_LEAST = 5_000
+"""Fewest records of a measured run of B."""
 
 STEADY_MARGIN = 0.10
 WALL_MARGIN = 0.15
@@ -74,8 +80,10 @@ A_SETTLE = 3_000
 and first compiles (up to half a core here) would otherwise land in one
 kind of run more than the other."""
 ISOLATION_A_RECORDS = int(ISOLATION_LIMIT * 2 * DURATION / RECORD_SIZE)
-"""Records of each of tenant A's runs: twice DURATION at its limit, so that
-B's run (with its JVM's start) ends first even on a slow or cold machine."""
+"""Records of tenant A's throttled run: twice DURATION at its limit, so that
+B's run (B_SECONDS at its rate alone) ends first.  A's paced runs are
+stopped when B's run beside them ends; they are sized never to end first."""
+PACED_A_RECORDS = int(ISOLATION_LIMIT * PACED * 600 / RECORD_SIZE)
 WARM_RUNS = 6
 """Most runs of tenant B before it is measured: the brokers' JVMs (fresh when
 the test starts the cluster) speed up for the first few hundred MB, which
@@ -521,16 +529,16 @@ class FetchRateTests(RatesTestCase):
 
 class IsolationTests(RatesTestCase):
 
-    def b_run(self, props, tag):
-        """Tenant B's producer through the gateway: records/s it reports."""
-        run = self.producer(self.gateway, props, "free", ISOLATION_RECORDS, tag)
+    def b_run(self, props, tag, records=ISOLATION_RECORDS):
+        """Tenant B's producer through the gateway: bytes/s it reports."""
+        run = self.producer(self.gateway, props, "free", records, tag)
         rc, out, err = finish(run, time.monotonic() + 300)
         self.assertClean(tag, rc, out, err, self.gateway)
         summary = producer_summary(out)
-        self.assertEqual(summary["records"], ISOLATION_RECORDS)
+        self.assertEqual(summary["records"], records)
         return summary["records_per_second"] * RECORD_SIZE
 
-    def a_started(self, a, a_props, tag, throttled, **options):
+    def a_started(self, a, a_props, tag, throttled, records, **options):
         """Start tenant A's producer and wait until it has sent A_SETTLE
         records through the gateway (its JVM's start and first compiles
         over, alike for both kinds of run) and, if *throttled*, has been
@@ -543,25 +551,30 @@ class IsolationTests(RatesTestCase):
 
         def held():
             return count("vkafka_throttle_seconds_total")
-        records, throttle = sent(), held()
-        a_run = self.producer(self.gateway, a_props, "metered", ISOLATION_A_RECORDS,
-                              tag, **options)
+        before, throttle = sent(), held()
+        a_run = self.producer(self.gateway, a_props, "metered", records, tag,
+                              **options)
         what = "was throttled" if throttled else f"sent {A_SETTLE} records"
         stack.wait_until(lambda: a_run.poll() is not None or (
-            sent() >= records + A_SETTLE and (not throttled or held() > throttle)),
+            sent() >= before + A_SETTLE and (not throttled or held() > throttle)),
             f"tenant A ({a}) {what}", timeout=60, interval=0.2)
-        self.assertIsNone(a_run.poll(), f"tenant A's producer ended before it {what}")
+        if a_run.poll() is not None:
+            rc, out, err = finish(a_run, time.monotonic())
+            self.fail(f"tenant A's producer ended (exit {rc}) before it {what}:\n"
+                      f"{out[-2000:]}\n{err[-2000:]}")
         return a_run
 
     def b_beside_paced_a(self, a, a_props, tag):
         """B's run while A produces at PACED of its limit, never throttled:
         the load a tenant at its limit puts on the cluster and the machine."""
-        a_run = self.a_started(a, a_props, f"{a}-paced-{tag}", False,
+        a_run = self.a_started(a, a_props, f"{a}-paced-{tag}", False, PACED_A_RECORDS,
                                throughput=int(ISOLATION_LIMIT * PACED / RECORD_SIZE))
         try:
-            beside = self.b_run(self.b_props, f"{self.b}-beside-paced-{tag}")
+            beside = self.b_run(self.b_props, f"{self.b}-beside-paced-{tag}",
+                                self.b_records)
             self.assertIsNone(a_run.poll(), "tenant A's paced producer ended before "
-                                            "B's run beside it did")
+                                            f"B's run beside it did ({self.b_records} "
+                                            "records)")
         finally:
             a_run.terminate()
             finish(a_run, time.monotonic() + 30)
@@ -590,12 +603,13 @@ class IsolationTests(RatesTestCase):
             warming.append(self.b_run(self.b_props, f"{self.b}-warm-{len(warming)}"))
             if warming[-1] < warming[-2] * (1 + WARM_STEP):
                 break
+        self.b_records = max(B_LEAST, int(warming[-1] * B_SECONDS / RECORD_SIZE))
         paced_before = self.b_beside_paced_a(a, a_props, "1")
 
         a_started = time.monotonic()
-        a_run = self.a_started(a, a_props, f"{a}-a", True)
+        a_run = self.a_started(a, a_props, f"{a}-a", True, ISOLATION_A_RECORDS)
         b_started = time.monotonic()
-        alongside = self.b_run(self.b_props, f"{self.b}-with-a")
+        alongside = self.b_run(self.b_props, f"{self.b}-with-a", self.b_records)
         a_still_running = a_run.poll() is None
         overlap = time.monotonic() - b_started
         rc, out, err = finish(a_run, a_started + 8 * DURATION + 120)
@@ -605,8 +619,9 @@ class IsolationTests(RatesTestCase):
         paced_after = self.b_beside_paced_a(a, a_props, "2")
         baseline = (paced_before + paced_after) / 2
         ratio = alongside / baseline
-        print(f"\n[isolation] B alone, warming up "
-              f"{' '.join(f'{run / 1e6:.1f}' for run in warming)} MB/s\n"
+        report = (f"\n[isolation] B alone, warming up "
+              f"{' '.join(f'{run / 1e6:.1f}' for run in warming)} MB/s; measured "
+              f"runs of {self.b_records} records\n"
               f"[isolation] B beside A at {PACED:.0%} of its limit "
               f"{paced_before / 1e6:.1f} / {paced_after / 1e6:.1f} MB/s (mean "
               f"{baseline / 1e6:.1f}); B while A throttled {alongside / 1e6:.1f} "
@@ -614,8 +629,9 @@ class IsolationTests(RatesTestCase):
               f"[isolation] A: {a_summary['line']}; throttle avg "
               f"{a_summary['throttle_avg']} ms; A still running when B ended: "
               f"{a_still_running} (B's run took {overlap:.1f} s)")
+        print(report)
 
         self.assertTrue(a_still_running, "tenant A finished before B's run alongside "
-                                         "it did: the runs did not overlap")
-        self.assertGreater(a_summary["throttle_avg"] or 0, 0, a_summary)
-        self.assertGreaterEqual(ratio, ISOLATION_RATIO)
+                                         f"it did: the runs did not overlap{report}")
+        self.assertGreater(a_summary["throttle_avg"] or 0, 0, report)
+        self.assertGreaterEqual(ratio, ISOLATION_RATIO, report)
