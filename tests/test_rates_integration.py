@@ -620,15 +620,15 @@ class IsolationTests(RatesTestCase):
         baseline = (paced_before + paced_after) / 2
         ratio = alongside / baseline
         report = (f"\n[isolation] B alone, warming up "
-              f"{' '.join(f'{run / 1e6:.1f}' for run in warming)} MB/s; measured "
-              f"runs of {self.b_records} records\n"
-              f"[isolation] B beside A at {PACED:.0%} of its limit "
-              f"{paced_before / 1e6:.1f} / {paced_after / 1e6:.1f} MB/s (mean "
-              f"{baseline / 1e6:.1f}); B while A throttled {alongside / 1e6:.1f} "
-              f"MB/s; ratio {ratio:.2f}\n"
-              f"[isolation] A: {a_summary['line']}; throttle avg "
-              f"{a_summary['throttle_avg']} ms; A still running when B ended: "
-              f"{a_still_running} (B's run took {overlap:.1f} s)")
+                  f"{' '.join(f'{run / 1e6:.1f}' for run in warming)} MB/s; measured "
+                  f"runs of {self.b_records} records\n"
+                  f"[isolation] B beside A at {PACED:.0%} of its limit "
+                  f"{paced_before / 1e6:.1f} / {paced_after / 1e6:.1f} MB/s (mean "
+                  f"{baseline / 1e6:.1f}); B while A throttled {alongside / 1e6:.1f} "
+                  f"MB/s; ratio {ratio:.2f}\n"
+                  f"[isolation] A: {a_summary['line']}; throttle avg "
+                  f"{a_summary['throttle_avg']} ms; A still running when B ended: "
+                  f"{a_still_running} (B's run took {overlap:.1f} s)")
         print(report)
 
         self.assertTrue(a_still_running, "tenant A finished before B's run alongside "
