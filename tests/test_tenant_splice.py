@@ -1777,8 +1777,9 @@ class FetchRequestTests(TenantSpliceBase):
 
 class FetchSessionPoolTests(TenantSpliceBase):
     """--max-fetch-sessions: one virtual cluster's connections to one broker
-    hold at most that many broker fetch sessions through a gateway process,
-    however many connections it opens (each may hold FetchSessions.LIMIT)."""
+    hold at most that many broker fetch sessions through a gateway (each
+    worker an even share), however many connections it opens (each may hold
+    FetchSessions.LIMIT)."""
 
     def setUp(self):
         super().setUp()
@@ -1855,6 +1856,20 @@ class FetchSessionPoolTests(TenantSpliceBase):
         self.assertEqual(pool.held, 3)
         self.assertFalse(second[0].closed)
 
+
+    def test_a_workers_share_of_the_pool(self):
+        """A worker of a gateway of N holds --max-fetch-sessions // N (at
+        least one): N pools of the whole setting let a tenant fill N times
+        its room in the broker's session cache."""
+        self.gateway.max_fetch_sessions, self.gateway.workers = 7, 3
+        first, second = self.connection(), self.connection()
+        self.assertEqual(self.new_sessions(first, 2, 100), [(0, 0)] * 2)
+        self.assertEqual(self.new_sessions(second, 2, 200), [(0, -1)] * 2)
+        self.assertEqual(self.gateway.session_pool("london", first[0].node_id).held, 2)
+        self.gateway.max_fetch_sessions = 2  # fewer than the workers: one each
+        paris = self.connection("paris")
+        self.topology.topic_ids[self.own] = "parist"
+        self.assertEqual(self.new_sessions(paris, 2, 300), [(0, 0), (0, -1)])
 
     def test_sessions_closed_when_the_gateway_closes(self):
         """A connection the gateway closes (here: a Fetch as a replica) closes

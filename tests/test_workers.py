@@ -389,6 +389,81 @@ class WorkersTests(unittest.TestCase):
         self.assertEqual((more.error_code, more.session_id), (ErrorCode.none, session))
 
 
+class FetchSessionsWorkersTests(unittest.TestCase):
+    """--max-fetch-sessions holds for a gateway of two workers as a whole:
+    each worker an even share (docs/operations.md, Workers).  With a pool
+    of the whole setting in each, a tenant's connections spread over both
+    made twice as many broker sessions."""
+
+    timeout = 300
+    SESSIONS = 4
+
+    @classmethod
+    def setUpClass(cls):
+        stack.ensure_cluster()
+        cls.gateway = stack.GatewayProcess((
+            *devstack.TENANT_OPTIONS, f"--workers={WORKERS}",
+            f"--max-fetch-sessions={cls.SESSIONS}")).start()
+        stack.wait_until(lambda: all(w["ready"] for w in workers_of(cls.gateway)),
+                         "both workers ready", 60)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gateway.stop()
+
+    def raw(self, vcluster, port=None):
+        raw = RawClient("localhost", port or self.gateway.start_port)
+        self.addCleanup(raw.close)
+        answer = raw.sasl_plain("sa", token(vcluster))
+        self.assertEqual(answer.error_code, ErrorCode.none, answer.error_message)
+        return raw
+
+    def test_sessions_over_both_workers(self):
+        """Connections to the leader's port until each worker holds five of
+        the tenant's (one may be the Metadata one): each then asks for a
+        session; SESSIONS are made in all, SESSIONS / 2 through each worker
+        (a worker's pool of the whole setting would make SESSIONS there), and
+        the others' fetches are answered in full, sessionless."""
+        from .test_limits_integration import create_topics, creatable
+        vc = stack.unique("fsw").replace("-", "")
+        raw = self.raw(vc)
+        self.assertEqual(create_topics(raw, [creatable("events", 1, 1)], False),
+                         {"events": (ErrorCode.none, None)})
+        [topic] = stack.wait_until(lambda: [
+            t for t in raw.request(metadata(["events"]), 12).topics
+            if t.partitions and t.partitions[0].leader_id >= 0], "a leader", 30)
+        port = self.gateway.start_port + topic.partitions[0].leader_id - 1
+
+        def per_worker():
+            return [w["vclusters"].get(vc, 0) for w in workers_of(self.gateway, names=True)]
+        fetchers = []
+
+        def spread():
+            if len(fetchers) < 40:
+                fetchers.append(self.raw(vc, port))
+            counts = per_worker()
+            return len(counts) == WORKERS and min(counts) > self.SESSIONS and counts
+        counts = stack.wait_until(spread, f"{self.SESSIONS + 1} of the tenant's "
+                                  "connections on each worker", 60)
+
+        def session_of(client):
+            # A worker that has not learnt the new topic's id yet answers
+            # UNKNOWN_TOPIC_ID, sessionless: it learns it within a second.
+            answer = client.request(fetch(topic.topic_id, 0, 0), 17)
+            self.assertEqual(answer.error_code, ErrorCode.none)
+            [[partition]] = [t.partitions for t in answer.responses]
+            if partition.error_code == ErrorCode.unknown_topic_id:
+                return None
+            self.assertEqual(partition.error_code, ErrorCode.none, answer)
+            return [answer.session_id]
+        made = [stack.wait_until(lambda: session_of(c), "an answered fetch", 30)[0]
+                for c in fetchers]
+        granted = [s for s in made if s != 0]
+        self.assertEqual(len(granted), self.SESSIONS,
+                         f"sessions made {granted} of {len(made)} fetches asking "
+                         f"for one; the tenant's connections per worker {counts}")
+
+
 class SniRoutingWorkersTests(test_tls.SniRoutingTests):
     """TLS and SNI routing (tests/test_tls.py) with two workers on the port."""
 

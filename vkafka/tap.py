@@ -100,9 +100,9 @@ SETTINGS = [
      "(DescribeConfigs naming one topic thousands of times)"),
     ("max-fetch-sessions", "GATEWAY_MAX_FETCH_SESSIONS", 250, int,
      "Broker fetch sessions one virtual cluster's connections to one broker may "
-     "hold through a gateway process (each takes a slot of the broker's session "
-     "cache, 1,000 by default, shared by every tenant); past it, and past 4 on "
-     "one connection, a full fetch goes on sessionless"),
+     "hold through this gateway, split evenly over its workers (each takes a slot "
+     "of the broker's session cache, 1,000 by default, shared by every tenant); "
+     "past it, and past 4 on one connection, a full fetch goes on sessionless"),
     ("tenant-loop-share", "GATEWAY_TENANT_LOOP_SHARE", 0.25, float,
      "Seconds of event-loop work per second one virtual cluster's decoded "
      "requests and answers may take on a gateway process (0 to 1; 0: no limit), "

@@ -34,7 +34,7 @@ def main(argv=None):
         return 2
     top = makeService(config, reactor, worker=index)
     top.gateway.workers = count  # its connection caps hold for all of them
-    # and its budgets of broker state are split over them
+    # and its budgets of broker state (fetch sessions too) are split over them
     top.gateway.members.processes = top.gateway.producer_ids.processes = count
 
     def lost():

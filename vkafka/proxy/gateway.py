@@ -102,7 +102,8 @@ class Gateway:
         connections hold (tenancy/sessions.SessionPool)."""
         self.workers = 1
         """Workers of this gateway (``--workers``; set by vkafka/worker.py):
-        above 1 the two caps above hold for them all (SharedCap)."""
+        above 1 the two caps above hold for them all (SharedCap), and the
+        fetch session pools are split over them (``session_pool``)."""
         self.shared_ip = SharedCap()
         self.shared_vcluster = SharedCap()
         self.refused_connections = 0
@@ -139,11 +140,14 @@ class Gateway:
 
     def session_pool(self, vcluster, node_id):
         """Where *vcluster*'s connections to broker *node_id* hold their fetch
-        sessions (``--max-fetch-sessions`` of them)."""
+        sessions: ``--max-fetch-sessions`` for the whole gateway, so each of
+        its workers holds an even share (the kernel spreads connections
+        evenly), at least one; N per-worker pools of the whole setting let a
+        tenant fill N times its room in the broker's session cache."""
         pool = self.session_pools.get((vcluster, node_id))
         if pool is None:
             pool = self.session_pools[vcluster, node_id] = SessionPool(
-                self.max_fetch_sessions)
+                max(1, self.max_fetch_sessions // self.workers))
         return pool
 
     def close_revoked(self, vcluster, username):

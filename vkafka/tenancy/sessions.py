@@ -47,9 +47,10 @@ STALE_AFTER = 120.0
 
 class SessionPool:
     """The broker fetch sessions one virtual cluster's connections to one
-    broker hold through this gateway process (``--max-fetch-sessions``): a
-    tenant opening many connections gets no more of the broker's shared
-    session cache than this."""
+    broker hold through this gateway process (its share of
+    ``--max-fetch-sessions``, ``Gateway.session_pool``): a tenant opening
+    many connections gets no more of the broker's shared session cache than
+    this."""
 
     __slots__ = ("limit", "held")
 
