@@ -733,6 +733,21 @@ class AclApiTests(RightsTestCase):
         outcome = self.successResultOf(outcome.later) if outcome.later else outcome
         self.assertEqual(self.local(outcome, 30, 3).results[0].error_code, ErrorCode.none)
 
+    def test_creations_budgeted_over_workers(self):
+        """A worker of a gateway of N refills at an Nth of the rate, so the
+        gateway's workers together add one ACL a second, not N; the burst
+        stays whole on each (a CreateAcls of MAX_ACLS passes on any)."""
+        from vkafka.auth.acls import MAX_ACLS
+        from vkafka.tenancy.rules.common import StateWrites
+        writes = StateWrites(self.clock.seconds, MAX_ACLS)
+        writes.processes = 2
+        self.assertTrue(writes.take("shop", MAX_ACLS))
+        self.clock.advance(1.0)
+        self.assertFalse(writes.take("shop", 1))
+        self.clock.advance(1.0)
+        self.assertTrue(writes.take("shop", 1))
+        self.assertFalse(writes.take("shop", 1))
+
     def test_acl_apis_need_cluster_rights(self):
         outcome, _ = self.describe(user="app")
         answer = self.local(outcome, 29, 3)

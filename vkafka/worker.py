@@ -33,15 +33,19 @@ def main(argv=None):
         log.critical("settings: {error}", error=str(e))
         return 2
     top = makeService(config, reactor, worker=index)
-    top.gateway.workers = count  # its connection caps hold for all of them
-    # and its budgets of broker state (fetch sessions too) are split over them
-    top.gateway.members.processes = top.gateway.producer_ids.processes = count
+    gateway = top.gateway
+    gateway.workers = count  # its connection caps hold for all of them, its
+    # budgets of broker state (fetch sessions too) and of state records
+    # (ACLs, topics made by rule) are split over them
+    for budget in (gateway.members, gateway.producer_ids, gateway.acl_writes,
+                   gateway.rule_writes):
+        budget.processes = count
 
     def lost():
         if reactor.running:
             log.warn("supervisor gone: stopping")
             reactor.stop()
-    StandardIO(WorkerControl(top.report, lost, top.gateway.siblings), reactor=reactor)
+    StandardIO(WorkerControl(top.report, lost, gateway.siblings), reactor=reactor)
     try:
         top.startService()
     except Exception:

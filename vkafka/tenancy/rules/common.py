@@ -215,25 +215,30 @@ def logical_topics(topology, namespace):
 
 class StateWrites:
     """The records of the gateways' shared state each virtual cluster may add
-    through one gateway process by its own requests (ACLs; concentrated
-    topics made by a rule): ``burst`` at once, then ``RATE`` a second.  Each
-    is a record every gateway keeps and reads when it starts, and each removal
-    a tombstone kept a day: a tenant creating and removing ACLs in a loop
-    (~500 records a second) grew it without bound.  Removals need no budget of
-    their own: each removes what a creation made."""
+    through one gateway by its own requests (ACLs; concentrated topics made
+    by a rule): ``burst`` at once (on each worker: a request of as many must
+    pass on whichever worker it lands), then ``RATE`` a second for the
+    gateway, its workers each refilling an even share.  Each is a record
+    every gateway keeps and reads when it starts, and each removal a tombstone
+    kept a day: a tenant creating and removing ACLs in a loop (~500 records
+    a second) grew it without bound.  Removals need no budget of their own:
+    each removes what a creation made."""
 
     RATE = 1.0
 
     def __init__(self, clock, burst):
         self.clock = clock
         self.burst = burst
+        self.processes = 1
+        """The gateway's workers (set by vkafka/worker.py): each refills at an
+        Nth of RATE, so more cores do not multiply the records a tenant adds."""
         self.budgets = {}  # virtual cluster -> (records it may add, when)
 
     def take(self, vcluster, count):
         """True, and *count* taken, if *vcluster* may add *count* records now."""
         now = self.clock()
         left, at = self.budgets.get(vcluster, (self.burst, now))
-        left = min(self.burst, left + (now - at) * self.RATE)
+        left = min(self.burst, left + (now - at) * self.RATE / self.processes)
         allowed = count <= left
         self.budgets[vcluster] = (left - count if allowed else left, now)
         return allowed
