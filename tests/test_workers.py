@@ -366,17 +366,8 @@ class WorkersTests(unittest.TestCase):
         port = self.gateway.start_port + leader - 1  # --min-broker-id=1
         owner = self.raw(vc, port)
 
-        def opened():
-            # The Metadata may have passed through the other worker: this one
-            # then learns the new topic's id with a listing, within a second.
-            answer = owner.request(fetch(topic.topic_id, 0, 0), 17)
-            self.assertEqual(answer.error_code, ErrorCode.none)
-            [[partition]] = [t.partitions for t in answer.responses]
-            if partition.error_code == ErrorCode.unknown_topic_id:
-                return None
-            self.assertEqual(partition.error_code, ErrorCode.none, answer)
-            return answer
-        session = stack.wait_until(opened, "a fetch session", 30).session_id
+        session = stack.wait_until(lambda: session_asked(self, owner, topic.topic_id),
+                                   "a fetch session", 30).session_id
         self.assertNotEqual(session, 0)
         others = [self.raw(vc, port) for _ in range(10)]
         stack.wait_until(lambda: all(self.per_worker(vc)),
@@ -411,12 +402,7 @@ class FetchSessionsWorkersTests(unittest.TestCase):
     def tearDownClass(cls):
         cls.gateway.stop()
 
-    def raw(self, vcluster, port=None):
-        raw = RawClient("localhost", port or self.gateway.start_port)
-        self.addCleanup(raw.close)
-        answer = raw.sasl_plain("sa", token(vcluster))
-        self.assertEqual(answer.error_code, ErrorCode.none, answer.error_message)
-        return raw
+    raw = WorkersTests.raw
 
     def test_sessions_over_both_workers(self):
         """Connections to the leader's port until each worker holds five of
@@ -446,18 +432,8 @@ class FetchSessionsWorkersTests(unittest.TestCase):
         counts = stack.wait_until(spread, f"{self.SESSIONS + 1} of the tenant's "
                                   "connections on each worker", 60)
 
-        def session_of(client):
-            # A worker that has not learnt the new topic's id yet answers
-            # UNKNOWN_TOPIC_ID, sessionless: it learns it within a second.
-            answer = client.request(fetch(topic.topic_id, 0, 0), 17)
-            self.assertEqual(answer.error_code, ErrorCode.none)
-            [[partition]] = [t.partitions for t in answer.responses]
-            if partition.error_code == ErrorCode.unknown_topic_id:
-                return None
-            self.assertEqual(partition.error_code, ErrorCode.none, answer)
-            return [answer.session_id]
-        made = [stack.wait_until(lambda: session_of(c), "an answered fetch", 30)[0]
-                for c in fetchers]
+        made = [stack.wait_until(lambda: session_asked(self, c, topic.topic_id),
+                                 "an answered fetch", 30).session_id for c in fetchers]
         granted = [s for s in made if s != 0]
         self.assertEqual(len(granted), self.SESSIONS,
                          f"sessions made {granted} of {len(made)} fetches asking "
@@ -676,6 +652,20 @@ ADMIN_OPTIONS = ("--admin-users=admin:conduktor", "--admin-allow-plain=true")
 def wait_workers_ready(gateway):
     stack.wait_until(lambda: (lambda ws: len(ws) == WORKERS and all(
         w["ready"] for w in ws))(workers_of(gateway)), "both workers ready", 60)
+
+
+def session_asked(test, client, topic_id):
+    """A full Fetch of partition 0 of *topic_id* asking for a new session: the
+    answer, or None while the worker has not learnt the id (the Metadata may
+    have passed through the other worker, which answers UNKNOWN_TOPIC_ID,
+    sessionless; this one learns it with a listing within a second)."""
+    answer = client.request(fetch(topic_id, 0, 0), 17)
+    test.assertEqual(answer.error_code, ErrorCode.none)
+    [[partition]] = [t.partitions for t in answer.responses]
+    if partition.error_code == ErrorCode.unknown_topic_id:
+        return None
+    test.assertEqual(partition.error_code, ErrorCode.none, answer)
+    return answer
 
 
 def workers_of(gateway, names=False):
