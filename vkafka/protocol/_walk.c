@@ -350,6 +350,168 @@ produce_request(PyObject *self, PyObject *args)
     return result;
 }
 
+/* What the name field *key* (bytes; a reference taken) becomes by *names*
+ * (*to*, borrowed): 1 found, 0 not there (or not bytes), -1 raised. */
+static int
+renamed(PyObject *names, PyObject *key, PyObject **to)
+{
+    if (key == NULL)
+        return -1;
+    *to = PyDict_GetItemWithError(names, key);
+    Py_DECREF(key);
+    if (*to == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    return PyBytes_Check(*to) ? 1 : 0;
+}
+
+PyDoc_STRVAR(produce_lane_doc,
+"produce_lane(frame, low, high, given, field, names, ids, producer, max_topics,\n"
+"             max_partitions, append_bytes)\n"
+"-> (pieces to send, correlation id, version, acks, records), or None\n\n"
+"A tenant's Produce request as nearly all are, in one call (filters/lane.py):\n"
+"v9-v13 within low..high, its client id field *given* (sent as *field*), no\n"
+"header tags, no transactional id, no compressed or transactional batch, a\n"
+"producer id of -1 or *producer* (None: any), no topic named twice, at most\n"
+"*max_topics* and *max_partitions*, none beyond one per *append_bytes* of\n"
+"the request but the first, nothing after its end, each topic's name field a key of\n"
+"*names* (v9-v12, sent as its value) or its id in *ids* (v13).  The pieces\n"
+"are the size prefix, the header and slices of *frame* between the fields\n"
+"renamed.  None for anything else, malformed bytes included: the rule\n"
+"table's path decides those (and raises where it must).");
+
+static PyObject *
+produce_lane(PyObject *self, PyObject *args)
+{
+    PyObject *frame, *given, *field, *names, *ids, *producer;
+    int low, high;
+    Py_ssize_t max_topics, max_partitions, append_bytes;
+    if (!PyArg_ParseTuple(args, "OiiSSO!O!Onnn:produce_lane", &frame, &low, &high,
+                          &given, &field, &PyDict_Type, &names, &PySet_Type, &ids,
+                          &producer, &max_topics, &max_partitions, &append_bytes))
+        return NULL;
+    if (append_bytes <= 0) {
+        PyErr_SetString(PyExc_ValueError, "append_bytes must be positive");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Buf f = {view.buf, view.len};
+    PyObject *fields = NULL, *seen = NULL, *pieces = NULL, *whole = NULL;
+    PyObject *spans[2] = {NULL, NULL}, *result = NULL;
+    int64_t out[6];
+    Py_ssize_t glen = PyBytes_GET_SIZE(given);
+    int64_t end = 8 + (int64_t)glen, body = end + 1;
+    if (f.n < 8 || be16(f.b) != 0)
+        goto decline;
+    int version = be16(f.b + 2);
+    if (version < 9 || version > 13 || version < low || version > high ||
+            glen < 2 || body >= f.n ||
+            memcmp(f.b + 8, PyBytes_AS_STRING(given), (size_t)glen) != 0 ||
+            f.b[end] != 0 || f.b[body] != 0)  /* header tags, transactional id */
+        goto decline;
+    if ((fields = PyList_New(0)) == NULL)
+        goto done;
+    if (walk_request(&f, body, 1, version >= 13, fields, out, spans) < 0) {
+        PyErr_Clear();
+        goto decline;
+    }
+    if (spans[0] != NULL || spans[1] != NULL || out[3] != f.n ||
+            out[5] > max_partitions || out[5] - 1 - f.n / append_bytes > 0 ||
+            PyList_GET_SIZE(fields) > max_topics)
+        goto decline;
+    if (out[4] != -1 && producer != Py_None) {
+        long long known = PyLong_AsLongLong(producer);
+        if (known == -1 && PyErr_Occurred())
+            goto done;
+        if (known != out[4])
+            goto decline;
+    }
+    if ((seen = PySet_New(NULL)) == NULL || (pieces = PyList_New(2)) == NULL ||
+            (whole = PyMemoryView_FromObject(frame)) == NULL)
+        goto done;
+    Py_ssize_t flen = PyBytes_GET_SIZE(field);
+    int64_t size = f.n - glen + flen, copied = end;
+    PyObject *header = PyBytes_FromStringAndSize(NULL, 8 + flen);
+    if (header == NULL)
+        goto done;
+    memcpy(PyBytes_AS_STRING(header), f.b, 8);
+    memcpy(PyBytes_AS_STRING(header) + 8, PyBytes_AS_STRING(field), (size_t)flen);
+    PyList_SET_ITEM(pieces, 1, header);
+    for (Py_ssize_t t = 0; t < PyList_GET_SIZE(fields); t++) {
+        long long start, stop;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(fields, t), "LL", &start, &stop))
+            goto done;
+        PyObject *key = PyBytes_FromStringAndSize((const char *)f.b + start,
+                                                  (Py_ssize_t)(stop - start));
+        if (key == NULL)
+            goto done;
+        int twice = PySet_Contains(seen, key);
+        if (twice != 0 || PySet_Add(seen, key) < 0) {
+            Py_DECREF(key);
+            if (twice < 0)
+                goto done;
+            goto decline;  /* named twice: the rule table's path refuses it */
+        }
+        if (version >= 13) {
+            int own = PySet_Contains(ids, key);
+            Py_DECREF(key);
+            if (own < 0)
+                goto done;
+            if (!own)
+                goto decline;
+            continue;
+        }
+        PyObject *to;
+        int found = renamed(names, key, &to);
+        if (found < 0)
+            goto done;
+        if (!found)
+            goto decline;
+        PyObject *before = PySequence_GetSlice(whole, (Py_ssize_t)copied,
+                                               (Py_ssize_t)start);
+        int failed = before == NULL || PyList_Append(pieces, before) < 0 ||
+                     PyList_Append(pieces, to) < 0;
+        Py_XDECREF(before);
+        if (failed)
+            goto done;
+        size += PyBytes_GET_SIZE(to) - (stop - start);
+        copied = stop;
+    }
+    PyObject *rest = PySequence_GetSlice(whole, (Py_ssize_t)copied, (Py_ssize_t)f.n);
+    if (rest == NULL || PyList_Append(pieces, rest) < 0) {
+        Py_XDECREF(rest);
+        goto done;
+    }
+    Py_DECREF(rest);
+    if (size > INT32_MAX)
+        goto decline;
+    unsigned char prefix[4] = {(unsigned char)(size >> 24), (unsigned char)(size >> 16),
+                               (unsigned char)(size >> 8), (unsigned char)size};
+    PyObject *sized = PyBytes_FromStringAndSize((const char *)prefix, 4);
+    if (sized == NULL)
+        goto done;
+    PyList_SET_ITEM(pieces, 0, sized);
+    PyObject *tuple = PyList_AsTuple(pieces);
+    if (tuple == NULL)
+        goto done;
+    result = Py_BuildValue("(NiiLL)", tuple, (int)be32(f.b + 4), version,
+                           (long long)out[0], (long long)out[1]);
+    goto done;
+decline:
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    Py_XDECREF(fields);
+    Py_XDECREF(spans[0]);
+    Py_XDECREF(spans[1]);
+    Py_XDECREF(seen);
+    Py_XDECREF(pieces);
+    Py_XDECREF(whole);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 /* One topic's partitions in a Produce response (fastpath._produce_partitions):
  * 1 clean, 0 not clean (a record error or a message), -1 raised. */
 static int
@@ -468,6 +630,105 @@ produce_response(PyObject *self, PyObject *args)
                            (long long)p, f.b[p] == 0 ? Py_True : Py_False);
 done:
     Py_XDECREF(names);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+PyDoc_STRVAR(produce_answer_lane_doc,
+"produce_answer_lane(frame, version, correlation_id, names)\n"
+"-> (frame for the client, its first error), or None\n\n"
+"The broker's answer to a Produce that came by the lane (filters/lane.py),\n"
+"in one call: v9-v13, *correlation_id*, no header or top-level tags (no\n"
+"node_endpoints), no record error or error message; from v13 as it came,\n"
+"before it with each topic's name field replaced by its value in *names*.\n"
+"None for anything else, malformed bytes included: the rule table's path\n"
+"decides those (and raises where it must).");
+
+static PyObject *
+produce_answer_lane(PyObject *self, PyObject *args)
+{
+    PyObject *frame, *names;
+    int version;
+    long long correlation_id;
+    if (!PyArg_ParseTuple(args, "OiLO!:produce_answer_lane", &frame, &version,
+                          &correlation_id, &PyDict_Type, &names))
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Buf f = {view.buf, view.len};
+    PyObject *pieces = NULL, *result = NULL;
+    int64_t p = 5, topics, error = 0, first, copied = 0;
+    if (version < 9 || version > 13 || f.n < 5 || be32(f.b) != correlation_id ||
+            f.b[4] != 0)
+        goto decline;
+    if (version < 13 && (pieces = PyList_New(0)) == NULL)
+        goto done;
+    if (length(&f, &p, 1, &topics))
+        goto malformed;
+    for (int64_t t = 0; t < topics; t++) {
+        int64_t start = p;
+        if (version >= 13) {
+            if (p + 16 > f.n)
+                goto decline;
+            p += 16;
+        } else {
+            if (skip_string(&f, &p, 1))
+                goto malformed;
+            if (p > f.n)
+                goto decline;
+            PyObject *to;
+            int found = renamed(names, PyBytes_FromStringAndSize(
+                (const char *)f.b + start, (Py_ssize_t)(p - start)), &to);
+            if (found < 0)
+                goto done;
+            if (!found)
+                goto decline;
+            PyObject *before = PyBytes_FromStringAndSize((const char *)f.b + copied,
+                                                         (Py_ssize_t)(start - copied));
+            int failed = before == NULL || PyList_Append(pieces, before) < 0 ||
+                         PyList_Append(pieces, to) < 0;
+            Py_XDECREF(before);
+            if (failed)
+                goto done;
+            copied = p;
+        }
+        int clean = response_partitions(&f, &p, version, 1, &first);
+        if (clean < 0)
+            goto malformed;
+        if (!clean)
+            goto decline;
+        if (error == 0)
+            error = first;
+    }
+    p += 4;  /* throttle time */
+    if (p + 1 != f.n || f.b[p] != 0)
+        goto decline;  /* top-level tags (node_endpoints), or bytes after them */
+    if (pieces == NULL) {
+        result = Py_BuildValue("(OL)", frame, (long long)error);
+        goto done;
+    }
+    PyObject *rest = PyBytes_FromStringAndSize((const char *)f.b + copied,
+                                               (Py_ssize_t)(f.n - copied));
+    if (rest == NULL || PyList_Append(pieces, rest) < 0) {
+        Py_XDECREF(rest);
+        goto done;
+    }
+    Py_DECREF(rest);
+    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *joined = empty == NULL ? NULL : PyObject_CallMethod(empty, "join", "O",
+                                                                  pieces);
+    Py_XDECREF(empty);
+    if (joined != NULL)
+        result = Py_BuildValue("(NL)", joined, (long long)error);
+    goto done;
+malformed:
+    PyErr_Clear();
+decline:
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    Py_XDECREF(pieces);
     PyBuffer_Release(&view);
     return result;
 }
@@ -949,6 +1210,8 @@ static PyTypeObject FetchScanType = {
 static PyMethodDef methods[] = {
     {"maybe_huge", maybe_huge, METH_VARARGS, maybe_huge_doc},
     {"produce_request", produce_request, METH_VARARGS, produce_request_doc},
+    {"produce_lane", produce_lane, METH_VARARGS, produce_lane_doc},
+    {"produce_answer_lane", produce_answer_lane, METH_VARARGS, produce_answer_lane_doc},
     {"produce_response", produce_response, METH_VARARGS, produce_response_doc},
     {NULL, NULL, 0, NULL},
 };

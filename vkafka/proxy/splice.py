@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..filters.lane import answer_in_lane, in_lane
 from ..filters.responses import rewrite_response
 from ..filters.tenant import REWRITE_ERRORS, ClientIds, rewrite_request
 from ..protocol.framing import FrameDecoder, FrameError
@@ -365,6 +366,15 @@ class ClientConnection(protocol.Protocol):
     def request_received(self, frame):
         """One request from the client: checked against the rule table (fail
         closed), through the tenant filters in tenant mode, then forwarded."""
+        if self.upstream is not None and frame[:2] == b"\0\0" and \
+                self.claims is not None:  # a tenant's Produce: in the lane?
+            rule = self.rules.get(PRODUCE)
+            taken = in_lane(self.services, self.sasl, self.client_ids, rule, frame)
+            if taken is not None:
+                correlation_id, version, context, pieces, acks, records = taken
+                request = Pending(correlation_id, PRODUCE, version, rule, context,
+                                  lane=True)
+                return self._send(request, pieces, acks, records, len(frame) + 4)
         if self.sasl is not None and self.sasl.raw_token_next:
             return self.login.raw_token(frame)
         try:
@@ -467,18 +477,25 @@ class ClientConnection(protocol.Protocol):
                     scan_produce(frame, body_offset, request.api_version)
             except (HeaderError, struct.error) as e:
                 return self.fail(f"malformed produce request: {e}")
+        self._send(request, frame if parts is None else parts, acks, records,
+                   len(frame) + 4)
+
+    def _send(self, request, parts, acks, records, size):
+        """Count *request* (*size* bytes from the client), owe its answer
+        (none for a Produce with acks=0) and send it: a frame, or the pieces
+        of one, its size prefix first."""
         if self.metrics is not None:
-            self.metrics.request(request.rule.name, len(frame) + 4, records)
+            self.metrics.request(request.rule.name, size, records)
         if self.rates is not None and self.rates.limited:
-            request.throttle = self.rates.request(request.api_key, len(frame) + 4)
+            request.throttle = self.rates.request(request.api_key, size)
             self.hold_reads(request.throttle)
         if request.api_key != PRODUCE or acks != 0:
             request.sent = self.gateway.reactor.seconds()
             self.sequencer.forwarded(request)
-        if parts is None:
-            self.upstream.write_frame(frame)
-        else:
+        if isinstance(parts, tuple):
             self.upstream.write_parts(parts)
+        else:
+            self.upstream.write_frame(parts)
 
     _before_login = 0
 
@@ -547,6 +564,10 @@ class ClientConnection(protocol.Protocol):
         if len(frame) > self.gateway.max_decoded_response and \
                 self.oversized(len(frame)):
             return
+        if pending.lane:
+            result = answer_in_lane(pending, frame)
+            if result is not None:
+                return self.response_ready(pending, result)
         try:
             result = rewrite_response(self.services, pending, frame,
                                       self.metrics is not None)

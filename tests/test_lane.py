@@ -1,0 +1,265 @@
+"""The produce lane (filters/lane.py) against the rule table's path.
+
+Two tenant connections on in-memory transports take the same requests, one
+with the lane and one without: whatever the bytes (requests as clients send
+them, others the lane must leave alone, every byte of a request poked), the
+broker and the client see the same bytes, and the connection ends the same
+way.  The lane must also take the requests it is for, or it saves nothing.
+"""
+
+import contextlib
+import datetime
+import importlib
+import struct
+import types
+import uuid
+
+from kio.static.primitive import i16, i32, i32Timedelta
+from twisted.trial import unittest
+
+from vkafka.filters import lane
+from vkafka.protocol.framing import FrameDecoder, frame
+from vkafka.proxy import splice
+
+from .kafka_messages import record_batch, request_frame
+from .test_fastpath import produce_response
+from .test_tenant_splice import TenantSpliceBase
+
+NAMES = ("t", "orders")
+IDS = {name: uuid.UUID(int=n + 1) for n, name in enumerate(NAMES)}
+VERSIONS = range(9, 14)
+
+
+def produce(version, topics=(("t", (0,)),), correlation_id=7, acks=-1, txn=None,
+            producer=-1, client_id="cli", value=b"v" * 20):
+    """A framed Produce naming *topics* ((name, partitions) pairs; by id from
+    v13), a small batch for each partition."""
+    m = importlib.import_module(f"kio.schema.produce.v{version}.request")
+    data = tuple(m.TopicProduceData(
+        partition_data=tuple(m.PartitionProduceData(
+            index=i32(p), records=record_batch(2, value, producer)) for p in parts),
+        **({"topic_id": IDS.get(name, uuid.UUID(int=999))} if version >= 13
+           else {"name": name}))
+        for name, parts in topics)
+    return request_frame(m.ProduceRequest(
+        transactional_id=txn, acks=i16(acks),
+        timeout=i32Timedelta.parse(datetime.timedelta(seconds=1)), topic_data=data),
+        version, correlation_id, client_id)
+
+
+class World(TenantSpliceBase):
+    """One tenant connection that has produced once (its names and ids
+    decided and remembered)."""
+
+    __test__ = False  # a fixture, not a test case
+
+    def runTest(self):  # pragma: no cover - what TestCase needs to be made
+        pass
+
+    def __init__(self, version):
+        super().__init__()
+        self.setUp()
+        for name, topic_id in IDS.items():
+            self.topology.topic_ids[topic_id] = "london" + name
+            self.topology.learn_topic("london" + name, partitions=8)
+        self.login()
+        self.client.dataReceived(produce(version, [(n, (0,)) for n in NAMES], 1))
+        self.broker.dataReceived(frame(struct.pack(">i", 1) + b"\x00" + produce_response(
+            version, errors=(0,), topics=tuple(
+                IDS[n] if version >= 13 else "london" + n for n in NAMES))))
+        self.transport.clear()
+        self.broker_transport.clear()
+
+    def outcome(self, data, answer=None):
+        """What the broker and the client got for *data* (and the broker's
+        *answer*, if any), and whether the connection closed."""
+        self.client.dataReceived(data)
+        if answer is not None and not self.client.closed:
+            self.broker.dataReceived(answer)
+        return self.broker_transport.value(), self.transport.value(), self.client.closed
+
+
+@contextlib.contextmanager
+def lane_counted(on=True):
+    """The lane on (counting the requests and answers it takes) or off."""
+    taken = {"in_lane": [], "answer_in_lane": []}
+    originals = {name: getattr(splice, name) for name in taken}
+
+    def spy(name):
+        def called(*args):
+            result = originals[name](*args) if on else None
+            taken[name].append(result is not None)
+            return result
+        return called
+    for name in taken:
+        setattr(splice, name, spy(name))
+    try:
+        yield taken
+    finally:
+        for name, original in originals.items():
+            setattr(splice, name, original)
+
+
+@contextlib.contextmanager
+def steady_decoys():
+    """Decoys (random names and ids for what a tenant may not use) drawn
+    from a counter, so that two connections make the same ones."""
+    from vkafka.tenancy import context
+    drawn = iter(range(1, 1 << 30))
+    original = context.uuid
+    context.uuid = types.SimpleNamespace(
+        UUID=uuid.UUID, uuid4=lambda: uuid.UUID(int=(1 << 100) + next(drawn)))
+    try:
+        yield
+    finally:
+        context.uuid = original
+
+
+def both(version, data, answer=None, counted="in_lane"):
+    """(outcome with the lane, outcome without, requests (or answers: the
+    *counted* "answer_in_lane") the lane took)."""
+    outcomes = []
+    for on in (True, False):
+        with lane_counted(on) as taken, steady_decoys():
+            outcomes.append(World(version).outcome(data, answer))
+        if on:
+            took = sum(taken[counted])
+    return outcomes[0], outcomes[1], took
+
+
+def answer_to(version, topics=("t",), correlation_id=7, header=b"\x00", **fields):
+    """The broker's framed answer naming *topics*, no error unless *fields*
+    (``produce_response``'s) say otherwise."""
+    fields.setdefault("errors", (0,))
+    return frame(struct.pack(">i", correlation_id) + header + produce_response(
+        version, topics=tuple(IDS[n] if version >= 13 and n in IDS else
+                              uuid.UUID(int=999) if version >= 13 else "london" + n
+                              for n in topics), **fields))
+
+
+class LaneTests(unittest.TestCase):
+    def test_takes_what_producers_send(self):
+        """Requests as producers send them: taken by the lane, with the same
+        bytes to the broker and the same answer to the client as the rule
+        table's path gives."""
+        cases = [
+            dict(),
+            dict(topics=(("t", (0, 1, 2)), ("orders", (5,))), value=b"v" * 1024),
+            dict(acks=1),
+            dict(acks=0),
+        ]
+        for version in VERSIONS:
+            for case in cases:
+                topics = [n for n, _ in case.get("topics", (("t", (0,)),))]
+                answer = None if case.get("acks") == 0 else answer_to(version, topics)
+                with_lane, without, taken = both(version, produce(version, **case),
+                                                 answer)
+                self.assertEqual(with_lane, without, (version, case))
+                self.assertEqual(taken, 1, (version, case))
+                if answer is not None:
+                    self.assertEqual(both(version, produce(version, **case), answer,
+                                          "answer_in_lane")[2], 1, (version, case))
+                self.assertFalse(with_lane[2])
+                self.assertIn(b"london/cli", with_lane[0])
+
+    def test_leaves_the_rest_alone(self):
+        """What the lane must not decide goes the rule table's way: the same
+        bytes, the same refusals."""
+        many = tuple((f"n{i}", (0,)) for i in range(lane.LANE_TOPICS + 1))
+        cases = [
+            dict(txn="tx"),
+            dict(topics=(("unknown", (0,)),)),
+            dict(topics=(("t", (0,)), ("t", (1,)))),  # a topic named twice
+            dict(topics=many),
+            dict(topics=(("t", tuple(range(lane.LANE_PARTITIONS + 1))),)),
+            dict(client_id="another"),
+            dict(producer=42),  # a producer id not let write yet (its budget)
+        ]
+        for version in VERSIONS:
+            for case in cases:
+                with_lane, without, taken = both(version, produce(version, **case))
+                self.assertEqual(with_lane, without, (version, case))
+                self.assertEqual(taken, 0, (version, case))
+
+    def test_every_byte_poked(self):
+        """Each byte of a request the lane takes, set to 0, 0xff and flipped
+        in its lowest bit: the same outcome either way."""
+        for version in (9, 13):
+            data = produce(version)
+            took = 0
+            for i in range(4, len(data)):
+                for value in {0, 0xff, data[i] ^ 1}:
+                    poked = data[:i] + bytes([value]) + data[i + 1:]
+                    with_lane, without, taken = both(version, poked)
+                    self.assertEqual(with_lane, without, (version, i, value))
+                    took += taken
+            self.assertGreater(took, 0)  # pokes in the records' values pass
+
+    def test_declines(self):
+        """ACLs on, an expired token, a producer id not yet let write, a
+        compressed or transactional batch: the rule table's path decides."""
+        version = 10
+        world = World(version)
+        client = world.client
+        services = client.services
+        rule = client.rules.get(0)
+
+        def taken(data):
+            payload = FrameDecoder().feed(data)[0]
+            return lane.in_lane(services, client.sasl, client.client_ids, rule, payload)
+        self.assertIsNotNone(taken(produce(version)))
+        services.producer_ids, services.producer = object(), 5
+        self.assertIsNone(taken(produce(version, producer=7)))
+        self.assertIsNotNone(taken(produce(version, producer=5)))
+        self.assertIsNotNone(taken(produce(version)))  # no producer id at all
+        services.producer_ids = None
+        for attributes in (1, 0x10):  # gzip; transactional
+            data = bytearray(produce(version))
+            at = data.index(record_batch(2)[:12]) + 21  # the batch's attributes
+            data[at + 1] = attributes
+            self.assertIsNone(taken(bytes(data)), attributes)
+        authorizer = services.authorizer
+        services.authorizer = lambda vc: types.SimpleNamespace(enabled=True)
+        self.assertIsNone(taken(produce(version)))
+        services.authorizer = authorizer
+        world.reactor.advance(601)
+        self.assertIsNone(taken(produce(version)))
+
+    def test_answers_left_alone(self):
+        """Answers the lane must not decide (broker addresses, record errors,
+        error messages, a name it does not hold, another correlation id,
+        header tags) go the rule table's way: the same bytes to the client."""
+        cases = [
+            dict(endpoints=(1,)),
+            dict(errors=(0, 3), message="bad"),
+            dict(errors=(47,), record_errors=(0,)),
+            dict(topics=("unknown",)),
+            dict(correlation_id=8),
+            dict(header=b"\x01\x00\x00"),  # a tag, 0 bytes long
+        ]
+        for version in VERSIONS:
+            for case in cases:
+                if version < 10 and "endpoints" in case:
+                    continue  # no node_endpoints before v10
+                if version >= 13 and "topics" in case:
+                    continue  # v13 answers pass as bytes, named by id
+                with_lane, without, taken = both(
+                    version, produce(version), answer_to(version, **case),
+                    "answer_in_lane")
+                self.assertEqual(with_lane, without, (version, case))
+                self.assertEqual(taken, 0, (version, case))
+
+    def test_every_answer_byte_poked(self):
+        """Each byte of an answer the lane takes, set to 0, 0xff and flipped
+        in its lowest bit: the same outcome either way."""
+        for version in (9, 13):
+            data, answer = produce(version), answer_to(version)
+            took = 0
+            for i in range(4, len(answer)):
+                for value in {0, 0xff, answer[i] ^ 1}:
+                    poked = answer[:i] + bytes([value]) + answer[i + 1:]
+                    with_lane, without, taken = both(version, data, poked,
+                                                     "answer_in_lane")
+                    self.assertEqual(with_lane, without, (version, i, value))
+                    took += taken
+            self.assertGreater(took, 0)  # pokes of the offsets pass
