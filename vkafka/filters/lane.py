@@ -8,11 +8,14 @@ and what they become, its topic ids known to be the tenant's.  A request
 that holds nothing else to decide (v9 and later, no transactional id, no
 compressed or transactional batch, the producer id already let write,
 nothing past its end, no more partitions than its bytes pay for, at most
-LANE_TOPICS and LANE_PARTITIONS, ACLs off, the token valid) is checked and renamed by one compiled walk
-(``_walk.produce_lane``) and goes out as pieces, its records never copied.
-Its answer comes back the same way when it is as nearly every one is
-(no node_endpoints, no record error or error message, names the memo
-holds): as it came from v13, renamed before (``_walk.produce_answer_lane``).
+LANE_TOPICS and LANE_PARTITIONS, ACLs off, the token valid) is checked and
+renamed by one compiled walk (``_walk.produce_lane``) and goes out as
+pieces, its records never copied.  Its answer comes back the same way when
+it is as nearly every one is (no node_endpoints, no record error or error
+message, names the memo holds): as it came from v13, renamed before
+(``_walk.produce_answer_lane``).  Python keeps what it decides per
+connection: the token's expiry, whether ACLs are on, the metrics, rates
+and the order of answers (proxy/splice.py).
 Anything else, malformed bytes included, goes the rule table's way, which
 decides the same for these requests and answers; tests/test_lane.py holds
 the two paths to the same bytes and counts.

@@ -9,7 +9,8 @@ reads instead of making the gateway buffer without bound.
 Every request's header is read and looked up in the rule table; in tenant
 mode the filters run on it: SASL termination (filters/sasl.py), the tenant
 rewrite (filters/tenant.py) and, on the way back, the response rewrite
-(filters/responses.py).  The sequencer (sequencer.py) sends responses back in
+(filters/responses.py).  A tenant's Produce with nothing left to decide
+takes the produce lane instead (filters/lane.py), and so does its answer.  The sequencer (sequencer.py) sends responses back in
 request order, whether the broker or the gateway made them.
 """
 
@@ -365,7 +366,9 @@ class ClientConnection(protocol.Protocol):
 
     def request_received(self, frame):
         """One request from the client: checked against the rule table (fail
-        closed), through the tenant filters in tenant mode, then forwarded."""
+        closed), through the tenant filters in tenant mode, then forwarded;
+        a tenant's Produce in the produce lane is checked and rewritten in
+        one call (filters/lane.py), the rest as for any request."""
         if self.upstream is not None and frame[:2] == b"\0\0" and \
                 self.claims is not None:  # a tenant's Produce: in the lane?
             rule = self.rules.get(PRODUCE)
