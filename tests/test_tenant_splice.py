@@ -2475,7 +2475,7 @@ class LoopShareTests(Producing, TenantSpliceBase):
         from vkafka.tenancy.rules.common import TXN_PARTITION_WORK
         from .kafka_messages import produce_records, record_batch
         self.client.services.loop_share = self.gateway.loop_share
-        self.client.services.work_clock = lambda: 0.0  # what the broker does, alone
+        self.client.services.work_clock = lambda: 0.0  # no loop time: only broker work
         self.login()
         bucket = self.gateway.loop_share.bucket("london")
 
