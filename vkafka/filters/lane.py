@@ -22,6 +22,7 @@ the two paths to the same bytes and counts.
 """
 
 from ..tenancy.context import RequestContext
+from .tenant import acls_on, expired
 from ..tenancy.rules.records import APPEND_BYTES
 
 try:
@@ -40,12 +41,9 @@ def in_lane(services, login, client_ids, rule, frame):
     """``(correlation id, version, its RequestContext, pieces to send,
     acks, records)`` for an authenticated tenant's request *frame* in the
     lane, or None (the rule table's path)."""
-    claims = login.claims
     if produce_lane is None or client_ids is None or client_ids.given is None \
-            or rule is None or login.raw_token_next \
-            or services.clock.seconds() >= claims.expires_at \
-            or services.authorizer is not None \
-            and services.authorizer(claims.vcluster).enabled:
+            or rule is None or login.raw_token_next or expired(services, login) \
+            or acls_on(services, login) is not None:
         return None
     namespace = login.namespace
     memo = namespace.memo()

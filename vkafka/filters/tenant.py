@@ -103,6 +103,21 @@ def decode_limit(max_decoded_request, api_key):
     return max_decoded_request // 4 if api_key == METADATA else max_decoded_request
 
 
+def expired(services, login):
+    """Whether the connection's token has expired: its requests are refused
+    until the client authenticates again (KIP-368)."""
+    return services.clock.seconds() >= login.claims.expires_at
+
+
+def acls_on(services, login):
+    """The virtual cluster's authorizer when its ACLs are on (every request
+    is then checked against them), else None."""
+    if services.authorizer is None:
+        return None
+    authorizer = services.authorizer(login.claims.vcluster)
+    return authorizer if authorizer.enabled else None
+
+
 def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
                     api_version, waited=False):
     """The Outcome of an authenticated tenant's request *frame* under *rule*;
@@ -118,19 +133,18 @@ def rewrite_request(services, login, max_decoded_request, rule, frame, api_key,
     4.1, KAFKA-15591).  Another tenant's id waits the same way, so the
     answer's timing tells an existing foreign id from a missing one no
     better than its error code does."""
-    if services.clock.seconds() >= login.claims.expires_at:
+    if expired(services, login):
         return Outcome(refused="token expired; the client did not re-authenticate")
     what = f"API {api_key} v{api_version}"
     context = RequestContext(login.namespace, services.topology.topic_ids, rule.write)
-    if services.authorizer is not None:
-        authorizer = services.authorizer(login.claims.vcluster)
-        if authorizer.enabled:
-            if rule.needs is None:  # fail closed: no row says what it needs
-                return Outcome(refused=f"{what}: not available while the virtual "
-                                       "cluster's ACLs are on")
-            context.rights = Rights(authorizer, login.claims.username,
-                                    services.peer_host, rule.needs, services.audit,
-                                    login.claims.vcluster, api_key)
+    authorizer = acls_on(services, login)
+    if authorizer is not None:
+        if rule.needs is None:  # fail closed: no row says what it needs
+            return Outcome(refused=f"{what}: not available while the virtual "
+                                   "cluster's ACLs are on")
+        context.rights = Rights(authorizer, login.claims.username,
+                                services.peer_host, rule.needs, services.audit,
+                                login.claims.vcluster, api_key)
     start = None
     try:
         if rule.rewrite_frame is not None:

@@ -10,8 +10,9 @@ Every request's header is read and looked up in the rule table; in tenant
 mode the filters run on it: SASL termination (filters/sasl.py), the tenant
 rewrite (filters/tenant.py) and, on the way back, the response rewrite
 (filters/responses.py).  A tenant's Produce with nothing left to decide
-takes the produce lane instead (filters/lane.py), and so does its answer.  The sequencer (sequencer.py) sends responses back in
-request order, whether the broker or the gateway made them.
+takes the produce lane instead (filters/lane.py), and so does its answer.
+The sequencer (sequencer.py) sends responses back in request order,
+whether the broker or the gateway made them.
 """
 
 import struct
