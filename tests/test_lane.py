@@ -187,7 +187,7 @@ class LaneTests(unittest.TestCase):
         for version in (9, 13):
             data = produce(version)
             took = 0
-            for i in range(4, len(data)):
+            for i in range(len(data)):  # the size prefix too: read whole or not
                 for value in {0, 0xff, data[i] ^ 1}:
                     poked = data[:i] + bytes([value]) + data[i + 1:]
                     with_lane, without, taken = both(version, poked)
@@ -255,7 +255,7 @@ class LaneTests(unittest.TestCase):
         for version in (9, 13):
             data, answer = produce(version), answer_to(version)
             took = 0
-            for i in range(4, len(answer)):
+            for i in range(len(answer)):
                 for value in {0, 0xff, answer[i] ^ 1}:
                     poked = answer[:i] + bytes([value]) + answer[i + 1:]
                     with_lane, without, taken = both(version, data, poked,
@@ -263,3 +263,146 @@ class LaneTests(unittest.TestCase):
                     self.assertEqual(with_lane, without, (version, i, value))
                     took += taken
             self.assertGreater(took, 0)  # pokes of the offsets pass
+
+
+@contextlib.contextmanager
+def whole_reads_counted():
+    """Counts of the reads taken whole (``ClientConnection._lane_read``,
+    ``lane_answer``), the general path declined."""
+    counts = {"_lane_read": 0, "lane_answer": 0}
+    originals = {name: getattr(splice.ClientConnection, name) for name in counts}
+
+    def spy(name):
+        def called(*args):
+            taken = originals[name](*args)
+            counts[name] += bool(taken)
+            return taken
+        return called
+    for name in counts:
+        setattr(splice.ClientConnection, name, spy(name))
+    try:
+        yield counts
+    finally:
+        for name, original in originals.items():
+            setattr(splice.ClientConnection, name, original)
+
+
+def both_run(version, script):
+    """``script(world)``'s outcome with the lane and without, and the reads
+    taken whole with it ({"_lane_read": n, "lane_answer": m})."""
+    outcomes = []
+    for on in (True, False):
+        with lane_counted(on), steady_decoys(), whole_reads_counted() as counts:
+            world = World(version)
+            script(world)
+            outcomes.append((world.broker_transport.value(), world.transport.value(),
+                             world.client.closed))
+        if on:
+            whole = dict(counts)
+    return outcomes[0], outcomes[1], whole
+
+
+def feed(world, reads=(), answers=()):
+    """The client's *reads*, then the broker's *answers*."""
+    for data in reads:
+        world.client.dataReceived(data)
+    for data in answers:
+        if not world.client.closed:
+            world.broker.dataReceived(data)
+
+
+class WholeReadTests(unittest.TestCase):
+    """A read that is one whole lane Produce (or the answer to one), while
+    nothing waits on the connection, skips the splice's framing, turns and
+    outboxes (``_lane_read``, ``lane_answer``): the same bytes as the rule
+    table's path, and never ahead of what waits."""
+
+    def test_whole_reads_taken_whole(self):
+        for version in (9, 13):
+            request, answer = produce(version), answer_to(version)
+            on, off, whole = both_run(version, lambda w: feed(w, [request], [answer]))
+            self.assertEqual(on, off, version)
+            self.assertEqual(whole, {"_lane_read": 1, "lane_answer": 1}, version)
+
+    def test_split_and_joined_reads(self):
+        """A request or answer over two reads, two in one read: the general
+        path's framing, the same bytes."""
+        for version in (9, 13):
+            first, second = produce(version, correlation_id=7), produce(
+                version, correlation_id=8)
+            answers = answer_to(version, correlation_id=7) + answer_to(
+                version, correlation_id=8)
+            for cut in (1, 4, 5, len(first) - 1, len(first) + 3):
+                joined = first + second
+                script = lambda w, cut=cut: feed(  # noqa: E731
+                    w, [joined[:cut], joined[cut:]], [answers[:cut], answers[cut:]])
+                on, off, whole = both_run(version, script)
+                self.assertEqual(on, off, (version, cut))
+                self.assertEqual(  # both answered, in order
+                    [bytes(f[:4]) for f in FrameDecoder().feed(on[1])],
+                    [struct.pack(">i", 7), struct.pack(">i", 8)], (version, cut))
+            on, off, whole = both_run(version, lambda w: feed(
+                w, [first + second], [answers]))
+            self.assertEqual(on, off, version)
+            self.assertEqual(whole, {"_lane_read": 0, "lane_answer": 0})
+
+    def test_never_ahead_of_what_waits(self):
+        """A read while the connection waits (a throttle, a request held for
+        a rule, the tenant's loop debt, MAX_IN_FLIGHT answers owed, the
+        gateway draining) goes the general way: nothing overtakes."""
+        from vkafka.filters.throttle import LoopShare
+        version = 10
+        request, answer = produce(version, correlation_id=50), answer_to(
+            version, correlation_id=50)
+
+        def throttled(world):
+            world.client.hold_reads(0.5)
+
+        def waiting(world):  # as ClientConnection._wait_for leaves it
+            world.client._held = []
+            world.client.valve.hold("waiting")
+
+        def in_debt(world):
+            share = LoopShare(0.25, world.reactor.seconds, world.reactor.callLater)
+            world.gateway.loop_share = share
+            world.client.loop_debt = share.bucket("london")
+            world.client.loop_debt.tokens = -1.0
+
+        def owed(world):
+            for n in range(splice.MAX_IN_FLIGHT):
+                world.client.dataReceived(produce(version, correlation_id=100 + n))
+
+        def draining(world):
+            world.gateway.draining = True
+
+        for prepare in (throttled, waiting, in_debt, owed, draining):
+            def script(world, prepare=prepare):
+                prepare(world)
+                world.broker_transport.clear()
+                feed(world, [request])
+                world.before = world.broker_transport.value()
+                world.reactor.advance(10)
+                if prepare is not owed:
+                    feed(world, (), [answer])
+            on, off, whole = both_run(version, script)
+            self.assertEqual(on, off, prepare.__name__)
+            self.assertEqual(whole["_lane_read"],  # those owed came whole
+                             splice.MAX_IN_FLIGHT if prepare is owed else 0,
+                             prepare.__name__)
+        # and what waits is sent once it may go: the same as the lane's bytes
+        on, off, _ = both_run(version, lambda w: (throttled(w), feed(w, [request]),
+                                                  w.reactor.advance(1)))
+        self.assertIn(b"london/cli", on[0])
+
+    def test_answer_behind_another_goes_the_general_way(self):
+        """The answer to a lane request behind a request that did not come
+        by the lane (its answer first, in order)."""
+        from .kafka_messages import metadata_request
+        version = 11
+        asked = request_frame(metadata_request(), 12, 8, "cli")
+        request, answer = produce(version, correlation_id=9), answer_to(
+            version, correlation_id=9)
+        on, off, whole = both_run(version, lambda w: feed(
+            w, [asked, request], [answer]))
+        self.assertEqual(on, off)
+        self.assertEqual(whole["lane_answer"], 0)

@@ -75,10 +75,9 @@ class FrameDecoder:
         """
         if not data:
             return []
-        if not self._chunks and len(data) >= 4:  # nothing pending: one whole frame?
-            (size,) = _SIZE.unpack_from(data, 0)
-            if size == len(data) - 4 and size <= self.max_frame_size:
-                return [memoryview(data)[4:]]  # most reads of requests and answers
+        whole = self.whole(data)
+        if whole is not None:
+            return [whole]  # most reads of requests and answers
         self._chunks.append(data)
         self._buffered += len(data)
         if self.partial_size is not None and self._buffered < 4 + self.partial_size:
@@ -107,6 +106,17 @@ class FrameDecoder:
         self._chunks = [rest] if rest else []
         self._buffered = len(rest)
         return frames
+
+    def whole(self, data):
+        """The payload of *data* when it is exactly one whole frame and nothing
+        is pending before it (a view, nothing copied), else None; *data* is
+        then not taken (``feed`` it)."""
+        if self._chunks or len(data) < 4:
+            return None
+        (size,) = _SIZE.unpack_from(data, 0)
+        if size == len(data) - 4 and size <= self.max_frame_size:
+            return memoryview(data)[4:]
+        return None
 
     def take(self):
         """Hand over the bytes of the frame being received, its prefix included,

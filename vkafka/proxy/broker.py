@@ -41,15 +41,17 @@ class BrokerConnection(protocol.Protocol):
         self.client.upstream_ready(self)
 
     def dataReceived(self, data):
+        if self.streamed is None and self.client.lane_open and \
+                self.client.lane_answer(self, data):
+            self.client.answered_unsent()
+            return
         outbox = self.client.outbox
         outbox.hold()  # the responses in this read: one send to the client
         try:
             self._received(data)
         finally:
             outbox.release()
-            unsent = self.client.unsent
-            if unsent.paused and unsent.queue is not None:  # TLS tells it once
-                unsent.queue.full()
+            self.client.answered_unsent()
         client = self.client
         if client.gateway.draining or client.retiring:  # close once nothing is owed
             client.close_if_idle()

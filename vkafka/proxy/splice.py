@@ -10,9 +10,11 @@ Every request's header is read and looked up in the rule table; in tenant
 mode the filters run on it: SASL termination (filters/sasl.py), the tenant
 rewrite (filters/tenant.py) and, on the way back, the response rewrite
 (filters/responses.py).  A tenant's Produce with nothing left to decide
-takes the produce lane instead (filters/lane.py), and so does its answer.
-The sequencer (sequencer.py) sends responses back in request order,
-whether the broker or the gateway made them.
+takes the produce lane instead (filters/lane.py), and so does its answer;
+a read that is one such request or answer, while nothing waits, skips the
+framing and outboxes too (``_lane_read``, ``lane_answer``).  The
+sequencer (sequencer.py) sends responses back in request order, whether
+the broker or the gateway made them.
 """
 
 import struct
@@ -222,6 +224,7 @@ class ClientConnection(protocol.Protocol):
         if self.claims is not None:  # tenant mode: the broker is known now
             self.services.fetch_session_pool = self.gateway.session_pool(
                 self.claims.vcluster, self.node_id)
+            self.lane_open = True
         early, self._early = self._early, None
         for data in early or ():
             self.dataReceived(data)
@@ -244,6 +247,8 @@ class ClientConnection(protocol.Protocol):
     # client -> broker
 
     def dataReceived(self, data):
+        if self.lane_open and data[4:6] == b"\0\0" and self._lane_read(data):
+            return
         if self.broker is None and self.tenancy is None:
             # Only with TLS: bytes decrypted in the read that finished the
             # handshake, before the pause took effect.  At most one read.
@@ -257,6 +262,41 @@ class ClientConnection(protocol.Protocol):
                 self.reserved or self.waiting or None):
             self.buffers.receiving(self, self.decoder.partial_size)
         self._handle(frames)
+
+    lane_open = False
+    """Tenant mode, logged in and the broker connection up: a read may take
+    the produce lane whole (``_lane_read``)."""
+
+    def _lane_read(self, data):
+        """A read that is one whole Produce for the produce lane, on a
+        connection where nothing waits (no turn, hold, throttle, loop debt,
+        answer budget or partial frame): checked, renamed and sent as
+        ``_handle`` would, without its framing, turns and outboxes, which
+        cost as much as the lane's own walk.  False: nothing was done (the
+        general path takes the read)."""
+        share = self.loop_debt
+        if self._held is not None or self.valve.reasons or self.closed \
+                or self.reserved or self.waiting or self.parked or self.retiring \
+                or len(self.sequencer.pending) >= MAX_IN_FLIGHT \
+                or share is not None and (share.tokens < 0 or share.waiting) \
+                or self.gateway.draining:
+            return False
+        frame = self.decoder.whole(data)
+        if frame is None:
+            return False
+        rule = self.rules.get(PRODUCE)
+        taken = in_lane(self.services, self.sasl, self.client_ids, rule, frame)
+        if taken is None:
+            return False
+        self._lane_send(rule, taken, len(data))
+        self._backpressure()
+        return True
+
+    def _lane_send(self, rule, taken, size):
+        """Send a request the lane took (``in_lane``), owing its answer."""
+        correlation_id, version, context, pieces, acks, records = taken
+        request = Pending(correlation_id, PRODUCE, version, rule, context, lane=True)
+        self._send(request, pieces, acks, records, size)
 
     def _handle(self, frames):
         """Requests in order, with one send per socket for all of them.  They
@@ -323,11 +363,24 @@ class ClientConnection(protocol.Protocol):
         self.outbox.release()
         if self.upstream is not None:
             self.upstream.release()
-            queue = self.valve.queue
-            if queue is not None and "backpressure" in self.valve.reasons:
-                queue.full()  # over TLS, Twisted says it is full only once
+            self._backpressure()
         if self.gateway.draining or self.retiring:
             self.close_if_idle()
+
+    def answered_unsent(self):
+        """After answers were written to the client: the tenant's answer
+        budget learns that its socket is full (over TLS, Twisted says so
+        only once)."""
+        unsent = self.unsent
+        if unsent.paused and unsent.queue is not None:
+            unsent.queue.full()
+
+    def _backpressure(self):
+        """After a write to the broker: the tenant's request budget learns
+        that its socket is full (over TLS, Twisted says so only once)."""
+        queue = self.valve.queue
+        if queue is not None and "backpressure" in self.valve.reasons:
+            queue.full()
 
     _keyed = False
 
@@ -375,10 +428,7 @@ class ClientConnection(protocol.Protocol):
             rule = self.rules.get(PRODUCE)
             taken = in_lane(self.services, self.sasl, self.client_ids, rule, frame)
             if taken is not None:
-                correlation_id, version, context, pieces, acks, records = taken
-                request = Pending(correlation_id, PRODUCE, version, rule, context,
-                                  lane=True)
-                return self._send(request, pieces, acks, records, len(frame) + 4)
+                return self._lane_send(rule, taken, len(frame) + 4)
         if self.sasl is not None and self.sasl.raw_token_next:
             return self.login.raw_token(frame)
         try:
@@ -560,6 +610,26 @@ class ClientConnection(protocol.Protocol):
         self._close_broker()
 
     # broker -> client
+
+    def lane_answer(self, broker, data):
+        """The broker's read *data* when it is one whole answer to a request
+        that came by the lane, next in line, and goes back the lane's way
+        (``answer_in_lane``): sent as ``response_received`` would, without
+        the broker connection's framing and outbox.  False: nothing was
+        done (the general path takes the read)."""
+        pending = self.sequencer.head
+        if pending is None or not pending.lane or pending.local is not None \
+                or pending.waiting or self.closed or broker.reserved \
+                or broker.waiting or self.retiring or self.gateway.draining:
+            return False
+        frame = broker.decoder.whole(data)
+        if frame is None or len(frame) > self.gateway.max_decoded_response:
+            return False
+        result = answer_in_lane(pending, frame)
+        if result is None:
+            return False
+        self.response_ready(pending, result)
+        return True
 
     def response_received(self, frame):
         pending = self.sequencer.awaiting_broker()
