@@ -22,8 +22,8 @@ the two paths to the same bytes and counts.
 """
 
 from ..tenancy.context import RequestContext
-from .tenant import acls_on, expired
 from ..tenancy.rules.records import APPEND_BYTES
+from .tenant import acls_on, expired
 
 try:
     from ..protocol._walk import produce_answer_lane, produce_lane
