@@ -282,21 +282,22 @@ class ClientConnection(protocol.Protocol):
                 or self.gateway.draining:
             return False
         frame = self.decoder.whole(data)
-        if frame is None:
+        if frame is None or not self._lane_take(frame, len(data)):
             return False
+        self._backpressure()
+        return True
+
+    def _lane_take(self, frame, size):
+        """Send *frame*, a Produce of *size* bytes with its size prefix, if
+        the lane takes it (``in_lane``), owing its answer; False: not taken."""
         rule = self.rules.get(PRODUCE)
         taken = in_lane(self.services, self.sasl, self.client_ids, rule, frame)
         if taken is None:
             return False
-        self._lane_send(rule, taken, len(data))
-        self._backpressure()
-        return True
-
-    def _lane_send(self, rule, taken, size):
-        """Send a request the lane took (``in_lane``), owing its answer."""
         correlation_id, version, context, pieces, acks, records = taken
         request = Pending(correlation_id, PRODUCE, version, rule, context, lane=True)
         self._send(request, pieces, acks, records, size)
+        return True
 
     def _handle(self, frames):
         """Requests in order, with one send per socket for all of them.  They
@@ -425,10 +426,8 @@ class ClientConnection(protocol.Protocol):
         one call (filters/lane.py), the rest as for any request."""
         if self.upstream is not None and frame[:2] == b"\0\0" and \
                 self.claims is not None:  # a tenant's Produce: in the lane?
-            rule = self.rules.get(PRODUCE)
-            taken = in_lane(self.services, self.sasl, self.client_ids, rule, frame)
-            if taken is not None:
-                return self._lane_send(rule, taken, len(frame) + 4)
+            if self._lane_take(frame, len(frame) + 4):
+                return
         if self.sasl is not None and self.sasl.raw_token_next:
             return self.login.raw_token(frame)
         try:
