@@ -123,8 +123,9 @@ def lean_dispatch(reactor):
     reset, an exception from the protocol disconnect it as
     ``_doReadOrWrite`` would (the exception logged).  That skips four Python
     calls a read (``_doReadOrWrite``, ``fileno``, ``doRead``,
-    ``_dataReceived``): about 8% of the CPU per Produce request (session 36,
-    docs/performance.md).  Every other event takes Twisted's path."""
+    ``_dataReceived``): 8-13% of the CPU per Produce request in live A/Bs
+    (sessions 35 and 36, docs/performance.md).  Every other event takes
+    Twisted's path."""
     if type(reactor) is not EPollReactor:
         return False
     check(reactor=reactor)
