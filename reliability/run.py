@@ -216,7 +216,12 @@ def leader_kill(gateway, records_after=1000):
     physical = stack.physical_topic(vc, "orders")
 
     def leader_now():
-        return direct.list_topics(physical, timeout=10).topics[physical].partitions[0].leader
+        """Partition 0's leader as a broker lists it; -1 while that broker
+        does not list the new topic's partition yet."""
+        topic = direct.list_topics(physical, timeout=10).topics.get(physical)
+        partition = None if topic is None else topic.partitions.get(0)
+        return -1 if partition is None else partition.leader
+    wait_until(lambda: leader_now() >= 0, "partition 0 of the new topic listed with a leader")
     leader = leader_now()
     producing = Producing(config, "orders")
     try:
