@@ -47,6 +47,10 @@ def produce(version, topics=(("t", (0,)),), correlation_id=7, acks=-1, txn=None,
         version, correlation_id, client_id)
 
 
+def bytes_if_view(value):
+    return bytes(value) if isinstance(value, memoryview) else value
+
+
 class World(TenantSpliceBase):
     """One tenant connection that has produced once (its names and ids
     decided and remembered)."""
@@ -225,6 +229,60 @@ class LaneTests(unittest.TestCase):
         world.reactor.advance(601)
         self.assertIsNone(taken(produce(version)))
 
+    def test_reads_with_their_prefix(self):
+        """A read given with its size prefix (``limit``) is taken as its
+        payload would be, and only when the prefix says exactly the rest and
+        the rest is within the limit: FrameDecoder.whole's check, in the walk."""
+        def flat(taken):
+            return None if taken is None else \
+                (tuple(bytes(p) for p in taken[0]), *map(bytes_if_view, taken[1:]))
+
+        for version in VERSIONS:
+            client = World(version).client
+            rule = client.rules.get(0)
+
+            def taken(data, limit=-1):
+                return lane.in_lane(client.services, client.sasl, client.client_ids,
+                                    rule, data, limit)
+            read, answer = produce(version), answer_to(version)
+            size, answer_size = len(read) - 4, len(answer) - 4
+            self.assertIsNotNone(taken(read[4:]))
+            self.assertEqual(flat(taken(read, size)), flat(taken(read[4:])))
+            pending = types.SimpleNamespace(api_version=version, correlation_id=7,
+                                            lane=client.sasl.namespace)
+            whole = lane.answer_in_lane(pending, answer[4:])
+            self.assertIsNotNone(whole)
+            self.assertEqual(tuple(map(bytes_if_view, lane.answer_in_lane(
+                pending, answer, answer_size))), tuple(map(bytes_if_view, whole)))
+            for data, limit, whole_size in ((read, size, taken), (answer, answer_size,
+                                            lambda d, n: lane.answer_in_lane(pending, d, n))):
+                for wrong in (data[:-1], data + b"\0", data[:3], b"",
+                              struct.pack(">i", limit + 1) + data[4:],
+                              struct.pack(">i", limit - 1) + data[4:],
+                              struct.pack(">i", -1) + data[4:]):
+                    self.assertIsNone(whole_size(wrong, limit + 10), (version, wrong[:4]))
+                self.assertIsNone(whole_size(data, limit - 1))  # over the limit
+
+    def test_whole_reads_over_the_limits(self):
+        """A whole read over the frame size limit, or an answer over what the
+        gateway decodes, is refused as the general path refuses it: the
+        connection closed, nothing passed on."""
+        for version in (9, 13):
+            world = World(version)
+            read = produce(version)
+            world.client.decoder.max_frame_size = len(read) - 5
+            with whole_reads_counted() as counted:
+                self.assertEqual(world.outcome(read), (b"", b"", True))
+            self.assertEqual(counted, {"_lane_read": 0, "lane_answer": 0})
+            world = World(version)
+            answer = answer_to(version)
+            world.client.gateway.max_decoded_response = len(answer) - 5
+            with whole_reads_counted() as counted:
+                sent, got, closed = world.outcome(read, answer)
+            self.assertEqual(counted, {"_lane_read": 1, "lane_answer": 0})
+            self.assertTrue(sent)
+            self.assertEqual((got, closed), (b"", True))
+
     def test_answers_left_alone(self):
         """Answers the lane must not decide (broker addresses, record errors,
         error messages, a name it does not hold, another correlation id,
@@ -323,6 +381,22 @@ class WholeReadTests(unittest.TestCase):
             on, off, whole = both_run(version, lambda w: feed(w, [request], [answer]))
             self.assertEqual(on, off, version)
             self.assertEqual(whole, {"_lane_read": 1, "lane_answer": 1}, version)
+
+    def test_a_whole_frame_after_part_of_one(self):
+        """A read that is a whole frame by itself, after a read that left
+        part of a frame (a request's, an answer's): it continues that frame,
+        it is not taken by itself."""
+        for version in (9, 13):
+            request, answer = produce(version), answer_to(version)
+            for cut in (2, 4, 9):
+                scripts = (
+                    (lambda w: feed(w, [request[:cut], request]), 0),
+                    (lambda w: feed(w, [request], [answer[:cut], answer]), 1))
+                for script, requests_whole in scripts:
+                    on, off, whole = both_run(version, script)
+                    self.assertEqual(on, off, (version, cut))
+                    self.assertEqual(whole, {"_lane_read": requests_whole,
+                                             "lane_answer": 0}, (version, cut))
 
     def test_split_and_joined_reads(self):
         """A request or answer over two reads, two in one read: the general

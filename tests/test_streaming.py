@@ -344,6 +344,20 @@ class OutboxTests(unittest.TestCase):
         self.assertGreater(len(rest), 0)
         self.assertEqual(self.receive(peer, len(data) - len(rest)) + rest, data)
 
+    def test_frame_pieces_partly_sent(self):
+        """A frame's pieces (a tuple, as the lane and ClientIds give them),
+        more than the socket takes: what it took, then the rest queued, in
+        order, the piece it cut sent from where it stopped."""
+        outbox, transport, peer = self.outbox()
+        parts = tuple(memoryview(bytes([i]) * 1_000_003) for i in range(12))
+        outbox.write_parts(parts)
+        self.assertEqual(transport.socket.calls, [12])
+        data = b"".join(parts)
+        rest = b"".join(transport.queued)
+        self.assertGreater(len(rest), 0)
+        self.assertNotEqual(len(rest) % 1_000_003, 0)  # a piece was cut
+        self.assertEqual(self.receive(peer, len(data) - len(rest)) + rest, data)
+
     def test_more_pieces_than_one_call_takes(self):
         """More pieces than IOV_BATCH: several sendmsg calls, all in order."""
         from vkafka.proxy.outbox import IOV_BATCH

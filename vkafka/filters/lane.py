@@ -37,33 +37,34 @@ producer's request holds, and few enough that its walk stays well below
 where its loop time is measured and charged)."""
 
 
-def in_lane(services, login, client_ids, rule, frame):
-    """``(correlation id, version, its RequestContext, pieces to send,
-    acks, records)`` for an authenticated tenant's request *frame* in the
-    lane, or None (the rule table's path)."""
+def in_lane(services, login, client_ids, rule, frame, limit=-1):
+    """``(pieces to send, correlation id, version, acks, records)`` for an
+    authenticated tenant's request *frame* in the lane, or None (the rule
+    table's path).  *limit* >= 0: *frame* is a read with its size prefix,
+    taken when it is one whole frame of at most *limit* bytes."""
     if produce_lane is None or client_ids is None or client_ids.given is None \
             or rule is None or login.raw_token_next or expired(services, login) \
             or acls_on(services, login) is not None:
         return None
-    namespace = login.namespace
-    memo = namespace.memo()
-    taken = produce_lane(
+    memo = login.namespace.memo()
+    return produce_lane(
         frame, rule.min_version, rule.max_version, client_ids.given, client_ids.field,
         memo.to_broker[True], memo.ids,
         None if services.producer_ids is None else services.producer,
-        LANE_TOPICS, LANE_PARTITIONS, APPEND_BYTES)
-    if taken is None:
-        return None
-    pieces, correlation_id, version, acks, records = taken
-    context = RequestContext(namespace, services.topology.topic_ids, rule.write)
-    context.produced = (acks, records)
-    return correlation_id, version, context, pieces, acks, records
+        LANE_TOPICS, LANE_PARTITIONS, APPEND_BYTES, limit)
 
 
-def answer_in_lane(pending, frame):
+def answer_in_lane(pending, frame, limit=-1):
     """``(frame for the client, its first error, records)`` for the
     broker's answer *frame* to a request that came by the lane
-    (``Pending.lane``), or None (the rule table's path)."""
+    (``Pending.lane``: its namespace), or None (the rule table's path).
+    *limit*: as for ``in_lane``."""
     taken = produce_answer_lane(frame, pending.api_version, pending.correlation_id,
-                                pending.context.namespace.memo().to_client[True])
+                                pending.lane.memo().to_client[True], limit)
     return None if taken is None else (taken[0], taken[1], 0)
+
+
+def lane_context(services, pending):
+    """The RequestContext of a request that came by the lane, made only when
+    its answer goes the rule table's way (a lane request needs none)."""
+    return RequestContext(pending.lane, services.topology.topic_ids, pending.rule.write)

@@ -53,6 +53,35 @@ be16(const unsigned char *q)
     return (int16_t)((uint16_t)q[0] << 8 | q[1]);
 }
 
+/* With *limit* >= 0, *f* is one read that must be exactly one frame, its size
+ * prefix included (what FrameDecoder.whole takes): 1 and *f* narrowed to the
+ * payload when the prefix says the rest and the rest is at most *limit*
+ * bytes, else 0.  With *limit* < 0, *f* is a payload already: 1. */
+static int
+unprefixed(Buf *f, Py_ssize_t limit)
+{
+    if (limit < 0)
+        return 1;
+    if (f->n < 4 || be32(f->b) != f->n - 4 || f->n - 4 > limit)
+        return 0;
+    f->b += 4;
+    f->n -= 4;
+    return 1;
+}
+
+/* A memoryview of *frame* from byte *from* (a read's payload, its prefix
+ * skipped): slices of it are sent, nothing copied. */
+static PyObject *
+view_from(PyObject *frame, Py_ssize_t from)
+{
+    PyObject *whole = PyMemoryView_FromObject(frame);
+    if (whole == NULL || from == 0)
+        return whole;
+    PyObject *rest = PySequence_GetSlice(whole, from, PY_SSIZE_T_MAX);
+    Py_DECREF(whole);
+    return rest;
+}
+
 static int
 int16_at(const Buf *f, int64_t p, int64_t *out)
 {
@@ -366,7 +395,7 @@ renamed(PyObject *names, PyObject *key, PyObject **to)
 
 PyDoc_STRVAR(produce_lane_doc,
 "produce_lane(frame, low, high, given, field, names, ids, producer, max_topics,\n"
-"             max_partitions, append_bytes)\n"
+"             max_partitions, append_bytes, limit=-1)\n"
 "-> (pieces to send, correlation id, version, acks, records), or None\n\n"
 "A tenant's Produce request as nearly all are, in one call (filters/lane.py):\n"
 "v9-v13 within low..high, its client id field *given* (sent as *field*), no\n"
@@ -377,17 +406,20 @@ PyDoc_STRVAR(produce_lane_doc,
 "*names* (v9-v12, sent as its value) or its id in *ids* (v13).  The pieces\n"
 "are the size prefix, the header and slices of *frame* between the fields\n"
 "renamed.  None for anything else, malformed bytes included: the rule\n"
-"table's path decides those (and raises where it must).");
+"table's path decides those (and raises where it must).  With *limit* >= 0,\n"
+"*frame* is a read with its size prefix, taken only when it is exactly one\n"
+"frame of at most *limit* bytes (FrameDecoder.whole's check, in the same call).");
 
 static PyObject *
 produce_lane(PyObject *self, PyObject *args)
 {
     PyObject *frame, *given, *field, *names, *ids, *producer;
     int low, high;
-    Py_ssize_t max_topics, max_partitions, append_bytes;
-    if (!PyArg_ParseTuple(args, "OiiSSO!O!Onnn:produce_lane", &frame, &low, &high,
+    Py_ssize_t max_topics, max_partitions, append_bytes, limit = -1;
+    if (!PyArg_ParseTuple(args, "OiiSSO!O!Onnn|n:produce_lane", &frame, &low, &high,
                           &given, &field, &PyDict_Type, &names, &PySet_Type, &ids,
-                          &producer, &max_topics, &max_partitions, &append_bytes))
+                          &producer, &max_topics, &max_partitions, &append_bytes,
+                          &limit))
         return NULL;
     if (append_bytes <= 0) {
         PyErr_SetString(PyExc_ValueError, "append_bytes must be positive");
@@ -402,7 +434,7 @@ produce_lane(PyObject *self, PyObject *args)
     int64_t out[6];
     Py_ssize_t glen = PyBytes_GET_SIZE(given);
     int64_t end = 8 + (int64_t)glen, body = end + 1;
-    if (f.n < 8 || be16(f.b) != 0)
+    if (!unprefixed(&f, limit) || f.n < 8 || be16(f.b) != 0)
         goto decline;
     int version = be16(f.b + 2);
     if (version < 9 || version > 13 || version < low || version > high ||
@@ -428,7 +460,7 @@ produce_lane(PyObject *self, PyObject *args)
             goto decline;
     }
     if ((seen = PySet_New(NULL)) == NULL || (pieces = PyList_New(2)) == NULL ||
-            (whole = PyMemoryView_FromObject(frame)) == NULL)
+            (whole = view_from(frame, view.len - f.n)) == NULL)
         goto done;
     Py_ssize_t flen = PyBytes_GET_SIZE(field);
     int64_t size = f.n - glen + flen, copied = end;
@@ -635,14 +667,16 @@ done:
 }
 
 PyDoc_STRVAR(produce_answer_lane_doc,
-"produce_answer_lane(frame, version, correlation_id, names)\n"
+"produce_answer_lane(frame, version, correlation_id, names, limit=-1)\n"
 "-> (frame for the client, its first error), or None\n\n"
 "The broker's answer to a Produce that came by the lane (filters/lane.py),\n"
 "in one call: v9-v13, *correlation_id*, no header or top-level tags (no\n"
 "node_endpoints), no record error or error message; from v13 as it came,\n"
 "before it with each topic's name field replaced by its value in *names*.\n"
 "None for anything else, malformed bytes included: the rule table's path\n"
-"decides those (and raises where it must).");
+"decides those (and raises where it must).  With *limit* >= 0, *frame* is a\n"
+"read with its size prefix, as for produce_lane; the frame for the client\n"
+"leaves the prefix off (from v13 a view of the read).");
 
 static PyObject *
 produce_answer_lane(PyObject *self, PyObject *args)
@@ -650,8 +684,9 @@ produce_answer_lane(PyObject *self, PyObject *args)
     PyObject *frame, *names;
     int version;
     long long correlation_id;
-    if (!PyArg_ParseTuple(args, "OiLO!:produce_answer_lane", &frame, &version,
-                          &correlation_id, &PyDict_Type, &names))
+    Py_ssize_t limit = -1;
+    if (!PyArg_ParseTuple(args, "OiLO!|n:produce_answer_lane", &frame, &version,
+                          &correlation_id, &PyDict_Type, &names, &limit))
         return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE) < 0)
@@ -659,8 +694,8 @@ produce_answer_lane(PyObject *self, PyObject *args)
     Buf f = {view.buf, view.len};
     PyObject *pieces = NULL, *result = NULL;
     int64_t p = 5, topics, error = 0, first, copied = 0;
-    if (version < 9 || version > 13 || f.n < 5 || be32(f.b) != correlation_id ||
-            f.b[4] != 0)
+    if (!unprefixed(&f, limit) || version < 9 || version > 13 || f.n < 5 ||
+            be32(f.b) != correlation_id || f.b[4] != 0)
         goto decline;
     if (version < 13 && (pieces = PyList_New(0)) == NULL)
         goto done;
@@ -705,7 +740,9 @@ produce_answer_lane(PyObject *self, PyObject *args)
     if (p + 1 != f.n || f.b[p] != 0)
         goto decline;  /* top-level tags (node_endpoints), or bytes after them */
     if (pieces == NULL) {
-        result = Py_BuildValue("(OL)", frame, (long long)error);
+        PyObject *as_came = limit < 0 ? Py_NewRef(frame) : view_from(frame, 4);
+        if (as_came != NULL)
+            result = Py_BuildValue("(NL)", as_came, (long long)error);
         goto done;
     }
     PyObject *rest = PyBytes_FromStringAndSize((const char *)f.b + copied,

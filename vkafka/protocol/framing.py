@@ -60,7 +60,8 @@ class FrameDecoder:
 
     def __init__(self, max_frame_size=DEFAULT_MAX_FRAME_SIZE):
         self.max_frame_size = max_frame_size
-        self._chunks = []
+        self.held = []
+        """The received bytes of a frame not yet whole (empty between frames)."""
         self._buffered = 0
         self.partial_size = None
         """The size of the frame being received (prefix seen, bytes missing), or None."""
@@ -78,13 +79,13 @@ class FrameDecoder:
         whole = self.whole(data)
         if whole is not None:
             return [whole]  # most reads of requests and answers
-        self._chunks.append(data)
+        self.held.append(data)
         self._buffered += len(data)
         if self.partial_size is not None and self._buffered < 4 + self.partial_size:
             return []  # the common case for a large frame: wait, copy nothing
         if self.partial_size is None and self._buffered < 4:
             return []
-        buf = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        buf = self.held[0] if len(self.held) == 1 else b"".join(self.held)
         view = memoryview(buf)
         frames = []
         pos = 0
@@ -103,7 +104,7 @@ class FrameDecoder:
             frames.append(view[pos + 4:end])  # a view: no copy
             pos = end
         rest = bytes(view[pos:]) if pos else buf
-        self._chunks = [rest] if rest else []
+        self.held = [rest] if rest else []
         self._buffered = len(rest)
         return frames
 
@@ -111,7 +112,7 @@ class FrameDecoder:
         """The payload of *data* when it is exactly one whole frame and nothing
         is pending before it (a view, nothing copied), else None; *data* is
         then not taken (``feed`` it)."""
-        if self._chunks or len(data) < 4:
+        if self.held or len(data) < 4:
             return None
         (size,) = _SIZE.unpack_from(data, 0)
         if size == len(data) - 4 and size <= self.max_frame_size:
@@ -121,8 +122,8 @@ class FrameDecoder:
     def take(self):
         """Hand over the bytes of the frame being received, its prefix included,
         and forget them: the caller consumes the rest of that frame itself."""
-        chunks = self._chunks
-        self._chunks, self._buffered, self.partial_size = [], 0, None
+        chunks = self.held
+        self.held, self._buffered, self.partial_size = [], 0, None
         return chunks
 
     @property

@@ -34,9 +34,10 @@ def write_now(transport, data):
 
 
 def write_all(transport, parts):
-    """``write_now`` for several pieces (bytes or memoryviews), in one
-    ``sendmsg`` per IOV_BATCH of them; the rest, from the first piece the
-    socket did not take whole, is left to Twisted's queue in order."""
+    """``write_now`` for several pieces (bytes or memoryviews, in a list or
+    tuple), in one ``sendmsg`` per IOV_BATCH of them; the rest, from the
+    first piece the socket did not take whole, is left to Twisted's queue in
+    order."""
     if sendable(transport):
         while parts:
             batch = parts[:IOV_BATCH]
@@ -44,17 +45,19 @@ def write_all(transport, parts):
                 sent = transport.socket.sendmsg(batch)
             except OSError:
                 sent = 0
+            if sent == sum(map(len, batch)):  # all of it, as nearly always
+                parts = parts[IOV_BATCH:]
+                continue
             taken = 0
             for part in batch:
                 if sent < len(part):
                     break
                 sent -= len(part)
                 taken += 1
-            parts = parts[taken:]
-            if taken < len(batch):
-                if sent:
-                    parts[0] = memoryview(parts[0])[sent:]
-                break
+            parts = list(parts[taken:])
+            if sent:
+                parts[0] = memoryview(parts[0])[sent:]
+            break
     if parts:
         transport.writeSequence([bytes(part) for part in parts])
 
@@ -102,7 +105,7 @@ class Outbox:
         if self.held:
             self.parts.extend(parts)
         else:
-            write_all(self.transport, list(parts))
+            write_all(self.transport, parts)
 
     def hold(self):
         self.held = True

@@ -47,9 +47,9 @@ class Pending:
     as bytes or renamed by slicing), charged to the tenant's LoopShare."""
     held: int = 0
     """Bytes of its broker's answer kept (``local``) until its turn."""
-    lane: bool = False
-    """It came by the produce lane (filters/lane.py): its answer may go back
-    the same way."""
+    lane: object = None
+    """Its namespace, when it came by the produce lane (filters/lane.py): its
+    answer may go back the same way (its ``context`` is made only if not)."""
 
 
 class Sequencer:

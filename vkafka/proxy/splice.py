@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..filters.lane import answer_in_lane, in_lane
+from ..filters.lane import answer_in_lane, in_lane, lane_context
 from ..filters.responses import rewrite_response
 from ..filters.tenant import REWRITE_ERRORS, ClientIds, rewrite_request
 from ..protocol.framing import FrameDecoder, FrameError
@@ -279,23 +279,25 @@ class ClientConnection(protocol.Protocol):
                 or self.reserved or self.waiting or self.parked or self.retiring \
                 or len(self.sequencer.pending) >= MAX_IN_FLIGHT \
                 or share is not None and (share.tokens < 0 or share.waiting) \
-                or self.gateway.draining:
+                or self.gateway.draining or self.decoder.held:
             return False
-        frame = self.decoder.whole(data)
-        if frame is None or not self._lane_take(frame, len(data)):
+        # the read whole, its prefix checked in the walk (FrameDecoder.whole's check)
+        if not self._lane_take(data, len(data), self.decoder.max_frame_size):
             return False
         self._backpressure()
         return True
 
-    def _lane_take(self, frame, size):
+    def _lane_take(self, frame, size, limit=-1):
         """Send *frame*, a Produce of *size* bytes with its size prefix, if
-        the lane takes it (``in_lane``), owing its answer; False: not taken."""
+        the lane takes it (``in_lane``; *limit*: *frame* is the read, its
+        prefix included), owing its answer; False: not taken."""
         rule = self.rules.get(PRODUCE)
-        taken = in_lane(self.services, self.sasl, self.client_ids, rule, frame)
+        taken = in_lane(self.services, self.sasl, self.client_ids, rule, frame, limit)
         if taken is None:
             return False
-        correlation_id, version, context, pieces, acks, records = taken
-        request = Pending(correlation_id, PRODUCE, version, rule, context, lane=True)
+        pieces, correlation_id, version, acks, records = taken
+        request = Pending(correlation_id, PRODUCE, version, rule,
+                          lane=self.sasl.namespace)
         self._send(request, pieces, acks, records, size)
         return True
 
@@ -619,12 +621,13 @@ class ClientConnection(protocol.Protocol):
         pending = self.sequencer.head
         if pending is None or not pending.lane or pending.local is not None \
                 or pending.waiting or self.closed or broker.reserved \
-                or broker.waiting or self.retiring or self.gateway.draining:
+                or broker.waiting or self.retiring or self.gateway.draining \
+                or broker.decoder.held:
             return False
-        frame = broker.decoder.whole(data)
-        if frame is None or len(frame) > self.gateway.max_decoded_response:
-            return False
-        result = answer_in_lane(pending, frame)
+        # the read whole, its prefix checked in the walk (FrameDecoder.whole's
+        # check) against what the gateway decodes
+        result = answer_in_lane(pending, data, min(
+            broker.decoder.max_frame_size, self.gateway.max_decoded_response))
         if result is None:
             return False
         self.response_ready(pending, result)
@@ -641,6 +644,7 @@ class ClientConnection(protocol.Protocol):
             result = answer_in_lane(pending, frame)
             if result is not None:
                 return self.response_ready(pending, result)
+            pending.context = lane_context(self.services, pending)
         try:
             result = rewrite_response(self.services, pending, frame,
                                       self.metrics is not None)
