@@ -2305,6 +2305,27 @@ class LoopShareTests(Producing, TenantSpliceBase):
             timeout=i32Timedelta.parse(datetime.timedelta(seconds=5))), 6, 12))
         self.assertAlmostEqual(bucket.tokens, 0.25 - 0.05 - 100 * PARTITION_WORK)
 
+    def test_broker_work_charged_on_each_worker(self):
+        """With --workers N each worker charges the work a tenant has the
+        brokers do N times, the brokers being the same for all of them (a
+        login, the partitions made); its own decoding once."""
+        from vkafka.proxy import login
+        from vkafka.tenancy.rules.common import PARTITION_WORK
+        from vkafka.worker import split_over
+        self.patch(login, "LOGIN_WORK", self.login_work)
+        split_over(self.gateway, 3)
+        gateway = self.gateway
+        self.assertEqual([gateway.workers] + [budget.processes for budget in (
+            gateway.members, gateway.producer_ids, gateway.acl_writes,
+            gateway.rule_writes, gateway.loop_share)], [3] * 6)
+        self.client.services.loop_share = self.gateway.loop_share
+        self.login()
+        bucket = self.gateway.loop_share.bucket("london")
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 3 * self.login_work)
+        self.create_topic(10, False, 10)
+        self.assertAlmostEqual(bucket.tokens, 0.25 - 3 * self.login_work - 0.05
+                               - 3 * 10 * PARTITION_WORK)
+
     def create_topic(self, partitions, validate, correlation_id, assigned=0, version=7):
         from kio.schema.create_topics.v7 import request as ct
         assignments = tuple(ct.CreatableReplicaAssignment(

@@ -34,12 +34,7 @@ def main(argv=None):
         return 2
     top = makeService(config, reactor, worker=index)
     gateway = top.gateway
-    gateway.workers = count  # its connection caps hold for all of them, its
-    # budgets of broker state (fetch sessions too) and of state records
-    # (ACLs, topics made by rule) are split over them
-    for budget in (gateway.members, gateway.producer_ids, gateway.acl_writes,
-                   gateway.rule_writes):
-        budget.processes = count
+    split_over(gateway, count)
 
     def lost():
         if reactor.running:
@@ -54,6 +49,19 @@ def main(argv=None):
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.run()
     return 0
+
+
+def split_over(gateway, count):
+    """*gateway* as one of *count* workers: its connection caps hold for all
+    of them, its budgets of broker state (fetch sessions too) and of state
+    records (ACLs, topics made by rule) are split over them, and the work a
+    tenant has the brokers do is charged *count* times (the brokers are the
+    same for every worker: filters/throttle.LoopShare)."""
+    gateway.workers = count
+    for budget in (gateway.members, gateway.producer_ids, gateway.acl_writes,
+                   gateway.rule_writes, gateway.loop_share):
+        if budget is not None:
+            budget.processes = count
 
 
 if __name__ == "__main__":

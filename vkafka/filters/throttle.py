@@ -132,6 +132,11 @@ class LoopShare:
         self.call_later = call_later
         self.buckets = {}
         """Virtual cluster -> Share of loop seconds."""
+        self.processes = 1
+        """The gateway's workers (set by vkafka/worker.py): each worker has a
+        loop of its own, but the brokers are the same for all of them, so
+        work a tenant has the brokers do is charged N times on each
+        (``charge_brokers``): more workers do not multiply it."""
 
     def bucket(self, vcluster):
         """*vcluster*'s Share of loop seconds: every connection of the
@@ -146,6 +151,12 @@ class LoopShare:
     def charge(self, vcluster, seconds):
         """*vcluster* spent *seconds* of the loop: seconds to hold its reads."""
         return self.bucket(vcluster).take(seconds)
+
+    def charge_brokers(self, vcluster, seconds):
+        """*vcluster* had the brokers do *seconds* of its share's worth of
+        work (rules/common.py ``broker_work``, a login): ``charge``, times
+        the workers sharing the brokers."""
+        return self.bucket(vcluster).take(seconds * self.processes)
 
 
 class TenantRates:

@@ -129,8 +129,8 @@ class Login:
         share has paid for it (LOGIN_WORK); the connection's later requests
         wait behind it, in order."""
         share = self.gateway.loop_share
-        wait = 0 if share is None else share.charge(self.sasl.claims.vcluster,
-                                                    LOGIN_WORK)
+        wait = 0 if share is None else share.charge_brokers(
+            self.sasl.claims.vcluster, LOGIN_WORK)
         if wait < 0.001:
             return answer()
         conn = self.conn

@@ -91,7 +91,7 @@ def broker_work(services, rctx, partitions, each=PARTITION_WORK):
     seconds of its loop share apiece (its connections wait once it is spent)."""
     share = services.loop_share
     if share is not None and partitions > 0:
-        share.charge(rctx.namespace.name, partitions * each)
+        share.charge_brokers(rctx.namespace.name, partitions * each)
 
 
 def partitions_charged(each, field="topics"):
