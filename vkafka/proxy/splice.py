@@ -426,8 +426,7 @@ class ClientConnection(protocol.Protocol):
         closed), through the tenant filters in tenant mode, then forwarded;
         a tenant's Produce in the produce lane is checked and rewritten in
         one call (filters/lane.py), the rest as for any request."""
-        if self.upstream is not None and frame[:2] == b"\0\0" and \
-                self.claims is not None:  # a tenant's Produce: in the lane?
+        if self.lane_open and frame[:2] == b"\0\0":  # a tenant's Produce: in the lane?
             if self._lane_take(frame, len(frame) + 4):
                 return
         if self.sasl is not None and self.sasl.raw_token_next:
