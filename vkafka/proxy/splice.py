@@ -29,7 +29,7 @@ from zope.interface import implementer
 from ..filters.lane import answer_in_lane, in_lane, lane_context
 from ..filters.responses import rewrite_response
 from ..filters.tenant import REWRITE_ERRORS, ClientIds, rewrite_request
-from ..protocol.framing import FrameDecoder, FrameError
+from ..protocol.framing import SIZE, FrameDecoder, FrameError
 from ..protocol.headers import (
     API_VERSIONS, HeaderError, peek_request, response_header)
 from ..protocol.produce import scan_produce
@@ -279,9 +279,10 @@ class ClientConnection(protocol.Protocol):
                 or self.reserved or self.waiting or self.parked or self.retiring \
                 or len(self.sequencer.pending) >= MAX_IN_FLIGHT \
                 or share is not None and (share.tokens < 0 or share.waiting) \
-                or self.gateway.draining or self.decoder.held:
+                or self.gateway.draining or self.decoder.held \
+                or SIZE.unpack_from(data)[0] != len(data) - 4:  # several frames, or part
             return False
-        # the read whole, its prefix checked in the walk (FrameDecoder.whole's check)
+        # the read whole: its prefix checked again in the walk, with the size limit
         if not self._lane_take(data, len(data), self.decoder.max_frame_size):
             return False
         self._backpressure()
@@ -621,10 +622,11 @@ class ClientConnection(protocol.Protocol):
         if pending is None or not pending.lane or pending.local is not None \
                 or pending.waiting or self.closed or broker.reserved \
                 or broker.waiting or self.retiring or self.gateway.draining \
-                or broker.decoder.held:
+                or broker.decoder.held or len(data) < 8 \
+                or SIZE.unpack_from(data)[0] != len(data) - 4:  # several, or part
             return False
-        # the read whole, its prefix checked in the walk (FrameDecoder.whole's
-        # check) against what the gateway decodes
+        # the read whole: its prefix checked again in the walk, with the size
+        # limits (the frame's, what the gateway decodes)
         result = answer_in_lane(pending, data, min(
             broker.decoder.max_frame_size, self.gateway.max_decoded_response))
         if result is None:
