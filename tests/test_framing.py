@@ -37,6 +37,32 @@ class FrameDecoderTests(unittest.TestCase):
         self.assertIs(payload.obj, data)
         self.assertEqual(frame_parts(payload), (data,))
 
+    def test_frame_over_two_reads_joined_alone(self):
+        """A frame that ends in a later read is joined from its own bytes
+        only; the whole frames after it in that read are views of the read
+        (not copied), and only the start of the next one is held, copied."""
+        first, second, third = frame(b"a" * 10), frame(b"b" * 7), frame(b"c" * 9)
+        decoder = FrameDecoder()
+        self.assertEqual(decoder.feed(first[:6]), [])
+        read = first[6:] + second + third[:5]
+        joined, view = decoder.feed(read)
+        self.assertEqual((joined, view), (b"a" * 10, b"b" * 7))
+        self.assertEqual(len(joined.obj), len(first))  # its bytes, and no more
+        self.assertIs(view.obj, read)
+        self.assertEqual((decoder.held, decoder.buffered, decoder.partial_size),
+                         ([third[:5]], 5, 9))
+        self.assertEqual(decoder.feed(memoryview(third)[5:]), [b"c" * 9])
+
+    def test_views_held_as_bytes(self):
+        """Part of a frame given as a view of a larger read is held as bytes
+        of its own: the read is not kept alive behind it."""
+        read = b"x" * 100 + frame(b"payload")
+        decoder = FrameDecoder()
+        decoder.feed(memoryview(read)[100:103])
+        decoder.feed(memoryview(read)[103:106])
+        self.assertTrue(all(type(part) is bytes for part in decoder.held))
+        self.assertEqual(decoder.feed(memoryview(read)[106:]), [b"payload"])
+
     def test_oversized_whole_frame_refused(self):
         """The whole-frame shortcut keeps the size limit."""
         with self.assertRaises(FrameError):

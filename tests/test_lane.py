@@ -360,6 +360,11 @@ def both_run(version, script):
     return outcomes[0], outcomes[1], whole
 
 
+def produced_ids(data):
+    """The correlation ids of the whole Produce requests in *data*."""
+    return [bytes(f[4:8]) for f in FrameDecoder().feed(data) if f[:2] == b"\0\0"]
+
+
 def feed(world, reads=(), answers=()):
     """The client's *reads*, then the broker's *answers*."""
     for data in reads:
@@ -399,8 +404,8 @@ class WholeReadTests(unittest.TestCase):
                                              "lane_answer": 0}, (version, cut))
 
     def test_split_and_joined_reads(self):
-        """A request or answer over two reads, two in one read: the general
-        path's framing, the same bytes."""
+        """A request or answer over two reads (the general path's framing),
+        two in one read (the lane's, frame by frame): the same bytes."""
         for version in (9, 13):
             first, second = produce(version, correlation_id=7), produce(
                 version, correlation_id=8)
@@ -418,7 +423,151 @@ class WholeReadTests(unittest.TestCase):
             on, off, whole = both_run(version, lambda w: feed(
                 w, [first + second], [answers]))
             self.assertEqual(on, off, version)
-            self.assertEqual(whole, {"_lane_read": 0, "lane_answer": 0})
+            self.assertEqual(whole, {"_lane_read": 1, "lane_answer": 1})
+
+    def each_shape(self, version, shapes, counted):
+        """Each of *shapes* ({name: (the client's reads, the broker's reads,
+        requests or answers the lane takes)}) run with the lane and without:
+        the same bytes, the connection open, the lane's *counted* calls
+        taking as many; yields (name, reads, broker's reads, outcome, whole
+        reads) for the test's own checks."""
+        for name, (reads, given, lane_taken) in shapes.items():
+            with lane_counted() as taken:
+                on, off, whole = both_run(version, lambda w: feed(w, reads, given))
+            self.assertEqual(on, off, name)
+            self.assertFalse(on[2], name)
+            self.assertEqual(sum(taken[counted]), lane_taken, name)
+            yield name, reads, given, on, whole
+
+    def test_several_in_one_read(self):
+        """A pipelining producer's read of several requests: the lane takes
+        them from the start while they are whole lane requests, the rest (a
+        request of another kind, part of one) goes the general way after
+        them, in order, the same bytes."""
+        from .kafka_messages import metadata_request
+        version = 11
+        requests = [produce(version, correlation_id=20 + n) for n in range(4)]
+        asked = request_frame(metadata_request(), 12, 30, "cli")
+        answers = [answer_to(version, correlation_id=20 + n) for n in range(4)]
+        shapes = {
+            "three": ([b"".join(requests[:3])], answers[:3], 3),
+            "a metadata between": ([requests[0] + asked + requests[1]],
+                                   answers[:1], 2),
+            "a metadata first": ([asked + requests[0] + requests[1]], (), 2),
+            "part of the next": ([requests[0] + requests[1][:9],
+                                  requests[1][9:] + requests[2]], answers[:3], 3),
+            "a prefix cut": ([requests[0] + requests[1][:2],
+                              requests[1][2:] + requests[2] + requests[3]],
+                             answers, 4),
+        }
+        for name, reads, given, on, whole in self.each_shape(version, shapes, "in_lane"):
+            self.assertEqual(  # every Produce reached the broker, in order
+                produced_ids(on[0]), produced_ids(b"".join(reads)), name)
+            self.assertEqual(whole["_lane_read"], 0 if name == "a metadata first"
+                             else 1, name)
+
+    def test_several_answers_in_one_read(self):
+        """The broker's read of several answers: the lane takes them from the
+        start while each answers the next lane request in line, the rest (an
+        answer to a request that went the rule table's way, part of one)
+        goes the general way after them, in order, the same bytes."""
+        version = 10
+        requests = [produce(version, correlation_id=60 + n) for n in range(3)]
+        answers = [answer_to(version, correlation_id=60 + n) for n in range(3)]
+        unknown = produce(version, [("new", (0,))], correlation_id=63)
+        unknown_answer = answer_to(version, ["new"], correlation_id=63)
+        joined = b"".join(answers)
+        shapes = {  # reads of the client, reads of the broker, answers by the lane
+            "three": ([b"".join(requests)], [joined], 3),
+            "part of the next": ([b"".join(requests)], [
+                answers[0] + answers[1][:7], answers[1][7:] + answers[2]], 3),
+            "a prefix cut": ([b"".join(requests)], [
+                answers[0] + answers[1][:3], answers[1][3:] + answers[2]], 3),
+            "one by the rule table between": (
+                [requests[0] + unknown + requests[1]],
+                [answers[0] + unknown_answer + answers[1]], 2),
+        }
+        for name, reads, given, on, whole in self.each_shape(
+                version, shapes, "answer_in_lane"):
+            self.assertEqual(whole["lane_answer"], 1, name)
+            self.assertEqual(  # every answer reached the client, in order
+                [bytes(f[:4]) for f in FrameDecoder().feed(on[1])],
+                [bytes(f[:4]) for f in FrameDecoder().feed(b"".join(given))], name)
+
+    def test_several_answers_past_the_limit(self):
+        """An answer in a read of several that is over what the gateway
+        decodes (``--max-decoded-response``), first or later: the connection
+        closes as on the general path, the answers before it sent."""
+        version = 10
+        small = (produce(version, correlation_id=70), answer_to(version, correlation_id=70))
+        big = (produce(version, [("t", (0, 1, 2, 3))], correlation_id=71, value=b"v" * 2000),
+               answer_to(version, correlation_id=71, errors=(0, 0, 0, 0)))
+        for first, second in ((small, big), (big, small)):
+            def script(world, first=first, second=second):
+                world.gateway.max_decoded_response = len(small[1]) + 2
+                feed(world, [first[0] + second[0]], [first[1] + second[1]])
+            on, off, whole = both_run(version, script)
+            self.assertEqual(on, off)
+            self.assertTrue(on[2])
+            self.assertEqual(len(FrameDecoder().feed(on[1])), first is small)
+
+    def test_reads_after_closing_dropped(self):
+        """A read that comes after the connection closed (the rest of a read
+        whose first request closed it, or one Twisted delivers before the
+        close takes effect): nothing framed, held or sent."""
+        world = World(10)
+        world.client.fail("closed for the test")
+        world.broker_transport.clear()
+        for data in (produce(10), produce(10) * 2, produce(10)[:9]):
+            world.client.dataReceived(data)
+        self.assertEqual((world.client.decoder.held, world.broker_transport.value()),
+                         ([], b""))
+
+    def test_several_in_one_read_bad_framing(self):
+        """A read whose second frame has a size the gateway refuses (negative,
+        past the limit): the connection closes, as on the general path, the
+        first request sent on (as when the bad size comes in the next read)."""
+        version = 10
+        first = produce(version, correlation_id=40)
+        for size in (-1, 200 * 1024 * 1024):
+            data = first + struct.pack(">i", size) + b"\x00\x00\x00\x0a"
+            on, off, whole = both_run(version, lambda w: feed(w, [data]))
+            self.assertEqual((on[1:], off[1:]), (((b"", True),) * 2), size)
+            self.assertEqual(produced_ids(on[0]), produced_ids(first), size)
+            self.assertEqual(whole["_lane_read"], 1)
+        bigger = produce(version, correlation_id=41, value=b"v" * 200)
+        for data, sent in ((first + bigger, first), (bigger + first, b"")):
+            def limited(world, data=data):  # whole in the read, past a limit
+                world.client.decoder.max_frame_size = len(first) + 10
+                feed(world, [data])
+            on, off, whole = both_run(version, limited)
+            self.assertEqual((on[1:], off[1:]), (((b"", True),) * 2))
+            self.assertEqual(produced_ids(on[0]), produced_ids(sent))
+
+    def test_several_in_one_read_in_turns(self):
+        """More requests in one read than FRAMES_PER_TURN, or than may be
+        owed (MAX_IN_FLIGHT): the lane takes up to there, the rest waits its
+        turn, as on the general path."""
+        version = 12
+        count = splice.FRAMES_PER_TURN + 5
+        data = b"".join(produce(version, correlation_id=100 + n) for n in range(count))
+        decoder = FrameDecoder()
+
+        def script(world, before=0):
+            for n in range(before):
+                world.client.dataReceived(produce(version, correlation_id=500 + n))
+            world.broker_transport.clear()
+            feed(world, [data])
+            world.first_turn = len(decoder.feed(world.broker_transport.value()))
+            world.reactor.advance(1)
+            outcomes.append(world.first_turn)
+        for before, first_turn in ((0, splice.FRAMES_PER_TURN),
+                                   (splice.MAX_IN_FLIGHT - 3, 3)):
+            outcomes = []
+            on, off, whole = both_run(version, lambda w: script(w, before))
+            self.assertEqual(on, off, before)
+            self.assertEqual(outcomes, [first_turn, first_turn], before)
+            self.assertEqual(whole["_lane_read"], before + 1, before)
 
     def test_never_ahead_of_what_waits(self):
         """A read while the connection waits (a throttle, a request held for

@@ -49,6 +49,14 @@ def framed(payload):
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def frame_end(data, start, limit):
+    """Where the frame whose size prefix is at *start* of *data* ends, when
+    it is whole in *data* and its size is within 0..*limit*; else None."""
+    (size,) = _SIZE.unpack_from(data, start)
+    end = start + 4 + size
+    return end if 0 <= size <= limit and end <= len(data) else None
+
+
 class FrameDecoder:
     """Cut a byte stream into frames, refusing any frame above a limit.
 
@@ -70,29 +78,39 @@ class FrameDecoder:
         """Add *data*; return the complete frame payloads (prefix removed).
 
         Payloads are memoryviews of the received bytes; ``framed`` returns
-        one that fills its buffer without copying it again.
+        one that fills its buffer without copying it again.  Only a frame
+        that spans reads is joined, and only its own bytes: the frames after
+        it in the read are views too, and just the start of the next frame
+        is copied to be held.
 
         :raises FrameError: on a negative or oversized size prefix.
         """
         if not data:
             return []
-        whole = self.whole(data)
-        if whole is not None:
-            return [whole]  # most reads of requests and answers
-        self.held.append(data)
-        self._buffered += len(data)
-        if self.partial_size is not None and self._buffered < 4 + self.partial_size:
-            return []  # the common case for a large frame: wait, copy nothing
-        if self.partial_size is None and self._buffered < 4:
-            return []
-        buf = self.held[0] if len(self.held) == 1 else b"".join(self.held)
-        view = memoryview(buf)
         frames = []
-        pos = 0
-        available = len(buf)
-        self.partial_size = None
+        if not self.held:
+            whole = self.whole(data)
+            if whole is not None:
+                return [whole]  # most reads of requests and answers
+        elif self.partial_size is None:  # part of a size prefix held
+            data = b"".join(self.held) + data
+            self.held, self._buffered = [], 0
+        else:  # the rest of a frame begun in an earlier read, and maybe more
+            need = 4 + self.partial_size - self._buffered
+            if len(data) < need:  # the common case for a large frame: wait
+                self.held.append(data if type(data) is bytes else bytes(data))
+                self._buffered += len(data)
+                return []
+            self.held.append(memoryview(data)[:need])
+            frames.append(memoryview(b"".join(self.held))[4:])
+            self.held, self._buffered, self.partial_size = [], 0, None
+            if need == len(data):
+                return frames
+            data = memoryview(data)[need:]
+        view = memoryview(data)
+        pos, available = 0, len(view)
         while available - pos >= 4:
-            (size,) = _SIZE.unpack_from(buf, pos)
+            (size,) = _SIZE.unpack_from(view, pos)
             if size < 0 or size > self.max_frame_size:
                 raise FrameError(
                     f"frame size {size} outside 0..{self.max_frame_size}"
@@ -103,9 +121,9 @@ class FrameDecoder:
                 break
             frames.append(view[pos + 4:end])  # a view: no copy
             pos = end
-        rest = bytes(view[pos:]) if pos else buf
-        self.held = [rest] if rest else []
-        self._buffered = len(rest)
+        if pos < available:  # a read that only begins a frame is kept as it is
+            self.held = [data if not pos and type(data) is bytes else bytes(view[pos:])]
+            self._buffered = available - pos
         return frames
 
     def whole(self, data):

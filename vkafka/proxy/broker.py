@@ -48,7 +48,7 @@ class BrokerConnection(protocol.Protocol):
         outbox = self.client.outbox
         outbox.hold()  # the responses in this read: one send to the client
         try:
-            self._received(data)
+            self.received(data)
         finally:
             outbox.release()
             self.client.answered_unsent()
@@ -56,7 +56,9 @@ class BrokerConnection(protocol.Protocol):
         if client.gateway.draining or client.retiring:  # close once nothing is owed
             client.close_if_idle()
 
-    def _received(self, data):
+    def received(self, data):
+        """The general path: *data* cut into answers, each rewritten and sent
+        in turn (``ClientConnection.response_received``)."""
         if self.streamed is not None:
             data = self.streamed.feed(data)
             if data is None:

@@ -11,8 +11,8 @@ mode the filters run on it: SASL termination (filters/sasl.py), the tenant
 rewrite (filters/tenant.py) and, on the way back, the response rewrite
 (filters/responses.py).  A tenant's Produce with nothing left to decide
 takes the produce lane instead (filters/lane.py), and so does its answer;
-a read that is one such request or answer, while nothing waits, skips the
-framing and outboxes too (``_lane_read``, ``lane_answer``).  The
+a read that starts with such requests or answers, while nothing waits,
+skips the framing and outboxes too (``_lane_read``, ``lane_answer``).  The
 sequencer (sequencer.py) sends responses back in request order, whether
 the broker or the gateway made them.
 """
@@ -29,7 +29,7 @@ from zope.interface import implementer
 from ..filters.lane import answer_in_lane, in_lane, lane_context
 from ..filters.responses import rewrite_response
 from ..filters.tenant import REWRITE_ERRORS, ClientIds, rewrite_request
-from ..protocol.framing import SIZE, FrameDecoder, FrameError
+from ..protocol.framing import SIZE, FrameDecoder, FrameError, frame_end
 from ..protocol.headers import (
     API_VERSIONS, HeaderError, peek_request, response_header)
 from ..protocol.produce import scan_produce
@@ -75,6 +75,32 @@ def client_key(peer, frame):
 
 
 @implementer(IHandshakeListener)
+def lane_while(data, limit, outbox, take, rest):
+    """The frames of the read *data* from its start, while each is whole
+    (its size within *limit*) and ``take(frame, size, taken)`` takes it
+    (*size*: with its prefix; *taken*: how many before it); then
+    ``rest(the rest of the read, taken)``: all in one send of *outbox*.
+    False: the first was not taken (nothing was done)."""
+    end = frame_end(data, 0, limit)
+    if end is None:
+        return False
+    view, start, taken = memoryview(data), 0, 0
+    outbox.hold()
+    try:
+        while take(view[start + 4:end], end - start, taken):
+            start, taken = end, taken + 1
+            if start + 4 > len(data):
+                break
+            end = frame_end(data, start, limit)
+            if end is None:
+                break
+        if taken and start < len(data):
+            rest(view[start:], taken)
+    finally:
+        outbox.release()
+    return taken > 0
+
+
 class ClientConnection(protocol.Protocol):
     """The gateway's side of a Kafka client's connection."""
 
@@ -249,6 +275,14 @@ class ClientConnection(protocol.Protocol):
     def dataReceived(self, data):
         if self.lane_open and data[4:6] == b"\0\0" and self._lane_read(data):
             return
+        self._read(data)
+
+    def _read(self, data, taken=0):
+        """The general path: *data* cut into frames, handled in order (at most
+        FRAMES_PER_TURN in this turn of the event loop, *taken* of them
+        already by the lane)."""
+        if self.closed:
+            return
         if self.broker is None and self.tenancy is None:
             # Only with TLS: bytes decrypted in the read that finished the
             # handshake, before the pause took effect.  At most one read.
@@ -261,32 +295,48 @@ class ClientConnection(protocol.Protocol):
         if self.buffers is not None and self.decoder.partial_size != (
                 self.reserved or self.waiting or None):
             self.buffers.receiving(self, self.decoder.partial_size)
-        self._handle(frames)
+        self._handle(frames, FRAMES_PER_TURN - taken)
 
     lane_open = False
     """Tenant mode, logged in and the broker connection up: a read may take
     the produce lane whole (``_lane_read``)."""
 
     def _lane_read(self, data):
-        """A read that is one whole Produce for the produce lane, on a
+        """A read that starts with a whole Produce for the produce lane, on a
         connection where nothing waits (no turn, hold, throttle, loop debt,
         answer budget or partial frame): checked, renamed and sent as
         ``_handle`` would, without its framing, turns and outboxes, which
-        cost as much as the lane's own walk.  False: nothing was done (the
+        cost as much as the lane's own walk.  A pipelining producer's read
+        holds several: the lane takes them from the start while nothing
+        comes to wait (``lane_while``, ``_lane_next``), the rest (a request
+        of another kind, part of one, past FRAMES_PER_TURN) goes the general
+        way, in the same send to the broker.  False: nothing was done (the
         general path takes the read)."""
         share = self.loop_debt
         if self._held is not None or self.valve.reasons or self.closed \
                 or self.reserved or self.waiting or self.parked or self.retiring \
                 or len(self.sequencer.pending) >= MAX_IN_FLIGHT \
                 or share is not None and (share.tokens < 0 or share.waiting) \
-                or self.gateway.draining or self.decoder.held \
-                or SIZE.unpack_from(data)[0] != len(data) - 4:  # several frames, or part
+                or self.gateway.draining or self.decoder.held:
             return False
-        # the read whole: its prefix checked again in the walk, with the size limit
-        if not self._lane_take(data, len(data), self.decoder.max_frame_size):
+        if SIZE.unpack_from(data)[0] == len(data) - 4:
+            # the read whole: its prefix checked again in the walk, with the size limit
+            taken = self._lane_take(data, len(data), self.decoder.max_frame_size)
+        else:  # several requests (or part of one): the rest goes the general way
+            taken = lane_while(data, self.decoder.max_frame_size, self.upstream,
+                               self._lane_next, self._read)
+        if not taken:
             return False
         self._backpressure()
         return True
+
+    def _lane_next(self, frame, size, taken):
+        """The request after *taken* others of a read, in the lane if it may
+        go now and the lane takes it."""
+        if taken and (taken == FRAMES_PER_TURN or self.valve.reasons or self.closed
+                      or len(self.sequencer.pending) >= MAX_IN_FLIGHT):
+            return False
+        return self._lane_take(frame, size)
 
     def _lane_take(self, frame, size, limit=-1):
         """Send *frame*, a Produce of *size* bytes with its size prefix, if
@@ -302,10 +352,10 @@ class ClientConnection(protocol.Protocol):
         self._send(request, pieces, acks, records, size)
         return True
 
-    def _handle(self, frames):
+    def _handle(self, frames, turn=FRAMES_PER_TURN):
         """Requests in order, with one send per socket for all of them.  They
         wait (in ``_held``) behind a request that waits (to connect, for a
-        rule, for the state), behind a throttle, and past FRAMES_PER_TURN."""
+        rule, for the state), behind a throttle, and past *turn* of them."""
         share = self.loop_debt
         if share is not None and (share.tokens < 0 or share.waiting) \
                 and frames and not self._loop_queued:  # past the share: in turn
@@ -321,7 +371,7 @@ class ClientConnection(protocol.Protocol):
             for n, frame in enumerate(frames):
                 if self.closed:
                     return
-                if self._held is None and (n >= FRAMES_PER_TURN or self.valve.reasons or
+                if self._held is None and (n >= turn or self.valve.reasons or
                                            len(self.sequencer.pending) >= MAX_IN_FLIGHT):
                     self._take_turns()
                 if self._held is not None:  # this one and the rest, in one go
@@ -613,22 +663,41 @@ class ClientConnection(protocol.Protocol):
     # broker -> client
 
     def lane_answer(self, broker, data):
-        """The broker's read *data* when it is one whole answer to a request
-        that came by the lane, next in line, and goes back the lane's way
-        (``answer_in_lane``): sent as ``response_received`` would, without
-        the broker connection's framing and outbox.  False: nothing was
-        done (the general path takes the read)."""
+        """The broker's read *data* when it starts with a whole answer to a
+        request that came by the lane, next in line, and goes back the
+        lane's way (``answer_in_lane``): sent as ``response_received`` would,
+        without the broker connection's framing and outbox.  A read of
+        several: the lane takes them from the start while each answers the
+        next lane request in line (``lane_while``, ``_lane_answer_next``),
+        the rest goes the general way (``BrokerConnection.received``), in
+        the same send to the client.  False: nothing was done (the general
+        path takes the read)."""
         pending = self.sequencer.head
         if pending is None or not pending.lane or pending.local is not None \
                 or pending.waiting or self.closed or broker.reserved \
                 or broker.waiting or self.retiring or self.gateway.draining \
-                or broker.decoder.held or len(data) < 8 \
-                or SIZE.unpack_from(data)[0] != len(data) - 4:  # several, or part
+                or broker.decoder.held or len(data) < 8:
             return False
+        limit = min(broker.decoder.max_frame_size, self.gateway.max_decoded_response)
+        if SIZE.unpack_from(data)[0] != len(data) - 4:  # several answers, or part
+            return lane_while(data, limit, self.outbox, self._lane_answer_next,
+                              lambda rest, taken: broker.received(rest))
         # the read whole: its prefix checked again in the walk, with the size
         # limits (the frame's, what the gateway decodes)
-        result = answer_in_lane(pending, data, min(
-            broker.decoder.max_frame_size, self.gateway.max_decoded_response))
+        result = answer_in_lane(pending, data, limit)
+        if result is None:
+            return False
+        self.response_ready(pending, result)
+        return True
+
+    def _lane_answer_next(self, frame, size, taken):
+        """The answer after *taken* others of a read, the lane's way if it
+        answers the next lane request in line and the lane takes it."""
+        pending = self.sequencer.head
+        if taken and (self.closed or pending is None or not pending.lane
+                      or pending.local is not None or pending.waiting):
+            return False
+        result = answer_in_lane(pending, frame)
         if result is None:
             return False
         self.response_ready(pending, result)
