@@ -64,6 +64,14 @@ class SpliceTests(unittest.TestCase):
         self.assertIs(transport.producer, client.unsent)  # its broker's behind it
         self.assertIs(client.unsent.broker.transport, self.brokers[0][2])
 
+    def test_hears_the_tls_handshake(self):
+        """Twisted's TLS calls ``handshakeCompleted`` only on a protocol that
+        declares IHandshakeListener: without it an SNI-routed connection
+        would never pick its broker."""
+        from twisted.internet.interfaces import IHandshakeListener
+        client, _ = self.connect_client(6970)
+        self.assertTrue(IHandshakeListener.providedBy(client))
+
     def test_fallback_when_broker_refuses(self):
         """A refused broker falls back to another one, so any port bootstraps."""
         self.refused.add(("kafka2", 9093))

@@ -74,7 +74,6 @@ def client_key(peer, frame):
     return f"{host}/{bytes(frame[10:10 + length]).decode('utf-8', 'replace')}"
 
 
-@implementer(IHandshakeListener)
 def lane_while(data, limit, outbox, take, rest):
     """The frames of the read *data* from its start, while each is whole
     (its size within *limit*) and ``take(frame, size, taken)`` takes it
@@ -101,6 +100,7 @@ def lane_while(data, limit, outbox, take, rest):
     return taken > 0
 
 
+@implementer(IHandshakeListener)
 class ClientConnection(protocol.Protocol):
     """The gateway's side of a Kafka client's connection."""
 
