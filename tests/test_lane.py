@@ -85,17 +85,27 @@ class World(TenantSpliceBase):
 
 @contextlib.contextmanager
 def lane_counted(on=True):
-    """The lane on (counting the requests and answers it takes) or off."""
+    """The lane on (counting the requests and answers it takes: a read's by
+    ``read_in_lane`` and ``read_answers_in_lane`` count as ``in_lane``'s and
+    ``answer_in_lane``'s) or off."""
     taken = {"in_lane": [], "answer_in_lane": []}
-    originals = {name: getattr(splice, name) for name in taken}
+    spies = {  # the splice's name: (counted as, what it answers off, how many it took)
+        "in_lane": ("in_lane", None, lambda r: r is not None),
+        "read_in_lane": ("in_lane", ([], 0), lambda r: len(r[0])),
+        "answer_in_lane": ("answer_in_lane", None, lambda r: r is not None),
+        "read_answers_in_lane": ("answer_in_lane", ([], 0), lambda r: len(r[0])),
+    }
+    originals = {name: getattr(splice, name) for name in spies}
 
     def spy(name):
+        counted, off, took = spies[name]
+
         def called(*args):
-            result = originals[name](*args) if on else None
-            taken[name].append(result is not None)
+            result = originals[name](*args) if on else off
+            taken[counted].append(took(result))
             return result
         return called
-    for name in taken:
+    for name in spies:
         setattr(splice, name, spy(name))
     try:
         yield taken
@@ -210,7 +220,8 @@ class LaneTests(unittest.TestCase):
 
         def taken(data):
             payload = FrameDecoder().feed(data)[0]
-            return lane.in_lane(services, client.sasl, client.client_ids, rule, payload)
+            args = lane.lane_args(services, client.sasl, client.client_ids, rule)
+            return None if args is None else lane.in_lane(args, payload)
         self.assertIsNotNone(taken(produce(version)))
         services.producer_ids, services.producer = object(), 5
         self.assertIsNone(taken(produce(version, producer=7)))
@@ -231,37 +242,61 @@ class LaneTests(unittest.TestCase):
 
     def test_reads_with_their_prefix(self):
         """A read given with its size prefix (``limit``) is taken as its
-        payload would be, and only when the prefix says exactly the rest and
-        the rest is within the limit: FrameDecoder.whole's check, in the walk."""
+        payload would be, and only when the prefix says no more than the read
+        holds and the frame is within the limit: FrameDecoder's checks, in
+        the walk.  A read of requests is taken from its start, one by one
+        while each is whole; an answer's read only when it is one whole
+        frame."""
         def flat(taken):
             return None if taken is None else \
                 (tuple(bytes(p) for p in taken[0]), *map(bytes_if_view, taken[1:]))
 
         for version in VERSIONS:
             client = World(version).client
-            rule = client.rules.get(0)
+            args = lane.lane_args(client.services, client.sasl, client.client_ids,
+                                  client.rules.get(0))
 
-            def taken(data, limit=-1):
-                return lane.in_lane(client.services, client.sasl, client.client_ids,
-                                    rule, data, limit)
+            def taken(data, limit):
+                requests, end = lane.read_in_lane(args, data, limit, 32)
+                return [flat(r) for r in requests], end
             read, answer = produce(version), answer_to(version)
             size, answer_size = len(read) - 4, len(answer) - 4
-            self.assertIsNotNone(taken(read[4:]))
-            self.assertEqual(flat(taken(read, size)), flat(taken(read[4:])))
-            pending = types.SimpleNamespace(api_version=version, correlation_id=7,
-                                            lane=client.sasl.namespace)
-            whole = lane.answer_in_lane(pending, answer[4:])
-            self.assertIsNotNone(whole)
-            self.assertEqual(tuple(map(bytes_if_view, lane.answer_in_lane(
-                pending, answer, answer_size))), tuple(map(bytes_if_view, whole)))
-            for data, limit, whole_size in ((read, size, taken), (answer, answer_size,
-                                            lambda d, n: lane.answer_in_lane(pending, d, n))):
-                for wrong in (data[:-1], data + b"\0", data[:3], b"",
-                              struct.pack(">i", limit + 1) + data[4:],
-                              struct.pack(">i", limit - 1) + data[4:],
-                              struct.pack(">i", -1) + data[4:]):
-                    self.assertIsNone(whole_size(wrong, limit + 10), (version, wrong[:4]))
-                self.assertIsNone(whole_size(data, limit - 1))  # over the limit
+            alone = flat(lane.in_lane(args, read[4:]))
+            self.assertIsNotNone(alone)
+            self.assertEqual(taken(read, size), ([alone + (len(read),)], len(read)))
+            self.assertEqual(taken(read + b"\0", size), ([alone + (len(read),)],
+                                                        len(read)))
+            self.assertEqual(taken(read * 3, size)[1], 3 * len(read))
+            self.assertEqual(taken(read * 3, size)[0][1:], [alone + (len(read),)] * 2)
+            self.assertEqual(lane.read_in_lane(args, read * 3, size, 2)[1], 2 * len(read))
+            for wrong in (read[:-1], read[:3], b"", struct.pack(">i", size + 1) + read[4:],
+                          struct.pack(">i", size - 1) + read[4:],
+                          struct.pack(">i", -1) + read[4:]):
+                self.assertEqual(taken(wrong, size + 10), ([], 0), (version, wrong[:4]))
+            self.assertEqual(taken(read, size - 1), ([], 0))  # over the limit
+            owed = [types.SimpleNamespace(api_version=version, correlation_id=7 + n,
+                                          lane=client.sasl.namespace) for n in range(3)]
+
+            def answered(data, limit, owed=owed[:1]):
+                answers, end = lane.read_answers_in_lane(data, limit, owed)
+                return [tuple(map(bytes_if_view, a)) for a in answers], end
+            alone = lane.answer_in_lane(owed[0], answer[4:])
+            self.assertIsNotNone(alone)
+            alone = tuple(map(bytes_if_view, alone))
+            self.assertEqual(answered(answer, answer_size), ([alone], len(answer)))
+            self.assertEqual(answered(answer + b"\0", answer_size),
+                             ([alone], len(answer)))
+            three = b"".join(answer_to(version, correlation_id=7 + n) for n in range(3))
+            self.assertEqual(answered(three, answer_size, owed)[1], len(three))
+            self.assertEqual(answered(three, answer_size, owed[:2])[1], 2 * len(answer))
+            self.assertEqual(answered(three, answer_size, owed[1:]), ([], 0))  # not in turn
+            for wrong in (answer[:-1], answer[:3], b"",
+                          struct.pack(">i", answer_size + 1) + answer[4:],
+                          struct.pack(">i", answer_size - 1) + answer[4:],
+                          struct.pack(">i", -1) + answer[4:]):
+                self.assertEqual(answered(wrong, answer_size + 10), ([], 0),
+                                 (version, wrong[:4]))
+            self.assertEqual(answered(answer, answer_size - 1), ([], 0))
 
     def test_whole_reads_over_the_limits(self):
         """A whole read over the frame size limit, or an answer over what the
@@ -568,6 +603,35 @@ class WholeReadTests(unittest.TestCase):
             self.assertEqual(on, off, before)
             self.assertEqual(outcomes, [first_turn, first_turn], before)
             self.assertEqual(whole["_lane_read"], before + 1, before)
+
+    def test_several_in_one_read_throttled(self):
+        """A request of a read that earns a throttle (the tenant's request
+        rate): the lane stops after it, the rest of the read waits as on
+        the general path, and goes once the throttle ends."""
+        from vkafka.filters.throttle import TenantRates
+        from vkafka.state.limits import Rates
+        version = 10
+        data = b"".join(produce(version, correlation_id=300 + n) for n in range(5))
+        decoder = FrameDecoder()
+
+        def script(world):
+            rates = TenantRates(world.reactor.seconds)
+            rates.set(Rates(requests_per_second=1000), {})
+            world.client.rates = rates
+            world.reactor.advance(0.0025)  # two requests and a half in the bucket
+            world.broker_transport.clear()
+            feed(world, [data])
+            outcomes.append(len(decoder.feed(world.broker_transport.value())))
+            world.reactor.advance(1)
+        outcomes = []
+        with lane_counted() as taken:
+            on, off, whole = both_run(version, script)
+        self.assertEqual(on, off)
+        self.assertEqual(outcomes, [3, 3])  # the third earned the throttle
+        self.assertEqual(produced_ids(on[0]), produced_ids(data))
+        # the read's five walked at once, the two not sent walked again in their turn
+        self.assertEqual(sum(taken["in_lane"]), 5 + 2)
+        self.assertEqual(whole["_lane_read"], 1)
 
     def test_never_ahead_of_what_waits(self):
         """A read while the connection waits (a throttle, a request held for

@@ -89,3 +89,30 @@ class SequencerTests(unittest.TestCase):
         self.assertIs(self.seq.streamable(), a)
         self.seq.streamed()
         self.assertEqual((self.sent, len(self.seq)), ([b"B"], 0))
+
+    def test_owed_by_lane(self):
+        """The requests the lane may answer from one read: from the head, in
+        turn, of the head's namespace, none made by the gateway or being
+        rewritten, at most as many as asked."""
+        ours, theirs = object(), object()
+
+        def owed(*requests, most=10):
+            seq = Sequencer(self.sent.append, self.close)
+            for request in requests:
+                seq.pending.append(request)
+            return [p.correlation_id for p in seq.owed_by_lane(most)]
+
+        def lane(cid, namespace=ours, **fields):
+            request = Pending(cid, 0, 9, None, lane=namespace)
+            for name, value in fields.items():
+                setattr(request, name, value)
+            return request
+        self.assertEqual(owed(), [])
+        self.assertEqual(owed(self.request(1), lane(2)), [])  # the head not by the lane
+        self.assertEqual(owed(lane(1), lane(2), lane(3)), [1, 2, 3])
+        self.assertEqual(owed(lane(1), lane(2), lane(3), most=2), [1, 2])
+        self.assertEqual(owed(lane(1), lane(2, theirs), lane(3)), [1])
+        self.assertEqual(owed(lane(1), lane(2, local=b"made"), lane(3)), [1])
+        self.assertEqual(owed(lane(1), lane(2, waiting=True), lane(3)), [1])
+        self.assertEqual(owed(lane(1, waiting=True), lane(2)), [])
+        self.assertEqual(owed(lane(1), self.request(2), lane(3)), [1])

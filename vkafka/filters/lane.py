@@ -9,13 +9,15 @@ that holds nothing else to decide (v9 and later, no transactional id, no
 compressed or transactional batch, the producer id already let write,
 nothing past its end, no more partitions than its bytes pay for, at most
 LANE_TOPICS and LANE_PARTITIONS, ACLs off, the token valid) is checked and
-renamed by one compiled walk (``_walk.produce_lane``) and goes out as
-pieces, its records never copied.  Its answer comes back the same way when
-it is as nearly every one is (no node_endpoints, no record error or error
-message, names the memo holds): as it came from v13, renamed before
-(``_walk.produce_answer_lane``).  Python keeps what it decides per
-connection: the token's expiry, whether ACLs are on, the metrics, rates
-and the order of answers (proxy/splice.py).
+renamed by one compiled walk and goes out as pieces, its records never
+copied: a read of several requests in one call (``_walk.produce_lane_many``),
+a request the general path cut in one (``produce_lane``).  Its answer comes
+back the same way when it is as nearly every one is (no node_endpoints, no
+record error or error message, names the memo holds): as it came from v13,
+renamed before (``produce_answer_lane_many``, ``produce_answer_lane``).
+Python keeps what it decides per connection, once per read: the token's
+expiry, whether ACLs are on (``lane_args``); and per request the metrics,
+rates and the order of answers (proxy/splice.py).
 Anything else, malformed bytes included, goes the rule table's way, which
 decides the same for these requests and answers; tests/test_lane.py holds
 the two paths to the same bytes and counts.
@@ -26,9 +28,11 @@ from ..tenancy.rules.records import APPEND_BYTES
 from .tenant import acls_on, expired
 
 try:
-    from ..protocol._walk import produce_answer_lane, produce_lane
+    from ..protocol._walk import (produce_answer_lane, produce_answer_lane_many,
+                                  produce_lane, produce_lane_many)
 except ImportError:  # pragma: no cover - tests/test_walk.py fails, saying so
-    produce_answer_lane = produce_lane = None
+    produce_answer_lane = produce_answer_lane_many = produce_lane = \
+        produce_lane_many = None
 
 LANE_TOPICS, LANE_PARTITIONS = 64, 1024
 """Topics and partitions a Produce in the lane may name: far more than a
@@ -37,31 +41,57 @@ producer's request holds, and few enough that its walk stays well below
 where its loop time is measured and charged)."""
 
 
-def in_lane(services, login, client_ids, rule, frame, limit=-1):
-    """``(pieces to send, correlation id, version, acks, records)`` for an
-    authenticated tenant's request *frame* in the lane, or None (the rule
-    table's path).  *limit* >= 0: *frame* is a read with its size prefix,
-    taken when it is one whole frame of at most *limit* bytes."""
+def lane_args(services, login, client_ids, rule):
+    """What the compiled walk checks an authenticated tenant's Produce
+    against now (the rule's versions, the client id, the memo's names and
+    ids, the producer id let write, the lane's bounds), or None when the
+    connection's requests go the rule table's way (a token expired or being
+    renewed, ACLs on).  Decided once per read: nothing in it changes
+    between the requests of one read."""
     if produce_lane is None or client_ids is None or client_ids.given is None \
             or rule is None or login.raw_token_next or expired(services, login) \
             or acls_on(services, login) is not None:
         return None
     memo = login.namespace.memo()
-    return produce_lane(
-        frame, rule.min_version, rule.max_version, client_ids.given, client_ids.field,
-        memo.to_broker[True], memo.ids,
-        None if services.producer_ids is None else services.producer,
-        LANE_TOPICS, LANE_PARTITIONS, APPEND_BYTES, limit)
+    return (rule.min_version, rule.max_version, client_ids.given, client_ids.field,
+            memo.to_broker[True], memo.ids,
+            None if services.producer_ids is None else services.producer,
+            LANE_TOPICS, LANE_PARTITIONS, APPEND_BYTES)
 
 
-def answer_in_lane(pending, frame, limit=-1):
+def in_lane(args, frame):
+    """``(pieces to send, correlation id, version, acks, records)`` for the
+    request *frame* (its payload) in the lane under *args* (``lane_args``),
+    or None (the rule table's path)."""
+    return produce_lane(frame, args)
+
+
+def read_in_lane(args, read, limit, most):
+    """The requests of *read* (a read of the client's, size prefixes and
+    all) the lane takes from its start under *args*, each whole and at
+    most *limit* bytes, at most *most* of them: ``([(pieces, correlation id,
+    version, acks, records, size with its prefix), ...], where the first
+    not taken starts)``."""
+    return produce_lane_many(read, args, limit, most)
+
+
+def answer_in_lane(pending, frame):
     """``(frame for the client, its first error, records)`` for the
-    broker's answer *frame* to a request that came by the lane
-    (``Pending.lane``: its namespace), or None (the rule table's path).
-    *limit*: as for ``in_lane``."""
-    taken = produce_answer_lane(frame, pending.api_version, pending.correlation_id,
-                                pending.lane.memo().to_client[True], limit)
-    return None if taken is None else (taken[0], taken[1], 0)
+    broker's answer *frame* (its payload) to a request that came by the
+    lane (``Pending.lane``: its namespace), or None (the rule table's
+    path)."""
+    return produce_answer_lane(frame, pending.api_version, pending.correlation_id,
+                               pending.lane.memo().to_client[True])
+
+
+def read_answers_in_lane(read, limit, owed):
+    """The answers of *read* (a read of the broker's, size prefixes and
+    all) the lane takes from its start, to the requests *owed* in turn
+    (``Sequencer.owed_by_lane``: of one namespace), each whole and at most
+    *limit* bytes: ``([(frame for the client, its first error, records),
+    ...], where the first not taken starts)``."""
+    return produce_answer_lane_many(read, limit, owed,
+                                    owed[0].lane.memo().to_client[True])
 
 
 def lane_context(services, pending):

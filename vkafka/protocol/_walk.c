@@ -27,6 +27,7 @@
 #define BATCH_HEADER 61     /* records.HEADER */
 
 static PyObject *header_error = NULL;
+static PyObject *api_version_name = NULL, *correlation_id_name = NULL;
 
 typedef struct {
     const unsigned char *b;
@@ -53,33 +54,20 @@ be16(const unsigned char *q)
     return (int16_t)((uint16_t)q[0] << 8 | q[1]);
 }
 
-/* With *limit* >= 0, *f* is one read that must be exactly one frame, its size
- * prefix included (what FrameDecoder.whole takes): 1 and *f* narrowed to the
- * payload when the prefix says the rest and the rest is at most *limit*
- * bytes, else 0.  With *limit* < 0, *f* is a payload already: 1. */
+/* The frame whose size prefix is at *at* of the read *r*: 1 and *f* its
+ * payload when it is whole in *r* and at most *limit* bytes (FrameDecoder's
+ * checks), else 0. */
 static int
-unprefixed(Buf *f, Py_ssize_t limit)
+whole_frame(const Buf *r, Py_ssize_t at, Py_ssize_t limit, Buf *f)
 {
-    if (limit < 0)
-        return 1;
-    if (f->n < 4 || be32(f->b) != f->n - 4 || f->n - 4 > limit)
+    if (at + 4 > r->n)
         return 0;
-    f->b += 4;
-    f->n -= 4;
+    int64_t size = (int32_t)be32(r->b + at);
+    if (size < 0 || size > limit || size > r->n - at - 4)
+        return 0;
+    f->b = r->b + at + 4;
+    f->n = (Py_ssize_t)size;
     return 1;
-}
-
-/* A memoryview of *frame* from byte *from* (a read's payload, its prefix
- * skipped): slices of it are sent, nothing copied. */
-static PyObject *
-view_from(PyObject *frame, Py_ssize_t from)
-{
-    PyObject *whole = PyMemoryView_FromObject(frame);
-    if (whole == NULL || from == 0)
-        return whole;
-    PyObject *rest = PySequence_GetSlice(whole, from, PY_SSIZE_T_MAX);
-    Py_DECREF(whole);
-    return rest;
 }
 
 static int
@@ -288,10 +276,32 @@ request_partitions(const Buf *f, int64_t *pos, int flexible, int64_t *budget,
     return 0;
 }
 
+/* A tuple of the *n* new references *items*, taken over even on failure
+ * (then NULL, raised, when one of them is NULL or the tuple cannot be
+ * made): what Py_BuildValue makes, without parsing a format each call. */
+static PyObject *
+tuple_taking(Py_ssize_t n, PyObject **items)
+{
+    PyObject *tuple = NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (items[i] == NULL)
+            goto failed;
+    if ((tuple = PyTuple_New(n)) == NULL)
+        goto failed;
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyTuple_SET_ITEM(tuple, i, items[i]);
+    return tuple;
+failed:
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_XDECREF(items[i]);
+    return NULL;
+}
+
 static int
 append_span(PyObject *list, int64_t start, int64_t end)
 {
-    PyObject *item = Py_BuildValue("(LL)", (long long)start, (long long)end);
+    PyObject *items[2] = {PyLong_FromLongLong(start), PyLong_FromLongLong(end)};
+    PyObject *item = tuple_taking(2, items);
     if (item == NULL)
         return -1;
     int failed = PyList_Append(list, item);
@@ -394,8 +404,8 @@ renamed(PyObject *names, PyObject *key, PyObject **to)
 }
 
 PyDoc_STRVAR(produce_lane_doc,
-"produce_lane(frame, low, high, given, field, names, ids, producer, max_topics,\n"
-"             max_partitions, append_bytes, limit=-1)\n"
+"produce_lane(frame, (low, high, given, field, names, ids, producer,\n"
+"              max_topics, max_partitions, append_bytes))\n"
 "-> (pieces to send, correlation id, version, acks, records), or None\n\n"
 "A tenant's Produce request as nearly all are, in one call (filters/lane.py):\n"
 "v9-v13 within low..high, its client id field *given* (sent as *field*), no\n"
@@ -406,40 +416,50 @@ PyDoc_STRVAR(produce_lane_doc,
 "*names* (v9-v12, sent as its value) or its id in *ids* (v13).  The pieces\n"
 "are the size prefix, the header and slices of *frame* between the fields\n"
 "renamed.  None for anything else, malformed bytes included: the rule\n"
-"table's path decides those (and raises where it must).  With *limit* >= 0,\n"
-"*frame* is a read with its size prefix, taken only when it is exactly one\n"
-"frame of at most *limit* bytes (FrameDecoder.whole's check, in the same call).");
+"table's path decides those (and raises where it must).");
 
-static PyObject *
-produce_lane(PyObject *self, PyObject *args)
-{
-    PyObject *frame, *given, *field, *names, *ids, *producer;
+/* What a connection's requests are checked against (produce_lane's
+ * arguments but the frame and the limit). */
+typedef struct {
     int low, high;
-    Py_ssize_t max_topics, max_partitions, append_bytes, limit = -1;
-    if (!PyArg_ParseTuple(args, "OiiSSO!O!Onnn|n:produce_lane", &frame, &low, &high,
-                          &given, &field, &PyDict_Type, &names, &PySet_Type, &ids,
-                          &producer, &max_topics, &max_partitions, &append_bytes,
-                          &limit))
-        return NULL;
-    if (append_bytes <= 0) {
+    PyObject *given, *field, *names, *ids, *producer;
+    Py_ssize_t max_topics, max_partitions, append_bytes;
+} Lane;
+
+static int
+lane_args(PyObject *args, Lane *lane)
+{
+    if (!PyArg_ParseTuple(args, "iiSSO!O!Onnn:lane", &lane->low, &lane->high,
+                          &lane->given, &lane->field, &PyDict_Type, &lane->names,
+                          &PySet_Type, &lane->ids, &lane->producer,
+                          &lane->max_topics, &lane->max_partitions,
+                          &lane->append_bytes))
+        return -1;
+    if (lane->append_bytes <= 0) {
         PyErr_SetString(PyExc_ValueError, "append_bytes must be positive");
-        return NULL;
+        return -1;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    Buf f = {view.buf, view.len};
-    PyObject *fields = NULL, *seen = NULL, *pieces = NULL, *whole = NULL;
+    return 0;
+}
+
+/* The Produce whose payload is *f*, at byte *base* of *whole* (a memoryview
+ * its pieces are sliced from): (pieces, correlation id, version, acks,
+ * records) and, when *framed* >= 0, *framed* (its size with the prefix);
+ * Py_None when the lane declines it, NULL when raised. */
+static PyObject *
+lane_one(const Lane *lane, Buf f, PyObject *whole, Py_ssize_t base, Py_ssize_t framed)
+{
+    PyObject *fields = NULL, *seen = NULL, *pieces = NULL;
     PyObject *spans[2] = {NULL, NULL}, *result = NULL;
     int64_t out[6];
-    Py_ssize_t glen = PyBytes_GET_SIZE(given);
+    Py_ssize_t glen = PyBytes_GET_SIZE(lane->given);
     int64_t end = 8 + (int64_t)glen, body = end + 1;
-    if (!unprefixed(&f, limit) || f.n < 8 || be16(f.b) != 0)
+    if (f.n < 8 || be16(f.b) != 0)
         goto decline;
     int version = be16(f.b + 2);
-    if (version < 9 || version > 13 || version < low || version > high ||
+    if (version < 9 || version > 13 || version < lane->low || version > lane->high ||
             glen < 2 || body >= f.n ||
-            memcmp(f.b + 8, PyBytes_AS_STRING(given), (size_t)glen) != 0 ||
+            memcmp(f.b + 8, PyBytes_AS_STRING(lane->given), (size_t)glen) != 0 ||
             f.b[end] != 0 || f.b[body] != 0)  /* header tags, transactional id */
         goto decline;
     if ((fields = PyList_New(0)) == NULL)
@@ -449,30 +469,32 @@ produce_lane(PyObject *self, PyObject *args)
         goto decline;
     }
     if (spans[0] != NULL || spans[1] != NULL || out[3] != f.n ||
-            out[5] > max_partitions || out[5] - 1 - f.n / append_bytes > 0 ||
-            PyList_GET_SIZE(fields) > max_topics)
+            out[5] > lane->max_partitions ||
+            out[5] - 1 - f.n / lane->append_bytes > 0 ||
+            PyList_GET_SIZE(fields) > lane->max_topics)
         goto decline;
-    if (out[4] != -1 && producer != Py_None) {
-        long long known = PyLong_AsLongLong(producer);
+    if (out[4] != -1 && lane->producer != Py_None) {
+        long long known = PyLong_AsLongLong(lane->producer);
         if (known == -1 && PyErr_Occurred())
             goto done;
         if (known != out[4])
             goto decline;
     }
-    if ((seen = PySet_New(NULL)) == NULL || (pieces = PyList_New(2)) == NULL ||
-            (whole = view_from(frame, view.len - f.n)) == NULL)
+    if ((seen = PySet_New(NULL)) == NULL || (pieces = PyList_New(2)) == NULL)
         goto done;
-    Py_ssize_t flen = PyBytes_GET_SIZE(field);
+    Py_ssize_t flen = PyBytes_GET_SIZE(lane->field);
     int64_t size = f.n - glen + flen, copied = end;
     PyObject *header = PyBytes_FromStringAndSize(NULL, 8 + flen);
     if (header == NULL)
         goto done;
     memcpy(PyBytes_AS_STRING(header), f.b, 8);
-    memcpy(PyBytes_AS_STRING(header) + 8, PyBytes_AS_STRING(field), (size_t)flen);
+    memcpy(PyBytes_AS_STRING(header) + 8, PyBytes_AS_STRING(lane->field), (size_t)flen);
     PyList_SET_ITEM(pieces, 1, header);
     for (Py_ssize_t t = 0; t < PyList_GET_SIZE(fields); t++) {
-        long long start, stop;
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(fields, t), "LL", &start, &stop))
+        PyObject *span = PyList_GET_ITEM(fields, t);  /* append_span's */
+        long long start = PyLong_AsLongLong(PyTuple_GET_ITEM(span, 0));
+        long long stop = PyLong_AsLongLong(PyTuple_GET_ITEM(span, 1));
+        if (PyErr_Occurred())
             goto done;
         PyObject *key = PyBytes_FromStringAndSize((const char *)f.b + start,
                                                   (Py_ssize_t)(stop - start));
@@ -486,7 +508,7 @@ produce_lane(PyObject *self, PyObject *args)
             goto decline;  /* named twice: the rule table's path refuses it */
         }
         if (version >= 13) {
-            int own = PySet_Contains(ids, key);
+            int own = PySet_Contains(lane->ids, key);
             Py_DECREF(key);
             if (own < 0)
                 goto done;
@@ -495,13 +517,13 @@ produce_lane(PyObject *self, PyObject *args)
             continue;
         }
         PyObject *to;
-        int found = renamed(names, key, &to);
+        int found = renamed(lane->names, key, &to);
         if (found < 0)
             goto done;
         if (!found)
             goto decline;
-        PyObject *before = PySequence_GetSlice(whole, (Py_ssize_t)copied,
-                                               (Py_ssize_t)start);
+        PyObject *before = PySequence_GetSlice(whole, base + (Py_ssize_t)copied,
+                                               base + (Py_ssize_t)start);
         int failed = before == NULL || PyList_Append(pieces, before) < 0 ||
                      PyList_Append(pieces, to) < 0;
         Py_XDECREF(before);
@@ -510,7 +532,8 @@ produce_lane(PyObject *self, PyObject *args)
         size += PyBytes_GET_SIZE(to) - (stop - start);
         copied = stop;
     }
-    PyObject *rest = PySequence_GetSlice(whole, (Py_ssize_t)copied, (Py_ssize_t)f.n);
+    PyObject *rest = PySequence_GetSlice(whole, base + (Py_ssize_t)copied,
+                                         base + (Py_ssize_t)f.n);
     if (rest == NULL || PyList_Append(pieces, rest) < 0) {
         Py_XDECREF(rest);
         goto done;
@@ -527,8 +550,11 @@ produce_lane(PyObject *self, PyObject *args)
     PyObject *tuple = PyList_AsTuple(pieces);
     if (tuple == NULL)
         goto done;
-    result = Py_BuildValue("(NiiLL)", tuple, (int)be32(f.b + 4), version,
-                           (long long)out[0], (long long)out[1]);
+    PyObject *items[6] = {tuple, PyLong_FromLong((long)be32(f.b + 4)),
+                          PyLong_FromLong(version), PyLong_FromLongLong(out[0]),
+                          PyLong_FromLongLong(out[1]),
+                          framed < 0 ? NULL : PyLong_FromSsize_t(framed)};
+    result = tuple_taking(framed < 0 ? 5 : 6, items);
     goto done;
 decline:
     result = Py_None;
@@ -539,9 +565,103 @@ done:
     Py_XDECREF(spans[1]);
     Py_XDECREF(seen);
     Py_XDECREF(pieces);
-    Py_XDECREF(whole);
+    return result;
+}
+
+static PyObject *
+produce_lane(PyObject *self, PyObject *args)
+{
+    PyObject *frame, *given, *whole;
+    Lane lane;
+    if (!PyArg_ParseTuple(args, "OO!:produce_lane", &frame, &PyTuple_Type, &given) ||
+            lane_args(given, &lane) < 0)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Buf f = {view.buf, view.len};
+    PyObject *result = NULL;
+    if ((whole = PyMemoryView_FromObject(frame)) != NULL) {
+        result = lane_one(&lane, f, whole, 0, -1);
+        Py_DECREF(whole);
+    }
     PyBuffer_Release(&view);
     return result;
+}
+
+PyDoc_STRVAR(produce_lane_many_doc,
+"produce_lane_many(read, (low, high, ..., append_bytes), limit, max_frames)\n"
+"-> ([(pieces, correlation id, version, acks, records, size), ...], end)\n\n"
+"The Produce requests of *read* (frames with their size prefixes) from its\n"
+"start, each as produce_lane takes it (*size*: its bytes with the prefix),\n"
+"while each is whole, its size at most *limit*, the lane takes it and there\n"
+"are at most *max_frames*; *end*: where the first not taken starts.  One\n"
+"call per read: a pipelining producer's read holds several.");
+
+/* What takes one frame of a read, the *index*-th taken (lane_take,
+ * answer_take): its result for the payload *f* at byte *base* of *read*
+ * (*view*: a memoryview of *read*, made by the first that needs one),
+ * Py_None when not taken, NULL when raised. */
+typedef PyObject *(*take_frame)(void *how, Buf f, PyObject *read, Py_ssize_t base,
+                                Py_ssize_t index, PyObject **view);
+
+/* The frames of *read* from its start taken by *take*, while each is whole,
+ * at most *limit* bytes, taken, and no more than *most*:
+ * ([result, ...], where the first not taken starts). */
+static PyObject *
+frames_while(PyObject *read, Py_ssize_t limit, Py_ssize_t most, take_frame take,
+             void *how)
+{
+    Py_buffer buffer;
+    if (PyObject_GetBuffer(read, &buffer, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Py_ssize_t at = 0;
+    PyObject *taken = PyList_New(0), *view = NULL, *result = NULL;
+    if (taken == NULL)
+        goto done;
+    Buf r = {buffer.buf, buffer.len}, f;
+    while (PyList_GET_SIZE(taken) < most && whole_frame(&r, at, limit, &f)) {
+        PyObject *one = take(how, f, read, at + 4, PyList_GET_SIZE(taken), &view);
+        if (one == NULL)
+            goto done;
+        if (one == Py_None) {
+            Py_DECREF(one);
+            break;
+        }
+        int failed = PyList_Append(taken, one) < 0;
+        Py_DECREF(one);
+        if (failed)
+            goto done;
+        at += f.n + 4;
+    }
+    PyObject *items[2] = {Py_NewRef(taken), PyLong_FromSsize_t(at)};
+    result = tuple_taking(2, items);
+done:
+    Py_XDECREF(taken);
+    Py_XDECREF(view);
+    PyBuffer_Release(&buffer);
+    return result;
+}
+
+static PyObject *
+lane_take(void *how, Buf f, PyObject *read, Py_ssize_t base, Py_ssize_t index,
+          PyObject **view)
+{
+    if (*view == NULL && (*view = PyMemoryView_FromObject(read)) == NULL)
+        return NULL;
+    return lane_one((const Lane *)how, f, *view, base, f.n + 4);
+}
+
+static PyObject *
+produce_lane_many(PyObject *self, PyObject *args)
+{
+    PyObject *read, *given;
+    Py_ssize_t limit, max_frames;
+    Lane lane;
+    if (!PyArg_ParseTuple(args, "OO!nn:produce_lane_many", &read, &PyTuple_Type, &given,
+                          &limit, &max_frames) || lane_args(given, &lane) < 0)
+        return NULL;
+    return frames_while(read, limit, max_frames, lane_take, &lane);
 }
 
 /* One topic's partitions in a Produce response (fastpath._produce_partitions):
@@ -666,36 +786,20 @@ done:
     return result;
 }
 
-PyDoc_STRVAR(produce_answer_lane_doc,
-"produce_answer_lane(frame, version, correlation_id, names, limit=-1)\n"
-"-> (frame for the client, its first error), or None\n\n"
-"The broker's answer to a Produce that came by the lane (filters/lane.py),\n"
-"in one call: v9-v13, *correlation_id*, no header or top-level tags (no\n"
-"node_endpoints), no record error or error message; from v13 as it came,\n"
-"before it with each topic's name field replaced by its value in *names*.\n"
-"None for anything else, malformed bytes included: the rule table's path\n"
-"decides those (and raises where it must).  With *limit* >= 0, *frame* is a\n"
-"read with its size prefix, as for produce_lane; the frame for the client\n"
-"leaves the prefix off (from v13 a view of the read).");
-
+/* The broker's answer whose payload is *f*, at byte *base* of *frame*, to
+ * a lane request of *version* and *correlation_id*: (frame for the client,
+ * its first error, 0 records), Py_None when the lane declines it, NULL when
+ * raised.  From v13 the frame for the client is *frame* itself (*base* 0)
+ * or a slice of *view*, a memoryview of *frame* made the first time one is
+ * needed. */
 static PyObject *
-produce_answer_lane(PyObject *self, PyObject *args)
+answer_one(Buf f, int version, long long correlation_id, PyObject *names,
+           PyObject *frame, Py_ssize_t base, PyObject **view)
 {
-    PyObject *frame, *names;
-    int version;
-    long long correlation_id;
-    Py_ssize_t limit = -1;
-    if (!PyArg_ParseTuple(args, "OiLO!|n:produce_answer_lane", &frame, &version,
-                          &correlation_id, &PyDict_Type, &names, &limit))
-        return NULL;
-    Py_buffer view;
-    if (PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    Buf f = {view.buf, view.len};
     PyObject *pieces = NULL, *result = NULL;
     int64_t p = 5, topics, error = 0, first, copied = 0;
-    if (!unprefixed(&f, limit) || version < 9 || version > 13 || f.n < 5 ||
-            be32(f.b) != correlation_id || f.b[4] != 0)
+    if (version < 9 || version > 13 || f.n < 5 || be32(f.b) != correlation_id ||
+            f.b[4] != 0)
         goto decline;
     if (version < 13 && (pieces = PyList_New(0)) == NULL)
         goto done;
@@ -740,9 +844,13 @@ produce_answer_lane(PyObject *self, PyObject *args)
     if (p + 1 != f.n || f.b[p] != 0)
         goto decline;  /* top-level tags (node_endpoints), or bytes after them */
     if (pieces == NULL) {
-        PyObject *as_came = limit < 0 ? Py_NewRef(frame) : view_from(frame, 4);
-        if (as_came != NULL)
-            result = Py_BuildValue("(NL)", as_came, (long long)error);
+        PyObject *as_came = NULL;
+        if (base == 0)
+            as_came = Py_NewRef(frame);  /* the whole frame */
+        else if (*view != NULL || (*view = PyMemoryView_FromObject(frame)) != NULL)
+            as_came = PySequence_GetSlice(*view, base, base + f.n);
+        PyObject *items[3] = {as_came, PyLong_FromLongLong(error), PyLong_FromLong(0)};
+        result = tuple_taking(3, items);
         goto done;
     }
     PyObject *rest = PyBytes_FromStringAndSize((const char *)f.b + copied,
@@ -756,8 +864,8 @@ produce_answer_lane(PyObject *self, PyObject *args)
     PyObject *joined = empty == NULL ? NULL : PyObject_CallMethod(empty, "join", "O",
                                                                   pieces);
     Py_XDECREF(empty);
-    if (joined != NULL)
-        result = Py_BuildValue("(NL)", joined, (long long)error);
+    PyObject *items[3] = {joined, PyLong_FromLongLong(error), PyLong_FromLong(0)};
+    result = tuple_taking(3, items);
     goto done;
 malformed:
     PyErr_Clear();
@@ -766,8 +874,78 @@ decline:
     Py_INCREF(result);
 done:
     Py_XDECREF(pieces);
+    return result;
+}
+
+PyDoc_STRVAR(produce_answer_lane_doc,
+"produce_answer_lane(frame, version, correlation_id, names)\n"
+"-> (frame for the client, its first error, 0 records), or None\n\n"
+"The broker's answer to a Produce that came by the lane (filters/lane.py),\n"
+"in one call: v9-v13, *correlation_id*, no header or top-level tags (no\n"
+"node_endpoints), no record error or error message; from v13 as it came,\n"
+"before it with each topic's name field replaced by its value in *names*.\n"
+"None for anything else, malformed bytes included: the rule table's path\n"
+"decides those (and raises where it must).");
+
+static PyObject *
+produce_answer_lane(PyObject *self, PyObject *args)
+{
+    PyObject *frame, *names;
+    int version;
+    long long correlation_id;
+    if (!PyArg_ParseTuple(args, "OiLO!:produce_answer_lane", &frame, &version,
+                          &correlation_id, &PyDict_Type, &names))
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Buf f = {view.buf, view.len};
+    PyObject *result = answer_one(f, version, correlation_id, names, frame, 0, NULL);
     PyBuffer_Release(&view);
     return result;
+}
+
+PyDoc_STRVAR(produce_answer_lane_many_doc,
+"produce_answer_lane_many(read, limit, owed, names)\n"
+"-> ([(frame for the client, its first error, 0 records), ...], end)\n\n"
+"The broker's answers in *read* (frames with their size prefixes) from its\n"
+"start, each as produce_answer_lane takes it, to the requests *owed* in\n"
+"turn (a list of what has their .api_version and .correlation_id), while\n"
+"each is whole, at most *limit* bytes and taken; *end*: where the first not\n"
+"taken starts.  From v13 a frame for the client is a view of the read.");
+
+typedef struct {
+    PyObject *owed, *names;
+} Answers;
+
+static PyObject *
+answer_take(void *how, Buf f, PyObject *read, Py_ssize_t base, Py_ssize_t index,
+            PyObject **view)
+{
+    const Answers *answers = how;
+    PyObject *request = PyList_GET_ITEM(answers->owed, index);
+    PyObject *v = PyObject_GetAttr(request, api_version_name);
+    PyObject *c = v == NULL ? NULL : PyObject_GetAttr(request, correlation_id_name);
+    long version = v == NULL ? -1 : PyLong_AsLong(v);
+    long long correlation_id = c == NULL ? -1 : PyLong_AsLongLong(c);
+    Py_XDECREF(v);
+    Py_XDECREF(c);
+    if (PyErr_Occurred())
+        return NULL;
+    return answer_one(f, (int)version, correlation_id, answers->names, read, base, view);
+}
+
+static PyObject *
+produce_answer_lane_many(PyObject *self, PyObject *args)
+{
+    PyObject *read;
+    Py_ssize_t limit;
+    Answers answers;
+    if (!PyArg_ParseTuple(args, "OnO!O!:produce_answer_lane_many", &read, &limit,
+                          &PyList_Type, &answers.owed, &PyDict_Type, &answers.names))
+        return NULL;
+    return frames_while(read, limit, PyList_GET_SIZE(answers.owed), answer_take,
+                        &answers);
 }
 
 PyDoc_STRVAR(maybe_huge_doc,
@@ -1248,7 +1426,10 @@ static PyMethodDef methods[] = {
     {"maybe_huge", maybe_huge, METH_VARARGS, maybe_huge_doc},
     {"produce_request", produce_request, METH_VARARGS, produce_request_doc},
     {"produce_lane", produce_lane, METH_VARARGS, produce_lane_doc},
+    {"produce_lane_many", produce_lane_many, METH_VARARGS, produce_lane_many_doc},
     {"produce_answer_lane", produce_answer_lane, METH_VARARGS, produce_answer_lane_doc},
+    {"produce_answer_lane_many", produce_answer_lane_many, METH_VARARGS,
+     produce_answer_lane_many_doc},
     {"produce_response", produce_response, METH_VARARGS, produce_response_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -1267,7 +1448,10 @@ PyInit__walk(void)
         return NULL;
     header_error = PyObject_GetAttrString(headers, "HeaderError");
     Py_DECREF(headers);
-    if (header_error == NULL || PyType_Ready(&FetchScanType) < 0)
+    api_version_name = PyUnicode_InternFromString("api_version");
+    correlation_id_name = PyUnicode_InternFromString("correlation_id");
+    if (header_error == NULL || api_version_name == NULL || correlation_id_name == NULL
+            || PyType_Ready(&FetchScanType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

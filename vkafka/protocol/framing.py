@@ -49,14 +49,6 @@ def framed(payload):
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def frame_end(data, start, limit):
-    """Where the frame whose size prefix is at *start* of *data* ends, when
-    it is whole in *data* and its size is within 0..*limit*; else None."""
-    (size,) = _SIZE.unpack_from(data, start)
-    end = start + 4 + size
-    return end if 0 <= size <= limit and end <= len(data) else None
-
-
 class FrameDecoder:
     """Cut a byte stream into frames, refusing any frame above a limit.
 

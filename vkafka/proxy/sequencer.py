@@ -83,6 +83,22 @@ class Sequencer:
     def head(self):
         return self.pending[0] if self.pending else None
 
+    def owed_by_lane(self, most):
+        """The requests owed from the head, at most *most*, while each came by
+        the produce lane of the head's namespace and waits for the broker's
+        answer (none made by the gateway, none being rewritten): the answers
+        the broker's next read may hold for the lane, in turn."""
+        owed = []
+        lane = self.pending[0].lane if self.pending else None
+        if lane is None:
+            return owed
+        for pending in self.pending:
+            if len(owed) == most or pending.lane is not lane \
+                    or pending.local is not None or pending.waiting:
+                break
+            owed.append(pending)
+        return owed
+
     def forwarded(self, pending):
         """A request went to the broker; its response comes in turn."""
         self.pending.append(pending)
@@ -105,7 +121,7 @@ class Sequencer:
     def ready(self, pending, frame):
         """*pending*'s response is ready: sent now if it is next, else in turn."""
         pending.waiting = False
-        if self.head is pending:
+        if self.pending and self.pending[0] is pending:
             self.pending.popleft()
             self._write(frame)
         else:

@@ -26,10 +26,11 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..filters.lane import answer_in_lane, in_lane, lane_context
+from ..filters.lane import (answer_in_lane, in_lane, lane_args, lane_context,
+                           read_answers_in_lane, read_in_lane)
 from ..filters.responses import rewrite_response
 from ..filters.tenant import REWRITE_ERRORS, ClientIds, rewrite_request
-from ..protocol.framing import SIZE, FrameDecoder, FrameError, frame_end
+from ..protocol.framing import FrameDecoder, FrameError
 from ..protocol.headers import (
     API_VERSIONS, HeaderError, peek_request, response_header)
 from ..protocol.produce import scan_produce
@@ -72,32 +73,6 @@ def client_key(peer, frame):
     if length <= 0 or len(frame) < 10 + length:
         return host
     return f"{host}/{bytes(frame[10:10 + length]).decode('utf-8', 'replace')}"
-
-
-def lane_while(data, limit, outbox, take, rest):
-    """The frames of the read *data* from its start, while each is whole
-    (its size within *limit*) and ``take(frame, size, taken)`` takes it
-    (*size*: with its prefix; *taken*: how many before it); then
-    ``rest(the rest of the read, taken)``: all in one send of *outbox*.
-    False: the first was not taken (nothing was done)."""
-    end = frame_end(data, 0, limit)
-    if end is None:
-        return False
-    view, start, taken = memoryview(data), 0, 0
-    outbox.hold()
-    try:
-        while take(view[start + 4:end], end - start, taken):
-            start, taken = end, taken + 1
-            if start + 4 > len(data):
-                break
-            end = frame_end(data, start, limit)
-            if end is None:
-                break
-        if taken and start < len(data):
-            rest(view[start:], taken)
-    finally:
-        outbox.release()
-    return taken > 0
 
 
 @implementer(IHandshakeListener)
@@ -304,52 +279,71 @@ class ClientConnection(protocol.Protocol):
     def _lane_read(self, data):
         """A read that starts with a whole Produce for the produce lane, on a
         connection where nothing waits (no turn, hold, throttle, loop debt,
-        answer budget or partial frame): checked, renamed and sent as
-        ``_handle`` would, without its framing, turns and outboxes, which
-        cost as much as the lane's own walk.  A pipelining producer's read
-        holds several: the lane takes them from the start while nothing
-        comes to wait (``lane_while``, ``_lane_next``), the rest (a request
-        of another kind, part of one, past FRAMES_PER_TURN) goes the general
-        way, in the same send to the broker.  False: nothing was done (the
-        general path takes the read)."""
+        answer budget or partial frame): its requests from the start, while
+        the lane takes them, checked and renamed in one compiled call
+        (``read_in_lane``) and sent as ``_handle`` would, without its
+        framing, turns and outboxes, which cost as much as the lane's own
+        walk.  The rest (a request of another kind, part of one, past
+        FRAMES_PER_TURN or MAX_IN_FLIGHT, or after a request that made the
+        connection wait) goes the general way, in the same send to the
+        broker.  False: nothing was done (the general path takes the read)."""
         share = self.loop_debt
+        pending = len(self.sequencer.pending)
         if self._held is not None or self.valve.reasons or self.closed \
                 or self.reserved or self.waiting or self.parked or self.retiring \
-                or len(self.sequencer.pending) >= MAX_IN_FLIGHT \
+                or pending >= MAX_IN_FLIGHT \
                 or share is not None and (share.tokens < 0 or share.waiting) \
                 or self.gateway.draining or self.decoder.held:
             return False
-        if SIZE.unpack_from(data)[0] == len(data) - 4:
-            # the read whole: its prefix checked again in the walk, with the size limit
-            taken = self._lane_take(data, len(data), self.decoder.max_frame_size)
-        else:  # several requests (or part of one): the rest goes the general way
-            taken = lane_while(data, self.decoder.max_frame_size, self.upstream,
-                               self._lane_next, self._read)
+        rule = self.rules.get(PRODUCE)
+        args = lane_args(self.services, self.sasl, self.client_ids, rule)
+        if args is None:
+            return False
+        taken, end = read_in_lane(args, data, self.decoder.max_frame_size,
+                                  min(FRAMES_PER_TURN, MAX_IN_FLIGHT - pending))
         if not taken:
             return False
+        namespace = self.sasl.namespace
+        if end == len(data) and len(taken) == 1:  # the read one request, as often
+            pieces, correlation_id, version, acks, records, size = taken[0]
+            self._send(Pending(correlation_id, PRODUCE, version, rule, lane=namespace),
+                       pieces, acks, records, size)
+        else:
+            self._lane_several(data, taken, end, rule, namespace)
         self._backpressure()
         return True
 
-    def _lane_next(self, frame, size, taken):
-        """The request after *taken* others of a read, in the lane if it may
-        go now and the lane takes it."""
-        if taken and (taken == FRAMES_PER_TURN or self.valve.reasons or self.closed
-                      or len(self.sequencer.pending) >= MAX_IN_FLIGHT):
-            return False
-        return self._lane_take(frame, size)
+    def _lane_several(self, data, taken, end, rule, namespace):
+        """The requests *taken* from the start of the read *data*, sent in
+        one send with what the general path makes of the rest of the read
+        (from *end*, or from the first request after one that made the
+        connection wait: a throttle)."""
+        sent = start = 0
+        self.upstream.hold()
+        try:
+            for pieces, correlation_id, version, acks, records, size in taken:
+                if sent and (self.valve.reasons or self.closed):
+                    break
+                self._send(Pending(correlation_id, PRODUCE, version, rule,
+                                   lane=namespace), pieces, acks, records, size)
+                sent, start = sent + 1, start + size
+            if start < len(data):
+                self._read(memoryview(data)[start:], sent)
+        finally:
+            self.upstream.release()
 
-    def _lane_take(self, frame, size, limit=-1):
-        """Send *frame*, a Produce of *size* bytes with its size prefix, if
-        the lane takes it (``in_lane``; *limit*: *frame* is the read, its
-        prefix included), owing its answer; False: not taken."""
+    def _lane_take(self, frame):
+        """Send *frame*, a Produce the general path cut, if the lane takes it
+        (``in_lane``), owing its answer; False: not taken."""
         rule = self.rules.get(PRODUCE)
-        taken = in_lane(self.services, self.sasl, self.client_ids, rule, frame, limit)
+        args = lane_args(self.services, self.sasl, self.client_ids, rule)
+        taken = None if args is None else in_lane(args, frame)
         if taken is None:
             return False
         pieces, correlation_id, version, acks, records = taken
         request = Pending(correlation_id, PRODUCE, version, rule,
                           lane=self.sasl.namespace)
-        self._send(request, pieces, acks, records, size)
+        self._send(request, pieces, acks, records, len(frame) + 4)
         return True
 
     def _handle(self, frames, turn=FRAMES_PER_TURN):
@@ -478,7 +472,7 @@ class ClientConnection(protocol.Protocol):
         a tenant's Produce in the produce lane is checked and rewritten in
         one call (filters/lane.py), the rest as for any request."""
         if self.lane_open and frame[:2] == b"\0\0":  # a tenant's Produce: in the lane?
-            if self._lane_take(frame, len(frame) + 4):
+            if self._lane_take(frame):
                 return
         if self.sasl is not None and self.sasl.raw_token_next:
             return self.login.raw_token(frame)
@@ -663,44 +657,36 @@ class ClientConnection(protocol.Protocol):
     # broker -> client
 
     def lane_answer(self, broker, data):
-        """The broker's read *data* when it starts with a whole answer to a
-        request that came by the lane, next in line, and goes back the
-        lane's way (``answer_in_lane``): sent as ``response_received`` would,
-        without the broker connection's framing and outbox.  A read of
-        several: the lane takes them from the start while each answers the
-        next lane request in line (``lane_while``, ``_lane_answer_next``),
-        the rest goes the general way (``BrokerConnection.received``), in
-        the same send to the client.  False: nothing was done (the general
-        path takes the read)."""
-        pending = self.sequencer.head
-        if pending is None or not pending.lane or pending.local is not None \
-                or pending.waiting or self.closed or broker.reserved \
-                or broker.waiting or self.retiring or self.gateway.draining \
-                or broker.decoder.held or len(data) < 8:
+        """The broker's read *data* when it starts with whole answers to
+        requests that came by the lane, next in line, and goes back the
+        lane's way: taken from its start in one compiled call
+        (``read_answers_in_lane``) and sent as ``response_received`` would,
+        without the broker connection's framing and outbox; the rest (an
+        answer to a request that went the rule table's way, part of one)
+        goes the general way (``BrokerConnection.received``), in the same
+        send to the client.  False: nothing was done (the general path
+        takes the read)."""
+        if self.closed or broker.reserved or broker.waiting or self.retiring \
+                or self.gateway.draining or broker.decoder.held:
+            return False
+        owed = self.sequencer.owed_by_lane(FRAMES_PER_TURN)
+        if not owed:
             return False
         limit = min(broker.decoder.max_frame_size, self.gateway.max_decoded_response)
-        if SIZE.unpack_from(data)[0] != len(data) - 4:  # several answers, or part
-            return lane_while(data, limit, self.outbox, self._lane_answer_next,
-                              lambda rest, taken: broker.received(rest))
-        # the read whole: its prefix checked again in the walk, with the size
-        # limits (the frame's, what the gateway decodes)
-        result = answer_in_lane(pending, data, limit)
-        if result is None:
+        answers, end = read_answers_in_lane(data, limit, owed)
+        if not answers:
             return False
-        self.response_ready(pending, result)
-        return True
-
-    def _lane_answer_next(self, frame, size, taken):
-        """The answer after *taken* others of a read, the lane's way if it
-        answers the next lane request in line and the lane takes it."""
-        pending = self.sequencer.head
-        if taken and (self.closed or pending is None or not pending.lane
-                      or pending.local is not None or pending.waiting):
-            return False
-        result = answer_in_lane(pending, frame)
-        if result is None:
-            return False
-        self.response_ready(pending, result)
+        if end == len(data) and len(answers) == 1:  # the read one answer, as often
+            self.response_ready(owed[0], answers[0])
+            return True
+        self.outbox.hold()
+        try:
+            for pending, result in zip(owed, answers):
+                self.response_ready(pending, result)
+            if end < len(data):
+                broker.received(memoryview(data)[end:])
+        finally:
+            self.outbox.release()
         return True
 
     def response_received(self, frame):
