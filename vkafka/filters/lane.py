@@ -46,8 +46,9 @@ def lane_args(services, login, client_ids, rule):
     against now (the rule's versions, the client id, the memo's names and
     ids, the producer id let write, the lane's bounds), or None when the
     connection's requests go the rule table's way (a token expired or being
-    renewed, ACLs on).  Decided once per read: nothing in it changes
-    between the requests of one read."""
+    renewed, ACLs on).  Decided once per read, as it begins: the lane
+    itself changes none of it (a request that would, a producer id not yet
+    let write say, is not taken and goes the rule table's way)."""
     if produce_lane is None or client_ids is None or client_ids.given is None \
             or rule is None or login.raw_token_next or expired(services, login) \
             or acls_on(services, login) is not None:
