@@ -15,6 +15,8 @@ import types
 import uuid
 
 from kio.static.primitive import i16, i32, i32Timedelta
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from vkafka.filters import lane
@@ -60,9 +62,14 @@ class World(TenantSpliceBase):
     def runTest(self):  # pragma: no cover - what TestCase needs to be made
         pass
 
-    def __init__(self, version):
+    def __init__(self, version, metrics=None):
         super().__init__()
         self.setUp()
+        if metrics is not None:  # the connection made again, to count
+            self.gateway.metrics = metrics
+            self.client = self.gateway.factory_for_port(6969).buildProtocol(None)
+            self.transport = StringTransport(peerAddress=IPv4Address("TCP", "1.2.3.4", 5))
+            self.client.makeConnection(self.transport)
         for name, topic_id in IDS.items():
             self.topology.topic_ids[topic_id] = "london" + name
             self.topology.learn_topic("london" + name, partitions=8)
@@ -93,7 +100,7 @@ def lane_counted(on=True):
         "in_lane": ("in_lane", None, lambda r: r is not None),
         "read_in_lane": ("in_lane", ([], 0), lambda r: len(r[0])),
         "answer_in_lane": ("answer_in_lane", None, lambda r: r is not None),
-        "read_answers_in_lane": ("answer_in_lane", ([], 0), lambda r: len(r[0])),
+        "read_answers_in_lane": ("answer_in_lane", ([], 0, []), lambda r: len(r[0])),
     }
     originals = {name: getattr(splice, name) for name in spies}
 
@@ -278,7 +285,9 @@ class LaneTests(unittest.TestCase):
                                           lane=client.sasl.namespace) for n in range(3)]
 
             def answered(data, limit, owed=owed[:1]):
-                answers, end = lane.read_answers_in_lane(data, limit, owed)
+                answers, end, out = lane.read_answers_in_lane(data, limit, owed)
+                self.assertEqual(b"".join(out), b"".join(
+                    frame(bytes(a[0])) for a in answers))
                 return [tuple(map(bytes_if_view, a)) for a in answers], end
             alone = lane.answer_in_lane(owed[0], answer[4:])
             self.assertIsNotNone(alone)
@@ -393,6 +402,12 @@ def both_run(version, script):
         if on:
             whole = dict(counts)
     return outcomes[0], outcomes[1], whole
+
+
+def produce_throttle(version, payload):
+    """The throttle time (seconds) of a Produce answer's *payload*."""
+    from vkafka.protocol.codec import decode_response
+    return decode_response(bytes(payload), 0, version)[1].throttle_time.total_seconds()
 
 
 def produced_ids(data):
@@ -632,6 +647,69 @@ class WholeReadTests(unittest.TestCase):
         # the read's five walked at once, the two not sent walked again in their turn
         self.assertEqual(sum(taken["in_lane"]), 5 + 2)
         self.assertEqual(whole["_lane_read"], 1)
+
+    def test_throttled_answers_say_so(self):
+        """Under the tenant's rates, the answers to requests that earned no
+        throttle go back by the lane; a read that holds the answer to one
+        that did goes the general way, which writes the throttle into it:
+        the same bytes either way."""
+        from vkafka.filters.throttle import TenantRates
+        from vkafka.state.limits import Rates
+        for version in (9, 13):
+            requests = [produce(version, correlation_id=400 + n) for n in range(4)]
+            answers = [answer_to(version, correlation_id=400 + n) for n in range(4)]
+
+            def script(world, requests=requests, answers=answers):
+                rates = TenantRates(world.reactor.seconds)
+                rates.set(Rates(requests_per_second=1000), {})
+                world.client.rates = rates
+                world.reactor.advance(0.0025)  # two requests and a half in the bucket
+                feed(world, requests[:2], answers[:2])  # one answer a read: no throttle
+                feed(world, [b"".join(requests[2:])])  # the third earns a throttle
+                world.reactor.advance(1)  # the fourth goes after it
+                feed(world, [], [b"".join(answers[2:])])
+            with lane_counted() as taken:
+                on, off, whole = both_run(version, script)
+            self.assertEqual(on, off, version)
+            sent = FrameDecoder().feed(on[1])
+            self.assertEqual([bytes(f[:4]) for f in sent],
+                             [struct.pack(">i", 400 + n) for n in range(4)], version)
+            throttles = [produce_throttle(version, f) for f in sent]
+            self.assertEqual([t > 0 for t in throttles], [False, False, True, False],
+                             (version, throttles))
+            self.assertEqual(whole["lane_answer"], 2, version)  # not the read of two
+            self.assertEqual(sum(taken["answer_in_lane"]), 4, version)
+
+    def test_counted_alike(self):
+        """The metrics (requests, bytes, records, latency, answers by first
+        error) count the lane's requests and answers as the rule table's
+        path counts them: one answer a read, several, errors among them."""
+        from vkafka.metrics import Metrics
+
+        from .test_metrics import samples
+        for version in (9, 13):
+            requests = [produce(version, correlation_id=500 + n) for n in range(4)]
+            answers = [answer_to(version, correlation_id=500 + n, errors=(6 * (n % 2),))
+                       for n in range(4)]
+            counted = []
+            for on in (True, False):
+                metrics = Metrics()
+                with lane_counted(on) as taken, steady_decoys():
+                    world = World(version, metrics)
+                    feed(world, requests[:1])
+                    world.reactor.advance(0.004)
+                    feed(world, [], answers[:1])
+                    feed(world, [b"".join(requests[1:])])
+                    world.reactor.advance(0.3)
+                    feed(world, [], [b"".join(answers[1:])])
+                counted.append({key: value for key, value in samples(metrics).items()
+                                if not key[0].endswith("_created")})
+                if on:
+                    self.assertEqual(sum(taken["answer_in_lane"]), 4, version)
+            self.assertEqual({k: v for k, v in counted[0].items() if counted[1].get(k) != v}, {k: v for k, v in counted[1].items() if counted[0].get(k) != v}, version)
+            errors = {dict(key[1])["error"]: value for key, value in counted[0].items()
+                      if key[0] == "vkafka_responses_total"}
+            self.assertEqual(errors, {"none": 3, "not_leader_or_follower": 2}, version)
 
     def test_never_ahead_of_what_waits(self):
         """A read while the connection waits (a throttle, a request held for

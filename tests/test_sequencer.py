@@ -90,6 +90,24 @@ class SequencerTests(unittest.TestCase):
         self.seq.streamed()
         self.assertEqual((self.sent, len(self.seq)), ([b"B"], 0))
 
+    def test_sent_in_turn(self):
+        """The lane wrote the first answers itself: they leave, and what the
+        gateway made behind them goes out after them, in order; room is told
+        once fewer than MAX_IN_FLIGHT are owed."""
+        from vkafka.proxy.sequencer import MAX_IN_FLIGHT
+        rooms = []
+        seq = Sequencer(self.sent.append, self.close)
+        for cid in range(MAX_IN_FLIGHT - 1):
+            seq.forwarded(self.request(cid))
+        seq.answered(self.request(500), b"made")
+        seq.forwarded(self.request(501))
+        seq.room = lambda: rooms.append(len(seq))
+        seq.sent_in_turn(MAX_IN_FLIGHT - 2)
+        self.assertEqual((self.sent, rooms), ([], [3]))
+        seq.sent_in_turn(1)
+        self.assertEqual([p.correlation_id for p in seq.pending], [501])
+        self.assertEqual((self.sent, rooms), ([b"made"], [3]))
+
     def test_owed_by_lane(self):
         """The requests the lane may answer from one read: from the head, in
         turn, of the head's namespace, none made by the gateway or being

@@ -205,6 +205,13 @@ class ConnectionMetrics:
         if records:
             self.records_in.value += records
 
+    def lane_responses(self, owed, answers, now):
+        """``response`` for each answer the produce lane took (filters/lane.py)
+        to the requests *owed* (Pendings, in turn), at *now*: one call a
+        read."""
+        for pending, (frame, error, _) in zip(owed, answers):
+            self.response(pending.rule.name, len(frame) + 4, now - pending.sent, error)
+
     def response(self, api_name, size, seconds, error=None, records=0):
         """*error*: the response's first error code (0: none), or None when the
         gateway forwarded it without reading it (then it is not counted)."""

@@ -61,9 +61,10 @@ def lane_args(services, login, client_ids, rule):
 
 
 def in_lane(args, frame):
-    """``(pieces to send, correlation id, version, acks, records)`` for the
-    request *frame* (its payload) in the lane under *args* (``lane_args``),
-    or None (the rule table's path)."""
+    """``(pieces to send, correlation id, version, acks, records, bytes
+    counted)`` for the request *frame* (its payload) in the lane under
+    *args* (``lane_args``), or None (the rule table's path).  Its bytes are
+    counted as the rule table's path counts what it forwards: renamed."""
     return produce_lane(frame, args)
 
 
@@ -71,8 +72,8 @@ def read_in_lane(args, read, limit, most):
     """The requests of *read* (a read of the client's, size prefixes and
     all) the lane takes from its start under *args*, each whole and at
     most *limit* bytes, at most *most* of them: ``([(pieces, correlation id,
-    version, acks, records, size with its prefix), ...], where the first
-    not taken starts)``."""
+    version, acks, records, bytes counted, size in the read), ...], where
+    the first not taken starts)``."""
     return produce_lane_many(read, args, limit, most)
 
 
@@ -90,7 +91,8 @@ def read_answers_in_lane(read, limit, owed):
     all) the lane takes from its start, to the requests *owed* in turn
     (``Sequencer.owed_by_lane``: of one namespace), each whole and at most
     *limit* bytes: ``([(frame for the client, its first error, records),
-    ...], where the first not taken starts)``."""
+    ...], where the first not taken starts, what the client is sent for
+    them: pieces for one sendmsg)``."""
     return produce_answer_lane_many(read, limit, owed,
                                     owed[0].lane.memo().to_client[True])
 

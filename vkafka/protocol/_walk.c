@@ -406,7 +406,7 @@ renamed(PyObject *names, PyObject *key, PyObject **to)
 PyDoc_STRVAR(produce_lane_doc,
 "produce_lane(frame, (low, high, given, field, names, ids, producer,\n"
 "              max_topics, max_partitions, append_bytes))\n"
-"-> (pieces to send, correlation id, version, acks, records), or None\n\n"
+"-> (pieces to send, correlation id, version, acks, records, counted), or None\n\n"
 "A tenant's Produce request as nearly all are, in one call (filters/lane.py):\n"
 "v9-v13 within low..high, its client id field *given* (sent as *field*), no\n"
 "header tags, no transactional id, no compressed or transactional batch, a\n"
@@ -415,8 +415,10 @@ PyDoc_STRVAR(produce_lane_doc,
 "the request but the first, nothing after its end, each topic's name field a key of\n"
 "*names* (v9-v12, sent as its value) or its id in *ids* (v13).  The pieces\n"
 "are the size prefix, the header and slices of *frame* between the fields\n"
-"renamed.  None for anything else, malformed bytes included: the rule\n"
-"table's path decides those (and raises where it must).");
+"renamed.  *counted*: its bytes as the metrics count a forwarded request\n"
+"(renamed, the prefix included, the client id as the client sent it).\n"
+"None for anything else, malformed bytes included: the rule table's path\n"
+"decides those (and raises where it must).");
 
 /* What a connection's requests are checked against (produce_lane's
  * arguments but the frame and the limit). */
@@ -426,20 +428,88 @@ typedef struct {
     Py_ssize_t max_topics, max_partitions, append_bytes;
 } Lane;
 
+/* A Py_ssize_t from *item*, an int; -1 and raised otherwise (as "n" would). */
+/* The bytes objects of the list *pieces* joined into a new bytes object
+ * (b"".join, without looking up and calling the method). */
+static PyObject *
+joined_bytes(PyObject *pieces)
+{
+    Py_ssize_t total = 0, n = PyList_GET_SIZE(pieces);
+    for (Py_ssize_t i = 0; i < n; i++)
+        total += PyBytes_GET_SIZE(PyList_GET_ITEM(pieces, i));
+    PyObject *joined = PyBytes_FromStringAndSize(NULL, total);
+    if (joined == NULL)
+        return NULL;
+    char *to = PyBytes_AS_STRING(joined);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *piece = PyList_GET_ITEM(pieces, i);
+        memcpy(to, PyBytes_AS_STRING(piece), (size_t)PyBytes_GET_SIZE(piece));
+        to += PyBytes_GET_SIZE(piece);
+    }
+    return joined;
+}
+
+static int
+ssize_from(PyObject *item, Py_ssize_t *to)
+{
+    if (!PyLong_Check(item)) {
+        PyErr_SetString(PyExc_TypeError, "lane: an int was expected");
+        return -1;
+    }
+    *to = PyLong_AsSsize_t(item);
+    return *to == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* *args* (lane.lane_args: a tuple of ten) into *lane*, borrowed; read by
+ * position rather than by a format string, which cost more than the walk
+ * of a small request. */
 static int
 lane_args(PyObject *args, Lane *lane)
 {
-    if (!PyArg_ParseTuple(args, "iiSSO!O!Onnn:lane", &lane->low, &lane->high,
-                          &lane->given, &lane->field, &PyDict_Type, &lane->names,
-                          &PySet_Type, &lane->ids, &lane->producer,
-                          &lane->max_topics, &lane->max_partitions,
-                          &lane->append_bytes))
+    if (!PyTuple_Check(args) || PyTuple_GET_SIZE(args) != 10) {
+        PyErr_SetString(PyExc_TypeError, "lane: a tuple of ten was expected");
         return -1;
+    }
+    PyObject **item = &PyTuple_GET_ITEM(args, 0);
+    Py_ssize_t low, high;
+    lane->given = item[2];
+    lane->field = item[3];
+    lane->names = item[4];
+    lane->ids = item[5];
+    lane->producer = item[6];
+    if (ssize_from(item[0], &low) < 0 || ssize_from(item[1], &high) < 0 ||
+            ssize_from(item[7], &lane->max_topics) < 0 ||
+            ssize_from(item[8], &lane->max_partitions) < 0 ||
+            ssize_from(item[9], &lane->append_bytes) < 0)
+        return -1;
+    if (!PyBytes_Check(lane->given) || !PyBytes_Check(lane->field) ||
+            !PyDict_Check(lane->names) || !PySet_Check(lane->ids)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "lane: (int, int, bytes, bytes, dict, set, ...) was expected");
+        return -1;
+    }
+    if (low < INT32_MIN || low > INT32_MAX || high < INT32_MIN || high > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "lane: a version out of range");
+        return -1;
+    }
+    lane->low = (int)low;
+    lane->high = (int)high;
     if (lane->append_bytes <= 0) {
         PyErr_SetString(PyExc_ValueError, "append_bytes must be positive");
         return -1;
     }
     return 0;
+}
+
+/* The *n* positional arguments of a METH_FASTCALL function are what it takes
+ * (0), else -1 and raised. */
+static int
+arguments(const char *name, Py_ssize_t nargs, Py_ssize_t n)
+{
+    if (nargs == n)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, n, nargs);
+    return -1;
 }
 
 /* The Produce whose payload is *f*, at byte *base* of *whole* (a memoryview
@@ -550,11 +620,14 @@ lane_one(const Lane *lane, Buf f, PyObject *whole, Py_ssize_t base, Py_ssize_t f
     PyObject *tuple = PyList_AsTuple(pieces);
     if (tuple == NULL)
         goto done;
-    PyObject *items[6] = {tuple, PyLong_FromLong((long)be32(f.b + 4)),
+    /* counted as the rule table's path counts a request it forwards: its
+     * names renamed, its client id as the client sent it, the prefix */
+    int64_t counted = size - flen + glen + 4;
+    PyObject *items[7] = {tuple, PyLong_FromLong((long)be32(f.b + 4)),
                           PyLong_FromLong(version), PyLong_FromLongLong(out[0]),
-                          PyLong_FromLongLong(out[1]),
+                          PyLong_FromLongLong(out[1]), PyLong_FromLongLong(counted),
                           framed < 0 ? NULL : PyLong_FromSsize_t(framed)};
-    result = tuple_taking(framed < 0 ? 5 : 6, items);
+    result = tuple_taking(framed < 0 ? 6 : 7, items);
     goto done;
 decline:
     result = Py_None;
@@ -569,13 +642,13 @@ done:
 }
 
 static PyObject *
-produce_lane(PyObject *self, PyObject *args)
+produce_lane(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *frame, *given, *whole;
+    PyObject *frame, *whole;
     Lane lane;
-    if (!PyArg_ParseTuple(args, "OO!:produce_lane", &frame, &PyTuple_Type, &given) ||
-            lane_args(given, &lane) < 0)
+    if (arguments("produce_lane", nargs, 2) < 0 || lane_args(args[1], &lane) < 0)
         return NULL;
+    frame = args[0];
     Py_buffer view;
     if (PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -591,7 +664,8 @@ produce_lane(PyObject *self, PyObject *args)
 
 PyDoc_STRVAR(produce_lane_many_doc,
 "produce_lane_many(read, (low, high, ..., append_bytes), limit, max_frames)\n"
-"-> ([(pieces, correlation id, version, acks, records, size), ...], end)\n\n"
+"-> ([(pieces, correlation id, version, acks, records, counted, size), ...],\n"
+"    end)\n\n"
 "The Produce requests of *read* (frames with their size prefixes) from its\n"
 "start, each as produce_lane takes it (*size*: its bytes with the prefix),\n"
 "while each is whole, its size at most *limit*, the lane takes it and there\n"
@@ -653,15 +727,14 @@ lane_take(void *how, Buf f, PyObject *read, Py_ssize_t base, Py_ssize_t index,
 }
 
 static PyObject *
-produce_lane_many(PyObject *self, PyObject *args)
+produce_lane_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *read, *given;
     Py_ssize_t limit, max_frames;
     Lane lane;
-    if (!PyArg_ParseTuple(args, "OO!nn:produce_lane_many", &read, &PyTuple_Type, &given,
-                          &limit, &max_frames) || lane_args(given, &lane) < 0)
+    if (arguments("produce_lane_many", nargs, 4) < 0 || lane_args(args[1], &lane) < 0 ||
+            ssize_from(args[2], &limit) < 0 || ssize_from(args[3], &max_frames) < 0)
         return NULL;
-    return frames_while(read, limit, max_frames, lane_take, &lane);
+    return frames_while(args[0], limit, max_frames, lane_take, &lane);
 }
 
 /* One topic's partitions in a Produce response (fastpath._produce_partitions):
@@ -860,11 +933,7 @@ answer_one(Buf f, int version, long long correlation_id, PyObject *names,
         goto done;
     }
     Py_DECREF(rest);
-    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
-    PyObject *joined = empty == NULL ? NULL : PyObject_CallMethod(empty, "join", "O",
-                                                                  pieces);
-    Py_XDECREF(empty);
-    PyObject *items[3] = {joined, PyLong_FromLongLong(error), PyLong_FromLong(0)};
+    PyObject *items[3] = {joined_bytes(pieces), PyLong_FromLongLong(error), PyLong_FromLong(0)};
     result = tuple_taking(3, items);
     goto done;
 malformed:
@@ -888,31 +957,44 @@ PyDoc_STRVAR(produce_answer_lane_doc,
 "decides those (and raises where it must).");
 
 static PyObject *
-produce_answer_lane(PyObject *self, PyObject *args)
+produce_answer_lane(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *frame, *names;
-    int version;
+    Py_ssize_t version;
     long long correlation_id;
-    if (!PyArg_ParseTuple(args, "OiLO!:produce_answer_lane", &frame, &version,
-                          &correlation_id, &PyDict_Type, &names))
+    if (arguments("produce_answer_lane", nargs, 4) < 0 || ssize_from(args[1], &version) < 0)
         return NULL;
+    frame = args[0];
+    names = args[3];
+    correlation_id = PyLong_AsLongLong(args[2]);
+    if (correlation_id == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyDict_Check(names)) {
+        PyErr_SetString(PyExc_TypeError, "produce_answer_lane: names must be a dict");
+        return NULL;
+    }
+    if (version < 0 || version > INT32_MAX)
+        version = -1;  /* declined by answer_one */
     Py_buffer view;
     if (PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE) < 0)
         return NULL;
     Buf f = {view.buf, view.len};
-    PyObject *result = answer_one(f, version, correlation_id, names, frame, 0, NULL);
+    PyObject *result = answer_one(f, (int)version, correlation_id, names, frame, 0, NULL);
     PyBuffer_Release(&view);
     return result;
 }
 
 PyDoc_STRVAR(produce_answer_lane_many_doc,
 "produce_answer_lane_many(read, limit, owed, names)\n"
-"-> ([(frame for the client, its first error, 0 records), ...], end)\n\n"
+"-> ([(frame for the client, its first error, 0 records), ...], end, out)\n\n"
 "The broker's answers in *read* (frames with their size prefixes) from its\n"
 "start, each as produce_answer_lane takes it, to the requests *owed* in\n"
 "turn (a list of what has their .api_version and .correlation_id), while\n"
 "each is whole, at most *limit* bytes and taken; *end*: where the first not\n"
-"taken starts.  From v13 a frame for the client is a view of the read.");
+"taken starts.  From v13 a frame for the client is a view of the read.\n"
+"*out*: what the client is sent for them all, in one sendmsg: the read's\n"
+"own bytes for answers passed as they came (the read itself when that is\n"
+"all of it), a size prefix and the frame for each renamed one.");
 
 typedef struct {
     PyObject *owed, *names;
@@ -935,17 +1017,100 @@ answer_take(void *how, Buf f, PyObject *read, Py_ssize_t base, Py_ssize_t index,
     return answer_one(f, (int)version, correlation_id, answers->names, read, base, view);
 }
 
-static PyObject *
-produce_answer_lane_many(PyObject *self, PyObject *args)
+/* Append to *out* the bytes [*from*, *to*) of *read* (of *size* bytes, its
+ * memoryview *view* made when first needed): the read itself when that is
+ * all of it. */
+static int
+append_run(PyObject *out, PyObject *read, Py_ssize_t size, PyObject **view,
+           Py_ssize_t from, Py_ssize_t to)
 {
-    PyObject *read;
+    if (from >= to)
+        return 0;
+    PyObject *run;
+    if (from == 0 && to == size && PyBytes_CheckExact(read))
+        run = Py_NewRef(read);
+    else if (*view == NULL && (*view = PyMemoryView_FromObject(read)) == NULL)
+        return -1;
+    else
+        run = PySequence_GetSlice(*view, from, to);
+    if (run == NULL)
+        return -1;
+    int failed = PyList_Append(out, run);
+    Py_DECREF(run);
+    return failed;
+}
+
+/* What goes to the client for the answers *taken* from the start of *read*:
+ * the read's own bytes for each run of answers passed as they came (v13),
+ * a size prefix and the renamed frame for each other. */
+static PyObject *
+answers_out(PyObject *read, PyObject *taken)
+{
+    Py_buffer buffer;
+    if (PyObject_GetBuffer(read, &buffer, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *out = PyList_New(0), *view = NULL;
+    Py_ssize_t at = 0, run = 0;
+    if (out == NULL)
+        goto failed;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(taken); i++) {
+        PyObject *frame = PyTuple_GET_ITEM(PyList_GET_ITEM(taken, i), 0);
+        Py_ssize_t next = at + 4 + be32((const unsigned char *)buffer.buf + at);
+        if (!PyBytes_Check(frame) || frame == read) {  /* as it came: in the run */
+            at = next;
+            continue;
+        }
+        unsigned char prefix[4];
+        Py_ssize_t n = PyBytes_GET_SIZE(frame);
+        prefix[0] = (unsigned char)(n >> 24);
+        prefix[1] = (unsigned char)(n >> 16);
+        prefix[2] = (unsigned char)(n >> 8);
+        prefix[3] = (unsigned char)n;
+        PyObject *head = PyBytes_FromStringAndSize((const char *)prefix, 4);
+        int failed = append_run(out, read, buffer.len, &view, run, at) < 0 ||
+                     head == NULL || PyList_Append(out, head) < 0 ||
+                     PyList_Append(out, frame) < 0;
+        Py_XDECREF(head);
+        if (failed)
+            goto failed;
+        at = run = next;
+    }
+    if (append_run(out, read, buffer.len, &view, run, at) < 0)
+        goto failed;
+    Py_XDECREF(view);
+    PyBuffer_Release(&buffer);
+    return out;
+failed:
+    Py_XDECREF(out);
+    Py_XDECREF(view);
+    PyBuffer_Release(&buffer);
+    return NULL;
+}
+
+static PyObject *
+produce_answer_lane_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
     Py_ssize_t limit;
     Answers answers;
-    if (!PyArg_ParseTuple(args, "OnO!O!:produce_answer_lane_many", &read, &limit,
-                          &PyList_Type, &answers.owed, &PyDict_Type, &answers.names))
+    if (arguments("produce_answer_lane_many", nargs, 4) < 0 ||
+            ssize_from(args[1], &limit) < 0)
         return NULL;
-    return frames_while(read, limit, PyList_GET_SIZE(answers.owed), answer_take,
-                        &answers);
+    answers.owed = args[2];
+    answers.names = args[3];
+    if (!PyList_Check(answers.owed) || !PyDict_Check(answers.names)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "produce_answer_lane_many: owed a list, names a dict");
+        return NULL;
+    }
+    PyObject *result = frames_while(args[0], limit, PyList_GET_SIZE(answers.owed),
+                                    answer_take, &answers);
+    if (result == NULL)
+        return NULL;
+    PyObject *items[3] = {Py_NewRef(PyTuple_GET_ITEM(result, 0)),
+                          Py_NewRef(PyTuple_GET_ITEM(result, 1)),
+                          answers_out(args[0], PyTuple_GET_ITEM(result, 0))};
+    Py_DECREF(result);
+    return tuple_taking(3, items);
 }
 
 PyDoc_STRVAR(maybe_huge_doc,
@@ -1425,10 +1590,10 @@ static PyTypeObject FetchScanType = {
 static PyMethodDef methods[] = {
     {"maybe_huge", maybe_huge, METH_VARARGS, maybe_huge_doc},
     {"produce_request", produce_request, METH_VARARGS, produce_request_doc},
-    {"produce_lane", produce_lane, METH_VARARGS, produce_lane_doc},
-    {"produce_lane_many", produce_lane_many, METH_VARARGS, produce_lane_many_doc},
-    {"produce_answer_lane", produce_answer_lane, METH_VARARGS, produce_answer_lane_doc},
-    {"produce_answer_lane_many", produce_answer_lane_many, METH_VARARGS,
+    {"produce_lane", (PyCFunction)(void (*)(void))produce_lane, METH_FASTCALL, produce_lane_doc},
+    {"produce_lane_many", (PyCFunction)(void (*)(void))produce_lane_many, METH_FASTCALL, produce_lane_many_doc},
+    {"produce_answer_lane", (PyCFunction)(void (*)(void))produce_answer_lane, METH_FASTCALL, produce_answer_lane_doc},
+    {"produce_answer_lane_many", (PyCFunction)(void (*)(void))produce_answer_lane_many, METH_FASTCALL,
      produce_answer_lane_many_doc},
     {"produce_response", produce_response, METH_VARARGS, produce_response_doc},
     {NULL, NULL, 0, NULL},

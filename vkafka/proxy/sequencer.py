@@ -141,6 +141,13 @@ class Sequencer:
             return None
         return head
 
+    def sent_in_turn(self, count):
+        """The first *count* requests' answers were written (the produce
+        lane's, taken in turn from ``owed_by_lane``)."""
+        for _ in range(count):
+            self.pending.popleft()
+        self.release()
+
     def streamed(self):
         """The head's response went out as it arrived."""
         self.pending.popleft()

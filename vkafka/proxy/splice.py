@@ -305,9 +305,9 @@ class ClientConnection(protocol.Protocol):
             return False
         namespace = self.sasl.namespace
         if end == len(data) and len(taken) == 1:  # the read one request, as often
-            pieces, correlation_id, version, acks, records, size = taken[0]
+            pieces, correlation_id, version, acks, records, counted, _ = taken[0]
             self._send(Pending(correlation_id, PRODUCE, version, rule, lane=namespace),
-                       pieces, acks, records, size)
+                       pieces, acks, records, counted)
         else:
             self._lane_several(data, taken, end, rule, namespace)
         self._backpressure()
@@ -321,11 +321,11 @@ class ClientConnection(protocol.Protocol):
         sent = start = 0
         self.upstream.hold()
         try:
-            for pieces, correlation_id, version, acks, records, size in taken:
+            for pieces, correlation_id, version, acks, records, counted, size in taken:
                 if sent and (self.valve.reasons or self.closed):
                     break
                 self._send(Pending(correlation_id, PRODUCE, version, rule,
-                                   lane=namespace), pieces, acks, records, size)
+                                   lane=namespace), pieces, acks, records, counted)
                 sent, start = sent + 1, start + size
             if start < len(data):
                 self._read(memoryview(data)[start:], sent)
@@ -340,10 +340,10 @@ class ClientConnection(protocol.Protocol):
         taken = None if args is None else in_lane(args, frame)
         if taken is None:
             return False
-        pieces, correlation_id, version, acks, records = taken
+        pieces, correlation_id, version, acks, records, counted = taken
         request = Pending(correlation_id, PRODUCE, version, rule,
                           lane=self.sasl.namespace)
-        self._send(request, pieces, acks, records, len(frame) + 4)
+        self._send(request, pieces, acks, records, counted)
         return True
 
     def _handle(self, frames, turn=FRAMES_PER_TURN):
@@ -580,7 +580,8 @@ class ClientConnection(protocol.Protocol):
                    len(frame) + 4)
 
     def _send(self, request, parts, acks, records, size):
-        """Count *request* (*size* bytes from the client), owe its answer
+        """Count *request* (*size*: its bytes as forwarded, before the client
+        id is shown, as governance.md's bytesIn says), owe its answer
         (none for a Produce with acks=0) and send it: a frame, or the pieces
         of one, its size prefix first."""
         if self.metrics is not None:
@@ -660,31 +661,37 @@ class ClientConnection(protocol.Protocol):
         """The broker's read *data* when it starts with whole answers to
         requests that came by the lane, next in line, and goes back the
         lane's way: taken from its start in one compiled call
-        (``read_answers_in_lane``) and sent as ``response_received`` would,
-        without the broker connection's framing and outbox; the rest (an
-        answer to a request that went the rule table's way, part of one)
-        goes the general way (``BrokerConnection.received``), in the same
-        send to the client.  False: nothing was done (the general path
-        takes the read)."""
+        (``read_answers_in_lane``), which also gives what the client is
+        sent for them all (the read's own bytes from v13); they are counted
+        and leave the sequencer together, without the broker connection's
+        framing and a ``response_ready`` each.  The rest (an answer to a
+        request that went the rule table's way, part of one) goes the
+        general way (``BrokerConnection.received``), in the same send to the
+        client.  A throttled request's answer, which must say so, goes the
+        general way too.  False: nothing was done (the general path takes
+        the read)."""
         if self.closed or broker.reserved or broker.waiting or self.retiring \
                 or self.gateway.draining or broker.decoder.held:
             return False
         owed = self.sequencer.owed_by_lane(FRAMES_PER_TURN)
-        if not owed:
+        if not owed or self.rates is not None and self.rates.limited and any(
+                pending.throttle > 0 for pending in owed):
             return False
         limit = min(broker.decoder.max_frame_size, self.gateway.max_decoded_response)
-        answers, end = read_answers_in_lane(data, limit, owed)
+        answers, end, out = read_answers_in_lane(data, limit, owed)
         if not answers:
             return False
-        if end == len(data) and len(answers) == 1:  # the read one answer, as often
-            self.response_ready(owed[0], answers[0])
+        if self.metrics is not None:
+            self.metrics.lane_responses(owed, answers, self.gateway.reactor.seconds())
+        if end == len(data):  # every answer of the read, as nearly always
+            self.outbox.write_parts(out)
+            self.sequencer.sent_in_turn(len(answers))
             return True
         self.outbox.hold()
         try:
-            for pending, result in zip(owed, answers):
-                self.response_ready(pending, result)
-            if end < len(data):
-                broker.received(memoryview(data)[end:])
+            self.outbox.write_parts(out)
+            self.sequencer.sent_in_turn(len(answers))
+            broker.received(memoryview(data)[end:])
         finally:
             self.outbox.release()
         return True
