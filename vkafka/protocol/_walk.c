@@ -54,6 +54,16 @@ be16(const unsigned char *q)
     return (int16_t)((uint16_t)q[0] << 8 | q[1]);
 }
 
+/* The four bytes that announce a frame of *size* bytes (framing.size_prefix),
+ * as a new bytes object. */
+static PyObject *
+size_prefix(int64_t size)
+{
+    unsigned char prefix[4] = {(unsigned char)(size >> 24), (unsigned char)(size >> 16),
+                               (unsigned char)(size >> 8), (unsigned char)size};
+    return PyBytes_FromStringAndSize((const char *)prefix, 4);
+}
+
 /* The frame whose size prefix is at *at* of the read *r*: 1 and *f* its
  * payload when it is whole in *r* and at most *limit* bytes (FrameDecoder's
  * checks), else 0. */
@@ -428,7 +438,6 @@ typedef struct {
     Py_ssize_t max_topics, max_partitions, append_bytes;
 } Lane;
 
-/* A Py_ssize_t from *item*, an int; -1 and raised otherwise (as "n" would). */
 /* The bytes objects of the list *pieces* joined into a new bytes object
  * (b"".join, without looking up and calling the method). */
 static PyObject *
@@ -449,6 +458,7 @@ joined_bytes(PyObject *pieces)
     return joined;
 }
 
+/* A Py_ssize_t from *item*, an int; -1 and raised otherwise (as "n" would). */
 static int
 ssize_from(PyObject *item, Py_ssize_t *to)
 {
@@ -611,9 +621,7 @@ lane_one(const Lane *lane, Buf f, PyObject *whole, Py_ssize_t base, Py_ssize_t f
     Py_DECREF(rest);
     if (size > INT32_MAX)
         goto decline;
-    unsigned char prefix[4] = {(unsigned char)(size >> 24), (unsigned char)(size >> 16),
-                               (unsigned char)(size >> 8), (unsigned char)size};
-    PyObject *sized = PyBytes_FromStringAndSize((const char *)prefix, 4);
+    PyObject *sized = size_prefix(size);
     if (sized == NULL)
         goto done;
     PyList_SET_ITEM(pieces, 0, sized);
@@ -1056,17 +1064,11 @@ answers_out(PyObject *read, PyObject *taken)
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(taken); i++) {
         PyObject *frame = PyTuple_GET_ITEM(PyList_GET_ITEM(taken, i), 0);
         Py_ssize_t next = at + 4 + be32((const unsigned char *)buffer.buf + at);
-        if (!PyBytes_Check(frame) || frame == read) {  /* as it came: in the run */
+        if (PyMemoryView_Check(frame)) {  /* as it came (a view of the read): in the run */
             at = next;
             continue;
         }
-        unsigned char prefix[4];
-        Py_ssize_t n = PyBytes_GET_SIZE(frame);
-        prefix[0] = (unsigned char)(n >> 24);
-        prefix[1] = (unsigned char)(n >> 16);
-        prefix[2] = (unsigned char)(n >> 8);
-        prefix[3] = (unsigned char)n;
-        PyObject *head = PyBytes_FromStringAndSize((const char *)prefix, 4);
+        PyObject *head = size_prefix(PyBytes_GET_SIZE(frame));
         int failed = append_run(out, read, buffer.len, &view, run, at) < 0 ||
                      head == NULL || PyList_Append(out, head) < 0 ||
                      PyList_Append(out, frame) < 0;
