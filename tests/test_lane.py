@@ -247,6 +247,52 @@ class LaneTests(unittest.TestCase):
         world.reactor.advance(601)
         self.assertIsNone(taken(produce(version)))
 
+    def test_args_remembered_while_nothing_changes(self):
+        """A connection's LaneArgs give what ``lane_args`` would make at that
+        moment: the same tuple while nothing changes, and made again when
+        the producer id, the ACLs, the namespace's memo, the login's phase,
+        the client id or the rule change; an expired token is seen at
+        once."""
+        from vkafka.filters.sasl import Phase
+        version = 10
+        world = World(version)
+        client = world.client
+        services, rule = client.services, client.rules.get(0)
+
+        def check(rule=rule):
+            got = client.lane_args.get(services, client.sasl, client.client_ids, rule)
+            self.assertEqual(got, lane.lane_args(services, client.sasl,
+                                                 client.client_ids, rule))
+            return got
+        first = check()
+        self.assertIsNotNone(first)
+        self.assertIs(check(), first)  # remembered
+        services.producer_ids, services.producer = object(), 5
+        self.assertEqual(check()[6], 5)
+        services.producer = 6
+        self.assertEqual(check()[6], 6)
+        services.producer_ids, services.producer = None, -1
+        authorizer = services.authorizer
+        services.authorizer = lambda vc: types.SimpleNamespace(enabled=True)
+        self.assertIsNone(check())
+        services.authorizer = authorizer
+        self.assertIsNotNone(check())
+        namespace = client.sasl.namespace
+        namespace.version += 1  # a mapping changed: a new memo
+        self.assertIs(check()[4], namespace.memo().to_broker[True])
+        self.assertIsNot(check()[4], first[4])
+        client.sasl.phase = Phase.RAW  # a token renewal begun
+        self.assertIsNone(check())
+        client.sasl.phase = Phase.AUTHENTICATED
+        self.assertIsNotNone(check())
+        client.client_ids.given = b"\x00\x03two"
+        self.assertEqual(check()[2], b"\x00\x03two")
+        narrowed = types.SimpleNamespace(min_version=9, max_version=9)
+        self.assertEqual(check(narrowed)[:2], (9, 9))
+        self.assertIsNotNone(check())
+        world.reactor.advance(601)  # the token expired
+        self.assertIsNone(check())
+
     def test_reads_with_their_prefix(self):
         """A read given with its size prefix (``limit``) is taken as its
         payload would be, and only when the prefix says no more than the read

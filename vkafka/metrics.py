@@ -207,10 +207,26 @@ class ConnectionMetrics:
 
     def lane_responses(self, owed, answers, now):
         """``response`` for each answer the produce lane took (filters/lane.py)
-        to the requests *owed* (Pendings, in turn), at *now*: one call a
-        read."""
+        to the requests *owed* (Pendings of one rule, in turn), at *now*: one
+        call a read, its loop inlined (three calls an answer were ~4% of a
+        lane request's instructions); tests/test_lane.py holds the counts
+        equal to ``response``'s."""
+        api_name = owed[0].rule.name
+        latency = self._latency.get(api_name)
+        if latency is None:
+            latency = self._latency[api_name] = self.metrics.latency.labels(api_name)
+        counts, size, counted = latency.counts, 0, self._responses
         for pending, (frame, error, _) in zip(owed, answers):
-            self.response(pending.rule.name, len(frame) + 4, now - pending.sent, error)
+            size += len(frame) + 4
+            seconds = now - pending.sent
+            counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            latency.sum += seconds
+            child = counted.get((api_name, error))
+            if child is None:
+                child = counted[(api_name, error)] = self.metrics.responses.labels(
+                    self.vcluster, api_name, error_name(error))
+            child.value += 1
+        self.bytes_out.value += size
 
     def response(self, api_name, size, seconds, error=None, records=0):
         """*error*: the response's first error code (0: none), or None when the

@@ -60,6 +60,34 @@ def lane_args(services, login, client_ids, rule):
             LANE_TOPICS, LANE_PARTITIONS, APPEND_BYTES)
 
 
+class LaneArgs:
+    """One connection's ``lane_args``, remembered while what they are made
+    of stays the same objects: the namespace's memo (a new one after any
+    mapping, rule or prefix change), the virtual cluster's authorizer (a new
+    one after any ACL or rights change), the login's claims and phase, the
+    rule, the client id, the producer id let write.  The token's expiry is
+    checked at every read.  Making them at every read was ~6% of a lane
+    request's instructions."""
+
+    __slots__ = ("key", "args")
+
+    def __init__(self):
+        self.key = self.args = None
+
+    def get(self, services, login, client_ids, rule):
+        claims = login.claims
+        if client_ids is None or claims is None \
+                or services.clock.seconds() >= claims.expires_at:
+            return None
+        authorizer = services.authorizer
+        key = (login.namespace.memo(), login.phase, claims, rule, client_ids.given,
+               None if authorizer is None else authorizer(claims.vcluster),
+               services.producer)
+        if key != self.key:
+            self.key, self.args = key, lane_args(services, login, client_ids, rule)
+        return self.args
+
+
 def in_lane(args, frame):
     """``(pieces to send, correlation id, version, acks, records, bytes
     counted)`` for the request *frame* (its payload) in the lane under

@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..filters.lane import (answer_in_lane, in_lane, lane_args, lane_context,
+from ..filters.lane import (LaneArgs, answer_in_lane, in_lane, lane_context,
                            read_answers_in_lane, read_in_lane)
 from ..filters.responses import rewrite_response
 from ..filters.tenant import REWRITE_ERRORS, ClientIds, rewrite_request
@@ -108,6 +108,7 @@ class ClientConnection(protocol.Protocol):
         self.login = None if self.tenancy is None else Login(self, gateway)
         self.sasl = None if self.login is None else self.login.sasl
         self.metrics = None
+        self.lane_args = LaneArgs()
 
     @property
     def claims(self):
@@ -296,7 +297,7 @@ class ClientConnection(protocol.Protocol):
                 or self.gateway.draining or self.decoder.held:
             return False
         rule = self.rules.get(PRODUCE)
-        args = lane_args(self.services, self.sasl, self.client_ids, rule)
+        args = self.lane_args.get(self.services, self.sasl, self.client_ids, rule)
         if args is None:
             return False
         taken, end = read_in_lane(args, data, self.decoder.max_frame_size,
@@ -336,7 +337,7 @@ class ClientConnection(protocol.Protocol):
         """Send *frame*, a Produce the general path cut, if the lane takes it
         (``in_lane``), owing its answer; False: not taken."""
         rule = self.rules.get(PRODUCE)
-        args = lane_args(self.services, self.sasl, self.client_ids, rule)
+        args = self.lane_args.get(self.services, self.sasl, self.client_ids, rule)
         taken = None if args is None else in_lane(args, frame)
         if taken is None:
             return False
