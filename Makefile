@@ -12,7 +12,8 @@ setup: .venv/.installed
 	@command -v chromium >/dev/null || { echo "installing chromium (the dashboard's browser test uses it)"; \
 	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-.venv/.installed: setup.cfg setup.py pyproject.toml vkafka/protocol/_walk.c
+.venv/.installed: setup.cfg setup.py pyproject.toml vkafka/protocol/_walk.c \
+		vkafka/proxy/_send.c
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat

@@ -7,8 +7,15 @@ to the socket at once when nothing is queued ahead of it in Twisted
 (``write_now``), else to Twisted's queue, which keeps the order.
 """
 
+import socket
+
 from ..protocol.framing import frame_parts, framed
 from ..tuning import READ_SIZE, sendable
+
+try:
+    from ._send import send_parts
+except ImportError:  # pragma: no cover - tests/test_streaming.py fails, saying so
+    send_parts = None
 
 
 def write_now(transport, data):
@@ -39,31 +46,46 @@ def write_all(transport, parts):
     first piece the socket did not take whole, is left to Twisted's queue in
     order."""
     if sendable(transport):
-        while parts:
-            batch = parts[:IOV_BATCH]
-            try:
-                sent = transport.socket.sendmsg(batch)
-            except OSError:
-                sent = 0
-            if sent == sum(map(len, batch)):  # all of it, as nearly always
-                parts = parts[IOV_BATCH:]
-                continue
-            taken = 0
-            for part in batch:
-                if sent < len(part):
-                    break
-                sent -= len(part)
-                taken += 1
-            parts = list(parts[taken:])
-            if sent:
-                parts[0] = memoryview(parts[0])[sent:]
-            break
+        sock = transport.socket
+        parts = (send_parts if type(sock) is socket.socket else sent_in_python)(
+            sock, parts)
+        if parts is None:  # all of it, as nearly always
+            return
     if parts:
         transport.writeSequence([bytes(part) for part in parts])
 
 
+def sent_in_python(sock, parts):
+    """``_send.send_parts`` in Python, for sockets that are not plain ones
+    (tests count their calls) and where it is not built: None when *sock*
+    took all of *parts*, else what it did not take, in order."""
+    while parts:
+        batch = parts[:IOV_BATCH]
+        try:
+            sent = sock.sendmsg(batch)
+        except OSError:
+            sent = 0
+        if sent == sum(map(len, batch)):
+            parts = parts[IOV_BATCH:]
+            continue
+        taken = 0
+        for part in batch:
+            if sent < len(part):
+                break
+            sent -= len(part)
+            taken += 1
+        parts = list(parts[taken:])
+        if sent:
+            parts[0] = memoryview(parts[0])[sent:]
+        return parts
+    return None
+
+
+if send_parts is None:  # pragma: no cover - tests/test_streaming.py fails, saying so
+    send_parts = sent_in_python
+
 IOV_BATCH = 256
-"""Pieces per sendmsg, well under the kernel's IOV_MAX (1024)."""
+"""Pieces per sendmsg, well under the kernel's IOV_MAX (1024) (as _send.c's)."""
 
 
 class Outbox:
