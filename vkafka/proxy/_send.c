@@ -63,12 +63,20 @@ send_parts(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "send_parts(socket, parts)");
         return NULL;
     }
-    int fd = PyObject_AsFileDescriptor(args[0]);
-    if (fd < 0)
-        return NULL;
     PyObject *seq = PySequence_Fast(args[1], "send_parts: parts must be a list or tuple");
     if (seq == NULL)
         return NULL;
+    int fd = PyObject_AsFileDescriptor(args[0]);
+    if (fd < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+            Py_DECREF(seq);
+            return NULL; /* not a socket at all */
+        }
+        PyErr_Clear(); /* closed (fileno() -1): as a socket error, all given back */
+        PyObject *result = rest(seq, 0, 0);
+        Py_DECREF(seq);
+        return result;
+    }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), at = 0;
     Py_buffer views[IOV_BATCH];
     struct iovec iov[IOV_BATCH];
