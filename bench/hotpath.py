@@ -1,4 +1,4 @@
-"""The gateway's own cost per tenant Produce, in one process, no sockets.
+"""The gateway's own cost per tenant Produce, in one process, no network.
 
 A tenant connection on in-memory transports (as the unit tests build it)
 sends a Produce of one 16 KB batch and gets the broker's answer; this
