@@ -15,8 +15,9 @@ bench`` measures end to end as CPU seconds per GB:
 ``--profile`` prints the functions where the time goes (cProfile).
 ``--socket`` gives both connections a plain socket (one end of a
 socketpair, emptied after every read) that takes every send, so the
-gateway writes as it does live (``outbox.write_all``, not Twisted's queue); ``--shape`` then says how the requests and answers come:
-one a read, three a read, or the stream cut into 55 KB reads (frames over
+gateway writes as it does live (``outbox.write_all``, not Twisted's
+queue); ``--shape`` then says how the requests and answers come: one a
+read, three a read, or the stream cut into 55 KB reads (frames over
 reads).  The valgrind count of instructions per request and answer (the
 machine's steal does not move it) is ``callgrind`` of ``--rounds 2001``
 less that of ``--rounds 1``, divided by 2,000, each with ``--runs 1

@@ -212,40 +212,38 @@ class ConnectionMetrics:
         lane request's instructions); tests/test_lane.py holds the counts
         equal to ``response``'s."""
         api_name = owed[0].rule.name
-        latency = self._latency.get(api_name)
-        if latency is None:
-            latency = self._latency[api_name] = self.metrics.latency.labels(api_name)
+        latency = self._latency.get(api_name) or self._latency_child(api_name)
         counts, size, counted = latency.counts, 0, self._responses
         for pending, (frame, error, _) in zip(owed, answers):
             size += len(frame) + 4
             seconds = now - pending.sent
             counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
             latency.sum += seconds
-            child = counted.get((api_name, error))
-            if child is None:
-                child = counted[(api_name, error)] = self.metrics.responses.labels(
-                    self.vcluster, api_name, error_name(error))
-            child.value += 1
+            (counted.get((api_name, error)) or
+             self._response_child(api_name, error)).value += 1
         self.bytes_out.value += size
 
     def response(self, api_name, size, seconds, error=None, records=0):
         """*error*: the response's first error code (0: none), or None when the
         gateway forwarded it without reading it (then it is not counted)."""
         self.bytes_out.value += size
-        child = self._latency.get(api_name)
-        if child is None:
-            child = self._latency[api_name] = self.metrics.latency.labels(api_name)
-        child.observe(seconds)
+        (self._latency.get(api_name) or self._latency_child(api_name)).observe(seconds)
         if records:
             self.records_out.value += records
         if error is not None:
-            child = self._responses.get((api_name, error))
-            if child is None:
-                child = self._responses[(api_name, error)] = \
-                    self.metrics.responses.labels(self.vcluster, api_name,
-                                                  error_name(error))
-            child.value += 1
+            (self._responses.get((api_name, error)) or
+             self._response_child(api_name, error)).value += 1
 
+    def _latency_child(self, api_name):
+        """The latency histogram's child for *api_name*, looked up once."""
+        child = self._latency[api_name] = self.metrics.latency.labels(api_name)
+        return child
+
+    def _response_child(self, api_name, error):
+        """The answers counter's child for *api_name* and *error*, looked up once."""
+        child = self._responses[(api_name, error)] = self.metrics.responses.labels(
+            self.vcluster, api_name, error_name(error))
+        return child
 
 def error_name(code):
     """kio's name of a Kafka error code (``none``, ``not_leader_or_follower``...);
