@@ -1,7 +1,9 @@
-"""The lean per-event dispatch (vkafka/tuning.py), on a private epoll
-reactor instance (never the global one) over loopback sockets."""
+"""The lean per-event dispatch (vkafka/tuning.py), compiled and in Python,
+on a private epoll reactor instance (never the global one) over loopback
+sockets."""
 
 import socket
+import threading
 import time
 
 from twisted.internet import protocol, tcp
@@ -13,6 +15,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from vkafka import tuning
 from vkafka.tuning import lean_dispatch
 
 
@@ -57,7 +60,14 @@ class Exploding:
 
 
 class PrivateReactorCase(unittest.TestCase):
-    """A test case with its own epoll reactor, closed with its ports after."""
+    """A test case with its own epoll reactor, closed with its ports after;
+    ``lean()`` gives it the compiled loop, or the Python one in the
+    ``Python...`` subclasses."""
+
+    compiled = True
+
+    def lean(self):
+        return lean_dispatch(self.reactor, compiled=self.compiled)
 
     def setUp(self):
         self.reactor = EPollReactor()
@@ -100,12 +110,12 @@ class LeanDispatchTests(PrivateReactorCase):
         before = select.doIteration
         self.assertFalse(lean_dispatch(select))
         self.assertEqual(select.doIteration, before)
-        self.assertTrue(lean_dispatch(self.reactor))
+        self.assertTrue(self.lean())
         self.assertIs(self.reactor.doIteration, self.reactor.doPoll)
 
     def test_connections_are_served(self):
         """Accept, read, write and close all go through the lean loop."""
-        self.assertTrue(lean_dispatch(self.reactor))
+        self.assertTrue(self.lean())
         factory, port = self.echo_server()
         clients = []
         for _ in range(3):
@@ -122,7 +132,7 @@ class LeanDispatchTests(PrivateReactorCase):
         factory.lost[0].trap(ConnectionDone)
 
     def test_an_escaping_error_is_logged_and_the_loop_goes_on(self):
-        self.assertTrue(lean_dispatch(self.reactor))
+        self.assertTrue(self.lean())
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
@@ -189,7 +199,7 @@ class PlainReadTests(PrivateReactorCase):
             self.handled.append(selectable)
             return handle(selectable, fd, event)
         self.reactor._doReadOrWrite = counted
-        self.assertTrue(lean_dispatch(self.reactor))
+        self.assertTrue(self.lean())
         factory = protocol.ServerFactory.forProtocol(Recorder)
         factory.connected = self.connected = []
         self.port = self.listen(factory)
@@ -268,3 +278,169 @@ class PlainReadTests(PrivateReactorCase):
             "127.0.0.1", refused_port).addBoth(outcome.append)
         self.spin(lambda: outcome)
         outcome[0].trap(ConnectionRefusedError)
+
+
+class Pong(protocol.Protocol):
+    """Sends each read straight back on its socket, as the gateway's outbox
+    sends (no Twisted write queue, so no write events)."""
+
+    def dataReceived(self, data):
+        self.transport.socket.send(data)
+
+
+class Ping(Pong):
+    """The other end: counts the exchanges, calls ``factory.each(count)``
+    after each, and stops at ``factory.limit`` (the reactor stopped)."""
+
+    count = 0
+
+    def connectionMade(self):
+        self.factory.pinger = self
+        self.transport.socket.send(b"p" * 100)
+
+    def dataReceived(self, data):
+        self.count += 1
+        self.factory.each(self.count)
+        if self.count == self.factory.limit:
+            self.factory.reactor.stop()
+        elif self.count < self.factory.limit:
+            super().dataReceived(data)
+
+
+class WaitAgainTests(PrivateReactorCase):
+    """While a ping-pong keeps the reactor busy, whatever needs Twisted's
+    mainLoop (a new or due timed call, a call from a thread, a stop, the
+    caller's timeout) still gets it at once: the compiled loop, which
+    serves wake-ups without going back to mainLoop, must not starve it."""
+
+    LIMIT = 300_000
+    """Exchanges at most (seconds of traffic): a starved call runs only after."""
+
+    def setUp(self):
+        super().setUp()
+        self.assertTrue(self.lean())
+        self.fired = []
+        self.turns = 0
+        turn = self.reactor.runUntilCurrent
+
+        def counted():
+            self.turns += 1
+            turn()
+        self.reactor.runUntilCurrent = counted
+        self.guard = self.reactor.callLater(60, self.reactor.crash)  # no hang, ever
+
+    def tearDown(self):
+        if self.guard.active():
+            self.guard.cancel()
+
+    def ping_pong(self, each=lambda count: None, limit=LIMIT, run=True):
+        """Start the exchanges (and run the reactor until they stop); the pinger."""
+        self.listen_port = self.listen(protocol.ServerFactory.forProtocol(Pong))
+        factory = protocol.ClientFactory.forProtocol(Ping)
+        factory.reactor, factory.each, factory.limit = self.reactor, each, limit
+        self.factory = factory
+        self.reactor.connectTCP("127.0.0.1", self.listen_port, factory)
+        if run:
+            self.reactor.run(installSignalHandlers=False)
+            self.assertTrue(self.guard.active(), "the reactor ran until the guard")
+        return factory
+
+    def mark(self):
+        self.fired.append(self.pinger_count())
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def assert_fired_while_traffic_flowed(self):
+        self.assertEqual(len(self.fired), 1)
+        self.assertLess(self.fired[0], self.LIMIT, "ran only after the traffic")
+
+    def pinger_count(self):
+        return self.factory.pinger.count
+
+    def test_a_timed_call_made_in_a_read_runs_at_once(self):
+        def each(count):
+            if count == 100:
+                self.reactor.callLater(0, self.mark)
+        self.ping_pong(each)
+        self.assertEqual(len(self.fired), 1)
+        self.assertLessEqual(self.fired[0], 102)
+
+    def test_a_due_timed_call_runs_while_traffic_flows(self):
+        self.ping_pong(lambda count: count == 1 and self.reactor.callLater(
+            0.05, self.mark))
+        self.assert_fired_while_traffic_flowed()
+
+    def test_a_timed_call_moved_sooner_runs_at_once(self):
+        """``DelayedCall.reset`` to an earlier time moves it in Twisted's heap
+        (not through its new calls): the loop reads the heap's head."""
+        calls = []
+
+        def each(count):
+            if count == 1:
+                calls.append(self.reactor.callLater(30, self.mark))
+            elif count == 100:
+                calls[0].reset(0)
+        self.ping_pong(each)
+        self.assert_fired_while_traffic_flowed()
+
+    def test_a_call_from_a_thread_runs_while_traffic_flows(self):
+        def each(count):
+            if count == 100:
+                threading.Thread(target=self.reactor.callFromThread,
+                                 args=(self.mark,)).start()
+        self.ping_pong(each)
+        self.assert_fired_while_traffic_flowed()
+
+    def test_a_stop_is_seen_at_once(self):
+        def each(count):
+            if count == 50:
+                self.reactor.stop()
+        self.ping_pong(each)
+        self.assertLessEqual(self.factory.pinger.count, 52)
+
+    def test_iterate_returns_under_traffic(self):
+        """``iterate`` (the reactor not running) serves and comes back."""
+        factory = self.ping_pong(run=False)
+        self.spin(lambda: getattr(factory, "pinger", None) and factory.pinger.count > 10)
+        before = factory.pinger.count
+        self.reactor.iterate(0.02)
+        self.reactor.iterate(0.02)
+        self.assertGreater(factory.pinger.count, before)
+        self.assertLess(factory.pinger.count, self.LIMIT)
+
+    def test_wake_ups_are_served_in_one_turn_of_mainLoop(self):
+        """What the compiled loop is for: thousands of reads, few turns."""
+        self.ping_pong(limit=2000)
+        self.assertEqual(self.factory.pinger.count, 2000)
+        self.assertLess(self.turns, 100)
+
+
+class PythonLeanDispatchTests(LeanDispatchTests):
+    compiled = False
+
+
+class PythonPlainReadTests(PlainReadTests):
+    compiled = False
+
+
+class PythonWaitAgainTests(WaitAgainTests):
+    """The Python loop goes back to mainLoop after every wake-up."""
+
+    compiled = False
+
+    def test_wake_ups_are_served_in_one_turn_of_mainLoop(self):
+        self.ping_pong(limit=2000)
+        self.assertGreaterEqual(self.turns, 2000)
+
+
+class CompiledTests(unittest.TestCase):
+    def test_compiled_dispatch_is_built(self):
+        self.assertIsNotNone(
+            tuning._dispatch, "vkafka/_dispatch.c is not built (make setup, or "
+            "python setup.py build_ext --inplace): the gateway runs the slower "
+            "Python loop")
+
+    def test_a_bad_config_is_a_type_error(self):
+        for config in (None, (), (1,) * 9, (None, [], (), None, None, None, None,
+                                             None, None, None)):
+            self.assertRaises(TypeError, tuning._dispatch.poll, config, 0)

@@ -19,6 +19,12 @@ from twisted.internet import tcp
 from twisted.internet.epollreactor import EPOLLIN, EPollReactor
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+try:
+    from . import _dispatch
+except ImportError:  # no C compiler where it was installed: the Python loop
+    _dispatch = None
 
 WRITTEN_FOR = "Twisted 26.10"
 """The Twisted whose private attributes ``lean_dispatch`` and ``sendable`` use."""
@@ -35,7 +41,9 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 _PLAIN_TCP = (tcp.Server, tcp.Client)
 _log = Logger(namespace="vkafka.dispatch")
 
-REACTOR_PRIVATE = ("_doReadOrWrite", "_disconnectSelectable", "_selectables", "_poller")
+REACTOR_PRIVATE = ("_doReadOrWrite", "_disconnectSelectable", "_selectables", "_poller",
+                   "_started", "_justStopped", "_newTimedCalls", "_pendingTimedCalls",
+                   "threadCallQueue")
 CONNECTION_PRIVATE = ("_tempDataLen", "dataBuffer", "_writeDisconnected", "offset")
 """The private attributes used here: of an EPollReactor, of a tcp.Connection."""
 
@@ -100,7 +108,7 @@ def tune_allocator(read_size=READ_SIZE):
         bool(mallopt(_M_TRIM_THRESHOLD, 32 * read_size))
 
 
-def lean_dispatch(reactor):
+def lean_dispatch(reactor, compiled=True):
     """Give *reactor* Twisted's epoll loop without its per-event logging
     context; True if it is an EPollReactor (and now has it), False if left alone.
 
@@ -125,12 +133,59 @@ def lean_dispatch(reactor):
     calls a read (``_doReadOrWrite``, ``fileno``, ``doRead``,
     ``_dataReceived``): 8-13% of the CPU per Produce request in live A/Bs
     (sessions 35 and 36, docs/performance.md).  Every other event takes
-    Twisted's path."""
+    Twisted's path.
+
+    *compiled* (the default, where ``vkafka/_dispatch.c`` is built): the
+    same loop in C, which also waits and serves again while the reactor
+    needs nothing of its ``mainLoop`` (no call from a thread queued, no
+    timed call new or due, not stopping, the caller's timeout not passed):
+    a request's two wake-ups (its read, its answer's) then cost no Python
+    but the protocols'.  A loopback ping-pong on one reactor: 40.3 k
+    instructions an exchange in the Python loop, 16.7 k in C
+    (docs/performance.md, session 42).  The Python loop below is the
+    reference, and what runs where the C is not built."""
     if type(reactor) is not EPollReactor:
         return False
     check(reactor=reactor)
     handle, disconnect = reactor._doReadOrWrite, reactor._disconnectSelectable
     plain = _PLAIN_TCP
+
+    def one(selectable, fd, event):
+        """An event the plain read does not take: Twisted's own handling."""
+        try:
+            handle(selectable, fd, event)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            _log.failure("unhandled error dispatching an event on {selectable!r}",
+                         selectable=selectable)
+
+    def failed(selectable, error):
+        """The protocol raised *error* in dataReceived: logged, disconnected."""
+        _log.failure("unhandled error reading on {selectable!r}",
+                     Failure(error, type(error), error.__traceback__),
+                     selectable=selectable)
+        disconnect(selectable, error, True)
+
+    def escaped(selectable, error):
+        """*error* escaped the plain read's own handling: logged, the loop goes
+        on (a KeyboardInterrupt ends it)."""
+        if isinstance(error, KeyboardInterrupt):
+            raise error
+        _log.failure("unhandled error dispatching an event on {selectable!r}",
+                     Failure(error, type(error), error.__traceback__),
+                     selectable=selectable)
+
+    if _dispatch is not None and compiled:
+        config = (reactor._poller, reactor._selectables, plain, one, disconnect,
+                  failed, escaped, CONNECTION_DONE, CONNECTION_LOST, reactor)
+        poll = _dispatch.poll
+
+        def doPoll(timeout):
+            poll(config, timeout)
+
+        reactor.doPoll = reactor.doIteration = doPoll
+        return True
 
     def doPoll(timeout):
         if timeout is None:
@@ -144,32 +199,31 @@ def lean_dispatch(reactor):
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
-            try:
-                if event == EPOLLIN and type(selectable) in plain \
-                        and "doRead" not in selectable.__dict__:
-                    try:
-                        data = selectable.socket.recv(selectable.bufferSize)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        disconnect(selectable, CONNECTION_LOST, True)
-                        continue
-                    if not data:
-                        disconnect(selectable, CONNECTION_DONE, True)
-                        continue
-                    try:
-                        selectable.protocol.dataReceived(data)
-                    except BaseException as error:
-                        _log.failure("unhandled error reading on {selectable!r}",
-                                     selectable=selectable)
-                        disconnect(selectable, error, True)
+            if event == EPOLLIN and type(selectable) in plain \
+                    and "doRead" not in selectable.__dict__:
+                try:
+                    data = selectable.socket.recv(selectable.bufferSize)
+                except BlockingIOError:
                     continue
-                handle(selectable, fd, event)
-            except KeyboardInterrupt:
-                raise
-            except BaseException:
-                _log.failure("unhandled error dispatching an event on {selectable!r}",
-                             selectable=selectable)
+                except OSError:
+                    why = CONNECTION_LOST
+                except BaseException as error:
+                    escaped(selectable, error)
+                    continue
+                else:
+                    why = None if data else CONNECTION_DONE
+                try:
+                    if why is not None:
+                        disconnect(selectable, why, True)
+                    else:
+                        try:
+                            selectable.protocol.dataReceived(data)
+                        except BaseException as error:
+                            failed(selectable, error)
+                except BaseException as error:
+                    escaped(selectable, error)
+                continue
+            one(selectable, fd, event)
 
     reactor.doPoll = reactor.doIteration = doPoll
     return True
