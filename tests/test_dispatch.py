@@ -440,6 +440,15 @@ class CompiledTests(unittest.TestCase):
             "python setup.py build_ext --inplace): the gateway runs the slower "
             "Python loop")
 
+    def test_odd_timeouts_poll_once(self):
+        """NaN, 0 and a negative zero: one poll that returns (no hang)."""
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        self.addCleanup(reactor.waker.connectionLost, None)
+        self.assertTrue(lean_dispatch(reactor))
+        for timeout in (float("nan"), 0, -0.0, 0.001):
+            reactor.doIteration(timeout)
+
     def test_a_bad_config_is_a_type_error(self):
         for config in (None, (), (1,) * 9, (None, [], (), None, None, None, None,
                                              None, None, None)):

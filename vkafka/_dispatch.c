@@ -312,7 +312,9 @@ poll_once(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         double timeout = PyFloat_AsDouble(args[1]);
         if (timeout == -1.0 && PyErr_Occurred())
             return NULL;
-        if (timeout >= 0)
+        if (timeout != timeout)
+            ms = 0; /* NaN: a poll, as for a timeout already passed */
+        else if (timeout >= 0)
             ms = timeout * 1000.0 >= INT_MAX ? INT_MAX : (int)ceil(timeout * 1000.0);
     }
     int epfd = PyObject_AsFileDescriptor(cfg[0]);
