@@ -141,7 +141,7 @@ def lean_dispatch(reactor, compiled=True):
     timed call new or due, not stopping, the caller's timeout not passed):
     a request's two wake-ups (its read, its answer's) then cost no Python
     but the protocols'.  A loopback ping-pong on one reactor: 40.3 k
-    instructions an exchange in the Python loop, 16.7 k in C
+    instructions an exchange in the Python loop, 16.6 k in C
     (docs/performance.md, session 42).  The Python loop below is the
     reference, and what runs where the C is not built."""
     if type(reactor) is not EPollReactor:
