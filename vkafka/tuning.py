@@ -150,15 +150,21 @@ def lean_dispatch(reactor, compiled=True):
     handle, disconnect = reactor._doReadOrWrite, reactor._disconnectSelectable
     plain = _PLAIN_TCP
 
+    def escaped(selectable, error):
+        """*error* escaped Twisted's or the plain read's own handling: logged,
+        the loop goes on (a KeyboardInterrupt ends it)."""
+        if isinstance(error, KeyboardInterrupt):
+            raise error
+        _log.failure("unhandled error dispatching an event on {selectable!r}",
+                     Failure(error, type(error), error.__traceback__),
+                     selectable=selectable)
+
     def one(selectable, fd, event):
         """An event the plain read does not take: Twisted's own handling."""
         try:
             handle(selectable, fd, event)
-        except KeyboardInterrupt:
-            raise
-        except BaseException:
-            _log.failure("unhandled error dispatching an event on {selectable!r}",
-                         selectable=selectable)
+        except BaseException as error:
+            escaped(selectable, error)
 
     def failed(selectable, error):
         """The protocol raised *error* in dataReceived: logged, disconnected."""
@@ -166,15 +172,6 @@ def lean_dispatch(reactor, compiled=True):
                      Failure(error, type(error), error.__traceback__),
                      selectable=selectable)
         disconnect(selectable, error, True)
-
-    def escaped(selectable, error):
-        """*error* escaped the plain read's own handling: logged, the loop goes
-        on (a KeyboardInterrupt ends it)."""
-        if isinstance(error, KeyboardInterrupt):
-            raise error
-        _log.failure("unhandled error dispatching an event on {selectable!r}",
-                     Failure(error, type(error), error.__traceback__),
-                     selectable=selectable)
 
     if _dispatch is not None and compiled:
         config = (reactor._poller, reactor._selectables, plain, one, disconnect,
