@@ -13,7 +13,7 @@ setup: .venv/.installed
 	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 .venv/.installed: setup.cfg setup.py pyproject.toml vkafka/protocol/_walk.c \
-		vkafka/proxy/_send.c vkafka/_dispatch.c
+		vkafka/proxy/_send.c vkafka/proxy/_lane.c vkafka/_dispatch.c
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat

@@ -453,3 +453,52 @@ class CompiledTests(unittest.TestCase):
         for config in (None, (), (1,) * 9, (None, [], (), None, None, None, None,
                                              None, None, None)):
             self.assertRaises(TypeError, tuning._dispatch.poll, config, 0)
+
+
+class SendableTests(unittest.TestCase):
+    """``_dispatch.sendable`` (what proxy/_lane.c asks before it sends)
+    answers as ``tuning.sendable``, attribute by attribute."""
+
+    def transport(self, kind=tcp.Server, **changed):
+        made = kind.__new__(kind)
+        made.TLS = False
+        made.connected, made.disconnecting, made._writeDisconnected = 1, False, False
+        made._tempDataLen, made.dataBuffer, made.offset = 0, b"", 0
+        for name, value in changed.items():
+            setattr(made, name, value)
+        return made
+
+    def test_as_the_python(self):
+        compiled, plain = tuning.compiled_sendable()
+        cases = [self.transport(), self.transport(tcp.Client),
+                 self.transport(TLS=True), self.transport(connected=0),
+                 self.transport(disconnecting=True),
+                 self.transport(_writeDisconnected=True),
+                 self.transport(_tempDataLen=3), self.transport(dataBuffer=b"abc"),
+                 self.transport(dataBuffer=b"abc", offset=3),
+                 self.transport(offset=1), object()]
+        answers = [tuning.sendable(t) for t in cases]
+        self.assertEqual([compiled(t, plain) for t in cases], answers)
+        self.assertEqual(answers.count(True), 3)
+
+    def test_only_the_types_given(self):
+        compiled, plain = tuning.compiled_sendable()
+        self.assertFalse(compiled(self.transport(), ()))
+        self.assertFalse(compiled(self.transport(), (tcp.Client,)))
+        self.assertTrue(compiled(self.transport(), (tcp.Client, tcp.Server)))
+
+    def test_errors_raised(self):
+        compiled, plain = tuning.compiled_sendable()
+
+        class Broken(tcp.Server):
+            @property
+            def offset(self):
+                raise AttributeError("offset")
+        broken = self.transport()
+        del broken.offset
+        broken.__class__ = Broken
+        self.assertRaises(AttributeError, compiled, broken, (Broken,))
+        self.patch(tuning, "_PLAIN_TCP", (Broken,))
+        self.assertRaises(AttributeError, tuning.sendable, broken)
+        self.assertRaises(TypeError, compiled, broken)
+        self.assertRaises(TypeError, compiled, broken, [tcp.Server])

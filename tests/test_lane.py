@@ -14,6 +14,7 @@ import struct
 import types
 import uuid
 
+from kio.schema.errors import ErrorCode
 from kio.static.primitive import i16, i32, i32Timedelta
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -101,6 +102,9 @@ def lane_counted(on=True):
         "read_in_lane": ("in_lane", ([], 0), lambda r: len(r[0])),
         "answer_in_lane": ("answer_in_lane", None, lambda r: r is not None),
         "read_answers_in_lane": ("answer_in_lane", ([], 0, []), lambda r: len(r[0])),
+        # the walks the compiled bookkeeping calls (splice.lane_books)
+        "produce_lane_many": ("in_lane", ([], 0), lambda r: len(r[0])),
+        "produce_answer_lane_many": ("answer_in_lane", ([], 0, []), lambda r: len(r[0])),
     }
     originals = {name: getattr(splice, name) for name in spies}
 
@@ -817,3 +821,212 @@ class WholeReadTests(unittest.TestCase):
             w, [asked, request], [answer]))
         self.assertEqual(on, off)
         self.assertEqual(whole["lane_answer"], 0)
+
+
+class PythonBooks:
+    """The same tests with the lane's bookkeeping in Python (the reference
+    that ``_lane.c`` is held to; where the C is not built it does it all)."""
+
+    def setUp(self):
+        super().setUp()
+        self.patch(splice, "COMPILED_BOOKS", False)
+
+
+class PythonLaneTests(PythonBooks, LaneTests):
+    pass
+
+
+class PythonWholeReadTests(PythonBooks, WholeReadTests):
+    pass
+
+
+def socket_outbox(case):
+    """An Outbox on a plain TCP transport over a socketpair, nothing queued
+    (what the compiled bookkeeping sends on at once), and the peer socket."""
+    from vkafka.proxy.outbox import Outbox
+
+    from .test_streaming import WriteNowTests
+    transport, peer = WriteNowTests.transport(case)
+    peer.setblocking(False)
+    return Outbox(transport), peer
+
+
+def received(peer):
+    """All the bytes waiting on *peer*."""
+    got = b""
+    try:
+        while chunk := peer.recv(1 << 20):
+            got += chunk
+    except BlockingIOError:
+        pass
+    return got
+
+
+def reference(version, reads, answers):
+    """What the broker and the client got with the Python bookkeeping."""
+    with steady_decoys():
+        original, splice.COMPILED_BOOKS = splice.COMPILED_BOOKS, False
+        try:
+            world = World(version)
+        finally:
+            splice.COMPILED_BOOKS = original
+        feed(world, reads, answers)
+    return world.broker_transport.value(), world.transport.value()
+
+
+class BooksTests(unittest.TestCase):
+    """The compiled bookkeeping (``_lane.Books``) on plain sockets: what it
+    sends at once, what it leaves to the outbox, and its refusals."""
+
+    def test_compiled_books_are_built(self):
+        self.assertIsNotNone(splice.Books, "vkafka/proxy/_lane.c is not built: "
+                                           "run make setup (a C compiler is needed)")
+        self.assertIsInstance(World(9).client.books, splice.Books)
+
+    def world_on_sockets(self, version):
+        world = World(version)
+        world.client.upstream, broker_peer = socket_outbox(self)
+        world.client.outbox, client_peer = socket_outbox(self)
+        return world, broker_peer, client_peer
+
+    def test_sent_on_the_socket(self):
+        """Requests one a read and several a read, answers likewise: each
+        read sent at once, the same bytes as the Python's, nothing queued,
+        nothing owed after."""
+        for version in (9, 13):
+            requests = [produce(version, correlation_id=20 + n) for n in range(4)]
+            answers = [answer_to(version, correlation_id=20 + n) for n in range(4)]
+            reads, replies = [requests[0], b"".join(requests[1:])], \
+                [answers[0], b"".join(answers[1:])]
+            with steady_decoys(), whole_reads_counted() as counts:
+                world, broker_peer, client_peer = self.world_on_sockets(version)
+                feed(world, reads[:1], replies[:1])
+                feed(world, reads[1:], replies[1:])
+            self.assertEqual(counts, {"_lane_read": 2, "lane_answer": 2}, version)
+            self.assertEqual((received(broker_peer), received(client_peer)),
+                             reference(version, reads, replies), version)
+            self.assertEqual(world.client.upstream.transport.queued, [])
+            self.assertEqual(world.client.outbox.transport.queued, [])
+            self.assertEqual(len(world.client.sequencer.pending), 0)
+
+    def test_owed_with_when_it_was_sent(self):
+        """Each request is owed its answer, sent at the reactor's time (an
+        acks=0 request none), of the lane's namespace."""
+        world = World(11)
+        world.reactor.advance(5)
+        feed(world, [produce(11, correlation_id=30) + produce(11, correlation_id=31,
+                                                              acks=0)
+                     + produce(11, correlation_id=32)])
+        owed = list(world.client.sequencer.pending)
+        from vkafka.proxy.sequencer import Pending
+        rule = world.client.rules.get(0)
+        self.assertEqual(owed, [Pending(n, 0, 11, rule, sent=world.reactor.seconds(),
+                                        lane=world.client.sasl.namespace)
+                                for n in (30, 32)])
+        self.assertEqual([p.correlation_id for p in owed], [30, 32])
+        self.assertEqual({p.sent for p in owed}, {world.reactor.seconds()})
+        self.assertEqual({p.lane for p in owed}, {world.client.sasl.namespace})
+        self.assertEqual({(p.api_key, p.api_version, p.local, p.waiting) for p in owed},
+                         {(0, 11, None, False)})
+
+    def test_socket_full_rest_queued_in_order(self):
+        """What the socket does not take goes to Twisted's queue, in order."""
+        version = 10
+        requests = [produce(version, correlation_id=40 + n) for n in range(3)]
+        with steady_decoys():
+            world, broker_peer, _ = self.world_on_sockets(version)
+            sock = world.client.upstream.transport.socket
+            filled = 0
+            try:
+                while True:
+                    filled += sock.send(b"x" * 65536)
+            except BlockingIOError:
+                pass
+            feed(world, [b"".join(requests)])
+        queued = b"".join(bytes(p) for p in world.client.upstream.transport.queued)
+        self.assertEqual(queued, reference(version, [b"".join(requests)], [])[0])
+        self.assertEqual(len(received(broker_peer)), filled)
+
+    def test_held_outbox_keeps_the_pieces(self):
+        """A held outbox (the general path's hold) gets the pieces in order."""
+        version = 12
+        request = produce(version, correlation_id=50)
+        with steady_decoys():
+            world = World(version)
+            world.client.upstream.hold()
+            feed(world, [request])
+            world.client.upstream.release()
+        self.assertEqual(world.broker_transport.value(),
+                         reference(version, [request], [])[0])
+
+    def test_refusals(self):
+        books = World(9).client.books
+        with self.assertRaises(TypeError):
+            books.forward(b"")
+        with self.assertRaises(TypeError):
+            books.answer(b"", 1, 1)
+        with self.assertRaises(TypeError):
+            splice.Books()
+        from collections import deque
+
+        from vkafka.proxy.sequencer import Pending
+        template = Pending(0, 0, 0, None)
+        with self.assertRaises(ValueError):
+            splice.Books(deque(), template, None, (), *[None] * 4, (0.1,) * 65)
+        for no_pending in (object(), types.SimpleNamespace(correlation_id=1),
+                           __import__("fractions").Fraction(1)):
+            with self.assertRaises(TypeError):
+                splice.Books(deque(), no_pending, None, (), *[None] * 4, ())
+
+    def test_what_waits_behind_goes_after(self):
+        """An answer the gateway made (ApiVersions) behind a lane request
+        leaves right after the lane's answer, in order."""
+        from kio.schema.api_versions.v3.request import ApiVersionsRequest
+        version = 11
+        asked = request_frame(ApiVersionsRequest(client_software_name="c",
+                                                 client_software_version="1"),
+                              3, 61, "cli")
+        request, answer = produce(version, correlation_id=60), answer_to(
+            version, correlation_id=60)
+        from kio.schema.api_versions.v3.response import ApiVersion, ApiVersionsResponse
+        known = ApiVersionsResponse(
+            error_code=ErrorCode.none, throttle_time=i32Timedelta.parse(
+                datetime.timedelta(0)), api_keys=(ApiVersion(
+                    api_key=i16(0), min_version=i16(3), max_version=i16(12)),))
+        outcomes = []
+        for compiled in (True, False):
+            self.patch(splice, "COMPILED_BOOKS", compiled)
+            with steady_decoys(), whole_reads_counted() as counts:
+                world = World(version)
+                world.topology.api_versions = known
+                feed(world, [request, asked])
+                self.assertEqual(world.transport.value(), b"")  # behind the lane's
+                feed(world, [], [answer])
+            self.assertEqual(counts["lane_answer"], 1)
+            outcomes.append((world.broker_transport.value(), world.transport.value()))
+        self.assertEqual(outcomes[0], outcomes[1])
+        self.assertEqual([bytes(f[:4]) for f in FrameDecoder().feed(
+            world.transport.value())], [struct.pack(">i", 60), struct.pack(">i", 61)])
+
+    def test_latency_on_a_bound(self):
+        """A latency of exactly a bucket's bound counts in that bucket (the
+        bound is "le"), as the Python's bisect_left counts it."""
+        from vkafka.metrics import Metrics
+
+        from .test_metrics import samples
+        request, answer = produce(9, correlation_id=70), answer_to(9, correlation_id=70)
+        counted = []
+        for compiled in (True, False):
+            self.patch(splice, "COMPILED_BOOKS", compiled)
+            metrics = Metrics()
+            with steady_decoys():
+                world = World(9, metrics)
+                feed(world, [request])
+                world.reactor.advance(0.5)
+                feed(world, [], [answer])
+            counted.append({k: v for k, v in samples(metrics).items()
+                            if k[0] == "vkafka_request_latency_seconds_bucket"
+                            and dict(k[1])["api"] == "Produce"})
+        self.assertEqual(counted[0], counted[1])
+        self.assertEqual([v for k, v in counted[0].items()
+                          if dict(k[1])["le"] in ("0.25", "0.5")], [1.0, 2.0])

@@ -24,7 +24,9 @@
 
 static PyObject *s_recv, *s_dataReceived, *s_socket, *s_bufferSize, *s_protocol,
     *s_doRead, *s_started, *s_running, *s_justStopped, *s_threadCallQueue,
-    *s_newTimedCalls, *s_pendingTimedCalls, *s_time, *s_seconds;
+    *s_newTimedCalls, *s_pendingTimedCalls, *s_time, *s_seconds, *s_TLS,
+    *s_connected, *s_disconnecting, *s_writeDisconnected, *s_tempDataLen,
+    *s_offset, *s_dataBuffer;
 
 /* The exception being raised, with its traceback, cleared: a new reference. */
 static PyObject *
@@ -338,8 +340,72 @@ poll_once(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* Whether *name* of *transport* is true (want 1) or false (want 0):
+ * 1 it is, 0 not, -1 raised. */
+static int
+attribute_is(PyObject *transport, PyObject *name, int want)
+{
+    PyObject *value = PyObject_GetAttr(transport, name);
+    if (value == NULL)
+        return -1;
+    int truth = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth < 0 ? -1 : truth == want;
+}
+
+PyDoc_STRVAR(sendable_doc,
+"sendable(transport, plain_types) -> bool\n\n"
+"tuning.sendable compiled (the Python there the reference): *transport*\n"
+"is of one of *plain_types* (exactly), not TLS, connected, not\n"
+"disconnecting, and Twisted holds nothing of it to send.  The produce\n"
+"lane's bookkeeping (proxy/_lane.c) asks it at each send.");
+
+static PyObject *
+sendable(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "sendable(transport, plain_types: tuple)");
+        return NULL;
+    }
+    PyObject *transport = args[0];
+    int plain = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[1]); i++)
+        plain |= (PyObject *)Py_TYPE(transport) == PyTuple_GET_ITEM(args[1], i);
+    int ok = plain;
+    if (ok == 1)
+        ok = attribute_is(transport, s_TLS, 0);
+    if (ok == 1)
+        ok = attribute_is(transport, s_connected, 1);
+    if (ok == 1)
+        ok = attribute_is(transport, s_disconnecting, 0);
+    if (ok == 1)
+        ok = attribute_is(transport, s_writeDisconnected, 0);
+    if (ok == 1)
+        ok = attribute_is(transport, s_tempDataLen, 0);
+    if (ok == 1) {  /* transport.offset == len(transport.dataBuffer) */
+        PyObject *offset = PyObject_GetAttr(transport, s_offset), *buffer = NULL,
+            *size = NULL;
+        if (offset != NULL && (buffer = PyObject_GetAttr(transport, s_dataBuffer)) != NULL) {
+            Py_ssize_t n = PyObject_Length(buffer);
+            if (n >= 0 && (size = PyLong_FromSsize_t(n)) != NULL)
+                ok = PyObject_RichCompareBool(offset, size, Py_EQ);
+            else
+                ok = -1;
+        }
+        else
+            ok = -1;
+        Py_XDECREF(offset);
+        Py_XDECREF(buffer);
+        Py_XDECREF(size);
+    }
+    if (ok < 0)
+        return NULL;
+    return PyBool_FromLong(ok);
+}
+
 static PyMethodDef methods[] = {
     {"poll", (PyCFunction)(void (*)(void))poll_once, METH_FASTCALL, poll_doc},
+    {"sendable", (PyCFunction)(void (*)(void))sendable, METH_FASTCALL, sendable_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -365,10 +431,18 @@ PyInit__dispatch(void)
     s_pendingTimedCalls = PyUnicode_InternFromString("_pendingTimedCalls");
     s_time = PyUnicode_InternFromString("time");
     s_seconds = PyUnicode_InternFromString("seconds");
+    s_TLS = PyUnicode_InternFromString("TLS");
+    s_connected = PyUnicode_InternFromString("connected");
+    s_disconnecting = PyUnicode_InternFromString("disconnecting");
+    s_writeDisconnected = PyUnicode_InternFromString("_writeDisconnected");
+    s_tempDataLen = PyUnicode_InternFromString("_tempDataLen");
+    s_offset = PyUnicode_InternFromString("offset");
+    s_dataBuffer = PyUnicode_InternFromString("dataBuffer");
     if (!s_recv || !s_dataReceived || !s_socket || !s_bufferSize || !s_protocol
         || !s_doRead || !s_started || !s_running || !s_justStopped
         || !s_threadCallQueue || !s_newTimedCalls || !s_pendingTimedCalls || !s_time
-        || !s_seconds)
+        || !s_seconds || !s_TLS || !s_connected || !s_disconnecting
+        || !s_writeDisconnected || !s_tempDataLen || !s_offset || !s_dataBuffer)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -196,14 +196,25 @@ class ConnectionMetrics:
         self._responses = {}
 
     def request(self, api_name, size, records=0):
-        child = self._requests.get(api_name)
-        if child is None:
-            child = self._requests[api_name] = self.metrics.requests.labels(
-                self.vcluster, api_name)
-        child.value += 1
+        (self._requests.get(api_name) or self._request_child(api_name)).value += 1
         self.bytes_in.value += size
         if records:
             self.records_in.value += records
+
+    def lane_counters(self, api_name):
+        """The children the compiled lane (proxy/_lane.c) counts *api_name*'s
+        requests and answers in, as ``request`` and ``lane_responses`` do:
+        (requests, bytes in, records in, latency, bytes out, answers without
+        an error)."""
+        return (self._requests.get(api_name) or self._request_child(api_name),
+                self.bytes_in, self.records_in,
+                self._latency.get(api_name) or self._latency_child(api_name),
+                self.bytes_out, self.responses_for(api_name, 0))
+
+    def responses_for(self, api_name, error):
+        """The answers counter's child for *api_name* and *error*."""
+        return self._responses.get((api_name, error)) or \
+            self._response_child(api_name, error)
 
     def lane_responses(self, owed, answers, now):
         """``response`` for each answer the produce lane took (filters/lane.py)
@@ -233,6 +244,12 @@ class ConnectionMetrics:
         if error is not None:
             (self._responses.get((api_name, error)) or
              self._response_child(api_name, error)).value += 1
+
+    def _request_child(self, api_name):
+        """The requests counter's child for *api_name*, looked up once."""
+        child = self._requests[api_name] = self.metrics.requests.labels(
+            self.vcluster, api_name)
+        return child
 
     def _latency_child(self, api_name):
         """The latency histogram's child for *api_name*, looked up once."""

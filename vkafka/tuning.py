@@ -236,6 +236,13 @@ def sendable(transport):
         and transport.offset == len(transport.dataBuffer)
 
 
+def compiled_sendable():
+    """(``sendable`` compiled, the transport types it takes) for compiled
+    callers (proxy/_lane.c), or None where vkafka/_dispatch.c is not built;
+    tests/test_dispatch.py holds it to ``sendable``."""
+    return None if _dispatch is None else (_dispatch.sendable, _PLAIN_TCP)
+
+
 def unsent(transport):
     """Bytes written to *transport* that Twisted has not sent yet (over TLS,
     those of the TCP transport beneath; 0 for a transport with no such

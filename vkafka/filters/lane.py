@@ -16,8 +16,10 @@ back the same way when it is as nearly every one is (no node_endpoints, no
 record error or error message, names the memo holds): as it came from v13,
 renamed before (``produce_answer_lane_many``, ``produce_answer_lane``).
 Python keeps what it decides per connection, once per read: the token's
-expiry, whether ACLs are on (``lane_args``); and per request the metrics,
-rates and the order of answers (proxy/splice.py).
+expiry, whether ACLs are on (``lane_args``); the bookkeeping per request
+(the order of answers, the metrics, the sends) is compiled beside the
+splice (proxy/_lane.c), the splice's Python its reference and the way of a
+read taken in part or of a throttled tenant (proxy/splice.py).
 Anything else, malformed bytes included, goes the rule table's way, which
 decides the same for these requests and answers; tests/test_lane.py holds
 the two paths to the same bytes and counts.

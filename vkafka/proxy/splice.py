@@ -12,11 +12,13 @@ rewrite (filters/tenant.py) and, on the way back, the response rewrite
 (filters/responses.py).  A tenant's Produce with nothing left to decide
 takes the produce lane instead (filters/lane.py), and so does its answer;
 a read that starts with such requests or answers, while nothing waits,
-skips the framing and outboxes too (``_lane_read``, ``lane_answer``).  The
+skips the framing and outboxes too (``_lane_read``, ``lane_answer``), its
+bookkeeping compiled when the lane takes it whole (``lane_books``).  The
 sequencer (sequencer.py) sends responses back in request order, whether
 the broker or the gateway made them.
 """
 
+import socket
 import struct
 from functools import partial
 
@@ -38,10 +40,18 @@ from ..tenancy.rules.addresses import local_api_versions
 from ..tenancy.rules.records import session_closers
 from .buffers import Queue
 from .login import Login
-from .outbox import Outbox, tune_socket
+from .outbox import Outbox, send_parts, tune_socket
 from .security import server_name
 from .sequencer import MAX_IN_FLIGHT, Pending, Sequencer
 from .valve import Unsent, Valve
+
+try:
+    from ..metrics import LATENCY_BUCKETS
+    from ..protocol._walk import produce_answer_lane_many, produce_lane_many
+    from ..tuning import compiled_sendable
+    from ._lane import Books
+except ImportError:  # pragma: no cover - tests/test_lane.py fails, saying so
+    Books = None
 
 PRODUCE, FETCH = 0, 1
 
@@ -73,6 +83,24 @@ def client_key(peer, frame):
     if length <= 0 or len(frame) < 10 + length:
         return host
     return f"{host}/{bytes(frame[10:10 + length]).decode('utf-8', 'replace')}"
+
+
+COMPILED_BOOKS = True
+"""Whether the lane's bookkeeping is the compiled one (_lane.c) where it is
+built; the tests turn it off to run the Python reference."""
+
+
+def lane_books(sequencer):
+    """The compiled bookkeeping of the produce lane (_lane.c) for a
+    connection of *sequencer*, or None: the Python of ``_lane_read``,
+    ``_send`` and ``lane_answer`` does it (where it is not built, and for
+    reads the lane takes only part of, or a throttled tenant's)."""
+    check = None if Books is None or not COMPILED_BOOKS else compiled_sendable()
+    if check is None:
+        return None
+    return Books(sequencer.pending, Pending(0, PRODUCE, 0, None), *check, send_parts,
+                 socket.socket, produce_lane_many, produce_answer_lane_many,
+                 LATENCY_BUCKETS)
 
 
 @implementer(IHandshakeListener)
@@ -227,6 +255,7 @@ class ClientConnection(protocol.Protocol):
             self.services.fetch_session_pool = self.gateway.session_pool(
                 self.claims.vcluster, self.node_id)
             self.lane_open = True
+            self.books = lane_books(self.sequencer)
         early, self._early = self._early, None
         for data in early or ():
             self.dataReceived(data)
@@ -276,6 +305,8 @@ class ClientConnection(protocol.Protocol):
     lane_open = False
     """Tenant mode, logged in and the broker connection up: a read may take
     the produce lane whole (``_lane_read``)."""
+    books = None
+    """Its compiled bookkeeping (``lane_books``), once the lane is open."""
 
     def _lane_read(self, data):
         """A read that starts with a whole Produce for the produce lane, on a
@@ -300,11 +331,20 @@ class ClientConnection(protocol.Protocol):
         args = self.lane_args.get(self.services, self.sasl, self.client_ids, rule)
         if args is None:
             return False
-        taken, end = read_in_lane(args, data, self.decoder.max_frame_size,
-                                  min(FRAMES_PER_TURN, MAX_IN_FLIGHT - pending))
+        most = min(FRAMES_PER_TURN, MAX_IN_FLIGHT - pending)
+        namespace = self.sasl.namespace
+        if self.books is not None and (self.rates is None or not self.rates.limited):
+            walked = self.books.forward(
+                data, args, self.decoder.max_frame_size, most, rule, namespace,
+                self.metrics, self.upstream, self.gateway.reactor.seconds())
+            if walked is None:  # the read taken whole and sent, as nearly always
+                self._backpressure()
+                return True
+            taken, end = walked
+        else:
+            taken, end = read_in_lane(args, data, self.decoder.max_frame_size, most)
         if not taken:
             return False
-        namespace = self.sasl.namespace
         if end == len(data) and len(taken) == 1:  # the read one request, as often
             pieces, correlation_id, version, acks, records, counted, _ = taken[0]
             self._send(Pending(correlation_id, PRODUCE, version, rule, lane=namespace),
@@ -674,14 +714,24 @@ class ClientConnection(protocol.Protocol):
         if self.closed or broker.reserved or broker.waiting or self.retiring \
                 or self.gateway.draining or broker.decoder.held:
             return False
-        owed = self.sequencer.owed_by_lane(FRAMES_PER_TURN)
-        if not owed or self.rates is not None and self.rates.limited and any(
-                pending.throttle > 0 for pending in owed):
-            return False
         limit = min(broker.decoder.max_frame_size, self.gateway.max_decoded_response)
-        answers, end, out = read_answers_in_lane(data, limit, owed)
-        if not answers:
-            return False
+        if self.books is not None and (self.rates is None or not self.rates.limited):
+            walked = self.books.answer(data, limit, FRAMES_PER_TURN, self.metrics,
+                                       self.outbox, self.sequencer,
+                                       self.gateway.reactor.seconds())
+            if walked is None:  # every answer of the read, counted and sent
+                return True
+            if walked is False:
+                return False
+            owed, answers, end, out = walked
+        else:
+            owed = self.sequencer.owed_by_lane(FRAMES_PER_TURN)
+            if not owed or self.rates is not None and self.rates.limited and any(
+                    pending.throttle > 0 for pending in owed):
+                return False
+            answers, end, out = read_answers_in_lane(data, limit, owed)
+            if not answers:
+                return False
         if self.metrics is not None:
             self.metrics.lane_responses(owed, answers, self.gateway.reactor.seconds())
         if end == len(data):  # every answer of the read, as nearly always
