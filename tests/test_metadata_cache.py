@@ -17,10 +17,12 @@ from .test_splice import BROKERS
 from .test_tenant_splice import TenantSpliceBase, authenticate, handshake, metadata_for
 
 
-def metadata_answer(correlation_id, names):
-    """A broker's Metadata v12 answer naming *names* (fresh topic ids)."""
+def metadata_answer(correlation_id, names, ids=None):
+    """A broker's Metadata v12 answer naming *names* (their ids from *ids*,
+    else fresh)."""
     topics = tuple(MetadataResponseTopic(
-        error_code=ErrorCode.none, name=n, topic_id=uuid.uuid4(), partitions=())
+        error_code=ErrorCode.none, name=n,
+        topic_id=(ids or {}).get(n) or uuid.uuid4(), partitions=())
         for n in names)
     return response_frame(correlation_id,
                           replace(metadata_response(BROKERS), topics=topics))
@@ -195,6 +197,7 @@ class RefresherTests(unittest.TestCase):
         refresher = Refresher(MemoryReactorClock(), topology,
                               lambda r, h, p: FakeEndpoint(self, h, p),
                               all_topics=all_topics, run_blocking=run_blocking)
+        self.refresher = refresher
         done = refresher.refresh()
         _, proto, _ = self.brokers[-1]
         proto.dataReceived(metadata_answer(1, ("t1",)))
@@ -268,6 +271,26 @@ class RefresherTests(unittest.TestCase):
         self.assertEqual(set(topology.topic_ids), {new, kept})
         listed, _ = self.refresh(all_topics=True)
         self.assertEqual(set(listed.topic_ids.values()), {"t1"})
+
+    def test_same_listing_decoded_once(self):
+        """A broker answers the same bytes while the cluster does not change:
+        a listing like the last one is not decoded again (~25 ms of CPU at
+        10,000 topics, every refresh), and one that differs is, and learnt."""
+        topology, calls = self.refresh(all_topics=True)
+        refresher, ids = self.refresher, {"t1": uuid.uuid4(), "t2": uuid.uuid4()}
+        for topics in (("t1",), ("t1",), ("t1", "t2"), ("t2",), ("t2",)):
+            done = refresher.refresh()
+            _, proto, transport = self.brokers[-1]
+            sent = transport.value()
+            while len(sent) > 4 + int.from_bytes(sent[:4], "big"):  # the last request
+                sent = sent[4 + int.from_bytes(sent[:4], "big"):]
+            correlation_id = int.from_bytes(sent[8:12], "big")
+            proto.dataReceived(metadata_answer(correlation_id, topics, ids))
+            self.assertEqual(self.successResultOf(done), True)
+            self.assertEqual(topology.topic_names, set(topics))
+            self.assertEqual({topology.topic_ids[ids[n]] for n in topics}, set(topics))
+        # the helper's t1 (another id), t1, t1 and t2, t2: decoded; the repeats not
+        self.assertEqual(calls, ["parse_listing"] * 4)
 
     def test_brokers_only_decoded_inline(self):
         topology, calls = self.refresh(all_topics=False)

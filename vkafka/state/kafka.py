@@ -7,9 +7,11 @@ strings, values JSON (None is a tombstone).  A write's Deferred fires once
 this gateway's reader has applied it, so an admin call answers only after
 its change is in force here.  Other gateways' readers wait in a long poll
 the broker answers as soon as the write is committed (2-13 ms here);
-``poll_ms`` (500 ms, Kafka's ``fetch.max.wait.ms``) only bounds how often an
-idle reader asks again: each empty round costs the reactor ~0.5 ms, and a
-gateway follows three such topics (state, usage, audit).
+``poll_ms`` only bounds how often an idle reader asks again: each empty round
+costs the reactor ~0.5 ms, and a gateway follows three such topics (state,
+usage, audit), so it is 5 s, well inside the 15 s after which a silent broker
+is taken for wedged.  Until a reader has caught up the broker is not asked to
+wait at all: an empty topic is loaded at once, not after a long poll.
 """
 
 import datetime
@@ -79,11 +81,11 @@ class KafkaStore:
     log = Logger()
 
     def __init__(self, reactor, topology, endpoint_factory, topic=STATE_TOPIC,
-                 poll_ms=500, configs=None, keep=True):
+                 poll_ms=5000, configs=None, keep=True):
         self.reactor = reactor
         self.topology = topology
         self.endpoint_factory = endpoint_factory
-        # A state read waits 500 ms at the broker, a write 5 s, the topic's
+        # A state read waits 5 s at the broker, a write 5 s, the topic's
         # creation 10 s: a broker silent for 15 s is wedged.
         self.connector = Connector(reactor, endpoint_factory, "vkafka-state", timeout=15)
         self.topic = topic
@@ -150,7 +152,7 @@ class KafkaStore:
         from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
 
         response = yield reader.request(FetchRequest(
-            max_wait=_ms(self.poll_ms), min_bytes=i32(1), max_bytes=i32(16 << 20),
+            max_wait=_ms(self.poll_ms if self.ready.called else 0), min_bytes=i32(1), max_bytes=i32(16 << 20),
             topics=(FetchTopic(topic=self.topic, partitions=(FetchPartition(
                 partition=i32(0), fetch_offset=i64(self.offset),
                 partition_max_bytes=i32(16 << 20)),)),),
