@@ -909,6 +909,21 @@ class BooksTests(unittest.TestCase):
             self.assertEqual(world.client.outbox.transport.queued, [])
             self.assertEqual(len(world.client.sequencer.pending), 0)
 
+    def test_room_told_when_answers_leave(self):
+        """The sequencer's ``release`` is asked only when it has work; one
+        who waits for room (``Sequencer.room``) is told once the lane's
+        answers left, and an answer the gateway made behind them leaves."""
+        for version in (9, 13):
+            with steady_decoys(), whole_reads_counted() as counts:
+                world, _, client_peer = self.world_on_sockets(version)
+                feed(world, [produce(version, correlation_id=50)])
+                told = []
+                world.client.sequencer.room = lambda: told.append(True)
+                feed(world, (), [answer_to(version, correlation_id=50)])
+            self.assertEqual(counts, {"_lane_read": 1, "lane_answer": 1}, version)
+            self.assertEqual((told, world.client.sequencer.room), ([True], None), version)
+            self.assertEqual(len(world.client.sequencer.pending), 0)
+
     def test_owed_with_when_it_was_sent(self):
         """Each request is owed its answer, sent at the reactor's time (an
         acks=0 request none), of the lane's namespace."""

@@ -58,7 +58,7 @@ enum { REQUESTS, BYTES_IN, RECORDS_IN, LATENCY, BYTES_OUT, ANSWERED };
 
 static PyObject *s_value, *s_sum, *s_counts, *s_held, *s_transport, *s_socket,
     *s_write_parts, *s_lane, *s_local, *s_waiting, *s_sent, *s_rule, *s_name,
-    *s_memo, *s_to_client, *s_release, *s_lane_counters, *s_responses_for,
+    *s_memo, *s_to_client, *s_release, *s_room, *s_lane_counters, *s_responses_for,
     *one;
 
 /* child.value += amount; -1 raised. */
@@ -401,6 +401,34 @@ PyDoc_STRVAR(answer_doc,
 "nothing owed by the lane, or nothing taken.  Else the Pendings owed and\n"
 "the walk's result, nothing done.");
 
+/* Whether *sequencer*.release() has anything to do after the lane's answers
+ * left: an answer made ready at the head of the deque (its ``local`` set),
+ * or someone waiting for room (``room``).  Nearly always neither, and the
+ * call from C cost more than the lane's own counting. */
+static int
+release_needed(Books *b, PyObject *sequencer)
+{
+    PyObject *room = PyObject_GetAttr(sequencer, s_room);
+    if (room == NULL)
+        return -1;
+    int needed = room != Py_None;
+    Py_DECREF(room);
+    Py_ssize_t n = PyObject_Length(b->pending);
+    if (n < 0)
+        return -1;
+    if (needed || n == 0)
+        return needed;
+    PyObject *head = PySequence_GetItem(b->pending, 0), *local = NULL;
+    if (head == NULL || (local = PyObject_GetAttr(head, s_local)) == NULL) {
+        Py_XDECREF(head);
+        return -1;
+    }
+    needed = local != Py_None;
+    Py_DECREF(local);
+    Py_DECREF(head);
+    return needed;
+}
+
 static PyObject *
 answer(Books *b, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -467,10 +495,15 @@ answer(Books *b, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         Py_DECREF(gone);
     }
-    PyObject *released = PyObject_CallMethodNoArgs(sequencer, s_release);
-    if (released == NULL)
+    int more = release_needed(b, sequencer);
+    if (more < 0)
         goto done;
-    Py_DECREF(released);
+    if (more) {
+        PyObject *released = PyObject_CallMethodNoArgs(sequencer, s_release);
+        if (released == NULL)
+            goto done;
+        Py_DECREF(released);
+    }
     result = Py_NewRef(Py_None);
 done:
     Py_XDECREF(lane);
@@ -648,7 +681,8 @@ PyInit__lane(void)
         {&s_write_parts, "write_parts"}, {&s_lane, "lane"}, {&s_local, "local"},
         {&s_waiting, "waiting"}, {&s_sent, "sent"}, {&s_rule, "rule"},
         {&s_name, "name"}, {&s_memo, "memo"}, {&s_to_client, "to_client"},
-        {&s_release, "release"}, {&s_lane_counters, "lane_counters"},
+        {&s_release, "release"}, {&s_room, "room"},
+        {&s_lane_counters, "lane_counters"},
         {&s_responses_for, "responses_for"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
