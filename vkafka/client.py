@@ -33,7 +33,7 @@ that takes connections but answers nothing (stopped, wedged, a half-open
 connection) must not hold a topic listing, an inventory or a state read for
 ever: past it the connection is dropped and each request on it fails with
 ``RequestTimedOut``.  Well above any wait the gateway asks of a broker
-(a state read's 500 ms, a CreateTopics' 10 s)."""
+(a state read's 5 s, a CreateTopics' 10 s)."""
 
 
 class ProtocolError(ConnectionError):
