@@ -34,6 +34,8 @@ class Cluster:
         self.produce_errors = []
         """Errors the next Produce answers get (then: none)."""
         self.produced = 0
+        self.fetch_waits = []
+        """The max_wait (ms) of each Fetch asked."""
 
     def endpoint(self, reactor, host, port):
         cluster = self
@@ -87,6 +89,8 @@ class Cluster:
                     name=body.topics[0].name, topic_id=None, error_code=ErrorCode.none,
                     error_message=None, num_partitions=i32(1),
                     replication_factor=i16(2), configs=None),)))
+        if header.api_key == 1:
+            self.fetch_waits.append(body.max_wait.total_seconds() * 1000)
         if header.api_key == 1 and self.records is not None:
             records, self.records = self.records, None  # later polls are held
             return response_frame(header.correlation_id, fetch.FetchResponse(
@@ -140,6 +144,18 @@ class KafkaStoreTests(unittest.TestCase):
         self.successResultOf(self.store.ready)
         self.assertEqual(self.store.data, {"vcluster/a": {"name": "a"}})
         self.assertTrue(self.cluster.connections[0][3].disconnecting)  # admin conn
+
+    def test_first_fetch_does_not_wait_later_ones_do(self):
+        """The first read of the topic asks the broker not to wait (an empty
+        topic loads at once); every later one is a long poll of poll_ms (5 s:
+        an idle reader asks again rarely; a write still ends it at once)."""
+        self.cluster.topic_exists = True
+        self.cluster.records = b""  # an empty topic
+        self.store.start()
+        for _ in range(3):
+            self.cluster.pump()
+        self.successResultOf(self.store.ready)
+        self.assertEqual(self.cluster.fetch_waits, [0, 5000])
 
     def test_no_broker_reachable(self):
         """Every server refused: writes fail with StoreUnavailable naming why."""

@@ -10,8 +10,10 @@ the broker answers as soon as the write is committed (2-13 ms here);
 ``poll_ms`` only bounds how often an idle reader asks again: each empty round
 costs the reactor ~0.5 ms, and a gateway follows three such topics (state,
 usage, audit), so it is 5 s, well inside the 15 s after which a silent broker
-is taken for wedged.  Until a reader has caught up the broker is not asked to
-wait at all: an empty topic is loaded at once, not after a long poll.
+is taken for wedged.  A reader's first fetch does not ask the broker to
+wait: an empty topic is loaded at once, not after a long poll (and only the
+first: a reader that never catches up, on records it cannot read, must not
+ask again and again without a pause).
 """
 
 import datetime
@@ -152,7 +154,8 @@ class KafkaStore:
         from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
 
         response = yield reader.request(FetchRequest(
-            max_wait=_ms(self.poll_ms if self.ready.called else 0), min_bytes=i32(1), max_bytes=i32(16 << 20),
+            max_wait=_ms(0 if self.high_watermark is None else self.poll_ms),
+            min_bytes=i32(1), max_bytes=i32(16 << 20),
             topics=(FetchTopic(topic=self.topic, partitions=(FetchPartition(
                 partition=i32(0), fetch_offset=i64(self.offset),
                 partition_max_bytes=i32(16 << 20)),)),),
