@@ -8,6 +8,7 @@ way.  The lane must also take the requests it is for, or it saves nothing.
 """
 
 import contextlib
+import copy
 import datetime
 import importlib
 import struct
@@ -419,10 +420,19 @@ class LaneTests(unittest.TestCase):
 
 @contextlib.contextmanager
 def whole_reads_counted():
-    """Counts of the reads taken whole (``ClientConnection._lane_read``,
-    ``lane_answer``), the general path declined."""
+    """Counts of the reads taken whole (``ClientConnection._lane_read``, or
+    the compiled read armed by it, ``Books.read``; ``lane_answer``, or
+    ``Books.answers_read``), the general path declined.  The compiled reads
+    are added as it ends."""
     counts = {"_lane_read": 0, "lane_answer": 0}
     originals = {name: getattr(splice.ClientConnection, name) for name in counts}
+    made, lane_books = [], splice.lane_books
+
+    def books_made(sequencer):
+        books = lane_books(sequencer)
+        made.append(books)
+        return books
+    splice.lane_books = books_made
 
     def spy(name):
         def called(*args):
@@ -437,6 +447,10 @@ def whole_reads_counted():
     finally:
         for name, original in originals.items():
             setattr(splice.ClientConnection, name, original)
+        splice.lane_books = lane_books
+        made = [books for books in made if books is not None]
+        counts["_lane_read"] += sum(books.whole for books in made)
+        counts["lane_answer"] += sum(books.answers_whole for books in made)
 
 
 def both_run(version, script):
@@ -1045,3 +1059,241 @@ class BooksTests(unittest.TestCase):
         self.assertEqual(counted[0], counted[1])
         self.assertEqual([v for k, v in counted[0].items()
                           if dict(k[1])["le"] in ("0.25", "0.5")], [1.0, 2.0])
+
+
+def armed_world(case, prepare, answer=None):
+    """A World of *case*'s version, *prepare(world)* done, that then sent a
+    Produce the Python path took whole (and got *answer*), and its Books."""
+    world = World(case.version)
+    books = world.client.books
+    case.assertIsNotNone(books, "vkafka/proxy/_lane.c is not built: "
+                                "run make setup (a C compiler is needed)")
+    if prepare is not None:
+        prepare(world)
+    world.outcome(produce(case.version, correlation_id=20), answer)
+    return world, books
+
+
+class CompiledReadTests(unittest.TestCase):
+    """The compiled read (``Books.read``, a lane connection's
+    ``dataReceived``): armed by a read the Python path took whole, it sends
+    the next ones itself, until anything it was armed from changes; then
+    the read goes the Python way, which decides it afresh."""
+
+    version = 10
+
+    def armed(self, prepare=None):
+        """A World whose compiled read is armed (after *prepare(world)*),
+        and the reads that went the Python way from then on."""
+        world, books = armed_world(self, prepare)
+        self.assertTrue(books.armed)
+        python = []
+        lane_read = splice.ClientConnection._lane_read
+        self.patch(splice.ClientConnection, "_lane_read",
+                   lambda conn, data: python.append(data) or lane_read(conn, data))
+        return world, books, python
+
+    def test_armed_reads_sent_compiled(self):
+        """Read after read, the compiled read sends them: the same bytes as
+        the Python path, none of them through it."""
+        world, books, python = self.armed()
+        for n in range(3):
+            sent, _, closed = world.outcome(produce(self.version, correlation_id=30 + n))
+            self.assertIn(b"london/cli", sent)
+            self.assertFalse(closed)
+        self.assertEqual((books.whole, python), (3, []))
+        reads = [produce(self.version, correlation_id=30 + n) for n in range(3)]
+        on, off, whole = both_run(self.version, lambda w: feed(w, reads))
+        self.assertEqual((on, whole["_lane_read"]), (off, 3))
+
+    def test_any_change_goes_the_python_way(self):
+        """Each thing the read was armed from, changed: the next read goes
+        the Python way (which may arm it again), not the compiled one."""
+        from vkafka.filters.sasl import Phase
+        from vkafka.filters.throttle import LoopShare
+
+        def with_share(world):
+            share = LoopShare(0.25, world.reactor.seconds, world.reactor.callLater)
+            world.client.loop_debt = share.bucket("london")
+
+        def with_rates(world):
+            world.client.rates = types.SimpleNamespace(
+                limited=False, request=lambda api_key, size: 0.0)
+
+        authorized = [types.SimpleNamespace(enabled=False)]
+
+        def with_authorizer(world):
+            world.client.services.authorizer = lambda vcluster: authorized[0]
+
+        def renamed_rule(world):
+            world.client.rules[0] = copy.copy(world.client.rules[0])
+
+        def new_authorizer(world):
+            authorized[0] = types.SimpleNamespace(enabled=False)
+
+        changes = {
+            "closed": (None, lambda w: setattr(w.client, "closed", True)),
+            "retiring": (None, lambda w: setattr(w.client, "retiring", True)),
+            "draining": (None, lambda w: setattr(w.gateway, "draining", True)),
+            "held": (None, lambda w: w.client.valve.hold("throttle")),
+            # a read before the expiry's timer closes the connection:
+            "expired": (None, lambda w: (w.client.login.stop(), w.reactor.advance(601))),
+            "claims": (None, lambda w: setattr(w.client.sasl, "claims",
+                                               copy.copy(w.client.sasl.claims))),
+            "phase": (None, lambda w: setattr(w.client.sasl, "phase", Phase.HANDSHAKEN)),
+            "mapping": (None, lambda w: setattr(w.client.sasl.namespace, "version",
+                                                w.client.sasl.namespace.version + 1)),
+            "prefixes": (None, lambda w: setattr(
+                w.client.sasl.namespace.prefixes, "generation",
+                w.client.sasl.namespace.prefixes.generation + 1)),
+            "unavailable": (None, lambda w: setattr(w.client.sasl.namespace,
+                                                    "unavailable", "overlaps")),
+            "producer": (None, lambda w: setattr(w.client.services, "producer", 4242)),
+            "client id": (None, lambda w: setattr(w.client.client_ids, "given",
+                                                  b"\x00\x03two")),
+            "rule": (None, renamed_rule),
+            "authorizer replaced": (None, with_authorizer),
+            "authorizer's answer": (with_authorizer, new_authorizer),
+            "loop share set": (None, with_share),
+            "loop share in debt": (with_share, lambda w: setattr(
+                w.client.loop_debt, "tokens", -1.0)),
+            "loop share queued": (with_share, lambda w: w.client.loop_debt.waiting.append(
+                (object(), 0.0))),
+            "rates set": (None, with_rates),
+            "rates limited": (with_rates, lambda w: setattr(w.client.rates, "limited", True)),
+        }
+        for name, (prepare, change) in changes.items():
+            world, books, python = self.armed(prepare)
+            change(world)
+            try:
+                world.client.dataReceived(produce(self.version, correlation_id=40))
+            except AttributeError:  # the Python way, with a stand-in of the test's
+                pass
+            self.assertEqual((books.whole, len(python)), (0, 1), name)
+
+    def test_in_flight_bound(self):
+        """Reads owed answers up to MAX_IN_FLIGHT are sent compiled; the
+        next goes the Python way (which holds it)."""
+        world, books, python = self.armed()
+        owed = len(world.client.sequencer.pending)
+        for n in range(splice.MAX_IN_FLIGHT - owed):
+            world.client.dataReceived(produce(self.version, correlation_id=100 + n))
+        self.assertEqual((books.whole, python), (splice.MAX_IN_FLIGHT - owed, []))
+        world.client.dataReceived(produce(self.version, correlation_id=99))
+        self.assertEqual((books.whole, len(python)), (splice.MAX_IN_FLIGHT - owed, 1))
+
+    def test_not_taken_whole_disarms(self):
+        """A read the lane does not take whole (part of a request, another
+        API) goes the Python way and disarms the compiled read."""
+        for read in (produce(self.version, correlation_id=50)[:-3],
+                     request_frame(importlib.import_module(
+                         "kio.schema.metadata.v12.request").MetadataRequest(
+                             topics=None, allow_auto_topic_creation=False,
+                             include_topic_authorized_operations=False), 12, 50, "cli")):
+            world, books, python = self.armed()
+            world.client.dataReceived(read)
+            self.assertEqual((books.whole, books.armed), (0, 0))
+
+    def test_refusals(self):
+        """Arming and reading say what is wrong, on a Books not installed or
+        with watches that are not triples."""
+        books = splice.lane_books(World(self.version).client.sequencer)
+        with self.assertRaises(TypeError):
+            books.read(b"")
+        with self.assertRaises(TypeError):
+            books.arm((), 1, None, None, None, None, None, None, 0.0, (), ())
+        world = World(self.version)
+        with self.assertRaises(TypeError):
+            world.client.books.arm((), 1, None, None, None, None, None, None, 0.0,
+                                   ((world, "x"),), ())
+        with self.assertRaises(TypeError):
+            world.client.books.arm((), 1, None, None, None, None, None, None, 0.0,
+                                   (), ((None, 1, 2),))
+
+
+class CompiledAnswersTests(unittest.TestCase):
+    """The compiled read of answers (``Books.answers_read``, the broker
+    connection's ``dataReceived``): armed by a read of answers the Python
+    path (``lane_answer``) took whole, it sends the next ones itself until
+    anything it was armed from changes."""
+
+    version = 10
+
+    def armed(self, prepare=None):
+        """A World whose compiled read of answers is armed (after
+        *prepare(world)*), and the reads that went the Python way from then
+        on."""
+        world, books = armed_world(self, prepare, answer_to(self.version,
+                                                            correlation_id=20))
+        self.assertTrue(books.answers_armed)
+        python = []
+        lane_answer = splice.ClientConnection.lane_answer
+        self.patch(splice.ClientConnection, "lane_answer",
+                   lambda conn, broker, data: python.append(data) or lane_answer(
+                       conn, broker, data))
+        return world, books, python
+
+    def test_armed_answers_sent_compiled(self):
+        world, books, python = self.armed()
+        for n in range(3):
+            _, got, closed = world.outcome(produce(self.version, correlation_id=30 + n),
+                                           answer_to(self.version, correlation_id=30 + n))
+            self.assertFalse(closed)
+        self.assertEqual((books.answers_whole, python), (3, []))
+        self.assertEqual(len(world.client.sequencer.pending), 0)
+        reads = [(produce(self.version, correlation_id=30 + n),
+                  answer_to(self.version, correlation_id=30 + n)) for n in range(3)]
+
+        def script(w):
+            for read, answer in reads:
+                feed(w, [read], [answer])
+        on, off, whole = both_run(self.version, script)
+        self.assertEqual((on, whole["lane_answer"]), (off, 3))
+
+    def test_any_change_goes_the_python_way(self):
+        """Each thing the read of answers was armed from, changed: the next
+        one goes the Python way, not the compiled one."""
+        def with_rates(world):
+            world.client.rates = types.SimpleNamespace(
+                limited=False, request=lambda api_key, size: 0.0,
+                response=lambda pending, frame: (frame, 0.0))
+
+        changes = {
+            "closed": (None, lambda w: setattr(w.client, "closed", True)),
+            "retiring": (None, lambda w: setattr(w.client, "retiring", True)),
+            "draining": (None, lambda w: setattr(w.gateway, "draining", True)),
+            "streamed": (None, lambda w: setattr(w.broker, "streamed", object())),
+            "metrics": (None, lambda w: setattr(w.client, "metrics", object())),
+            "decoded": (None, lambda w: setattr(w.gateway, "max_decoded_response", 10)),
+            "frames": (None, lambda w: setattr(w.broker.decoder, "max_frame_size", 10)),
+            "rates set": (None, with_rates),
+            "rates limited": (with_rates, lambda w: setattr(w.client.rates, "limited",
+                                                            True)),
+        }
+        for name, (prepare, change) in changes.items():
+            world, books, python = self.armed(prepare)
+            world.client.dataReceived(produce(self.version, correlation_id=40))
+            change(world)
+            try:
+                world.broker.dataReceived(answer_to(self.version, correlation_id=40))
+            except AttributeError:  # the Python way, with a stand-in of the test's
+                pass
+            self.assertEqual(books.answers_whole, 0, name)  # not sent compiled
+
+    def test_not_taken_whole_disarms(self):
+        """Part of an answer goes the Python way and disarms."""
+        world, books, python = self.armed()
+        world.client.dataReceived(produce(self.version, correlation_id=50))
+        world.broker.dataReceived(answer_to(self.version, correlation_id=50)[:-2])
+        self.assertEqual((books.answers_whole, books.answers_armed, len(python)),
+                         (0, 0, 1))
+
+    def test_refusals(self):
+        books = splice.lane_books(World(self.version).client.sequencer)
+        with self.assertRaises(TypeError):
+            books.answers_read(b"")
+        with self.assertRaises(TypeError):
+            books.install_answers(None, None, None)
+        world = World(self.version)
+        with self.assertRaises(TypeError):
+            world.client.books.arm_answers(1, None, None, None, ((world, "x"),))

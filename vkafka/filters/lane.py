@@ -15,8 +15,10 @@ a request the general path cut in one (``produce_lane``).  Its answer comes
 back the same way when it is as nearly every one is (no node_endpoints, no
 record error or error message, names the memo holds): as it came from v13,
 renamed before (``produce_answer_lane_many``, ``produce_answer_lane``).
-Python keeps what it decides per connection, once per read: the token's
-expiry, whether ACLs are on (``lane_args``); the bookkeeping per request
+Python keeps what it decides per connection: the token's expiry, whether
+ACLs are on (``lane_args``), and what that was decided from
+(``LaneArgs.watched``), which the compiled read checks at every read
+while it sends without Python (proxy/_lane.c); the bookkeeping per request
 (the order of answers, the metrics, the sends) is compiled beside the
 splice (proxy/_lane.c), the splice's Python its reference and the way of a
 read taken in part or of a throttled tenant (proxy/splice.py).
@@ -97,6 +99,20 @@ class LaneArgs:
                 self.authorizer, self.producer, self.args = memo, login.phase, \
                 claims, rule, client_ids.given, authorizer, services.producer, args
         return self.args
+
+    def watched(self, services, login, client_ids):
+        """What made the last ``get``'s args, as ``(attributes, calls)`` for
+        the compiled read (``Books.arm``): each ``(object, name, value)``
+        and ``(callable, argument, value)`` gives the same object while
+        ``get`` would give the same args (the token's expiry is checked
+        apart).  Only after a ``get`` that gave args."""
+        attrs = login.namespace.memo_watch() + (
+            (login, "claims", self.claims), (login, "phase", self.phase),
+            (client_ids, "given", self.given), (services, "producer", self.producer),
+            (services, "authorizer", services.authorizer))
+        calls = () if services.authorizer is None else \
+            ((services.authorizer, self.claims.vcluster, self.authorizer),)
+        return attrs, calls
 
 
 def in_lane(args, frame):

@@ -18,6 +18,12 @@
  * reference (tests/test_lane.py holds both to the same bytes, Pendings and
  * counts).  What Python objects hold stays theirs: this reads and sets the
  * same attributes the Python does, in the same order.
+ *
+ * After a read the Python path took whole, the next reads need not enter
+ * Python at all: read and answers_read, installed as the two connections'
+ * dataReceived and armed by the splice, call forward and answer
+ * themselves while what the gate and the arguments were decided from
+ * stays the same (see disarm below).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -52,6 +58,26 @@ typedef struct {
     PyObject *metrics, *api;
     PyObject *counters[6];  /* requests, bytes in, records in, latency, bytes out,
                              * answers without an error */
+    /* The compiled read (``read``), once installed on a connection: */
+    PyObject *conn;         /* the splice's ClientConnection */
+    PyObject *fallback;     /* its Python dataReceived, bound */
+    PyObject *seconds;      /* the reactor's clock */
+    PyObject *reasons;      /* its valve's reasons (a set, never rebound) */
+    Py_ssize_t turn, in_flight; /* FRAMES_PER_TURN, MAX_IN_FLIGHT */
+    /* and, while armed, what forward is given and what is watched: */
+    int armed;
+    Py_ssize_t whole;       /* reads it sent whole (for the tests) */
+    PyObject *args, *limit, *rule, *namespace, *out_metrics, *outbox;
+    PyObject *share, *share_waiting; /* the loop share (or None) and its deque */
+    double expires_at;      /* the token's */
+    PyObject *attrs, *calls; /* ((object, name, value), ...), ((f, arg, value), ...) */
+    /* The compiled read of answers (``answers_read``), installed on the
+     * broker connection, and what it is armed with: */
+    PyObject *broker, *broker_fallback, *unsent, *client;
+    int answers_armed;
+    Py_ssize_t answers_whole;
+    PyObject *answers_limit, *answers_metrics, *answers_outbox, *sequencer,
+        *answers_attrs;
 } Books;
 
 enum { REQUESTS, BYTES_IN, RECORDS_IN, LATENCY, BYTES_OUT, ANSWERED };
@@ -59,7 +85,7 @@ enum { REQUESTS, BYTES_IN, RECORDS_IN, LATENCY, BYTES_OUT, ANSWERED };
 static PyObject *s_value, *s_sum, *s_counts, *s_held, *s_transport, *s_socket,
     *s_write_parts, *s_lane, *s_local, *s_waiting, *s_sent, *s_rule, *s_name,
     *s_memo, *s_to_client, *s_release, *s_room, *s_lane_counters, *s_responses_for,
-    *one;
+    *s_tokens, *s_backpressure, *s_paused, *s_answered_unsent, *one;
 
 /* child.value += amount; -1 raised. */
 static int
@@ -514,6 +540,380 @@ done:
     return result;
 }
 
+
+/* The compiled read: a connection's dataReceived (installed by the splice
+ * once the lane opens) that sends a read the lane takes whole with no
+ * Python at all, while it is armed.  The splice's Python path arms it
+ * after a read it took whole the same way (ClientConnection._arm), giving
+ * forward's arguments and what it decided them from: the objects whose
+ * change would make it decide otherwise, each watched at every read (an
+ * attribute still the same object, a call still giving the same object),
+ * and the conditions of its gate that change without a read of this
+ * connection (the valve's reasons, requests in flight, the loop share, the
+ * token's expiry).  The rest of its gate changes only on the general path,
+ * which a disarmed read takes: anything not as it was armed, a read the
+ * lane does not take whole, disarms it and goes to the Python path, the
+ * reference, which decides the read from scratch (and may arm again). */
+
+static void
+disarm(Books *b)
+{
+    b->armed = 0;
+    Py_CLEAR(b->args);
+    Py_CLEAR(b->limit);
+    Py_CLEAR(b->rule);
+    Py_CLEAR(b->namespace);
+    Py_CLEAR(b->out_metrics);
+    Py_CLEAR(b->outbox);
+    Py_CLEAR(b->share);
+    Py_CLEAR(b->share_waiting);
+    Py_CLEAR(b->attrs);
+    Py_CLEAR(b->calls);
+}
+
+/* Whether each (object, name, value) of *watched* still has
+ * getattr(object, name) is value (*called*: each (f, arg, value) f(arg)
+ * is value); -1 raised. */
+static int
+same_objects(PyObject *watched, int called)
+{
+    int same = 1;
+    Py_INCREF(watched);  /* what it calls may arm anew, dropping it */
+    for (Py_ssize_t i = 0; same == 1 && i < PyTuple_GET_SIZE(watched); i++) {
+        PyObject *w = PyTuple_GET_ITEM(watched, i);
+        PyObject *now = called ?
+            PyObject_CallOneArg(PyTuple_GET_ITEM(w, 0), PyTuple_GET_ITEM(w, 1)) :
+            PyObject_GetAttr(PyTuple_GET_ITEM(w, 0), PyTuple_GET_ITEM(w, 1));
+        same = now == NULL ? -1 : now == PyTuple_GET_ITEM(w, 2);
+        Py_XDECREF(now);
+    }
+    Py_DECREF(watched);
+    return same;
+}
+
+/* Whether every watched attribute of *attrs* and call of *calls* (or
+ * NULL) still gives the object armed with; -1 raised. */
+static int
+unchanged(PyObject *attrs, PyObject *calls)
+{
+    int same = same_objects(attrs, 0);
+    return same == 1 && calls != NULL ? same_objects(calls, 1) : same;
+}
+
+/* Whether an armed *b* may send the next read: then *most* requests of it
+ * at most, at *now* (a new reference); 0 not, -1 raised. */
+static int
+may_send(Books *b, Py_ssize_t *most, PyObject **now)
+{
+    *now = NULL;
+    Py_ssize_t pending = PyObject_Length(b->pending);
+    if (pending < 0)
+        return -1;
+    if (pending >= b->in_flight || PySet_GET_SIZE(b->reasons) > 0)
+        return 0;
+    if (b->share != Py_None) {
+        Py_ssize_t queued = PyObject_Length(b->share_waiting);
+        if (queued != 0)  /* connections wait their turn: so does this one */
+            return queued < 0 ? -1 : 0;
+        PyObject *tokens = PyObject_GetAttr(b->share, s_tokens);
+        if (tokens == NULL)
+            return -1;
+        double left = PyFloat_AsDouble(tokens);
+        Py_DECREF(tokens);
+        if (left == -1.0 && PyErr_Occurred())
+            return -1;
+        if (left < 0)
+            return 0;
+    }
+    int same = unchanged(b->attrs, b->calls);
+    if (same <= 0)
+        return same;
+    if ((*now = PyObject_CallNoArgs(b->seconds)) == NULL)
+        return -1;
+    double at = PyFloat_AsDouble(*now);
+    if (at == -1.0 && PyErr_Occurred()) {
+        Py_CLEAR(*now);
+        return -1;
+    }
+    if (at >= b->expires_at) {
+        Py_CLEAR(*now);
+        return 0;
+    }
+    *most = b->in_flight - pending < b->turn ? b->in_flight - pending : b->turn;
+    return 1;
+}
+
+PyDoc_STRVAR(read_doc,
+"read(data)\n\n"
+"The installed connection's dataReceived: while armed, *data* sent as\n"
+"forward sends a read the lane takes whole; else (or when it is not taken\n"
+"whole, nothing done) disarmed and given to the connection's Python\n"
+"dataReceived.");
+
+static PyObject *
+books_read(Books *b, PyObject *data)
+{
+    if (b->conn == NULL) {
+        PyErr_SetString(PyExc_TypeError, "read: Books not installed on a connection");
+        return NULL;
+    }
+    if (b->armed) {
+        Py_ssize_t most = 0;
+        PyObject *now;
+        int go = may_send(b, &most, &now);
+        if (go < 0)
+            return NULL;
+        if (go) {
+            PyObject *n = PyLong_FromSsize_t(most);
+            if (n == NULL) {
+                Py_DECREF(now);
+                return NULL;
+            }
+            /* held here: what forward calls back may arm it anew */
+            PyObject *given[9] = {data, Py_NewRef(b->args), Py_NewRef(b->limit), n,
+                                  Py_NewRef(b->rule), Py_NewRef(b->namespace),
+                                  Py_NewRef(b->out_metrics), Py_NewRef(b->outbox), now};
+            PyObject *walked = forward(b, given, 9);
+            for (int i = 1; i < 9; i++)
+                Py_DECREF(given[i]);
+            if (walked == NULL)
+                return NULL;
+            if (walked == Py_None) {  /* sent, as nearly always */
+                b->whole++;
+                if (PySet_GET_SIZE(b->reasons) == 0)
+                    return walked;
+                Py_DECREF(walked);
+                return PyObject_CallMethodNoArgs(b->conn, s_backpressure);
+            }
+            Py_DECREF(walked);
+        }
+    }
+    disarm(b);
+    return PyObject_CallOneArg(b->fallback, data);
+}
+
+PyDoc_STRVAR(install_doc,
+"install(conn, fallback, seconds, reasons, turn, in_flight)\n\n"
+"Make read serve *conn* (a ClientConnection): *fallback* its Python\n"
+"dataReceived, *seconds* the reactor's clock, *reasons* its valve's set,\n"
+"at most *turn* requests a read and *in_flight* owed.  Disarmed.");
+
+static PyObject *
+install(Books *b, PyObject *args)
+{
+    PyObject *conn, *fallback, *seconds, *reasons;
+    Py_ssize_t turn, in_flight;
+    if (!PyArg_ParseTuple(args, "OOOO!nn:install", &conn, &fallback, &seconds,
+                          &PySet_Type, &reasons, &turn, &in_flight))
+        return NULL;
+    disarm(b);
+    Py_XSETREF(b->conn, Py_NewRef(conn));
+    Py_XSETREF(b->fallback, Py_NewRef(fallback));
+    Py_XSETREF(b->seconds, Py_NewRef(seconds));
+    Py_XSETREF(b->reasons, Py_NewRef(reasons));
+    b->turn = turn;
+    b->in_flight = in_flight;
+    Py_RETURN_NONE;
+}
+
+/* Whether *watches* is a tuple of 3-tuples, the middle one a str if
+ * *named*; -1 raised otherwise. */
+static int
+watches(PyObject *watched, int named)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(watched);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *w = PyTuple_GET_ITEM(watched, i);
+        if (!PyTuple_Check(w) || PyTuple_GET_SIZE(w) != 3 ||
+                (named && !PyUnicode_Check(PyTuple_GET_ITEM(w, 1))) ||
+                (!named && !PyCallable_Check(PyTuple_GET_ITEM(w, 0)))) {
+            PyErr_SetString(PyExc_TypeError, named ?
+                            "arm: attrs are (object, name, value) triples" :
+                            "arm: calls are (callable, argument, value) triples");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(arm_doc,
+"arm(args, limit, rule, namespace, metrics, outbox, share, share_waiting,\n"
+"    expires_at, attrs, calls)\n\n"
+"Let read send what the lane takes whole with forward's arguments, while\n"
+"every (object, name, value) of *attrs* still has getattr(object, name)\n"
+"is value, every (f, arg, value) of *calls* f(arg) is value, the loop\n"
+"*share* (or None; *share_waiting* its deque) is not in debt and the\n"
+"clock is before *expires_at*.");
+
+static PyObject *
+arm(Books *b, PyObject *args)
+{
+    PyObject *walk_args, *limit, *rule, *namespace, *metrics, *outbox, *share,
+        *share_waiting, *attrs, *calls;
+    double expires_at;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOdO!O!:arm", &walk_args, &limit, &rule,
+                          &namespace, &metrics, &outbox, &share, &share_waiting,
+                          &expires_at, &PyTuple_Type, &attrs, &PyTuple_Type, &calls))
+        return NULL;
+    if (b->conn == NULL) {
+        PyErr_SetString(PyExc_TypeError, "arm: Books not installed on a connection");
+        return NULL;
+    }
+    if (watches(attrs, 1) < 0 || watches(calls, 0) < 0)
+        return NULL;
+    disarm(b);
+    b->args = Py_NewRef(walk_args);
+    b->limit = Py_NewRef(limit);
+    b->rule = Py_NewRef(rule);
+    b->namespace = Py_NewRef(namespace);
+    b->out_metrics = Py_NewRef(metrics);
+    b->outbox = Py_NewRef(outbox);
+    b->share = Py_NewRef(share);
+    b->share_waiting = Py_NewRef(share_waiting);
+    b->expires_at = expires_at;
+    b->attrs = Py_NewRef(attrs);
+    b->calls = Py_NewRef(calls);
+    b->armed = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+disarm_method(Books *b, PyObject *unused)
+{
+    disarm(b);
+    Py_RETURN_NONE;
+}
+
+/* The same for the broker's reads of answers: ``answers_read`` is the
+ * broker connection's dataReceived, armed by the splice after a read of
+ * answers its Python path (lane_answer) took whole, sending the next ones
+ * as answer does while what it watches stays the same: the rest of the
+ * gate changes only on the broker connection's general path, which a
+ * disarmed read takes.  What answer reads itself (the requests owed, the
+ * namespace's memo) it checks at every read. */
+
+static void
+disarm_answers(Books *b)
+{
+    b->answers_armed = 0;
+    Py_CLEAR(b->answers_limit);
+    Py_CLEAR(b->answers_metrics);
+    Py_CLEAR(b->answers_outbox);
+    Py_CLEAR(b->sequencer);
+    Py_CLEAR(b->answers_attrs);
+}
+
+PyDoc_STRVAR(answers_read_doc,
+"answers_read(data)\n\n"
+"The installed broker connection's dataReceived: while armed, *data* sent\n"
+"as answer sends a read of answers the lane takes whole; else (or when\n"
+"not taken whole, nothing done) disarmed and given to the broker\n"
+"connection's Python dataReceived.");
+
+static PyObject *
+answers_read(Books *b, PyObject *data)
+{
+    if (b->broker == NULL) {
+        PyErr_SetString(PyExc_TypeError,
+                        "answers_read: Books not installed on a broker connection");
+        return NULL;
+    }
+    if (b->answers_armed) {
+        int go = unchanged(b->answers_attrs, NULL);
+        if (go < 0)
+            return NULL;
+        PyObject *now = go ? PyObject_CallNoArgs(b->seconds) : NULL;
+        if (go && now == NULL)
+            return NULL;
+        if (go) {
+            PyObject *most = PyLong_FromSsize_t(b->turn);
+            if (most == NULL) {
+                Py_DECREF(now);
+                return NULL;
+            }
+            PyObject *given[7] = {data, Py_NewRef(b->answers_limit), most,
+                                  Py_NewRef(b->answers_metrics),
+                                  Py_NewRef(b->answers_outbox), Py_NewRef(b->sequencer),
+                                  now};
+            PyObject *walked = answer(b, given, 7);
+            for (int i = 1; i < 7; i++)
+                Py_DECREF(given[i]);
+            if (walked == NULL)
+                return NULL;
+            if (walked == Py_None) {  /* sent, as nearly always */
+                b->answers_whole++;
+                Py_DECREF(walked);
+                PyObject *paused = PyObject_GetAttr(b->unsent, s_paused);
+                int full = paused == NULL ? -1 : PyObject_IsTrue(paused);
+                Py_XDECREF(paused);
+                if (full < 0)
+                    return NULL;
+                if (!full)
+                    Py_RETURN_NONE;
+                return PyObject_CallMethodNoArgs(b->client, s_answered_unsent);
+            }
+            Py_DECREF(walked);
+        }
+    }
+    disarm_answers(b);
+    return PyObject_CallOneArg(b->broker_fallback, data);
+}
+
+PyDoc_STRVAR(install_answers_doc,
+"install_answers(broker, fallback, unsent)\n\n"
+"Make answers_read serve *broker* (the installed client connection's\n"
+"BrokerConnection): *fallback* its Python dataReceived, *unsent* the\n"
+"client's Unsent (whose pause answered_unsent reports).  Disarmed.");
+
+static PyObject *
+install_answers(Books *b, PyObject *args)
+{
+    PyObject *broker, *fallback, *unsent;
+    if (!PyArg_ParseTuple(args, "OOO:install_answers", &broker, &fallback, &unsent))
+        return NULL;
+    if (b->conn == NULL) {
+        PyErr_SetString(PyExc_TypeError,
+                        "install_answers: Books not installed on a connection");
+        return NULL;
+    }
+    disarm_answers(b);
+    Py_XSETREF(b->broker, Py_NewRef(broker));
+    Py_XSETREF(b->broker_fallback, Py_NewRef(fallback));
+    Py_XSETREF(b->unsent, Py_NewRef(unsent));
+    Py_XSETREF(b->client, Py_NewRef(b->conn));
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(arm_answers_doc,
+"arm_answers(limit, metrics, outbox, sequencer, attrs)\n\n"
+"Let answers_read send what the lane takes whole with answer's arguments,\n"
+"while every (object, name, value) of *attrs* still has\n"
+"getattr(object, name) is value.");
+
+static PyObject *
+arm_answers(Books *b, PyObject *args)
+{
+    PyObject *limit, *metrics, *outbox, *sequencer, *attrs;
+    if (!PyArg_ParseTuple(args, "OOOOO!:arm_answers", &limit, &metrics, &outbox,
+                          &sequencer, &PyTuple_Type, &attrs))
+        return NULL;
+    if (b->broker == NULL) {
+        PyErr_SetString(PyExc_TypeError,
+                        "arm_answers: Books not installed on a broker connection");
+        return NULL;
+    }
+    if (watches(attrs, 1) < 0)
+        return NULL;
+    disarm_answers(b);
+    b->answers_limit = Py_NewRef(limit);
+    b->answers_metrics = Py_NewRef(metrics);
+    b->answers_outbox = Py_NewRef(outbox);
+    b->sequencer = Py_NewRef(sequencer);
+    b->answers_attrs = Py_NewRef(attrs);
+    b->answers_armed = 1;
+    Py_RETURN_NONE;
+}
+
 /* The slots of *template*'s type into *b*: a class of __slots__ only (a
  * dataclass(slots=True)), each an object, the fields set per request
  * among them; -1 raised otherwise. */
@@ -610,6 +1010,29 @@ books_traverse(Books *b, visitproc visit, void *arg)
     Py_VISIT(b->api);
     for (int i = 0; i < 6; i++)
         Py_VISIT(b->counters[i]);
+    Py_VISIT(b->conn);
+    Py_VISIT(b->fallback);
+    Py_VISIT(b->seconds);
+    Py_VISIT(b->reasons);
+    Py_VISIT(b->args);
+    Py_VISIT(b->limit);
+    Py_VISIT(b->rule);
+    Py_VISIT(b->namespace);
+    Py_VISIT(b->out_metrics);
+    Py_VISIT(b->outbox);
+    Py_VISIT(b->share);
+    Py_VISIT(b->share_waiting);
+    Py_VISIT(b->attrs);
+    Py_VISIT(b->calls);
+    Py_VISIT(b->broker);
+    Py_VISIT(b->broker_fallback);
+    Py_VISIT(b->unsent);
+    Py_VISIT(b->client);
+    Py_VISIT(b->answers_limit);
+    Py_VISIT(b->answers_metrics);
+    Py_VISIT(b->answers_outbox);
+    Py_VISIT(b->sequencer);
+    Py_VISIT(b->answers_attrs);
     return 0;
 }
 
@@ -630,6 +1053,16 @@ books_clear(Books *b)
     Py_CLEAR(b->api);
     for (int i = 0; i < 6; i++)
         Py_CLEAR(b->counters[i]);
+    disarm(b);
+    disarm_answers(b);
+    Py_CLEAR(b->broker);
+    Py_CLEAR(b->broker_fallback);
+    Py_CLEAR(b->unsent);
+    Py_CLEAR(b->client);
+    Py_CLEAR(b->conn);
+    Py_CLEAR(b->fallback);
+    Py_CLEAR(b->seconds);
+    Py_CLEAR(b->reasons);
     return 0;
 }
 
@@ -644,7 +1077,28 @@ books_dealloc(Books *b)
 static PyMethodDef books_methods[] = {
     {"forward", (PyCFunction)(void (*)(void))forward, METH_FASTCALL, forward_doc},
     {"answer", (PyCFunction)(void (*)(void))answer, METH_FASTCALL, answer_doc},
+    {"read", (PyCFunction)books_read, METH_O, read_doc},
+    {"install", (PyCFunction)install, METH_VARARGS, install_doc},
+    {"arm", (PyCFunction)arm, METH_VARARGS, arm_doc},
+    {"disarm", (PyCFunction)disarm_method, METH_NOARGS,
+     "disarm()\n\nThe next read goes to the connection's Python dataReceived."},
+    {"answers_read", (PyCFunction)answers_read, METH_O, answers_read_doc},
+    {"install_answers", (PyCFunction)install_answers, METH_VARARGS,
+     install_answers_doc},
+    {"arm_answers", (PyCFunction)arm_answers, METH_VARARGS, arm_answers_doc},
     {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef books_members[] = {
+    {"armed", T_INT, offsetof(Books, armed), READONLY,
+     "Whether read sends what the lane takes whole (arm) or goes to Python."},
+    {"whole", T_PYSSIZET, offsetof(Books, whole), READONLY,
+     "The reads read sent whole, armed."},
+    {"answers_armed", T_INT, offsetof(Books, answers_armed), READONLY,
+     "Whether answers_read sends what the lane takes whole or goes to Python."},
+    {"answers_whole", T_PYSSIZET, offsetof(Books, answers_whole), READONLY,
+     "The reads answers_read sent whole, armed."},
+    {NULL, 0, 0, 0, NULL},
 };
 
 PyDoc_STRVAR(books_doc,
@@ -665,6 +1119,7 @@ static PyTypeObject BooksType = {
     .tp_traverse = (traverseproc)books_traverse,
     .tp_clear = (inquiry)books_clear,
     .tp_methods = books_methods,
+    .tp_members = books_members,
 };
 
 static struct PyModuleDef module = {
@@ -683,7 +1138,9 @@ PyInit__lane(void)
         {&s_name, "name"}, {&s_memo, "memo"}, {&s_to_client, "to_client"},
         {&s_release, "release"}, {&s_room, "room"},
         {&s_lane_counters, "lane_counters"},
-        {&s_responses_for, "responses_for"},
+        {&s_responses_for, "responses_for"}, {&s_tokens, "tokens"},
+        {&s_backpressure, "_backpressure"}, {&s_paused, "paused"},
+        {&s_answered_unsent, "answered_unsent"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i].to = PyUnicode_InternFromString(names[i].text)) == NULL)

@@ -13,14 +13,18 @@ rewrite (filters/tenant.py) and, on the way back, the response rewrite
 takes the produce lane instead (filters/lane.py), and so does its answer;
 a read that starts with such requests or answers, while nothing waits,
 skips the framing and outboxes too (``_lane_read``, ``lane_answer``), its
-bookkeeping compiled when the lane takes it whole (``lane_books``).  The
-sequencer (sequencer.py) sends responses back in request order, whether
-the broker or the gateway made them.
+bookkeeping compiled when the lane takes it whole (``lane_books``); after
+such a read the next ones go to the compiled reads installed as both
+connections' ``dataReceived`` (``Books.read``, ``answers_read``), armed
+while nothing they were decided from changes (``_arm``, ``_arm_answers``).
+The sequencer (sequencer.py) sends responses back in request order,
+whether the broker or the gateway made them.
 """
 
 import socket
 import struct
 from functools import partial
+from types import MethodType
 
 from kio.schema.errors import ErrorCode
 from twisted.internet import defer, protocol
@@ -256,6 +260,14 @@ class ClientConnection(protocol.Protocol):
                 self.claims.vcluster, self.node_id)
             self.lane_open = True
             self.books = lane_books(self.sequencer)
+            if self.books is not None:  # reads go to the compiled read first
+                self.books.install(self, MethodType(type(self).dataReceived, self),
+                                   self.gateway.reactor.seconds, self.valve.reasons,
+                                   FRAMES_PER_TURN, MAX_IN_FLIGHT)
+                self.dataReceived = self.books.read
+                self.books.install_answers(
+                    broker, MethodType(type(broker).dataReceived, broker), self.unsent)
+                broker.dataReceived = self.books.answers_read
         early, self._early = self._early, None
         for data in early or ():
             self.dataReceived(data)
@@ -339,6 +351,7 @@ class ClientConnection(protocol.Protocol):
                 self.metrics, self.upstream, self.gateway.reactor.seconds())
             if walked is None:  # the read taken whole and sent, as nearly always
                 self._backpressure()
+                self._arm(args, rule, namespace)
                 return True
             taken, end = walked
         else:
@@ -353,6 +366,26 @@ class ClientConnection(protocol.Protocol):
             self._lane_several(data, taken, end, rule, namespace)
         self._backpressure()
         return True
+
+    def _arm(self, args, rule, namespace):
+        """After a read the lane took whole: the next reads go to the
+        compiled read (``Books.read``, installed as this connection's
+        ``dataReceived``) with the same args, while what they were decided
+        from stays the same (``LaneArgs.watched``, the rule, this
+        connection's and the gateway's state that changes without a read,
+        the loop share, the token's expiry).  The rest of ``_lane_read``'s
+        gate changes only on the general path, which disarms it."""
+        attrs, calls = self.lane_args.watched(self.services, self.sasl, self.client_ids)
+        share = self.loop_debt
+        attrs += ((self, "closed", False), (self, "retiring", False),
+                  (self.gateway, "draining", False), (self, "rates", self.rates),
+                  (self, "loop_debt", share))
+        if self.rates is not None:
+            attrs += ((self.rates, "limited", False),)
+        self.books.arm(args, self.decoder.max_frame_size, rule, namespace, self.metrics,
+                       self.upstream, share, None if share is None else share.waiting,
+                       self.sasl.claims.expires_at, attrs,
+                       calls + ((self.rules.get, PRODUCE, rule),))
 
     def _lane_several(self, data, taken, end, rule, namespace):
         """The requests *taken* from the start of the read *data*, sent in
@@ -720,6 +753,7 @@ class ClientConnection(protocol.Protocol):
                                        self.outbox, self.sequencer,
                                        self.gateway.reactor.seconds())
             if walked is None:  # every answer of the read, counted and sent
+                self._arm_answers(broker, limit)
                 return True
             if walked is False:
                 return False
@@ -746,6 +780,24 @@ class ClientConnection(protocol.Protocol):
         finally:
             self.outbox.release()
         return True
+
+    def _arm_answers(self, broker, limit):
+        """After a read of answers the lane took whole: the next reads go to
+        the compiled read of answers (``Books.answers_read``, installed as
+        *broker*'s ``dataReceived``) while what ``lane_answer``'s gate and
+        arguments came from stays the same (what ``Books.answer`` reads
+        itself, the requests owed and the memo, it checks at every read).
+        The broker connection's general path, which disarms it, is the only
+        one that changes the rest."""
+        gateway, rates = self.gateway, self.rates
+        attrs = ((broker, "streamed", None), (self, "closed", False),
+                 (self, "retiring", False), (gateway, "draining", False),
+                 (self, "rates", rates), (self, "metrics", self.metrics),
+                 (broker.decoder, "max_frame_size", broker.decoder.max_frame_size),
+                 (gateway, "max_decoded_response", gateway.max_decoded_response))
+        if rates is not None:
+            attrs += ((rates, "limited", False),)
+        self.books.arm_answers(limit, self.metrics, self.outbox, self.sequencer, attrs)
 
     def response_received(self, frame):
         pending = self.sequencer.awaiting_broker()

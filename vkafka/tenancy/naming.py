@@ -202,6 +202,15 @@ class Namespace:
             self._memo, self._memo_stamp = HotNames(), stamp
         return self._memo
 
+    def memo_watch(self):
+        """``(object, attribute, value)`` for each part of the last memo()'s
+        stamp: while each attribute is still that very object, memo() would
+        give the same memo (the compiled read of the produce lane checks
+        them at every read, proxy/_lane.c)."""
+        version, generation, unavailable = self._memo_stamp
+        return ((self, "version", version), (self.prefixes, "generation", generation),
+                (self, "unavailable", unavailable))
+
     @property
     def passthrough(self):
         return self.prefix == ""
