@@ -13,6 +13,7 @@ from setuptools import Extension, setup
 setup(ext_modules=[
     Extension("vkafka.protocol._walk", ["vkafka/protocol/_walk.c"], optional=True),
     Extension("vkafka.proxy._send", ["vkafka/proxy/_send.c"], optional=True),
-    Extension("vkafka.proxy._lane", ["vkafka/proxy/_lane.c"], optional=True),
+    Extension("vkafka.proxy._lane", ["vkafka/proxy/_lane.c"],
+              depends=["vkafka/proxy/_watch.h"], optional=True),
     Extension("vkafka._dispatch", ["vkafka/_dispatch.c"], optional=True),
 ])

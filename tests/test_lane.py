@@ -976,6 +976,58 @@ class BooksTests(unittest.TestCase):
         self.assertEqual(queued, reference(version, [b"".join(requests)], [])[0])
         self.assertEqual(len(received(broker_peer)), filled)
 
+    def test_route_watched(self):
+        """Once a send went to the socket at once, the next ones go there
+        without asking ``sendable`` while nothing it reads changed (proxy/
+        _lane.c's routes); each change of it (Twisted queues bytes, the
+        connection closes, the outbox is held, another transport or socket)
+        sends the next read where the Python's would go, nothing lost."""
+        import socket
+        version = 10
+        requests = [produce(version, correlation_id=60 + n) for n in range(3)]
+        first, full = (reference(version, r, [])[0] for r in (requests[:2], requests))
+        queued = lambda t, o: b"".join(bytes(p) for p in t.queued)  # noqa: E731
+
+        def other_socket(t, o):
+            t.socket, peer = socket.socketpair()
+            peer.setblocking(False)
+            self.addCleanup(t.socket.close)
+            self.addCleanup(peer.close)
+            return lambda t, o: received(peer)
+
+        changes = {  # name: (the change, where the third read went)
+            "queued by Twisted": (lambda t, o: setattr(t, "_tempDataLen", 3), queued),
+            "a buffer": (lambda t, o: setattr(t, "dataBuffer", b"abc"), queued),
+            "disconnecting": (lambda t, o: setattr(t, "disconnecting", True), queued),
+            "not connected": (lambda t, o: setattr(t, "connected", False), queued),
+            "write closed": (lambda t, o: setattr(t, "_writeDisconnected", True), queued),
+            "TLS": (lambda t, o: setattr(t, "TLS", True), queued),
+            "held": (lambda t, o: setattr(o, "held", True),
+                     lambda t, o: b"".join(bytes(p) for p in o.parts)),
+            "another transport": (lambda t, o: setattr(o, "transport", types.SimpleNamespace(
+                queued=t.queued, write=t.write, writeSequence=t.writeSequence)), queued),
+            "another socket": (other_socket, None),
+        }
+        asked, compiled = [], splice.compiled_sendable()
+
+        def sendable(transport, plain):
+            asked.append(transport)
+            return compiled[0](transport, plain)
+        self.patch(splice, "compiled_sendable", lambda: (sendable, compiled[1]))
+        for name, (change, went) in changes.items():
+            with steady_decoys():
+                world, broker_peer, _ = self.world_on_sockets(version)
+                outbox = world.client.upstream
+                transport = outbox.transport
+                del asked[:]
+                feed(world, requests[:2])
+                self.assertEqual(len(asked), 1, name)  # the second by the route
+                at_once = received(broker_peer)
+                went = change(transport, outbox) or went
+                feed(world, requests[2:])
+            self.assertEqual((at_once, went(transport, outbox), received(broker_peer)),
+                             (first, full[len(first):], b""), name)
+
     def test_held_outbox_keeps_the_pieces(self):
         """A held outbox (the general path's hold) gets the pieces in order."""
         version = 12
@@ -1084,13 +1136,15 @@ class CompiledReadTests(unittest.TestCase):
 
     def armed(self, prepare=None):
         """A World whose compiled read is armed (after *prepare(world)*),
-        and the reads that went the Python way from then on."""
-        world, books = armed_world(self, prepare)
-        self.assertTrue(books.armed)
+        and the reads that went the Python way from then on (the class
+        patched first: a change of the class disarms, see test_class_changed)."""
         python = []
         lane_read = splice.ClientConnection._lane_read
         self.patch(splice.ClientConnection, "_lane_read",
                    lambda conn, data: python.append(data) or lane_read(conn, data))
+        world, books = armed_world(self, prepare)
+        self.assertTrue(books.armed)
+        del python[:]
         return world, books, python
 
     def test_armed_reads_sent_compiled(self):
@@ -1201,14 +1255,84 @@ class CompiledReadTests(unittest.TestCase):
         with self.assertRaises(TypeError):
             books.read(b"")
         with self.assertRaises(TypeError):
-            books.arm((), 1, None, None, None, None, None, None, 0.0, (), ())
+            books.arm((), 1, None, None, None, None, None, None, 0.0, (), (), ())
         world = World(self.version)
-        with self.assertRaises(TypeError):
-            world.client.books.arm((), 1, None, None, None, None, None, None, 0.0,
-                                   ((world, "x"),), ())
-        with self.assertRaises(TypeError):
-            world.client.books.arm((), 1, None, None, None, None, None, None, 0.0,
-                                   (), ((None, 1, 2),))
+        for attrs, items, calls in ((((world, "x"),), (), ()),
+                                    ((), (([], 1, 2),), ()),
+                                    ((), (), ((None, 1, 2),))):
+            with self.assertRaises(TypeError):
+                world.client.books.arm((), 1, None, None, None, None, None, None, 0.0,
+                                       attrs, items, calls)
+
+    def test_each_kind_of_watch(self):
+        """Each way a watch is checked (proxy/_watch.h): a change of what it
+        watches sends the next read the Python way.  A slot read at its
+        offset; an object's __dict__ and its type, by their versions (an
+        attribute of the instance or of the class; the __dict__ or the
+        class replaced); a property, looked up by name; a dict's item."""
+        class Slotted:
+            __slots__ = ("v",)
+
+        class Plain:
+            flag = False
+
+        class Computed:
+            v = property(lambda self: self.hidden)
+
+        def world_watching(obj, name, items=False):
+            watched = lane.LaneArgs.watched
+
+            def more(args, services, login, client_ids):
+                attrs, calls = watched(args, services, login, client_ids)
+                if items:
+                    return attrs, calls
+                return attrs + ((obj, name, getattr(obj, name)),), calls
+            self.patch(lane.LaneArgs, "watched", more)
+            return self.armed()
+
+        def plain():
+            p = Plain()
+            p.v = object()
+            return p
+
+        def computed():
+            c = Computed()
+            c.hidden = object()
+            return c
+
+        slotted = Slotted()
+        slotted.v = object()
+        cases = {
+            "slot": (slotted, "v", lambda o: setattr(o, "v", object())),
+            "instance attribute": (plain(), "v", lambda o: setattr(o, "v", object())),
+            "another attribute": (plain(), "v", lambda o: setattr(o, "w", 1)),
+            "class attribute": (plain(), "flag", lambda o: setattr(Plain, "flag", True)),
+            "__dict__ replaced": (plain(), "v", lambda o: setattr(o, "__dict__", {"v": 1})),
+            "__class__ replaced": (plain(), "v", lambda o: setattr(
+                o, "__class__", type("Other", (Plain,), {}))),
+            "property": (computed(), "v", lambda o: setattr(o, "hidden", object())),
+        }
+        for name, (obj, attribute, change) in cases.items():
+            Plain.flag = False
+            world, books, python = world_watching(obj, attribute)
+            world.client.dataReceived(produce(self.version, correlation_id=40))
+            self.assertEqual((books.whole, python), (1, []), name)  # unchanged: compiled
+            change(obj)
+            world.client.dataReceived(produce(self.version, correlation_id=41))
+            self.assertEqual((books.whole, len(python)), (1, 1), name)
+        world, books, python = world_watching(None, None, items=True)
+        world.client.rules[12345] = None  # the rules' dict changed: Python way
+        world.client.dataReceived(produce(self.version, correlation_id=40))
+        self.assertEqual((books.whole, len(python)), (0, 1))
+
+    def test_not_armed_from_what_is_not_so(self):
+        """A watch of a value the attribute does not have leaves the read
+        disarmed: the next read goes the Python way."""
+        watched = lane.LaneArgs.watched
+        self.patch(lane.LaneArgs, "watched", lambda *a: (
+            watched(*a)[0] + ((a[1], "producer", object()),), watched(*a)[1]))
+        world, books = armed_world(self, None)
+        self.assertEqual(books.armed, 0)
 
 
 class CompiledAnswersTests(unittest.TestCase):
@@ -1223,14 +1347,15 @@ class CompiledAnswersTests(unittest.TestCase):
         """A World whose compiled read of answers is armed (after
         *prepare(world)*), and the reads that went the Python way from then
         on."""
-        world, books = armed_world(self, prepare, answer_to(self.version,
-                                                            correlation_id=20))
-        self.assertTrue(books.answers_armed)
         python = []
         lane_answer = splice.ClientConnection.lane_answer
         self.patch(splice.ClientConnection, "lane_answer",
                    lambda conn, broker, data: python.append(data) or lane_answer(
                        conn, broker, data))
+        world, books = armed_world(self, prepare, answer_to(self.version,
+                                                            correlation_id=20))
+        self.assertTrue(books.answers_armed)
+        del python[:]
         return world, books, python
 
     def test_armed_answers_sent_compiled(self):
@@ -1279,6 +1404,30 @@ class CompiledAnswersTests(unittest.TestCase):
             except AttributeError:  # the Python way, with a stand-in of the test's
                 pass
             self.assertEqual(books.answers_whole, 0, name)  # not sent compiled
+
+    def test_names_kept_while_the_memo_is(self):
+        """The names answers are renamed with are the namespace's memo's,
+        asked again only when the memo would change (``memo_watch``): a new
+        memo, while an answer is owed, is asked for (and, empty, sends that
+        answer the Python way, which decides the names again)."""
+        from vkafka.tenancy.naming import Namespace
+        asked = []
+        memo = Namespace.memo
+        self.patch(Namespace, "memo", lambda ns: asked.append(ns) or memo(ns))
+        world, books, python = self.armed()
+        namespace = world.client.sasl.namespace
+        compiled = []
+        for n in range(7):
+            world.client.dataReceived(produce(self.version, correlation_id=40 + n))
+            if n == 2:  # a new memo while the answer is owed
+                namespace.version += 1
+            del asked[:]
+            before = books.answers_whole
+            _, got, _ = world.outcome(b"", answer_to(self.version, correlation_id=40 + n))
+            self.assertIn(b"\x02t", got)  # the logical name, "t"
+            compiled.append((books.answers_whole - before, bool(asked)))
+        self.assertEqual(compiled[:3], [(1, False), (1, False), (0, True)])
+        self.assertEqual(compiled[-2:], [(1, False), (1, False)])
 
     def test_not_taken_whole_disarms(self):
         """Part of an answer goes the Python way and disarms."""

@@ -28,15 +28,74 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include "_watch.h"
 
 #define MAX_BOUNDS 64
 #define MAX_SLOTS 32
 
 /* The fields of a Pending set per request (the rest as __init__ leaves
- * them); the names of its slots, in this order, at Books's making. */
-enum { CORRELATION_ID, API_VERSION, RULE, SENT, LANE, FIELDS };
+ * them), and those read of one owed; the names of its slots, in this
+ * order, at Books's making. */
+enum { CORRELATION_ID, API_VERSION, RULE, SENT, LANE, LOCAL, WAITING, FIELDS };
 static const char *const field_names[FIELDS] = {
-    "correlation_id", "api_version", "rule", "sent", "lane"};
+    "correlation_id", "api_version", "rule", "sent", "lane", "local", "waiting"};
+
+/* A __slots__ member of one type (a metric's Count or Timing), read and
+ * set at its offset: learned from the first object it is asked of, and
+ * again when asked of one of another type. */
+typedef struct {
+    PyObject *type;         /* held; NULL: not learned */
+    Py_ssize_t offset;      /* -1: not a member of objects: by name */
+} Slot;
+
+static void
+slot_learn(Slot *slot, PyObject *object, PyObject *name)
+{
+    PyTypeObject *type = Py_TYPE(object);
+    PyObject *descr = _PyType_Lookup(type, name);
+    slot->offset = -1;
+    if (type->tp_getattro == PyObject_GenericGetAttr &&
+            type->tp_setattro == PyObject_GenericSetAttr &&
+            descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+            PyObject_TypeCheck(object, PyDescr_TYPE(descr))) {
+        PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
+            slot->offset = m->offset;
+    }
+    Py_XSETREF(slot->type, Py_NewRef(type));
+}
+
+/* getattr(object, name) (a new reference; NULL raised). */
+static PyObject *
+slot_get(Slot *slot, PyObject *object, PyObject *name)
+{
+    if ((PyObject *)Py_TYPE(object) != slot->type)
+        slot_learn(slot, object, name);
+    PyObject *value = slot->offset < 0 ? NULL :
+        *(PyObject **)((char *)object + slot->offset);
+    return value != NULL ? Py_NewRef(value) : PyObject_GetAttr(object, name);
+}
+
+/* setattr(object, name, value); -1 raised. */
+static int
+slot_set(Slot *slot, PyObject *object, PyObject *name, PyObject *value)
+{
+    if ((PyObject *)Py_TYPE(object) != slot->type)
+        slot_learn(slot, object, name);
+    if (slot->offset < 0)
+        return PyObject_SetAttr(object, name, value);
+    Py_XSETREF(*(PyObject **)((char *)object + slot->offset), Py_NewRef(value));
+    return 0;
+}
+
+/* Where send last sent on an outbox's socket at once: while its watches
+ * hold (the outbox not held and on the same transport, the transport as
+ * sendable found it: connected, not TLS, nothing queued by Twisted), the
+ * next send goes to that socket without asking sendable again. */
+typedef struct {
+    PyObject *outbox, *sock; /* borrowed: ws.keep holds them */
+    Watches ws;
+} Route;
 
 typedef struct {
     PyObject_HEAD
@@ -49,6 +108,12 @@ typedef struct {
     PyObject *plain;        /* the transport types it takes (tuning._PLAIN_TCP) */
     PyObject *send_parts;   /* _send.send_parts */
     PyObject *socket_type;  /* socket.socket: what send_parts is given */
+    Route routes[2];        /* the broker's outbox and the client's */
+    Slot value, counts, sum; /* of the metrics' Count and Timing */
+    /* The names to the client of the namespace last answered for, while
+     * its memo is the same (Namespace.memo_watch): */
+    PyObject *memo_lane, *to_client;
+    Watches memo_watches;
     PyObject *walk;         /* _walk.produce_lane_many */
     PyObject *walk_answers; /* _walk.produce_answer_lane_many */
     double bounds[MAX_BOUNDS]; /* metrics.LATENCY_BUCKETS */
@@ -70,48 +135,64 @@ typedef struct {
     PyObject *args, *limit, *rule, *namespace, *out_metrics, *outbox;
     PyObject *share, *share_waiting; /* the loop share (or None) and its deque */
     double expires_at;      /* the token's */
-    PyObject *attrs, *calls; /* ((object, name, value), ...), ((f, arg, value), ...) */
+    Watches watches;        /* _watch.h: attributes and items */
+    PyObject *calls;        /* ((f, arg, value), ...) */
     /* The compiled read of answers (``answers_read``), installed on the
      * broker connection, and what it is armed with: */
     PyObject *broker, *broker_fallback, *unsent, *client;
     int answers_armed;
     Py_ssize_t answers_whole;
-    PyObject *answers_limit, *answers_metrics, *answers_outbox, *sequencer,
-        *answers_attrs;
+    PyObject *answers_limit, *answers_metrics, *answers_outbox, *sequencer;
+    Watches answers_watches;
 } Books;
 
 enum { REQUESTS, BYTES_IN, RECORDS_IN, LATENCY, BYTES_OUT, ANSWERED };
 
 static PyObject *s_value, *s_sum, *s_counts, *s_held, *s_transport, *s_socket,
-    *s_write_parts, *s_lane, *s_local, *s_waiting, *s_sent, *s_rule, *s_name,
+    *s_write_parts, *s_name,
     *s_memo, *s_to_client, *s_release, *s_room, *s_lane_counters, *s_responses_for,
-    *s_tokens, *s_backpressure, *s_paused, *s_answered_unsent, *one;
+    *s_tokens, *s_backpressure, *s_paused, *s_answered_unsent, *s_memo_watch, *one, *empty;
+/* What _dispatch.sendable reads of a transport, and the socket send uses. */
+static PyObject *sendable_reads;
 
 /* child.value += amount; -1 raised. */
 static int
-add(PyObject *child, PyObject *amount)
+add(Books *b, PyObject *child, PyObject *amount)
 {
-    PyObject *value = PyObject_GetAttr(child, s_value);
+    PyObject *value = slot_get(&b->value, child, s_value);
     if (value == NULL)
         return -1;
     PyObject *sum = PyNumber_Add(value, amount);
     Py_DECREF(value);
     if (sum == NULL)
         return -1;
-    int failed = PyObject_SetAttr(child, s_value, sum);
+    int failed = slot_set(&b->value, child, s_value, sum);
     Py_DECREF(sum);
     return failed;
 }
 
 static int
-add_ssize(PyObject *child, Py_ssize_t amount)
+add_ssize(Books *b, PyObject *child, Py_ssize_t amount)
 {
     PyObject *n = PyLong_FromSsize_t(amount);
     if (n == NULL)
         return -1;
-    int failed = add(child, n);
+    int failed = add(b, child, n);
     Py_DECREF(n);
     return failed;
+}
+
+/* pending.<field f> (a new reference; NULL raised): at its slot when it
+ * is a Pending like the template (whose slots_of checked them). */
+static PyObject *
+field_of(Books *b, PyObject *pending, int f)
+{
+    if (Py_TYPE(pending) == Py_TYPE(b->template)) {
+        PyObject *value = *(PyObject **)((char *)pending + b->at[f]);
+        if (value != NULL)
+            return Py_NewRef(value);
+    }
+    return PyObject_GetAttrString(pending, field_names[f]);
 }
 
 /* The counters of *metrics* (a ConnectionMetrics) for *rule*'s API, kept
@@ -169,49 +250,108 @@ make_pending(Books *b, PyObject *correlation_id, PyObject *version, PyObject *ru
     return made;
 }
 
+/* *route* taken for *outbox*, not *held*, on *transport*, whose socket
+ * *sock* sendable let send on: watched as sendable reads them (their
+ * names in sendable_reads); -1 raised. */
+static int
+take_route(Route *route, PyObject *outbox, PyObject *held, PyObject *transport,
+           PyObject *sock)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(sendable_reads);
+    PyObject *attrs = PyTuple_New(n + 2);
+    if (attrs == NULL)
+        return -1;
+    PyTuple_SET_ITEM(attrs, 0, Py_BuildValue("(OOO)", outbox, s_held, held));
+    PyTuple_SET_ITEM(attrs, 1, Py_BuildValue("(OOO)", outbox, s_transport, transport));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(sendable_reads, i);
+        PyObject *value = PyObject_GetAttr(transport, name);
+        PyTuple_SET_ITEM(attrs, i + 2, value == NULL ? NULL :
+                         Py_BuildValue("(OOO)", transport, name, value));
+        Py_XDECREF(value);
+    }
+    for (Py_ssize_t i = 0; i < n + 2; i++)
+        if (PyTuple_GET_ITEM(attrs, i) == NULL) {
+            Py_DECREF(attrs);
+            return -1;
+        }
+    int holds = watches_arm(&route->ws, attrs, empty);
+    Py_DECREF(attrs);
+    route->outbox = holds == 1 ? outbox : NULL;
+    route->sock = sock;
+    return holds < 0 ? -1 : 0;
+}
+
+/* The socket *outbox* (an Outbox) can be sent on at once (a new
+ * reference), or NULL: it is held, or its transport is not sendable
+ * (Twisted queues for it, TLS, closing); NULL raised too. */
+static PyObject *
+socket_of(Books *b, PyObject *outbox, int *raised)
+{
+    *raised = 1;
+    Route *route = b->routes[0].outbox == outbox ? &b->routes[0] :
+        b->routes[1].outbox == outbox ? &b->routes[1] : NULL;
+    if (route != NULL) {
+        int holds = watches_hold(&route->ws);
+        if (holds < 0)
+            return NULL;
+        if (holds) {
+            *raised = 0;
+            return Py_NewRef(route->sock);
+        }
+    }
+    else  /* a slot free, else the second */
+        route = &b->routes[b->routes[0].outbox == NULL ? 0 : 1];
+    watches_clear(&route->ws);
+    route->outbox = NULL;
+    PyObject *held = PyObject_GetAttr(outbox, s_held), *transport = NULL, *ok = NULL,
+        *sock = NULL;
+    int is_held = held == NULL ? -1 : PyObject_IsTrue(held);
+    if (is_held != 0)
+        goto done;
+    if ((transport = PyObject_GetAttr(outbox, s_transport)) == NULL)
+        goto done;
+    PyObject *ask[2] = {transport, b->plain};
+    if ((ok = PyObject_Vectorcall(b->sendable, ask, 2, NULL)) != Py_True)
+        goto done;
+    if ((sock = PyObject_GetAttr(transport, s_socket)) == NULL)
+        goto done;
+    if ((PyObject *)Py_TYPE(sock) != b->socket_type)
+        Py_CLEAR(sock);
+    else if (take_route(route, outbox, held, transport, sock) < 0)
+        Py_CLEAR(sock);
+    else
+        *raised = 0;
+done:
+    if (sock == NULL && !PyErr_Occurred())
+        *raised = 0;
+    Py_XDECREF(held);
+    Py_XDECREF(transport);
+    Py_XDECREF(ok);
+    return sock;
+}
+
 /* *pieces* written to *outbox* (an Outbox) as its write_parts would: on
  * the socket at once when nothing is held or queued ahead of them, what it
  * does not take (and anything else) by write_parts itself; -1 raised. */
 static int
 send(Books *b, PyObject *outbox, PyObject *pieces)
 {
-    PyObject *held = PyObject_GetAttr(outbox, s_held);
-    if (held == NULL)
-        return -1;
-    int is_held = PyObject_IsTrue(held);
-    Py_DECREF(held);
-    if (is_held < 0)
-        return -1;
-    PyObject *rest = Py_NewRef(pieces);
-    if (!is_held) {
-        PyObject *transport = PyObject_GetAttr(outbox, s_transport);
-        if (transport == NULL)
+    int raised;
+    PyObject *sock = socket_of(b, outbox, &raised), *rest = Py_NewRef(pieces);
+    if (raised)
+        goto fail;
+    if (sock != NULL) {
+        PyObject *args[2] = {sock, pieces};
+        PyObject *left = PyObject_Vectorcall(b->send_parts, args, 2, NULL);
+        Py_DECREF(sock);
+        if (left == NULL)
             goto fail;
-        PyObject *ask[2] = {transport, b->plain};
-        PyObject *ok = PyObject_Vectorcall(b->sendable, ask, 2, NULL);
-        PyObject *sock = NULL;
-        if (ok == Py_True)
-            sock = PyObject_GetAttr(transport, s_socket);
-        Py_DECREF(transport);
-        if (ok == NULL || (ok == Py_True && sock == NULL)) {
-            Py_XDECREF(ok);
-            goto fail;
+        Py_SETREF(rest, left);
+        if (rest == Py_None) {
+            Py_DECREF(rest);
+            return 0;
         }
-        Py_DECREF(ok);
-        if (sock != NULL && (PyObject *)Py_TYPE(sock) == b->socket_type) {
-            PyObject *args[2] = {sock, pieces};
-            PyObject *left = PyObject_Vectorcall(b->send_parts, args, 2, NULL);
-            Py_DECREF(sock);
-            if (left == NULL)
-                goto fail;
-            Py_SETREF(rest, left);
-            if (rest == Py_None) {
-                Py_DECREF(rest);
-                return 0;
-            }
-        }
-        else
-            Py_XDECREF(sock);
     }
     PyObject *done = PyObject_CallMethodOneArg(outbox, s_write_parts, rest);
     Py_DECREF(rest);
@@ -274,9 +414,9 @@ forward(Books *b, PyObject *const *args, Py_ssize_t nargs)
         int failed = 0;
         if (metrics != Py_None) {
             int records = PyObject_IsTrue(f[4]);
-            failed = add(b->counters[REQUESTS], one) < 0 ||
-                add(b->counters[BYTES_IN], f[5]) < 0 || records < 0 ||
-                (records && add(b->counters[RECORDS_IN], f[4]) < 0);
+            failed = add(b, b->counters[REQUESTS], one) < 0 ||
+                add(b, b->counters[BYTES_IN], f[5]) < 0 || records < 0 ||
+                (records && add(b, b->counters[RECORDS_IN], f[4]) < 0);
         }
         int acks = failed ? 0 : PyObject_IsTrue(f[3]);
         if (failed || acks < 0)
@@ -315,11 +455,10 @@ owed_by_lane(Books *b, Py_ssize_t most, PyObject **lane)
     if (owed == NULL || it == NULL)
         goto fail;
     while (PyList_GET_SIZE(owed) < most && (pending = PyIter_Next(it)) != NULL) {
-        PyObject *its = PyObject_GetAttr(pending, s_lane), *local = NULL,
-            *waiting = NULL;
+        PyObject *its = field_of(b, pending, LANE), *local = NULL, *waiting = NULL;
         int takes = its != NULL && its != Py_None && (*lane == NULL || its == *lane) &&
-            (local = PyObject_GetAttr(pending, s_local)) == Py_None &&
-            (waiting = PyObject_GetAttr(pending, s_waiting)) != NULL;
+            (local = field_of(b, pending, LOCAL)) == Py_None &&
+            (waiting = field_of(b, pending, WAITING)) != NULL;
         int busy = takes ? PyObject_IsTrue(waiting) : 0;
         if (takes && !busy) {
             if (*lane == NULL)
@@ -354,7 +493,7 @@ count_answers(Books *b, PyObject *metrics, PyObject *owed, PyObject *answers,
               double now)
 {
     PyObject *latency = b->counters[LATENCY];
-    PyObject *counts = PyObject_GetAttr(latency, s_counts);
+    PyObject *counts = slot_get(&b->counts, latency, s_counts);
     if (counts == NULL)
         return -1;
     if (!PyList_Check(counts) || PyList_GET_SIZE(counts) != b->nbounds + 1) {
@@ -369,7 +508,7 @@ count_answers(Books *b, PyObject *metrics, PyObject *owed, PyObject *answers,
             goto type;
         PyObject *frame = PyTuple_GET_ITEM(answer, 0), *error = PyTuple_GET_ITEM(answer, 1);
         Py_ssize_t length = PyObject_Length(frame);
-        PyObject *sent = PyObject_GetAttr(PyList_GET_ITEM(owed, i), s_sent);
+        PyObject *sent = field_of(b, PyList_GET_ITEM(owed, i), SENT);
         double at = sent == NULL ? -1.0 : PyFloat_AsDouble(sent);
         Py_XDECREF(sent);
         if (length < 0 || (at == -1.0 && PyErr_Occurred()))
@@ -382,39 +521,81 @@ count_answers(Books *b, PyObject *metrics, PyObject *owed, PyObject *answers,
         PyObject *count = PyNumber_Add(PyList_GET_ITEM(counts, bucket), one);
         if (count == NULL || PyList_SetItem(counts, bucket, count) < 0)
             goto fail;
-        PyObject *total = PyObject_GetAttr(latency, s_sum), *more = NULL;
+        PyObject *total = slot_get(&b->sum, latency, s_sum), *more = NULL;
         if (total != NULL) {
             double sum = PyFloat_AsDouble(total);
             if (!(sum == -1.0 && PyErr_Occurred()))
                 more = PyFloat_FromDouble(sum + seconds);
         }
         Py_XDECREF(total);
-        int failed = more == NULL || PyObject_SetAttr(latency, s_sum, more) < 0;
+        int failed = more == NULL || slot_set(&b->sum, latency, s_sum, more) < 0;
         Py_XDECREF(more);
         if (failed)
             goto fail;
         int clean = PyLong_CheckExact(error) && PyLong_AsLong(error) == 0;
         if (clean) {
-            if (add(b->counters[ANSWERED], one) < 0)
+            if (add(b, b->counters[ANSWERED], one) < 0)
                 goto fail;
         }
         else {
             PyObject *ask[3] = {metrics, b->api, error};
             PyObject *child = PyObject_VectorcallMethod(
                 s_responses_for, ask, 3, NULL);
-            failed = child == NULL || add(child, one) < 0;
+            failed = child == NULL || add(b, child, one) < 0;
             Py_XDECREF(child);
             if (failed)
                 goto fail;
         }
     }
     Py_DECREF(counts);
-    return add_ssize(b->counters[BYTES_OUT], size);
+    return add_ssize(b, b->counters[BYTES_OUT], size);
 type:
     PyErr_SetString(PyExc_TypeError, "lane: an answer of three was expected");
 fail:
     Py_DECREF(counts);
     return -1;
+}
+
+/* The names to the client of the namespace *lane* (a new reference; NULL
+ * raised): its memo()'s to_client[True], kept while the memo would be the
+ * same (Namespace.memo_watch: its stamp's parts). */
+static PyObject *
+names_to_client(Books *b, PyObject *lane)
+{
+    if (lane == b->memo_lane) {
+        int holds = watches_hold(&b->memo_watches);
+        if (holds < 0)
+            return NULL;
+        if (holds)
+            return Py_NewRef(b->to_client);
+    }
+    Py_CLEAR(b->memo_lane);
+    Py_CLEAR(b->to_client);
+    watches_clear(&b->memo_watches);
+    PyObject *memo = PyObject_CallMethodNoArgs(lane, s_memo), *names = NULL,
+        *to_client = NULL, *watch = NULL;
+    if (memo == NULL || (names = PyObject_GetAttr(memo, s_to_client)) == NULL ||
+            (to_client = PyObject_GetItem(names, Py_True)) == NULL ||
+            (watch = PyObject_CallMethodNoArgs(lane, s_memo_watch)) == NULL)
+        goto done;
+    if (!PyTuple_Check(watch) || watch_triples(watch, empty) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "memo_watch: a tuple of triples was expected");
+        Py_CLEAR(to_client);
+        goto done;
+    }
+    int holds = watches_arm(&b->memo_watches, watch, empty);
+    if (holds < 0)
+        Py_CLEAR(to_client);
+    else if (holds) {
+        b->memo_lane = Py_NewRef(lane);
+        b->to_client = Py_NewRef(to_client);
+    }
+done:
+    Py_XDECREF(memo);
+    Py_XDECREF(names);
+    Py_XDECREF(watch);
+    return to_client;
 }
 
 PyDoc_STRVAR(answer_doc,
@@ -445,7 +626,7 @@ release_needed(Books *b, PyObject *sequencer)
     if (needed || n == 0)
         return needed;
     PyObject *head = PySequence_GetItem(b->pending, 0), *local = NULL;
-    if (head == NULL || (local = PyObject_GetAttr(head, s_local)) == NULL) {
+    if (head == NULL || (local = field_of(b, head, LOCAL)) == NULL) {
         Py_XDECREF(head);
         return -1;
     }
@@ -463,8 +644,7 @@ answer(Books *b, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *read = args[0], *metrics = args[3], *outbox = args[4],
-        *sequencer = args[5], *result = NULL, *lane, *walked = NULL, *memo = NULL,
-        *names = NULL;
+        *sequencer = args[5], *result = NULL, *lane, *walked = NULL;
     Py_ssize_t most = PyLong_AsSsize_t(args[2]);
     double now = PyFloat_AsDouble(args[6]);
     if ((most == -1 || now == -1.0) && PyErr_Occurred())
@@ -476,10 +656,8 @@ answer(Books *b, PyObject *const *args, Py_ssize_t nargs)
         result = Py_NewRef(Py_False);
         goto done;
     }
-    PyObject *to_client;
-    if ((memo = PyObject_CallMethodNoArgs(lane, s_memo)) == NULL ||
-            (names = PyObject_GetAttr(memo, s_to_client)) == NULL ||
-            (to_client = PyObject_GetItem(names, Py_True)) == NULL)
+    PyObject *to_client = names_to_client(b, lane);
+    if (to_client == NULL)
         goto done;
     PyObject *ask[4] = {read, args[1], owed, to_client};
     walked = PyObject_Vectorcall(b->walk_answers, ask, 4, NULL);
@@ -506,7 +684,7 @@ answer(Books *b, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     if (metrics != Py_None) {
-        PyObject *rule = PyObject_GetAttr(PyList_GET_ITEM(owed, 0), s_rule);
+        PyObject *rule = field_of(b, PyList_GET_ITEM(owed, 0), RULE);
         int failed = rule == NULL || counters_for(b, metrics, rule) < 0 ||
             count_answers(b, metrics, owed, answers, now) < 0;
         Py_XDECREF(rule);
@@ -533,8 +711,6 @@ answer(Books *b, PyObject *const *args, Py_ssize_t nargs)
     result = Py_NewRef(Py_None);
 done:
     Py_XDECREF(lane);
-    Py_XDECREF(memo);
-    Py_XDECREF(names);
     Py_XDECREF(walked);
     Py_DECREF(owed);
     return result;
@@ -567,37 +743,25 @@ disarm(Books *b)
     Py_CLEAR(b->outbox);
     Py_CLEAR(b->share);
     Py_CLEAR(b->share_waiting);
-    Py_CLEAR(b->attrs);
+    watches_clear(&b->watches);
     Py_CLEAR(b->calls);
 }
 
-/* Whether each (object, name, value) of *watched* still has
- * getattr(object, name) is value (*called*: each (f, arg, value) f(arg)
- * is value); -1 raised. */
+/* Whether each (f, arg, value) of *calls* still has f(arg) is value; -1
+ * raised. */
 static int
-same_objects(PyObject *watched, int called)
+same_calls(PyObject *calls)
 {
     int same = 1;
-    Py_INCREF(watched);  /* what it calls may arm anew, dropping it */
-    for (Py_ssize_t i = 0; same == 1 && i < PyTuple_GET_SIZE(watched); i++) {
-        PyObject *w = PyTuple_GET_ITEM(watched, i);
-        PyObject *now = called ?
-            PyObject_CallOneArg(PyTuple_GET_ITEM(w, 0), PyTuple_GET_ITEM(w, 1)) :
-            PyObject_GetAttr(PyTuple_GET_ITEM(w, 0), PyTuple_GET_ITEM(w, 1));
+    Py_INCREF(calls);  /* what it calls may arm anew, dropping them */
+    for (Py_ssize_t i = 0; same == 1 && i < PyTuple_GET_SIZE(calls); i++) {
+        PyObject *w = PyTuple_GET_ITEM(calls, i);
+        PyObject *now = PyObject_CallOneArg(PyTuple_GET_ITEM(w, 0), PyTuple_GET_ITEM(w, 1));
         same = now == NULL ? -1 : now == PyTuple_GET_ITEM(w, 2);
         Py_XDECREF(now);
     }
-    Py_DECREF(watched);
+    Py_DECREF(calls);
     return same;
-}
-
-/* Whether every watched attribute of *attrs* and call of *calls* (or
- * NULL) still gives the object armed with; -1 raised. */
-static int
-unchanged(PyObject *attrs, PyObject *calls)
-{
-    int same = same_objects(attrs, 0);
-    return same == 1 && calls != NULL ? same_objects(calls, 1) : same;
 }
 
 /* Whether an armed *b* may send the next read: then *most* requests of it
@@ -625,7 +789,9 @@ may_send(Books *b, Py_ssize_t *most, PyObject **now)
         if (left < 0)
             return 0;
     }
-    int same = unchanged(b->attrs, b->calls);
+    int same = watches_hold(&b->watches);
+    if (same == 1)
+        same = same_calls(b->calls);
     if (same <= 0)
         return same;
     if ((*now = PyObject_CallNoArgs(b->seconds)) == NULL)
@@ -716,19 +882,16 @@ install(Books *b, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Whether *watches* is a tuple of 3-tuples, the middle one a str if
- * *named*; -1 raised otherwise. */
+/* Whether *calls* is a tuple of (callable, argument, value); -1 raised
+ * otherwise. */
 static int
-watches(PyObject *watched, int named)
+call_triples(PyObject *calls)
 {
-    Py_ssize_t n = PyTuple_GET_SIZE(watched);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *w = PyTuple_GET_ITEM(watched, i);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(calls); i++) {
+        PyObject *w = PyTuple_GET_ITEM(calls, i);
         if (!PyTuple_Check(w) || PyTuple_GET_SIZE(w) != 3 ||
-                (named && !PyUnicode_Check(PyTuple_GET_ITEM(w, 1))) ||
-                (!named && !PyCallable_Check(PyTuple_GET_ITEM(w, 0)))) {
-            PyErr_SetString(PyExc_TypeError, named ?
-                            "arm: attrs are (object, name, value) triples" :
+                !PyCallable_Check(PyTuple_GET_ITEM(w, 0))) {
+            PyErr_SetString(PyExc_TypeError,
                             "arm: calls are (callable, argument, value) triples");
             return -1;
         }
@@ -738,30 +901,35 @@ watches(PyObject *watched, int named)
 
 PyDoc_STRVAR(arm_doc,
 "arm(args, limit, rule, namespace, metrics, outbox, share, share_waiting,\n"
-"    expires_at, attrs, calls)\n\n"
+"    expires_at, attrs, items, calls)\n\n"
 "Let read send what the lane takes whole with forward's arguments, while\n"
 "every (object, name, value) of *attrs* still has getattr(object, name)\n"
-"is value, every (f, arg, value) of *calls* f(arg) is value, the loop\n"
+"is value, every (dict, key, value) of *items* dict.get(key) is value\n"
+"(_watch.h), every (f, arg, value) of *calls* f(arg) is value, the loop\n"
 "*share* (or None; *share_waiting* its deque) is not in debt and the\n"
-"clock is before *expires_at*.");
+"clock is before *expires_at*.  Left disarmed if a triple does not hold.");
 
 static PyObject *
 arm(Books *b, PyObject *args)
 {
     PyObject *walk_args, *limit, *rule, *namespace, *metrics, *outbox, *share,
-        *share_waiting, *attrs, *calls;
+        *share_waiting, *attrs, *items, *calls;
     double expires_at;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOdO!O!:arm", &walk_args, &limit, &rule,
+    if (!PyArg_ParseTuple(args, "OOOOOOOOdO!O!O!:arm", &walk_args, &limit, &rule,
                           &namespace, &metrics, &outbox, &share, &share_waiting,
-                          &expires_at, &PyTuple_Type, &attrs, &PyTuple_Type, &calls))
+                          &expires_at, &PyTuple_Type, &attrs, &PyTuple_Type, &items,
+                          &PyTuple_Type, &calls))
         return NULL;
     if (b->conn == NULL) {
         PyErr_SetString(PyExc_TypeError, "arm: Books not installed on a connection");
         return NULL;
     }
-    if (watches(attrs, 1) < 0 || watches(calls, 0) < 0)
+    if (watch_triples(attrs, items) < 0 || call_triples(calls) < 0)
         return NULL;
     disarm(b);
+    int holds = watches_arm(&b->watches, attrs, items);
+    if (holds <= 0)
+        return holds < 0 ? NULL : Py_NewRef(Py_None);
     b->args = Py_NewRef(walk_args);
     b->limit = Py_NewRef(limit);
     b->rule = Py_NewRef(rule);
@@ -771,7 +939,6 @@ arm(Books *b, PyObject *args)
     b->share = Py_NewRef(share);
     b->share_waiting = Py_NewRef(share_waiting);
     b->expires_at = expires_at;
-    b->attrs = Py_NewRef(attrs);
     b->calls = Py_NewRef(calls);
     b->armed = 1;
     Py_RETURN_NONE;
@@ -800,7 +967,7 @@ disarm_answers(Books *b)
     Py_CLEAR(b->answers_metrics);
     Py_CLEAR(b->answers_outbox);
     Py_CLEAR(b->sequencer);
-    Py_CLEAR(b->answers_attrs);
+    watches_clear(&b->answers_watches);
 }
 
 PyDoc_STRVAR(answers_read_doc,
@@ -819,7 +986,7 @@ answers_read(Books *b, PyObject *data)
         return NULL;
     }
     if (b->answers_armed) {
-        int go = unchanged(b->answers_attrs, NULL);
+        int go = watches_hold(&b->answers_watches);
         if (go < 0)
             return NULL;
         PyObject *now = go ? PyObject_CallNoArgs(b->seconds) : NULL;
@@ -902,14 +1069,16 @@ arm_answers(Books *b, PyObject *args)
                         "arm_answers: Books not installed on a broker connection");
         return NULL;
     }
-    if (watches(attrs, 1) < 0)
+    if (watch_triples(attrs, empty) < 0)
         return NULL;
     disarm_answers(b);
+    int holds = watches_arm(&b->answers_watches, attrs, empty);
+    if (holds <= 0)
+        return holds < 0 ? NULL : Py_NewRef(Py_None);
     b->answers_limit = Py_NewRef(limit);
     b->answers_metrics = Py_NewRef(metrics);
     b->answers_outbox = Py_NewRef(outbox);
     b->sequencer = Py_NewRef(sequencer);
-    b->answers_attrs = Py_NewRef(attrs);
     b->answers_armed = 1;
     Py_RETURN_NONE;
 }
@@ -1022,7 +1191,15 @@ books_traverse(Books *b, visitproc visit, void *arg)
     Py_VISIT(b->outbox);
     Py_VISIT(b->share);
     Py_VISIT(b->share_waiting);
-    Py_VISIT(b->attrs);
+    Py_VISIT(b->watches.keep);
+    Py_VISIT(b->routes[0].ws.keep);
+    Py_VISIT(b->routes[1].ws.keep);
+    Py_VISIT(b->value.type);
+    Py_VISIT(b->counts.type);
+    Py_VISIT(b->sum.type);
+    Py_VISIT(b->memo_lane);
+    Py_VISIT(b->to_client);
+    Py_VISIT(b->memo_watches.keep);
     Py_VISIT(b->calls);
     Py_VISIT(b->broker);
     Py_VISIT(b->broker_fallback);
@@ -1032,7 +1209,7 @@ books_traverse(Books *b, visitproc visit, void *arg)
     Py_VISIT(b->answers_metrics);
     Py_VISIT(b->answers_outbox);
     Py_VISIT(b->sequencer);
-    Py_VISIT(b->answers_attrs);
+    Py_VISIT(b->answers_watches.keep);
     return 0;
 }
 
@@ -1055,6 +1232,16 @@ books_clear(Books *b)
         Py_CLEAR(b->counters[i]);
     disarm(b);
     disarm_answers(b);
+    for (int i = 0; i < 2; i++) {
+        watches_clear(&b->routes[i].ws);
+        b->routes[i].outbox = NULL;
+    }
+    Py_CLEAR(b->value.type);
+    Py_CLEAR(b->counts.type);
+    Py_CLEAR(b->sum.type);
+    Py_CLEAR(b->memo_lane);
+    Py_CLEAR(b->to_client);
+    watches_clear(&b->memo_watches);
     Py_CLEAR(b->broker);
     Py_CLEAR(b->broker_fallback);
     Py_CLEAR(b->unsent);
@@ -1133,19 +1320,25 @@ PyInit__lane(void)
     struct { PyObject **to; const char *text; } names[] = {
         {&s_value, "value"}, {&s_sum, "sum"}, {&s_counts, "counts"}, {&s_held, "held"},
         {&s_transport, "transport"}, {&s_socket, "socket"},
-        {&s_write_parts, "write_parts"}, {&s_lane, "lane"}, {&s_local, "local"},
-        {&s_waiting, "waiting"}, {&s_sent, "sent"}, {&s_rule, "rule"},
+        {&s_write_parts, "write_parts"},
         {&s_name, "name"}, {&s_memo, "memo"}, {&s_to_client, "to_client"},
         {&s_release, "release"}, {&s_room, "room"},
         {&s_lane_counters, "lane_counters"},
         {&s_responses_for, "responses_for"}, {&s_tokens, "tokens"},
         {&s_backpressure, "_backpressure"}, {&s_paused, "paused"},
-        {&s_answered_unsent, "answered_unsent"},
+        {&s_answered_unsent, "answered_unsent"}, {&s_memo_watch, "memo_watch"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i].to = PyUnicode_InternFromString(names[i].text)) == NULL)
             return NULL;
-    if ((one = PyLong_FromLong(1)) == NULL)
+    sendable_reads = Py_BuildValue("(ssssssss)", "TLS", "connected", "disconnecting",
+                                   "_writeDisconnected", "_tempDataLen", "offset",
+                                   "dataBuffer", "socket");
+    if (sendable_reads == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(sendable_reads); i++)
+        PyUnicode_InternInPlace(&PyTuple_GET_ITEM(sendable_reads, i));
+    if ((one = PyLong_FromLong(1)) == NULL || (empty = PyTuple_New(0)) == NULL)
         return NULL;
     if (PyType_Ready(&BooksType) < 0)
         return NULL;

@@ -384,8 +384,8 @@ class ClientConnection(protocol.Protocol):
             attrs += ((self.rates, "limited", False),)
         self.books.arm(args, self.decoder.max_frame_size, rule, namespace, self.metrics,
                        self.upstream, share, None if share is None else share.waiting,
-                       self.sasl.claims.expires_at, attrs,
-                       calls + ((self.rules.get, PRODUCE, rule),))
+                       self.sasl.claims.expires_at, attrs, ((self.rules, PRODUCE, rule),),
+                       calls)
 
     def _lane_several(self, data, taken, end, rule, namespace):
         """The requests *taken* from the start of the read *data*, sent in
