@@ -1283,10 +1283,10 @@ class CompiledReadTests(unittest.TestCase):
             watched = lane.LaneArgs.watched
 
             def more(args, services, login, client_ids):
-                attrs, calls = watched(args, services, login, client_ids)
+                attrs, dicts, calls = watched(args, services, login, client_ids)
                 if items:
-                    return attrs, calls
-                return attrs + ((obj, name, getattr(obj, name)),), calls
+                    return attrs, dicts, calls
+                return attrs + ((obj, name, getattr(obj, name)),), dicts, calls
             self.patch(lane.LaneArgs, "watched", more)
             return self.armed()
 
@@ -1325,12 +1325,37 @@ class CompiledReadTests(unittest.TestCase):
         world.client.dataReceived(produce(self.version, correlation_id=40))
         self.assertEqual((books.whole, len(python)), (0, 1))
 
+    def test_the_states_authorizer_watched_by_its_cache(self):
+        """With the gateway state's authorizer, nothing is called at each
+        read: its cache of authorizers is watched (``GatewayState.
+        authorizer_watch``); a rights change (which empties the cache's
+        entry) sends the next read the Python way."""
+        from vkafka.auth.tokens import TokenAuthority
+        from vkafka.state.model import GatewayState
+        from vkafka.state.store import MemoryStore
+        from vkafka.tenancy.mode import Tenancy
+        authority = TokenAuthority("s" * 32)
+        state = GatewayState(MemoryStore(), authority, Tenancy(authority).vclusters,
+                             lambda: 0.0)
+        state.ensure_vcluster("london")
+
+        def with_state(world):
+            world.client.services.authorizer = state.authorizer
+        world, books, python = self.armed(with_state)
+        self.assertEqual(world.client.lane_args.watched(
+            world.client.services, world.client.sasl, world.client.client_ids)[2], ())
+        world.client.dataReceived(produce(self.version, correlation_id=40))
+        self.assertEqual((books.whole, python), (1, []))
+        state.put_rights("london", False)  # the same answer, OFF; asked again
+        world.client.dataReceived(produce(self.version, correlation_id=41))
+        self.assertEqual((books.whole, len(python)), (1, 1))
+
     def test_not_armed_from_what_is_not_so(self):
         """A watch of a value the attribute does not have leaves the read
         disarmed: the next read goes the Python way."""
         watched = lane.LaneArgs.watched
         self.patch(lane.LaneArgs, "watched", lambda *a: (
-            watched(*a)[0] + ((a[1], "producer", object()),), watched(*a)[1]))
+            watched(*a)[0] + ((a[1], "producer", object()),), *watched(*a)[1:]))
         world, books = armed_world(self, None)
         self.assertEqual(books.armed, 0)
 

@@ -101,18 +101,33 @@ class LaneArgs:
         return self.args
 
     def watched(self, services, login, client_ids):
-        """What made the last ``get``'s args, as ``(attributes, calls)`` for
-        the compiled read (``Books.arm``): each ``(object, name, value)``
-        and ``(callable, argument, value)`` gives the same object while
-        ``get`` would give the same args (the token's expiry is checked
-        apart).  Only after a ``get`` that gave args."""
+        """What made the last ``get``'s args, as ``(attributes, items,
+        calls)`` for the compiled read (``Books.arm``): each ``(object,
+        name, value)``, ``(dict, key, value)`` and ``(callable, argument,
+        value)`` gives the same object while ``get`` would give the same
+        args (the token's expiry is checked apart).  Only after a ``get``
+        that gave args."""
         attrs = login.namespace.memo_watch() + (
             (login, "claims", self.claims), (login, "phase", self.phase),
             (client_ids, "given", self.given), (services, "producer", self.producer),
             (services, "authorizer", services.authorizer))
-        calls = () if services.authorizer is None else \
-            ((services.authorizer, self.claims.vcluster, self.authorizer),)
-        return attrs, calls
+        if services.authorizer is None:
+            return attrs, (), ()
+        more, items, calls = authorizer_watches(services.authorizer,
+                                                self.claims.vcluster, self.authorizer)
+        return attrs + more, items, calls
+
+
+def authorizer_watches(authorizer, vcluster, answer):
+    """``(attributes, items, calls)`` watches under which
+    ``authorizer(vcluster)`` stays *answer*: those the gateway state says
+    (``GatewayState.authorizer_watch``, its cache: no call at every read)
+    when *authorizer* is its method, else the call itself."""
+    owner = getattr(authorizer, "__self__", None)
+    watch = getattr(owner, "authorizer_watch", None)
+    if watch is not None and authorizer == owner.authorizer:
+        return (*watch(vcluster, answer), ())
+    return (), (), ((authorizer, vcluster, answer),)
 
 
 def in_lane(args, frame):

@@ -375,7 +375,8 @@ class ClientConnection(protocol.Protocol):
         connection's and the gateway's state that changes without a read,
         the loop share, the token's expiry).  The rest of ``_lane_read``'s
         gate changes only on the general path, which disarms it."""
-        attrs, calls = self.lane_args.watched(self.services, self.sasl, self.client_ids)
+        attrs, items, calls = self.lane_args.watched(self.services, self.sasl,
+                                                     self.client_ids)
         share = self.loop_debt
         attrs += ((self, "closed", False), (self, "retiring", False),
                   (self.gateway, "draining", False), (self, "rates", self.rates),
@@ -384,8 +385,8 @@ class ClientConnection(protocol.Protocol):
             attrs += ((self.rates, "limited", False),)
         self.books.arm(args, self.decoder.max_frame_size, rule, namespace, self.metrics,
                        self.upstream, share, None if share is None else share.waiting,
-                       self.sasl.claims.expires_at, attrs, ((self.rules, PRODUCE, rule),),
-                       calls)
+                       self.sasl.claims.expires_at, attrs,
+                       items + ((self.rules, PRODUCE, rule),), calls)
 
     def _lane_several(self, data, taken, end, rule, namespace):
         """The requests *taken* from the start of the read *data*, sent in

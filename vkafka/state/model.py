@@ -259,6 +259,14 @@ class GatewayState:
             self._authorizers[vc] = found
         return found
 
+    def authorizer_watch(self, vc, answer):
+        """``(attributes, items)`` watches under which ``authorizer(vc)``
+        stays *answer* (the compiled read of the produce lane checks them at
+        every read, proxy/_watch.h): the cache of authorizers, the same dict
+        with that entry.  Any ACL or rights change drops entries from it."""
+        return ((self, "_authorizers", self._authorizers),), \
+            ((self._authorizers, vc, answer),)
+
     def describe(self, name):
         cluster = self.vcluster(name)
         return {**cluster,
