@@ -1110,7 +1110,8 @@ slots_of(Books *b, PyObject *template)
     return 0;
 refused:
     PyErr_SetString(PyExc_TypeError, "Books: the template is no Pending of slots "
-                    "with correlation_id, api_version, rule, sent and lane");
+                    "with correlation_id, api_version, rule, sent, lane, local "
+                    "and waiting");
     return -1;
 }
 
