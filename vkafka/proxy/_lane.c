@@ -152,7 +152,9 @@ static PyObject *s_value, *s_sum, *s_counts, *s_held, *s_transport, *s_socket,
     *s_write_parts, *s_name,
     *s_memo, *s_to_client, *s_release, *s_room, *s_lane_counters, *s_responses_for,
     *s_tokens, *s_backpressure, *s_paused, *s_answered_unsent, *s_memo_watch, *one, *empty;
-/* What _dispatch.sendable reads of a transport, and the socket send uses. */
+/* What _dispatch.sendable reads of a transport (Twisted's private ones among
+ * them are those tuning.CONNECTION_PRIVATE lists, which tuning.check checks
+ * the installed Twisted has), and the socket send uses. */
 static PyObject *sendable_reads;
 
 /* child.value += amount; -1 raised. */
