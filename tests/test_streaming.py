@@ -63,6 +63,27 @@ class PassthroughStreamingTests(unittest.TestCase):
         self.assertEqual(self.transport.value(), raw)
         self.assertEqual(len(self.client.sequencer), 0)
 
+    def test_reads_from_the_middle_skip_the_general_path(self):
+        """A read all of which goes out at once (everything before it sent,
+        none of it in the held-back tail) is scanned and written straight
+        away (``Streamed.passes``); the rest, the first read and those
+        reaching the tail, take the broker connection's general path."""
+        from vkafka.proxy.broker import BrokerConnection
+        general = []
+        real = BrokerConnection.received
+        self.patch(BrokerConnection, "received",
+                   lambda broker, data: (general.append(len(data)), real(broker, data))[1])
+        self.client.dataReceived(request_frame(fetch_request("t", version=12), 12, 4))
+        raw = fetch_frame(4, 12, records=BIG, errors=(0,))
+        parts = pieces(raw)
+        for part in parts:
+            self.broker.dataReceived(part)
+        self.assertEqual(self.transport.value(), raw)
+        ends = list(itertools.accumulate(map(len, parts)))
+        self.assertEqual(general, [len(part) for part, end in zip(parts, ends)
+                                   if end == ends[0] or end > len(raw) - HOLD_BACK])
+        self.assertLess(len(general), len(parts) - 3)
+
     def test_next_response_follows(self):
         """Bytes after the streamed response (the next one) are framed as usual."""
         self.client.dataReceived(request_frame(fetch_request("t", version=12), 12, 4))
@@ -163,21 +184,48 @@ class TenantStreamingTests(TenantSpliceBase):
         self.assertLess(self.gateway.loop_share.bucket("london").tokens,
                         0.25 - 0.005 * len(parts) + 0.001)  # and all of it paid
 
-    def test_foreign_topic_id_stops_the_stream(self):
-        """A streamed response naming a topic that is not the tenant's (a mapping
-        removed while its fetch session read it): the connection is closed
-        before any byte of that topic is forwarded."""
+    def fetching_own(self):
+        """(own, foreign): two topic ids, the tenant's and another's; logged
+        in, a Fetch v17 of its own sent (correlation id 5)."""
         own, foreign = uuid.uuid4(), uuid.uuid4()
         self.topology.topic_ids[own] = "londont"
         self.topology.topic_ids[foreign] = "parist"
         self.login()
         self.client.dataReceived(request_frame(fetch_request(own, version=17), 17, 5))
+        return own, foreign
+
+    def test_foreign_topic_id_stops_the_stream(self):
+        """A streamed response naming a topic that is not the tenant's (a mapping
+        removed while its fetch session read it): the connection is closed
+        before any byte of that topic is forwarded."""
+        own, foreign = self.fetching_own()
         raw = fetch_frame(5, 17, records=BIG, errors=(0,), topic=foreign)
         for part in pieces(raw):
             self.broker.dataReceived(part)
         self.assertTrue(self.transport.disconnecting)
         self.assertNotIn(foreign.bytes, self.transport.value())
         self.assertNotIn(BIG[:1000], self.transport.value())
+
+    def test_foreign_topic_id_in_a_read_from_the_middle(self):
+        """The same when the foreign id comes in a read from the middle of
+        the response, which would otherwise go out at once: nothing of that
+        read is forwarded, and the connection is closed."""
+        own, foreign = self.fetching_own()
+        raw = fetch_frame(5, 17, records=BIG, errors=(0,), topic=own)
+        at = raw.index(own.bytes, raw.index(own.bytes) + 16)  # its second entry
+        raw = raw[:at] + foreign.bytes + raw[at + 16:]
+        parts = pieces(raw)
+        holding = at // 50_000
+        self.assertLess(at + 16, len(raw) - HOLD_BACK)
+        for part in parts[:holding]:
+            self.broker.dataReceived(part)
+        sent = self.transport.value()
+        self.assertEqual(sent, raw[:len(sent)])
+        self.assertGreater(len(sent), at - 100_000)
+        self.assertFalse(self.transport.disconnecting)
+        self.broker.dataReceived(parts[holding])
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.transport.value(), sent)
 
     def test_decoy_waits_for_the_whole_response(self):
         """Another tenant's topic id became a decoy: the response is rewritten, so

@@ -1532,6 +1532,65 @@ class FetchRequestTests(TenantSpliceBase):
             self.assertEqual(self.broker_transport.value(), broker_sees(raw), version)
         self.assertEqual(decoded, [])
 
+    def test_checked_ids_remembered_while_the_mappings_stay(self):
+        """An id a Fetch named and had checked is not checked again while the
+        namespace's memo stays (``HotNames.read``), nor looked up when an
+        answer names it; after a mapping change it is checked again, and one
+        no longer the tenant's becomes a decoy."""
+        from vkafka.tenancy.context import RequestContext
+        checked = []
+        real = RequestContext.check_topic_id
+
+        def spy(rctx, topic_id):
+            checked.append(topic_id)
+            return real(rctx, topic_id)
+        self.patch(RequestContext, "check_topic_id", spy)
+        for _ in range(3):
+            raw = self.fetch(16, [self.own])
+            self.assertEqual(self.broker_transport.value(), broker_sees(raw))
+        self.assertEqual(checked, [self.own])
+        namespace = self.client.namespace
+        self.assertEqual(namespace.memo().read, {self.own.bytes})
+        self.assertEqual(namespace.memo().ids, set())  # a Produce checks it itself
+        context = RequestContext(namespace, {}, False)  # no id known to look up
+        self.assertTrue(context.owns_topic_id(self.own.bytes))
+        self.assertFalse(context.owns_topic_id(self.foreign.bytes))
+        namespace.unavailable = "overlaps another virtual cluster"
+        self.assertFalse(context.owns_topic_id(self.own.bytes))
+        self.fetch(16, [self.own])
+        _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        self.assertNotEqual(sent.topics[0].topic_id, self.own)
+        self.assertEqual(checked, [self.own, self.own])
+        self.assertEqual(namespace.memo().read, set())
+
+    def test_ids_not_remembered_unless_plainly_read(self):
+        """Not remembered: another tenant's id, the zero id, a concentrated
+        topic's or a writable mapping's (both noted per request); a read-only
+        mapping's is, for Fetch only: a Produce naming it is still refused."""
+        import uuid
+        namespace = self.client.namespace
+        writable, read_only, zero = uuid.uuid4(), uuid.uuid4(), uuid.UUID(int=0)
+        namespace.set_alias("w", "shared-orders")
+        namespace.set_alias("ro", "their-orders", read_only=True)
+        self.topology.topic_ids[writable] = "shared-orders"
+        self.topology.topic_ids[read_only] = "their-orders"
+        for topic_id in (self.foreign, zero, writable):
+            self.setUp()
+            namespace = self.client.namespace
+            namespace.set_alias("w", "shared-orders")
+            self.topology.topic_ids[writable] = "shared-orders"
+            self.fetch(16, [topic_id])
+            self.assertEqual(namespace.memo().read, set(), topic_id)
+        namespace.set_alias("ro", "their-orders", read_only=True)
+        self.topology.topic_ids[read_only] = "their-orders"
+        raw = self.fetch(16, [read_only])
+        self.assertEqual(self.broker_transport.value(), broker_sees(raw))  # readable
+        self.assertEqual(namespace.memo().read, {read_only.bytes})
+        self.broker_transport.clear()
+        self.client.dataReceived(produce_frame(13, read_only, 6))
+        _, sent = decode_request(FrameDecoder().feed(self.broker_transport.value())[0])
+        self.assertNotEqual(sent.topic_data[0].topic_id, read_only)  # refused: a decoy
+
     def test_foreign_id_becomes_decoy_in_place(self):
         """Another tenant's id, in topics or forgotten topics: swapped for a decoy
         (the same bytes otherwise), as the walker would; the answer about the

@@ -10,7 +10,7 @@ fetch_stream.FetchStream instead (the same answers).
 """
 
 import struct
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from .framing import Malformed
 from .headers import (
@@ -25,8 +25,11 @@ _I16_I32 = struct.Struct(">hi")
 _I32_I32 = struct.Struct(">ii")
 
 
-@dataclass(frozen=True, slots=True)
-class Scan:
+class Scan(NamedTuple):
+    """What a scan found (a tuple: one is made for every answer the gateway
+    forwards as bytes, and a frozen dataclass's making was ten Python-level
+    attribute sets)."""
+
     error: int
     """The first non-zero error code (top level, then partitions in order), or 0."""
     records: int
@@ -79,7 +82,7 @@ def scan_fetch(frame, offset, version):
             pos = skip_tagged_fields(frame, pos)
     scan = _end(frame, pos, flexible, error, records, "fetch")
     if session or ids or names:
-        scan = replace(scan, session_id=session, topic_ids=tuple(ids), names=names)
+        scan = scan._replace(session_id=session, topic_ids=tuple(ids), names=names)
     return scan
 
 

@@ -41,8 +41,12 @@ class BrokerConnection(protocol.Protocol):
         self.client.upstream_ready(self)
 
     def dataReceived(self, data):
-        if self.streamed is None and self.client.lane_open and \
-                self.client.lane_answer(self, data):
+        streamed = self.streamed
+        if streamed is None:
+            if self.client.lane_open and self.client.lane_answer(self, data):
+                self.client.answered_unsent()
+                return
+        elif streamed.passes(data):  # the middle of a large Fetch response
             self.client.answered_unsent()
             return
         outbox = self.client.outbox

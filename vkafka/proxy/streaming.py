@@ -83,7 +83,9 @@ class Streamed:
                 return
         self._forward()
 
-    def _add(self, chunk):
+    def _scanned(self, chunk):
+        """*chunk* through the scan, its loop time the tenant's; False when
+        it is malformed (the connection failed)."""
         clock = self.client.services.work_clock
         start = clock()
         try:
@@ -93,8 +95,28 @@ class Streamed:
             return False
         finally:
             self.work += clock() - start
+        return True
+
+    def _add(self, chunk):
+        if not self._scanned(chunk):
+            return False
         self.received += len(chunk)
         self.chunks.append(chunk)
+        return True
+
+    def passes(self, data):
+        """A read from the middle of the response (all it received before
+        was sent, and this ends before the held-back tail): scanned and
+        written at once, True.  Most of a response's reads are such; they
+        skip the broker connection's general path (its framing, its outbox
+        held for one send) and this one's bookkeeping.  False: nothing done
+        (``feed`` takes it)."""
+        received = self.received + len(data)
+        if received > self.limit or self.chunks or self.client.closed:
+            return False
+        if self._scanned(data):
+            self.received = self.sent = received
+            self.client.outbox.write(data)
         return True
 
     def feed(self, data):
@@ -123,7 +145,8 @@ class Streamed:
             return client.fail(f"malformed Fetch response (partly forwarded): {e}")
         if pending.rule.observe is not None:
             pending.rule.observe(pending.context, scan)
-        client.outbox.write(tail)
+        for piece in tail:  # held by the read: one send
+            client.outbox.write(piece)
         if self.work >= SMALL_WORK:  # a scan of many partitions, as when whole
             client.charge(self.work)
         if client.metrics is not None:
@@ -134,13 +157,16 @@ class Streamed:
         client.sequencer.streamed()
 
     def tail(self):
-        """The bytes received and not sent yet."""
+        """The bytes received and not sent yet, as pieces (not joined: the
+        outbox sends them in one sendmsg)."""
         if not self.chunks:
-            return b""
-        return b"".join([memoryview(self.chunks[0])[self._offset:], *self.chunks[1:]])
+            return []
+        first = self.chunks[0]
+        return [memoryview(first)[self._offset:] if self._offset else first,
+                *self.chunks[1:]]
 
     def finish(self):
-        """(the bytes still to send, the whole response's Scan) once it is
+        """(the pieces still to send, the whole response's Scan) once it is
         whole; its tagged fields neutralised.  Raises Malformed."""
         scan = self.scan.finish()
         tail = self.tail()
@@ -149,7 +175,7 @@ class Streamed:
             if at < self.sent:
                 raise Malformed("Fetch response tagged fields larger than "
                                 f"{HOLD_BACK} bytes; cannot rewrite them")
-            tail = tail[:at - self.sent] + neutral_tags(self.total - at)
+            tail = [b"".join(tail)[:at - self.sent] + neutral_tags(self.total - at)]
         return tail, scan
 
     def _forward(self):

@@ -283,8 +283,13 @@ class RequestContext:
     # responses
 
     def owns_topic_id(self, raw):
-        """Whether the 16-byte topic id *raw* names one of the tenant's topics."""
-        physical = self.topic_ids.get(uuid.UUID(bytes=bytes(raw)))
+        """Whether the 16-byte topic id *raw* names one of the tenant's topics:
+        one its requests named and had checked (the namespace's memo, while
+        no mapping changes), or looked up."""
+        raw = bytes(raw)
+        if self.namespace.memo().owns_id(raw):
+            return True
+        physical = self.topic_ids.get(uuid.UUID(bytes=raw))
         return physical is not None and self.namespace.owns(TOPIC, physical)
 
     def check_streamed_id(self, raw):

@@ -144,12 +144,15 @@ class HotNames:
     decoy or a concentrated topic, as bytes: the client's field -> the
     broker's (``to_broker``) and back (``to_client``), one table per
     encoding (classic, flexible); and topic ids (their 16 bytes) known to be
-    the tenant's.
+    the tenant's: ``ids`` a Produce may write (its check passed), ``read``
+    those a Fetch named and may read (a read-only mapping's among them: a
+    Produce does not take these).
     A producer names the same few topics in every request, so after the
     first the rename is one dictionary lookup, nothing decoded or checked
+    again; a consumer the same ids in every Fetch, each answer naming them
     again.  Only for requests without ACLs (those are decided each time)."""
 
-    __slots__ = ("to_broker", "to_client", "ids")
+    __slots__ = ("to_broker", "to_client", "ids", "read")
     LIMIT = 4096
     """Entries a table takes (a client naming ever new topics costs no more
     memory than this; names beyond it are decided each time)."""
@@ -158,6 +161,12 @@ class HotNames:
         self.to_broker = ({}, {})
         self.to_client = ({}, {})
         self.ids = set()
+        self.read = set()
+
+    def owns_id(self, raw):
+        """Whether the 16-byte topic id *raw* is known here to be the
+        tenant's (either table: an id a Produce may write it may read)."""
+        return raw in self.ids or raw in self.read
 
 
 class Namespace:

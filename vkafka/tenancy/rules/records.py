@@ -26,7 +26,7 @@ from ...protocol.produce import (
 from ..naming import TOPIC, TRANSACTION, HotNames
 from ..sessions import (
     FETCH_SESSION_ID_NOT_FOUND, FINAL_EPOCH, INITIAL_EPOCH, FetchSessions)
-from ..context import Rejected
+from ..context import ZERO_UUID, Rejected
 from ..walker import rewrite_request as walk_request
 from ..walker import rewrite_response as walk_response
 from .addresses import node_endpoints
@@ -497,6 +497,16 @@ def in_a_transaction(services, rctx, request):
     return request
 
 
+def _plainly_read(rctx, topic_id):
+    """Whether a Fetch may name *topic_id*, which its check let through, with
+    no check again while the namespace's memo stays: a topic of the tenant
+    (not the zero id), neither concentrated nor a writable mapping (both
+    noted per request), and room in the memo."""
+    return topic_id != ZERO_UUID and not rctx.concentrated \
+        and rctx.topic_ids.get(topic_id) not in rctx.shared \
+        and len(rctx.namespace.memo().read) < HotNames.LIMIT
+
+
 def fetch_frame(services, rctx, frame, body_offset, version):
     """Fetch v13+ names topics by id only: each id is checked where it lies, and
     the request goes on as it came (a foreign id swapped in place for a decoy,
@@ -519,14 +529,20 @@ def fetch_frame(services, rctx, frame, body_offset, version):
         out = bytearray(frame)
         out[session_at:session_at + 4] = bytes(4)
     decoyed = False
+    memo = rctx.namespace.memo() if rctx.rights is None else None
     for at in positions:
-        topic_id = uuid.UUID(bytes=bytes(frame[at:at + 16]))
+        raw = bytes(frame[at:at + 16])
+        if memo is not None and memo.owns_id(raw):
+            continue  # checked before, nothing to note: as check_topic_id would
+        topic_id = uuid.UUID(bytes=raw)
         checked = rctx.check_topic_id(topic_id)
         if checked != topic_id:
             if out is None:
                 out = bytearray(frame)
             out[at:at + 16] = checked.bytes
             decoyed = True
+        elif memo is not None and _plainly_read(rctx, topic_id):
+            memo.read.add(raw)
     if decoyed or rctx.making_session is False:  # sessionless: id, then epoch
         if out is None:
             out = bytearray(frame)
