@@ -708,30 +708,25 @@ What the profile shows is left: {PROFILE}
 """)
 
 
-PROFILE = """The consumer: perf puts ~58% of the gateway's cycles in the
-kernel (the two copies of every byte that any userland proxy makes, 26%;
-waking the peers and loopback TCP most of the rest) and ~38% in the Python
-interpreter. A large Fetch response is scanned as it passes, never copied or
-held whole, by a compiled walk (session 30: 6 us per MB, against 167 for the
-Python walk it replaced; -6% of the gateway's CPU per GB consumed live). The
-floor (`bench/floor.py --consume`, session 30): the same bytes through a
-forwarder on a Twisted reactor with no Kafka logic cost 1.48 CPU-s per GB
-against the threaded forwarder's 0.87, and the gateway 1.64: the consumer's
-excess over the threaded forwarder is the event loop's per read (a Python
-wake-up, recv and send per chunk), the gateway's own work ~0.16 of it. The
-direct run already keeps the two cores ~90% busy with the brokers and the
-consumer, so the gateway's CPU comes out of the consumer's share. splice(2)
-instead of recv/send saved only ~0.1 CPU-s per GB when measured alone; longer
-runs, larger socket buffers, fewer larger reads and real-time priority did not
-narrow the gap (docs/performance.md, sessions 7 and 8). The
-producer: perf puts ~68% of the gateway's cycles in the Python interpreter,
-spread over ~30 small steps per request, and ~28% in the kernel, about 110-140
-us per 31 KB request and its response (22 us in-process on warm caches; the
-rest is the reactor, the socket calls and caches shared with the brokers'
-JVMs): 3.2-5 CPU-s per GB on sessions 13-28's machine, 11.7 on session 30's
-slower one (2.3-2.8 x the threaded forwarder in the same run), taken from a
-machine the direct run already keeps 1.96 cores busy. A read's frames leave in one send per socket (a third of the
-sends gone), and the reactor's loop pushes no logging context per event (-12%). The end-to-end latency: a pass through the gateway (packet
+PROFILE = """The consumer: its system time is a threaded forwarder's (the
+two copies of every byte and loopback TCP); its excess is user time, nearly
+all of it the Python interpreter: py-spy puts ~16% of the reactor thread's
+busy time in Python (session 47: each Fetch request's rule-table path, each
+streamed answer's start and end; the reads from the middle of an answer go
+straight out), the rest in the dispatch loop's recv and epoll and in the
+sends. A large Fetch response is scanned as it passes by a compiled walk,
+never copied or held whole. The direct run already keeps the two cores ~90%
+busy with the brokers and the consumer, so the gateway's CPU comes out of
+the consumer's share; from run to run its CPU per GB moves by about 0.1 and
+its group join (a SASL login per connection, five requests through the rule
+table) by up to 250 ms. splice(2) instead of recv/send saved only ~0.1 CPU-s
+per GB when measured alone, and SO_RCVLOWAT (fewer, larger reads) traded
+system time for user time and lost throughput (docs/performance.md,
+sessions 7, 8 and 47). The producer: a tenant's Produce and its answer take
+the compiled produce lane (sessions 44-46: the walk, the bookkeeping and the
+sends in C, and reads with no Python while what they were decided from
+holds), ~24 k instructions a request and its answer live.
+The end-to-end latency: a pass through the gateway (packet
 in to packet out, from tcpdump) takes 130-220 us at the median and 400-560 us
 at the p99, and a message's path has two (its Produce request, the Fetch
 response); the brokers here stall for 15-28 ms every 4-8 s, which the paths'
