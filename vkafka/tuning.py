@@ -47,6 +47,11 @@ REACTOR_PRIVATE = ("_doReadOrWrite", "_disconnectSelectable", "_selectables", "_
 CONNECTION_PRIVATE = ("_tempDataLen", "dataBuffer", "_writeDisconnected", "offset")
 """The private attributes used here: of an EPollReactor, of a tcp.Connection."""
 
+SENDABLE_READS = ("TLS", "connected", "disconnecting") + CONNECTION_PRIVATE
+"""What ``sendable`` (and its compiled twin) reads of a transport: the
+produce lane's route watch (proxy/_lane.c) watches these, so the Twisted
+names stay listed here alone."""
+
 
 class TwistedMismatch(RuntimeError):
     """The installed Twisted lacks an attribute this module relies on."""

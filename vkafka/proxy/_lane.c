@@ -152,9 +152,10 @@ static PyObject *s_value, *s_sum, *s_counts, *s_held, *s_transport, *s_socket,
     *s_write_parts, *s_name,
     *s_memo, *s_to_client, *s_release, *s_room, *s_lane_counters, *s_responses_for,
     *s_tokens, *s_backpressure, *s_paused, *s_answered_unsent, *s_memo_watch, *one, *empty;
-/* What _dispatch.sendable reads of a transport (Twisted's private ones among
- * them are those tuning.CONNECTION_PRIVATE lists, which tuning.check checks
- * the installed Twisted has), and the socket send uses. */
+/* What _dispatch.sendable reads of a transport (tuning.SENDABLE_READS,
+ * taken from there at import: the Twisted names are listed in tuning.py
+ * alone, which tuning.check checks the installed Twisted has), and the
+ * socket send uses. */
 static PyObject *sendable_reads;
 
 /* child.value += amount; -1 raised. */
@@ -1334,9 +1335,20 @@ PyInit__lane(void)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i].to = PyUnicode_InternFromString(names[i].text)) == NULL)
             return NULL;
-    sendable_reads = Py_BuildValue("(ssssssss)", "TLS", "connected", "disconnecting",
-                                   "_writeDisconnected", "_tempDataLen", "offset",
-                                   "dataBuffer", "socket");
+    PyObject *tuning = PyImport_ImportModule("vkafka.tuning");
+    PyObject *reads = tuning == NULL ? NULL : PyObject_GetAttrString(tuning, "SENDABLE_READS");
+    Py_XDECREF(tuning);
+    if (reads == NULL)
+        return NULL;
+    if (!PyTuple_Check(reads)) {
+        Py_DECREF(reads);
+        PyErr_SetString(PyExc_TypeError, "tuning.SENDABLE_READS is not a tuple");
+        return NULL;
+    }
+    PyObject *with_socket = Py_BuildValue("(O)", s_socket);
+    sendable_reads = with_socket == NULL ? NULL : PySequence_Concat(reads, with_socket);
+    Py_DECREF(reads);
+    Py_XDECREF(with_socket);
     if (sendable_reads == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(sendable_reads); i++)
