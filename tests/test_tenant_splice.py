@@ -1532,6 +1532,37 @@ class FetchRequestTests(TenantSpliceBase):
             self.assertEqual(self.broker_transport.value(), broker_sees(raw), version)
         self.assertEqual(decoded, [])
 
+    def test_a_read_of_one_request_skips_the_turns(self):
+        """A read that is one whole Fetch, on a connection where nothing
+        waits, is handled without ``_handle``'s framing, turns and outboxes
+        (``_one_read``), and the broker gets what the general path sends for
+        it (two in one read); a read while the connection waits takes the
+        general path, which holds it."""
+        from vkafka.proxy.splice import ClientConnection
+        self.fetch(16, [self.own])  # the first opens the broker connection
+        self.assertTrue(self.client.lane_open)
+        handled = []
+        real = ClientConnection._handle
+        self.patch(ClientConnection, "_handle", lambda conn, frames, *rest: (
+            handled.append(len(frames)), real(conn, frames, *rest))[1])
+        raw = self.fetch(16, [self.own])
+        alone = self.broker_transport.value()
+        self.assertEqual(alone, broker_sees(raw))
+        self.assertEqual(handled, [])
+        self.fetch(16, [self.own])
+        self.assertEqual(self.broker_transport.value(), alone)
+        self.broker_transport.clear()
+        self.client.dataReceived(raw + raw)
+        self.assertEqual(handled, [2])
+        self.assertEqual(self.broker_transport.value(), alone * 2)
+        self.client.valve.hold("test")
+        self.fetch(16, [self.own])
+        self.assertEqual(handled, [2, 1])
+        self.assertEqual(self.broker_transport.value(), b"")  # held, in turn
+        self.client.valve.release("test")
+        self.reactor.advance(0)
+        self.assertEqual(self.broker_transport.value(), alone)
+
     def test_checked_ids_remembered_while_the_mappings_stay(self):
         """An id a Fetch named and had checked is not checked again while the
         namespace's memo stays (``HotNames.read``), nor looked up when an

@@ -343,3 +343,117 @@ class CompiledFetchScanTests(unittest.TestCase):
         for at in range(0, len(frame), 65536):
             scan.feed(memoryview(frame)[at:at + 65536])  # any bytes-like chunk
         self.assertEqual(scan.finish().records, 2 * 2 * 70 * 15)
+
+
+def plain_fetch_requests():
+    """(version, frame, body offset): Fetch requests v13+ as consumers send
+    them (no tagged field): none, one or three topics of one to three
+    partitions, forgotten topics, the same topic twice with other
+    partitions, and (v13-14) a replica id."""
+    import importlib
+    import uuid
+
+    from .test_fastpath import fetch_request
+    ids = [uuid.UUID(int=n * 0x0101010101010101) for n in range(1, 5)]
+    for version in range(13, 19):
+        m = importlib.import_module(f"kio.schema.fetch.v{version}.request")
+        for topics, forgotten, partitions in (((), (), 1), (ids[:1], (), 2),
+                                              (ids[:3], ids[3:], 3), ((), ids[:2], 1)):
+            request = fetch_request(version, topics, forgotten, partitions=partitions)
+            if version >= 15:  # no replica state: no tag
+                request = replace(request, replica_state=m.ReplicaState())
+            frame = encode_request(request, version, 9, "consumer")
+            yield version, frame, parse_request_header(frame).body_offset
+        first = fetch_request(version, ids[:1], partitions=2)
+        again = replace(first.topics[0], partitions=tuple(
+            replace(p, partition=p.partition + 2) for p in first.topics[0].partitions))
+        twice = replace(first, topics=(first.topics[0], again))
+        if version >= 15:
+            twice = replace(twice, replica_state=m.ReplicaState())
+        frame = encode_request(twice, version, 9, "consumer")
+        yield version, frame, parse_request_header(frame).body_offset
+
+
+def fetch_walked_py(frame, offset, version):
+    """The Python walks the compiled fetch_request stands for."""
+    return (*fastpath.fetch_request_ids(frame, offset, version),
+            *fastpath.fetch_session(frame, offset, version))
+
+
+class CompiledFetchRequestTests(unittest.TestCase):
+    """_walk.fetch_request, fastpath.fetch_request_walk's compiled plain case,
+    against the Python walks: where it answers, the same answer; where they
+    raise, it declines (None) and they decide."""
+
+    def test_used(self):
+        from vkafka.protocol import _walk
+        self.assertIs(fastpath.plain_fetch_request, _walk.fetch_request)
+
+    def test_plain_requests_taken(self):
+        from vkafka.protocol import _walk
+        for version, frame, offset in plain_fetch_requests():
+            got = _walk.fetch_request(frame, offset, version)
+            self.assertIsNotNone(got, (version, frame.hex()))
+            self.assertEqual(outcome(_walk.fetch_request, memoryview(frame), offset,
+                                     version), outcome(fetch_walked_py, frame, offset,
+                                                       version), version)
+            self.assertEqual(fastpath.fetch_request_walk(frame, offset, version), got)
+
+    def test_cut_poked_and_overlong(self):
+        """Every cut and poke of every plain request: the compiled walk
+        answers as the Python walks or declines, and declines wherever they
+        raise (a partition named twice, a null array, bytes after the end)."""
+        from vkafka.protocol import _walk
+        cases = taken = raised = 0
+        for version, frame, offset in plain_fetch_requests():
+            for data in variants(frame, offset):
+                expected = outcome(fetch_walked_py, data, offset, version)
+                got = _walk.fetch_request(data, offset, version)
+                if got is not None:
+                    self.assertEqual(outcome(_walk.fetch_request, data, offset, version),
+                                     expected, (version, data.hex()))
+                    taken += 1
+                self.assertEqual(outcome(fastpath.fetch_request_walk, data, offset,
+                                         version), expected, (version, data.hex()))
+                cases += 1
+                raised += expected == "raised"
+        self.assertGreater(cases, 10_000)
+        self.assertGreater(raised, cases // 10)
+        self.assertGreater(taken, cases // 10)
+
+    def test_what_it_declines(self):
+        """Tagged fields (the Python walk checks known tags' sizes), a
+        partition named twice, more than 256 partitions, names (before v13)
+        and offsets outside the frame: None."""
+        import uuid
+
+        from vkafka.protocol import _walk
+
+        from .test_fastpath import fetch_request
+        topic = uuid.uuid4()
+        tagged = encode_request(fetch_request(17, [topic]), 17, 9, "c")  # replica state
+        twice = fetch_request(16, [topic], partitions=2)
+        twice = replace(twice, topics=(replace(twice.topics[0], partitions=twice.topics[
+            0].partitions * 2),))
+        many = fetch_request(16, [topic], partitions=257)
+        for version, frame in ((17, tagged), (16, encode_request(twice, 16, 9, "c")),
+                               (16, encode_request(many, 16, 9, "c"))):
+            offset = parse_request_header(frame).body_offset
+            self.assertIsNone(_walk.fetch_request(frame, offset, version))
+        self.assertEqual(len(fastpath.fetch_request_walk(
+            encode_request(many, 16, 9, "c"), offset, 16)[1]), 1)
+        for offset in (-1, 1 << 40):
+            self.assertIsNone(_walk.fetch_request(tagged, offset, 17))
+        self.assertIsNone(_walk.fetch_request(tagged, 0, 12))
+
+    def test_random_bytes(self):
+        from vkafka.protocol import _walk
+        rng = random.Random(26)
+        for _ in range(20_000):
+            data = bytes(rng.choice((0x00, 0x01, 0x02, 0x80, rng.getrandbits(8)))
+                         for _ in range(rng.randrange(0, 90)))
+            version = rng.randrange(13, 19)
+            got = _walk.fetch_request(data, 0, version)
+            if got is not None:
+                self.assertEqual(outcome(_walk.fetch_request, data, 0, version),
+                                 outcome(fetch_walked_py, data, 0, version), data.hex())

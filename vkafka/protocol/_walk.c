@@ -308,6 +308,17 @@ failed:
 }
 
 static int
+append_int(PyObject *list, int64_t value)
+{
+    PyObject *item = PyLong_FromLongLong(value);
+    if (item == NULL)
+        return -1;
+    int failed = PyList_Append(list, item);
+    Py_DECREF(item);
+    return failed;
+}
+
+static int
 append_span(PyObject *list, int64_t start, int64_t end)
 {
     PyObject *items[2] = {PyLong_FromLongLong(start), PyLong_FromLongLong(end)};
@@ -395,6 +406,128 @@ produce_request(PyObject *self, PyObject *args)
     Py_XDECREF(fields);
     Py_XDECREF(spans[0]);
     Py_XDECREF(spans[1]);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* fastpath.fetch_request_walk's plain case: a Fetch request v13+ (ids)
+ * with no tagged field anywhere, no partition named twice and at most
+ * PLAIN_FETCH_PAIRS partitions, whole to its last byte, as consumers send
+ * nearly every one.  1 and *out* (replica, named, session id, epoch and
+ * its position) with the topic ids' positions appended to *ids*; 0 for any
+ * other request, malformed or not, which the Python walk then decides
+ * (raising what it raises); -1 raised (memory). */
+#define PLAIN_FETCH_PAIRS 256
+
+/* 0 (declined), the error a read past the end raised cleared */
+static int
+clear_declined(void)
+{
+    PyErr_Clear();
+    return 0;
+}
+
+static int
+plain_fetch(const Buf *f, int64_t p, int version, PyObject *ids, int64_t *out)
+{
+    int64_t replica = -1, named = 0, budget = MAX_ENTRIES, topics, parts, forgotten, n;
+    int64_t pairs[PLAIN_FETCH_PAIRS][2];  /* (id position, partition) */
+    int npairs = 0;
+    if (p < 0 || p > f->n)
+        return 0;
+    if (version <= 14) {
+        if (p + 4 > f->n)
+            return 0;
+        replica = be32(f->b + p);
+        p += 4;
+    }
+    int64_t session_at = p + 13;  /* max wait, min and max bytes, isolation */
+    p = session_at + 8;
+    if (p > f->n || uvarint(f, &p, &topics))
+        return clear_declined();
+    /* each count as headers.walkable spends it; null (0) is refused there */
+    if (topics < 1 || (topics -= 1) > PLAIN_FETCH_PAIRS || walkable(&budget, topics))
+        return clear_declined();
+    for (; topics > 0; topics--) {
+        int64_t at = p;
+        p += 16;
+        if (p > f->n || uvarint(f, &p, &parts) || parts < 1 ||
+                (parts -= 1) > PLAIN_FETCH_PAIRS || walkable(&budget, parts))
+            return clear_declined();
+        for (; parts > 0; parts--) {
+            if (p + 33 > f->n || f->b[p + 32] != 0 || npairs == PLAIN_FETCH_PAIRS)
+                return 0;
+            int64_t partition = be32(f->b + p);
+            for (int i = 0; i < npairs; i++)
+                if (pairs[i][1] == partition &&
+                        !memcmp(f->b + pairs[i][0], f->b + at, 16))
+                    return 0;  /* named twice: the Python walk refuses it */
+            pairs[npairs][0] = at;
+            pairs[npairs++][1] = partition;
+            named++;
+            p += 33;  /* partition, leader epoch, offset, last epoch, log start,
+                         max bytes, no tags */
+        }
+        if (p >= f->n || f->b[p] != 0)
+            return 0;
+        p += 1;
+        if (append_int(ids, at))
+            return -1;
+    }
+    if (uvarint(f, &p, &forgotten) || forgotten < 1 ||
+            (forgotten -= 1) > PLAIN_FETCH_PAIRS || walkable(&budget, forgotten))
+        return clear_declined();
+    for (; forgotten > 0; forgotten--) {
+        int64_t at = p;
+        p += 16;
+        if (p > f->n || uvarint(f, &p, &n) || n < 1 || n - 1 > PLAIN_FETCH_PAIRS)
+            return clear_declined();
+        named += n - 1;
+        p += 4 * (n - 1);
+        if (p >= f->n || f->b[p] != 0)
+            return 0;
+        p += 1;
+        if (append_int(ids, at))
+            return -1;
+    }
+    if (skip_string(f, &p, 1))  /* rack id */
+        return clear_declined();
+    if (p + 1 != f->n || f->b[p] != 0)  /* no top-level tags, nothing after */
+        return 0;
+    out[0] = replica;
+    out[1] = named;
+    out[2] = be32(f->b + session_at);
+    out[3] = be32(f->b + session_at + 4);
+    out[4] = session_at;
+    return 1;
+}
+
+PyDoc_STRVAR(fetch_request_doc,
+"fetch_request(frame, offset, version) -> (replica, [topic id positions],\n"
+"partitions named, session id, session epoch, position of the session id)\n"
+"or None\n\n"
+"fastpath.fetch_request_walk for a Fetch request v13+ as consumers send\n"
+"them (no tagged field, no partition named twice, at most 256 partitions):\n"
+"None for any other, which the Python walk decides.");
+
+static PyObject *
+fetch_request(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t offset;
+    int version;
+    if (!PyArg_ParseTuple(args, "y*ni", &view, &offset, &version))
+        return NULL;
+    Buf f = {view.buf, view.len};
+    int64_t out[5];
+    PyObject *ids = PyList_New(0), *result = NULL;
+    int found = ids == NULL ? -1 : version < 13 ? 0 : plain_fetch(&f, offset, version, ids, out);
+    if (found == 1)
+        result = Py_BuildValue("(LOLLLL)", (long long)out[0], ids, (long long)out[1],
+                               (long long)out[2], (long long)out[3], (long long)out[4]);
+    else if (found == 0)
+        result = Py_NewRef(Py_None);
+    Py_XDECREF(ids);
     PyBuffer_Release(&view);
     return result;
 }
@@ -1598,6 +1731,7 @@ static PyMethodDef methods[] = {
     {"produce_answer_lane_many", (PyCFunction)(void (*)(void))produce_answer_lane_many, METH_FASTCALL,
      produce_answer_lane_many_doc},
     {"produce_response", produce_response, METH_VARARGS, produce_response_doc},
+    {"fetch_request", fetch_request, METH_VARARGS, fetch_request_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -290,8 +290,11 @@ class ClientConnection(protocol.Protocol):
     # client -> broker
 
     def dataReceived(self, data):
-        if self.lane_open and data[4:6] == b"\0\0" and self._lane_read(data):
-            return
+        if self.lane_open:
+            key = data[4:6]
+            if key == b"\0\0" and self._lane_read(data) or \
+                    key == b"\0\1" and self._one_read(data):
+                return
         self._read(data)
 
     def _read(self, data, taken=0):
@@ -331,14 +334,9 @@ class ClientConnection(protocol.Protocol):
         FRAMES_PER_TURN or MAX_IN_FLIGHT, or after a request that made the
         connection wait) goes the general way, in the same send to the
         broker.  False: nothing was done (the general path takes the read)."""
-        share = self.loop_debt
-        pending = len(self.sequencer.pending)
-        if self._held is not None or self.valve.reasons or self.closed \
-                or self.reserved or self.waiting or self.parked or self.retiring \
-                or pending >= MAX_IN_FLIGHT \
-                or share is not None and (share.tokens < 0 or share.waiting) \
-                or self.gateway.draining or self.decoder.held:
+        if not self._nothing_waits():
             return False
+        pending = len(self.sequencer.pending)
         rule = self.rules.get(PRODUCE)
         args = self.lane_args.get(self.services, self.sasl, self.client_ids, rule)
         if args is None:
@@ -365,6 +363,32 @@ class ClientConnection(protocol.Protocol):
         else:
             self._lane_several(data, taken, end, rule, namespace)
         self._backpressure()
+        return True
+
+    def _nothing_waits(self):
+        """Whether a read may skip ``_handle``'s turns and outboxes: no turn,
+        hold, throttle, loop debt, answer budget, partial frame, request owed
+        room (MAX_IN_FLIGHT) or retirement on this connection."""
+        share = self.loop_debt
+        return not (self._held is not None or self.valve.reasons or self.closed
+                    or self.reserved or self.waiting or self.parked or self.retiring
+                    or len(self.sequencer.pending) >= MAX_IN_FLIGHT
+                    or share is not None and (share.tokens < 0 or share.waiting)
+                    or self.gateway.draining or self.decoder.held)
+
+    def _one_read(self, data):
+        """A read that is one whole request (a consumer's Fetch, nearly
+        always), on a connection where nothing waits: handled as ``_handle``
+        handles a read of one frame, without its framing, turns and outboxes
+        (a fifth of a Fetch request's cost in the gateway, measured live).
+        False: nothing was done (the general path takes the read)."""
+        frame = self.decoder.whole(data)
+        if frame is None or not self._nothing_waits():
+            return False
+        self.request_received(frame)
+        self._backpressure()
+        if self.buffers is not None and (self._held or self.parked):
+            self.buffers.parked(self, sum(map(len, self._held or ())))
         return True
 
     def _arm(self, args, rule, namespace):

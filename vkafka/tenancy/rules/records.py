@@ -18,7 +18,7 @@ from kio.static.primitive import i32, i32Timedelta, i64
 
 from ...protocol.codec import decode_request, encode_body, encode_request
 from ...protocol.framing import Malformed
-from ...protocol.fastpath import fetch_request_ids, fetch_session, rename_fields
+from ...protocol.fastpath import fetch_request_walk, rename_fields
 from ...protocol.headers import read_string, write_string
 from ...protocol.batches import MESSAGE_TOO_LARGE, BatchError, without_producer
 from ...protocol.produce import (
@@ -516,12 +516,12 @@ def fetch_frame(services, rctx, frame, body_offset, version):
     decoded and walked."""
     if version < 13:
         return None
-    replica, positions, named = fetch_request_ids(frame, body_offset, version)
+    replica, positions, named, session_id, epoch, session_at = fetch_request_walk(
+        frame, body_offset, version)
     _consumer_only(replica)
     if named > 1:
         broker_work(services, rctx, named - 1, FETCHED_WORK)
     out = None
-    session_id, epoch, session_at = fetch_session(frame, body_offset, version)
     action = _fetch_sessions(services, rctx, session_id, epoch, version)
     if action == "refuse":
         return frame
