@@ -1,9 +1,12 @@
 """Process tuning in one module (vkafka/tuning.py), applied only when asked."""
 
+import socket
 import sys
+from types import SimpleNamespace
 
+from twisted.internet import tcp
 from twisted.internet.epollreactor import EPollReactor
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
 
 from vkafka import tuning
@@ -68,3 +71,35 @@ class TuningTests(unittest.TestCase):
         with tuning.collector_held():
             pass
         self.assertFalse(gc.isenabled())
+
+
+class CalledDirectlyTests(unittest.TestCase):
+    """``tuning.called_directly``: a broker connection's reads reach it, not
+    the wrapper its client endpoint put around it."""
+
+    def plain(self, protocol):
+        transport = tcp.Client.__new__(tcp.Client)
+        transport.socket = socket.socket()
+        self.addCleanup(transport.socket.close)
+        transport.protocol = protocol
+        return transport
+
+    def test_broker_connection_unwrapped_on_plain_tcp(self):
+        from vkafka.proxy.broker import BrokerConnection
+        client = SimpleNamespace(gateway=SimpleNamespace(max_response_size=1 << 20),
+                                 upstream_ready=lambda broker: None)
+        broker = BrokerConnection(client)
+        wrapper = object()
+        broker.makeConnection(self.plain(wrapper))
+        self.assertIs(broker.transport.protocol, broker)
+
+    def test_other_transports_keep_theirs(self):
+        wrapper = object()
+        transport = StringTransport()
+        transport.protocol = wrapper
+        tuning.called_directly(SimpleNamespace(transport=transport))
+        self.assertIs(transport.protocol, wrapper)
+        protocol = SimpleNamespace()
+        protocol.transport = self.plain(protocol)
+        tuning.called_directly(protocol)
+        self.assertIs(protocol.transport.protocol, protocol)

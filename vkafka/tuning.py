@@ -231,6 +231,16 @@ def lean_dispatch(reactor, compiled=True):
     return True
 
 
+def called_directly(protocol):
+    """Have the reactor call *protocol* itself on its plain TCP transport,
+    not the wrapper a client endpoint put around it, which only passes each
+    call on: one Python call less for every read of a broker's answers
+    (~4,600 a GB consumed).  Other transports (TLS) keep theirs."""
+    transport = protocol.transport
+    if type(transport) in _PLAIN_TCP and transport.protocol is not protocol:
+        transport.protocol = protocol
+
+
 def sendable(transport):
     """A plain TCP socket, open, with nothing queued in Twisted ahead of us: the
     gateway may then send on the socket itself (proxy/outbox.py) instead of

@@ -11,6 +11,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 
 from ..protocol.framing import FrameDecoder, FrameError
+from ..tuning import called_directly
 from .outbox import tune_socket
 from .streaming import STREAM_FROM, stream_for
 from .valve import Valve
@@ -37,6 +38,7 @@ class BrokerConnection(protocol.Protocol):
 
     def connectionMade(self):
         tune_socket(self.transport)
+        called_directly(self)
         self.valve = Valve(self.transport)
         self.client.upstream_ready(self)
 
