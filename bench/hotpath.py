@@ -10,7 +10,12 @@ the loop share).  It isolates the per-request Python work that ``make
 bench`` measures end to end as CPU seconds per GB:
 
     .venv/bin/python bench/hotpath.py [--rounds 20000] [--profile]
-        [--socket] [--shape one|three|cut]
+        [--socket] [--shape one|three|cut] [--fetch]
+
+``--fetch`` measures a consumer's long poll instead: a Fetch v17 of one
+topic's two partitions, no session, and its answer without records (a
+Fetch's request side; a large answer's reads are the network's and the
+scan's, which ``make bench`` measures).
 
 ``--profile`` prints the functions where the time goes (cProfile).
 ``--socket`` gives both connections a plain socket (one end of a
@@ -210,12 +215,45 @@ def connection(acls):
     return client, transport, brokers, topic_id
 
 
+def fetch(topic_id, correlation_id):
+    """A consumer's Fetch v17: one topic, two partitions, no session."""
+    from kio.schema.fetch.v17 import request as m
+    body = m.FetchRequest(
+        max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=500)),
+        min_bytes=i32(1), max_bytes=i32(50 << 20), isolation_level=i8(0),
+        session_id=i32(0), session_epoch=i32(-1), rack_id="", forgotten_topics_data=(),
+        topics=(m.FetchTopic(topic_id=topic_id, partitions=tuple(m.FetchPartition(
+            partition=i32(p), fetch_offset=i64(0), partition_max_bytes=i32(1 << 20))
+            for p in range(2))),))
+    return frame(encode_request(body, 17, correlation_id, "bench"))
+
+
+def fetched(topic_id, correlation_id):
+    """Its answer: both partitions, nothing new in them."""
+    from kio.schema.fetch.v17 import response as m
+    body = m.FetchResponse(
+        throttle_time=i32Timedelta.parse(datetime.timedelta(0)), error_code=ErrorCode.none,
+        session_id=i32(0), node_endpoints=(), responses=(m.FetchableTopicResponse(
+            topic_id=topic_id, partitions=tuple(m.PartitionData(
+                partition_index=i32(p), error_code=ErrorCode.none, high_watermark=i64(0),
+                last_stable_offset=i64(0), log_start_offset=i64(0),
+                aborted_transactions=(), preferred_read_replica=i32(-1), records=None)
+                for p in range(2))),))
+    return frame(struct.pack(">i", correlation_id) + b"\x00" + encode_body(body))
+
+
 def run(version, acls, rounds, records, profiler=None, shape="one"):
+    """Microseconds per Produce *version* and answer (*version* "fetch": per
+    consumer's Fetch and answer)."""
     client, transport, brokers, topic_id = connection(acls)
-    key = topic_id if version >= 13 else TOPIC
-    broker_key = topic_id if version >= 13 else "shop" + TOPIC
-    first, template = (produce(version, key, records, n) for n in (10, 11))
-    reply = answer(version, broker_key, 10)
+    if version == "fetch":
+        first, template = (fetch(topic_id, n) for n in (10, 11))
+        reply = fetched(topic_id, 10)
+    else:
+        key = topic_id if version >= 13 else TOPIC
+        broker_key = topic_id if version >= 13 else "shop" + TOPIC
+        first, template = (produce(version, key, records, n) for n in (10, 11))
+        reply = answer(version, broker_key, 10)
     # the rest by their correlation ids (after the size, api key and version)
     requests = [template[:8] + struct.pack(">i", 10 + i) + template[12:]
                 for i in range(1, rounds)]
@@ -259,28 +297,36 @@ def main():
                         help="Produce version (default: 9 and 13)")
     parser.add_argument("--acls", choices=("off", "on"), action="append",
                         help="the virtual cluster's ACLs (default: off and on)")
+    parser.add_argument("--fetch", action="store_true",
+                        help="a consumer's Fetch v17 and its answer (no records) "
+                             "instead of Produce")
     args = parser.parse_args()
+    versions = ("fetch",) if args.fetch else args.version or (9, 13)
     if args.socket:
         plain_sockets()
     records = batch()
     if args.profile:
         import cProfile
         import pstats
-        for version in args.version or (9, 13):
+        for version in versions:
             profiler = cProfile.Profile()
             run(version, False, args.rounds, records, profiler, args.shape)
             stats = pstats.Stats(profiler)
-            print(f"Produce v{version}: {stats.total_calls / (args.rounds - 1):.0f} "
+            print(f"{name(version)}: {stats.total_calls / (args.rounds - 1):.0f} "
                   "Python calls per request and answer")
             stats.sort_stats("tottime").print_stats(40)
         return
-    print("| Produce | ACLs | µs per request and answer (best of "
+    print("| request | ACLs | µs per request and answer (best of "
           f"{args.runs} x {args.rounds}) |\n|---|---|---:|")
-    for version in args.version or (9, 13):
+    for version in versions:
         for acls in [a == "on" for a in args.acls or ("off", "on")]:
             best = min(run(version, acls, args.rounds, records, shape=args.shape)
                        for _ in range(args.runs))
-            print(f"| v{version} | {'on' if acls else 'off'} | {best:.1f} |")
+            print(f"| {name(version)} | {'on' if acls else 'off'} | {best:.1f} |")
+
+
+def name(version):
+    return "Fetch v17" if version == "fetch" else f"Produce v{version}"
 
 
 if __name__ == "__main__":
