@@ -1,6 +1,7 @@
-"""The compiled walks (vkafka/protocol/_walk.c: the produce path's, and the
-scan of a streamed Fetch answer) answer exactly as their Python references,
-on every cut and poke of every version.
+"""The compiled walks (vkafka/protocol/_walk.c: the produce path's, a
+consumer's Fetch request's, and the scan of a streamed Fetch answer) answer
+exactly as their Python references, on every cut and poke of every version
+(the Fetch request's, where it answers: it declines all but the plain ones).
 
 The C walk is what runs; the Python one is the reference it must match, and
 what runs where no compiler was found.  Both are fed the same bytes, whole,

@@ -235,7 +235,8 @@ def called_directly(protocol):
     """Have the reactor call *protocol* itself on its plain TCP transport,
     not the wrapper a client endpoint put around it, which only passes each
     call on: one Python call less for every read of a broker's answers
-    (~4,600 a GB consumed).  Other transports (TLS) keep theirs."""
+    (~4,600 a GB consumed).  Other transports (TLS, the backend SASL
+    login's wrapper) keep theirs."""
     transport = protocol.transport
     if type(transport) in _PLAIN_TCP and transport.protocol is not protocol:
         transport.protocol = protocol

@@ -1,6 +1,7 @@
 /*
- * The produce path's two walks by lengths, and the scan of a streamed Fetch
- * answer (FetchScan, below), compiled (issue 24).
+ * The produce path's two walks by lengths, a consumer's Fetch request's
+ * (fetch_request, below) and the scan of a streamed Fetch answer (FetchScan),
+ * compiled (issue 24).
  *
  * Every Produce request and its answer are walked field by field to find the
  * few bytes the tenant rewrite touches (topic names or ids, the transactional
@@ -15,7 +16,9 @@
  * Hostile bytes: every read is bounds-checked; a position only grows, by at
  * most 2**35 a step, in walks capped at MAX_ENTRIES entries, so 64-bit
  * positions cannot overflow.  Errors raise headers.HeaderError, as the Python
- * walks do (or struct.error, which callers catch alike).
+ * walks do (or struct.error, which callers catch alike); fetch_request
+ * instead declines (None) all but the plain request, and the Python walks
+ * decide the rest.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1737,8 +1740,9 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_walk",
-    "The produce path's walks by lengths and the streamed Fetch answer's scan, "
-    "compiled (see produce.py and fetch_stream.py).", -1, methods,
+    "The produce path's walks by lengths, a consumer's Fetch request's and the "
+    "streamed Fetch answer's scan, compiled (see produce.py, fastpath.py and "
+    "fetch_stream.py).", -1, methods,
 };
 
 PyMODINIT_FUNC

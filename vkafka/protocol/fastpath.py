@@ -339,9 +339,9 @@ def fetch_request_walk(frame, offset, version):
     epoch, position of the session id): ``fetch_request_ids`` and
     ``fetch_session`` of a Fetch request v13+ in one.  A request as consumers
     send them (no tagged field, no partition named twice, at most 256
-    partitions) is walked compiled (``_walk.fetch_request``, a quarter of a
-    consumer's Fetch in the gateway in Python); any other, malformed ones
-    included, here, raising what these raise."""
+    partitions) is walked compiled (``_walk.fetch_request``: in Python these
+    walks were a quarter of a consumer's Fetch request in the gateway); any
+    other, malformed ones included, here, raising what these raise."""
     if plain_fetch_request is not None:
         walked = plain_fetch_request(frame, offset, version)
         if walked is not None:
