@@ -588,6 +588,8 @@ def summarize(results, md, topics, per_connection, cpu, moved, args):
                     for n, v in results["workers"].items()},
         "consume_detail": {side: {k: statistics.median(d[k] for d in v) for k in v[0]}
                            for side, v in results["consume_detail"].items()},
+        "consume_joins_ms": {side: [d["join_ms"] for d in v]
+                             for side, v in results["consume_detail"].items()},
     }
 
 
@@ -669,6 +671,11 @@ def write_report(r, out):
                    f"the consumer's average fetch latency (ms) direct "
                    f"{detail['direct']['fetch_latency_ms']:.2f}, gateway "
                    f"{detail['gateway']['fetch_latency_ms']:.2f}")
+    joins = r.get("consume_joins_ms")
+    if joins:
+        rounds += "\n- Consumer, group join by round (ms): " + "; ".join(
+            f"{side} {' / '.join(f'{x:.0f}' for x in values)}"
+            for side, values in joins.items())
     rounds += "\n- End-to-end p99, ms: " + "; ".join(
         f"{side} {' / '.join(f'{x[1]:.2f}' for x in r['latency_rounds_ms'][side])}"
         for side in ("direct", "gateway"))

@@ -227,6 +227,34 @@ class TenantStreamingTests(TenantSpliceBase):
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.transport.value(), sent)
 
+    def test_reads_from_the_middle_compiled(self):
+        """In tenant mode the compiled read of answers (proxy/_lane.c,
+        ``middle_read``) takes the reads from the middle of a streamed answer
+        itself, as ``Streamed.passes`` would (called only for the reads it
+        declines, which reach the tail): the client gets the broker's bytes
+        exactly, each read scanned once, in its turn."""
+        from vkafka.proxy.streaming import Streamed
+        own, _ = self.fetching_own()
+        python, scanned = [], []
+        passes, scan = Streamed.passes, Streamed._scanned
+        self.patch(Streamed, "passes", lambda streamed, data: (
+            python.append(len(data)), passes(streamed, data))[1])
+        self.patch(Streamed, "_scanned", lambda streamed, data: (
+            scanned.append(len(data)), scan(streamed, data))[1])
+        raw = fetch_frame(5, 17, records=BIG, errors=(0,), topic=own)
+        parts = pieces(raw)
+        for part in parts:
+            self.broker.dataReceived(part)
+        self.assertEqual(self.transport.value(), raw)
+        ends = list(itertools.accumulate(map(len, parts)))
+        middle = [end for end in ends if end != ends[0] and end <= len(raw) - HOLD_BACK]
+        self.assertGreater(len(middle), 3)
+        self.assertEqual(self.client.books.middle_reads, len(middle))
+        self.assertEqual(python, [len(part) for part, end in zip(parts, ends)
+                                  if end > len(raw) - HOLD_BACK])  # declined
+        self.assertEqual(scanned, list(map(len, parts)))
+        self.assertEqual(len(self.client.sequencer), 0)
+
     def test_decoy_waits_for_the_whole_response(self):
         """Another tenant's topic id became a decoy: the response is rewritten, so
         nothing is forwarded before it is whole."""

@@ -103,3 +103,11 @@ class CalledDirectlyTests(unittest.TestCase):
         protocol.transport = self.plain(protocol)
         tuning.called_directly(protocol)
         self.assertIs(protocol.transport.protocol, protocol)
+
+    def test_a_transport_with_no_protocol_left_alone(self):
+        """bench/hotpath.py --socket counts its in-memory transport as plain
+        TCP; one that has no ``protocol`` is left as it is."""
+        self.patch(tuning, "_PLAIN_TCP", tuning._PLAIN_TCP + (StringTransport,))
+        transport = StringTransport()
+        tuning.called_directly(SimpleNamespace(transport=transport))
+        self.assertFalse(hasattr(transport, "protocol"))

@@ -238,7 +238,8 @@ def called_directly(protocol):
     (~4,600 a GB consumed).  Other transports (TLS, the backend SASL
     login's wrapper) keep theirs."""
     transport = protocol.transport
-    if type(transport) in _PLAIN_TCP and transport.protocol is not protocol:
+    if type(transport) in _PLAIN_TCP and \
+            getattr(transport, "protocol", protocol) is not protocol:
         transport.protocol = protocol
 
 

@@ -142,6 +142,7 @@ typedef struct {
     PyObject *broker, *broker_fallback, *unsent, *client;
     int answers_armed;
     Py_ssize_t answers_whole;
+    Py_ssize_t middle_reads; /* reads from the middle of a streamed answer sent */
     PyObject *answers_limit, *answers_metrics, *answers_outbox, *sequencer;
     Watches answers_watches;
 } Books;
@@ -151,7 +152,9 @@ enum { REQUESTS, BYTES_IN, RECORDS_IN, LATENCY, BYTES_OUT, ANSWERED };
 static PyObject *s_value, *s_sum, *s_counts, *s_held, *s_transport, *s_socket,
     *s_write_parts, *s_name,
     *s_memo, *s_to_client, *s_release, *s_room, *s_lane_counters, *s_responses_for,
-    *s_tokens, *s_backpressure, *s_paused, *s_answered_unsent, *s_memo_watch, *one, *empty;
+    *s_tokens, *s_backpressure, *s_paused, *s_answered_unsent, *s_memo_watch, *one, *empty,
+    *s_streamed, *s_received, *s_limit, *s_chunks, *s_closed, *s_scanned, *s_sent,
+    *s_outbox;
 /* What _dispatch.sendable reads of a transport (tuning.SENDABLE_READS,
  * taken from there at import: the Twisted names are listed in tuning.py
  * alone, which tuning.check checks the installed Twisted has), and the
@@ -973,12 +976,92 @@ disarm_answers(Books *b)
     watches_clear(&b->answers_watches);
 }
 
+/* After answers were written to the client: its Unsent paused, the
+ * splice's answered_unsent tells the tenant's answer budget. */
+static PyObject *
+answered(Books *b)
+{
+    PyObject *paused = PyObject_GetAttr(b->unsent, s_paused);
+    int full = paused == NULL ? -1 : PyObject_IsTrue(paused);
+    Py_XDECREF(paused);
+    if (full < 0)
+        return NULL;
+    if (!full)
+        Py_RETURN_NONE;
+    return PyObject_CallMethodNoArgs(b->client, s_answered_unsent);
+}
+
+/* A read from the middle of a large Fetch answer the broker connection
+ * streams (its ``streamed``), as Streamed.passes takes it: the read ends
+ * before the held-back tail, all received before it was sent, the client
+ * open.  Its scan is Streamed._scanned's (Python: the scan's loop time and
+ * a failure are the tenant's and the connection's); if it passed, the
+ * read counts as received and sent and goes to the client's outbox as
+ * send does (its socket at once when nothing is held or queued).  Most of
+ * an answer's reads are such.  1 taken, 0 not (the broker connection's
+ * Python dataReceived takes it), -1 raised. */
+static int
+middle_read(Books *b, PyObject *data)
+{
+    PyObject *streamed = PyObject_GetAttr(b->broker, s_streamed);
+    if (streamed == NULL)
+        return -1;
+    PyObject *received = NULL, *limit = NULL, *chunks = NULL, *closed = NULL,
+        *passed = NULL, *now = NULL, *outbox = NULL, *pieces = NULL;
+    int taken = -1;
+    if (streamed == Py_None || !PyBytes_Check(data)) {
+        taken = 0;
+        goto done;
+    }
+    if ((received = PyObject_GetAttr(streamed, s_received)) == NULL ||
+            (limit = PyObject_GetAttr(streamed, s_limit)) == NULL ||
+            (chunks = PyObject_GetAttr(streamed, s_chunks)) == NULL ||
+            (closed = PyObject_GetAttr(b->client, s_closed)) == NULL)
+        goto done;
+    Py_ssize_t at = PyLong_AsSsize_t(received), end = PyLong_AsSsize_t(limit);
+    Py_ssize_t held = PyObject_Length(chunks);
+    int is_closed = PyObject_IsTrue(closed);
+    if (PyErr_Occurred())
+        goto done;
+    at += PyBytes_GET_SIZE(data);
+    if (at > end || held || is_closed) {
+        taken = 0;
+        goto done;
+    }
+    if ((passed = PyObject_CallMethodOneArg(streamed, s_scanned, data)) == NULL)
+        goto done;
+    if (passed == Py_True) {
+        if ((now = PyLong_FromSsize_t(at)) == NULL ||
+                PyObject_SetAttr(streamed, s_received, now) ||
+                PyObject_SetAttr(streamed, s_sent, now) ||
+                (outbox = PyObject_GetAttr(b->client, s_outbox)) == NULL ||
+                (pieces = PyList_New(1)) == NULL)
+            goto done;
+        PyList_SET_ITEM(pieces, 0, Py_NewRef(data));
+        if (send(b, outbox, pieces))
+            goto done;
+    }
+    taken = 1;
+done:
+    Py_DECREF(streamed);
+    Py_XDECREF(received);
+    Py_XDECREF(limit);
+    Py_XDECREF(chunks);
+    Py_XDECREF(closed);
+    Py_XDECREF(passed);
+    Py_XDECREF(now);
+    Py_XDECREF(outbox);
+    Py_XDECREF(pieces);
+    return taken;
+}
+
 PyDoc_STRVAR(answers_read_doc,
 "answers_read(data)\n\n"
 "The installed broker connection's dataReceived: while armed, *data* sent\n"
 "as answer sends a read of answers the lane takes whole; else (or when\n"
-"not taken whole, nothing done) disarmed and given to the broker\n"
-"connection's Python dataReceived.");
+"not taken whole, nothing done) disarmed, and a read from the middle of a\n"
+"streamed Fetch answer sent as Streamed.passes sends it; anything else\n"
+"given to the broker connection's Python dataReceived.");
 
 static PyObject *
 answers_read(Books *b, PyObject *data)
@@ -1013,19 +1096,19 @@ answers_read(Books *b, PyObject *data)
             if (walked == Py_None) {  /* sent, as nearly always */
                 b->answers_whole++;
                 Py_DECREF(walked);
-                PyObject *paused = PyObject_GetAttr(b->unsent, s_paused);
-                int full = paused == NULL ? -1 : PyObject_IsTrue(paused);
-                Py_XDECREF(paused);
-                if (full < 0)
-                    return NULL;
-                if (!full)
-                    Py_RETURN_NONE;
-                return PyObject_CallMethodNoArgs(b->client, s_answered_unsent);
+                return answered(b);
             }
             Py_DECREF(walked);
         }
     }
     disarm_answers(b);
+    int taken = middle_read(b, data);
+    if (taken < 0)
+        return NULL;
+    if (taken) {
+        b->middle_reads++;
+        return answered(b);
+    }
     return PyObject_CallOneArg(b->broker_fallback, data);
 }
 
@@ -1289,6 +1372,8 @@ static PyMemberDef books_members[] = {
      "Whether answers_read sends what the lane takes whole or goes to Python."},
     {"answers_whole", T_PYSSIZET, offsetof(Books, answers_whole), READONLY,
      "The reads answers_read sent whole, armed."},
+    {"middle_reads", T_PYSSIZET, offsetof(Books, middle_reads), READONLY,
+     "The reads from the middle of a streamed answer answers_read took."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -1331,6 +1416,9 @@ PyInit__lane(void)
         {&s_responses_for, "responses_for"}, {&s_tokens, "tokens"},
         {&s_backpressure, "_backpressure"}, {&s_paused, "paused"},
         {&s_answered_unsent, "answered_unsent"}, {&s_memo_watch, "memo_watch"},
+        {&s_streamed, "streamed"}, {&s_received, "received"}, {&s_limit, "limit"},
+        {&s_chunks, "chunks"}, {&s_closed, "closed"}, {&s_scanned, "_scanned"},
+        {&s_sent, "sent"}, {&s_outbox, "outbox"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i].to = PyUnicode_InternFromString(names[i].text)) == NULL)

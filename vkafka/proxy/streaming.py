@@ -110,7 +110,10 @@ class Streamed:
         written at once, True.  Most of a response's reads are such; they
         skip the broker connection's general path (its framing, its outbox
         held for one send) and this one's bookkeeping.  False: nothing done
-        (``feed`` takes it)."""
+        (``feed`` takes it).  In tenant mode the compiled read of answers
+        does this itself (proxy/_lane.c, ``middle_read``, calling
+        ``_scanned``); this is its reference, and the way where it is not
+        built or in passthrough mode."""
         received = self.received + len(data)
         if received > self.limit or self.chunks or self.client.closed:
             return False
