@@ -171,6 +171,13 @@ def properties(token, path):
 
 PATHS = ("direct", "forwarder", "gateway")
 
+CONSUME_RUNS = 3
+"""Consumer runs of each path in a round (``--consume-runs``), taking turns.
+A consumer run is ~3 s, its group join ~0.3 s of it, and now and then a join
+takes 150-200 ms more on any path (session 49: direct 420, forwarder 485 ms
+in one run, the gateway twice in another); with one run a round such a join
+decided a path's median.  A producer run is ~25 s and has no join: once."""
+
 WORKERS_PORT, WORKERS_ADMIN = devstack.free_ports(6), devstack.free_ports(1)
 """The workers section's gateway (``--workers=2``), beside the one-worker one."""
 
@@ -466,6 +473,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--consume-runs", type=int, default=CONSUME_RUNS,
+                        help="consumer runs of each path in a round")
     # 10,000 a round: the brokers here stall for 15-28 ms every 4-8 s (direct
     # runs too), so a shorter round's p99 depends on how many stalls it caught.
     parser.add_argument("--latency-messages", type=int, default=10_000)
@@ -508,8 +517,9 @@ def main(argv=None):
             consume(side, warm_up, props)
         for round_ in range(args.rounds):
             order = PATHS[round_ % 3:] + PATHS[:round_ % 3]  # each path leads in turn
-            for measure, run in (("produce", produce), ("consume", consume)):
-                for side in order:
+            for measure, run, repeat in (("produce", produce, 1),
+                                         ("consume", consume, args.consume_runs)):
+                for side in order * repeat:
                     before = hop[side].cpu_seconds() if side in hop else 0.0
                     value = run(side, args.records, props)
                     if measure == "consume":
@@ -518,7 +528,8 @@ def main(argv=None):
                     results[measure][side].append(value)
                     if side in hop:
                         cpu[side][measure] += hop[side].cpu_seconds() - before
-        moved = args.rounds * args.records * 1024  # each way, through the gateway
+        produced = args.rounds * args.records * 1024  # through each proxy
+        moved = {"produce": produced, "consume": produced * args.consume_runs}
         results["workers"] = workers_section(gateway, args.workers_rounds,
                                              args.records, props)
         results["latency"] = latency(args.rounds, args.latency_messages, token)
@@ -548,7 +559,8 @@ def main(argv=None):
 def summarize(results, md, topics, per_connection, cpu, moved, args):
     """The report: medians, ratios, each round's throughput, CPU per GB of the
     gateway and the forwarder (*cpu*: seconds in their own produce and consume
-    runs; *moved*: bytes each way)."""
+    runs; *moved*: bytes each proxy carried in them, "produce" and "consume")."""
+    gb = {k: v / 2**30 for k, v in moved.items()}
     med = {k: {side: statistics.median(v) for side, v in results[k].items()}
            for k in ("produce", "consume")}
     # Like the throughputs, the medians of the rounds: one stretch of broker
@@ -563,14 +575,14 @@ def summarize(results, md, topics, per_connection, cpu, moved, args):
                    f"{platform.python_implementation()} {platform.python_version()}",
         "kafka": "4.1.1 (3 KRaft brokers on the same machine)",
         "records": args.records, "rounds": args.rounds,
+        "consume_runs": args.consume_runs,
         "latency_messages": args.latency_messages,
         "produce_mb_s": med["produce"], "consume_mb_s": med["consume"],
         "produce_ratio": med["produce"]["gateway"] / med["produce"]["direct"],
         "consume_ratio": med["consume"]["gateway"] / med["consume"]["direct"],
         "forwarder_ratio": {k: med[k]["forwarder"] / med[k]["direct"]
                             for k in ("produce", "consume")},
-        "forwarder_cpu_s_per_gb": {k: v / (moved / 2**30)
-                                   for k, v in cpu["forwarder"].items()},
+        "forwarder_cpu_s_per_gb": {k: v / gb[k] for k, v in cpu["forwarder"].items()},
         "latency_ms": lat,
         "added_p99_ms": lat["gateway"][1] - lat["direct"][1],
         "latency_rounds_ms": rounds,
@@ -578,9 +590,9 @@ def summarize(results, md, topics, per_connection, cpu, moved, args):
         "metadata_ms": {side: (percentile(v, 50), percentile(v, 99))
                         for side, v in md.items()},
         "kb_per_connection": per_connection, "connections": args.connections,
-        "cpu_s_per_gb": sum(cpu["gateway"].values()) / (2 * moved / 2**30),
-        "cpu_s_per_gb_produced": cpu["gateway"]["produce"] / (moved / 2**30),
-        "cpu_s_per_gb_consumed": cpu["gateway"]["consume"] / (moved / 2**30),
+        "cpu_s_per_gb": sum(cpu["gateway"].values()) / sum(gb.values()),
+        "cpu_s_per_gb_produced": cpu["gateway"]["produce"] / gb["produce"],
+        "cpu_s_per_gb_consumed": cpu["gateway"]["consume"] / gb["consume"],
         "rounds_mb_s": {k: results[k] for k in ("produce", "consume")},
         "workers": {str(n): {"produce_mb_s": statistics.median(v["produce"]),
                              "consume_mb_s": statistics.median(v["consume"]),
@@ -673,7 +685,7 @@ def write_report(r, out):
                    f"{detail['gateway']['fetch_latency_ms']:.2f}")
     joins = r.get("consume_joins_ms")
     if joins:
-        rounds += "\n- Consumer, group join by round (ms): " + "; ".join(
+        rounds += "\n- Consumer, group join of each run (ms): " + "; ".join(
             f"{side} {' / '.join(f'{x:.0f}' for x in values)}"
             for side, values in joins.items())
     rounds += "\n- End-to-end p99, ms: " + "; ".join(
@@ -685,7 +697,8 @@ def write_report(r, out):
     (out / "benchmarks.md").write_text(f"""# Benchmarks
 
 Generated by `make bench` ({r['rounds']} alternating rounds of
-{r['records']:,} records each way, medians). Direct and through-the-gateway runs
+{r['records']:,} records each way, the consumer {r.get('consume_runs', 1)} times a
+path a round; medians). Direct and through-the-gateway runs
 alternate in the same run, against the same topics, with the stock Kafka perf tools;
 the gateway run is a tenant over SASL/PLAIN, so the rewrite path is measured.
 

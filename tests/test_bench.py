@@ -147,7 +147,7 @@ class BenchTests(VerdictMixin, unittest.TestCase):
                            "--latency-messages", "50", "--metadata-topics", "40",
                            "--metadata-vclusters", "4", "--metadata-requests", "5",
                            "--connections", "20", "--workers-rounds", "1",
-                           "--out", str(out)])
+                           "--consume-runs", "2", "--out", str(out)])
         self.assertEqual(code, 0)
         report = (out / "benchmarks.md").read_text()
         for measure in ("producer throughput", "consumer throughput",
@@ -159,12 +159,16 @@ class BenchTests(VerdictMixin, unittest.TestCase):
                        "Tenant metadata p99", "Memory per connection"):
             self.assertRegex(report, rf"- {target}[^:]*: (met|missed by)")
         self.assertVerdicts(report)
-        for side in ("Producer", "Consumer"):  # round by round, both sides
-            self.assertRegex(report, rf"- {side}, MB/s: direct [\d.]+; gateway [\d.]+")
+        # round by round, both sides, the bare forwarder too; the consumer ran
+        # twice a path (--consume-runs), each run's group join noted
+        self.assertRegex(report, r"- Producer, MB/s: direct [\d.]+; gateway [\d.]+; "
+                                 r"forwarder [\d.]+\n")
+        self.assertRegex(report, r"- Consumer, MB/s: direct [\d.]+ / [\d.]+; gateway "
+                                 r"[\d.]+ / [\d.]+; forwarder [\d.]+ / [\d.]+\n")
+        self.assertRegex(report, r"- Consumer, group join of each run \(ms\): direct "
+                                 r"\d+ / \d+; forwarder \d+ / \d+; gateway \d+ / \d+\n")
+        self.assertIn("the consumer 2 times a\npath a round", report)
         self.assertRegex(report, r"- End-to-end p99, ms: direct [\d.]+; gateway [\d.]+")
-        for side in ("Producer", "Consumer"):  # the bare forwarder took its turns
-            self.assertRegex(report, rf"- {side}, MB/s: direct [\d.]+; gateway [\d.]+; "
-                                     r"forwarder [\d.]+")
         self.assertRegex(report, r"- Bare TCP forwarder \(bench/forwarder.py: [^)]*\), "
                                  r"medians: producer [\d.]+ MB/s \([\d.]+ of direct\), "
                                  r"consumer [\d.]+ MB/s \([\d.]+\); its CPU-s per GB "
