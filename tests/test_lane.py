@@ -1089,6 +1089,39 @@ class BooksTests(unittest.TestCase):
         self.assertEqual([bytes(f[:4]) for f in FrameDecoder().feed(
             world.transport.value())], [struct.pack(">i", 60), struct.pack(">i", 61)])
 
+    def test_the_lane_stops_at_what_waits(self):
+        """Lane requests on both sides of an answer the gateway made: one read
+        of both broker answers gives the lane the first only (the one before
+        the made answer); the rest leaves in order, the made answer between,
+        though the client gave the made answer's request and the last the
+        same correlation id (the lane must not pair the broker's with it)."""
+        from kio.schema.api_versions.v3.request import ApiVersionsRequest
+        from kio.schema.api_versions.v3.response import ApiVersion, ApiVersionsResponse
+        version = 11
+        asked = request_frame(ApiVersionsRequest(client_software_name="c",
+                                                 client_software_version="1"),
+                              3, 72, "cli")
+        known = ApiVersionsResponse(
+            error_code=ErrorCode.none, throttle_time=i32Timedelta.parse(
+                datetime.timedelta(0)), api_keys=(ApiVersion(
+                    api_key=i16(0), min_version=i16(3), max_version=i16(12)),))
+        requests = [produce(version, correlation_id=70), asked,
+                    produce(version, correlation_id=72)]
+        answers = answer_to(version, correlation_id=70) + answer_to(
+            version, correlation_id=72)
+        outcomes = []
+        for compiled in (True, False):
+            self.patch(splice, "COMPILED_BOOKS", compiled)
+            with steady_decoys(), whole_reads_counted() as counts:
+                world = World(version)
+                world.topology.api_versions = known
+                feed(world, requests, [answers])
+            self.assertEqual(counts["lane_answer"], 1, compiled)
+            outcomes.append((world.broker_transport.value(), world.transport.value()))
+        self.assertEqual(outcomes[0], outcomes[1])
+        self.assertEqual([bytes(f[:4]) for f in FrameDecoder().feed(
+            world.transport.value())], [struct.pack(">i", n) for n in (70, 72, 72)])
+
     def test_latency_on_a_bound(self):
         """A latency of exactly a bucket's bound counts in that bucket (the
         bound is "le"), as the Python's bisect_left counts it."""
