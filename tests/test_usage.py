@@ -529,6 +529,72 @@ class InventoryTests(unittest.TestCase):
         self.assertIsNone(self.inventory.renewed())
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_ids_listed_anew_alone(self):
+        """A capacity check's renewal (``ids_renewed``) past RENEW_AFTER asks
+        every broker ListGroups and ListTransactions only, not a whole
+        inventory (the topic listing and every replica's size: ~0.2 s at
+        10,000 topics, which each new group's first join waited for); the
+        groups and ids counted anew, topics and storage as they were; the
+        gauges follow.  Fresh, nothing is asked; before the first inventory
+        a whole one is taken."""
+        from vkafka.usage.inventory import RENEW_AFTER
+        refreshed = []
+        self.inventory.refresh = lambda: (refreshed.append(1), defer.succeed(None))[1]
+        self.assertIsNone(self.successResultOf(self.inventory.ids_renewed()))
+        whole = [("ListGroupsRequest", 5), ("DescribeLogDirsRequest", 4),
+                 ("ListTransactionsRequest", 1)]
+        self.assertEqual([a for _, a in self.cluster.asked], [whole] * 3)
+        taken = self.inventory.latest
+        self.clock.advance(RENEW_AFTER - 1)
+        self.assertIsNone(self.inventory.ids_renewed())
+        self.assertEqual(len(self.cluster.asked), 3)
+        self.clock.advance(1)
+        groups, sizes, txns = self.cluster.brokers[1]
+        self.cluster.brokers[1] = (groups + ["londonz"], {}, txns + ["londonty"])
+        self.assertIsNone(self.successResultOf(self.inventory.ids_renewed()))
+        self.assertEqual([a for _, a in self.cluster.asked[3:]], [[
+            ("ListGroupsRequest", 5), ("ListTransactionsRequest", 1)]] * 3)
+        self.assertEqual(refreshed, [1])  # the topic listing only for the whole one
+        latest = self.inventory.latest
+        self.assertEqual(latest.figures["london"].to_json(), {
+            "topics": 1, "partitions": 2, "consumerGroups": 3, "transactionalIds": 2,
+            "storageBytes": 330, "storageBytesOnce": 170})
+        self.assertEqual(taken.figures["london"].consumerGroups, 2)  # not changed
+        self.assertIn("londonz", latest.group_ids)
+        self.assertEqual((latest.at, latest.ids_listed), (taken.at, taken.at + RENEW_AFTER))
+        self.assertEqual(self.gauge("vkafka_usage_consumer_groups",
+                                    vcluster="london"), 3)
+        self.assertIsNone(self.inventory.ids_renewed())
+        self.cluster.down = True  # a listing that fails leaves what was
+        self.clock.advance(RENEW_AFTER)
+        self.assertIsNone(self.successResultOf(self.inventory.ids_renewed()))
+        self.assertIs(self.inventory.latest, latest)
+
+    def test_ids_listing_waits_a_few_seconds(self):
+        """A broker that does not answer the ids' listing holds a capacity
+        check DECIDE_WITHIN seconds at most; calls meanwhile share the
+        listing; its answer, when it comes, is the latest."""
+        from vkafka.usage.inventory import DECIDE_WITHIN, RENEW_AFTER
+        self.successResultOf(self.inventory.take())
+        self.clock.advance(RENEW_AFTER)
+        answers = []
+
+        def ask(host, port, asks):
+            answers.append((defer.Deferred(), port, asks))
+            return answers[-1][0]
+        self.inventory.ask = ask
+        self.inventory.call_later = self.clock.callLater
+        first, second = self.inventory.ids_renewed(), self.inventory.ids_renewed()
+        self.assertEqual(len(answers), 3)
+        self.clock.advance(DECIDE_WITHIN)
+        self.assertIsNone(self.successResultOf(first))
+        self.assertIsNone(self.successResultOf(second))
+        self.cluster.brokers[2] = (["londonh", "londonk"], {})
+        for d, port, asks in answers:
+            d.callback(self.successResultOf(self.cluster.ask("localhost", port, asks)))
+        self.assertIn("londonk", self.inventory.latest.group_ids)
+        self.assertIsNone(self.inventory.ids_renewed())
+
     def test_failures(self):
         """No broker known, or one that cannot be asked: InventoryError; the
         periodic run logs it and keeps the last inventory."""

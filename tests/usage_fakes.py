@@ -65,8 +65,11 @@ class FakeCluster:
         if self.down:
             return defer.fail(ConnectionRefusedError("connection refused (test)"))
         groups, sizes, *txns = self.brokers[port]
-        return defer.succeed([list_groups(groups), log_dirs(sizes),
-                              list_transactions(txns[0] if txns else ())])
+        answers = {"ListGroupsRequest": list_groups(groups),
+                   "DescribeLogDirsRequest": log_dirs(sizes),
+                   "ListTransactionsRequest": list_transactions(txns[0] if txns else ())}
+        return defer.succeed([answers[type(body).__name__] for body, _ in asks]
+                             or list(answers.values()))  # none asked: a whole inventory's
 
     def topology(self, topics=None):
         """A Topology that knows these brokers and *topics* (name -> partitions)."""

@@ -548,7 +548,7 @@ def makeService(config, reactor=None, worker=None):
 
         inventory = measured.inventory
         gateway.group_ids, gateway.transactional_ids = (
-            IdsSeen(inventory.latest_or_ask, kind, inventory.renewed,
+            IdsSeen(inventory.latest_or_ask, kind, inventory.ids_renewed,
                     lambda physical, vc, kind=kind: inventory.exists(kind, physical, vc),
                     reactor.seconds)
             for kind in (GROUP, TRANSACTION))
