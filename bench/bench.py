@@ -174,9 +174,10 @@ PATHS = ("direct", "forwarder", "gateway")
 CONSUME_RUNS = 3
 """Consumer runs of each path in a round (``--consume-runs``), taking turns.
 A consumer run is ~3 s, its group join ~0.3 s of it, and now and then a join
-takes 150-200 ms more on any path (session 49: direct 420, forwarder 485 ms
-in one run, the gateway twice in another); with one run a round such a join
-decided a path's median.  A producer run is ~25 s and has no join: once."""
+takes 100-200 ms more on any path (session 49: direct 420, forwarder 485 ms
+among joins of ~290, the clients' JVMs and the brokers sharing two cores);
+with one run a round such a join could decide a path's median.  A producer
+run is ~25 s and has no join: once."""
 
 WORKERS_PORT, WORKERS_ADMIN = devstack.free_ports(6), devstack.free_ports(1)
 """The workers section's gateway (``--workers=2``), beside the one-worker one."""
