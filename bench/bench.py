@@ -740,9 +740,11 @@ after ~2 MB of copies through the caches (~130 us; session 48 walks it
 compiled and skips the splice's turns for it). A large Fetch response is scanned as it passes by a compiled walk,
 never copied or held whole. The direct run already keeps the two cores ~90%
 busy with the brokers and the consumer, so the gateway's CPU comes out of
-the consumer's share; from run to run its CPU per GB moves by about 0.1 and
-its group join (a SASL login per connection, five requests through the rule
-table) by up to 250 ms. splice(2) instead of recv/send saved only ~0.1 CPU-s
+the consumer's share; from run to run its CPU per GB moves by about 0.1.
+Its group join takes ~30-40 ms longer than direct (the client's first SASL
+login); before session 49, about every other one also waited ~0.2 s for a
+whole usage inventory (a new group's capacity check now lists only the
+groups anew). splice(2) instead of recv/send saved only ~0.1 CPU-s
 per GB when measured alone, and SO_RCVLOWAT (fewer, larger reads) traded
 system time for user time and lost throughput (docs/performance.md,
 sessions 7, 8 and 47). The producer: a tenant's Produce and its answer take
