@@ -837,6 +837,21 @@ class WholeReadTests(unittest.TestCase):
         self.assertEqual(whole["lane_answer"], 0)
 
 
+def api_versions_answered_here(correlation_id):
+    """(an ApiVersions request the gateway answers itself, with
+    *correlation_id*; the brokers' ApiVersions answer it is made from)."""
+    from kio.schema.api_versions.v3.request import ApiVersionsRequest
+    from kio.schema.api_versions.v3.response import ApiVersion, ApiVersionsResponse
+    asked = request_frame(ApiVersionsRequest(client_software_name="c",
+                                             client_software_version="1"),
+                          3, correlation_id, "cli")
+    known = ApiVersionsResponse(
+        error_code=ErrorCode.none, throttle_time=i32Timedelta.parse(
+            datetime.timedelta(0)), api_keys=(ApiVersion(
+                api_key=i16(0), min_version=i16(3), max_version=i16(12)),))
+    return asked, known
+
+
 class PythonBooks:
     """The same tests with the lane's bookkeeping in Python (the reference
     that ``_lane.c`` is held to; where the C is not built it does it all)."""
@@ -1062,18 +1077,10 @@ class BooksTests(unittest.TestCase):
     def test_what_waits_behind_goes_after(self):
         """An answer the gateway made (ApiVersions) behind a lane request
         leaves right after the lane's answer, in order."""
-        from kio.schema.api_versions.v3.request import ApiVersionsRequest
         version = 11
-        asked = request_frame(ApiVersionsRequest(client_software_name="c",
-                                                 client_software_version="1"),
-                              3, 61, "cli")
+        asked, known = api_versions_answered_here(61)
         request, answer = produce(version, correlation_id=60), answer_to(
             version, correlation_id=60)
-        from kio.schema.api_versions.v3.response import ApiVersion, ApiVersionsResponse
-        known = ApiVersionsResponse(
-            error_code=ErrorCode.none, throttle_time=i32Timedelta.parse(
-                datetime.timedelta(0)), api_keys=(ApiVersion(
-                    api_key=i16(0), min_version=i16(3), max_version=i16(12)),))
         outcomes = []
         for compiled in (True, False):
             self.patch(splice, "COMPILED_BOOKS", compiled)
@@ -1095,16 +1102,8 @@ class BooksTests(unittest.TestCase):
         the made answer); the rest leaves in order, the made answer between,
         though the client gave the made answer's request and the last the
         same correlation id (the lane must not pair the broker's with it)."""
-        from kio.schema.api_versions.v3.request import ApiVersionsRequest
-        from kio.schema.api_versions.v3.response import ApiVersion, ApiVersionsResponse
         version = 11
-        asked = request_frame(ApiVersionsRequest(client_software_name="c",
-                                                 client_software_version="1"),
-                              3, 72, "cli")
-        known = ApiVersionsResponse(
-            error_code=ErrorCode.none, throttle_time=i32Timedelta.parse(
-                datetime.timedelta(0)), api_keys=(ApiVersion(
-                    api_key=i16(0), min_version=i16(3), max_version=i16(12)),))
+        asked, known = api_versions_answered_here(72)
         requests = [produce(version, correlation_id=70), asked,
                     produce(version, correlation_id=72)]
         answers = answer_to(version, correlation_id=70) + answer_to(
