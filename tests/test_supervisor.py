@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
+from twisted.web.test.requesthelper import DummyRequest
 
 from vkafka import workers
 from vkafka.admin.dashboard import read_connections, read_counters
@@ -71,6 +72,11 @@ class Harness:
 def feed(worker, metrics, only=None):
     """*worker* asks, and its process answers with *metrics*' snapshot."""
     worker.ask(only)
+    answer(worker, metrics, only)
+
+
+def answer(worker, metrics, only=None):
+    """*worker*'s process answers the last question it was asked."""
     ident = json.loads(worker.transport.written[-1])["id"]
     report = {"pid": worker.pid, "reason": None, "connections": 0, "vclusters": {},
               "families": None if only is None else sorted(only),
@@ -302,25 +308,99 @@ class SumTests(unittest.TestCase):
         again = self.parsed(SummedMetrics(h.supervisor.merged).text())
         self.assertEqual(again[london_in], before[london_in] + 5)
 
-    def test_polls_read_the_dashboards_families_scrapes_all(self):
-        """Every second the supervisor reads what the dashboard shows; the
-        rest of a worker's series (latency, records...) at each scrape, so
-        a sum mixes both readings, each the latest of its kind."""
+    def test_polls_read_the_traffic_scrapes_all(self):
+        """Every second the supervisor reads what the dashboard shows and the
+        counts of the clients' traffic, records included (a worker killed
+        takes at most a second of them with it); the rest of a worker's
+        series (latency, answers...) at each scrape, so a sum mixes both
+        readings, each the latest of its kind."""
         h = Harness(1)
         h.supervisor.startService()
         feed(h.current(0), self.one)
+        scraped = self.parsed(SummedMetrics(h.supervisor.merged).text())
         traffic(self.one, "london", 100, 1, 0.003, 4)
-        feed(h.current(0), self.one, workers.DASHBOARD_FAMILIES)
+        h.clock.advance(workers.POLL_EVERY)
+        self.assertEqual(h.spawned[0][2].asked()[-1]["families"],
+                         sorted(workers.POLLED_FAMILIES))
+        feed(h.current(0), self.one, workers.POLLED_FAMILIES)
         got = self.parsed(SummedMetrics(h.supervisor.merged).text())
-        self.assertEqual(got[("vkafka_bytes_total", (("direction", "in"),
-                                                     ("vcluster", "london")))], 1100)
-        self.assertEqual(got[("vkafka_records_total", (("direction", "in"),
-                                                       ("vcluster", "london")))], 10)
-        asked = [a["families"] for a in h.spawned[0][2].asked()]
-        self.assertEqual(asked, [None, sorted(workers.DASHBOARD_FAMILIES)])
-        snap = snapshot(self.one, workers.DASHBOARD_FAMILIES)
+        london = (("direction", "in"), ("vcluster", "london"))
+        self.assertEqual(got[("vkafka_bytes_total", london)], 1100)
+        self.assertEqual(got[("vkafka_records_total", london)], 11)
+        self.assertEqual(got[("vkafka_requests_total", (("api", "Produce"),
+                                                        ("vcluster", "london")))], 2)
+        latency = ("vkafka_request_latency_seconds_count", (("api", "Produce"),))
+        self.assertEqual((scraped[latency], got[latency]), (2, 2))
+        snap = snapshot(self.one, workers.POLLED_FAMILIES)
         self.assertEqual({f["tally"] if isinstance(f, dict) else f[0] for f in snap},
-                         set(workers.DASHBOARD_FAMILIES))
+                         set(workers.POLLED_FAMILIES))
+
+
+    def scrape(self, resource, query, answers=()):
+        """``(status, body)`` of GET /metrics with *query*, each worker of
+        *answers* (``(worker, metrics)``) answering the supervisor's question."""
+        request = DummyRequest([b""])
+        request.args = query
+        rendered = resource.render_GET(request)
+        for worker, metrics in answers:
+            answer(worker, metrics)
+        body = rendered if isinstance(rendered, bytes) else b"".join(request.written)
+        return request.responseCode or 200, body
+
+    def test_by_worker_when_asked(self):
+        """``/metrics?by=worker``: the same series, each with the worker that
+        counted it (what a dead worker left as ``gone``, the supervisor's own
+        as ``supervisor``), adding up to the totals; any other ``by`` is a
+        400 with a JSON body."""
+        h = Harness(2)
+        h.supervisor.startService()
+        feed(h.current(0), self.one)
+        feed(h.current(1), self.two)
+        h.die(1, signal=9)
+        h.clock.advance(RESTART_DELAY)
+        fresh, own = Metrics(), Metrics()
+        traffic(fresh, "london", 5, 1, 0.1, 1)
+        own.state_entries.set(12)
+        resource = workers.SummedMetricsResource(h.supervisor, own)
+        answers = [(h.current(0), self.one), (h.current(1), fresh)]
+        status, each = self.scrape(resource, {b"by": [b"worker"]}, answers)
+        self.assertEqual(status, 200)
+        status, total = self.scrape(resource, {}, answers)
+        each, total = self.parsed(each), self.parsed(total)
+        london_in = ("vkafka_bytes_total", (("direction", "in"), ("vcluster", "london")))
+        self.assertEqual({dict(k[1])["worker"]: v for k, v in each.items()
+                          if (k[0], tuple(x for x in k[1] if x[0] != "worker"))
+                          == london_in},
+                         {"0": 1000, "1": 5, "gone": 700})
+        self.assertEqual(total[london_in], 1705)
+        self.assertEqual(each[("vkafka_state_entries", (("worker", "supervisor"),))], 12)
+        self.assertTrue(all("worker" in dict(k[1]) for k in each))
+        added = {}
+        for (name, labels), value in each.items():
+            key = (name, tuple(x for x in labels if x[0] != "worker"))
+            if not name.endswith("_created") and name not in workers.MAX_FAMILIES:
+                added[key] = added.get(key, 0) + value
+        self.assertEqual(set(added), {k for k in total if not k[0].endswith("_created")
+                                      and k[0] not in workers.MAX_FAMILIES})
+        for key, value in added.items():
+            self.assertAlmostEqual(total[key], value, places=9, msg=key)
+        for query in ({b"by": [b"vcluster"]}, {b"by": [b"worker", b"worker"]}):
+            status, body = self.scrape(resource, query)
+            self.assertEqual(status, 400)
+            self.assertEqual(json.loads(body)["error"], "bad_request")
+
+    def test_one_process_by_worker(self):
+        """``--workers 1``: asked ``by=worker``, every series says worker 0."""
+        from vkafka.metrics import MetricsResource
+        resource = MetricsResource(self.one)
+        status, each = self.scrape(resource, {b"by": [b"worker"]})
+        plain = self.parsed(self.scrape(resource, {})[1])
+        self.assertEqual(self.parsed(each), {
+            (name, tuple(sorted(labels + (("worker", "0"),)))): value
+            for (name, labels), value in plain.items()})
+        status, body = self.scrape(resource, {b"by": [b"node"]})
+        self.assertEqual(status, 400)
+        self.assertIn("worker", json.loads(body)["message"])
 
 
 class OptionsTests(unittest.TestCase):

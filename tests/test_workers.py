@@ -64,9 +64,9 @@ class WorkersTests(unittest.TestCase):
         return [w["vclusters"].get(vcluster, 0)
                 for w in workers_of(self.gateway, names=True)]
 
-    def metrics(self):
+    def metrics(self, query=""):
         """``{(name, labels...): value}`` of the supervisor's /metrics."""
-        text = stack.scrape(f"http://localhost:{self.gateway.admin_port}/metrics")
+        text = stack.scrape(f"http://localhost:{self.gateway.admin_port}/metrics{query}")
         out = {}
         for family in text_string_to_metric_families(text):
             for s in family.samples:
@@ -169,6 +169,17 @@ class WorkersTests(unittest.TestCase):
                                  transmitted[vc])
                 self.assertGreater(self.counter(figures, "vkafka_bytes", vc, "in"),
                                    sent[vc] * len(f"{vc}:0:0"))
+            # asked by worker: both counted records of both tenants, adding
+            # up to the totals
+            each = self.metrics("?by=worker")
+            for vc in vcs:
+                counted = {dict(k[1:])["worker"]: v for k, v in each.items()
+                           if k[0] == "vkafka_records_total"
+                           and dict(k[1:]).get("vcluster") == vc
+                           and dict(k[1:])["direction"] == "in"}
+                self.assertEqual(set(counted), {"0", "1"}, counted)
+                self.assertTrue(all(counted.values()), counted)
+                self.assertEqual(sum(counted.values()), transmitted[vc])
 
             def connections_agree():
                 figures = self.metrics()

@@ -10,6 +10,7 @@ scrapes included, so no lock is needed.  Connections cache their labelled
 children.  What each series counts, precisely, is in docs/operations.md.
 """
 
+import json
 from bisect import bisect_left
 
 from kio.schema.errors import ErrorCode
@@ -272,7 +273,52 @@ def error_name(code):
         return "unknown"
 
 
+TEXT_FORMAT = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+def by_worker(request):
+    """Whether ``/metrics`` was asked ``?by=worker`` (a ``worker`` label on
+    every series: the index of the worker that counted it, ``gone`` for what
+    workers that died left, ``supervisor`` for the supervisor's own).  None
+    when the query names anything else: the answer is then set to 400, JSON,
+    and its body is BAD_BY."""
+    asked = request.args.get(b"by")
+    if asked is None:
+        return False
+    if asked == [b"worker"]:
+        return True
+    request.setResponseCode(400)
+    request.setHeader(b"Content-Type", b"application/json")
+    return None
+
+
+BAD_BY = json.dumps({
+    "error": "bad_request",
+    "message": "by: only 'worker' (a worker label on every series); without it, "
+               "every series is the gateway's total"}).encode()
+
+
+class Labelled:
+    """A collector's families with one more label on every sample."""
+
+    def __init__(self, collector, name, value):
+        self.collector, self.name, self.value = collector, name, value
+
+    def collect(self):
+        from prometheus_client.metrics_core import Metric
+        for family in self.collector.collect():
+            out = Metric(family.name, family.documentation, family.type)
+            for s in family.samples:
+                out.add_sample(s.name, {**s.labels, self.name: self.value}, s.value,
+                               s.timestamp, s.exemplar)
+            yield out
+
+
 class MetricsResource(Resource):
+    """``/metrics`` of a gateway of one process (``--workers 1``); asked
+    ``?by=worker``, its series say ``worker="0"``, as a supervisor's say
+    which worker counted them (vkafka/workers.py)."""
+
     isLeaf = True
 
     def __init__(self, metrics, refresh=None):
@@ -281,7 +327,12 @@ class MetricsResource(Resource):
         self.refresh = refresh
 
     def render_GET(self, request):
+        labelled = by_worker(request)
+        if labelled is None:
+            return BAD_BY
         if self.refresh is not None:
             self.refresh()
-        request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
+        request.setHeader(b"Content-Type", TEXT_FORMAT)
+        if labelled:
+            return generate_latest(Labelled(self.metrics.registry, "worker", "0"))
         return self.metrics.text()

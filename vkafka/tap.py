@@ -707,9 +707,8 @@ def _supervisor(config, reactor):
     dashboard = None
     if state is not None:
         from .admin.dashboard import Dashboard
-        from .workers import DASHBOARD_FAMILIES, SummedMetrics
+        from .workers import SummedMetrics
 
-        workers.poll_families = DASHBOARD_FAMILIES
         dashboard = Dashboard(state, SummedMetrics(workers.merged), topology, reactor,
                               usage=_latest_figures(measured))
         dashboard.setServiceParent(top)

@@ -34,6 +34,8 @@ supervisor stops.
 summed (a dead worker's last reading is kept, so totals do not go back),
 gauges summed except those that describe the shared cluster or state
 (``MAX_FAMILIES``: the same on every worker, so the largest is shown).
+Asked ``?by=worker``, ``/metrics`` gives each worker's series apart instead,
+under a ``worker`` label.
 """
 
 import json
@@ -144,11 +146,13 @@ class ReusePortEndpoint:
 
 # Metrics: a worker's snapshot, the supervisor's sum.
 
-DASHBOARD_FAMILIES = frozenset({"vkafka_bytes", "vkafka_requests",
-                                "vkafka_throttle_seconds", "vkafka_connections",
-                                "vkafka_rate_share"})
-"""What the dashboard reads (admin/dashboard.py): asked of every worker every
-second when there is a dashboard; the rest only when /metrics is scraped."""
+POLLED_FAMILIES = frozenset({"vkafka_bytes", "vkafka_requests", "vkafka_records",
+                             "vkafka_throttle_seconds", "vkafka_connections",
+                             "vkafka_rate_share"})
+"""Asked of every worker every second: what the dashboard reads
+(admin/dashboard.py), and the counts of the clients' traffic (bytes,
+requests, records), so that a worker killed takes at most a second of them
+with it.  The rest only when /metrics is scraped."""
 
 
 def snapshot(metrics, only=None):
@@ -236,6 +240,14 @@ def merge(snapshots, cumulative_only=False):
              [[sample, dict(labels), value] for (sample, labels), value in
               values.items()]]
             for name, (kind, documentation, values) in families.items()]
+
+
+def labelled(taken, worker):
+    """A snapshot with a ``worker`` label on every sample (``/metrics?by=worker``)."""
+    return [[name, kind, documentation,
+             [[sample, {**labels, "worker": worker}, value]
+              for sample, labels, value in samples]]
+            for name, kind, documentation, samples in expand(taken)]
 
 
 def families_of(taken):
@@ -454,9 +466,8 @@ class WorkerSupervisor(service.Service):
         self.restarts = dict.fromkeys(range(count), 0)
         self.retired = []
         """The counters and histograms of workers that died: kept in the sums."""
-        self.poll_families = frozenset()
-        """The metric families read every second (DASHBOARD_FAMILIES with a
-        dashboard); /metrics reads them all."""
+        self.poll_families = POLLED_FAMILIES
+        """The metric families read every second; /metrics reads them all."""
         self.generation = 0
         """Counts the readings, so sums are made once per reading."""
         self._merged = (None, [])
@@ -600,6 +611,15 @@ class WorkerSupervisor(service.Service):
             self._merged = (self.generation, merged)
         return merged
 
+    def each(self):
+        """``[(label, snapshot)]``: every running worker's last reading under
+        its index, and what the dead left under ``gone``."""
+        out = [(str(index), list(worker.families.values()))
+               for index, worker in sorted(self.workers.items())]
+        if self.retired:
+            out.append(("gone", self.retired))
+        return out
+
     def details(self, names=False):
         """What ``/health`` says of the workers: state and connection counts,
         no tenant names (it needs no credentials); with *names*, also each
@@ -640,6 +660,7 @@ class SummedMetricsResource(Resource):
         """The supervisor's own Metrics (its state store, audit log...)."""
         self.refresh = refresh
         self.summed = SummedMetrics(self.merged)
+        self.each = SummedMetrics(self.by_worker)
 
     def merged(self):
         parts = [self.supervisor.merged()]
@@ -647,7 +668,19 @@ class SummedMetricsResource(Resource):
             parts.append(snapshot(self.own))
         return merge(parts)
 
+    def by_worker(self):
+        """The same series, each with the ``worker`` that counted it: they
+        add up to ``merged``'s."""
+        parts = [labelled(taken, label) for label, taken in self.supervisor.each()]
+        if self.own is not None:
+            parts.append(labelled(snapshot(self.own), "supervisor"))
+        return merge(parts)
+
     def render_GET(self, request):
+        from .metrics import BAD_BY, TEXT_FORMAT, by_worker
+        each = by_worker(request)
+        if each is None:
+            return BAD_BY
         if self.refresh is not None:
             self.refresh()
         d = self.supervisor.reports()
@@ -657,9 +690,8 @@ class SummedMetricsResource(Resource):
         def render(_):
             if gone:
                 return
-            request.setHeader(b"Content-Type",
-                              b"text/plain; version=0.0.4; charset=utf-8")
-            request.write(self.summed.text())
+            request.setHeader(b"Content-Type", TEXT_FORMAT)
+            request.write((self.each if each else self.summed).text())
             request.finish()
 
         def failed(f):
