@@ -303,6 +303,39 @@ class WorkersTests(unittest.TestCase):
         answer = again.sasl_plain("sa", made["token"])
         self.assertNotEqual(answer.error_code, ErrorCode.none)
 
+    def test_a_mapping_reaches_both_workers(self):
+        """A topic mapping made through the admin port while the tenant's
+        connections sit on both workers: every connection, on either
+        worker, soon lists the mapped topic by its logical name, and none
+        after the mapping is removed."""
+        from confluent_kafka.admin import AdminClient, NewTopic
+        vc = stack.unique("wm").replace("-", "")
+        physical = stack.unique("shared-orders")
+        direct = AdminClient({"bootstrap.servers": stack.BOOTSTRAP})
+        direct.create_topics([NewTopic(physical, 2, 3)])[physical].result(30)
+        self.addCleanup(stack.delete_topics, [physical])
+        clients = [self.raw(vc) for _ in range(10)]
+        stack.wait_until(lambda: all(self.per_worker(vc)),
+                         "the tenant's connections on both workers", 30)
+
+        def listed(raw):
+            [topic] = raw.request(metadata(["orders"]), 12).topics
+            return topic.error_code == ErrorCode.none and topic.name == "orders"
+        self.assertFalse(any(listed(raw) for raw in clients))
+        code, body = stack.admin(self.gateway.admin_port, "POST",
+                                 f"/vclusters/v1/vcluster/{vc}/topics/orders",
+                                 {"physicalTopicName": physical, "readOnly": False,
+                                  "concentrated": False})
+        self.assertEqual(code, 200, body)
+        stack.wait_until(lambda: all(listed(raw) for raw in clients),
+                         "the mapping on every connection of both workers", 30)
+        code, body = stack.admin(self.gateway.admin_port, "DELETE",
+                                 f"/vclusters/v1/vcluster/{vc}/topics/orders")
+        self.assertIn(code, (200, 204), body)
+        stack.wait_until(lambda: not any(listed(raw) for raw in clients),
+                         "the mapping gone from every connection", 30)
+        self.assertEqual(sum(self.per_worker(vc)), 10)
+
     def test_produce_rate_limit_split_over_the_workers(self):
         """A tenant's produce limit holds for the gateway, not for each worker:
         producers spread over both workers get the limit together (each
