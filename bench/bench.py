@@ -179,41 +179,94 @@ among joins of ~290, the clients' JVMs and the brokers sharing two cores);
 with one run a round such a join could decide a path's median.  A producer
 run is ~25 s and has no join: once."""
 
-WORKERS_PORT, WORKERS_ADMIN = devstack.free_ports(6), devstack.free_ports(1)
-"""The workers section's gateway (``--workers=2``), beside the one-worker one."""
+WORKERS_PORTS = {}
+"""The workers section's gateways of more than one worker: ``{N: (first
+Kafka port, admin port)}``, beside the one-worker gateway (path "gateway");
+their path is ``workers:N``."""
+
+
+def workers_ports(n):
+    """The ports of the workers section's gateway of *n* workers (chosen once)."""
+    if n not in WORKERS_PORTS:
+        WORKERS_PORTS[n] = (devstack.free_ports(6), devstack.free_ports(1))
+    return WORKERS_PORTS[n]
+
+
+def is_tenant(path):
+    return path == "gateway" or path.startswith("workers:")
 
 
 def bootstrap(path):
+    if path.startswith("workers:"):
+        return f"localhost:{workers_ports(int(path.split(':')[1]))[0]}"
     return {"direct": devstack.BOOTSTRAP, "forwarder": forwarder_bootstrap(),
-            "gateway": gateway_bootstrap(),
-            "workers": f"localhost:{WORKERS_PORT}"}[path]
+            "gateway": gateway_bootstrap()}[path]
 
 
-def produce(path, records, props):
+def at_once(name, argsets, timeout=3600):
+    """The standard output of the tool *name* run with each of *argsets*, all
+    at the same time."""
+    running = [subprocess.Popen([str(BIN / name), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+               for args in argsets]
+    outs = []
+    try:
+        for process in running:
+            out, err = process.communicate(timeout=timeout)
+            if process.returncode != 0:
+                raise RuntimeError(f"{name} failed: {err[-2000:]}")
+            outs.append(out)
+    finally:
+        for process in running:
+            if process.poll() is None:
+                process.kill()
+    return outs
+
+
+def produce(path, records, props, clients=1):
     """MB/s of one kafka-producer-perf-test run on *path* (one of PATHS, or
-    "workers")."""
-    tenant = path in ("gateway", "workers")
-    args = ["--topic", LOGICAL if tenant else PHYSICAL, "--num-records", str(records),
+    ``workers:N``); with *clients* above 1, that many at once, each with its
+    share of *records*, and the sum of their rates."""
+    tenant = is_tenant(path)
+    args = ["--topic", LOGICAL if tenant else PHYSICAL, "--num-records",
+            str(max(records // clients, 1)),
             "--record-size", "1024", "--throughput", "-1", "--producer-props",
             f"bootstrap.servers={bootstrap(path)}", "acks=all"]
     if tenant:
         args += ["--producer.config", props]
-    last = tool("kafka-producer-perf-test", *args).strip().splitlines()[-1]
-    match = re.search(r"\(([\d.]+) MB/sec\)", last)
-    return float(match.group(1))
+    if clients == 1:
+        outs = [tool("kafka-producer-perf-test", *args)]
+    else:
+        outs = at_once("kafka-producer-perf-test", [args] * clients)
+    return sum(float(re.search(r"\(([\d.]+) MB/sec\)",
+                               out.strip().splitlines()[-1]).group(1))
+               for out in outs)
 
 
-def consume(path, records, props):
+def consume(path, records, props, clients=1):
     """(MB.sec of the whole run, the group join included: what the bench
     compares; the run's detail: its join, its data phase alone and the
-    consumer's own average fetch latency, which say where a gap is)."""
-    tenant = path in ("gateway", "workers")
+    consumer's own average fetch latency, which say where a gap is).  With
+    *clients* above 1, that many at once (each its own group, each reading
+    its share of *records*): the sum of their MB.sec, and the first one's
+    detail."""
+    tenant = is_tenant(path)
     args = ["--bootstrap-server", bootstrap(path),
-            "--topic", LOGICAL if tenant else PHYSICAL, "--messages", str(records),
+            "--topic", LOGICAL if tenant else PHYSICAL,
+            "--messages", str(max(records // clients, 1)),
             "--timeout", "60000", "--print-metrics"]
     if tenant:
         args += ["--consumer.config", props]
-    lines = tool("kafka-consumer-perf-test", *args).splitlines()
+    if clients == 1:
+        return consumed(tool("kafka-consumer-perf-test", *args))
+    runs = [consumed(out) for out in at_once("kafka-consumer-perf-test",
+                                             [args] * clients)]
+    return sum(mb_s for mb_s, _ in runs), runs[0][1]
+
+
+def consumed(out):
+    """(MB.sec, detail) of one kafka-consumer-perf-test's output."""
+    lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("start.time"))
     fields = [f.strip() for f in lines[header + 1].split(",")]
     latency = next(line for line in lines if line.startswith(
@@ -435,34 +488,65 @@ def connections_memory(gateway, token, count):
     return (after - before) / count
 
 
-def workers_section(one, rounds, records, props):
-    """The same producer and consumer runs through the one-worker gateway *one*
-    and a gateway of two workers (``--workers=2``) on other ports, taking
-    turns: {workers: {"produce"/"consume": [MB/s per round],
-    "cpu_s_per_gb": {"produce"/"consume": CPU-s per GB, all its processes}}}."""
-    two = Gateway(devstack.DEMO_SECRET, workers=2, port=WORKERS_PORT,
-                  admin=WORKERS_ADMIN)
-    gateways = {1: ("gateway", one), 2: ("workers", two)}
-    out = {n: {"produce": [], "consume": [], "cpu": {"produce": 0.0, "consume": 0.0}}
-           for n in gateways}
+def workers_section(one, rounds, records, props, counts=(1, 2), clients=1):
+    """The same producer and consumer runs through a gateway of each number
+    of workers in *counts* (``--workers=N``; 1 is the one-worker gateway
+    *one*, the others start here on ports of their own), taking turns, with
+    *clients* perf-test clients at once in each run: {workers:
+    {"produce"/"consume": [MB/s per round], "cpu_s_per_gb":
+    {"produce"/"consume": CPU-s per GB, all its processes}}}."""
+    gateways, started = {}, []
     try:
+        for n in counts:
+            if n == 1:
+                gateways[n] = ("gateway", one)
+                continue
+            port, admin = workers_ports(n)
+            started.append(Gateway(devstack.DEMO_SECRET, workers=n, port=port,
+                                   admin=admin))
+            gateways[n] = (f"workers:{n}", started[-1])
+        out = {n: {"produce": [], "consume": [],
+                   "cpu": {"produce": 0.0, "consume": 0.0}} for n in gateways}
         for n, (path, _) in gateways.items():  # warm-up, not counted
-            produce(path, max(records // 10, 1), props)
-            consume(path, max(records // 10, 1), props)
+            produce(path, max(records // 10, clients), props, clients)
+            consume(path, max(records // 10, clients), props, clients)
         for round_ in range(rounds):
+            order = list(counts[round_ % len(counts):] + counts[:round_ % len(counts)])
             for measure, run in (("produce", produce), ("consume", consume)):
-                for n in ((1, 2) if round_ % 2 == 0 else (2, 1)):
+                for n in order:
                     path, gateway = gateways[n]
                     before = gateway.cpu_seconds()
-                    value = run(path, records, props)
+                    value = run(path, records, props, clients)
                     out[n][measure].append(value[0] if measure == "consume" else value)
                     out[n]["cpu"][measure] += gateway.cpu_seconds() - before
     finally:
-        two.stop()
+        for gateway in started:
+            gateway.stop()
     gb = rounds * records * 1024 / 2**30
     return {n: {"produce": v["produce"], "consume": v["consume"],
                 "cpu_s_per_gb": {k: c / gb for k, c in v["cpu"].items()}}
             for n, v in out.items()}
+
+
+def worker_counts(text):
+    """``--workers-counts``: "1,2,4" -> (1, 2, 4), each from 1 to 256, no repeats."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or len(set(counts)) != len(counts) or \
+            not all(1 <= n <= 256 for n in counts):
+        raise argparse.ArgumentTypeError(
+            f"expected numbers of workers from 1 to 256, comma-separated, each "
+            f"once (like 1,2,4), not {text!r}")
+    return counts
+
+
+def clients_at_once(text):
+    """``--workers-clients``: a number from 1 to 64."""
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to 64, not {text!r}")
+    return int(text)
 
 
 def percentile(values, p):
@@ -484,7 +568,15 @@ def main(argv=None):
     parser.add_argument("--metadata-requests", type=int, default=200)
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--workers-rounds", type=int, default=2,
-                        help="rounds of the workers section (1 and 2 workers)")
+                        help="rounds of the workers section")
+    parser.add_argument("--workers-counts", type=worker_counts, default=(1, 2),
+                        help="the workers section's gateways, by number of workers, "
+                             "comma-separated (default 1,2; on a bigger host e.g. "
+                             "1,2,4,8)")
+    parser.add_argument("--workers-clients", type=clients_at_once, default=1,
+                        help="perf-test clients at once in each run of the workers "
+                             "section (one client's JVM is the limit before a few "
+                             "workers are)")
     parser.add_argument("--out", default=str(ROOT / "docs"))
     args = parser.parse_args(argv)
 
@@ -532,7 +624,8 @@ def main(argv=None):
         produced = args.rounds * args.records * 1024  # through each proxy
         moved = {"produce": produced, "consume": produced * args.consume_runs}
         results["workers"] = workers_section(gateway, args.workers_rounds,
-                                             args.records, props)
+                                             args.records, props, args.workers_counts,
+                                             args.workers_clients)
         results["latency"] = latency(args.rounds, args.latency_messages, token)
         topics = ensure_metadata_topics(args.metadata_topics, args.metadata_vclusters)
         md_token = TokenAuthority(devstack.DEMO_SECRET).issue("md000", "sa", 3600)
@@ -571,6 +664,7 @@ def summarize(results, md, topics, per_connection, cpu, moved, args):
     lat = {side: tuple(statistics.median(r[i] for r in v) for i in range(3))
            for side, v in rounds.items()}
     return {
+        "cores": os.cpu_count(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                    f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
                    f"{platform.python_implementation()} {platform.python_version()}",
@@ -595,6 +689,7 @@ def summarize(results, md, topics, per_connection, cpu, moved, args):
         "cpu_s_per_gb_produced": cpu["gateway"]["produce"] / gb["produce"],
         "cpu_s_per_gb_consumed": cpu["gateway"]["consume"] / gb["consume"],
         "rounds_mb_s": {k: results[k] for k in ("produce", "consume")},
+        "workers_clients": args.workers_clients,
         "workers": {str(n): {"produce_mb_s": statistics.median(v["produce"]),
                              "consume_mb_s": statistics.median(v["consume"]),
                              "cpu_s_per_gb": v["cpu_s_per_gb"]}
@@ -799,9 +894,12 @@ def workers_table(r):
     workers = r.get("workers")
     if not workers:
         return ""
+    clients = r.get("workers_clients", 1)
     lines = [
         "Workers (`--workers N`: N gateway processes sharing the ports; CPU of "
-        "all of them, the supervisor included):",
+        "all of them, the supervisor included"
+        + ("" if clients == 1 else f"; {clients} perf-test clients at once in "
+           "each run, their rates added up") + "):",
         "",
         "| workers | producer MB/s | consumer MB/s | producer CPU-s per GB | "
         "consumer CPU-s per GB |",
@@ -811,7 +909,7 @@ def workers_table(r):
         lines.append(f"| {n} | {v['produce_mb_s']:.1f} | {v['consume_mb_s']:.1f} | "
                      f"{v['cpu_s_per_gb']['produce']:.2f} | "
                      f"{v['cpu_s_per_gb']['consume']:.2f} |")
-    lines += ["", WORKERS_NOTE]
+    lines += ["", WORKERS_NOTE if r.get("cores", 2) <= 2 else WORKERS_NOTE_CORES]
     return "\n".join(lines)
 
 
@@ -823,7 +921,16 @@ share of the connections (the kernel spreads them over the workers'
 listening sockets) on a core of its own, so throughput grows with the
 workers until the brokers or the network are the limit; expect per worker
 what the one-worker row shows per core here (its CPU-s per GB is the cost
-of a GB on one core), and run `make bench` there to see it."""
+of a GB on one core).  To see it there, give the section the worker counts
+and enough clients that one client's JVM is not the limit: `make bench
+BENCH_ARGS="--workers-counts 1,2,4,8 --workers-clients 8"`."""
+
+WORKERS_NOTE_CORES = """Each worker serves its share of the connections (the kernel spreads
+them over the workers' listening sockets) on a core of its own, so
+throughput grows with the workers until the brokers, the clients or the
+network are the limit; the CPU-s per GB of a row is what a GB costs, all its
+processes together.  With one client per run, its JVM may be the limit
+first: `--workers-clients 8` runs eight at once."""
 
 
 def standing(r):

@@ -1,7 +1,9 @@
 """`make bench` keeps working: the whole benchmark at a tiny size, and the
 verdict on each target is the right one for the figures it is given."""
 
+import contextlib
 import importlib.util
+import io
 import re
 from pathlib import Path
 
@@ -138,6 +140,36 @@ class CpuStandingTests(unittest.TestCase):
 
 
 class BenchTests(VerdictMixin, unittest.TestCase):
+    def test_workers_note_fits_the_host(self):
+        """The workers section's note speaks of this two-core machine only
+        when the run was on two cores or fewer; it names the clients."""
+        bench = load_bench()
+        row = {"produce_mb_s": 40.0, "consume_mb_s": 400.0,
+               "cpu_s_per_gb": {"produce": 1.8, "consume": 0.6}}
+        small = bench.workers_table({"workers": {"1": row, "2": row}, "cores": 2})
+        self.assertIn("On this machine two cores", small)
+        self.assertIn("--workers-counts 1,2,4,8 --workers-clients 8", small)
+        big = bench.workers_table({"workers": {"1": row, "8": row}, "cores": 16,
+                                   "workers_clients": 8})
+        self.assertNotIn("two cores", big)
+        self.assertIn("8 perf-test clients at once in each run", big)
+        self.assertRegex(big, r"\n\| 8 \| 40\.0 \| 400\.0 \| 1\.80 \| 0\.60 \|")
+
+    def test_workers_options_refused(self):
+        """Worker counts and clients out of range stop the bench before it
+        starts anything, naming what is expected."""
+        bench = load_bench()
+        for option, value in (("--workers-counts", "1,1"), ("--workers-counts", "0,2"),
+                              ("--workers-counts", "two"), ("--workers-clients", "0"),
+                              ("--workers-clients", "65")):
+            stderr = io.StringIO()
+            with self.assertRaises(SystemExit) as stopped, \
+                    contextlib.redirect_stderr(stderr):
+                bench.main([option, value])
+            self.assertEqual(stopped.exception.code, 2)
+            self.assertIn("expected", stderr.getvalue())
+        self.assertEqual(bench.worker_counts("1,2,4,8"), (1, 2, 4, 8))
+
     def test_tiny_bench(self):
         """bench/bench.py runs every measure and writes the report and the plot."""
         stack.ensure_cluster()
@@ -147,6 +179,7 @@ class BenchTests(VerdictMixin, unittest.TestCase):
                            "--latency-messages", "50", "--metadata-topics", "40",
                            "--metadata-vclusters", "4", "--metadata-requests", "5",
                            "--connections", "20", "--workers-rounds", "1",
+                           "--workers-counts", "1,3", "--workers-clients", "2",
                            "--consume-runs", "2", "--out", str(out)])
         self.assertEqual(code, 0)
         report = (out / "benchmarks.md").read_text()
@@ -179,13 +212,16 @@ class BenchTests(VerdictMixin, unittest.TestCase):
                                  r"gateway [\d.]+ \(ratio [\d.]+\); the consumer's average "
                                  r"fetch latency \(ms\) direct [\d.]+, gateway [\d.]+")
         self.assertGreater((out / "benchmarks.png").stat().st_size, 1000)
-        # CPU per GB path by path, and the workers section (1 and 2 workers)
+        # CPU per GB path by path, and the workers section (1 and 3 workers,
+        # two clients at once in each run)
         self.assertRegex(report, r"\| bare TCP forwarder \| [\d.]+ \| [\d.]+ \| "
                                  r"[\d.]+ \| [\d.]+ \|")
         self.assertRegex(report, r"\| vkafka / forwarder \| [\d.]+ \| [\d.]+ \| "
                                  r"\*\*([\d.]+|n/a) x\*\* \| \*\*([\d.]+|n/a) x\*\* \|")
-        for n in (1, 2):
+        for n in (1, 3):
             self.assertRegex(report, rf"\n\| {n} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| "
                                      r"[\d.]+ \|")
+        self.assertNotRegex(report, r"\n\| 2 \| [\d.]+ \|")
+        self.assertIn("2 perf-test clients at once in each run", report)
         self.assertRegex(report, r"- Producer CPU per GB: (met|missed) \([\d.]+ CPU-s, "
                                  r"([\d.]+|n/a) x the forwarder's")
