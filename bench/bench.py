@@ -905,7 +905,7 @@ def workers_table(r):
         "consumer CPU-s per GB |",
         "|---|---:|---:|---:|---:|",
     ]
-    for n, v in sorted(workers.items()):
+    for n, v in sorted(workers.items(), key=lambda item: int(item[0])):
         lines.append(f"| {n} | {v['produce_mb_s']:.1f} | {v['consume_mb_s']:.1f} | "
                      f"{v['cpu_s_per_gb']['produce']:.2f} | "
                      f"{v['cpu_s_per_gb']['consume']:.2f} |")

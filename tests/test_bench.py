@@ -149,8 +149,9 @@ class BenchTests(VerdictMixin, unittest.TestCase):
         small = bench.workers_table({"workers": {"1": row, "2": row}, "cores": 2})
         self.assertIn("On this machine two cores", small)
         self.assertIn("--workers-counts 1,2,4,8 --workers-clients 8", small)
-        big = bench.workers_table({"workers": {"1": row, "8": row}, "cores": 16,
-                                   "workers_clients": 8})
+        big = bench.workers_table({"workers": {"1": row, "16": row, "8": row},
+                                   "cores": 16, "workers_clients": 8})
+        self.assertEqual(re.findall(r"\n\| (\d+) \|", big), ["1", "8", "16"])
         self.assertNotIn("two cores", big)
         self.assertIn("8 perf-test clients at once in each run", big)
         self.assertRegex(big, r"\n\| 8 \| 40\.0 \| 400\.0 \| 1\.80 \| 0\.60 \|")
