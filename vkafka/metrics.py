@@ -279,23 +279,22 @@ TEXT_FORMAT = b"text/plain; version=0.0.4; charset=utf-8"
 def by_worker(request):
     """Whether ``/metrics`` was asked ``?by=worker`` (a ``worker`` label on
     every series: the index of the worker that counted it, ``gone`` for what
-    workers that died left, ``supervisor`` for the supervisor's own).  None
-    when the query names anything else: the answer is then set to 400, JSON,
-    and its body is BAD_BY."""
+    workers that died left, ``supervisor`` for the supervisor's own); None
+    when the query names anything else (answer ``refused``)."""
     asked = request.args.get(b"by")
     if asked is None:
         return False
-    if asked == [b"worker"]:
-        return True
+    return True if asked == [b"worker"] else None
+
+
+def refused(request):
+    """The 400 for a ``by`` other than ``worker``, with a JSON body."""
     request.setResponseCode(400)
     request.setHeader(b"Content-Type", b"application/json")
-    return None
-
-
-BAD_BY = json.dumps({
-    "error": "bad_request",
-    "message": "by: only 'worker' (a worker label on every series); without it, "
-               "every series is the gateway's total"}).encode()
+    return json.dumps({
+        "error": "bad_request",
+        "message": "by: only 'worker' (a worker label on every series); without "
+                   "it, every series is the gateway's total"}).encode()
 
 
 class Labelled:
@@ -329,7 +328,7 @@ class MetricsResource(Resource):
     def render_GET(self, request):
         labelled = by_worker(request)
         if labelled is None:
-            return BAD_BY
+            return refused(request)
         if self.refresh is not None:
             self.refresh()
         request.setHeader(b"Content-Type", TEXT_FORMAT)

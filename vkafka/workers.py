@@ -677,10 +677,10 @@ class SummedMetricsResource(Resource):
         return merge(parts)
 
     def render_GET(self, request):
-        from .metrics import BAD_BY, TEXT_FORMAT, by_worker
+        from .metrics import TEXT_FORMAT, by_worker, refused
         each = by_worker(request)
         if each is None:
-            return BAD_BY
+            return refused(request)
         if self.refresh is not None:
             self.refresh()
         d = self.supervisor.reports()

@@ -524,10 +524,7 @@ class Inventory:
         """The latest Snapshot with the ids every broker lists now."""
         asked = self.clock()
         answers = yield self._ask_every_broker((LIST_GROUPS, LIST_TRANSACTIONS))
-        groups, transactions = set(), set()
-        for _, (listed, txns) in answers:
-            groups.update(g.group_id for g in listed.groups)
-            transactions.update(t.transactional_id for t in txns.transaction_states)
+        groups, transactions = listed_ids(answered for _, answered in answers)
         latest = self.latest  # the newest, a whole inventory ended meanwhile or not
         if latest.ids_listed > asked:  # a whole inventory ended meanwhile: as new
             return latest
@@ -541,10 +538,10 @@ class Inventory:
             yield self.refresh()
         answers = yield self._ask_every_broker(
             (LIST_GROUPS, DESCRIBE_LOG_DIRS, LIST_TRANSACTIONS))
-        groups, sizes, transactions = set(), {}, set()
-        for node, (listed, dirs, txns) in answers:
-            groups.update(g.group_id for g in listed.groups)
-            transactions.update(t.transactional_id for t in txns.transaction_states)
+        groups, transactions = listed_ids((listed, txns)
+                                          for _, (listed, _, txns) in answers)
+        sizes = {}
+        for node, (_, dirs, _) in answers:
             for result in dirs.results:
                 if result.error_code != ErrorCode.none:  # an offline log directory
                     raise InventoryError(f"broker {node}, {result.log_dir}: "
@@ -587,6 +584,16 @@ class Inventory:
             m.usage_storage.labels(vc, "all").set(f.storageBytes)
             m.usage_storage.labels(vc, "once").set(f.storageBytesOnce)
         self._exported = set(snapshot.figures)
+
+
+def listed_ids(answers):
+    """(group ids, transactional ids) of (ListGroups, ListTransactions)
+    answers, pair by pair."""
+    groups, transactions = set(), set()
+    for listed, txns in answers:
+        groups.update(g.group_id for g in listed.groups)
+        transactions.update(t.transactional_id for t in txns.transaction_states)
+    return groups, transactions
 
 
 class Shared:
